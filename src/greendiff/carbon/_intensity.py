@@ -1,0 +1,74 @@
+"""The provider interface: grid carbon intensity for a time range at one location."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Literal
+
+WORLD_AVERAGE_G_PER_KWH = 475.0
+WORLD_AVERAGE_SOURCE = "world average 475 gCO2e/kWh (IEA 2019, as used by CodeCarbon)"
+
+
+@dataclass(frozen=True)
+class IntensitySegment:
+    """Constant intensity over ``[start, end)`` (UTC)."""
+
+    start: datetime
+    end: datetime
+    intensity_g_per_kwh: float
+
+
+@dataclass(frozen=True)
+class Intensity:
+    """Intensity over a time range, with what it is and where it comes from.
+
+    Attributes:
+        segments: Contiguous segments covering the requested range; a yearly table gives one.
+        source: Dataset and key, e.g. ``"OWID/Ember country table: FRA (France), 2022"``.
+        kind: ``"static"`` (yearly average), ``"hourly"`` (trace) or ``"live"`` (API).
+        year: Year of the data when it is not the year of use.
+        notes: Warnings that must travel with the figure (unknown location, fallbacks, typical year).
+    """
+
+    segments: tuple[IntensitySegment, ...]
+    source: str
+    kind: Literal["static", "hourly", "live"]
+    year: int | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def mean_g_per_kwh(self) -> float:
+        """Time-weighted mean over the segments."""
+        total_s = sum((s.end - s.start).total_seconds() for s in self.segments)
+        if total_s <= 0:
+            return self.segments[0].intensity_g_per_kwh
+        return sum(s.intensity_g_per_kwh * (s.end - s.start).total_seconds() for s in self.segments) / total_s
+
+
+class IntensityProvider(abc.ABC):
+    """Source of gCO2e/kWh for one location. Every provider passes the shared contract test."""
+
+    #: Short identifier recorded with every result (``"country-table"``, ``"uk-carbon-intensity"``).
+    name: str = "provider"
+
+    @abc.abstractmethod
+    def intensity(self, start: datetime, end: datetime) -> Intensity:
+        """Intensity covering ``[start, end)``; both must be timezone-aware."""
+
+    def describe(self) -> str:
+        return self.name
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Reject naive datetimes (an ambiguous hour changes the emissions) and convert to UTC."""
+    if moment.tzinfo is None:
+        raise ValueError(f"datetime {moment.isoformat()} has no timezone; carbon accounting needs UTC-aware times")
+    return moment.astimezone(timezone.utc)
+
+
+def constant(start: datetime, end: datetime, g_per_kwh: float, source: str,
+             kind: Literal["static", "hourly", "live"] = "static", year: int | None = None,
+             notes: tuple[str, ...] = ()) -> Intensity:
+    """One segment of constant intensity over the range."""
+    return Intensity((IntensitySegment(as_utc(start), as_utc(end), g_per_kwh),), source, kind, year, notes)
