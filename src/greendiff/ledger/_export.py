@@ -1,0 +1,87 @@
+"""Exports of a run summary: CodeCarbon ``emissions.csv`` row, HF model-card YAML, JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from greendiff import __version__
+
+# Column order of CodeCarbon's emissions.csv (``EmissionsData`` of CodeCarbon 3.x).
+CODECARBON_COLUMNS = (
+    "timestamp", "project_name", "run_id", "experiment_id", "duration", "emissions", "emissions_rate",
+    "cpu_power", "gpu_power", "ram_power", "cpu_energy", "gpu_energy", "ram_energy", "energy_consumed",
+    "water_consumed", "country_name", "country_iso_code", "region", "cloud_provider", "cloud_region", "os",
+    "python_version", "codecarbon_version", "cpu_count", "cpu_model", "gpu_count", "gpu_model", "longitude",
+    "latitude", "ram_total_size", "tracking_mode", "cpu_utilization_percent", "gpu_utilization_percent",
+    "ram_utilization_percent", "ram_used_gb", "on_cloud", "pue", "wue",
+)
+
+
+def _by_kind(summary: dict, kind: str, field: str) -> float:
+    return sum(d[field] for d in summary["devices"] if d["kind"] == kind)
+
+
+def codecarbon_row(summary: dict) -> dict[str, object]:
+    """A row in CodeCarbon's ``emissions.csv`` schema (kWh, kg, W, s), so existing dashboards read it."""
+    duration_s = max(summary["duration_s"], 1e-9)
+    location = summary.get("location", {})
+    cloud = (location.get("cloud") or ":").split(":", 1)
+    energy = {k: _by_kind(summary, k, "energy_kwh") for k in ("cpu", "gpu", "dram")}
+    gpus = [d for d in summary["devices"] if d["kind"] == "gpu"]
+    cpus = [d for d in summary["devices"] if d["kind"] == "cpu"]
+    host = summary.get("host", {})
+    return {
+        "timestamp": summary["ended"], "project_name": summary["name"], "run_id": summary["run_id"],
+        "experiment_id": "", "duration": duration_s, "emissions": summary["emissions_kg"],
+        "emissions_rate": summary["emissions_kg"] / duration_s,
+        "cpu_power": energy["cpu"] * 3.6e6 / duration_s, "gpu_power": energy["gpu"] * 3.6e6 / duration_s,
+        "ram_power": energy["dram"] * 3.6e6 / duration_s,
+        "cpu_energy": energy["cpu"], "gpu_energy": energy["gpu"], "ram_energy": energy["dram"],
+        "energy_consumed": summary["energy_kwh"], "water_consumed": "",
+        "country_name": "", "country_iso_code": location.get("country") or "",
+        "region": location.get("grid") or "", "cloud_provider": cloud[0], "cloud_region": cloud[1],
+        "os": host.get("os", ""), "python_version": host.get("python", ""),
+        "codecarbon_version": f"greendiff-{__version__}",
+        "cpu_count": host.get("cpu_count", ""), "cpu_model": cpus[0]["name"] if cpus else "",
+        "gpu_count": len(gpus), "gpu_model": gpus[0]["name"] if gpus else "",
+        "longitude": "", "latitude": "", "ram_total_size": host.get("ram_total_gb", ""), "tracking_mode": "process",
+        "cpu_utilization_percent": "", "gpu_utilization_percent": "", "ram_utilization_percent": "", "ram_used_gb": "",
+        "on_cloud": "Y" if location.get("cloud") else "N", "pue": summary["pue"]["value"], "wue": "",
+    }
+
+
+def codecarbon_csv(summary: dict, header: bool = True) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CODECARBON_COLUMNS, lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerow(codecarbon_row(summary))
+    return out.getvalue()
+
+
+def _yaml_str(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)  # a JSON string is a valid YAML double-quoted scalar
+
+
+def model_card_yaml(summary: dict, training_type: str = "pre-training") -> str:
+    """The Hugging Face model-card ``co2_eq_emissions`` block (emissions in grams)."""
+    location = summary.get("location", {})
+    place = location.get("grid") or location.get("cloud") or location.get("country") or "unknown"
+    hardware = sorted({f"{d['name']} ({d['kind']})" for d in summary["devices"]})
+    source = (f"greendiff {__version__}: {', '.join(summary['methods'])}; intensity {summary['intensity']['source']}; "
+              f"PUE {summary['pue']['value']:g} ({summary['pue']['source']})")
+    return "\n".join([
+        "co2_eq_emissions:",
+        f"  emissions: {summary['emissions_kg'] * 1e3:.6g}",
+        f"  source: {_yaml_str(source)}",
+        f"  training_type: {_yaml_str(training_type)}",
+        f"  geographical_location: {_yaml_str(place)}",
+        f"  hardware_used: {_yaml_str(', '.join(hardware))}",
+        "",
+    ])
+
+
+def json_summary(summary: dict) -> str:
+    return json.dumps(summary, indent=2, sort_keys=True)

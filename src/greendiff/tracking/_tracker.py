@@ -1,0 +1,186 @@
+"""Tracker: an EnergyMonitor whose windows and samples land in the ledger, priced in CO2e.
+
+Wrap any training loop (like CodeCarbon's ``EmissionsTracker`` or Zeus' ``ZeusMonitor``)::
+
+    with Tracker("my-run", location=Location(country="FRA")) as tracker:
+        for batch in loader:
+            with tracker.window("train"):
+                step(batch)
+    print(tracker.summary["emissions_kg"])
+
+Per-step windows cost two meter reads and a dict update; the ledger is written only when
+``sample_interval_s`` has passed since the last write (no background thread), and at stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import platform
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import psutil
+
+from greendiff import __version__
+from greendiff.carbon import IntensityProvider, Location, Pue, resolve_provider, resolve_pue
+from greendiff.energy import EnergyMonitor, Measurement, MonitorOptions
+from greendiff.ledger import Ledger, WindowTotal
+from greendiff.tracking._summary import summarize
+from greendiff.units import BYTES_PER_GB
+
+logger = logging.getLogger(__name__)
+
+
+def assumptions_for(location: Location, pue: Pue, live: str, zone: str | None, provider: IntensityProvider,
+                    options: MonitorOptions, notes: list[str], config: dict | None) -> dict:
+    """Everything a reader needs to recompute or audit the run's figures."""
+    return {
+        "location": dataclasses.asdict(location),
+        "live": live,
+        "zone": zone,
+        "pue": dataclasses.asdict(pue),
+        "intensity_provider": provider.describe(),
+        "monitor": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(options).items()},
+        "meter_notes": notes,
+        "greendiff_version": __version__,
+        "host": {"os": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+                 "ram_total_gb": round(psutil.virtual_memory().total / BYTES_PER_GB, 1)},
+        "config": config or {},
+    }
+
+
+def provider_from_assumptions(assumptions: dict) -> tuple[IntensityProvider, Pue]:
+    """Rebuild the run's intensity provider and PUE (to summarise a run that died)."""
+    location = Location(**assumptions.get("location", {}))
+    provider = resolve_provider(location, assumptions.get("live", "none"), assumptions.get("zone"))
+    pue = Pue(**assumptions["pue"]) if "pue" in assumptions else resolve_pue(None, location)
+    return provider, pue
+
+
+class Tracker:
+    """Measure a run, write it to the ledger, and price it in CO2e.
+
+    Args:
+        name: Run name shown in ``greendiff runs list``.
+        kind: What is tracked (``"library"``, ``"measure"``, ``"demo"``, ``"train"``).
+        command: The command line, for the record.
+        location: Where the hardware is (explicit; no geolocation).
+        pue: Facility PUE; ``None`` resolves a documented default (see :func:`resolve_pue`).
+        live: Live intensity API (``"none"``, ``"uk"``, ``"electricitymaps"``).
+        zone: Electricity Maps zone.
+        monitor_options: What to meter (GPUs, node-level CPU/RAM, ``--cpu-watts``).
+        ledger: A :class:`Ledger`, a path, or ``None`` for the default ledger.
+        sample_interval_s: Minimum seconds between two ledger samples (crash-visible progress).
+        config: Resolved configuration to store with the run.
+        monitor: An already-built monitor (tests, or sharing one across trackers).
+    """
+
+    def __init__(self, name: str = "run", *, kind: str = "library", command: str = "",
+                 location: Location | None = None, pue: float | None = None, live: str = "none",
+                 zone: str | None = None, monitor_options: MonitorOptions = MonitorOptions(),
+                 ledger: Ledger | str | Path | None = None, sample_interval_s: float = 10.0,
+                 config: dict | None = None, monitor: EnergyMonitor | None = None) -> None:
+        self.name, self.kind, self.command = name, kind, command
+        self.location = location or Location()
+        self.pue = resolve_pue(pue, self.location)
+        self.live, self.zone = live, zone
+        self.provider = resolve_provider(self.location, live, zone)
+        self.monitor_options = monitor_options
+        self._ledger_arg = ledger
+        self.sample_interval_s = sample_interval_s
+        self.config = config
+        self._monitor = monitor
+        self.ledger: Ledger | None = None
+        self.run_id: int | None = None
+        self.summary: dict | None = None
+        self._phases: dict[str, list] = {}
+        self._last_sample_s = 0.0
+
+    @property
+    def monitor(self) -> EnergyMonitor:
+        if self._monitor is None:
+            raise RuntimeError("Tracker.start() has not been called")
+        return self._monitor
+
+    def start(self) -> Tracker:
+        self.ledger = self._ledger_arg if isinstance(self._ledger_arg, Ledger) else Ledger(self._ledger_arg)
+        if self._monitor is None:
+            self._monitor = EnergyMonitor.detect(self.monitor_options)
+        for note in self.provider.intensity(*_now_window()).notes:
+            logger.warning(note)
+        assumptions = assumptions_for(self.location, self.pue, self.live, self.zone, self.provider,
+                                      self.monitor_options, self._monitor.notes, self.config)
+        devices = [{**dataclasses.asdict(d), "uncertainty_frac": d.uncertainty_frac} for d in self._monitor.devices]
+        self.run_id = self.ledger.start_run(self.name, self.kind, self.command, assumptions, devices)
+        self.sample(force=True)
+        return self
+
+    # -- windows --------------------------------------------------------------------------------
+
+    def begin_window(self, name: str) -> None:
+        self.monitor.begin_window(name)
+
+    def end_window(self, name: str) -> Measurement:
+        measurement = self.monitor.end_window(name)
+        phase = self._phases.setdefault(name, [0, 0.0, {}])
+        phase[0] += 1
+        phase[1] += measurement.duration_s
+        for key, joules in measurement.energy_j.items():
+            phase[2][key] = phase[2].get(key, 0.0) + joules
+        self.sample()
+        return measurement
+
+    @contextlib.contextmanager
+    def window(self, name: str) -> Iterator[None]:
+        """Time and meter a phase (``"train"``, ``"eval"``, ``"checkpoint"``); totals accumulate per name."""
+        self.begin_window(name)
+        try:
+            yield
+        finally:
+            self.end_window(name)
+
+    def sample(self, force: bool = False) -> None:
+        """Write a cumulative sample and the phase totals if the interval has passed (or ``force``)."""
+        now = time.monotonic()
+        if not force and now - self._last_sample_s < self.sample_interval_s:
+            return
+        self._last_sample_s = now
+        reading = self.monitor.read()
+        assert self.ledger is not None and self.run_id is not None
+        self.ledger.add_sample(self.run_id, reading.unix_s, self.monitor.cpu_time_s(), reading.energy_j)
+        if self._phases:
+            self.ledger.put_windows(self.run_id, [WindowTotal(n, c, d, dict(e)) for n, (c, d, e) in self._phases.items()])
+
+    # -- end ------------------------------------------------------------------------------------
+
+    def stop(self, status: str = "completed", exit_code: int | None = None) -> dict:
+        """Final sample, summary with emissions, status written to the ledger. Returns the summary."""
+        assert self.ledger is not None and self.run_id is not None, "start() first"
+        self.sample(force=True)
+        self.monitor.close()
+        record = dataclasses.replace(self.ledger.get_run(self.run_id), status=status)
+        self.summary = summarize(record, self.ledger.samples(self.run_id), self.ledger.windows(self.run_id),
+                                 self.provider, self.pue)
+        self.ledger.finish_run(self.run_id, status, self.summary, exit_code)
+        return self.summary
+
+    def __enter__(self) -> Tracker:
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.stop("completed")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.stop("interrupted")
+        else:
+            self.stop("failed")
+
+
+def _now_window() -> tuple[datetime, datetime]:
+    now = datetime.now(timezone.utc)
+    return now, now + timedelta(seconds=1)
