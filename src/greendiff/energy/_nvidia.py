@@ -168,10 +168,6 @@ class NvidiaGpuMeter(Meter):
                 energy_j[device.key] = (now_mj - self._counter_start_mj[device.key]) * MJ_TO_J
         return energy_j
 
-    def power_w(self) -> dict[str, float]:
-        """Instantaneous board power per device (for samples and reports)."""
-        return {key: pynvml.nvmlDeviceGetPowerUsage(h) * MW_TO_W for key, h in self._handle_by_key.items()}
-
     def close(self) -> None:
         if self._handles:
             for poller in self._pollers.values():

@@ -1,0 +1,3 @@
+from greendiff.cli import main
+
+main()

@@ -1,0 +1,67 @@
+"""The ``greendiff`` command: typer app, and the one place user errors become exit code 2."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from greendiff import __version__
+from greendiff.cli._demo import demo
+from greendiff.cli._measure import measure
+from greendiff.cli._runs import runs_app
+from greendiff.errors import UserInputError
+
+# typer >= 0.20 vendors click; take its exception classes from typer's own hierarchy.
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+app = typer.Typer(
+    name="greendiff",
+    help="Train diffusion models with a fraction of the energy and carbon, and prove it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("measure", help="Run any command and record its energy and CO2e in the ledger.",
+            context_settings={"allow_interspersed_args": False})(measure)
+app.command("demo", help="Measure a short built-in CPU workload and print its energy/carbon summary.")(demo)
+app.add_typer(runs_app, name="runs", help="List, show and export tracked runs from the ledger.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"greendiff {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log meter and provider decisions."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="greendiff: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point. User mistakes: one line on stderr, exit code 2, never a traceback."""
+    try:
+        result = app(args=argv, prog_name="greendiff", standalone_mode=False)
+    except UserInputError as exc:
+        print(f"greendiff: error: {exc}", file=sys.stderr)
+        return 2
+    except _UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "greendiff"
+        print(f"greendiff: error: {exc.format_message()} (see '{command} --help')", file=sys.stderr)
+        return 2
+    except _ClickException as exc:
+        print(f"greendiff: error: {exc.format_message()}", file=sys.stderr)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        print("greendiff: aborted", file=sys.stderr)
+        return 130
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,55 @@
+"""Options shared by every command that measures, resolved once into a Tracker's arguments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from greendiff.carbon import Location, parse_positive, resolve_location
+from greendiff.energy import MonitorOptions
+from greendiff.ledger import Ledger
+
+Country = Annotated[Optional[str], typer.Option("--country", help="ISO-3 country code of the hardware (env GREENDIFF_COUNTRY).")]
+Cloud = Annotated[Optional[str], typer.Option("--cloud", help="Cloud PROVIDER:REGION, e.g. gcp:europe-west1 (env GREENDIFF_CLOUD).")]
+Grid = Annotated[Optional[str], typer.Option("--grid", help="US grid (CISO, PJM, ...) or a timestamp,intensity CSV (env GREENDIFF_GRID).")]
+PueOpt = Annotated[Optional[str], typer.Option("--pue", help="Data-centre PUE >= 1 (default: provider figure or 1.0).")]
+Live = Annotated[str, typer.Option("--live", help="Live intensity API: none, uk, electricitymaps.")]
+Zone = Annotated[Optional[str], typer.Option("--zone", help="Electricity Maps zone key, e.g. FR.")]
+CpuWatts = Annotated[Optional[str], typer.Option("--cpu-watts", help="CPU package power at full load in W (overrides the TDP table and RAPL).")]
+Gpus = Annotated[Optional[str], typer.Option("--gpus", help="Comma-separated visible GPU indices to meter (default: all).")]
+NoGpu = Annotated[bool, typer.Option("--no-gpu", help="Do not meter GPUs.")]
+LedgerPath = Annotated[Optional[Path], typer.Option("--ledger", help="Ledger database file (env GREENDIFF_LEDGER).")]
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    location: Location
+    pue: float | None
+    live: str
+    zone: str | None
+    monitor: MonitorOptions
+    ledger: Ledger
+
+
+def resolve_settings(country: str | None, cloud: str | None, grid: str | None, pue: str | None, live: str,
+                     zone: str | None, cpu_watts: str | None, gpus: str | None, no_gpu: bool,
+                     ledger: Path | None) -> MeasureSettings:
+    """Validate flags (one-line errors) and open the ledger, before any work starts."""
+    gpu_indices = None
+    if gpus is not None:
+        try:
+            gpu_indices = tuple(int(g) for g in gpus.split(",") if g.strip())
+        except ValueError:
+            raise typer.BadParameter(f"--gpus must be comma-separated integers, got {gpus!r}") from None
+    return MeasureSettings(
+        location=resolve_location(country, cloud, grid),
+        pue=parse_positive(pue, "--pue") if pue is not None else None,
+        live=live,
+        zone=zone,
+        monitor=MonitorOptions(gpu_indices=gpu_indices, measure_gpus=not no_gpu,
+                               cpu_watts=parse_positive(cpu_watts, "--cpu-watts") if cpu_watts is not None else None),
+        ledger=Ledger(ledger),
+    )

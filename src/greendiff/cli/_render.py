@@ -1,0 +1,56 @@
+"""Rich tables for run summaries."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def fmt_energy(kwh: float) -> str:
+    if kwh >= 1:
+        return f"{kwh:.3f} kWh"
+    if kwh >= 1e-3:
+        return f"{kwh * 1e3:.3f} Wh"
+    return f"{kwh * 3.6e6:.3g} J"
+
+
+def fmt_mass(kg: float) -> str:
+    for unit, scale in (("kg", 1.0), ("g", 1e-3), ("mg", 1e-6)):
+        if kg >= scale:
+            return f"{kg / scale:.3g} {unit}"
+    return f"{kg / 1e-9:.3g} µg"
+
+
+def render_summary(summary: dict, console: Console) -> None:
+    """Devices, phases, totals with bands, and every assumption."""
+    table = Table(title=f"run {summary['run_id']} · {summary['name']} · {summary['status']}", title_justify="left")
+    for col in ("device", "name", "method", "energy", "±", "CO2e"):
+        table.add_column(col, justify="right" if col in ("energy", "±", "CO2e") else "left", overflow="fold")
+    for d in summary["devices"]:
+        table.add_row(d["key"], d["name"], d["method"], fmt_energy(d["energy_kwh"]),
+                      f"{d['uncertainty_frac']:.0%}", fmt_mass(d["emissions_g"] / 1e3))
+    table.add_row("total", "", "", fmt_energy(summary["energy_kwh"]), "", fmt_mass(summary["emissions_kg"]), style="bold")
+    console.print(table)
+    if summary["phases"]:
+        phases = Table(title="phases", title_justify="left")
+        for col in ("phase", "windows", "time", "energy", "CO2e"):
+            phases.add_column(col, justify="left" if col == "phase" else "right")
+        for p in summary["phases"]:
+            phases.add_row(p["name"], str(p["count"]), f"{p['duration_s']:.2f} s", fmt_energy(p["energy_j"] / 3.6e6),
+                           fmt_mass(p["emissions_g"] / 1e3))
+        console.print(phases)
+    intensity, pue = summary["intensity"], summary["pue"]
+    console.print(
+        f"[bold]{fmt_energy(summary['energy_kwh'])}[/] "
+        f"({fmt_energy(summary['energy_kwh_low'])} – {fmt_energy(summary['energy_kwh_high'])}) · "
+        f"[bold]{fmt_mass(summary['emissions_kg'])} CO2e[/] "
+        f"({fmt_mass(summary['emissions_kg_low'])} – {fmt_mass(summary['emissions_kg_high'])}) · "
+        f"{summary['duration_s']:.1f} s wall · {summary['cpu_time_s']:.1f} CPU-s",
+        highlight=False,
+    )
+    console.print(f"intensity: {intensity['mean_g_per_kwh']:.0f} gCO2e/kWh, {intensity['source']} ({intensity['kind']})",
+                  highlight=False, markup=False)
+    console.print(f"PUE: {pue['value']:g}, {pue['source']}", highlight=False, markup=False)
+    for note in [*summary["notes"], *intensity["notes"]]:
+        style = "bold yellow" if note.startswith("LOCATION UNKNOWN") else "dim"
+        console.print(f"· {note}", style=style, highlight=False, markup=False)

@@ -1,0 +1,98 @@
+"""``greendiff runs list|show|export``: read the ledger."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from greendiff.cli._options import LedgerPath
+from greendiff.cli._render import fmt_energy, fmt_mass, render_summary
+from greendiff.errors import UserInputError
+from greendiff.ledger import Ledger, RunRecord, codecarbon_csv, json_summary, model_card_yaml
+from greendiff.tracking import provider_from_assumptions, summarize
+
+runs_app = typer.Typer(help="List, show and export tracked runs.", no_args_is_help=True)
+
+
+def run_summary(ledger: Ledger, record: RunRecord) -> dict:
+    """The stored summary of a finished run, or one computed from the samples of a running/dead one."""
+    if record.summary is not None and record.status != "interrupted":
+        return record.summary
+    provider, pue = provider_from_assumptions(record.assumptions)
+    return summarize(record, ledger.samples(record.id), ledger.windows(record.id), provider, pue)
+
+
+@runs_app.command("list")
+def list_runs(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Show the newest N runs.")] = 20,
+    ledger: LedgerPath = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Table of recent runs: status, duration, energy and CO2e."""
+    if limit <= 0:
+        raise UserInputError(f"--limit must be a positive number of runs, got {limit}")
+    db = Ledger(ledger)
+    rows = [(r, run_summary(db, r)) for r in db.list_runs(limit)]
+    if as_json:
+        typer.echo(json.dumps([{**{k: v for k, v in dataclasses.asdict(r).items() if k != "summary"},
+                                "energy_kwh": s["energy_kwh"], "emissions_kg": s["emissions_kg"]} for r, s in rows],
+                              indent=2))
+        return
+    table = Table(title=f"ledger {db.path}", title_justify="left")
+    for col in ("id", "name", "kind", "status", "started (UTC)", "duration", "energy", "CO2e", "methods"):
+        table.add_column(col, justify="right" if col in ("id", "duration", "energy", "CO2e") else "left")
+    for r, s in rows:
+        table.add_row(str(r.id), r.name, r.kind, r.status, (s["started"] or "")[:19].replace("T", " "),
+                      f"{s['duration_s']:.1f} s", fmt_energy(s["energy_kwh"]), fmt_mass(s["emissions_kg"]),
+                      ", ".join(s["methods"]))
+    Console().print(table)
+
+
+@runs_app.command("show")
+def show_run(
+    run_id: Annotated[int, typer.Argument(help="Run id (see 'greendiff runs list').")],
+    ledger: LedgerPath = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full summary as JSON.")] = False,
+) -> None:
+    """Energy per device and phase, CO2e, and every assumption of one run."""
+    db = Ledger(ledger)
+    summary = run_summary(db, db.get_run(run_id))
+    if as_json:
+        typer.echo(json_summary(summary))
+    else:
+        render_summary(summary, Console())
+
+
+@runs_app.command("export")
+def export_run(
+    run_id: Annotated[int, typer.Argument(help="Run id (see 'greendiff runs list').")],
+    fmt: Annotated[Literal["codecarbon", "model-card", "json"], typer.Option("--format", "-f",
+                   help="codecarbon (emissions.csv row), model-card (HF co2_eq_emissions YAML), json.")] = "json",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+    training_type: Annotated[str, typer.Option("--training-type", help="For model-card: pre-training or fine-tuning.")] = "pre-training",
+    ledger: LedgerPath = None,
+) -> None:
+    """Export a run as a CodeCarbon emissions.csv row, a model-card YAML block, or JSON."""
+    db = Ledger(ledger)
+    summary = run_summary(db, db.get_run(run_id))
+    if fmt == "codecarbon":
+        text = codecarbon_csv(summary, header=output is None or not output.exists())
+    elif fmt == "model-card":
+        text = model_card_yaml(summary, training_type)
+    else:
+        text = json_summary(summary) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        with output.open("a" if fmt == "codecarbon" else "w") as f:
+            f.write(text)
+    except OSError as exc:
+        raise UserInputError(f"cannot write {output}: {exc.strerror}") from None
+    typer.echo(f"wrote {output}", err=True)
