@@ -6,6 +6,7 @@ The same function serves a run that just finished and one that crashed (from its
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 
 from greendiff.carbon import IntensityProvider, Pue, account
@@ -29,8 +30,9 @@ def summarize(record: RunRecord, samples: list[Sample], windows: list[WindowTota
     start_s = samples[0].unix_s if samples else record.started_unix_s
     end_s = samples[-1].unix_s if samples else start_s
     end_s = max(end_s, start_s + 1e-6)
-    intensity = provider.intensity(datetime.fromtimestamp(start_s, timezone.utc),
-                                   datetime.fromtimestamp(end_s, timezone.utc))
+    # one second of margin: datetimes keep microseconds, and a rounded edge would drop energy
+    intensity = provider.intensity(datetime.fromtimestamp(math.floor(start_s) - 1, timezone.utc),
+                                   datetime.fromtimestamp(math.ceil(end_s) + 1, timezone.utc))
     per_device = []
     for key, info in devices.items():
         series = [(s.unix_s, s.energy_j.get(key, 0.0)) for s in samples]
