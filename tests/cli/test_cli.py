@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from greendiff.cli._app import main
+from greendiff.energy import read_cpuinfo
 from greendiff.ledger import Ledger, default_ledger_path
 
 PY = sys.executable
@@ -37,7 +38,8 @@ def test_measure_records_the_child_process_tree(capsys):
     assert 0.28 <= summary["cpu_time_s"] <= 1.5  # the child's 0.3 s plus python start-up
     cpu = next(d for d in summary["devices"] if d["kind"] == "cpu")
     assert cpu["method"] == "estimate:user-watts-cputime"
-    assert cpu["energy_j"] > 0
+    siblings = read_cpuinfo().logical_cpus_per_package  # --cpu-watts is the whole package's power
+    assert cpu["energy_j"] == pytest.approx(summary["cpu_time_s"] * 20.0 / siblings, rel=0.05)
     assert summary["location"]["country"] == "FRA"
     (run,) = Ledger(default_ledger_path()).list_runs()
     assert run.status == "completed" and run.exit_code == 0

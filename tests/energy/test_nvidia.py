@@ -148,3 +148,9 @@ def test_invisible_index_is_a_user_error(fake_nvml):
     with pytest.raises(UserInputError, match="GPU index 5 is not visible"):
         NvidiaGpuMeter.create([5])
     assert fake_nvml.initialised == 0
+
+
+def test_polling_can_be_forced_where_a_counter_exists(fake_nvml):
+    meter = NvidiaGpuMeter.create([0], poll_interval_s=0.01, use_counter=False)
+    assert meter.devices()[0].method == "polled-power"
+    meter.close()

@@ -47,6 +47,14 @@ def _visible_nvml_indices(count: int, env_value: str | None) -> list[int | str]:
     return visible
 
 
+def _read_counter_mj(handle: object) -> int | None:
+    """The energy counter (Volta and newer), or ``None`` where the GPU has none."""
+    try:
+        return pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+    except pynvml.NVMLError:
+        return None
+
+
 class _PowerPoller:
     """Integrates instantaneous power (trapezoid rule) on a daemon thread."""
 
@@ -100,28 +108,34 @@ class NvidiaGpuMeter(Meter):
     """
 
     def __init__(self, handles: Sequence[object], names: Sequence[str], visible_indices: Sequence[int],
-                 poll_interval_s: float = 0.1) -> None:
+                 poll_interval_s: float = 0.1, use_counter: bool = True) -> None:
         self._handles = list(handles)
         self._devices: list[DeviceInfo] = []
         self._counter_start_mj: dict[str, int] = {}
         self._pollers: dict[str, _PowerPoller] = {}
         for handle, name, index in zip(self._handles, names, visible_indices):
             key = f"gpu:{index}"
-            try:
-                self._counter_start_mj[key] = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+            counter_mj = _read_counter_mj(handle) if use_counter else None
+            if counter_mj is not None:
+                self._counter_start_mj[key] = counter_mj
                 method, note = "counter", "nvmlDeviceGetTotalEnergyConsumption (mJ counter)"
-            except pynvml.NVMLError:
+            else:
                 def read_w(h=handle) -> float:
                     return pynvml.nvmlDeviceGetPowerUsage(h) * MW_TO_W
                 self._pollers[key] = _PowerPoller(read_w, poll_interval_s)
                 method = "polled-power"
-                note = f"nvmlDeviceGetPowerUsage integrated every {poll_interval_s * 1e3:.0f} ms (no energy counter)"
+                why = "no energy counter" if use_counter else "counter not used"
+                note = f"nvmlDeviceGetPowerUsage integrated every {poll_interval_s * 1e3:.0f} ms ({why})"
             self._devices.append(DeviceInfo(key, "gpu", name, method, "device", note))
         self._handle_by_key = {d.key: h for d, h in zip(self._devices, self._handles)}
 
     @classmethod
-    def create(cls, gpu_indices: Sequence[int] | None = None, poll_interval_s: float = 0.1) -> NvidiaGpuMeter | None:
-        """Open NVML and meter the requested visible GPUs; ``None`` if NVML or GPUs are absent."""
+    def create(cls, gpu_indices: Sequence[int] | None = None, poll_interval_s: float = 0.1,
+               use_counter: bool = True) -> NvidiaGpuMeter | None:
+        """Open NVML and meter the requested visible GPUs; ``None`` if NVML or GPUs are absent.
+
+        ``use_counter=False`` forces power polling even where the counter exists (to compare them).
+        """
         if pynvml is None:
             return None
         try:
@@ -153,7 +167,7 @@ class NvidiaGpuMeter(Meter):
         if not handles:
             pynvml.nvmlShutdown()
             return None
-        return cls(handles, names, indices, poll_interval_s)
+        return cls(handles, names, indices, poll_interval_s, use_counter)
 
     def devices(self) -> list[DeviceInfo]:
         return list(self._devices)
