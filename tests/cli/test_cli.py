@@ -3,9 +3,12 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 
 from greendiff.cli._app import main
@@ -138,3 +141,44 @@ def test_console_script_bad_input_has_no_traceback(tmp_path):
                             capture_output=True, text=True, env={**os.environ, "GREENDIFF_LEDGER": str(tmp_path / "l.sqlite")})
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def _start_measure(tmp_path, *child: str) -> tuple[subprocess.Popen, Ledger]:
+    ledger_path = tmp_path / "sig.sqlite"
+    proc = subprocess.Popen([os.path.join(os.path.dirname(PY), "greendiff"), "measure", "--sample-interval", "0.2",
+                             "--country", "FRA", "--", *child],
+                            env={**os.environ, "GREENDIFF_LEDGER": str(ledger_path)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until the ledger holds samples spanning > 1.5 s
+        if ledger_path.exists():  # (the process tree is rescanned for new children once a second)
+            runs = Ledger(ledger_path).list_runs()
+            samples = Ledger(ledger_path).samples(runs[0].id) if runs else []
+            if len(samples) >= 2 and samples[-1].unix_s - samples[0].unix_s > 1.5:
+                break
+        time.sleep(0.1)
+    return proc, Ledger(ledger_path)
+
+
+def test_sigterm_is_forwarded_and_the_run_marked_interrupted(tmp_path):
+    proc, ledger = _start_measure(tmp_path, PY, "-c", "import time; time.sleep(60)")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    assert proc.returncode == 128 + signal.SIGTERM  # the child died of the forwarded signal
+    (run,) = ledger.list_runs()
+    assert run.status == "interrupted" and run.summary["status"] == "interrupted"
+
+
+def test_sigkilled_measure_leaves_an_interrupted_run_with_its_samples(tmp_path):
+    proc, ledger = _start_measure(tmp_path, PY, "-c", BUSY.replace("0.3", "30"))
+    orphans = psutil.Process(proc.pid).children(recursive=True)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    for orphan in orphans:  # the measured command outlives a SIGKILLed greendiff; clean it up
+        orphan.kill()
+    (run,) = ledger.list_runs()
+    assert run.status == "interrupted" and run.summary is None
+    summary = json.loads(subprocess.run(
+        [os.path.join(os.path.dirname(PY), "greendiff"), "runs", "show", str(run.id), "--json", "--ledger", str(ledger.path)],
+        capture_output=True, text=True, check=True).stdout)
+    assert summary["status"] == "interrupted" and summary["cpu_time_s"] > 0 and summary["energy_j"] > 0

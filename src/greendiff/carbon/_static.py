@@ -96,22 +96,21 @@ class TableProvider(IntensityProvider):
         return self.row.source
 
 
+def _provider_from(table: dict[str, TableRow], key: str, given: str, what: str, hint: str = "") -> TableProvider:
+    row = table.get(key)
+    if row is None:
+        raise UserInputError(f"unknown {what} {given!r}{hint}{suggest(key, table)}")
+    return TableProvider(row)
+
+
 def country_provider(code: str) -> TableProvider:
     """Provider for an ISO-3 country code; unknown codes get close-match suggestions."""
-    table = country_table()
-    row = table.get(code.upper())
-    if row is None:
-        raise UserInputError(f"unknown country code {code!r} (use ISO 3166-1 alpha-3){suggest(code, table)}")
-    return TableProvider(row)
+    return _provider_from(country_table(), code.upper(), code, "country code", " (use ISO 3166-1 alpha-3)")
 
 
 def cloud_provider(cloud: str) -> TableProvider:
     """Provider for ``provider:region``; unknown regions get close-match suggestions."""
-    table = cloud_table()
-    row = table.get(cloud.lower())
-    if row is None:
-        raise UserInputError(f"unknown cloud region {cloud!r}{suggest(cloud.lower(), table)}")
-    return TableProvider(row)
+    return _provider_from(cloud_table(), cloud.lower(), cloud, "cloud region")
 
 
 class WorldAverageProvider(IntensityProvider):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import signal
@@ -56,7 +57,9 @@ def measure(
                     break
                 except subprocess.TimeoutExpired:
                     tracker.sample(force=True)
-                except KeyboardInterrupt:  # Ctrl-C reached the child too; wait for it to finish
+                except KeyboardInterrupt:  # Ctrl-C reached the child too; wait for it, kill it on a second one
+                    if signal.SIGINT in stopped_by:
+                        proc.kill()
                     stopped_by.append(signal.SIGINT)
     finally:
         for s, handler in previous.items():
@@ -65,8 +68,6 @@ def measure(
     summary = tracker.stop(status, exit_code)
     console = Console(stderr=True)
     if as_json:
-        import json
-
         typer.echo(json.dumps(summary, indent=2))
     else:
         render_summary(summary, console)

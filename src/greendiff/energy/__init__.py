@@ -11,7 +11,15 @@ Example:
 
 from __future__ import annotations
 
-from greendiff.energy._base import METHOD_UNCERTAINTY, DeviceInfo, Measurement, Meter
+from greendiff.energy._base import (
+    METHOD_UNCERTAINTY,
+    CpuMeter,
+    DeviceInfo,
+    GpuMeter,
+    Measurement,
+    MemoryMeter,
+    Meter,
+)
 from greendiff.energy._cpu_power import CpuInfo, CpuPower, read_cpuinfo, resolve_cpu_power
 from greendiff.energy._estimate import RAM_WATTS_PER_GB, CpuTimeMeter, RamEstimateMeter
 from greendiff.energy._monitor import EnergyMonitor, MonitorOptions, Reading, measurement_between
@@ -23,6 +31,9 @@ __all__ = [
     "METHOD_UNCERTAINTY",
     "RAM_WATTS_PER_GB",
     "CpuInfo",
+    "CpuMeter",
+    "GpuMeter",
+    "MemoryMeter",
     "CpuPower",
     "CpuTimeMeter",
     "DeviceInfo",

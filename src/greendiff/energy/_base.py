@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 DeviceKind = Literal["gpu", "cpu", "dram"]
 
@@ -56,8 +56,11 @@ class Meter(abc.ABC):
     """A source of cumulative energy readings for one device kind and vendor.
 
     Subclasses must make :meth:`read_energy_j` cheap (it runs at every window boundary) and
-    monotonic per device.
+    monotonic per device. Vendors subclass one of the per-kind bases below.
     """
+
+    #: The device kind this meter family reports.
+    kind: ClassVar[DeviceKind]
 
     @abc.abstractmethod
     def devices(self) -> list[DeviceInfo]:
@@ -69,6 +72,27 @@ class Meter(abc.ABC):
 
     def close(self) -> None:
         """Release vendor handles and stop helper threads. Idempotent."""
+
+
+class GpuMeter(Meter):
+    """Accelerators (``gpu:<visible index>`` keys). Vendor: :mod:`greendiff.energy._nvidia`."""
+
+    kind: ClassVar[DeviceKind] = "gpu"
+
+
+class CpuMeter(Meter):
+    """CPU packages (``cpu:`` keys); a package-level counter may also report its DRAM domains.
+
+    Vendors: :mod:`greendiff.energy._rapl` (Linux powercap), :mod:`greendiff.energy._estimate`.
+    """
+
+    kind: ClassVar[DeviceKind] = "cpu"
+
+
+class MemoryMeter(Meter):
+    """Main memory (``dram:`` keys) where no package counter covers it."""
+
+    kind: ClassVar[DeviceKind] = "dram"
 
 
 @dataclass(frozen=True)

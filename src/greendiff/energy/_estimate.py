@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 
-from greendiff.energy._base import DeviceInfo, Meter
+from greendiff.energy._base import CpuMeter, DeviceInfo, MemoryMeter
 from greendiff.energy._cpu_power import CpuPower
 from greendiff.energy._process_tree import ProcessTreeClock
 from greendiff.units import BYTES_PER_GB
@@ -22,7 +22,7 @@ RAM_WATTS_PER_GB = 3.0 / 8.0
 RAM_WATTS_SOURCE = "CodeCarbon methodology: 3 W per 8 GB of RAM (0.375 W/GB)"
 
 
-class CpuTimeMeter(Meter):
+class CpuTimeMeter(CpuMeter):
     """CPU energy of a process tree, estimated from CPU time.
 
     Example:
@@ -51,7 +51,7 @@ class CpuTimeMeter(Meter):
         return {self._device.key: self.cpu_time_s() * self._power.watts_per_logical_cpu}
 
 
-class RamEstimateMeter(Meter):
+class RamEstimateMeter(MemoryMeter):
     """RAM energy of a process tree from its resident memory and a W/GB constant."""
 
     def __init__(self, clock: ProcessTreeClock, watts_per_gb: float = RAM_WATTS_PER_GB,

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from greendiff.energy._base import DeviceInfo, Meter
+from greendiff.energy._base import DeviceInfo, GpuMeter
 from greendiff.errors import UserInputError
 from greendiff.units import MJ_TO_J, MW_TO_W
 
@@ -92,7 +92,7 @@ class _PowerPoller:
         self._thread.join(timeout=2 * self._interval_s + 1)
 
 
-class NvidiaGpuMeter(Meter):
+class NvidiaGpuMeter(GpuMeter):
     """Energy of the visible NVIDIA GPUs.
 
     Args:

@@ -6,16 +6,53 @@ process through its reaper's ``children_*``. Summing those over the live tree gi
 only grows, except for the instant a child is dead but not yet reaped, which the monotonic clamp
 covers.
 
-The descendant list is refreshed at most every ``rescan_interval_s`` (a ``/proc`` walk), so a
-read stays cheap enough for per-step windows.
+The descendant list is refreshed at most every ``rescan_interval_s``. On Linux the refresh walks
+only the tree itself through ``/proc/<pid>/task/<tid>/children`` (~50 µs); elsewhere psutil scans
+every process of the machine (~2 ms with 60 processes). Either way a read stays cheap enough
+for per-step windows.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import psutil
+
+_PROC = Path("/proc")
+
+
+def _child_pids(pid: int) -> list[int] | None:
+    """Direct children from ``/proc/<pid>/task/*/children``; ``None`` where the kernel has no such file."""
+    try:
+        tasks = list((_PROC / str(pid) / "task").iterdir())
+    except OSError:
+        return None
+    children: list[int] = []
+    for task in tasks:
+        try:
+            children.extend(int(c) for c in (task / "children").read_text().split())
+        except FileNotFoundError:
+            if not (task / "stat").exists():
+                continue  # the thread exited during the walk
+            return None  # kernel built without CONFIG_PROC_CHILDREN
+        except OSError:
+            continue
+    return children
+
+
+def descendant_pids(pid: int) -> list[int] | None:
+    """All descendants of ``pid`` by walking ``/proc`` children files; ``None`` if unsupported."""
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        children = _child_pids(frontier.pop())
+        if children is None:
+            return None
+        found.extend(children)
+        frontier.extend(children)
+    return found
 
 
 class ProcessTreeClock:
@@ -33,19 +70,29 @@ class ProcessTreeClock:
         self._root = psutil.Process(pid)
         self._include_children = include_children
         self._rescan_interval_s = rescan_interval_s
-        self._children: list[psutil.Process] = []
+        self._children: dict[int, psutil.Process] = {}
         self._last_scan_s = float("-inf")
         self._last_cpu_s = 0.0
 
     def _descendants(self) -> list[psutil.Process]:
         now = time.monotonic()
         if now - self._last_scan_s >= self._rescan_interval_s:
-            try:
-                self._children = self._root.children(recursive=True)
-            except psutil.Error:
-                self._children = []
             self._last_scan_s = now
-        return self._children
+            pids = descendant_pids(self._root.pid)
+            if pids is None:  # no /proc children files: let psutil scan the whole process table
+                try:
+                    self._children = {p.pid: p for p in self._root.children(recursive=True)}
+                except psutil.Error:
+                    self._children = {}
+            else:  # keep the Process objects we have (psutil caches their identity), add new ones
+                known = self._children
+                self._children = {}
+                for pid in pids:
+                    try:
+                        self._children[pid] = known.get(pid) or psutil.Process(pid)
+                    except psutil.Error:
+                        continue
+        return list(self._children.values())
 
     def _root_cpu_s(self) -> float:
         if self._is_self:  # os.times is a single syscall; psutil would read /proc

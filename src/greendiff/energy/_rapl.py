@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from greendiff.energy._base import DeviceInfo, Meter
+from greendiff.energy._base import CpuMeter, DeviceInfo
 from greendiff.units import UJ_TO_J
 
 logger = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def discover_domains(root: Path = POWERCAP_ROOT) -> tuple[list[tuple[str, Path]]
     return chosen, note
 
 
-class RaplMeter(Meter):
+class RaplMeter(CpuMeter):
     """Package and DRAM energy from RAPL. Whole-socket scope: includes every process on it.
 
     Example:
