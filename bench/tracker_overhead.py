@@ -1,6 +1,12 @@
 """Tracker overhead: a CPU-bound loop of ~50 ms steps, bare vs greendiff vs CodeCarbon.
 
-Modes, interleaved round by round so machine drift hits all of them:
+Three measurements, most direct first:
+  1. CPU time spent inside the tracking calls around real steps (and, for reference, greendiff's
+     begin/end in a tight loop);
+  2. instructions per step under valgrind's callgrind (deterministic; needs valgrind);
+  3. CPU and wall time, step-interleaved (with an A/A control) and whole loops per mode.
+
+Modes of the whole-loop comparison, interleaved round by round so machine drift hits all of them:
   bare                the loop alone
   greendiff           Tracker started, a window around every step, stopped (ledger in a temp dir)
   codecarbon          OfflineEmissionsTracker started before the loop, stopped after
@@ -20,6 +26,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import statistics
@@ -64,10 +71,10 @@ def calibrate(target_s: float = 0.05) -> int:
 def step_interleaved(step, pairs: int, tmp: Path) -> dict[str, float]:
     """Alternate steps with and without per-step tracking inside one run, so drift cancels.
 
-    Returns the median over pairs of (tracked step - neighbouring bare step) / bare step, for
-    greendiff windows and for CodeCarbon tasks (when installed).
+    Returns [median, bootstrap standard error] over pairs of (tracked step - neighbouring bare
+    step) / bare step: bare against bare (A/A control), greendiff windows, CodeCarbon tasks.
     """
-    def median_rel(tracked_step) -> float:
+    def median_rel(tracked_step) -> list[float]:
         diffs = []
         for i in range(pairs):
             order = (True, False) if i % 2 else (False, True)
@@ -77,7 +84,9 @@ def step_interleaved(step, pairs: int, tmp: Path) -> dict[str, float]:
                 tracked_step() if tracked else step()
                 t[tracked] = time.process_time() - c0
             diffs.append((t[True] - t[False]) / t[False])
-        return statistics.median(diffs)
+        rng = random.Random(0)  # bootstrap standard error of the median
+        boots = [statistics.median(rng.choices(diffs, k=len(diffs))) for _ in range(500)]
+        return [statistics.median(diffs), statistics.stdev(boots)]
 
     result = {"bare (A/A control: the noise floor)": median_rel(step)}
     tracker = Tracker("bench", location=Location(country="FRA"), ledger=tmp / "l.sqlite").start()
@@ -218,11 +227,16 @@ def count_instructions(mode: str, steps: int, n_iter: int) -> int:
 
 
 def instruction_overheads(modes: tuple[str, ...], steps: int, n_iter: int) -> dict:
-    """Per-step instructions of each mode beyond the bare step, from (N steps - 0 steps) differences."""
-    jobs = [(m, k) for m in modes for k in (0, steps)]
+    """Per-step instructions of each mode beyond the bare step.
+
+    Each mode runs with 1 and 1 + ``steps`` steps; the difference / ``steps`` cancels imports,
+    start, stop, and the one-time cost of the first window or task (statement preparation, lazy
+    imports), leaving the steady per-step cost.
+    """
+    jobs = [(m, k) for m in modes for k in (1, 1 + steps)]
     with ThreadPoolExecutor(max_workers=2) as pool:
         counts = dict(zip(jobs, pool.map(lambda job: count_instructions(job[0], job[1], n_iter), jobs)))
-    per_step = {m: (counts[(m, steps)] - counts[(m, 0)]) / steps for m in modes}
+    per_step = {m: (counts[(m, 1 + steps)] - counts[(m, 1)]) / steps for m in modes}
     bare = per_step["bare"]
     return {
         "steps": steps, "iterations_per_step": n_iter, "counts": {f"{m}/{k}": v for (m, k), v in counts.items()},
@@ -232,7 +246,39 @@ def instruction_overheads(modes: tuple[str, ...], steps: int, n_iter: int) -> di
     }
 
 
+def in_situ_costs(step, steps: int, tmp: Path, with_codecarbon: bool) -> dict[str, float]:
+    """Mean CPU time spent inside the tracking calls around real steps (what a user pays per step).
+
+    Process CPU time is read just before and after ``begin``/``end`` (greendiff) and
+    ``start_task``/``stop_task`` (CodeCarbon) around each of ``steps`` real steps, so the caches
+    are as cold as in training and rate-limited work is amortised at its native rate.
+    """
+    def measure(begin, end) -> float:
+        spent = 0.0
+        for _ in range(steps):
+            c0 = time.process_time()
+            begin()
+            c1 = time.process_time()
+            step()
+            c2 = time.process_time()
+            end()
+            spent += (c1 - c0) + (time.process_time() - c2)
+        return spent / steps
+
+    tracker = Tracker("bench", location=Location(country="FRA"), ledger=tmp / "insitu.sqlite").start()
+    costs = {"greendiff": measure(lambda: tracker.begin_window("step"), lambda: tracker.end_window("step"))}
+    tracker.stop()
+    costs["clock reads only (measurement floor)"] = measure(lambda: None, lambda: None)
+    if with_codecarbon:
+        cc = _codecarbon(tmp)
+        cc.start()
+        costs["codecarbon-tasks"] = measure(lambda: cc.start_task("step"), cc.stop_task)
+        cc.stop()
+    return costs
+
+
 def window_cost_s(pairs: int = 200_000) -> float:
+    """greendiff's begin + end in a tight loop (caches warm): the code path's own cost."""
     monitor = EnergyMonitor.detect(MonitorOptions())
     t0 = time.perf_counter()
     for _ in range(pairs):
@@ -248,6 +294,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--pairs", type=int, default=300, help="step pairs for the step-interleaved comparison")
+    parser.add_argument("--in-situ-steps", type=int, default=100, help="real steps for the in-situ cost of each tracker")
     parser.add_argument("--no-codecarbon", action="store_true", help="skip CodeCarbon (not installed)")
     parser.add_argument("--write-benchmarks", action="store_true", help="update BENCHMARKS.md")
     parser.add_argument("--instruction-steps", type=int, default=3,
@@ -261,7 +308,7 @@ def main() -> None:
         child(args.child, args.child_steps, args.child_iterations)
         return
 
-    modes = {"bare": run_bare, "greendiff": run_greendiff}
+    modes = {"bare": run_bare, "bare (A/A control)": run_bare, "greendiff": run_greendiff}
     if not args.no_codecarbon:
         modes |= {"codecarbon": run_codecarbon, "codecarbon-tasks": run_codecarbon_tasks}
     n_iter = calibrate()
@@ -287,6 +334,8 @@ def main() -> None:
     fixed_s = {m: statistics.median(p[0] + p[2] for p in parts[m]) for m in modes}
     per_window_s = window_cost_s()
     with tempfile.TemporaryDirectory() as tmp:
+        in_situ_s = in_situ_costs(step, args.in_situ_steps, Path(tmp), not args.no_codecarbon)
+    with tempfile.TemporaryDirectory() as tmp:
         interleaved = step_interleaved(step, args.pairs, Path(tmp))
     instructions = None
     if args.instruction_steps > 0 and shutil.which("valgrind"):
@@ -298,6 +347,7 @@ def main() -> None:
         "step_s": step_s, "loop_s": loop_s, "loop_cpu_s": loop_cpu_s, "loop_overhead_frac": overhead,
         "loop_overhead_wall_frac": overhead_wall, "start_stop_s": fixed_s,
         "greendiff_window_cost_s": per_window_s, "greendiff_window_overhead_frac": per_window_s / step_s,
+        "in_situ_steps": args.in_situ_steps, "in_situ_cost_s": in_situ_s,
         "pairs": args.pairs, "step_interleaved_overhead_frac": interleaved, "instructions": instructions,
     }
     RESULTS.parent.mkdir(exist_ok=True)
@@ -310,7 +360,7 @@ def main() -> None:
 def render(r: dict, command: str) -> str:
     o, si, ins = r["loop_overhead_frac"], r["step_interleaved_overhead_frac"], r["instructions"]
     gd_instr = ins["overhead_frac"]["greendiff"] if ins else 0.0
-    gd_bound = max(gd_instr, r["greendiff_window_overhead_frac"])
+    gd_frac = r["in_situ_cost_s"]["greendiff"] / r["step_s"]
     lines = [
         "## Tracker overhead (`bench/tracker_overhead.py`)",
         "",
@@ -319,21 +369,29 @@ def render(r: dict, command: str) -> str:
         f"- Date: {r['date']}",
         f"- Step: pure-Python CPU-bound work calibrated to 50 ms (measured median {r['step_s'] * 1e3:.1f} ms).",
         "",
-        "### 1. Per-window cost (direct)",
+        "### 1. Per-step tracking cost, timed in place (native, like for like)",
         "",
-        f"A greendiff window (begin + end: every meter read, 200,000 pairs) costs **{r['greendiff_window_cost_s'] * 1e6:.1f} µs**, "
-        f"i.e. **{r['greendiff_window_overhead_frac']:.3%}** of a {r['step_s'] * 1e3:.0f} ms step.",
+        f"CPU time spent inside the tracking calls around {r['in_situ_steps']} real steps, per step (caches as cold as "
+        "in training; rate-limited work amortised at its native rate). The floor row brackets nothing: it is the cost "
+        "of the clock reads themselves.",
+        "",
+        "| per-step tracking | CPU time per step | share of the step |",
+        "|---|---:|---:|",
+        *(f"| {m} | {v * 1e6:.1f} µs | {v / r['step_s']:.3%} |" for m, v in r["in_situ_cost_s"].items()),
+        "",
+        f"For reference, greendiff's begin + end in a tight loop (caches warm, 200,000 pairs) costs "
+        f"{r['greendiff_window_cost_s'] * 1e6:.1f} µs: in place, cold caches make the same code several times slower.",
     ]
     if ins:
         lines += [
             "",
             "### 2. Instructions per step (callgrind: deterministic, all threads and forked helpers)",
             "",
-            f"Each mode runs as its own process with 0 and {ins['steps']} steps; a mode's per-step cost is "
-            "(N-step run − 0-step run) / N, which cancels imports, start and stop. Under valgrind a step takes "
-            "~50x longer, so greendiff's time-rate-limited work (process rescan and RSS every 1 s, ledger sample "
-            "every 10 s) fires every step here instead of every 20–200 steps natively: its figure is an upper bound. "
-            "CodeCarbon's own timers fire more often too.",
+            f"Each mode runs as its own process with 1 and {1 + ins['steps']} steps; the difference / {ins['steps']} "
+            "cancels imports, start, stop and first-use costs. Under valgrind a step takes ~50x longer, so every "
+            "time-rate-limited task of greendiff (process rescan and RSS every 1 s, ledger sample every 10 s) fires on "
+            "every window here, instead of once per 20–200 steps natively: this is greendiff's worst case per window, "
+            "not its native cost. CodeCarbon's timers (a power measurement every 15 s) fire more often too.",
             "",
             "| per-step tracking | extra instructions per step | overhead vs bare step |",
             "|---|---:|---:|",
@@ -347,9 +405,9 @@ def render(r: dict, command: str) -> str:
         f"Step-interleaved: one run alternates tracked and bare steps ({r['pairs']} pairs); median of "
         "(tracked − bare) / bare, process CPU time. The A/A row runs bare against bare: its distance from 0 is the noise floor.",
         "",
-        "| per-step tracking | overhead per step |",
+        "| per-step tracking | overhead per step (median ± bootstrap standard error) |",
         "|---|---:|",
-        *(f"| {m} | {v:+.2%} |" for m, v in si.items()),
+        *(f"| {m} | {v[0]:+.2%} ± {v[1]:.2%} |" for m, v in si.items()),
         "",
         f"Whole loops: {r['steps']} steps per mode, {r['rounds']} rounds, the first mode rotating; median over rounds "
         "of (mode − bare of the same round) / bare.",
@@ -360,22 +418,32 @@ def render(r: dict, command: str) -> str:
         "",
         "### Targets",
         "",
-        f"- greendiff ≤ 0.5 % over bare: per-window {r['greendiff_window_overhead_frac']:.3%}"
-        + (f", instructions {gd_instr:+.3%} (upper bound)" if ins else "")
-        + f" → **{'met' if gd_bound <= 0.005 else 'NOT met'}**. The time-based figures above cannot confirm or refute "
-        "it at this noise level (see the A/A row).",
+        f"- greendiff ≤ 0.5 % over bare, judged on the in-place timing (1.): {gd_frac:.3%} → "
+        f"**{'met' if gd_frac <= 0.005 else 'NOT met'}**."
+        + (f" The worst case with every rate-limited task firing on every window (2.) is {gd_instr:+.3%}"
+           f" ({'within' if gd_instr <= 0.005 else 'above'} the target)." if ins else "")
+        + f" The step-interleaved time (3.) is {si['greendiff'][0]:+.2%} ± {si['greendiff'][1]:.2%} "
+        + ("(consistent with the target within two standard errors)." if si["greendiff"][0] - 2 * si["greendiff"][1] <= 0.005
+           else "(above the target by more than two standard errors: the in-place figure does not explain it)."),
     ]
-    if ins and "codecarbon-tasks" in ins["overhead_frac"]:
-        cc = ins["overhead_frac"]["codecarbon-tasks"]
-        ratio = cc / gd_bound if gd_bound > 0 else float("inf")
-        lines.append(f"- ≥ 10x less overhead than CodeCarbon, per-step tracking against per-step tracking (CodeCarbon "
-                     f"`start_task`/`stop_task`), in instructions: {cc:+.3%} / {gd_bound:.3%} = **{ratio:.0f}x** → "
-                     f"**{'met' if ratio >= 10 else 'NOT met'}**.")
+    if "codecarbon-tasks" in r["in_situ_cost_s"]:
+        direct = r["in_situ_cost_s"]["codecarbon-tasks"] / r["in_situ_cost_s"]["greendiff"]
+        line = (f"- ≥ 10x less overhead than CodeCarbon, per-step tracking against per-step tracking (CodeCarbon "
+                f"`start_task`/`stop_task`), judged on the in-place timing (1.): **{direct:.0f}x** → "
+                f"**{'met' if direct >= 10 else 'NOT met'}**.")
+        if ins and "codecarbon-tasks" in ins["overhead_frac"]:
+            cc = ins["overhead_frac"]["codecarbon-tasks"]
+            line += (f" Under callgrind (2.), where valgrind's ~50x slowdown makes both tools' timers fire far more often "
+                     f"per step than natively, the ratio is {cc / ins['overhead_frac']['greendiff']:.1f}x; the "
+                     f"step-interleaved times (3.) give {si['codecarbon-tasks'][0] / si['greendiff'][0]:.1f}x "
+                     f"({si['codecarbon-tasks'][0]:+.2%} against {si['greendiff'][0]:+.2%}).")
+        lines.append(line)
     if "codecarbon" in o:
-        lines.append(f"- CodeCarbon tracking a whole run without per-step figures (its default) only runs a background "
-                     f"thread every 15 s: its loop overhead is within the noise here ({o['codecarbon']:+.2%}), as is "
-                     f"greendiff's; greendiff's start + stop took {r['start_stop_s']['greendiff']:.2f} s against "
-                     f"CodeCarbon's {r['start_stop_s']['codecarbon']:.2f} s (its first start in a process also detects "
+        lines.append(f"- CodeCarbon tracking a whole run without per-step figures (its default) runs a background "
+                     f"power measurement every 15 s. Its whole-loop figure here is {o['codecarbon']:+.2%} against "
+                     f"greendiff's {o['greendiff']:+.2%} and the A/A control's {o['bare (A/A control)']:+.2%}: whole-loop "
+                     f"times on this VM do not separate them. Start + stop: greendiff {r['start_stop_s']['greendiff']:.2f} s, "
+                     f"CodeCarbon {r['start_stop_s']['codecarbon']:.2f} s (its first start in a process also detects "
                      "hardware, ~1.5 s here, which the median over rounds hides).")
     return "\n".join(lines)
 

@@ -79,3 +79,10 @@ def test_electricitymaps_without_token_falls_back_without_calling(fake_api, tmp_
     result = provider.intensity(START, END)
     assert "no token in ELECTRICITYMAPS_API_TOKEN" in result.notes[-1]
     assert fake_api.requests == []
+
+
+def test_electricitymaps_range_over_ten_days_falls_back(fake_api, tmp_path):
+    provider = ElectricityMapsProvider("FR", country_provider("FRA"), fake_api.url, token="t",
+                                       cache=JsonCache(tmp_path / "cache"))
+    result = provider.intensity(START, START + timedelta(days=11))
+    assert "at most 10 days" in result.notes[-1] and fake_api.requests == []

@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 ENV_CACHE_DIR = "GREENDIFF_CACHE_DIR"
 ENV_ELECTRICITYMAPS_TOKEN = "ELECTRICITYMAPS_API_TOKEN"
 UK_BASE_URL = "https://api.carbonintensity.org.uk"
-ELECTRICITYMAPS_BASE_URL = "https://api.electricitymap.org"
+ELECTRICITYMAPS_BASE_URL = "https://api.electricitymaps.com"
+ELECTRICITYMAPS_MAX_RANGE = timedelta(days=10)  # past-range limit at hourly granularity
 
 
 class LiveDataError(RuntimeError):
@@ -193,6 +194,8 @@ class ElectricityMapsProvider(LiveProvider):
     def _request(self, start: datetime, end: datetime) -> tuple[str, dict[str, str]]:
         if not self.token:
             raise LiveDataError(f"no token in {ENV_ELECTRICITYMAPS_TOKEN}")
+        if end - start > ELECTRICITYMAPS_MAX_RANGE:
+            raise LiveDataError("past-range serves at most 10 days of hourly data per request")
         url = (f"{self.base_url}/v3/carbon-intensity/past-range?zone={self.zone}"
                f"&start={_iso_z(start)}&end={_iso_z(end + self.step)}")
         return url, {"auth-token": self.token}

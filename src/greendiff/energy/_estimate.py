@@ -10,7 +10,6 @@ DDR4 DIMM power estimates; resident memory is sampled at most every ``rss_interv
 
 from __future__ import annotations
 
-import threading
 import time
 
 from greendiff.energy._base import CpuMeter, DeviceInfo, MemoryMeter
@@ -59,23 +58,23 @@ class RamEstimateMeter(MemoryMeter):
         self._clock = clock
         self._watts_per_gb = watts_per_gb
         self._rss_interval_s = rss_interval_s
-        self._lock = threading.Lock()
         self._energy_j = 0.0
         self._last_t = time.monotonic()
         self._last_rss_t = self._last_t
         self._rss_gb = clock.rss_bytes() / BYTES_PER_GB
         self._device = DeviceInfo("dram:process-tree", "dram", "RAM", "estimate:ram-per-gb", "process-tree",
                                   f"{watts_per_gb:g} W/GB of resident memory: {RAM_WATTS_SOURCE}")
+        self._key = self._device.key
 
     def devices(self) -> list[DeviceInfo]:
         return [self._device]
 
     def read_energy_j(self) -> dict[str, float]:
-        with self._lock:
-            now = time.monotonic()
-            self._energy_j += self._rss_gb * self._watts_per_gb * (now - self._last_t)
-            self._last_t = now
-            if now - self._last_rss_t >= self._rss_interval_s:
-                self._rss_gb = self._clock.rss_bytes() / BYTES_PER_GB
-                self._last_rss_t = now
-            return {self._device.key: self._energy_j}
+        # no lock: a monitor is read from one thread (the training loop), and this runs every window
+        now = time.monotonic()
+        self._energy_j += self._rss_gb * self._watts_per_gb * (now - self._last_t)
+        self._last_t = now
+        if now - self._last_rss_t >= self._rss_interval_s:
+            self._rss_gb = self._clock.rss_bytes() / BYTES_PER_GB
+            self._last_rss_t = now
+        return {self._key: self._energy_j}

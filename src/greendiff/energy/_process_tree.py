@@ -109,7 +109,7 @@ class ProcessTreeClock:
     def cpu_time_s(self) -> float:
         """Total CPU seconds used by the tree since each process started (monotonic)."""
         total = self._root_cpu_s()
-        if self._include_children:
+        if self._include_children and (self._children or time.monotonic() - self._last_scan_s >= self._rescan_interval_s):
             for child in self._descendants():
                 try:
                     t = child.cpu_times()
