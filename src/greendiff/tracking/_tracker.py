@@ -156,6 +156,10 @@ class Tracker:
         if self._phases:
             self.ledger.put_windows(self.run_id, [WindowTotal(n, c, d, dict(e)) for n, (c, d, e) in self._phases.items()])
 
+    def intensity_now_g_per_kwh(self) -> float:
+        """Grid intensity of the current hour at the run's location (for live progress figures)."""
+        return self.provider.intensity(*_now_window()).mean_g_per_kwh()
+
     # -- end ------------------------------------------------------------------------------------
 
     def stop(self, status: str = "completed", exit_code: int | None = None) -> dict:

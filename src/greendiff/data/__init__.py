@@ -1,0 +1,18 @@
+"""Training data: bundled MNIST, scikit-learn digits, image folders and arrays, held in memory."""
+
+from __future__ import annotations
+
+from greendiff.data._sources import (
+    BUILTIN,
+    ImageSet,
+    load_array,
+    load_dataset,
+    load_digits,
+    load_folder,
+    load_mnist,
+    read_idx_images,
+    resize_square,
+)
+
+__all__ = ["BUILTIN", "ImageSet", "load_array", "load_dataset", "load_digits", "load_folder", "load_mnist",
+           "read_idx_images", "resize_square"]

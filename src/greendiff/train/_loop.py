@@ -1,0 +1,237 @@
+"""The training loop: accelerate for precision and placement, diffusers for the model parts.
+
+Determinism: the data order of epoch ``e`` and the noise of step ``s`` come from generators
+seeded by ``(seed, e)`` and ``(seed, s)``, so they need no saved state, and a resumed run
+replays exactly what an uninterrupted one would (bit-identical on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from greendiff.data import ImageSet
+from greendiff.errors import UserInputError
+from greendiff.tracking import Tracker
+from greendiff.train._checkpoint import load_latest, save_checkpoint
+from greendiff.train._config import TrainConfig
+from greendiff.train._diffusion import diffusion_loss, make_noise_scheduler, make_sampler, sample_images
+from greendiff.train._images import save_grid
+from greendiff.train._model import build_unet, count_macs, count_parameters
+
+logger = logging.getLogger(__name__)
+
+
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """AVX512-BF16 or AMX: without them CPU bf16 autocast is emulated and slower than fp32
+    (measured ~10x slower on this project's AVX2-only EPYC VM; see BENCHMARKS.md)."""
+    try:
+        flags = cpuinfo.read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
+    """The autocast dtype to use and why. ``auto``: bf16 where the hardware runs it natively
+    (Ampere+ GPUs; CPUs with AVX512-BF16/AMX), fp16 on older GPUs, else full fp32."""
+    if requested != "auto":
+        if requested == "fp16" and device.type == "cpu":
+            raise UserInputError("fp16 autocast is not supported on the CPU; use --mixed-precision bf16 or no")
+        return requested, "set by the config"
+    if device.type == "cuda":
+        return ("bf16", "auto: GPU supports bf16") if torch.cuda.is_bf16_supported() else ("fp16", "auto: GPU lacks bf16")
+    if cpu_has_native_bf16():
+        return "bf16", "auto: CPU has native bf16 (AVX512-BF16/AMX)"
+    return "no", "auto: CPU lacks native bf16 (no AVX512-BF16/AMX), where bf16 autocast is slower than fp32"
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
+    """Indices of the batch of ``step``: a fresh permutation per epoch, seeded by (seed, epoch)."""
+    per_epoch = max(1, n // batch_size)
+    epoch, k = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return order[k * batch_size:(k + 1) * batch_size]
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 7_919 + step * 104_729 + 1)
+
+
+@dataclass
+class TrainResult:
+    status: str  # completed | interrupted | diverged
+    step: int
+    last_loss: float
+    run_dir: Path
+
+
+def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, *,
+          resume: bool = False, on_log: Callable[[dict], None] | None = None,
+          stop_requested: Callable[[], bool] = lambda: False) -> TrainResult:
+    """Train ``config`` on ``data``, writing metrics, samples, checkpoints and the pipeline to ``run_dir``.
+
+    Args:
+        tracker: A started :class:`Tracker`; phases ``train``, ``sample``, ``checkpoint`` are windows.
+        resume: Continue from the newest checkpoint in ``run_dir``.
+        on_log: Called with each metrics record (for a progress bar).
+        stop_requested: Polled every step; when true, checkpoint and return ``interrupted``.
+    """
+    from accelerate import Accelerator
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+
+    optim, run = config.optim, config.run
+    use_cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if use_cuda else "cpu")
+    precision, precision_why = resolve_precision(optim.mixed_precision, device)
+    accelerator = Accelerator(mixed_precision=precision, cpu=not use_cuda)
+    torch.manual_seed(run.seed)  # weight initialisation
+    channels, res = data.channels, config.data.resolution
+    unet = build_unet(config.model, res, channels, optim.num_train_timesteps)
+    params, macs = count_parameters(unet), count_macs(unet, res, channels)
+    channels_last = optim.channels_last == "on" or (optim.channels_last == "auto" and device.type == "cuda")
+    if channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=optim.lr, betas=(optim.adam_beta1, optim.adam_beta2),
+                                  weight_decay=optim.weight_decay, eps=1e-8)
+    lr_scheduler = get_scheduler(optim.lr_schedule, optimizer=optimizer, num_warmup_steps=optim.warmup_steps,
+                                 num_training_steps=run.max_steps)
+    unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    ema = None
+    if optim.ema:
+        ema = EMAModel(accelerator.unwrap_model(unet).parameters(), decay=optim.ema_max_decay,
+                       use_ema_warmup=optim.ema_warmup, inv_gamma=1.0, power=2 / 3)
+        ema.to(device)
+        accelerator.register_for_checkpointing(ema)
+    noise_scheduler = make_noise_scheduler(optim)
+    sampler = make_sampler(optim, noise_scheduler)
+    images = data.images
+    n = images.shape[0]
+    if n < optim.batch_size:
+        raise UserInputError(f"the dataset has {n} images, fewer than one batch of {optim.batch_size}")
+
+    step, prior_energy_j = 0, 0.0
+    if resume:
+        state = load_latest(accelerator, run_dir)
+        if state is None:
+            raise UserInputError(f"nothing to resume: {run_dir / 'checkpoints'} has no complete checkpoint")
+        step, prior_energy_j = int(state["step"]), float(state.get("energy_j", 0.0))
+    header = {"event": "start", "step": step, "params": params, "macs_per_image": macs, "precision": precision,
+              "precision_reason": precision_why, "device": str(device), "dataset": data.source, "skipped_files": data.skipped}
+    logger.info("UNet: %s parameters, %.3g GMACs per image; precision %s (%s) on %s", f"{params:,}", macs / 1e9,
+                precision, precision_why, device)
+    metrics_path = run_dir / "metrics.jsonl"
+    metrics = metrics_path.open("a")
+    metrics.write(json.dumps(header) + "\n")
+
+    def energy_so_far_j() -> float:
+        return prior_energy_j + sum(tracker.monitor.read().energy_j.values())
+
+    def write_samples(at_step: int) -> Path:
+        model = accelerator.unwrap_model(unet)
+        with tracker.window("sample"):
+            if ema is not None:
+                ema.store(model.parameters())
+                ema.copy_to(model.parameters())
+            try:
+                model.eval()
+                with accelerator.autocast():
+                    grid = sample_images(model, sampler, run.num_samples, optim.sample_steps, (channels, res, res),
+                                         torch.Generator().manual_seed(run.seed + 12_345), device)
+            finally:
+                model.train()
+                if ema is not None:
+                    ema.restore(model.parameters())
+            return save_grid(grid, run_dir / "samples" / f"step-{at_step}.png")
+
+    def checkpoint(at_step: int) -> None:
+        with tracker.window("checkpoint"):
+            save_checkpoint(accelerator, run_dir, at_step, {"energy_j": energy_so_far_j()}, run.keep_checkpoints)
+
+    status, last_loss, bad_in_row = "completed", math.nan, 0
+    t_log, samples_since_log = time.perf_counter(), 0
+    unet.train()
+    try:
+        while step < run.max_steps:
+            if stop_requested():
+                status = "interrupted"
+                break
+            idx = batch_indices(step, n, optim.batch_size, run.seed)
+            x0 = (images[idx].float() / 127.5 - 1.0).to(device)
+            if channels_last:
+                x0 = x0.contiguous(memory_format=torch.channels_last)
+            with tracker.window("train"):
+                with accelerator.autocast():
+                    loss = diffusion_loss(unet, noise_scheduler, x0, step_generator(run.seed, step), optim)
+                if not torch.isfinite(loss):
+                    optimizer.zero_grad(set_to_none=True)
+                    bad_in_row += 1
+                    logger.warning("step %d: loss is %s; update skipped (%d in a row)", step, loss.item(), bad_in_row)
+                    if bad_in_row >= run.max_bad_steps:
+                        status = "diverged"
+                        break
+                    step += 1
+                    continue
+                bad_in_row = 0
+                accelerator.backward(loss)
+                if optim.grad_clip > 0:
+                    accelerator.clip_grad_norm_(unet.parameters(), optim.grad_clip)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema.step(accelerator.unwrap_model(unet).parameters())
+            step += 1
+            last_loss = loss.item()
+            samples_since_log += x0.shape[0]
+            if step % run.log_every == 0 or step == run.max_steps:
+                now = time.perf_counter()
+                energy_j = energy_so_far_j()
+                record = {"step": step, "loss": last_loss, "lr": lr_scheduler.get_last_lr()[0],
+                          "samples_per_s": samples_since_log / max(now - t_log, 1e-9),
+                          "energy_kwh": energy_j / 3.6e6,
+                          "co2e_g": energy_j / 3.6e6 * tracker.pue.value * tracker.intensity_now_g_per_kwh(),
+                          "ema_decay": ema.cur_decay_value if ema is not None else None}
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+                t_log, samples_since_log = now, 0
+                if on_log:
+                    on_log(record)
+            if step % run.sample_every == 0 and step < run.max_steps:
+                write_samples(step)
+            if step % run.checkpoint_every == 0 and step < run.max_steps:
+                checkpoint(step)
+    except KeyboardInterrupt:
+        status = "interrupted"
+    if status == "diverged":
+        metrics.close()
+        raise UserInputError(f"training diverged: {run.max_bad_steps} non-finite losses in a row at step {step}; "
+                             f"lower --lr (now {optim.lr:g}) or use --mixed-precision no; last checkpoint kept in "
+                             f"{run_dir / 'checkpoints'}")
+    checkpoint(step)
+    if status == "completed":
+        write_samples(step)
+        export_pipeline(accelerator.unwrap_model(unet), ema, noise_scheduler, run_dir / "pipeline")
+    metrics.write(json.dumps({"event": status, "step": step}) + "\n")
+    metrics.close()
+    return TrainResult(status, step, last_loss, run_dir)
+
+
+def export_pipeline(unet, ema, noise_scheduler, path: Path) -> None:
+    """``DDPMPipeline.save_pretrained`` with the EMA weights, loadable by plain diffusers."""
+    import copy
+
+    from diffusers import DDPMPipeline
+
+    model = copy.deepcopy(unet).to(memory_format=torch.contiguous_format).float().cpu()
+    if ema is not None:
+        ema.copy_to(model.parameters())
+    DDPMPipeline(unet=model, scheduler=noise_scheduler).save_pretrained(str(path))

@@ -1,0 +1,73 @@
+"""Right-sized UNets: presets for small images, built on diffusers' ``UNet2DModel``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from greendiff.errors import UserInputError
+from greendiff.train._config import ModelConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    block_out_channels: tuple[int, ...]
+    layers_per_block: int
+    attention: bool
+
+
+PRESETS: dict[str, Preset] = {
+    "nano": Preset((16, 32), 1, False),
+    "tiny": Preset((32, 64, 64), 1, True),
+    "small": Preset((64, 128, 128), 2, True),
+    "base": Preset((128, 256, 256, 512), 2, True),
+}
+
+
+def resolve_architecture(model: ModelConfig) -> Preset:
+    """The preset with the config's explicit overrides applied."""
+    if model.preset not in PRESETS:
+        raise UserInputError(f"unknown model preset {model.preset!r}; use one of {', '.join(PRESETS)}")
+    base = PRESETS[model.preset]
+    return Preset(
+        block_out_channels=model.block_out_channels or base.block_out_channels,
+        layers_per_block=base.layers_per_block if model.layers_per_block < 0 else model.layers_per_block,
+        attention=base.attention if model.attention == "preset" else model.attention == "on",
+    )
+
+
+def build_unet(model: ModelConfig, resolution: int, channels: int, num_train_timesteps: int):
+    """A ``UNet2DModel``; the resolution must survive its downsampling (divisible by 2**(levels-1))."""
+    from diffusers import UNet2DModel
+
+    arch = resolve_architecture(model)
+    levels = len(arch.block_out_channels)
+    factor = 2 ** (levels - 1)
+    if resolution % factor:
+        raise UserInputError(f"resolution {resolution} is not divisible by {factor}, the downsampling of a "
+                             f"{levels}-level UNet; pick a multiple of {factor} or fewer block_out_channels")
+    groups = 8 if all(c % 8 == 0 for c in arch.block_out_channels) else 1
+    attn = arch.attention
+    down = ["DownBlock2D"] * (levels - 1) + ["AttnDownBlock2D" if attn else "DownBlock2D"]
+    up = ["AttnUpBlock2D" if attn else "UpBlock2D"] + ["UpBlock2D"] * (levels - 1)
+    return UNet2DModel(
+        sample_size=resolution, in_channels=channels, out_channels=channels,
+        block_out_channels=arch.block_out_channels, layers_per_block=arch.layers_per_block,
+        down_block_types=tuple(down), up_block_types=tuple(up), norm_num_groups=groups,
+        attention_head_dim=8, add_attention=attn, num_train_timesteps=num_train_timesteps,
+    )
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def count_macs(unet, resolution: int, channels: int) -> int:
+    """Multiply-accumulates of one forward pass on one image (PyTorch's FLOP counter / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sample = torch.zeros(1, channels, resolution, resolution)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        unet(sample, torch.tensor([10]))
+    return counter.get_total_flops() // 2
