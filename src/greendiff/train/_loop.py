@@ -219,7 +219,8 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
     checkpoint(step)
     if status == "completed":
         write_samples(step)
-        export_pipeline(accelerator.unwrap_model(unet), ema, noise_scheduler, run_dir / "pipeline")
+        with tracker.window("checkpoint"):
+            export_pipeline(accelerator.unwrap_model(unet), ema, noise_scheduler, run_dir / "pipeline")
     metrics.write(json.dumps({"event": status, "step": step}) + "\n")
     metrics.close()
     return TrainResult(status, step, last_loss, run_dir)

@@ -1,0 +1,192 @@
+"""``greendiff train`` and ``greendiff sample``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from greendiff.cli._options import (
+    Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, resolve_settings,
+)
+from greendiff.cli._render import fmt_energy, fmt_mass, render_summary
+from greendiff.errors import UserInputError
+from greendiff.tracking import Tracker
+
+Opt = typer.Option
+
+
+def _parse_sets(sets: list[str]) -> dict[str, str]:
+    out = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserInputError(f"--set expects KEY=VALUE (e.g. optim.snr_gamma=3), got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _new_run_dir(output_dir: str, name: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(output_dir) / f"{stamp}-{name}"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        raise UserInputError(f"run directory {run_dir} already exists; wait a second or set --name") from None
+    except OSError as exc:
+        raise UserInputError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
+    return run_dir
+
+
+def train_command(
+    config_file: Annotated[Optional[Path], Opt("--config", help="TOML config file (CLI flags override it).")] = None,
+    recipe: Annotated[Optional[str], Opt("--recipe", help="green (default) or baseline (diffusers' defaults).")] = None,
+    preset: Annotated[Optional[str], Opt("--preset", help="Model preset: nano, tiny, small, base.")] = None,
+    dataset: Annotated[Optional[str], Opt("--dataset", help="mnist (bundled), digits, an image folder, or .npy/.npz.")] = None,
+    resolution: Annotated[Optional[int], Opt("--resolution", help="Training resolution in pixels.")] = None,
+    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Images per step.")] = None,
+    lr: Annotated[Optional[float], Opt("--lr", help="Peak learning rate.")] = None,
+    max_steps: Annotated[Optional[int], Opt("--max-steps", help="Optimizer steps to train.")] = None,
+    seed: Annotated[Optional[int], Opt("--seed", help="Seed of weights, data order and noise.")] = None,
+    mixed_precision: Annotated[Optional[str], Opt("--mixed-precision", help="auto, no, bf16, fp16.")] = None,
+    loss_weighting: Annotated[Optional[str], Opt("--loss-weighting", help="min-snr or uniform.")] = None,
+    beta_schedule: Annotated[Optional[str], Opt("--beta-schedule", help="squaredcos_cap_v2 (cosine) or linear.")] = None,
+    ema: Annotated[Optional[bool], Opt("--ema/--no-ema", help="Keep an EMA of the weights for sampling.")] = None,
+    sampler: Annotated[Optional[str], Opt("--sampler", help="Preview sampler: ddim or ddpm.")] = None,
+    sample_steps: Annotated[Optional[int], Opt("--sample-steps", help="Sampler steps for previews.")] = None,
+    warmup_steps: Annotated[Optional[int], Opt("--warmup-steps", help="LR warm-up steps.")] = None,
+    sets: Annotated[list[str], Opt("--set", help="Any config key, e.g. --set optim.snr_gamma=3 (repeatable).")] = [],
+    output_dir: Annotated[Optional[str], Opt("--output-dir", help="Parent of the run directory (default runs).")] = None,
+    name: Annotated[Optional[str], Opt("--name", help="Run name (default: recipe-preset).")] = None,
+    resume: Annotated[Optional[Path], Opt("--resume", help="Run directory to continue from its latest checkpoint.")] = None,
+    dry_run: Annotated[bool, Opt("--dry-run", help="Print the resolved config and exit.")] = False,
+    country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
+    live: Live = "none", zone: Zone = None, cpu_watts: CpuWatts = None, gpus: Gpus = None,
+    no_gpu: NoGpu = False, ledger: LedgerPath = None,
+) -> None:
+    """Train a diffusion model with the green recipe (or the baseline), energy measured per phase."""
+    from greendiff.data import load_dataset
+    from greendiff.train import resolve_config, to_dict, to_toml, train
+
+    overrides = {"recipe": recipe, "model.preset": preset, "data.dataset": dataset, "data.resolution": resolution,
+                 "optim.batch_size": batch_size, "optim.lr": lr, "run.max_steps": max_steps, "run.seed": seed,
+                 "optim.mixed_precision": mixed_precision, "optim.loss_weighting": loss_weighting,
+                 "optim.beta_schedule": beta_schedule, "optim.ema": ema, "optim.sampler": sampler,
+                 "optim.sample_steps": sample_steps, "optim.warmup_steps": warmup_steps,
+                 "run.output_dir": output_dir, "run.name": name, **_parse_sets(sets)}
+    if resume is not None:
+        if not (resume / "config.toml").is_file():
+            raise UserInputError(f"--resume {resume}: not a run directory (no config.toml)")
+        changed = [k for k, v in overrides.items() if v is not None and k != "run.max_steps"]
+        if changed or config_file is not None:
+            raise UserInputError(f"--resume continues the saved config; only --max-steps may change (got {', '.join(changed) or '--config'})")
+        config = resolve_config(resume / "config.toml", {"run.max_steps": max_steps})
+    else:
+        config = resolve_config(config_file, overrides)
+    if dry_run:
+        typer.echo(to_toml(config), nl=False)
+        return
+    settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
+    console = Console(stderr=True)
+    data = load_dataset(config.data.dataset, config.data.resolution)
+    if data.skipped:
+        console.print(f"skipped {data.skipped} unreadable image files", style="yellow")
+    run_name = config.run.name or f"{config.recipe}-{config.model.preset}"
+    run_dir = resume if resume is not None else _new_run_dir(config.run.output_dir, run_name)
+    (run_dir / "config.toml").write_text(to_toml(config))
+    tracker = Tracker(run_dir.name + (" (resumed)" if resume else ""), kind="train", command=f"greendiff train ({run_dir})",
+                      location=settings.location, pue=settings.pue, live=settings.live, zone=settings.zone,
+                      monitor_options=settings.monitor, ledger=settings.ledger, config=to_dict(config)).start()
+    start_step = 0
+    progress = Progress(TextColumn("[bold]train[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console, transient=False)
+    task = progress.add_task("train", total=config.run.max_steps, info="")
+    t0 = time.perf_counter()
+
+    def on_log(record: dict) -> None:
+        nonlocal start_step
+        if not start_step:
+            start_step = max(record["step"] - config.run.log_every, 0)
+        done = record["step"] - start_step
+        frac_left = (config.run.max_steps - record["step"]) / max(done, 1)
+        projected = record["energy_kwh"] * (1 + frac_left)
+        progress.update(task, completed=record["step"], info=(
+            f"loss {record['loss']:.4f} · {record['samples_per_s']:.0f} img/s · {fmt_energy(record['energy_kwh'])} · "
+            f"{fmt_mass(record['co2e_g'] / 1e3)} CO2e · projected {fmt_energy(projected)}"))
+
+    try:
+        with progress:
+            result = train(config, run_dir, data, tracker, resume=resume is not None, on_log=on_log)
+    except KeyboardInterrupt:
+        tracker.stop("interrupted")
+        console.print(f"interrupted; resume with: greendiff train --resume {run_dir}")
+        raise typer.Exit(130) from None
+    except BaseException:
+        tracker.stop("failed")
+        raise
+    summary = tracker.stop("completed" if result.status == "completed" else "interrupted")
+    (run_dir / "emissions.json").write_text(json.dumps(summary, indent=2))
+    render_summary(summary, console)
+    console.print(f"{result.status} at step {result.step} in {time.perf_counter() - t0:.1f} s · run directory {run_dir}"
+                  + ("" if result.status == "completed" else f" · resume with: greendiff train --resume {run_dir}"),
+                  highlight=False)
+    if result.status != "completed":
+        raise typer.Exit(130)
+
+
+def sample_command(
+    run: Annotated[Path, Opt("--run", help="Run directory (with pipeline/ and config.toml).")],
+    n: Annotated[int, Opt("--n", help="Number of images.")] = 64,
+    steps: Annotated[Optional[int], Opt("--steps", help="Sampler steps (default: the run's).")] = None,
+    out: Annotated[Path, Opt("--out", help="Output .png grid or .npz (uint8 images).")] = Path("samples.png"),
+    seed: Annotated[int, Opt("--seed", help="Noise seed.")] = 0,
+    country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
+    live: Live = "none", zone: Zone = None, cpu_watts: CpuWatts = None, gpus: Gpus = None,
+    no_gpu: NoGpu = False, ledger: LedgerPath = None,
+) -> None:
+    """Sample images from a trained run's EMA weights; energy per image measured and reported."""
+    import numpy as np
+    import torch
+
+    from greendiff.train import make_sampler, resolve_config, sample_images, save_grid, to_uint8
+
+    if not (run / "pipeline" / "unet").is_dir() or not (run / "config.toml").is_file():
+        raise UserInputError(f"--run {run}: no trained pipeline (expected {run}/pipeline and {run}/config.toml)")
+    if n <= 0 or (steps is not None and steps <= 0):
+        raise UserInputError("--n and --steps must be positive")
+    if out.suffix.lower() not in (".png", ".npz"):
+        raise UserInputError(f"--out must end in .png or .npz, got {out}")
+    config = resolve_config(run / "config.toml")
+    settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    unet = UNet2DModel.from_pretrained(str(run / "pipeline" / "unet")).eval()
+    sampler = make_sampler(config.optim, DDPMScheduler.from_pretrained(str(run / "pipeline" / "scheduler")))
+    n_steps = steps or config.optim.sample_steps
+    console = Console(stderr=True)
+    with Tracker(f"sample {run.name}", kind="sample", command=f"greendiff sample --run {run} --n {n}",
+                 location=settings.location, pue=settings.pue, live=settings.live, zone=settings.zone,
+                 monitor_options=settings.monitor, ledger=settings.ledger) as tracker:
+        with tracker.window("sample"):
+            images = sample_images(unet, sampler, n, n_steps, (unet.config.in_channels, unet.config.sample_size,
+                                   unet.config.sample_size), torch.Generator().manual_seed(seed))
+    try:
+        if out.suffix.lower() == ".npz":
+            out.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(out, images=to_uint8(images))
+        else:
+            save_grid(images, out)
+    except OSError as exc:
+        raise UserInputError(f"cannot write {out}: {exc.strerror}") from None
+    summary = tracker.summary
+    render_summary(summary, console)
+    console.print(f"{n} images, {n_steps} {config.optim.sampler} steps → {out} · "
+                  f"{fmt_energy(summary['energy_kwh'] / n)} and {fmt_mass(summary['emissions_kg'] / n)} CO2e per image",
+                  highlight=False)
