@@ -155,7 +155,7 @@ def load_folder(folder: Path, resolution: int) -> ImageSet:
     gray = all(img.mode == "L" for img in decoded)
     tensors = []
     for img in decoded:
-        arr = np.asarray(img.convert("L" if gray else "RGB"), dtype=np.uint8)
+        arr = np.array(img.convert("L" if gray else "RGB"), dtype=np.uint8)
         arr = arr[None] if gray else arr.transpose(2, 0, 1)
         tensors.append(resize_square(torch.from_numpy(np.ascontiguousarray(arr))[None], resolution)[0])
     return ImageSet(torch.stack(tensors), f"image folder {folder} ({len(decoded)} images)", skipped=len(bad))

@@ -53,6 +53,19 @@ def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
     return "no", "auto: CPU lacks native bf16 (no AVX512-BF16/AMX), where bf16 autocast is slower than fp32"
 
 
+def _accelerator(precision: str, use_cuda: bool):
+    """An ``Accelerator`` for this run. accelerate keeps one global state per process; a second run in
+    the same process (tests, tuning) with another precision must clear it first. Only the
+    precision part (``AcceleratorState``) is cleared, never the process-group part."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, precision):
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=precision, cpu=not use_cuda)
+
+
 def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
     """Indices of the batch of ``step``: a fresh permutation per epoch, seeded by (seed, epoch)."""
     per_epoch = max(1, n // batch_size)
@@ -84,7 +97,6 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
         on_log: Called with each metrics record (for a progress bar).
         stop_requested: Polled every step; when true, checkpoint and return ``interrupted``.
     """
-    from accelerate import Accelerator
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
 
@@ -92,7 +104,7 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
     use_cuda = torch.cuda.is_available()
     device = torch.device("cuda" if use_cuda else "cpu")
     precision, precision_why = resolve_precision(optim.mixed_precision, device)
-    accelerator = Accelerator(mixed_precision=precision, cpu=not use_cuda)
+    accelerator = _accelerator(precision, use_cuda)
     torch.manual_seed(run.seed)  # weight initialisation
     channels, res = data.channels, config.data.resolution
     unet = build_unet(config.model, res, channels, optim.num_train_timesteps)
@@ -128,6 +140,7 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
               "precision_reason": precision_why, "device": str(device), "dataset": data.source, "skipped_files": data.skipped}
     logger.info("UNet: %s parameters, %.3g GMACs per image; precision %s (%s) on %s", f"{params:,}", macs / 1e9,
                 precision, precision_why, device)
+    run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
     metrics = metrics_path.open("a")
     metrics.write(json.dumps(header) + "\n")

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pytest
+
+from greendiff.errors import UserInputError
+from greendiff.train import BASELINE, RecipeConfig, resolve_config, to_toml
+
+
+def test_baseline_matches_diffusers_train_unconditional_defaults():
+    b = BASELINE
+    assert (b.mixed_precision, b.prediction_type, b.loss_weighting, b.beta_schedule) == ("no", "epsilon", "uniform", "linear")
+    assert (b.lr, b.adam_beta1, b.adam_beta2, b.weight_decay) == (1e-4, 0.95, 0.999, 1e-6)
+    assert (b.lr_schedule, b.warmup_steps, b.batch_size, b.ema, b.grad_clip) == ("cosine", 500, 16, False, 1.0)
+    assert (b.sampler, b.sample_steps) == ("ddpm", 1000)
+
+
+def test_green_turns_every_lever_on():
+    g = RecipeConfig()
+    assert (g.mixed_precision, g.loss_weighting, g.snr_gamma, g.beta_schedule) == ("auto", "min-snr", 5.0, "squaredcos_cap_v2")
+    assert g.ema and g.ema_warmup and g.sampler == "ddim" and g.sample_steps <= 50 and g.batch_size > BASELINE.batch_size
+
+
+def test_precedence_defaults_recipe_file_cli(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('recipe = "baseline"\n[optim]\nlr = 3e-4\nbatch_size = 32\n[run]\nmax_steps = 7\n')
+    c = resolve_config(path, {"optim.batch_size": 8})
+    assert c.recipe == "baseline" and c.optim.loss_weighting == "uniform"  # recipe
+    assert c.optim.lr == 3e-4 and c.run.max_steps == 7  # file
+    assert c.optim.batch_size == 8  # CLI wins
+    assert resolve_config(path, {"recipe": "green"}).optim.loss_weighting == "min-snr"
+
+
+def test_resolved_config_round_trips_through_toml(tmp_path):
+    c = resolve_config(overrides={"model.block_out_channels": "8,16", "optim.ema": "false"})
+    path = tmp_path / "config.toml"
+    path.write_text(to_toml(c))
+    assert resolve_config(path) == c
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"run.max_steps": -5}, "run.max_steps must be a positive integer"),
+    ({"optim.lr": "fast"}, "optim.lr must be a number"),
+    ({"optim.loss_weighting": "p2"}, "optim.loss_weighting must be one of uniform, min-snr"),
+    ({"optim.nonsense": 1}, "unknown config key 'optim.nonsense'"),
+    ({"recipe": "turbo"}, "unknown recipe 'turbo'"),
+    ({"optim.ema": "maybe"}, "optim.ema must be true or false"),
+    ({"optim.sample_steps": 5000}, "cannot exceed"),
+    ({"model.block_out_channels": "8,x"}, "must be an integer"),
+])
+def test_bad_values_are_one_line_errors(overrides, message):
+    with pytest.raises(UserInputError, match=message):
+        resolve_config(overrides=overrides)
+
+
+def test_bad_toml_file(tmp_path):
+    (tmp_path / "bad.toml").write_text("[optim\nlr = ")
+    with pytest.raises(UserInputError, match="invalid TOML"):
+        resolve_config(tmp_path / "bad.toml")
+    with pytest.raises(UserInputError, match="does not exist"):
+        resolve_config(tmp_path / "missing.toml")

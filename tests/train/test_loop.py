@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from greendiff.errors import UserInputError
+from greendiff.train import (
+    RecipeConfig,
+    batch_indices,
+    checkpoint_dirs,
+    loss_weights,
+    make_noise_scheduler,
+    resolve_precision,
+    train,
+)
+from greendiff.train import _loop
+
+
+def losses(run_dir):
+    return [r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def test_loss_decreases_over_50_steps(tmp_path, tiny_data, tiny_config, tracker):
+    result = train(tiny_config(run__max_steps=50, optim__ema="false"), tmp_path, tiny_data, tracker)
+    values = losses(tmp_path)
+    assert result.status == "completed" and len(values) == 50
+    assert sum(values[-10:]) / 10 < 0.7 * sum(values[:10]) / 10
+
+
+def test_outputs_of_a_run(tmp_path, tiny_data, tiny_config, tracker):
+    train(tiny_config(run__max_steps=4), tmp_path, tiny_data, tracker)
+    assert (tmp_path / "samples" / "step-4.png").is_file()
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step-4"]
+    header = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert header["params"] > 0 and header["macs_per_image"] > 0
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[1])
+    assert {"step", "loss", "lr", "samples_per_s", "energy_kwh", "co2e_g"} <= set(record)
+    summary = tracker.stop()
+    assert {p["name"] for p in summary["phases"]} == {"train", "sample", "checkpoint"}
+
+
+def test_pipeline_round_trips_through_plain_diffusers(tmp_path, tiny_data, tiny_config, tracker):
+    from diffusers import DDPMPipeline
+
+    train(tiny_config(run__max_steps=3), tmp_path, tiny_data, tracker)
+    pipe = DDPMPipeline.from_pretrained(str(tmp_path / "pipeline"))
+    images = pipe(batch_size=2, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert images.shape == (2, 8, 8, 1)
+    # the exported weights are the EMA weights, not the raw ones
+    raw = load_file(str(checkpoint_dirs(tmp_path)[-1] / "model.safetensors"))
+    exported = dict(pipe.unet.named_parameters())
+    assert any(not torch.equal(raw[k], exported[k].detach()) for k in raw if k in exported)
+
+
+def test_resume_after_a_stop_at_a_random_step_is_bit_identical(tmp_path, tiny_data, tiny_config, tracker):
+    config = tiny_config(run__max_steps=12)
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    whole.mkdir(), split.mkdir()
+    train(config, whole, tiny_data, tracker)
+    stop_at = random.Random().randint(1, 11)
+    calls = iter(range(100))
+    first = train(config, split, tiny_data, tracker, stop_requested=lambda: next(calls) >= stop_at)
+    assert first.status == "interrupted" and first.step == stop_at
+    second = train(config, split, tiny_data, tracker, resume=True)
+    assert second.status == "completed" and second.step == 12
+    a = load_file(str(checkpoint_dirs(whole)[-1] / "model.safetensors"))
+    b = load_file(str(checkpoint_dirs(split)[-1] / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"differs after stop at {stop_at}"
+    ema_a = torch.load(checkpoint_dirs(whole)[-1] / "custom_checkpoint_0.pkl", weights_only=False)
+    ema_b = torch.load(checkpoint_dirs(split)[-1] / "custom_checkpoint_0.pkl", weights_only=False)
+    assert all(torch.equal(x, y) for x, y in zip(ema_a["shadow_params"], ema_b["shadow_params"]))
+
+
+def test_resume_without_checkpoint_is_a_user_error(tmp_path, tiny_data, tiny_config, tracker):
+    with pytest.raises(UserInputError, match="nothing to resume"):
+        train(tiny_config(run__max_steps=2), tmp_path, tiny_data, tracker, resume=True)
+
+
+def test_min_snr_weights():
+    optim = RecipeConfig()
+    scheduler = make_noise_scheduler(optim)
+    t = torch.tensor([1, 500, 999])
+    w = loss_weights(scheduler, t, optim)
+    alphas = scheduler.alphas_cumprod[t]
+    snr = alphas / (1 - alphas)
+    assert torch.allclose(w, torch.clamp(snr, max=5.0) / snr)
+    assert w[0] < 1 and w[2] == pytest.approx(1.0)  # low noise down-weighted, high noise kept
+    uniform = loss_weights(scheduler, t, RecipeConfig(loss_weighting="uniform"))
+    assert torch.equal(uniform, torch.ones(3))
+
+
+def test_mixed_precision_flag_sets_the_autocast_dtype(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
+    seen = []
+    real = _loop.diffusion_loss
+
+    def spy(unet, *args, **kwargs):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32)
+        return real(unet, *args, **kwargs)
+
+    monkeypatch.setattr(_loop, "diffusion_loss", spy)
+    train(tiny_config(run__max_steps=1, optim__mixed_precision="bf16"), tmp_path / "a", tiny_data, tracker)
+    train(tiny_config(run__max_steps=1, optim__mixed_precision="no"), tmp_path / "b", tiny_data, tracker)
+    assert seen == [torch.bfloat16, torch.float32]
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    monkeypatch.setattr(_loop, "cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("auto", torch.device("cpu"))[0] == "no"
+    monkeypatch.setattr(_loop, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", torch.device("cpu"))[0] == "bf16"
+    with pytest.raises(UserInputError, match="fp16 autocast is not supported on the CPU"):
+        resolve_precision("fp16", torch.device("cpu"))
+
+
+def test_ema_weights_differ_from_raw_and_no_ema_means_no_ema(tmp_path, tiny_data, tiny_config, tracker):
+    train(tiny_config(run__max_steps=5), tmp_path / "ema", tiny_data, tracker)
+    assert (checkpoint_dirs(tmp_path / "ema")[-1] / "custom_checkpoint_0.pkl").exists()
+    train(tiny_config(run__max_steps=5, optim__ema="false"), tmp_path / "raw", tiny_data, tracker)
+    assert not (checkpoint_dirs(tmp_path / "raw")[-1] / "custom_checkpoint_0.pkl").exists()
+
+
+def test_non_finite_losses_are_skipped_then_stop(tmp_path, tiny_data, tiny_config, tracker, monkeypatch, caplog):
+    real = _loop.diffusion_loss
+    calls = iter(range(1000))
+
+    def sometimes_nan(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if next(calls) == 1 else loss
+
+    monkeypatch.setattr(_loop, "diffusion_loss", sometimes_nan)
+    result = train(tiny_config(run__max_steps=4), tmp_path / "one", tiny_data, tracker)
+    assert result.status == "completed" and "update skipped" in caplog.text
+    monkeypatch.setattr(_loop, "diffusion_loss", lambda *a, **k: real(*a, **k) * float("inf"))
+    with pytest.raises(UserInputError, match="training diverged: 3 non-finite losses in a row"):
+        train(tiny_config(run__max_steps=10, run__max_bad_steps=3), tmp_path / "bad", tiny_data, tracker)
+
+
+def test_batches_cover_each_epoch_once():
+    seen = torch.cat([batch_indices(s, 64, 16, seed=3) for s in range(4)])
+    assert sorted(seen.tolist()) == list(range(64))
+    assert not torch.equal(batch_indices(0, 64, 16, 3), batch_indices(4, 64, 16, 3))  # next epoch reshuffles
