@@ -220,6 +220,9 @@ def validate(config: TrainConfig) -> None:
                              f"optim.num_train_timesteps ({config.optim.num_train_timesteps})")
     if any(c <= 0 for c in config.model.block_out_channels):
         raise UserInputError("model.block_out_channels must be positive integers")
+    from greendiff.train._model import check_architecture  # the model module needs this one's types
+
+    check_architecture(config.model, config.data.resolution)
 
 
 def to_dict(config: TrainConfig) -> dict[str, Any]:

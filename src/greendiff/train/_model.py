@@ -37,16 +37,23 @@ def resolve_architecture(model: ModelConfig) -> Preset:
     )
 
 
-def build_unet(model: ModelConfig, resolution: int, channels: int, num_train_timesteps: int):
-    """A ``UNet2DModel``; the resolution must survive its downsampling (divisible by 2**(levels-1))."""
-    from diffusers import UNet2DModel
-
+def check_architecture(model: ModelConfig, resolution: int) -> Preset:
+    """The resolved architecture, or a one-line error if the resolution cannot survive its downsampling."""
     arch = resolve_architecture(model)
     levels = len(arch.block_out_channels)
     factor = 2 ** (levels - 1)
     if resolution % factor:
         raise UserInputError(f"resolution {resolution} is not divisible by {factor}, the downsampling of a "
                              f"{levels}-level UNet; pick a multiple of {factor} or fewer block_out_channels")
+    return arch
+
+
+def build_unet(model: ModelConfig, resolution: int, channels: int, num_train_timesteps: int):
+    """A ``UNet2DModel``; the resolution must survive its downsampling (divisible by 2**(levels-1))."""
+    from diffusers import UNet2DModel
+
+    arch = check_architecture(model, resolution)
+    levels = len(arch.block_out_channels)
     groups = 8 if all(c % 8 == 0 for c in arch.block_out_channels) else 1
     attn = arch.attention
     down = ["DownBlock2D"] * (levels - 1) + ["AttnDownBlock2D" if attn else "DownBlock2D"]

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import json
+import pytest
+
+from greendiff.cli._app import main
+from greendiff.ledger import Ledger, default_ledger_path
+
+TINY = ["--preset", "nano", "--set", "model.block_out_channels=8,16", "--dataset", "digits", "--resolution", "8",
+        "--batch-size", "16", "--sample-steps", "4", "--set", "run.num_samples=4", "--set", "run.log_every=2"]
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_dry_run_prints_the_resolved_config(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "train", "--recipe", "baseline", "--lr", "3e-4", "--dry-run",
+                           "--output-dir", str(tmp_path / "runs"))
+    assert code == 0 and 'recipe = "baseline"' in out and "lr = 0.0003" in out and 'loss_weighting = "uniform"' in out
+    assert not (tmp_path / "runs").exists(), "a dry run creates nothing"
+
+
+def test_train_then_sample_end_to_end(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", *TINY, "--max-steps", "4", "--output-dir", str(tmp_path / "runs"),
+                           "--name", "e2e", "--country", "FRA")
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.endswith("-e2e")
+    for name in ("config.toml", "metrics.jsonl", "emissions.json", "samples/step-4.png", "pipeline/model_index.json"):
+        assert (run_dir / name).exists(), name
+    emissions = json.loads((run_dir / "emissions.json").read_text())
+    assert {p["name"] for p in emissions["phases"]} >= {"train", "sample", "checkpoint"}
+    assert emissions["location"]["country"] == "FRA"
+    (run,) = Ledger(default_ledger_path()).list_runs()
+    assert run.kind == "train" and run.status == "completed" and run.assumptions["config"]["model"]["preset"] == "nano"
+    out = tmp_path / "grid.png"
+    code, _, err = run_cli(capsys, "sample", "--run", str(run_dir), "--n", "4", "--steps", "3", "--out", str(out))
+    assert code == 0 and out.is_file() and "per image" in err
+    npz = tmp_path / "s.npz"
+    assert run_cli(capsys, "sample", "--run", str(run_dir), "--n", "3", "--steps", "2", "--out", str(npz))[0] == 0
+    import numpy as np
+
+    assert np.load(npz)["images"].shape == (3, 8, 8, 1)
+    code, _, err = run_cli(capsys, "train", "--resume", str(run_dir), "--max-steps", "6")
+    assert code == 0, err
+    assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1]) == {"event": "completed", "step": 6}
+
+
+BAD = [
+    (["train", "--max-steps", "-3"], "run.max_steps must be a positive integer"),
+    (["train", "--preset", "huge", "--max-steps", "1"], "unknown model preset 'huge'"),
+    (["train", "--preset", "tiny", "--resolution", "18"], "resolution 18 is not divisible by 4"),
+    (["train", "--recipe", "fast"], "unknown recipe 'fast'"),
+    (["train", "--set", "optim.lr"], "--set expects KEY=VALUE"),
+    (["train", "--set", "optim.bogus=1"], "unknown config key 'optim.bogus'"),
+    (["train", "--dataset", "/nonexistent/dir"], "unknown dataset"),
+    (["train", "--config", "/nonexistent.toml"], "does not exist"),
+    (["train", "--resume", "/nonexistent"], "not a run directory"),
+    (["sample", "--run", "/nonexistent"], "no trained pipeline"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD, ids=[" ".join(a[1:3]) for a, _ in BAD])
+def test_bad_train_input_is_one_line_exit_2(capsys, tmp_path, argv, message):
+    runs = tmp_path / "runs"
+    code, out, err = run_cli(capsys, *argv, *(["--output-dir", str(runs)] if argv[0] == "train" and "--resume" not in argv else []))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
+    assert not runs.exists(), "no run directory for bad input"
+    assert not default_ledger_path().exists() or Ledger(default_ledger_path()).list_runs() == []
