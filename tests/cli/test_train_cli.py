@@ -72,3 +72,40 @@ def test_bad_train_input_is_one_line_exit_2(capsys, tmp_path, argv, message):
     assert len(lines) == 1 and message in lines[0], err
     assert not runs.exists(), "no run directory for bad input"
     assert not default_ledger_path().exists() or Ledger(default_ledger_path()).list_runs() == []
+
+
+def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(tmp_path):
+    """The CLI killed with SIGKILL mid-run; --resume ends with the same weights as an uninterrupted run."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+    from safetensors.torch import load_file
+
+    from greendiff.train import checkpoint_dirs
+
+    exe = os.path.join(os.path.dirname(sys.executable), "greendiff")
+    args = [exe, "train", *TINY, "--max-steps", "40", "--set", "run.checkpoint_every=2", "--set", "run.keep_checkpoints=3",
+            "--batch-size", "64", "--no-gpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*args, "--output-dir", str(tmp_path / "whole")], check=True, env=env, capture_output=True)
+    proc = subprocess.Popen([*args, "--output-dir", str(tmp_path / "killed")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((tmp_path / "killed").glob("*/checkpoints/step-4")):
+        time.sleep(0.01)
+    time.sleep(random.Random().uniform(0.0, 0.2))  # somewhere in later steps or checkpoint writes
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (run_dir,) = (tmp_path / "killed").iterdir()
+    assert not (run_dir / "pipeline").exists(), "the kill must land before the run ends"
+    subprocess.run([exe, "train", "--resume", str(run_dir), "--no-gpu"], check=True, env=env, capture_output=True)
+    (whole_dir,) = (tmp_path / "whole").iterdir()
+    a = load_file(str(checkpoint_dirs(whole_dir)[-1] / "model.safetensors"))
+    b = load_file(str(checkpoint_dirs(run_dir)[-1] / "model.safetensors"))
+    assert checkpoint_dirs(run_dir)[-1].name == "step-40"
+    assert all(torch.equal(a[k], b[k]) for k in a)
