@@ -109,3 +109,32 @@ def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(tmp_path):
     b = load_file(str(checkpoint_dirs(run_dir)[-1] / "model.safetensors"))
     assert checkpoint_dirs(run_dir)[-1].name == "step-40"
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ctrl_c_checkpoints_and_exits_cleanly(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from greendiff.train import checkpoint_dirs
+
+    exe = os.path.join(os.path.dirname(sys.executable), "greendiff")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GREENDIFF_LEDGER": str(tmp_path / "l.sqlite")}
+    proc = subprocess.Popen([exe, "train", *TINY, "--max-steps", "100000", "--batch-size", "64",
+                             "--output-dir", str(tmp_path / "runs"), "--no-gpu"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            '"step": 4' in p.read_text() for p in (tmp_path / "runs").glob("*/metrics.jsonl")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "resume with: greendiff train --resume" in err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    (ckpt,) = checkpoint_dirs(run_dir)
+    assert int(ckpt.name.split("-")[1]) >= 4
+    (run,) = Ledger(tmp_path / "l.sqlite").list_runs()
+    assert run.status == "interrupted"

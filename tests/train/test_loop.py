@@ -143,3 +143,15 @@ def test_batches_cover_each_epoch_once():
     seen = torch.cat([batch_indices(s, 64, 16, seed=3) for s in range(4)])
     assert sorted(seen.tolist()) == list(range(64))
     assert not torch.equal(batch_indices(0, 64, 16, 3), batch_indices(4, 64, 16, 3))  # next epoch reshuffles
+
+
+def test_schedule_and_sampler_flags():
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    from greendiff.train import make_sampler
+
+    linear, cosine = make_noise_scheduler(RecipeConfig(beta_schedule="linear")), make_noise_scheduler(RecipeConfig())
+    assert not torch.allclose(linear.betas, cosine.betas)
+    assert linear.betas[0] == pytest.approx(1e-4) and linear.betas[-1] == pytest.approx(0.02)
+    assert isinstance(make_sampler(RecipeConfig(), cosine), DDIMScheduler)
+    assert type(make_sampler(RecipeConfig(sampler="ddpm"), cosine)) is DDPMScheduler

@@ -104,7 +104,7 @@ def train_command(
     tracker = Tracker(run_dir.name + (" (resumed)" if resume else ""), kind="train", command=f"greendiff train ({run_dir})",
                       location=settings.location, pue=settings.pue, live=settings.live, zone=settings.zone,
                       monitor_options=settings.monitor, ledger=settings.ledger, config=to_dict(config)).start()
-    start_step = 0
+    start_step = 0  # the step the run (or the resumed segment) started at
     progress = Progress(TextColumn("[bold]train[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console, transient=False)
     task = progress.add_task("train", total=config.run.max_steps, info="")
@@ -112,8 +112,13 @@ def train_command(
 
     def on_log(record: dict) -> None:
         nonlocal start_step
-        if not start_step:
-            start_step = max(record["step"] - config.run.log_every, 0)
+        if record.get("event") == "start":
+            start_step = record["step"]
+            progress.console.print(
+                f"UNet {config.model.preset}: {record['params']:,} parameters, {record['macs_per_image'] / 1e6:.1f} M MACs "
+                f"per image · precision {record['precision']} ({record['precision_reason']}) on {record['device']} · "
+                f"{record['dataset']}", highlight=False)
+            return
         done = record["step"] - start_step
         frac_left = (config.run.max_steps - record["step"]) / max(done, 1)
         projected = record["energy_kwh"] * (1 + frac_left)

@@ -144,6 +144,8 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
     metrics_path = run_dir / "metrics.jsonl"
     metrics = metrics_path.open("a")
     metrics.write(json.dumps(header) + "\n")
+    if on_log:
+        on_log(header)
 
     def energy_so_far_j() -> float:
         return prior_energy_j + sum(tracker.monitor.read().energy_j.values())
