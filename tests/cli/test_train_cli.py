@@ -47,6 +47,9 @@ def test_train_then_sample_end_to_end(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", "--resume", str(run_dir), "--max-steps", "6")
     assert code == 0, err
     assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1]) == {"event": "completed", "step": 6}
+    resumed = json.loads((run_dir / "emissions.json").read_text())
+    assert len(resumed["ledger_run_ids"]) == 2
+    assert resumed["run_total_energy_kwh"] > resumed["energy_kwh"] > 0  # both segments counted
 
 
 BAD = [

@@ -45,6 +45,17 @@ def _new_run_dir(output_dir: str, name: str) -> Path:
     return run_dir
 
 
+def write_emissions(run_dir: Path, summary: dict, prior_energy_j: float) -> None:
+    """``emissions.json``: this segment's summary, plus the ledger ids and energy of the whole run."""
+    path = run_dir / "emissions.json"
+    previous = json.loads(path.read_text()).get("ledger_run_ids", []) if path.exists() else []
+    record = {**summary, "ledger_run_ids": [*previous, summary["run_id"]],
+              "run_total_energy_kwh": prior_energy_j / 3.6e6 + summary["energy_kwh"],
+              "run_total_note": "earlier segments (resumed runs) counted from the checkpoint's energy; "
+                                "their CO2e is in the ledger runs listed"}
+    path.write_text(json.dumps(record, indent=2))
+
+
 def train_command(
     config_file: Annotated[Optional[Path], Opt("--config", help="TOML config file (CLI flags override it).")] = None,
     recipe: Annotated[Optional[str], Opt("--recipe", help="green (default) or baseline (diffusers' defaults).")] = None,
@@ -137,7 +148,7 @@ def train_command(
         tracker.stop("failed")
         raise
     summary = tracker.stop("completed" if result.status == "completed" else "interrupted")
-    (run_dir / "emissions.json").write_text(json.dumps(summary, indent=2))
+    write_emissions(run_dir, summary, result.prior_energy_j)
     render_summary(summary, console)
     console.print(f"{result.status} at step {result.step} in {time.perf_counter() - t0:.1f} s · run directory {run_dir}"
                   + ("" if result.status == "completed" else f" · resume with: greendiff train --resume {run_dir}"),

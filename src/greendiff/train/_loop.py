@@ -84,6 +84,7 @@ class TrainResult:
     step: int
     last_loss: float
     run_dir: Path
+    prior_energy_j: float = 0.0  # energy of earlier segments of a resumed run, from its checkpoint
 
 
 def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, *,
@@ -238,7 +239,7 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
             export_pipeline(accelerator.unwrap_model(unet), ema, noise_scheduler, run_dir / "pipeline")
     metrics.write(json.dumps({"event": status, "step": step}) + "\n")
     metrics.close()
-    return TrainResult(status, step, last_loss, run_dir)
+    return TrainResult(status, step, last_loss, run_dir, prior_energy_j)
 
 
 def export_pipeline(unet, ema, noise_scheduler, path: Path) -> None:
