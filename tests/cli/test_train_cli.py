@@ -63,6 +63,7 @@ BAD = [
     (["train", "--config", "/nonexistent.toml"], "does not exist"),
     (["train", "--resume", "/nonexistent"], "not a run directory"),
     (["sample", "--run", "/nonexistent"], "no trained pipeline"),
+    (["train", "--dataset", "digits", "--resolution", "8", "--batch-size", "5000"], "fewer than one batch of 5000"),
 ]
 
 

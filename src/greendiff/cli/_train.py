@@ -84,7 +84,7 @@ def train_command(
 ) -> None:
     """Train a diffusion model with the green recipe (or the baseline), energy measured per phase."""
     from greendiff.data import load_dataset
-    from greendiff.train import resolve_config, to_dict, to_toml, train
+    from greendiff.train import check_data, resolve_config, to_dict, to_toml, train
 
     overrides = {"recipe": recipe, "model.preset": preset, "data.dataset": dataset, "data.resolution": resolution,
                  "optim.batch_size": batch_size, "optim.lr": lr, "run.max_steps": max_steps, "run.seed": seed,
@@ -107,6 +107,7 @@ def train_command(
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
     console = Console(stderr=True)
     data = load_dataset(config.data.dataset, config.data.resolution)
+    check_data(config, data)
     if data.skipped:
         console.print(f"skipped {data.skipped} unreadable image files", style="yellow")
     run_name = config.run.name or f"{config.recipe}-{config.model.preset}"

@@ -24,12 +24,12 @@ from greendiff.train._config import (
 )
 from greendiff.train._diffusion import diffusion_loss, loss_weights, make_noise_scheduler, make_sampler, sample_images
 from greendiff.train._images import save_grid, to_uint8
-from greendiff.train._loop import TrainResult, batch_indices, export_pipeline, resolve_precision, train
+from greendiff.train._loop import TrainResult, batch_indices, check_data, export_pipeline, resolve_precision, train
 from greendiff.train._model import PRESETS, build_unet, count_macs, count_parameters, resolve_architecture
 
 __all__ = [
     "BASELINE", "PRESETS", "RECIPES", "DataConfig", "ModelConfig", "RecipeConfig", "RunConfig", "TrainConfig",
-    "TrainResult", "batch_indices", "build_unet", "checkpoint_dirs", "count_macs", "count_parameters",
+    "TrainResult", "batch_indices", "build_unet", "check_data", "checkpoint_dirs", "count_macs", "count_parameters",
     "diffusion_loss", "export_pipeline", "load_latest", "loss_weights", "make_noise_scheduler", "make_sampler",
     "read_toml", "resolve_architecture", "resolve_config", "resolve_precision", "sample_images", "save_checkpoint",
     "save_grid", "to_dict", "to_toml", "to_uint8", "train",

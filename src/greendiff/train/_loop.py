@@ -87,6 +87,14 @@ class TrainResult:
     prior_energy_j: float = 0.0  # energy of earlier segments of a resumed run, from its checkpoint
 
 
+def check_data(config: TrainConfig, data: ImageSet) -> None:
+    """The data can fill a batch (checked before a run directory is created)."""
+    n = data.images.shape[0]
+    if n < config.optim.batch_size:
+        raise UserInputError(f"the dataset has {n} images, fewer than one batch of {config.optim.batch_size}; "
+                             "lower --batch-size")
+
+
 def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, *,
           resume: bool = False, on_log: Callable[[dict], None] | None = None,
           stop_requested: Callable[[], bool] = lambda: False) -> TrainResult:
@@ -126,10 +134,9 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
         accelerator.register_for_checkpointing(ema)
     noise_scheduler = make_noise_scheduler(optim)
     sampler = make_sampler(optim, noise_scheduler)
+    check_data(config, data)
     images = data.images
     n = images.shape[0]
-    if n < optim.batch_size:
-        raise UserInputError(f"the dataset has {n} images, fewer than one batch of {optim.batch_size}")
 
     step, prior_energy_j = 0, 0.0
     if resume:
