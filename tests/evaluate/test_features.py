@@ -65,3 +65,21 @@ def test_missing_and_corrupt_weights(tmp_path):
         load_inception(tmp_path / "pt_inception.pth")
     with pytest.raises(UserInputError, match="unknown --features"):
         resolve_extractor("clip")
+
+
+def test_reference_features_are_cached_and_invalidated(tmp_path, monkeypatch):
+    from greendiff.evaluate import _reference, reference_features
+
+    images = load_dataset("digits", 8).images[:200]
+    model = load_mnist_features()
+    calls = []
+    real_extract = _reference.extract
+    monkeypatch.setattr(_reference, "extract", lambda m, x: calls.append(1) or real_extract(m, x))
+    first = reference_features(images, model, tmp_path)
+    second = reference_features(images, model, tmp_path)
+    assert torch.equal(first, second) and len(calls) == 1  # the second came from the cache
+    reference_features(images[:150], model, tmp_path)  # other data: new key
+    with torch.no_grad():
+        model.fc.bias.add_(0.5)
+    reference_features(images, model, tmp_path)  # other weights: new key
+    assert len(calls) == 3 and len(list(tmp_path.glob("*.npy"))) == 3

@@ -14,7 +14,7 @@ def gaussian(n, d, mean=0.0, std=1.0, seed=0):
 
 def test_fid_of_identical_stats_is_zero():
     stats = FeatureStats.of(gaussian(500, 8))
-    assert frechet_distance(stats, stats) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(stats, stats) == pytest.approx(0.0, abs=1e-4)
 
 
 def test_fid_of_samples_from_one_gaussian_is_small():
@@ -29,7 +29,7 @@ def test_fid_known_shift_and_scale_closed_form():
     b = FeatureStats(mu_b, np.diag(var_b), 0)
     # diagonal covariances: FID = ||mu_a - mu_b||^2 + sum (sqrt(var_a) - sqrt(var_b))^2
     expected = 0.25 * d + np.sum((np.sqrt(var_a) - np.sqrt(var_b)) ** 2)
-    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-5)
 
 
 def test_kid_is_unbiased_on_equal_distributions():

@@ -9,6 +9,7 @@ import typer
 
 from greendiff import __version__
 from greendiff.cli._demo import demo
+from greendiff.cli._eval import eval_command
 from greendiff.cli._measure import measure
 from greendiff.cli._runs import runs_app
 from greendiff.cli._train import sample_command, train_command
@@ -30,6 +31,7 @@ app.command("measure", help="Run any command and record its energy and CO2e in t
             context_settings={"allow_interspersed_args": False})(measure)
 app.command("train", help="Train a diffusion model with the green recipe (or the baseline), energy per phase.")(train_command)
 app.command("sample", help="Sample images from a trained run's EMA weights, with their energy.")(sample_command)
+app.command("eval", help="Score a trained run with FID, KID, precision/recall (offline); energy measured.")(eval_command)
 app.command("demo", help="Measure a short built-in CPU workload and print its energy/carbon summary.")(demo)
 app.add_typer(runs_app, name="runs", help="List, show and export tracked runs from the ledger.")
 

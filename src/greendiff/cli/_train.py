@@ -172,20 +172,14 @@ def sample_command(
     import numpy as np
     import torch
 
-    from greendiff.train import make_sampler, resolve_config, sample_images, save_grid, to_uint8
+    from greendiff.train import load_run_model, sample_images, save_grid, to_uint8
 
-    if not (run / "pipeline" / "unet").is_dir() or not (run / "config.toml").is_file():
-        raise UserInputError(f"--run {run}: no trained pipeline (expected {run}/pipeline and {run}/config.toml)")
     if n <= 0 or (steps is not None and steps <= 0):
         raise UserInputError("--n and --steps must be positive")
     if out.suffix.lower() not in (".png", ".npz"):
         raise UserInputError(f"--out must end in .png or .npz, got {out}")
-    config = resolve_config(run / "config.toml")
+    config, unet, sampler = load_run_model(run)
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
-    from diffusers import DDPMScheduler, UNet2DModel
-
-    unet = UNet2DModel.from_pretrained(str(run / "pipeline" / "unet")).eval()
-    sampler = make_sampler(config.optim, DDPMScheduler.from_pretrained(str(run / "pipeline" / "scheduler")))
     n_steps = steps or config.optim.sample_steps
     console = Console(stderr=True)
     with Tracker(f"sample {run.name}", kind="sample", command=f"greendiff sample --run {run} --n {n}",

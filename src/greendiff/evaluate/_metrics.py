@@ -37,11 +37,10 @@ class FeatureStats:
 def frechet_distance(a: FeatureStats, b: FeatureStats, eps: float = 1e-6) -> float:
     """‖μa − μb‖² + Tr(Σa + Σb − 2 (Σa Σb)^½)."""
     diff = a.mu - b.mu
-    covmean = linalg.sqrtm(a.sigma @ b.sigma)
-    if not np.isfinite(covmean).all():  # near-singular product: regularise, as pytorch-fid does
-        offset = np.eye(a.sigma.shape[0]) * eps
-        covmean = linalg.sqrtm((a.sigma + offset) @ (b.sigma + offset))
-    covmean = covmean.real
+    # eps * I keeps the product invertible when features have dead (constant) dimensions, which
+    # ReLU features often do; the bias it adds is O(eps * D).
+    offset = np.eye(a.sigma.shape[0]) * eps
+    covmean = linalg.sqrtm((a.sigma + offset) @ (b.sigma + offset)).real
     return float(diff @ diff + np.trace(a.sigma) + np.trace(b.sigma) - 2.0 * np.trace(covmean))
 
 

@@ -8,6 +8,7 @@ Example (library use; the CLI is ``greendiff train``)::
 
 from __future__ import annotations
 
+from greendiff.train._artifacts import load_run_model
 from greendiff.train._checkpoint import checkpoint_dirs, load_latest, save_checkpoint
 from greendiff.train._config import (
     BASELINE,
@@ -30,7 +31,7 @@ from greendiff.train._model import PRESETS, build_unet, count_macs, count_parame
 __all__ = [
     "BASELINE", "PRESETS", "RECIPES", "DataConfig", "ModelConfig", "RecipeConfig", "RunConfig", "TrainConfig",
     "TrainResult", "batch_indices", "build_unet", "check_data", "checkpoint_dirs", "count_macs", "count_parameters",
-    "diffusion_loss", "export_pipeline", "load_latest", "loss_weights", "make_noise_scheduler", "make_sampler",
+    "diffusion_loss", "export_pipeline", "load_latest", "load_run_model", "loss_weights", "make_noise_scheduler", "make_sampler",
     "read_toml", "resolve_architecture", "resolve_config", "resolve_precision", "sample_images", "save_checkpoint",
     "save_grid", "to_dict", "to_toml", "to_uint8", "train",
 ]
