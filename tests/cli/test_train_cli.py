@@ -33,6 +33,7 @@ def test_train_then_sample_end_to_end(capsys, tmp_path):
         assert (run_dir / name).exists(), name
     emissions = json.loads((run_dir / "emissions.json").read_text())
     assert {p["name"] for p in emissions["phases"]} >= {"train", "sample", "checkpoint"}
+    assert emissions["stop_reason"] == "max_steps reached"
     assert emissions["location"]["country"] == "FRA"
     (run,) = Ledger(default_ledger_path()).list_runs()
     assert run.kind == "train" and run.status == "completed" and run.assumptions["config"]["model"]["preset"] == "nano"
@@ -63,6 +64,8 @@ BAD = [
     (["train", "--config", "/nonexistent.toml"], "does not exist"),
     (["train", "--resume", "/nonexistent"], "not a run directory"),
     (["sample", "--run", "/nonexistent"], "no trained pipeline"),
+    (["train", "--patience", "3"], "early stopping on quality needs evaluations: set --eval-every N"),
+    (["train", "--budget-kwh", "-1"], "stop.budget_kwh must be >= 0"),
     (["train", "--dataset", "digits", "--resolution", "8", "--batch-size", "5000"], "fewer than one batch of 5000"),
 ]
 

@@ -155,3 +155,53 @@ def test_schedule_and_sampler_flags():
     assert linear.betas[0] == pytest.approx(1e-4) and linear.betas[-1] == pytest.approx(0.02)
     assert isinstance(make_sampler(RecipeConfig(), cosine), DDIMScheduler)
     assert type(make_sampler(RecipeConfig(sampler="ddpm"), cosine)) is DDPMScheduler
+
+
+def scripted_quality(monkeypatch, fids):
+    """Replace the metric computation by a scripted FID sequence (the sampling still runs)."""
+    import greendiff.evaluate as evaluate_pkg
+    from greendiff.evaluate import Quality
+
+    values = iter(fids)
+    monkeypatch.setattr(evaluate_pkg, "quality",
+                        lambda *a, **k: Quality(next(values), 0.0, 0.0, 1.0, 1.0, 16))
+
+
+def test_early_stopping_on_a_scripted_metric_keeps_the_best_checkpoint(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
+    scripted_quality(monkeypatch, [10.0, 9.0, 9.5, 9.6, 1.0])
+    config = tiny_config(run__max_steps=40, stop__eval_every=2, stop__eval_samples=8, stop__patience=2)
+    result = train(config, tmp_path, tiny_data, tracker)
+    assert (result.status, result.step) == ("stopped", 8)
+    assert "no improvement" in result.stop_reason and "best 9 at step 4" in result.stop_reason
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r.get("event") == "eval"]
+    assert [(r["step"], r["fid"], r["best"]) for r in evals] == [(2, 10.0, True), (4, 9.0, True), (6, 9.5, False), (8, 9.6, False)]
+    assert all(r["energy_kwh"] > 0 for r in evals)
+    assert json.loads((tmp_path / "checkpoints" / "best" / "train_state.json").read_text())["step"] == 4
+    assert records[-2] == {"event": "stopped", "step": 8, "reason": result.stop_reason}
+    assert (tmp_path / "pipeline" / "model_index.json").exists()  # a stopped run is a finished run
+
+
+def test_target_metric_stops_at_once(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
+    scripted_quality(monkeypatch, [10.0, 4.0, 3.0])
+    result = train(tiny_config(run__max_steps=40, stop__eval_every=3, stop__eval_samples=8, stop__target=5.0),
+                   tmp_path, tiny_data, tracker)
+    assert (result.status, result.step) == ("stopped", 6) and result.stop_reason.startswith("target reached")
+
+
+def test_energy_budget_stops_the_run(tmp_path, tiny_data, tiny_config, tracker):
+    result = train(tiny_config(run__max_steps=40, stop__budget_kwh=1e-9, stop__budget_warmup_steps=3),
+                   tmp_path, tiny_data, tracker)
+    assert (result.status, result.step) == ("stopped", 3) and "energy budget" in result.stop_reason
+    forecast = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"forecast"' in line]
+    assert forecast and forecast[0]["energy_kwh"] > forecast[0]["energy_kwh_low"] > 0
+
+
+def test_resume_keeps_the_stopping_state(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
+    scripted_quality(monkeypatch, [10.0, 9.0, 9.5, 9.6])
+    config = tiny_config(run__max_steps=40, stop__eval_every=2, stop__eval_samples=8, stop__patience=2)
+    calls = iter(range(100))
+    first = train(config, tmp_path, tiny_data, tracker, stop_requested=lambda: next(calls) >= 6)
+    assert first.status == "interrupted" and first.step == 6  # evaluations at 2, 4, 6 (one without improvement)
+    result = train(config, tmp_path, tiny_data, tracker, resume=True)
+    assert (result.status, result.step) == ("stopped", 8)  # the 4th evaluation is the 2nd without improvement

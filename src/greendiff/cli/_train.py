@@ -73,6 +73,14 @@ def train_command(
     sampler: Annotated[Optional[str], Opt("--sampler", help="Preview sampler: ddim or ddpm.")] = None,
     sample_steps: Annotated[Optional[int], Opt("--sample-steps", help="Sampler steps for previews.")] = None,
     warmup_steps: Annotated[Optional[int], Opt("--warmup-steps", help="LR warm-up steps.")] = None,
+    eval_every: Annotated[Optional[int], Opt("--eval-every", help="Evaluate quality (FID/KID) every N steps.")] = None,
+    eval_samples: Annotated[Optional[int], Opt("--eval-samples", help="Generated images per evaluation.")] = None,
+    patience: Annotated[Optional[int], Opt("--patience", help="Stop after N evaluations without improvement.")] = None,
+    min_delta: Annotated[Optional[float], Opt("--min-delta", help="Smallest improvement that counts.")] = None,
+    min_gain_per_kwh: Annotated[Optional[float], Opt("--min-gain-per-kwh", help="Stop when the metric improves less than this per kWh.")] = None,
+    target_fid: Annotated[Optional[float], Opt("--target-fid", help="Stop as soon as FID (or --set stop.metric) reaches this.")] = None,
+    budget_kwh: Annotated[Optional[float], Opt("--budget-kwh", help="Stop before the run uses more energy than this.")] = None,
+    budget_kgco2e: Annotated[Optional[float], Opt("--budget-kgco2e", help="Stop before the run emits more than this.")] = None,
     sets: Annotated[list[str], Opt("--set", help="Any config key, e.g. --set optim.snr_gamma=3 (repeatable).")] = [],
     output_dir: Annotated[Optional[str], Opt("--output-dir", help="Parent of the run directory (default runs).")] = None,
     name: Annotated[Optional[str], Opt("--name", help="Run name (default: recipe-preset).")] = None,
@@ -91,7 +99,10 @@ def train_command(
                  "optim.mixed_precision": mixed_precision, "optim.loss_weighting": loss_weighting,
                  "optim.beta_schedule": beta_schedule, "optim.ema": ema, "optim.sampler": sampler,
                  "optim.sample_steps": sample_steps, "optim.warmup_steps": warmup_steps,
-                 "run.output_dir": output_dir, "run.name": name, **_parse_sets(sets)}
+                 "run.output_dir": output_dir, "run.name": name, "stop.eval_every": eval_every,
+                 "stop.eval_samples": eval_samples, "stop.patience": patience, "stop.min_delta": min_delta,
+                 "stop.min_gain_per_kwh": min_gain_per_kwh, "stop.target": target_fid, "stop.budget_kwh": budget_kwh,
+                 "stop.budget_kgco2e": budget_kgco2e, **_parse_sets(sets)}
     if resume is not None:
         if not (resume / "config.toml").is_file():
             raise UserInputError(f"--resume {resume}: not a run directory (no config.toml)")
@@ -148,13 +159,15 @@ def train_command(
     except BaseException:
         tracker.stop("failed")
         raise
-    summary = tracker.stop("completed" if result.status == "completed" else "interrupted")
+    summary = tracker.stop("completed" if result.status in ("completed", "stopped") else "interrupted")
+    summary["stop_reason"] = result.stop_reason or ("max_steps reached" if result.status == "completed" else result.status)
     write_emissions(run_dir, summary, result.prior_energy_j)
     render_summary(summary, console)
     console.print(f"{result.status} at step {result.step} in {time.perf_counter() - t0:.1f} s · run directory {run_dir}"
-                  + ("" if result.status == "completed" else f" · resume with: greendiff train --resume {run_dir}"),
+                  + (f" · {result.stop_reason}" if result.stop_reason else "")
+                  + ("" if result.status in ("completed", "stopped") else f" · resume with: greendiff train --resume {run_dir}"),
                   highlight=False)
-    if result.status != "completed":
+    if result.status not in ("completed", "stopped"):
         raise typer.Exit(130)
 
 

@@ -25,12 +25,15 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
-def save_checkpoint(accelerator, run_dir: Path, step: int, state: dict, keep: int) -> Path:
-    """Save model, optimizer, scheduler, EMA (registered objects) and ``state``; keep the newest ``keep``."""
+def save_checkpoint(accelerator, run_dir: Path, step: int, state: dict, keep: int, name: str | None = None) -> Path:
+    """Save model, optimizer, scheduler, EMA (registered objects) and ``state``; keep the newest ``keep``.
+
+    ``name`` (e.g. ``"best"``) saves outside the rotation of ``step-N`` checkpoints.
+    """
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step}"
-    tmp = root / f".tmp-step-{step}"
+    final = root / (name or f"step-{step}")
+    tmp = root / f".tmp-{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         accelerator.save_state(str(tmp), safe_serialization=True)

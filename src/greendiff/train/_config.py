@@ -91,12 +91,31 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class StopConfig:
+    """Evaluation during training, early stopping and budgets (0 switches a rule off)."""
+
+    eval_every: int = 0
+    eval_samples: int = 500
+    eval_features: str = "mnist"
+    metric: Literal["fid", "kid"] = "fid"
+    patience: int = 0
+    min_delta: float = 0.0
+    min_gain_per_kwh: float = 0.0
+    gain_window: int = 3
+    target: float = 0.0
+    budget_kwh: float = 0.0
+    budget_kgco2e: float = 0.0
+    budget_warmup_steps: int = 20
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     recipe: str = "green"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: RecipeConfig = field(default_factory=RecipeConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -218,6 +237,15 @@ def validate(config: TrainConfig) -> None:
     if config.optim.sample_steps > config.optim.num_train_timesteps:
         raise UserInputError(f"optim.sample_steps ({config.optim.sample_steps}) cannot exceed "
                              f"optim.num_train_timesteps ({config.optim.num_train_timesteps})")
+    stop = config.stop
+    if min(stop.eval_every, stop.patience, stop.budget_warmup_steps) < 0 or stop.eval_samples < 4 or stop.gain_window < 1:
+        raise UserInputError("stop.eval_every, stop.patience and stop.budget_warmup_steps must be >= 0, "
+                             "stop.eval_samples >= 4 and stop.gain_window >= 1")
+    for key in ("min_delta", "min_gain_per_kwh", "target", "budget_kwh", "budget_kgco2e"):
+        if getattr(stop, key) < 0:
+            raise UserInputError(f"stop.{key} must be >= 0 (0 switches it off), got {getattr(stop, key)}")
+    if (stop.patience or stop.min_gain_per_kwh or stop.target) and not stop.eval_every:
+        raise UserInputError("early stopping on quality needs evaluations: set --eval-every N")
     if any(c <= 0 for c in config.model.block_out_channels):
         raise UserInputError("model.block_out_channels must be positive integers")
     from greendiff.train._model import check_architecture  # the model module needs this one's types

@@ -25,6 +25,7 @@ from greendiff.train._config import TrainConfig
 from greendiff.train._diffusion import diffusion_loss, make_noise_scheduler, make_sampler, sample_images
 from greendiff.train._images import save_grid
 from greendiff.train._model import build_unet, count_macs, count_parameters
+from greendiff.train._stopping import StoppingRules
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +81,12 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 @dataclass
 class TrainResult:
-    status: str  # completed | interrupted | diverged
+    status: str  # completed | stopped (a stopping rule fired) | interrupted | diverged
     step: int
     last_loss: float
     run_dir: Path
     prior_energy_j: float = 0.0  # energy of earlier segments of a resumed run, from its checkpoint
+    stop_reason: str = ""
 
 
 def check_data(config: TrainConfig, data: ImageSet) -> None:
@@ -138,12 +140,18 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
     images = data.images
     n = images.shape[0]
 
+    stop = config.stop
+    rules = StoppingRules(stop.patience, stop.min_delta, stop.min_gain_per_kwh, stop.gain_window, stop.target,
+                          stop.budget_kwh, stop.budget_kgco2e, stop.budget_warmup_steps,
+                          max((d.uncertainty_frac for d in tracker.monitor.devices), default=0.0))
     step, prior_energy_j = 0, 0.0
     if resume:
         state = load_latest(accelerator, run_dir)
         if state is None:
             raise UserInputError(f"nothing to resume: {run_dir / 'checkpoints'} has no complete checkpoint")
         step, prior_energy_j = int(state["step"]), float(state.get("energy_j", 0.0))
+        if "stopping" in state:
+            rules.load_state_dict(state["stopping"])
     header = {"event": "start", "step": step, "params": params, "macs_per_image": macs, "precision": precision,
               "precision_reason": precision_why, "device": str(device), "dataset": data.source, "skipped_files": data.skipped}
     logger.info("UNet: %s parameters, %.3g GMACs per image; precision %s (%s) on %s", f"{params:,}", macs / 1e9,
@@ -175,9 +183,43 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
                     ema.restore(model.parameters())
             return save_grid(grid, run_dir / "samples" / f"step-{at_step}.png")
 
-    def checkpoint(at_step: int) -> None:
+    def checkpoint(at_step: int, name: str | None = None) -> None:
         with tracker.window("checkpoint"):
-            save_checkpoint(accelerator, run_dir, at_step, {"energy_j": energy_so_far_j()}, run.keep_checkpoints)
+            save_checkpoint(accelerator, run_dir, at_step, {"energy_j": energy_so_far_j(), "stopping": rules.state_dict()},
+                            run.keep_checkpoints, name)
+
+    extractor = real_features = None
+    if stop.eval_every:
+        from greendiff.evaluate import reference_features, resolve_extractor
+
+        with tracker.window("eval"):
+            extractor, _ = resolve_extractor(stop.eval_features)
+            real_features = reference_features(images, extractor)
+
+    def evaluate(at_step: int) -> dict:
+        from greendiff.evaluate import quality
+
+        model = accelerator.unwrap_model(unet)
+        with tracker.window("eval"):
+            if ema is not None:
+                ema.store(model.parameters())
+                ema.copy_to(model.parameters())
+            try:
+                model.eval()
+                with accelerator.autocast():
+                    fake = sample_images(model, sampler, stop.eval_samples, optim.sample_steps, (channels, res, res),
+                                         torch.Generator().manual_seed(run.seed + 54_321), device)
+                scores = quality(fake, real_features, extractor, kid_subset=min(1000, stop.eval_samples))
+            finally:
+                model.train()
+                if ema is not None:
+                    ema.restore(model.parameters())
+        return scores.to_dict()
+
+    kg_per_kwh = tracker.pue.value * tracker.intensity_now_g_per_kwh() / 1000.0
+    budgets = bool(stop.budget_kwh or stop.budget_kgco2e)
+    forecast_reported = False
+    stop_reason = ""
 
     status, last_loss, bad_in_row = "completed", math.nan, 0
     t_log, samples_since_log = time.perf_counter(), 0
@@ -228,6 +270,33 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
                 t_log, samples_since_log = now, 0
                 if on_log:
                     on_log(record)
+            if budgets:
+                energy_kwh = energy_so_far_j() / 3.6e6
+                if not forecast_reported:
+                    projected = rules.forecast(step, energy_kwh, kg_per_kwh, run.max_steps)
+                    if projected is not None:
+                        forecast_reported = True
+                        record = {"event": "forecast", "step": step, **projected.__dict__}
+                        metrics.write(json.dumps(record) + "\n")
+                        over = (stop.budget_kwh and projected.energy_kwh > stop.budget_kwh) or \
+                               (stop.budget_kgco2e and projected.emissions_kg > stop.budget_kgco2e)
+                        if over:
+                            logger.warning("forecast %.3g kWh (%.3g-%.3g), %.3g kgCO2e exceeds the budget: the run "
+                                           "will stop early", projected.energy_kwh, projected.energy_kwh_low,
+                                           projected.energy_kwh_high, projected.emissions_kg)
+                stop_reason = rules.on_step(step, energy_kwh, kg_per_kwh) or ""
+            if stop.eval_every and step % stop.eval_every == 0:
+                scores = evaluate(step)
+                reason = rules.on_eval(step, energy_so_far_j() / 3.6e6, scores[stop.metric])
+                metrics.write(json.dumps({"event": "eval", "step": step, "energy_kwh": energy_so_far_j() / 3.6e6,
+                                          **scores, "best": rules.is_best}) + "\n")
+                metrics.flush()
+                if rules.is_best:
+                    checkpoint(step, name="best")
+                stop_reason = stop_reason or reason or ""
+            if stop_reason:
+                status = "stopped"
+                break
             if step % run.sample_every == 0 and step < run.max_steps:
                 write_samples(step)
             if step % run.checkpoint_every == 0 and step < run.max_steps:
@@ -240,13 +309,15 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
                              f"lower --lr (now {optim.lr:g}) or use --mixed-precision no; last checkpoint kept in "
                              f"{run_dir / 'checkpoints'}")
     checkpoint(step)
-    if status == "completed":
+    if status == "stopped":
+        metrics.write(json.dumps({"event": "stopped", "step": step, "reason": stop_reason}) + "\n")
+    if status in ("completed", "stopped"):
         write_samples(step)
         with tracker.window("checkpoint"):
             export_pipeline(accelerator.unwrap_model(unet), ema, noise_scheduler, run_dir / "pipeline")
     metrics.write(json.dumps({"event": status, "step": step}) + "\n")
     metrics.close()
-    return TrainResult(status, step, last_loss, run_dir, prior_energy_j)
+    return TrainResult(status, step, last_loss, run_dir, prior_energy_j, stop_reason)
 
 
 def export_pipeline(unet, ema, noise_scheduler, path: Path) -> None:

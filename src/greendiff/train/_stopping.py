@@ -1,0 +1,112 @@
+"""When to stop: quality plateaus, quality targets, and energy/carbon budgets.
+
+Pure decision logic with ``state_dict``/``load_state_dict`` so a resumed run keeps its history.
+The trainer feeds it evaluations (:meth:`StoppingRules.on_eval`) and step totals
+(:meth:`StoppingRules.on_step`); each returns a stop reason or ``None``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Projected totals at ``max_steps`` from the measured energy per step."""
+
+    energy_kwh: float
+    emissions_kg: float
+    energy_kwh_low: float
+    energy_kwh_high: float
+
+
+class StoppingRules:
+    """Early stopping on a lower-is-better metric, and budgets.
+
+    Args:
+        patience: Evaluations without an improvement of more than ``min_delta`` before stopping (0: off).
+        min_delta: Smallest change that counts as an improvement.
+        min_gain_per_kwh: Stop when the metric improved by less than this per kWh over the last
+            ``gain_window`` evaluations (0: off).
+        target: Stop as soon as the metric is at or below this (0: off).
+        budget_kwh / budget_kgco2e: Stop before the next step would exceed them (0: off).
+        warmup_steps: Steps measured before budgets forecast and act.
+        uncertainty_frac: Relative band of the energy figure, for the forecast's range.
+    """
+
+    def __init__(self, patience: int = 0, min_delta: float = 0.0, min_gain_per_kwh: float = 0.0,
+                 gain_window: int = 3, target: float = 0.0, budget_kwh: float = 0.0, budget_kgco2e: float = 0.0,
+                 warmup_steps: int = 20, uncertainty_frac: float = 0.0) -> None:
+        self.patience, self.min_delta = patience, min_delta
+        self.min_gain_per_kwh, self.gain_window = min_gain_per_kwh, gain_window
+        self.target = target
+        self.budget_kwh, self.budget_kgco2e = budget_kwh, budget_kgco2e
+        self.warmup_steps, self.uncertainty_frac = warmup_steps, uncertainty_frac
+        self.history: list[tuple[int, float, float]] = []  # (step, energy_kwh, value)
+        self.best_value = math.inf
+        self.best_step = -1
+        self.evals_since_best = 0
+        self.start_step: int | None = None
+        self.start_energy_kwh = 0.0
+
+    # -- quality ----------------------------------------------------------------------------------
+
+    def on_eval(self, step: int, energy_kwh: float, value: float) -> str | None:
+        """Record an evaluation; returns the stop reason, if any. ``is_best`` tells whether it improved."""
+        self.history.append((step, energy_kwh, value))
+        if value < self.best_value - self.min_delta:
+            self.best_value, self.best_step, self.evals_since_best = value, step, 0
+        else:
+            self.evals_since_best += 1
+        if self.target > 0 and value <= self.target:
+            return f"target reached: {value:.4g} <= {self.target:g} at step {step}"
+        if self.patience > 0 and self.evals_since_best >= self.patience:
+            return (f"no improvement of more than {self.min_delta:g} in {self.patience} evaluations "
+                    f"(best {self.best_value:.4g} at step {self.best_step})")
+        if self.min_gain_per_kwh > 0 and len(self.history) > self.gain_window:
+            (_, e0, v0), (_, e1, v1) = self.history[-1 - self.gain_window], self.history[-1]
+            if e1 > e0 and (v0 - v1) / (e1 - e0) < self.min_gain_per_kwh:
+                return (f"improvement per kWh fell to {(v0 - v1) / (e1 - e0):.4g} over the last {self.gain_window} "
+                        f"evaluations (< {self.min_gain_per_kwh:g})")
+        return None
+
+    @property
+    def is_best(self) -> bool:
+        return bool(self.history) and self.best_step == self.history[-1][0]
+
+    # -- budgets ----------------------------------------------------------------------------------
+
+    def forecast(self, step: int, energy_kwh: float, kg_per_kwh: float, max_steps: int) -> Forecast | None:
+        """Totals at ``max_steps`` if the measured energy per step holds; ``None`` during warm-up."""
+        if self.start_step is None or step - self.start_step < self.warmup_steps:
+            return None
+        per_step = (energy_kwh - self.start_energy_kwh) / (step - self.start_step)
+        total = energy_kwh + per_step * (max_steps - step)
+        u = self.uncertainty_frac
+        return Forecast(total, total * kg_per_kwh, total * (1 - u), total * (1 + u))
+
+    def on_step(self, step: int, energy_kwh: float, kg_per_kwh: float) -> str | None:
+        """After a step: stop if the next step would take the run past a budget."""
+        if self.start_step is None:
+            self.start_step, self.start_energy_kwh = step - 1, 0.0 if step <= 1 else energy_kwh
+        if not (self.budget_kwh or self.budget_kgco2e) or step - self.start_step < self.warmup_steps:
+            return None
+        per_step = (energy_kwh - self.start_energy_kwh) / (step - self.start_step)
+        if self.budget_kwh and energy_kwh + per_step > self.budget_kwh:
+            return f"energy budget: {energy_kwh:.4g} kWh used, the next step would pass {self.budget_kwh:g} kWh"
+        if self.budget_kgco2e and (energy_kwh + per_step) * kg_per_kwh > self.budget_kgco2e:
+            return (f"carbon budget: {energy_kwh * kg_per_kwh:.4g} kgCO2e emitted, the next step would pass "
+                    f"{self.budget_kgco2e:g} kgCO2e")
+        return None
+
+    # -- resume -----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {"history": self.history, "best_value": self.best_value, "best_step": self.best_step,
+                "evals_since_best": self.evals_since_best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = [tuple(h) for h in state["history"]]
+        self.best_value, self.best_step = float(state["best_value"]), int(state["best_step"])
+        self.evals_since_best = int(state["evals_since_best"])

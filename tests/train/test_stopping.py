@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import json
+
+from greendiff.train._stopping import StoppingRules
+
+
+def feed(rules, values, kwh_per_eval=1.0):
+    for i, v in enumerate(values):
+        reason = rules.on_eval(step=(i + 1) * 10, energy_kwh=(i + 1) * kwh_per_eval, value=v)
+        if reason:
+            return i, reason
+    return None, None
+
+
+def test_patience_and_min_delta():
+    index, reason = feed(StoppingRules(patience=2, min_delta=0.5), [10, 8, 7.8, 7.7, 5])
+    assert index == 3 and "no improvement of more than 0.5 in 2 evaluations (best 8 at step 20)" in reason
+
+
+def test_improvements_reset_patience():
+    assert feed(StoppingRules(patience=2), [10, 9, 9.5, 8, 8.5, 7, 6])[0] is None
+
+
+def test_target_stops_at_once():
+    index, reason = feed(StoppingRules(target=7.0), [10, 8, 6.9, 5])
+    assert index == 2 and reason.startswith("target reached: 6.9")
+
+
+def test_energy_aware_rule_uses_gain_per_kwh():
+    # gains per kWh over the last 2 evaluations: (10-6)/2=2, (8-5)/2=1.5, (6-4.9)/2=0.55 < 1 -> stop
+    index, reason = feed(StoppingRules(min_gain_per_kwh=1.0, gain_window=2), [10, 8, 6, 5, 4.9])
+    assert index == 4 and "improvement per kWh fell to 0.55" in reason
+
+
+def test_best_tracking():
+    rules = StoppingRules()
+    rules.on_eval(10, 1.0, 5.0)
+    assert rules.is_best
+    rules.on_eval(20, 2.0, 6.0)
+    assert not rules.is_best and rules.best_step == 10
+
+
+def test_energy_budget_stops_before_passing_it_by_more_than_a_step():
+    rules = StoppingRules(budget_kwh=1.0, warmup_steps=5)
+    stopped = None
+    for step in range(1, 1000):
+        energy = step * 0.013  # a fake meter: 0.013 kWh per step
+        stopped = rules.on_step(step, energy, kg_per_kwh=0.4)
+        if stopped:
+            break
+    assert "energy budget" in stopped
+    assert step * 0.013 <= 1.0 < (step + 1) * 0.013 + 1e-12  # the next step would have passed it
+
+
+def test_carbon_budget_and_forecast():
+    rules = StoppingRules(budget_kgco2e=0.1, warmup_steps=3, uncertainty_frac=0.2)
+    assert rules.forecast(1, 0.01, 0.5, 100) is None
+    for step in range(1, 100):
+        reason = rules.on_step(step, step * 0.01, kg_per_kwh=0.5)
+        if reason:
+            break
+    assert "carbon budget" in reason and step == 20  # 20 steps emit 0.1 kg; a 21st would pass the budget
+    f = rules.forecast(10, 0.1, 0.5, 100)
+    assert abs(f.energy_kwh - 1.0) < 1e-9 and abs(f.emissions_kg - 0.5) < 1e-9 and f.energy_kwh_high > f.energy_kwh
+
+
+def test_state_survives_resume():
+    rules = StoppingRules(patience=3)
+    feed(rules, [10, 8, 9])
+    restored = StoppingRules(patience=3)
+    restored.load_state_dict(json.loads(json.dumps(rules.state_dict())))
+    assert restored.state_dict() == rules.state_dict()
+    assert restored.on_eval(40, 4.0, 9.5) is None and restored.on_eval(50, 5.0, 9.5) is not None
