@@ -169,7 +169,8 @@ def scripted_quality(monkeypatch, fids):
 
 def test_early_stopping_on_a_scripted_metric_keeps_the_best_checkpoint(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
     scripted_quality(monkeypatch, [10.0, 9.0, 9.5, 9.6, 1.0])
-    config = tiny_config(run__max_steps=40, stop__eval_every=2, stop__eval_samples=8, stop__patience=2)
+    config = tiny_config(run__max_steps=40, stop__eval_every=2, stop__eval_samples=8, stop__patience=2,
+                         stop__spread_seeds=1)
     result = train(config, tmp_path, tiny_data, tracker)
     assert (result.status, result.step) == ("stopped", 8)
     assert "no improvement" in result.stop_reason and "best 9 at step 4" in result.stop_reason
@@ -184,7 +185,8 @@ def test_early_stopping_on_a_scripted_metric_keeps_the_best_checkpoint(tmp_path,
 
 def test_target_metric_stops_at_once(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
     scripted_quality(monkeypatch, [10.0, 4.0, 3.0])
-    result = train(tiny_config(run__max_steps=40, stop__eval_every=3, stop__eval_samples=8, stop__target=5.0),
+    result = train(tiny_config(run__max_steps=40, stop__eval_every=3, stop__eval_samples=8, stop__target=5.0,
+                               stop__spread_seeds=1),
                    tmp_path, tiny_data, tracker)
     assert (result.status, result.step) == ("stopped", 6) and result.stop_reason.startswith("target reached")
 
@@ -199,9 +201,19 @@ def test_energy_budget_stops_the_run(tmp_path, tiny_data, tiny_config, tracker):
 
 def test_resume_keeps_the_stopping_state(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
     scripted_quality(monkeypatch, [10.0, 9.0, 9.5, 9.6])
-    config = tiny_config(run__max_steps=40, stop__eval_every=2, stop__eval_samples=8, stop__patience=2)
+    config = tiny_config(run__max_steps=40, stop__eval_every=2, stop__eval_samples=8, stop__patience=2,
+                         stop__spread_seeds=1)
     calls = iter(range(100))
     first = train(config, tmp_path, tiny_data, tracker, stop_requested=lambda: next(calls) >= 6)
     assert first.status == "interrupted" and first.step == 6  # evaluations at 2, 4, 6 (one without improvement)
     result = train(config, tmp_path, tiny_data, tracker, resume=True)
     assert (result.status, result.step) == ("stopped", 8)  # the 4th evaluation is the 2nd without improvement
+
+
+def test_first_evaluation_reports_the_seed_spread_and_kwh_schedule(tmp_path, tiny_data, tiny_config, tracker):
+    config = tiny_config(run__max_steps=6, stop__eval_every_kwh=1e-12, stop__eval_samples=16, stop__spread_seeds=3)
+    train(config, tmp_path, tiny_data, tracker)
+    evals = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert [e["step"] for e in evals] == list(range(1, 7))  # any energy triggers the kWh schedule each step
+    assert set(evals[0]["spread"]) == {"fid", "kid", "precision", "recall"} and evals[0]["spread"]["fid"] > 0
+    assert all("spread" not in e for e in evals[1:])  # once per run

@@ -74,6 +74,7 @@ def train_command(
     sample_steps: Annotated[Optional[int], Opt("--sample-steps", help="Sampler steps for previews.")] = None,
     warmup_steps: Annotated[Optional[int], Opt("--warmup-steps", help="LR warm-up steps.")] = None,
     eval_every: Annotated[Optional[int], Opt("--eval-every", help="Evaluate quality (FID/KID) every N steps.")] = None,
+    eval_every_kwh: Annotated[Optional[float], Opt("--eval-every-kwh", help="Evaluate each time this much energy (kWh) is used.")] = None,
     eval_samples: Annotated[Optional[int], Opt("--eval-samples", help="Generated images per evaluation.")] = None,
     patience: Annotated[Optional[int], Opt("--patience", help="Stop after N evaluations without improvement.")] = None,
     min_delta: Annotated[Optional[float], Opt("--min-delta", help="Smallest improvement that counts.")] = None,
@@ -99,7 +100,7 @@ def train_command(
                  "optim.mixed_precision": mixed_precision, "optim.loss_weighting": loss_weighting,
                  "optim.beta_schedule": beta_schedule, "optim.ema": ema, "optim.sampler": sampler,
                  "optim.sample_steps": sample_steps, "optim.warmup_steps": warmup_steps,
-                 "run.output_dir": output_dir, "run.name": name, "stop.eval_every": eval_every,
+                 "run.output_dir": output_dir, "run.name": name, "stop.eval_every": eval_every, "stop.eval_every_kwh": eval_every_kwh,
                  "stop.eval_samples": eval_samples, "stop.patience": patience, "stop.min_delta": min_delta,
                  "stop.min_gain_per_kwh": min_gain_per_kwh, "stop.target": target_fid, "stop.budget_kwh": budget_kwh,
                  "stop.budget_kgco2e": budget_kgco2e, **_parse_sets(sets)}

@@ -95,7 +95,9 @@ class StopConfig:
     """Evaluation during training, early stopping and budgets (0 switches a rule off)."""
 
     eval_every: int = 0
+    eval_every_kwh: float = 0.0
     eval_samples: int = 500
+    spread_seeds: int = 3
     eval_features: str = "mnist"
     metric: Literal["fid", "kid"] = "fid"
     patience: int = 0
@@ -241,11 +243,13 @@ def validate(config: TrainConfig) -> None:
     if min(stop.eval_every, stop.patience, stop.budget_warmup_steps) < 0 or stop.eval_samples < 4 or stop.gain_window < 1:
         raise UserInputError("stop.eval_every, stop.patience and stop.budget_warmup_steps must be >= 0, "
                              "stop.eval_samples >= 4 and stop.gain_window >= 1")
-    for key in ("min_delta", "min_gain_per_kwh", "target", "budget_kwh", "budget_kgco2e"):
+    if stop.spread_seeds < 1:
+        raise UserInputError(f"stop.spread_seeds must be >= 1, got {stop.spread_seeds}")
+    for key in ("min_delta", "min_gain_per_kwh", "target", "budget_kwh", "budget_kgco2e", "eval_every_kwh"):
         if getattr(stop, key) < 0:
             raise UserInputError(f"stop.{key} must be >= 0 (0 switches it off), got {getattr(stop, key)}")
-    if (stop.patience or stop.min_gain_per_kwh or stop.target) and not stop.eval_every:
-        raise UserInputError("early stopping on quality needs evaluations: set --eval-every N")
+    if (stop.patience or stop.min_gain_per_kwh or stop.target) and not (stop.eval_every or stop.eval_every_kwh):
+        raise UserInputError("early stopping on quality needs evaluations: set --eval-every N (steps) or --eval-every-kwh X")
     if any(c <= 0 for c in config.model.block_out_channels):
         raise UserInputError("model.block_out_channels must be positive integers")
     from greendiff.train._model import check_architecture  # the model module needs this one's types

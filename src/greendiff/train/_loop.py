@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -189,14 +190,17 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
                             run.keep_checkpoints, name)
 
     extractor = real_features = None
-    if stop.eval_every:
+    evaluating = bool(stop.eval_every or stop.eval_every_kwh)
+    last_eval_kwh = prior_energy_j / 3.6e6
+    if evaluating:
         from greendiff.evaluate import reference_features, resolve_extractor
 
         with tracker.window("eval"):
             extractor, _ = resolve_extractor(stop.eval_features)
             real_features = reference_features(images, extractor)
 
-    def evaluate(at_step: int) -> dict:
+    def evaluate(at_step: int, seeds: int = 1) -> dict:
+        """Quality of the EMA weights with a fixed noise seed; with ``seeds`` > 1 also its spread (std)."""
         from greendiff.evaluate import quality
 
         model = accelerator.unwrap_model(unet)
@@ -206,15 +210,20 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
                 ema.copy_to(model.parameters())
             try:
                 model.eval()
-                with accelerator.autocast():
-                    fake = sample_images(model, sampler, stop.eval_samples, optim.sample_steps, (channels, res, res),
-                                         torch.Generator().manual_seed(run.seed + 54_321), device)
-                scores = quality(fake, real_features, extractor, kid_subset=min(1000, stop.eval_samples))
+                results = []
+                for k in range(seeds):
+                    with accelerator.autocast():
+                        fake = sample_images(model, sampler, stop.eval_samples, optim.sample_steps, (channels, res, res),
+                                             torch.Generator().manual_seed(run.seed + 54_321 + k), device)
+                    results.append(quality(fake, real_features, extractor, kid_subset=min(1000, stop.eval_samples)).to_dict())
             finally:
                 model.train()
                 if ema is not None:
                     ema.restore(model.parameters())
-        return scores.to_dict()
+        scores = results[0]
+        if seeds > 1:
+            scores["spread"] = {m: statistics.stdev(r[m] for r in results) for m in ("fid", "kid", "precision", "recall")}
+        return scores
 
     kg_per_kwh = tracker.pue.value * tracker.intensity_now_g_per_kwh() / 1000.0
     budgets = bool(stop.budget_kwh or stop.budget_kgco2e)
@@ -285,8 +294,11 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
                                            "will stop early", projected.energy_kwh, projected.energy_kwh_low,
                                            projected.energy_kwh_high, projected.emissions_kg)
                 stop_reason = rules.on_step(step, energy_kwh, kg_per_kwh) or ""
-            if stop.eval_every and step % stop.eval_every == 0:
-                scores = evaluate(step)
+            due = (stop.eval_every and step % stop.eval_every == 0) or \
+                (stop.eval_every_kwh and energy_so_far_j() / 3.6e6 - last_eval_kwh >= stop.eval_every_kwh)
+            if due:
+                last_eval_kwh = energy_so_far_j() / 3.6e6
+                scores = evaluate(step, seeds=stop.spread_seeds if not rules.history else 1)
                 reason = rules.on_eval(step, energy_so_far_j() / 3.6e6, scores[stop.metric])
                 metrics.write(json.dumps({"event": "eval", "step": step, "energy_kwh": energy_so_far_j() / 3.6e6,
                                           **scores, "best": rules.is_best}) + "\n")
