@@ -14,8 +14,11 @@ def feed(rules, values, kwh_per_eval=1.0):
 
 
 def test_patience_and_min_delta():
-    index, reason = feed(StoppingRules(patience=2, min_delta=0.5), [10, 8, 7.8, 7.7, 5])
-    assert index == 3 and "no improvement of more than 0.5 in 2 evaluations (best 8 at step 20)" in reason
+    rules = StoppingRules(patience=2, min_delta=0.5)
+    index, reason = feed(rules, [10, 8, 7.8, 7.7, 5])
+    # 7.8 and 7.7 are improvements too small for patience, but the best checkpoint still follows them
+    assert index == 3 and "no improvement of more than 0.5 in 2 evaluations (best 7.7 at step 40)" in reason
+    assert rules.is_best
 
 
 def test_improvements_reset_patience():

@@ -46,6 +46,7 @@ class StoppingRules:
         self.history: list[tuple[int, float, float]] = []  # (step, energy_kwh, value)
         self.best_value = math.inf
         self.best_step = -1
+        self.patience_reference = math.inf
         self.evals_since_best = 0
         self.start_step: int | None = None
         self.start_energy_kwh = 0.0
@@ -55,8 +56,10 @@ class StoppingRules:
     def on_eval(self, step: int, energy_kwh: float, value: float) -> str | None:
         """Record an evaluation; returns the stop reason, if any. ``is_best`` tells whether it improved."""
         self.history.append((step, energy_kwh, value))
-        if value < self.best_value - self.min_delta:
-            self.best_value, self.best_step, self.evals_since_best = value, step, 0
+        if value < self.best_value:  # the best checkpoint follows any improvement ...
+            self.best_value, self.best_step = value, step
+        if value < self.patience_reference - self.min_delta:  # ... patience only a large enough one
+            self.patience_reference, self.evals_since_best = value, 0
         else:
             self.evals_since_best += 1
         if self.target > 0 and value <= self.target:
@@ -104,9 +107,10 @@ class StoppingRules:
 
     def state_dict(self) -> dict:
         return {"history": self.history, "best_value": self.best_value, "best_step": self.best_step,
-                "evals_since_best": self.evals_since_best}
+                "patience_reference": self.patience_reference, "evals_since_best": self.evals_since_best}
 
     def load_state_dict(self, state: dict) -> None:
         self.history = [tuple(h) for h in state["history"]]
         self.best_value, self.best_step = float(state["best_value"]), int(state["best_step"])
+        self.patience_reference = float(state["patience_reference"])
         self.evals_since_best = int(state["evals_since_best"])
