@@ -7,6 +7,7 @@ replays exactly what an uninterrupted one would (bit-identical on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -167,21 +168,26 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
     def energy_so_far_j() -> float:
         return prior_energy_j + sum(tracker.monitor.read().energy_j.values())
 
-    def write_samples(at_step: int) -> Path:
+    @contextlib.contextmanager
+    def ema_weights():
+        """The model in eval mode with the EMA weights swapped in, restored afterwards."""
         model = accelerator.unwrap_model(unet)
-        with tracker.window("sample"):
+        if ema is not None:
+            ema.store(model.parameters())
+            ema.copy_to(model.parameters())
+        model.eval()
+        try:
+            yield model
+        finally:
+            model.train()
             if ema is not None:
-                ema.store(model.parameters())
-                ema.copy_to(model.parameters())
-            try:
-                model.eval()
-                with accelerator.autocast():
-                    grid = sample_images(model, sampler, run.num_samples, optim.sample_steps, (channels, res, res),
-                                         torch.Generator().manual_seed(run.seed + 12_345), device)
-            finally:
-                model.train()
-                if ema is not None:
-                    ema.restore(model.parameters())
+                ema.restore(model.parameters())
+
+    def write_samples(at_step: int) -> Path:
+        with tracker.window("sample"):
+            with ema_weights() as model, accelerator.autocast():
+                grid = sample_images(model, sampler, run.num_samples, optim.sample_steps, (channels, res, res),
+                                     torch.Generator().manual_seed(run.seed + 12_345), device)
             return save_grid(grid, run_dir / "samples" / f"step-{at_step}.png")
 
     def checkpoint(at_step: int, name: str | None = None) -> None:
@@ -203,23 +209,13 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
         """Quality of the EMA weights with a fixed noise seed; with ``seeds`` > 1 also its spread (std)."""
         from greendiff.evaluate import quality
 
-        model = accelerator.unwrap_model(unet)
-        with tracker.window("eval"):
-            if ema is not None:
-                ema.store(model.parameters())
-                ema.copy_to(model.parameters())
-            try:
-                model.eval()
-                results = []
-                for k in range(seeds):
-                    with accelerator.autocast():
-                        fake = sample_images(model, sampler, stop.eval_samples, optim.sample_steps, (channels, res, res),
-                                             torch.Generator().manual_seed(run.seed + 54_321 + k), device)
-                    results.append(quality(fake, real_features, extractor, kid_subset=min(1000, stop.eval_samples)).to_dict())
-            finally:
-                model.train()
-                if ema is not None:
-                    ema.restore(model.parameters())
+        results = []
+        with tracker.window("eval"), ema_weights() as model:
+            for k in range(seeds):
+                with accelerator.autocast():
+                    fake = sample_images(model, sampler, stop.eval_samples, optim.sample_steps, (channels, res, res),
+                                         torch.Generator().manual_seed(run.seed + 54_321 + k), device)
+                results.append(quality(fake, real_features, extractor, kid_subset=min(1000, stop.eval_samples)).to_dict())
         scores = results[0]
         if seeds > 1:
             scores["spread"] = {m: statistics.stdev(r[m] for r in results) for m in ("fid", "kid", "precision", "recall")}
