@@ -16,7 +16,7 @@ from greendiff.cli._options import (
 )
 from greendiff.cli._render import fmt_mass, render_summary
 from greendiff.errors import UserInputError
-from greendiff.tracking import Tracker, summarize
+from greendiff.tracking import summarize
 
 #: Locations the demo prices the same energy at, to show how much the grid matters.
 COMPARE = (("France (yearly)", Location(country="FRA")), ("Germany (yearly)", Location(country="DEU")),
@@ -45,9 +45,7 @@ def demo(
         raise UserInputError(f"--seconds must be in (0, 3600], got {seconds}")
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
     console = Console()
-    tracker = Tracker("demo-cpu-workload", kind="demo", command=f"greendiff demo --seconds {seconds:g}",
-                      location=settings.location, pue=settings.pue, live=settings.live, zone=settings.zone,
-                      monitor_options=settings.monitor, ledger=settings.ledger, sample_interval_s=1.0)
+    tracker = settings.tracker("demo-cpu-workload", "demo", f"greendiff demo --seconds {seconds:g}", sample_interval_s=1.0)
     with tracker:
         with Progress(TextColumn("workload"), BarColumn(), TextColumn("{task.completed:.0f} steps"),
                       TimeRemainingColumn(), console=console, transient=True) as progress:

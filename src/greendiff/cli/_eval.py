@@ -16,7 +16,6 @@ from greendiff.cli._options import (
 )
 from greendiff.cli._render import fmt_energy, fmt_mass
 from greendiff.errors import UserInputError
-from greendiff.tracking import Tracker
 
 Opt = typer.Option
 
@@ -50,9 +49,7 @@ def eval_command(
     data = load_dataset(config.data.dataset, config.data.resolution)
     n_steps = steps or config.optim.sample_steps
     results = []
-    with Tracker(f"eval {run.name}", kind="eval", command=f"greendiff eval --run {run} --n {n}",
-                 location=settings.location, pue=settings.pue, live=settings.live, zone=settings.zone,
-                 monitor_options=settings.monitor, ledger=settings.ledger) as tracker:
+    with settings.tracker(f"eval {run.name}", "eval", f"greendiff eval --run {run} --n {n}") as tracker:
         with tracker.window("eval"):
             real = reference_features(data.images, extractor)
             shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)

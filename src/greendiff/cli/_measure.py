@@ -17,7 +17,6 @@ from greendiff.cli._options import (
 )
 from greendiff.cli._render import render_summary
 from greendiff.errors import UserInputError
-from greendiff.tracking import Tracker
 
 
 def measure(
@@ -37,9 +36,7 @@ def measure(
     if sample_interval_s <= 0:
         raise UserInputError(f"--sample-interval must be positive seconds, got {sample_interval_s}")
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
-    tracker = Tracker(name or command[0], kind="measure", command=shlex.join(command), location=settings.location,
-                      pue=settings.pue, live=settings.live, zone=settings.zone, monitor_options=settings.monitor,
-                      ledger=settings.ledger, sample_interval_s=sample_interval_s)
+    tracker = settings.tracker(name or command[0], "measure", shlex.join(command), sample_interval_s=sample_interval_s)
     tracker.start()
     proc = subprocess.Popen(command)
     stopped_by: list[int] = []

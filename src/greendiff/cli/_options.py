@@ -11,6 +11,7 @@ import typer
 from greendiff.carbon import Location, parse_positive, resolve_location
 from greendiff.energy import MonitorOptions
 from greendiff.ledger import Ledger
+from greendiff.tracking import Tracker
 
 Country = Annotated[Optional[str], typer.Option("--country", help="ISO-3 country code of the hardware (env GREENDIFF_COUNTRY).")]
 Cloud = Annotated[Optional[str], typer.Option("--cloud", help="Cloud PROVIDER:REGION, e.g. gcp:europe-west1 (env GREENDIFF_CLOUD).")]
@@ -32,6 +33,11 @@ class MeasureSettings:
     zone: str | None
     monitor: MonitorOptions
     ledger: Ledger
+
+    def tracker(self, name: str, kind: str, command: str, **kwargs) -> Tracker:
+        """A (not yet started) Tracker with these settings."""
+        return Tracker(name, kind=kind, command=command, location=self.location, pue=self.pue, live=self.live,
+                       zone=self.zone, monitor_options=self.monitor, ledger=self.ledger, **kwargs)
 
 
 def resolve_settings(country: str | None, cloud: str | None, grid: str | None, pue: str | None, live: str,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +17,6 @@ from greendiff.cli._options import (
 )
 from greendiff.cli._render import fmt_energy, fmt_mass, render_summary
 from greendiff.errors import UserInputError
-from greendiff.tracking import Tracker
 
 Opt = typer.Option
 
@@ -125,9 +123,8 @@ def train_command(
     run_name = config.run.name or f"{config.recipe}-{config.model.preset}"
     run_dir = resume if resume is not None else _new_run_dir(config.run.output_dir, run_name)
     (run_dir / "config.toml").write_text(to_toml(config))
-    tracker = Tracker(run_dir.name + (" (resumed)" if resume else ""), kind="train", command=f"greendiff train ({run_dir})",
-                      location=settings.location, pue=settings.pue, live=settings.live, zone=settings.zone,
-                      monitor_options=settings.monitor, ledger=settings.ledger, config=to_dict(config)).start()
+    tracker = settings.tracker(run_dir.name + (" (resumed)" if resume else ""), "train", f"greendiff train ({run_dir})",
+                               config=to_dict(config)).start()
     start_step = 0  # the step the run (or the resumed segment) started at
     progress = Progress(TextColumn("[bold]train[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console, transient=False)
@@ -196,9 +193,7 @@ def sample_command(
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
     n_steps = steps or config.optim.sample_steps
     console = Console(stderr=True)
-    with Tracker(f"sample {run.name}", kind="sample", command=f"greendiff sample --run {run} --n {n}",
-                 location=settings.location, pue=settings.pue, live=settings.live, zone=settings.zone,
-                 monitor_options=settings.monitor, ledger=settings.ledger) as tracker:
+    with settings.tracker(f"sample {run.name}", "sample", f"greendiff sample --run {run} --n {n}") as tracker:
         with tracker.window("sample"):
             images = sample_images(unet, sampler, n, n_steps, (unet.config.in_channels, unet.config.sample_size,
                                    unet.config.sample_size), torch.Generator().manual_seed(seed))

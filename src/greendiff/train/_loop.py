@@ -295,8 +295,9 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
             if due:
                 last_eval_kwh = energy_so_far_j() / 3.6e6
                 scores = evaluate(step, seeds=stop.spread_seeds if not rules.history else 1)
-                reason = rules.on_eval(step, energy_so_far_j() / 3.6e6, scores[stop.metric])
-                metrics.write(json.dumps({"event": "eval", "step": step, "energy_kwh": energy_so_far_j() / 3.6e6,
+                eval_kwh = energy_so_far_j() / 3.6e6  # energy up to and including this evaluation
+                reason = rules.on_eval(step, eval_kwh, scores[stop.metric])
+                metrics.write(json.dumps({"event": "eval", "step": step, "energy_kwh": eval_kwh,
                                           **scores, "best": rules.is_best}) + "\n")
                 metrics.flush()
                 if rules.is_best:
