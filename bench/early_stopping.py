@@ -1,11 +1,13 @@
 """Early stopping's saving: the green recipe on the bundled MNIST, with and without early stopping.
 
-Both runs use the same config and seed. The early-stopping run evaluates every ``--eval-every``
-steps (its evaluation energy is counted in its total) and stops after ``--patience`` evaluations
-without an FID improvement of ``--min-delta``. Each final pipeline is then scored by the same
-``greendiff eval`` (2,000 samples, MNIST features, 3 seeds), outside the training energy.
+Both runs use the same config and seed, with a constant LR after warm-up (``--lr-schedule``): the
+setting for a run whose ``--max-steps`` is an upper bound rather than a plan. The early-stopping
+run evaluates every ``--eval-every`` steps (``--eval-samples`` images of ``--eval-sample-steps`` DDIM
+steps; its evaluation energy is counted in its total) and stops after ``--patience`` evaluations
+without an FID improvement of more than ``--min-delta``. Each final pipeline is then scored by the
+same ``greendiff eval`` (``--eval-n`` samples, MNIST features, 3 seeds), outside the training energy.
 
-    python bench/early_stopping.py [--max-steps 1200] [--write-benchmarks]
+    python bench/early_stopping.py [--preset nano] [--max-steps 6000] [--write-benchmarks]
 """
 
 from __future__ import annotations
@@ -44,17 +46,21 @@ def train_and_score(name: str, extra: list[str], common: list[str], root: Path, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-steps", type=int, default=1200)
-    parser.add_argument("--eval-every", type=int, default=100)
-    parser.add_argument("--eval-samples", type=int, default=300)
-    parser.add_argument("--patience", type=int, default=2)
+    parser.add_argument("--preset", default="nano")
+    parser.add_argument("--max-steps", type=int, default=6000)
+    parser.add_argument("--lr-schedule", default="constant")
+    parser.add_argument("--eval-every", type=int, default=300)
+    parser.add_argument("--eval-samples", type=int, default=200)
+    parser.add_argument("--eval-sample-steps", type=int, default=10)
+    parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--min-delta", type=float, default=0.5)
-    parser.add_argument("--eval-n", type=int, default=2000)
+    parser.add_argument("--eval-n", type=int, default=1000)
     parser.add_argument("--write-benchmarks", action="store_true")
     args = parser.parse_args()
-    common = ["--preset", "tiny", "--max-steps", str(args.max_steps), "--set", f"run.sample_every={args.max_steps}",
+    common = ["--preset", args.preset, "--max-steps", str(args.max_steps), "--lr-schedule", args.lr_schedule, "--set", f"run.sample_every={args.max_steps}",
               "--set", f"run.checkpoint_every={args.max_steps}", "--country", "FRA"]
-    es = ["--eval-every", str(args.eval_every), "--eval-samples", str(args.eval_samples), "--patience", str(args.patience),
+    es = ["--eval-every", str(args.eval_every), "--eval-samples", str(args.eval_samples),
+          "--eval-sample-steps", str(args.eval_sample_steps), "--patience", str(args.patience),
           "--min-delta", str(args.min_delta)]
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "GREENDIFF_LEDGER": f"{tmp}/ledger.sqlite", "GREENDIFF_CACHE_DIR": f"{tmp}/cache"}
@@ -70,14 +76,15 @@ def main() -> None:
         met = saved >= 0.30 and fid_change <= 0.05
         lines = ["## Early stopping (`bench/early_stopping.py`)", "",
                  f"- Command: `python {' '.join(sys.argv)}`", f"- Machine: {result['machine']}", f"- Date: {result['date']}",
-                 f"- Green recipe, tiny UNet, MNIST 16x16, up to {args.max_steps} steps; early stopping: FID on MNIST "
-                 f"features every {args.eval_every} steps ({args.eval_samples} samples), patience {args.patience}, "
-                 f"min-delta {args.min_delta}. Final quality: `greendiff eval`, {args.eval_n} samples, 3 seeds.", "",
-                 "| run | steps | training energy (incl. its evaluations) | final FID (mean ± std of 3 seeds) | stop reason |",
-                 "|---|---:|---:|---:|---|"]
+                 f"- Green recipe, {args.preset} UNet, MNIST 16x16, LR schedule {args.lr_schedule}, up to {args.max_steps} steps; "
+                 f"early stopping: FID on MNIST features every {args.eval_every} steps ({args.eval_samples} samples, "
+                 f"{args.eval_sample_steps} DDIM steps), patience {args.patience}, min-delta {args.min_delta}. "
+                 f"Final quality: `greendiff eval`, {args.eval_n} samples, 3 seeds.", "",
+                 "| run | steps | training energy (incl. its evaluations) | of which evaluations | final FID (mean ± std of 3 seeds) | stop reason |",
+                 "|---|---:|---:|---:|---:|---|"]
         for r in (full, stopped):
-            lines.append(f"| {r['name']} | {r['steps']} | {r['energy_kwh'] * 1e3:.3f} Wh | {r['fid']:.2f} ± {r['fid_std']:.2f} "
-                         f"| {r['stop_reason']} |")
+            lines.append(f"| {r['name']} | {r['steps']} | {r['energy_kwh'] * 1e3:.3f} Wh | {r['phases'].get('eval', 0.0) * 1e3:.3f} Wh "
+                         f"| {r['fid']:.2f} ± {r['fid_std']:.2f} | {r['stop_reason']} |")
         lines += ["", f"Energy saved: **{saved:.0%}**; final FID change: **{fid_change:+.1%}**. Target ≥ 30 % saved at "
                       f"final quality within 5 % → **{'met' if met else 'NOT met'}**."]
         write_section("early_stopping", "\n".join(lines))

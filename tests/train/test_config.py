@@ -11,6 +11,7 @@ def test_baseline_matches_diffusers_train_unconditional_defaults():
     assert (b.mixed_precision, b.prediction_type, b.loss_weighting, b.beta_schedule) == ("no", "epsilon", "uniform", "linear")
     assert (b.lr, b.adam_beta1, b.adam_beta2, b.weight_decay) == (1e-4, 0.95, 0.999, 1e-6)
     assert (b.lr_schedule, b.warmup_steps, b.batch_size, b.ema, b.grad_clip) == ("cosine", 500, 16, False, 1.0)
+    assert (b.ema_power, b.ema_max_decay) == (0.75, 0.9999)  # train_unconditional.py --use_ema defaults
     assert (b.sampler, b.sample_steps) == ("ddpm", 1000)
 
 

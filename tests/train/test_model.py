@@ -7,8 +7,8 @@ from greendiff.train import PRESETS, ModelConfig, build_unet, count_macs, count_
 
 
 def test_presets_grow_in_size():
-    sizes = [count_parameters(build_unet(ModelConfig(preset=p), 16, 1, 1000)) for p in ("nano", "tiny", "small")]
-    assert sizes == sorted(sizes) and sizes[0] > 10_000
+    sizes = [count_parameters(build_unet(ModelConfig(preset=p), 16, 1, 1000)) for p in ("pico", "nano", "tiny", "small")]
+    assert sizes == sorted(sizes) and sizes[0] > 10_000 and sizes[1] > 3 * sizes[0]
 
 
 def test_explicit_overrides_beat_the_preset():

@@ -75,3 +75,59 @@ def test_state_survives_resume():
     restored.load_state_dict(json.loads(json.dumps(rules.state_dict())))
     assert restored.state_dict() == rules.state_dict()
     assert restored.on_eval(40, 4.0, 9.5) is None and restored.on_eval(50, 5.0, 9.5) is not None
+
+
+def make_callback(rules, scores, events, best, **kw):
+    from greendiff.train._stopping import StopCallback
+
+    values = iter(scores)
+    args = {"max_steps": 100, "metric": "fid", "eval_every": 0, "eval_every_kwh": 0.0, "spread_seeds": 3,
+            "kg_per_kwh": 0.5, **kw}
+    return StopCallback(rules, evaluate=lambda step, seeds: {"fid": next(values), "seeds": seeds},
+                        record=events.append, save_best=best.append, **args)
+
+
+def test_callback_evaluates_on_a_kwh_schedule_and_keeps_the_best():
+    events, best = [], []
+    cb = make_callback(StoppingRules(patience=2), [10.0, 8.0, 9.0, 9.5], events, best, eval_every_kwh=0.25)
+    reasons = [cb.after_step(step, lambda s=step: s * 0.1) for step in range(1, 13)]
+    evals = [e for e in events if e["event"] == "eval"]
+    # 0.1 kWh per step, an evaluation each 0.25 kWh used since the last one: after steps 3, 6, 9, 12
+    assert [e["step"] for e in evals] == [3, 6, 9, 12]
+    assert [e["seeds"] for e in evals] == [3, 1, 1, 1]  # the first also measures the seed spread
+    assert all(e["eval_energy_kwh"] == 0.0 for e in evals)  # the fake meter does not move during an evaluation
+    assert best == [3, 6] and [e["best"] for e in evals] == [True, True, False, False]
+    assert reasons[:11] == [None] * 11 and reasons[11].startswith("no improvement")
+
+
+def test_callback_state_resumes_the_evaluation_schedule():
+    events, best = [], []
+    cb = make_callback(StoppingRules(patience=3), [10.0, 8.0, 9.0], events, best, eval_every_kwh=0.25)
+    for step in range(1, 5):
+        cb.after_step(step, lambda s=step: s * 0.1)
+    state = json.loads(json.dumps(cb.state_dict()))
+    restored = make_callback(StoppingRules(patience=3), [7.0], [], [], eval_every_kwh=0.25)
+    restored.load_state_dict(state)
+    assert json.loads(json.dumps(restored.state_dict())) == state
+    # resumed after step 4; the last evaluation was at step 3 (0.3 kWh): the next is due 0.25 kWh later
+    assert restored.after_step(5, lambda: 0.5) is None and restored.rules.history[-1][0] == 3
+    assert restored.after_step(6, lambda: 0.6) is None and restored.rules.history[-1][:2] == (6, 0.6)
+
+
+def test_callback_reports_the_budget_forecast_once():
+    events = []
+    cb = make_callback(StoppingRules(budget_kwh=4.95, warmup_steps=4), [], events, [])
+    reasons = [cb.after_step(step, lambda s=step: s * 0.1) for step in range(1, 60)]
+    forecasts = [e for e in events if e["event"] == "forecast"]
+    assert len(forecasts) == 1 and forecasts[0]["step"] == 4 and abs(forecasts[0]["energy_kwh"] - 10.0) < 1e-9
+    assert abs(forecasts[0]["emissions_kg"] - 5.0) < 1e-9
+    first_stop = next(i for i, r in enumerate(reasons) if r)
+    assert first_stop + 1 == 49 and "energy budget" in reasons[first_stop]  # 4.9 kWh used; step 50 would pass 4.95
+
+
+def test_callback_loads_a_rules_only_state_from_older_checkpoints():
+    rules = StoppingRules(patience=2)
+    feed(rules, [10, 8])
+    cb = make_callback(StoppingRules(patience=2), [], [], [])
+    cb.load_state_dict(json.loads(json.dumps(rules.state_dict())))
+    assert cb.rules.best_value == 8 and cb.last_eval_kwh == 2.0  # the schedule restarts at the last evaluation

@@ -62,6 +62,7 @@ class RecipeConfig:
     ema: bool = True
     ema_max_decay: float = 0.9999
     ema_warmup: bool = True
+    ema_power: float = 2 / 3
     sampler: Literal["ddpm", "ddim"] = "ddim"
     sample_steps: int = 50
     channels_last: Literal["auto", "on", "off"] = "auto"
@@ -69,7 +70,7 @@ class RecipeConfig:
 
 BASELINE = RecipeConfig(
     mixed_precision="no", loss_weighting="uniform", beta_schedule="linear", batch_size=16, lr=1e-4,
-    warmup_steps=500, ema=False, sampler="ddpm", sample_steps=1000, channels_last="off",
+    warmup_steps=500, ema=False, ema_power=3 / 4, sampler="ddpm", sample_steps=1000, channels_last="off",
 )
 RECIPES: dict[str, RecipeConfig] = {"green": RecipeConfig(), "baseline": BASELINE}
 
@@ -92,11 +93,16 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class StopConfig:
-    """Evaluation during training, early stopping and budgets (0 switches a rule off)."""
+    """Evaluation during training, early stopping and budgets (0 switches a rule off).
+
+    ``eval_sample_steps``: sampler steps of the evaluation samples (0: the recipe's ``sample_steps``);
+    fewer make each evaluation cheaper, and since every evaluation uses the same, they still compare.
+    """
 
     eval_every: int = 0
     eval_every_kwh: float = 0.0
     eval_samples: int = 500
+    eval_sample_steps: int = 0
     spread_seeds: int = 3
     eval_features: str = "mnist"
     metric: Literal["fid", "kid"] = "fid"
@@ -229,7 +235,8 @@ def validate(config: TrainConfig) -> None:
     for key, value in positive_int.items():
         if value <= 0:
             raise UserInputError(f"{key} must be a positive integer, got {value}")
-    for key, value in {"optim.lr": config.optim.lr, "optim.snr_gamma": config.optim.snr_gamma}.items():
+    for key, value in {"optim.lr": config.optim.lr, "optim.snr_gamma": config.optim.snr_gamma,
+                       "optim.ema_power": config.optim.ema_power}.items():
         if value <= 0:
             raise UserInputError(f"{key} must be positive, got {value}")
     if config.optim.warmup_steps < 0 or config.optim.grad_clip < 0 or config.optim.weight_decay < 0:
@@ -240,6 +247,9 @@ def validate(config: TrainConfig) -> None:
         raise UserInputError(f"optim.sample_steps ({config.optim.sample_steps}) cannot exceed "
                              f"optim.num_train_timesteps ({config.optim.num_train_timesteps})")
     stop = config.stop
+    if stop.eval_sample_steps < 0 or stop.eval_sample_steps > config.optim.num_train_timesteps:
+        raise UserInputError(f"stop.eval_sample_steps must be between 0 (the recipe's sample_steps) and "
+                             f"optim.num_train_timesteps ({config.optim.num_train_timesteps}), got {stop.eval_sample_steps}")
     if min(stop.eval_every, stop.patience, stop.budget_warmup_steps) < 0 or stop.eval_samples < 4 or stop.gain_window < 1:
         raise UserInputError("stop.eval_every, stop.patience and stop.budget_warmup_steps must be >= 0, "
                              "stop.eval_samples >= 4 and stop.gain_window >= 1")

@@ -27,7 +27,7 @@ from greendiff.train._config import TrainConfig
 from greendiff.train._diffusion import diffusion_loss, make_noise_scheduler, make_sampler, sample_images
 from greendiff.train._images import save_grid
 from greendiff.train._model import build_unet, count_macs, count_parameters
-from greendiff.train._stopping import StoppingRules
+from greendiff.train._stopping import StopCallback, StoppingRules
 
 logger = logging.getLogger(__name__)
 
@@ -127,13 +127,15 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
         unet = unet.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=optim.lr, betas=(optim.adam_beta1, optim.adam_beta2),
                                   weight_decay=optim.weight_decay, eps=1e-8)
-    lr_scheduler = get_scheduler(optim.lr_schedule, optimizer=optimizer, num_warmup_steps=optim.warmup_steps,
+    # diffusers' "constant" ignores warm-up; ours warms up like the others (0 warm-up steps: plain constant)
+    schedule_name = "constant_with_warmup" if optim.lr_schedule == "constant" else optim.lr_schedule
+    lr_scheduler = get_scheduler(schedule_name, optimizer=optimizer, num_warmup_steps=optim.warmup_steps,
                                  num_training_steps=run.max_steps)
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     ema = None
     if optim.ema:
         ema = EMAModel(accelerator.unwrap_model(unet).parameters(), decay=optim.ema_max_decay,
-                       use_ema_warmup=optim.ema_warmup, inv_gamma=1.0, power=2 / 3)
+                       use_ema_warmup=optim.ema_warmup, inv_gamma=1.0, power=optim.ema_power)
         ema.to(device)
         accelerator.register_for_checkpointing(ema)
     noise_scheduler = make_noise_scheduler(optim)
@@ -142,18 +144,12 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
     images = data.images
     n = images.shape[0]
 
-    stop = config.stop
-    rules = StoppingRules(stop.patience, stop.min_delta, stop.min_gain_per_kwh, stop.gain_window, stop.target,
-                          stop.budget_kwh, stop.budget_kgco2e, stop.budget_warmup_steps,
-                          max((d.uncertainty_frac for d in tracker.monitor.devices), default=0.0))
-    step, prior_energy_j = 0, 0.0
+    step, prior_energy_j, saved_state = 0, 0.0, None
     if resume:
-        state = load_latest(accelerator, run_dir)
-        if state is None:
+        saved_state = load_latest(accelerator, run_dir)
+        if saved_state is None:
             raise UserInputError(f"nothing to resume: {run_dir / 'checkpoints'} has no complete checkpoint")
-        step, prior_energy_j = int(state["step"]), float(state.get("energy_j", 0.0))
-        if "stopping" in state:
-            rules.load_state_dict(state["stopping"])
+        step, prior_energy_j = int(saved_state["step"]), float(saved_state.get("energy_j", 0.0))
     header = {"event": "start", "step": step, "params": params, "macs_per_image": macs, "precision": precision,
               "precision_reason": precision_why, "device": str(device), "dataset": data.source, "skipped_files": data.skipped}
     logger.info("UNet: %s parameters, %.3g GMACs per image; precision %s (%s) on %s", f"{params:,}", macs / 1e9,
@@ -192,13 +188,12 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
 
     def checkpoint(at_step: int, name: str | None = None) -> None:
         with tracker.window("checkpoint"):
-            save_checkpoint(accelerator, run_dir, at_step, {"energy_j": energy_so_far_j(), "stopping": rules.state_dict()},
+            save_checkpoint(accelerator, run_dir, at_step, {"energy_j": energy_so_far_j(), "stopping": stopper.state_dict()},
                             run.keep_checkpoints, name)
 
+    stop = config.stop
     extractor = real_features = None
-    evaluating = bool(stop.eval_every or stop.eval_every_kwh)
-    last_eval_kwh = prior_energy_j / 3.6e6
-    if evaluating:
+    if stop.eval_every or stop.eval_every_kwh:
         from greendiff.evaluate import reference_features, resolve_extractor
 
         with tracker.window("eval"):
@@ -213,17 +208,26 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
         with tracker.window("eval"), ema_weights() as model:
             for k in range(seeds):
                 with accelerator.autocast():
-                    fake = sample_images(model, sampler, stop.eval_samples, optim.sample_steps, (channels, res, res),
-                                         torch.Generator().manual_seed(run.seed + 54_321 + k), device)
+                    fake = sample_images(model, sampler, stop.eval_samples, stop.eval_sample_steps or optim.sample_steps,
+                                         (channels, res, res), torch.Generator().manual_seed(run.seed + 54_321 + k), device)
                 results.append(quality(fake, real_features, extractor, kid_subset=min(1000, stop.eval_samples)).to_dict())
         scores = results[0]
         if seeds > 1:
             scores["spread"] = {m: statistics.stdev(r[m] for r in results) for m in ("fid", "kid", "precision", "recall")}
         return scores
 
-    kg_per_kwh = tracker.pue.value * tracker.intensity_now_g_per_kwh() / 1000.0
-    budgets = bool(stop.budget_kwh or stop.budget_kgco2e)
-    forecast_reported = False
+    def record(event: dict) -> None:
+        metrics.write(json.dumps(event) + "\n")
+        metrics.flush()
+
+    rules = StoppingRules(stop.patience, stop.min_delta, stop.min_gain_per_kwh, stop.gain_window, stop.target,
+                          stop.budget_kwh, stop.budget_kgco2e, stop.budget_warmup_steps,
+                          max((d.uncertainty_frac for d in tracker.monitor.devices), default=0.0))
+    stopper = StopCallback(rules, run.max_steps, stop.metric, stop.eval_every, stop.eval_every_kwh, stop.spread_seeds,
+                           evaluate, record, save_best=lambda at_step: checkpoint(at_step, name="best"),
+                           kg_per_kwh=tracker.pue.value * tracker.intensity_now_g_per_kwh() / 1000.0)
+    if saved_state is not None and "stopping" in saved_state:
+        stopper.load_state_dict(saved_state["stopping"])
     stop_reason = ""
 
     status, last_loss, bad_in_row = "completed", math.nan, 0
@@ -265,44 +269,15 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
             if step % run.log_every == 0 or step == run.max_steps:
                 now = time.perf_counter()
                 energy_j = energy_so_far_j()
-                record = {"step": step, "loss": last_loss, "lr": lr_scheduler.get_last_lr()[0],
-                          "samples_per_s": samples_since_log / max(now - t_log, 1e-9),
-                          "energy_kwh": energy_j / 3.6e6,
-                          "co2e_g": energy_j / 3.6e6 * tracker.pue.value * tracker.intensity_now_g_per_kwh(),
-                          "ema_decay": ema.cur_decay_value if ema is not None else None}
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
+                log = {"step": step, "loss": last_loss, "lr": lr_scheduler.get_last_lr()[0],
+                       "samples_per_s": samples_since_log / max(now - t_log, 1e-9), "energy_kwh": energy_j / 3.6e6,
+                       "co2e_g": energy_j / 3.6e6 * tracker.pue.value * tracker.intensity_now_g_per_kwh(),
+                       "ema_decay": ema.cur_decay_value if ema is not None else None}
+                record(log)
                 t_log, samples_since_log = now, 0
                 if on_log:
-                    on_log(record)
-            if budgets:
-                energy_kwh = energy_so_far_j() / 3.6e6
-                if not forecast_reported:
-                    projected = rules.forecast(step, energy_kwh, kg_per_kwh, run.max_steps)
-                    if projected is not None:
-                        forecast_reported = True
-                        record = {"event": "forecast", "step": step, **projected.__dict__}
-                        metrics.write(json.dumps(record) + "\n")
-                        over = (stop.budget_kwh and projected.energy_kwh > stop.budget_kwh) or \
-                               (stop.budget_kgco2e and projected.emissions_kg > stop.budget_kgco2e)
-                        if over:
-                            logger.warning("forecast %.3g kWh (%.3g-%.3g), %.3g kgCO2e exceeds the budget: the run "
-                                           "will stop early", projected.energy_kwh, projected.energy_kwh_low,
-                                           projected.energy_kwh_high, projected.emissions_kg)
-                stop_reason = rules.on_step(step, energy_kwh, kg_per_kwh) or ""
-            due = (stop.eval_every and step % stop.eval_every == 0) or \
-                (stop.eval_every_kwh and energy_so_far_j() / 3.6e6 - last_eval_kwh >= stop.eval_every_kwh)
-            if due:
-                last_eval_kwh = energy_so_far_j() / 3.6e6
-                scores = evaluate(step, seeds=stop.spread_seeds if not rules.history else 1)
-                eval_kwh = energy_so_far_j() / 3.6e6  # energy up to and including this evaluation
-                reason = rules.on_eval(step, eval_kwh, scores[stop.metric])
-                metrics.write(json.dumps({"event": "eval", "step": step, "energy_kwh": eval_kwh,
-                                          **scores, "best": rules.is_best}) + "\n")
-                metrics.flush()
-                if rules.is_best:
-                    checkpoint(step, name="best")
-                stop_reason = stop_reason or reason or ""
+                    on_log(log)
+            stop_reason = stopper.after_step(step, lambda: energy_so_far_j() / 3.6e6) or ""
             if stop_reason:
                 status = "stopped"
                 break

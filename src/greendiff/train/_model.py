@@ -18,6 +18,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
+    "pico": Preset((8, 16), 1, False),
     "nano": Preset((16, 32), 1, False),
     "tiny": Preset((32, 64, 64), 1, True),
     "small": Preset((64, 128, 128), 2, True),

@@ -1,14 +1,21 @@
 """When to stop: quality plateaus, quality targets, and energy/carbon budgets.
 
-Pure decision logic with ``state_dict``/``load_state_dict`` so a resumed run keeps its history.
-The trainer feeds it evaluations (:meth:`StoppingRules.on_eval`) and step totals
-(:meth:`StoppingRules.on_step`); each returns a stop reason or ``None``.
+:class:`StoppingRules` is the pure decision logic: it is fed evaluations (:meth:`~StoppingRules.on_eval`)
+and step totals (:meth:`~StoppingRules.on_step`), each returning a stop reason or ``None``.
+:class:`StopCallback` is the trainer's component around it: it decides when an evaluation is due
+(every N steps or every X kWh), runs it through the evaluator it is given, records the results and
+the budget forecast, and asks for the best checkpoint. Both have ``state_dict``/``load_state_dict``,
+so a resumed run keeps its history and its evaluation schedule.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -91,8 +98,8 @@ class StoppingRules:
 
     def on_step(self, step: int, energy_kwh: float, kg_per_kwh: float) -> str | None:
         """After a step: stop if the next step would take the run past a budget."""
-        if self.start_step is None:
-            self.start_step, self.start_energy_kwh = step - 1, 0.0 if step <= 1 else energy_kwh
+        if self.start_step is None:  # a fresh run counts from step 0; a resumed one from its first step
+            self.start_step, self.start_energy_kwh = (0, 0.0) if step <= 1 else (step, energy_kwh)
         if not (self.budget_kwh or self.budget_kgco2e) or step - self.start_step < self.warmup_steps:
             return None
         per_step = (energy_kwh - self.start_energy_kwh) / (step - self.start_step)
@@ -114,3 +121,82 @@ class StoppingRules:
         self.best_value, self.best_step = float(state["best_value"]), int(state["best_step"])
         self.patience_reference = float(state["patience_reference"])
         self.evals_since_best = int(state["evals_since_best"])
+
+
+class StopCallback:
+    """Evaluations on a schedule, early stopping and budgets, as one component of the trainer.
+
+    Args:
+        rules: The decision logic.
+        max_steps: The run's step limit (for the budget forecast).
+        metric: The key of the evaluation scores the rules watch (``fid`` or ``kid``).
+        eval_every / eval_every_kwh: Evaluation schedule in steps and in kWh (0: off).
+        spread_seeds: Seeds of the run's first evaluation, which also reports the metric's spread.
+        evaluate: ``evaluate(step, seeds) -> scores``; measured by the caller's tracker.
+        record: Receives each event (``eval``, ``forecast``) as a dict for ``metrics.jsonl``.
+        save_best: Called with the step whenever an evaluation is the best so far.
+        kg_per_kwh: Emission factor (PUE included) for the carbon budget and forecast.
+    """
+
+    def __init__(self, rules: StoppingRules, max_steps: int, metric: str, eval_every: int, eval_every_kwh: float,
+                 spread_seeds: int, evaluate: Callable[[int, int], dict], record: Callable[[dict], None],
+                 save_best: Callable[[int], None], kg_per_kwh: float) -> None:
+        self.rules, self.max_steps, self.metric = rules, max_steps, metric
+        self.eval_every, self.eval_every_kwh, self.spread_seeds = eval_every, eval_every_kwh, spread_seeds
+        self.evaluate, self.record, self.save_best = evaluate, record, save_best
+        self.kg_per_kwh = kg_per_kwh
+        self.last_eval_kwh = 0.0
+        self.forecast_reported = False
+
+    @property
+    def budgets(self) -> bool:
+        return bool(self.rules.budget_kwh or self.rules.budget_kgco2e)
+
+    def after_step(self, step: int, energy_kwh: Callable[[], float]) -> str | None:
+        """After optimizer step ``step``: budgets, then a due evaluation. Returns a stop reason or ``None``.
+
+        ``energy_kwh()`` reads the run's energy so far; it is called only when a rule needs it.
+        """
+        reason = None
+        if self.budgets:
+            used = energy_kwh()
+            if not self.forecast_reported:
+                self._report_forecast(step, used)
+            reason = self.rules.on_step(step, used, self.kg_per_kwh)
+        due = (self.eval_every and step % self.eval_every == 0) or \
+            (self.eval_every_kwh and energy_kwh() - self.last_eval_kwh >= self.eval_every_kwh)
+        if due:
+            self.last_eval_kwh = energy_kwh()
+            scores = self.evaluate(step, self.spread_seeds if not self.rules.history else 1)
+            used = energy_kwh()  # up to and including this evaluation
+            eval_reason = self.rules.on_eval(step, used, scores[self.metric])
+            self.record({"event": "eval", "step": step, "energy_kwh": used, "eval_energy_kwh": used - self.last_eval_kwh,
+                         **scores, "best": self.rules.is_best})
+            if self.rules.is_best:
+                self.save_best(step)
+            reason = reason or eval_reason
+        return reason
+
+    def _report_forecast(self, step: int, used_kwh: float) -> None:
+        projected = self.rules.forecast(step, used_kwh, self.kg_per_kwh, self.max_steps)
+        if projected is None:
+            return
+        self.forecast_reported = True
+        self.record({"event": "forecast", "step": step, **asdict(projected)})
+        budget_kwh, budget_kg = self.rules.budget_kwh, self.rules.budget_kgco2e
+        if (budget_kwh and projected.energy_kwh > budget_kwh) or (budget_kg and projected.emissions_kg > budget_kg):
+            logger.warning("forecast %.3g kWh (%.3g-%.3g), %.3g kgCO2e exceeds the budget: the run will stop early",
+                           projected.energy_kwh, projected.energy_kwh_low, projected.energy_kwh_high,
+                           projected.emissions_kg)
+
+    def state_dict(self) -> dict:
+        return {"rules": self.rules.state_dict(), "last_eval_kwh": self.last_eval_kwh,
+                "forecast_reported": self.forecast_reported}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "rules" not in state:  # checkpoints written before the callback saved its schedule
+            last = state["history"][-1][1] if state["history"] else 0.0
+            state = {"rules": state, "last_eval_kwh": last, "forecast_reported": False}
+        self.rules.load_state_dict(state["rules"])
+        self.last_eval_kwh = float(state["last_eval_kwh"])
+        self.forecast_reported = bool(state["forecast_reported"])
