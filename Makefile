@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.greendiff-installed
 TORCH_PIP_ARGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench bench-quality clean
 
 setup: $(STAMP)
 
@@ -31,9 +31,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Speed benchmarks (minutes); bench-quality: the energy-to-quality proof and early stopping (~1 h on 2 CPU cores).
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python bench/tracker_overhead.py --write-benchmarks
+	$(BIN)/python bench/train_speed.py --write-benchmarks
+	$(BIN)/python bench/loop_overhead.py --write-benchmarks
+
+bench-quality: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python bench/energy_to_quality.py --quick --write-benchmarks
+	$(BIN)/python bench/early_stopping.py --write-benchmarks
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -7,7 +7,7 @@ steps; its evaluation energy is counted in its total) and stops after ``--patien
 without an FID improvement of more than ``--min-delta``. Each final pipeline is then scored by the
 same ``greendiff eval`` (``--eval-n`` samples, MNIST features, 3 seeds), outside the training energy.
 
-    python bench/early_stopping.py [--preset nano] [--max-steps 6000] [--write-benchmarks]
+    python bench/early_stopping.py [--preset nano] [--max-steps 4000] [--write-benchmarks]
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ def train_and_score(name: str, extra: list[str], common: list[str], root: Path, 
     emissions = json.loads((run_dir / "emissions.json").read_text())
     report = json.loads(run(["eval", "--run", str(run_dir), "--n", str(eval_n), "--seeds", "3", "--json"], env))
     fids = [r["fid"] for r in report["results"]]
-    return {"name": name, "steps": max(json.loads(line).get("step", 0) for line in (run_dir / "metrics.jsonl").read_text().splitlines()),
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    curve = [{k: r[k] for k in ("step", "energy_kwh", "eval_energy_kwh", "fid", "kid")} for r in records if r.get("event") == "eval"]
+    return {"name": name, "steps": max(r.get("step", 0) for r in records), "curve": curve,
             "energy_kwh": emissions["energy_kwh"], "duration_s": emissions["duration_s"],
             "stop_reason": emissions.get("stop_reason", ""), "fid": statistics.mean(fids), "fid_std": statistics.stdev(fids),
             "phases": {p["name"]: p["energy_j"] / 3.6e6 for p in emissions["phases"]}}
@@ -47,11 +49,11 @@ def train_and_score(name: str, extra: list[str], common: list[str], root: Path, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="nano")
-    parser.add_argument("--max-steps", type=int, default=6000)
+    parser.add_argument("--max-steps", type=int, default=4000)
     parser.add_argument("--lr-schedule", default="constant")
-    parser.add_argument("--eval-every", type=int, default=300)
+    parser.add_argument("--eval-every", type=int, default=200)
     parser.add_argument("--eval-samples", type=int, default=200)
-    parser.add_argument("--eval-sample-steps", type=int, default=10)
+    parser.add_argument("--eval-sample-steps", type=int, default=20)
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--min-delta", type=float, default=0.5)
     parser.add_argument("--eval-n", type=int, default=1000)

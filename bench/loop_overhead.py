@@ -5,8 +5,8 @@ Three timings of the same UNet, batch and precision, interleaved ``--repeats`` t
 - ``bare``: noise, timesteps, ``unet(x_t, t)``, MSE, ``backward()`` (the floor any trainer pays);
 - ``bare+adamw``: the same plus ``AdamW.step()``/``zero_grad`` (the floor of a *training* step);
 - ``greendiff``: :func:`greendiff.train.train` (data indexing, Min-SNR loss, clipping, LR schedule,
-  EMA, the tracker's per-step energy window and logging), its steps per second read from the
-  final log record (loop only, start-up and export excluded).
+  EMA, the tracker's per-step energy window and logging every 10 steps), its step time the median
+  over its log intervals after the first (the bare loops also leave 3 warm-up steps out).
 
     python bench/loop_overhead.py [--preset tiny] [--steps 60] [--repeats 3] [--write-benchmarks]
 """
@@ -26,6 +26,7 @@ from _report import machine, today, write_section  # noqa: E402
 
 import torch  # noqa: E402
 
+from greendiff.carbon import Location  # noqa: E402
 from greendiff.data import load_dataset  # noqa: E402
 from greendiff.energy import EnergyMonitor, MonitorOptions  # noqa: E402
 from greendiff.tracking import Tracker  # noqa: E402
@@ -59,13 +60,14 @@ def bare_step_s(config, images: torch.Tensor, steps: int, with_optimizer: bool) 
 
 def greendiff_step_s(config, data, steps: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        tracker = Tracker("loop-overhead", kind="bench", ledger=Path(tmp) / "ledger.sqlite",
+        tracker = Tracker("loop-overhead", kind="bench", ledger=Path(tmp) / "ledger.sqlite", location=Location(country="FRA"),
                           monitor=EnergyMonitor.detect(MonitorOptions(measure_gpus=False))).start()
         logs = []
         train(config, Path(tmp) / "run", data, tracker, on_log=logs.append)
         tracker.stop()
-    final = [r for r in logs if "samples_per_s" in r][-1]
-    return config.optim.batch_size / final["samples_per_s"]
+    # steady state, like the bare loops: the median over log intervals, the first (warm-up) one left out
+    rates = [r["samples_per_s"] for r in logs if "samples_per_s" in r and r["step"] > config.run.log_every]
+    return config.optim.batch_size / statistics.median(rates)
 
 
 def main() -> None:
@@ -75,8 +77,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--write-benchmarks", action="store_true")
     args = parser.parse_args()
-    config = resolve_config(overrides={"model.preset": args.preset, "run.max_steps": args.steps + 3,
-                                       "run.log_every": 10_000, "run.sample_every": 10_000, "run.checkpoint_every": 10_000,
+    config = resolve_config(overrides={"model.preset": args.preset, "run.max_steps": args.steps + 10,
+                                       "run.log_every": 10, "run.sample_every": 10_000, "run.checkpoint_every": 10_000,
                                        "run.num_samples": 4, "optim.sample_steps": 2, "optim.mixed_precision": "no"})
     data = load_dataset("mnist", config.data.resolution)
     timings: dict[str, list[float]] = {"bare": [], "bare+adamw": [], "greendiff": []}

@@ -21,6 +21,15 @@ def test_green_turns_every_lever_on():
     assert g.ema and g.ema_warmup and g.sampler == "ddim" and g.sample_steps <= 50 and g.batch_size > BASELINE.batch_size
 
 
+def test_green_learning_rate_comes_from_the_preset_unless_set():
+    assert resolve_config(overrides={"model.preset": "nano"}).optim.lr == 2e-3
+    assert resolve_config(overrides={"model.preset": "tiny"}).optim.lr == 1e-3
+    assert resolve_config(overrides={"model.preset": "tiny", "optim.lr": 3e-4}).optim.lr == 3e-4
+    assert resolve_config(overrides={"model.preset": "nano", "recipe": "baseline"}).optim.lr == 1e-4
+    with pytest.raises(UserInputError, match="optim.lr must be positive"):
+        resolve_config(overrides={"optim.lr": -1e-3})
+
+
 def test_precedence_defaults_recipe_file_cli(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('recipe = "baseline"\n[optim]\nlr = 3e-4\nbatch_size = 32\n[run]\nmax_steps = 7\n')

@@ -217,3 +217,24 @@ def test_first_evaluation_reports_the_seed_spread_and_kwh_schedule(tmp_path, tin
     assert [e["step"] for e in evals] == list(range(1, 7))  # any energy triggers the kWh schedule each step
     assert set(evals[0]["spread"]) == {"fid", "kid", "precision", "recall"} and evals[0]["spread"]["fid"] > 0
     assert all("spread" not in e for e in evals[1:])  # once per run
+
+
+def test_optimizer_is_fused_adamw_with_the_loops_update():
+    from greendiff.train import RecipeConfig
+    from greendiff.train._loop import make_optimizer
+
+    opt = make_optimizer(torch.nn.Linear(4, 2).parameters(), RecipeConfig(lr=3e-4, adam_beta1=0.9, weight_decay=0.01))
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
+    assert (opt.defaults["lr"], opt.defaults["betas"], opt.defaults["weight_decay"]) == (3e-4, (0.9, 0.999), 0.01)
+    # from the same weights and gradients, the fused kernel makes the default loop's update
+    a, b = torch.nn.Linear(4, 2), torch.nn.Linear(4, 2)
+    b.load_state_dict(a.state_dict())
+    before = a.weight.detach().clone()
+    fused = make_optimizer(a.parameters(), RecipeConfig(lr=1e-2))
+    loop = torch.optim.AdamW(b.parameters(), lr=1e-2, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
+    for model, optimizer in ((a, fused), (b, loop)):
+        for _ in range(3):
+            optimizer.zero_grad()
+            (model(torch.arange(12.0).reshape(3, 4)) ** 2).sum().backward()
+            optimizer.step()
+    assert torch.allclose(a.weight, b.weight, atol=1e-6) and not torch.allclose(a.weight, before, atol=1e-3)

@@ -61,7 +61,7 @@ def train_command(
     dataset: Annotated[Optional[str], Opt("--dataset", help="mnist (bundled), digits, an image folder, or .npy/.npz.")] = None,
     resolution: Annotated[Optional[int], Opt("--resolution", help="Training resolution in pixels.")] = None,
     batch_size: Annotated[Optional[int], Opt("--batch-size", help="Images per step.")] = None,
-    lr: Annotated[Optional[float], Opt("--lr", help="Peak learning rate.")] = None,
+    lr: Annotated[Optional[float], Opt("--lr", help="Peak learning rate (green default: the preset's, e.g. nano 2e-3, tiny 1e-3).")] = None,
     max_steps: Annotated[Optional[int], Opt("--max-steps", help="Optimizer steps to train.")] = None,
     seed: Annotated[Optional[int], Opt("--seed", help="Seed of weights, data order and noise.")] = None,
     mixed_precision: Annotated[Optional[str], Opt("--mixed-precision", help="auto, no, bf16, fp16.")] = None,

@@ -52,12 +52,12 @@ class RecipeConfig:
     beta_schedule: Literal["linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
     num_train_timesteps: int = 1000
     batch_size: int = 64
-    lr: float = 2e-4
+    lr: float = 0.0  # 0: the model preset's (narrower networks take larger steps); resolved once
     adam_beta1: float = 0.95
     adam_beta2: float = 0.999
     weight_decay: float = 1e-6
     lr_schedule: Literal["cosine", "constant", "linear"] = "cosine"
-    warmup_steps: int = 100
+    warmup_steps: int = 25
     grad_clip: float = 1.0
     ema: bool = True
     ema_max_decay: float = 0.9999
@@ -221,6 +221,10 @@ def resolve_config(file: Path | None = None, overrides: dict[str, Any] | None = 
     config = _merge(config, from_file)
     config = _merge(config, from_cli)
     validate(config)
+    if config.optim.lr == 0:  # the preset's learning rate, written into the saved config
+        from greendiff.train._model import resolve_architecture
+
+        config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, lr=resolve_architecture(config.model).lr))
     return config
 
 
@@ -235,10 +239,11 @@ def validate(config: TrainConfig) -> None:
     for key, value in positive_int.items():
         if value <= 0:
             raise UserInputError(f"{key} must be a positive integer, got {value}")
-    for key, value in {"optim.lr": config.optim.lr, "optim.snr_gamma": config.optim.snr_gamma,
-                       "optim.ema_power": config.optim.ema_power}.items():
+    for key, value in {"optim.snr_gamma": config.optim.snr_gamma, "optim.ema_power": config.optim.ema_power}.items():
         if value <= 0:
             raise UserInputError(f"{key} must be positive, got {value}")
+    if config.optim.lr < 0:
+        raise UserInputError(f"optim.lr must be positive (0: the model preset's), got {config.optim.lr}")
     if config.optim.warmup_steps < 0 or config.optim.grad_clip < 0 or config.optim.weight_decay < 0:
         raise UserInputError("optim.warmup_steps, optim.grad_clip and optim.weight_decay must be >= 0")
     if not 0 < config.optim.ema_max_decay < 1:

@@ -69,6 +69,18 @@ def _accelerator(precision: str, use_cuda: bool):
     return Accelerator(mixed_precision=precision, cpu=not use_cuda)
 
 
+def make_optimizer(params, optim) -> torch.optim.Optimizer:
+    """AdamW, fused where PyTorch has a fused kernel for the parameters (CPU and CUDA floats):
+    the same update as the default per-tensor loop, measured 4.5x faster on the tiny UNet's
+    1.1 M parameters on CPU (3.2 vs 14.7 ms per step; see BENCHMARKS.md, loop overhead)."""
+    params = list(params)
+    kwargs = dict(lr=optim.lr, betas=(optim.adam_beta1, optim.adam_beta2), weight_decay=optim.weight_decay, eps=1e-8)
+    try:
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    except (RuntimeError, ValueError):  # no fused kernel for this device or dtype
+        return torch.optim.AdamW(params, **kwargs)
+
+
 def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
     """Indices of the batch of ``step``: a fresh permutation per epoch, seeded by (seed, epoch)."""
     per_epoch = max(1, n // batch_size)
@@ -125,8 +137,7 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
     channels_last = optim.channels_last == "on" or (optim.channels_last == "auto" and device.type == "cuda")
     if channels_last:
         unet = unet.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=optim.lr, betas=(optim.adam_beta1, optim.adam_beta2),
-                                  weight_decay=optim.weight_decay, eps=1e-8)
+    optimizer = make_optimizer(unet.parameters(), optim)
     # diffusers' "constant" ignores warm-up; ours warms up like the others (0 warm-up steps: plain constant)
     schedule_name = "constant_with_warmup" if optim.lr_schedule == "constant" else optim.lr_schedule
     lr_scheduler = get_scheduler(schedule_name, optimizer=optimizer, num_warmup_steps=optim.warmup_steps,
@@ -135,7 +146,8 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
     ema = None
     if optim.ema:
         ema = EMAModel(accelerator.unwrap_model(unet).parameters(), decay=optim.ema_max_decay,
-                       use_ema_warmup=optim.ema_warmup, inv_gamma=1.0, power=optim.ema_power)
+                       use_ema_warmup=optim.ema_warmup, inv_gamma=1.0, power=optim.ema_power,
+                       foreach=True)  # one kernel per op over all tensors: 2.4x faster on CPU (tiny UNet)
         ema.to(device)
         accelerator.register_for_checkpointing(ema)
     noise_scheduler = make_noise_scheduler(optim)

@@ -12,17 +12,22 @@ from greendiff.train._config import ModelConfig
 
 @dataclass(frozen=True)
 class Preset:
+    """An architecture, and the green recipe's peak learning rate for it (``lr``): narrower
+    networks take larger steps. Measured on the bundled MNIST for nano and tiny (BENCHMARKS.md,
+    energy to quality); the others follow the same roughly 1/width scaling."""
+
     block_out_channels: tuple[int, ...]
     layers_per_block: int
     attention: bool
+    lr: float = 2e-4
 
 
 PRESETS: dict[str, Preset] = {
-    "pico": Preset((8, 16), 1, False),
-    "nano": Preset((16, 32), 1, False),
-    "tiny": Preset((32, 64, 64), 1, True),
-    "small": Preset((64, 128, 128), 2, True),
-    "base": Preset((128, 256, 256, 512), 2, True),
+    "pico": Preset((8, 16), 1, False, lr=2e-3),
+    "nano": Preset((16, 32), 1, False, lr=2e-3),
+    "tiny": Preset((32, 64, 64), 1, True, lr=1e-3),
+    "small": Preset((64, 128, 128), 2, True, lr=5e-4),
+    "base": Preset((128, 256, 256, 512), 2, True, lr=2e-4),
 }
 
 
@@ -35,6 +40,7 @@ def resolve_architecture(model: ModelConfig) -> Preset:
         block_out_channels=model.block_out_channels or base.block_out_channels,
         layers_per_block=base.layers_per_block if model.layers_per_block < 0 else model.layers_per_block,
         attention=base.attention if model.attention == "preset" else model.attention == "on",
+        lr=base.lr,
     )
 
 
