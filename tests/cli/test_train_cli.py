@@ -129,15 +129,20 @@ def test_ctrl_c_checkpoints_and_exits_cleanly(tmp_path):
 
     exe = os.path.join(os.path.dirname(sys.executable), "greendiff")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GREENDIFF_LEDGER": str(tmp_path / "l.sqlite")}
+    # a test runner started in the background (``cmd &``) passes SIGINT on as ignored; restore it, as a terminal has it
     proc = subprocess.Popen([exe, "train", *TINY, "--max-steps", "100000", "--batch-size", "64",
                              "--output-dir", str(tmp_path / "runs"), "--no-gpu"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(
-            '"step": 4' in p.read_text() for p in (tmp_path / "runs").glob("*/metrics.jsonl")):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+                '"step": 4' in p.read_text() for p in (tmp_path / "runs").glob("*/metrics.jsonl")):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # never leave a training process behind, whatever failed
     assert proc.returncode == 130, err
     assert "resume with: greendiff train --resume" in err
     (run_dir,) = (tmp_path / "runs").iterdir()
