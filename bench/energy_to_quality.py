@@ -92,10 +92,14 @@ class Run:
 
     def training_kwh_to(self, target: float) -> float | None:
         """Training energy (evaluations excluded) up to the first evaluation at or below ``target``."""
-        return next((train_kwh for _, train_kwh, _, fid, _ in self.curve if fid <= target), None)
+        return self._first_reaching(target, column=1)
 
     def total_kwh_to(self, target: float) -> float | None:
-        return next((total for _, _, total, fid, _ in self.curve if fid <= target), None)
+        """The same with the evaluations' energy included."""
+        return self._first_reaching(target, column=2)
+
+    def _first_reaching(self, target: float, column: int) -> float | None:
+        return next((point[column] for point in self.curve if point[3] <= target), None)
 
 
 def train(name: str, seed: int, flags: list[str], common: list[str], root: Path, env: dict) -> Run:
@@ -140,11 +144,10 @@ def sampling_cost(run_dir: Path, n: int, steps: int, sampler: str) -> float:
     chosen = make_sampler(optim, make_noise_scheduler(optim))
     monitor = EnergyMonitor.detect()
     try:
-        start = monitor.read()
-        with torch.no_grad():
+        with monitor.window("sample") as result, torch.no_grad():
             sample_images(unet.to(device), chosen, n, steps, (1, config.data.resolution, config.data.resolution),
                           torch.Generator().manual_seed(0), device)
-        return sum(monitor.read().energy_j.values()) - sum(start.energy_j.values())
+        return result.measurement.total_energy_j
     finally:
         monitor.close()
 

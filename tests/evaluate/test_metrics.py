@@ -60,3 +60,13 @@ def test_precision_recall_mode_collapse_keeps_precision_loses_recall():
     collapsed = gaussian(1000, 2, std=0.05, seed=11)  # all samples near the mode
     precision, recall = precision_recall(real, collapsed)
     assert precision > 0.95 and recall < 0.3
+
+
+def test_seed_spread_is_the_sample_std_of_each_metric():
+    from greendiff.evaluate import seed_spread
+
+    results = [{"fid": 10.0, "kid": 0.01, "precision": 0.5, "recall": 0.4},
+               {"fid": 12.0, "kid": 0.03, "precision": 0.7, "recall": 0.4}]
+    spread = seed_spread(results)
+    assert spread["fid"] == pytest.approx(2 ** 0.5) and spread["kid"] == pytest.approx(0.02 / 2 ** 0.5)
+    assert spread["precision"] == pytest.approx(0.2 / 2 ** 0.5) and spread["recall"] == 0.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 from typing import Annotated
 
@@ -36,7 +35,7 @@ def eval_command(
     import torch
 
     from greendiff.data import load_dataset
-    from greendiff.evaluate import quality, reference_features, resolve_extractor
+    from greendiff.evaluate import quality, reference_features, resolve_extractor, seed_spread
     from greendiff.train import load_run_model, sample_images
 
     if n < 4 or seeds < 1 or steps < 0 or kid_subset < 2:
@@ -61,7 +60,7 @@ def eval_command(
               "sampler": config.optim.sampler, "results": results,
               "energy_kwh": summary["energy_kwh"], "emissions_kg": summary["emissions_kg"], "ledger_run_id": summary["run_id"]}
     if seeds > 1:
-        report["spread"] = {k: statistics.stdev(r[k] for r in results) for k in ("fid", "kid", "precision", "recall")}
+        report["spread"] = seed_spread(results)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

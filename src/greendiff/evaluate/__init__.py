@@ -11,10 +11,10 @@ from greendiff.evaluate._features import (
     load_mnist_features,
     resolve_extractor,
 )
-from greendiff.evaluate._evaluate import Quality, quality
+from greendiff.evaluate._evaluate import Quality, quality, seed_spread
 from greendiff.evaluate._metrics import FeatureStats, frechet_distance, kid, precision_recall
 from greendiff.evaluate._reference import dataset_fingerprint, reference_features
 
 __all__ = ["FeatureStats", "Quality", "dataset_fingerprint", "frechet_distance", "kid", "precision_recall", "quality",
-           "reference_features", "MnistFeatures", "check_extractor_output", "extract", "extractor_hash", "load_inception",
+           "reference_features", "seed_spread", "MnistFeatures", "check_extractor_output", "extract", "extractor_hash", "load_inception",
            "load_mnist_features", "resolve_extractor"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -36,3 +38,12 @@ def quality(fake_images: torch.Tensor, real_features: torch.Tensor, extractor: n
     precision, recall = precision_recall(real_pr, fake, k=pr_k)
     return Quality(frechet_distance(FeatureStats.of(real_features), FeatureStats.of(fake)), kid_mean, kid_std,
                    precision, recall, fake.shape[0])
+
+
+SPREAD_METRICS = ("fid", "kid", "precision", "recall")
+
+
+def seed_spread(results: Sequence[dict]) -> dict[str, float]:
+    """Standard deviation of each metric over evaluations that differ only by their noise seed:
+    differences between models smaller than this are noise. Needs at least two results."""
+    return {m: statistics.stdev(r[m] for r in results) for m in SPREAD_METRICS}

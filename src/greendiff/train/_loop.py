@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import math
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -214,7 +213,7 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
 
     def evaluate(at_step: int, seeds: int = 1) -> dict:
         """Quality of the EMA weights with a fixed noise seed; with ``seeds`` > 1 also its spread (std)."""
-        from greendiff.evaluate import quality
+        from greendiff.evaluate import quality, seed_spread
 
         results = []
         with tracker.window("eval"), ema_weights() as model:
@@ -222,10 +221,10 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
                 with accelerator.autocast():
                     fake = sample_images(model, sampler, stop.eval_samples, stop.eval_sample_steps or optim.sample_steps,
                                          (channels, res, res), torch.Generator().manual_seed(run.seed + 54_321 + k), device)
-                results.append(quality(fake, real_features, extractor, kid_subset=min(1000, stop.eval_samples)).to_dict())
+                results.append(quality(fake, real_features, extractor).to_dict())  # KID subset: at most the samples
         scores = results[0]
         if seeds > 1:
-            scores["spread"] = {m: statistics.stdev(r[m] for r in results) for m in ("fid", "kid", "precision", "recall")}
+            scores["spread"] = seed_spread(results)
         return scores
 
     def record(event: dict) -> None:

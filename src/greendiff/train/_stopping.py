@@ -158,15 +158,15 @@ class StopCallback:
         ``energy_kwh()`` reads the run's energy so far; it is called only when a rule needs it.
         """
         reason = None
+        now_kwh = energy_kwh() if (self.budgets or self.eval_every_kwh) else None  # one meter read per step
         if self.budgets:
-            used = energy_kwh()
             if not self.forecast_reported:
-                self._report_forecast(step, used)
-            reason = self.rules.on_step(step, used, self.kg_per_kwh)
+                self._report_forecast(step, now_kwh)
+            reason = self.rules.on_step(step, now_kwh, self.kg_per_kwh)
         due = (self.eval_every and step % self.eval_every == 0) or \
-            (self.eval_every_kwh and energy_kwh() - self.last_eval_kwh >= self.eval_every_kwh)
+            (self.eval_every_kwh and now_kwh - self.last_eval_kwh >= self.eval_every_kwh)
         if due:
-            self.last_eval_kwh = energy_kwh()
+            self.last_eval_kwh = energy_kwh() if now_kwh is None else now_kwh
             scores = self.evaluate(step, self.spread_seeds if not self.rules.history else 1)
             used = energy_kwh()  # up to and including this evaluation
             eval_reason = self.rules.on_eval(step, used, scores[self.metric])
