@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.greendiff-installed
 TORCH_PIP_ARGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
-.PHONY: setup demo test bench bench-quality clean
+.PHONY: setup demo test bench bench-quality bench-compress clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,11 @@ bench-quality: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python bench/energy_to_quality.py --quick --write-benchmarks
 	$(BIN)/python bench/early_stopping.py --write-benchmarks
+
+# Pruning, a distilled student and step distillation against one parent (~1 h on 2 CPU cores).
+bench-compress: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python bench/compression.py --write-benchmarks
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -56,6 +56,10 @@ def test_resolved_config_round_trips_through_toml(tmp_path):
     ({"optim.ema": "maybe"}, "optim.ema must be true or false"),
     ({"optim.sample_steps": 5000}, "cannot exceed"),
     ({"model.block_out_channels": "8,x"}, "must be an integer"),
+    ({"distill.kind": "output"}, "needs distill.teacher"),
+    ({"distill.kind": "steps", "distill.teacher": "t", "distill.teacher_steps": 30}, "must be even and divide"),
+    ({"distill.kind": "steps", "distill.teacher": "t", "distill.teacher_steps": 40}, "optim.sample_steps = 20"),
+    ({"distill.kind": "output", "distill.teacher": "t", "distill.output_weight": -1}, "must be >= 0"),
 ])
 def test_bad_values_are_one_line_errors(overrides, message):
     with pytest.raises(UserInputError, match=message):
@@ -68,3 +72,11 @@ def test_bad_toml_file(tmp_path):
         resolve_config(tmp_path / "bad.toml")
     with pytest.raises(UserInputError, match="does not exist"):
         resolve_config(tmp_path / "missing.toml")
+
+
+def test_a_derived_config_starts_from_base_settings_instead_of_a_file():
+    c = resolve_config(overrides={"run.max_steps": 7}, base={"model": {"preset": "nano"}, "optim": {"lr": 1e-3}})
+    assert (c.model.preset, c.optim.lr, c.run.max_steps) == ("nano", 1e-3, 7)
+    steps = resolve_config(overrides={"distill.kind": "steps", "distill.teacher": "t", "distill.teacher_steps": 40,
+                                      "optim.sample_steps": 20})
+    assert steps.distill.teacher_steps == 40

@@ -30,3 +30,19 @@ def test_resolution_must_survive_downsampling():
 def test_unknown_preset():
     with pytest.raises(UserInputError, match="unknown model preset 'huge'"):
         build_unet(ModelConfig(preset="huge"), 16, 1, 1000)
+
+
+def test_init_from_copies_saved_weights_and_refuses_another_architecture(tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    source = build_unet(ModelConfig(preset="nano", block_out_channels=(8, 16)), 8, 1, 1000)
+    source.save_pretrained(str(tmp_path / "unet"))
+    torch.manual_seed(1)
+    copy = build_unet(ModelConfig(preset="nano", block_out_channels=(8, 16), init_from=str(tmp_path / "unet")), 8, 1, 1000)
+    for a, b in zip(source.parameters(), copy.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(UserInputError, match="differs from the config's"):
+        build_unet(ModelConfig(preset="nano", init_from=str(tmp_path / "unet")), 8, 1, 1000)
+    with pytest.raises(UserInputError, match="not a saved UNet2DModel"):
+        build_unet(ModelConfig(preset="nano", init_from=str(tmp_path)), 8, 1, 1000)

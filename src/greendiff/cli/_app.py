@@ -8,6 +8,7 @@ import sys
 import typer
 
 from greendiff import __version__
+from greendiff.cli._compress import distill_command, distill_steps_command, prune_command
 from greendiff.cli._demo import demo
 from greendiff.cli._eval import eval_command
 from greendiff.cli._measure import measure
@@ -32,6 +33,9 @@ app.command("measure", help="Run any command and record its energy and CO2e in t
 app.command("train", help="Train a diffusion model with the green recipe (or the baseline), energy per phase.")(train_command)
 app.command("sample", help="Sample images from a trained run's EMA weights, with their energy.")(sample_command)
 app.command("eval", help="Score a trained run with FID, KID, precision/recall (offline); energy measured.")(eval_command)
+app.command("prune", help="Prune a trained model's channels (Diff-Pruning), fine-tune it, compare with the parent.")(prune_command)
+app.command("distill", help="Train a smaller student from a teacher (knowledge distillation), teacher energy counted.")(distill_command)
+app.command("distill-steps", help="Progressive distillation: halve the sampling steps per round, quality and energy at each.")(distill_steps_command)
 app.command("demo", help="Measure a short built-in CPU workload and print its energy/carbon summary.")(demo)
 app.add_typer(runs_app, name="runs", help="List, show and export tracked runs from the ledger.")
 

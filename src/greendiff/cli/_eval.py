@@ -19,6 +19,19 @@ from greendiff.errors import UserInputError
 Opt = typer.Option
 
 
+def score(unet, sampler, n: int, steps: int, real, extractor, seed: int = 0, kid_subset: int = 1000) -> dict:
+    """FID/KID/precision/recall of ``n`` images sampled with ``steps`` sampler steps from a fixed noise seed."""
+    import torch
+
+    from greendiff.evaluate import quality
+    from greendiff.train import sample_images
+
+    shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    device = next(unet.parameters()).device
+    fake = sample_images(unet.eval(), sampler, n, steps, shape, torch.Generator().manual_seed(seed), device)
+    return quality(fake, real, extractor, kid_subset=kid_subset).to_dict() | {"seed": seed, "sampler_steps": steps}
+
+
 def eval_command(
     run: Annotated[Path, Opt("--run", help="Run directory (with pipeline/ and config.toml).")],
     n: Annotated[int, Opt("--n", help="Generated images per evaluation (fixed noise seed).")] = 2000,
@@ -32,11 +45,9 @@ def eval_command(
     no_gpu: NoGpu = False, ledger: LedgerPath = None,
 ) -> None:
     """Score a trained run's samples (EMA weights) with FID, KID and precision/recall; no download."""
-    import torch
-
     from greendiff.data import load_dataset
-    from greendiff.evaluate import quality, reference_features, resolve_extractor, seed_spread
-    from greendiff.train import load_run_model, sample_images
+    from greendiff.evaluate import reference_features, resolve_extractor, seed_spread
+    from greendiff.train import load_run_model
 
     if n < 4 or seeds < 1 or steps < 0 or kid_subset < 2:
         raise UserInputError("--n must be >= 4, --seeds >= 1, --steps >= 0, --kid-subset >= 2")
@@ -47,14 +58,10 @@ def eval_command(
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
     data = load_dataset(config.data.dataset, config.data.resolution)
     n_steps = steps or config.optim.sample_steps
-    results = []
     with settings.tracker(f"eval {run.name}", "eval", f"greendiff eval --run {run} --n {n}") as tracker:
         with tracker.window("eval"):
             real = reference_features(data.images, extractor)
-            shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-            for seed in range(seeds):
-                fake = sample_images(unet, sampler, n, n_steps, shape, torch.Generator().manual_seed(seed))
-                results.append(quality(fake, real, extractor, kid_subset=kid_subset).to_dict() | {"seed": seed})
+            results = [score(unet, sampler, n, n_steps, real, extractor, seed, kid_subset) for seed in range(seeds)]
     summary = tracker.summary
     report = {"run": str(run), "features": extractor_name, "n": n, "sampler_steps": n_steps,
               "sampler": config.optim.sampler, "results": results,

@@ -93,7 +93,7 @@ def train_command(
 ) -> None:
     """Train a diffusion model with the green recipe (or the baseline), energy measured per phase."""
     from greendiff.data import load_dataset
-    from greendiff.train import check_data, resolve_config, to_dict, to_toml, train
+    from greendiff.train import check_data, resolve_config, to_dict, to_toml
 
     overrides = {"recipe": recipe, "model.preset": preset, "data.dataset": dataset, "data.resolution": resolution,
                  "optim.batch_size": batch_size, "optim.lr": lr, "run.max_steps": max_steps, "run.seed": seed,
@@ -128,11 +128,32 @@ def train_command(
     (run_dir / "config.toml").write_text(to_toml(config))
     tracker = settings.tracker(run_dir.name + (" (resumed)" if resume else ""), "train", f"greendiff train ({run_dir})",
                                config=to_dict(config)).start()
-    start_step = 0  # the step the run (or the resumed segment) started at
-    progress = Progress(TextColumn("[bold]train[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console, transient=False)
-    task = progress.add_task("train", total=config.run.max_steps, info="")
     t0 = time.perf_counter()
+    result = run_training(config, data, run_dir, tracker, console, resume=resume is not None)
+    summary = tracker.stop("completed" if result.status in ("completed", "stopped") else "interrupted")
+    summary["stop_reason"] = result.stop_reason or ("max_steps reached" if result.status == "completed" else result.status)
+    write_emissions(run_dir, summary, result.prior_energy_j)
+    render_summary(summary, console)
+    console.print(f"{result.status} at step {result.step} in {time.perf_counter() - t0:.1f} s · run directory {run_dir}"
+                  + (f" · {result.stop_reason}" if result.stop_reason else "")
+                  + ("" if result.status in ("completed", "stopped") else f" · resume with: greendiff train --resume {run_dir}"),
+                  highlight=False)
+    if result.status not in ("completed", "stopped"):
+        raise typer.Exit(130)
+
+
+def run_training(config, data, run_dir: Path, tracker, console: Console, *, resume: bool = False, label: str = "train"):
+    """``train()`` with a progress bar and the loss the config asks for (distillation builds its teacher's).
+    On Ctrl-C the tracker is stopped, the resume command printed, and the CLI exits 130; on any other
+    failure the tracker is stopped as failed. Returns the :class:`TrainResult`."""
+    from greendiff.compress import objective_for
+    from greendiff.train import train
+
+    objective = objective_for(config, data.channels)
+    start_step = 0  # the step the run (or the resumed segment) started at
+    progress = Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console, transient=False)
+    task = progress.add_task(label, total=config.run.max_steps, info="")
 
     def on_log(record: dict) -> None:
         nonlocal start_step
@@ -152,7 +173,7 @@ def train_command(
 
     try:
         with progress:
-            result = train(config, run_dir, data, tracker, resume=resume is not None, on_log=on_log)
+            return train(config, run_dir, data, tracker, resume=resume, on_log=on_log, objective=objective)
     except KeyboardInterrupt:
         tracker.stop("interrupted")
         console.print(f"interrupted; resume with: greendiff train --resume {run_dir}")
@@ -160,16 +181,6 @@ def train_command(
     except BaseException:
         tracker.stop("failed")
         raise
-    summary = tracker.stop("completed" if result.status in ("completed", "stopped") else "interrupted")
-    summary["stop_reason"] = result.stop_reason or ("max_steps reached" if result.status == "completed" else result.status)
-    write_emissions(run_dir, summary, result.prior_energy_j)
-    render_summary(summary, console)
-    console.print(f"{result.status} at step {result.step} in {time.perf_counter() - t0:.1f} s · run directory {run_dir}"
-                  + (f" · {result.stop_reason}" if result.stop_reason else "")
-                  + ("" if result.status in ("completed", "stopped") else f" · resume with: greendiff train --resume {run_dir}"),
-                  highlight=False)
-    if result.status not in ("completed", "stopped"):
-        raise typer.Exit(130)
 
 
 def sample_command(

@@ -28,12 +28,18 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A preset, optionally overridden field by field (``()`` / ``-1`` mean: take the preset's)."""
+    """A preset, optionally overridden field by field (``()`` / ``-1`` mean: take the preset's).
+
+    ``init_from``: a diffusers ``UNet2DModel`` folder (``save_pretrained``) whose weights start the run,
+    e.g. a pruned model to fine-tune or a teacher a step-distilled student starts from; its
+    architecture must be the one this config builds.
+    """
 
     preset: str = "tiny"
     block_out_channels: tuple[int, ...] = ()
     layers_per_block: int = -1
     attention: Literal["preset", "on", "off"] = "preset"
+    init_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,26 @@ class StopConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Training against a teacher instead of (or besides) the data alone; ``kind = "none"`` switches it off.
+
+    ``output``: knowledge distillation (the student matches the teacher's prediction, weight
+    ``output_weight``, and, where block outputs have the same shape, its features, weight
+    ``feature_weight``, as BK-SDM does), mixed with the denoising loss (weight ``data_weight``).
+    ``steps``: one round of progressive distillation (Salimans & Ho, ICLR 2022): one student DDIM step
+    matches two of the teacher's, which samples with ``teacher_steps``; the student samples with half.
+    ``teacher``: the teacher's diffusers ``UNet2DModel`` folder.
+    """
+
+    kind: Literal["none", "output", "steps"] = "none"
+    teacher: str = ""
+    data_weight: float = 1.0
+    output_weight: float = 1.0
+    feature_weight: float = 0.1
+    teacher_steps: int = 0
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     recipe: str = "green"
     data: DataConfig = field(default_factory=DataConfig)
@@ -124,6 +150,7 @@ class TrainConfig:
     optim: RecipeConfig = field(default_factory=RecipeConfig)
     run: RunConfig = field(default_factory=RunConfig)
     stop: StopConfig = field(default_factory=StopConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -206,13 +233,15 @@ def dotted_to_nested(overrides: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
-def resolve_config(file: Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The one place precedence is decided: defaults < recipe < TOML file < CLI overrides.
+def resolve_config(file: Path | None = None, overrides: dict[str, Any] | None = None,
+                   base: dict[str, Any] | None = None) -> TrainConfig:
+    """The one place precedence is decided: defaults < recipe < TOML file (or ``base``) < CLI overrides.
 
     The recipe (from the CLI, else the file, else ``green``) replaces the lever defaults before the
-    file's and the CLI's own values are applied.
+    file's and the CLI's own values are applied. ``base``: nested settings used in place of a file
+    (a run derived from another run's saved config).
     """
-    from_file = read_toml(file) if file is not None else {}
+    from_file = base if base is not None else read_toml(file) if file is not None else {}
     from_cli = dotted_to_nested({k: v for k, v in (overrides or {}).items() if v is not None})
     recipe = from_cli.get("recipe", from_file.get("recipe", "green"))
     if recipe not in RECIPES:
@@ -265,11 +294,30 @@ def validate(config: TrainConfig) -> None:
             raise UserInputError(f"stop.{key} must be >= 0 (0 switches it off), got {getattr(stop, key)}")
     if (stop.patience or stop.min_gain_per_kwh or stop.target) and not (stop.eval_every or stop.eval_every_kwh):
         raise UserInputError("early stopping on quality needs evaluations: set --eval-every N (steps) or --eval-every-kwh X")
+    validate_distill(config)
     if any(c <= 0 for c in config.model.block_out_channels):
         raise UserInputError("model.block_out_channels must be positive integers")
     from greendiff.train._model import check_architecture  # the model module needs this one's types
 
     check_architecture(config.model, config.data.resolution)
+
+
+def validate_distill(config: TrainConfig) -> None:
+    distill = config.distill
+    if distill.kind == "none":
+        return
+    if not distill.teacher:
+        raise UserInputError(f"distill.kind = {distill.kind!r} needs distill.teacher (a UNet2DModel folder)")
+    if min(distill.data_weight, distill.output_weight, distill.feature_weight) < 0:
+        raise UserInputError("distill.data_weight, distill.output_weight and distill.feature_weight must be >= 0")
+    if distill.kind == "steps":
+        n = distill.teacher_steps
+        if n < 2 or n % 2 or config.optim.num_train_timesteps % n:
+            raise UserInputError(f"distill.teacher_steps must be even and divide optim.num_train_timesteps "
+                                 f"({config.optim.num_train_timesteps}) so the halved step grid is nested; got {n}")
+        if config.optim.sampler != "ddim" or config.optim.sample_steps != n // 2:
+            raise UserInputError(f"a step-distillation round samples with DDIM at half the teacher's steps: set "
+                                 f"optim.sampler = ddim and optim.sample_steps = {n // 2}")
 
 
 def to_dict(config: TrainConfig) -> dict[str, Any]:

@@ -38,17 +38,30 @@ def loss_weights(noise_scheduler, timesteps: torch.Tensor, optim: RecipeConfig) 
     return clipped / (snr + 1) if optim.prediction_type == "v_prediction" else clipped / snr
 
 
-def diffusion_loss(unet, noise_scheduler, x0: torch.Tensor, generator: torch.Generator,
-                   optim: RecipeConfig) -> torch.Tensor:
-    """Weighted denoising loss of a batch ``x0`` (B, C, H, W) in [-1, 1]; noise drawn from ``generator``."""
+def noised_batch(noise_scheduler, x0: torch.Tensor, generator: torch.Generator,
+                 optim: RecipeConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(noisy, timesteps, target)`` for a batch ``x0`` (B, C, H, W) in [-1, 1]: noise and uniform
+    timesteps drawn from ``generator``; the target is the noise (epsilon) or the velocity."""
     noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator)
     noise, timesteps = noise.to(x0.device), timesteps.to(x0.device)
     noisy = noise_scheduler.add_noise(x0, noise, timesteps)
     target = noise if optim.prediction_type == "epsilon" else noise_scheduler.get_velocity(x0, noise, timesteps)
+    return noisy, timesteps, target
+
+
+def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ``weights`` (B,) times each sample's mean squared error, in fp32."""
+    per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=tuple(range(1, prediction.ndim)))
+    return (per_sample * weights.to(per_sample.device)).mean()
+
+
+def diffusion_loss(unet, noise_scheduler, x0: torch.Tensor, generator: torch.Generator,
+                   optim: RecipeConfig) -> torch.Tensor:
+    """Weighted denoising loss of a batch ``x0`` (B, C, H, W) in [-1, 1]; noise drawn from ``generator``."""
+    noisy, timesteps, target = noised_batch(noise_scheduler, x0, generator, optim)
     prediction = unet(noisy, timesteps).sample
-    per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (B,)
-    return (per_sample * loss_weights(noise_scheduler, timesteps, optim).to(per_sample.device)).mean()
+    return weighted_mse(prediction, target, loss_weights(noise_scheduler, timesteps, optim))
 
 
 @torch.no_grad()

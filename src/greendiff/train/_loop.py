@@ -112,7 +112,7 @@ def check_data(config: TrainConfig, data: ImageSet) -> None:
 
 def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, *,
           resume: bool = False, on_log: Callable[[dict], None] | None = None,
-          stop_requested: Callable[[], bool] = lambda: False) -> TrainResult:
+          stop_requested: Callable[[], bool] = lambda: False, objective: Callable | None = None) -> TrainResult:
     """Train ``config`` on ``data``, writing metrics, samples, checkpoints and the pipeline to ``run_dir``.
 
     Args:
@@ -120,6 +120,8 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
         resume: Continue from the newest checkpoint in ``run_dir``.
         on_log: Called with each metrics record (for a progress bar).
         stop_requested: Polled every step; when true, checkpoint and return ``interrupted``.
+        objective: The loss, called like :func:`diffusion_loss` (the default); distillation passes its own
+            (``greendiff.compress.objective_for``), whose teacher runs inside the metered ``train`` window.
     """
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
@@ -241,6 +243,7 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
         stopper.load_state_dict(saved_state["stopping"])
     stop_reason = ""
 
+    loss_fn = objective or diffusion_loss
     status, last_loss, bad_in_row = "completed", math.nan, 0
     t_log, samples_since_log = time.perf_counter(), 0
     unet.train()
@@ -255,7 +258,7 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
                 x0 = x0.contiguous(memory_format=torch.channels_last)
             with tracker.window("train"):
                 with accelerator.autocast():
-                    loss = diffusion_loss(unet, noise_scheduler, x0, step_generator(run.seed, step), optim)
+                    loss = loss_fn(unet, noise_scheduler, x0, step_generator(run.seed, step), optim)
                 if not torch.isfinite(loss):
                     optimizer.zero_grad(set_to_none=True)
                     bad_in_row += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -65,12 +66,31 @@ def build_unet(model: ModelConfig, resolution: int, channels: int, num_train_tim
     attn = arch.attention
     down = ["DownBlock2D"] * (levels - 1) + ["AttnDownBlock2D" if attn else "DownBlock2D"]
     up = ["AttnUpBlock2D" if attn else "UpBlock2D"] + ["UpBlock2D"] * (levels - 1)
-    return UNet2DModel(
+    unet = UNet2DModel(
         sample_size=resolution, in_channels=channels, out_channels=channels,
         block_out_channels=arch.block_out_channels, layers_per_block=arch.layers_per_block,
         down_block_types=tuple(down), up_block_types=tuple(up), norm_num_groups=groups,
         attention_head_dim=8, add_attention=attn, num_train_timesteps=num_train_timesteps,
     )
+    if model.init_from:
+        load_weights(unet, Path(model.init_from))
+    return unet
+
+
+def load_weights(unet, folder: Path) -> None:
+    """Copy the weights of the ``UNet2DModel`` saved in ``folder`` into ``unet``; the shapes must match."""
+    from diffusers import UNet2DModel
+
+    if not (folder / "config.json").is_file():
+        raise UserInputError(f"model.init_from {folder}: not a saved UNet2DModel (no config.json)")
+    source = UNet2DModel.from_pretrained(str(folder))
+    try:
+        unet.load_state_dict(source.state_dict(), strict=True)
+    except RuntimeError:
+        raise UserInputError(f"model.init_from {folder}: its architecture (block_out_channels "
+                             f"{list(source.config.block_out_channels)}, layers_per_block {source.config.layers_per_block}) "
+                             f"differs from the config's ({list(unet.config.block_out_channels)}, "
+                             f"{unet.config.layers_per_block}); set model.block_out_channels to match") from None
 
 
 def count_parameters(module: torch.nn.Module) -> int:

@@ -1,0 +1,62 @@
+"""Compression: structural pruning (Diff-Pruning on Torch-Pruning), knowledge distillation into a
+smaller student, and progressive step distillation. Each returns a cheaper ``UNet2DModel`` that
+diffusers loads, trained and measured by the ordinary trainer.
+
+The losses here are called like :func:`greendiff.train.diffusion_loss` and passed to
+:func:`greendiff.train.train` as its ``objective``; :func:`objective_for` builds the one a config asks for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from greendiff.compress._distill import DistillationObjective, capture, matching_blocks
+from greendiff.compress._prune import (
+    IMPORTANCES,
+    Rebuilt,
+    TaylorPass,
+    accumulate_taylor_gradients,
+    check_ratio,
+    level_channels,
+    level_ratios,
+    prune_in_place,
+    rebuild,
+    time_embedding_refit,
+)
+from greendiff.compress._steps import StepDistillationObjective, check_rounds, ddim_step, valid_teacher_steps
+from greendiff.errors import UserInputError
+from greendiff.train import TrainConfig
+
+
+def load_teacher(folder: Path, resolution: int, channels: int):
+    """The teacher ``UNet2DModel`` in ``folder``; one-line error if it is missing or cannot see this data."""
+    from diffusers import UNet2DModel
+
+    if not (folder / "config.json").is_file():
+        raise UserInputError(f"teacher {folder}: no saved model (expected a UNet2DModel folder with config.json, "
+                             "e.g. RUN/pipeline/unet)")
+    teacher = UNet2DModel.from_pretrained(str(folder))
+    if teacher.config.sample_size != resolution or teacher.config.in_channels != channels:
+        raise UserInputError(f"teacher {folder} works on {teacher.config.in_channels}x{teacher.config.sample_size}x"
+                             f"{teacher.config.sample_size} images, the data is {channels}x{resolution}x{resolution}; "
+                             "use the teacher's dataset and resolution")
+    return teacher
+
+
+def objective_for(config: TrainConfig, channels: int):
+    """The training loss ``config.distill`` asks for, or None for the plain denoising loss."""
+    distill = config.distill
+    if distill.kind == "none":
+        return None
+    teacher = load_teacher(Path(distill.teacher), config.data.resolution, channels)
+    if distill.kind == "output":
+        return DistillationObjective(teacher, distill.data_weight, distill.output_weight, distill.feature_weight)
+    return StepDistillationObjective(teacher, distill.teacher_steps)
+
+
+__all__ = [
+    "IMPORTANCES", "DistillationObjective", "Rebuilt", "StepDistillationObjective", "TaylorPass",
+    "accumulate_taylor_gradients", "capture", "check_ratio", "check_rounds", "ddim_step", "level_channels",
+    "level_ratios", "load_teacher", "matching_blocks", "objective_for", "prune_in_place", "rebuild",
+    "time_embedding_refit", "valid_teacher_steps",
+]
