@@ -93,14 +93,13 @@ class StepDistillationObjective:
         config = noise_scheduler.config
         gap = config.num_train_timesteps // self.teacher_steps  # one teacher step
         offset = config.steps_offset
-        clip = config.clip_sample_range if config.clip_sample else None
         abar = noise_scheduler.alphas_cumprod.to(x0.device)
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
         k = torch.randint(0, self.teacher_steps // 2, (x0.shape[0],), generator=generator)
         noise, t = noise.to(x0.device), (k * 2 * gap + offset).to(x0.device)  # the student's grid
         z_t = noise_scheduler.add_noise(x0, noise, t)
-        with torch.no_grad():
-            target, _ = two_step_target(self.teacher, z_t, t, gap, abar, config.prediction_type, clip)
+        with torch.no_grad():  # unclipped: the student's own step is clipped at sampling, as the teacher's is
+            target, _ = two_step_target(self.teacher, z_t, t, gap, abar, config.prediction_type, clip=None)
         a_t, s_t = _scales(abar, t)
         _, eps_hat = predicted_clean(unet(z_t, t).sample.float(), z_t, a_t, s_t, config.prediction_type)
         eps_target = (z_t - a_t * target) / s_t
