@@ -11,8 +11,8 @@ at ``s = t - 2T/N``. The student's target ``x~`` solves the DDIM update for that
 that this target implies, with the recipe's per-sample (Min-SNR) weights, as in ordinary training.
 The paper's loss, ``max(SNR_t, 1) |x^ - x~|^2``, weighs an epsilon-predicting student's high-noise
 errors by ``1/SNR`` (over 100x at the top of a 20-step grid); the paper pairs it with v- or x-prediction.
-Known problem: on MNIST, students from either loss score worse than plain DDIM at their own step count
-(BENCHMARKS.md, compression); the cause is not found yet.
+The teacher's steps behind the target are unclipped. A clipped target implies a noise equal to the
+clipping error divided by sigma_t, which taught the student to undo clipping at low noise.
 """
 
 from __future__ import annotations
