@@ -250,7 +250,7 @@ def distill_command(
     no_gpu: NoGpu = False, ledger: LedgerPath = None,
 ) -> None:
     """Train a smaller student to match a teacher (output and feature distillation); teacher forwards are metered."""
-    from greendiff.compress import load_teacher
+    from greendiff.compress import check_teacher
     from greendiff.train import PRESETS, build_unet, count_parameters, load_run_model, to_toml
 
     _check_parent(teacher)
@@ -262,7 +262,7 @@ def distill_command(
         raise UserInputError("--max-steps must be >= 1")
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
     console = Console(stderr=True)
-    _, teacher_unet, _ = load_run_model(teacher)
+    s = Session(teacher, eval_samples, console)  # the teacher's config, EMA model and data; creates nothing
     if student_init is not None:
         init = _unet_config(student_init)
         student = {"model.block_out_channels": ",".join(map(str, init["block_out_channels"])),
@@ -273,18 +273,17 @@ def distill_command(
         student = {"model.preset": student_preset, "model.block_out_channels": "", "model.layers_per_block": -1,
                    "model.attention": "preset", "model.init_from": "", "optim.lr": lr if lr is not None else 0.0}
         label = f"student preset {student_preset!r}"
-    overrides = {**student, "run.max_steps": max_steps or _teacher_steps(teacher), "distill.kind": "output",
+    overrides = {**student, "run.max_steps": max_steps or s.config.run.max_steps, "distill.kind": "output",
                  "distill.teacher": str(teacher / "pipeline" / "unet"), "distill.output_weight": output_weight,
                  "distill.feature_weight": feature_weight, "distill.data_weight": data_weight}
     config = derived_config(teacher, overrides, sets)
-    student_params = count_parameters(build_unet(config.model, config.data.resolution, teacher_unet.config.in_channels,
+    student_params = count_parameters(build_unet(config.model, config.data.resolution, s.unet.config.in_channels,
                                                  config.optim.num_train_timesteps))
-    teacher_params = count_parameters(teacher_unet)
+    teacher_params = count_parameters(s.unet)
     if student_params >= teacher_params:
         raise UserInputError(f"{label} ({student_params:,} parameters) is not smaller than the "
                              f"teacher ({teacher_params:,}); pick a smaller student")
-    s = Session(teacher, eval_samples, console)
-    load_teacher(teacher / "pipeline" / "unet", config.data.resolution, s.data.channels)
+    check_teacher(s.unet, teacher / "pipeline" / "unet", config.data.resolution, s.data.channels)
     run_dir = _new_run_dir(output_dir or str(teacher.parent), name or f"student-{student_preset or 'init'}-{teacher.name}")
     config = derived_config(teacher, {**overrides, "run.name": run_dir.name, "run.output_dir": str(run_dir.parent)}, sets)
     (run_dir / "config.toml").write_text(to_toml(config))
@@ -321,12 +320,6 @@ def _unet_config(folder: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _teacher_steps(run: Path) -> int:
-    from greendiff.train import read_toml
-
-    return int(read_toml(run / "config.toml").get("run", {}).get("max_steps", 2000))
-
-
 def distill_steps_command(
     teacher: Annotated[Path, Opt("--teacher", help="Trained teacher run directory.")],
     rounds: Annotated[int, Opt("--rounds", help="Halvings of the sampling steps (3: 8x fewer).")] = 3,
@@ -348,11 +341,11 @@ def distill_steps_command(
     _check_parent(teacher)
     if steps_per_round < 1:
         raise UserInputError("--steps-per-round must be >= 1")
-    teacher_config = derived_config(teacher, {}, [])
-    check_rounds(teacher_config.optim.num_train_timesteps, teacher_steps, rounds)
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
     console = Console(stderr=True)
     s = Session(teacher, eval_samples, console)
+    teacher_config = s.config
+    check_rounds(teacher_config.optim.num_train_timesteps, teacher_steps, rounds)
     run_dir = _new_run_dir(output_dir or str(teacher.parent), name or f"fewstep-{teacher.name}")
     s.start(run_dir, settings, "distill-steps", f"greendiff distill-steps --teacher {teacher} --rounds {rounds}")
     ddim = make_sampler(dataclasses.replace(teacher_config.optim, sampler="ddim"), make_noise_scheduler(teacher_config.optim))
@@ -360,12 +353,10 @@ def distill_steps_command(
 
     def per_image_kwh(unet, steps: int) -> float:
         """Sampling energy per image at ``steps`` steps: a fixed batch of images in its own (evaluation) phase."""
-        n = 256
-        before = s.tracker.monitor.read()
-        with s.tracker.window(f"eval-sampling-{steps}"):
-            sample_images(unet.eval(), ddim, n, steps, shape, torch.Generator().manual_seed(1))
-        after = s.tracker.monitor.read()
-        return (sum(after.energy_j.values()) - sum(before.energy_j.values())) / 3.6e6 / n
+        n, phase = 256, f"eval-sampling-{steps}"
+        s.tracker.begin_window(phase)
+        sample_images(unet.eval(), ddim, n, steps, shape, torch.Generator().manual_seed(1))
+        return sum(s.tracker.end_window(phase).energy_j.values()) / 3.6e6 / n
 
     final_steps = teacher_steps >> rounds
     rows = [{"model": "teacher", "steps": teacher_steps, "quality": s.quality(s.unet, ddim, teacher_steps),

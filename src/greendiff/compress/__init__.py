@@ -28,6 +28,14 @@ from greendiff.errors import UserInputError
 from greendiff.train import TrainConfig
 
 
+def check_teacher(teacher, folder: Path, resolution: int, channels: int) -> None:
+    """One-line error if the teacher ``UNet2DModel`` cannot see data of this resolution and channel count."""
+    if teacher.config.sample_size != resolution or teacher.config.in_channels != channels:
+        raise UserInputError(f"teacher {folder} works on {teacher.config.in_channels}x{teacher.config.sample_size}x"
+                             f"{teacher.config.sample_size} images, the data is {channels}x{resolution}x{resolution}; "
+                             "use the teacher's dataset and resolution")
+
+
 def load_teacher(folder: Path, resolution: int, channels: int):
     """The teacher ``UNet2DModel`` in ``folder``; one-line error if it is missing or cannot see this data."""
     from diffusers import UNet2DModel
@@ -36,10 +44,7 @@ def load_teacher(folder: Path, resolution: int, channels: int):
         raise UserInputError(f"teacher {folder}: no saved model (expected a UNet2DModel folder with config.json, "
                              "e.g. RUN/pipeline/unet)")
     teacher = UNet2DModel.from_pretrained(str(folder))
-    if teacher.config.sample_size != resolution or teacher.config.in_channels != channels:
-        raise UserInputError(f"teacher {folder} works on {teacher.config.in_channels}x{teacher.config.sample_size}x"
-                             f"{teacher.config.sample_size} images, the data is {channels}x{resolution}x{resolution}; "
-                             "use the teacher's dataset and resolution")
+    check_teacher(teacher, folder, resolution, channels)
     return teacher
 
 
@@ -56,7 +61,7 @@ def objective_for(config: TrainConfig, channels: int):
 
 __all__ = [
     "IMPORTANCES", "DistillationObjective", "Rebuilt", "StepDistillationObjective", "TaylorPass",
-    "accumulate_taylor_gradients", "capture", "check_ratio", "check_rounds", "ddim_step", "level_channels",
+    "accumulate_taylor_gradients", "capture", "check_ratio", "check_teacher", "check_rounds", "ddim_step", "level_channels",
     "level_ratios", "load_teacher", "matching_blocks", "objective_for", "prune_in_place", "rebuild",
     "time_embedding_refit", "valid_teacher_steps",
 ]
