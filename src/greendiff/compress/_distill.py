@@ -68,7 +68,7 @@ class DistillationObjective:
         self.teacher = teacher.eval().requires_grad_(False)
         self.data_weight, self.output_weight, self.feature_weight = data_weight, output_weight, feature_weight
         self.feature_blocks = feature_blocks if feature_weight > 0 else []
-        self.last_terms: dict[str, float] = {}
+        self.last_terms: dict[str, torch.Tensor] = {}
 
     def __call__(self, unet, noise_scheduler, x0: torch.Tensor, generator: torch.Generator,
                  optim: RecipeConfig) -> torch.Tensor:
@@ -88,7 +88,7 @@ class DistillationObjective:
             terms["feature"] = torch.stack([
                 weighted_mse(student_features[n], teacher_features[n], torch.ones_like(weights))
                 for n in self.feature_blocks]).mean()
-        self.last_terms = {k: v.item() for k, v in terms.items()}
+        self.last_terms = {k: v.detach() for k, v in terms.items()}  # no host sync in the training step
         loss = self.data_weight * terms["data"] + self.output_weight * terms["output"]
         if "feature" in terms:
             loss = loss + self.feature_weight * terms["feature"]
