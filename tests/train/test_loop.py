@@ -238,3 +238,67 @@ def test_optimizer_is_fused_adamw_with_the_loops_update():
             (model(torch.arange(12.0).reshape(3, 4)) ** 2).sum().backward()
             optimizer.step()
     assert torch.allclose(a.weight, b.weight, atol=1e-6) and not torch.allclose(a.weight, before, atol=1e-3)
+
+
+@pytest.mark.parametrize(("kind", "diffusers_name"), [("cosine", "cosine"), ("linear", "linear"),
+                                                     ("constant", "constant_with_warmup")])
+def test_lr_schedule_is_diffusers_curve(kind, diffusers_name):
+    from diffusers.optimization import get_scheduler
+
+    from greendiff.train._schedule import make_lr_scheduler
+
+    def curve(make):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler = make(optimizer)
+        values = []
+        for _ in range(120):
+            values.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+        return values
+
+    ours = curve(lambda o: make_lr_scheduler(o, kind, 10, 120))
+    theirs = curve(lambda o: get_scheduler(diffusers_name, optimizer=o, num_warmup_steps=10, num_training_steps=120))
+    assert ours == pytest.approx(theirs, abs=1e-12)
+
+
+def test_a_budget_stopped_run_has_finished_its_learning_rate_decay(tmp_path, tiny_data, tiny_config, tracker):
+    def last_lr(run_dir):
+        return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "lr" in r][-1]["lr"]
+
+    per_step = tiny_config(run__max_steps=10, optim__lr_schedule="cosine")
+    train(per_step, tmp_path / "probe", tiny_data, tracker)
+    probe_kwh = [r for r in map(json.loads, (tmp_path / "probe" / "metrics.jsonl").read_text().splitlines()) if "lr" in r][-1]["energy_kwh"]
+    budget = probe_kwh * 3  # ~30 steps of a run allowed 1,000
+    fitted = train(tiny_config(run__max_steps=1000, optim__lr_schedule="cosine", stop__budget_kwh=budget,
+                               stop__budget_warmup_steps=5), tmp_path / "fitted", tiny_data, tracker)
+    cut = train(tiny_config(run__max_steps=1000, optim__lr_schedule="cosine", stop__budget_kwh=budget,
+                            stop__budget_warmup_steps=5, stop__fit_schedule=False), tmp_path / "cut", tiny_data, tracker)
+    assert fitted.status == cut.status == "stopped" and 10 < fitted.step < 200
+    assert last_lr(tmp_path / "fitted") < 0.2 * 2e-3 < 0.9 * 2e-3 < last_lr(tmp_path / "cut")
+
+
+def test_stratified_timesteps_cover_every_stratum_with_a_uniform_marginal():
+    from greendiff.train._diffusion import sample_timesteps
+
+    g = torch.Generator().manual_seed(0)
+    batches = [sample_timesteps(8, 1000, g, "stratified") for _ in range(2000)]
+    assert all(sorted(int(t) // 125 for t in b) == list(range(8)) for b in batches[:50])
+    counts = torch.bincount(torch.cat(batches) // 100, minlength=10).float()
+    assert (counts / counts.mean() - 1).abs().max() < 0.05  # 16,000 draws, each decile within 5 %
+
+
+def test_evaluation_at_the_end_and_a_tuner_stopping_the_run(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
+    scripted_quality(monkeypatch, [10.0, 30.0, 99.0])
+    told = []
+    config = tiny_config(run__max_steps=40, stop__eval_every=3, stop__eval_samples=8, stop__spread_seeds=1,
+                         stop__eval_at_end=True)
+    result = train(config, tmp_path, tiny_data, tracker,
+                   on_eval=lambda e: told.append((e["step"], e["fid"], e.get("final", False))) or ("pruned" if e["fid"] > 20 else None))
+    assert (result.status, result.step, result.stop_reason) == ("stopped", 6, "pruned")
+    assert told == [(3, 10.0, False), (6, 30.0, False)]  # step 6 was just evaluated: no second evaluation
+    told.clear()
+    scripted_quality(monkeypatch, [5.0])
+    result = train(tiny_config(run__max_steps=4, stop__eval_samples=8, stop__spread_seeds=1, stop__eval_at_end=True),
+                   tmp_path / "plain", tiny_data, tracker, on_eval=lambda e: told.append((e["step"], e["fid"], e["final"])))
+    assert result.status == "completed" and told == [(4, 5.0, True)]

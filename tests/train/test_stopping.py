@@ -131,3 +131,29 @@ def test_callback_loads_a_rules_only_state_from_older_checkpoints():
     cb = make_callback(StoppingRules(patience=2), [], [], [])
     cb.load_state_dict(json.loads(json.dumps(rules.state_dict())))
     assert cb.rules.best_value == 8 and cb.last_eval_kwh == 2.0  # the schedule restarts at the last evaluation
+
+
+def test_callback_moves_the_schedule_horizon_to_where_the_budget_runs_out():
+    horizons = []
+    cb = make_callback(StoppingRules(budget_kwh=4.95, warmup_steps=4), [], [], [], set_horizon=horizons.append)
+    for step in range(1, 8):
+        cb.after_step(step, lambda s=step: s * 0.1)
+    # 0.1 kWh per step: 4.95 kWh lasts until step 49 (not 50); none during the 4 warm-up steps
+    assert horizons == [49] * 4
+    capped = []
+    cb = make_callback(StoppingRules(budget_kwh=100.0, warmup_steps=2), [], [], [], set_horizon=capped.append)
+    cb.after_step(1, lambda: 0.1), cb.after_step(2, lambda: 0.2)
+    assert capped == [100]  # never past max_steps
+
+
+def test_callback_lets_a_tuner_stop_the_run_and_evaluates_at_the_end():
+    events, told = [], []
+    cb = make_callback(StoppingRules(), [10.0, 12.0, 7.0], events, [], eval_every=2,
+                       on_eval=lambda event: told.append(event["fid"]) or ("pruned" if event["fid"] > 11 else None))
+    reasons = [cb.after_step(step, lambda s=step: s * 0.1) for step in range(1, 5)]
+    assert reasons == [None, None, None, "pruned"] and told == [10.0, 12.0]
+    assert cb.final(5, lambda: 0.5) is None  # a pruned run needs no final score
+    cb.stopped_by_tuner = False
+    final = cb.final(5, lambda: 0.5)
+    assert final["final"] and final["fid"] == 7.0 and told == [10.0, 12.0, 7.0]
+    assert cb.final(5, lambda: 0.5) is None  # the step was just evaluated

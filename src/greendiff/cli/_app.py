@@ -14,6 +14,7 @@ from greendiff.cli._eval import eval_command
 from greendiff.cli._measure import measure
 from greendiff.cli._runs import runs_app
 from greendiff.cli._train import sample_command, train_command
+from greendiff.cli._tune import tune_command
 from greendiff.errors import UserInputError
 
 # typer >= 0.20 vendors click; take its exception classes from typer's own hierarchy.
@@ -36,6 +37,7 @@ app.command("eval", help="Score a trained run with FID, KID, precision/recall (o
 app.command("prune", help="Prune a trained model's channels (Diff-Pruning), fine-tune it, compare with the parent.")(prune_command)
 app.command("distill", help="Train a smaller student from a teacher (knowledge distillation), teacher energy counted.")(distill_command)
 app.command("distill-steps", help="Progressive distillation: halve the sampling steps per round, quality and energy at each.")(distill_steps_command)
+app.command("tune", help="Energy-aware hyperparameter search (Optuna): best quality per kWh, pruning, Pareto, workers.")(tune_command)
 app.command("demo", help="Measure a short built-in CPU workload and print its energy/carbon summary.")(demo)
 app.add_typer(runs_app, name="runs", help="List, show and export tracked runs from the ledger.")
 

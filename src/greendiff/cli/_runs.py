@@ -14,18 +14,10 @@ from rich.table import Table
 from greendiff.cli._options import LedgerPath
 from greendiff.cli._render import fmt_energy, fmt_mass, render_summary
 from greendiff.errors import UserInputError
-from greendiff.ledger import Ledger, RunRecord, codecarbon_csv, json_summary, model_card_yaml
-from greendiff.tracking import provider_from_assumptions, summarize
+from greendiff.ledger import Ledger, codecarbon_csv, json_summary, model_card_yaml
+from greendiff.tracking import run_summary
 
 runs_app = typer.Typer(help="List, show and export tracked runs.", no_args_is_help=True)
-
-
-def run_summary(ledger: Ledger, record: RunRecord) -> dict:
-    """The stored summary of a finished run, or one computed from the samples of a running/dead one."""
-    if record.summary is not None and record.status != "interrupted":
-        return record.summary
-    provider, pue = provider_from_assumptions(record.assumptions)
-    return summarize(record, ledger.samples(record.id), ledger.windows(record.id), provider, pue)
 
 
 @runs_app.command("list")

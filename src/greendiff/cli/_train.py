@@ -142,10 +142,12 @@ def train_command(
         raise typer.Exit(130)
 
 
-def run_training(config, data, run_dir: Path, tracker, console: Console, *, resume: bool = False, label: str = "train"):
+def run_training(config, data, run_dir: Path, tracker, console: Console, *, resume: bool = False, label: str = "train",
+                 on_eval=None):
     """``train()`` with a progress bar and the loss the config asks for (distillation builds its teacher's).
     On Ctrl-C the tracker is stopped, the resume command printed, and the CLI exits 130; on any other
-    failure the tracker is stopped as failed. Returns the :class:`TrainResult`."""
+    failure the tracker is stopped as failed. ``on_eval``: passed to ``train`` (a tuner's pruner).
+    Returns the :class:`TrainResult`."""
     from greendiff.compress import objective_for
     from greendiff.train import train
 
@@ -173,7 +175,7 @@ def run_training(config, data, run_dir: Path, tracker, console: Console, *, resu
 
     try:
         with progress:
-            return train(config, run_dir, data, tracker, resume=resume, on_log=on_log, objective=objective)
+            return train(config, run_dir, data, tracker, resume=resume, on_log=on_log, objective=objective, on_eval=on_eval)
     except KeyboardInterrupt:
         tracker.stop("interrupted")
         console.print(f"interrupted; resume with: greendiff train --resume {run_dir}")

@@ -16,8 +16,9 @@ from greendiff.ledger._db import (
     Sample,
     WindowTotal,
     default_ledger_path,
+    process_alive,
 )
 from greendiff.ledger._export import CODECARBON_COLUMNS, codecarbon_csv, codecarbon_row, json_summary, model_card_yaml
 
 __all__ = ["CODECARBON_COLUMNS", "codecarbon_csv", "codecarbon_row", "json_summary", "model_card_yaml",
-           "ENV_LEDGER", "SCHEMA_VERSION", "Ledger", "RunRecord", "Sample", "WindowTotal", "default_ledger_path"]
+           "ENV_LEDGER", "SCHEMA_VERSION", "Ledger", "RunRecord", "Sample", "WindowTotal", "default_ledger_path", "process_alive"]

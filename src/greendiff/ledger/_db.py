@@ -104,8 +104,9 @@ class WindowTotal:
     energy_j: dict[str, float]
 
 
-def _writer_alive(host: str, pid: int, started_unix_s: float) -> bool:
-    """Is the process that started the run still running? (A reused pid started later.)"""
+def process_alive(host: str, pid: int, started_unix_s: float) -> bool:
+    """Is the process that started at ``started_unix_s`` still running? (A reused pid started later; a
+    process on another host cannot be checked and counts as alive.)"""
     if host != socket.gethostname():
         return True  # cannot tell from here; trust the recorded status
     try:
@@ -207,7 +208,7 @@ class Ledger:
     def _record(self, row: tuple) -> RunRecord:
         (id_, name, kind, status, started, ended, heartbeat, host, pid, command, exit_code,
          assumptions, devices, summary) = row
-        if status == "running" and not _writer_alive(host, pid, started):
+        if status == "running" and not process_alive(host, pid, started):
             status = "interrupted"
         return RunRecord(id_, name, kind, status, started, ended, heartbeat, host, pid, command, exit_code,
                          json.loads(assumptions), json.loads(devices), json.loads(summary) if summary else None)

@@ -15,6 +15,6 @@ Example:
 from __future__ import annotations
 
 from greendiff.tracking._summary import summarize
-from greendiff.tracking._tracker import Tracker, assumptions_for, provider_from_assumptions
+from greendiff.tracking._tracker import Tracker, assumptions_for, provider_from_assumptions, run_summary
 
-__all__ = ["Tracker", "assumptions_for", "provider_from_assumptions", "summarize"]
+__all__ = ["Tracker", "assumptions_for", "provider_from_assumptions", "run_summary", "summarize"]

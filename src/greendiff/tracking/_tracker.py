@@ -62,6 +62,14 @@ def provider_from_assumptions(assumptions: dict) -> tuple[IntensityProvider, Pue
     return provider, pue
 
 
+def run_summary(ledger: Ledger, record) -> dict:
+    """The stored summary of a finished run, or one computed from the samples of a running/dead one."""
+    if record.summary is not None and record.status != "interrupted":
+        return record.summary
+    provider, pue = provider_from_assumptions(record.assumptions)
+    return summarize(record, ledger.samples(record.id), ledger.windows(record.id), provider, pue)
+
+
 class Tracker:
     """Measure a run, write it to the ledger, and price it in CO2e.
 

@@ -47,13 +47,16 @@ class RecipeConfig:
     """The levers. Defaults here are the green recipe; ``recipe = "baseline"`` resets them to diffusers'.
 
     Sources: Min-SNR-γ weighting, Hang et al., ICCV 2023 (γ = 5); cosine noise schedule, Nichol &
-    Dhariwal, ICML 2021; EMA with warm-up, diffusers ``EMAModel`` (Karras et al. 2023 study EMA
+    Dhariwal, ICML 2021; stratified (low-discrepancy) timesteps, Kingma et al., NeurIPS 2021 (VDM):
+    one uniform draw per batch, the batch's timesteps spread evenly from it, so each batch covers
+    every noise level; EMA with warm-up, diffusers ``EMAModel`` (Karras et al. 2023 study EMA
     length); few-step DDIM sampling, Song et al., ICLR 2021; bf16 autocast, PyTorch AMP.
     """
 
     mixed_precision: MixedPrecision = "auto"
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     loss_weighting: Literal["uniform", "min-snr"] = "min-snr"
+    timestep_sampling: Literal["uniform", "stratified"] = "uniform"
     snr_gamma: float = 5.0
     beta_schedule: Literal["linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
     num_train_timesteps: int = 1000
@@ -103,6 +106,10 @@ class StopConfig:
 
     ``eval_sample_steps``: sampler steps of the evaluation samples (0: the recipe's ``sample_steps``);
     fewer make each evaluation cheaper, and since every evaluation uses the same, they still compare.
+    ``eval_at_end``: evaluate once more when the run ends (max_steps, a stopping rule or a budget),
+    so its final quality is on record. ``fit_schedule``: with an energy or carbon budget, the
+    learning-rate schedule ends where the budget is forecast to run out (re-forecast every step from
+    the energy per step so far, evaluations included), so a budget-stopped run has finished its decay.
     """
 
     eval_every: int = 0
@@ -120,6 +127,8 @@ class StopConfig:
     budget_kwh: float = 0.0
     budget_kgco2e: float = 0.0
     budget_warmup_steps: int = 20
+    eval_at_end: bool = False
+    fit_schedule: bool = True
 
 
 @dataclass(frozen=True)

@@ -38,12 +38,31 @@ def loss_weights(noise_scheduler, timesteps: torch.Tensor, optim: RecipeConfig) 
     return clipped / (snr + 1) if optim.prediction_type == "v_prediction" else clipped / snr
 
 
+def sample_timesteps(batch: int, num_timesteps: int, generator: torch.Generator, kind: str = "uniform") -> torch.Tensor:
+    """``batch`` integer timesteps in [0, num_timesteps). ``uniform``: independent draws.
+    ``stratified``: one uniform draw u, then (u + i / batch) mod 1 for i < batch, scaled to the
+    timesteps (VDM's low-discrepancy sampler): the same marginal, lower loss variance per batch.
+
+    Example:
+        >>> t = sample_timesteps(4, 1000, torch.Generator().manual_seed(0), "stratified")
+        >>> sorted(int(d) for d in (t.sort().values.diff()))  # one per quarter of the range
+        [250, 250, 250]
+    """
+    if kind == "stratified":
+        u = torch.rand((), generator=generator)
+        fractions = (u + torch.arange(batch) / batch) % 1.0
+        return (fractions * num_timesteps).long().clamp_(max=num_timesteps - 1)
+    return torch.randint(0, num_timesteps, (batch,), generator=generator)
+
+
 def noised_batch(noise_scheduler, x0: torch.Tensor, generator: torch.Generator,
                  optim: RecipeConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(noisy, timesteps, target)`` for a batch ``x0`` (B, C, H, W) in [-1, 1]: noise and uniform
-    timesteps drawn from ``generator``; the target is the noise (epsilon) or the velocity."""
+    """``(noisy, timesteps, target)`` for a batch ``x0`` (B, C, H, W) in [-1, 1]: noise and timesteps
+    drawn from ``generator`` (uniform, or stratified: see :func:`sample_timesteps`); the target is the
+    noise (epsilon) or the velocity."""
     noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator)
+    timesteps = sample_timesteps(x0.shape[0], noise_scheduler.config.num_train_timesteps, generator,
+                                 optim.timestep_sampling)
     noise, timesteps = noise.to(x0.device), timesteps.to(x0.device)
     noisy = noise_scheduler.add_noise(x0, noise, timesteps)
     target = noise if optim.prediction_type == "epsilon" else noise_scheduler.get_velocity(x0, noise, timesteps)

@@ -26,6 +26,7 @@ from greendiff.train._config import TrainConfig
 from greendiff.train._diffusion import diffusion_loss, make_noise_scheduler, make_sampler, sample_images
 from greendiff.train._images import save_grid
 from greendiff.train._model import build_unet, count_macs, count_parameters
+from greendiff.train._schedule import make_lr_scheduler
 from greendiff.train._stopping import StopCallback, StoppingRules
 
 logger = logging.getLogger(__name__)
@@ -112,7 +113,8 @@ def check_data(config: TrainConfig, data: ImageSet) -> None:
 
 def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, *,
           resume: bool = False, on_log: Callable[[dict], None] | None = None,
-          stop_requested: Callable[[], bool] = lambda: False, objective: Callable | None = None) -> TrainResult:
+          stop_requested: Callable[[], bool] = lambda: False, objective: Callable | None = None,
+          on_eval: Callable[[dict], str | None] | None = None) -> TrainResult:
     """Train ``config`` on ``data``, writing metrics, samples, checkpoints and the pipeline to ``run_dir``.
 
     Args:
@@ -122,8 +124,9 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
         stop_requested: Polled every step; when true, checkpoint and return ``interrupted``.
         objective: The loss, called like :func:`diffusion_loss` (the default); distillation passes its own
             (``greendiff.compress.objective_for``), whose teacher runs inside the metered ``train`` window.
+        on_eval: Called with every evaluation's record (``metrics.jsonl``'s ``eval`` events); a returned
+            string stops the run with that reason, as a tuner's pruner does.
     """
-    from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
 
     optim, run = config.optim, config.run
@@ -139,10 +142,9 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
     if channels_last:
         unet = unet.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(unet.parameters(), optim)
-    # diffusers' "constant" ignores warm-up; ours warms up like the others (0 warm-up steps: plain constant)
-    schedule_name = "constant_with_warmup" if optim.lr_schedule == "constant" else optim.lr_schedule
-    lr_scheduler = get_scheduler(schedule_name, optimizer=optimizer, num_warmup_steps=optim.warmup_steps,
-                                 num_training_steps=run.max_steps)
+    # diffusers' curves; "constant" warms up like the others; a budget may move the horizon (stop.fit_schedule)
+    lr_scheduler = make_lr_scheduler(optimizer, optim.lr_schedule, optim.warmup_steps, run.max_steps)
+    schedule = lr_scheduler.lr_lambdas[0]
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     ema = None
     if optim.ema:
@@ -206,7 +208,7 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
 
     stop = config.stop
     extractor = real_features = None
-    if stop.eval_every or stop.eval_every_kwh:
+    if stop.eval_every or stop.eval_every_kwh or stop.eval_at_end:
         from greendiff.evaluate import reference_features, resolve_extractor
 
         with tracker.window("eval"):
@@ -238,7 +240,9 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
                           max((d.uncertainty_frac for d in tracker.monitor.devices), default=0.0))
     stopper = StopCallback(rules, run.max_steps, stop.metric, stop.eval_every, stop.eval_every_kwh, stop.spread_seeds,
                            evaluate, record, save_best=lambda at_step: checkpoint(at_step, name="best"),
-                           kg_per_kwh=tracker.pue.value * tracker.intensity_now_g_per_kwh() / 1000.0)
+                           kg_per_kwh=tracker.pue.value * tracker.intensity_now_g_per_kwh() / 1000.0,
+                           set_horizon=(lambda steps: setattr(schedule, "horizon_steps", steps)) if stop.fit_schedule else None,
+                           on_eval=on_eval)
     if saved_state is not None and "stopping" in saved_state:
         stopper.load_state_dict(saved_state["stopping"])
     stop_reason = ""
@@ -306,6 +310,8 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
         raise UserInputError(f"training diverged: {run.max_bad_steps} non-finite losses in a row at step {step}; "
                              f"lower --lr (now {optim.lr:g}) or use --mixed-precision no; last checkpoint kept in "
                              f"{run_dir / 'checkpoints'}")
+    if stop.eval_at_end and status in ("completed", "stopped"):
+        stopper.final(step, lambda: energy_so_far_j() / 3.6e6)
     checkpoint(step)
     if status == "stopped":
         metrics.write(json.dumps({"event": "stopped", "step": step, "reason": stop_reason}) + "\n")

@@ -96,6 +96,27 @@ class StoppingRules:
         u = self.uncertainty_frac
         return Forecast(total, total * kg_per_kwh, total * (1 - u), total * (1 + u))
 
+    def steps_within_budget(self, step: int, energy_kwh: float, kg_per_kwh: float) -> int | None:
+        """The step at which the tightest budget runs out if the energy per step measured so far
+        (evaluations included) holds; ``None`` without a budget or during warm-up.
+
+        Example:
+            >>> rules = StoppingRules(budget_kwh=1.0, warmup_steps=10)
+            >>> rules.on_step(1, 0.01, 0.5) is None
+            True
+            >>> rules.steps_within_budget(20, 0.2, 0.5)  # 0.01 kWh per step: the budget ends at step 100
+            100
+        """
+        if self.start_step is None or step - self.start_step < self.warmup_steps or not (self.budget_kwh or self.budget_kgco2e):
+            return None
+        per_step = (energy_kwh - self.start_energy_kwh) / (step - self.start_step)
+        if per_step <= 0:
+            return None
+        limits = [self.budget_kwh] if self.budget_kwh else []
+        if self.budget_kgco2e and kg_per_kwh > 0:
+            limits.append(self.budget_kgco2e / kg_per_kwh)
+        return step + max(0, math.floor((min(limits) - energy_kwh) / per_step))
+
     def on_step(self, step: int, energy_kwh: float, kg_per_kwh: float) -> str | None:
         """After a step: stop if the next step would take the run past a budget."""
         if self.start_step is None:  # a fresh run counts from step 0; a resumed one from its first step
@@ -136,15 +157,24 @@ class StopCallback:
         record: Receives each event (``eval``, ``forecast``) as a dict for ``metrics.jsonl``.
         save_best: Called with the step whenever an evaluation is the best so far.
         kg_per_kwh: Emission factor (PUE included) for the carbon budget and forecast.
+        set_horizon: Called with the step at which the budget is forecast to run out (at most
+            ``max_steps``), after every step once the budget warm-up is over: the trainer ends its
+            learning-rate schedule there. ``None``: the schedule keeps ``max_steps``.
+        on_eval: Called with each evaluation's record; a returned string stops the run with that
+            reason (a tuner pruning a trial).
     """
 
     def __init__(self, rules: StoppingRules, max_steps: int, metric: str, eval_every: int, eval_every_kwh: float,
                  spread_seeds: int, evaluate: Callable[[int, int], dict], record: Callable[[dict], None],
-                 save_best: Callable[[int], None], kg_per_kwh: float) -> None:
+                 save_best: Callable[[int], None], kg_per_kwh: float,
+                 set_horizon: Callable[[int], None] | None = None,
+                 on_eval: Callable[[dict], str | None] | None = None) -> None:
         self.rules, self.max_steps, self.metric = rules, max_steps, metric
         self.eval_every, self.eval_every_kwh, self.spread_seeds = eval_every, eval_every_kwh, spread_seeds
         self.evaluate, self.record, self.save_best = evaluate, record, save_best
         self.kg_per_kwh = kg_per_kwh
+        self.set_horizon, self.on_eval = set_horizon, on_eval
+        self.stopped_by_tuner = False
         self.last_eval_kwh = 0.0
         self.forecast_reported = False
 
@@ -163,6 +193,9 @@ class StopCallback:
             if not self.forecast_reported:
                 self._report_forecast(step, now_kwh)
             reason = self.rules.on_step(step, now_kwh, self.kg_per_kwh)
+            horizon = self.rules.steps_within_budget(step, now_kwh, self.kg_per_kwh) if self.set_horizon else None
+            if horizon is not None:
+                self.set_horizon(min(self.max_steps, horizon))
         due = (self.eval_every and step % self.eval_every == 0) or \
             (self.eval_every_kwh and now_kwh - self.last_eval_kwh >= self.eval_every_kwh)
         if due:
@@ -170,12 +203,32 @@ class StopCallback:
             scores = self.evaluate(step, self.spread_seeds if not self.rules.history else 1)
             used = energy_kwh()  # up to and including this evaluation
             eval_reason = self.rules.on_eval(step, used, scores[self.metric])
-            self.record({"event": "eval", "step": step, "energy_kwh": used, "eval_energy_kwh": used - self.last_eval_kwh,
-                         **scores, "best": self.rules.is_best})
+            event = {"event": "eval", "step": step, "energy_kwh": used, "eval_energy_kwh": used - self.last_eval_kwh,
+                     **scores, "best": self.rules.is_best}
+            self.record(event)
             if self.rules.is_best:
                 self.save_best(step)
-            reason = reason or eval_reason
+            tuner_reason = self.on_eval(event) if self.on_eval else None  # always told, even when stopping anyway
+            self.stopped_by_tuner = bool(tuner_reason) and not (reason or eval_reason)
+            reason = reason or eval_reason or tuner_reason
         return reason
+
+    def final(self, step: int, energy_kwh: Callable[[], float]) -> dict | None:
+        """The closing evaluation (``stop.eval_at_end``), unless step ``step`` was just evaluated or a tuner
+        stopped the run (a pruned trial needs no final score); recorded like the others with
+        ``"final": True`` and passed to ``on_eval``. Returns the record (or ``None``)."""
+        if self.stopped_by_tuner or (self.rules.history and self.rules.history[-1][0] == step):
+            return None
+        before = energy_kwh()
+        scores = self.evaluate(step, self.spread_seeds if not self.rules.history else 1)
+        used = energy_kwh()
+        self.rules.on_eval(step, used, scores[self.metric])
+        event = {"event": "eval", "step": step, "energy_kwh": used, "eval_energy_kwh": used - before, **scores,
+                 "best": self.rules.is_best, "final": True}
+        self.record(event)
+        if self.on_eval:
+            self.on_eval(event)
+        return event
 
     def _report_forecast(self, step: int, used_kwh: float) -> None:
         projected = self.rules.forecast(step, used_kwh, self.kg_per_kwh, self.max_steps)

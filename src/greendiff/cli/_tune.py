@@ -1,0 +1,420 @@
+"""``greendiff tune``: energy-aware hyperparameter search over the trainer's config, on Optuna.
+
+A study lives in a folder (``runs/tune/NAME``: ``study.toml``, the space, the trials' run
+directories, ``best.toml``) and in its Optuna storage, which also holds its spec, so that workers
+started later or elsewhere continue the same study. Every trial is an ordinary trainer run and a
+ledger run (kind ``tune-trial``) linked to the study.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from greendiff.cli._options import (
+    Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, resolve_settings,
+)
+from greendiff.cli._render import fmt_energy, fmt_mass
+from greendiff.cli._train import _parse_sets, run_training, write_emissions
+from greendiff.errors import UserInputError
+
+Opt = typer.Option
+ENV_STORAGE = "GREENDIFF_TUNE_STORAGE"
+STUDY_FILE = "study.toml"
+
+
+# -- locating a study ------------------------------------------------------------------------------
+
+def _study_file(study_dir: Path) -> dict:
+    path = study_dir / STUDY_FILE
+    if not path.is_file():
+        raise UserInputError(f"{study_dir}: not a study folder (no {STUDY_FILE}); it is made by greendiff tune --space ...")
+    with path.open("rb") as f:
+        return tomllib.load(f)
+
+
+def _storage_url(study_dir: Path, record: dict, storage: str | None) -> str:
+    """The storage of a study folder: ``--storage``/$GREENDIFF_TUNE_STORAGE, else what the folder says."""
+    if storage:
+        return storage
+    if "storage_file" in record:  # the default local storage, relative to the folder
+        path = study_dir / record["storage_file"]
+        return f"journal:{path}" if record["storage_file"].endswith(".journal") else f"sqlite:///{path}"
+    if "***" in record["storage"]:
+        raise UserInputError(f"the study's storage {record['storage']} needs its password: pass --storage URL or set {ENV_STORAGE}")
+    return record["storage"]
+
+
+def _write_study_file(study_dir: Path, name: str, url: str, default_file: str | None) -> None:
+    from greendiff.tune import redact
+
+    lines = [f'name = "{name}"']
+    lines.append(f'storage_file = "{default_file}"' if default_file else f'storage = "{redact(url)}"')
+    (study_dir / STUDY_FILE).write_text("\n".join(lines) + "\n")
+
+
+def _measure_argv(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger) -> list[str]:
+    """The measurement flags again, for worker processes."""
+    argv = []
+    for flag, value in (("--country", country), ("--cloud", cloud), ("--grid", grid), ("--pue", pue), ("--live", live),
+                        ("--zone", zone), ("--cpu-watts", cpu_watts), ("--gpus", gpus), ("--ledger", ledger)):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv + (["--no-gpu"] if no_gpu else [])
+
+
+# -- one trial ---------------------------------------------------------------------------------------
+
+class TrialRunner:
+    """Runs a trial's config through the trainer, as its own ledger run, with a progress bar."""
+
+    def __init__(self, settings, data, study_name: str, storage: str, console: Console, target: int) -> None:
+        self.settings, self.data, self.study_name, self.storage = settings, data, study_name, storage
+        self.console, self.target = console, target
+
+    def __call__(self, config, on_eval, on_start):
+        from greendiff.cli._train import _new_run_dir
+        from greendiff.train import to_dict, to_toml
+        from greendiff.tune import TrialOutcome
+
+        number = int(config.run.name.rsplit("-", 1)[1])
+        run_dir = _new_run_dir(config.run.output_dir, config.run.name)
+        (run_dir / "config.toml").write_text(to_toml(config))
+        tracker = self.settings.tracker(f"{self.study_name}/{config.run.name}", "tune-trial",
+                                        f"greendiff tune (study {self.study_name}, trial {number})",
+                                        config={**to_dict(config), "tune": {"study": self.study_name, "trial": number,
+                                                                           "storage": self.storage}}).start()
+        on_start(tracker.run_id, run_dir)
+        evals: list[dict] = []
+
+        def seen(event: dict) -> str | None:
+            evals.append(event)
+            return on_eval(event)
+
+        try:
+            result = run_training(config, self.data, run_dir, tracker, self.console, label=f"trial {number}", on_eval=seen)
+        except typer.Exit:  # Ctrl-C outside the training loop: the tracker is stopped already
+            summary = tracker.summary or {}
+            return TrialOutcome("interrupted", 0, None, summary.get("energy_kwh", 0.0), 0.0, summary.get("emissions_kg", 0.0))
+        summary = tracker.stop("completed" if result.status in ("completed", "stopped") else "interrupted")
+        summary["stop_reason"] = result.stop_reason or ("max_steps reached" if result.status == "completed" else result.status)
+        write_emissions(run_dir, summary, 0.0)
+        eval_kwh = sum(p["energy_j"] for p in summary["phases"] if p["name"] == "eval") / 3.6e6
+        final = evals[-1] if evals and evals[-1]["step"] == result.step and not result.stop_reason.startswith("pruned") else None
+        return TrialOutcome(result.status, result.step, final, summary["energy_kwh"], eval_kwh, summary["emissions_kg"],
+                            result.stop_reason)
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+def tune_command(
+    space: Annotated[Optional[Path], Opt("--space", help="TOML file with a [space] table: trainer keys and their ranges.")] = None,
+    trials: Annotated[Optional[int], Opt("--trials", help="Finished (complete or pruned) trials the study should reach.")] = None,
+    config_file: Annotated[Optional[Path], Opt("--config", help="Trainer config TOML every trial starts from.")] = None,
+    sets: Annotated[list[str], Opt("--set", help="Trainer config key for every trial, e.g. --set model.preset=nano (repeatable).")] = [],
+    mode: Annotated[str, Opt("--mode", help="budget: best quality within --trial-budget-kwh per trial (pruned early); "
+                                            "pareto: quality vs training kWh, no pruning.")] = "budget",
+    trial_budget_kwh: Annotated[Optional[float], Opt("--trial-budget-kwh", help="Energy each trial may use (budget mode; a cap in pareto mode).")] = None,
+    reports: Annotated[int, Opt("--reports", help="Evaluations per trial, at equal energy intervals, that the pruner acts on.")] = 4,
+    pruner: Annotated[Optional[str], Opt("--pruner", help="hyperband (default), median, sha or none; pareto mode: none only.")] = None,
+    seed: Annotated[int, Opt("--seed", help="Seed of the TPE sampler.")] = 0,
+    startup_trials: Annotated[int, Opt("--startup-trials", help="Random trials before TPE (0: a third of --trials, 3 to 10).")] = 0,
+    workers: Annotated[int, Opt("--workers", help="Worker processes on this machine (journal storage).")] = 1,
+    storage: Annotated[Optional[str], Opt("--storage", envvar=ENV_STORAGE, show_envvar=True,
+                                          help="Optuna storage: sqlite:///F.db, journal:F.journal, postgresql://... (default: a file in the study folder).")] = None,
+    name: Annotated[Optional[str], Opt("--name", help="Study name (default tune-<time>).")] = None,
+    output_dir: Annotated[Path, Opt("--output-dir", help="Parent of the study folder.")] = Path("runs/tune"),
+    resume: Annotated[Optional[Path], Opt("--resume", help="Study folder to continue (dead trials are marked failed and retried).")] = None,
+    join: Annotated[bool, Opt("--join", help="Work on the study --study in --storage (e.g. from another machine).")] = False,
+    study: Annotated[Optional[str], Opt("--study", help="Study name, with --join.")] = None,
+    report: Annotated[Optional[Path], Opt("--report", help="Study folder: print its trials, energy, CO2e and best config.")] = None,
+    export: Annotated[Optional[Path], Opt("--export", help="With --report: where to write the best config (default FOLDER/best.toml).")] = None,
+    pick: Annotated[Optional[int], Opt("--trial", help="With --report: export this trial instead of the best.")] = None,
+    as_json: Annotated[bool, Opt("--json", help="With --report: also print the study, its summary and every trial as JSON on stdout.")] = False,
+    as_worker: Annotated[bool, Opt("--worker", hidden=True)] = False,
+    country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
+    live: Live = "none", zone: Zone = None, cpu_watts: CpuWatts = None, gpus: Gpus = None,
+    no_gpu: NoGpu = False, ledger: LedgerPath = None,
+) -> None:
+    """Search the trainer's config for the best quality per kWh, every trial measured and in the ledger."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # greendiff prints its own line per trial
+    console = Console(stderr=True)
+    if report is not None:
+        _print_report(report, storage, export, pick, ledger, console, as_json)
+        return
+    if workers < 1:
+        raise UserInputError(f"--workers must be >= 1, got {workers}")
+    settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
+    measure_argv = _measure_argv(country, cloud, grid, pue, None if live == "none" else live, zone, cpu_watts, gpus, no_gpu, ledger)
+    if resume is not None or join:
+        given = [flag for flag, value in (("--space", space), ("--config", config_file), ("--set", sets or None),
+                                          ("--trial-budget-kwh", trial_budget_kwh), ("--pruner", pruner)) if value]
+        if given:
+            raise UserInputError(f"a study keeps its spec; continuing it takes only --trials, --workers and --storage (got {', '.join(given)})")
+        study_dir, study_obj, spec, url = _continue(resume, join, study, storage, output_dir, trials, workers, as_worker, console)
+    else:
+        study_dir, study_obj, spec, url = _new_study(space, trials, config_file, sets, mode, trial_budget_kwh, reports,
+                                                      pruner, seed, startup_trials, workers, storage, name, output_dir)
+        console.print(f"study {study_obj.study_name}: {spec.trials} trials, {spec.mode} mode"
+                      + (f", {spec.trial_budget_kwh:g} kWh per trial, pruner {spec.pruner}" if spec.mode == "budget" else "")
+                      + f" · folder {study_dir}", highlight=False)
+    if workers > 1 and not as_worker:
+        _spawn_workers(study_dir, study_obj, spec, url, workers, measure_argv, console)
+    else:
+        _work(study_dir, study_obj, spec, url, settings, console)
+    if not as_worker:
+        _print_report(study_dir, url, None, None, ledger, console)
+
+
+def _new_study(space, trials, config_file, sets, mode, trial_budget_kwh, reports, pruner, seed, startup_trials, workers,
+               storage, name, output_dir):
+    from greendiff.train import read_toml, resolve_config
+    from greendiff.train._config import dotted_to_nested
+    from greendiff.tune import StudySpec, check_spec, create_study, is_journal, open_storage
+
+    if space is None or trials is None:
+        raise UserInputError("a new study needs --space FILE and --trials N (or --resume FOLDER / --report FOLDER)")
+    space_toml = read_toml(space)
+    if set(space_toml) != {"space"}:
+        raise UserInputError(f"{space}: expected one [space] table (trainer keys and ranges), found {', '.join(sorted(space_toml)) or 'nothing'}")
+    base = read_toml(config_file) if config_file is not None else {}
+    _deep_update(base, dotted_to_nested(_parse_sets(sets)))
+    resolve_config(base=base)  # the base alone must be a valid config
+    spec = StudySpec(mode=mode, trials=trials, trial_budget_kwh=trial_budget_kwh or 0.0, reports=reports,
+                     pruner=pruner or ("none" if mode == "pareto" else "hyperband"), seed=seed,
+                     startup_trials=startup_trials, base=base, space=space_toml["space"])
+    check_spec(spec)
+    spec = dataclasses.replace(spec, startup_trials=startup_trials or min(10, max(3, trials // 3)))
+    if storage and not is_journal(storage) and storage.startswith("sqlite") and workers > 1:
+        raise UserInputError("SQLite storage is for a single worker; with --workers use journal:FILE or an RDB URL (postgresql://...)")
+    from greendiff.data import load_dataset
+    from greendiff.train import check_data
+
+    base_config = resolve_config(base=base)
+    check_data(base_config, load_dataset(base_config.data.dataset, base_config.data.resolution))
+    name = name or "tune-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    study_dir = output_dir / name
+    if study_dir.exists():
+        raise UserInputError(f"study folder {study_dir} already exists; continue it with --resume {study_dir} or pick another --name")
+    default_file = None if storage else ("study.journal" if workers > 1 else "study.db")
+    url = storage or (f"journal:{study_dir / default_file}" if default_file.endswith(".journal") else f"sqlite:///{study_dir / default_file}")
+    if storage:
+        store = open_storage(url)  # unreachable storage: nothing created
+    try:
+        study_dir.mkdir(parents=True)
+    except OSError as exc:
+        raise UserInputError(f"cannot create the study folder {study_dir}: {exc.strerror}") from None
+    if not storage:
+        store = open_storage(url)
+    study_obj = create_study(spec, store, name)
+    _write_study_file(study_dir, name, url, default_file)
+    (study_dir / "space.toml").write_text(space.read_text())
+    return study_dir, study_obj, spec, url
+
+
+def _deep_update(target: dict, updates: dict) -> None:
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = value
+
+
+def _continue(resume, join, study_name, storage, output_dir, trials, workers, as_worker, console):
+    from greendiff.ledger import process_alive
+    from greendiff.tune import fail_dead_trials, load_study, open_storage, redact
+
+    if join:
+        if not (storage and study_name):
+            raise UserInputError(f"--join needs --storage URL (or ${ENV_STORAGE}) and --study NAME")
+        url = storage
+        study_obj, spec = load_study(open_storage(url), study_name)
+        study_dir = output_dir / study_name
+        study_dir.mkdir(parents=True, exist_ok=True)
+        if not (study_dir / STUDY_FILE).exists():
+            _write_study_file(study_dir, study_name, url, None)
+    else:
+        record = _study_file(resume)
+        url = _storage_url(resume, record, storage)
+        study_obj, spec = load_study(open_storage(url), record["name"])
+        study_dir = resume
+    if trials is not None and trials != spec.trials and not as_worker:
+        if trials < 1:
+            raise UserInputError(f"--trials must be >= 1, got {trials}")
+        import dataclasses
+
+        from greendiff.tune._study import SPEC_ATTR
+
+        spec = dataclasses.replace(spec, trials=trials)
+        study_obj.set_user_attr(SPEC_ATTR, spec.to_json())
+    if not as_worker:
+        marked = fail_dead_trials(study_obj, process_alive)
+        if marked:
+            console.print(f"trials {', '.join(map(str, marked))} died with their worker: marked failed, queued again",
+                          style="yellow", highlight=False)
+        console.print(f"continuing study {study_obj.study_name} ({redact(url)}): target {spec.trials} finished trials",
+                      highlight=False)
+    return study_dir, study_obj, spec, url
+
+
+def _work(study_dir, study_obj, spec, url, settings, console) -> None:
+    """This process's share of the trials (all of them with one worker)."""
+    from greendiff.data import load_dataset
+    from greendiff.train import resolve_config
+    from greendiff.tune import check_spec, make_objective, redact, run_worker
+
+    params = check_spec(spec)
+    base = resolve_config(base=spec.base)
+    data = load_dataset(base.data.dataset, base.data.resolution)
+    runner = TrialRunner(settings, data, study_obj.study_name, redact(url), console, spec.trials)
+    objective = make_objective(spec, params, study_dir / "trials", runner, str(settings.ledger.path))
+
+    def done(trial) -> None:
+        value = f"{spec.metric} {trial.values[0]:.4g}" if trial.values else trial.user_attrs.get("fail_reason", "")
+        outcome = trial.user_attrs.get("outcome") or {}
+        console.print(f"trial {trial.number}: {trial.state.name.lower()} · {value} · "
+                      f"{fmt_energy(outcome.get('energy_kwh', 0.0))}" + (f" · {outcome['stop_reason']}" if outcome.get("stop_reason") else ""),
+                      highlight=False)
+
+    try:
+        run_worker(study_obj, objective, spec.trials, on_trial_end=done)
+    except KeyboardInterrupt:
+        console.print(f"interrupted; continue the study with: greendiff tune --resume {study_dir}")
+        raise typer.Exit(130) from None
+
+
+def _spawn_workers(study_dir, study_obj, spec, url, workers, measure_argv, console) -> None:
+    """``workers`` processes of ``greendiff tune --resume FOLDER --worker``; their output goes to
+    ``FOLDER/worker-K.log``; a bar follows the study's finished trials."""
+    from greendiff.tune import counts
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    env = {**os.environ, ENV_STORAGE: url, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    procs = []
+    for k in range(workers):
+        log = (study_dir / f"worker-{k}.log").open("w")
+        procs.append((subprocess.Popen([sys.executable, "-m", "greendiff", "tune", "--resume", str(study_dir), "--worker",
+                                        *measure_argv], stdout=log, stderr=subprocess.STDOUT, env=env), log, k))
+    progress = Progress(TextColumn("[bold]tune[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+    try:
+        with progress:
+            task = progress.add_task("tune", total=spec.trials, info=f"{workers} workers")
+            while any(p.poll() is None for p, _, _ in procs):
+                n = counts(study_obj)
+                progress.update(task, completed=min(spec.trials, n.get("COMPLETE", 0) + n.get("PRUNED", 0)),
+                                info=f"{n.get('RUNNING', 0)} running · {n.get('PRUNED', 0)} pruned · {n.get('FAIL', 0)} failed")
+                time.sleep(1.0)
+    except KeyboardInterrupt:
+        for p, _, _ in procs:
+            p.wait()
+        console.print(f"interrupted; continue the study with: greendiff tune --resume {study_dir} --workers {workers}")
+        raise typer.Exit(130) from None
+    finally:
+        for _, log, _ in procs:
+            log.close()
+    bad = [(k, p.returncode) for p, _, k in procs if p.returncode != 0]
+    for k, code in bad:
+        tail = (study_dir / f"worker-{k}.log").read_text().strip().splitlines()[-1:] or ["(no output)"]
+        console.print(f"worker {k} exited with code {code}: {tail[0]}", style="red", highlight=False)
+
+
+# -- report ------------------------------------------------------------------------------------------
+
+def _ledger_energy(ledger_path: Path | None):
+    import socket
+
+    from greendiff.ledger import Ledger
+    from greendiff.tracking import run_summary
+
+    def lookup(attr: dict) -> tuple[float, float] | None:
+        if attr.get("host") != socket.gethostname():
+            return None
+        try:
+            db = Ledger(attr.get("path") or ledger_path)
+            summary = run_summary(db, db.get_run(int(attr["run_id"])))
+        except UserInputError:
+            return None
+        return summary["energy_kwh"], summary["emissions_kg"]
+
+    return lookup
+
+
+def _short_note(row) -> str:
+    note = row.note
+    if note.startswith("energy budget") or note.startswith("carbon budget"):
+        return "budget used"
+    if note.startswith("pruned by"):
+        return "pruned " + note.split(" pruner ", 1)[-1].split(" (")[0]
+    return note if len(note) <= 60 else note[:57] + "..."
+
+
+def _print_report(study_dir: Path, storage: str | None, export: Path | None, pick: int | None, ledger: Path | None,
+                  console: Console, as_json: bool = False) -> None:
+    from greendiff.tune import best_row, export_toml, load_study, open_storage, pareto_svg, summarize_study, trial_rows
+
+    record = _study_file(study_dir)
+    study_obj, spec = load_study(open_storage(_storage_url(study_dir, record, storage)), record["name"])
+    rows = trial_rows(study_obj, _ledger_energy(ledger))
+    summary = summarize_study(spec, rows)
+    metric = spec.metric
+    table = Table(title=f"study {record['name']} · {spec.mode} mode", title_justify="left")
+    for column in ("trial", "state", metric.upper(), "energy", "steps", "parameters", "note"):
+        table.add_column(column, justify="right" if column in ("trial", metric.upper(), "energy", "steps") else "left")
+    for r in rows:
+        value = f"{r.values[0]:.4g}" if r.values else "—"
+        params = " ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}" for k, v in r.params.items())
+        table.add_row(str(r.number), r.state.lower(), value, fmt_energy(r.energy_kwh) + ("*" if r.energy_source == "ledger" else ""),
+                      "—" if r.steps is None else str(r.steps), params, _short_note(r))
+    console.print(table)
+    states = ", ".join(f"{n} {s.lower()} ({fmt_energy(v['energy_kwh'])})" for s, v in summary["by_state"].items() for n in [v["trials"]])
+    console.print(f"search total: {fmt_energy(summary['energy_kwh'])}, {fmt_mass(summary['emissions_kg'])} CO2e "
+                  f"(evaluations {fmt_energy(summary['eval_kwh'])}) · {states}", highlight=False)
+    if any(r.energy_source == "ledger" for r in rows):
+        console.print("* energy of a trial whose worker died, as the ledger measured it until then", highlight=False)
+    if summary["unmeasured_trials"]:
+        console.print(f"trials {summary['unmeasured_trials']} have no energy on record here (run on another machine "
+                      "that died, or not started): not in the total", style="yellow", highlight=False)
+    if spec.mode == "budget" and summary["no_pruning_estimate_kwh"]:
+        console.print(f"pruning: a search without it would have used about {fmt_energy(summary['no_pruning_estimate_kwh'])} "
+                      f"(each pruned trial run to its budget like the complete ones): {summary['pruning_saving_frac']:.0%} saved",
+                      highlight=False)
+    if spec.mode == "pareto":
+        console.print("Pareto mode: Optuna's pruners do not apply to multi-objective studies, so every trial runs to the end.",
+                      highlight=False)
+        svg = study_dir / "pareto.svg"
+        svg.write_text(pareto_svg(rows, metric))
+        console.print(f"Pareto front (lowest {metric} for its energy): trials {summary['pareto_front']} · plot {svg}", highlight=False)
+    chosen = best_row(spec, rows) if pick is None else next((r for r in rows if r.number == pick), None)
+    if pick is not None and (chosen is None or chosen.state != "COMPLETE"):
+        raise UserInputError(f"--trial {pick}: no complete trial with that number in study {record['name']}")
+    target = export or study_dir / "best.toml"
+    if chosen is None:
+        console.print("no complete trial yet: nothing to export", style="yellow")
+    else:
+        try:
+            target.write_text(export_toml(spec, chosen, record["name"], metric))
+        except OSError as exc:
+            raise UserInputError(f"cannot write {target}: {exc.strerror}") from None
+        console.print(f"{'best' if pick is None else 'chosen'}: trial {chosen.number}, {metric} {chosen.values[0]:.4g} "
+                      f"with {fmt_energy(chosen.energy_kwh)} · config {target} (train it: greendiff train --config {target})",
+                      highlight=False)
+    if as_json:
+        typer.echo(json.dumps({"study": record["name"], "mode": spec.mode, "metric": metric, "spec": dataclasses.asdict(spec),
+                               "summary": summary, "exported": None if chosen is None else {"trial": chosen.number, "path": str(target)},
+                               "trials": [dataclasses.asdict(r) for r in rows]}, indent=2))

@@ -1,0 +1,165 @@
+"""What a study cost and found: per-trial rows, totals, the pruning saving, the Pareto front, exports.
+
+Pure functions of the study's trials (Optuna ``FrozenTrial``s); energy of a trial whose worker died
+comes from the ledger through the ``ledger_energy`` collaborator.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from greendiff.tune._study import StudySpec, exported_config
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    number: int
+    state: str  # COMPLETE | PRUNED | FAIL | RUNNING | WAITING
+    values: tuple[float, ...]  # (metric,) or (metric, training kWh); the last report for a pruned trial
+    params: dict[str, Any]
+    energy_kwh: float  # the trial's whole run, evaluations included
+    eval_kwh: float
+    emissions_kg: float
+    steps: int | None
+    note: str = ""  # stop or failure reason
+    energy_source: str = "trial"  # trial | ledger (worker died) | none
+    final: dict = field(default_factory=dict)
+
+
+def trial_rows(study, ledger_energy: Callable[[dict], tuple[float, float] | None] = lambda _: None) -> list[TrialRow]:
+    """One row per trial. ``ledger_energy(ledger_attr) -> (kWh, kgCO2e)`` for trials without an
+    outcome (their worker died mid-run): the ledger kept what was measured until then."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        outcome = t.user_attrs.get("outcome")
+        if outcome is not None:
+            energy, eval_kwh, kg, source = outcome["energy_kwh"], outcome["eval_kwh"], outcome["emissions_kg"], "trial"
+            steps, note = outcome["steps"], outcome.get("stop_reason", "")
+        else:
+            found = ledger_energy(t.user_attrs["ledger"]) if "ledger" in t.user_attrs else None
+            energy, kg = found if found else (0.0, 0.0)
+            eval_kwh, steps, note, source = 0.0, None, "", "ledger" if found else "none"
+        note = t.user_attrs.get("fail_reason", note)
+        if t.values is not None:
+            values = tuple(t.values)
+        elif t.intermediate_values:
+            values = (t.intermediate_values[max(t.intermediate_values)],)
+        else:
+            values = ()
+        rows.append(TrialRow(t.number, t.state.name, values, dict(t.params), energy, eval_kwh, kg, steps, note, source,
+                             (outcome or {}).get("final") or {}))
+    return rows
+
+
+def pareto_front(rows: list[TrialRow]) -> list[TrialRow]:
+    """Complete trials no other complete trial beats on both objectives, by increasing kWh."""
+    done = [r for r in rows if r.state == "COMPLETE" and len(r.values) == 2]
+    front = [r for r in done if not any(o.values[0] <= r.values[0] and o.values[1] <= r.values[1] and o.values != r.values
+                                        for o in done)]
+    return sorted(front, key=lambda r: (r.values[1], r.values[0]))
+
+
+def best_row(spec: StudySpec, rows: list[TrialRow]) -> TrialRow | None:
+    """Budget mode: the lowest metric among complete trials. Pareto mode: the lowest metric on the front."""
+    candidates = pareto_front(rows) if spec.mode == "pareto" else [r for r in rows if r.state == "COMPLETE"]
+    return min(candidates, key=lambda r: r.values[0], default=None)
+
+
+def summarize_study(spec: StudySpec, rows: list[TrialRow]) -> dict:
+    """Energy and CO2e of the whole search by trial state, and what pruning saved.
+
+    The no-pruning estimate runs every pruned trial to the end: in budget mode a complete trial uses
+    its budget plus a final evaluation, so each pruned trial is charged the mean energy of the
+    complete ones instead of what it used."""
+    by_state: dict[str, dict[str, float]] = {}
+    for r in rows:
+        s = by_state.setdefault(r.state, {"trials": 0, "energy_kwh": 0.0, "emissions_kg": 0.0})
+        s["trials"] += 1
+        s["energy_kwh"] += r.energy_kwh
+        s["emissions_kg"] += r.emissions_kg
+    total_kwh = sum(r.energy_kwh for r in rows)
+    total_kg = sum(r.emissions_kg for r in rows)
+    complete = [r for r in rows if r.state == "COMPLETE"]
+    pruned = [r for r in rows if r.state == "PRUNED"]
+    mean_complete = sum(r.energy_kwh for r in complete) / len(complete) if complete else None
+    without = None
+    if mean_complete is not None:
+        without = total_kwh - sum(r.energy_kwh for r in pruned) + mean_complete * len(pruned)
+    best = best_row(spec, rows)
+    return {
+        "trials": len(rows), "by_state": by_state, "energy_kwh": total_kwh, "emissions_kg": total_kg,
+        "eval_kwh": sum(r.eval_kwh for r in rows),
+        "no_pruning_estimate_kwh": without,
+        "pruning_saving_frac": (1 - total_kwh / without) if without else None,
+        "unmeasured_trials": [r.number for r in rows if r.energy_source == "none" and r.state not in ("WAITING",)],
+        "best_trial": best.number if best else None,
+        "best_value": best.values[0] if best else None,
+        "best_params": best.params if best else None,
+        "pareto_front": [r.number for r in pareto_front(rows)] if spec.mode == "pareto" else None,
+    }
+
+
+def export_toml(spec: StudySpec, row: TrialRow, study_name: str, metric: str) -> str:
+    """The trainer config of ``row`` as TOML ``greendiff train --config`` accepts, with a header
+    saying where it came from."""
+    from greendiff.train import to_toml
+
+    values = _decode_params(spec, row.params)
+    config = exported_config(spec, values, row.steps)
+    head = (f"# tuned by greendiff tune: study {study_name!r}, trial {row.number} ({spec.mode} mode)\n"
+            f"# {metric} {row.values[0]:.4g} with {row.energy_kwh:.4g} kWh"
+            + (f" (trial budget {spec.trial_budget_kwh:g} kWh, {row.steps} steps)" if spec.mode == "budget" else "")
+            + "\n# train it: greendiff train --config THIS_FILE\n")
+    return head + to_toml(config)
+
+
+def _decode_params(spec: StudySpec, params: dict[str, Any]) -> dict[str, Any]:
+    """Optuna's stored values -> trainer values (categorical lists were stored as "8,16")."""
+    from greendiff.tune._space import _decode
+
+    out = {}
+    for p in spec.params:
+        if p.key in params:
+            out[p.key] = _decode(params[p.key], p.choices) if p.kind == "categorical" else params[p.key]
+    return out
+
+
+def pareto_svg(rows: list[TrialRow], metric: str, width: int = 560, height: int = 380) -> str:
+    """A self-contained SVG: every complete trial (grey), the front (green, joined), axes in kWh and the metric."""
+    done = [r for r in rows if r.state == "COMPLETE" and len(r.values) == 2]
+    front = pareto_front(rows)
+    left, right, top, bottom = 70, 20, 20, 50
+    xs = [r.values[1] for r in done] or [0.0, 1.0]
+    ys = [r.values[0] for r in done] or [0.0, 1.0]
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+    x1, y1 = (x1 if x1 > x0 else x0 + 1e-12), (y1 if y1 > y0 else y0 + 1e-12)
+
+    def px(r: TrialRow) -> tuple[float, float]:
+        return (left + (r.values[1] - x0) / (x1 - x0) * (width - left - right),
+                height - bottom - (r.values[0] - y0) / (y1 - y0) * (height - top - bottom))
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+             f'<rect width="{width}" height="{height}" fill="white"/>',
+             f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="black"/>',
+             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="black"/>',
+             f'<text x="{(left + width - right) / 2}" y="{height - 12}" text-anchor="middle">training energy (kWh)</text>',
+             f'<text x="16" y="{(top + height - bottom) / 2}" text-anchor="middle" transform="rotate(-90 16 {(top + height - bottom) / 2})">{html.escape(metric.upper())}</text>']
+    for value, x in ((x0, left), (x1, width - right)):
+        parts.append(f'<text x="{x}" y="{height - bottom + 16}" text-anchor="middle">{value:.3g}</text>')
+    for value, y in ((y0, height - bottom), (y1, top)):
+        parts.append(f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{value:.3g}</text>')
+    if len(front) > 1:
+        parts.append('<polyline fill="none" stroke="#2e7d32" stroke-width="2" points="'
+                     + " ".join(f"{x:.1f},{y:.1f}" for x, y in map(px, front)) + '"/>')
+    on_front = {r.number for r in front}
+    for r in done:
+        x, y = px(r)
+        color = "#2e7d32" if r.number in on_front else "#9e9e9e"
+        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{color}"><title>trial {r.number}: '
+                     f'{metric} {r.values[0]:.4g}, {r.values[1]:.4g} kWh</title></circle>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"

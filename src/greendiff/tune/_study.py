@@ -1,0 +1,382 @@
+"""Studies: what a study is (its spec, saved in its storage), where it lives, how a trial is built and run.
+
+A study is identified by its storage and name. Its :class:`StudySpec` (mode, budget, base config,
+space) is stored in the study itself, so any worker, on this machine or another, continues the same
+study from the storage alone. Trials are trainer runs; the trainer is the ``run_trial`` collaborator
+of :func:`make_objective`, so the search logic here is tested without training anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import psutil
+
+from greendiff.errors import UserInputError
+from greendiff.train import TrainConfig, resolve_config
+from greendiff.tune._space import Param, bounds, parse_space
+
+SPEC_ATTR = "greendiff_spec"
+PRUNERS = ("hyperband", "median", "sha", "none")
+FINISHED = ("COMPLETE", "PRUNED")
+
+
+class TrialFailed(Exception):
+    """A trial that cannot give a result (its config is invalid, or its training diverged)."""
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Everything that defines a study; JSON in the study's user attributes.
+
+    Args:
+        mode: ``budget``: minimise the metric reached within ``trial_budget_kwh`` per trial, with
+            ``reports`` evaluations spread over the budget that a pruner may act on. ``pareto``:
+            minimise (metric, training kWh) together; pruners do not apply.
+        trials: Finished (complete or pruned) trials the study should reach.
+        trial_budget_kwh: Energy per trial (budget mode; in Pareto mode an optional cap, 0 = none).
+        reports: Evaluations per trial, at equal energy intervals (budget mode).
+        pruner: ``hyperband``, ``median``, ``sha`` (successive halving) or ``none``.
+        seed: Seed of the sampler (TPE).
+        startup_trials: Random trials before TPE models the space (0: a third of ``trials``, 3 to 10),
+            fixed when the study is made so that raising ``trials`` later does not change the sampler.
+        base: The trainer config every trial starts from (nested, as in a config TOML).
+        space: The ``[space]`` table.
+    """
+
+    mode: Literal["budget", "pareto"] = "budget"
+    trials: int = 20
+    trial_budget_kwh: float = 0.0
+    reports: int = 4
+    pruner: str = "hyperband"
+    seed: int = 0
+    startup_trials: int = 0
+    base: dict = field(default_factory=dict)
+    space: dict = field(default_factory=dict)
+
+    @property
+    def params(self) -> list[Param]:
+        return parse_space(self.space)
+
+    @property
+    def metric(self) -> str:
+        return resolve_config(base=self.base).stop.metric
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> StudySpec:
+        return cls(**json.loads(text))
+
+
+def check_spec(spec: StudySpec) -> list[Param]:
+    """One-line errors for a spec that cannot run; the space's params. Every choice and both ends
+    of every range are resolved through the trainer's own validation (with the base config)."""
+    if spec.mode not in ("budget", "pareto"):
+        raise UserInputError(f"--mode must be budget or pareto, got {spec.mode!r}")
+    if spec.trials < 1:
+        raise UserInputError(f"--trials must be >= 1, got {spec.trials}")
+    if spec.mode == "budget" and not spec.trial_budget_kwh > 0:
+        raise UserInputError(f"--trial-budget-kwh must be > 0 in budget mode (the energy each trial may use), got {spec.trial_budget_kwh:g}")
+    if spec.trial_budget_kwh < 0 or not math.isfinite(spec.trial_budget_kwh):
+        raise UserInputError(f"--trial-budget-kwh must be > 0 (or 0 for no cap in Pareto mode), got {spec.trial_budget_kwh:g}")
+    if spec.pruner not in PRUNERS:
+        raise UserInputError(f"--pruner must be one of {', '.join(PRUNERS)}, got {spec.pruner!r}")
+    if spec.mode == "pareto" and spec.pruner != "none":
+        raise UserInputError("Optuna's pruners do not apply to multi-objective (Pareto) studies: use --pruner none with --mode pareto")
+    if spec.startup_trials < 0:
+        raise UserInputError(f"--startup-trials must be >= 0 (0: automatic), got {spec.startup_trials}")
+    if spec.mode == "budget" and spec.reports < 1:
+        raise UserInputError(f"--reports must be >= 1, got {spec.reports}")
+    params = parse_space(spec.space)
+    for param in params:
+        for value in bounds(param):
+            try:
+                resolve_config(overrides={param.key: value}, base=spec.base)
+            except UserInputError as exc:
+                raise UserInputError(f"the space's {param.key} = {value!r} is not a valid trainer setting: {exc}") from None
+    return params
+
+
+def trial_config(spec: StudySpec, values: dict[str, Any], number: int, trials_dir: Path) -> TrainConfig:
+    """The trainer config of trial ``number``: the base, the trial's values, and the study's evaluation
+    and budget settings (budget mode: the trial budget, ``reports`` evaluations at equal energy
+    intervals and one at the end; Pareto mode: one evaluation at the end, the cap if any). No
+    intermediate samples or checkpoints: a trial that dies is failed and retried, not resumed."""
+    budget = spec.trial_budget_kwh
+    study = {"stop.eval_at_end": True, "stop.spread_seeds": 1, "stop.budget_kwh": budget,
+             "stop.eval_every": 0, "stop.eval_every_kwh": budget / spec.reports if spec.mode == "budget" else 0.0,
+             "run.name": f"trial-{number:04d}", "run.output_dir": str(trials_dir), "run.keep_checkpoints": 1,
+             "run.num_samples": 16}
+    config = resolve_config(overrides={**values, **study}, base=spec.base)
+    never = config.run.max_steps  # no intermediate samples or checkpoints
+    return dataclasses.replace(config, run=dataclasses.replace(config.run, sample_every=never, checkpoint_every=never))
+
+
+def exported_config(spec: StudySpec, values: dict[str, Any], steps: int | None) -> TrainConfig:
+    """The trainer config a trial stands for, to train on its own: the base and the trial's values;
+    in budget mode ``max_steps`` is the steps the trial reached within its budget."""
+    overrides = dict(values)
+    if spec.mode == "budget" and steps:
+        overrides["run.max_steps"] = steps
+    return resolve_config(overrides=overrides, base=spec.base)
+
+
+# -- storage -------------------------------------------------------------------------------------
+
+def redact(url: str) -> str:
+    """The storage URL without its password (for anything printed or written)."""
+    if "://" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is reported by open_storage
+        return url.split("://")[0] + "://***"
+
+
+def is_journal(url: str) -> bool:
+    return url.startswith("journal:") or url.endswith((".journal", ".log"))
+
+
+def open_storage(url: str, connect_timeout_s: int = 10):
+    """An Optuna storage: ``journal:PATH`` (or a path ending in .journal/.log) for Optuna's journal
+    file (parallel workers on one machine), else an SQLAlchemy URL (``sqlite:///PATH`` for one
+    worker, ``postgresql://...`` or ``mysql://...`` for workers on many machines). Unreachable or
+    malformed storage: one-line :class:`UserInputError`."""
+    import optuna
+
+    if is_journal(url):
+        path = Path(url.removeprefix("journal:"))
+        if not path.parent.is_dir():
+            raise UserInputError(f"cannot open the journal storage {path}: folder {path.parent} does not exist")
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        try:
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+        except OSError as exc:
+            raise UserInputError(f"cannot open the journal storage {path}: {exc.strerror}") from None
+    if "://" not in url:
+        raise UserInputError(f"--storage {url!r}: use an SQLAlchemy URL (sqlite:///study.db, postgresql://host/db) "
+                             "or journal:PATH")
+    engine_kwargs = {}
+    if not url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"connect_timeout": connect_timeout_s}, "pool_pre_ping": True}
+    else:
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:" and not Path(path).parent.is_dir():
+            raise UserInputError(f"cannot reach the storage {redact(url)}: folder {Path(path).parent} does not exist")
+    try:
+        kwargs = {} if url.startswith("sqlite") else {"heartbeat_interval": 60, "grace_period": 180}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat's
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except ModuleNotFoundError as exc:
+        raise UserInputError(f"the storage {redact(url)} needs the Python package {exc.name!r}: pip install {exc.name}") from None
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's connection errors have many classes
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "DB access module" in first:  # Optuna's wording for a missing driver
+            first = "no database driver for it is installed (e.g. pip install psycopg2-binary for PostgreSQL, pymysql for MySQL)"
+        raise UserInputError(f"cannot reach the storage {redact(url)}: {first}") from None
+
+
+def make_pruner(name: str, reports: int):
+    """Hyperband over the ``reports`` evaluations (resource = evaluations so far), median (after two
+    finished trials), successive halving, or none."""
+    import optuna
+
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(reports, 1), reduction_factor=3)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    if name == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def create_study(spec: StudySpec, storage, name: str):
+    """A new study holding ``spec``; an existing study of that name is an error (continue it instead)."""
+    import optuna
+
+    try:
+        optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        pass
+    else:
+        raise UserInputError(f"a study named {name!r} already exists in that storage; continue it with "
+                             f"greendiff tune --resume, or pick another --name")
+    study = optuna.create_study(storage=storage, study_name=name, **_study_kwargs(spec))
+    study.set_user_attr(SPEC_ATTR, spec.to_json())
+    return study
+
+
+def load_study(storage, name: str):
+    """An existing study and its spec (sampler and pruner rebuilt from the spec)."""
+    import optuna
+
+    try:
+        summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    except Exception as exc:  # noqa: BLE001
+        raise UserInputError(f"cannot read studies from the storage: {exc}") from None
+    if name not in summaries:
+        raise UserInputError(f"no study named {name!r} in that storage (it has: {', '.join(sorted(summaries)) or 'none'})")
+    if SPEC_ATTR not in summaries[name].user_attrs:
+        raise UserInputError(f"study {name!r} was not made by greendiff tune (no spec stored with it)")
+    spec = StudySpec.from_json(summaries[name].user_attrs[SPEC_ATTR])
+    return optuna.load_study(study_name=name, storage=storage, **_study_kwargs(spec, directions=False)), spec
+
+
+def _study_kwargs(spec: StudySpec, directions: bool = True) -> dict:
+    import optuna
+
+    # few trials: start TPE after a third of them (at least 3, at most TPE's own 10)
+    startup = spec.startup_trials or min(10, max(3, spec.trials // 3))
+    sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup, multivariate=True)
+    kwargs: dict[str, Any] = {"sampler": sampler, "pruner": make_pruner(spec.pruner, spec.reports)}
+    if directions:
+        kwargs["directions"] = ["minimize", "minimize"] if spec.mode == "pareto" else ["minimize"]
+    return kwargs
+
+
+# -- workers and trials ----------------------------------------------------------------------------
+
+def worker_identity() -> dict:
+    """Who runs a trial: enough to tell later whether that process is still alive."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started_unix_s": psutil.Process().create_time()}
+
+
+def counts(study) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        out[trial.state.name] = out.get(trial.state.name, 0) + 1
+    return out
+
+
+def fail_dead_trials(study, alive: Callable[[str, int, float], bool]) -> list[int]:
+    """Mark ``RUNNING`` trials whose worker process is gone as failed, and queue their parameters
+    again so the study retries them. ``alive(host, pid, started_unix_s)`` decides (a worker on
+    another host cannot be checked from here: RDB storages use Optuna's heartbeat for those).
+    Returns the numbers of the trials marked."""
+    import optuna
+    from optuna.trial import TrialState
+
+    if isinstance(study._storage, optuna.storages.RDBStorage) and study._storage.is_heartbeat_enabled():
+        optuna.storages.fail_stale_trials(study)
+    marked = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker")
+        if worker is None or alive(worker["host"], worker["pid"], worker["started_unix_s"]):
+            continue
+        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "its worker process died")
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+        marked.append(trial.number)
+    return marked
+
+
+@dataclass
+class TrialOutcome:
+    """What a trial's training run gave."""
+
+    status: str  # completed | stopped | interrupted
+    steps: int
+    final: dict | None  # the closing evaluation's record
+    energy_kwh: float
+    eval_kwh: float
+    emissions_kg: float
+    stop_reason: str = ""
+
+
+#: ``run_trial(config, on_eval, on_start) -> TrialOutcome``; ``on_start(ledger_run_id, run_dir)``.
+RunTrial = Callable[[TrainConfig, Callable[[dict], str | None], Callable[[int, Path], None]], TrialOutcome]
+
+
+def make_objective(spec: StudySpec, params: list[Param], trials_dir: Path, run_trial: RunTrial,
+                   ledger_path: str = "") -> Callable:
+    """The Optuna objective: suggest, train under the study's settings, report each evaluation to
+    the pruner (budget mode), and return the final metric (and the training kWh in Pareto mode)."""
+    import optuna
+
+    metric = spec.metric
+
+    def objective(trial) -> float | tuple[float, float]:
+        trial.set_user_attr("worker", worker_identity())
+        values = {p.key: p.suggest(trial) for p in params}
+        try:
+            config = trial_config(spec, values, trial.number, trials_dir)
+        except UserInputError as exc:
+            trial.set_user_attr("fail_reason", f"invalid trainer config: {exc}")
+            raise TrialFailed(str(exc)) from None
+        reports = 0
+
+        def on_eval(event: dict) -> str | None:
+            nonlocal reports
+            if event.get("final") or spec.mode != "budget":
+                return None
+            reports += 1
+            trial.report(event[metric], reports)
+            if trial.should_prune():
+                return f"pruned by the {spec.pruner} pruner after evaluation {reports} ({metric} {event[metric]:.4g})"
+            return None
+
+        def on_start(run_id: int, run_dir: Path) -> None:
+            trial.set_user_attr("ledger", {"run_id": run_id, "path": ledger_path, "host": socket.gethostname()})
+            trial.set_user_attr("run_dir", str(run_dir))
+
+        t0 = time.time()
+        try:
+            outcome = run_trial(config, on_eval, on_start)
+        except UserInputError as exc:  # e.g. the run diverged
+            trial.set_user_attr("fail_reason", str(exc))
+            raise TrialFailed(str(exc)) from None
+        trial.set_user_attr("outcome", {"status": outcome.status, "steps": outcome.steps, "energy_kwh": outcome.energy_kwh,
+                                        "eval_kwh": outcome.eval_kwh, "emissions_kg": outcome.emissions_kg,
+                                        "stop_reason": outcome.stop_reason, "wall_s": time.time() - t0,
+                                        "final": outcome.final})
+        if outcome.status == "interrupted":  # Ctrl-C: this trial fails, its parameters are queued for the resume
+            trial.set_user_attr("fail_reason", "interrupted")
+            trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+            raise KeyboardInterrupt
+        if outcome.stop_reason.startswith("pruned by"):
+            raise optuna.TrialPruned(outcome.stop_reason)
+        if outcome.final is None:
+            trial.set_user_attr("fail_reason", "no final evaluation")
+            raise TrialFailed("no final evaluation")
+        value = float(outcome.final[metric])
+        if spec.mode == "pareto":
+            return value, outcome.energy_kwh - outcome.eval_kwh
+        return value
+
+    return objective
+
+
+def run_worker(study, objective: Callable, target: int, on_trial_end: Callable[[Any], None] | None = None) -> int:
+    """Run trials until the study has ``target`` finished ones (counting those other workers are
+    running). Stops with an error when this worker's trials keep failing. Returns trials run here."""
+    from optuna.trial import TrialState
+
+    ended: list = []
+    failed_in_a_row = 0
+    while True:
+        n = counts(study)
+        if sum(n.get(s, 0) for s in FINISHED) + n.get("RUNNING", 0) >= target:
+            return len(ended)
+        study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[lambda _, trial: ended.append(trial)])
+        last = ended[-1]
+        if on_trial_end:
+            on_trial_end(last)
+        failed_in_a_row = failed_in_a_row + 1 if last.state == TrialState.FAIL else 0
+        if failed_in_a_row >= 3:
+            raise UserInputError(f"3 trials in a row failed; the last: {last.user_attrs.get('fail_reason', 'see its run directory')}")

@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from greendiff.cli._app import main
+from greendiff.ledger import Ledger, default_ledger_path
+
+BASE = ["--set", "model.preset=nano", "--set", "model.block_out_channels=8,16", "--set", "data.dataset=digits",
+        "--set", "data.resolution=8", "--set", "optim.batch_size=16", "--set", "optim.sample_steps=4",
+        "--set", "stop.eval_samples=8", "--set", "run.log_every=1"]
+SPACE = '[space]\n"optim.lr" = { low = 1e-3, high = 1e-2, log = true }\n"optim.timestep_sampling" = { choices = ["uniform", "stratified"] }\n'
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def space(tmp_path):
+    path = tmp_path / "space.toml"
+    path.write_text(SPACE)
+    return path
+
+
+def scripted_quality(monkeypatch, fids):
+    import greendiff.evaluate as evaluate_pkg
+    from greendiff.evaluate import Quality
+
+    values = iter(fids)
+    monkeypatch.setattr(evaluate_pkg, "quality", lambda *a, **k: Quality(next(values), 0.0, 0.0, 1.0, 1.0, 8))
+
+
+def study_trials(study_dir):
+    from greendiff.tune import load_study, open_storage
+
+    study, _ = load_study(open_storage(f"sqlite:///{study_dir / 'study.db'}"), study_dir.name)
+    return study.trials
+
+
+def test_a_budget_study_prunes_a_bad_trial_and_exports_a_config_the_trainer_takes(capsys, tmp_path, space, monkeypatch):
+    # a 1e-9 kWh budget with 2 reports: an evaluation after every step, the budget stops each trial at step 3
+    scripted_quality(monkeypatch, [10, 9, 8, 11, 10, 9, 50, 9.5, 8.5, 7.5])
+    code, _, err = run_cli(capsys, "tune", "--space", space, "--trials", 4, "--trial-budget-kwh", "1e-9", "--reports", 2,
+                           "--pruner", "median", "--name", "s", "--output-dir", tmp_path / "tune", *BASE,
+                           "--set", "stop.budget_warmup_steps=3", "--set", "run.max_steps=50")
+    assert code == 0, err
+    study_dir = tmp_path / "tune" / "s"
+    trials = study_trials(study_dir)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE"]
+    assert [t.value for t in trials] == [8, 9, 50, 7.5] and trials[2].intermediate_values == {1: 50}
+    assert [t.user_attrs["outcome"]["steps"] for t in trials] == [3, 3, 1, 3]
+    assert trials[2].user_attrs["outcome"]["energy_kwh"] < min(t.user_attrs["outcome"]["energy_kwh"] for t in trials[:2])
+    runs = [r for r in Ledger(default_ledger_path()).list_runs() if r.kind == "tune-trial"]
+    assert sorted(r.assumptions["config"]["tune"]["trial"] for r in runs) == [0, 1, 2, 3]
+    assert {r.assumptions["config"]["tune"]["study"] for r in runs} == {"s"} and {r.status for r in runs} == {"completed"}
+    assert sorted(t.user_attrs["ledger"]["run_id"] for t in trials) == sorted(r.id for r in runs)
+    err = " ".join(err.split())  # rich wraps lines
+    assert "1 pruned" in err and "pruning: a search without it would have used about" in err and "best: trial 3, fid 7.5" in err
+
+    code, out, err = run_cli(capsys, "tune", "--report", study_dir, "--export", tmp_path / "mine.toml")
+    assert code == 0 and "search total:" in err
+    code, out, err = run_cli(capsys, "train", "--config", tmp_path / "mine.toml", "--dry-run")
+    assert code == 0, err
+    assert f"lr = {trials[3].params['optim.lr']}" in out and "max_steps = 3" in out and 'preset = "nano"' in out
+    code, _, err = run_cli(capsys, "tune", "--report", study_dir, "--trial", 2)
+    assert code == 2 and "--trial 2: no complete trial" in err
+
+
+def test_parallel_journal_workers_share_one_study(capsys, tmp_path, space):
+    code, _, err = run_cli(capsys, "tune", "--space", space, "--trials", 4, "--trial-budget-kwh", 1.0, "--workers", 2,
+                           "--name", "par", "--output-dir", tmp_path / "tune", *BASE, "--set", "run.max_steps=3")
+    assert code == 0, err
+    study_dir = tmp_path / "tune" / "par"
+    assert (study_dir / "study.journal").is_file() and not (study_dir / "study.db").exists()
+    from greendiff.tune import load_study, open_storage
+
+    study, _ = load_study(open_storage(f"journal:{study_dir / 'study.journal'}"), "par")
+    trials = study.trials
+    assert 4 <= len(trials) <= 5 and [t.number for t in trials] == list(range(len(trials)))  # at most one extra: a race
+    assert {t.state.name for t in trials} == {"COMPLETE"}
+    assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2  # both workers ran trials
+    runs = [r for r in Ledger(default_ledger_path()).list_runs() if r.kind == "tune-trial"]
+    assert sorted(r.id for r in runs) == sorted(t.user_attrs["ledger"]["run_id"] for t in trials)
+    assert all(r.status == "completed" and r.summary["energy_kwh"] > 0 for r in runs)
+    assert (study_dir / "worker-0.log").is_file() and (study_dir / "worker-1.log").is_file()
+
+
+def test_resume_marks_dead_trials_failed_and_retries_them(capsys, tmp_path, space):
+    args = ["--output-dir", tmp_path / "tune", *BASE, "--set", "run.max_steps=3"]
+    code, _, err = run_cli(capsys, "tune", "--space", space, "--trials", 2, "--trial-budget-kwh", 1.0, "--name", "r", *args)
+    assert code == 0, err
+    study_dir = tmp_path / "tune" / "r"
+    from greendiff.tune import load_study, open_storage
+
+    study, spec = load_study(open_storage(f"sqlite:///{study_dir / 'study.db'}"), "r")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    killed = study.ask()  # a trial whose worker was killed mid-run
+    values = {p.key: p.suggest(killed) for p in spec.params}
+    killed.set_user_attr("worker", {"host": socket.gethostname(), "pid": gone.pid, "started_unix_s": 0.0})
+    code, _, err = run_cli(capsys, "tune", "--resume", study_dir, "--trials", 3)
+    assert code == 0, err
+    err = " ".join(err.split())
+    assert "trials 2 died with their worker: marked failed, queued again" in err
+    trials = study_trials(study_dir)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
+    assert trials[3].user_attrs["retry_of"] == 2 and trials[3].params == killed.params
+    assert trials[2].user_attrs["fail_reason"] == "its worker process died" and values
+    code, _, err = run_cli(capsys, "tune", "--resume", study_dir, "--space", space)
+    assert code == 2 and "continuing it takes only --trials" in err
+
+
+def test_pareto_mode_prints_and_plots_the_front(capsys, tmp_path):
+    space = tmp_path / "space.toml"
+    space.write_text('[space]\n"run.max_steps" = { low = 2, high = 6, step = 2 }\n')
+    code, _, err = run_cli(capsys, "tune", "--space", space, "--trials", 3, "--mode", "pareto", "--name", "p",
+                           "--output-dir", tmp_path / "tune", *BASE)
+    assert code == 0, err
+    err = " ".join(err.split())
+    assert "pruners do not apply to multi-objective" in err and "Pareto front" in err
+    svg = (tmp_path / "tune" / "p" / "pareto.svg").read_text()
+    assert svg.count("<circle") == 3
+    trials = study_trials(tmp_path / "tune" / "p")
+    assert all(len(t.values) == 2 and t.values[1] > 0 for t in trials)
+
+
+BAD = [
+    ('[space]\n"optim.bogus" = { low = 1, high = 2 }\n', [], "unknown parameter 'optim.bogus'"),
+    ('[space]\n"optim.lr" = { low = 1e-2, high = 1e-3 }\n', [], "empty range"),
+    ('[space]\n"optim.batch_size" = { choices = [] }\n', [], "choices must be a non-empty list"),
+    ('[lr]\nlow = 1\n', [], "expected one [space] table"),
+    (SPACE, ["--trial-budget-kwh", "0"], "--trial-budget-kwh must be > 0"),
+    (SPACE, ["--trial-budget-kwh", "-1"], "--trial-budget-kwh must be > 0"),
+    (SPACE, ["--storage", "postgresql://alice:s3cret@127.0.0.1:1/studies"], "cannot reach the storage postgresql://alice:***@"),
+    (SPACE, ["--storage", "sqlite:////nonexistent-dir/study.db"], "cannot reach the storage"),
+    (SPACE, ["--storage", "sqlite:///x.db", "--workers", "2"], "SQLite storage is for a single worker"),
+    (SPACE, ["--mode", "pareto", "--pruner", "median"], "pruners do not apply"),
+    (SPACE, ["--workers", "0"], "--workers must be >= 1"),
+    (SPACE, ["--set", "optim.batch_size=5000"], "fewer than one batch of 5000"),
+]
+
+
+@pytest.mark.parametrize(("space_text", "extra", "message"), BAD, ids=[m for _, _, m in BAD])
+def test_bad_tune_input_is_one_line_exit_2(capsys, tmp_path, space_text, extra, message):
+    space = tmp_path / "space.toml"
+    space.write_text(space_text)
+    budget = [] if any(a.startswith("--trial-budget") for a in extra) else ["--trial-budget-kwh", "1"]
+    code, _, err = run_cli(capsys, "tune", "--space", space, "--trials", 2, *budget, "--output-dir", tmp_path / "tune",
+                           *BASE, *extra)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "s3cret" not in err, err
+    assert not (tmp_path / "tune").exists(), "nothing created for bad input"
+
+
+def test_a_folder_that_is_not_a_study_is_refused(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "tune", "--report", tmp_path)
+    assert code == 2 and "not a study folder" in err
+    code, _, err = run_cli(capsys, "tune", "--trials", 3)
+    assert code == 2 and "a new study needs --space FILE and --trials N" in err
+    assert json.dumps(os.environ.get("GREENDIFF_TUNE_STORAGE")) == "null"

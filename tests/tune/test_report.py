@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from greendiff.train import resolve_config
+from greendiff.tune import TrialRow, best_row, export_toml, exported_config, pareto_front, pareto_svg, summarize_study
+
+
+def row(number, state="COMPLETE", values=(1.0,), energy=1.0, steps=10, params=None):
+    return TrialRow(number, state, values, params or {"optim.lr": 1e-3}, energy, 0.1, energy / 2, steps)
+
+
+def test_pareto_front_is_the_non_dominated_set():
+    rng = random.Random(0)
+    for _ in range(30):
+        rows = [row(i, values=(rng.randint(0, 9), rng.randint(0, 9))) for i in range(12)] + [row(99, "PRUNED", (0.0, 0.0))]
+        front = pareto_front(rows)
+        done = [r for r in rows if r.state == "COMPLETE"]
+        brute = [r for r in done if not any(all(o.values[i] <= r.values[i] for i in (0, 1)) and o.values != r.values for o in done)]
+        assert sorted(r.number for r in front) == sorted(r.number for r in brute)
+        assert [r.values[1] for r in front] == sorted(r.values[1] for r in front)
+
+
+def test_summary_without_complete_trials_has_no_pruning_estimate(spec):
+    rows = [row(0, "PRUNED", energy=1.0), row(1, "FAIL", values=(), energy=0.5)]
+    summary = summarize_study(spec(), rows)
+    assert summary["energy_kwh"] == 1.5 and summary["no_pruning_estimate_kwh"] is None and summary["best_trial"] is None
+
+
+def test_best_in_pareto_mode_is_the_front_point_with_the_lowest_metric(spec):
+    rows = [row(0, values=(5.0, 1.0)), row(1, values=(3.0, 2.0)), row(2, values=(4.0, 3.0))]
+    assert best_row(spec(mode="pareto", pruner="none"), rows).number == 1
+    svg = pareto_svg(rows, "fid")
+    assert svg.startswith("<svg") and svg.count("<circle") == 3 and svg.count("#2e7d32") == 3  # two front points and the line
+
+
+def test_exported_toml_round_trips_into_the_trainer(tmp_path, spec):
+    params = {"optim.lr": 2.5e-3, "optim.batch_size": 8, "model.block_out_channels": "8,16"}
+    s = spec(space={"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True}, "optim.batch_size": {"choices": [8, 16]},
+                    "model.block_out_channels": {"choices": [[8, 16], [16, 32]]}})
+    text = export_toml(s, row(3, values=(12.5,), steps=77, params=params), "study-x", "fid")
+    assert text.startswith("# tuned by greendiff tune: study 'study-x', trial 3")
+    path = tmp_path / "best.toml"
+    path.write_text(text)
+    config = resolve_config(path)
+    assert config == exported_config(s, {"optim.lr": 2.5e-3, "optim.batch_size": 8, "model.block_out_channels": (8, 16)}, 77)
+    assert (config.optim.lr, config.optim.batch_size, config.model.block_out_channels, config.run.max_steps) == (2.5e-3, 8, (8, 16), 77)
+    assert config.model.preset == "nano" and config.data.resolution == 8  # the base travels too
+
+
+@pytest.mark.parametrize("mode", ["budget", "pareto"])
+def test_only_budget_mode_fixes_the_steps(spec, mode):
+    s = spec(mode=mode, pruner="none")
+    assert exported_config(s, {"optim.lr": 1e-3}, 55).run.max_steps == (55 if mode == "budget" else 30)

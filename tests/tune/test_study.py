@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import optuna
+import pytest
+
+from greendiff.errors import UserInputError
+from greendiff.ledger import process_alive
+from greendiff.tune import (
+    counts, create_study, exported_config, fail_dead_trials, load_study, make_objective, open_storage, redact,
+    run_worker, summarize_study, trial_config, trial_rows,
+)
+from tests.tune.conftest import ScriptedRunner
+
+
+def storage(tmp_path):
+    return open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+
+
+def by_lr(bad_lr: float):
+    """Good trials improve from ~10; the trial at ``bad_lr`` stays at ~50."""
+    def script(config):
+        offset = 40.0 if config.optim.lr == bad_lr else 0.0
+        return [10.0 + offset, 9.0 + offset, 8.0 + offset, 7.0 + offset + config.optim.lr]
+    return script
+
+
+def test_a_four_trial_study_finishes_and_its_spec_travels_with_it(tmp_path, spec):
+    study = create_study(spec(), storage(tmp_path), "s")
+    runner = ScriptedRunner(by_lr(bad_lr=-1.0))
+    assert run_worker(study, make_objective(spec(), spec().params, tmp_path, runner), 4) == 4
+    assert counts(study) == {"COMPLETE": 4}
+    loaded, loaded_spec = load_study(storage(tmp_path), "s")
+    assert loaded_spec == spec() and len(loaded.trials) == 4
+    assert all(1e-4 <= c.optim.lr <= 1e-2 for c in runner.configs)
+    assert loaded.best_value == pytest.approx(7.0 + min(c.optim.lr for c in runner.configs))
+    t = loaded.trials[0]
+    assert t.user_attrs["ledger"]["run_id"] == 101 and t.user_attrs["outcome"]["energy_kwh"] == 4.0
+    assert t.user_attrs["worker"]["pid"] == os.getpid()
+
+
+def test_the_pruner_stops_a_scripted_bad_trial_and_the_saving_is_counted(tmp_path, spec):
+    study = create_study(spec(), storage(tmp_path), "s")
+    for lr in (1e-3, 2e-3, 5e-3, 3e-3):
+        study.enqueue_trial({"optim.lr": lr})
+    run_worker(study, make_objective(spec(), spec().params, tmp_path, ScriptedRunner(by_lr(bad_lr=5e-3))), 4)
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE"]
+    pruned = study.trials[2]
+    assert pruned.intermediate_values == {1: 50.0} and "median pruner after evaluation 1" in pruned.user_attrs["outcome"]["stop_reason"]
+    summary = summarize_study(spec(), trial_rows(study))
+    assert summary["by_state"]["PRUNED"] == {"trials": 1, "energy_kwh": 1.0, "emissions_kg": 0.5}
+    assert summary["energy_kwh"] == 13.0 and summary["no_pruning_estimate_kwh"] == 16.0
+    assert summary["pruning_saving_frac"] == pytest.approx(3 / 16) and summary["best_trial"] == 0
+
+
+def test_trial_config_applies_the_study_settings(tmp_path, spec):
+    config = trial_config(spec(reports=4, trial_budget_kwh=2e-3), {"optim.lr": 3e-3}, 7, tmp_path / "trials")
+    assert config.optim.lr == 3e-3 and config.model.preset == "nano" and config.run.name == "trial-0007"
+    assert config.stop.budget_kwh == 2e-3 and config.stop.eval_every_kwh == pytest.approx(5e-4)
+    assert config.stop.eval_at_end and config.stop.spread_seeds == 1 and config.stop.eval_every == 0
+    assert config.run.sample_every == config.run.checkpoint_every == config.run.max_steps  # nothing in between
+    pareto = trial_config(spec(mode="pareto", pruner="none", trial_budget_kwh=0.0), {"optim.lr": 3e-3}, 1, tmp_path)
+    assert pareto.stop.eval_every_kwh == 0 and pareto.stop.budget_kwh == 0 and pareto.stop.eval_at_end
+    exported = exported_config(spec(), {"optim.lr": 3e-3}, steps=123)
+    assert exported.run.max_steps == 123 and exported.stop.budget_kwh == 0 and not exported.stop.eval_at_end
+
+
+def test_trials_of_a_dead_worker_are_marked_failed_and_queued_again(tmp_path, spec):
+    study = create_study(spec(), storage(tmp_path), "s")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    trial = study.ask()
+    lr = spec().params[0].suggest(trial)
+    trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": gone.pid, "started_unix_s": 0.0})
+    live = study.ask()
+    spec().params[0].suggest(live)
+    live.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "started_unix_s": 1e18})
+    assert fail_dead_trials(study, process_alive) == [0]
+    assert [t.state.name for t in study.trials] == ["FAIL", "RUNNING", "WAITING"]
+    assert study.trials[0].user_attrs["fail_reason"] == "its worker process died"
+    retry = study.trials[2]
+    assert retry.params == {} and retry.system_attrs["fixed_params"] == {"optim.lr": lr} and retry.user_attrs["retry_of"] == 0
+
+
+def test_a_worker_gives_up_after_three_failed_trials_in_a_row(tmp_path, spec):
+    def diverges(config, on_eval, on_start):
+        raise UserInputError("training diverged: 20 non-finite losses in a row at step 3")
+
+    study = create_study(spec(), storage(tmp_path), "s")
+    with pytest.raises(UserInputError, match="3 trials in a row failed; the last: training diverged"):
+        run_worker(study, make_objective(spec(), spec().params, tmp_path, diverges), 4)
+    assert counts(study) == {"FAIL": 3}
+
+
+def test_storage_errors_are_one_line_and_hide_the_password(tmp_path):
+    with pytest.raises(UserInputError, match="folder .* does not exist"):
+        open_storage(f"sqlite:///{tmp_path / 'missing' / 'x.db'}")
+    with pytest.raises(UserInputError) as err:
+        open_storage("postgresql://alice:s3cret@127.0.0.1:1/studies")
+    assert "s3cret" not in str(err.value) and "\n" not in str(err.value)
+    assert redact("postgresql://alice:s3cret@db.example/x") == "postgresql://alice:***@db.example/x"
+    with pytest.raises(UserInputError, match="use an SQLAlchemy URL"):
+        open_storage("just-a-name")
+    journal = open_storage(f"journal:{tmp_path / 's.journal'}")
+    assert isinstance(journal, optuna.storages.JournalStorage)
+
+
+def test_a_study_name_is_not_reused(tmp_path, spec):
+    create_study(spec(), storage(tmp_path), "s")
+    with pytest.raises(UserInputError, match="already exists"):
+        create_study(spec(), storage(tmp_path), "s")
+    with pytest.raises(UserInputError, match="no study named 't'"):
+        load_study(storage(tmp_path), "t")
