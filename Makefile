@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.greendiff-installed
 TORCH_PIP_ARGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
-.PHONY: setup demo test bench bench-quality bench-compress clean
+.PHONY: setup demo test bench bench-quality bench-compress bench-tune clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,10 @@ bench-quality: $(STAMP)
 bench-compress: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python bench/compression.py --write-benchmarks
+
+# Tuning with and without pruning; the tuned config against the default green config (~40 min on 2 CPU cores).
+bench-tune: $(STAMP)
+	$(BIN)/python bench/tuning.py --write-benchmarks
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

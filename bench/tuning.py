@@ -1,9 +1,9 @@
 """Energy-aware tuning: what pruning saves, and what the tuned config is worth against the default.
 
-Three ``greendiff tune`` studies over ``bench/tune_space.toml`` on the bundled MNIST quick setting
+Four ``greendiff tune`` studies over ``bench/tune_space.toml`` on the bundled MNIST quick setting
 (16x16, nano/pico UNets; FID on MNIST features, ``--eval-samples`` samples, 20 DDIM steps), each
 trial with the same energy budget and ``--reports`` evaluations: no pruning, Hyperband (the
-default) and the median pruner. Same sampler seed and startup trials. The studies are grown one
+default), the median pruner and successive halving. Same sampler seed and startup trials. The studies are grown one
 trial at a time in turn (``--resume --trials k``), so the three searches are interleaved on the machine.
 
 Then the best config of the pruned (Hyperband) search, the best of the no-pruning search, and the
@@ -96,10 +96,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--budget-wh", type=float, default=0.05, help="Energy per trial (Wh).")
-    parser.add_argument("--reports", type=int, default=3)
+    parser.add_argument("--reports", type=int, default=4)
     parser.add_argument("--startup", type=int, default=4, help="Random trials before TPE.")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pruners", default="none,hyperband,median")
+    parser.add_argument("--pruners", default="none,hyperband,median,sha")
     parser.add_argument("--eval-samples", type=int, default=200)
     parser.add_argument("--max-steps", type=int, default=5000, help="Step cap per run (the budget binds first).")
     parser.add_argument("--final-seeds", default="0,1")

@@ -65,8 +65,12 @@ def test_a_budget_study_prunes_a_bad_trial_and_exports_a_config_the_trainer_take
     err = " ".join(err.split())  # rich wraps lines
     assert "1 pruned" in err and "pruning: a search without it would have used about" in err and "best: trial 3, fid 7.5" in err
 
-    code, out, err = run_cli(capsys, "tune", "--report", study_dir, "--export", tmp_path / "mine.toml")
+    code, out, err = run_cli(capsys, "tune", "--report", study_dir, "--export", tmp_path / "mine.toml", "--json")
     assert code == 0 and "search total:" in err
+    report = json.loads(out)
+    assert report["exported"] == {"trial": 3, "path": str(tmp_path / "mine.toml")}
+    assert report["summary"]["by_state"]["PRUNED"]["trials"] == 1 and [t["state"] for t in report["trials"]][2] == "PRUNED"
+    assert report["summary"]["energy_kwh"] == pytest.approx(sum(t.user_attrs["outcome"]["energy_kwh"] for t in trials))
     code, out, err = run_cli(capsys, "train", "--config", tmp_path / "mine.toml", "--dry-run")
     assert code == 0, err
     assert f"lr = {trials[3].params['optim.lr']}" in out and "max_steps = 3" in out and 'preset = "nano"' in out
@@ -87,6 +91,7 @@ def test_parallel_journal_workers_share_one_study(capsys, tmp_path, space):
     assert 4 <= len(trials) <= 5 and [t.number for t in trials] == list(range(len(trials)))  # at most one extra: a race
     assert {t.state.name for t in trials} == {"COMPLETE"}
     assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2  # both workers ran trials
+    assert len({t.params["optim.lr"] for t in trials}) == len(trials)  # each worker has its own sampler seed
     runs = [r for r in Ledger(default_ledger_path()).list_runs() if r.kind == "tune-trial"]
     assert sorted(r.id for r in runs) == sorted(t.user_attrs["ledger"]["run_id"] for t in trials)
     assert all(r.status == "completed" and r.summary["energy_kwh"] > 0 for r in runs)
@@ -116,6 +121,8 @@ def test_resume_marks_dead_trials_failed_and_retries_them(capsys, tmp_path, spac
     assert trials[2].user_attrs["fail_reason"] == "its worker process died" and values
     code, _, err = run_cli(capsys, "tune", "--resume", study_dir, "--space", space)
     assert code == 2 and "continuing it takes only --trials" in err
+    code, _, err = run_cli(capsys, "tune", "--resume", study_dir, "--workers", 2)
+    assert code == 2 and "storage is SQLite, which is for a single worker" in err
 
 
 def test_pareto_mode_prints_and_plots_the_front(capsys, tmp_path):

@@ -302,3 +302,16 @@ def test_evaluation_at_the_end_and_a_tuner_stopping_the_run(tmp_path, tiny_data,
     result = train(tiny_config(run__max_steps=4, stop__eval_samples=8, stop__spread_seeds=1, stop__eval_at_end=True),
                    tmp_path / "plain", tiny_data, tracker, on_eval=lambda e: told.append((e["step"], e["fid"], e["final"])))
     assert result.status == "completed" and told == [(4, 5.0, True)]
+
+
+def test_a_moved_horizon_is_saved_with_the_scheduler():
+    from greendiff.train._schedule import make_lr_scheduler
+
+    def scheduler():
+        return make_lr_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), "cosine", 0, 1000)
+
+    moved = scheduler()
+    moved.lr_lambdas[0].horizon_steps = 50
+    resumed = scheduler()
+    resumed.load_state_dict(moved.state_dict())
+    assert resumed.lr_lambdas[0].horizon_steps == 50 and resumed.lr_lambdas[0](50) == 0.0

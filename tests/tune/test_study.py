@@ -116,3 +116,15 @@ def test_a_study_name_is_not_reused(tmp_path, spec):
         create_study(spec(), storage(tmp_path), "s")
     with pytest.raises(UserInputError, match="no study named 't'"):
         load_study(storage(tmp_path), "t")
+
+
+def test_a_resumed_session_does_not_replay_the_first_sessions_draws(tmp_path, spec):
+    runner = ScriptedRunner(by_lr(bad_lr=-1.0))
+    study = create_study(spec(), storage(tmp_path), "s")
+    run_worker(study, make_objective(spec(), spec().params, tmp_path, runner), 2)
+    resumed, _ = load_study(storage(tmp_path), "s")  # a new process: a fresh sampler
+    run_worker(resumed, make_objective(spec(), spec().params, tmp_path, runner), 4)
+    second_worker, _ = load_study(storage(tmp_path), "s", worker_slot=2)
+    run_worker(second_worker, make_objective(spec(), spec().params, tmp_path, runner), 5)
+    lrs = [c.optim.lr for c in runner.configs]
+    assert len(lrs) == 5 and len(set(lrs)) == 5, lrs  # random startup draws: none repeated

@@ -11,10 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
 import tomllib
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
@@ -144,12 +147,13 @@ def tune_command(
     export: Annotated[Optional[Path], Opt("--export", help="With --report: where to write the best config (default FOLDER/best.toml).")] = None,
     pick: Annotated[Optional[int], Opt("--trial", help="With --report: export this trial instead of the best.")] = None,
     as_json: Annotated[bool, Opt("--json", help="With --report: also print the study, its summary and every trial as JSON on stdout.")] = False,
-    as_worker: Annotated[bool, Opt("--worker", hidden=True)] = False,
+    worker_slot: Annotated[int, Opt("--worker", hidden=True, help="Set by --workers: this worker's number (1..K).")] = 0,
     country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
     live: Live = "none", zone: Zone = None, cpu_watts: CpuWatts = None, gpus: Gpus = None,
     no_gpu: NoGpu = False, ledger: LedgerPath = None,
 ) -> None:
     """Search the trainer's config for the best quality per kWh, every trial measured and in the ledger."""
+    as_worker = worker_slot > 0
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # greendiff prints its own line per trial
@@ -166,7 +170,7 @@ def tune_command(
                                           ("--trial-budget-kwh", trial_budget_kwh), ("--pruner", pruner)) if value]
         if given:
             raise UserInputError(f"a study keeps its spec; continuing it takes only --trials, --workers and --storage (got {', '.join(given)})")
-        study_dir, study_obj, spec, url = _continue(resume, join, study, storage, output_dir, trials, workers, as_worker, console)
+        study_dir, study_obj, spec, url = _continue(resume, join, study, storage, output_dir, trials, workers, worker_slot, console)
     else:
         study_dir, study_obj, spec, url = _new_study(space, trials, config_file, sets, mode, trial_budget_kwh, reports,
                                                       pruner, seed, startup_trials, workers, storage, name, output_dir)
@@ -235,7 +239,7 @@ def _deep_update(target: dict, updates: dict) -> None:
             target[key] = value
 
 
-def _continue(resume, join, study_name, storage, output_dir, trials, workers, as_worker, console):
+def _continue(resume, join, study_name, storage, output_dir, trials, workers, worker_slot, console):
     from greendiff.ledger import process_alive
     from greendiff.tune import fail_dead_trials, load_study, open_storage, redact
 
@@ -243,7 +247,9 @@ def _continue(resume, join, study_name, storage, output_dir, trials, workers, as
         if not (storage and study_name):
             raise UserInputError(f"--join needs --storage URL (or ${ENV_STORAGE}) and --study NAME")
         url = storage
-        study_obj, spec = load_study(open_storage(url), study_name)
+        # a worker on another machine: a slot of its own, so that it does not replay another worker's draws
+        slot = worker_slot or 1000 + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 1_000_000
+        study_obj, spec = load_study(open_storage(url), study_name, slot)
         study_dir = output_dir / study_name
         study_dir.mkdir(parents=True, exist_ok=True)
         if not (study_dir / STUDY_FILE).exists():
@@ -251,8 +257,12 @@ def _continue(resume, join, study_name, storage, output_dir, trials, workers, as
     else:
         record = _study_file(resume)
         url = _storage_url(resume, record, storage)
-        study_obj, spec = load_study(open_storage(url), record["name"])
+        study_obj, spec = load_study(open_storage(url), record["name"], worker_slot)
         study_dir = resume
+    as_worker = worker_slot > 0
+    if workers > 1 and not as_worker and url.startswith("sqlite"):
+        raise UserInputError("this study's storage is SQLite, which is for a single worker; continue it with --workers 1 "
+                             "(or start a study with --workers K: journal storage)")
     if trials is not None and trials != spec.trials and not as_worker:
         if trials < 1:
             raise UserInputError(f"--trials must be >= 1, got {trials}")
@@ -309,7 +319,7 @@ def _spawn_workers(study_dir, study_obj, spec, url, workers, measure_argv, conso
     for k in range(workers):
         log = (study_dir / f"worker-{k}.log").open("w")
         procs.append((subprocess.Popen([sys.executable, "-m", "greendiff", "tune", "--resume", str(study_dir), "--worker",
-                                        *measure_argv], stdout=log, stderr=subprocess.STDOUT, env=env), log, k))
+                                        str(k + 1), *measure_argv], stdout=log, stderr=subprocess.STDOUT, env=env), log, k))
     progress = Progress(TextColumn("[bold]tune[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
                         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
     try:
@@ -320,7 +330,11 @@ def _spawn_workers(study_dir, study_obj, spec, url, workers, measure_argv, conso
                 progress.update(task, completed=min(spec.trials, n.get("COMPLETE", 0) + n.get("PRUNED", 0)),
                                 info=f"{n.get('RUNNING', 0)} running · {n.get('PRUNED', 0)} pruned · {n.get('FAIL', 0)} failed")
                 time.sleep(1.0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a terminal's Ctrl-C reaches the workers too; a signal to this process alone does not
+        time.sleep(2.0)
+        for p, _, _ in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
         for p, _, _ in procs:
             p.wait()
         console.print(f"interrupted; continue the study with: greendiff tune --resume {study_dir} --workers {workers}")
@@ -337,8 +351,6 @@ def _spawn_workers(study_dir, study_obj, spec, url, workers, measure_argv, conso
 # -- report ------------------------------------------------------------------------------------------
 
 def _ledger_energy(ledger_path: Path | None):
-    import socket
-
     from greendiff.ledger import Ledger
     from greendiff.tracking import run_summary
 

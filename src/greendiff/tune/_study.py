@@ -217,13 +217,16 @@ def create_study(spec: StudySpec, storage, name: str):
     else:
         raise UserInputError(f"a study named {name!r} already exists in that storage; continue it with "
                              f"greendiff tune --resume, or pick another --name")
-    study = optuna.create_study(storage=storage, study_name=name, **_study_kwargs(spec))
+    study = optuna.create_study(storage=storage, study_name=name, **_study_kwargs(spec, spec.seed))
     study.set_user_attr(SPEC_ATTR, spec.to_json())
     return study
 
 
-def load_study(storage, name: str):
-    """An existing study and its spec (sampler and pruner rebuilt from the spec)."""
+def load_study(storage, name: str, worker_slot: int = 0):
+    """An existing study and its spec (sampler and pruner rebuilt from the spec). The sampler's seed is
+    drawn from the spec's seed, the trials the study has so far and ``worker_slot`` (0: the process
+    that made or resumes the study; K: its K-th worker process): a resumed study, or a second worker,
+    must not replay the random draws of the first session (the same configs again)."""
     import optuna
 
     try:
@@ -235,15 +238,27 @@ def load_study(storage, name: str):
     if SPEC_ATTR not in summaries[name].user_attrs:
         raise UserInputError(f"study {name!r} was not made by greendiff tune (no spec stored with it)")
     spec = StudySpec.from_json(summaries[name].user_attrs[SPEC_ATTR])
-    return optuna.load_study(study_name=name, storage=storage, **_study_kwargs(spec, directions=False)), spec
+    seed = session_seed(spec.seed, summaries[name].n_trials, worker_slot)
+    return optuna.load_study(study_name=name, storage=storage, **_study_kwargs(spec, seed, directions=False)), spec
 
 
-def _study_kwargs(spec: StudySpec, directions: bool = True) -> dict:
+def session_seed(seed: int, trials_so_far: int, worker_slot: int) -> int:
+    """The sampler seed of one session on a study: the study's own seed for its first session, a
+    different one for every later session and every worker (still reproducible given those).
+
+    Example:
+        >>> session_seed(0, 0, 0), session_seed(0, 5, 0) != session_seed(0, 5, 1)
+        (0, True)
+    """
+    return (seed + 1_000_003 * trials_so_far + 7_919 * worker_slot) % 2**32
+
+
+def _study_kwargs(spec: StudySpec, seed: int, directions: bool = True) -> dict:
     import optuna
 
     # few trials: start TPE after a third of them (at least 3, at most TPE's own 10)
     startup = spec.startup_trials or min(10, max(3, spec.trials // 3))
-    sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup, multivariate=True)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True)
     kwargs: dict[str, Any] = {"sampler": sampler, "pruner": make_pruner(spec.pruner, spec.reports)}
     if directions:
         kwargs["directions"] = ["minimize", "minimize"] if spec.mode == "pareto" else ["minimize"]
