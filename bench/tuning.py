@@ -3,10 +3,11 @@
 Four ``greendiff tune`` studies over ``bench/tune_space.toml`` on the bundled MNIST quick setting
 (16x16, nano/pico UNets; FID on MNIST features, ``--eval-samples`` samples, 20 DDIM steps), each
 trial with the same energy budget and ``--reports`` evaluations: no pruning, Hyperband (the
-default), the median pruner and successive halving. Same sampler seed and startup trials. The studies are grown one
-trial at a time in turn (``--resume --trials k``), so the three searches are interleaved on the machine.
+default), the median pruner and successive halving. Same sampler seed and startup trials. The
+studies are grown one trial at a time in turn (``--resume --trials k``), so the searches are
+interleaved on the machine.
 
-Then the best config of the pruned (Hyperband) search, the best of the no-pruning search, and the
+Then the best configs of the Hyperband and median searches, the best of the no-pruning search, and the
 default green config are each trained again under the same budget with ``--final-seeds`` seeds,
 interleaved, and scored at the end with ``--final-samples`` samples.
 
@@ -68,7 +69,7 @@ def search(args, work: Path, env: dict) -> dict[str, dict]:
 def final_runs(args, work: Path, studies: dict, env: dict) -> list[dict]:
     budget_kwh = args.budget_wh / 1000
     configs = {"default green": None}
-    for pruner in ("hyperband", "none"):
+    for pruner in ("hyperband", "median", "none"):
         if pruner in studies and studies[pruner]["exported"]:
             configs[f"tuned ({pruner} search)"] = studies[pruner]["exported"]["path"]
     runs = []
@@ -105,6 +106,7 @@ def main() -> None:
     parser.add_argument("--final-seeds", default="0,1")
     parser.add_argument("--final-samples", type=int, default=500)
     parser.add_argument("--work", type=Path, default=None, help="Keep the studies and runs here (default: a temp dir).")
+    parser.add_argument("--tag", default="", help="A variant: results in tuning-TAG.json and its own BENCHMARKS.md section.")
     parser.add_argument("--write-benchmarks", action="store_true")
     args = parser.parse_args()
     args.pruners = args.pruners.split(",")
@@ -118,19 +120,22 @@ def main() -> None:
               "elapsed_s": time.time() - t0, "machine": machine(), "date": today(),
               "studies": {p: {"summary": s["summary"], "trials": s["trials"], "exported": s["exported"]} for p, s in studies.items()},
               "finals": finals}
-    out = HERE / "results" / "tuning.json"
+    out = HERE / "results" / f"tuning{'-' + args.tag if args.tag else ''}.json"
     out.parent.mkdir(exist_ok=True)
     text = json.dumps(result, indent=2).replace(str(work), "WORK")
     out.write_text(text)
     print(render(json.loads(text)))
     if args.write_benchmarks:
-        write_section("tuning", "## Energy-aware tuning (`bench/tuning.py`)\n\n" + render(json.loads(text)))
+        write_section(f"tuning{'-' + args.tag if args.tag else ''}", "## Energy-aware tuning (`bench/tuning.py`)"
+                      + (f" — variant {args.tag}" if args.tag else "") + "\n\n" + render(json.loads(text)))
 
 
 def render(result: dict) -> str:
     a = result["args"]
     studies = result["studies"]
-    lines = [f"- Command: `python bench/tuning.py --trials {a['trials']} --budget-wh {a['budget_wh']} --write-benchmarks`",
+    flags = f" --pruners {','.join(a['pruners'])}" if a["pruners"] != ["none", "hyperband", "median", "sha"] else ""
+    flags += f" --tag {a['tag']}" if a.get("tag") else ""
+    lines = [f"- Command: `python bench/tuning.py --trials {a['trials']} --budget-wh {a['budget_wh']} --reports {a['reports']}{flags} --write-benchmarks`",
              f"- Machine: {result['machine']}", f"- Date: {result['date']}",
              f"- Bench wall time: {result['elapsed_s'] / 60:.1f} min",
              f"- Setting: bundled MNIST 16x16, space `bench/tune_space.toml` (lr, batch size, pico/nano, EMA power, Min-SNR γ, "

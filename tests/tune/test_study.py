@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -44,6 +45,7 @@ def test_a_four_trial_study_finishes_and_its_spec_travels_with_it(tmp_path, spec
 
 
 def test_the_pruner_stops_a_scripted_bad_trial_and_the_saving_is_counted(tmp_path, spec):
+    spec = functools.partial(spec, base_trial=False)
     study = create_study(spec(), storage(tmp_path), "s")
     for lr in (1e-3, 2e-3, 5e-3, 3e-3):
         study.enqueue_trial({"optim.lr": lr})
@@ -128,3 +130,19 @@ def test_a_resumed_session_does_not_replay_the_first_sessions_draws(tmp_path, sp
     run_worker(second_worker, make_objective(spec(), spec().params, tmp_path, runner), 5)
     lrs = [c.optim.lr for c in runner.configs]
     assert len(lrs) == 5 and len(set(lrs)) == 5, lrs  # random startup draws: none repeated
+
+
+def test_the_first_trial_is_the_base_config_where_the_space_allows(tmp_path, spec):
+    space = {**{"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True}}, "optim.batch_size": {"choices": [8, 32]},
+             "optim.warmup_steps": {"low": 0, "high": 100, "step": 25}, "model.preset": {"choices": ["pico", "nano"]}}
+    s = spec(space=space)
+    study = create_study(s, storage(tmp_path), "s")
+    runner = ScriptedRunner(by_lr(bad_lr=-1.0))
+    run_worker(study, make_objective(s, s.params, tmp_path, runner), 1)
+    first = study.trials[0]
+    # the base: nano (lr 2e-3 from the preset), warm-up 25, batch 16 (not a choice here: sampled)
+    assert first.user_attrs["base"] and first.params["optim.lr"] == 2e-3 and first.params["optim.warmup_steps"] == 25
+    assert first.params["model.preset"] == "nano" and first.params["optim.batch_size"] in (8, 32)
+    summary = summarize_study(s, trial_rows(study))
+    assert summary["base_trial"] == 0 and summary["base_value"] == first.value
+    assert not create_study(spec(base_trial=False), storage(tmp_path), "t").get_trials(deepcopy=False)

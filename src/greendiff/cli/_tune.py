@@ -135,6 +135,7 @@ def tune_command(
     pruner: Annotated[Optional[str], Opt("--pruner", help="hyperband (default), median, sha or none; pareto mode: none only.")] = None,
     seed: Annotated[int, Opt("--seed", help="Seed of the TPE sampler.")] = 0,
     startup_trials: Annotated[int, Opt("--startup-trials", help="Random trials before TPE (0: a third of --trials, 3 to 10).")] = 0,
+    base_trial: Annotated[bool, Opt("--base-trial/--no-base-trial", help="First trial: the base config's own values (those inside the space).")] = True,
     workers: Annotated[int, Opt("--workers", help="Worker processes on this machine (journal storage).")] = 1,
     storage: Annotated[Optional[str], Opt("--storage", envvar=ENV_STORAGE, show_envvar=True,
                                           help="Optuna storage: sqlite:///F.db, journal:F.journal, postgresql://... (default: a file in the study folder).")] = None,
@@ -173,7 +174,7 @@ def tune_command(
         study_dir, study_obj, spec, url = _continue(resume, join, study, storage, output_dir, trials, workers, worker_slot, console)
     else:
         study_dir, study_obj, spec, url = _new_study(space, trials, config_file, sets, mode, trial_budget_kwh, reports,
-                                                      pruner, seed, startup_trials, workers, storage, name, output_dir)
+                                                      pruner, seed, startup_trials, base_trial, workers, storage, name, output_dir)
         console.print(f"study {study_obj.study_name}: {spec.trials} trials, {spec.mode} mode"
                       + (f", {spec.trial_budget_kwh:g} kWh per trial, pruner {spec.pruner}" if spec.mode == "budget" else "")
                       + f" · folder {study_dir}", highlight=False)
@@ -185,8 +186,8 @@ def tune_command(
         _print_report(study_dir, url, None, None, ledger, console)
 
 
-def _new_study(space, trials, config_file, sets, mode, trial_budget_kwh, reports, pruner, seed, startup_trials, workers,
-               storage, name, output_dir):
+def _new_study(space, trials, config_file, sets, mode, trial_budget_kwh, reports, pruner, seed, startup_trials, base_trial,
+               workers, storage, name, output_dir):
     from greendiff.train import read_toml, resolve_config
     from greendiff.train._config import dotted_to_nested
     from greendiff.tune import StudySpec, check_spec, create_study, is_journal, open_storage
@@ -201,7 +202,7 @@ def _new_study(space, trials, config_file, sets, mode, trial_budget_kwh, reports
     resolve_config(base=base)  # the base alone must be a valid config
     spec = StudySpec(mode=mode, trials=trials, trial_budget_kwh=trial_budget_kwh or 0.0, reports=reports,
                      pruner=pruner or ("none" if mode == "pareto" else "hyperband"), seed=seed,
-                     startup_trials=startup_trials, base=base, space=space_toml["space"])
+                     startup_trials=startup_trials, base_trial=base_trial, base=base, space=space_toml["space"])
     check_spec(spec)
     spec = dataclasses.replace(spec, startup_trials=startup_trials or min(10, max(3, trials // 3)))
     if storage and not is_journal(storage) and storage.startswith("sqlite") and workers > 1:
@@ -391,7 +392,7 @@ def _print_report(study_dir: Path, storage: str | None, export: Path | None, pic
     for r in rows:
         value = f"{r.values[0]:.4g}" if r.values else "—"
         params = " ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}" for k, v in r.params.items())
-        table.add_row(str(r.number), r.state.lower(), value, fmt_energy(r.energy_kwh) + ("*" if r.energy_source == "ledger" else ""),
+        table.add_row(f"{r.number}{' (base)' if r.base else ''}", r.state.lower(), value, fmt_energy(r.energy_kwh) + ("*" if r.energy_source == "ledger" else ""),
                       "—" if r.steps is None else str(r.steps), params, _short_note(r))
     console.print(table)
     states = ", ".join(f"{n} {s.lower()} ({fmt_energy(v['energy_kwh'])})" for s, v in summary["by_state"].items() for n in [v["trials"]])
@@ -406,6 +407,9 @@ def _print_report(study_dir: Path, storage: str | None, export: Path | None, pic
         console.print(f"pruning: a search without it would have used about {fmt_energy(summary['no_pruning_estimate_kwh'])} "
                       f"(each pruned trial run to its budget like the complete ones): {summary['pruning_saving_frac']:.0%} saved",
                       highlight=False)
+    if summary["base_trial"] is not None and summary["best_value"] is not None:
+        console.print(f"base config (trial {summary['base_trial']}): {metric} {summary['base_value']:.4g}; best "
+                      f"{summary['best_value']:.4g} ({summary['best_value'] / summary['base_value'] - 1:+.1%})", highlight=False)
     if spec.mode == "pareto":
         console.print("Pareto mode: Optuna's pruners do not apply to multi-objective studies, so every trial runs to the end.",
                       highlight=False)

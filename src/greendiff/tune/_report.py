@@ -27,6 +27,7 @@ class TrialRow:
     note: str = ""  # stop or failure reason
     energy_source: str = "trial"  # trial | ledger (worker died) | none
     final: dict = field(default_factory=dict)
+    base: bool = False  # the base config's own values (the study's first trial)
 
 
 def trial_rows(study, ledger_energy: Callable[[dict], tuple[float, float] | None] = lambda _: None) -> list[TrialRow]:
@@ -50,7 +51,7 @@ def trial_rows(study, ledger_energy: Callable[[dict], tuple[float, float] | None
         else:
             values = ()
         rows.append(TrialRow(t.number, t.state.name, values, dict(t.params), energy, eval_kwh, kg, steps, note, source,
-                             (outcome or {}).get("final") or {}))
+                             (outcome or {}).get("final") or {}, bool(t.user_attrs.get("base"))))
     return rows
 
 
@@ -89,6 +90,7 @@ def summarize_study(spec: StudySpec, rows: list[TrialRow]) -> dict:
     if mean_complete is not None:
         without = total_kwh - sum(r.energy_kwh for r in pruned) + mean_complete * len(pruned)
     best = best_row(spec, rows)
+    base = next((r for r in rows if r.base and r.state == "COMPLETE"), None)
     return {
         "trials": len(rows), "by_state": by_state, "energy_kwh": total_kwh, "emissions_kg": total_kg,
         "eval_kwh": sum(r.eval_kwh for r in rows),
@@ -99,6 +101,8 @@ def summarize_study(spec: StudySpec, rows: list[TrialRow]) -> dict:
         "best_value": best.values[0] if best else None,
         "best_params": best.params if best else None,
         "pareto_front": [r.number for r in pareto_front(rows)] if spec.mode == "pareto" else None,
+        "base_trial": base.number if base else None,
+        "base_value": base.values[0] if base else None,
     }
 
 

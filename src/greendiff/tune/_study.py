@@ -48,6 +48,9 @@ class StudySpec:
         reports: Evaluations per trial, at equal energy intervals (budget mode).
         pruner: ``hyperband``, ``median``, ``sha`` (successive halving) or ``none``.
         seed: Seed of the sampler (TPE).
+        base_trial: Queue the base config's own values as the first trial (those inside the space),
+            so the search starts from where the user stands and its best is never a config worse
+            than it (up to the metric's noise).
         startup_trials: Random trials before TPE models the space (0: a third of ``trials``, 3 to 10),
             fixed when the study is made so that raising ``trials`` later does not change the sampler.
         base: The trainer config every trial starts from (nested, as in a config TOML).
@@ -61,6 +64,7 @@ class StudySpec:
     pruner: str = "hyperband"
     seed: int = 0
     startup_trials: int = 0
+    base_trial: bool = True
     base: dict = field(default_factory=dict)
     space: dict = field(default_factory=dict)
 
@@ -219,7 +223,26 @@ def create_study(spec: StudySpec, storage, name: str):
                              f"greendiff tune --resume, or pick another --name")
     study = optuna.create_study(storage=storage, study_name=name, **_study_kwargs(spec, spec.seed))
     study.set_user_attr(SPEC_ATTR, spec.to_json())
+    if spec.base_trial and (values := base_values(spec)):
+        study.enqueue_trial(values, user_attrs={"base": True})
     return study
+
+
+def base_values(spec: StudySpec) -> dict[str, Any]:
+    """The base config's value of each parameter that lies inside the space (as Optuna stores it)."""
+    from greendiff.tune._space import _encode
+
+    config = resolve_config(base=spec.base)
+    values = {}
+    for param in spec.params:
+        section, key = param.key.split(".")
+        value = getattr(getattr(config, section), key)
+        if param.kind == "categorical":
+            if _encode(value) in [_encode(c) for c in param.choices]:
+                values[param.key] = _encode(value)
+        elif param.low <= value <= param.high and (not param.step or ((value - param.low) / param.step).is_integer()):
+            values[param.key] = value
+    return values
 
 
 def load_study(storage, name: str, worker_slot: int = 0):
