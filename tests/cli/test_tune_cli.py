@@ -174,3 +174,14 @@ def test_a_folder_that_is_not_a_study_is_refused(capsys, tmp_path):
     code, _, err = run_cli(capsys, "tune", "--trials", 3)
     assert code == 2 and "a new study needs --space FILE and --trials N" in err
     assert json.dumps(os.environ.get("GREENDIFF_TUNE_STORAGE")) == "null"
+
+
+def test_a_name_taken_in_a_shared_storage_creates_no_folder(capsys, tmp_path, space):
+    from greendiff.tune import StudySpec, create_study, open_storage
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    create_study(StudySpec(trial_budget_kwh=1.0, space={"optim.lr": {"low": 1e-3, "high": 1e-2}}), open_storage(url), "taken")
+    code, _, err = run_cli(capsys, "tune", "--space", space, "--trials", 2, "--trial-budget-kwh", 1, "--storage", url,
+                           "--name", "taken", "--output-dir", tmp_path / "tune", *BASE)
+    assert code == 2 and "a study named 'taken' already exists" in err
+    assert not (tmp_path / "tune").exists()

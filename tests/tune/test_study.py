@@ -146,3 +146,23 @@ def test_the_first_trial_is_the_base_config_where_the_space_allows(tmp_path, spe
     summary = summarize_study(s, trial_rows(study))
     assert summary["base_trial"] == 0 and summary["base_value"] == first.value
     assert not create_study(spec(base_trial=False), storage(tmp_path), "t").get_trials(deepcopy=False)
+
+
+def test_a_dead_trials_energy_comes_from_the_ledger(tmp_path, spec):
+    from greendiff.cli._tune import _ledger_energy
+    from greendiff.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    run_id = ledger.start_run("s/trial-0000", "tune-trial", "", {}, [{"key": "cpu", "kind": "cpu", "name": "cpu",
+                              "method": "estimate:tdp-cputime", "scope": "process", "uncertainty_frac": 0.3}])
+    ledger.add_sample(run_id, 1000.0, 1.0, {"cpu": 0.0})
+    ledger.add_sample(run_id, 1010.0, 2.0, {"cpu": 3600.0})  # then the worker was killed: 1 Wh measured
+    study = create_study(spec(base_trial=False), storage(tmp_path), "s")
+    trial = study.ask()
+    spec().params[0].suggest(trial)
+    trial.set_user_attr("ledger", {"run_id": run_id, "path": str(tmp_path / "ledger.sqlite"), "host": socket.gethostname()})
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    (row,) = trial_rows(study, _ledger_energy(None))
+    assert (row.state, row.energy_source, row.energy_kwh) == ("FAIL", "ledger", pytest.approx(1e-3))
+    missing = _ledger_energy(None)({"run_id": 1, "path": str(tmp_path / "nope.sqlite"), "host": socket.gethostname()})
+    assert missing is None and not (tmp_path / "nope.sqlite").exists()

@@ -148,7 +148,7 @@ def tune_command(
     export: Annotated[Optional[Path], Opt("--export", help="With --report: where to write the best config (default FOLDER/best.toml).")] = None,
     pick: Annotated[Optional[int], Opt("--trial", help="With --report: export this trial instead of the best.")] = None,
     as_json: Annotated[bool, Opt("--json", help="With --report: also print the study, its summary and every trial as JSON on stdout.")] = False,
-    worker_slot: Annotated[int, Opt("--worker", hidden=True, help="Set by --workers: this worker's number (1..K).")] = 0,
+    worker_slot: Annotated[int, Opt("--worker", hidden=True, help="Set by --workers: this worker's slot (its sampler seed).")] = 0,
     country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
     live: Live = "none", zone: Zone = None, cpu_watts: CpuWatts = None, gpus: Gpus = None,
     no_gpu: NoGpu = False, ledger: LedgerPath = None,
@@ -218,15 +218,13 @@ def _new_study(space, trials, config_file, sets, mode, trial_budget_kwh, reports
         raise UserInputError(f"study folder {study_dir} already exists; continue it with --resume {study_dir} or pick another --name")
     default_file = None if storage else ("study.journal" if workers > 1 else "study.db")
     url = storage or (f"journal:{study_dir / default_file}" if default_file.endswith(".journal") else f"sqlite:///{study_dir / default_file}")
-    if storage:
-        store = open_storage(url)  # unreachable storage: nothing created
+    study_obj = create_study(spec, open_storage(url), name) if storage else None  # a bad storage or name: nothing created
     try:
         study_dir.mkdir(parents=True)
     except OSError as exc:
         raise UserInputError(f"cannot create the study folder {study_dir}: {exc.strerror}") from None
-    if not storage:
-        store = open_storage(url)
-    study_obj = create_study(spec, store, name)
+    if study_obj is None:
+        study_obj = create_study(spec, open_storage(url), name)
     _write_study_file(study_dir, name, url, default_file)
     (study_dir / "space.toml").write_text(space.read_text())
     return study_dir, study_obj, spec, url
@@ -249,7 +247,7 @@ def _continue(resume, join, study_name, storage, output_dir, trials, workers, wo
             raise UserInputError(f"--join needs --storage URL (or ${ENV_STORAGE}) and --study NAME")
         url = storage
         # a worker on another machine: a slot of its own, so that it does not replay another worker's draws
-        slot = worker_slot or 1000 + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 1_000_000
+        slot = worker_slot or 2**31 + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
         study_obj, spec = load_study(open_storage(url), study_name, slot)
         study_dir = output_dir / study_name
         study_dir.mkdir(parents=True, exist_ok=True)
@@ -315,12 +313,14 @@ def _spawn_workers(study_dir, study_obj, spec, url, workers, measure_argv, conso
     from greendiff.tune import counts
 
     threads = max(1, (os.cpu_count() or 1) // workers)
+    # slots unique across machines too (workers started with --join elsewhere have their own)
+    first_slot = 1 + 1000 * (zlib.crc32(socket.gethostname().encode()) % 1_000_000)
     env = {**os.environ, ENV_STORAGE: url, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     procs = []
     for k in range(workers):
         log = (study_dir / f"worker-{k}.log").open("w")
         procs.append((subprocess.Popen([sys.executable, "-m", "greendiff", "tune", "--resume", str(study_dir), "--worker",
-                                        str(k + 1), *measure_argv], stdout=log, stderr=subprocess.STDOUT, env=env), log, k))
+                                        str(first_slot + k), *measure_argv], stdout=log, stderr=subprocess.STDOUT, env=env), log, k))
     progress = Progress(TextColumn("[bold]tune[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
                         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
     try:
@@ -358,8 +358,11 @@ def _ledger_energy(ledger_path: Path | None):
     def lookup(attr: dict) -> tuple[float, float] | None:
         if attr.get("host") != socket.gethostname():
             return None
+        path = attr.get("path") or ledger_path
+        if path is not None and not Path(path).is_file():  # opening a ledger would create one
+            return None
         try:
-            db = Ledger(attr.get("path") or ledger_path)
+            db = Ledger(path)
             summary = run_summary(db, db.get_run(int(attr["run_id"])))
         except UserInputError:
             return None
