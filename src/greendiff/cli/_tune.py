@@ -31,7 +31,7 @@ from greendiff.cli._options import (
     Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, resolve_settings,
 )
 from greendiff.cli._render import fmt_energy, fmt_mass
-from greendiff.cli._train import _parse_sets, run_training, write_emissions
+from greendiff.cli._train import _new_run_dir, _parse_sets, run_training, write_emissions
 from greendiff.errors import UserInputError
 
 Opt = typer.Option
@@ -89,7 +89,6 @@ class TrialRunner:
         self.console, self.target = console, target
 
     def __call__(self, config, on_eval, on_start):
-        from greendiff.cli._train import _new_run_dir
         from greendiff.train import to_dict, to_toml
         from greendiff.tune import TrialOutcome
 
@@ -172,8 +171,9 @@ def tune_command(
         if given:
             raise UserInputError(f"a study keeps its spec; continuing it takes only --trials, --workers and --storage (got {', '.join(given)})")
         study_dir, study_obj, spec, url = _continue(resume, join, study, storage, output_dir, trials, workers, worker_slot, console)
+        data = None
     else:
-        study_dir, study_obj, spec, url = _new_study(space, trials, config_file, sets, mode, trial_budget_kwh, reports,
+        study_dir, study_obj, spec, url, data = _new_study(space, trials, config_file, sets, mode, trial_budget_kwh, reports,
                                                       pruner, seed, startup_trials, base_trial, workers, storage, name, output_dir)
         console.print(f"study {study_obj.study_name}: {spec.trials} trials, {spec.mode} mode"
                       + (f", {spec.trial_budget_kwh:g} kWh per trial, pruner {spec.pruner}" if spec.mode == "budget" else "")
@@ -181,7 +181,7 @@ def tune_command(
     if workers > 1 and not as_worker:
         _spawn_workers(study_dir, study_obj, spec, url, workers, measure_argv, console)
     else:
-        _work(study_dir, study_obj, spec, url, settings, console)
+        _work(study_dir, study_obj, spec, url, settings, console, data)
     if not as_worker:
         _print_report(study_dir, url, None, None, ledger, console)
 
@@ -199,7 +199,7 @@ def _new_study(space, trials, config_file, sets, mode, trial_budget_kwh, reports
         raise UserInputError(f"{space}: expected one [space] table (trainer keys and ranges), found {', '.join(sorted(space_toml)) or 'nothing'}")
     base = read_toml(config_file) if config_file is not None else {}
     _deep_update(base, dotted_to_nested(_parse_sets(sets)))
-    resolve_config(base=base)  # the base alone must be a valid config
+    base_config = resolve_config(base=base)  # the base alone must be a valid config
     spec = StudySpec(mode=mode, trials=trials, trial_budget_kwh=trial_budget_kwh or 0.0, reports=reports,
                      pruner=pruner or ("none" if mode == "pareto" else "hyperband"), seed=seed,
                      startup_trials=startup_trials, base_trial=base_trial, base=base, space=space_toml["space"])
@@ -210,8 +210,8 @@ def _new_study(space, trials, config_file, sets, mode, trial_budget_kwh, reports
     from greendiff.data import load_dataset
     from greendiff.train import check_data
 
-    base_config = resolve_config(base=base)
-    check_data(base_config, load_dataset(base_config.data.dataset, base_config.data.resolution))
+    data = load_dataset(base_config.data.dataset, base_config.data.resolution)
+    check_data(base_config, data)
     name = name or "tune-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     study_dir = output_dir / name
     if study_dir.exists():
@@ -227,7 +227,7 @@ def _new_study(space, trials, config_file, sets, mode, trial_budget_kwh, reports
         study_obj = create_study(spec, open_storage(url), name)
     _write_study_file(study_dir, name, url, default_file)
     (study_dir / "space.toml").write_text(space.read_text())
-    return study_dir, study_obj, spec, url
+    return study_dir, study_obj, spec, url, data
 
 
 def _deep_update(target: dict, updates: dict) -> None:
@@ -281,15 +281,16 @@ def _continue(resume, join, study_name, storage, output_dir, trials, workers, wo
     return study_dir, study_obj, spec, url
 
 
-def _work(study_dir, study_obj, spec, url, settings, console) -> None:
-    """This process's share of the trials (all of them with one worker)."""
+def _work(study_dir, study_obj, spec, url, settings, console, data=None) -> None:
+    """This process's share of the trials (all of them with one worker); ``data``: the study's dataset
+    if the caller has loaded it already."""
     from greendiff.data import load_dataset
     from greendiff.train import resolve_config
     from greendiff.tune import check_spec, make_objective, redact, run_worker
 
     params = check_spec(spec)
     base = resolve_config(base=spec.base)
-    data = load_dataset(base.data.dataset, base.data.resolution)
+    data = data if data is not None else load_dataset(base.data.dataset, base.data.resolution)
     runner = TrialRunner(settings, data, study_obj.study_name, redact(url), console, spec.trials)
     objective = make_objective(spec, params, study_dir / "trials", runner, str(settings.ledger.path))
 

@@ -200,12 +200,7 @@ class StopCallback:
             (self.eval_every_kwh and now_kwh - self.last_eval_kwh >= self.eval_every_kwh)
         if due:
             self.last_eval_kwh = energy_kwh() if now_kwh is None else now_kwh
-            scores = self.evaluate(step, self.spread_seeds if not self.rules.history else 1)
-            used = energy_kwh()  # up to and including this evaluation
-            eval_reason = self.rules.on_eval(step, used, scores[self.metric])
-            event = {"event": "eval", "step": step, "energy_kwh": used, "eval_energy_kwh": used - self.last_eval_kwh,
-                     **scores, "best": self.rules.is_best}
-            self.record(event)
+            event, eval_reason = self._evaluate(step, energy_kwh, self.last_eval_kwh)
             if self.rules.is_best:
                 self.save_best(step)
             tuner_reason = self.on_eval(event) if self.on_eval else None  # always told, even when stopping anyway
@@ -219,16 +214,21 @@ class StopCallback:
         ``"final": True`` and passed to ``on_eval``. Returns the record (or ``None``)."""
         if self.stopped_by_tuner or (self.rules.history and self.rules.history[-1][0] == step):
             return None
-        before = energy_kwh()
-        scores = self.evaluate(step, self.spread_seeds if not self.rules.history else 1)
-        used = energy_kwh()
-        self.rules.on_eval(step, used, scores[self.metric])
-        event = {"event": "eval", "step": step, "energy_kwh": used, "eval_energy_kwh": used - before, **scores,
-                 "best": self.rules.is_best, "final": True}
-        self.record(event)
+        event, _ = self._evaluate(step, energy_kwh, energy_kwh(), final=True)
         if self.on_eval:
             self.on_eval(event)
         return event
+
+    def _evaluate(self, step: int, energy_kwh: Callable[[], float], before_kwh: float, **extra) -> tuple[dict, str | None]:
+        """One evaluation (the first also measures the seed spread), fed to the rules and recorded.
+        Returns the record and the rules' stop reason."""
+        scores = self.evaluate(step, self.spread_seeds if not self.rules.history else 1)
+        used = energy_kwh()  # up to and including this evaluation
+        reason = self.rules.on_eval(step, used, scores[self.metric])
+        event = {"event": "eval", "step": step, "energy_kwh": used, "eval_energy_kwh": used - before_kwh, **scores,
+                 "best": self.rules.is_best, **extra}
+        self.record(event)
+        return event, reason
 
     def _report_forecast(self, step: int, used_kwh: float) -> None:
         projected = self.rules.forecast(step, used_kwh, self.kg_per_kwh, self.max_steps)
