@@ -31,6 +31,9 @@ class TableRow:
     intensity_g_per_kwh: float
     year: int | None
     source: str
+    country: str | None = None  # country name (cloud rows of the ML CO2 Impact table)
+    cfe_share: float | None = None  # Google's hourly carbon-free energy share (GCP 2024 rows)
+    pue: float | None = None  # data-centre PUE published with the row, where there is one
 
 
 @functools.cache
@@ -47,6 +50,13 @@ def country_table() -> dict[str, TableRow]:
 
 
 @functools.cache
+def continent_table() -> dict[str, str]:
+    """ISO-3 code -> continent (UN M49 regions, the Americas split in two; see tables/SOURCES.md)."""
+    with (_TABLES / "continents.csv").open() as f:
+        return {row["iso3"]: row["continent"] for row in csv.DictReader(f)}
+
+
+@functools.cache
 def cloud_table() -> dict[str, TableRow]:
     """``provider:region`` -> grid intensity. GCP from Google's 2024 figures, the rest from ML CO2 Impact."""
     rows: dict[str, TableRow] = {}
@@ -55,13 +65,16 @@ def cloud_table() -> dict[str, TableRow]:
             key = f"{row['provider'].strip().lower()}:{row['region'].strip().lower()}"
             place = ", ".join(p for p in (row.get("city"), row.get("state"), row.get("country")) if p)
             rows[key] = TableRow(key, place, float(row["impact"]), None,
-                                 f"ML CO2 Impact cloud table: {key} ({place}); original source: {row['source'].strip()}")
+                                 f"ML CO2 Impact cloud table: {key} ({place}); original source: {row['source'].strip()}",
+                                 country=row.get("country") or None, pue=float(row["PUE"]) if row.get("PUE") else None)
     with (_TABLES / "gcp-region-carbon-2024.csv").open() as f:
         for row in csv.DictReader(f):
             key = f"gcp:{row['Google Cloud Region'].strip().lower()}"
+            older = rows.get(key)
             rows[key] = TableRow(key, row["Location"], float(row["Grid carbon intensity (gCO2eq / kWh)"]), 2024,
                                  f"Google Cloud region carbon data 2024: {key} ({row['Location']}), "
-                                 f"carbon-free energy share {float(row['Google CFE']):.0%}")
+                                 f"carbon-free energy share {float(row['Google CFE']):.0%}",
+                                 country=older.country if older else None, cfe_share=float(row["Google CFE"]))
     return rows
 
 

@@ -12,6 +12,7 @@ from greendiff.cli._compress import distill_command, distill_steps_command, prun
 from greendiff.cli._demo import demo
 from greendiff.cli._eval import eval_command
 from greendiff.cli._measure import measure
+from greendiff.cli._plan import plan_app, profile_command
 from greendiff.cli._runs import runs_app
 from greendiff.cli._train import sample_command, train_command
 from greendiff.cli._tune import tune_command
@@ -38,6 +39,8 @@ app.command("prune", help="Prune a trained model's channels (Diff-Pruning), fine
 app.command("distill", help="Train a smaller student from a teacher (knowledge distillation), teacher energy counted.")(distill_command)
 app.command("distill-steps", help="Progressive distillation: halve the sampling steps per round, quality and energy at each.")(distill_steps_command)
 app.command("tune", help="Energy-aware hyperparameter search (Optuna): best quality per kWh, pruning, Pareto, workers.")(tune_command)
+app.command("profile", help="Profile a training config for a few steps; forecast the run's energy and time, with a band.")(profile_command)
+app.add_typer(plan_app, name="plan", help="Choose where and when to run: regions ranked, the lowest-carbon window.")
 app.command("demo", help="Measure a short built-in CPU workload and print its energy/carbon summary.")(demo)
 app.add_typer(runs_app, name="runs", help="List, show and export tracked runs from the ledger.")
 

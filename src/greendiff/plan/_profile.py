@@ -1,0 +1,190 @@
+"""Forecast a training run's energy and time from a short measured profile of its config.
+
+The profile trains the config for a few steps with every phase metered once (training steps,
+one evaluation if the config evaluates, one sample grid, checkpoints), then scales each phase to
+the planned run: ``steps x J/step + evaluations x J/evaluation + grids x J/grid + checkpoints x J/checkpoint``.
+
+Uncertainty band (relative, combined in quadrature):
+- the meter's own uncertainty (the largest of the devices': 0 for counters, 10-30 % for estimates);
+- the sampling error of the mean step energy (2 standard errors);
+- drift: how far the second half of the profiled steps is from the first (thermal, caches).
+The first steps (warm-up: allocator, kernel selection) are measured but not used for the rate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from greendiff.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Forecast energy (IT, kWh) and running time of a planned run, from a profile."""
+
+    energy_kwh: float
+    energy_low_kwh: float
+    energy_high_kwh: float
+    hours: float
+    steps: int
+    evaluations: int
+    sample_grids: int
+    checkpoints: int
+    energy_per_step_j: float
+    seconds_per_step: float
+    energy_per_eval_j: float
+    energy_per_grid_j: float
+    energy_per_checkpoint_j: float
+    seconds_per_checkpoint: float
+    profiled_steps: int  # warm-up included
+    uncertainty_frac: float
+    method: str
+    device: str = ""
+    config: str = ""
+
+    @property
+    def pause_cost_kwh(self) -> float:
+        """Energy of one pause: a checkpoint written, and about as much again to load it and restart."""
+        return 2 * self.energy_per_checkpoint_j / 3.6e6
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "pause_cost_kwh": self.pause_cost_kwh}
+
+    @classmethod
+    def from_file(cls, path: Path) -> Forecast:
+        """Read a ``greendiff profile`` output; a one-line error if it is not one."""
+        try:
+            raw = json.loads(Path(path).read_text())
+            data = raw["forecast"]
+            return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        except FileNotFoundError:
+            raise UserInputError(f"--profile {path}: no such file (write one with 'greendiff profile')") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserInputError(f"--profile {path}: not a greendiff profile ({type(exc).__name__}: {exc})") from None
+
+
+def planned_counts(max_steps: int, eval_every: int, eval_at_end: bool, sample_every: int,
+                   checkpoint_every: int) -> tuple[int, int, int]:
+    """How many evaluations, sample grids and checkpoints the training loop makes over ``max_steps``.
+
+    Mirrors ``greendiff.train.train``: periodic ones strictly before the last step, then at the end
+    an evaluation (if asked), a grid, a checkpoint and the exported pipeline (counted as a checkpoint).
+    A periodic evaluation that improves the metric also saves a "best" checkpoint: each is counted
+    (an upper bound; while a model trains most evaluations improve). Energy-triggered evaluations
+    (``stop.eval_every_kwh``) are added by :func:`forecast`.
+    """
+    periodic = max_steps // eval_every if eval_every else 0
+    evals = periodic + int(eval_at_end and not (eval_every and max_steps % eval_every == 0))
+    return evals, (max_steps - 1) // sample_every + 1, (max_steps - 1) // checkpoint_every + 2 + periodic
+
+
+@dataclass(frozen=True)
+class PhaseCosts:
+    """One of each non-step phase, measured: energy (J) and time (s)."""
+
+    eval_j: float = 0.0
+    eval_s: float = 0.0
+    eval_setup_j: float = 0.0  # the real images' features, computed once per run that evaluates
+    grid_j: float = 0.0
+    grid_s: float = 0.0
+    checkpoint_j: float = 0.0
+    checkpoint_s: float = 0.0
+
+
+def forecast(step_energy_j: list[float], step_seconds: list[float], phases: PhaseCosts, counts: tuple[int, int, int],
+             steps: int, meter_uncertainty_frac: float, warmup: int, eval_every_kwh: float = 0.0, method: str = "",
+             device: str = "", config: str = "") -> Forecast:
+    """Scale a profile to a planned run.
+
+    Args:
+        step_energy_j: Energy of each profiled step (all metered devices), in order.
+        step_seconds: Wall time of each profiled step.
+        phases: Energy and time of one evaluation, one sample grid, one checkpoint.
+        counts: ``(evaluations, grids, checkpoints)`` of the planned run (:func:`planned_counts`).
+        steps: Planned optimizer steps.
+        meter_uncertainty_frac: The meters' relative uncertainty.
+        warmup: Leading steps left out of the rate.
+        eval_every_kwh: The planned run also evaluates each time this much energy is used.
+    """
+    used_j, used_s = step_energy_j[warmup:], step_seconds[warmup:]
+    if len(used_j) < 4:
+        raise UserInputError(f"profile too short: {len(step_energy_j)} steps leave {len(used_j)} after the "
+                             f"{warmup} warm-up steps; profile at least {warmup + 4} steps")
+    per_step_j = statistics.fmean(used_j)
+    per_step_s = statistics.fmean(used_s)
+    sem = statistics.stdev(used_j) / math.sqrt(len(used_j))
+    half = len(used_j) // 2
+    drift = abs(statistics.fmean(used_j[half:]) - statistics.fmean(used_j[:half])) / per_step_j if per_step_j > 0 else 0.0
+    rel = math.sqrt(meter_uncertainty_frac ** 2 + (2 * sem / per_step_j if per_step_j > 0 else 0.0) ** 2 + drift ** 2)
+    evals, grids, checkpoints = counts
+    if eval_every_kwh > 0:
+        evals += int(steps * per_step_j / 3.6e6 // eval_every_kwh)
+    total_j = (steps * per_step_j + evals * phases.eval_j + (phases.eval_setup_j if evals else 0.0)
+               + grids * phases.grid_j + checkpoints * phases.checkpoint_j)
+    total_s = steps * per_step_s + evals * phases.eval_s + grids * phases.grid_s + checkpoints * phases.checkpoint_s
+    return Forecast(total_j / 3.6e6, total_j * (1 - rel) / 3.6e6, total_j * (1 + rel) / 3.6e6, total_s / 3600.0, steps,
+                    evals, grids, checkpoints, per_step_j, per_step_s, phases.eval_j, phases.grid_j, phases.checkpoint_j,
+                    phases.checkpoint_s, len(step_energy_j), rel, method, device, config)
+
+
+def profile_config(config, steps: int):
+    """The config to profile: ``steps`` steps, one step per log record, every periodic phase moved to the
+    end (so each is measured once, apart from the steps), budgets and early stopping off."""
+    import dataclasses
+
+    planned_evals, _, _ = planned_counts(config.run.max_steps, config.stop.eval_every, config.stop.eval_at_end,
+                                         config.run.sample_every, config.run.checkpoint_every)
+    evaluates = planned_evals > 0 or config.stop.eval_every_kwh > 0
+    run = dataclasses.replace(config.run, max_steps=steps, log_every=1, sample_every=steps + 1, checkpoint_every=steps + 1)
+    stop = dataclasses.replace(config.stop, eval_every=0, eval_every_kwh=0.0, eval_at_end=evaluates, spread_seeds=1,
+                               patience=0, min_gain_per_kwh=0.0, target=0.0, budget_kwh=0.0, budget_kgco2e=0.0)
+    return dataclasses.replace(config, run=run, stop=stop)
+
+
+def run_profile(config, data, tracker, run_dir: Path, steps: int, warmup: int, config_name: str = "",
+                on_log=None) -> Forecast:
+    """Train ``config`` for ``steps`` steps under ``tracker`` and forecast the full run.
+
+    Args:
+        tracker: A started :class:`greendiff.tracking.Tracker`; it is stopped here.
+        run_dir: Scratch directory for the profile's checkpoints and samples.
+        on_log: Passed to the training loop (a progress bar).
+    """
+    from greendiff.train import train
+
+    if steps <= warmup + 3:
+        raise UserInputError(f"--steps must be more than {warmup + 3} (the first {warmup} are warm-up), got {steps}")
+    records, evals = [], []
+
+    def log(record: dict) -> None:
+        records.append(record)
+        if on_log:
+            on_log(record)
+
+    result = train(profile_config(config, steps), run_dir, data, tracker, on_log=log, on_eval=evals.append)
+    summary = tracker.stop("completed")
+    if result.status != "completed":
+        raise UserInputError(f"the profile did not complete ({result.status} at step {result.step})")
+    logs = [r for r in records if "loss" in r]
+    cumulative_j = [0.0] + [r["energy_kwh"] * 3.6e6 for r in logs]
+    step_j = [b - a for a, b in zip(cumulative_j, cumulative_j[1:])]
+    step_s = [config.optim.batch_size / r["samples_per_s"] for r in logs]
+    phase = {p["name"]: p for p in summary["phases"]}
+    eval_j = evals[0]["eval_energy_kwh"] * 3.6e6 if evals else 0.0
+    eval_phase = phase.get("eval", {"energy_j": 0.0, "duration_s": 0.0, "count": 0})
+    costs = PhaseCosts(
+        eval_j=eval_j, eval_s=eval_phase["duration_s"] * eval_j / eval_phase["energy_j"] if eval_j > 0 else 0.0,
+        eval_setup_j=max(eval_phase["energy_j"] - eval_j, 0.0),
+        grid_j=phase.get("sample", {}).get("energy_j", 0.0), grid_s=phase.get("sample", {}).get("duration_s", 0.0),
+        checkpoint_j=phase["checkpoint"]["energy_j"] / phase["checkpoint"]["count"],
+        checkpoint_s=phase["checkpoint"]["duration_s"] / phase["checkpoint"]["count"])
+    counts = planned_counts(config.run.max_steps, config.stop.eval_every, config.stop.eval_at_end,
+                            config.run.sample_every, config.run.checkpoint_every)
+    meter_frac = max((d["uncertainty_frac"] for d in summary["devices"]), default=0.0)
+    device = next((r["device"] for r in records if r.get("event") == "start"), "")
+    return forecast(step_j, step_s, costs, counts, config.run.max_steps, meter_frac, warmup, config.stop.eval_every_kwh,
+                    ", ".join(summary["methods"]), device, config_name)

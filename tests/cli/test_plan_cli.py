@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from greendiff.cli._app import main
+from greendiff.ledger import Ledger, default_ledger_path
+
+WINDOW = ["plan", "window", "--grid", "CISO", "--energy-kwh", "6", "--hours", "6", "--start", "2022-06-01T00:00"]
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_plan_window_json_reports_three_schedules(capsys):
+    code, out, err = run_cli(capsys, *WINDOW, "--deadline", "2022-06-03T00:00", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    now, cont, split = (plan["schedules"][k] for k in ("start now", "best contiguous", "best interruptible"))
+    assert now["start"] == "2022-06-01T00:00:00+00:00" and now["saving_frac"] == 0
+    assert split["emissions_g"] <= cont["emissions_g"] < now["emissions_g"]
+    assert cont["end"] <= "2022-06-03T00:00:00+00:00" and 0.3 < cont["saving_frac"] < 0.6
+    assert "EIA-930" in plan["source"] and plan["pue"] == 1.0
+
+
+def test_plan_window_table_and_interruptible(capsys):
+    code, out, _ = run_cli(capsys, *WINDOW, "--flex-hours", "72", "--interruptible", "--pause-cost-kwh", "0.05", "--pue", "1.2")
+    assert code == 0 and "run during:" in out and "PUE 1.2" in out
+    (chosen,) = [line for line in out.splitlines() if "◀" in line]
+    assert "best interruptible" in chosen
+
+
+def test_plan_window_in_another_year_uses_the_trace_as_a_typical_year(capsys):
+    code, out, _ = run_cli(capsys, "plan", "window", "--grid", "ciso", "--energy-kwh", "1", "--hours", "2",
+                           "--start", "2027-06-01T00:00", "--flex-hours", "24", "--json")
+    assert code == 0 and any("typical year" in n for n in json.loads(out)["notes"])
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--deadline", "2022-05-31T00:00"], "is not after --start"),
+    (["--deadline", "2022-06-01T04:00"], "the job needs 6 h but --start to --deadline is 4 h"),
+    (["--flex-hours", "24", "--deadline", "2022-06-02T00:00"], "exactly one of --deadline"),
+    (["--deadline", "tomorrow"], "is not a date and time"),
+    (["--flex-hours", "24", "--energy-kwh", "-2"], "--energy-kwh must be a positive number"),
+    (["--flex-hours", "24", "--grid", "NOPE"], "unknown grid 'NOPE'"),
+    (["--flex-hours", "24", "--live", "electricitymaps"], "only 'uk' offers a forecast"),
+    (["--flex-hours", "24", "--pause-cost-kwh", "-1"], "--pause-cost-kwh must be a positive number"),
+])
+def test_plan_window_bad_input(capsys, args, message):
+    code, _, err = run_cli(capsys, *WINDOW, *args)
+    assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("2022-06-01T00:00,100\n2022-06-01T01:00,200\n2022-06-01T03:00,300\n", "t.csv:4: gap or uneven step"),
+    ("2022-06-01T00:00,100\n2022-06-01T02:00,200\n2022-06-01T01:00,300\n", "t.csv:4: timestamp 2022-06-01T01:00:00+00:00 is not after"),
+    ("2022-06-01T00:00,100\nnoon,200\n", "t.csv:3: bad timestamp 'noon'"),
+    ("2022-06-01T00:00,100\n2022-06-01T01:00,-5\n", "t.csv:3: intensity must be a finite number >= 0"),
+])
+def test_plan_window_bad_traces_name_the_line(capsys, tmp_path, rows, message):
+    trace = write(tmp_path, "t.csv", "timestamp,intensity\n" + rows)
+    code, _, err = run_cli(capsys, "plan", "window", "--grid", trace, "--energy-kwh", "1", "--hours", "1",
+                           "--start", "2022-06-01T00:00", "--flex-hours", "2")
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_plan_regions_ranks_and_compares_with_the_current_location(capsys):
+    code, out, err = run_cli(capsys, "plan", "regions", "--energy-kwh", "100", "--country", "DEU", "--continent", "Europe",
+                             "--provider", "gcp", "--provider", "country", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["current"]["pue"] == 1.0 and report["current"]["emissions_kg"] > 30  # Germany, ~380 g/kWh
+    regions = report["regions"]
+    assert regions[0]["emissions_kg"] <= regions[-1]["emissions_kg"]
+    assert {r["provider"] for r in regions} == {"gcp", "country"} and {r["continent"] for r in regions} == {"Europe"}
+    code, out, _ = run_cli(capsys, "plan", "regions", "--energy-kwh", "100", "--cloud", "aws:us-east-1", "-n", "3")
+    assert code == 0 and "vs you" in out and "you:" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--energy-kwh", "1", "--continent", "Mars"], "unknown continent 'Mars'"),
+    (["--energy-kwh", "0"], "--energy-kwh must be a positive number"),
+    (["--energy-kwh", "1", "--cloud", "gcp:moon-1"], "unknown cloud region 'gcp:moon-1'"),
+    ([], "give the job's energy"),
+    (["--profile", "missing.json"], "no such file"),
+])
+def test_plan_regions_bad_input(capsys, args, message):
+    code, _, err = run_cli(capsys, "plan", "regions", *args)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+TINY_TOML = """
+[model]
+preset = "nano"
+block_out_channels = [8, 16]
+[data]
+dataset = "digits"
+resolution = 8
+[optim]
+batch_size = 16
+sample_steps = 4
+[run]
+max_steps = 400
+num_samples = 4
+checkpoint_every = 100
+[stop]
+eval_every = 200
+eval_samples = 16
+"""
+
+
+def test_profile_then_plan_with_it(capsys, tmp_path):
+    config = write(tmp_path, "tiny.toml", TINY_TOML)
+    out_path = tmp_path / "profile.json"
+    code, out, err = run_cli(capsys, "profile", "--config", config, "--steps", "12", "--warmup", "2", "-o", str(out_path),
+                             "--country", "FRA")
+    assert code == 0, err
+    report = json.loads(out_path.read_text())
+    f = report["forecast"]
+    assert f["steps"] == 400 and f["profiled_steps"] == 12 and f["evaluations"] == 2 and f["checkpoints"] == 3 + 2 + 2
+    assert f["energy_low_kwh"] < f["energy_kwh"] < f["energy_high_kwh"]
+    assert f["energy_per_eval_j"] > 0 and f["energy_per_checkpoint_j"] > 0 and f["hours"] > 0
+    expected_j = (400 * f["energy_per_step_j"] + 2 * f["energy_per_eval_j"] + f["sample_grids"] * f["energy_per_grid_j"]
+                  + 7 * f["energy_per_checkpoint_j"])
+    assert f["energy_kwh"] * 3.6e6 >= expected_j  # plus the one-off reference features
+    run = Ledger(default_ledger_path()).get_run(report["ledger_run_id"])
+    assert run.kind == "profile" and run.status == "completed"
+    assert "forecast" in err and "wrote" in err
+    code, out, err = run_cli(capsys, "plan", "window", "--profile", str(out_path), "--grid", "PJM",
+                             "--start", "2022-03-01T00:00", "--flex-hours", "12", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["energy_kwh"] == f["energy_kwh"] and plan["duration_h"] == f["hours"]
+    assert plan["pause_cost_kwh"] == pytest.approx(2 * f["energy_per_checkpoint_j"] / 3.6e6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "4"], "--steps must be more than --warmup + 3"),
+    (["--output", "p.txt"], "--output must end in .json"),
+    (["--set", "optim.lr=-1"], "optim.lr"),
+])
+def test_profile_bad_input(capsys, args, message):
+    code, _, err = run_cli(capsys, "profile", *args)
+    assert code == 2 and message in err and "Traceback" not in err

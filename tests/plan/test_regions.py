@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+
+from greendiff.carbon import Pue, cloud_table, country_table
+from greendiff.errors import UserInputError
+from greendiff.plan import CONTINENTS, rank_regions
+
+
+def test_ranking_is_energy_times_pue_times_intensity_lowest_first():
+    options = rank_regions(10.0)
+    assert len(options) == len(cloud_table()) + len(country_table())
+    assert [o.emissions_kg for o in options] == sorted(o.emissions_kg for o in options)
+    for o in options:
+        assert o.emissions_kg == pytest.approx(10.0 * o.pue * o.intensity_g_per_kwh / 1000)
+        assert o.continent in CONTINENTS, o.key
+
+
+def test_provider_pue_and_gcp_2024_figures():
+    by_key = {o.key: o for o in rank_regions(1.0)}
+    finland = by_key["gcp:europe-north1"]
+    assert finland.pue == 1.10 and finland.year == 2024 and finland.cfe_share == pytest.approx(0.98)
+    assert by_key["aws:eu-west-3"].pue == 1.15 and by_key["aws:eu-west-3"].continent == "Europe"
+    assert by_key["azure:westeurope"].pue == 1.18
+    assert by_key["country:FRA"].pue == 1.58 and by_key["country:FRA"].continent == "Europe"
+    assert by_key["country:FRA"].intensity_g_per_kwh == country_table()["FRA"].intensity_g_per_kwh
+    assert by_key["gcp:us-central1"].continent == "North America"
+    assert by_key["gcp:australia-southeast1"].continent == "Oceania"
+
+
+def test_filters_by_provider_and_continent():
+    europe_gcp = rank_regions(1.0, providers=("gcp",), continent="europe")
+    assert europe_gcp and all(o.provider == "gcp" and o.continent == "Europe" for o in europe_gcp)
+    assert {o.key for o in europe_gcp} >= {"gcp:europe-north1", "gcp:europe-west1"}
+    countries = rank_regions(1.0, providers=("country",), continent="South America")
+    assert {o.key for o in countries} >= {"country:BRA", "country:ARG"} and "country:FRA" not in {o.key for o in countries}
+    assert rank_regions(1.0, country_pue=Pue(1.2, "x"), providers=("country",))[0].pue == 1.2
+
+
+@pytest.mark.parametrize("kwargs, message", [({"continent": "Atlantis"}, "unknown continent"),
+                                             ({"providers": ("ibm",)}, "unknown provider 'ibm'")])
+def test_bad_filters(kwargs, message):
+    with pytest.raises(UserInputError, match=message):
+        rank_regions(1.0, **kwargs)
