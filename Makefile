@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.greendiff-installed
 TORCH_PIP_ARGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
-.PHONY: setup demo test bench bench-quality bench-compress bench-tune clean
+.PHONY: setup demo test bench bench-quality bench-compress bench-tune bench-plan clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,10 @@ bench-compress: $(STAMP)
 	$(BIN)/python bench/compression.py --write-benchmarks
 
 # Tuning with and without pruning; the tuned config against the default green config (~40 min on 2 CPU cores).
+bench-plan: $(STAMP)
+	$(BIN)/python bench/carbon_windows.py --write-benchmarks
+	$(BIN)/python bench/carbon_windows.py --every-hours 3 --write-benchmarks
+
 bench-tune: $(STAMP)
 	$(BIN)/python bench/tuning.py --write-benchmarks
 

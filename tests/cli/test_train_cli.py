@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import pytest
 
 from greendiff.cli._app import main
 from greendiff.ledger import Ledger, default_ledger_path
 
+SHORT_TRACE = str(Path(__file__).resolve().parent.parent / "carbon" / "fixtures" / "short_trace.csv")
 TINY = ["--preset", "nano", "--set", "model.block_out_channels=8,16", "--dataset", "digits", "--resolution", "8",
         "--batch-size", "16", "--sample-steps", "4", "--set", "run.num_samples=4", "--set", "run.log_every=2"]
 
@@ -67,10 +69,20 @@ BAD = [
     (["train", "--patience", "3"], "early stopping on quality needs evaluations: set --eval-every N"),
     (["train", "--budget-kwh", "-1"], "stop.budget_kwh must be >= 0"),
     (["train", "--dataset", "digits", "--resolution", "8", "--batch-size", "5000"], "fewer than one batch of 5000"),
+    (["train", "--carbon-aware"], "--carbon-aware needs --max-intensity G"),
+    (["train", *TINY, "--carbon-aware", "--max-intensity", "200", "--country", "FRA"], "needs an hourly intensity series"),
+    (["train", *TINY, "--carbon-aware", "--max-intensity", "200", "--grid", "CISO", "--deadline", "2020-01-01T00:00"],
+     "is not after the start"),
+    (["train", "--carbon-aware", "--deadline", "friday"], "carbon.deadline 'friday' is not a date and time"),
+    (["train", "--carbon-aware", "--max-intensity", "-5"], "carbon.max_intensity must be >= 0"),
+    (["train", "--carbon-aware", "--max-intensity", "200", "--simulate-clock", "2022-06-01T00:00"],
+     "a simulated clock needs both"),
+    (["train", *TINY, "--carbon-aware", "--max-intensity", "200", "--grid", SHORT_TRACE,
+      "--simulate-clock", "2022-06-01T00:00", "--simulated-step-s", "60"], "does not cover today"),
 ]
 
 
-@pytest.mark.parametrize(("argv", "message"), BAD, ids=[" ".join(a[1:3]) for a, _ in BAD])
+@pytest.mark.parametrize(("argv", "message"), BAD, ids=[" ".join(a[1:3]) + f"-{i}" for i, (a, _) in enumerate(BAD)])
 def test_bad_train_input_is_one_line_exit_2(capsys, tmp_path, argv, message):
     runs = tmp_path / "runs"
     code, out, err = run_cli(capsys, *argv, *(["--output-dir", str(runs)] if argv[0] == "train" and "--resume" not in argv else []))
@@ -79,6 +91,29 @@ def test_bad_train_input_is_one_line_exit_2(capsys, tmp_path, argv, message):
     assert len(lines) == 1 and message in lines[0], err
     assert not runs.exists(), "no run directory for bad input"
     assert not default_ledger_path().exists() or Ledger(default_ledger_path()).list_runs() == []
+
+
+def test_carbon_aware_training_on_a_simulated_clock(capsys, tmp_path):
+    from datetime import datetime
+
+    from greendiff.carbon import bundled_trace
+
+    code, _, err = run_cli(capsys, "train", *TINY, "--max-steps", "30", "--output-dir", str(tmp_path / "runs"),
+                           "--carbon-aware", "--max-intensity", "250", "--deadline", "2022-06-03T00:00",
+                           "--simulate-clock", "2022-06-01T00:00", "--simulated-step-s", "1200", "--grid", "CISO")
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    ca = json.loads((run_dir / "emissions.json").read_text())["carbon_aware"]
+    assert ca["policy"] == "threshold" and ca["pauses"] >= 1 and ca["met_deadline"]
+    assert ca["active_h"] == pytest.approx(10.0) and ca["waited_h"] > 1
+    assert 0 < ca["emissions_g"] < ca["straight_through_g"] and ca["saved_g"] > 0
+    assert "carbon-aware (threshold)" in err and "deadline met" in err
+    trace = bundled_trace("CISO")
+    pauses = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"pause"' in line]
+    assert len(pauses) == ca["pauses"]
+    for p in pauses:  # paused in a dirty hour, resumed in a clean one
+        assert trace.value_at(datetime.fromisoformat(p["from"])) > 250 >= trace.value_at(datetime.fromisoformat(p["until"]))
+    assert 'deadline = "2022-06-03T00:00"' in (run_dir / "config.toml").read_text()
 
 
 def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(tmp_path):

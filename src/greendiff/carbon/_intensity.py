@@ -59,6 +59,10 @@ class IntensityProvider(abc.ABC):
     def describe(self) -> str:
         return self.name
 
+    def coverage(self) -> tuple[datetime | None, datetime | None]:
+        """The time range this provider can answer for; ``None`` ends are unbounded."""
+        return None, None
+
 
 def as_utc(moment: datetime) -> datetime:
     """Reject naive datetimes (an ambiguous hour changes the emissions) and convert to UTC."""

@@ -200,3 +200,7 @@ class TraceProvider(IntensityProvider):
 
     def describe(self) -> str:
         return self.trace.source
+
+    def coverage(self) -> tuple[datetime | None, datetime | None]:
+        """Unbounded for a year-long trace (a typical year); otherwise the trace's own span."""
+        return (None, None) if self.trace.covers_a_year else (self.trace.start, self.trace.end)

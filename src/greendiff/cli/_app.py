@@ -11,6 +11,7 @@ from greendiff import __version__
 from greendiff.cli._compress import distill_command, distill_steps_command, prune_command
 from greendiff.cli._demo import demo
 from greendiff.cli._eval import eval_command
+from greendiff.cli._hardware import hardware_command
 from greendiff.cli._measure import measure
 from greendiff.cli._plan import plan_app, profile_command
 from greendiff.cli._runs import runs_app
@@ -41,6 +42,7 @@ app.command("distill-steps", help="Progressive distillation: halve the sampling 
 app.command("tune", help="Energy-aware hyperparameter search (Optuna): best quality per kWh, pruning, Pareto, workers.")(tune_command)
 app.command("profile", help="Profile a training config for a few steps; forecast the run's energy and time, with a band.")(profile_command)
 app.add_typer(plan_app, name="plan", help="Choose where and when to run: regions ranked, the lowest-carbon window.")
+app.command("hardware", help="Energy and time per training sample on each device; GPU power-limit sweeps; estimates for other GPUs.")(hardware_command)
 app.command("demo", help="Measure a short built-in CPU workload and print its energy/carbon summary.")(demo)
 app.add_typer(runs_app, name="runs", help="List, show and export tracked runs from the ledger.")
 

@@ -87,6 +87,11 @@ def train_command(
     name: Annotated[Optional[str], Opt("--name", help="Run name (default: recipe-preset).")] = None,
     resume: Annotated[Optional[Path], Opt("--resume", help="Run directory to continue from its latest checkpoint.")] = None,
     dry_run: Annotated[bool, Opt("--dry-run", help="Print the resolved config and exit.")] = False,
+    carbon_aware: Annotated[Optional[bool], Opt("--carbon-aware/--no-carbon-aware", help="Pause while the grid is dirty (needs --grid or --live uk, and --max-intensity and/or --deadline).")] = None,
+    max_intensity: Annotated[Optional[float], Opt("--max-intensity", help="Carbon-aware: train only at or below this many gCO2e/kWh.")] = None,
+    deadline: Annotated[Optional[str], Opt("--deadline", help="Carbon-aware: training must end by this ISO 8601 time (UTC unless a zone is given).")] = None,
+    simulate_clock: Annotated[Optional[str], Opt("--simulate-clock", help="Carbon-aware on a simulated clock starting at this ISO time (with --simulated-step-s).", hidden=True)] = None,
+    simulated_step_s: Annotated[Optional[float], Opt("--simulated-step-s", help="Simulated seconds per training step.", hidden=True)] = None,
     country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
     live: Live = "none", zone: Zone = None, cpu_watts: CpuWatts = None, gpus: Gpus = None,
     no_gpu: NoGpu = False, ledger: LedgerPath = None,
@@ -104,7 +109,9 @@ def train_command(
                  "run.output_dir": output_dir, "run.name": name, "stop.eval_every": eval_every, "stop.eval_every_kwh": eval_every_kwh,
                  "stop.eval_samples": eval_samples, "stop.patience": patience, "stop.min_delta": min_delta,
                  "stop.min_gain_per_kwh": min_gain_per_kwh, "stop.target": target_fid, "stop.budget_kwh": budget_kwh,
-                 "stop.budget_kgco2e": budget_kgco2e, **_parse_sets(sets)}
+                 "stop.budget_kgco2e": budget_kgco2e, "carbon.enabled": carbon_aware, "carbon.max_intensity": max_intensity,
+                 "carbon.deadline": deadline, "carbon.simulate_start": simulate_clock,
+                 "carbon.simulated_step_s": simulated_step_s, **_parse_sets(sets)}
     if resume is not None:
         if not (resume / "config.toml").is_file():
             raise UserInputError(f"--resume {resume}: not a run directory (no config.toml)")
@@ -121,6 +128,13 @@ def train_command(
     console = Console(stderr=True)
     data = load_dataset(config.data.dataset, config.data.resolution)
     check_data(config, data)
+    controller = None
+    if config.carbon.enabled:
+        from greendiff.carbon import resolve_provider, resolve_pue
+        from greendiff.plan import controller_for
+
+        controller = controller_for(config.carbon, resolve_provider(settings.location, settings.live, settings.zone),
+                                    resolve_pue(settings.pue, settings.location).value, config.run.max_steps)
     if data.skipped:
         console.print(f"skipped {data.skipped} unreadable image files", style="yellow")
     run_name = config.run.name or f"{config.recipe}-{config.model.preset}"
@@ -129,11 +143,15 @@ def train_command(
     tracker = settings.tracker(run_dir.name + (" (resumed)" if resume else ""), "train", f"greendiff train ({run_dir})",
                                config=to_dict(config)).start()
     t0 = time.perf_counter()
-    result = run_training(config, data, run_dir, tracker, console, resume=resume is not None)
+    result = run_training(config, data, run_dir, tracker, console, resume=resume is not None, carbon_aware=controller)
     summary = tracker.stop("completed" if result.status in ("completed", "stopped") else "interrupted")
     summary["stop_reason"] = result.stop_reason or ("max_steps reached" if result.status == "completed" else result.status)
+    if controller is not None:
+        summary["carbon_aware"] = controller.summary()
     write_emissions(run_dir, summary, result.prior_energy_j)
     render_summary(summary, console)
+    if controller is not None:
+        render_carbon_aware(summary["carbon_aware"], console)
     console.print(f"{result.status} at step {result.step} in {time.perf_counter() - t0:.1f} s · run directory {run_dir}"
                   + (f" · {result.stop_reason}" if result.stop_reason else "")
                   + ("" if result.status in ("completed", "stopped") else f" · resume with: greendiff train --resume {run_dir}"),
@@ -142,8 +160,16 @@ def train_command(
         raise typer.Exit(130)
 
 
+def render_carbon_aware(ca: dict, console: Console) -> None:
+    deadline = "" if ca["deadline"] is None else (" · deadline met" if ca["met_deadline"] else " · DEADLINE MISSED")
+    console.print(f"carbon-aware ({ca['policy']}): {ca['pauses']} pauses, waited {ca['waited_h']:.1f} h, trained "
+                  f"{ca['active_h']:.1f} h · {fmt_mass(ca['emissions_g'] / 1e3)} CO2e against "
+                  f"{fmt_mass(ca['straight_through_g'] / 1e3)} straight through: saved {fmt_mass(ca['saved_g'] / 1e3)} "
+                  f"({ca['saved_frac']:.1%}){deadline}", highlight=False)
+
+
 def run_training(config, data, run_dir: Path, tracker, console: Console, *, resume: bool = False, label: str = "train",
-                 on_eval=None):
+                 on_eval=None, carbon_aware=None):
     """``train()`` with a progress bar and the loss the config asks for (distillation builds its teacher's).
     On Ctrl-C the tracker is stopped, the resume command printed, and the CLI exits 130; on any other
     failure the tracker is stopped as failed. ``on_eval``: passed to ``train`` (a tuner's pruner).
@@ -175,7 +201,8 @@ def run_training(config, data, run_dir: Path, tracker, console: Console, *, resu
 
     try:
         with progress:
-            return train(config, run_dir, data, tracker, resume=resume, on_log=on_log, objective=objective, on_eval=on_eval)
+            return train(config, run_dir, data, tracker, resume=resume, on_log=on_log, objective=objective, on_eval=on_eval,
+                         carbon_aware=carbon_aware)
     except KeyboardInterrupt:
         tracker.stop("interrupted")
         console.print(f"interrupted; resume with: greendiff train --resume {run_dir}")

@@ -23,7 +23,7 @@ from greendiff.energy._base import (
 from greendiff.energy._cpu_power import CpuInfo, CpuPower, read_cpuinfo, resolve_cpu_power
 from greendiff.energy._estimate import RAM_WATTS_PER_GB, CpuTimeMeter, RamEstimateMeter
 from greendiff.energy._monitor import EnergyMonitor, MonitorOptions, Reading, measurement_between
-from greendiff.energy._nvidia import NvidiaGpuMeter
+from greendiff.energy._nvidia import NvidiaGpuMeter, NvidiaPowerLimit, PowerLimitDenied
 from greendiff.energy._process_tree import ProcessTreeClock
 from greendiff.energy._rapl import RaplMeter
 
@@ -42,6 +42,8 @@ __all__ = [
     "Meter",
     "MonitorOptions",
     "NvidiaGpuMeter",
+    "NvidiaPowerLimit",
+    "PowerLimitDenied",
     "ProcessTreeClock",
     "RamEstimateMeter",
     "RaplMeter",

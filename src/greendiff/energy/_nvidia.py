@@ -47,6 +47,25 @@ def _visible_nvml_indices(count: int, env_value: str | None) -> list[int | str]:
     return visible
 
 
+def _init_nvml() -> bool:
+    """Initialise NVML; ``False`` (logged) where the library, the driver or a GPU is missing."""
+    if pynvml is None:
+        return False
+    try:
+        pynvml.nvmlInit()
+    except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
+        logger.info("no NVML: %s", exc)
+        return False
+    return True
+
+
+def _handle_and_name(ref: int | str) -> tuple[object, str]:
+    """NVML handle and name of a visible GPU given by NVML index or UUID prefix."""
+    handle = pynvml.nvmlDeviceGetHandleByIndex(ref) if isinstance(ref, int) else pynvml.nvmlDeviceGetHandleByUUID(ref)
+    name = pynvml.nvmlDeviceGetName(handle)
+    return handle, name.decode() if isinstance(name, bytes) else str(name)
+
+
 def _read_counter_mj(handle: object) -> int | None:
     """The energy counter (Volta and newer), or ``None`` where the GPU has none."""
     try:
@@ -136,16 +155,10 @@ class NvidiaGpuMeter(GpuMeter):
 
         ``use_counter=False`` forces power polling even where the counter exists (to compare them).
         """
-        if pynvml is None:
+        if not _init_nvml():
             return None
         try:
-            pynvml.nvmlInit()
-        except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
-            logger.info("no NVIDIA GPU meter: %s", exc)
-            return None
-        try:
-            count = pynvml.nvmlDeviceGetCount()
-            visible = _visible_nvml_indices(count, os.environ.get("CUDA_VISIBLE_DEVICES"))
+            visible = _visible_nvml_indices(pynvml.nvmlDeviceGetCount(), os.environ.get("CUDA_VISIBLE_DEVICES"))
             wanted = range(len(visible)) if gpu_indices is None else gpu_indices
             handles, names, indices = [], [], []
             for cuda_index in wanted:
@@ -153,12 +166,9 @@ class NvidiaGpuMeter(GpuMeter):
                     pynvml.nvmlShutdown()
                     raise UserInputError(f"GPU index {cuda_index} is not visible: {len(visible)} GPU(s) visible "
                                          "through CUDA_VISIBLE_DEVICES; use an index below that")
-                ref = visible[cuda_index]
-                handle = (pynvml.nvmlDeviceGetHandleByIndex(ref) if isinstance(ref, int)
-                          else pynvml.nvmlDeviceGetHandleByUUID(ref))
-                name = pynvml.nvmlDeviceGetName(handle)
+                handle, name = _handle_and_name(visible[cuda_index])
                 handles.append(handle)
-                names.append(name.decode() if isinstance(name, bytes) else str(name))
+                names.append(name)
                 indices.append(cuda_index)
         except pynvml.NVMLError as exc:
             logger.warning("no NVIDIA GPU meter: %s", exc)
@@ -188,4 +198,77 @@ class NvidiaGpuMeter(GpuMeter):
                 poller.stop()
             self._pollers.clear()
             self._handles = []
+            pynvml.nvmlShutdown()
+
+
+class PowerLimitDenied(RuntimeError):
+    """The power limit cannot be set here (no permission, or the GPU does not support it)."""
+
+
+class NvidiaPowerLimit:
+    """One GPU's power limit through NVML, for power-limit sweeps (as Zeus' ``GlobalPowerLimitOptimizer``).
+
+    Setting a limit needs root (or ``nvidia-smi -pm 1`` and admin rights); where it is refused,
+    :meth:`set_w` raises :class:`PowerLimitDenied` and the GPU keeps its limit. :meth:`close`
+    restores the limit found at open.
+
+    Args:
+        cuda_index: The GPU, in CUDA's numbering after ``CUDA_VISIBLE_DEVICES``.
+    """
+
+    def __init__(self, handle: object, name: str, cuda_index: int) -> None:
+        self._handle, self.name, self.cuda_index = handle, name, cuda_index
+        self.original_w = pynvml.nvmlDeviceGetPowerManagementLimit(handle) * MW_TO_W
+        self._changed = False
+
+    @classmethod
+    def open(cls, cuda_index: int) -> NvidiaPowerLimit | None:
+        """``None`` where NVML or the GPU is missing."""
+        if not _init_nvml():
+            return None
+        try:
+            visible = _visible_nvml_indices(pynvml.nvmlDeviceGetCount(), os.environ.get("CUDA_VISIBLE_DEVICES"))
+            if not 0 <= cuda_index < len(visible):
+                pynvml.nvmlShutdown()
+                return None
+            return cls(*_handle_and_name(visible[cuda_index]), cuda_index)
+        except pynvml.NVMLError as exc:
+            logger.warning("GPU %d: no power-limit control: %s", cuda_index, exc)
+            pynvml.nvmlShutdown()
+            return None
+
+    def constraints_w(self) -> tuple[float, float]:
+        """The lowest and highest limit the GPU accepts, in W."""
+        low, high = pynvml.nvmlDeviceGetPowerManagementLimitConstraints(self._handle)
+        return low * MW_TO_W, high * MW_TO_W
+
+    def default_w(self) -> float:
+        return pynvml.nvmlDeviceGetPowerManagementDefaultLimit(self._handle) * MW_TO_W
+
+    def current_w(self) -> float:
+        return pynvml.nvmlDeviceGetPowerManagementLimit(self._handle) * MW_TO_W
+
+    def set_w(self, limit_w: float) -> None:
+        try:
+            pynvml.nvmlDeviceSetPowerManagementLimit(self._handle, int(round(limit_w / MW_TO_W)))
+        except pynvml.NVMLError as exc:
+            raise PowerLimitDenied(f"GPU {self.cuda_index} ({self.name}): cannot set the power limit to "
+                                   f"{limit_w:.0f} W: {exc}") from None
+        self._changed = True
+
+    def energy_j(self) -> float:
+        """The GPU's energy counter (J since the driver loaded)."""
+        return pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle) * MJ_TO_J
+
+    def close(self) -> None:
+        """Restore the original limit (if this object changed it) and release NVML."""
+        if self._handle is None:
+            return
+        try:
+            if self._changed:
+                pynvml.nvmlDeviceSetPowerManagementLimit(self._handle, int(round(self.original_w / MW_TO_W)))
+        except pynvml.NVMLError as exc:
+            logger.warning("GPU %d: could not restore the power limit %.0f W: %s", self.cuda_index, self.original_w, exc)
+        finally:
+            self._handle = None
             pynvml.nvmlShutdown()

@@ -14,11 +14,31 @@ Example:
 
 from __future__ import annotations
 
+from greendiff.plan._carbon_aware import CarbonAwareController, SimulatedClock, WallClock, controller_for
+from greendiff.plan._hardware import (
+    Estimate, GpuSpec, StepCost, Sweep, estimate_gpus, gpu_table, limits_to_try, match_gpu, measure_cost, sweep_power_limits,
+    training_steps,
+)
 from greendiff.plan._profile import Forecast, PhaseCosts, forecast, planned_counts, profile_config, run_profile
 from greendiff.plan._regions import CONTINENTS, INDUSTRY_PUE, RegionOption, rank_regions
 from greendiff.plan._window import Job, Schedule, WindowPlan, best_contiguous_start_s, interruptible_slots, plan_window, schedule_emissions_g
 
 __all__ = [
+    "Estimate",
+    "GpuSpec",
+    "StepCost",
+    "Sweep",
+    "estimate_gpus",
+    "gpu_table",
+    "limits_to_try",
+    "match_gpu",
+    "measure_cost",
+    "sweep_power_limits",
+    "training_steps",
+    "CarbonAwareController",
+    "SimulatedClock",
+    "WallClock",
+    "controller_for",
     "CONTINENTS",
     "INDUSTRY_PUE",
     "Forecast",

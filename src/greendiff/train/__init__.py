@@ -14,11 +14,13 @@ from greendiff.train._config import (
     BASELINE,
     RECIPES,
     DataConfig,
+    CarbonAwareConfig,
     DistillConfig,
     ModelConfig,
     RecipeConfig,
     RunConfig,
     TrainConfig,
+    parse_utc,
     read_toml,
     resolve_config,
     to_dict,
@@ -28,14 +30,16 @@ from greendiff.train._diffusion import (
     diffusion_loss, loss_weights, make_noise_scheduler, make_sampler, noised_batch, sample_images, weighted_mse,
 )
 from greendiff.train._images import save_grid, to_uint8
-from greendiff.train._loop import TrainResult, batch_indices, check_data, export_pipeline, resolve_precision, train
+from greendiff.train._loop import (
+    TrainResult, batch_indices, check_data, export_pipeline, make_optimizer, resolve_precision, step_generator, train,
+)
 from greendiff.train._model import PRESETS, build_unet, count_macs, count_parameters, load_weights, resolve_architecture
 
 __all__ = [
-    "BASELINE", "PRESETS", "RECIPES", "DataConfig", "DistillConfig", "ModelConfig", "RecipeConfig", "RunConfig", "TrainConfig",
+    "BASELINE", "PRESETS", "RECIPES", "CarbonAwareConfig", "DataConfig", "DistillConfig", "ModelConfig", "RecipeConfig", "RunConfig", "TrainConfig",
     "TrainResult", "batch_indices", "build_unet", "check_data", "checkpoint_dirs", "count_macs", "count_parameters",
-    "diffusion_loss", "export_pipeline", "load_latest", "load_run_model", "load_weights", "loss_weights", "make_noise_scheduler", "make_sampler",
-    "noised_batch", "weighted_mse",
+    "diffusion_loss", "export_pipeline", "load_latest", "load_run_model", "load_weights", "loss_weights", "make_noise_scheduler", "make_optimizer", "make_sampler",
+    "noised_batch", "parse_utc", "weighted_mse",
     "read_toml", "resolve_architecture", "resolve_config", "resolve_precision", "sample_images", "save_checkpoint",
-    "save_grid", "to_dict", "to_toml", "to_uint8", "train",
+    "save_grid", "step_generator", "to_dict", "to_toml", "to_uint8", "train",
 ]

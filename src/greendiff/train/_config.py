@@ -152,6 +152,30 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class CarbonAwareConfig:
+    """Pause training while the grid is dirty (``greendiff train --carbon-aware``); needs an hourly series
+    (``--grid`` or ``--live uk``).
+
+    ``max_intensity``: run only at or below this many gCO2e/kWh (0: no threshold; then ``deadline``
+    alone plans the best hours). ``deadline``: ISO 8601 time training must end by; pauses stop when the
+    remaining work (forecast, plus ``margin``) would no longer fit. ``min_pause_min``: shorter waits
+    are not worth a checkpoint. ``pause_cost_kwh``: energy of one pause, for the deadline planner.
+    ``simulate_start`` / ``simulated_step_s``: run on a simulated clock that starts there and advances
+    this many seconds per step (tests, demos; a wait then takes no real time).
+    """
+
+    enabled: bool = False
+    max_intensity: float = 0.0
+    deadline: str = ""
+    margin: float = 0.1
+    min_pause_min: float = 15.0
+    pause_cost_kwh: float = 0.0
+    recheck_min: float = 5.0
+    simulate_start: str = ""
+    simulated_step_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     recipe: str = "green"
     data: DataConfig = field(default_factory=DataConfig)
@@ -160,6 +184,7 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     stop: StopConfig = field(default_factory=StopConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    carbon: CarbonAwareConfig = field(default_factory=CarbonAwareConfig)
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -304,11 +329,37 @@ def validate(config: TrainConfig) -> None:
     if (stop.patience or stop.min_gain_per_kwh or stop.target) and not (stop.eval_every or stop.eval_every_kwh):
         raise UserInputError("early stopping on quality needs evaluations: set --eval-every N (steps) or --eval-every-kwh X")
     validate_distill(config)
+    validate_carbon(config.carbon)
     if any(c <= 0 for c in config.model.block_out_channels):
         raise UserInputError("model.block_out_channels must be positive integers")
     from greendiff.train._model import check_architecture  # the model module needs this one's types
 
     check_architecture(config.model, config.data.resolution)
+
+
+def parse_utc(text: str, key: str):
+    """An ISO 8601 time; without a zone it is UTC."""
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UserInputError(f"{key} {text!r} is not a date and time; use ISO 8601, e.g. 2022-06-03T00:00") from None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def validate_carbon(carbon: CarbonAwareConfig) -> None:
+    for key in ("max_intensity", "margin", "min_pause_min", "pause_cost_kwh", "recheck_min", "simulated_step_s"):
+        if getattr(carbon, key) < 0:
+            raise UserInputError(f"carbon.{key} must be >= 0, got {getattr(carbon, key)}")
+    if carbon.deadline:
+        parse_utc(carbon.deadline, "carbon.deadline")
+    if carbon.simulate_start:
+        parse_utc(carbon.simulate_start, "carbon.simulate_start")
+    if bool(carbon.simulate_start) != (carbon.simulated_step_s > 0):
+        raise UserInputError("a simulated clock needs both carbon.simulate_start and carbon.simulated_step_s > 0")
+    if carbon.enabled and not (carbon.max_intensity or carbon.deadline):
+        raise UserInputError("--carbon-aware needs --max-intensity G (gCO2e/kWh) or --deadline T (or both)")
 
 
 def validate_distill(config: TrainConfig) -> None:

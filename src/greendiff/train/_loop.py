@@ -114,7 +114,7 @@ def check_data(config: TrainConfig, data: ImageSet) -> None:
 def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, *,
           resume: bool = False, on_log: Callable[[dict], None] | None = None,
           stop_requested: Callable[[], bool] = lambda: False, objective: Callable | None = None,
-          on_eval: Callable[[dict], str | None] | None = None) -> TrainResult:
+          on_eval: Callable[[dict], str | None] | None = None, carbon_aware=None) -> TrainResult:
     """Train ``config`` on ``data``, writing metrics, samples, checkpoints and the pipeline to ``run_dir``.
 
     Args:
@@ -126,6 +126,9 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
             (``greendiff.compress.objective_for``), whose teacher runs inside the metered ``train`` window.
         on_eval: Called with every evaluation's record (``metrics.jsonl``'s ``eval`` events); a returned
             string stops the run with that reason, as a tuner's pruner does.
+        carbon_aware: A :class:`greendiff.plan.CarbonAwareController`: asked before every step whether to
+            run; a pause checkpoints, waits in a metered ``wait`` window and carries on. Its books are
+            saved with each checkpoint.
     """
     from diffusers.training_utils import EMAModel
 
@@ -203,8 +206,10 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
 
     def checkpoint(at_step: int, name: str | None = None) -> None:
         with tracker.window("checkpoint"):
-            save_checkpoint(accelerator, run_dir, at_step, {"energy_j": energy_so_far_j(), "stopping": stopper.state_dict()},
-                            run.keep_checkpoints, name)
+            extra = {"energy_j": energy_so_far_j(), "stopping": stopper.state_dict()}
+            if carbon_aware is not None:
+                extra["carbon_aware"] = carbon_aware.state_dict()
+            save_checkpoint(accelerator, run_dir, at_step, extra, run.keep_checkpoints, name)
 
     stop = config.stop
     extractor = real_features = None
@@ -245,7 +250,19 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
                            on_eval=on_eval)
     if saved_state is not None and "stopping" in saved_state:
         stopper.load_state_dict(saved_state["stopping"])
+    if carbon_aware is not None:
+        if saved_state is not None and "carbon_aware" in saved_state:
+            carbon_aware.load_state_dict(saved_state["carbon_aware"])
+        carbon_aware.begin(energy_so_far_j())
     stop_reason = ""
+
+    def pause(until) -> None:
+        """Checkpoint, then wait (metered) until the controller's time."""
+        checkpoint(step)
+        with tracker.window("wait"):
+            began = carbon_aware.wait(until, stop_requested, tick=tracker.sample)
+        carbon_aware.after_wait(energy_so_far_j(), began)
+        record({"event": "pause", "step": step, "from": began.isoformat(), "until": until.isoformat()})
 
     loss_fn = objective or diffusion_loss
     status, last_loss, bad_in_row = "completed", math.nan, 0
@@ -253,6 +270,8 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
     unet.train()
     try:
         while step < run.max_steps:
+            if carbon_aware is not None and (until := carbon_aware.before_step(step)) is not None:
+                pause(until)
             if stop_requested():
                 status = "interrupted"
                 break
@@ -283,6 +302,8 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
                     ema.step(accelerator.unwrap_model(unet).parameters())
             step += 1
             last_loss = loss.item()
+            if carbon_aware is not None:
+                carbon_aware.after_step(step, energy_so_far_j())
             samples_since_log += x0.shape[0]
             if step % run.log_every == 0 or step == run.max_steps:
                 now = time.perf_counter()

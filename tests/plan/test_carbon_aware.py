@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import torch
+
+from greendiff.carbon import TraceProvider, bundled_trace, parse_trace_csv
+from greendiff.errors import UserInputError
+from greendiff.plan import CarbonAwareController, SimulatedClock, controller_for
+from greendiff.train import CarbonAwareConfig, train
+
+T0 = datetime(2022, 6, 1, tzinfo=timezone.utc)
+#          hours 0-1 clean, 2-4 dirty, 5-6 clean, 7-9 dirty, then clean for a day
+HOURS = [100, 100, 500, 500, 500, 120, 120, 600, 600, 600] + [90] * 24
+
+
+def provider(hours=HOURS):
+    rows = "".join(f"{(T0 + timedelta(hours=i)).isoformat()},{v}\n" for i, v in enumerate(hours))
+    return TraceProvider(parse_trace_csv(io.StringIO("timestamp,intensity\n" + rows), "test trace"))
+
+
+def drive(controller, steps, joules_per_step=3.6e3):
+    """A stand-in training loop: 1 Wh per step, the controller asked before each step."""
+    energy = 0.0
+    controller.begin(energy)
+    step = 0
+    while step < steps:
+        until = controller.before_step(step)
+        if until is not None:
+            began = controller.wait(until)
+            energy += 100.0  # the pause's checkpoint
+            controller.after_wait(energy, began)
+        energy += joules_per_step
+        step += 1
+        controller.after_step(step, energy)
+    return controller
+
+
+def test_threshold_policy_runs_only_in_clean_hours_and_accounts_the_saving():
+    clock = SimulatedClock(T0, step_s=1200)  # 3 steps per hour
+    c = drive(CarbonAwareController(provider(), clock, total_steps=18, max_intensity_g_per_kwh=200, min_pause_s=0), 18)
+    dirty = [e for e in c.log if e["intensity_g_per_kwh"] > 200]
+    assert not dirty, dirty
+    s = c.summary()
+    assert s["pauses"] == 2 and s["waited_h"] == pytest.approx(6.0)  # hours 2-4 and 7-9 skipped
+    # as run: 6 steps at 100, 6 at 120, 6 at 90 (1 Wh each) plus two 100 J pauses at the dirty hours' mean
+    as_run = (6 * 100 + 6 * 120 + 6 * 90) / 1000 + 2 * 100 / 3.6e6 * 500 + 100 / 3.6e6 * 600 - 100 / 3.6e6 * 500
+    assert s["emissions_g"] == pytest.approx(as_run, rel=1e-6)
+    straight = (6 * 100 + 9 * 500 + 3 * 120) / 1000  # 18 steps back to back from 00:00
+    assert s["straight_through_g"] == pytest.approx(straight, rel=1e-9)
+    assert s["saved_g"] == pytest.approx(straight - as_run, rel=1e-6) and s["saved_frac"] > 0.6
+
+
+def test_deadline_wins_over_the_threshold():
+    clock = SimulatedClock(T0, step_s=1200)
+    never_clean = [500] * 48
+    deadline = T0 + timedelta(hours=10)
+    c = drive(CarbonAwareController(provider(never_clean), clock, total_steps=15, max_intensity_g_per_kwh=200,
+                                    deadline=deadline, margin_frac=0.1, min_pause_s=0), 15)
+    s = c.summary()
+    assert s["met_deadline"] and s["forced_to_meet_deadline"] and s["pauses"] == 1
+    # 3 steps, then wait until the latest start that still fits 12 steps x 20 min x 1.1
+    assert clock.now() <= deadline and clock.now() >= deadline - timedelta(minutes=30)
+
+
+def test_schedule_policy_follows_the_best_interruptible_plan():
+    clock = SimulatedClock(T0, step_s=1200)
+    deadline = T0 + timedelta(hours=12)
+    c = drive(CarbonAwareController(provider(), clock, total_steps=15, deadline=deadline, margin_frac=0.0,
+                                    min_pause_s=0, recheck_s=0), 15)
+    s = c.summary()
+    assert s["met_deadline"] and s["pauses"] == 2  # margin 0: the last 6 steps exactly fill the time left
+    # after the 3 steps that measure the rate: the rest of hour 1, the cleaner of hours 5-6, then 10-11;
+    # never the dirty hours 2-4 and 7-9
+    assert [e["intensity_g_per_kwh"] for e in c.log] == [100.0] * 6 + [120.0] * 3 + [90.0] * 6
+    # as run it is the best interruptible plan for the 12 steps left after the first 3
+    assert s["emissions_g"] < s["straight_through_g"]
+
+
+def test_books_survive_a_checkpoint():
+    clock = SimulatedClock(T0, step_s=1200)
+    c = drive(CarbonAwareController(provider(), clock, total_steps=9, max_intensity_g_per_kwh=200, min_pause_s=0), 9)
+    again = CarbonAwareController(provider(), SimulatedClock(T0, 1200), total_steps=9, max_intensity_g_per_kwh=200)
+    again.load_state_dict(json.loads(json.dumps(c.state_dict())))
+    assert again.summary() == c.summary() and again.clock.now() == clock.now()
+
+
+def test_carbon_aware_training_pauses_and_trains_the_same_model(tiny_data, tiny_config, tracker, tmp_path):
+    config = tiny_config(run__max_steps=18)
+    controller = CarbonAwareController(provider(), SimulatedClock(T0, 1200), 18, max_intensity_g_per_kwh=200, min_pause_s=0)
+    result = train(config, tmp_path / "aware", tiny_data, tracker, carbon_aware=controller)
+    assert result.status == "completed"
+    events = [json.loads(line) for line in (tmp_path / "aware" / "metrics.jsonl").read_text().splitlines()]
+    pauses = [e for e in events if e.get("event") == "pause"]
+    assert [p["step"] for p in pauses] == [6, 12] and controller.summary()["saved_frac"] > 0.3
+    assert all(e["intensity_g_per_kwh"] <= 200 for e in controller.log)
+    assert {p["name"] for p in tracker.stop()["phases"]} >= {"wait", "train", "checkpoint"}
+    from greendiff.tracking import Tracker
+    from greendiff.energy import EnergyMonitor, MonitorOptions
+
+    plain = Tracker("plain", ledger=tmp_path / "l2.sqlite", monitor=EnergyMonitor.detect(MonitorOptions(measure_gpus=False))).start()
+    train(config, tmp_path / "plain", tiny_data, plain)
+    plain.stop()
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "aware" / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
+    b = load_file(tmp_path / "plain" / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("kwargs, trace, message", [
+    ({"deadline": "2022-05-31T00:00"}, "CISO", "is not after the start"),
+    ({"deadline": "2022-06-02T00:00"}, "short", "does not cover today"),
+])
+def test_controller_for_bad_settings(kwargs, trace, message):
+    carbon = CarbonAwareConfig(enabled=True, max_intensity=200, simulate_start="2022-06-01T00:00", simulated_step_s=60, **kwargs)
+    chosen = TraceProvider(bundled_trace("CISO")) if trace == "CISO" else provider()
+    with pytest.raises(UserInputError, match=message):
+        controller_for(carbon, chosen, 1.0, 10)
+
+
+def test_controller_for_builds_a_simulated_clock_and_reads_the_config():
+    carbon = CarbonAwareConfig(enabled=True, max_intensity=150, deadline="2022-06-03T00:00", margin=0.2,
+                               simulate_start="2022-06-01T00:00", simulated_step_s=60)
+    c = controller_for(carbon, TraceProvider(bundled_trace("CISO")), 1.1, 500)
+    assert isinstance(c.clock, SimulatedClock) and c.clock.now() == T0 and c.clock.step_s == 60
+    assert c.max_intensity == 150 and c.deadline == T0 + timedelta(days=2) and c.margin_frac == 0.2 and c.pue == 1.1
+
+
+def test_controller_for_needs_an_hourly_series():
+    from greendiff.carbon import country_provider
+
+    with pytest.raises(UserInputError, match="needs an hourly intensity series"):
+        controller_for(CarbonAwareConfig(enabled=True, max_intensity=100), country_provider("FRA"), 1.0, 10)
+
+
+def test_a_resumed_run_continues_the_books(tiny_data, tiny_config, tracker, tmp_path):
+    def controller():
+        return CarbonAwareController(provider(), SimulatedClock(T0, 1200), 18, max_intensity_g_per_kwh=200, min_pause_s=0)
+
+    first = controller()
+    train(tiny_config(run__max_steps=9, run__checkpoint_every=9), tmp_path / "run", tiny_data, tracker, carbon_aware=first)
+    tracker.stop()
+    from greendiff.energy import EnergyMonitor, MonitorOptions
+    from greendiff.tracking import Tracker
+
+    second = controller()
+    again = Tracker("resumed", ledger=tmp_path / "l2.sqlite", monitor=EnergyMonitor.detect(MonitorOptions(measure_gpus=False))).start()
+    train(tiny_config(run__max_steps=18), tmp_path / "run", tiny_data, again, resume=True, carbon_aware=second)
+    again.stop()
+    s = second.summary()
+    assert s["pauses"] == 2 and s["active_h"] == pytest.approx(6.0) and s["started"] == T0.isoformat()
+    assert s["ended"] == (T0 + timedelta(hours=12)).isoformat()  # 6 h of steps and 6 h of waits, one clock
