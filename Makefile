@@ -52,6 +52,7 @@ bench-compress: $(STAMP)
 bench-plan: $(STAMP)
 	$(BIN)/python bench/carbon_windows.py --write-benchmarks
 	$(BIN)/python bench/carbon_windows.py --every-hours 3 --write-benchmarks
+	$(BIN)/python bench/forecast_accuracy.py --write-benchmarks
 
 bench-tune: $(STAMP)
 	$(BIN)/python bench/tuning.py --write-benchmarks

@@ -152,3 +152,26 @@ def test_profile_then_plan_with_it(capsys, tmp_path):
 def test_profile_bad_input(capsys, args, message):
     code, _, err = run_cli(capsys, "profile", *args)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_plan_window_on_the_uk_forecast(capsys, monkeypatch):
+    from tests.carbon.conftest import FakeApi
+
+    api = FakeApi()
+    try:
+        api.serve("/intensity/", "uk_intensity.json")  # half-hours at 176 (actual), 168 (actual), 150 (forecast)
+        monkeypatch.setenv("GREENDIFF_UK_API_URL", api.url)
+        code, out, err = run_cli(capsys, "plan", "window", "--live", "uk", "--energy-kwh", "1", "--hours", "0.5",
+                                 "--start", "2022-06-01T10:00", "--deadline", "2022-06-01T11:30", "--json")
+        assert code == 0, err
+        plan = json.loads(out)
+        assert plan["schedules"]["best contiguous"]["start"] == "2022-06-01T11:00:00+00:00"
+        assert plan["schedules"]["best contiguous"]["emissions_g"] == pytest.approx(150.0)
+        assert plan["schedules"]["start now"]["emissions_g"] == pytest.approx(176.0)
+        assert "UK Carbon Intensity API" in plan["source"]
+        api.serve("/intensity/", status=500)
+        code, _, err = run_cli(capsys, "plan", "window", "--live", "uk", "--energy-kwh", "1", "--hours", "0.5",
+                               "--start", "2022-06-01T12:00", "--deadline", "2022-06-01T13:30")
+        assert code == 2 and "no hourly series for the window" in err and "HTTP 500" in err
+    finally:
+        api.close()

@@ -114,6 +114,8 @@ def test_carbon_aware_training_on_a_simulated_clock(capsys, tmp_path):
     for p in pauses:  # paused in a dirty hour, resumed in a clean one
         assert trace.value_at(datetime.fromisoformat(p["from"])) > 250 >= trace.value_at(datetime.fromisoformat(p["until"]))
     assert 'deadline = "2022-06-03T00:00"' in (run_dir / "config.toml").read_text()
+    (run,) = Ledger(default_ledger_path()).list_runs()
+    assert run.summary["carbon_aware"] == ca and run.summary["stop_reason"] == "max_steps reached"
 
 
 def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(tmp_path):

@@ -54,3 +54,16 @@ def render_summary(summary: dict, console: Console) -> None:
     for note in [*summary["notes"], *intensity["notes"]]:
         style = "bold yellow" if note.startswith("LOCATION UNKNOWN") else "dim"
         console.print(f"· {note}", style=style, highlight=False, markup=False)
+    if summary.get("carbon_aware"):
+        render_carbon_aware(summary["carbon_aware"], console)
+
+
+def render_carbon_aware(ca: dict, console: Console) -> None:
+    """One line: pauses, waits, and the emissions against running straight through."""
+    deadline = "" if ca["deadline"] is None else (" · deadline met" if ca["met_deadline"] else " · DEADLINE MISSED")
+    console.print(f"carbon-aware ({ca['policy']}): {ca['pauses']} pauses, waited {ca['waited_h']:.1f} h, trained "
+                  f"{ca['active_h']:.1f} h · {fmt_mass(ca['emissions_g'] / 1e3)} CO2e against "
+                  f"{fmt_mass(ca['straight_through_g'] / 1e3)} straight through: "
+                  f"{'saved' if ca['saved_g'] >= 0 else 'cost'} {fmt_mass(abs(ca['saved_g']) / 1e3)} "
+                  f"({ca['saved_frac']:.1%}){deadline}", highlight=False)
+

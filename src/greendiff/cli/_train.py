@@ -144,28 +144,18 @@ def train_command(
                                config=to_dict(config)).start()
     t0 = time.perf_counter()
     result = run_training(config, data, run_dir, tracker, console, resume=resume is not None, carbon_aware=controller)
-    summary = tracker.stop("completed" if result.status in ("completed", "stopped") else "interrupted")
-    summary["stop_reason"] = result.stop_reason or ("max_steps reached" if result.status == "completed" else result.status)
+    extra = {"stop_reason": result.stop_reason or ("max_steps reached" if result.status == "completed" else result.status)}
     if controller is not None:
-        summary["carbon_aware"] = controller.summary()
+        extra["carbon_aware"] = controller.summary()
+    summary = tracker.stop("completed" if result.status in ("completed", "stopped") else "interrupted", extra=extra)
     write_emissions(run_dir, summary, result.prior_energy_j)
     render_summary(summary, console)
-    if controller is not None:
-        render_carbon_aware(summary["carbon_aware"], console)
     console.print(f"{result.status} at step {result.step} in {time.perf_counter() - t0:.1f} s · run directory {run_dir}"
                   + (f" · {result.stop_reason}" if result.stop_reason else "")
                   + ("" if result.status in ("completed", "stopped") else f" · resume with: greendiff train --resume {run_dir}"),
                   highlight=False)
     if result.status not in ("completed", "stopped"):
         raise typer.Exit(130)
-
-
-def render_carbon_aware(ca: dict, console: Console) -> None:
-    deadline = "" if ca["deadline"] is None else (" · deadline met" if ca["met_deadline"] else " · DEADLINE MISSED")
-    console.print(f"carbon-aware ({ca['policy']}): {ca['pauses']} pauses, waited {ca['waited_h']:.1f} h, trained "
-                  f"{ca['active_h']:.1f} h · {fmt_mass(ca['emissions_g'] / 1e3)} CO2e against "
-                  f"{fmt_mass(ca['straight_through_g'] / 1e3)} straight through: saved {fmt_mass(ca['saved_g'] / 1e3)} "
-                  f"({ca['saved_frac']:.1%}){deadline}", highlight=False)
 
 
 def run_training(config, data, run_dir: Path, tracker, console: Console, *, resume: bool = False, label: str = "train",

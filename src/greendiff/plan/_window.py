@@ -204,7 +204,8 @@ def interruptible_slots(values: list[float], adjacent: list[bool], n_full: int, 
         all_candidates.append(candidates)
     ends = [_state(n_full, int(has_partial), r, 1) for r in range(2)] if (n_full or has_partial) else [_state(0, 0, 0, 0)]
     target = min(ends, key=lambda e: cost[e])
-    if not math.isfinite(cost[target]):
+    best_g = float(cost[target])
+    if not math.isfinite(best_g):
         return None
     # walk back: at each slot the first move that reaches the target state with its recorded cost
     used: list[tuple[int, str]] = []
@@ -215,7 +216,7 @@ def interruptible_slots(values: list[float], adjacent: list[bool], n_full: int, 
         if action[move]:
             used.append((i, names[int(action[move])]))
         target = int(src[move])
-    return float(cost[ends[0]] if cost[ends[0]] <= cost[ends[-1]] else cost[ends[-1]]), sorted(used)
+    return best_g, sorted(used)
 
 
 # -- the three schedules --------------------------------------------------------------------------------

@@ -170,14 +170,17 @@ class Tracker:
 
     # -- end ------------------------------------------------------------------------------------
 
-    def stop(self, status: str = "completed", exit_code: int | None = None) -> dict:
-        """Final sample, summary with emissions, status written to the ledger. Returns the summary."""
+    def stop(self, status: str = "completed", exit_code: int | None = None, extra: dict | None = None) -> dict:
+        """Final sample, summary with emissions, status written to the ledger. Returns the summary.
+
+        ``extra``: results of the caller stored with the summary (a stop reason, carbon-aware books)."""
         assert self.ledger is not None and self.run_id is not None, "start() first"
         self.sample(force=True)
         self.monitor.close()
         record = dataclasses.replace(self.ledger.get_run(self.run_id), status=status)
         self.summary = summarize(record, self.ledger.samples(self.run_id), self.ledger.windows(self.run_id),
                                  self.provider, self.pue)
+        self.summary.update(extra or {})
         self.ledger.finish_run(self.run_id, status, self.summary, exit_code)
         return self.summary
 
