@@ -155,3 +155,39 @@ def test_hardware_cli_bad_input(capsys, args, message):
     code = main(["hardware", *args])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_hardware_cli_sweeps_a_gpu_through_nvml(monkeypatch, capsys, nvml):
+    """The CLI's GPU path end to end with a fake NVML and a fake training step: each step uses energy
+    and time from CURVE at the limit NVML holds, so the sweep, the choice and the calibration are checked."""
+    import time
+
+    import torch
+
+    import greendiff.plan
+
+    def fake_steps(config, images, channels, device):
+        def run(n):
+            energy, s = CURVE[nvml.limit_mw[0] // 1000]
+            samples = n * config.optim.batch_size
+            nvml.counter_mj[0] += int(round(energy * samples * 1e3))
+            time.sleep(5 * s * samples)  # 5x slower than CURVE: 100 ms per limit keeps timing noise small
+        return run, 2e7
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(greendiff.plan, "training_steps", fake_steps)
+    nvml.nvmlDeviceGetName = lambda h: b"NVIDIA H100 80GB HBM3"  # table: H100 SXM, 700 W
+    code = main(["hardware", "--devices", "cuda:0", "--set", "optim.batch_size=4", "--steps", "5", "--warmup", "1",
+                 "--limits", "700,600,500,400,300", "--max-slowdown", "0.1", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    (sweep,) = report["sweeps"]
+    assert sweep["permitted"] and [c["limit_w"] for c in sweep["costs"]] == [700, 600, 500, 400, 300]
+    for c in sweep["costs"]:
+        assert c["energy_j_per_sample"] == pytest.approx(CURVE[c["limit_w"]][0], rel=1e-3)
+        assert c["s_per_sample"] == pytest.approx(5 * CURVE[c["limit_w"]][1], rel=0.3)  # real sleeps
+    assert sweep["best"]["limit_w"] in (500, 600)  # 400 W is 25 % slower; timing noise may favour 600 W
+    assert nvml.limit_mw[0] == 700_000  # restored
+    (calibrated,) = [e for e in report["estimates"] if e["name"] == "H100 SXM"]
+    assert "calibrated on the measured NVIDIA H100 80GB HBM3" in calibrated["method"]
+    assert calibrated["energy_j_per_sample"] == pytest.approx(report["devices"][0]["energy_j_per_sample"], rel=1e-6)

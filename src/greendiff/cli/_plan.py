@@ -96,6 +96,11 @@ def profile_command(
         with progress, tempfile.TemporaryDirectory(prefix="greendiff-profile-") as scratch:
             forecast = run_profile(config, data, tracker, Path(scratch), steps, warmup, name,
                                    on_log=lambda r: progress.update(task, completed=r.get("step", 0)))
+    except KeyboardInterrupt:
+        if tracker.summary is None:
+            tracker.stop("interrupted")
+        console.print("profile interrupted; nothing written")
+        raise typer.Exit(130) from None
     except BaseException:
         if tracker.summary is None:
             tracker.stop("failed")

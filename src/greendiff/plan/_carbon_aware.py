@@ -107,6 +107,7 @@ class CarbonAwareController:
         self._last_j = 0.0
         self._next_check: datetime | None = None
         self._cached_wait_until: datetime | None = None
+        self._cache: dict[datetime, float] = {}
         self.log: list[dict] = []  # one entry per step: step, time, intensity (for tests and reports)
 
     # -- the books ----------------------------------------------------------------------------------
@@ -124,8 +125,14 @@ class CarbonAwareController:
         return moment
 
     def _intensity_at(self, moment: datetime) -> float:
+        """Intensity at a moment, cached per 5 minutes (series change on the hour or half-hour), so a
+        step costs no provider call, and a live API is asked at most once per 5 minutes."""
         moment = self._clamp(moment)
-        return self.provider.intensity(moment, moment + timedelta(seconds=1)).segments[0].intensity_g_per_kwh
+        key = max(moment.replace(minute=moment.minute - moment.minute % 5, second=0, microsecond=0),
+                  self.provider.coverage()[0] or moment.min.replace(tzinfo=moment.tzinfo))
+        if key not in self._cache:
+            self._cache[key] = self.provider.intensity(key, key + timedelta(seconds=1)).segments[0].intensity_g_per_kwh
+        return self._cache[key]
 
     def _segments(self, start: datetime, end: datetime):
         """Segments of ``[start, end)`` cut to the provider's coverage (at least one second)."""
