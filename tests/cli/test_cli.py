@@ -72,6 +72,26 @@ def test_runs_list_show_export(capsys, tmp_path):
         assert run_cli(capsys, "runs", "export", str(row["id"]), "-f", "codecarbon", "-o", str(target))[0] == 0
     lines = target.read_text().splitlines()
     assert len(lines) == 3 and lines[0].startswith("timestamp,project_name")  # one header, two rows
+    run_cli(capsys, "measure", "--country", "FRA", "--name", "job2", "--", PY, "-c", "pass")
+    code, out, _ = run_cli(capsys, "runs", "export", str(row["id"]), str(row["id"] + 1), "-f", "csv")
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and [r["name"] for r in rows] == ["job", "job2"] and rows[0]["pue"] == "1.2"
+    assert rows[1]["country"] == "FRA" and "CISO" in rows[0]["intensity_source"]
+    assert float(rows[0]["energy_kwh"]) == pytest.approx(shown["energy_kwh"])
+    assert float(rows[0]["energy_kwh_low"]) <= float(rows[0]["energy_kwh"]) <= float(rows[0]["energy_kwh_high"])
+    devices = [c for c in rows[0] if c.startswith("energy_kwh:")]
+    assert devices and sum(float(rows[0][c]) for c in devices) == pytest.approx(shown["energy_kwh"])
+    code, out, _ = run_cli(capsys, "runs", "export", str(row["id"]), str(row["id"] + 1), "-f", "json")
+    assert [s["name"] for s in json.loads(out)] == ["job", "job2"]
+    code, _, err = run_cli(capsys, "runs", "export", str(row["id"]), str(row["id"] + 1), "-f", "model-card")
+    assert code == 2 and "a model card describes one run" in err
+    code, _, err = run_cli(capsys, "runs", "export", "999", "-f", "csv")
+    assert code == 2 and "no run with id 999" in err
+    code, _, err = run_cli(capsys, "runs", "export", str(row["id"]), "-o", str(tmp_path / "no" / "x.json"))
+    assert code == 2 and "does not exist" in err
 
 
 def test_runs_show_computes_summary_of_an_interrupted_run(capsys):

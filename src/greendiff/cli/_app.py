@@ -14,6 +14,7 @@ from greendiff.cli._eval import eval_command
 from greendiff.cli._hardware import hardware_command
 from greendiff.cli._measure import measure
 from greendiff.cli._plan import plan_app, profile_command
+from greendiff.cli._report import report_command
 from greendiff.cli._runs import runs_app
 from greendiff.cli._train import sample_command, train_command
 from greendiff.cli._tune import tune_command
@@ -43,6 +44,7 @@ app.command("tune", help="Energy-aware hyperparameter search (Optuna): best qual
 app.command("profile", help="Profile a training config for a few steps; forecast the run's energy and time, with a band.")(profile_command)
 app.add_typer(plan_app, name="plan", help="Choose where and when to run: regions ranked, the lowest-carbon window.")
 app.command("hardware", help="Energy and time per training sample on each device; GPU power-limit sweeps; estimates for other GPUs.")(hardware_command)
+app.command("report", help="A self-contained HTML report of runs: energy, power, intensity, emissions, quality, statement.")(report_command)
 app.command("demo", help="Measure a short built-in CPU workload and print its energy/carbon summary.")(demo)
 app.add_typer(runs_app, name="runs", help="List, show and export tracked runs from the ledger.")
 

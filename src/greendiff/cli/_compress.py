@@ -75,7 +75,7 @@ class Session:
     def start(self, run_dir: Path, settings, kind: str, command: str) -> None:
         """Everything is checked: create nothing before this. Starts the one ledger run of the command."""
         self.run_dir = run_dir
-        self.tracker = settings.tracker(run_dir.name, kind, command).start()
+        self.tracker = settings.tracker(run_dir.name, kind, command, run_dir=run_dir).start()
 
     def quality(self, unet, sampler, steps: int) -> dict | None:
         """Quality on the shipped MNIST features, seed 0, in the ``eval`` phase (None when skipped)."""

@@ -14,7 +14,7 @@ from rich.table import Table
 from greendiff.cli._options import LedgerPath
 from greendiff.cli._render import fmt_energy, fmt_mass, render_summary
 from greendiff.errors import UserInputError
-from greendiff.ledger import Ledger, codecarbon_csv, json_summary, model_card_yaml
+from greendiff.ledger import Ledger, codecarbon_csv, flat_csv, json_summary, model_card_yaml
 from greendiff.tracking import run_summary
 
 runs_app = typer.Typer(help="List, show and export tracked runs.", no_args_is_help=True)
@@ -63,27 +63,35 @@ def show_run(
 
 @runs_app.command("export")
 def export_run(
-    run_id: Annotated[int, typer.Argument(help="Run id (see 'greendiff runs list').")],
-    fmt: Annotated[Literal["codecarbon", "model-card", "json"], typer.Option("--format", "-f",
-                   help="codecarbon (emissions.csv row), model-card (HF co2_eq_emissions YAML), json.")] = "json",
+    run_ids: Annotated[list[int], typer.Argument(help="Run ids (see 'greendiff runs list'); one or more.", show_default=False)],
+    fmt: Annotated[Literal["codecarbon", "csv", "json", "model-card"], typer.Option("--format", "-f",
+                   help="codecarbon (emissions.csv rows), csv (one flat row per run: totals, bands, sources, devices, "
+                        "phases), json (full summaries), model-card (HF co2_eq_emissions YAML, one run).")] = "json",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
     training_type: Annotated[str, typer.Option("--training-type", help="For model-card: pre-training or fine-tuning.")] = "pre-training",
     ledger: LedgerPath = None,
 ) -> None:
-    """Export a run as a CodeCarbon emissions.csv row, a model-card YAML block, or JSON."""
+    """Export runs as CodeCarbon emissions.csv rows, a flat CSV, JSON, or a model-card YAML block."""
     db = Ledger(ledger)
-    summary = run_summary(db, db.get_run(run_id))
+    summaries = [run_summary(db, db.get_run(run_id)) for run_id in run_ids]
+    if fmt == "model-card" and len(summaries) > 1:
+        raise UserInputError("a model card describes one run: give one run id with -f model-card")
+    if output is not None and not (output.parent if str(output.parent) else Path(".")).is_dir():
+        raise UserInputError(f"--output {output}: folder {output.parent} does not exist")
+    append = fmt == "codecarbon" and output is not None and output.exists()
     if fmt == "codecarbon":
-        text = codecarbon_csv(summary, header=output is None or not output.exists())
+        text = "".join(codecarbon_csv(s, header=not append and i == 0) for i, s in enumerate(summaries))
+    elif fmt == "csv":
+        text = flat_csv(summaries)
     elif fmt == "model-card":
-        text = model_card_yaml(summary, training_type)
+        text = model_card_yaml(summaries[0], training_type)
     else:
-        text = json_summary(summary) + "\n"
+        text = (json_summary(summaries[0]) if len(summaries) == 1 else json.dumps(summaries, indent=2, sort_keys=True)) + "\n"
     if output is None:
         typer.echo(text, nl=False)
         return
     try:
-        with output.open("a" if fmt == "codecarbon" else "w") as f:
+        with output.open("a" if append else "w") as f:
             f.write(text)
     except OSError as exc:
         raise UserInputError(f"cannot write {output}: {exc.strerror}") from None

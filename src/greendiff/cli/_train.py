@@ -87,6 +87,8 @@ def train_command(
     name: Annotated[Optional[str], Opt("--name", help="Run name (default: recipe-preset).")] = None,
     resume: Annotated[Optional[Path], Opt("--resume", help="Run directory to continue from its latest checkpoint.")] = None,
     dry_run: Annotated[bool, Opt("--dry-run", help="Print the resolved config and exit.")] = False,
+    log_to: Annotated[Optional[list[str]], Opt("--log-to", help="Also log metrics, energy and CO2e to: tensorboard, mlflow (repeatable).")] = None,
+    mlflow_uri: Annotated[Optional[str], Opt("--mlflow-uri", help="MLflow tracking URI (default: file: the mlruns folder beside the run directory).")] = None,
     carbon_aware: Annotated[Optional[bool], Opt("--carbon-aware/--no-carbon-aware", help="Pause while the grid is dirty (needs --grid or --live uk, and --max-intensity and/or --deadline).")] = None,
     max_intensity: Annotated[Optional[float], Opt("--max-intensity", help="Carbon-aware: train only at or below this many gCO2e/kWh.")] = None,
     deadline: Annotated[Optional[str], Opt("--deadline", help="Carbon-aware: training must end by this ISO 8601 time (UTC unless a zone is given).")] = None,
@@ -111,7 +113,8 @@ def train_command(
                  "stop.min_gain_per_kwh": min_gain_per_kwh, "stop.target": target_fid, "stop.budget_kwh": budget_kwh,
                  "stop.budget_kgco2e": budget_kgco2e, "carbon.enabled": carbon_aware, "carbon.max_intensity": max_intensity,
                  "carbon.deadline": deadline, "carbon.simulate_start": simulate_clock,
-                 "carbon.simulated_step_s": simulated_step_s, **_parse_sets(sets)}
+                 "carbon.simulated_step_s": simulated_step_s,
+                 "run.log_to": ",".join(log_to) if log_to else None, "run.mlflow_uri": mlflow_uri, **_parse_sets(sets)}
     if resume is not None:
         if not (resume / "config.toml").is_file():
             raise UserInputError(f"--resume {resume}: not a run directory (no config.toml)")
@@ -128,6 +131,9 @@ def train_command(
     console = Console(stderr=True)
     data = load_dataset(config.data.dataset, config.data.resolution)
     check_data(config, data)
+    from greendiff.integrations import check_loggers
+
+    check_loggers(config.run.log_to)
     controller = None
     if config.carbon.enabled:
         from greendiff.carbon import resolve_provider, resolve_pue
@@ -140,14 +146,23 @@ def train_command(
     run_name = config.run.name or f"{config.recipe}-{config.model.preset}"
     run_dir = resume if resume is not None else _new_run_dir(config.run.output_dir, run_name)
     (run_dir / "config.toml").write_text(to_toml(config))
+    loggers = _loggers(config, run_dir, remove_on_error=None if resume else run_dir)
     tracker = settings.tracker(run_dir.name + (" (resumed)" if resume else ""), "train", f"greendiff train ({run_dir})",
-                               config=to_dict(config)).start()
+                               config=to_dict(config), run_dir=run_dir).start()
     t0 = time.perf_counter()
-    result = run_training(config, data, run_dir, tracker, console, resume=resume is not None, carbon_aware=controller)
+    for logger_ in loggers:
+        logger_.tag({"greendiff.ledger_run_id": tracker.run_id, "greendiff.location": tracker.location.describe(),
+                     "greendiff.intensity_source": tracker.provider.describe(), "greendiff.pue": tracker.pue.value})
+    result = run_training(config, data, run_dir, tracker, console, resume=resume is not None, carbon_aware=controller,
+                          loggers=loggers)
     extra = {"stop_reason": result.stop_reason or ("max_steps reached" if result.status == "completed" else result.status)}
     if controller is not None:
         extra["carbon_aware"] = controller.summary()
     summary = tracker.stop("completed" if result.status in ("completed", "stopped") else "interrupted", extra=extra)
+    for logger_ in loggers:
+        logger_.log({"event": "final", "step": result.step, "energy_kwh": summary["energy_kwh"],
+                     "emissions_kg": summary["emissions_kg"]})
+        logger_.close(result.status)
     write_emissions(run_dir, summary, result.prior_energy_j)
     render_summary(summary, console)
     console.print(f"{result.status} at step {result.step} in {time.perf_counter() - t0:.1f} s · run directory {run_dir}"
@@ -158,8 +173,27 @@ def train_command(
         raise typer.Exit(130)
 
 
+def _loggers(config, run_dir: Path, remove_on_error: Path | None) -> list:
+    """The experiment trackers of ``run.log_to``, with the config as parameters. If one cannot be opened,
+    the new run directory (``remove_on_error``, nothing trained in it yet) is removed with the error."""
+    if not config.run.log_to:
+        return []
+    import shutil
+
+    from greendiff.integrations import make_loggers
+    from greendiff.report import flatten
+    from greendiff.train import to_dict
+
+    try:
+        return make_loggers(config.run.log_to, run_dir, config.run.mlflow_uri, flatten(to_dict(config)))
+    except UserInputError:
+        if remove_on_error is not None:
+            shutil.rmtree(remove_on_error, ignore_errors=True)
+        raise
+
+
 def run_training(config, data, run_dir: Path, tracker, console: Console, *, resume: bool = False, label: str = "train",
-                 on_eval=None, carbon_aware=None):
+                 on_eval=None, carbon_aware=None, loggers=()):
     """``train()`` with a progress bar and the loss the config asks for (distillation builds its teacher's).
     On Ctrl-C the tracker is stopped, the resume command printed, and the CLI exits 130; on any other
     failure the tracker is stopped as failed. ``on_eval``: passed to ``train`` (a tuner's pruner).
@@ -175,6 +209,8 @@ def run_training(config, data, run_dir: Path, tracker, console: Console, *, resu
 
     def on_log(record: dict) -> None:
         nonlocal start_step
+        for logger_ in loggers:
+            logger_.log(record)
         if record.get("event") == "start":
             start_step = record["step"]
             progress.console.print(
@@ -191,8 +227,8 @@ def run_training(config, data, run_dir: Path, tracker, console: Console, *, resu
 
     try:
         with progress:
-            return train(config, run_dir, data, tracker, resume=resume, on_log=on_log, objective=objective, on_eval=on_eval,
-                         carbon_aware=carbon_aware)
+            return train(config, run_dir, data, tracker, resume=resume, on_log=on_log, objective=objective,
+                         on_eval=_logged(on_eval, loggers), carbon_aware=carbon_aware)
     except KeyboardInterrupt:
         tracker.stop("interrupted")
         console.print(f"interrupted; resume with: greendiff train --resume {run_dir}")
@@ -200,6 +236,18 @@ def run_training(config, data, run_dir: Path, tracker, console: Console, *, resu
     except BaseException:
         tracker.stop("failed")
         raise
+
+
+def _logged(on_eval, loggers):
+    """``on_eval`` that also sends each evaluation to the loggers (and keeps its answer)."""
+    if not loggers:
+        return on_eval
+
+    def call(event: dict):
+        for logger_ in loggers:
+            logger_.log(event)
+        return on_eval(event) if on_eval else None
+    return call
 
 
 def sample_command(

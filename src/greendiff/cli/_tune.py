@@ -98,7 +98,8 @@ class TrialRunner:
         tracker = self.settings.tracker(f"{self.study_name}/{config.run.name}", "tune-trial",
                                         f"greendiff tune (study {self.study_name}, trial {number})",
                                         config={**to_dict(config), "tune": {"study": self.study_name, "trial": number,
-                                                                           "storage": self.storage}}).start()
+                                                                           "storage": self.storage}},
+                                        run_dir=run_dir).start()
         on_start(tracker.run_id, run_dir)
         evals: list[dict] = []
 

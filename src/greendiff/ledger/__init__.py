@@ -18,7 +18,9 @@ from greendiff.ledger._db import (
     default_ledger_path,
     process_alive,
 )
-from greendiff.ledger._export import CODECARBON_COLUMNS, codecarbon_csv, codecarbon_row, json_summary, model_card_yaml
+from greendiff.ledger._export import (
+    CODECARBON_COLUMNS, codecarbon_csv, codecarbon_row, flat_csv, flat_row, json_summary, model_card_yaml,
+)
 
-__all__ = ["CODECARBON_COLUMNS", "codecarbon_csv", "codecarbon_row", "json_summary", "model_card_yaml",
+__all__ = ["CODECARBON_COLUMNS", "codecarbon_csv", "codecarbon_row", "flat_csv", "flat_row", "json_summary", "model_card_yaml",
            "ENV_LEDGER", "SCHEMA_VERSION", "Ledger", "RunRecord", "Sample", "WindowTotal", "default_ledger_path", "process_alive"]

@@ -83,5 +83,36 @@ def model_card_yaml(summary: dict, training_type: str = "pre-training") -> str:
     ])
 
 
+def flat_row(summary: dict) -> dict[str, object]:
+    """One run as a flat table row: totals with their bands, intensity, PUE and their sources, and the
+    energy of each device and phase (columns ``energy_kwh:<device>``, ``phase_kwh:<phase>``)."""
+    location = summary.get("location", {}) or {}
+    row: dict[str, object] = {
+        "run_id": summary["run_id"], "name": summary["name"], "kind": summary["kind"], "status": summary["status"],
+        "started": summary["started"], "ended": summary["ended"], "duration_s": summary["duration_s"],
+        "energy_kwh": summary["energy_kwh"], "energy_kwh_low": summary["energy_kwh_low"],
+        "energy_kwh_high": summary["energy_kwh_high"], "emissions_kg": summary["emissions_kg"],
+        "emissions_kg_low": summary["emissions_kg_low"], "emissions_kg_high": summary["emissions_kg_high"],
+        "intensity_g_per_kwh": summary["intensity"]["mean_g_per_kwh"], "intensity_source": summary["intensity"]["source"],
+        "pue": summary["pue"]["value"], "pue_source": summary["pue"]["source"],
+        "country": location.get("country") or "", "cloud": location.get("cloud") or "", "grid": location.get("grid") or "",
+        "methods": ";".join(summary["methods"]), "greendiff_version": __version__,
+    }
+    row.update({f"energy_kwh:{d['key']}": d["energy_kwh"] for d in summary["devices"]})
+    row.update({f"phase_kwh:{p['name']}": p["energy_j"] / 3.6e6 for p in summary["phases"]})
+    return row
+
+
+def flat_csv(summaries: list[dict]) -> str:
+    """A CSV of :func:`flat_row` rows; device and phase columns are the union over the runs."""
+    rows = [flat_row(s) for s in summaries]
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
 def json_summary(summary: dict) -> str:
     return json.dumps(summary, indent=2, sort_keys=True)

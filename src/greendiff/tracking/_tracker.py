@@ -85,6 +85,7 @@ class Tracker:
         ledger: A :class:`Ledger`, a path, or ``None`` for the default ledger.
         sample_interval_s: Minimum seconds between two ledger samples (crash-visible progress).
         config: Resolved configuration to store with the run.
+        run_dir: The run directory the work writes (checkpoints, samples, metrics), for reports.
         monitor: An already-built monitor (tests, or sharing one across trackers).
     """
 
@@ -92,7 +93,8 @@ class Tracker:
                  location: Location | None = None, pue: float | None = None, live: str = "none",
                  zone: str | None = None, monitor_options: MonitorOptions = MonitorOptions(),
                  ledger: Ledger | str | Path | None = None, sample_interval_s: float = 10.0,
-                 config: dict | None = None, monitor: EnergyMonitor | None = None) -> None:
+                 config: dict | None = None, monitor: EnergyMonitor | None = None,
+                 run_dir: str | Path | None = None) -> None:
         self.name, self.kind, self.command = name, kind, command
         self.location = location or Location()
         self.pue = resolve_pue(pue, self.location)
@@ -102,6 +104,7 @@ class Tracker:
         self._ledger_arg = ledger
         self.sample_interval_s = sample_interval_s
         self.config = config
+        self.run_dir = str(Path(run_dir).resolve()) if run_dir is not None else None
         self._monitor = monitor
         self.ledger: Ledger | None = None
         self.run_id: int | None = None
@@ -123,6 +126,8 @@ class Tracker:
             logger.warning(note)
         assumptions = assumptions_for(self.location, self.pue, self.live, self.zone, self.provider,
                                       self.monitor_options, self._monitor.notes, self.config)
+        if self.run_dir is not None:
+            assumptions["run_dir"] = self.run_dir
         devices = [{**dataclasses.asdict(d), "uncertainty_frac": d.uncertainty_frac} for d in self._monitor.devices]
         self.run_id = self.ledger.start_run(self.name, self.kind, self.command, assumptions, devices)
         self.sample(force=True)

@@ -86,7 +86,8 @@ RECIPES: dict[str, RecipeConfig] = {"green": RecipeConfig(), "baseline": BASELIN
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Steps, seeds, where the run goes, and how often it samples and checkpoints."""
+    """Steps, seeds, where the run goes, how often it samples and checkpoints, and which experiment
+    trackers get its metrics (``log_to``; see ``greendiff.integrations``)."""
 
     name: str = ""
     output_dir: str = "runs"
@@ -98,6 +99,8 @@ class RunConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     max_bad_steps: int = 20
+    log_to: tuple[str, ...] = ()  # experiment trackers: "tensorboard", "mlflow"
+    mlflow_uri: str = ""  # MLflow tracking URI; "" is file: the mlruns folder beside the run directory
 
 
 @dataclass(frozen=True)
@@ -196,9 +199,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if origin is tuple:
         if isinstance(value, str):
             value = [v for v in value.replace(" ", "").split(",") if v]
+        item = get_args(hint)[0]
         if not isinstance(value, (list, tuple)):
-            raise UserInputError(f"{where} must be a list of integers, got {value!r}")
-        return tuple(_coerce(v, int, where) for v in value)
+            raise UserInputError(f"{where} must be a list of {'names' if item is str else 'integers'}, got {value!r}")
+        return tuple(_coerce(v, item, where) for v in value)
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -330,6 +334,9 @@ def validate(config: TrainConfig) -> None:
         raise UserInputError("early stopping on quality needs evaluations: set --eval-every N (steps) or --eval-every-kwh X")
     validate_distill(config)
     validate_carbon(config.carbon)
+    unknown = [name for name in config.run.log_to if name not in ("tensorboard", "mlflow")]
+    if unknown:
+        raise UserInputError(f"run.log_to: unknown logger {unknown[0]!r}; use tensorboard or mlflow")
     if any(c <= 0 for c in config.model.block_out_channels):
         raise UserInputError("model.block_out_channels must be positive integers")
     from greendiff.train._model import check_architecture  # the model module needs this one's types

@@ -1,0 +1,148 @@
+"""Everything a report shows about one run: the ledger's record and samples, and its run directory."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from greendiff.errors import UserInputError
+from greendiff.ledger import Ledger, RunRecord, Sample
+from greendiff.tracking import provider_from_assumptions, run_summary
+
+
+@dataclass
+class RunData:
+    """One run as the report sees it.
+
+    Attributes:
+        label: Short name used in charts and tables (``#12 green-nano``).
+        power_w: Per device key, ``(minutes since start, mean W over the interval ending there)``.
+        intensity: ``(minutes since start, gCO2e/kWh)`` steps of the grid over the run.
+        metrics: ``metrics.jsonl`` records of the run directory (loss logs, evaluations, pauses).
+        config: The resolved config (``config.toml``, else the ledger's copy), nested.
+    """
+
+    record: RunRecord
+    summary: dict
+    label: str
+    run_dir: Path | None
+    power_w: dict[str, list[tuple[float, float]]]
+    intensity: list[tuple[float, float]]
+    intensity_note: str = ""
+    metrics: list[dict] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+    config_text: str = ""
+    sample_png: bytes | None = None
+    sample_name: str = ""
+    emissions_json: dict = field(default_factory=dict)
+
+    @property
+    def dataset(self) -> str:
+        data = self.config.get("data", {})
+        return f"{data.get('dataset', '?')} at {data.get('resolution', '?')} px" if data else ""
+
+    def evaluations(self, metric: str = "fid") -> list[tuple[float, float]]:
+        """``(kWh used so far, metric)`` of each evaluation in the run directory."""
+        return [(e["energy_kwh"], e[metric]) for e in self.metrics if e.get("event") == "eval" and metric in e]
+
+    def losses(self) -> list[tuple[float, float]]:
+        return [(m["energy_kwh"], m["loss"]) for m in self.metrics if "loss" in m and "energy_kwh" in m]
+
+
+def _run_dir_of(record: RunRecord) -> Path | None:
+    """The run directory recorded with the run (older runs: the one named in the command)."""
+    recorded = record.assumptions.get("run_dir")
+    if recorded:
+        return Path(recorded)
+    found = re.search(r"greendiff train \((.+)\)$", record.command)
+    return Path(found.group(1)) if found else None
+
+
+def resolve(ref: str, ledger: Ledger) -> tuple[RunRecord, Path | None]:
+    """A ledger id (``12``) or a run directory (its latest ledger run, from ``emissions.json``)."""
+    if ref.strip().isdigit():
+        record = ledger.get_run(int(ref))
+        return record, _run_dir_of(record)
+    path = Path(ref)
+    emissions = path / "emissions.json"
+    if path.is_dir() and emissions.is_file():
+        try:
+            ids = json.loads(emissions.read_text()).get("ledger_run_ids") or []
+        except ValueError:
+            raise UserInputError(f"{emissions}: not valid JSON") from None
+        if not ids:
+            raise UserInputError(f"{emissions}: names no ledger run")
+        return ledger.get_run(int(ids[-1])), path
+    if path.is_dir():
+        raise UserInputError(f"{path} is not a finished run directory (no emissions.json); give a ledger id from 'greendiff runs list'")
+    raise UserInputError(f"unknown run {ref!r}: give a ledger id (see 'greendiff runs list') or a run directory")
+
+
+def power_series(samples: list[Sample], t0: float) -> dict[str, list[tuple[float, float]]]:
+    """Mean power of each device between consecutive cumulative samples, at the interval's end."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for a, b in zip(samples, samples[1:]):
+        dt = b.unix_s - a.unix_s
+        if dt <= 0:
+            continue
+        for key, joules in b.energy_j.items():
+            out.setdefault(key, []).append(((b.unix_s - t0) / 60, (joules - a.energy_j.get(key, 0.0)) / dt))
+    return out
+
+
+def collect(ref: str, ledger: Ledger) -> RunData:
+    """Gather one run; a run with no energy samples is an error (nothing to report)."""
+    record, run_dir = resolve(ref, ledger)
+    samples = ledger.samples(record.id)
+    if len(samples) < 2:
+        raise UserInputError(f"run {record.id} ({record.name}) has no energy measurements to report "
+                             f"({len(samples)} sample{'s' if len(samples) != 1 else ''}); it may not have started measuring")
+    summary = run_summary(ledger, record)
+    t0 = samples[0].unix_s
+    provider, _ = provider_from_assumptions(record.assumptions)
+    start = datetime.fromtimestamp(t0, timezone.utc)
+    end = datetime.fromtimestamp(max(samples[-1].unix_s, t0 + 1), timezone.utc)
+    try:
+        result = provider.intensity(start, end)
+        intensity = [((s.start.timestamp() - t0) / 60, s.intensity_g_per_kwh) for s in result.segments]
+        intensity.append(((result.segments[-1].end.timestamp() - t0) / 60, result.segments[-1].intensity_g_per_kwh))
+        note = f"{result.source} ({result.kind})"
+    except UserInputError as exc:  # e.g. a user trace that no longer covers the run
+        intensity, note = [], f"intensity series unavailable: {exc}"
+    data = RunData(record, summary, f"#{record.id} {record.name}", run_dir if run_dir and run_dir.is_dir() else None,
+                   power_series(samples, t0), intensity, note, config=record.assumptions.get("config", {}) or {})
+    if data.run_dir is not None:
+        _read_run_dir(data)
+    return data
+
+
+def _read_run_dir(data: RunData) -> None:
+    run_dir = data.run_dir
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            try:
+                data.metrics.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut by a crash: skip it
+    config = run_dir / "config.toml"
+    if config.is_file():
+        data.config_text = config.read_text()
+        try:
+            data.config = tomllib.loads(data.config_text)
+        except tomllib.TOMLDecodeError:
+            pass
+    grids = sorted((run_dir / "samples").glob("step-*.png"), key=lambda p: int(p.stem.split("-")[1])) \
+        if (run_dir / "samples").is_dir() else []
+    if grids:
+        data.sample_png, data.sample_name = grids[-1].read_bytes(), grids[-1].name
+    emissions = run_dir / "emissions.json"
+    if emissions.is_file():
+        try:
+            data.emissions_json = json.loads(emissions.read_text())
+        except ValueError:
+            pass

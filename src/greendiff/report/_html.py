@@ -1,0 +1,221 @@
+"""One self-contained HTML file: every chart inline SVG, every image a data URI, nothing fetched."""
+
+from __future__ import annotations
+
+import base64
+import html
+from datetime import datetime, timezone
+
+from greendiff import __version__
+from greendiff.ledger import model_card_yaml
+from greendiff.report._collect import RunData
+from greendiff.report._statement import emissions_statement
+from greendiff.report._svg import Series, bar_chart, line_chart, scatter_chart
+
+# Inline, before anything else runs: counts script errors, then checks every chart drew marks.
+_CHECK = """<script>
+document.documentElement.dataset.errors = "0";
+window.addEventListener("error", function () {
+  var d = document.documentElement.dataset; d.errors = String(Number(d.errors) + 1);
+});
+window.addEventListener("DOMContentLoaded", function () {
+  var charts = document.querySelectorAll("svg[data-chart]"), drawn = 0;
+  charts.forEach(function (svg) {
+    var box = svg.getBBox(), marks = svg.querySelectorAll("polyline, circle, rect:not([fill='white'])").length;
+    if (box.width > 0 && box.height > 0 && marks > 0) { drawn += 1; }
+  });
+  document.documentElement.dataset.chartsTotal = String(charts.length);
+  document.documentElement.dataset.chartsDrawn = String(drawn);
+});
+</script>"""
+
+_CSS = """<style>
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #212121; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #2e7d32; padding-bottom: 0.2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
+th, td { border-bottom: 1px solid #e0e0e0; padding: 0.3em 0.7em; text-align: left; vertical-align: top; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+.kpi { display: inline-block; margin: 0 2em 0.8em 0; } .kpi b { font-size: 1.5em; display: block; }
+.charts { display: flex; flex-wrap: wrap; gap: 12px; } svg { max-width: 100%; height: auto; border: 1px solid #eee; }
+pre { background: #f5f5f5; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+blockquote { border-left: 4px solid #2e7d32; margin: 1em 0; padding: 0.5em 1em; background: #f1f8e9; }
+.note { color: #616161; font-size: 0.9em; } .good { color: #2e7d32; } .bad { color: #c62828; }
+img.samples { image-rendering: pixelated; width: 256px; border: 1px solid #ccc; }
+@media print { h2 { break-before: page; } }
+</style>"""
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text))
+
+
+def _kwh(value: float) -> str:
+    return f"{value:.4g} kWh" if value >= 0.01 else f"{value * 1e3:.4g} Wh"
+
+
+def _kg(value: float) -> str:
+    return f"{value:.4g} kg" if value >= 0.1 else f"{value * 1e3:.4g} g"
+
+
+def _table(header: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
+    head = "".join(f'<th class="{"num" if i in numeric else ""}">{_e(h)}</th>' for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(f'<td class="{"num" if i in numeric else ""}">{c}</td>' for i, c in enumerate(row))
+                   + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(runs: list[RunData], ignore: tuple[str, ...] = ("run.name", "run.output_dir")) -> list[tuple[str, list[str]]]:
+    """Config keys whose values differ between the runs, with each run's value ("—" where absent)."""
+    def shown(value: object) -> str:
+        return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+    flat = [flatten(r.config) for r in runs]
+    keys = sorted({k for f in flat for k in f} - set(ignore))
+    rows = [(k, [shown(f[k]) if k in f else "—" for f in flat]) for k in keys]
+    return [(k, values) for k, values in rows if len(set(values)) > 1]
+
+
+def pareto(points: list[tuple[str, float, float]]) -> list[str]:
+    """Labels of the points no other point beats on both coordinates (both lower is better)."""
+    return [a for a, x, y in points
+            if not any((x2 <= x and y2 <= y) and (x2 < x or y2 < y) for b, x2, y2 in points if b != a)]
+
+
+def final_metric(run: RunData, metric: str) -> float | None:
+    evals = run.evaluations(metric)
+    return evals[-1][1] if evals else None
+
+
+def _saving(value: float | None, reference: float | None) -> str:
+    if value is None or not reference:
+        return "—"
+    change = value / reference - 1
+    return f'<span class="{"good" if change < 0 else "bad" if change > 0 else ""}">{change:+.1%}</span>'
+
+
+def comparison(runs: list[RunData], reference: RunData, metric: str) -> str:
+    ref_fid = final_metric(reference, metric)
+    rows = []
+    for r in runs:
+        s = r.summary
+        fid = final_metric(r, metric)
+        rows.append([_e(r.label) + (" (reference)" if r is reference else ""), _e(r.dataset), _e(r.record.kind),
+                     _kwh(s["energy_kwh"]), _kg(s["emissions_kg"]), "—" if fid is None else f"{fid:.4g}",
+                     _saving(s["energy_kwh"], reference.summary["energy_kwh"]),
+                     _saving(s["emissions_kg"], reference.summary["emissions_kg"]), _saving(fid, ref_fid)])
+    parts = ["<h2>Comparison</h2>",
+             f'<p class="note">Changes are against {_e(reference.label)}; lower is better for energy, CO2e and '
+             f"{_e(metric.upper())}.</p>",
+             _table(["run", "data", "kind", "energy", "CO2e", metric.upper(), "energy vs ref", "CO2e vs ref",
+                     f"{metric.upper()} vs ref"], rows, {3, 4, 5, 6, 7, 8})]
+    curves = [Series(r.label, [x for x, _ in r.evaluations(metric)], [y for _, y in r.evaluations(metric)])
+              for r in runs if r.evaluations(metric)]
+    charts = []
+    if curves:
+        charts.append(line_chart(curves, f"{metric.upper()} against energy", "energy used (kWh)", metric.upper(),
+                                 markers=True, y_from_zero=False))
+    points = [(r.label, r.summary["emissions_kg"], final_metric(r, metric)) for r in runs if final_metric(r, metric) is not None]
+    if points:
+        charts.append(scatter_chart(points, f"Pareto: final {metric.upper()} against emissions", "kgCO2e",
+                                    metric.upper(), highlight=pareto(points)))
+    if charts:
+        parts.append('<div class="charts">' + "".join(charts) + "</div>")
+    differences = config_differences(runs)
+    parts.append("<h3>Config differences</h3>")
+    if differences:
+        parts.append(_table(["key", *[r.label for r in runs]], [[_e(k), *map(_e, values)] for k, values in differences]))
+    else:
+        parts.append("<p>The runs' configs are the same.</p>")
+    return "\n".join(parts)
+
+
+def run_section(run: RunData, metric: str) -> str:
+    s = run.summary
+    parts = [f'<h2 id="run-{run.record.id}">{_e(run.label)}</h2>',
+             f'<p class="note">{_e(run.record.kind)} · {_e(s["status"])} · started {_e(s["started"])} UTC · '
+             f'{s["duration_s"]:.1f} s · {_e(run.record.command)}</p>',
+             f'<div class="kpi">energy<b>{_kwh(s["energy_kwh"])}</b>{_kwh(s["energy_kwh_low"])} – {_kwh(s["energy_kwh_high"])}</div>',
+             f'<div class="kpi">emissions<b>{_kg(s["emissions_kg"])} CO2e</b>{_kg(s["emissions_kg_low"])} – '
+             f'{_kg(s["emissions_kg_high"])}</div>',
+             f'<div class="kpi">grid intensity<b>{s["intensity"]["mean_g_per_kwh"]:.0f} g/kWh</b>{_e(s["intensity"]["kind"])}</div>',
+             f'<div class="kpi">PUE<b>{s["pue"]["value"]:g}</b>&nbsp;</div>']
+    charts = []
+    if run.power_w:
+        charts.append(line_chart([Series(k, [t for t, _ in v], [w for _, w in v]) for k, v in run.power_w.items()],
+                                 "Power per device", "minutes since start", "W", step=True))
+    if run.intensity:
+        charts.append(line_chart([Series("grid", [t for t, _ in run.intensity], [g for _, g in run.intensity])],
+                                 "Grid intensity", "minutes since start", "gCO2e/kWh", step=True))
+    devices = [(d["key"], d["emissions_g"]) for d in s["devices"]]
+    charts.append(bar_chart([k for k, _ in devices], [g for _, g in devices], "Emissions by device", "g CO2e"))
+    phases = [(p["name"], p["emissions_g"]) for p in s["phases"]]
+    rest = s["emissions_kg"] * 1e3 - sum(g for _, g in phases)
+    if phases and rest > 1e-9:
+        phases.append(("outside phases (setup, idle)", rest))
+    if phases:
+        charts.append(bar_chart([k for k, _ in phases], [g for _, g in phases], "Emissions by phase", "g CO2e"))
+    if run.losses():
+        charts.append(line_chart([Series("loss", [x for x, _ in run.losses()], [y for _, y in run.losses()])],
+                                 "Loss against energy", "energy used (kWh)", "loss", y_from_zero=False))
+    if run.evaluations(metric):
+        evals = run.evaluations(metric)
+        charts.append(line_chart([Series(metric, [x for x, _ in evals], [y for _, y in evals])],
+                                 f"{metric.upper()} against energy", "energy used (kWh)", metric.upper(), markers=True,
+                                 y_from_zero=False))
+    parts.append('<div class="charts">' + "".join(charts) + "</div>")
+    if run.intensity_note:
+        parts.append(f'<p class="note">Intensity: {_e(run.intensity_note)}</p>')
+    if run.sample_png:
+        data = base64.b64encode(run.sample_png).decode()
+        parts.append(f'<h3>Samples ({_e(run.sample_name)})</h3><img class="samples" alt="sample grid" '
+                     f'src="data:image/png;base64,{data}">')
+    ca = run.emissions_json.get("carbon_aware") or s.get("carbon_aware")
+    if ca:
+        parts.append("<h3>Carbon-aware training</h3>" + _table(["", "value"], [
+            ["policy", _e(ca["policy"])], ["pauses", str(ca["pauses"])], ["waited", f"{ca['waited_h']:.2f} h"],
+            ["emissions as run", _kg(ca["emissions_g"] / 1e3)], ["straight through", _kg(ca["straight_through_g"] / 1e3)],
+            ["saved", f"{_kg(ca['saved_g'] / 1e3)} ({ca['saved_frac']:.1%})"],
+            ["deadline", _e(ca["deadline"] or "none") + ("" if ca["met_deadline"] is None else " (met)" if ca["met_deadline"] else " (MISSED)")]]))
+    parts.append("<h3>Assumptions and sources</h3>" + _table(["what", "value", "source"], _assumption_rows(s)))
+    parts.append("<h3>Emissions statement</h3><blockquote>" + _e(emissions_statement(s)) + "</blockquote>")
+    parts.append("<h3>Model card (Hugging Face <code>co2_eq_emissions</code>)</h3><pre>" + _e(model_card_yaml(s)) + "</pre>")
+    if run.config_text:
+        parts.append("<h3>Resolved config</h3><pre>" + _e(run.config_text) + "</pre>")
+    return "\n".join(parts)
+
+
+def _assumption_rows(s: dict) -> list[list[str]]:
+    rows = [["location", _e(", ".join(f"{k} {v}" for k, v in (s.get("location") or {}).items() if v) or "unknown"), ""],
+            ["grid intensity", f'{s["intensity"]["mean_g_per_kwh"]:.1f} gCO2e/kWh', _e(s["intensity"]["source"])],
+            ["PUE", f'{s["pue"]["value"]:g}', _e(s["pue"]["source"])]]
+    for d in s["devices"]:
+        rows.append([f"energy of {_e(d['key'])}", f"{_kwh(d['energy_kwh'])} ± {d['uncertainty_frac']:.0%}",
+                     _e(f"{d['name']}: {d['method']}" + (f" ({d['note']})" if d.get("note") else ""))])
+    rows += [["uncertainty", "", _e(s.get("uncertainty", ""))]]
+    rows += [["note", "", _e(n)] for n in [*s.get("notes", []), *s["intensity"].get("notes", [])]]
+    return rows
+
+
+def build_report(runs: list[RunData], reference: RunData | None = None, metric: str = "fid",
+                 title: str = "greendiff report") -> str:
+    """The whole page: a comparison (when there are several runs), then a section per run."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    contents = "".join(f'<li><a href="#run-{r.record.id}">{_e(r.label)}</a> — {_e(r.dataset)}</li>' for r in runs)
+    body = [f"<h1>{_e(title)}</h1>",
+            f'<p class="note">{len(runs)} run{"s" if len(runs) != 1 else ""} · made {now} by greendiff {__version__} · '
+            "self-contained: opens offline</p>", f"<ul>{contents}</ul>"]
+    if len(runs) > 1:
+        body.append(comparison(runs, reference or runs[0], metric))
+    body += [run_section(r, metric) for r in runs]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{_e(title)}</title>{_CHECK}{_CSS}</head><body>\n" + "\n".join(body) + "\n</body></html>\n")

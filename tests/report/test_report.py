@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from greendiff.cli._app import main
+from greendiff.ledger import Ledger, Sample
+from greendiff.report import config_differences, emissions_statement, nice_ticks, pareto, power_series
+from greendiff.report._collect import RunData
+
+
+def test_nice_ticks_cover_the_range_with_round_steps():
+    assert nice_ticks(0, 0.93) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert nice_ticks(12, 47) == [10, 20, 30, 40, 50]
+    assert nice_ticks(3.0, 3.0)[0] <= 3.0 <= nice_ticks(3.0, 3.0)[-1]
+
+
+def test_pareto_keeps_the_points_nothing_beats():
+    points = [("a", 1.0, 50.0), ("b", 2.0, 30.0), ("c", 3.0, 40.0), ("d", 0.5, 60.0), ("e", 2.0, 30.0)]
+    assert pareto(points) == ["a", "b", "d", "e"]  # c is beaten by b; b and e tie
+
+
+def test_power_series_is_energy_over_time_per_device():
+    samples = [Sample(100.0, 0, {"gpu:0": 0.0, "cpu": 0.0}), Sample(110.0, 0, {"gpu:0": 3000.0, "cpu": 100.0}),
+               Sample(130.0, 0, {"gpu:0": 5000.0, "cpu": 300.0})]
+    series = power_series(samples, 100.0)
+    assert series["gpu:0"] == [(10 / 60, 300.0), (30 / 60, 100.0)] and series["cpu"] == [(10 / 60, 10.0), (30 / 60, 10.0)]
+
+
+def test_config_differences_list_only_what_differs():
+    def run(config):
+        return RunData(None, {}, "r", None, {}, [], config=config)
+
+    diffs = config_differences([run({"optim": {"lr": 1e-3, "ema": True}, "run": {"name": "a"}}),
+                                run({"optim": {"lr": 5e-4, "ema": True}, "run": {"name": "b"}, "stop": {"target": 1}})])
+    assert diffs == [("optim.lr", ["0.001", "0.0005"]), ("stop.target", ["—", "1"])]
+
+
+def report(capsys, *argv):
+    code = main(["report", *map(str, argv)])
+    return code, capsys.readouterr().err
+
+
+def test_report_of_two_runs(capsys, two_runs, tmp_path, monkeypatch):
+    root, (run_a, run_b) = two_runs
+    monkeypatch.setenv("GREENDIFF_LEDGER", str(root / "ledger.sqlite"))
+    out = tmp_path / "report.html"
+    code, err = report(capsys, run_a, 2, "-o", out, "--title", "lr study")
+    assert code == 0, err
+    page = out.read_text()
+    summary_a = json.loads((run_a / "emissions.json").read_text())
+    summary_b = Ledger(root / "ledger.sqlite").get_run(2).summary
+    # self-contained: no external reference at all
+    assert not re.search(r'(src|href)="(https?:)?//', page) and "<link" not in page
+    # per run: power, intensity, device and phase emissions, loss and FID against kWh: 6 charts each, 2 across runs
+    assert page.count('data-chart="') == 2 * 6 + 2
+    assert page.count("data:image/png;base64,") == 2 and page.count("co2_eq_emissions:") == 2
+    assert "Comparison" in page and "(reference)" in page and "optim.lr" in page and "Pareto" in page
+    assert "0.002" in page and "0.0005" in page  # the learning rates, in the config differences
+    # the emissions statement carries the run's own figures and sources
+    assert f"{summary_a['energy_kwh']:.4g} kWh" in page and f"{summary_b['emissions_kg']:.4g} kgCO2e" in page
+    assert "Our World in Data / Ember country table: FRA" in page and "country FRA" in page
+    # savings against the reference: run b's energy change, as the table prints it
+    change = summary_b["energy_kwh"] / summary_a["energy_kwh"] - 1
+    assert f"{change:+.1%}" in page
+    assert "wrote" in err
+
+
+def test_statement_names_hardware_hours_place_and_sources(two_runs):
+    root, _ = two_runs
+    summary = Ledger(root / "ledger.sqlite").get_run(1).summary
+    text = emissions_statement(summary)
+    for piece in (f"{summary['duration_s'] / 3600:.3g} h", "country FRA", f"{summary['energy_kwh']:.4g} kWh",
+                  f"{summary['intensity']['mean_g_per_kwh']:.0f} gCO2e/kWh", f"PUE of {summary['pue']['value']:g}",
+                  f"{summary['emissions_kg']:.4g} kgCO2e", "range", summary["devices"][0]["name"]):
+        assert piece in text, piece
+
+
+def test_bad_report_input(capsys, two_runs, tmp_path, monkeypatch):
+    root, (run_a, _) = two_runs
+    monkeypatch.setenv("GREENDIFF_LEDGER", str(root / "ledger.sqlite"))
+    cases = [([99], "no run with id 99"), ([tmp_path], "not a finished run directory"), (["nope"], "unknown run 'nope'"),
+             ([1, "-o", tmp_path / "missing" / "r.html"], "folder"), ([1, "-o", tmp_path / "r.pdf"], "must end in .html"),
+             ([1, 2, "--reference", 3], "no run with id 3"), ([1, 1], "the same run is given twice"),
+             ([1, "--metric", "is"], "--metric must be fid or kid")]
+    for argv, message in cases:
+        code, err = report(capsys, *argv)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
+    (tmp_path / "taken.html").mkdir()  # a path that cannot be written as a file, even by root
+    code, err = report(capsys, 1, "-o", tmp_path / "taken.html")
+    assert code == 2 and "cannot write" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_run_without_measurements_is_refused(capsys, tmp_path, monkeypatch):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    run_id = ledger.start_run("empty", "measure", "x", {"location": {}}, [])
+    monkeypatch.setenv("GREENDIFF_LEDGER", str(tmp_path / "l.sqlite"))
+    code, err = report(capsys, run_id)
+    assert code == 2 and "has no energy measurements to report" in err
+
+
+def test_runs_of_different_data_need_force(capsys, two_runs, tmp_path, monkeypatch):
+    root, _ = two_runs
+    monkeypatch.setenv("GREENDIFF_LEDGER", str(root / "ledger.sqlite"))
+    from tests.report.conftest import TINY
+
+    other = [a if a != "8" else "12" for a in TINY]  # the same, at 12 px
+    assert main(["train", *other, "--output-dir", str(tmp_path / "runs"), "--name", "c"]) == 0
+    (run_c,) = (tmp_path / "runs").iterdir()
+    capsys.readouterr()
+    code, err = report(capsys, 1, run_c, "-o", tmp_path / "r.html")
+    assert code == 2 and "different data" in err and "--force" in err and not (tmp_path / "r.html").exists()
+    code, err = report(capsys, 1, run_c, "-o", tmp_path / "r.html", "--force")
+    assert code == 0 and "warning: the runs use different data" in err and (tmp_path / "r.html").exists()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (.ci/run installs Debian's chromium)")
+def test_report_renders_in_a_real_browser(capsys, two_runs, tmp_path, monkeypatch):
+    from PIL import Image, ImageStat
+
+    root, (run_a, run_b) = two_runs
+    monkeypatch.setenv("GREENDIFF_LEDGER", str(root / "ledger.sqlite"))
+    out = tmp_path / "report.html"
+    assert report(capsys, run_a, run_b, "-o", out)[0] == 0
+    with tempfile.TemporaryDirectory() as profile:
+        flags = [*FLAGS, f"--user-data-dir={profile}"]
+        dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120)
+        shot = tmp_path / "shot.png"
+        subprocess.run([CHROMIUM, *flags, "--window-size=1200,3000", f"--screenshot={shot}", out.as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    html_tag = re.search(r"<html[^>]*>", dom.stdout).group(0)
+    total = int(re.search(r'data-charts-total="(\d+)"', html_tag).group(1))
+    assert total == 14 and f'data-charts-drawn="{total}"' in html_tag, html_tag  # every chart drew marks
+    assert 'data-errors="0"' in html_tag  # no script error on the page
+    assert "Uncaught" not in dom.stderr
+    image = Image.open(shot).convert("L")
+    assert image.size == (1200, 3000)
+    assert ImageStat.Stat(image).stddev[0] > 20  # not a blank page
+    assert len(image.getcolors(1 << 16)) > 30  # text, lines, the sample grids
+    assert Path(shot).stat().st_size > 50_000
