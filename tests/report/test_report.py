@@ -125,6 +125,21 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+def test_the_page_check_counts_errors(tmp_path):
+    """The page's own error counter works: a page with a broken script and a missing image counts them."""
+    from greendiff.report._html import _CHECK
+
+    page = tmp_path / "broken.html"
+    page.write_text(f"<html><head>{_CHECK}</head><body><img src='missing.png'><script>console.error('x'); "
+                    "undefinedFunction();</script></body></html>")
+    if CHROMIUM is None:
+        pytest.skip("no Chromium installed")
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
+                             capture_output=True, text=True, timeout=120)
+    assert 'data-errors="3"' in re.search(r"<html[^>]*>", dom.stdout).group(0)
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (.ci/run installs Debian's chromium)")
 def test_report_renders_in_a_real_browser(capsys, two_runs, tmp_path, monkeypatch):
     from PIL import Image, ImageStat
@@ -142,7 +157,7 @@ def test_report_renders_in_a_real_browser(capsys, two_runs, tmp_path, monkeypatc
     html_tag = re.search(r"<html[^>]*>", dom.stdout).group(0)
     total = int(re.search(r'data-charts-total="(\d+)"', html_tag).group(1))
     assert total == 14 and f'data-charts-drawn="{total}"' in html_tag, html_tag  # every chart drew marks
-    assert 'data-errors="0"' in html_tag  # no script error on the page
+    assert 'data-errors="0"' in html_tag  # no script or resource error, nothing on console.error
     assert "Uncaught" not in dom.stderr
     image = Image.open(shot).convert("L")
     assert image.size == (1200, 3000)

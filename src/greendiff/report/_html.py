@@ -12,12 +12,13 @@ from greendiff.report._collect import RunData
 from greendiff.report._statement import emissions_statement
 from greendiff.report._svg import Series, bar_chart, line_chart, scatter_chart
 
-# Inline, before anything else runs: counts script errors, then checks every chart drew marks.
+# Inline, before anything else runs: counts errors (script, resource, console.error), then checks every chart drew marks.
 _CHECK = """<script>
 document.documentElement.dataset.errors = "0";
-window.addEventListener("error", function () {
-  var d = document.documentElement.dataset; d.errors = String(Number(d.errors) + 1);
-});
+function greendiffError() { var d = document.documentElement.dataset; d.errors = String(Number(d.errors) + 1); }
+window.addEventListener("error", greendiffError, true);  /* script errors, and (capturing) resources that failed */
+window.addEventListener("unhandledrejection", greendiffError);
+(function (original) { console.error = function () { greendiffError(); original.apply(console, arguments); }; })(console.error);
 window.addEventListener("DOMContentLoaded", function () {
   var charts = document.querySelectorAll("svg[data-chart]"), drawn = 0;
   charts.forEach(function (svg) {
