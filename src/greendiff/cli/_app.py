@@ -65,10 +65,15 @@ def _root(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point. User mistakes: one line on stderr, exit code 2, never a traceback."""
+    import os
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    quiet = os.environ.get("RANK", "0") != "0"  # in a multi-process job only rank 0 reports
     try:
-        result = app(args=argv, prog_name="greendiff", standalone_mode=False)
+        result = app(args=argv, prog_name="greendiff", standalone_mode=False, obj={"argv": argv})
     except UserInputError as exc:
-        print(f"greendiff: error: {exc}", file=sys.stderr)
+        if not quiet:
+            print(f"greendiff: error: {exc}", file=sys.stderr)
         return 2
     except _UsageError as exc:
         command = exc.ctx.command_path if exc.ctx is not None else "greendiff"

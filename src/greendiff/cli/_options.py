@@ -34,10 +34,15 @@ class MeasureSettings:
     monitor: MonitorOptions
     ledger: Ledger
 
-    def tracker(self, name: str, kind: str, command: str, **kwargs) -> Tracker:
-        """A (not yet started) Tracker with these settings."""
-        return Tracker(name, kind=kind, command=command, location=self.location, pue=self.pue, live=self.live,
-                       zone=self.zone, monitor_options=self.monitor, ledger=self.ledger, **kwargs)
+    def tracker(self, name: str, kind: str, command: str, dist=None, **kwargs) -> Tracker:
+        """A (not yet started) Tracker with these settings; for a rank of a job (``dist``), a JobTracker."""
+        common = dict(kind=kind, command=command, location=self.location, pue=self.pue, live=self.live,
+                      zone=self.zone, monitor_options=self.monitor, ledger=self.ledger, **kwargs)
+        if dist is not None and dist.distributed:
+            from greendiff.tracking import JobTracker
+
+            return JobTracker(name, dist=dist, **common)
+        return Tracker(name, **common)
 
 
 def resolve_settings(country: str | None, cloud: str | None, grid: str | None, pue: str | None, live: str,

@@ -55,6 +55,7 @@ def write_emissions(run_dir: Path, summary: dict, prior_energy_j: float) -> None
 
 
 def train_command(
+    ctx: typer.Context,
     config_file: Annotated[Optional[Path], Opt("--config", help="TOML config file (CLI flags override it).")] = None,
     recipe: Annotated[Optional[str], Opt("--recipe", help="green (default) or baseline (diffusers' defaults).")] = None,
     preset: Annotated[Optional[str], Opt("--preset", help="Model preset: pico, nano, tiny, small, base.")] = None,
@@ -87,6 +88,7 @@ def train_command(
     name: Annotated[Optional[str], Opt("--name", help="Run name (default: recipe-preset).")] = None,
     resume: Annotated[Optional[Path], Opt("--resume", help="Run directory to continue from its latest checkpoint.")] = None,
     dry_run: Annotated[bool, Opt("--dry-run", help="Print the resolved config and exit.")] = False,
+    nproc: Annotated[int, Opt("--nproc", help="Data-parallel processes on this machine, launched with torchrun (batch size is per process).")] = 1,
     log_to: Annotated[Optional[list[str]], Opt("--log-to", help="Also log metrics, energy and CO2e to: tensorboard, mlflow (repeatable).")] = None,
     mlflow_uri: Annotated[Optional[str], Opt("--mlflow-uri", help="MLflow tracking URI (default: file: the mlruns folder beside the run directory).")] = None,
     carbon_aware: Annotated[Optional[bool], Opt("--carbon-aware/--no-carbon-aware", help="Pause while the grid is dirty (needs --grid or --live uk, and --max-intensity and/or --deadline).")] = None,
@@ -127,10 +129,24 @@ def train_command(
     if dry_run:
         typer.echo(to_toml(config), nl=False)
         return
+    from greendiff.parallel import Dist
+
+    dist = Dist.from_env()
+    if nproc < 1:
+        raise UserInputError(f"--nproc must be a positive number of processes, got {nproc}")
+    if nproc > 1 and dist.distributed:
+        raise UserInputError("--nproc launches processes; this is already one process of a job (drop --nproc)")
+    if (nproc > 1 or dist.distributed) and config.carbon.enabled:
+        raise UserInputError("--carbon-aware does not support several processes yet; train with one process")
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
-    console = Console(stderr=True)
     data = load_dataset(config.data.dataset, config.data.resolution)
-    check_data(config, data)
+    check_data(config, data, max(nproc, dist.world_size))
+    if nproc > 1:
+        raise typer.Exit(launch(nproc, ctx.obj["argv"] if ctx.obj else []))
+    import torch
+
+    dist.init(torch.cuda.is_available())
+    console = Console(stderr=True, quiet=not dist.is_main)
     from greendiff.integrations import check_loggers
 
     check_loggers(config.run.log_to)
@@ -144,11 +160,14 @@ def train_command(
     if data.skipped:
         console.print(f"skipped {data.skipped} unreadable image files", style="yellow")
     run_name = config.run.name or f"{config.recipe}-{config.model.preset}"
-    run_dir = resume if resume is not None else _new_run_dir(config.run.output_dir, run_name)
-    (run_dir / "config.toml").write_text(to_toml(config))
-    loggers = _loggers(config, run_dir, remove_on_error=None if resume else run_dir)
+    run_dir = None
+    if dist.is_main:  # one run directory for the job, made by rank 0 and told to the others
+        run_dir = resume if resume is not None else _new_run_dir(config.run.output_dir, run_name)
+        (run_dir / "config.toml").write_text(to_toml(config))
+    run_dir = Path(dist.broadcast(str(run_dir) if run_dir else None))
+    loggers = _loggers(config, run_dir, remove_on_error=None if resume else run_dir) if dist.is_main else []
     tracker = settings.tracker(run_dir.name + (" (resumed)" if resume else ""), "train", f"greendiff train ({run_dir})",
-                               config=to_dict(config), run_dir=run_dir).start()
+                               config=to_dict(config), run_dir=run_dir, dist=dist).start()
     t0 = time.perf_counter()
     for logger_ in loggers:
         logger_.tag({"greendiff.ledger_run_id": tracker.run_id, "greendiff.location": tracker.location.describe(),
@@ -163,7 +182,8 @@ def train_command(
         logger_.log({"event": "final", "step": result.step, "energy_kwh": summary["energy_kwh"],
                      "emissions_kg": summary["emissions_kg"]})
         logger_.close(result.status)
-    write_emissions(run_dir, summary, result.prior_energy_j)
+    if dist.is_main:
+        write_emissions(run_dir, summary, result.prior_energy_j)
     render_summary(summary, console)
     console.print(f"{result.status} at step {result.step} in {time.perf_counter() - t0:.1f} s · run directory {run_dir}"
                   + (f" · {result.stop_reason}" if result.stop_reason else "")
@@ -171,6 +191,22 @@ def train_command(
                   highlight=False)
     if result.status not in ("completed", "stopped"):
         raise typer.Exit(130)
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run this same ``greendiff train`` as ``nproc`` processes through torchrun; their exit code.
+    The processes measure themselves (one ledger run for the job); this one does not."""
+    import subprocess
+
+    from greendiff.parallel import torchrun_command, without_nproc
+
+    command = torchrun_command(nproc, without_nproc(argv[1:] if argv[:1] == ["train"] else argv))
+    Console(stderr=True).print(f"launching {nproc} processes: torchrun --standalone --nproc-per-node {nproc} "
+                               "-m greendiff train ...", highlight=False)
+    try:
+        return subprocess.run(command).returncode
+    except KeyboardInterrupt:  # torchrun passes Ctrl-C on to the processes, which checkpoint and stop
+        return 130
 
 
 def _loggers(config, run_dir: Path, remove_on_error: Path | None) -> list:

@@ -31,6 +31,9 @@ class MonitorOptions:
             a multi-process job only one process per node (local rank 0) should set this.
         cpu_watts: Override of the CPU package's power at full load, watts (``--cpu-watts``).
         include_children: Count child processes in CPU-time estimates.
+        process_root_pid: Root of the process tree whose CPU time is estimated (``None``: this process).
+            In a multi-process job, local rank 0 passes the launcher's pid, so the tree holds every
+            rank of the node, each counted once.
         powercap_root: Where RAPL lives (tests point it at a fake tree).
     """
 
@@ -39,6 +42,7 @@ class MonitorOptions:
     measure_node: bool = True
     cpu_watts: float | None = None
     include_children: bool = True
+    process_root_pid: int | None = None
     powercap_root: Path = POWERCAP_ROOT
 
 
@@ -76,7 +80,7 @@ class EnergyMonitor:
         """Build the best meters this machine allows, recording every choice in ``notes``."""
         meters: list[Meter] = []
         notes: list[str] = []
-        clock = ProcessTreeClock(include_children=options.include_children)
+        clock = ProcessTreeClock(options.process_root_pid, include_children=options.include_children)
         if options.measure_gpus:
             gpu = NvidiaGpuMeter.create(options.gpu_indices)
             if gpu is None:

@@ -14,7 +14,8 @@ Example:
 
 from __future__ import annotations
 
+from greendiff.tracking._job import JobTracker, breakdown
 from greendiff.tracking._summary import summarize
 from greendiff.tracking._tracker import Tracker, assumptions_for, provider_from_assumptions, run_summary
 
-__all__ = ["Tracker", "assumptions_for", "provider_from_assumptions", "run_summary", "summarize"]
+__all__ = ["JobTracker", "Tracker", "assumptions_for", "breakdown", "provider_from_assumptions", "run_summary", "summarize"]

@@ -28,25 +28,35 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
 def save_checkpoint(accelerator, run_dir: Path, step: int, state: dict, keep: int, name: str | None = None) -> Path:
     """Save model, optimizer, scheduler, EMA (registered objects) and ``state``; keep the newest ``keep``.
 
-    ``name`` (e.g. ``"best"``) saves outside the rotation of ``step-N`` checkpoints.
+    ``name`` (e.g. ``"best"``) saves outside the rotation of ``step-N`` checkpoints. In a multi-process
+    job every rank calls this: accelerate writes the model once (main process) and each rank its RNG
+    state; only the main process renames and rotates, between barriers.
     """
     root = run_dir / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / (name or f"step-{step}")
     tmp = root / f".tmp-{final.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    main = accelerator.is_main_process
+    if main:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
     try:
         accelerator.save_state(str(tmp), safe_serialization=True)
-        (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        accelerator.wait_for_everyone()
+        if main:
+            (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise UserInputError(f"could not write checkpoint {final}: {exc.strerror or exc}; "
                              "the previous checkpoint is intact") from None
-    for old in checkpoint_dirs(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    if main:
+        for old in checkpoint_dirs(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
     return final
 
 

@@ -75,6 +75,7 @@ class RecipeConfig:
     sampler: Literal["ddpm", "ddim"] = "ddim"
     sample_steps: int = 50
     channels_last: Literal["auto", "on", "off"] = "auto"
+    scale_lr: bool = False  # data-parallel: multiply lr by the number of processes (batch_size is per process)
 
 
 BASELINE = RecipeConfig(

@@ -8,9 +8,11 @@ replays exactly what an uninterrupted one would (bit-identical on CPU).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,12 +105,12 @@ class TrainResult:
     stop_reason: str = ""
 
 
-def check_data(config: TrainConfig, data: ImageSet) -> None:
-    """The data can fill a batch (checked before a run directory is created)."""
-    n = data.images.shape[0]
-    if n < config.optim.batch_size:
-        raise UserInputError(f"the dataset has {n} images, fewer than one batch of {config.optim.batch_size}; "
-                             "lower --batch-size")
+def check_data(config: TrainConfig, data: ImageSet, processes: int = 1) -> None:
+    """The data can fill a batch on every process (checked before a run directory is created)."""
+    n, need = data.images.shape[0], config.optim.batch_size * processes
+    if n < need:
+        raise UserInputError(f"the dataset has {n} images, fewer than one batch of {config.optim.batch_size}"
+                             + (f" on each of {processes} processes" if processes > 1 else "") + "; lower --batch-size")
 
 
 def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, *,
@@ -132,7 +134,11 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
     """
     from diffusers.training_utils import EMAModel
 
+    from greendiff.parallel import Dist
+
     optim, run = config.optim, config.run
+    dist: Dist = getattr(tracker, "dist", Dist())
+    main = dist.is_main
     use_cuda = torch.cuda.is_available()
     device = torch.device("cuda" if use_cuda else "cpu")
     precision, precision_why = resolve_precision(optim.mixed_precision, device)
@@ -144,7 +150,8 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
     channels_last = optim.channels_last == "on" or (optim.channels_last == "auto" and device.type == "cuda")
     if channels_last:
         unet = unet.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(unet.parameters(), optim)
+    lr_scale = dist.world_size if optim.scale_lr else 1
+    optimizer = make_optimizer(unet.parameters(), dataclasses.replace(optim, lr=optim.lr * lr_scale))
     # diffusers' curves; "constant" warms up like the others; a budget may move the horizon (stop.fit_schedule)
     lr_scheduler = make_lr_scheduler(optimizer, optim.lr_schedule, optim.warmup_steps, run.max_steps)
     schedule = lr_scheduler.lr_lambdas[0]
@@ -158,7 +165,7 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
         accelerator.register_for_checkpointing(ema)
     noise_scheduler = make_noise_scheduler(optim)
     sampler = make_sampler(optim, noise_scheduler)
-    check_data(config, data)
+    check_data(config, data, dist.world_size)
     images = data.images
     n = images.shape[0]
 
@@ -169,17 +176,23 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
             raise UserInputError(f"nothing to resume: {run_dir / 'checkpoints'} has no complete checkpoint")
         step, prior_energy_j = int(saved_state["step"]), float(saved_state.get("energy_j", 0.0))
     header = {"event": "start", "step": step, "params": params, "macs_per_image": macs, "precision": precision,
-              "precision_reason": precision_why, "device": str(device), "dataset": data.source, "skipped_files": data.skipped}
+              "precision_reason": precision_why, "device": str(device), "dataset": data.source, "skipped_files": data.skipped,
+              "processes": dist.world_size, "effective_batch_size": optim.batch_size * dist.world_size,
+              "lr": optim.lr * lr_scale, "lr_scaling": (f"x{lr_scale} (optim.scale_lr, {dist.world_size} processes)"
+                                                        if lr_scale > 1 else "none")}
     logger.info("UNet: %s parameters, %.3g GMACs per image; precision %s (%s) on %s", f"{params:,}", macs / 1e9,
                 precision, precision_why, device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path = run_dir / "metrics.jsonl"
-    metrics = metrics_path.open("a")
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = (run_dir / "metrics.jsonl").open("a") if main else open(os.devnull, "w")  # only rank 0 writes
     metrics.write(json.dumps(header) + "\n")
-    if on_log:
+    if on_log and main:
         on_log(header)
 
     def energy_so_far_j() -> float:
+        """Energy of the run so far: this process, or (a collective) the whole job."""
+        if dist.distributed:
+            return prior_energy_j + tracker.job_energy_j()
         return prior_energy_j + sum(tracker.monitor.read().energy_j.values())
 
     @contextlib.contextmanager
@@ -197,7 +210,9 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
             if ema is not None:
                 ema.restore(model.parameters())
 
-    def write_samples(at_step: int) -> Path:
+    def write_samples(at_step: int) -> Path | None:
+        if not main:
+            return None
         with tracker.window("sample"):
             with ema_weights() as model, accelerator.autocast():
                 grid = sample_images(model, sampler, run.num_samples, optim.sample_steps, (channels, res, res),
@@ -213,7 +228,7 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
 
     stop = config.stop
     extractor = real_features = None
-    if stop.eval_every or stop.eval_every_kwh or stop.eval_at_end:
+    if (stop.eval_every or stop.eval_every_kwh or stop.eval_at_end) and main:
         from greendiff.evaluate import reference_features, resolve_extractor
 
         with tracker.window("eval"):
@@ -224,17 +239,23 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
         """Quality of the EMA weights with a fixed noise seed; with ``seeds`` > 1 also its spread (std)."""
         from greendiff.evaluate import quality, seed_spread
 
-        results = []
+        results, scores = [], None
+        share = -(-stop.eval_samples // dist.world_size)  # each process samples its share; rank 0 scores them all
         with tracker.window("eval"), ema_weights() as model:
             for k in range(seeds):
                 with accelerator.autocast():
-                    fake = sample_images(model, sampler, stop.eval_samples, stop.eval_sample_steps or optim.sample_steps,
-                                         (channels, res, res), torch.Generator().manual_seed(run.seed + 54_321 + k), device)
-                results.append(quality(fake, real_features, extractor).to_dict())  # KID subset: at most the samples
-        scores = results[0]
-        if seeds > 1:
-            scores["spread"] = seed_spread(results)
-        return scores
+                    fake = sample_images(model, sampler, share if dist.distributed else stop.eval_samples,
+                                         stop.eval_sample_steps or optim.sample_steps, (channels, res, res),
+                                         torch.Generator().manual_seed(run.seed + 54_321 + k + 7_777 * dist.rank), device)
+                if dist.distributed:
+                    fake = torch.cat(dist.all_gather(fake.cpu()))[:stop.eval_samples]
+                if main:
+                    results.append(quality(fake, real_features, extractor).to_dict())  # KID subset: at most the samples
+        if main:
+            scores = results[0]
+            if seeds > 1:
+                scores["spread"] = seed_spread(results)
+        return dist.broadcast(scores if main else None)
 
     def record(event: dict) -> None:
         metrics.write(json.dumps(event) + "\n")
@@ -275,14 +296,16 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
             if stop_requested():
                 status = "interrupted"
                 break
-            idx = batch_indices(step, n, optim.batch_size, run.seed)
+            # each process takes its slice of the global batch; rank 0 of a job and a single process draw alike
+            idx = batch_indices(step, n, optim.batch_size * dist.world_size, run.seed)[
+                dist.rank * optim.batch_size:(dist.rank + 1) * optim.batch_size]
             x0 = (images[idx].float() / 127.5 - 1.0).to(device)
             if channels_last:
                 x0 = x0.contiguous(memory_format=torch.channels_last)
             with tracker.window("train"):
                 with accelerator.autocast():
-                    loss = loss_fn(unet, noise_scheduler, x0, step_generator(run.seed, step), optim)
-                if not torch.isfinite(loss):
+                    loss = loss_fn(unet, noise_scheduler, x0, step_generator(run.seed + 1_000_003 * dist.rank, step), optim)
+                if not all_finite(loss, dist):
                     optimizer.zero_grad(set_to_none=True)
                     bad_in_row += 1
                     logger.warning("step %d: loss is %s; update skipped (%d in a row)", step, loss.item(), bad_in_row)
@@ -314,8 +337,10 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
                        "ema_decay": ema.cur_decay_value if ema is not None else None}
                 record(log)
                 t_log, samples_since_log = now, 0
-                if on_log:
+                if on_log and main:
                     on_log(log)
+                if dist.distributed:
+                    tracker.sync()  # every rank's readings to rank 0's ledger
             stop_reason = stopper.after_step(step, lambda: energy_so_far_j() / 3.6e6) or ""
             if stop_reason:
                 status = "stopped"
@@ -338,11 +363,37 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
         metrics.write(json.dumps({"event": "stopped", "step": step, "reason": stop_reason}) + "\n")
     if status in ("completed", "stopped"):
         write_samples(step)
-        with tracker.window("checkpoint"):
-            export_pipeline(accelerator.unwrap_model(unet), ema, noise_scheduler, run_dir / "pipeline")
+        if dist.distributed:
+            metrics.write(json.dumps(ranks_in_sync(accelerator.unwrap_model(unet), dist)) + "\n")
+        if main:
+            with tracker.window("checkpoint"):
+                export_pipeline(accelerator.unwrap_model(unet), ema, noise_scheduler, run_dir / "pipeline")
     metrics.write(json.dumps({"event": status, "step": step}) + "\n")
     metrics.close()
     return TrainResult(status, step, last_loss, run_dir, prior_energy_j, stop_reason)
+
+
+def all_finite(loss: torch.Tensor, dist) -> bool:
+    """The loss is finite on every process (one tiny all-reduce in a job, so all skip a bad step together)."""
+    finite = bool(torch.isfinite(loss))
+    if not dist.distributed:
+        return finite
+    import torch.distributed as torch_dist
+
+    flag = torch.tensor([1.0 if finite else 0.0], device=loss.device)
+    torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def ranks_in_sync(model, dist) -> dict:
+    """Every process's parameter checksum (data parallelism keeps the replicas identical)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for p in model.parameters():
+        digest.update(p.detach().float().cpu().numpy().tobytes())
+    sums = dist.all_gather(digest.hexdigest())
+    return {"event": "ranks_in_sync", "processes": dist.world_size, "checksums": sums, "equal": len(set(sums)) == 1}
 
 
 def export_pipeline(unet, ema, noise_scheduler, path: Path) -> None:

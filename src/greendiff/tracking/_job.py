@@ -1,0 +1,194 @@
+"""A tracker for a data-parallel job: every rank measures, rank 0 writes one ledger run.
+
+Each rank meters its own GPUs; the node's CPU and RAM are metered once, by the node's local rank 0,
+over the launcher's process tree (every rank of the node, each counted once). Device keys carry
+their place (``node0/rank1/gpu:0``). Readings are gathered to rank 0 at each :meth:`sync`, a
+collective the training loop calls at the same steps on every rank; between syncs rank 0's own
+samples carry the other ranks' last readings. Energy spent waiting (at a barrier, for a slower
+rank) is in the meters' totals like any other. At :meth:`stop` the phases are merged and the
+summary gets a per-rank and per-node breakdown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import psutil
+
+from greendiff.ledger import WindowTotal
+from greendiff.parallel import Dist, split_key
+from greendiff.tracking._summary import summarize
+from greendiff.tracking._tracker import Tracker, assumptions_for
+
+
+class JobTracker(Tracker):
+    """:class:`Tracker` for one rank of a job (``dist``); with one process it is a plain Tracker.
+
+    The collectives (:meth:`start`, :meth:`sync`, :meth:`stop`, :meth:`job_energy_j`) must be called
+    by every rank at the same point of the program.
+    """
+
+    def __init__(self, *args, dist: Dist = Dist(), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.dist = dist
+        if dist.distributed:
+            options = self.monitor_options
+            self.monitor_options = dataclasses.replace(
+                options, measure_node=options.measure_node and dist.is_local_main,
+                gpu_indices=options.gpu_indices if options.gpu_indices is not None else (dist.local_rank,),
+                process_root_pid=os.getppid() if dist.is_local_main else None)
+        self._others: dict[str, float] = {}
+        self._others_cpu_s = 0.0
+        self._own_cpu = psutil.Process()
+        self._own_cpu_start_s = 0.0
+
+    # -- this rank -------------------------------------------------------------------------------------
+
+    def _local_energy(self) -> dict[str, float]:
+        return {self.dist.prefix + k: v for k, v in self.monitor.read().energy_j.items()}
+
+    def _own_cpu_s(self) -> float:
+        t = self._own_cpu.cpu_times()
+        return t.user + t.system - self._own_cpu_start_s
+
+    def _node_cpu_s(self) -> float:
+        return self.monitor.cpu_time_s() if self.monitor_options.measure_node else 0.0
+
+    # -- collectives -------------------------------------------------------------------------------------
+
+    def start(self) -> JobTracker:
+        if not self.dist.distributed:
+            super().start()
+            return self
+        from greendiff.energy import EnergyMonitor
+
+        if self._monitor is None:
+            self._monitor = EnergyMonitor.detect(self.monitor_options)
+        t = self._own_cpu.cpu_times()
+        self._own_cpu_start_s = t.user + t.system
+        devices = [{**dataclasses.asdict(d), "key": self.dist.prefix + d.key, "uncertainty_frac": d.uncertainty_frac}
+                   for d in self._monitor.devices]
+        gathered = self.dist.all_gather((devices, self._monitor.notes))
+        if self.dist.is_main:
+            from greendiff.ledger import Ledger
+
+            self.ledger = self._ledger_arg if isinstance(self._ledger_arg, Ledger) else Ledger(self._ledger_arg)
+            notes = [f"rank {r}: {n}" for r, (_, rank_notes) in enumerate(gathered) for n in rank_notes]
+            assumptions = assumptions_for(self.location, self.pue, self.live, self.zone, self.provider,
+                                          self.monitor_options, notes, self.config)
+            assumptions["job"] = {"world_size": self.dist.world_size, "local_world_size": self.dist.local_world_size,
+                                  "method": "each rank meters its GPUs; local rank 0 meters the node's CPU and RAM over "
+                                            "the launcher's process tree; rank 0 writes the ledger"}
+            if self.run_dir is not None:
+                assumptions["run_dir"] = self.run_dir
+            self.run_id = self.ledger.start_run(self.name, self.kind, self.command, assumptions,
+                                                [d for rank_devices, _ in gathered for d in rank_devices])
+        self.run_id = self.dist.broadcast(self.run_id)
+        self.sync()
+        return self
+
+    def sync(self) -> None:
+        """Gather every rank's readings to rank 0 and write a ledger sample there (collective)."""
+        if not self.dist.distributed:
+            self.sample(force=True)
+            return
+        mine = (self._local_energy(), self._node_cpu_s())
+        gathered = self.dist.all_gather(mine)
+        if self.dist.is_main:
+            self._others = {k: v for r, (energy, _) in enumerate(gathered) if r for k, v in energy.items()}
+            self._others_cpu_s = sum(cpu for r, (_, cpu) in enumerate(gathered) if r)
+            self.sample(force=True)
+
+    def sample(self, force: bool = False) -> None:
+        if not self.dist.distributed:
+            super().sample(force)
+            return
+        if not self.dist.is_main:
+            return  # rank 0 writes; this rank's readings reach it at the next sync
+        import time
+
+        now = time.monotonic()
+        if not force and now - self._last_sample_s < self.sample_interval_s:
+            return
+        self._last_sample_s = now
+        reading = self.monitor.read()
+        energy = {**self._others, **{self.dist.prefix + k: v for k, v in reading.energy_j.items()}}
+        self.ledger.add_sample(self.run_id, reading.unix_s, self._node_cpu_s() + self._others_cpu_s, energy)
+        if self._phases:
+            self.ledger.put_windows(self.run_id, [WindowTotal(n, c, d, dict(e)) for n, (c, d, e) in self._phases.items()])
+
+    def end_window(self, name: str):
+        measurement = self.monitor.end_window(name)
+        phase = self._phases.setdefault(name, [0, 0.0, {}])
+        phase[0] += 1
+        phase[1] += measurement.duration_s
+        for key, joules in measurement.energy_j.items():
+            phase[2][self.dist.prefix + key] = phase[2].get(self.dist.prefix + key, 0.0) + joules
+        self.sample()
+        return measurement
+
+    def job_energy_j(self) -> float:
+        """The job's energy so far, the same value on every rank (collective in a job)."""
+        if not self.dist.distributed:
+            return sum(self.monitor.read().energy_j.values())
+        mine = sum(self.monitor.read().energy_j.values())
+        return float(sum(self.dist.all_gather(mine)))
+
+    def stop(self, status: str = "completed", exit_code: int | None = None, extra: dict | None = None) -> dict:
+        if not self.dist.distributed:
+            return super().stop(status, exit_code, extra)
+        own = {"rank": self.dist.rank, "node": self.dist.node_rank, "local_rank": self.dist.local_rank, "pid": os.getpid(),
+               "cpu_time_s": self._own_cpu_s(), "node_cpu_time_s": self._node_cpu_s()}
+        phases, ranks = zip(*self.dist.all_gather((self._phases, own)))
+        self.sync()
+        summary = None
+        if self.dist.is_main:
+            self.monitor.close()
+            merged: dict[str, list] = {}
+            for rank_phases in phases:
+                for name, (count, duration_s, energy) in rank_phases.items():
+                    m = merged.setdefault(name, [0, 0.0, {}])
+                    m[0], m[1] = max(m[0], count), max(m[1], duration_s)  # the same windows run on every rank
+                    m[2].update(energy)
+            self.ledger.put_windows(self.run_id, [WindowTotal(n, c, d, e) for n, (c, d, e) in merged.items()])
+            record = dataclasses.replace(self.ledger.get_run(self.run_id), status=status)
+            summary = summarize(record, self.ledger.samples(self.run_id), self.ledger.windows(self.run_id),
+                                self.provider, self.pue)
+            summary.update(breakdown(summary, list(ranks)))
+            summary.update(extra or {})
+            self.ledger.finish_run(self.run_id, status, summary, exit_code)
+        else:
+            self.monitor.close()
+        self.summary = self.dist.broadcast(summary)
+        return self.summary
+
+
+def breakdown(summary: dict, ranks: list[dict]) -> dict:
+    """Per-rank and per-node energy. A rank's own devices are its own; the node's CPU and RAM (metered
+    by its local rank 0) are shared out by each rank's share of the node's CPU time."""
+    own_kwh: dict[tuple[str, str], float] = {}
+    node_kwh: dict[str, float] = {}
+    shared_kwh: dict[str, float] = {}
+    for d in summary["devices"]:
+        node, rank, key = split_key(d["key"])
+        node_kwh[node] = node_kwh.get(node, 0.0) + d["energy_kwh"]
+        if d["kind"] == "gpu":
+            own_kwh[(node, rank)] = own_kwh.get((node, rank), 0.0) + d["energy_kwh"]
+        else:
+            shared_kwh[node] = shared_kwh.get(node, 0.0) + d["energy_kwh"]
+    node_cpu = {}
+    for r in ranks:
+        node_cpu[f"node{r['node']}"] = node_cpu.get(f"node{r['node']}", 0.0) + r["cpu_time_s"]
+    rows = []
+    for r in ranks:
+        node = f"node{r['node']}"
+        share = r["cpu_time_s"] / node_cpu[node] if node_cpu[node] > 0 else 1.0 / sum(x["node"] == r["node"] for x in ranks)
+        rows.append({**r, "gpu_energy_kwh": own_kwh.get((node, f"rank{r['rank']}"), 0.0),
+                     "attributed_energy_kwh": own_kwh.get((node, f"rank{r['rank']}"), 0.0) + share * shared_kwh.get(node, 0.0)})
+    nodes = [{"node": n, "energy_kwh": kwh, "ranks": sum(f"node{r['node']}" == n for r in ranks),
+              "node_cpu_time_s": next((r["node_cpu_time_s"] for r in ranks if f"node{r['node']}" == n and r["local_rank"] == 0), 0.0),
+              "ranks_cpu_time_s": node_cpu.get(n, 0.0)} for n, kwh in sorted(node_kwh.items())]
+    return {"world_size": len(ranks), "ranks": rows, "nodes": nodes,
+            "breakdown_method": "a rank's GPUs are its own; each node's CPU and RAM energy is shared out by the ranks' "
+                                "CPU-time shares"}
