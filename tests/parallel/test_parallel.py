@@ -102,3 +102,32 @@ def test_bad_parallel_input(capsys, tmp_path, args, message):
     code = main(["train", *TINY, "--output-dir", str(tmp_path / "runs"), *args])
     err = capsys.readouterr().err
     assert code == 2 and message in err and not (tmp_path / "runs").exists()
+
+
+def test_two_nodes_rendezvous_into_one_ledger_run(tmp_path):
+    """Two torchrun "nodes" (one process each) on this machine, joined by a c10d rendezvous on loopback:
+    one ledger run, each node's CPU and RAM metered by its own local rank 0, a breakdown per node."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GREENDIFF_LEDGER": str(tmp_path / "ledger.sqlite")}
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                               "--node-rank", str(rank), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+                               "--rdzv-id", "greendiff-test", "-m", "greendiff", "train", *TINY, "--max-steps", "4",
+                               "--output-dir", str(tmp_path / "runs")],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    for node in nodes:
+        _, err = node.communicate(timeout=300)
+        assert node.returncode == 0, err[-2000:]
+    (record,) = Ledger(tmp_path / "ledger.sqlite").list_runs()
+    s = record.summary
+    assert s["world_size"] == 2 and [n["node"] for n in s["nodes"]] == ["node0", "node1"]
+    assert {d["key"].rsplit("/", 1)[0] for d in s["devices"]} == {"node0/rank0", "node1/rank1"}
+    for node in s["nodes"]:  # each node's launcher tree against its one process
+        assert abs(node["node_cpu_time_s"] - node["ranks_cpu_time_s"]) <= 0.1 * node["ranks_cpu_time_s"] + 1.0
+    assert len(list((tmp_path / "runs").iterdir())) == 1  # one run directory, made by rank 0
