@@ -55,7 +55,7 @@ def weights(run_dir):
 
 def test_two_processes_train_one_model_and_one_ledger_run(capsys, tmp_path):
     err = run(capsys, tmp_path / "runs", "--max-steps", "6", "--nproc", "2", "--name", "ddp")
-    assert "launching 2 processes" in err
+    assert "launching 2 processes" in err  # (the processes' own output goes to the terminal, not to capsys)
     (run_dir,) = (tmp_path / "runs").iterdir()
     events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     start = events[0]
@@ -131,3 +131,23 @@ def test_two_nodes_rendezvous_into_one_ledger_run(tmp_path):
     for node in s["nodes"]:  # each node's launcher tree against its one process
         assert abs(node["node_cpu_time_s"] - node["ranks_cpu_time_s"]) <= 0.1 * node["ranks_cpu_time_s"] + 1.0
     assert len(list((tmp_path / "runs").iterdir())) == 1  # one run directory, made by rank 0
+
+
+def test_accelerate_launch_runs_the_same_job(tmp_path):
+    """``accelerate launch --multi_gpu`` (torchrun underneath; gloo here, as there is no GPU) trains unchanged."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    accelerate = shutil.which("accelerate") or os.path.join(os.path.dirname(sys.executable), "accelerate")
+    env = {**os.environ, "GREENDIFF_LEDGER": str(tmp_path / "ledger.sqlite")}
+    proc = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "greendiff", "train", *TINY,
+                           "--max-steps", "4", "--output-dir", str(tmp_path / "runs")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (record,) = Ledger(tmp_path / "ledger.sqlite").list_runs()
+    assert record.summary["world_size"] == 2 and len(record.summary["nodes"]) == 1
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert '"equal": true' in (run_dir / "metrics.jsonl").read_text()

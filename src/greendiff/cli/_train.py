@@ -253,6 +253,10 @@ def run_training(config, data, run_dir: Path, tracker, console: Console, *, resu
                 f"UNet {config.model.preset}: {record['params']:,} parameters, {record['macs_per_image'] / 1e6:.1f} M MACs "
                 f"per image · precision {record['precision']} ({record['precision_reason']}) on {record['device']} · "
                 f"{record['dataset']}", highlight=False)
+            if record.get("processes", 1) > 1:
+                progress.console.print(f"{record['processes']} processes: effective batch {record['effective_batch_size']} "
+                                       f"({config.optim.batch_size} per process), lr {record['lr']:g} (scaling "
+                                       f"{record['lr_scaling']})", highlight=False)
             return
         done = record["step"] - start_step
         frac_left = (config.run.max_steps - record["step"]) / max(done, 1)
