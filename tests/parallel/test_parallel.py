@@ -69,6 +69,10 @@ def test_two_processes_train_one_model_and_one_ledger_run(capsys, tmp_path):
     assert s["world_size"] == 2 and [r["rank"] for r in s["ranks"]] == [0, 1] and len(s["nodes"]) == 1
     assert all(d["key"].startswith("node0/rank0/") for d in s["devices"])  # CPU/RAM once, by local rank 0
     assert sum(r["attributed_energy_kwh"] for r in s["ranks"]) == pytest.approx(s["energy_kwh"])
+    # the total is the meters' whole span, not the sum of the phases: time between phases (waiting at a
+    # collective, rank 0 writing while rank 1 waits, start-up) is in it
+    in_phases_kwh = sum(p["energy_j"] for p in s["phases"]) / 3.6e6
+    assert s["energy_kwh"] > in_phases_kwh > 0
     node = s["nodes"][0]
     # the node's CPU time (the launcher's tree) against the sum of the two processes' own: the tree adds the
     # torchrun agent (a few tens of ms measured) and the processes' start-up before their meters began

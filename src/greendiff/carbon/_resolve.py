@@ -14,6 +14,7 @@ from greendiff.carbon._live import (
     UkCarbonIntensityProvider,
 )
 from greendiff.carbon._location import Location
+from greendiff.carbon._secrets import read_token
 from greendiff.carbon._static import WorldAverageProvider, cloud_provider, country_provider
 from greendiff.carbon._trace import TraceProvider, load_trace
 from greendiff.errors import UserInputError
@@ -49,6 +50,7 @@ def resolve_provider(location: Location, live: str = "none", zone: str | None = 
     if live == "electricitymaps":
         if not zone:
             raise UserInputError("--live electricitymaps needs --zone (an Electricity Maps zone key such as FR)")
+        token = read_token("electricitymaps", ENV_ELECTRICITYMAPS_TOKEN, env)
         return ElectricityMapsProvider(zone, static, env.get("GREENDIFF_ELECTRICITYMAPS_URL", ELECTRICITYMAPS_BASE_URL),
-                                       token=env.get(ENV_ELECTRICITYMAPS_TOKEN), timeout_s=timeout_s)
+                                       token=token or "", timeout_s=timeout_s)
     return static
