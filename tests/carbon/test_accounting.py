@@ -67,3 +67,24 @@ def test_energy_is_conserved_across_hour_splits(increments, gaps, offset, values
     assert acc.energy_j == pytest.approx(total, rel=1e-9, abs=1e-6)
     lo, hi = min(s.intensity_g_per_kwh for s in intensity.segments), max(s.intensity_g_per_kwh for s in intensity.segments)
     assert emissions_g(total, lo, pue) - 1e-6 <= acc.emissions_g <= emissions_g(total, hi, pue) + 1e-6
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    increments=st.lists(st.floats(0, 1e6), min_size=1, max_size=12),
+    gaps=st.lists(st.floats(1, 4000), min_size=12, max_size=12),
+    values=st.lists(st.floats(0, 1000), min_size=4, max_size=4),
+    more_energy=st.floats(1.0, 3.0),
+    more_intensity=st.lists(st.floats(0, 300), min_size=4, max_size=4),
+)
+def test_emissions_are_monotone_in_energy_and_intensity(increments, gaps, values, more_energy, more_intensity):
+    t, total, samples = H0.timestamp(), 0.0, [(H0.timestamp(), 0.0)]
+    for inc, gap in zip(increments, gaps):
+        t, total = t + gap, total + inc
+        samples.append((t, total))
+    span_h = int((samples[-1][0] - H0.timestamp()) // 3600) + 1
+    base = hourly(*(values * (span_h // 4 + 1))[:span_h])
+    dirtier = hourly(*[v + d for v, d in zip(values * (span_h // 4 + 1), more_intensity * (span_h // 4 + 1))][:span_h])
+    scaled = [(ts, e * more_energy) for ts, e in samples]
+    assert account(scaled, base, 1.2).emissions_g >= account(samples, base, 1.2).emissions_g - 1e-9
+    assert account(samples, dirtier, 1.2).emissions_g >= account(samples, base, 1.2).emissions_g - 1e-9

@@ -73,3 +73,35 @@ def test_short_trace_refuses_times_outside_it():
     provider = TraceProvider(parse("timestamp,intensity\n2024-01-01T00:00Z,1\n2024-01-01T01:00Z,2\n"))
     with pytest.raises(UserInputError, match="covers 2024-01-01T00:00:00\\+00:00 to 2024-01-01T02:00:00"):
         provider.intensity(datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, 1, tzinfo=UTC))
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=st.lists(st.floats(0, 2000, allow_nan=False), min_size=1, max_size=48),
+       step_min=st.sampled_from([15, 30, 60]))
+def test_any_valid_trace_round_trips(values, step_min):
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    rows = "".join(f"{(t0 + timedelta(minutes=step_min * i)).isoformat()},{v!r}\n" for i, v in enumerate(values))
+    trace = parse("timestamp,intensity\n" + rows)
+    assert trace.values_g_per_kwh == values and len(trace.times) == len(values)
+    if len(values) > 1:
+        assert trace.step == timedelta(minutes=step_min)
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=st.lists(st.floats(0, 2000, allow_nan=False), min_size=3, max_size=20), data=st.data())
+def test_any_broken_row_is_an_error_naming_its_line(values, data):
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    rows = [f"{(t0 + timedelta(hours=i)).isoformat()},{v!r}" for i, v in enumerate(values)]
+    kind = data.draw(st.sampled_from(["nan", "negative", "text", "timestamp", "gap", "backwards"]))
+    # the first two rows set the step, so a gap shows from the third row on
+    bad = data.draw(st.integers(2 if kind == "gap" else 1, len(rows) - 1))
+    stamp, value = rows[bad].split(",")
+    rows[bad] = {"nan": f"{stamp},nan", "negative": f"{stamp},-1", "text": f"{stamp},high",
+                 "timestamp": f"yesterday,{value}", "gap": f"{(t0 + timedelta(hours=bad + 1)).isoformat()},{value}",
+                 "backwards": f"{t0.isoformat()},{value}"}[kind]
+    with pytest.raises(UserInputError, match=rf"^t\.csv:{bad + 2}: "):
+        parse("timestamp,intensity\n" + "\n".join(rows) + "\n")

@@ -80,3 +80,35 @@ def test_a_derived_config_starts_from_base_settings_instead_of_a_file():
     steps = resolve_config(overrides={"distill.kind": "steps", "distill.teacher": "t", "distill.teacher_steps": 40,
                                       "optim.sample_steps": 20})
     assert steps.distill.teacher_steps == 40
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(lr=st.floats(1e-6, 1.0), batch=st.integers(1, 512), steps=st.integers(1, 10**6), ema=st.booleans(),
+       gamma=st.floats(0.1, 20.0), weighting=st.sampled_from(["uniform", "min-snr"]))
+def test_any_valid_config_survives_its_own_toml(tmp_path_factory, lr, batch, steps, ema, gamma, weighting):
+    from greendiff.train import resolve_config, to_toml
+
+    config = resolve_config(overrides={"optim.lr": lr, "optim.batch_size": batch, "run.max_steps": steps, "optim.ema": ema,
+                                       "optim.snr_gamma": gamma, "optim.loss_weighting": weighting})
+    path = tmp_path_factory.mktemp("c") / "config.toml"
+    path.write_text(to_toml(config))
+    assert resolve_config(path) == config
+
+
+@settings(max_examples=100, deadline=None)
+@given(key=st.sampled_from(["optim.lr", "optim.batch_size", "run.max_steps", "optim.ema", "optim.loss_weighting",
+                            "model.block_out_channels", "stop.budget_kwh", "carbon.deadline", "run.log_to"]),
+       value=st.one_of(st.text(max_size=12), st.integers(-10**6, 10**6), st.floats(allow_nan=True), st.booleans(),
+                       st.lists(st.integers(-5, 5), max_size=3)))
+def test_any_bad_value_is_a_user_error_never_a_crash(key, value):
+    from greendiff.errors import UserInputError
+    from greendiff.train import resolve_config
+
+    try:
+        resolve_config(overrides={key: value})
+    except UserInputError as exc:
+        assert "\n" not in str(exc) and str(exc)
