@@ -202,3 +202,12 @@ def test_sigkilled_measure_leaves_an_interrupted_run_with_its_samples(tmp_path):
         [os.path.join(os.path.dirname(PY), "greendiff"), "runs", "show", str(run.id), "--json", "--ledger", str(ledger.path)],
         capture_output=True, text=True, check=True).stdout)
     assert summary["status"] == "interrupted" and summary["cpu_time_s"] > 0 and summary["energy_j"] > 0
+
+
+def test_python_dash_m_greendiff_passes_the_exit_code_on():
+    """torchrun and accelerate launch run ``python -m greendiff``: a failing rank must fail the job."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "greendiff", "train", "--max-steps", "-3"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "run.max_steps must be a positive integer" in proc.stderr

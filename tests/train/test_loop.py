@@ -315,3 +315,32 @@ def test_a_moved_horizon_is_saved_with_the_scheduler():
     resumed = scheduler()
     resumed.load_state_dict(moved.state_dict())
     assert resumed.lr_lambdas[0].horizon_steps == 50 and resumed.lr_lambdas[0](50) == 0.0
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
+    """The disk fills up during the second checkpoint: a one-line error, the first checkpoint intact, nothing half-written."""
+    import errno
+
+    from accelerate import Accelerator
+
+    real_save, calls = Accelerator.save_state, []
+
+    def save_state(self, output_dir, **kwargs):
+        calls.append(output_dir)
+        if len(calls) == 2:
+            real_save(self, output_dir, **kwargs)  # partly written, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, output_dir, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "save_state", save_state)
+    with pytest.raises(UserInputError, match=r"could not write checkpoint .*step-4: No space left on device; "
+                                             r"the previous checkpoint is intact") as err:
+        train(tiny_config(run__max_steps=6, run__checkpoint_every=2), tmp_path / "run", tiny_data, tracker)
+    assert "\n" not in str(err.value)
+    root = tmp_path / "run" / "checkpoints"
+    assert [p.name for p in checkpoint_dirs(tmp_path / "run")] == ["step-2"]
+    assert sorted(p.name for p in root.iterdir()) == ["step-2"]  # the partial .tmp-step-4 is removed
+    json.loads((root / "step-2" / "train_state.json").read_text())  # complete and readable
+    monkeypatch.setattr(Accelerator, "save_state", real_save)
+    result = train(tiny_config(run__max_steps=6, run__checkpoint_every=2), tmp_path / "run", tiny_data, tracker, resume=True)
+    assert result.status == "completed" and result.step == 6  # and the run resumes from it
