@@ -225,6 +225,11 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
             if carbon_aware is not None:
                 extra["carbon_aware"] = carbon_aware.state_dict()
             save_checkpoint(accelerator, run_dir, at_step, extra, run.keep_checkpoints, name)
+        # the ledger gets a sample with every checkpoint, so a killed run's ledger covers all the work it kept
+        if dist.distributed:
+            tracker.sync()
+        else:
+            tracker.sample(force=True)
 
     stop = config.stop
     extractor = real_features = None
