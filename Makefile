@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.greendiff-installed
 TORCH_PIP_ARGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
-.PHONY: setup demo test bench bench-quality bench-compress bench-tune bench-plan clean
+.PHONY: setup demo test bench bench-quality bench-compress bench-tune bench-plan bench-parallel clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,9 @@ bench-plan: $(STAMP)
 	$(BIN)/python bench/carbon_windows.py --write-benchmarks
 	$(BIN)/python bench/carbon_windows.py --every-hours 3 --write-benchmarks
 	$(BIN)/python bench/forecast_accuracy.py --write-benchmarks
+
+bench-parallel: $(STAMP)
+	$(BIN)/python bench/parallel.py --write-benchmarks
 
 bench-tune: $(STAMP)
 	$(BIN)/python bench/tuning.py --write-benchmarks
