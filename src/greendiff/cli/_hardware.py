@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from greendiff.cli._options import CpuWatts
+from greendiff.cli._options import CpuWatts, check_output
 from greendiff.errors import UserInputError
 
 Opt = typer.Option
@@ -74,8 +74,8 @@ def hardware_command(
     sweep_limits = _limits(limits) if limits != "none" else []
     chosen = _devices(devices)
     cpu_w = parse_positive(cpu_watts, "--cpu-watts") if cpu_watts is not None else None
-    if output is not None and not output.parent.exists():
-        raise UserInputError(f"--output {output}: folder {output.parent} does not exist")
+    if output is not None:
+        check_output(output)
     data = load_dataset(config.data.dataset, config.data.resolution)
     check_data(config, data)
     console = Console(stderr=True)

@@ -10,6 +10,7 @@ import typer
 
 from greendiff.carbon import Location, parse_positive, resolve_location
 from greendiff.energy import MonitorOptions
+from greendiff.errors import UserInputError
 from greendiff.ledger import Ledger
 from greendiff.tracking import Tracker
 
@@ -64,3 +65,17 @@ def resolve_settings(country: str | None, cloud: str | None, grid: str | None, p
                                cpu_watts=parse_positive(cpu_watts, "--cpu-watts") if cpu_watts is not None else None),
         ledger=Ledger(ledger),
     )
+
+
+def check_output(output: Path, suffixes: tuple[str, ...] = ()) -> None:
+    """A file a command may write (``--output``): the right suffix, in a folder that exists and is
+    writable; checked before any work, as a one-line error."""
+    import os
+
+    if suffixes and output.suffix.lower() not in suffixes:
+        raise UserInputError(f"--output must end in {suffixes[0]}, got {output}")
+    if not output.parent.is_dir():
+        raise UserInputError(f"--output {output}: folder {output.parent} does not exist")
+    if not os.access(output.parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
+        raise UserInputError(f"--output {output}: not writable")
+

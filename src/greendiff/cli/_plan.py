@@ -14,7 +14,7 @@ from rich.table import Table
 
 from greendiff.carbon import Location, Pue, parse_positive, resolve_location, resolve_provider, resolve_pue
 from greendiff.cli._options import (
-    Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, resolve_settings,
+    Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, check_output, resolve_settings,
 )
 from greendiff.cli._render import fmt_energy, fmt_mass
 from greendiff.errors import UserInputError
@@ -25,16 +25,6 @@ plan_app = typer.Typer(help="Choose where and when to run: regions ranked, the l
 EnergyKwh = Annotated[Optional[str], Opt("--energy-kwh", help="IT energy of the job in kWh (or take it from --profile).")]
 ProfilePath = Annotated[Optional[Path], Opt("--profile", help="A 'greendiff profile' output: its forecast energy, hours and pause cost.")]
 AsJson = Annotated[bool, Opt("--json", help="Print JSON for scripts.")]
-
-
-def parse_moment(text: str, what: str) -> datetime:
-    """ISO 8601; a time without a zone is UTC."""
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise UserInputError(f"{what} {text!r} is not a date and time; use ISO 8601, e.g. 2022-06-01T00:00 (UTC) "
-                             "or 2022-06-01T00:00+02:00") from None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
 def _is_zero(text: str) -> bool:
@@ -79,10 +69,7 @@ def profile_command(
     config = resolve_config(config_file, _parse_sets(sets))
     if steps <= warmup + 3 or warmup < 0:
         raise UserInputError(f"--steps must be more than --warmup + 3 = {warmup + 3}, and --warmup >= 0 (got {steps}, {warmup})")
-    if output.suffix.lower() != ".json":
-        raise UserInputError(f"--output must end in .json, got {output}")
-    if not output.parent.exists() and str(output.parent) != "":
-        raise UserInputError(f"--output {output}: folder {output.parent} does not exist")
+    check_output(output, (".json",))
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
     data = load_dataset(config.data.dataset, config.data.resolution)
     check_data(config, data)
@@ -211,6 +198,7 @@ def plan_window_command(
     """The lowest-emission time to run a job before a deadline: start now, best contiguous window, best
     interruptible schedule, and the savings, on an hourly intensity series."""
     from greendiff.plan import Job, plan_window
+    from greendiff.train import parse_utc
 
     energy, duration, profile_pause = job_size(energy_kwh, hours, profile)
     if duration is None:
@@ -218,10 +206,10 @@ def plan_window_command(
     pause = profile_pause or 0.0
     if pause_cost_kwh is not None:
         pause = 0.0 if _is_zero(pause_cost_kwh) else parse_positive(pause_cost_kwh, "--pause-cost-kwh")
-    t0 = parse_moment(start, "--start") if start else datetime.now(timezone.utc)
+    t0 = parse_utc(start, "--start") if start else datetime.now(timezone.utc)
     if (deadline is None) == (flex_hours is None):
         raise UserInputError("give exactly one of --deadline ISO or --flex-hours H")
-    t1 = parse_moment(deadline, "--deadline") if deadline else t0 + timedelta(hours=parse_positive(flex_hours, "--flex-hours"))
+    t1 = parse_utc(deadline, "--deadline") if deadline else t0 + timedelta(hours=parse_positive(flex_hours, "--flex-hours"))
     if t1 <= t0:
         raise UserInputError(f"--deadline {t1.isoformat()} is not after --start {t0.isoformat()}")
     if t1 - t0 > timedelta(days=366):

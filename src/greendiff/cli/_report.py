@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
-from greendiff.cli._options import LedgerPath
+from greendiff.cli._options import LedgerPath, check_output
 from greendiff.errors import UserInputError
 
 Opt = typer.Option
@@ -33,13 +32,7 @@ def report_command(
 
     if metric not in ("fid", "kid"):
         raise UserInputError(f"--metric must be fid or kid, got {metric!r}")
-    if output.suffix.lower() not in (".html", ".htm"):
-        raise UserInputError(f"--output must end in .html, got {output}")
-    folder = output.parent if str(output.parent) else Path(".")
-    if not folder.is_dir():
-        raise UserInputError(f"--output {output}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
-        raise UserInputError(f"--output {output}: not writable")
+    check_output(output, (".html", ".htm"))
     db = Ledger(ledger)
     data = [collect(ref, db) for ref in runs]
     if len({d.record.id for d in data}) < len(data):

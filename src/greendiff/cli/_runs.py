@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from greendiff.cli._options import LedgerPath
+from greendiff.cli._options import LedgerPath, check_output
 from greendiff.cli._render import fmt_energy, fmt_mass, render_summary
 from greendiff.errors import UserInputError
 from greendiff.ledger import Ledger, codecarbon_csv, flat_csv, json_summary, model_card_yaml
@@ -76,8 +76,8 @@ def export_run(
     summaries = [run_summary(db, db.get_run(run_id)) for run_id in run_ids]
     if fmt == "model-card" and len(summaries) > 1:
         raise UserInputError("a model card describes one run: give one run id with -f model-card")
-    if output is not None and not (output.parent if str(output.parent) else Path(".")).is_dir():
-        raise UserInputError(f"--output {output}: folder {output.parent} does not exist")
+    if output is not None:
+        check_output(output)
     append = fmt == "codecarbon" and output is not None and output.exists()
     if fmt == "codecarbon":
         text = "".join(codecarbon_csv(s, header=not append and i == 0) for i, s in enumerate(summaries))

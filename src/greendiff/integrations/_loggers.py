@@ -14,8 +14,7 @@ from pathlib import Path
 
 from greendiff.errors import UserInputError
 
-LOGGERS = ("tensorboard", "mlflow")
-_EXTRA = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
+LOGGERS = ("tensorboard", "mlflow")  # each is also the module it needs and greendiff's extra that installs it
 
 
 def _numbers(record: dict, prefix: str = "") -> dict[str, float]:
@@ -115,9 +114,8 @@ def check_loggers(names: Iterable[str]) -> None:
     for name in names:
         if name not in LOGGERS:
             raise UserInputError(f"--log-to {name!r}: use one of {', '.join(LOGGERS)}")
-        module = "tensorboard" if name == "tensorboard" else "mlflow"
-        if importlib.util.find_spec(module) is None:
-            raise UserInputError(f"--log-to {name} needs the {module} package: pip install 'greendiff[{_EXTRA[name]}]'")
+        if importlib.util.find_spec(name) is None:
+            raise UserInputError(f"--log-to {name} needs the {name} package: pip install 'greendiff[{name}]'")
 
 
 def make_loggers(names: Iterable[str], run_dir: Path, mlflow_uri: str, params: dict) -> list[MetricLogger]:

@@ -34,7 +34,7 @@ class LoopTracker:
             self._baseline_j = self._read_j()  # the ledger counts from the start sample: so do the metrics
 
     def _read_j(self) -> float:
-        return sum(self.tracker.monitor.read().energy_j.values())
+        return self.tracker.total_energy_j()
 
     def window_begin(self, name: str) -> None:
         if self.started and self._open is None:

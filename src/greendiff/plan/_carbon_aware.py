@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-from greendiff.carbon import IntensityProvider
+from greendiff.carbon import Intensity, IntensityProvider
 from greendiff.errors import UserInputError
 from greendiff.plan._window import Job, plan_window
 
@@ -134,12 +134,12 @@ class CarbonAwareController:
             self._cache[key] = self.provider.intensity(key, key + timedelta(seconds=1)).segments[0].intensity_g_per_kwh
         return self._cache[key]
 
-    def _segments(self, start: datetime, end: datetime):
-        """Segments of ``[start, end)`` cut to the provider's coverage (at least one second)."""
+    def _covered(self, start: datetime, end: datetime) -> Intensity:
+        """Intensity over ``[start, end)`` cut to the provider's coverage (at least one second)."""
         start = self._clamp(start)
         _, last = self.provider.coverage()
         end = max(min(end, last) if last is not None else end, start + timedelta(seconds=1))
-        return list(self.provider.intensity(start, end).segments)
+        return self.provider.intensity(start, end)
 
     def begin(self, energy_j: float) -> None:
         """Before the first step of this process (a resumed run continues the books)."""
@@ -171,9 +171,7 @@ class CarbonAwareController:
         """After a pause: its energy (checkpoint and idle) is charged to the carbon-aware side only."""
         now = self.clock.now()
         used_j = energy_j - self._last_j
-        segments = self._segments(waited_from, now)
-        total_s = sum((g.end - g.start).total_seconds() for g in segments)
-        mean = sum(g.intensity_g_per_kwh * (g.end - g.start).total_seconds() for g in segments) / total_s
+        mean = self._covered(waited_from, now).mean_g_per_kwh()
         self.state["aware_g"] += used_j / 3.6e6 * self.pue * mean
         self.state["waited_s"] += (now - waited_from).total_seconds()
         self.state["pauses"] += 1
@@ -226,7 +224,7 @@ class CarbonAwareController:
             horizon = min(horizon, latest_start)
         if horizon <= now:
             return None
-        for seg in self._segments(now, horizon):
+        for seg in self._covered(now, horizon).segments:
             if seg.intensity_g_per_kwh <= self.max_intensity:
                 return max(seg.start, now)
         if latest_start is not None:
@@ -242,7 +240,7 @@ class CarbonAwareController:
             return None
         per_step_j = self.state["step_energy_j"] / max(self.state["steps_timed"], 1)
         energy_kwh = max((self.total_steps - step) * per_step_j / 3.6e6, 1e-12)
-        segments = self._segments(now, self.deadline)
+        segments = list(self._covered(now, self.deadline).segments)
         if segments[-1].end < self.deadline:  # the series ends first: plan on what it covers, if the work fits
             if (segments[-1].end - segments[0].start).total_seconds() < remaining_s:
                 return None

@@ -116,12 +116,16 @@ class _Series:
     def integral(self, a_s: float, b_s: float) -> float:
         return self._at(b_s) - self._at(a_s)
 
+    def _index(self, t_s: float) -> int:
+        """The segment holding ``t_s`` (the first or last one outside the span)."""
+        return min(max(bisect.bisect_right(self.bounds_s, t_s) - 1, 0), len(self.values) - 1)
+
     def _at(self, t_s: float) -> float:
-        i = min(max(bisect.bisect_right(self.bounds_s, t_s) - 1, 0), len(self.values) - 1)
+        i = self._index(t_s)
         return self.cumulative[i] + self.values[i] * (t_s - self.bounds_s[i])
 
     def value_at(self, t_s: float) -> float:
-        return self.values[min(max(bisect.bisect_right(self.bounds_s, t_s) - 1, 0), len(self.values) - 1)]
+        return self.values[self._index(t_s)]
 
     def moment(self, t_s: float) -> datetime:
         return self.origin + timedelta(seconds=t_s)

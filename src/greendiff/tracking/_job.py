@@ -18,14 +18,13 @@ import psutil
 
 from greendiff.ledger import WindowTotal
 from greendiff.parallel import Dist, split_key
-from greendiff.tracking._summary import summarize
-from greendiff.tracking._tracker import Tracker, assumptions_for
+from greendiff.tracking._tracker import Tracker
 
 
 class JobTracker(Tracker):
     """:class:`Tracker` for one rank of a job (``dist``); with one process it is a plain Tracker.
 
-    The collectives (:meth:`start`, :meth:`sync`, :meth:`stop`, :meth:`job_energy_j`) must be called
+    The collectives (:meth:`start`, :meth:`sync`, :meth:`stop`, :meth:`total_energy_j`) must be called
     by every rank at the same point of the program.
     """
 
@@ -45,8 +44,8 @@ class JobTracker(Tracker):
 
     # -- this rank -------------------------------------------------------------------------------------
 
-    def _local_energy(self) -> dict[str, float]:
-        return {self.dist.prefix + k: v for k, v in self.monitor.read().energy_j.items()}
+    def recorded_key(self, key: str) -> str:
+        return self.dist.prefix + key
 
     def _own_cpu_s(self) -> float:
         t = self._own_cpu.cpu_times()
@@ -54,6 +53,13 @@ class JobTracker(Tracker):
 
     def _node_cpu_s(self) -> float:
         return self.monitor.cpu_time_s() if self.monitor_options.measure_node else 0.0
+
+    def _recorded(self, reading) -> tuple[dict[str, float], float]:
+        """Rank 0's sample: its own readings now, the other ranks' from the last :meth:`sync`."""
+        if not self.dist.distributed:
+            return super()._recorded(reading)
+        own = {self.recorded_key(k): v for k, v in reading.energy_j.items()}
+        return {**self._others, **own}, self._node_cpu_s() + self._others_cpu_s
 
     # -- collectives -------------------------------------------------------------------------------------
 
@@ -67,23 +73,16 @@ class JobTracker(Tracker):
             self._monitor = EnergyMonitor.detect(self.monitor_options)
         t = self._own_cpu.cpu_times()
         self._own_cpu_start_s = t.user + t.system
-        devices = [{**dataclasses.asdict(d), "key": self.dist.prefix + d.key, "uncertainty_frac": d.uncertainty_frac}
-                   for d in self._monitor.devices]
-        gathered = self.dist.all_gather((devices, self._monitor.notes))
+        gathered = self.dist.all_gather((self.device_records(), self._monitor.notes))
         if self.dist.is_main:
             from greendiff.ledger import Ledger
 
             self.ledger = self._ledger_arg if isinstance(self._ledger_arg, Ledger) else Ledger(self._ledger_arg)
             notes = [f"rank {r}: {n}" for r, (_, rank_notes) in enumerate(gathered) for n in rank_notes]
-            assumptions = assumptions_for(self.location, self.pue, self.live, self.zone, self.provider,
-                                          self.monitor_options, notes, self.config)
-            assumptions["job"] = {"world_size": self.dist.world_size, "local_world_size": self.dist.local_world_size,
-                                  "method": "each rank meters its GPUs; local rank 0 meters the node's CPU and RAM over "
-                                            "the launcher's process tree; rank 0 writes the ledger"}
-            if self.run_dir is not None:
-                assumptions["run_dir"] = self.run_dir
-            self.run_id = self.ledger.start_run(self.name, self.kind, self.command, assumptions,
-                                                [d for rank_devices, _ in gathered for d in rank_devices])
+            job = {"world_size": self.dist.world_size, "local_world_size": self.dist.local_world_size,
+                   "method": "each rank meters its GPUs; local rank 0 meters the node's CPU and RAM over "
+                             "the launcher's process tree; rank 0 writes the ledger"}
+            self._open_run([d for rank_devices, _ in gathered for d in rank_devices], notes, {"job": job})
         self.run_id = self.dist.broadcast(self.run_id)
         self.sync()
         return self
@@ -91,49 +90,24 @@ class JobTracker(Tracker):
     def sync(self) -> None:
         """Gather every rank's readings to rank 0 and write a ledger sample there (collective)."""
         if not self.dist.distributed:
-            self.sample(force=True)
+            super().sync()
             return
-        mine = (self._local_energy(), self._node_cpu_s())
-        gathered = self.dist.all_gather(mine)
+        own = {self.recorded_key(k): v for k, v in self.monitor.read().energy_j.items()}
+        gathered = self.dist.all_gather((own, self._node_cpu_s()))
         if self.dist.is_main:
             self._others = {k: v for r, (energy, _) in enumerate(gathered) if r for k, v in energy.items()}
             self._others_cpu_s = sum(cpu for r, (_, cpu) in enumerate(gathered) if r)
             self.sample(force=True)
 
     def sample(self, force: bool = False) -> None:
-        if not self.dist.distributed:
-            super().sample(force)
-            return
-        if not self.dist.is_main:
+        if self.dist.distributed and not self.dist.is_main:
             return  # rank 0 writes; this rank's readings reach it at the next sync
-        import time
+        super().sample(force)
 
-        now = time.monotonic()
-        if not force and now - self._last_sample_s < self.sample_interval_s:
-            return
-        self._last_sample_s = now
-        reading = self.monitor.read()
-        energy = {**self._others, **{self.dist.prefix + k: v for k, v in reading.energy_j.items()}}
-        self.ledger.add_sample(self.run_id, reading.unix_s, self._node_cpu_s() + self._others_cpu_s, energy)
-        if self._phases:
-            self.ledger.put_windows(self.run_id, [WindowTotal(n, c, d, dict(e)) for n, (c, d, e) in self._phases.items()])
-
-    def end_window(self, name: str):
-        measurement = self.monitor.end_window(name)
-        phase = self._phases.setdefault(name, [0, 0.0, {}])
-        phase[0] += 1
-        phase[1] += measurement.duration_s
-        for key, joules in measurement.energy_j.items():
-            phase[2][self.dist.prefix + key] = phase[2].get(self.dist.prefix + key, 0.0) + joules
-        self.sample()
-        return measurement
-
-    def job_energy_j(self) -> float:
+    def total_energy_j(self) -> float:
         """The job's energy so far, the same value on every rank (collective in a job)."""
-        if not self.dist.distributed:
-            return sum(self.monitor.read().energy_j.values())
-        mine = sum(self.monitor.read().energy_j.values())
-        return float(sum(self.dist.all_gather(mine)))
+        mine = super().total_energy_j()
+        return float(sum(self.dist.all_gather(mine))) if self.dist.distributed else mine
 
     def stop(self, status: str = "completed", exit_code: int | None = None, extra: dict | None = None) -> dict:
         if not self.dist.distributed:
@@ -152,9 +126,7 @@ class JobTracker(Tracker):
                     m[0], m[1] = max(m[0], count), max(m[1], duration_s)  # the same windows run on every rank
                     m[2].update(energy)
             self.ledger.put_windows(self.run_id, [WindowTotal(n, c, d, e) for n, (c, d, e) in merged.items()])
-            record = dataclasses.replace(self.ledger.get_run(self.run_id), status=status)
-            summary = summarize(record, self.ledger.samples(self.run_id), self.ledger.windows(self.run_id),
-                                self.provider, self.pue)
+            summary = self._summarize(status)
             summary.update(breakdown(summary, list(ranks)))
             summary.update(extra or {})
             self.ledger.finish_run(self.run_id, status, summary, exit_code)

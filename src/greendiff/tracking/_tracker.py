@@ -124,14 +124,27 @@ class Tracker:
             self._monitor = EnergyMonitor.detect(self.monitor_options)
         for note in self.provider.intensity(*_now_window()).notes:
             logger.warning(note)
-        assumptions = assumptions_for(self.location, self.pue, self.live, self.zone, self.provider,
-                                      self.monitor_options, self._monitor.notes, self.config)
-        if self.run_dir is not None:
-            assumptions["run_dir"] = self.run_dir
-        devices = [{**dataclasses.asdict(d), "uncertainty_frac": d.uncertainty_frac} for d in self._monitor.devices]
-        self.run_id = self.ledger.start_run(self.name, self.kind, self.command, assumptions, devices)
+        self._open_run(self.device_records(), self._monitor.notes)
         self.sample(force=True)
         return self
+
+    def device_records(self) -> list[dict]:
+        """The metered devices as the ledger records them (keys as :meth:`recorded_key` writes them)."""
+        return [{**dataclasses.asdict(d), "key": self.recorded_key(d.key), "uncertainty_frac": d.uncertainty_frac}
+                for d in self.monitor.devices]
+
+    def _open_run(self, devices: list[dict], notes: list[str], more: dict | None = None) -> None:
+        """Start the ledger run with every assumption (``more``: extra assumptions, e.g. a job's shape)."""
+        assumptions = assumptions_for(self.location, self.pue, self.live, self.zone, self.provider,
+                                      self.monitor_options, notes, self.config)
+        if self.run_dir is not None:
+            assumptions["run_dir"] = self.run_dir
+        assumptions.update(more or {})
+        self.run_id = self.ledger.start_run(self.name, self.kind, self.command, assumptions, devices)
+
+    def recorded_key(self, key: str) -> str:
+        """A device's key in the ledger (a job's ranks prefix their place)."""
+        return key
 
     # -- windows --------------------------------------------------------------------------------
 
@@ -144,6 +157,7 @@ class Tracker:
         phase[0] += 1
         phase[1] += measurement.duration_s
         for key, joules in measurement.energy_j.items():
+            key = self.recorded_key(key)
             phase[2][key] = phase[2].get(key, 0.0) + joules
         self.sample()
         return measurement
@@ -165,9 +179,22 @@ class Tracker:
         self._last_sample_s = now
         reading = self.monitor.read()
         assert self.ledger is not None and self.run_id is not None
-        self.ledger.add_sample(self.run_id, reading.unix_s, self.monitor.cpu_time_s(), reading.energy_j)
+        energy_j, cpu_time_s = self._recorded(reading)
+        self.ledger.add_sample(self.run_id, reading.unix_s, cpu_time_s, energy_j)
         if self._phases:
             self.ledger.put_windows(self.run_id, [WindowTotal(n, c, d, dict(e)) for n, (c, d, e) in self._phases.items()])
+
+    def _recorded(self, reading) -> tuple[dict[str, float], float]:
+        """What a ledger sample holds: the energy by device and the CPU seconds."""
+        return reading.energy_j, self.monitor.cpu_time_s()
+
+    def sync(self) -> None:
+        """Write a ledger sample now (in a job, a collective that gathers every rank's readings first)."""
+        self.sample(force=True)
+
+    def total_energy_j(self) -> float:
+        """Energy metered so far, all devices (in a job, the whole job's: a collective)."""
+        return sum(self.monitor.read().energy_j.values())
 
     def intensity_now_g_per_kwh(self) -> float:
         """Grid intensity of the current hour at the run's location (for live progress figures)."""
@@ -182,12 +209,14 @@ class Tracker:
         assert self.ledger is not None and self.run_id is not None, "start() first"
         self.sample(force=True)
         self.monitor.close()
-        record = dataclasses.replace(self.ledger.get_run(self.run_id), status=status)
-        self.summary = summarize(record, self.ledger.samples(self.run_id), self.ledger.windows(self.run_id),
-                                 self.provider, self.pue)
-        self.summary.update(extra or {})
+        self.summary = {**self._summarize(status), **(extra or {})}
         self.ledger.finish_run(self.run_id, status, self.summary, exit_code)
         return self.summary
+
+    def _summarize(self, status: str) -> dict:
+        """The run's summary from what the ledger holds, with ``status``."""
+        record = dataclasses.replace(self.ledger.get_run(self.run_id), status=status)
+        return summarize(record, self.ledger.samples(self.run_id), self.ledger.windows(self.run_id), self.provider, self.pue)
 
     def __enter__(self) -> Tracker:
         return self.start()

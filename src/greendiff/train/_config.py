@@ -335,9 +335,11 @@ def validate(config: TrainConfig) -> None:
         raise UserInputError("early stopping on quality needs evaluations: set --eval-every N (steps) or --eval-every-kwh X")
     validate_distill(config)
     validate_carbon(config.carbon)
-    unknown = [name for name in config.run.log_to if name not in ("tensorboard", "mlflow")]
+    from greendiff.integrations._loggers import LOGGERS
+
+    unknown = [name for name in config.run.log_to if name not in LOGGERS]
     if unknown:
-        raise UserInputError(f"run.log_to: unknown logger {unknown[0]!r}; use tensorboard or mlflow")
+        raise UserInputError(f"run.log_to: unknown logger {unknown[0]!r}; use {' or '.join(LOGGERS)}")
     if any(c <= 0 for c in config.model.block_out_channels):
         raise UserInputError("model.block_out_channels must be positive integers")
     from greendiff.train._model import check_architecture  # the model module needs this one's types
@@ -352,7 +354,8 @@ def parse_utc(text: str, key: str):
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise UserInputError(f"{key} {text!r} is not a date and time; use ISO 8601, e.g. 2022-06-03T00:00") from None
+        raise UserInputError(f"{key} {text!r} is not a date and time; use ISO 8601, e.g. 2022-06-03T00:00 (UTC) "
+                             "or 2022-06-03T00:00+02:00") from None
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 

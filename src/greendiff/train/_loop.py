@@ -191,9 +191,7 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
 
     def energy_so_far_j() -> float:
         """Energy of the run so far: this process, or (a collective) the whole job."""
-        if dist.distributed:
-            return prior_energy_j + tracker.job_energy_j()
-        return prior_energy_j + sum(tracker.monitor.read().energy_j.values())
+        return prior_energy_j + tracker.total_energy_j()
 
     @contextlib.contextmanager
     def ema_weights():
@@ -225,11 +223,7 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
             if carbon_aware is not None:
                 extra["carbon_aware"] = carbon_aware.state_dict()
             save_checkpoint(accelerator, run_dir, at_step, extra, run.keep_checkpoints, name)
-        # the ledger gets a sample with every checkpoint, so a killed run's ledger covers all the work it kept
-        if dist.distributed:
-            tracker.sync()
-        else:
-            tracker.sample(force=True)
+        tracker.sync()  # a ledger sample with every checkpoint: a killed run's ledger covers all the work it kept
 
     stop = config.stop
     extractor = real_features = None
