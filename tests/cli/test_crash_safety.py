@@ -20,7 +20,7 @@ EXE = os.path.join(os.path.dirname(sys.executable), "greendiff")
 ARGS = ["--preset", "nano", "--set", "model.block_out_channels=8,16", "--dataset", "digits", "--resolution", "8",
         "--batch-size", "64", "--sample-steps", "2", "--set", "run.num_samples=4", "--set", "run.log_every=1",
         "--set", "run.checkpoint_every=1", "--set", "run.keep_checkpoints=2", "--set", "run.sample_every=1000",
-        "--lr-schedule", "constant", "--max-steps", "60", "--no-gpu", "--country", "FRA"]
+        "--lr-schedule", "constant", "--max-steps", "150", "--no-gpu", "--country", "FRA"]
 KILLS = 20
 
 
@@ -37,17 +37,19 @@ def test_twenty_kills_lose_nothing(tmp_path):
         if kills == KILLS:
             assert proc.wait(timeout=300) == 0
             break
-        # wait for training to be under way (a new metrics line), then kill somewhere in a step, a checkpoint
-        # write (one after every step) or a ledger write
+        # wait for training to be under way (new metrics lines, and a first checkpoint to resume from), then kill
+        # somewhere in a step, a checkpoint write (one after every step) or a ledger write
         metrics = (lambda: next(iter((tmp_path / "killed").glob("*/metrics.jsonl")), None))
         lines_before = len(metrics().read_text().splitlines()) if metrics() else 0
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             path = metrics()
-            if path is not None and len(path.read_text().splitlines()) > lines_before + 1:
+            if (path is not None and len(path.read_text().splitlines()) > lines_before + 1
+                    and checkpoint_dirs(path.parent)):
                 break
             time.sleep(0.01)
         if proc.poll() is not None:  # it finished first: the run is done
+            assert proc.returncode == 0, f"start {starts} exited with {proc.returncode}"
             break
         time.sleep(rng.uniform(0.0, 0.25))
         proc.send_signal(signal.SIGKILL)
@@ -60,7 +62,7 @@ def test_twenty_kills_lose_nothing(tmp_path):
     assert kills == KILLS, f"only {kills} kills landed before the run finished"
     (whole,) = (tmp_path / "whole").iterdir()
     a, b = (load_file(str(checkpoint_dirs(d)[-1] / "model.safetensors")) for d in (whole, run_dir))
-    assert checkpoint_dirs(run_dir)[-1].name == "step-60" and all(torch.equal(a[k], b[k]) for k in a)
+    assert checkpoint_dirs(run_dir)[-1].name == "step-150" and all(torch.equal(a[k], b[k]) for k in a)
     ledger = Ledger(tmp_path / "ledger.sqlite")
     segments = [r for r in ledger.list_runs() if r.assumptions.get("run_dir", "").endswith(run_dir.name)]
     assert len(segments) == starts  # every start, killed or not, is a ledger run

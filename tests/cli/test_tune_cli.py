@@ -38,27 +38,27 @@ def scripted_quality(monkeypatch, fids):
     monkeypatch.setattr(evaluate_pkg, "quality", lambda *a, **k: Quality(next(values), 0.0, 0.0, 1.0, 1.0, 8))
 
 
-def wall_clock_energy(monkeypatch, watts=100.0):
-    """Meter every run as a 100 W device over wall time: an energy that follows the work done. The CPU-time
-    estimate at these sub-joule scales is dominated by noise (a 1-step trial once measured more than a
-    3-step one)."""
-    import time
-
+def counting_energy(monkeypatch):
+    """Meter every run with a counter that adds 1 J per meter read: reads happen at every window boundary
+    and budget check, so the energy follows the work done, deterministically. (The CPU-time estimate at
+    these sub-joule scales is noise, and so is wall time on a loaded machine: a 1-step pruned trial once
+    measured more than a 3-step one with either.)"""
     from greendiff.energy import DeviceInfo, EnergyMonitor, Meter
 
-    class WallClockMeter(Meter):
+    class CountingMeter(Meter):
         kind = "cpu"
 
         def __init__(self):
-            self.t0 = time.monotonic()
+            self.reads = 0
 
         def devices(self):
-            return [DeviceInfo("cpu:wall", "cpu", "100 W over wall time", "estimate:tdp-cputime", "process-tree")]
+            return [DeviceInfo("cpu:reads", "cpu", "1 J per read", "estimate:tdp-cputime", "process-tree")]
 
         def read_energy_j(self):
-            return {"cpu:wall": watts * (time.monotonic() - self.t0)}
+            self.reads += 1
+            return {"cpu:reads": float(self.reads)}
 
-    monkeypatch.setattr(EnergyMonitor, "detect", classmethod(lambda cls, options=None: EnergyMonitor([WallClockMeter()])))
+    monkeypatch.setattr(EnergyMonitor, "detect", classmethod(lambda cls, options=None: EnergyMonitor([CountingMeter()])))
 
 
 def study_trials(study_dir):
@@ -71,7 +71,7 @@ def study_trials(study_dir):
 def test_a_budget_study_prunes_a_bad_trial_and_exports_a_config_the_trainer_takes(capsys, tmp_path, space, monkeypatch):
     # a 1e-9 kWh budget with 2 reports: an evaluation after every step, the budget stops each trial at step 3
     scripted_quality(monkeypatch, [10, 9, 8, 11, 10, 9, 50, 9.5, 8.5, 7.5])
-    wall_clock_energy(monkeypatch)
+    counting_energy(monkeypatch)
     code, _, err = run_cli(capsys, "tune", "--space", space, "--trials", 4, "--trial-budget-kwh", "1e-9", "--reports", 2,
                            "--pruner", "median", "--name", "s", "--output-dir", tmp_path / "tune", *BASE,
                            "--set", "stop.budget_warmup_steps=3", "--set", "run.max_steps=50")
