@@ -2,6 +2,11 @@
 
 A checkpoint is written to ``checkpoints/.tmp-step-N`` and renamed to ``checkpoints/step-N`` only
 when complete, so a crash or a full disk never leaves a half-written checkpoint where resume looks.
+Removal is atomic too: a checkpoint being rotated out is first renamed to ``checkpoints/.del-NAME``
+and one being replaced (``best``) to ``checkpoints/.old-NAME`` (one ``rename`` each), and only then
+deleted; a kill in the middle of a delete leaves a hidden folder, never a partial ``step-N``.
+:func:`recover` (run before every resume) puts back an ``.old-`` checkpoint whose replacement never
+landed and clears the other leftovers.
 """
 
 from __future__ import annotations
@@ -25,6 +30,30 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
+def _discard(path: Path) -> None:
+    """Remove a checkpoint folder atomically from resume's point of view: rename, then delete."""
+    trash = path.with_name(f".del-{path.name}")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def recover(run_dir: Path) -> None:
+    """Undo what a kill mid-save left: a ``.old-NAME`` whose ``NAME`` is missing goes back (its
+    replacement never landed); other ``.old-``, and all ``.del-`` and ``.tmp-`` folders are deleted."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return
+    for leftover in sorted(root.glob(".old-*")):
+        final = root / leftover.name[len(".old-"):]
+        if not final.exists() and (leftover / STATE_FILE).exists():
+            os.replace(leftover, final)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in [*root.glob(".tmp-*"), *root.glob(".del-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 def save_checkpoint(accelerator, run_dir: Path, step: int, state: dict, keep: int, name: str | None = None) -> Path:
     """Save model, optimizer, scheduler, EMA (registered objects) and ``state``; keep the newest ``keep``.
 
@@ -45,9 +74,12 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, state: dict, keep: in
         accelerator.wait_for_everyone()
         if main:
             (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}))
-            if final.exists():
-                shutil.rmtree(final)
+            trash = final.with_name(f".old-{final.name}")
+            if final.exists():  # e.g. "best": keep the old one under .old- until the new one is in place
+                shutil.rmtree(trash, ignore_errors=True)
+                os.replace(final, trash)
             os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
     except OSError as exc:
         if main:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -55,13 +87,16 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, state: dict, keep: in
                              "the previous checkpoint is intact") from None
     if main:
         for old in checkpoint_dirs(run_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            _discard(old)
     accelerator.wait_for_everyone()
     return final
 
 
 def load_latest(accelerator, run_dir: Path) -> dict | None:
     """Restore the newest checkpoint; returns its state dict, or ``None`` if the run has none."""
+    if accelerator.is_main_process:
+        recover(run_dir)
+    accelerator.wait_for_everyone()
     dirs = checkpoint_dirs(run_dir)
     if not dirs:
         return None
