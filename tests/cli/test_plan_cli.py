@@ -65,7 +65,7 @@ def test_plan_window_bad_input(capsys, args, message):
     ("2022-06-01T00:00,100\n2022-06-01T01:00,200\n2022-06-01T03:00,300\n", "t.csv:4: gap or uneven step"),
     ("2022-06-01T00:00,100\n2022-06-01T02:00,200\n2022-06-01T01:00,300\n", "t.csv:4: timestamp 2022-06-01T01:00:00+00:00 is not after"),
     ("2022-06-01T00:00,100\nnoon,200\n", "t.csv:3: bad timestamp 'noon'"),
-    ("2022-06-01T00:00,100\n2022-06-01T01:00,-5\n", "t.csv:3: intensity must be a finite number >= 0"),
+    ("2022-06-01T00:00,100\n2022-06-01T01:00,-5\n", "t.csv:3: intensity must be a number from 0 to 2000 gCO2e/kWh"),
 ])
 def test_plan_window_bad_traces_name_the_line(capsys, tmp_path, rows, message):
     trace = write(tmp_path, "t.csv", "timestamp,intensity\n" + rows)

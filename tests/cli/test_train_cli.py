@@ -62,7 +62,7 @@ BAD = [
     (["train", "--recipe", "fast"], "unknown recipe 'fast'"),
     (["train", "--set", "optim.lr"], "--set expects KEY=VALUE"),
     (["train", "--set", "optim.bogus=1"], "unknown config key 'optim.bogus'"),
-    (["train", "--dataset", "/nonexistent/dir"], "unknown dataset"),
+    (["train", "--dataset", "/nonexistent/dir"], "no such file or folder"),
     (["train", "--config", "/nonexistent.toml"], "does not exist"),
     (["train", "--resume", "/nonexistent"], "not a run directory"),
     (["sample", "--run", "/nonexistent"], "no trained pipeline"),
@@ -190,3 +190,20 @@ def test_ctrl_c_checkpoints_and_exits_cleanly(tmp_path):
     assert int(ckpt.name.split("-")[1]) >= 4
     (run,) = Ledger(tmp_path / "l.sqlite").list_runs()
     assert run.status == "interrupted"
+
+
+@pytest.mark.parametrize("error, where", [("OutOfMemoryError", "GPU"), ("MemoryError", "host")])
+def test_out_of_memory_is_one_line_and_the_run_is_failed(capsys, tmp_path, monkeypatch, error, where):
+    import torch
+
+    import greendiff.train
+
+    def oom(*args, **kwargs):
+        raise (torch.OutOfMemoryError if error == "OutOfMemoryError" else MemoryError)("CUDA out of memory. Tried to allocate 2 GiB")
+    monkeypatch.setattr(greendiff.train, "train", oom)
+    code, _, err = run_cli(capsys, "train", *TINY, "--max-steps", "4", "--output-dir", str(tmp_path / "runs"), "--country", "FRA")
+    lines = [line for line in err.splitlines() if line.startswith("greendiff: error:")]
+    assert code == 2 and len(lines) == 1 and f"out of {where} memory" in lines[0] and "--resume" in lines[0]
+    assert "Traceback" not in err
+    (run,) = Ledger(default_ledger_path()).list_runs()
+    assert run.status == "failed"

@@ -38,29 +38,36 @@ def _png(path, mode="L", size=(12, 10), value=128):
     Image.new(mode, size, value if mode in ("L", "I;16") else (value, 0, 0)).save(path)
 
 
-def test_folder_skips_a_few_bad_files_and_counts_them(tmp_path):
+def test_one_bad_file_stops_with_its_name_unless_skipping_is_asked(tmp_path):
     for i in range(30):
         _png(tmp_path / f"{i:02d}.png")
-    (tmp_path / "zz-corrupt.png").write_bytes(b"not a png at all")
+    good = (tmp_path / "00.png").read_bytes()
+    (tmp_path / "zz-truncated.png").write_bytes(good[: len(good) // 2])
     (tmp_path / "notes.txt").write_text("ignored: not an image extension")
-    data = load_dataset(str(tmp_path), 8)
+    with pytest.raises(UserInputError, match=r"zz-truncated\.png: corrupt or truncated PNG .*--skip-bad-images"):
+        load_dataset(str(tmp_path), 8)
+    data = load_dataset(str(tmp_path), 8, skip_bad_images=True)
     assert data.images.shape == (30, 1, 8, 8) and data.skipped == 1
 
 
-def test_folder_with_too_many_bad_files_names_one(tmp_path):
-    for i in range(8):
-        _png(tmp_path / f"{i}.png")
-    good = (tmp_path / "0.png").read_bytes()
-    (tmp_path / "truncated.png").write_bytes(good[: len(good) // 2])
-    (tmp_path / "empty.jpg").write_bytes(b"")
-    with pytest.raises(UserInputError, match=r"2 of 10 images .* unreadable .*(truncated|empty)"):
-        load_dataset(str(tmp_path), 8)
-
-
-def test_folder_of_only_bad_files(tmp_path):
+def test_folder_of_only_bad_files_when_skipping(tmp_path):
     (tmp_path / "a.png").write_bytes(b"garbage")
-    with pytest.raises(UserInputError, match="no readable image"):
-        load_dataset(str(tmp_path), 8)
+    with pytest.raises(UserInputError, match=r"no readable image .*a\.png: not an image: the content begins b'garbage'"):
+        load_dataset(str(tmp_path), 8, skip_bad_images=True)
+
+
+def test_deep_and_palette_images_keep_their_values(tmp_path):
+    """16-bit greyscale maps 0..65535 to 0..255 (a dark image stays dark); a palette image is expanded
+    to its palette's colours, not read as indices."""
+    Image.fromarray(np.full((8, 8), 257 * 40, dtype=np.uint16)).save(tmp_path / "deep.png")
+    deep = load_dataset(str(tmp_path), 8)
+    assert deep.images.shape == (1, 1, 8, 8) and int(deep.images.min()) == int(deep.images.max()) == 40
+    (tmp_path / "deep.png").unlink()
+    pal = Image.new("P", (8, 8), 3)
+    pal.putpalette([0, 0, 0] * 3 + [200, 10, 20] + [0, 0, 0] * 252)
+    pal.save(tmp_path / "palette.png")
+    rgb = load_dataset(str(tmp_path), 8).images
+    assert rgb.shape == (1, 3, 8, 8) and rgb[0, :, 0, 0].tolist() == [200, 10, 20]
 
 
 def test_folder_mixed_modes_become_rgb(tmp_path):

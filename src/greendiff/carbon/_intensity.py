@@ -9,6 +9,8 @@ from typing import Literal
 
 WORLD_AVERAGE_G_PER_KWH = 475.0
 WORLD_AVERAGE_SOURCE = "world average 475 gCO2e/kWh (IEA 2019, as used by CodeCarbon)"
+# Above any grid's hourly peak (lignite plants emit ~1,100-1,200 gCO2e/kWh): a larger value is a unit or data error.
+MAX_PLAUSIBLE_G_PER_KWH = 2000.0
 
 
 @dataclass(frozen=True)

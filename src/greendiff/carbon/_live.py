@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 import urllib.error
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import platformdirs
 
-from greendiff.carbon._intensity import Intensity, IntensityProvider, IntensitySegment, as_utc
+from greendiff.carbon._intensity import MAX_PLAUSIBLE_G_PER_KWH, Intensity, IntensityProvider, IntensitySegment, as_utc
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,10 @@ def _cover(points: list[tuple[datetime, float]], step: timedelta, start: datetim
     points = sorted(points)
     if not points:
         raise LiveDataError("the API returned no data for the requested period")
+    implausible = next((v for _, v in points if not (math.isfinite(v) and 0 <= v <= MAX_PLAUSIBLE_G_PER_KWH)), None)
+    if implausible is not None:
+        raise LiveDataError(f"the API returned an implausible intensity {implausible:g} gCO2e/kWh "
+                            f"(expected 0..{MAX_PLAUSIBLE_G_PER_KWH:g})")
     segments = []
     for i, (t0, value) in enumerate(points):
         t1 = points[i + 1][0] if i + 1 < len(points) else t0 + step

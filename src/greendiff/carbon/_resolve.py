@@ -20,20 +20,37 @@ from greendiff.carbon._trace import TraceProvider, load_trace
 from greendiff.errors import UserInputError
 
 LIVE_CHOICES = ("none", "uk", "electricitymaps")
+ENV_API_TIMEOUT = "GREENDIFF_API_TIMEOUT_S"
+DEFAULT_API_TIMEOUT_S = 5.0
+
+
+def api_timeout_s(env: Mapping[str, str] = os.environ) -> float:
+    """Per-request timeout of the live APIs: ``$GREENDIFF_API_TIMEOUT_S`` or 5 s."""
+    text = env.get(ENV_API_TIMEOUT, "").strip()
+    if not text:
+        return DEFAULT_API_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 600:
+        raise UserInputError(f"{ENV_API_TIMEOUT}={text!r}: give seconds between 0 and 600")
+    return value
 
 
 def resolve_provider(location: Location, live: str = "none", zone: str | None = None,
-                     timeout_s: float = 5.0, env: Mapping[str, str] = os.environ) -> IntensityProvider:
+                     timeout_s: float | None = None, env: Mapping[str, str] = os.environ) -> IntensityProvider:
     """Grid trace > cloud region > country table > world average; a live API in front if asked.
 
     Args:
         location: Where the hardware is.
         live: ``"uk"`` (GB only), ``"electricitymaps"`` (zone and token needed) or ``"none"``.
         zone: Electricity Maps zone key (``"FR"``, ``"US-CAL-CISO"``).
-        timeout_s: Per-request timeout of a live API.
+        timeout_s: Per-request timeout of a live API (default :func:`api_timeout_s`).
     """
     if live not in LIVE_CHOICES:
         raise UserInputError(f"--live must be one of {', '.join(LIVE_CHOICES)}, got {live!r}")
+    timeout_s = api_timeout_s(env) if timeout_s is None else timeout_s
     if location.grid:
         static: IntensityProvider = TraceProvider(load_trace(location.grid))
     elif location.cloud:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
 
-from greendiff.carbon._intensity import Intensity, IntensityProvider, IntensitySegment, as_utc
+from greendiff.carbon._intensity import MAX_PLAUSIBLE_G_PER_KWH, Intensity, IntensityProvider, IntensitySegment, as_utc
 from greendiff.errors import UserInputError
 
 _HOURLY = resources.files("greendiff.carbon") / "tables" / "hourly"
@@ -103,8 +103,9 @@ def parse_trace_csv(lines: Iterable[str], source: str, fill_blank: bool = False)
             value = math.nan if (blank and fill_blank) else float(row[column])
         except (ValueError, IndexError):
             raise UserInputError(f"{where}: intensity {row[column] if len(row) > column else ''!r} is not a number") from None
-        if not (blank and fill_blank) and (not math.isfinite(value) or value < 0):
-            raise UserInputError(f"{where}: intensity must be a finite number >= 0 gCO2e/kWh, got {value}")
+        if not (blank and fill_blank) and not (math.isfinite(value) and 0 <= value <= MAX_PLAUSIBLE_G_PER_KWH):
+            raise UserInputError(f"{where}: intensity must be a number from 0 to {MAX_PLAUSIBLE_G_PER_KWH:g} gCO2e/kWh, "
+                                 f"got {value:g}")
         if times and moment <= times[-1]:
             raise UserInputError(f"{where}: timestamp {moment.isoformat()} is not after the previous row")
         if len(times) >= 2 and moment - times[-1] != times[1] - times[0]:
@@ -112,6 +113,8 @@ def parse_trace_csv(lines: Iterable[str], source: str, fill_blank: bool = False)
                                  f"(expected every {times[1] - times[0]}); fill the missing rows")
         times.append(moment)
         values.append(value)
+    if not times:
+        raise UserInputError(f"{source}: no data rows under the header")
     filled = _interpolate_blanks(values)
     if filled:
         source += f" ({filled} blank hours interpolated)"

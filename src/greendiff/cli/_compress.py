@@ -21,7 +21,7 @@ from rich.table import Table
 
 from greendiff.cli._eval import score
 from greendiff.cli._options import (
-    Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, resolve_settings,
+    Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, load_config_data, resolve_settings,
 )
 from greendiff.cli._render import fmt_energy, render_summary
 from greendiff.cli._train import _new_run_dir, _parse_sets, run_training, write_emissions
@@ -59,14 +59,13 @@ class Session:
     """What the three commands share: the parent, its data, the tracker, evaluations, the closing report."""
 
     def __init__(self, parent: Path, eval_samples: int, console: Console) -> None:
-        from greendiff.data import load_dataset
         from greendiff.train import load_run_model
 
         if eval_samples and eval_samples < 4:
             raise UserInputError("--eval-samples must be 0 (skip) or >= 4")
         self.parent = parent
         self.config, self.unet, self.sampler = load_run_model(parent)
-        self.data = load_dataset(self.config.data.dataset, self.config.data.resolution)
+        self.data = load_config_data(self.config)
         self.eval_samples = eval_samples
         self.console = console
         self._reference = None

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from greendiff.cli._options import (
-    Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, resolve_settings,
+    Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, load_config_data, resolve_settings,
 )
 from greendiff.cli._render import fmt_energy, fmt_mass
 from greendiff.errors import UserInputError
@@ -45,7 +45,6 @@ def eval_command(
     no_gpu: NoGpu = False, ledger: LedgerPath = None,
 ) -> None:
     """Score a trained run's samples (EMA weights) with FID, KID and precision/recall; no download."""
-    from greendiff.data import load_dataset
     from greendiff.evaluate import reference_features, resolve_extractor, seed_spread
     from greendiff.train import load_run_model
 
@@ -56,7 +55,7 @@ def eval_command(
     config, unet, sampler = load_run_model(run)
     extractor, extractor_name = resolve_extractor(features)
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
-    data = load_dataset(config.data.dataset, config.data.resolution)
+    data = load_config_data(config)
     n_steps = steps or config.optim.sample_steps
     with settings.tracker(f"eval {run.name}", "eval", f"greendiff eval --run {run} --n {n}") as tracker:
         with tracker.window("eval"):

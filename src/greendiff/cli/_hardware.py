@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from greendiff.cli._options import CpuWatts, check_output
+from greendiff.cli._options import CpuWatts, check_output, load_config_data
 from greendiff.errors import UserInputError
 
 Opt = typer.Option
@@ -61,7 +61,6 @@ def hardware_command(
 
     from greendiff.carbon import parse_positive
     from greendiff.cli._train import _parse_sets
-    from greendiff.data import load_dataset
     from greendiff.energy import EnergyMonitor, MonitorOptions, NvidiaGpuMeter, NvidiaPowerLimit
     from greendiff.plan import estimate_gpus, limits_to_try, match_gpu, measure_cost, sweep_power_limits, training_steps
     from greendiff.train import check_data, resolve_config
@@ -76,7 +75,7 @@ def hardware_command(
     cpu_w = parse_positive(cpu_watts, "--cpu-watts") if cpu_watts is not None else None
     if output is not None:
         check_output(output)
-    data = load_dataset(config.data.dataset, config.data.resolution)
+    data = load_config_data(config, config_file)
     check_data(config, data)
     console = Console(stderr=True)
     report: dict = {"config": config_file.name if config_file else f"{config.recipe}-{config.model.preset}",

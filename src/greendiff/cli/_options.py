@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from greendiff.carbon import Location, parse_positive, resolve_location
+from greendiff.carbon import Location, parse_positive, resolve_location, resolve_provider, resolve_pue
 from greendiff.energy import MonitorOptions
 from greendiff.errors import UserInputError
 from greendiff.ledger import Ledger
@@ -56,9 +56,13 @@ def resolve_settings(country: str | None, cloud: str | None, grid: str | None, p
             gpu_indices = tuple(int(g) for g in gpus.split(",") if g.strip())
         except ValueError:
             raise typer.BadParameter(f"--gpus must be comma-separated integers, got {gpus!r}") from None
+    location = resolve_location(country, cloud, grid)
+    pue_value = parse_positive(pue, "--pue") if pue is not None else None
+    resolve_provider(location, live, zone)  # an unknown country, region, grid or a bad trace fails here, not mid-run
+    resolve_pue(pue_value, location)
     return MeasureSettings(
-        location=resolve_location(country, cloud, grid),
-        pue=parse_positive(pue, "--pue") if pue is not None else None,
+        location=location,
+        pue=pue_value,
         live=live,
         zone=zone,
         monitor=MonitorOptions(gpu_indices=gpu_indices, measure_gpus=not no_gpu,
@@ -79,3 +83,16 @@ def check_output(output: Path, suffixes: tuple[str, ...] = ()) -> None:
     if not os.access(output.parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
         raise UserInputError(f"--output {output}: not writable")
 
+
+def load_config_data(config, config_file: Path | None = None):
+    """The training images a resolved config names. An error about a dataset the config file set
+    names the file, so the user knows where to fix it."""
+    from greendiff.data import load_dataset
+    from greendiff.train import read_toml
+
+    try:
+        return load_dataset(config.data.dataset, config.data.resolution, config.data.skip_bad_images)
+    except UserInputError as exc:
+        if config_file is not None and read_toml(config_file).get("data", {}).get("dataset") == config.data.dataset:
+            raise UserInputError(f"{config_file}: data.dataset: {exc}") from None
+        raise

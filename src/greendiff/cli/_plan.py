@@ -14,7 +14,8 @@ from rich.table import Table
 
 from greendiff.carbon import Location, Pue, parse_positive, resolve_location, resolve_provider, resolve_pue
 from greendiff.cli._options import (
-    Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, check_output, resolve_settings,
+    Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, check_output, load_config_data,
+    resolve_settings,
 )
 from greendiff.cli._render import fmt_energy, fmt_mass
 from greendiff.errors import UserInputError
@@ -62,7 +63,6 @@ def profile_command(
     from rich.progress import BarColumn, Progress, TextColumn
 
     from greendiff.cli._train import _parse_sets
-    from greendiff.data import load_dataset
     from greendiff.plan import run_profile
     from greendiff.train import check_data, resolve_config, to_dict
 
@@ -71,7 +71,7 @@ def profile_command(
         raise UserInputError(f"--steps must be more than --warmup + 3 = {warmup + 3}, and --warmup >= 0 (got {steps}, {warmup})")
     check_output(output, (".json",))
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
-    data = load_dataset(config.data.dataset, config.data.resolution)
+    data = load_config_data(config, config_file)
     check_data(config, data)
     console = Console(stderr=True)
     name = config_file.name if config_file else f"{config.recipe}-{config.model.preset}"

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from greendiff.cli._options import (
-    Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, resolve_settings,
+    Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, load_config_data, resolve_settings,
 )
 from greendiff.cli._render import fmt_energy, fmt_mass, render_summary
 from greendiff.errors import UserInputError
@@ -60,6 +60,7 @@ def train_command(
     recipe: Annotated[Optional[str], Opt("--recipe", help="green (default) or baseline (diffusers' defaults).")] = None,
     preset: Annotated[Optional[str], Opt("--preset", help="Model preset: pico, nano, tiny, small, base.")] = None,
     dataset: Annotated[Optional[str], Opt("--dataset", help="mnist (bundled), digits, an image folder, or .npy/.npz.")] = None,
+    skip_bad_images: Annotated[Optional[bool], Opt("--skip-bad-images/--no-skip-bad-images", help="Skip (and count) unusable files of an image folder instead of stopping.")] = None,
     resolution: Annotated[Optional[int], Opt("--resolution", help="Training resolution in pixels.")] = None,
     batch_size: Annotated[Optional[int], Opt("--batch-size", help="Images per step.")] = None,
     lr: Annotated[Optional[float], Opt("--lr", help="Peak learning rate (green default: the preset's, e.g. nano 2e-3, tiny 1e-3).")] = None,
@@ -101,10 +102,10 @@ def train_command(
     no_gpu: NoGpu = False, ledger: LedgerPath = None,
 ) -> None:
     """Train a diffusion model with the green recipe (or the baseline), energy measured per phase."""
-    from greendiff.data import load_dataset
     from greendiff.train import check_data, resolve_config, to_dict, to_toml
 
     overrides = {"recipe": recipe, "model.preset": preset, "data.dataset": dataset, "data.resolution": resolution,
+                 "data.skip_bad_images": skip_bad_images,
                  "optim.batch_size": batch_size, "optim.lr": lr, "run.max_steps": max_steps, "run.seed": seed,
                  "optim.mixed_precision": mixed_precision, "optim.loss_weighting": loss_weighting,
                  "optim.beta_schedule": beta_schedule, "optim.ema": ema, "optim.sampler": sampler,
@@ -139,7 +140,7 @@ def train_command(
     if (nproc > 1 or dist.distributed) and config.carbon.enabled:
         raise UserInputError("--carbon-aware does not support several processes yet; train with one process")
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
-    data = load_dataset(config.data.dataset, config.data.resolution)
+    data = load_config_data(config, config_file)
     check_data(config, data, max(nproc, dist.world_size))
     if nproc > 1:
         raise typer.Exit(launch(nproc, ctx.obj["argv"] if ctx.obj else []))
@@ -234,6 +235,8 @@ def run_training(config, data, run_dir: Path, tracker, console: Console, *, resu
     On Ctrl-C the tracker is stopped, the resume command printed, and the CLI exits 130; on any other
     failure the tracker is stopped as failed. ``on_eval``: passed to ``train`` (a tuner's pruner).
     Returns the :class:`TrainResult`."""
+    import torch
+
     from greendiff.compress import objective_for
     from greendiff.train import train
 
@@ -273,6 +276,12 @@ def run_training(config, data, run_dir: Path, tracker, console: Console, *, resu
         tracker.stop("interrupted")
         console.print(f"interrupted; resume with: greendiff train --resume {run_dir}")
         raise typer.Exit(130) from None
+    except (MemoryError, torch.OutOfMemoryError) as exc:
+        tracker.stop("failed")
+        where = "host" if isinstance(exc, MemoryError) else "GPU"
+        raise UserInputError(f"out of {where} memory in {run_dir}; checkpoints up to the last are kept: free memory and "
+                             f"resume (greendiff train --resume {run_dir}), or start again with a smaller --batch-size "
+                             "or --preset") from None
     except BaseException:
         tracker.stop("failed")
         raise

@@ -28,7 +28,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from greendiff.cli._options import (
-    Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, resolve_settings,
+    Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, load_config_data, resolve_settings,
 )
 from greendiff.cli._render import fmt_energy, fmt_mass
 from greendiff.cli._train import _new_run_dir, _parse_sets, run_training, write_emissions
@@ -208,10 +208,9 @@ def _new_study(space, trials, config_file, sets, mode, trial_budget_kwh, reports
     spec = dataclasses.replace(spec, startup_trials=startup_trials or min(10, max(3, trials // 3)))
     if storage and not is_journal(storage) and storage.startswith("sqlite") and workers > 1:
         raise UserInputError("SQLite storage is for a single worker; with --workers use journal:FILE or an RDB URL (postgresql://...)")
-    from greendiff.data import load_dataset
     from greendiff.train import check_data
 
-    data = load_dataset(base_config.data.dataset, base_config.data.resolution)
+    data = load_config_data(base_config, config_file)
     check_data(base_config, data)
     name = name or "tune-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     study_dir = output_dir / name
@@ -285,13 +284,12 @@ def _continue(resume, join, study_name, storage, output_dir, trials, workers, wo
 def _work(study_dir, study_obj, spec, url, settings, console, data=None) -> None:
     """This process's share of the trials (all of them with one worker); ``data``: the study's dataset
     if the caller has loaded it already."""
-    from greendiff.data import load_dataset
     from greendiff.train import resolve_config
     from greendiff.tune import check_spec, make_objective, redact, run_worker
 
     params = check_spec(spec)
     base = resolve_config(base=spec.base)
-    data = data if data is not None else load_dataset(base.data.dataset, base.data.resolution)
+    data = data if data is not None else load_config_data(base)
     runner = TrialRunner(settings, data, study_obj.study_name, redact(url), console, spec.trials)
     objective = make_objective(spec, params, study_dir / "trials", runner, str(settings.ledger.path))
 

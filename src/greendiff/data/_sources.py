@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import logging
 import struct
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -23,7 +24,6 @@ logger = logging.getLogger(__name__)
 
 _TABLES = resources.files("greendiff.data") / "tables"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-MAX_BAD_FRACTION = 0.05
 BUILTIN = ("mnist", "digits")
 
 
@@ -93,13 +93,15 @@ def load_array(path: Path, resolution: int) -> ImageSet:
     try:
         loaded = np.load(path, allow_pickle=False)
         array = loaded[loaded.files[0]] if isinstance(loaded, np.lib.npyio.NpzFile) else loaded
-    except (OSError, ValueError, IndexError) as exc:
-        raise UserInputError(f"cannot read array {path}: {exc}") from None
+    except (OSError, ValueError, IndexError, EOFError) as exc:
+        raise UserInputError(f"cannot read array {path}: {exc or type(exc).__name__}") from None
     if array.ndim == 3:
         array = array[:, None]
     elif array.ndim == 4 and array.shape[-1] in (1, 3) and array.shape[1] not in (1, 3):
         array = array.transpose(0, 3, 1, 2)
-    if array.ndim != 4 or array.shape[1] not in (1, 3) or array.shape[0] == 0:
+    if array.ndim == 4 and array.shape[0] == 0:
+        raise UserInputError(f"{path}: the array holds no images (shape {array.shape})")
+    if array.ndim != 4 or array.shape[1] not in (1, 3):
         raise UserInputError(f"{path}: expected images shaped (N, H, W), (N, H, W, C) or (N, C, H, W) with C in "
                              f"(1, 3); got {array.shape}")
     if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
@@ -115,24 +117,84 @@ def load_array(path: Path, resolution: int) -> ImageSet:
     return ImageSet(resize_square(images, resolution), f"array {path.name} ({array.shape[0]} images)")
 
 
+MAX_IMAGE_PIXELS = 89_478_485  # Pillow's decompression-bomb warning level (~ 9,459 x 9,459)
+
+
+_MAGIC = ((b"\x89PNG", "PNG"), (b"\xff\xd8", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"), (b"RIFF", "WEBP"),
+          (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def _kind(path: Path) -> str | None:
+    """The image format the file's first bytes announce, if any."""
+    with path.open("rb") as f:
+        head = f.read(16)
+    return next((name for magic, name in _MAGIC if head.startswith(magic)), None)
+
+
+class BadImage(ValueError):
+    """An image file that cannot be used; the message is the short reason."""
+
+
+def _deep_to_8bit(arr: np.ndarray, mode: str) -> np.ndarray:
+    """16-bit (and 32-bit integer holding 16-bit) greyscale to 8 bits by the full range (65535 -> 255),
+    so a dark image stays dark; float greyscale in 0..1 is scaled by 255, otherwise clipped to 0..255."""
+    if not np.isfinite(arr).all():
+        raise BadImage("float image with NaN or infinite pixels")
+    if mode.startswith("F"):
+        scaled = arr * 255.0 if arr.min() >= 0 and arr.max() <= 1 else arr
+    elif arr.min() < 0 or arr.max() > 65535:
+        raise BadImage(f"{mode} pixels span {arr.min():g}..{arr.max():g}; expected 16-bit values 0..65535")
+    else:
+        scaled = arr / 257.0
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+
+
 def _decode(path: Path):
-    """Fully decode one image to mode ``L`` or ``RGB`` (16-bit scaled to 8, palettes and alpha dropped)."""
-    from PIL import Image
+    """Fully decode one image to mode ``L`` or ``RGB`` (16-bit and float greyscale scaled to 8 bits,
+    palettes expanded, alpha dropped). Raises :class:`BadImage` with a short reason for any file that
+    cannot be used."""
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as img:
-        img.load()  # full decode: truncated files fail here, not later
-        if img.mode.startswith("I"):  # 16/32-bit integer greyscale
-            arr = np.asarray(img, dtype=np.float64)
-            return Image.fromarray((arr * (255.0 / max(arr.max(), 1.0))).astype(np.uint8))
-        if img.mode in ("L", "RGB"):
-            return img.copy()
-        return img.convert("L" if img.mode == "LA" else "RGB")
+    if path.stat().st_size == 0:
+        raise BadImage("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below says it in one line
+            img = Image.open(path)
+        with img:
+            if img.width < 1 or img.height < 1:
+                raise BadImage(f"image has no pixels ({img.width}x{img.height})")
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise BadImage(f"{img.width}x{img.height} pixels is over the {MAX_IMAGE_PIXELS / 1e6:.0f} MP limit; "
+                               "downscale it first")
+            img.load()  # full decode: truncated files fail here, not later
+            if img.mode in ("P", "PA") and not img.getpalette():
+                raise BadImage("palette image without a palette (its PLTE chunk is missing)")
+            if img.mode.startswith(("I", "F")):  # 16/32-bit integer or float greyscale
+                return Image.fromarray(_deep_to_8bit(np.asarray(img, dtype=np.float64), img.mode))
+            if img.mode in ("L", "RGB"):
+                return img.copy()
+            return img.convert("L" if img.mode in ("1", "LA") else "RGB")
+    except UnidentifiedImageError:
+        kind = _kind(path)
+        if kind:
+            raise BadImage(f"corrupt or truncated {kind} (its header cannot be parsed)") from None
+        raise BadImage(f"not an image: the content begins {path.read_bytes()[:12]!r}, though the name ends "
+                       f"{path.suffix}") from None
+    except Image.DecompressionBombError as exc:
+        raise BadImage(f"too many pixels ({exc})") from None
+    except BadImage:
+        raise
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, struct.error, zlib.error ... for broken files
+        raise BadImage(f"corrupt or truncated {_kind(path) or 'image'} ({exc})") from None
 
 
-def load_folder(folder: Path, resolution: int) -> ImageSet:
-    """Every image under ``folder`` (recursively); corrupt files are skipped and counted.
+def load_folder(folder: Path, resolution: int, skip_bad_images: bool = False) -> ImageSet:
+    """Every image under ``folder`` (recursively).
 
-    More than 5 % bad files, or none left, is an error naming a bad file.
+    A file with an image extension that cannot be used is an error naming it (one bad file in a
+    scraped folder is more often a sign of a bad download than noise to ignore); with
+    ``skip_bad_images`` such files are skipped, counted and warned about instead.
     """
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     candidates = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
@@ -142,16 +204,16 @@ def load_folder(folder: Path, resolution: int) -> ImageSet:
     for path in candidates:
         try:
             decoded.append(_decode(path))
-        except Exception as exc:  # PIL raises many types for broken files
+        except (BadImage, OSError) as exc:
+            if not skip_bad_images:
+                raise UserInputError(f"{path}: {exc}; fix or remove it (or pass --skip-bad-images to train on the "
+                                     "rest)") from None
             bad.append((path, exc))
-    if bad:
-        logger.warning("skipped %d of %d image files that could not be decoded (first: %s: %s)",
-                       len(bad), len(candidates), bad[0][0], bad[0][1])
     if not decoded:
-        raise UserInputError(f"no readable image under {folder}: e.g. {bad[0][0]} ({bad[0][1]})")
-    if len(bad) > MAX_BAD_FRACTION * len(candidates):
-        raise UserInputError(f"{len(bad)} of {len(candidates)} images under {folder} are unreadable (more than 5%); "
-                             f"e.g. {bad[0][0]}: {bad[0][1]}")
+        raise UserInputError(f"no readable image under {folder}: e.g. {bad[0][0]}: {bad[0][1]}")
+    if bad:
+        logger.warning("skipped %d of %d image files that could not be used (first: %s: %s)",
+                       len(bad), len(candidates), bad[0][0], bad[0][1])
     gray = all(img.mode == "L" for img in decoded)
     tensors = []
     for img in decoded:
@@ -161,8 +223,9 @@ def load_folder(folder: Path, resolution: int) -> ImageSet:
     return ImageSet(torch.stack(tensors), f"image folder {folder} ({len(decoded)} images)", skipped=len(bad))
 
 
-def load_dataset(spec: str, resolution: int) -> ImageSet:
-    """``mnist`` (bundled), ``digits`` (scikit-learn), an image folder, or a ``.npy``/``.npz`` file."""
+def load_dataset(spec: str, resolution: int, skip_bad_images: bool = False) -> ImageSet:
+    """``mnist`` (bundled), ``digits`` (scikit-learn), an image folder, or a ``.npy``/``.npz`` file.
+    ``skip_bad_images``: skip unusable files of a folder instead of stopping (:func:`load_folder`)."""
     if resolution < 4:
         raise UserInputError(f"resolution must be at least 4 pixels, got {resolution}")
     if spec.lower() == "mnist":
@@ -171,7 +234,9 @@ def load_dataset(spec: str, resolution: int) -> ImageSet:
         return load_digits(resolution)
     path = Path(spec)
     if path.is_dir():
-        return load_folder(path, resolution)
+        return load_folder(path, resolution, skip_bad_images)
     if path.suffix.lower() in (".npy", ".npz") and path.is_file():
         return load_array(path, resolution)
+    if not path.exists() and (path.suffix or len(path.parts) > 1):
+        raise UserInputError(f"dataset {spec!r}: no such file or folder")
     raise UserInputError(f"unknown dataset {spec!r}: use mnist, digits, an image folder, or a .npy/.npz file")

@@ -60,11 +60,19 @@ class Forecast:
         try:
             raw = json.loads(Path(path).read_text())
             data = raw["forecast"]
-            return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+            forecast = cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
         except FileNotFoundError:
             raise UserInputError(f"--profile {path}: no such file (write one with 'greendiff profile')") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise UserInputError(f"--profile {path}: not a greendiff profile ({type(exc).__name__}: {exc})") from None
+        for f in fields(cls):
+            value = getattr(forecast, f.name)
+            if f.type in ("float", "int") and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                              or not math.isfinite(value) or value < 0):
+                raise UserInputError(f"--profile {path}: forecast.{f.name} must be a number >= 0, got {value!r}")
+        if forecast.energy_kwh <= 0 or forecast.hours <= 0:
+            raise UserInputError(f"--profile {path}: the forecast has no energy or no time; profile the run again")
+        return forecast
 
 
 def planned_counts(max_steps: int, eval_every: int, eval_at_end: bool, sample_every: int,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -20,10 +21,12 @@ MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Args: dataset (``mnist``, ``digits``, folder or .npy/.npz), resolution (pixels, square)."""
+    """Args: dataset (``mnist``, ``digits``, folder or .npy/.npz), resolution (pixels, square),
+    skip_bad_images (a folder's unusable files are skipped and counted instead of stopping the run)."""
 
     dataset: str = "mnist"
     resolution: int = 16
+    skip_bad_images: bool = False
 
 
 @dataclass(frozen=True)
@@ -256,6 +259,9 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise UserInputError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserInputError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UserInputError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}); "
+                             "TOML files must be UTF-8") from None
     except OSError as exc:
         raise UserInputError(f"cannot read {path}: {exc.strerror}") from None
 
@@ -286,14 +292,36 @@ def resolve_config(file: Path | None = None, overrides: dict[str, Any] | None = 
     if recipe not in RECIPES:
         raise UserInputError(f"unknown recipe {recipe!r}; use one of {', '.join(RECIPES)}")
     config = TrainConfig(recipe=recipe, optim=RECIPES[recipe])
-    config = _merge(config, from_file)
+    try:
+        config = _merge(config, from_file)
+    except UserInputError as exc:
+        raise UserInputError(f"{file}: {exc}" if file is not None else str(exc)) from None
     config = _merge(config, from_cli)
-    validate(config)
+    try:
+        validate(config)
+    except UserInputError as exc:
+        raise UserInputError(_where(str(exc), file, from_file, from_cli)) from None
     if config.optim.lr == 0:  # the preset's learning rate, written into the saved config
         from greendiff.train._model import resolve_architecture
 
         config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, lr=resolve_architecture(config.model).lr))
     return config
+
+
+def _flat_keys(nested: dict[str, Any], prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in nested.items():
+        keys |= _flat_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}"}
+    return keys
+
+
+def _where(message: str, file: Path | None, from_file: dict[str, Any], from_cli: dict[str, Any]) -> str:
+    """Prefix a range error with the config file when a key it names was set there (and not on the
+    command line), so the user knows where to look."""
+    if file is None:
+        return message
+    named = set(re.findall(r"\b(?:data|model|optim|run|stop|distill|carbon)\.\w+", message))
+    return f"{file}: {message}" if named & (_flat_keys(from_file) - _flat_keys(from_cli)) else message
 
 
 def validate(config: TrainConfig) -> None:
@@ -312,8 +340,9 @@ def validate(config: TrainConfig) -> None:
             raise UserInputError(f"{key} must be positive, got {value}")
     if config.optim.lr < 0:
         raise UserInputError(f"optim.lr must be positive (0: the model preset's), got {config.optim.lr}")
-    if config.optim.warmup_steps < 0 or config.optim.grad_clip < 0 or config.optim.weight_decay < 0:
-        raise UserInputError("optim.warmup_steps, optim.grad_clip and optim.weight_decay must be >= 0")
+    for key in ("warmup_steps", "grad_clip", "weight_decay"):
+        if getattr(config.optim, key) < 0:
+            raise UserInputError(f"optim.{key} must be >= 0, got {getattr(config.optim, key)}")
     if not 0 < config.optim.ema_max_decay < 1:
         raise UserInputError(f"optim.ema_max_decay must be in (0, 1), got {config.optim.ema_max_decay}")
     if config.optim.sample_steps > config.optim.num_train_timesteps:
@@ -323,9 +352,9 @@ def validate(config: TrainConfig) -> None:
     if stop.eval_sample_steps < 0 or stop.eval_sample_steps > config.optim.num_train_timesteps:
         raise UserInputError(f"stop.eval_sample_steps must be between 0 (the recipe's sample_steps) and "
                              f"optim.num_train_timesteps ({config.optim.num_train_timesteps}), got {stop.eval_sample_steps}")
-    if min(stop.eval_every, stop.patience, stop.budget_warmup_steps) < 0 or stop.eval_samples < 4 or stop.gain_window < 1:
-        raise UserInputError("stop.eval_every, stop.patience and stop.budget_warmup_steps must be >= 0, "
-                             "stop.eval_samples >= 4 and stop.gain_window >= 1")
+    for key, least in (("eval_every", 0), ("patience", 0), ("budget_warmup_steps", 0), ("eval_samples", 4), ("gain_window", 1)):
+        if getattr(stop, key) < least:
+            raise UserInputError(f"stop.{key} must be >= {least}, got {getattr(stop, key)}")
     if stop.spread_seeds < 1:
         raise UserInputError(f"stop.spread_seeds must be >= 1, got {stop.spread_seeds}")
     for key in ("min_delta", "min_gain_per_kwh", "target", "budget_kwh", "budget_kgco2e", "eval_every_kwh"):

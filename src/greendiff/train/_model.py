@@ -51,8 +51,8 @@ def check_architecture(model: ModelConfig, resolution: int) -> Preset:
     levels = len(arch.block_out_channels)
     factor = 2 ** (levels - 1)
     if resolution % factor:
-        raise UserInputError(f"resolution {resolution} is not divisible by {factor}, the downsampling of a "
-                             f"{levels}-level UNet; pick a multiple of {factor} or fewer block_out_channels")
+        raise UserInputError(f"data.resolution {resolution} is not divisible by {factor}, the downsampling of a "
+                             f"{levels}-level UNet; pick a multiple of {factor} or fewer model.block_out_channels")
     return arch
 
 
