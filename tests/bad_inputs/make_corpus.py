@@ -90,7 +90,7 @@ def files() -> dict[str, bytes]:
     out["image_pdf_named.png"] = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
     zbuf = io.BytesIO()
     with zipfile.ZipFile(zbuf, "w") as z:
-        z.writestr("readme.txt", "an archive, not an image")
+        z.writestr(zipfile.ZipInfo("readme.txt", date_time=(2026, 1, 1, 0, 0, 0)), "an archive, not an image")
     out["image_zip_named.png"] = zbuf.getvalue()
     gif = io.BytesIO()
     gradient("L").save(gif, format="GIF")
