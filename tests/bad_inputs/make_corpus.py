@@ -1,7 +1,9 @@
-"""Regenerate the binary and text files of this corpus (deterministic): ``python tests/bad_inputs/make_corpus.py``.
+"""Regenerate the image and array files of this corpus, byte for byte:
+``python tests/bad_inputs/make_corpus.py``.
 
-Every file is made from scratch here (tiny synthetic images, hand-written text), so the corpus has no
-third-party content. ``cases.toml`` says how each file is fed to the CLI and what the error must name.
+They are made from scratch here (tiny synthetic images), and the TOML, CSV and JSON files are
+written by hand, so the corpus has no third-party content. ``cases.toml`` says how each file is fed
+to the CLI and what the error must name.
 """
 
 from __future__ import annotations
