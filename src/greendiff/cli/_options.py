@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from greendiff.carbon import Location, parse_positive, resolve_location, resolve_provider, resolve_pue
+from greendiff.carbon import IntensityProvider, Location, parse_positive, resolve_location, resolve_provider, resolve_pue
 from greendiff.energy import MonitorOptions
 from greendiff.errors import UserInputError
 from greendiff.ledger import Ledger
@@ -34,11 +34,13 @@ class MeasureSettings:
     zone: str | None
     monitor: MonitorOptions
     ledger: Ledger
+    provider: IntensityProvider  # resolved once from location, live and zone
 
     def tracker(self, name: str, kind: str, command: str, dist=None, **kwargs) -> Tracker:
         """A (not yet started) Tracker with these settings; for a rank of a job (``dist``), a JobTracker."""
         common = dict(kind=kind, command=command, location=self.location, pue=self.pue, live=self.live,
-                      zone=self.zone, monitor_options=self.monitor, ledger=self.ledger, **kwargs)
+                      zone=self.zone, monitor_options=self.monitor, ledger=self.ledger, provider=self.provider,
+                      **kwargs)
         if dist is not None and dist.distributed:
             from greendiff.tracking import JobTracker
 
@@ -58,8 +60,8 @@ def resolve_settings(country: str | None, cloud: str | None, grid: str | None, p
             raise typer.BadParameter(f"--gpus must be comma-separated integers, got {gpus!r}") from None
     location = resolve_location(country, cloud, grid)
     pue_value = parse_positive(pue, "--pue") if pue is not None else None
-    resolve_provider(location, live, zone)  # an unknown country, region, grid or a bad trace fails here, not mid-run
-    resolve_pue(pue_value, location)
+    provider = resolve_provider(location, live, zone)  # an unknown country, region, grid or bad trace fails here
+    resolve_pue(pue_value, location)  # and a PUE below 1 (flag or environment)
     return MeasureSettings(
         location=location,
         pue=pue_value,
@@ -68,6 +70,7 @@ def resolve_settings(country: str | None, cloud: str | None, grid: str | None, p
         monitor=MonitorOptions(gpu_indices=gpu_indices, measure_gpus=not no_gpu,
                                cpu_watts=parse_positive(cpu_watts, "--cpu-watts") if cpu_watts is not None else None),
         ledger=Ledger(ledger),
+        provider=provider,
     )
 
 

@@ -153,11 +153,11 @@ def train_command(
     check_loggers(config.run.log_to)
     controller = None
     if config.carbon.enabled:
-        from greendiff.carbon import resolve_provider, resolve_pue
+        from greendiff.carbon import resolve_pue
         from greendiff.plan import controller_for
 
-        controller = controller_for(config.carbon, resolve_provider(settings.location, settings.live, settings.zone),
-                                    resolve_pue(settings.pue, settings.location).value, config.run.max_steps)
+        controller = controller_for(config.carbon, settings.provider, resolve_pue(settings.pue, settings.location).value,
+                                    config.run.max_steps)
     if data.skipped:
         console.print(f"skipped {data.skipped} unreadable image files", style="yellow")
     run_name = config.run.name or f"{config.recipe}-{config.model.preset}"

@@ -124,10 +124,14 @@ _MAGIC = ((b"\x89PNG", "PNG"), (b"\xff\xd8", "JPEG"), (b"GIF8", "GIF"), (b"BM", 
           (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 
 
-def _kind(path: Path) -> str | None:
-    """The image format the file's first bytes announce, if any."""
+def _head(path: Path) -> bytes:
+    """The file's first 16 bytes (a huge non-image is not read whole)."""
     with path.open("rb") as f:
-        head = f.read(16)
+        return f.read(16)
+
+
+def _kind(head: bytes) -> str | None:
+    """The image format a file's first bytes announce, if any."""
     return next((name for magic, name in _MAGIC if head.startswith(magic)), None)
 
 
@@ -176,17 +180,16 @@ def _decode(path: Path):
                 return img.copy()
             return img.convert("L" if img.mode in ("1", "LA") else "RGB")
     except UnidentifiedImageError:
-        kind = _kind(path)
-        if kind:
-            raise BadImage(f"corrupt or truncated {kind} (its header cannot be parsed)") from None
-        raise BadImage(f"not an image: the content begins {path.read_bytes()[:12]!r}, though the name ends "
-                       f"{path.suffix}") from None
+        head = _head(path)
+        if _kind(head):
+            raise BadImage(f"corrupt or truncated {_kind(head)} (its header cannot be parsed)") from None
+        raise BadImage(f"not an image: the content begins {head[:12]!r}, though the name ends {path.suffix}") from None
     except Image.DecompressionBombError as exc:
         raise BadImage(f"too many pixels ({exc})") from None
     except BadImage:
         raise
     except Exception as exc:  # Pillow raises OSError, SyntaxError, struct.error, zlib.error ... for broken files
-        raise BadImage(f"corrupt or truncated {_kind(path) or 'image'} ({exc})") from None
+        raise BadImage(f"corrupt or truncated {_kind(_head(path)) or 'image'} ({exc})") from None
 
 
 def load_folder(folder: Path, resolution: int, skip_bad_images: bool = False) -> ImageSet:

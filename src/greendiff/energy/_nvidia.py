@@ -218,7 +218,7 @@ class NvidiaPowerLimit:
 
     def __init__(self, handle: object, name: str, cuda_index: int) -> None:
         self._handle, self.name, self.cuda_index = handle, name, cuda_index
-        self.original_w = pynvml.nvmlDeviceGetPowerManagementLimit(handle) * MW_TO_W
+        self.original_w = self.current_w()
         self._changed = False
 
     @classmethod

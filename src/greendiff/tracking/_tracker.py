@@ -87,6 +87,8 @@ class Tracker:
         config: Resolved configuration to store with the run.
         run_dir: The run directory the work writes (checkpoints, samples, metrics), for reports.
         monitor: An already-built monitor (tests, or sharing one across trackers).
+        provider: An intensity provider already resolved for ``location``/``live``/``zone`` (the CLI
+            resolves it once, to check the location before any work); ``None`` resolves it here.
     """
 
     def __init__(self, name: str = "run", *, kind: str = "library", command: str = "",
@@ -94,12 +96,12 @@ class Tracker:
                  zone: str | None = None, monitor_options: MonitorOptions = MonitorOptions(),
                  ledger: Ledger | str | Path | None = None, sample_interval_s: float = 10.0,
                  config: dict | None = None, monitor: EnergyMonitor | None = None,
-                 run_dir: str | Path | None = None) -> None:
+                 run_dir: str | Path | None = None, provider: IntensityProvider | None = None) -> None:
         self.name, self.kind, self.command = name, kind, command
         self.location = location or Location()
         self.pue = resolve_pue(pue, self.location)
         self.live, self.zone = live, zone
-        self.provider = resolve_provider(self.location, live, zone)
+        self.provider = provider if provider is not None else resolve_provider(self.location, live, zone)
         self.monitor_options = monitor_options
         self._ledger_arg = ledger
         self.sample_interval_s = sample_interval_s

@@ -320,7 +320,8 @@ def _where(message: str, file: Path | None, from_file: dict[str, Any], from_cli:
     command line), so the user knows where to look."""
     if file is None:
         return message
-    named = set(re.findall(r"\b(?:data|model|optim|run|stop|distill|carbon)\.\w+", message))
+    sections = "|".join(f.name for f in fields(TrainConfig))
+    named = set(re.findall(rf"\b(?:{sections})\.\w+", message))
     return f"{file}: {message}" if named & (_flat_keys(from_file) - _flat_keys(from_cli)) else message
 
 
