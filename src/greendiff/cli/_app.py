@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet = os.environ.get("RANK", "0") != "0"  # in a multi-process job only rank 0 reports
     try:
+        from greendiff.parallel import thread_setting
+
+        thread_setting()  # GREENDIFF_THREADS is checked before any command creates anything
         result = app(args=argv, prog_name="greendiff", standalone_mode=False, obj={"argv": argv})
     except UserInputError as exc:
         if not quiet:

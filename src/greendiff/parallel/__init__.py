@@ -4,5 +4,7 @@ from __future__ import annotations
 
 from greendiff.parallel._context import Dist, split_key
 from greendiff.parallel._launch import torchrun_command, without_nproc
+from greendiff.parallel._threads import ENV_THREADS, CoreShare, available_cores, thread_setting
 
-__all__ = ["Dist", "split_key", "torchrun_command", "without_nproc"]
+__all__ = ["ENV_THREADS", "CoreShare", "Dist", "available_cores", "split_key", "thread_setting", "torchrun_command",
+           "without_nproc"]

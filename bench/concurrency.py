@@ -1,0 +1,109 @@
+"""Two greendiff trainings at once on this machine: do they share the cores, or spin against each other?
+
+One `greendiff train --preset nano` alone, then two started together, each with the cores shared
+(the default: ``greendiff.parallel.CoreShare`` gives each process its share) and, for comparison,
+with ``GREENDIFF_THREADS=all`` (each process keeps PyTorch's default of every core, the behaviour
+before CoreShare). Throughput is the median ``samples_per_s`` of the middle half of each run's log
+records, so it is measured while both runs train. Each measured run is cached in
+``bench/results/concurrency.json``; a rerun resumes where it stopped (``--fresh`` starts over).
+
+Run it alone: any other process on the machine makes its figures worthless.
+
+    python bench/concurrency.py [--steps 600] [--steps-all 120] [--write-benchmarks]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import machine, today, write_section  # noqa: E402
+
+EXE = os.path.join(os.path.dirname(sys.executable), "greendiff")
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / "results" / "concurrency.json"
+
+
+def command(steps: int, out: Path, name: str) -> list[str]:
+    return [EXE, "train", "--preset", "nano", "--max-steps", str(steps), "--no-gpu", "--country", "FRA",
+            "--set", f"run.sample_every={steps + 1}", "--set", f"run.checkpoint_every={steps + 1}",
+            "--set", "run.log_every=10", "--output-dir", str(out), "--name", name]
+
+
+def throughput(run_root: Path) -> float:
+    """Median images/s over the middle half of the run's log records."""
+    (run_dir,) = run_root.iterdir()
+    logs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["samples_per_s"] for r in logs if "samples_per_s" in r]
+    middle = rates[len(rates) // 4: max(len(rates) * 3 // 4, len(rates) // 4 + 1)]
+    return statistics.median(middle)
+
+
+def measure(mode: str, processes: int, steps: int, tmp: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "GREENDIFF_THREADS")}
+    env["GREENDIFF_LEDGER"] = str(tmp / f"{mode}-{processes}.sqlite")
+    if mode == "all":
+        env["GREENDIFF_THREADS"] = "all"
+    roots = [tmp / f"{mode}-{processes}-{k}" for k in range(processes)]
+    began = time.perf_counter()
+    procs = [subprocess.Popen(command(steps, root, f"p{k}"), env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for k, root in enumerate(roots)]
+    for proc in procs:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"a training failed:\n{err[-3000:]}")
+    rates = [throughput(root) for root in roots]
+    return {"mode": mode, "processes": processes, "steps": steps, "images_per_s": rates, "total": sum(rates),
+            "wall_s": time.perf_counter() - began}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=600, help="Steps per run with the cores shared.")
+    parser.add_argument("--steps-all", type=int, default=120, help="Steps per run with every process on all cores.")
+    parser.add_argument("--fresh", action="store_true", help="Ignore cached results.")
+    parser.add_argument("--write-benchmarks", action="store_true")
+    args = parser.parse_args()
+    cache = {} if args.fresh or not CACHE.exists() else json.loads(CACHE.read_text())
+    plan = [("shared", 1, args.steps), ("shared", 2, args.steps), ("all", 1, args.steps_all), ("all", 2, args.steps_all)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode, processes, steps in plan:
+            key = f"{mode}-{processes}-{steps}"
+            if key not in cache:
+                cache[key] = measure(mode, processes, steps, Path(tmp))
+                cache[key]["machine"], cache[key]["date"] = machine(), today()
+                CACHE.parent.mkdir(exist_ok=True)
+                CACHE.write_text(json.dumps(cache, indent=2))
+            print(json.dumps(cache[key]), flush=True)
+    rows = {(m, p): cache[f"{m}-{p}-{s}"] for m, p, s in plan}
+    lines = ["## Two runs at once on one machine (`bench/concurrency.py`)", "",
+             f"`python bench/concurrency.py --steps {args.steps} --steps-all {args.steps_all} --write-benchmarks` · "
+             f"{rows['shared', 2]['date']} · {rows['shared', 2]['machine']}", "",
+             "`greendiff train --preset nano` (MNIST 16×16, batch 64, no sampling or checkpoints), alone and two "
+             "started together; images/s is each run's median over the middle half of its log records (both "
+             "training). *shared*: the default, each process takes its share of the cores (`CoreShare`); "
+             "*all cores each*: `GREENDIFF_THREADS=all`, every process on every core, as before.", "",
+             "| threads | one run alone | two at once: each | two at once: together | together / alone |",
+             "|---|---:|---:|---:|---:|"]
+    for mode, label in (("shared", "shared (default)"), ("all", "all cores each")):
+        one, two = rows[mode, 1], rows[mode, 2]
+        lines.append(f"| {label} | {one['total']:.0f} | {' and '.join(f'{r:.0f}' for r in two['images_per_s'])} | "
+                     f"{two['total']:.0f} | {two['total'] / one['total']:.0%} |")
+    ratio = rows["shared", 2]["total"] / rows["shared", 1]["total"]
+    lines += ["", f"Target: two runs together reach at least 80 % of one run's throughput: "
+              f"{'met' if ratio >= 0.8 else 'NOT met'} ({ratio:.0%})."]
+    print("\n".join(lines))
+    if args.write_benchmarks:
+        write_section("concurrency", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
