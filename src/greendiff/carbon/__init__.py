@@ -22,6 +22,7 @@ from greendiff.carbon._intensity import (
     IntensityProvider,
     IntensitySegment,
     as_utc,
+    check_supported,
 )
 from greendiff.carbon._live import (
     ElectricityMapsProvider,
@@ -40,7 +41,15 @@ from greendiff.carbon._static import (
     country_provider,
     country_table,
 )
-from greendiff.carbon._trace import BUNDLED_GRIDS, HourlyTrace, TraceProvider, bundled_trace, load_trace, parse_trace_csv
+from greendiff.carbon._trace import (
+    BUNDLED_GRIDS,
+    HourlyTrace,
+    TraceCoverageError,
+    TraceProvider,
+    bundled_trace,
+    load_trace,
+    parse_trace_csv,
+)
 
 __all__ = [
     "BUNDLED_GRIDS",
@@ -59,11 +68,13 @@ __all__ = [
     "Pue",
     "SegmentAccount",
     "TableProvider",
+    "TraceCoverageError",
     "TraceProvider",
     "UkCarbonIntensityProvider",
     "WorldAverageProvider",
     "account",
     "as_utc",
+    "check_supported",
     "bundled_trace",
     "cloud_provider",
     "cloud_table",

@@ -7,10 +7,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Literal
 
+from greendiff.errors import UserInputError
+
 WORLD_AVERAGE_G_PER_KWH = 475.0
 WORLD_AVERAGE_SOURCE = "world average 475 gCO2e/kWh (IEA 2019, as used by CodeCarbon)"
 # Above any grid's hourly peak (lignite plants emit ~1,100-1,200 gCO2e/kWh): a larger value is a unit or data error.
 MAX_PLAUSIBLE_G_PER_KWH = 2000.0
+# Times greendiff accounts and plans in. Far from datetime's limits (years 1 and 9999), so that no
+# arithmetic on a checked time (a year's mapping, a deadline, an hour's end) can overflow.
+EARLIEST_SUPPORTED = datetime(1900, 1, 1, tzinfo=timezone.utc)
+LATEST_SUPPORTED = datetime(2200, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -66,11 +72,28 @@ class IntensityProvider(abc.ABC):
         return None, None
 
 
-def as_utc(moment: datetime) -> datetime:
-    """Reject naive datetimes (an ambiguous hour changes the emissions) and convert to UTC."""
+def as_utc(moment: datetime, what: str = "time") -> datetime:
+    """Reject naive datetimes (an ambiguous hour changes the emissions) and convert to UTC.
+
+    Raises:
+        ValueError: ``moment`` is naive.
+        UserInputError: It lies outside the years 1900 to 2199 (:func:`check_supported`).
+    """
     if moment.tzinfo is None:
         raise ValueError(f"datetime {moment.isoformat()} has no timezone; carbon accounting needs UTC-aware times")
-    return moment.astimezone(timezone.utc)
+    return check_supported(moment, what)
+
+
+def check_supported(moment: datetime, what: str = "time") -> datetime:
+    """``moment`` (aware) in UTC, or a one-line :class:`UserInputError` if it is outside 1900 to 2199."""
+    try:
+        utc = moment.astimezone(timezone.utc)
+    except OverflowError:  # a zone offset pushing year 1 or 9999 past datetime's range
+        utc = None
+    if utc is None or not EARLIEST_SUPPORTED <= utc < LATEST_SUPPORTED:
+        raise UserInputError(f"{what} {moment.isoformat()} is outside the years greendiff handles "
+                             f"({EARLIEST_SUPPORTED.year} to {LATEST_SUPPORTED.year - 1}, UTC)")
+    return utc
 
 
 def constant(start: datetime, end: datetime, g_per_kwh: float, source: str,

@@ -1,4 +1,4 @@
-"""Hourly intensity traces: the bundled 2022 EIA-930 files or a user CSV ``timestamp,intensity``."""
+"""Intensity traces: the bundled hourly 2022 EIA-930 files or a user CSV ``timestamp,intensity`` at any even step."""
 
 from __future__ import annotations
 
@@ -9,16 +9,31 @@ import gzip
 import io
 import math
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 from importlib import resources
 from pathlib import Path
 
-from greendiff.carbon._intensity import MAX_PLAUSIBLE_G_PER_KWH, Intensity, IntensityProvider, IntensitySegment, as_utc
+from greendiff.carbon._intensity import (
+    MAX_PLAUSIBLE_G_PER_KWH,
+    Intensity,
+    IntensityProvider,
+    IntensitySegment,
+    as_utc,
+    check_supported,
+)
 from greendiff.errors import UserInputError
 
 _HOURLY = resources.files("greendiff.carbon") / "tables" / "hourly"
 BUNDLED_GRIDS = ("AZPS", "BPAT", "CISO", "ERCO", "MISO", "NYIS", "PJM", "SOCO", "WAAT")
 _INTENSITY_COLUMNS = ("intensity", "avg_CI", "carbon_intensity", "intensity_g_per_kwh")
+_DAY = timedelta(days=1)
+
+
+class TraceCoverageError(UserInputError):
+    """A time outside a trace that is too short to stand in as a typical year.
+
+    Callers that can carry on without the trace (a ledger pricing a past run) catch this one.
+    """
 
 
 class HourlyTrace:
@@ -33,6 +48,8 @@ class HourlyTrace:
     def __init__(self, times: list[datetime], values_g_per_kwh: list[float], source: str) -> None:
         if not times:
             raise UserInputError(f"{source}: the trace has no rows")
+        check_supported(times[0], f"{source}: timestamp")
+        check_supported(times[-1], f"{source}: timestamp")
         self.times = times
         self.values_g_per_kwh = values_g_per_kwh
         self.source = source
@@ -51,16 +68,22 @@ class HourlyTrace:
     def covers_a_year(self) -> bool:
         return self.end - self.start >= timedelta(days=365) - self.step
 
+    def index(self, moment: datetime) -> int:
+        """The interval holding ``moment``, which must lie in ``[start, end)``."""
+        if not self.start <= moment < self.end:
+            raise TraceCoverageError(f"{moment.isoformat()} is outside trace {self.source} "
+                                     f"({self.start.isoformat()} to {self.end.isoformat()})")
+        return bisect.bisect_right(self._stamps, moment.timestamp()) - 1
+
     def value_at(self, moment: datetime) -> float:
-        i = bisect.bisect_right(self._stamps, moment.timestamp()) - 1
-        return self.values_g_per_kwh[i]
+        return self.values_g_per_kwh[self.index(moment)]
 
     def segments(self, start: datetime, end: datetime) -> list[IntensitySegment]:
         """Segments of ``[start, end)`` split at the trace's interval boundaries."""
         out: list[IntensitySegment] = []
         t = start
         while t < end:
-            i = bisect.bisect_right(self._stamps, t.timestamp()) - 1
+            i = self.index(t)
             boundary = min(self.times[i] + self.step, end)
             out.append(IntensitySegment(t, boundary, self.values_g_per_kwh[i]))
             t = boundary
@@ -98,7 +121,8 @@ def parse_trace_csv(lines: Iterable[str], source: str, fill_blank: bool = False)
             moment = datetime.fromisoformat(row[0].strip())
         except (ValueError, IndexError):
             raise UserInputError(f"{where}: bad timestamp {row[0] if row else ''!r}; use ISO 8601, e.g. 2022-06-01T13:00:00+00:00") from None
-        moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+        moment = check_supported(moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment,
+                                 f"{where}: timestamp")
         try:
             value = math.nan if (blank and fill_blank) else float(row[column])
         except (ValueError, IndexError):
@@ -161,7 +185,7 @@ def load_trace(grid: str) -> HourlyTrace:
         raise UserInputError(f"cannot read trace {path}: {exc}") from None
 
 
-def _same_hour_in_year(moment: datetime, year: int) -> datetime:
+def _same_moment_in_year(moment: datetime, year: int) -> datetime:
     try:
         return moment.replace(year=year)
     except ValueError:  # 29 February in a year without it
@@ -169,10 +193,13 @@ def _same_hour_in_year(moment: datetime, year: int) -> datetime:
 
 
 class TraceProvider(IntensityProvider):
-    """Intensity from an hourly trace; energy in each hour meets that hour's intensity.
+    """Intensity from a trace; energy in each of the trace's intervals meets that interval's intensity.
 
-    A trace covering a whole year also serves other years as a *typical year*: each hour maps
-    to the same month, day and hour of the trace's year, and a note says so.
+    A trace covering a whole year also serves times outside it as a *typical year*: a time maps to
+    the same month, day and time of day in the year that starts at the trace's first row (the
+    trace need not start on 1 January), at the trace's own resolution, and a note says so. The few
+    hours a trace shorter than its calendar year lacks (365 days in a leap year) take the same time
+    of day one or two days earlier. A shorter trace raises :class:`TraceCoverageError` outside its span.
     """
 
     name = "hourly-trace"
@@ -186,20 +213,52 @@ class TraceProvider(IntensityProvider):
         if trace.start <= start and end <= trace.end:
             return Intensity(tuple(trace.segments(start, end)), trace.source, "hourly", trace.start.year)
         if not trace.covers_a_year:
-            raise UserInputError(f"trace {trace.source} covers {trace.start.isoformat()} to {trace.end.isoformat()}, "
-                                 f"not {start.isoformat()} to {end.isoformat()}")
-        year = trace.start.year
+            raise TraceCoverageError(f"trace {trace.source} covers {trace.start.isoformat()} to {trace.end.isoformat()}, "
+                                     f"not {start.isoformat()} to {end.isoformat()}, and is shorter than a year, so it "
+                                     "cannot stand in as a typical year")
         segments = []
         t = start
-        while t < end:  # walk hour by hour in real time, look up the same hour of the trace year
-            boundary = min(t.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1), end)
-            mapped = _same_hour_in_year(t, year)
-            if not trace.start <= mapped < trace.end:  # the trace's missing first/last hour
-                mapped = min(max(mapped, trace.start), trace.end - timedelta(microseconds=1))
-            segments.append(IntensitySegment(t, boundary, trace.value_at(mapped)))
-            t = boundary
-        note = f"{year} trace used as a typical year for {start.year}: same month, day and hour"
-        return Intensity(tuple(segments), trace.source, "hourly", year, (note,))
+        while t < end:
+            inside = trace.start <= t < trace.end
+            mapped = t if inside else self._typical(t)
+            i = trace.index(mapped)
+            stop = min(end, t + (trace.times[i] + trace.step - mapped))  # the end of the trace's interval
+            if not inside:
+                stop = self._before_jump(t, min(stop, trace.start) if t < trace.start else stop)
+            segments.append(IntensitySegment(t, stop, trace.values_g_per_kwh[i]))
+            t = stop
+        return Intensity(tuple(segments), trace.source, "hourly", trace.start.year, (self._note(start, end),))
+
+    def _typical(self, moment: datetime) -> datetime:
+        """The moment of the trace that stands for ``moment`` (outside the trace) in a typical year."""
+        first = self.trace.start
+        mapped = _same_moment_in_year(moment, first.year)
+        if mapped < first:
+            mapped = _same_moment_in_year(moment, first.year + 1)
+        if mapped >= self.trace.end:  # a day the trace lacks: the same time of day, a day or two earlier
+            mapped -= ((mapped - self.trace.end) // _DAY + 1) * _DAY
+        return mapped
+
+    def _before_jump(self, t: datetime, stop: datetime) -> datetime:
+        """``stop``, or the first midnight before it where the typical-year mapping jumps (a new year, 29 February).
+
+        The mapping keeps the time of day, so it can change only at a midnight; within ``[t, stop)``
+        the mapped times stay inside one interval of the trace, so a day shift cannot change either.
+        """
+        offset = t - self._typical(t)
+        midnight = datetime.combine(t.date(), time(), timezone.utc) + _DAY
+        while midnight < stop:
+            if midnight - self._typical(midnight) != offset:
+                return midnight
+            midnight += _DAY
+        return stop
+
+    def _note(self, start: datetime, end: datetime) -> str:
+        first = self.trace.start
+        span = (str(first.year) if (first.month, first.day, first.time()) == (1, 1, time()) else
+                f"{first:%Y-%m-%d %H:%M}–{_same_moment_in_year(first, first.year + 1):%Y-%m-%d %H:%M} UTC")
+        years = f"{start.year}" if start.year == end.year else f"{start.year}–{end.year}"
+        return f"{span} trace used as a typical year for {years}: same month, day and time of day"
 
     def describe(self) -> str:
         return self.trace.source
