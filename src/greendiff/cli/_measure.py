@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import shlex
-import shutil
-import signal
-import subprocess
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -17,6 +16,7 @@ from greendiff.cli._options import (
 )
 from greendiff.cli._render import render_summary
 from greendiff.errors import UserInputError
+from greendiff.tracking import CommandError, check_command, run_command
 
 
 def measure(
@@ -28,44 +28,49 @@ def measure(
     sample_interval_s: Annotated[float, typer.Option("--sample-interval", help="Seconds between ledger samples.")] = 5.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Run a command, measure its process tree's energy, record it in the ledger."""
+    """Run a command, measure its process tree's energy, record it in the ledger.
+
+    Exits with the command's exit code (128 + N if signal N ended it), like a shell; 126/127 if it
+    cannot be started. The ledger row is always closed, and a problem pricing it is a warning.
+    """
     if not command:
         raise UserInputError("no command to measure: use 'greendiff measure [OPTIONS] -- COMMAND [ARGS...]'")
-    if shutil.which(command[0]) is None:
-        raise UserInputError(f"command not found: {command[0]!r} (not executable or not on PATH)")
-    if sample_interval_s <= 0:
+    if not math.isfinite(sample_interval_s) or sample_interval_s <= 0:
         raise UserInputError(f"--sample-interval must be positive seconds, got {sample_interval_s}")
-    settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
-    tracker = settings.tracker(name or command[0], "measure", shlex.join(command), sample_interval_s=sample_interval_s)
-    tracker.start()
-    proc = subprocess.Popen(command)
-    stopped_by: list[int] = []
-
-    def forward(signum, _frame):  # pass SIGTERM/SIGHUP on, then let the child's exit end the run
-        stopped_by.append(signum)
-        proc.send_signal(signum)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        with tracker.window("command"):
-            while True:
-                try:
-                    exit_code = proc.wait(timeout=sample_interval_s)
-                    break
-                except subprocess.TimeoutExpired:
-                    tracker.sample(force=True)
-                except KeyboardInterrupt:  # Ctrl-C reached the child too; wait for it, kill it on a second one
-                    if signal.SIGINT in stopped_by:
-                        proc.kill()
-                    stopped_by.append(signal.SIGINT)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    status = "interrupted" if stopped_by else ("completed" if exit_code == 0 else "failed")
-    summary = tracker.stop(status, exit_code)
-    console = Console(stderr=True)
-    if as_json:
-        typer.echo(json.dumps(summary, indent=2))
-    else:
-        render_summary(summary, console)
-    raise typer.Exit(exit_code if exit_code >= 0 else 128 - exit_code)
+        check_command(command)  # before anything is recorded: a command that cannot start opens no row
+    except CommandError as exc:
+        _fail(exc)
+    settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
+    tracker = settings.tracker(name or os.path.basename(command[0]) or command[0], "measure", shlex.join(command), sample_interval_s=sample_interval_s)
+    tracker.start()
+    try:
+        result = run_command(command, lambda: tracker.sample(force=True), sample_interval_s)
+    except CommandError as exc:  # exec itself failed (e.g. an unknown binary format): close the row as failed
+        _close(tracker, "failed", exc.exit_code)
+        _fail(exc)
+    except BaseException:
+        _close(tracker, "failed", None)
+        raise
+    summary = _close(tracker, result.status, result.exit_code)
+    if summary is not None:
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2))
+        else:
+            render_summary(summary, Console(stderr=True))
+    raise typer.Exit(result.exit_code)
+
+
+def _close(tracker, status: str, exit_code: int | None) -> dict | None:
+    """Stop the tracker (closing the ledger row); a failure to summarise is a warning, never the exit code."""
+    try:
+        return tracker.stop(status, exit_code)
+    except Exception as exc:
+        typer.echo(f"greendiff: warning: could not summarise ledger run {tracker.run_id} ({exc}); "
+                   "'greendiff runs show' prices it from its samples", err=True)
+        return None
+
+
+def _fail(exc: CommandError) -> NoReturn:
+    typer.echo(f"greendiff: error: {exc}", err=True)
+    raise typer.Exit(exc.exit_code)

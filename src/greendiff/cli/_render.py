@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+
+def plain(value: object) -> Text:
+    """Text shown as is: no Rich markup (a run named ``[red]x`` or ``[/]``), control characters escaped
+    (a name from another tool must not move the cursor or recolour the terminal)."""
+    text = str(value)
+    return Text("".join(c if c.isprintable() else repr(c)[1:-1] for c in text))
 
 
 def fmt_energy(kwh: float) -> str:
+    if not math.isfinite(kwh):
+        return "n/a"
     if kwh >= 1:
         return f"{kwh:.3f} kWh"
     if kwh >= 1e-3:
@@ -15,6 +27,8 @@ def fmt_energy(kwh: float) -> str:
 
 
 def fmt_mass(kg: float) -> str:
+    if not math.isfinite(kg):
+        return "n/a"
     for unit, scale in (("kg", 1.0), ("g", 1e-3), ("mg", 1e-6)):
         if kg >= scale:
             return f"{kg / scale:.3g} {unit}"
@@ -23,11 +37,11 @@ def fmt_mass(kg: float) -> str:
 
 def render_summary(summary: dict, console: Console) -> None:
     """Devices, phases, totals with bands, and every assumption."""
-    table = Table(title=f"run {summary['run_id']} · {summary['name']} · {summary['status']}", title_justify="left")
+    table = Table(title=plain(f"run {summary['run_id']} · {summary['name']} · {summary['status']}"), title_justify="left")
     for col in ("device", "name", "method", "energy", "±", "CO2e"):
         table.add_column(col, justify="right" if col in ("energy", "±", "CO2e") else "left", overflow="fold")
     for d in summary["devices"]:
-        table.add_row(d["key"], d["name"], d["method"], fmt_energy(d["energy_kwh"]),
+        table.add_row(plain(d["key"]), plain(d["name"]), plain(d["method"]), fmt_energy(d["energy_kwh"]),
                       f"{d['uncertainty_frac']:.0%}", fmt_mass(d["emissions_g"] / 1e3))
     table.add_row("total", "", "", fmt_energy(summary["energy_kwh"]), "", fmt_mass(summary["emissions_kg"]), style="bold")
     console.print(table)
@@ -36,7 +50,7 @@ def render_summary(summary: dict, console: Console) -> None:
         for col in ("phase", "windows", "time", "energy", "CO2e"):
             phases.add_column(col, justify="left" if col == "phase" else "right")
         for p in summary["phases"]:
-            phases.add_row(p["name"], str(p["count"]), f"{p['duration_s']:.2f} s", fmt_energy(p["energy_j"] / 3.6e6),
+            phases.add_row(plain(p["name"]), str(p["count"]), f"{p['duration_s']:.2f} s", fmt_energy(p["energy_j"] / 3.6e6),
                            fmt_mass(p["emissions_g"] / 1e3))
         console.print(phases)
     intensity, pue = summary["intensity"], summary["pue"]
@@ -48,12 +62,12 @@ def render_summary(summary: dict, console: Console) -> None:
         f"{summary['duration_s']:.1f} s wall · {summary['cpu_time_s']:.1f} CPU-s",
         highlight=False,
     )
-    console.print(f"intensity: {intensity['mean_g_per_kwh']:.0f} gCO2e/kWh, {intensity['source']} ({intensity['kind']})",
-                  highlight=False, markup=False)
-    console.print(f"PUE: {pue['value']:g}, {pue['source']}", highlight=False, markup=False)
+    console.print(plain(f"intensity: {intensity['mean_g_per_kwh']:.0f} gCO2e/kWh, {intensity['source']} ({intensity['kind']})"),
+                  highlight=False)
+    console.print(plain(f"PUE: {pue['value']:g}, {pue['source']}"), highlight=False)
     for note in [*summary["notes"], *intensity["notes"]]:
-        style = "bold yellow" if note.startswith("LOCATION UNKNOWN") else "dim"
-        console.print(f"· {note}", style=style, highlight=False, markup=False)
+        loud = note.startswith("LOCATION UNKNOWN") or note == intensity.get("fallback")
+        console.print(plain(f"· {note}"), style="bold yellow" if loud else "dim", highlight=False)
     if summary.get("carbon_aware"):
         render_carbon_aware(summary["carbon_aware"], console)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -12,10 +13,13 @@ from rich.console import Console
 from rich.table import Table
 
 from greendiff.cli._options import LedgerPath, check_output
-from greendiff.cli._render import fmt_energy, fmt_mass, render_summary
+from greendiff.cli._render import fmt_energy, fmt_mass, plain, render_summary
 from greendiff.errors import UserInputError
+from greendiff.files import atomic_write_text
 from greendiff.ledger import Ledger, codecarbon_csv, flat_csv, json_summary, model_card_yaml
 from greendiff.tracking import run_summary
+
+logger = logging.getLogger(__name__)
 
 runs_app = typer.Typer(help="List, show and export tracked runs.", no_args_is_help=True)
 
@@ -30,20 +34,30 @@ def list_runs(
     if limit <= 0:
         raise UserInputError(f"--limit must be a positive number of runs, got {limit}")
     db = Ledger(ledger)
-    rows = [(r, run_summary(db, r)) for r in db.list_runs(limit)]
+    rows = [(r, _listed_summary(db, r)) for r in db.list_runs(limit)]
     if as_json:
         typer.echo(json.dumps([{**{k: v for k, v in dataclasses.asdict(r).items() if k != "summary"},
-                                "energy_kwh": s["energy_kwh"], "emissions_kg": s["emissions_kg"]} for r, s in rows],
-                              indent=2))
+                                "energy_kwh": s["energy_kwh"] if s else None,
+                                "emissions_kg": s["emissions_kg"] if s else None} for r, s in rows], indent=2))
         return
-    table = Table(title=f"ledger {db.path}", title_justify="left")
+    table = Table(title=plain(f"ledger {db.path}"), title_justify="left")
     for col in ("id", "name", "kind", "status", "started (UTC)", "duration", "energy", "CO2e", "methods"):
         table.add_column(col, justify="right" if col in ("id", "duration", "energy", "CO2e") else "left")
     for r, s in rows:
-        table.add_row(str(r.id), r.name, r.kind, r.status, (s["started"] or "")[:19].replace("T", " "),
-                      f"{s['duration_s']:.1f} s", fmt_energy(s["energy_kwh"]), fmt_mass(s["emissions_kg"]),
-                      ", ".join(s["methods"]))
+        figures = ([(s["started"] or "")[:19].replace("T", " "), f"{s['duration_s']:.1f} s", fmt_energy(s["energy_kwh"]),
+                    fmt_mass(s["emissions_kg"]), ", ".join(s["methods"])] if s else ["", "", "?", "?", ""])
+        table.add_row(str(r.id), plain(r.name), plain(r.kind), plain(r.status), *map(plain, figures))
     Console().print(table)
+
+
+def _listed_summary(db: Ledger, record) -> dict | None:
+    """A run's summary for the list; a run that cannot be summarised at all is listed without figures,
+    with a warning (a ledger always lists)."""
+    try:
+        return run_summary(db, record)
+    except Exception as exc:  # noqa: BLE001 - one run's failure must not hide the others
+        logger.warning("ledger run %s (%s): cannot be summarised (%s); listed without figures", record.id, record.name, exc)
+        return None
 
 
 @runs_app.command("show")
@@ -91,8 +105,11 @@ def export_run(
         typer.echo(text, nl=False)
         return
     try:
-        with output.open("a" if append else "w") as f:
-            f.write(text)
+        if append:  # a CodeCarbon file grows by rows, as CodeCarbon's own writer does
+            with output.open("a") as f:
+                f.write(text)
+        else:
+            atomic_write_text(output, text)
     except OSError as exc:
         raise UserInputError(f"cannot write {output}: {exc.strerror}") from None
     typer.echo(f"wrote {output}", err=True)

@@ -8,23 +8,31 @@ database is always readable and holds every committed sample. A run whose proces
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import socket
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
 import psutil
 
 from greendiff.errors import UserInputError
+from greendiff.ledger._records import (
+    BadRecordError, RecordShapeError, RunRecord, Sample, WindowTotal, parse_run, parse_sample, parse_window,
+)
+
+logger = logging.getLogger(__name__)
 
 ENV_LEDGER = "GREENDIFF_LEDGER"
 SCHEMA_VERSION = 1
+#: The largest id SQLite's INTEGER holds.
+MAX_RUN_ID = 2**63 - 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,43 +73,6 @@ CREATE INDEX IF NOT EXISTS samples_by_run ON samples (run_id, unix_s);
 def default_ledger_path(env: Mapping[str, str] = os.environ) -> Path:
     """``$GREENDIFF_LEDGER`` or ``<user data dir>/greendiff/ledger.sqlite``."""
     return Path(env.get(ENV_LEDGER) or Path(platformdirs.user_data_dir("greendiff")) / "ledger.sqlite")
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One row of ``runs``, decoded. ``status`` is the effective status (a dead writer is interrupted)."""
-
-    id: int
-    name: str
-    kind: str
-    status: str
-    started_unix_s: float
-    ended_unix_s: float | None
-    heartbeat_unix_s: float
-    host: str
-    pid: int
-    command: str
-    exit_code: int | None
-    assumptions: dict
-    devices: list[dict]
-    summary: dict | None
-
-
-@dataclass(frozen=True)
-class Sample:
-    unix_s: float
-    cpu_time_s: float
-    energy_j: dict[str, float]
-
-
-@dataclass(frozen=True)
-class WindowTotal:
-    """All windows of one name (a phase): how many, how long, how many joules per device."""
-
-    name: str
-    count: int
-    duration_s: float
-    energy_j: dict[str, float]
 
 
 def process_alive(host: str, pid: int, started_unix_s: float) -> bool:
@@ -165,6 +136,8 @@ class Ledger:
             row = cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 cur.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif not str(row[0]).isdecimal():
+                raise sqlite3.DatabaseError(f"schema version {row[0]!r} is not a number; not a greendiff ledger?")
             elif int(row[0]) > SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(f"schema version {row[0]} is newer than this greendiff ({SCHEMA_VERSION}); upgrade greendiff")
 
@@ -204,38 +177,74 @@ class Ledger:
                         (status, time.time(), json.dumps(summary), exit_code, run_id))
 
     # -- reads ----------------------------------------------------------------------------------
+    # Every row goes through the parsers of ``_records``: a row another tool or an older version wrote
+    # badly is named (its run id) and skipped or worked around, never a traceback for the whole ledger.
+
+    def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
+        try:
+            return self._conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise UserInputError(f"cannot read the ledger at {self.path}: {exc}") from None
 
     def _record(self, row: tuple) -> RunRecord:
-        (id_, name, kind, status, started, ended, heartbeat, host, pid, command, exit_code,
-         assumptions, devices, summary) = row
-        if status == "running" and not process_alive(host, pid, started):
-            status = "interrupted"
-        return RunRecord(id_, name, kind, status, started, ended, heartbeat, host, pid, command, exit_code,
-                         json.loads(assumptions), json.loads(devices), json.loads(summary) if summary else None)
+        record = parse_run(row)
+        if record.status == "running" and not process_alive(record.host, record.pid, record.started_unix_s):
+            record = dataclasses.replace(record, status="interrupted")
+        return record
 
     _COLUMNS = ("id, name, kind, status, started_unix_s, ended_unix_s, heartbeat_unix_s, host, pid, command, "
                 "exit_code, assumptions_json, devices_json, summary_json")
 
     def get_run(self, run_id: int) -> RunRecord:
-        row = self._conn.execute(f"SELECT {self._COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
-        if row is None:
+        """One run; a one-line error for an id that is out of range, absent or names an unreadable row."""
+        if isinstance(run_id, bool) or not isinstance(run_id, int) or not 1 <= run_id <= MAX_RUN_ID:
+            raise UserInputError(f"run id must be a whole number from 1 to {MAX_RUN_ID}, got {run_id!r}; "
+                                 "see 'greendiff runs list'")
+        rows = self._rows(f"SELECT {self._COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        if not rows:
             raise UserInputError(f"no run with id {run_id} in the ledger at {self.path}; see 'greendiff runs list'")
-        return self._record(row)
+        return self._record(rows[0])
 
     def list_runs(self, limit: int | None = None) -> list[RunRecord]:
-        rows = self._conn.execute(f"SELECT {self._COLUMNS} FROM runs ORDER BY id DESC LIMIT ?",
-                                  (limit if limit is not None else -1,)).fetchall()
-        return [self._record(r) for r in rows]
+        """The newest ``limit`` runs (all when ``None``), newest first. A row that cannot be read is
+        skipped with one warning naming it."""
+        limit = -1 if limit is None or limit > MAX_RUN_ID else limit
+        records = []
+        for row in self._rows(f"SELECT {self._COLUMNS} FROM runs ORDER BY id DESC LIMIT ?", (limit,)):
+            try:
+                records.append(self._record(row))
+            except BadRecordError as exc:
+                logger.warning("%s; skipped", exc)
+        return records
 
-    def samples(self, run_id: int) -> list[Sample]:
-        rows = self._conn.execute("SELECT unix_s, cpu_time_s, energy_json FROM samples WHERE run_id = ? ORDER BY unix_s",
-                                  (run_id,)).fetchall()
-        return [Sample(t, c, json.loads(e)) for t, c, e in rows]
+    def samples(self, run_id: int, problems: list[str] | None = None) -> list[Sample]:
+        """The run's samples in time order. Unreadable ones are skipped and counted: into ``problems``
+        when given, else as one warning."""
+        rows = self._rows("SELECT unix_s, cpu_time_s, energy_json FROM samples WHERE run_id = ? ORDER BY unix_s",
+                          (run_id,))
+        return self._parsed(rows, parse_sample, run_id, "sample", problems)
 
-    def windows(self, run_id: int) -> list[WindowTotal]:
-        rows = self._conn.execute("SELECT name, count, duration_s, energy_json FROM windows WHERE run_id = ? ORDER BY name",
-                                  (run_id,)).fetchall()
-        return [WindowTotal(n, c, d, json.loads(e)) for n, c, d, e in rows]
+    def windows(self, run_id: int, problems: list[str] | None = None) -> list[WindowTotal]:
+        """The run's phase totals by name (unreadable ones skipped and counted, as :meth:`samples`)."""
+        rows = self._rows("SELECT name, count, duration_s, energy_json FROM windows WHERE run_id = ? ORDER BY name",
+                          (run_id,))
+        return self._parsed(rows, parse_window, run_id, "phase total", problems)
+
+    @staticmethod
+    def _parsed(rows: list[tuple], parse, run_id: int, what: str, problems: list[str] | None) -> list:
+        out, bad = [], []
+        for row in rows:
+            try:
+                out.append(parse(row))
+            except RecordShapeError as exc:
+                bad.append(str(exc))
+        if bad:
+            message = f"{len(bad)} of {len(rows)} {what}s unreadable and skipped (first: {bad[0]})"
+            if problems is None:
+                logger.warning("ledger run %s: %s", run_id, message)
+            else:
+                problems.append(message)
+        return out
 
     def count_samples(self, run_id: int) -> int:
-        return self._conn.execute("SELECT COUNT(*) FROM samples WHERE run_id = ?", (run_id,)).fetchone()[0]
+        return self._rows("SELECT COUNT(*) FROM samples WHERE run_id = ?", (run_id,))[0][0]

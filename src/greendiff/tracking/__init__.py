@@ -15,7 +15,13 @@ Example:
 from __future__ import annotations
 
 from greendiff.tracking._job import JobTracker, breakdown
-from greendiff.tracking._summary import summarize
-from greendiff.tracking._tracker import Tracker, assumptions_for, provider_from_assumptions, run_summary
+from greendiff.tracking._command import CommandError, CommandResult, check_command, run_command
+from greendiff.tracking._pricing import (
+    FallbackProvider, RunPricing, provider_from_assumptions, run_pricing, run_summary, static_provider,
+)
+from greendiff.tracking._summary import FallbackIntensity, summarize
+from greendiff.tracking._tracker import Tracker, assumptions_for
 
-__all__ = ["JobTracker", "Tracker", "assumptions_for", "breakdown", "provider_from_assumptions", "run_summary", "summarize"]
+__all__ = ["CommandError", "CommandResult", "FallbackIntensity", "FallbackProvider", "JobTracker", "RunPricing",
+           "Tracker", "assumptions_for", "breakdown", "check_command", "provider_from_assumptions", "run_command",
+           "run_pricing", "run_summary", "static_provider", "summarize"]

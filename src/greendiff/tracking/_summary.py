@@ -6,12 +6,21 @@ The same function serves a run that just finished and one that crashed (from its
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import datetime, timezone
 
-from greendiff.carbon import IntensityProvider, Pue, account
+from greendiff.carbon import Intensity, IntensityProvider, Pue, account
 from greendiff.ledger import RunRecord, Sample, WindowTotal
 from greendiff.units import G_PER_KG, J_PER_KWH
+
+
+@dataclasses.dataclass(frozen=True)
+class FallbackIntensity(Intensity):
+    """An :class:`Intensity` that is (partly) a fallback; ``fallback`` says which part and why (the
+    summary records it as ``intensity.fallback``)."""
+
+    fallback: str = ""
 
 
 def _iso(unix_s: float | None) -> str | None:
@@ -78,6 +87,7 @@ def summarize(record: RunRecord, samples: list[Sample], windows: list[WindowTota
             "source": intensity.source, "kind": intensity.kind, "year": intensity.year,
             "mean_g_per_kwh": (emissions_g / (energy_j / J_PER_KWH) / pue.value) if energy_j > 0 else intensity.mean_g_per_kwh(),
             "notes": list(intensity.notes),
+            "fallback": intensity.fallback if isinstance(intensity, FallbackIntensity) else None,
         },
         "pue": {"value": pue.value, "source": pue.source},
         "methods": sorted({d["method"] for d in per_device}),

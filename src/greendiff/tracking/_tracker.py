@@ -30,6 +30,7 @@ from greendiff import __version__
 from greendiff.carbon import IntensityProvider, Location, Pue, resolve_provider, resolve_pue
 from greendiff.energy import EnergyMonitor, Measurement, MonitorOptions
 from greendiff.ledger import Ledger, WindowTotal
+from greendiff.tracking._pricing import FallbackProvider, static_provider
 from greendiff.tracking._summary import summarize
 from greendiff.units import BYTES_PER_GB
 
@@ -52,22 +53,6 @@ def assumptions_for(location: Location, pue: Pue, live: str, zone: str | None, p
                  "ram_total_gb": round(psutil.virtual_memory().total / BYTES_PER_GB, 1)},
         "config": config or {},
     }
-
-
-def provider_from_assumptions(assumptions: dict) -> tuple[IntensityProvider, Pue]:
-    """Rebuild the run's intensity provider and PUE (to summarise a run that died)."""
-    location = Location(**assumptions.get("location", {}))
-    provider = resolve_provider(location, assumptions.get("live", "none"), assumptions.get("zone"))
-    pue = Pue(**assumptions["pue"]) if "pue" in assumptions else resolve_pue(None, location)
-    return provider, pue
-
-
-def run_summary(ledger: Ledger, record) -> dict:
-    """The stored summary of a finished run, or one computed from the samples of a running/dead one."""
-    if record.summary is not None and record.status != "interrupted":
-        return record.summary
-    provider, pue = provider_from_assumptions(record.assumptions)
-    return summarize(record, ledger.samples(record.id), ledger.windows(record.id), provider, pue)
 
 
 class Tracker:
@@ -102,6 +87,9 @@ class Tracker:
         self.pue = resolve_pue(pue, self.location)
         self.live, self.zone = live, zone
         self.provider = provider if provider is not None else resolve_provider(self.location, live, zone)
+        # what prices the run: the provider, with a labelled fallback where it cannot answer (a trace
+        # that ends mid-run); start() checks the provider itself, so a trace that misses the start is an error
+        self.pricing = FallbackProvider(self.provider, static_provider(dataclasses.replace(self.location, grid=None)))
         self.monitor_options = monitor_options
         self._ledger_arg = ledger
         self.sample_interval_s = sample_interval_s
@@ -200,7 +188,7 @@ class Tracker:
 
     def intensity_now_g_per_kwh(self) -> float:
         """Grid intensity of the current hour at the run's location (for live progress figures)."""
-        return self.provider.intensity(*_now_window()).mean_g_per_kwh()
+        return self.pricing.intensity(*_now_window()).mean_g_per_kwh()
 
     # -- end ------------------------------------------------------------------------------------
 
@@ -209,16 +197,31 @@ class Tracker:
 
         ``extra``: results of the caller stored with the summary (a stop reason, carbon-aware books)."""
         assert self.ledger is not None and self.run_id is not None, "start() first"
-        self.sample(force=True)
-        self.monitor.close()
-        self.summary = {**self._summarize(status), **(extra or {})}
+        try:
+            self.sample(force=True)
+            self.summary = {**self._summarize(status), **(extra or {})}
+        except BaseException:
+            self._close_without_summary(status, exit_code)
+            raise
+        finally:
+            self.monitor.close()
         self.ledger.finish_run(self.run_id, status, self.summary, exit_code)
+        if self.summary["intensity"].get("fallback"):
+            logger.warning("ledger run %s (%s): CO2e priced with a fallback: %s", self.run_id, self.name,
+                           self.summary["intensity"]["fallback"])
         return self.summary
+
+    def _close_without_summary(self, status: str, exit_code: int | None) -> None:
+        """Close the ledger row when the summary could not be made (readers price it from its samples)."""
+        try:
+            self.ledger.finish_run(self.run_id, status, None, exit_code)
+        except Exception as exc:  # the ledger itself failing: the caller's error is the one to report
+            logger.warning("could not close ledger run %s: %s", self.run_id, exc)
 
     def _summarize(self, status: str) -> dict:
         """The run's summary from what the ledger holds, with ``status``."""
         record = dataclasses.replace(self.ledger.get_run(self.run_id), status=status)
-        return summarize(record, self.ledger.samples(self.run_id), self.ledger.windows(self.run_id), self.provider, self.pue)
+        return summarize(record, self.ledger.samples(self.run_id), self.ledger.windows(self.run_id), self.pricing, self.pue)
 
     def __enter__(self) -> Tracker:
         return self.start()
