@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -10,25 +11,42 @@ import pytest
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+@dataclass
+class Route:
+    status: int
+    body: bytes
+    delay_s: float = 0.0
+    headers: dict[str, str | None] = field(default_factory=dict)
+    drip_s: float = 0.0
+
+
 class FakeApi:
-    """A real HTTP server on 127.0.0.1; ``routes[prefix] = (status, body_bytes, delay_s)``."""
+    """A real HTTP server on 127.0.0.1; ``routes[prefix] = Route(status, body, delay_s, headers, drip_s)``."""
 
     def __init__(self) -> None:
-        self.routes: dict[str, tuple[int, bytes, float]] = {}
+        self.routes: dict[str, Route] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
         api = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802
                 api.requests.append((self.path, dict(self.headers)))
-                for prefix, (status, body, delay_s) in api.routes.items():
+                for prefix, route in api.routes.items():
                     if self.path.startswith(prefix):
-                        time.sleep(delay_s)
+                        time.sleep(route.delay_s)
                         try:
-                            self.send_response(status)
-                            self.send_header("Content-Type", "application/json")
+                            self.send_response(route.status)
+                            for key, value in {"Content-Type": "application/json", **route.headers}.items():
+                                if value is not None:
+                                    self.send_header(key, value)
                             self.end_headers()
-                            self.wfile.write(body)
+                            if route.drip_s:  # a byte at a time: each read is prompt, the whole answer is not
+                                for i in range(len(route.body)):
+                                    self.wfile.write(route.body[i:i + 1])
+                                    self.wfile.flush()
+                                    time.sleep(route.drip_s)
+                            else:
+                                self.wfile.write(route.body)
                         except (BrokenPipeError, ConnectionResetError):
                             pass
                         return
@@ -45,9 +63,10 @@ class FakeApi:
         self.thread.start()
 
     def serve(self, prefix: str, fixture: str | None = None, status: int = 200, body: bytes | None = None,
-              delay_s: float = 0.0) -> None:
+              delay_s: float = 0.0, headers: dict[str, str | None] | None = None, drip_s: float = 0.0) -> None:
+        """Answer GETs under ``prefix``; ``headers`` adds or (with ``None``) drops response headers."""
         payload = body if body is not None else (FIXTURES / fixture).read_bytes() if fixture else b""
-        self.routes[prefix] = (status, payload, delay_s)
+        self.routes[prefix] = Route(status, payload, delay_s, headers or {}, drip_s)
 
     def close(self) -> None:
         self.server.shutdown()

@@ -86,3 +86,102 @@ def test_electricitymaps_range_over_ten_days_falls_back(fake_api, tmp_path):
                                        cache=JsonCache(tmp_path / "cache"))
     result = provider.intensity(START, START + timedelta(days=11))
     assert "at most 10 days" in result.notes[-1] and fake_api.requests == []
+
+
+def emaps(api, tmp_path, token="s3cret", timeout_s=2.0):
+    return ElectricityMapsProvider("FR", country_provider("FRA"), api.url, token=token, timeout_s=timeout_s,
+                                   cache=JsonCache(tmp_path / "cache"))
+
+
+def test_a_redirect_is_not_followed_and_the_token_stays_home(fake_api, tmp_path):
+    # issue 18: urllib resent every header, auth-token too, to whatever host a 302 named
+    from tests.carbon.conftest import FakeApi
+
+    elsewhere = FakeApi()
+    try:
+        elsewhere.serve("/", "electricitymaps_past_range.json")
+        fake_api.serve("/v3/", status=302, headers={"Location": elsewhere.url + "/v3/carbon-intensity/past-range?zone=FR"})
+        result = emaps(fake_api, tmp_path).intensity(START, END)
+        assert elsewhere.requests == []  # the other host heard nothing, so not the token either
+    finally:
+        elsewhere.close()
+    assert len(fake_api.requests) == 1
+    assert result.kind == "static" and result.source.startswith("Our World in Data / Ember country table: FRA")
+    assert "HTTP 302 from 127.0.0.1" in result.notes[-1] and "redirect, not followed" in result.notes[-1]
+
+
+def test_a_same_host_redirect_is_not_followed_either(fake_api, tmp_path):
+    fake_api.serve("/intensity/", status=301, headers={"Location": fake_api.url + "/moved/"})
+    fake_api.serve("/moved/", "uk_intensity.json")
+    result = uk(fake_api, tmp_path).intensity(START, END)
+    assert "HTTP 301" in result.notes[-1] and [path for path, _ in fake_api.requests] == [fake_api.requests[0][0]]
+
+
+def test_a_header_value_never_reaches_an_error_message():
+    # http.client puts a bad header value into its ValueError; the request wrapper keeps only safe parts
+    from greendiff.carbon._live import LiveDataError, http_get_json
+
+    with pytest.raises(LiveDataError) as err:
+        http_get_json("http://127.0.0.1:9/v3/x?zone=FR", {"auth-token": "tok-LEAK\r\nX-Injected: 1"}, 1.0)
+    assert "LEAK" not in str(err.value) and "Injected" not in str(err.value) and err.value.__cause__ is None
+    assert "127.0.0.1:9/v3/x" in str(err.value) and "zone" not in str(err.value)
+
+
+DEEP = b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+@pytest.mark.parametrize(("body", "headers", "reason"), [
+    # the wrong shape, deeper down: a table, a list, a boolean or a string where a number belongs
+    (b'{"data": [{"from": "2022-06-01T10:00Z", "intensity": {"actual": {"g": 176}}}]}', {}, "unexpected response shape"),
+    (b'{"data": [{"from": "2022-06-01T10:00Z", "intensity": {"actual": [176]}}]}', {}, "unexpected response shape"),
+    (b'{"data": [{"from": "2022-06-01T10:00Z", "intensity": {"actual": true}}]}', {}, "unexpected response shape"),
+    (b'{"data": [{"from": "2022-06-01T10:00Z", "intensity": {"actual": "176"}}]}', {}, "unexpected response shape"),
+    (b'{"data": [{"from": ["2022"], "intensity": {"actual": 176}}]}', {}, "unexpected response shape"),
+    (b'{"data": [{"from": "2022-06-01T10:00Z", "intensity": {"actual": 1' + b"0" * 400 + b'}}]}', {},
+     "unexpected response shape"),
+    # not JSON, whatever Python's json module accepts
+    (b'{"data": [{"from": "2022-06-01T10:00Z", "intensity": {"actual": 176, "index": NaN}}]}', {}, "NaN"),
+    (b'{"data": [{"from": "2022-06-01T10:00Z", "intensity": {"actual": Infinity}}]}', {}, "Infinity"),
+    (b'{"data": [{"from": "2022-06-01T10:00Z", "intensity": {"actual": 1e400}}]}', {}, "out of range"),
+    (DEEP, {}, "nested too deeply"),
+    (b'{"data": [], "pad": "' + b"x" * 1_100_000 + b'"}', {}, "over 1 MB"),
+    (b'{"data": [{"from": "2022-06-01T10:00Z", "intensity": {"actual": 176}}]}', {"Content-Type": "text/html"},
+     "not JSON (content type text/html)"),
+    # times: at the end of the calendar, and far from the period asked for
+    (b'{"data": [{"from": "9999-12-31T23:45Z", "intensity": {"actual": 176}}]}', {}, "outside the years"),
+    (b'{"data": [{"from": "0001-01-01T00:00+05:00", "intensity": {"actual": 176}}]}', {}, "outside the years"),
+    (b'{"data": [{"from": "2019-06-01T10:00Z", "intensity": {"actual": 176}}]}', {}, "does not cover"),
+], ids=["table-for-number", "list-for-number", "bool-for-number", "string-for-number", "list-for-time", "huge-integer",
+        "NaN", "Infinity", "1e400", "deep-nesting", "2-MB", "text/html", "year-9999", "year-1-offset", "another-year"])
+def test_strange_answers_fall_back_with_the_reason(fake_api, tmp_path, body, headers, reason):
+    fake_api.serve("/intensity/", body=body, headers=headers)
+    result = uk(fake_api, tmp_path).intensity(START, END)
+    assert result.kind == "static" and "uk-carbon-intensity unavailable" in result.notes[-1]
+    assert reason in result.notes[-1], result.notes[-1]
+    assert len(result.notes[-1]) < 300 and "\n" not in result.notes[-1]
+
+
+@pytest.mark.parametrize("body", [
+    b'{"data": [{"datetime": 12, "carbonIntensity": 52}]}',
+    b'{"data": [{"datetime": "2022-06-01T10:00Z", "carbonIntensity": null}]}',
+    b'{"data": [{"datetime": "2022-06-01T10:00Z", "carbonIntensity": {"v": 52}}]}',
+    b'{"data": {"datetime": "2022-06-01T10:00Z", "carbonIntensity": 52}}',
+], ids=["number-for-time", "null-intensity", "table-for-number", "table-for-list"])
+def test_electricitymaps_wrong_shapes_fall_back(fake_api, tmp_path, body):
+    fake_api.serve("/v3/", body=body)
+    result = emaps(fake_api, tmp_path).intensity(START, END)
+    assert result.kind == "static" and "unexpected response shape from Electricity Maps" in result.notes[-1]
+
+
+def test_a_trickling_answer_is_cut_off_at_the_timeout(fake_api, tmp_path):
+    # every byte arrives within the socket timeout, the whole answer would take 10 s
+    fake_api.serve("/intensity/", body=b" " * 100 + b'{"data": []}', drip_s=0.1)
+    t0 = time.monotonic()
+    result = uk(fake_api, tmp_path, timeout_s=1.0).intensity(START, END)
+    assert time.monotonic() - t0 < 3.0
+    assert "within 1 s" in result.notes[-1]
+
+
+def test_a_missing_content_type_is_read_as_json(fake_api, tmp_path):
+    fake_api.serve("/intensity/", "uk_intensity.json", headers={"Content-Type": None})
+    assert uk(fake_api, tmp_path).intensity(START, END).kind == "live"
