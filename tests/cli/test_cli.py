@@ -127,10 +127,14 @@ BAD_INPUTS = [
     (["measure", "--cpu-watts", "-20", "--", PY, "-c", "pass"], "--cpu-watts must be a positive number"),
     (["measure", "--ledger", "{tmp}/file/ledger.sqlite", "--", PY, "-c", "pass"], "cannot open the ledger"),
     (["measure"], "no command to measure"),
-    (["measure", "--", "definitely-not-a-command-xyz"], "command not found"),
     (["measure", "--live", "uk", "--country", "FRA", "--", PY, "-c", "pass"], "Great Britain only"),
     (["runs", "show", "42"], "no run with id 42"),
-    (["runs", "show", "abc"], "Invalid value"),
+    (["runs", "show", "abc"], "Invalid value|must be an integer"),
+    (["runs", "show", "99999999999999999999"], "run id must be (a whole number from 1 to|a positive integer up to)"),
+    (["runs", "show", "--", "-3"], "run id must be (a whole number from 1 to|a positive integer up to)"),
+    (["runs", "show", "0"], "run id must be (a whole number from 1 to|a positive integer up to)"),
+    (["runs", "export", "1e5"], "Invalid value|must be an integer|whole number"),
+    (["runs", "export", "99999999999999999999", "-f", "csv"], "run id must be"),
     (["runs", "list", "--limit", "0"], "--limit must be a positive"),
     (["demo", "--seconds", "-1"], "--seconds must be in"),
     (["nonsense"], "No such command"),
@@ -211,3 +215,200 @@ def test_python_dash_m_greendiff_passes_the_exit_code_on():
 
     proc = subprocess.run([sys.executable, "-m", "greendiff", "train", "--max-steps", "-3"], capture_output=True, text=True)
     assert proc.returncode == 2 and "run.max_steps must be a positive integer" in proc.stderr
+
+
+# -- measure: the exit code, the ledger row, and the intensity fallback (issue 18) ---------------------
+
+def _short_trace(path, before_s: int, after_s: int, inside_g: float = 100.0, early_g: float = 400.0):
+    """A 1-second trace from ``before_s`` before now to ``after_s`` after: ``early_g`` for its first 10
+    seconds, ``inside_g`` after that. Returns the trace's time-weighted mean."""
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    values = [early_g if i < 10 else inside_g for i in range(before_s + after_s)]
+    rows = [f"{(now + timedelta(seconds=i - before_s)).isoformat()},{v:g}" for i, v in enumerate(values)]
+    path.write_text("timestamp,intensity\n" + "\n".join(rows) + "\n")
+    return sum(values) / len(values)
+
+
+def test_a_trace_that_ends_mid_run_prices_with_a_labelled_fallback_and_passes_the_exit_code_on(capsys, caplog, tmp_path):
+    trace = tmp_path / "short.csv"
+    mean = _short_trace(trace, before_s=20, after_s=2)
+    code, out, err = run_cli(capsys, "measure", "--grid", str(trace), "--sample-interval", "0.2", "--json", "--",
+                             "sh", "-c", "sleep 3; exit 3")
+    assert code == 3, err  # the command's exit code, not 2
+    summary = json.loads(out)
+    (run,) = Ledger(default_ledger_path()).list_runs()
+    assert run.status == "failed" and run.exit_code == 3 and run.summary == summary  # closed, not 'running'
+    fallback = summary["intensity"]["fallback"]
+    assert f"priced at the trace's mean, {mean:.0f} gCO2e/kWh (fallback)" in fallback and str(trace) in fallback
+    assert fallback in summary["intensity"]["notes"]
+    # energy inside the trace met 100 g, energy after its end the trace's mean (> 100 g): the run's mean lies between
+    assert summary["energy_j"] > 0 and 100.0 < summary["intensity"]["mean_g_per_kwh"] < mean
+    assert summary["emissions_kg"] == pytest.approx(summary["energy_kwh"] * summary["intensity"]["mean_g_per_kwh"] / 1e3)
+    assert any("priced with a fallback" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
+def _dead_run(ledger: Ledger, name: str, location: dict, kwh: float = 1.0) -> int:
+    """An interrupted run as a killed writer leaves it: samples and no summary."""
+    devices = [{"key": "cpu:package-0", "kind": "cpu", "name": "X", "method": "rapl", "scope": "package", "uncertainty_frac": 0.1}]
+    run_id = ledger.start_run(name, "measure", "x", {"location": location, "pue": {"value": 1.0, "source": "t"}}, devices)
+    t0 = time.time() - 600
+    for i in range(3):
+        ledger.add_sample(run_id, t0 + 60 * i, float(i), {"cpu:package-0": kwh * 3.6e6 * i / 2})
+    with ledger._transaction() as cur:  # the writer "died": a pid that does not exist
+        cur.execute("UPDATE runs SET pid = 2147483646 WHERE id = ?", (run_id,))
+    return run_id
+
+
+def test_every_reader_works_for_every_run_after_a_trace_is_deleted(capsys, caplog, tmp_path):
+    import csv
+    import io
+
+    from greendiff.carbon import country_provider
+
+    trace = tmp_path / "short.csv"
+    _short_trace(trace, before_s=20, after_s=2)
+    assert run_cli(capsys, "measure", "--grid", str(trace), "--name", "short", "--", "sh", "-c", "sleep 3; exit 3")[0] == 3
+    assert run_cli(capsys, "measure", "--country", "FRA", "--name", "plain", "--", PY, "-c", "pass")[0] == 0
+    ledger = Ledger(default_ledger_path())
+    dead = _dead_run(ledger, "dead", {"grid": str(trace), "country": "DEU"})
+    trace.unlink()
+    caplog.clear()
+    code, out, err = run_cli(capsys, "runs", "list", "--json")
+    assert code == 0, err
+    assert [r["name"] for r in json.loads(out)] == ["dead", "plain", "short"]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 2 and f"ledger run {dead} (dead)" in warned[0] and "ledger run 1 (short)" in warned[1]
+    assert "cannot be used now" in warned[0] and "Our World in Data / Ember country table: DEU" in warned[0]
+    assert run_cli(capsys, "runs", "list")[0] == 0
+    code, out, _ = run_cli(capsys, "runs", "show", str(dead), "--json")
+    shown = json.loads(out)
+    deu = country_provider("DEU").row.intensity_g_per_kwh
+    assert code == 0 and shown["status"] == "interrupted" and shown["energy_kwh"] == pytest.approx(1.0)
+    assert shown["emissions_kg"] == pytest.approx(deu / 1e3) and "(fallback)" in shown["intensity"]["fallback"]
+    assert run_cli(capsys, "runs", "show", str(dead))[0] == 0
+    code, out, _ = run_cli(capsys, "runs", "export", "1", "2", str(dead), "-f", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and [r["name"] for r in rows] == ["short", "plain", "dead"]
+    assert float(rows[2]["emissions_kg"]) == pytest.approx(deu / 1e3)
+    html = tmp_path / "r.html"
+    code, out, err = run_cli(capsys, "report", str(dead), "1", "-o", str(html))
+    assert code == 0, err
+    assert "priced with Our World in Data / Ember country table: DEU" in html.read_text()
+
+
+def test_measure_never_unpickles(capsys, monkeypatch):
+    import pickle
+
+    def refuse(*_a, **_k):
+        raise AssertionError("measure unpickled something")
+
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse)
+    code, out, _ = run_cli(capsys, "measure", "--country", "FRA", "--json", "--", PY, "-c", "pass")
+    assert code == 0 and json.loads(out)["status"] == "completed"
+    assert run_cli(capsys, "runs", "show", "1", "--json")[0] == 0
+
+
+# -- measure: commands that cannot start ---------------------------------------------------------------
+
+def _unrunnable(tmp_path, kind: str) -> str:
+    path = tmp_path / kind
+    if kind == "garbage":
+        path.write_bytes(b"\x00\x01garbage\xff" * 8)
+    elif kind == "bad-shebang":
+        path.write_text("#!/nonexistent/interpreter\necho hi\n")
+    elif kind == "not-executable":
+        path.write_text("#!/bin/sh\necho hi\n")
+        return str(path)
+    elif kind == "directory":
+        path.mkdir()
+        return str(path)
+    else:
+        return "definitely-not-a-command-xyz"
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.mark.parametrize(("kind", "exit_code", "message", "row"), [
+    ("not-found", 127, "command not found", None),
+    ("directory", 126, "is a directory", None),
+    ("not-executable", 126, "permission denied", None),
+    ("bad-shebang", 127, "bad interpreter /nonexistent/interpreter", None),
+    ("garbage", 126, "cannot execute: Exec format error", "failed"),  # only exec can tell: the row is closed
+])
+def test_a_command_that_cannot_start_is_one_line_with_the_shells_exit_code(capsys, tmp_path, kind, exit_code, message, row):
+    program = _unrunnable(tmp_path, kind)
+    code, out, err = run_cli(capsys, "measure", "--country", "FRA", "--", program, "arg")
+    lines = err.strip().splitlines()
+    assert code == exit_code and len(lines) == 1 and lines[0].startswith("greendiff: error: "), err
+    assert message in lines[0] and "Traceback" not in err + out
+    path = default_ledger_path()
+    runs = Ledger(path).list_runs() if path.exists() else []
+    assert [r.status for r in runs] == ([row] if row else [])
+    if row:
+        assert runs[0].exit_code == exit_code and runs[0].summary["status"] == "failed"
+
+
+# -- measure: signals reach the whole process group, and nothing of it survives ------------------------
+
+def _measure_subprocess(tmp_path, script: str) -> tuple[subprocess.Popen, Ledger, int]:
+    """``python -m greendiff measure -- sh -c SCRIPT``, once the script has written its grandchild's pid."""
+    ledger_path, pidfile = tmp_path / "sig.sqlite", tmp_path / "pid"
+    proc = subprocess.Popen([PY, "-m", "greendiff", "measure", "--sample-interval", "0.2", "--country", "FRA", "--",
+                             "sh", "-c", script.format(pidfile=pidfile)],
+                            env={**os.environ, "GREENDIFF_LEDGER": str(ledger_path)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (pidfile.exists() and pidfile.read_text().strip()):
+        time.sleep(0.05)
+    time.sleep(0.3)  # the shell reaches its 'wait'
+    return proc, Ledger(ledger_path), int(pidfile.read_text())
+
+
+def _gone(pid: int) -> bool:
+    """Not running (a zombie waiting for a container's init to reap it counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_sigterm_reaches_the_grandchild_and_the_run_is_closed_interrupted(tmp_path):
+    proc, ledger, grandchild = _measure_subprocess(tmp_path, "sleep 60 & echo $! > {pidfile}; wait")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr.read()
+    assert _gone(grandchild)
+    (run,) = ledger.list_runs()
+    assert run.status == "interrupted" and run.exit_code == 143 and run.summary["status"] == "interrupted"
+
+
+def test_ctrl_c_is_forwarded_to_the_group_and_a_second_one_kills_it(tmp_path):
+    """The child has its own session, so a terminal's Ctrl-C reaches it only through greendiff."""
+    proc, ledger, grandchild = _measure_subprocess(tmp_path, "sleep 60 & echo $! > {pidfile}; wait")
+    proc.send_signal(signal.SIGINT)
+    proc.wait(30)
+    assert proc.returncode == 128 + signal.SIGINT and _gone(grandchild)
+    # a command that ignores SIGINT: the first Ctrl-C is passed on (and ignored), the second kills the group
+    proc, ledger, grandchild = _measure_subprocess(tmp_path / "..", "trap '' INT; sleep 60 & echo $! > {pidfile}; wait")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert proc.poll() is None and not _gone(grandchild)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(30)
+    assert proc.returncode == 128 + signal.SIGKILL and _gone(grandchild)
+    assert ledger.list_runs()[0].status == "interrupted"
+
+
+def test_what_a_command_leaves_in_its_group_is_ended_after_it_exits(tmp_path):
+    """A grandchild that even ignores SIGTERM does not outlive the command: SIGKILL after the grace period."""
+    proc, ledger, grandchild = _measure_subprocess(tmp_path, "(trap '' TERM; exec sleep 60) & echo $! > {pidfile}; "
+                                                             "sleep 0.5; exit 3")
+    proc.wait(30)
+    err = proc.stderr.read()
+    assert proc.returncode == 3 and _gone(grandchild)
+    assert "ended 1 process the command left running in its process group" in err
+    (run,) = ledger.list_runs()
+    assert run.status == "failed" and run.exit_code == 3

@@ -226,6 +226,15 @@ def parse_summary(value: object, where: str = "summary") -> dict:
     return value  # type: ignore[return-value]
 
 
+def parse_carbon_aware(value: object, where: str = "carbon_aware") -> dict:
+    """The carbon-aware books of a run (``summary.carbon_aware``), checked; :class:`BadRecordError` naming ``where``."""
+    try:
+        check(value, _CARBON_AWARE, where)
+    except _Shape as exc:
+        raise BadRecordError(str(exc)) from None
+    return value  # type: ignore[return-value]
+
+
 def _text(value: object, where: str, default: str | None = None) -> str:
     if isinstance(value, str):
         return value
@@ -323,3 +332,15 @@ def parse_window(row: tuple) -> WindowTotal:
 
 
 RecordShapeError = _Shape
+
+
+def load_json_file(path) -> object:
+    """A JSON file's content, or :class:`BadRecordError` naming the file (unreadable, not UTF-8, not JSON)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadRecordError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        return load_json(data, str(path))
+    except _Shape as exc:
+        raise BadRecordError(str(exc)) from None

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import json
+import logging
 import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from greendiff.errors import UserInputError
-from greendiff.ledger import Ledger, RunRecord, Sample
-from greendiff.tracking import provider_from_assumptions, run_summary
+from greendiff.ledger import BadRecordError, Ledger, RunRecord, Sample
+from greendiff.tracking import FallbackIntensity, provider_from_assumptions, run_summary
+
+if TYPE_CHECKING:
+    from greendiff.train import MetricsLog
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -24,6 +30,7 @@ class RunData:
         intensity: ``(minutes since start, gCO2e/kWh)`` steps of the grid over the run.
         metrics: ``metrics.jsonl`` records of the run directory (loss logs, evaluations, pauses).
         config: The resolved config (``config.toml``, else the ledger's copy), nested.
+        carbon_aware: The carbon-aware books (from ``emissions.json``, else the summary), shape checked.
     """
 
     record: RunRecord
@@ -33,30 +40,32 @@ class RunData:
     power_w: dict[str, list[tuple[float, float]]]
     intensity: list[tuple[float, float]]
     intensity_note: str = ""
-    metrics: list[dict] = field(default_factory=list)
+    metrics: MetricsLog | None = None
     config: dict = field(default_factory=dict)
     config_text: str = ""
     sample_png: bytes | None = None
     sample_name: str = ""
-    emissions_json: dict = field(default_factory=dict)
+    carbon_aware: dict | None = None
 
     @property
     def dataset(self) -> str:
         data = self.config.get("data", {})
-        return f"{data.get('dataset', '?')} at {data.get('resolution', '?')} px" if data else ""
+        if not isinstance(data, dict) or not data:
+            return ""
+        return f"{data.get('dataset', '?')} at {data.get('resolution', '?')} px"
 
     def evaluations(self, metric: str = "fid") -> list[tuple[float, float]]:
         """``(kWh used so far, metric)`` of each evaluation in the run directory."""
-        return [(e["energy_kwh"], e[metric]) for e in self.metrics if e.get("event") == "eval" and metric in e]
+        return self.metrics.points("energy_kwh", metric, event="eval") if self.metrics else []
 
     def losses(self) -> list[tuple[float, float]]:
-        return [(m["energy_kwh"], m["loss"]) for m in self.metrics if "loss" in m and "energy_kwh" in m]
+        return self.metrics.points("energy_kwh", "loss") if self.metrics else []
 
 
 def _run_dir_of(record: RunRecord) -> Path | None:
     """The run directory recorded with the run (older runs: the one named in the command)."""
     recorded = record.assumptions.get("run_dir")
-    if recorded:
+    if isinstance(recorded, str) and recorded and "\0" not in recorded:
         return Path(recorded)
     found = re.search(r"greendiff train \((.+)\)$", record.command)
     return Path(found.group(1)) if found else None
@@ -64,19 +73,18 @@ def _run_dir_of(record: RunRecord) -> Path | None:
 
 def resolve(ref: str, ledger: Ledger) -> tuple[RunRecord, Path | None]:
     """A ledger id (``12``) or a run directory (its latest ledger run, from ``emissions.json``)."""
-    if ref.strip().isdigit():
+    if ref.strip().isascii() and ref.strip().isdigit():
         record = ledger.get_run(int(ref))
         return record, _run_dir_of(record)
     path = Path(ref)
     emissions = path / "emissions.json"
     if path.is_dir() and emissions.is_file():
-        try:
-            ids = json.loads(emissions.read_text()).get("ledger_run_ids") or []
-        except ValueError:
-            raise UserInputError(f"{emissions}: not valid JSON") from None
+        from greendiff.train import read_emissions_json
+
+        ids = read_emissions_json(emissions).ledger_run_ids
         if not ids:
             raise UserInputError(f"{emissions}: names no ledger run")
-        return ledger.get_run(int(ids[-1])), path
+        return ledger.get_run(ids[-1]), path
     if path.is_dir():
         raise UserInputError(f"{path} is not a finished run directory (no emissions.json); give a ledger id from 'greendiff runs list'")
     raise UserInputError(f"unknown run {ref!r}: give a ledger id (see 'greendiff runs list') or a run directory")
@@ -103,46 +111,46 @@ def collect(ref: str, ledger: Ledger) -> RunData:
                              f"({len(samples)} sample{'s' if len(samples) != 1 else ''}); it may not have started measuring")
     summary = run_summary(ledger, record)
     t0 = samples[0].unix_s
-    provider, _ = provider_from_assumptions(record.assumptions)
+    provider, _ = provider_from_assumptions(record.assumptions)  # the same fallback as the summary's
     start = datetime.fromtimestamp(t0, timezone.utc)
     end = datetime.fromtimestamp(max(samples[-1].unix_s, t0 + 1), timezone.utc)
-    try:
-        result = provider.intensity(start, end)
-        intensity = [((s.start.timestamp() - t0) / 60, s.intensity_g_per_kwh) for s in result.segments]
-        intensity.append(((result.segments[-1].end.timestamp() - t0) / 60, result.segments[-1].intensity_g_per_kwh))
-        note = f"{result.source} ({result.kind})"
-    except UserInputError as exc:  # e.g. a user trace that no longer covers the run
-        intensity, note = [], f"intensity series unavailable: {exc}"
+    result = provider.intensity(start, end)
+    intensity = [((s.start.timestamp() - t0) / 60, s.intensity_g_per_kwh) for s in result.segments]
+    intensity.append(((result.segments[-1].end.timestamp() - t0) / 60, result.segments[-1].intensity_g_per_kwh))
+    note = f"{result.source} ({result.kind})" + (f"; {result.fallback}" if isinstance(result, FallbackIntensity) else "")
+    config = record.assumptions.get("config")
     data = RunData(record, summary, f"#{record.id} {record.name}", run_dir if run_dir and run_dir.is_dir() else None,
-                   power_series(samples, t0), intensity, note, config=record.assumptions.get("config", {}) or {})
+                   power_series(samples, t0), intensity, note, config=config if isinstance(config, dict) else {},
+                   carbon_aware=summary.get("carbon_aware"))
     if data.run_dir is not None:
         _read_run_dir(data)
     return data
 
 
 def _read_run_dir(data: RunData) -> None:
+    """What the report shows from the run directory; a damaged file is a warning naming it, never the report's end."""
+    from greendiff.train import read_emissions_json, read_metrics
+
     run_dir = data.run_dir
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.is_file():
-        for line in metrics.read_text().splitlines():
-            try:
-                data.metrics.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut by a crash: skip it
+    if (run_dir / "metrics.jsonl").is_file():
+        data.metrics = read_metrics(run_dir / "metrics.jsonl")
     config = run_dir / "config.toml"
     if config.is_file():
-        data.config_text = config.read_text()
         try:
+            data.config_text = config.read_bytes().decode("utf-8", errors="replace")
             data.config = tomllib.loads(data.config_text)
-        except tomllib.TOMLDecodeError:
-            pass
-    grids = sorted((run_dir / "samples").glob("step-*.png"), key=lambda p: int(p.stem.split("-")[1])) \
-        if (run_dir / "samples").is_dir() else []
+        except (OSError, tomllib.TOMLDecodeError, RecursionError) as exc:
+            logger.warning("%s: cannot be read (%s); the ledger's copy of the config is shown", config, exc)
+    grids = sorted((p for p in (run_dir / "samples").glob("step-*.png") if p.stem.split("-", 1)[1].isdecimal()),
+                   key=lambda p: int(p.stem.split("-", 1)[1])) if (run_dir / "samples").is_dir() else []
     if grids:
-        data.sample_png, data.sample_name = grids[-1].read_bytes(), grids[-1].name
+        try:
+            data.sample_png, data.sample_name = grids[-1].read_bytes(), grids[-1].name
+        except OSError as exc:
+            logger.warning("%s: cannot be read (%s)", grids[-1], exc.strerror)
     emissions = run_dir / "emissions.json"
     if emissions.is_file():
         try:
-            data.emissions_json = json.loads(emissions.read_text())
-        except ValueError:
-            pass
+            data.carbon_aware = read_emissions_json(emissions).carbon_aware or data.carbon_aware
+        except BadRecordError as exc:
+            logger.warning("%s; not used", exc)

@@ -180,7 +180,7 @@ def run_section(run: RunData, metric: str) -> str:
         data = base64.b64encode(run.sample_png).decode()
         parts.append(f'<h3>Samples ({_e(run.sample_name)})</h3><img class="samples" alt="sample grid" '
                      f'src="data:image/png;base64,{data}">')
-    ca = run.emissions_json.get("carbon_aware") or s.get("carbon_aware")
+    ca = run.carbon_aware
     if ca:
         parts.append("<h3>Carbon-aware training</h3>" + _table(["", "value"], [
             ["policy", _e(ca["policy"])], ["pauses", str(ca["pauses"])], ["waited", f"{ca['waited_h']:.2f} h"],

@@ -8,8 +8,8 @@ Example (library use; the CLI is ``greendiff train``)::
 
 from __future__ import annotations
 
-from greendiff.train._artifacts import load_run_model
-from greendiff.train._checkpoint import checkpoint_dirs, load_latest, save_checkpoint
+from greendiff.train._artifacts import EmissionsFile, MetricsLog, load_run_model, read_emissions_json, read_metrics
+from greendiff.train._checkpoint import check_resume, checkpoint_dirs, load_latest, save_checkpoint
 from greendiff.train._config import (
     BASELINE,
     RECIPES,
@@ -31,13 +31,14 @@ from greendiff.train._diffusion import (
 )
 from greendiff.train._images import save_grid, to_uint8
 from greendiff.train._loop import (
-    TrainResult, batch_indices, check_data, export_pipeline, make_optimizer, resolve_precision, step_generator, train,
+    TrainResult, batch_indices, check_data, check_train, export_pipeline, make_optimizer, resolve_precision, step_generator, train,
 )
 from greendiff.train._model import PRESETS, build_unet, count_macs, count_parameters, load_weights, resolve_architecture
 
 __all__ = [
+    "EmissionsFile", "MetricsLog", "read_emissions_json", "read_metrics",
     "BASELINE", "PRESETS", "RECIPES", "CarbonAwareConfig", "DataConfig", "DistillConfig", "ModelConfig", "RecipeConfig", "RunConfig", "TrainConfig",
-    "TrainResult", "batch_indices", "build_unet", "check_data", "checkpoint_dirs", "count_macs", "count_parameters",
+    "TrainResult", "batch_indices", "build_unet", "check_data", "check_resume", "check_train", "checkpoint_dirs", "count_macs", "count_parameters",
     "diffusion_loss", "export_pipeline", "load_latest", "load_run_model", "load_weights", "loss_weights", "make_noise_scheduler", "make_optimizer", "make_sampler",
     "noised_batch", "parse_utc", "weighted_mse",
     "read_toml", "resolve_architecture", "resolve_config", "resolve_precision", "sample_images", "save_checkpoint",

@@ -1,21 +1,162 @@
-"""Read a finished run back: its config, its EMA model (from ``pipeline/``) and its sampler."""
+"""Read a finished run back: its config, its EMA model (from ``pipeline/``), its sampler, and the
+records of its run directory (``emissions.json``, ``metrics.jsonl``).
+
+Run directories are shared and outlive the greendiff that wrote them, so each reader here checks the
+shape of what it reads and names the file when it cannot use it. Nothing here unpickles: the model
+is read from safetensors only.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import struct
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from greendiff.errors import UserInputError
+from greendiff.ledger import MAX_RUN_ID, BadRecordError, is_number, load_json_file, parse_carbon_aware
 from greendiff.train._config import TrainConfig, resolve_config
 from greendiff.train._diffusion import make_sampler
 
+logger = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
+
+
+# -- emissions.json --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EmissionsFile:
+    """What readers use of a run directory's ``emissions.json``.
+
+    Attributes:
+        ledger_run_ids: The ledger runs of the run's segments, oldest first.
+        run_total_energy_kwh: Energy of the whole run (all resumed segments), if recorded.
+        carbon_aware: The carbon-aware controller's books, if any (shape checked).
+    """
+
+    ledger_run_ids: tuple[int, ...]
+    run_total_energy_kwh: float | None = None
+    carbon_aware: dict | None = None
+
+
+def read_emissions_json(path: Path) -> EmissionsFile:
+    """Parse ``emissions.json``; :class:`BadRecordError` naming the file if it is not a JSON object with a
+    list of ledger run ids. A damaged optional part (total, carbon-aware books) is dropped with a warning."""
+    raw = load_json_file(path)
+    if not isinstance(raw, dict):
+        raise BadRecordError(f"{path}: should be a JSON object, got {type(raw).__name__}")
+    ids = raw.get("ledger_run_ids", [])
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= MAX_RUN_ID
+                                            for i in ids):
+        raise BadRecordError(f"{path}: ledger_run_ids should be a list of run ids, got {json.dumps(ids)[:60]}")
+    total = raw.get("run_total_energy_kwh")
+    if total is not None and not (is_number(total) and total >= 0):
+        logger.warning("%s: run_total_energy_kwh %r is not an energy; ignored", path, total)
+        total = None
+    carbon_aware = raw.get("carbon_aware")
+    if carbon_aware is not None:
+        try:
+            carbon_aware = parse_carbon_aware(carbon_aware, f"{path}: carbon_aware")
+        except BadRecordError as exc:
+            logger.warning("%s; ignored", exc)
+            carbon_aware = None
+    return EmissionsFile(tuple(ids), float(total) if total is not None else None, carbon_aware)
+
+
+# -- metrics.jsonl ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MetricsLog:
+    """``metrics.jsonl``: its events (JSON objects) and the numbers of the lines that were not one."""
+
+    events: list[dict] = field(default_factory=list)
+    bad_lines: tuple[int, ...] = ()
+
+    def points(self, x: str, y: str, event: str | None = None) -> list[tuple[float, float]]:
+        """``(x, y)`` of the events that hold both as finite numbers (``event``: of that event only)."""
+        return [(e[x], e[y]) for e in self.events
+                if (event is None or e.get("event") == event) and is_number(e.get(x)) and is_number(e.get(y))]
+
+
+def read_metrics(path: Path) -> MetricsLog:
+    """Parse ``metrics.jsonl`` line by line. A line that is not a JSON object (cut by a crash, garbage)
+    is skipped; one warning names the file and the lines."""
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as exc:
+        logger.warning("%s: cannot be read (%s); no metrics shown", path, exc.strerror or exc)
+        return MetricsLog()
+    events, bad = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except (ValueError, RecursionError):
+            event = None
+        if isinstance(event, dict):
+            events.append(event)
+        else:
+            bad.append(number)
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+        logger.warning("%s: %d line%s not a JSON record (line %s); skipped", path, len(bad),
+                       "" if len(bad) == 1 else "s", shown)
+    return MetricsLog(events, tuple(bad))
+
+
+# -- the model ---------------------------------------------------------------------------------------
+
+def check_safetensors(path: Path) -> None:
+    """A safetensors file whose header is readable and whose tensors all lie inside the file;
+    :class:`BadRecordError` naming it otherwise (a truncated copy, another format)."""
+    try:
+        with path.open("rb") as f:
+            size = path.stat().st_size
+            head = f.read(8)
+            (header_len,) = struct.unpack("<Q", head) if len(head) == 8 else (None,)
+            if header_len is None or not 2 <= header_len <= min(size - 8, 100_000_000):
+                raise BadRecordError(f"{path}: not a safetensors file, or truncated ({size} bytes)")
+            header = json.loads(f.read(header_len))
+    except OSError as exc:
+        raise BadRecordError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except (ValueError, UnicodeDecodeError):
+        raise BadRecordError(f"{path}: its safetensors header is damaged") from None
+    ends = [t.get("data_offsets", [0, 0])[1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)] \
+        if isinstance(header, dict) else None
+    if ends is None or not all(isinstance(e, int) for e in ends):
+        raise BadRecordError(f"{path}: its safetensors header is damaged")
+    needed = 8 + header_len + max(ends, default=0)
+    if size < needed:
+        raise BadRecordError(f"{path}: truncated ({size} bytes, its header needs {needed})")
+
+
+def _check_json_object(path: Path) -> None:
+    if not isinstance(load_json_file(path), dict):
+        raise BadRecordError(f"{path}: should be a JSON object")
+
 
 def load_run_model(run_dir: Path):
-    """``(config, unet, sampler)`` of a run with a saved pipeline; one-line error otherwise."""
-    if not (run_dir / "pipeline" / "unet").is_dir() or not (run_dir / "config.toml").is_file():
+    """``(config, unet, sampler)`` of a run with a saved pipeline; a one-line error naming the file otherwise."""
+    pipeline = run_dir / "pipeline"
+    if not (pipeline / "unet").is_dir() or not (run_dir / "config.toml").is_file():
         raise UserInputError(f"--run {run_dir}: no trained pipeline (expected {run_dir}/pipeline and {run_dir}/config.toml)")
+    files = [pipeline / "unet" / "config.json", pipeline / "unet" / WEIGHTS_FILE, pipeline / "scheduler" / "scheduler_config.json"]
+    for path in files:
+        if not path.is_file():
+            raise UserInputError(f"--run {run_dir}: {path} is missing; the pipeline is incomplete")
+    _check_json_object(files[0])
+    check_safetensors(files[1])
+    _check_json_object(files[2])
     from diffusers import DDPMScheduler, UNet2DModel
 
     config: TrainConfig = resolve_config(run_dir / "config.toml")
-    unet = UNet2DModel.from_pretrained(str(run_dir / "pipeline" / "unet")).eval()
-    sampler = make_sampler(config.optim, DDPMScheduler.from_pretrained(str(run_dir / "pipeline" / "scheduler")))
-    return config, unet, sampler
+    try:  # safetensors only: a .bin (pickle) beside it is never read
+        unet = UNet2DModel.from_pretrained(str(pipeline / "unet"), use_safetensors=True).eval()
+        scheduler = DDPMScheduler.from_pretrained(str(pipeline / "scheduler"))
+    except Exception as exc:  # noqa: BLE001 - any failure of diffusers/safetensors on these files: they are damaged
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(f"--run {run_dir}: its pipeline cannot be loaded ({first[:200]})") from None
+    return config, unet, make_sampler(config.optim, scheduler)
