@@ -74,6 +74,86 @@ def test_plan_window_bad_traces_name_the_line(capsys, tmp_path, rows, message):
     assert code == 2 and message in err and "Traceback" not in err
 
 
+def half_hourly_2022(tmp_path):
+    """A year of 30-minute rows alternating 100 and 900 g/kWh."""
+    from datetime import datetime, timedelta, timezone
+
+    t0 = datetime(2022, 1, 1, tzinfo=timezone.utc)
+    return write(tmp_path, "half.csv", "timestamp,intensity\n" + "".join(
+        f"{(t0 + timedelta(minutes=30 * i)).isoformat()},{100 if i % 2 == 0 else 900}\n" for i in range(365 * 48)))
+
+
+def test_plan_window_prices_a_half_hourly_typical_year_at_its_own_resolution(capsys, tmp_path):
+    # issue 18: the typical-year lookup took one value per hour, so only the 100s were seen
+    code, out, err = run_cli(capsys, "plan", "window", "--grid", half_hourly_2022(tmp_path), "--energy-kwh", "1",
+                             "--hours", "1", "--start", "2026-03-10T10:00", "--flex-hours", "2", "--json")
+    assert code == 0, err
+    schedules = json.loads(out)["schedules"]
+    assert schedules["start now"]["emissions_g"] == pytest.approx(500.0)  # half an hour at 100, half at 900
+    assert schedules["best contiguous"]["emissions_g"] == pytest.approx(500.0)
+    split = schedules["best interruptible"]
+    assert split["emissions_g"] == pytest.approx(100.0)
+    assert split["intervals"] == [["2026-03-10T10:00:00+00:00", "2026-03-10T10:30:00+00:00"],
+                                  ["2026-03-10T11:00:00+00:00", "2026-03-10T11:30:00+00:00"]]
+
+
+def test_plan_window_reads_a_year_trace_starting_in_july_by_its_own_calendar(capsys, tmp_path):
+    # issue 18: a year-long trace not starting on 1 January was clamped to its first value outside its start year
+    from datetime import datetime, timedelta, timezone
+
+    t0 = datetime(2022, 7, 1, tzinfo=timezone.utc)
+    rows = []
+    for i in range(365 * 24):
+        t = t0 + timedelta(hours=i)
+        rows.append(f"{t.isoformat()},{50 if (t.month, t.day, t.hour) in ((3, 15, 13), (3, 15, 14)) else 300}\n")
+    trace = write(tmp_path, "july.csv", "timestamp,intensity\n" + "".join(rows))
+    code, out, err = run_cli(capsys, "plan", "window", "--grid", trace, "--energy-kwh", "2", "--hours", "2",
+                             "--start", "2026-03-15T00:00", "--flex-hours", "24", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    best = plan["schedules"]["best contiguous"]
+    assert best["start"] == "2026-03-15T13:00:00+00:00" and best["emissions_g"] == pytest.approx(100.0)
+    assert plan["schedules"]["start now"]["emissions_g"] == pytest.approx(600.0)
+    assert any("2022-07-01 00:00–2023-07-01 00:00 UTC trace used as a typical year for 2026" in n for n in plan["notes"])
+
+
+def test_plan_window_outside_a_short_trace_is_one_labelled_line(capsys, tmp_path):
+    trace = write(tmp_path, "day.csv", "timestamp,intensity\n2022-06-01T00:00,100\n2022-06-01T01:00,200\n")
+    code, _, err = run_cli(capsys, "plan", "window", "--grid", trace, "--energy-kwh", "1", "--hours", "1",
+                           "--start", "2023-06-01T00:00", "--flex-hours", "2")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "covers 2022-06-01T00:00:00+00:00 to 2022-06-01T02:00:00+00:00" in err and "shorter than a year" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--start", "9999-12-31T00:00", "--flex-hours", "48"], "--start 9999-12-31T00:00:00+00:00 is outside the years"),
+    (["--start", "0001-01-01T00:00+05:00", "--flex-hours", "4"], "--start '0001-01-01T00:00+05:00' is outside the years"),
+    (["--start", "0001-01-01T00:00", "--flex-hours", "4"], "is outside the years greendiff handles (1900 to 2199, UTC)"),
+    (["--start", "2022-06-01T00:00", "--deadline", "9999-12-31T23:59:59-12:00"], "--deadline '9999-12-31T23:59:59-12:00' is"),
+    (["--start", "9999-12-31T20:00", "--deadline", "9999-12-31T23:59"], "--start 9999-12-31T20:00:00+00:00 is outside"),
+    (["--start", "2199-12-31T00:00", "--flex-hours", "48"], "the deadline (--start + --flex-hours) 2200-01-02"),
+    (["--start", "2022-06-01T00:00", "--flex-hours", "1e9"], "--flex-hours"),
+    (["--start", "2022-06-01T00:00", "--flex-hours", "1e20"], "--flex-hours"),
+    (["--start", "2022-06-01T00:00", "--flex-hours", "8785"], "--flex-hours"),
+    (["--start", "2022-06-01T00:00", "--deadline", "2023-06-03T00:00"], "is over a year; plan within a year"),
+])
+def test_plan_window_times_at_the_calendar_s_ends_are_one_line(capsys, args, message):
+    code, out, err = run_cli(capsys, "plan", "window", "--grid", "CISO", "--energy-kwh", "1", "--hours", "2", *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("9999-12-31T22:00,100\n9999-12-31T23:00,200\n", "t.csv:2: timestamp 9999-12-31T22:00:00+00:00 is outside the years"),
+    ("0001-01-01T00:00+05:00,100\n0001-01-01T01:00+05:00,200\n", "t.csv:2: timestamp 0001-01-01T00:00:00+05:00 is outside"),
+    ("2022-06-01T00:00,100\n2200-01-01T00:00,200\n", "t.csv:3: timestamp 2200-01-01T00:00:00+00:00 is outside"),
+])
+def test_plan_window_trace_times_at_the_calendar_s_ends_name_the_line(capsys, tmp_path, rows, message):
+    trace = write(tmp_path, "t.csv", "timestamp,intensity\n" + rows)
+    code, out, err = run_cli(capsys, "plan", "window", "--grid", trace, "--energy-kwh", "1", "--hours", "1",
+                             "--start", "2022-06-01T00:00", "--flex-hours", "2")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in out + err
+
+
 def test_plan_regions_ranks_and_compares_with_the_current_location(capsys):
     code, out, err = run_cli(capsys, "plan", "regions", "--energy-kwh", "100", "--country", "DEU", "--continent", "Europe",
                              "--provider", "gcp", "--provider", "country", "--json")

@@ -132,6 +132,7 @@ def test_ciso_june_day_defers_to_the_solar_hours():
     (Job(-1.0, 2.0), "energy must be a positive number"),
     (Job(1.0, 0.0), "duration must be a positive number"),
     (Job(1.0, 2.0, pause_cost_kwh=-1), "pause cost must be >= 0"),
+    (Job(1.0, 1e-300), "duration must be at least 1 s"),  # priced 0 g at any start but the first
 ])
 def test_bad_jobs(job, message):
     with pytest.raises(UserInputError, match=message):

@@ -12,7 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from greendiff.carbon import Location, Pue, parse_positive, resolve_location, resolve_provider, resolve_pue
+from greendiff.carbon import (
+    Location, Pue, check_supported, parse_positive, resolve_location, resolve_provider, resolve_pue,
+)
 from greendiff.cli._options import (
     Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, check_output, load_config_data,
     resolve_settings,
@@ -26,6 +28,7 @@ plan_app = typer.Typer(help="Choose where and when to run: regions ranked, the l
 EnergyKwh = Annotated[Optional[str], Opt("--energy-kwh", help="IT energy of the job in kWh (or take it from --profile).")]
 ProfilePath = Annotated[Optional[Path], Opt("--profile", help="A 'greendiff profile' output: its forecast energy, hours and pause cost.")]
 AsJson = Annotated[bool, Opt("--json", help="Print JSON for scripts.")]
+MAX_WINDOW = timedelta(days=366)  # a plan covers at most a year (a leap year's 8,784 h)
 
 
 def _is_zero(text: str) -> bool:
@@ -198,7 +201,6 @@ def plan_window_command(
     """The lowest-emission time to run a job before a deadline: start now, best contiguous window, best
     interruptible schedule, and the savings, on an hourly intensity series."""
     from greendiff.plan import Job, plan_window
-    from greendiff.train import parse_utc
 
     energy, duration, profile_pause = job_size(energy_kwh, hours, profile)
     if duration is None:
@@ -206,14 +208,7 @@ def plan_window_command(
     pause = profile_pause or 0.0
     if pause_cost_kwh is not None:
         pause = 0.0 if _is_zero(pause_cost_kwh) else parse_positive(pause_cost_kwh, "--pause-cost-kwh")
-    t0 = parse_utc(start, "--start") if start else datetime.now(timezone.utc)
-    if (deadline is None) == (flex_hours is None):
-        raise UserInputError("give exactly one of --deadline ISO or --flex-hours H")
-    t1 = parse_utc(deadline, "--deadline") if deadline else t0 + timedelta(hours=parse_positive(flex_hours, "--flex-hours"))
-    if t1 <= t0:
-        raise UserInputError(f"--deadline {t1.isoformat()} is not after --start {t0.isoformat()}")
-    if t1 - t0 > timedelta(days=366):
-        raise UserInputError(f"the window {t0.isoformat()} to {t1.isoformat()} is over a year; plan within a year")
+    t0, t1 = window_range(start, deadline, flex_hours)
     if live not in ("none", "uk"):
         raise UserInputError(f"--live {live}: only 'uk' offers a forecast (Electricity Maps' past-range has none); "
                              "use --live uk, --grid NAME or --grid FILE.csv")
@@ -233,6 +228,38 @@ def plan_window_command(
         typer.echo(json.dumps(plan.to_dict(), indent=2))
         return
     render_window(plan, interruptible, Console())
+
+
+def _moment(text: str, flag: str) -> datetime:
+    """An ISO 8601 flag value (UTC unless it names a zone) inside the years greendiff handles."""
+    from greendiff.train import parse_utc
+
+    try:
+        moment = parse_utc(text, flag)
+    except OverflowError:  # a zone offset that moves year 1 or 9999 out of datetime's range
+        raise UserInputError(f"{flag} {text!r} is outside the years greendiff handles (1900 to 2199, UTC)") from None
+    return check_supported(moment, flag)
+
+
+def window_range(start: str | None, deadline: str | None, flex_hours: str | None) -> tuple[datetime, datetime]:
+    """``(start, deadline)`` of a plan from the flags: a start (default now), then a deadline or a number of
+    hours after it. One line for each mistake: a time outside 1900-2199, a window of over a year or none."""
+    t0 = _moment(start, "--start") if start else datetime.now(timezone.utc)
+    if (deadline is None) == (flex_hours is None):
+        raise UserInputError("give exactly one of --deadline ISO or --flex-hours H")
+    if deadline is not None:
+        t1 = _moment(deadline, "--deadline")
+    else:
+        flex_h = parse_positive(flex_hours, "--flex-hours")
+        if flex_h > MAX_WINDOW / timedelta(hours=1):  # before any date arithmetic: 1e9 h is past year 9999
+            raise UserInputError(f"--flex-hours {flex_hours} is over a year; plan within a year "
+                                 f"(at most {MAX_WINDOW / timedelta(hours=1):g} h)")
+        t1 = check_supported(t0 + timedelta(hours=flex_h), "the deadline (--start + --flex-hours)")
+    if t1 <= t0:
+        raise UserInputError(f"--deadline {t1.isoformat()} is not after --start {t0.isoformat()}")
+    if t1 - t0 > MAX_WINDOW:
+        raise UserInputError(f"the window {t0.isoformat()} to {t1.isoformat()} is over a year; plan within a year")
+    return t0, t1
 
 
 def render_window(plan, interruptible: bool, console: Console) -> None:

@@ -33,6 +33,7 @@ from greendiff.carbon import IntensitySegment
 from greendiff.errors import UserInputError
 
 ScheduleKind = Literal["start now", "best contiguous", "best interruptible"]
+MIN_DURATION_S = 1.0  # times within a year-long window are seconds from its start, as floats
 
 
 @dataclass(frozen=True)
@@ -270,6 +271,8 @@ def _series_checked(segments: list[IntensitySegment], job: Job) -> _Series:
     for name, value in (("energy", job.energy_kwh), ("duration", job.duration_h)):
         if not math.isfinite(value) or value <= 0:
             raise UserInputError(f"the job's {name} must be a positive number, got {value}")
+    if job.duration_h * 3600.0 < MIN_DURATION_S:  # shorter, a start plus the duration rounds back to the start
+        raise UserInputError(f"the job's duration must be at least {MIN_DURATION_S:g} s, got {job.duration_h:g} h")
     if not math.isfinite(job.pause_cost_kwh) or job.pause_cost_kwh < 0:
         raise UserInputError(f"the pause cost must be >= 0 kWh, got {job.pause_cost_kwh}")
     series = _Series(segments)
