@@ -58,3 +58,52 @@ def test_bad_eval_input(capsys, trained_run, argv, message):
 def test_eval_of_a_directory_without_pipeline(capsys, tmp_path):
     code, _, err = run_cli(capsys, "eval", "--run", str(tmp_path))
     assert code == 2 and "no trained pipeline" in err
+
+
+# -- a damaged pipeline is a one-line error naming the file (issue 18) ---------------------------------
+
+def _damage(run_dir, tmp_path, how: str):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    weights = copy / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"
+    if how == "truncated-weights":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        return copy, f"{weights}: truncated"
+    if how == "garbage-weights":
+        weights.write_bytes(b"\xff" * 64)
+        return copy, f"{weights}: not a safetensors file, or truncated"
+    if how == "pickle-instead":  # only a .bin (a pickle) beside the config: never loaded
+        weights.rename(weights.with_suffix(".bin"))
+        return copy, f"{weights} is missing"
+    if how == "no-config":
+        (copy / "pipeline" / "unet" / "config.json").unlink()
+        return copy, f"{copy / 'pipeline' / 'unet' / 'config.json'} is missing"
+    if how == "config-not-json":
+        (copy / "pipeline" / "unet" / "config.json").write_text("{")
+        return copy, f"{copy / 'pipeline' / 'unet' / 'config.json'} is not valid JSON"
+    if how == "config-a-list":
+        (copy / "pipeline" / "unet" / "config.json").write_text("[]")
+        return copy, f"{copy / 'pipeline' / 'unet' / 'config.json'}: should be a JSON object"
+    if how == "config-wrong-shape":  # valid JSON, but not the weights' architecture
+        config = json.loads((copy / "pipeline" / "unet" / "config.json").read_text())
+        config["block_out_channels"] = [c * 2 for c in config["block_out_channels"]]
+        (copy / "pipeline" / "unet" / "config.json").write_text(json.dumps(config))
+        return copy, "its pipeline cannot be loaded"
+    (copy / "pipeline" / "scheduler" / "scheduler_config.json").unlink()
+    return copy, "scheduler_config.json is missing"
+
+
+@pytest.mark.parametrize("how", ["truncated-weights", "garbage-weights", "pickle-instead", "no-config", "config-not-json",
+                                 "config-a-list", "config-wrong-shape", "no-scheduler"])
+@pytest.mark.parametrize("command", ["eval", "sample"])
+def test_a_damaged_pipeline_is_one_line_naming_the_file(capsys, trained_run, tmp_path, how, command):
+    run_dir, message = _damage(trained_run, tmp_path, how)
+    extra = ["--n", "8", "--kid-subset", "4"] if command == "eval" else ["--n", "2", "--out", str(tmp_path / "s.png")]
+    code, out, err = run_cli(capsys, command, "--run", str(run_dir), *extra)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("greendiff: error: "), err
+    assert message in lines[0] and "Traceback" not in err + out
+    path = default_ledger_path()
+    assert not path.exists() or Ledger(path).list_runs() == []  # nothing measured, nothing recorded

@@ -164,3 +164,58 @@ def test_report_renders_in_a_real_browser(capsys, two_runs, tmp_path, monkeypatc
     assert ImageStat.Stat(image).stddev[0] > 20  # not a blank page
     assert len(image.getcolors(1 << 16)) > 30  # text, lines, the sample grids
     assert Path(shot).stat().st_size > 50_000
+
+
+# -- run directories written by other tools or older versions (issue 18) -------------------------------
+
+def _copy_run(run_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("[1, 2]", "emissions.json: should be a JSON object, got list"),
+    ('"a string"', "emissions.json: should be a JSON object, got str"),
+    ('{"ledger_run_ids": ["1"]}', "emissions.json: ledger_run_ids should be a list of run ids"),
+    ('{"ledger_run_ids": [99999999999999999999]}', "emissions.json: ledger_run_ids should be a list of run ids"),
+    ('{"energy_kwh": 1.0}', "emissions.json: names no ledger run"),
+    ('{"ledger_run_ids": [1', "emissions.json is not valid JSON"),
+])
+def test_a_run_directory_whose_emissions_json_is_damaged_is_one_line_naming_it(capsys, two_runs, tmp_path, monkeypatch,
+                                                                                content, message):
+    root, (run_a, _) = two_runs
+    monkeypatch.setenv("GREENDIFF_LEDGER", str(root / "ledger.sqlite"))
+    copy = _copy_run(run_a, tmp_path)
+    (copy / "emissions.json").write_text(content)
+    code, err = report(capsys, copy, "-o", tmp_path / "r.html")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0] and str(copy) in lines[0], err
+
+
+def test_damaged_files_of_a_run_directory_are_warnings_naming_them(capsys, caplog, two_runs, tmp_path, monkeypatch):
+    root, (run_a, _) = two_runs
+    monkeypatch.setenv("GREENDIFF_LEDGER", str(root / "ledger.sqlite"))
+    copy = _copy_run(run_a, tmp_path)
+    emissions = json.loads((copy / "emissions.json").read_text())
+    (copy / "emissions.json").write_text(json.dumps({**emissions, "carbon_aware": {"policy": 3}, "run_total_energy_kwh": "x"}))
+    lines = (copy / "metrics.jsonl").read_text().splitlines()
+    losses = sum('"loss"' in line for line in lines)
+    garbage = [*lines, "not json", "[1, 2]", '{"loss": NaN, "energy_kwh": 0.1}', '"text"', lines[-1][: len(lines[-1]) // 2]]
+    (copy / "metrics.jsonl").write_text("\n".join(garbage))
+    (copy / "config.toml").write_text("[data\nbroken =")
+    out = tmp_path / "r.html"
+    code, err = report(capsys, copy, "-o", out)
+    assert code == 0, err
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    n = len(lines)
+    assert f"{copy}/metrics.jsonl: 4 lines not a JSON record (line {n + 1}, {n + 2}, {n + 4}, {n + 5}); skipped" in warned
+    assert any(w.startswith(f"{copy}/emissions.json: carbon_aware.") and w.endswith("; ignored") for w in warned)
+    assert any(w.startswith(f"{copy}/emissions.json: run_total_energy_kwh") for w in warned)
+    assert any(w.startswith(f"{copy}/config.toml: cannot be read") for w in warned)
+    page = out.read_text()
+    assert "Loss against energy" in page and "Carbon-aware training" not in page
+    from greendiff.report._collect import collect
+
+    data = collect(str(copy), Ledger(root / "ledger.sqlite"))
+    assert len(data.losses()) == losses  # the NaN loss and the damaged lines are not plotted

@@ -127,3 +127,70 @@ def test_phase_emissions_use_run_mean_intensity():
     s = summarize(_record({}), samples, [WindowTotal("train", 1, 3600.0, {"gpu:0": 1.8e6})],
                   TraceProvider(bundled_trace("CISO")), Pue(1.0, "t"))
     assert s["phases"][0]["emissions_g"] == pytest.approx(s["emissions_kg"] * 1000 / 2)
+
+
+# -- pricing with a labelled fallback (issue 18) ------------------------------------------------------
+
+def _two_hour_trace(tmp_path) -> TraceProvider:
+    """10:00-12:00 UTC on 2024-03-01: 100 g then 300 g (mean 200 g)."""
+    from greendiff.carbon import load_trace
+
+    path = tmp_path / "t.csv"
+    path.write_text("timestamp,intensity\n2024-03-01T10:00:00Z,100\n2024-03-01T11:00:00Z,300\n")
+    return TraceProvider(load_trace(str(path)))
+
+
+def test_a_trace_that_ends_mid_run_prices_the_rest_at_its_mean(tmp_path):
+    from greendiff.tracking import FallbackProvider, static_provider
+
+    provider = FallbackProvider(_two_hour_trace(tmp_path), static_provider(Location(country="FRA")))
+    t = lambda h, m=0: datetime(2024, 3, 1, h, m, tzinfo=timezone.utc)  # noqa: E731
+    inside = provider.intensity(t(10), t(12))
+    assert inside.mean_g_per_kwh() == 200.0 and not getattr(inside, "fallback", "")
+    # 1 kWh spread evenly over 11:00-13:00: the covered hour at 300 g, the hour after the trace at its mean
+    record = _record({})
+    samples = [Sample(t(11).timestamp(), 0.0, {"gpu:0": 0.0}), Sample(t(13).timestamp(), 0.0, {"gpu:0": 3.6e6})]
+    s = summarize(record, samples, [], provider, Pue(1.0, "t"))
+    assert s["emissions_kg"] == pytest.approx((0.5 * 300 + 0.5 * 200) / 1e3, rel=1e-3)
+    assert "the 60 min outside it priced at the trace's mean, 200 gCO2e/kWh (fallback)" in s["intensity"]["fallback"]
+    # wholly outside: the trace's mean throughout
+    outside = provider.intensity(t(20), t(21))
+    assert outside.mean_g_per_kwh() == 200.0 and "the 60 min outside it" in outside.fallback
+
+
+def test_a_run_whose_trace_is_gone_is_priced_from_its_country_table(tmp_path):
+    from greendiff.tracking import run_pricing
+
+    pricing = run_pricing({"location": {"grid": str(tmp_path / "deleted.csv"), "country": "DEU"},
+                           "pue": {"value": 1.5, "source": "t"}})
+    t0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
+    result = pricing.provider.intensity(t0, t0.replace(hour=1))
+    assert result.mean_g_per_kwh() == country_provider("DEU").row.intensity_g_per_kwh
+    assert result.fallback.startswith("the run's intensity source (grid ") and "unknown grid" in result.fallback
+    assert result.fallback.endswith("priced with " + country_provider("DEU").row.source + " instead (fallback)")
+    assert pricing.pue == Pue(1.5, "t") and pricing.problems == ()
+    # nothing usable at all: the world average, labelled, never an exception
+    pricing = run_pricing({"location": "mars", "pue": {"value": float("nan")}, "live": "electricitymaps", "zone": 3})
+    assert pricing.provider.intensity(t0, t0.replace(hour=1)).mean_g_per_kwh() == 475.0
+    assert pricing.pue.value == 1.0 and len(pricing.problems) == 2
+
+
+def test_the_tracker_prices_past_its_trace_and_a_failed_summary_still_closes_the_row(tmp_path, monkeypatch):
+    from datetime import timedelta
+
+    from greendiff.carbon import HourlyTrace
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    trace = HourlyTrace([now - timedelta(seconds=10) + timedelta(seconds=i) for i in range(12)], [100.0] * 12, "short")
+    meter = FakeMeter()
+    tracker = Tracker("t", location=Location(grid="short"), provider=TraceProvider(trace), ledger=tmp_path / "l.sqlite",
+                      monitor=EnergyMonitor([meter]), sample_interval_s=0.0)
+    tracker.start()
+    monkeypatch.setattr("greendiff.tracking._tracker._now_window",
+                        lambda: (now + timedelta(hours=2), now + timedelta(hours=2, seconds=1)))
+    assert tracker.intensity_now_g_per_kwh() == 100.0  # past the trace: its mean, not an exception
+    monkeypatch.setattr(Tracker, "_summarize", lambda self, status: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        tracker.stop("completed", 0)
+    record = tracker.ledger.get_run(tracker.run_id)
+    assert record.status == "completed" and record.exit_code == 0 and record.summary is None  # closed, priced on read

@@ -116,18 +116,21 @@ def check_safetensors(path: Path) -> None:
         with path.open("rb") as f:
             size = path.stat().st_size
             head = f.read(8)
-            (header_len,) = struct.unpack("<Q", head) if len(head) == 8 else (None,)
-            if header_len is None or not 2 <= header_len <= min(size - 8, 100_000_000):
-                raise BadRecordError(f"{path}: not a safetensors file, or truncated ({size} bytes)")
-            header = json.loads(f.read(header_len))
+            header_len = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            raw = f.read(header_len) if 2 <= header_len <= min(size - 8, 100_000_000) else None
     except OSError as exc:
         raise BadRecordError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    except (ValueError, UnicodeDecodeError):
+    if raw is None:
+        raise BadRecordError(f"{path}: not a safetensors file, or truncated ({size} bytes)")
+    try:
+        header = json.loads(raw)
+    except (ValueError, RecursionError):
         raise BadRecordError(f"{path}: its safetensors header is damaged") from None
-    ends = [t.get("data_offsets", [0, 0])[1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)] \
-        if isinstance(header, dict) else None
-    if ends is None or not all(isinstance(e, int) for e in ends):
+    tensors = [t for k, t in header.items() if k != "__metadata__"] if isinstance(header, dict) else [None]
+    offsets = [t.get("data_offsets") if isinstance(t, dict) else None for t in tensors]
+    if not all(isinstance(o, list) and len(o) == 2 and all(isinstance(e, int) and e >= 0 for e in o) for o in offsets):
         raise BadRecordError(f"{path}: its safetensors header is damaged")
+    ends = [o[1] for o in offsets]
     needed = 8 + header_len + max(ends, default=0)
     if size < needed:
         raise BadRecordError(f"{path}: truncated ({size} bytes, its header needs {needed})")
