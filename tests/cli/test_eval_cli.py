@@ -62,6 +62,18 @@ def test_eval_of_a_directory_without_pipeline(capsys, tmp_path):
 
 # -- a damaged pipeline is a one-line error naming the file (issue 18) ---------------------------------
 
+class _Payload:
+    """Unpickling this creates a file: proof that a pickle was loaded."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return pathlib.Path.touch, (self.marker,)
+
+
 def _damage(run_dir, tmp_path, how: str):
     import shutil
 
@@ -74,8 +86,11 @@ def _damage(run_dir, tmp_path, how: str):
     if how == "garbage-weights":
         weights.write_bytes(b"\xff" * 64)
         return copy, f"{weights}: not a safetensors file, or truncated"
-    if how == "pickle-instead":  # only a .bin (a pickle) beside the config: never loaded
-        weights.rename(weights.with_suffix(".bin"))
+    if how == "pickle-instead":  # a .bin (a pickle) that would create a file when loaded, instead of safetensors
+        import torch
+
+        weights.unlink()
+        torch.save({"conv_in.weight": _Payload(tmp_path / "pwned")}, weights.with_suffix(".bin"))
         return copy, f"{weights} is missing"
     if how == "no-config":
         (copy / "pipeline" / "unet" / "config.json").unlink()
@@ -105,5 +120,6 @@ def test_a_damaged_pipeline_is_one_line_naming_the_file(capsys, trained_run, tmp
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("greendiff: error: "), err
     assert message in lines[0] and "Traceback" not in err + out
+    assert not (tmp_path / "pwned").exists()  # nothing in the run directory was unpickled
     path = default_ledger_path()
     assert not path.exists() or Ledger(path).list_runs() == []  # nothing measured, nothing recorded

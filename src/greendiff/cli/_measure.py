@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from greendiff.cli._options import (
+    SAMPLE_INTERVAL, name_option, number_option,
     Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, resolve_settings,
 )
 from greendiff.cli._render import render_summary
@@ -21,11 +22,11 @@ from greendiff.tracking import CommandError, check_command, run_command
 
 def measure(
     command: Annotated[Optional[list[str]], typer.Argument(help="The command to run, after --.", show_default=False)] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Run name (default: the program name).")] = None,
+    name: Annotated[Optional[str], name_option("--name", path=False, help="Run name (default: the program name).")] = None,
     country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
     live: Live = "none", zone: Zone = None, cpu_watts: CpuWatts = None, gpus: Gpus = None,
     no_gpu: NoGpu = False, ledger: LedgerPath = None,
-    sample_interval_s: Annotated[float, typer.Option("--sample-interval", help="Seconds between ledger samples.")] = 5.0,
+    sample_interval_s: Annotated[float, number_option("--sample-interval", bounds=SAMPLE_INTERVAL, help="Seconds between ledger samples.")] = 5.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run a command, measure its process tree's energy, record it in the ledger.
@@ -49,8 +50,8 @@ def measure(
     except CommandError as exc:  # exec itself failed (e.g. an unknown binary format): close the row as failed
         _close(tracker, "failed", exc.exit_code)
         _fail(exc)
-    except BaseException:
-        _close(tracker, "failed", None)
+    except BaseException as exc:  # Ctrl-C before the handlers were in place, or a bug: the row is still closed
+        _close(tracker, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", None)
         raise
     summary = _close(tracker, result.status, result.exit_code)
     if summary is not None:
