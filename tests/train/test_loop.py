@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 import torch
@@ -70,9 +71,12 @@ def test_resume_after_a_stop_at_a_random_step_is_bit_identical(tmp_path, tiny_da
     a = load_file(str(checkpoint_dirs(whole)[-1] / "model.safetensors"))
     b = load_file(str(checkpoint_dirs(split)[-1] / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"differs after stop at {stop_at}"
-    ema_a = torch.load(checkpoint_dirs(whole)[-1] / "custom_checkpoint_0.pkl", weights_only=False)
-    ema_b = torch.load(checkpoint_dirs(split)[-1] / "custom_checkpoint_0.pkl", weights_only=False)
-    assert all(torch.equal(x, y) for x, y in zip(ema_a["shadow_params"], ema_b["shadow_params"]))
+    ema_a = load_file(str(checkpoint_dirs(whole)[-1] / "ema.safetensors"))
+    ema_b = load_file(str(checkpoint_dirs(split)[-1] / "ema.safetensors"))
+    assert len(ema_a) > 0 and ema_a.keys() == ema_b.keys() and all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+    opt_a = load_file(str(checkpoint_dirs(whole)[-1] / "optimizer.safetensors"))
+    opt_b = load_file(str(checkpoint_dirs(split)[-1] / "optimizer.safetensors"))
+    assert len(opt_a) > 0 and opt_a.keys() == opt_b.keys() and all(torch.equal(opt_a[k], opt_b[k]) for k in opt_a)
 
 
 def test_resume_without_checkpoint_is_a_user_error(tmp_path, tiny_data, tiny_config, tracker):
@@ -118,9 +122,9 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
 
 def test_ema_weights_differ_from_raw_and_no_ema_means_no_ema(tmp_path, tiny_data, tiny_config, tracker):
     train(tiny_config(run__max_steps=5), tmp_path / "ema", tiny_data, tracker)
-    assert (checkpoint_dirs(tmp_path / "ema")[-1] / "custom_checkpoint_0.pkl").exists()
+    assert (checkpoint_dirs(tmp_path / "ema")[-1] / "ema.safetensors").exists()
     train(tiny_config(run__max_steps=5, optim__ema="false"), tmp_path / "raw", tiny_data, tracker)
-    assert not (checkpoint_dirs(tmp_path / "raw")[-1] / "custom_checkpoint_0.pkl").exists()
+    assert not (checkpoint_dirs(tmp_path / "raw")[-1] / "ema.safetensors").exists()
 
 
 def test_non_finite_losses_are_skipped_then_stop(tmp_path, tiny_data, tiny_config, tracker, monkeypatch, caplog):
@@ -135,8 +139,9 @@ def test_non_finite_losses_are_skipped_then_stop(tmp_path, tiny_data, tiny_confi
     result = train(tiny_config(run__max_steps=4), tmp_path / "one", tiny_data, tracker)
     assert result.status == "completed" and "update skipped" in caplog.text
     monkeypatch.setattr(_loop, "diffusion_loss", lambda *a, **k: real(*a, **k) * float("inf"))
-    with pytest.raises(UserInputError, match="training diverged: 3 non-finite losses in a row"):
-        train(tiny_config(run__max_steps=10, run__max_bad_steps=3), tmp_path / "bad", tiny_data, tracker)
+    result = train(tiny_config(run__max_steps=10, run__max_bad_steps=3), tmp_path / "bad", tiny_data, tracker)
+    assert (result.status, result.step) == ("diverged", 3)
+    assert result.stop_reason == "3 steps in a row had a non-finite loss or gradient"
 
 
 def test_batches_cover_each_epoch_once():
@@ -321,18 +326,18 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path,
     """The disk fills up during the second checkpoint: a one-line error, the first checkpoint intact, nothing half-written."""
     import errno
 
-    from accelerate import Accelerator
+    from greendiff.train import _checkpoint
 
-    real_save, calls = Accelerator.save_state, []
+    real_write, calls = _checkpoint._write_file, []
 
-    def save_state(self, output_dir, **kwargs):
-        calls.append(output_dir)
-        if len(calls) == 2:
-            real_save(self, output_dir, **kwargs)  # partly written, then the disk is full
+    def write_file(path, data):
+        calls.append(path)
+        if path.name == "optimizer.safetensors" and path.parent.name == ".tmp-step-4":
+            real_write(path, data[: len(data) // 2])  # partly written, then the disk is full
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(self, output_dir, **kwargs)
+        return real_write(path, data)
 
-    monkeypatch.setattr(Accelerator, "save_state", save_state)
+    monkeypatch.setattr(_checkpoint, "_write_file", write_file)
     with pytest.raises(UserInputError, match=r"could not write checkpoint .*step-4: No space left on device; "
                                              r"the previous checkpoint is intact") as err:
         train(tiny_config(run__max_steps=6, run__checkpoint_every=2), tmp_path / "run", tiny_data, tracker)
@@ -341,6 +346,161 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path,
     assert [p.name for p in checkpoint_dirs(tmp_path / "run")] == ["step-2"]
     assert sorted(p.name for p in root.iterdir()) == ["step-2"]  # the partial .tmp-step-4 is removed
     json.loads((root / "step-2" / "train_state.json").read_text())  # complete and readable
-    monkeypatch.setattr(Accelerator, "save_state", real_save)
+    monkeypatch.setattr(_checkpoint, "_write_file", real_write)
     result = train(tiny_config(run__max_steps=6, run__checkpoint_every=2), tmp_path / "run", tiny_data, tracker, resume=True)
     assert result.status == "completed" and result.step == 6  # and the run resumes from it
+
+
+# -- checkpoints hold no pickles; a broken one is passed over; a changed config is refused ----------------------------
+
+class _Payload:
+    """Unpickling this creates ``path``: what a planted pickle in a shared run directory could do."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+@pytest.mark.parametrize("planted", ["custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin", "scheduler.bin"])
+def test_a_pickle_planted_in_a_checkpoint_is_never_loaded(tmp_path, tiny_data, tiny_config, tracker, planted):
+    import pickle
+
+    config = tiny_config(run__max_steps=2)
+    run_dir = tmp_path / "run"
+    train(config, run_dir, tiny_data, tracker)
+    marker = tmp_path / "pwned"
+    (checkpoint_dirs(run_dir)[-1] / planted).write_bytes(pickle.dumps(_Payload(marker)))
+    try:
+        train(tiny_config(run__max_steps=4), run_dir, tiny_data, tracker, resume=True)
+        message = "resumed"
+    except Exception as exc:  # noqa: BLE001 -- whatever the loader raised, the payload must not have run
+        message = str(exc)
+    assert not marker.exists(), "resume ran code from the run directory"
+    assert re.search(f"no usable checkpoint .*step-2: holds files greendiff did not write: {planted}$", message), message
+
+
+def test_checkpoints_are_safetensors_and_json_only(tmp_path, tiny_data, tiny_config, tracker):
+    train(tiny_config(run__max_steps=2), tmp_path, tiny_data, tracker)
+    (checkpoint,) = checkpoint_dirs(tmp_path)
+    names = sorted(p.name for p in checkpoint.iterdir())
+    assert names == ["ema.safetensors", "model.safetensors", "optimizer.safetensors", "rng-0.safetensors", "train_state.json"]
+    state = json.loads((checkpoint / "train_state.json").read_text())
+    assert state["step"] == 2 and state["fingerprint"]["model.block_out_channels"] == [8, 16]
+    assert state["optimizer"]["param_groups"][0]["betas"] == [0.95, 0.999] and state["ema"]["optimization_step"] == 2
+    assert state["files"] == {n: (checkpoint / n).stat().st_size for n in names if n != "train_state.json"}
+
+
+def _corrupt(folder, how):
+    if how == "truncated model":
+        data = (folder / "model.safetensors").read_bytes()
+        (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif how == "garbage state":
+        (folder / "train_state.json").write_text("{not json")
+    elif how == "missing optimizer":
+        (folder / "optimizer.safetensors").unlink()
+    elif how == "no state file":
+        (folder / "train_state.json").unlink()
+    elif how == "same-size garbage":
+        size = (folder / "ema.safetensors").stat().st_size
+        (folder / "ema.safetensors").write_bytes(b"\xff" * size)
+
+
+@pytest.mark.parametrize("how", ["truncated model", "garbage state", "missing optimizer", "no state file", "same-size garbage"])
+def test_an_unusable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, tiny_data, tiny_config, tracker, caplog, how):
+    config = tiny_config(run__max_steps=6, run__checkpoint_every=2, run__keep_checkpoints=3)
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train(config, whole, tiny_data, tracker)
+    train(config, split, tiny_data, tracker, stop_requested=iter([False] * 4 + [True] * 9).__next__)
+    assert [p.name for p in checkpoint_dirs(split)] == ["step-2", "step-4"]
+    _corrupt(split / "checkpoints" / "step-4", how)
+    result = train(config, split, tiny_data, tracker, resume=True)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "checkpoint step-4 is unusable" in warnings[0] and "resuming from step-2" in warnings[0]
+    assert "\n" not in warnings[0]
+    assert (result.status, result.step) == ("completed", 6)
+    starts = [r for r in map(json.loads, (split / "metrics.jsonl").read_text().splitlines()) if r.get("event") == "start"]
+    assert [s["step"] for s in starts] == [0, 2]
+    assert (split / "checkpoints" / ".bad-step-4").is_dir()  # kept aside for a look, never loaded again
+    a = load_file(str(checkpoint_dirs(whole)[-1] / "model.safetensors"))
+    b = load_file(str(checkpoint_dirs(split)[-1] / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # still exact: replayed from step 2
+
+
+def test_no_usable_checkpoint_is_a_one_line_error(tmp_path, tiny_data, tiny_config, tracker):
+    config = tiny_config(run__max_steps=2)
+    train(config, tmp_path, tiny_data, tracker)
+    _corrupt(checkpoint_dirs(tmp_path)[-1], "truncated model")
+    with pytest.raises(UserInputError, match=r"no usable checkpoint in .*checkpoints: step-2: model.safetensors is "
+                                             r"truncated or altered") as err:
+        train(config, tmp_path, tiny_data, tracker, resume=True)
+    assert "\n" not in str(err.value)
+
+
+def test_a_config_that_no_longer_matches_the_checkpoint_is_refused(tmp_path, tiny_data, tiny_config, tracker):
+    from greendiff.train import check_resume
+
+    train(tiny_config(run__max_steps=2), tmp_path, tiny_data, tracker)
+    before = (tmp_path / "metrics.jsonl").read_text()
+    edited = tiny_config(run__max_steps=4, model__block_out_channels="16,32", data__resolution=16)
+    message = (r"config no longer matches checkpoint step-2: model.block_out_channels \[8, 16\] -> \[16, 32\], "
+               r"data.resolution 8 -> 16")
+    with pytest.raises(UserInputError, match=message):
+        check_resume(tmp_path, edited, tiny_data.channels)
+    with pytest.raises(UserInputError, match=message):
+        train(edited, tmp_path, tiny_data, tracker, resume=True)
+    assert (tmp_path / "metrics.jsonl").read_text() == before  # refused before any step
+    check_resume(tmp_path, tiny_config(run__max_steps=4), tiny_data.channels)  # only max_steps changed: fine
+
+
+# -- divergence ---------------------------------------------------------------------------------------------------------
+
+def test_losses_non_finite_every_other_step_are_a_diverged_run(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
+    """A finite loss between non-finite ones resets the count in a row; the share of bad steps still counts."""
+    real, calls = _loop.diffusion_loss, iter(range(1000))
+    monkeypatch.setattr(_loop, "diffusion_loss",
+                        lambda *a, **k: real(*a, **k) * (float("nan") if next(calls) % 2 else 1.0))
+    result = train(tiny_config(run__max_steps=60, run__checkpoint_every=5), tmp_path, tiny_data, tracker)
+    assert result.status == "diverged" and result.step == 40
+    assert result.stop_reason == "20 of the first 40 steps had a non-finite loss or gradient (more than a quarter)"
+    assert not (tmp_path / "pipeline").exists() and not (tmp_path / "samples" / "step-40.png").exists()
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step-25", "step-35"]  # kept; none of the diverged state
+    assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1]) == {
+        "event": "diverged", "step": 40, "reason": result.stop_reason}
+
+
+def test_a_short_run_mostly_non_finite_is_diverged_at_its_end(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
+    real, calls = _loop.diffusion_loss, iter(range(1000))
+    monkeypatch.setattr(_loop, "diffusion_loss", lambda *a, **k: real(*a, **k) * (float("inf") if next(calls) in (1, 3, 4) else 1.0))
+    result = train(tiny_config(run__max_steps=6), tmp_path, tiny_data, tracker)
+    assert result.status == "diverged" and result.stop_reason.startswith("3 of the first 6 steps")
+
+
+def test_a_non_finite_gradient_skips_the_update_and_counts(tmp_path, tiny_data, tiny_config, tracker, monkeypatch, caplog):
+    """A finite loss whose gradient is NaN would poison the weights: the update is skipped like a NaN loss's."""
+    real, calls = _loop.diffusion_loss, iter(range(1000))
+
+    def nan_gradient_once(unet, *args, **kwargs):
+        loss = real(unet, *args, **kwargs)
+        if next(calls) == 1:
+            x = next(unet.parameters()).sum()
+            loss = loss + 0.0 * torch.sqrt(x - x)  # value unchanged (0), gradient NaN
+        return loss
+    monkeypatch.setattr(_loop, "diffusion_loss", nan_gradient_once)
+    result = train(tiny_config(run__max_steps=5, optim__ema="false"), tmp_path, tiny_data, tracker)
+    assert result.status == "completed" and "update skipped" in caplog.text
+    weights = load_file(str(checkpoint_dirs(tmp_path)[-1] / "model.safetensors"))
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_bad_step_counts_survive_a_resume(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
+    real, calls = _loop.diffusion_loss, iter(range(1000))
+    monkeypatch.setattr(_loop, "diffusion_loss",
+                        lambda *a, **k: real(*a, **k) * (float("nan") if next(calls) % 2 else 1.0))
+    config = tiny_config(run__max_steps=60, run__checkpoint_every=4)
+    first = train(config, tmp_path, tiny_data, tracker, stop_requested=iter([False] * 12 + [True] * 99).__next__)
+    assert (first.status, first.step) == ("interrupted", 12)
+    assert json.loads((checkpoint_dirs(tmp_path)[-1] / "train_state.json").read_text())["divergence"] == {"bad_steps": 6, "bad_in_row": 1}
+    second = train(config, tmp_path, tiny_data, tracker, resume=True)
+    assert (second.status, second.step) == ("diverged", 40)

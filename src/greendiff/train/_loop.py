@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,11 +24,12 @@ import torch
 from greendiff.data import ImageSet
 from greendiff.errors import UserInputError
 from greendiff.tracking import Tracker
-from greendiff.train._checkpoint import load_latest, save_checkpoint
+from greendiff.train._checkpoint import TrainingObjects, check_resume, fingerprint, load_latest, save_checkpoint
 from greendiff.train._config import TrainConfig
+from greendiff.train._divergence import DivergenceGuard
 from greendiff.train._diffusion import diffusion_loss, make_noise_scheduler, make_sampler, sample_images
 from greendiff.train._images import save_grid
-from greendiff.train._model import build_unet, count_macs, count_parameters
+from greendiff.train._model import build_unet, check_architecture, count_macs, count_parameters
 from greendiff.train._schedule import make_lr_scheduler
 from greendiff.train._stopping import StopCallback, StoppingRules
 
@@ -113,6 +115,16 @@ def check_data(config: TrainConfig, data: ImageSet, processes: int = 1) -> None:
                              + (f" on each of {processes} processes" if processes > 1 else "") + "; lower --batch-size")
 
 
+def check_train(config: TrainConfig, channels: int, resume_from: Path | None = None, source: str = "config") -> None:
+    """What :func:`train` would refuse, checked before a run directory or a ledger row exists: the precision
+    on this device, the architecture at this resolution, and for a resume (``resume_from``, a run
+    directory) a usable checkpoint of this config's shapes (``source`` names the config in the error)."""
+    resolve_precision(config.optim.mixed_precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    check_architecture(config.model, config.data.resolution)
+    if resume_from is not None:
+        check_resume(resume_from, config, channels, source)
+
+
 def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, *,
           resume: bool = False, on_log: Callable[[dict], None] | None = None,
           stop_requested: Callable[[], bool] = lambda: False, objective: Callable | None = None,
@@ -162,19 +174,18 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
                        use_ema_warmup=optim.ema_warmup, inv_gamma=1.0, power=optim.ema_power,
                        foreach=True)  # one kernel per op over all tensors: 2.4x faster on CPU (tiny UNet)
         ema.to(device)
-        accelerator.register_for_checkpointing(ema)
     noise_scheduler = make_noise_scheduler(optim)
     sampler = make_sampler(optim, noise_scheduler)
     check_data(config, data, dist.world_size)
     images = data.images
     n = images.shape[0]
 
+    objects = TrainingObjects(accelerator.unwrap_model(unet), optimizer, lr_scheduler, ema, accelerator.scaler)
+    shapes, guard = fingerprint(config, channels), DivergenceGuard(run.max_bad_steps, run.max_steps)
     step, prior_energy_j, saved_state = 0, 0.0, None
     if resume:
-        saved_state = load_latest(accelerator, run_dir)
-        if saved_state is None:
-            raise UserInputError(f"nothing to resume: {run_dir / 'checkpoints'} has no complete checkpoint")
-        step, prior_energy_j = int(saved_state["step"]), float(saved_state.get("energy_j", 0.0))
+        saved_state = load_latest(accelerator, objects, run_dir, shapes)
+        step, prior_energy_j = saved_state["step"], float(saved_state["energy_j"])
     header = {"event": "start", "step": step, "params": params, "macs_per_image": macs, "precision": precision,
               "precision_reason": precision_why, "device": str(device), "dataset": data.source, "skipped_files": data.skipped,
               "processes": dist.world_size, "effective_batch_size": optim.batch_size * dist.world_size,
@@ -219,10 +230,11 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
 
     def checkpoint(at_step: int, name: str | None = None) -> None:
         with tracker.window("checkpoint"):
-            extra = {"energy_j": energy_so_far_j(), "stopping": stopper.state_dict()}
+            books = {"energy_j": energy_so_far_j(), "stopping": stopper.state_dict(), "divergence": guard.state_dict(),
+                     "fingerprint": shapes}
             if carbon_aware is not None:
-                extra["carbon_aware"] = carbon_aware.state_dict()
-            save_checkpoint(accelerator, run_dir, at_step, extra, run.keep_checkpoints, name)
+                books["carbon_aware"] = carbon_aware.state_dict()
+            save_checkpoint(accelerator, objects, run_dir, at_step, books, run.keep_checkpoints, name)
         tracker.sync()  # a ledger sample with every checkpoint: a killed run's ledger covers all the work it kept
 
     stop = config.stop
@@ -268,11 +280,8 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
                            kg_per_kwh=tracker.pue.value * tracker.intensity_now_g_per_kwh() / 1000.0,
                            set_horizon=(lambda steps: setattr(schedule, "horizon_steps", steps)) if stop.fit_schedule else None,
                            on_eval=on_eval)
-    if saved_state is not None and "stopping" in saved_state:
-        stopper.load_state_dict(saved_state["stopping"])
+    restore_books(saved_state, stopping=stopper, divergence=guard, carbon_aware=carbon_aware)
     if carbon_aware is not None:
-        if saved_state is not None and "carbon_aware" in saved_state:
-            carbon_aware.load_state_dict(saved_state["carbon_aware"])
         carbon_aware.begin(energy_so_far_j())
     stop_reason = ""
 
@@ -285,7 +294,7 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
         record({"event": "pause", "step": step, "from": began.isoformat(), "until": until.isoformat()})
 
     loss_fn = objective or diffusion_loss
-    status, last_loss, bad_in_row = "completed", math.nan, 0
+    status, last_loss = "completed", math.nan
     t_log, samples_since_log = time.perf_counter(), 0
     unet.train()
     try:
@@ -304,25 +313,17 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
             with tracker.window("train"):
                 with accelerator.autocast():
                     loss = loss_fn(unet, noise_scheduler, x0, step_generator(run.seed + 1_000_003 * dist.rank, step), optim)
-                if not all_finite(loss, dist):
-                    optimizer.zero_grad(set_to_none=True)
-                    bad_in_row += 1
-                    logger.warning("step %d: loss is %s; update skipped (%d in a row)", step, loss.item(), bad_in_row)
-                    if bad_in_row >= run.max_bad_steps:
-                        status = "diverged"
-                        break
-                    step += 1
-                    continue
-                bad_in_row = 0
-                accelerator.backward(loss)
-                if optim.grad_clip > 0:
-                    accelerator.clip_grad_norm_(unet.parameters(), optim.grad_clip)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                if ema is not None:
-                    ema.step(accelerator.unwrap_model(unet).parameters())
+                updated = all_finite(loss, dist) and apply_update(accelerator, unet, objects, loss, optim.grad_clip)
             step += 1
+            stop_reason = guard.after_step(step, updated) or ""
+            if not updated:
+                logger.warning("step %d: loss %s or its gradient is not finite; update skipped (%d in a row, %d in all)",
+                               step - 1, loss.item(), guard.bad_in_row, guard.bad_steps)
+            if stop_reason:
+                status = "diverged"
+                break
+            if not updated:
+                continue
             last_loss = loss.item()
             if carbon_aware is not None:
                 carbon_aware.after_step(step, energy_so_far_j())
@@ -350,11 +351,10 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
                 checkpoint(step)
     except KeyboardInterrupt:
         status = "interrupted"
-    if status == "diverged":
+    if status == "diverged":  # no checkpoint of the diverged weights, no pipeline: the earlier checkpoints stay
+        record({"event": "diverged", "step": step, "reason": stop_reason})
         metrics.close()
-        raise UserInputError(f"training diverged: {run.max_bad_steps} non-finite losses in a row at step {step}; "
-                             f"lower --lr (now {optim.lr:g}) or use --mixed-precision no; last checkpoint kept in "
-                             f"{run_dir / 'checkpoints'}")
+        return TrainResult(status, step, last_loss, run_dir, prior_energy_j, stop_reason)
     if stop.eval_at_end and status in ("completed", "stopped"):
         stopper.final(step, lambda: energy_so_far_j() / 3.6e6)
     checkpoint(step)
@@ -370,6 +370,35 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
     metrics.write(json.dumps({"event": status, "step": step}) + "\n")
     metrics.close()
     return TrainResult(status, step, last_loss, run_dir, prior_energy_j, stop_reason)
+
+
+def apply_update(accelerator, unet, objects: TrainingObjects, loss: torch.Tensor, grad_clip: float) -> bool:
+    """Backward, clipping, then the optimizer, schedule and EMA steps; ``False``, with nothing changed, when
+    the gradient is not finite (a finite loss can have one, and its update would poison the weights). In a
+    job the gradient is all-reduced, so every process decides alike; with fp16's gradient scaler, an inf
+    gradient is the scaler's to skip (it lowers its scale), not a bad step."""
+    accelerator.backward(loss)
+    norm = accelerator.clip_grad_norm_(unet.parameters(), grad_clip if grad_clip > 0 else math.inf)
+    if objects.scaler is None and norm is not None and not bool(torch.isfinite(norm)):
+        objects.optimizer.zero_grad(set_to_none=True)
+        return False
+    objects.optimizer.step()
+    objects.lr_scheduler.step()
+    objects.optimizer.zero_grad(set_to_none=True)
+    if objects.ema is not None:
+        objects.ema.step(objects.model.parameters())
+    return True
+
+
+def restore_books(saved: dict | None, **parts) -> None:
+    """The loop's books from a checkpoint's ``train_state.json``: each part (``None``: absent) loads its state."""
+    for key, part in parts.items():
+        if saved is None or part is None or key not in saved:
+            continue
+        try:
+            part.load_state_dict(saved[key])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise UserInputError(f"checkpoint step-{saved['step']}: its {key} state is malformed ({exc!r:.80})") from None
 
 
 def all_finite(loss: torch.Tensor, dist) -> bool:
@@ -396,7 +425,9 @@ def ranks_in_sync(model, dist) -> dict:
 
 
 def export_pipeline(unet, ema, noise_scheduler, path: Path) -> None:
-    """``DDPMPipeline.save_pretrained`` with the EMA weights, loadable by plain diffusers."""
+    """``DDPMPipeline.save_pretrained`` with the EMA weights, loadable by plain diffusers. Written beside
+    ``path`` and renamed into place, so a kill mid-export leaves the previous pipeline (of a resumed
+    run), never half of one."""
     import copy
 
     from diffusers import DDPMPipeline
@@ -404,4 +435,11 @@ def export_pipeline(unet, ema, noise_scheduler, path: Path) -> None:
     model = copy.deepcopy(unet).to(memory_format=torch.contiguous_format).float().cpu()
     if ema is not None:
         ema.copy_to(model.parameters())
-    DDPMPipeline(unet=model, scheduler=noise_scheduler).save_pretrained(str(path))
+    tmp, old = path.with_name(f".tmp-{path.name}"), path.with_name(f".old-{path.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    DDPMPipeline(unet=model, scheduler=noise_scheduler).save_pretrained(str(tmp))
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
