@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 import pytest
 
@@ -207,3 +208,79 @@ def test_out_of_memory_is_one_line_and_the_run_is_failed(capsys, tmp_path, monke
     assert "Traceback" not in err
     (run,) = Ledger(default_ledger_path()).list_runs()
     assert run.status == "failed"
+
+
+def test_fp16_on_the_cpu_creates_nothing(capsys, tmp_path, monkeypatch):
+    """A check that depends on the device (fp16 autocast needs a GPU) runs before the run directory and the ledger row."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = run_cli(capsys, "train", *TINY, "--max-steps", "2", "--mixed-precision", "fp16", "--no-gpu",
+                           "--output-dir", str(tmp_path / "runs"), "--country", "FRA")
+    assert code == 2 and err.strip().splitlines() == [
+        "greendiff: error: fp16 autocast is not supported on the CPU; use --mixed-precision bf16 or no"]
+    assert not (tmp_path / "runs").exists()
+    assert not default_ledger_path().exists() or Ledger(default_ledger_path()).list_runs() == []
+
+
+def test_a_diverging_run_is_diverged_in_the_ledger_with_no_pipeline(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", *TINY, "--max-steps", "30", "--lr", "1e30", "--set", "run.checkpoint_every=1",
+                           "--output-dir", str(tmp_path / "runs"), "--country", "FRA", "--no-gpu")
+    errors = [line for line in err.splitlines() if line.startswith("greendiff: error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err
+    assert re.search(r"training diverged at step \d+: 20 steps in a row had a non-finite loss or gradient", errors[0])
+    assert "lower --lr (now 1e+30)" in errors[0]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert not (run_dir / "pipeline").exists() and not (run_dir / "emissions.json").exists()
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] != []  # kept
+    (run,) = Ledger(default_ledger_path()).list_runs()
+    assert run.status == "diverged" and run.summary["stop_reason"].startswith("20 steps in a row")
+
+
+def test_an_older_ledger_accepts_a_diverged_run(tmp_path):
+    import sqlite3
+
+    from greendiff.ledger import _db
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:  # the schema as greendiff wrote it before 'diverged' existed
+        conn.executescript(_db._SCHEMA.replace(", 'diverged'", ""))
+        conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    ledger = Ledger(path)
+    run_id = ledger.start_run("x", "train", "", {}, [])
+    ledger.finish_run(run_id, "diverged", {})
+    assert ledger.get_run(run_id).status == "diverged"
+    ledger.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        with pytest.raises(sqlite3.IntegrityError):  # still a CHECK: an unknown status is refused
+            conn.execute("UPDATE runs SET status = 'bogus'")
+    assert Ledger(path).get_run(run_id).status == "diverged"
+
+
+def test_a_config_edited_in_the_run_directory_is_refused_before_anything(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", *TINY, "--max-steps", "2", "--output-dir", str(tmp_path / "runs"), "--country", "FRA")
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    config = run_dir / "config.toml"
+    config.write_text(config.read_text().replace("resolution = 8", "resolution = 16").replace('preset = "nano"', 'preset = "pico"'))
+    metrics = (run_dir / "metrics.jsonl").read_text()
+    code, _, err = run_cli(capsys, "train", "--resume", str(run_dir), "--max-steps", "4", "--country", "FRA")
+    assert code == 2 and err.strip().splitlines() == [
+        f"greendiff: error: {config} no longer matches checkpoint step-2: model.preset nano -> pico, data.resolution 8 -> 16; "
+        "undo the edit, or start a new run"]
+    assert len(Ledger(default_ledger_path()).list_runs()) == 1  # no ledger row for the refused resume
+    assert (run_dir / "metrics.jsonl").read_text() == metrics
+
+
+def test_a_corrupt_emissions_json_is_rebuilt_from_the_ledger(capsys, tmp_path, caplog):
+    code, _, err = run_cli(capsys, "train", *TINY, "--max-steps", "2", "--output-dir", str(tmp_path / "runs"), "--country", "FRA")
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir / "emissions.json").write_text('{"ledger_run_ids": [1, ')  # cut off mid-write by an older greendiff
+    code, _, err = run_cli(capsys, "train", "--resume", str(run_dir), "--max-steps", "4", "--country", "FRA")
+    assert code == 0 and "Traceback" not in err, err
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "emissions.json" in r.getMessage()]
+    assert len(warnings) == 1 and "is not valid JSON" in warnings[0] and "rebuilt from the ledger" in warnings[0]
+    first, second = sorted(r.id for r in Ledger(default_ledger_path()).list_runs())
+    assert json.loads((run_dir / "emissions.json").read_text())["ledger_run_ids"] == [first, second]

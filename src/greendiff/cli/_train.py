@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,8 +18,10 @@ from greendiff.cli._options import (
 )
 from greendiff.cli._render import fmt_energy, fmt_mass, render_summary
 from greendiff.errors import UserInputError
+from greendiff.files import atomic_write_text
 
 Opt = typer.Option
+logger = logging.getLogger(__name__)
 
 
 def _parse_sets(sets: list[str]) -> dict[str, str]:
@@ -43,15 +46,34 @@ def _new_run_dir(output_dir: str, name: str) -> Path:
     return run_dir
 
 
-def write_emissions(run_dir: Path, summary: dict, prior_energy_j: float) -> None:
-    """``emissions.json``: this segment's summary, plus the ledger ids and energy of the whole run."""
+def write_emissions(run_dir: Path, summary: dict, prior_energy_j: float, ledger=None) -> None:
+    """``emissions.json``: this segment's summary, plus the ledger ids and energy of the whole run. Written
+    atomically; ``ledger`` (default: the default one) rebuilds an unreadable earlier file's list of runs."""
     path = run_dir / "emissions.json"
-    previous = json.loads(path.read_text()).get("ledger_run_ids", []) if path.exists() else []
-    record = {**summary, "ledger_run_ids": [*previous, summary["run_id"]],
+    record = {**summary, "ledger_run_ids": [*_earlier_segments(path, summary["run_id"], ledger), summary["run_id"]],
               "run_total_energy_kwh": prior_energy_j / 3.6e6 + summary["energy_kwh"],
               "run_total_note": "earlier segments (resumed runs) counted from the checkpoint's energy; "
                                 "their CO2e is in the ledger runs listed"}
-    path.write_text(json.dumps(record, indent=2))
+    atomic_write_text(path, json.dumps(record, indent=2))
+
+
+def _earlier_segments(path: Path, run_id: int, ledger) -> list[int]:
+    """The ledger ids of the run's earlier segments: from ``emissions.json`` or, when that is unreadable
+    (cut off, garbage, another shape), from the ledger's runs of this run directory, with a warning."""
+    from greendiff.ledger import BadRecordError, Ledger
+    from greendiff.train import read_emissions_json
+
+    if not path.exists():
+        return []
+    try:
+        return list(read_emissions_json(path).ledger_run_ids)
+    except BadRecordError as exc:
+        problem = str(exc)
+    here = str(path.parent.resolve())
+    ids = sorted(r.id for r in (ledger or Ledger()).list_runs() if r.assumptions.get("run_dir") == here and r.id < run_id)
+    logger.warning("%s; its list of the run's ledger runs is rebuilt from the ledger (%s)", problem,
+                   ", ".join(map(str, ids)) or "none earlier")
+    return ids
 
 
 def train_command(
@@ -102,7 +124,7 @@ def train_command(
     no_gpu: NoGpu = False, ledger: LedgerPath = None,
 ) -> None:
     """Train a diffusion model with the green recipe (or the baseline), energy measured per phase."""
-    from greendiff.train import check_data, resolve_config, to_dict, to_toml
+    from greendiff.train import check_data, check_train, resolve_config, to_dict, to_toml
 
     overrides = {"recipe": recipe, "model.preset": preset, "data.dataset": dataset, "data.resolution": resolution,
                  "data.skip_bad_images": skip_bad_images,
@@ -142,6 +164,7 @@ def train_command(
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
     data = load_config_data(config, config_file)
     check_data(config, data, max(nproc, dist.world_size))
+    check_train(config, data.channels, resume, str(resume / "config.toml") if resume is not None else "config")
     if nproc > 1:
         raise typer.Exit(launch(nproc, ctx.obj["argv"] if ctx.obj else []))
     import torch
@@ -164,7 +187,7 @@ def train_command(
     run_dir = None
     if dist.is_main:  # one run directory for the job, made by rank 0 and told to the others
         run_dir = resume if resume is not None else _new_run_dir(config.run.output_dir, run_name)
-        (run_dir / "config.toml").write_text(to_toml(config))
+        atomic_write_text(run_dir / "config.toml", to_toml(config))
     run_dir = Path(dist.broadcast(str(run_dir) if run_dir else None))
     loggers = _loggers(config, run_dir, remove_on_error=None if resume else run_dir) if dist.is_main else []
     tracker = settings.tracker(run_dir.name + (" (resumed)" if resume else ""), "train", f"greendiff train ({run_dir})",
@@ -184,7 +207,7 @@ def train_command(
                      "emissions_kg": summary["emissions_kg"]})
         logger_.close(result.status)
     if dist.is_main:
-        write_emissions(run_dir, summary, result.prior_energy_j)
+        write_emissions(run_dir, summary, result.prior_energy_j, tracker.ledger)
     render_summary(summary, console)
     console.print(f"{result.status} at step {result.step} in {time.perf_counter() - t0:.1f} s · run directory {run_dir}"
                   + (f" · {result.stop_reason}" if result.stop_reason else "")
@@ -270,8 +293,8 @@ def run_training(config, data, run_dir: Path, tracker, console: Console, *, resu
 
     try:
         with progress:
-            return train(config, run_dir, data, tracker, resume=resume, on_log=on_log, objective=objective,
-                         on_eval=_logged(on_eval, loggers), carbon_aware=carbon_aware)
+            result = train(config, run_dir, data, tracker, resume=resume, on_log=on_log, objective=objective,
+                           on_eval=_logged(on_eval, loggers), carbon_aware=carbon_aware)
     except KeyboardInterrupt:
         tracker.stop("interrupted")
         console.print(f"interrupted; resume with: greendiff train --resume {run_dir}")
@@ -285,6 +308,21 @@ def run_training(config, data, run_dir: Path, tracker, console: Console, *, resu
     except BaseException:
         tracker.stop("failed")
         raise
+    if result.status == "diverged":
+        raise _diverged(config, result, tracker)
+    return result
+
+
+def _diverged(config, result, tracker) -> UserInputError:
+    """Close a diverged run's ledger row as ``diverged``; the one-line error that ends the command (exit 2).
+    Its checkpoints are kept and no pipeline was exported (``train`` returns before that)."""
+    from greendiff.train import checkpoint_dirs
+
+    tracker.stop("diverged", extra={"stop_reason": result.stop_reason})
+    kept = checkpoint_dirs(result.run_dir)
+    return UserInputError(f"training diverged at step {result.step}: {result.stop_reason}; lower --lr (now "
+                          f"{config.optim.lr:g}) or use --mixed-precision no; no pipeline exported, "
+                          + (f"checkpoints up to {kept[-1].name} kept" if kept else "no checkpoint was written"))
 
 
 def _logged(on_eval, loggers):

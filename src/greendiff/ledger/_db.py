@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
     kind TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed', 'interrupted')),
+    status TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed', 'interrupted', 'diverged')),
     started_unix_s REAL NOT NULL,
     ended_unix_s REAL,
     heartbeat_unix_s REAL NOT NULL,
@@ -84,6 +84,22 @@ def process_alive(host: str, pid: int, started_unix_s: float) -> bool:
         return psutil.Process(pid).create_time() <= started_unix_s + 1.0
     except (psutil.Error, ValueError):
         return False
+
+
+def _allow_diverged(cur: sqlite3.Cursor) -> None:
+    """A ledger made before the ``diverged`` status (a training run whose losses went non-finite): widen the
+    ``runs.status`` CHECK in place. Only a CHECK constraint changes and every row still satisfies it, which
+    SQLite documents as safe to do through ``writable_schema`` (https://sqlite.org/lang_altertable.html,
+    section 7); the schema version stays, so an older greendiff still opens the ledger."""
+    sql = cur.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone()[0]
+    if "'diverged'" in sql or "'interrupted')" not in sql:
+        return
+    cookie = cur.execute("PRAGMA schema_version").fetchone()[0]
+    cur.execute("PRAGMA writable_schema = ON")
+    cur.execute("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = 'runs'",
+                (sql.replace("'interrupted')", "'interrupted', 'diverged')"),))
+    cur.execute(f"PRAGMA schema_version = {int(cookie) + 1}")
+    cur.execute("PRAGMA writable_schema = OFF")
 
 
 class Ledger:
@@ -140,6 +156,7 @@ class Ledger:
                 raise sqlite3.DatabaseError(f"schema version {row[0]!r} is not a number; not a greendiff ledger?")
             elif int(row[0]) > SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(f"schema version {row[0]} is newer than this greendiff ({SCHEMA_VERSION}); upgrade greendiff")
+            _allow_diverged(cur)
 
     def close(self) -> None:
         self._conn.close()

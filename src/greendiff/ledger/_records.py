@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from greendiff.errors import UserInputError
 
-STATUSES = ("running", "completed", "failed", "interrupted")
+STATUSES = ("running", "completed", "failed", "interrupted", "diverged")
 #: The last Unix second greendiff accounts in (2200-01-01, the limit of the carbon layer).
 _MAX_UNIX_S = 7258118400.0
 
