@@ -101,6 +101,34 @@ def test_plan_equals_brute_force_on_random_series(values, data):
         assert T0 <= schedule.start and schedule.end <= segments[-1].end
 
 
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.integers(0, 900), min_size=1, max_size=7), data=st.data())
+def test_cheapest_slots_equal_brute_force_without_a_pause_cost(values, data):
+    from greendiff.plan._window import cheapest_slots
+
+    n = len(values)
+    frac = data.draw(st.sampled_from([0.0, 0.25, 0.9]))
+    n_full = max(data.draw(st.integers(0, n - (1 if frac else 0))), 0 if frac else 1)
+    adjacent = [False] + [data.draw(st.booleans()) for _ in range(n - 1)]
+    found_g, used = cheapest_slots(values, adjacent, n_full, frac, 2.0)
+    assert found_g == pytest.approx(brute_interruptible(values, adjacent, n_full, frac, 2.0, 0.0), abs=1e-6)
+    kinds = [how for _, how in used]
+    assert kinds.count("full") == n_full and len(kinds) - n_full == (1 if frac else 0)
+
+
+def test_a_search_too_large_for_memory_falls_back_to_the_contiguous_window_with_a_note(monkeypatch):
+    # a year of 30-minute slots and a job of thousands of them asked the DP for tens of GB
+    import greendiff.plan._window as window
+
+    segments = hourly([500, 100, 600, 100, 500])
+    monkeypatch.setattr(window, "MAX_SEARCH_CELLS", 5 * 24 - 1)  # 5 slots x 24 states of a 2-slot job
+    plan = plan_window(segments, Job(2.0, 2.0, pause_cost_kwh=0.001))
+    assert plan.interruptible.intervals == plan.contiguous.intervals
+    assert any("the exact search with a pause cost is too large here (5 slots" in n for n in plan.notes)
+    free = plan_window(segments, Job(2.0, 2.0))  # no pause cost: the cheapest hours, with no table at all
+    assert free.interruptible.emissions_g == pytest.approx(200.0) and free.interruptible.pauses == 1
+
+
 def test_known_small_case_with_pause_cost():
     segments = hourly([500, 100, 600, 100, 500])
     cheap = plan_window(segments, Job(2.0, 2.0, pause_cost_kwh=0.0))

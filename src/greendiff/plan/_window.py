@@ -11,8 +11,9 @@ Pure functions over piecewise-constant intensity segments. A job draws constant 
   step, one of them partly used when the job is not a whole number of slots), with an optional
   energy cost per pause (checkpoint + restart) charged at the intensity of the slot where the job
   resumes. Solved by dynamic programming over (slots used, partial slot used, running, started),
-  checked against brute force in the tests. Never worse than the best contiguous window, which is
-  itself an interruptible schedule.
+  checked against brute force in the tests; without a pause cost it is simply the cheapest slots.
+  The DP keeps one byte per (slot, state) and is capped at ``MAX_SEARCH_CELLS`` (a note says so
+  beyond it). Never worse than the best contiguous window, which is itself an interruptible schedule.
 
 Related work: Wiesner et al., "Let's Wait Awhile", Middleware 2021 (5-9 % savings for jobs
 deferrable to the next workday); Zeus/CarbonAware SDK for the idea of a deadline-bounded shift.
@@ -33,6 +34,9 @@ from greendiff.carbon import IntensitySegment
 from greendiff.errors import UserInputError
 
 ScheduleKind = Literal["start now", "best contiguous", "best interruptible"]
+# The DP with a pause cost keeps one byte per (slot, state), 8 states per slot of the job: at most 500 MB
+# and some 20 s (an hourly year serves jobs up to ~7,000 h, a 30-minute year jobs up to ~1,800 h).
+MAX_SEARCH_CELLS = 500_000_000
 MIN_DURATION_S = 1.0  # times within a year-long window are seconds from its start, as floats
 
 
@@ -180,9 +184,21 @@ def _transitions(n_full: int, has_partial: bool, joined: bool) -> tuple[np.ndarr
     return src, dst, weight, pause, action
 
 
+def _incoming(dst: np.ndarray, n_states: int) -> np.ndarray:
+    """``table[state, j]``: the j-th move into ``state``, in move order; padded with ``len(dst)`` (no move)."""
+    order = np.argsort(dst, kind="stable")
+    counts = np.bincount(dst, minlength=n_states)
+    table = np.full((n_states, int(counts.max())), len(dst), dtype=np.int64)
+    firsts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    table[dst[order], np.arange(len(dst)) - np.repeat(firsts, counts)] = order
+    return table
+
+
 def interruptible_slots(values: list[float], adjacent: list[bool], n_full: int, frac: float,
                         slot_cost_g: float, pause_cost_g: float) -> tuple[float, list[tuple[int, str]]] | None:
     """Least-emission use of slots: ``n_full`` whole slots and, if ``frac`` > 0, one slot a fraction used.
+
+    Memory is one byte per (slot, state): the best incoming move of each state, for the walk back.
 
     Args:
         values: Intensity of each slot (g/kWh).
@@ -194,30 +210,31 @@ def interruptible_slots(values: list[float], adjacent: list[bool], n_full: int, 
         ``(emissions_g, [(slot, "full" | "partial-start" | "partial-end"), ...])`` or ``None`` if infeasible.
     """
     has_partial = frac > 1e-12
-    moves = {joined: _transitions(n_full, has_partial, joined) for joined in (True, False)}
     n_states = _state(n_full, 1, 1, 1) + 1
+    moves = {}
+    for joined in (True, False):
+        src, dst, weight, pause, action = _transitions(n_full, has_partial, joined)
+        unit_g = np.where(weight < 0, frac, weight) * slot_cost_g + pause * pause_cost_g  # per g/kWh of the slot
+        moves[joined] = (src, unit_g, action, _incoming(dst, n_states))
     cost = np.full(n_states, math.inf)
     cost[_state(0, 0, 0, 0)] = 0.0
-    costs, all_candidates = [cost], []
-    for value, joined in zip(values, adjacent):
-        src, dst, weight, pause, _ = moves[joined]
-        weight = np.where(weight < 0, frac, weight)
-        candidates = cost[src] + value * (weight * slot_cost_g + pause * pause_cost_g)
-        cost = np.full(n_states, math.inf)
-        np.minimum.at(cost, dst, candidates)
-        costs.append(cost)
-        all_candidates.append(candidates)
+    choices = np.empty((len(values), n_states), dtype=np.uint8)
+    every_state = np.arange(n_states)
+    for i, (value, joined) in enumerate(zip(values, adjacent)):
+        src, unit_g, _, incoming = moves[joined]
+        options = np.append(cost[src] + value * unit_g, math.inf)[incoming]  # (state, incoming move)
+        choices[i] = options.argmin(axis=1)  # the first of equals: the lowest move
+        cost = options[every_state, choices[i]]
     ends = [_state(n_full, int(has_partial), r, 1) for r in range(2)] if (n_full or has_partial) else [_state(0, 0, 0, 0)]
     target = min(ends, key=lambda e: cost[e])
     best_g = float(cost[target])
     if not math.isfinite(best_g):
         return None
-    # walk back: at each slot the first move that reaches the target state with its recorded cost
     used: list[tuple[int, str]] = []
     names = {1: "full", 2: "partial-start", 3: "partial-end"}
-    for i in range(len(values) - 1, -1, -1):
-        src, dst, _, _, action = moves[adjacent[i]]
-        move = next(m for m in np.flatnonzero(dst == target) if all_candidates[i][m] == costs[i + 1][target])
+    for i in range(len(values) - 1, -1, -1):  # walk back along the recorded best moves
+        src, _, action, incoming = moves[adjacent[i]]
+        move = incoming[target, choices[i, target]]
         if action[move]:
             used.append((i, names[int(action[move])]))
         target = int(src[move])
@@ -257,9 +274,8 @@ def plan_window(segments: list[IntensitySegment], job: Job, pue: float = 1.0, so
     best = contiguous("best contiguous", best_contiguous_start_s(series.bounds_s, series.integral, duration_s))
     split = _interruptible(segments, job, pue)
     notes = tuple(notes)
-    if split is None or split.emissions_g >= best.emissions_g:
-        why = ("no split on the series' slot grid beats the best contiguous window"
-               if split is not None else "the job does not fit the whole slots of the window")
+    if isinstance(split, str) or split.emissions_g >= best.emissions_g:
+        why = split if isinstance(split, str) else "no split on the series' slot grid beats the best contiguous window"
         split = Schedule("best interruptible", best.intervals, best.emissions_g, 0)
         notes += (f"best interruptible = best contiguous: {why}",)
     return WindowPlan(job, pue, now, best, split, source, notes)
@@ -284,8 +300,25 @@ def _series_checked(segments: list[IntensitySegment], job: Job) -> _Series:
     return series
 
 
-def _interruptible(segments: list[IntensitySegment], job: Job, pue: float) -> Schedule | None:
-    """The DP on the whole slots of the series' common step (partial edge segments left out)."""
+def cheapest_slots(values: list[float], adjacent: list[bool], n_full: int, frac: float,
+                   slot_cost_g: float) -> tuple[float, list[tuple[int, str]]]:
+    """Without a pause cost the best split is exact and needs no table: the ``n_full`` cheapest slots, and
+    the next cheapest in part (it cannot be cheaper to use a dearer slot in full). Same result shape as
+    :func:`interruptible_slots`; ``n_full + (frac > 0)`` must not exceed the slots."""
+    order = sorted(range(len(values)), key=lambda i: (values[i], i))
+    full = set(order[:n_full])
+    used = [(i, "full") for i in full]
+    emissions_g = sum(values[i] for i in full) * slot_cost_g
+    if frac > 1e-12:
+        p = order[n_full]
+        joins_next = p + 1 < len(values) and adjacent[p + 1] and p + 1 in full
+        used.append((p, "partial-end" if joins_next else "partial-start"))
+        emissions_g += values[p] * frac * slot_cost_g
+    return emissions_g, sorted(used)
+
+
+def _interruptible(segments: list[IntensitySegment], job: Job, pue: float) -> Schedule | str:
+    """The DP on the whole slots of the series' common step (partial edge segments left out), or why not."""
     step = max(s.end - s.start for s in segments)
     slots = [s for s in segments if s.end - s.start == step]
     step_s = step.total_seconds()
@@ -293,12 +326,19 @@ def _interruptible(segments: list[IntensitySegment], job: Job, pue: float) -> Sc
     n_full = math.floor(n + 1e-9)
     frac = 0.0 if n - n_full < 1e-9 else n - n_full
     if n_full + (frac > 0) > len(slots):
-        return None
+        return "the job does not fit the whole slots of the window"
     adjacent = [i > 0 and slots[i].start == slots[i - 1].end for i in range(len(slots))]
-    found = interruptible_slots([s.intensity_g_per_kwh for s in slots], adjacent, n_full, frac,
-                                job.power_kw * step_s / 3600.0 * pue, job.pause_cost_kwh * pue)
+    values = [s.intensity_g_per_kwh for s in slots]
+    slot_cost_g = job.power_kw * step_s / 3600.0 * pue
+    if job.pause_cost_kwh == 0:
+        found = cheapest_slots(values, adjacent, n_full, frac, slot_cost_g)
+    elif len(slots) * (_state(n_full, 1, 1, 1) + 1) > MAX_SEARCH_CELLS:
+        return (f"the exact search with a pause cost is too large here ({len(slots):,} slots of {step} for a job of "
+                f"{n:,.1f} slots); shorten the window, use an hourly series, or give --pause-cost-kwh 0")
+    else:
+        found = interruptible_slots(values, adjacent, n_full, frac, slot_cost_g, job.pause_cost_kwh * pue)
     if found is None:
-        return None
+        return "the job does not fit the whole slots of the window"
     emissions_g, used = found
     part = timedelta(seconds=frac * step_s)
     intervals = []
