@@ -70,3 +70,13 @@ def test_forecast_file_round_trip_and_bad_files(tmp_path):
         Forecast.from_file(tmp_path / "bad.json")
     with pytest.raises(UserInputError, match="no such file"):
         Forecast.from_file(tmp_path / "missing.json")
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)  # a RecursionError escaped as a traceback
+    with pytest.raises(UserInputError, match="deep.json: not a greendiff profile"):
+        Forecast.from_file(tmp_path / "deep.json")
+    for key, value, message in (("steps", 2.5, "forecast.steps must be a whole number >= 0, got 2.5"),
+                                ("checkpoints", True, "forecast.checkpoints must be a whole number"),
+                                ("hours", "2", "forecast.hours must be a number >= 0, got '2'"),
+                                ("device", {"gpu": 1}, "forecast.device must be a string")):
+        path.write_text(json.dumps({"forecast": {**f.to_dict(), key: value}}))
+        with pytest.raises(UserInputError, match=message):
+            Forecast.from_file(path)

@@ -63,13 +63,18 @@ class Forecast:
             forecast = cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
         except FileNotFoundError:
             raise UserInputError(f"--profile {path}: no such file (write one with 'greendiff profile')") from None
+        except RecursionError:  # json's decoder on thousands of nested brackets
+            raise UserInputError(f"--profile {path}: not a greendiff profile (nested too deeply)") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise UserInputError(f"--profile {path}: not a greendiff profile ({type(exc).__name__}: {exc})") from None
         for f in fields(cls):
             value = getattr(forecast, f.name)
-            if f.type in ("float", "int") and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                              or not math.isfinite(value) or value < 0):
-                raise UserInputError(f"--profile {path}: forecast.{f.name} must be a number >= 0, got {value!r}")
+            number = not isinstance(value, bool) and isinstance(value, int if f.type == "int" else (int, float))
+            if f.type in ("float", "int") and (not number or not math.isfinite(value) or value < 0):
+                kind = "a whole number" if f.type == "int" else "a number"
+                raise UserInputError(f"--profile {path}: forecast.{f.name} must be {kind} >= 0, got {value!r}")
+            if f.type == "str" and not isinstance(value, str):
+                raise UserInputError(f"--profile {path}: forecast.{f.name} must be a string, got {value!r}")
         if forecast.energy_kwh <= 0 or forecast.hours <= 0:
             raise UserInputError(f"--profile {path}: the forecast has no energy or no time; profile the run again")
         return forecast
