@@ -231,11 +231,17 @@ def _short_trace(path, before_s: int, after_s: int, inside_g: float = 100.0, ear
     return sum(values) / len(values)
 
 
+def _outlive_trace(seconds_after: int, exit_code: int) -> list[str]:
+    """A command that runs until ``seconds_after`` from now has passed (the trace's end), then 1 s more."""
+    end = int(time.time()) + seconds_after
+    return ["sh", "-c", f"while [ $(date +%s) -le {end} ]; do sleep 0.1; done; sleep 1; exit {exit_code}"]
+
+
 def test_a_trace_that_ends_mid_run_prices_with_a_labelled_fallback_and_passes_the_exit_code_on(capsys, caplog, tmp_path):
     trace = tmp_path / "short.csv"
-    mean = _short_trace(trace, before_s=20, after_s=2)
+    mean = _short_trace(trace, before_s=20, after_s=4)
     code, out, err = run_cli(capsys, "measure", "--grid", str(trace), "--sample-interval", "0.2", "--json", "--",
-                             "sh", "-c", "sleep 3; exit 3")
+                             *_outlive_trace(4, 3))
     assert code == 3, err  # the command's exit code, not 2
     summary = json.loads(out)
     (run,) = Ledger(default_ledger_path()).list_runs()
@@ -268,8 +274,8 @@ def test_every_reader_works_for_every_run_after_a_trace_is_deleted(capsys, caplo
     from greendiff.carbon import country_provider
 
     trace = tmp_path / "short.csv"
-    _short_trace(trace, before_s=20, after_s=2)
-    assert run_cli(capsys, "measure", "--grid", str(trace), "--name", "short", "--", "sh", "-c", "sleep 3; exit 3")[0] == 3
+    _short_trace(trace, before_s=20, after_s=4)
+    assert run_cli(capsys, "measure", "--grid", str(trace), "--name", "short", "--", *_outlive_trace(4, 3))[0] == 3
     assert run_cli(capsys, "measure", "--country", "FRA", "--name", "plain", "--", PY, "-c", "pass")[0] == 0
     ledger = Ledger(default_ledger_path())
     dead = _dead_run(ledger, "dead", {"grid": str(trace), "country": "DEU"})
