@@ -32,7 +32,8 @@ class EmissionsFile:
 
     Attributes:
         ledger_run_ids: The ledger runs of the run's segments, oldest first.
-        run_total_energy_kwh: Energy of the whole run (all resumed segments), if recorded.
+        run_total_energy_kwh: Energy of the whole run (all resumed segments), if recorded (a file
+            written before segments were counted: its one segment's ``energy_kwh``).
         carbon_aware: The carbon-aware controller's books, if any (shape checked).
     """
 
@@ -51,9 +52,10 @@ def read_emissions_json(path: Path) -> EmissionsFile:
     if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= MAX_RUN_ID
                                             for i in ids):
         raise BadRecordError(f"{path}: ledger_run_ids should be a list of run ids, got {json.dumps(ids)[:60]}")
-    total = raw.get("run_total_energy_kwh")
+    key = "run_total_energy_kwh" if "run_total_energy_kwh" in raw else "energy_kwh"  # older files: one segment
+    total = raw.get(key)
     if total is not None and not (is_number(total) and total >= 0):
-        logger.warning("%s: run_total_energy_kwh %r is not an energy; ignored", path, total)
+        logger.warning("%s: %s %r is not an energy; ignored", path, key, total)
         total = None
     carbon_aware = raw.get("carbon_aware")
     if carbon_aware is not None:
