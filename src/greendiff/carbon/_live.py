@@ -100,11 +100,11 @@ _STATUS_KINDS = {3: "a redirect, not followed", 4: "client error", 5: "server er
 
 def _where(url: str) -> str:
     """Host, port and path of ``url``: no query, no user name or password."""
-    parts = urllib.parse.urlsplit(url)
     try:
+        parts = urllib.parse.urlsplit(url)
         port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        port = ""
+    except ValueError:  # "http://[::1", a port that is not a number: the request fails too, with this name
+        return "the API (a malformed URL)"
     return f"{parts.hostname or '?'}{port}{parts.path}"
 
 
