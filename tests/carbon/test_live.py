@@ -185,3 +185,8 @@ def test_a_trickling_answer_is_cut_off_at_the_timeout(fake_api, tmp_path):
 def test_a_missing_content_type_is_read_as_json(fake_api, tmp_path):
     fake_api.serve("/intensity/", "uk_intensity.json", headers={"Content-Type": None})
     assert uk(fake_api, tmp_path).intensity(START, END).kind == "live"
+
+
+def test_a_malformed_base_url_falls_back_with_the_reason(tmp_path):
+    provider = UkCarbonIntensityProvider(country_provider("GBR"), "http://[::1", 1.0, JsonCache(tmp_path))
+    assert "a malformed URL" in provider.intensity(START, END).notes[-1]

@@ -255,3 +255,24 @@ def test_plan_window_on_the_uk_forecast(capsys, monkeypatch):
         assert code == 2 and "no hourly series for the window" in err and "HTTP 500" in err
     finally:
         api.close()
+
+
+@pytest.mark.parametrize("status, body, headers, reason", [
+    (200, b'{"data": [{"from": "2022-06-01T10:00Z", "intensity": {"actual": NaN}}]}', {}, "NaN is not JSON"),
+    (200, b'{"data": [], "pad": "' + b"x" * 1_100_000 + b'"}', {}, "over 1 MB"),
+    (200, b'{"data": []}', {"Content-Type": "text/html; charset=utf-8"}, "not JSON (content type text/html)"),
+    (302, b"", {"Location": "http://127.0.0.1:9/elsewhere"}, "HTTP 302 from 127.0.0.1"),
+], ids=["NaN", "2-MB", "text/html", "redirect"])
+def test_plan_window_on_a_strange_uk_answer_is_one_line(capsys, monkeypatch, status, body, headers, reason):
+    from tests.carbon.conftest import FakeApi
+
+    api = FakeApi()
+    try:
+        api.serve("/intensity/", status=status, body=body, headers=headers)
+        monkeypatch.setenv("GREENDIFF_UK_API_URL", api.url)
+        code, out, err = run_cli(capsys, "plan", "window", "--live", "uk", "--energy-kwh", "1", "--hours", "0.5",
+                                 "--start", "2022-06-01T10:00", "--deadline", "2022-06-01T11:30")
+    finally:
+        api.close()
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in out + err
+    assert "no hourly series for the window" in err and reason in err
