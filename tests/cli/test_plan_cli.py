@@ -167,6 +167,13 @@ def test_plan_regions_ranks_and_compares_with_the_current_location(capsys):
     assert code == 0 and "vs you" in out and "you:" in out
 
 
+def test_plan_regions_compares_with_a_short_trace_over_its_own_span(capsys, tmp_path):
+    trace = write(tmp_path, "day.csv", "timestamp,intensity\n2024-06-01T00:00,100\n2024-06-01T01:00,300\n")
+    code, out, err = run_cli(capsys, "plan", "regions", "--energy-kwh", "10", "--grid", trace, "--json")
+    assert code == 0, err  # it asked the trace for 2022 and failed
+    assert json.loads(out)["current"]["emissions_kg"] == pytest.approx(10 * 200 / 1000)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--energy-kwh", "1", "--continent", "Mars"], "unknown continent 'Mars'"),
     (["--energy-kwh", "0"], "--energy-kwh must be a positive number"),

@@ -130,8 +130,9 @@ def _current(location: Location, pue: str | None, energy_kwh: float) -> tuple[fl
     if not location.is_known:
         return None
     provider = resolve_provider(location)
-    year = datetime(2022, 1, 1, tzinfo=timezone.utc)
-    intensity = provider.intensity(year, year + timedelta(days=365))
+    first, last = provider.coverage()  # a trace shorter than a year: its own span; anything else: a year
+    start = first or datetime(2022, 1, 1, tzinfo=timezone.utc)
+    intensity = provider.intensity(start, last or start + timedelta(days=365))
     resolved = resolve_pue(pue, location)
     return energy_kwh * resolved.value * intensity.mean_g_per_kwh() / 1000.0, intensity.source, resolved
 
