@@ -249,6 +249,7 @@ def test_a_trace_that_ends_mid_run_prices_with_a_labelled_fallback_and_passes_th
     fallback = summary["intensity"]["fallback"]
     assert f"priced at the trace's mean, {mean:.0f} gCO2e/kWh (fallback)" in fallback and str(trace) in fallback
     assert fallback in summary["intensity"]["notes"]
+    assert [p["name"] for p in summary["phases"]] == ["command"] and summary["phases"][0]["duration_s"] > 4
     # energy inside the trace met 100 g, energy after its end the trace's mean (> 100 g): the run's mean lies between
     assert summary["energy_j"] > 0 and 100.0 < summary["intensity"]["mean_g_per_kwh"] < mean
     assert summary["emissions_kg"] == pytest.approx(summary["energy_kwh"] * summary["intensity"]["mean_g_per_kwh"] / 1e3)

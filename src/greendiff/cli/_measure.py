@@ -43,10 +43,12 @@ def measure(
     except CommandError as exc:
         _fail(exc)
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
-    tracker = settings.tracker(name or os.path.basename(command[0]) or command[0], "measure", shlex.join(command), sample_interval_s=sample_interval_s)
+    tracker = settings.tracker(name or os.path.basename(command[0]) or command[0], "measure", shlex.join(command),
+                               sample_interval_s=sample_interval_s)
     tracker.start()
     try:
-        result = run_command(command, lambda: tracker.sample(force=True), sample_interval_s)
+        with tracker.window("command"):
+            result = run_command(command, lambda: tracker.sample(force=True), sample_interval_s)
     except CommandError as exc:  # exec itself failed (e.g. an unknown binary format): close the row as failed
         _close(tracker, "failed", exc.exit_code)
         _fail(exc)
