@@ -40,6 +40,7 @@ from greendiff.carbon._intensity import (
 )
 from greendiff.carbon._secrets import clean_token
 from greendiff.errors import UserInputError
+from greendiff.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +82,7 @@ class JsonCache:
     def put(self, key: str, value: object) -> None:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = self._path(key).with_suffix(".tmp")
-            tmp.write_text(json.dumps(value))
-            tmp.replace(self._path(key))
+            atomic_write_text(self._path(key), json.dumps(value))
         except OSError as exc:  # a cache that cannot be written is not an error
             logger.debug("intensity cache not written: %s", exc)
 

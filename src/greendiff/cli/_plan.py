@@ -21,6 +21,7 @@ from greendiff.cli._options import (
 )
 from greendiff.cli._render import fmt_energy, fmt_mass
 from greendiff.errors import UserInputError
+from greendiff.files import atomic_write_text
 
 Opt = typer.Option
 plan_app = typer.Typer(help="Choose where and when to run: regions ranked, the lowest-carbon window.", no_args_is_help=True)
@@ -100,7 +101,7 @@ def profile_command(
                         "band: meter uncertainty, 2 standard errors of the step energy and first/second-half drift, "
                         "in quadrature"}
     try:
-        output.write_text(json.dumps(report, indent=2))
+        atomic_write_text(output, json.dumps(report, indent=2))
     except OSError as exc:
         raise UserInputError(f"cannot write {output}: {exc.strerror}") from None
     if as_json:
