@@ -504,3 +504,16 @@ def test_bad_step_counts_survive_a_resume(tmp_path, tiny_data, tiny_config, trac
     assert json.loads((checkpoint_dirs(tmp_path)[-1] / "train_state.json").read_text())["divergence"] == {"bad_steps": 6, "bad_in_row": 1}
     second = train(config, tmp_path, tiny_data, tracker, resume=True)
     assert (second.status, second.step) == ("diverged", 40)
+
+
+def test_a_checkpoint_recover_puts_back_counts_for_the_check_before_a_resume(tmp_path, tiny_data, tiny_config, tracker):
+    """A kill between the renames of a replaced checkpoint leaves only ``.old-step-N``; the check made before
+    anything is created must accept what the resume itself will put back and use."""
+    from greendiff.train import check_resume
+
+    config = tiny_config(run__max_steps=2)
+    train(config, tmp_path, tiny_data, tracker)
+    root = tmp_path / "checkpoints"
+    (root / "step-2").rename(root / ".old-step-2")
+    check_resume(tmp_path, tiny_config(run__max_steps=3), tiny_data.channels)
+    assert train(tiny_config(run__max_steps=3), tmp_path, tiny_data, tracker, resume=True).step == 3

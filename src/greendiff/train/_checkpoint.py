@@ -106,7 +106,13 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdecimal()]
-    return sorted(found, key=lambda p: int(p.name[5:]))
+    return sorted(found, key=_step_of)
+
+
+def _step_of(folder: Path) -> int:
+    """N of ``step-N`` (or of ``.old-step-N``, which :func:`recover` puts back)."""
+    tail = folder.name.rpartition("step-")[2]
+    return int(tail) if tail.isdecimal() else -1
 
 
 def _discard(path: Path) -> None:
@@ -231,7 +237,9 @@ def check_resume(run_dir: Path, config, channels: int, source: str = "config") -
     checkpoint that can be loaded, and its shapes are ``config``'s (``source`` names the config in the
     error, e.g. the run directory's ``config.toml``). One-line :class:`UserInputError` otherwise."""
     expected, passed = fingerprint(config, channels), []
-    for folder in reversed(checkpoint_dirs(run_dir)):
+    root = run_dir / "checkpoints"
+    returning = [old for old in root.glob(".old-step-*") if not (root / old.name[len(".old-"):]).exists()]
+    for folder in sorted([*checkpoint_dirs(run_dir), *returning], key=_step_of, reverse=True):
         try:
             _inspect(folder, expected, source)
             return
