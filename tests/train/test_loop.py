@@ -517,3 +517,28 @@ def test_a_checkpoint_recover_puts_back_counts_for_the_check_before_a_resume(tmp
     (root / "step-2").rename(root / ".old-step-2")
     check_resume(tmp_path, tiny_config(run__max_steps=3), tiny_data.channels)
     assert train(tiny_config(run__max_steps=3), tmp_path, tiny_data, tracker, resume=True).step == 3
+
+
+def test_training_takes_its_share_of_the_cores_beside_another_run(tmp_path, tiny_data, tiny_config, tracker,
+                                                                   monkeypatch):
+    import os
+
+    import psutil
+
+    from greendiff.parallel import _threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("GREENDIFF_THREADS", raising=False)
+    registry = tmp_path / "processes"
+    registry.mkdir()
+    other = os.getppid()  # a live process registered as another greendiff run
+    (registry / str(other)).write_text(repr(psutil.Process(other).create_time()))
+    monkeypatch.setattr(_threads, "default_registry", lambda: registry)
+    monkeypatch.setattr(_threads, "available_cores", lambda: 4)
+    before = torch.get_num_threads()
+    seen = []
+    train(tiny_config(run__max_steps=3), tmp_path / "run", tiny_data, tracker,
+          on_log=lambda record: seen.append(torch.get_num_threads()))
+    assert seen and set(seen) == {2}  # 4 cores, 2 runs
+    assert torch.get_num_threads() == before  # given back afterwards
+    assert [p.name for p in registry.iterdir()] == [str(other)]  # this run's entry is gone

@@ -125,10 +125,20 @@ def check_train(config: TrainConfig, channels: int, resume_from: Path | None = N
         check_resume(resume_from, config, channels, source)
 
 
-def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, *,
-          resume: bool = False, on_log: Callable[[dict], None] | None = None,
-          stop_requested: Callable[[], bool] = lambda: False, objective: Callable | None = None,
-          on_eval: Callable[[dict], str | None] | None = None, carbon_aware=None) -> TrainResult:
+def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, **kwargs) -> TrainResult:
+    """:func:`train_on_share` with this process's share of the cores (:class:`greendiff.parallel.CoreShare`:
+    two runs on one machine must not each run a thread per core). Same arguments."""
+    from greendiff.parallel import CoreShare
+
+    with CoreShare() as cores:
+        return train_on_share(config, run_dir, data, tracker, cores=cores, **kwargs)
+
+
+def train_on_share(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, *,
+                   resume: bool = False, on_log: Callable[[dict], None] | None = None,
+                   stop_requested: Callable[[], bool] = lambda: False, objective: Callable | None = None,
+                   on_eval: Callable[[dict], str | None] | None = None, carbon_aware=None,
+                   cores=None) -> TrainResult:
     """Train ``config`` on ``data``, writing metrics, samples, checkpoints and the pipeline to ``run_dir``.
 
     Args:
@@ -143,6 +153,7 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
         carbon_aware: A :class:`greendiff.plan.CarbonAwareController`: asked before every step whether to
             run; a pause checkpoints, waits in a metered ``wait`` window and carries on. Its books are
             saved with each checkpoint.
+        cores: A :class:`greendiff.parallel.CoreShare` rebalanced every step (``None``: threads left alone).
     """
     from diffusers.training_utils import EMAModel
 
@@ -299,6 +310,8 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: Tracker, 
     unet.train()
     try:
         while step < run.max_steps:
+            if cores is not None:
+                cores.rebalance()  # looks for other runs every few seconds
             if carbon_aware is not None and (until := carbon_aware.before_step(step)) is not None:
                 pause(until)
             if stop_requested():
