@@ -10,6 +10,7 @@ from rich.console import Console
 
 from greendiff.cli._options import LedgerPath, check_output
 from greendiff.errors import UserInputError
+from greendiff.files import atomic_write_text
 
 Opt = typer.Option
 
@@ -53,7 +54,7 @@ def report_command(
         chosen = matches[0]
     page = build_report(data, chosen, metric, title)
     try:
-        output.write_text(page)
+        atomic_write_text(output, page)
     except OSError as exc:
         raise UserInputError(f"cannot write {output}: {exc.strerror}") from None
     console.print(f"wrote {output} ({len(page) / 1024:.0f} KiB, {len(data)} run{'s' if len(data) != 1 else ''}); "

@@ -38,12 +38,12 @@ def check_teacher(teacher, folder: Path, resolution: int, channels: int) -> None
 
 def load_teacher(folder: Path, resolution: int, channels: int):
     """The teacher ``UNet2DModel`` in ``folder``; one-line error if it is missing or cannot see this data."""
-    from diffusers import UNet2DModel
+    from greendiff.train import load_unet
 
     if not (folder / "config.json").is_file():
         raise UserInputError(f"teacher {folder}: no saved model (expected a UNet2DModel folder with config.json, "
                              "e.g. RUN/pipeline/unet)")
-    teacher = UNet2DModel.from_pretrained(str(folder))
+    teacher = load_unet(folder, "teacher")
     check_teacher(teacher, folder, resolution, channels)
     return teacher
 

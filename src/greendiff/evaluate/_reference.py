@@ -32,7 +32,7 @@ def reference_features(images: torch.Tensor, extractor: nn.Module, cache_dir: Pa
     path = root / f"{key}.npy"
     if path.exists():
         try:
-            return torch.from_numpy(np.load(path))
+            return torch.from_numpy(np.load(path, allow_pickle=False))
         except (OSError, ValueError):
             logger.warning("reference feature cache %s unreadable; recomputing", path)
     features = extract(extractor, images.float() / 127.5 - 1.0)

@@ -8,7 +8,7 @@ Example (library use; the CLI is ``greendiff train``)::
 
 from __future__ import annotations
 
-from greendiff.train._artifacts import EmissionsFile, MetricsLog, load_run_model, read_emissions_json, read_metrics
+from greendiff.train._artifacts import EmissionsFile, MetricsLog, load_run_model, load_unet, read_emissions_json, read_metrics
 from greendiff.train._checkpoint import check_resume, checkpoint_dirs, load_latest, save_checkpoint
 from greendiff.train._config import (
     BASELINE,
@@ -39,7 +39,7 @@ __all__ = [
     "EmissionsFile", "MetricsLog", "read_emissions_json", "read_metrics",
     "BASELINE", "PRESETS", "RECIPES", "CarbonAwareConfig", "DataConfig", "DistillConfig", "ModelConfig", "RecipeConfig", "RunConfig", "TrainConfig",
     "TrainResult", "batch_indices", "build_unet", "check_data", "check_resume", "check_train", "checkpoint_dirs", "count_macs", "count_parameters",
-    "diffusion_loss", "export_pipeline", "load_latest", "load_run_model", "load_weights", "loss_weights", "make_noise_scheduler", "make_optimizer", "make_sampler",
+    "diffusion_loss", "export_pipeline", "load_latest", "load_run_model", "load_unet", "load_weights", "loss_weights", "make_noise_scheduler", "make_optimizer", "make_sampler",
     "noised_batch", "parse_utc", "weighted_mse",
     "read_toml", "resolve_architecture", "resolve_config", "resolve_precision", "sample_images", "save_checkpoint",
     "save_grid", "step_generator", "to_dict", "to_toml", "to_uint8", "train",

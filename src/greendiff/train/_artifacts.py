@@ -143,6 +143,27 @@ def _check_json_object(path: Path) -> None:
         raise BadRecordError(f"{path}: should be a JSON object")
 
 
+def load_unet(folder: Path, what: str):
+    """The ``UNet2DModel`` saved in ``folder`` (``save_pretrained``), from its safetensors weights only: a
+    pickled ``.bin`` is never read. ``what`` names the folder's role in the one-line error (e.g.
+    ``"model.init_from"``, ``"teacher"``)."""
+    config_file, weights = folder / "config.json", folder / WEIGHTS_FILE
+    if not config_file.is_file():
+        raise UserInputError(f"{what} {folder}: not a saved UNet2DModel (no config.json)")
+    if not weights.is_file():
+        raise UserInputError(f"{what} {folder}: no {WEIGHTS_FILE} (greendiff reads safetensors weights only, "
+                             "never pickled .bin files)")
+    _check_json_object(config_file)
+    check_safetensors(weights)
+    from diffusers import UNet2DModel
+
+    try:
+        return UNet2DModel.from_pretrained(str(folder), use_safetensors=True)
+    except Exception as exc:  # noqa: BLE001 - any failure of diffusers/safetensors on these files: they are damaged
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(f"{what} {folder}: the model cannot be loaded ({first[:200]})") from None
+
+
 def load_run_model(run_dir: Path):
     """``(config, unet, sampler)`` of a run with a saved pipeline; a one-line error naming the file otherwise."""
     pipeline = run_dir / "pipeline"

@@ -79,11 +79,9 @@ def build_unet(model: ModelConfig, resolution: int, channels: int, num_train_tim
 
 def load_weights(unet, folder: Path) -> None:
     """Copy the weights of the ``UNet2DModel`` saved in ``folder`` into ``unet``; the shapes must match."""
-    from diffusers import UNet2DModel
+    from greendiff.train._artifacts import load_unet
 
-    if not (folder / "config.json").is_file():
-        raise UserInputError(f"model.init_from {folder}: not a saved UNet2DModel (no config.json)")
-    source = UNet2DModel.from_pretrained(str(folder))
+    source = load_unet(folder, "model.init_from")
     try:
         unet.load_state_dict(source.state_dict(), strict=True)
     except RuntimeError:
