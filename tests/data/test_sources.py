@@ -103,3 +103,157 @@ def test_bad_arrays(tmp_path, array, message):
 def test_unknown_dataset():
     with pytest.raises(UserInputError, match="unknown dataset 'cifar'"):
         load_dataset("cifar", 8)
+
+
+# -- issue 18: images and arrays of every class ------------------------------------------------------------
+
+def test_an_extreme_aspect_ratio_is_cropped_before_it_is_resized(tmp_path, monkeypatch):
+    """A 4 KB PNG of 4,000,000 x 1 pixels: resizing its shorter side first asked for a 64,000,000 x 16
+    float image (12 GB in RGB). Now the centre square is cut first: nothing larger than the output is
+    ever interpolated, whatever the aspect ratio."""
+    import greendiff.data._sources as sources
+
+    strip = np.zeros((1, 4_000_000), dtype=np.uint8)
+    strip[0, 1_999_999] = 200  # the centre pixel ((4,000,000 - 1) // 2) is the one kept
+    Image.fromarray(strip).save(tmp_path / "strip.png")
+    assert (tmp_path / "strip.png").stat().st_size < 10_000
+    _png(tmp_path / "normal.png", size=(20, 10), value=90)
+    real = sources.F.interpolate
+    sizes = []
+
+    def guarded(x, size=None, **kwargs):
+        sizes.append((tuple(x.shape), size))
+        assert x.numel() <= 20 * 20 and size == (16, 16), f"interpolating {tuple(x.shape)} to {size}"
+        return real(x, size=size, **kwargs)
+
+    monkeypatch.setattr(sources.F, "interpolate", guarded)
+    data = load_dataset(str(tmp_path), 16)
+    assert data.images.shape == (2, 1, 16, 16)
+    assert int(data.images[1].min()) == int(data.images[1].max()) == 200  # the strip's centre, upscaled
+    assert int(data.images[0].min()) == int(data.images[0].max()) == 90
+    assert sizes == [((1, 1, 10, 10), (16, 16)), ((1, 1, 1, 1), (16, 16))]
+
+
+def test_resize_square_memory_is_bounded_by_the_output():
+    tall = torch.zeros(1, 3, 50_000, 2, dtype=torch.uint8)
+    tall[:, :, 24_999:25_001] = 255
+    out = resize_square(tall, 4)
+    assert out.shape == (1, 3, 4, 4) and int(out.min()) == 255
+
+
+def test_exif_orientation_is_applied_as_other_libraries_do(tmp_path):
+    """A JPEG stored landscape with orientation 6 (rotate 90 degrees clockwise to display), as phones
+    write: the pixels greendiff trains on are the displayed ones, as with ImageOps.exif_transpose."""
+    from PIL import ImageOps
+
+    stored = np.zeros((16, 16), dtype=np.uint8)
+    stored[:8] = 255  # top half white as stored; displayed, the white half is on the right
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", quality=95, exif=exif.tobytes())
+    image = load_dataset(str(tmp_path), 16).images[0, 0].float()
+    assert image[:, :6].mean() < 20 and image[:, 10:].mean() > 235  # left dark, right white
+    with Image.open(tmp_path / "phone.jpg") as img:
+        expected = np.asarray(ImageOps.exif_transpose(img))
+    assert np.abs(image.numpy() - expected).max() <= 1
+
+
+def test_a_broken_exif_block_keeps_the_pixels(tmp_path, monkeypatch):
+    import PIL.ImageOps
+
+    _png(tmp_path / "a.png", size=(8, 8), value=77)
+    monkeypatch.setattr(PIL.ImageOps, "exif_transpose", lambda img: (_ for _ in ()).throw(SyntaxError("bad EXIF")))
+    assert int(load_dataset(str(tmp_path), 8).images.max()) == 77
+
+
+def test_hidden_files_and_folders_are_left_out_everywhere(tmp_path):
+    """One rule: any file or folder whose name starts with '.' (and __MACOSX) is not part of the
+    dataset, with everything inside it, however deep; broken files there never stop a strict run."""
+    from greendiff.data import image_files
+
+    (tmp_path / "sub").mkdir()
+    for name in ("0.png", "sub/1.png", "sub/2.png"):
+        _png(tmp_path / name)
+    garbage = b"\x00\x05\x16\x07AppleDouble resource fork, not an image"
+    for hidden in (".DS_Store", "._0.png", "sub/._1.png", ".ipynb_checkpoints/0-checkpoint.png",
+                   "__MACOSX/sub/._2.png", "__MACOSX/photo.png", ".git/objects/ab.png", "sub/.thumbs/1.jpg", ".hidden.png"):
+        (tmp_path / hidden).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / hidden).write_bytes(garbage)
+    assert [p.relative_to(tmp_path).as_posix() for p in image_files(tmp_path)] == ["0.png", "sub/1.png", "sub/2.png"]
+    assert load_dataset(str(tmp_path), 8).images.shape == (3, 1, 8, 8)
+
+
+def test_a_symlink_loop_in_an_image_folder_ends(tmp_path):
+    _png(tmp_path / "a.png")
+    (tmp_path / "loop").symlink_to(tmp_path)
+    assert load_dataset(str(tmp_path), 8).images.shape[0] == 1
+
+
+@pytest.mark.parametrize("name", ["bad\nname.png", "\x1b[2Jclear.png", "tab\tname.png", "rtl\u202egnp.png"])
+def test_a_file_name_with_control_characters_is_quoted_in_one_line(tmp_path, name):
+    from greendiff.names import display_path
+
+    _png(tmp_path / "good.png")
+    (tmp_path / name).write_bytes(b"garbage")
+    with pytest.raises(UserInputError) as info:
+        load_dataset(str(tmp_path), 8)
+    message = str(info.value)
+    assert message.isprintable() and repr(str(tmp_path / name)) in message
+    assert display_path(tmp_path / name) == repr(str(tmp_path / name))
+    assert display_path(tmp_path / "good.png") == str(tmp_path / "good.png")  # plain names as typed
+
+
+@pytest.mark.parametrize(("array", "expected"), [
+    (np.asfortranarray(np.arange(2 * 8 * 8, dtype=np.uint8).reshape(2, 8, 8) % 200), None),
+    (np.arange(2 * 8 * 8, dtype=">f4").reshape(2, 8, 8) / 128.0 / 2, None),  # big-endian floats in [0, 1]
+    (np.arange(2 * 8 * 8, dtype=np.float16).reshape(2, 8, 8) / np.float16(128), None),
+    (np.arange(2 * 8 * 8, dtype=">i2").reshape(2, 8, 8) % 200, None),
+    (np.eye(8, dtype=bool)[None].repeat(2, axis=0), "bool"),
+])
+def test_arrays_of_every_byte_order_layout_and_dtype_load_correctly(tmp_path, array, expected):
+    np.save(tmp_path / "a.npy", array)
+    images = load_dataset(str(tmp_path / "a.npy"), 8).images
+    if expected == "bool":
+        want = array.astype(np.uint8) * 255
+    elif array.dtype.kind == "f":
+        want = np.clip(np.round(array.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+    else:
+        want = array.astype(np.uint8)
+    assert images.shape == (2, 1, 8, 8) and np.array_equal(images[:, 0].numpy(), want)
+
+
+def test_an_array_larger_than_the_free_memory_is_refused_before_loading(tmp_path, monkeypatch):
+    import types
+
+    import greendiff.data._sources as sources
+
+    np.save(tmp_path / "a.npy", np.zeros((64, 8, 8), dtype=np.uint8))
+    monkeypatch.setattr(sources.psutil, "virtual_memory", lambda: types.SimpleNamespace(available=1000))
+    monkeypatch.setattr(sources.np, "load", lambda *a, **k: pytest.fail("the data was loaded"))
+    with pytest.raises(UserInputError, match=r"a\.npy: \(64, 8, 8\) uint8 needs 0\.0 GB of memory"):
+        load_dataset(str(tmp_path / "a.npy"), 8)
+
+
+class _CreatesAFile:
+    """Unpickling this creates the file ``path``: a stand-in for code a pickle runs."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_object_arrays_are_never_unpickled(tmp_path):
+    """A pickled payload that would create a file when loaded, in a .npy and inside a .npz."""
+    marker = tmp_path / "pwned"
+    array = np.empty(2, dtype=object)
+    array[0] = _CreatesAFile(marker)
+    np.save(tmp_path / "a.npy", array, allow_pickle=True)
+    np.savez(tmp_path / "b.npz", images=array)
+    for name in ("a.npy", "b.npz"):
+        with pytest.raises(UserInputError, match="holds Python objects"):
+            load_dataset(str(tmp_path / name), 8)
+    assert not marker.exists()
+    np.load(tmp_path / "a.npy", allow_pickle=True)  # the payload is real: loading it with pickle runs it
+    assert marker.exists()

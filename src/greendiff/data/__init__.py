@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from greendiff.data._sources import (
     BUILTIN,
+    IGNORED_FOLDERS,
     ImageSet,
+    image_files,
+    is_hidden,
     load_array,
     load_dataset,
     load_digits,
@@ -14,5 +17,5 @@ from greendiff.data._sources import (
     resize_square,
 )
 
-__all__ = ["BUILTIN", "ImageSet", "load_array", "load_dataset", "load_digits", "load_folder", "load_mnist",
+__all__ = ["BUILTIN", "IGNORED_FOLDERS", "ImageSet", "image_files", "is_hidden", "load_array", "load_dataset", "load_digits", "load_folder", "load_mnist",
            "read_idx_images", "resize_square"]

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
+import os
 import struct
 import warnings
+import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 import torch.nn.functional as F
 
 from greendiff.errors import UserInputError
+from greendiff.names import display_path, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +65,19 @@ def read_idx_images(raw: bytes, where: str) -> np.ndarray:
 
 
 def resize_square(images: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Resize the shorter side to ``resolution`` (antialiased) and centre-crop: uint8 in, uint8 out."""
+    """Centre-crop to a square, then resize it to ``resolution`` (antialiased): uint8 in, uint8 out.
+
+    Cropping first keeps memory bounded by the input and the output: an extreme aspect ratio (a
+    4,000,000 x 1 image) never becomes a huge intermediate (resizing the shorter side first made it
+    64,000,000 x 16 floats, 12 GB per RGB image)."""
     _, _, h, w = images.shape
-    if (h, w) == (resolution, resolution):
-        return images
-    scale = resolution / min(h, w)
-    new_h, new_w = max(resolution, round(h * scale)), max(resolution, round(w * scale))
-    out = F.interpolate(images.float(), size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
-    top, left = (new_h - resolution) // 2, (new_w - resolution) // 2
-    out = out[:, :, top:top + resolution, left:left + resolution]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = images[:, :, top:top + side, left:left + side]
+    if side == resolution:
+        return square.contiguous()
+    out = F.interpolate(square.float(), size=(resolution, resolution), mode="bilinear", antialias=True,
+                        align_corners=False)
     return out.round().clamp(0, 255).to(torch.uint8)
 
 
@@ -88,31 +97,128 @@ def load_digits(resolution: int) -> ImageSet:
     return ImageSet(resize_square(images, resolution), "scikit-learn digits (1,797 images, 8x8)")
 
 
-def load_array(path: Path, resolution: int) -> ImageSet:
-    """A ``.npy`` array or the first array of a ``.npz``: ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)``."""
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        array = loaded[loaded.files[0]] if isinstance(loaded, np.lib.npyio.NpzFile) else loaded
-    except (OSError, ValueError, IndexError, EOFError) as exc:
-        raise UserInputError(f"cannot read array {path}: {exc or type(exc).__name__}") from None
+@dataclass(frozen=True)
+class _ArrayHeader:
+    """What a ``.npy`` header declares, read before any of the data."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    data_bytes: int  # the bytes of data after the header, in the file (or the zip member)
+
+    @property
+    def declared_bytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def _npy_header(fp, total_bytes: int) -> _ArrayHeader:
+    """The header of a ``.npy`` stream of ``total_bytes`` bytes (ValueError if it is not one)."""
+    from numpy.lib import format as npy_format
+
+    version = npy_format.read_magic(fp)
+    reader = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+    shape, _fortran, dtype = reader(fp)
+    return _ArrayHeader(tuple(shape), dtype, total_bytes - fp.tell())
+
+
+def _array_header(path: Path) -> tuple[_ArrayHeader, str | None]:
+    """The header of a ``.npy`` file, or of the first array of a ``.npz`` (and that array's key)."""
+    if path.suffix.lower() == ".npy":
+        with path.open("rb") as f:
+            return _npy_header(f, path.stat().st_size), None
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        if not members:
+            raise ValueError("the archive holds no arrays")
+        first = members[0]
+        key = first.filename[:-4] if first.filename.endswith(".npy") else first.filename  # as np.load names it
+        with archive.open(first) as f:
+            try:
+                return _npy_header(f, first.file_size), key
+            except ValueError as exc:
+                raise ValueError(f"its first member {first.filename!r} is not a .npy array ({exc})") from None
+
+
+def _check_array_header(header: _ArrayHeader, where: str) -> None:
+    """Refuse, from the header alone, what must never be loaded or cannot be images."""
+    dtype = header.dtype
+    if dtype.hasobject:
+        raise UserInputError(f"{where}: holds Python objects (dtype {dtype}), which greendiff never loads: "
+                             "unpickling can run code; save the images as numbers")
+    if dtype.names is not None or dtype.subdtype is not None:
+        raise UserInputError(f"{where}: a structured array (dtype {dtype}); save the images as one numeric array")
+    if dtype.kind == "c":
+        raise UserInputError(f"{where}: complex numbers (dtype {dtype}); images are real numbers")
+    if dtype.kind not in "biuf":
+        raise UserInputError(f"{where}: not numbers (dtype {dtype}); expected uint8, integer, float or bool images")
+    if header.data_bytes < header.declared_bytes:
+        raise UserInputError(f"{where}: truncated: its header declares {header.shape} {dtype} "
+                             f"({header.declared_bytes:,} bytes) but only {max(header.data_bytes, 0):,} bytes of data follow")
+    available = psutil.virtual_memory().available
+    if header.declared_bytes > available:
+        raise UserInputError(f"{where}: {header.shape} {dtype} needs {header.declared_bytes / 1e9:.1f} GB of memory, "
+                             f"{available / 1e9:.1f} GB are free; use fewer or smaller images")
+
+
+def _image_layout(array: np.ndarray, where: str) -> np.ndarray:
+    """``(N, C, H, W)`` from ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)``, C in (1, 3), no empty axis."""
     if array.ndim == 3:
         array = array[:, None]
     elif array.ndim == 4 and array.shape[-1] in (1, 3) and array.shape[1] not in (1, 3):
         array = array.transpose(0, 3, 1, 2)
     if array.ndim == 4 and array.shape[0] == 0:
-        raise UserInputError(f"{path}: the array holds no images (shape {array.shape})")
+        raise UserInputError(f"{where}: the array holds no images (shape {array.shape})")
     if array.ndim != 4 or array.shape[1] not in (1, 3):
-        raise UserInputError(f"{path}: expected images shaped (N, H, W), (N, H, W, C) or (N, C, H, W) with C in "
+        raise UserInputError(f"{where}: expected images shaped (N, H, W), (N, H, W, C) or (N, C, H, W) with C in "
                              f"(1, 3); got {array.shape}")
-    if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
-        raise UserInputError(f"{path}: array must be numeric and finite")
-    if array.dtype != np.uint8:  # floats in [0, 1] or [-1, 1], or integers in 0..255
-        lo, hi = float(array.min()), float(array.max())
-        if lo >= -1.0 and hi <= 1.0:
-            array = (array + 1.0) * 127.5 if lo < 0 else array * 255.0
-        elif lo < 0 or hi > 255:
-            raise UserInputError(f"{path}: values span {lo:g}..{hi:g}; expected 0..255, 0..1 or -1..1")
-        array = np.clip(np.round(array), 0, 255).astype(np.uint8)
+    if 0 in array.shape[2:]:
+        raise UserInputError(f"{where}: images of {array.shape[2]}x{array.shape[3]} pixels (an empty axis, shape "
+                             f"{array.shape})")
+    return array
+
+
+def _to_uint8(array: np.ndarray, where: str) -> np.ndarray:
+    """uint8 pixels from uint8, bool (0/1), integers in 0..255, or floats in [0, 1] or [-1, 1]."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if not np.isfinite(array).all():
+        raise UserInputError(f"{where}: array must be numeric and finite (it holds NaN or infinite values)")
+    lo, hi = float(array.min()), float(array.max())
+    if lo >= -1.0 and hi <= 1.0:
+        array = (array.astype(np.float32) + 1.0) * 127.5 if lo < 0 else array.astype(np.float32) * 255.0
+    elif lo < 0 or hi > 255:
+        raise UserInputError(f"{where}: values span {lo:g}..{hi:g}; expected 0..255, 0..1 or -1..1")
+    return np.clip(np.round(array), 0, 255).astype(np.uint8)
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message as one short line."""
+    text = str(exc).strip()
+    return one_line(text) if text else type(exc).__name__
+
+
+def load_array(path: Path, resolution: int) -> ImageSet:
+    """A ``.npy`` array or the first array of a ``.npz``: ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)``.
+
+    The header is read and checked first (objects are never unpickled; complex, structured and text
+    arrays, truncated data and arrays larger than the free memory are refused), then the data is
+    loaded; any byte order, C or Fortran order, bool, integer and float16/32/64 pixels are read."""
+    where = display_path(path)
+    try:
+        header, key = _array_header(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserInputError(f"cannot read array {where}: {_reason(exc)}") from None
+    _check_array_header(header, where)
+    try:
+        if key is None:
+            array = np.load(path, allow_pickle=False)
+        else:
+            with np.load(path, allow_pickle=False) as loaded:
+                array = loaded[key]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserInputError(f"cannot read array {where}: {_reason(exc)}") from None
+    array = _to_uint8(_image_layout(array, where), where)
     images = torch.from_numpy(np.ascontiguousarray(array))
     return ImageSet(resize_square(images, resolution), f"array {path.name} ({array.shape[0]} images)")
 
@@ -153,6 +259,18 @@ def _deep_to_8bit(arr: np.ndarray, mode: str) -> np.ndarray:
     return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
 
 
+def _upright(img, path: Path):
+    """The image turned as its EXIF orientation says (a phone photo taken upright), as browsers, Pillow's
+    ``ImageOps.exif_transpose`` and torchvision do; a broken EXIF block leaves the pixels as stored."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception as exc:  # malformed EXIF: the pixels are still good
+        logger.info("%s: EXIF orientation not applied (%s)", display_path(path), one_line(str(exc)))
+        return img
+
+
 def _decode(path: Path):
     """Fully decode one image to mode ``L`` or ``RGB`` (16-bit and float greyscale scaled to 8 bits,
     palettes expanded, alpha dropped). Raises :class:`BadImage` with a short reason for any file that
@@ -174,11 +292,12 @@ def _decode(path: Path):
             img.load()  # full decode: truncated files fail here, not later
             if img.mode in ("P", "PA") and not img.getpalette():
                 raise BadImage("palette image without a palette (its PLTE chunk is missing)")
-            if img.mode.startswith(("I", "F")):  # 16/32-bit integer or float greyscale
-                return Image.fromarray(_deep_to_8bit(np.asarray(img, dtype=np.float64), img.mode))
-            if img.mode in ("L", "RGB"):
-                return img.copy()
-            return img.convert("L" if img.mode in ("1", "LA") else "RGB")
+            upright = _upright(img, path)
+            if upright.mode.startswith(("I", "F")):  # 16/32-bit integer or float greyscale
+                return Image.fromarray(_deep_to_8bit(np.asarray(upright, dtype=np.float64), upright.mode))
+            if upright.mode in ("L", "RGB"):
+                return upright if upright is not img else img.copy()
+            return upright.convert("L" if upright.mode in ("1", "LA") else "RGB")
     except UnidentifiedImageError:
         head = _head(path)
         if _kind(head):
@@ -192,38 +311,66 @@ def _decode(path: Path):
         raise BadImage(f"corrupt or truncated {_kind(_head(path)) or 'image'} ({exc})") from None
 
 
+#: Folders that hold no training images by convention (macOS's resource forks in zip files).
+IGNORED_FOLDERS = frozenset({"__MACOSX"})
+
+
+def is_hidden(name: str) -> bool:
+    """Whether a file or folder of an image folder is left out, with everything inside it: hidden names
+    (``.DS_Store``, ``._photo.jpg`` resource forks, ``.ipynb_checkpoints/``, ``.git/``, ``.thumbnails/``)
+    and :data:`IGNORED_FOLDERS`. The one rule of what an image folder holds."""
+    return name.startswith(".") or name in IGNORED_FOLDERS
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files under ``folder`` (recursively, symlinked folders once), sorted, hidden ones left out."""
+    found, seen = [], set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:  # a symlink loop, or a folder linked twice
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = [d for d in dirs if not is_hidden(d)]
+        found += [Path(root, n) for n in names if not is_hidden(n) and Path(n).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(p for p in found if p.is_file())
+
+
+def _pixels(img, resolution: int) -> torch.Tensor:
+    """A decoded ``L``/``RGB`` image as ``uint8 (C, resolution, resolution)``."""
+    arr = np.array(img, dtype=np.uint8)
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    return resize_square(torch.from_numpy(np.ascontiguousarray(arr))[None], resolution)[0]
+
+
 def load_folder(folder: Path, resolution: int, skip_bad_images: bool = False) -> ImageSet:
-    """Every image under ``folder`` (recursively).
+    """Every image under ``folder`` (recursively; hidden files and folders left out, :func:`is_hidden`).
 
     A file with an image extension that cannot be used is an error naming it (one bad file in a
     scraped folder is more often a sign of a bad download than noise to ignore); with
-    ``skip_bad_images`` such files are skipped, counted and warned about instead.
+    ``skip_bad_images`` such files are skipped, counted and warned about instead. Each image is
+    resized as soon as it is decoded, so memory holds one full-size image at a time.
     """
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    candidates = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    candidates = image_files(folder)
     if not candidates:
-        raise UserInputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
-    decoded, bad = [], []
+        raise UserInputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {display_path(folder)}")
+    tensors, bad = [], []
     for path in candidates:
         try:
-            decoded.append(_decode(path))
+            tensors.append(_pixels(_decode(path), resolution))
         except (BadImage, OSError) as exc:
             if not skip_bad_images:
-                raise UserInputError(f"{path}: {exc}; fix or remove it (or pass --skip-bad-images to train on the "
-                                     "rest)") from None
+                raise UserInputError(f"{display_path(path)}: {exc}; fix or remove it (or pass --skip-bad-images to "
+                                     "train on the rest)") from None
             bad.append((path, exc))
-    if not decoded:
-        raise UserInputError(f"no readable image under {folder}: e.g. {bad[0][0]}: {bad[0][1]}")
+    if not tensors:
+        raise UserInputError(f"no readable image under {display_path(folder)}: e.g. {display_path(bad[0][0])}: {bad[0][1]}")
     if bad:
         logger.warning("skipped %d of %d image files that could not be used (first: %s: %s)",
-                       len(bad), len(candidates), bad[0][0], bad[0][1])
-    gray = all(img.mode == "L" for img in decoded)
-    tensors = []
-    for img in decoded:
-        arr = np.array(img.convert("L" if gray else "RGB"), dtype=np.uint8)
-        arr = arr[None] if gray else arr.transpose(2, 0, 1)
-        tensors.append(resize_square(torch.from_numpy(np.ascontiguousarray(arr))[None], resolution)[0])
-    return ImageSet(torch.stack(tensors), f"image folder {folder} ({len(decoded)} images)", skipped=len(bad))
+                       len(bad), len(candidates), display_path(bad[0][0]), bad[0][1])
+    if any(t.shape[0] == 3 for t in tensors):  # greyscale among colour images: grey in all three channels
+        tensors = [t.expand(3, -1, -1) for t in tensors]
+    return ImageSet(torch.stack(tensors), f"image folder {folder} ({len(tensors)} images)", skipped=len(bad))
 
 
 def load_dataset(spec: str, resolution: int, skip_bad_images: bool = False) -> ImageSet:
@@ -231,6 +378,8 @@ def load_dataset(spec: str, resolution: int, skip_bad_images: bool = False) -> I
     ``skip_bad_images``: skip unusable files of a folder instead of stopping (:func:`load_folder`)."""
     if resolution < 4:
         raise UserInputError(f"resolution must be at least 4 pixels, got {resolution}")
+    if "\x00" in spec:
+        raise UserInputError(f"dataset {spec!r}: a path cannot hold a NUL character")
     if spec.lower() == "mnist":
         return load_mnist(resolution)
     if spec.lower() == "digits":
