@@ -71,6 +71,7 @@ def files() -> dict[str, bytes]:
     out["image_png_zero_width.png"] = png_raw(0, 16, 8, 0, b"")
     out["image_png_huge_dims.png"] = png_raw(60_000, 60_000, 8, 0, b"\x00" * 61)
     out["image_png_over_limit.png"] = png_raw(12_000, 8_000, 1, 0, b"\x00" * 64)
+    out["image_png_long_strip.png"] = png_raw(100_000_000, 1, 1, 0, b"\x00" * 64)  # 4 KB, 100 MP in one row
     out["image_png_wrong_channels.png"] = png_raw(16, 16, 8, 5, b"\x00" * (16 * 16 + 16))  # colour type 5 does not exist
     out["image_png16_truncated.png"] = deep[: len(deep) * 2 // 3]
     no_plte = pal_png.replace(pal_png[pal_png.index(b"PLTE") - 4: pal_png.index(b"PLTE") + 8 + len(palette.getpalette()[:48])], b"")
@@ -117,7 +118,63 @@ def files() -> dict[str, bytes]:
     out["array_no_images.npy"] = npy(np.zeros((0, 8, 8), dtype=np.uint8))
     out["array_truncated.npy"] = npy(np.zeros((4, 8, 8), dtype=np.uint8))[:100]
     out["array_empty.npz"] = b""
+    out.update(arrays_of_every_class())
+    out.update(configs_too_big_to_write_by_hand())
     return out
+
+
+def npy_header_only(shape: tuple[int, ...], descr: str, data: bytes) -> bytes:
+    """A ``.npy`` whose header declares ``shape`` and ``descr`` but whose data is ``data``."""
+    from numpy.lib import format as npy_format
+
+    buf = io.BytesIO()
+    npy_format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buf.getvalue() + data
+
+
+def npz(**arrays) -> bytes:
+    """An ``.npz`` with fixed timestamps (byte for byte reproducible)."""
+    zbuf = io.BytesIO()
+    with zipfile.ZipFile(zbuf, "w") as z:
+        for name, array in arrays.items():
+            data = array if isinstance(array, bytes) else _npy(array)
+            z.writestr(zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0)), data)
+    return zbuf.getvalue()
+
+
+def _npy(array) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=True)
+    return buf.getvalue()
+
+
+def arrays_of_every_class() -> dict[str, bytes]:
+    """Arrays with empty axes, the wrong kind of numbers, too many axes, or headers that lie."""
+    out = {}
+    out["array_zero_height.npy"] = _npy(np.zeros((10, 0, 8), dtype=np.uint8))
+    out["array_zero_width.npy"] = _npy(np.zeros((10, 8, 0), dtype=np.uint8))
+    out["array_zero_channels_last.npy"] = _npy(np.zeros((10, 8, 8, 0), dtype=np.uint8))
+    out["array_complex.npy"] = _npy(np.full((4, 8, 8), 0.5 + 0.5j, dtype=np.complex64))
+    out["array_five_axes.npy"] = _npy(np.zeros((2, 4, 1, 8, 8), dtype=np.uint8))
+    out["array_structured.npy"] = _npy(np.zeros((4, 8, 8), dtype=[("r", "u1"), ("g", "u1")]))
+    out["array_datetimes.npy"] = _npy(np.zeros((4, 8, 8), dtype="datetime64[s]"))
+    out["array_header_overclaims.npy"] = npy_header_only((10**12, 8, 8), "|u1", bytes(100))  # 64 TB declared
+    out["array_header_one_short.npy"] = npy_header_only((4, 8, 8), "<f4", bytes(4 * 8 * 8 * 4 - 4))
+    out["array_npz_pickled_objects.npz"] = npz(**{"images.npy": np.array([{"image": 1}, None], dtype=object)})
+    out["array_npz_overclaims.npz"] = npz(**{"images.npy": npy_header_only((10**9, 64, 64), "<f8", bytes(64))})
+    out["array_npz_not_an_array.npz"] = npz(**{"readme.txt": b"images are in another file"})
+    out["array_npz_no_arrays.npz"] = npz()
+    out["array_one_pixel_wide_infinite.npy"] = _npy(np.array([[[np.inf]]], dtype=np.float16))
+    return out
+
+
+def configs_too_big_to_write_by_hand() -> dict[str, bytes]:
+    """TOML files nested 10,000 deep or holding a 100,000-character string."""
+    return {
+        "config_deep_array.toml": b"[run]\nmax_steps = " + b"[" * 10_000 + b"]" * 10_000 + b"\n",
+        "config_deep_inline_table.toml": b"run = " + b"{a = " * 5_000 + b"1" + b"}" * 5_000 + b"\n",
+        "config_long_string.toml": b'[data]\ndataset = "' + b"x" * 100_000 + b'"\n',
+    }
 
 
 def main() -> None:

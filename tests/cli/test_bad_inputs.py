@@ -1,5 +1,6 @@
 """The bad-input corpus (``tests/bad_inputs/``): every case is a user mistake the CLI must answer with
-exit code 2 and one line naming the problem and where it is, no traceback, and no completed run."""
+exit code 2 and one line naming the problem and where it is, no traceback, no completed run, and no
+folder created anywhere (inside the output folder or, through a name, outside it)."""
 
 from __future__ import annotations
 
@@ -18,26 +19,28 @@ from tests.carbon.conftest import FakeApi
 CORPUS = Path(__file__).parent.parent / "bad_inputs"
 CASES = tomllib.loads((CORPUS / "cases.toml").read_text())["case"]
 TRAIN = ["--no-gpu", "--country", "FRA", "--max-steps", "1", "--resolution", "8", "--preset", "nano"]
+TRAIN_ARGS = [*TRAIN, "--dataset", "digits"]  # before a case's own flags, which win: a quick run if they were taken
 WINDOW = ["--energy-kwh", "1", "--hours", "1", "--start", "2022-06-01T00:00", "--flex-hours", "3"]
 UK_WINDOW = ["--energy-kwh", "1", "--hours", "0.5", "--start", "2022-06-01T10:00", "--deadline", "2022-06-01T11:30"]
 
 
 def case_id(case: dict) -> str:
-    return case.get("file") or case["name"]
+    return case.get("name") or case["file"]
 
 
 def argv_for(case: dict, tmp_path: Path, monkeypatch) -> list[str]:
     feed = case["feed"]
     out = ["--output-dir", str(tmp_path / "runs")]
     if feed == "args":
-        return [*case["args"], *(TRAIN[:1] + out if case["args"][0] == "train" else [])]
+        args = case["args"]
+        return ["train", *TRAIN_ARGS, *out, *args[1:]] if args[0] == "train" else list(args)
     path = CORPUS / case["file"]
     if feed == "image":
         folder = tmp_path / "images"
         folder.mkdir()
         for i in range(3):
             Image.fromarray(np.full((8, 8), 60 * i, dtype=np.uint8)).save(folder / f"good-{i}.png")
-        shutil.copy(path, folder / path.name)
+        shutil.copy(path, folder / case.get("as", path.name))  # "as": a file name with odd characters
         return ["train", "--dataset", str(folder), *TRAIN, *out]
     if feed == "array":
         return ["train", "--dataset", str(path), *TRAIN, *out]
@@ -59,16 +62,36 @@ def completed_runs(ledger: Path) -> list[tuple]:
         return db.execute("select id, status from runs where status = 'completed'").fetchall() if "runs" in tables else []
 
 
+def folders_under(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_dir() and p.name != "cache"}
+
+
 def test_the_corpus_is_complete():
-    files = {p.name for p in CORPUS.iterdir()} - {"cases.toml", "make_corpus.py"}
+    files = {p.name for p in CORPUS.iterdir()} - {"cases.toml", "make_corpus.py", "__pycache__"}
     assert files == {c["file"] for c in CASES if "file" in c}  # every file has a case, every case a file
-    assert len(files) >= 40
+    assert len(files) >= 40 and len(CASES) >= 165
+    assert len({case_id(c) for c in CASES}) == len(CASES)
     kinds = {c["feed"] for c in CASES}
     assert kinds == {"image", "array", "config", "trace", "profile", "api", "args"}
 
 
+def test_make_corpus_regenerates_every_file_byte_for_byte():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_corpus", CORPUS / "make_corpus.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    made = module.files()
+    assert len(made) >= 50
+    for name, data in made.items():
+        assert (CORPUS / name).read_bytes() == data, f"{name} differs from what make_corpus.py makes"
+
+
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_bad_input_is_one_line_and_exit_code_2(case, tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"  # the working folder: relative paths and names that climb out land in tmp_path
+    work.mkdir()
+    monkeypatch.chdir(work)
     api = None
     if case["feed"] == "api":
         api = FakeApi()
@@ -79,6 +102,7 @@ def test_bad_input_is_one_line_and_exit_code_2(case, tmp_path, monkeypatch, caps
         argv = ["plan", "window", "--live", "uk", *UK_WINDOW]
     else:
         argv = argv_for(case, tmp_path, monkeypatch)
+    before = folders_under(tmp_path)
     try:
         code = main(argv)
     finally:
@@ -89,12 +113,15 @@ def test_bad_input_is_one_line_and_exit_code_2(case, tmp_path, monkeypatch, caps
     assert code == 2, f"exit {code}; stderr: {err}"
     assert len(lines) == 1 and lines[0].startswith("greendiff: error: "), err
     assert "Traceback" not in err + out
+    assert lines[0].isprintable(), f"an unprintable character reached the terminal: {lines[0]!r}"
     for text in case["expect"]:
         assert text in lines[0], f"{text!r} not in {lines[0]!r}"
     if "file" in case and case["feed"] != "api":
-        assert case["file"] in lines[0], f"the message does not say where: {lines[0]!r}"
+        shown = repr(case["as"])[1:-1] if "as" in case else case["file"]  # an odd name is quoted, escaped
+        assert shown in lines[0], f"the message does not say where: {lines[0]!r}"
     assert completed_runs(tmp_path / "ledger.sqlite") == []
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no run directory left
+    assert folders_under(tmp_path) - before == set(), "a folder was created"
 
 
 def test_skip_bad_images_trains_on_the_rest_and_counts_them(tmp_path, capsys):
@@ -110,3 +137,58 @@ def test_skip_bad_images_trains_on_the_rest_and_counts_them(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "skipped 2 unreadable image files" in err
     assert [status for _, status in completed_runs(tmp_path / "ledger.sqlite")] == ["completed"]
+
+
+def _numeric_parameters():
+    """(command path, parameter) of every option and argument of every command that takes a number."""
+    import typer.main
+
+    from greendiff.cli._app import app
+
+    def walk(command, path):
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                yield from walk(sub, [*path, name])
+            return
+        for param in command.params:
+            annotation = param.type_descriptor.annotation
+            if annotation in (int, float, list[int], list[float]) or param.metavar in ("INTEGER", "NUMBER"):
+                yield path, param
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+NUMERIC_PARAMETERS = _numeric_parameters()
+
+
+def test_every_numeric_option_of_every_command_is_read_by_the_one_number_grammar():
+    """A new int/float option declared without number_option (typer's own int() would take '٣', '1_000'
+    and 10**20) fails here."""
+    assert len(NUMERIC_PARAMETERS) > 60
+    loose = [f"{' '.join(path)} {param.name}" for path, param in NUMERIC_PARAMETERS
+             if param.type_descriptor.parameter_info.parser is None]
+    assert loose == []
+
+
+@pytest.mark.parametrize(("path", "param"), NUMERIC_PARAMETERS,
+                         ids=[f"{' '.join(p)} {q.opts[0]}" for p, q in NUMERIC_PARAMETERS])
+def test_every_numeric_option_refuses_malformed_and_non_finite_numbers_in_one_line(path, param, tmp_path, monkeypatch, capsys):
+    from greendiff.cli._options import FlagError
+
+    option = param.opts[0].startswith("-")
+    named = param.opts[0] if option else param.name.rstrip("s").replace("_", " ")  # the flag, or "run id"
+    integer = param.type_descriptor.annotation in (int, list[int]) or param.metavar == "INTEGER" or not option
+    parse = param.type_descriptor.parameter_info.parser
+    for value in ("٣", "1_000", "0x1f", " 1", "nan", "-inf", "1e400", *(["99999999999999999999999"] if integer else [])):
+        try:
+            checked = parse(value)
+        except FlagError as exc:
+            assert str(exc).startswith(f"{named} must be ") and "\n" not in str(exc), str(exc)
+        else:  # a trainer config key's flag: read here, its range is the key's
+            assert integer and value == "99999999999999999999999" and param.metavar == "INTEGER", (value, checked)
+    monkeypatch.chdir(tmp_path)  # and once through the whole command line: one line, exit 2, nothing created
+    tail = {"measure": ["--", "true"], "train": ["--dry-run"]}.get(path[0], [])  # quick, should a value pass
+    code = main([*path, *([param.opts[0], "nan"] if option else ["--", "nan"]), *tail])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"greendiff: error: {named} must be ") and "Traceback" not in err
+    assert not any(tmp_path.iterdir())

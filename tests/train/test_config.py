@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from greendiff.errors import UserInputError
@@ -112,3 +114,126 @@ def test_any_bad_value_is_a_user_error_never_a_crash(key, value):
         resolve_config(overrides={key: value})
     except UserInputError as exc:
         assert "\n" not in str(exc) and str(exc)
+
+
+# -- issue 18: every value at its extremes, one validation layer ----------------------------------------
+
+import dataclasses  # noqa: E402
+import typing  # noqa: E402
+
+from greendiff.numbers import MAX_COUNT, MAX_SEED  # noqa: E402
+from greendiff.train import TrainConfig  # noqa: E402
+
+
+def _leaves(obj=TrainConfig(), prefix=""):
+    """(dotted key, field, type hint) of every setting."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _leaves(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f, hints[f.name]
+
+
+NUMERIC = [(key, f) for key, f, hint in _leaves() if hint in (int, float) or hint == tuple[int, ...]]
+STRINGS = [key for key, _, hint in _leaves() if hint is str]
+
+
+def test_every_numeric_key_has_a_range():
+    """A new int or float setting without bounds fails here, so no key escapes the range check."""
+    assert len(NUMERIC) > 40
+    assert [key for key, f in NUMERIC if "bounds" not in f.metadata] == []
+
+
+@pytest.mark.parametrize(("key", "f"), NUMERIC, ids=[k for k, _ in NUMERIC])
+def test_every_numeric_key_refuses_overflow_nan_and_malformed_numbers(key, f):
+    integer = f.metadata["bounds"].integer
+    bad = ["99999999999999999999", "٣", "１０", "1_000", "0x10", " 5", "--5"] if integer else \
+        ["nan", "inf", "-inf", "1e400", "1e308", "٣.5", "1,5"]
+    for value in bad:
+        if value == " 5" and key == "model.block_out_channels":
+            continue  # a list: "8, 16" may have spaces around its commas
+        if value == "1e308" and f.metadata["bounds"].hi is None:
+            continue  # finite and unbounded above (a learning rate: divergence is the trainer's to report)
+        with pytest.raises(UserInputError, match=re.escape(key)) as err:
+            resolve_config(overrides={key: value})
+        assert "\n" not in str(err.value)
+
+
+def test_a_toml_integer_beyond_int64_and_a_bool_are_refused(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[run]\nseed = 99999999999999999999\n")
+    with pytest.raises(UserInputError, match=r"c\.toml: run\.seed must be >= 0 and at most 4294967295"):
+        resolve_config(path)
+    path.write_text("[optim]\nbatch_size = true\n")
+    with pytest.raises(UserInputError, match="optim.batch_size must be an integer, got True"):
+        resolve_config(path)
+
+
+@pytest.mark.parametrize("value", ["٣", "３", "1_0", "0x1", "1e3", " 7", "7 ", "+", ""])
+def test_integers_from_strings_are_ascii_digits_only(value):
+    """Python's int() accepts Arabic-Indic and fullwidth digits, underscores and spaces; a config
+    value typed on the command line is read as exactly the digits it shows."""
+    with pytest.raises(UserInputError, match="run.max_steps must be an integer"):
+        resolve_config(overrides={"run.max_steps": value})
+    assert resolve_config(overrides={"run.max_steps": "+7"}).run.max_steps == 7
+
+
+def test_derived_seeds_stay_in_range_at_the_extremes():
+    """The largest seed and step the config accepts keep every seed the trainer derives from them inside
+    torch's generator range (a seed of 10**20 overflowed torch.manual_seed)."""
+    import torch
+
+    from greendiff.train._loop import batch_indices, step_generator
+
+    assert resolve_config(overrides={"run.seed": str(MAX_SEED), "run.max_steps": MAX_COUNT}).run.seed == MAX_SEED
+    with pytest.raises(UserInputError, match="run.seed must be >= 0 and at most 4294967295"):
+        resolve_config(overrides={"run.seed": MAX_SEED + 1})
+    batch_indices(MAX_COUNT, 10, 1, MAX_SEED)
+    step_generator(MAX_SEED + 1_000_003 * 1024, MAX_COUNT)
+    for derived in (MAX_SEED + 12_345, MAX_SEED + 54_321 + 100 + 7_777 * 1024):
+        torch.Generator().manual_seed(derived)
+
+
+@pytest.mark.parametrize("key", STRINGS)
+@pytest.mark.parametrize("bad", ["a\x00b", "line\nbreak", "esc\x1b[2J", "rtl\u202eexe", "x" * 5000])
+def test_every_string_key_refuses_nul_control_characters_and_huge_values(key, bad):
+    with pytest.raises(UserInputError, match=re.escape(key)) as err:
+        resolve_config(overrides={key: bad})
+    assert str(err.value).isprintable() and len(str(err.value)) < 400
+
+
+@pytest.mark.parametrize("text", [
+    "[run]\nmax_steps = " + "[" * 10_000 + "]" * 10_000 + "\n",
+    "run = " + "{a = " * 5_000 + "1" + "}" * 5_000 + "\n",
+])
+def test_deeply_nested_toml_is_one_line(tmp_path, text):
+    (tmp_path / "deep.toml").write_text(text)
+    with pytest.raises(UserInputError, match=r"deep\.toml: invalid TOML: .*nested too deeply"):
+        resolve_config(tmp_path / "deep.toml")
+
+
+def test_nested_values_are_shown_short_in_messages(tmp_path):
+    (tmp_path / "c.toml").write_text("[run]\nmax_steps = " + "[" * 300 + "1" + "]" * 300 + "\n")
+    with pytest.raises(UserInputError, match=r"run.max_steps must be an integer, got \[+\.\.\.\]+") as err:
+        resolve_config(tmp_path / "c.toml")
+    assert len(str(err.value)) < 200
+
+
+@pytest.mark.parametrize(("text", "hint"), [
+    ("[Run]\nmax_steps = 5\n", "did you mean 'run'?"),
+    ("[run]\nMax_Steps = 5\n", "did you mean 'run.max_steps'?"),
+    ("[optim]\nbatch-size = 5\n", "did you mean 'optim.batch_size'?"),
+])
+def test_keys_in_the_wrong_case_are_named_with_the_right_one(tmp_path, text, hint):
+    (tmp_path / "c.toml").write_text(text)
+    with pytest.raises(UserInputError, match=re.escape(hint)):
+        resolve_config(tmp_path / "c.toml")
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "..", "a\\b", "-x", ".hidden", "a\x00b", "run;rm", "x" * 201])
+def test_a_run_name_is_one_folder_name(name):
+    with pytest.raises(UserInputError, match="run.name"):
+        resolve_config(overrides={"run.name": name})
+    assert resolve_config(overrides={"run.name": "green nano (2)"}).run.name == "green nano (2)"

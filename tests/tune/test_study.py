@@ -166,3 +166,13 @@ def test_a_dead_trials_energy_comes_from_the_ledger(tmp_path, spec):
     assert (row.state, row.energy_source, row.energy_kwh) == ("FAIL", "ledger", pytest.approx(1e-3))
     missing = _ledger_energy(None)({"run_id": 1, "path": str(tmp_path / "nope.sqlite"), "host": socket.gethostname()})
     assert missing is None and not (tmp_path / "nope.sqlite").exists()
+
+
+@pytest.mark.parametrize("name", ["../escaped", "a/b", "..", "-study", "run\nx", "study\x1b[2J", " s", "x" * 101, 'a"b'])
+def test_a_study_name_is_one_folder_name(tmp_path, spec, name):
+    """A study's name becomes its folder (runs/tune/NAME) and a line in study.toml: refused before the
+    storage holds anything."""
+    with pytest.raises(UserInputError, match="study name .* is not a usable name") as err:
+        create_study(spec(), storage(tmp_path), name)
+    assert "\n" not in str(err.value)
+    assert optuna.get_all_study_summaries(storage(tmp_path)) == []

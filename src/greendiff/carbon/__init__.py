@@ -31,7 +31,16 @@ from greendiff.carbon._live import (
     UkCarbonIntensityProvider,
     default_cache_dir,
 )
-from greendiff.carbon._location import CLOUD_PUE, Location, Pue, parse_positive, resolve_location, resolve_pue
+from greendiff.carbon._location import (
+    CLOUD_PUE,
+    MAX_PUE,
+    Location,
+    Pue,
+    parse_positive,
+    pue_bounds,
+    resolve_location,
+    resolve_pue,
+)
 from greendiff.carbon._resolve import LIVE_CHOICES, resolve_provider
 from greendiff.carbon._static import (
     TableProvider,
@@ -85,6 +94,8 @@ __all__ = [
     "energy_between",
     "load_trace",
     "parse_positive",
+    "pue_bounds",
+    "MAX_PUE",
     "parse_trace_csv",
     "resolve_location",
     "resolve_provider",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from greendiff.errors import UserInputError
+from greendiff.numbers import Bounds
 
 ENV_COUNTRY = "GREENDIFF_COUNTRY"
 ENV_CLOUD = "GREENDIFF_CLOUD"
@@ -73,24 +73,31 @@ def resolve_location(country: str | None = None, cloud: str | None = None, grid:
     return Location(country.upper() if country else None, cloud.lower() if cloud else None, grid)
 
 
-def parse_positive(value: str | float, what: str) -> float:
-    """A finite, positive number, or a one-line :class:`UserInputError` naming ``what``."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UserInputError(f"{what} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or number <= 0:
-        raise UserInputError(f"{what} must be a positive number, got {value!r}")
-    return number
+def parse_positive(value: str | float, what: str, hi: float | None = None, why: str = "") -> float:
+    """A finite, positive number (at most ``hi``; ``why`` says why), or a one-line
+    :class:`UserInputError` naming ``what``; read by :class:`greendiff.numbers.Bounds` (ASCII digits)."""
+    return Bounds(lo=0, lo_open=True, hi=hi, why=why).parse(value, what)
+
+
+#: PUE is facility energy over IT energy. Surveys put the average near 1.6 and the least efficient
+#: sites near 2.5-3 (Uptime Institute 2023); a value over 5 is a mistake (a percentage, a typo).
+MAX_PUE = 5.0
+PUE_WHY = "facility energy / IT energy: the least efficient data centres surveyed are near 3"
+
+
+def pue_bounds(lo: float = 1.0, lo_open: bool = False) -> Bounds:
+    """The accepted PUE values: from ``lo`` to :data:`MAX_PUE`."""
+    return Bounds(lo=lo, lo_open=lo_open, hi=MAX_PUE, why=PUE_WHY)
 
 
 def resolve_pue(pue: float | str | None, location: Location, env: Mapping[str, str] = os.environ) -> Pue:
     """Explicit value (CLI > env) > the cloud provider's fleet figure > 1.0, always with a source."""
     raw = pue if pue is not None else env.get(ENV_PUE)
     if raw is not None:
-        value = parse_positive(raw, "PUE")
+        what = "PUE" if pue is not None else f"PUE (env {ENV_PUE})"
+        value = pue_bounds(lo=0, lo_open=True).parse(raw, what)
         if value < 1.0:
-            raise UserInputError(f"PUE must be >= 1.0 (facility energy / IT energy), got {raw!r}")
+            raise UserInputError(f"{what} must be >= 1.0 (facility energy / IT energy), got {raw!r}")
         return Pue(value, "given by the user" if pue is not None else f"env {ENV_PUE}")
     provider = location.cloud_provider
     if provider in CLOUD_PUE:

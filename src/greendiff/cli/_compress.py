@@ -21,6 +21,8 @@ from rich.table import Table
 
 from greendiff.cli._eval import score
 from greendiff.cli._options import (
+    BATCH, COUNT, COUNT0, EVAL_IMAGES0, FLOAT, INT, RATIO, ROUNDS, SAMPLER_STEPS, TEACHER_STEPS, THRESHOLD,
+    name_option, number_option,
     Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, load_config_data, resolve_settings,
 )
 from greendiff.cli._render import fmt_energy, render_summary
@@ -28,9 +30,9 @@ from greendiff.cli._train import _new_run_dir, _parse_sets, run_training, write_
 from greendiff.errors import UserInputError
 
 Opt = typer.Option
-EvalSamples = Annotated[int, Opt("--eval-samples", help="Images per quality evaluation (fixed noise seed; 0 skips).")]
+EvalSamples = Annotated[int, number_option("--eval-samples", bounds=EVAL_IMAGES0, help="Images per quality evaluation (fixed noise seed; 0 skips).")]
 OutputDir = Annotated[Optional[str], Opt("--output-dir", help="Parent of the new run directory (default: the parent run's).")]
-Name = Annotated[Optional[str], Opt("--name", help="Run name.")]
+Name = Annotated[Optional[str], name_option("--name", help="Run name.")]
 Sets = Annotated[list[str], Opt("--set", help="Any trainer config key for the new run, e.g. --set optim.ema=false.")]
 
 
@@ -133,13 +135,13 @@ def _check_parent(run: Path) -> None:
 
 def prune_command(
     run: Annotated[Path, Opt("--run", help="Trained run directory (with pipeline/ and config.toml).")],
-    ratio: Annotated[float, Opt("--ratio", help="Fraction of channels to remove per layer, in (0, 1); MACs fall ~ (1-R)^2.")],
+    ratio: Annotated[float, number_option("--ratio", bounds=RATIO, help="Fraction of channels to remove per layer, in (0, 1); MACs fall ~ (1-R)^2.")],
     importance: Annotated[str, Opt("--importance", help="taylor (Diff-Pruning), magnitude, or random.")] = "taylor",
-    finetune_steps: Annotated[int, Opt("--finetune-steps", help="Trainer steps after pruning (0: none).")] = 500,
-    taylor_timesteps: Annotated[int, Opt("--taylor-timesteps", help="Timesteps whose gradients score the channels.")] = 100,
-    thr: Annotated[float, Opt("--thr", help="Stop accumulating at the first timestep whose loss < thr x max (Diff-Pruning: 0.05).")] = 0.05,
-    taylor_batch: Annotated[int, Opt("--taylor-batch", help="Images per timestep in the Taylor pass.")] = 64,
-    lr: Annotated[Optional[float], Opt("--lr", help="Fine-tuning learning rate (default: the parent's).")] = None,
+    finetune_steps: Annotated[int, number_option("--finetune-steps", bounds=COUNT0, help="Trainer steps after pruning (0: none).")] = 500,
+    taylor_timesteps: Annotated[int, number_option("--taylor-timesteps", bounds=SAMPLER_STEPS, help="Timesteps whose gradients score the channels.")] = 100,
+    thr: Annotated[float, number_option("--thr", bounds=THRESHOLD, help="Stop accumulating at the first timestep whose loss < thr x max (Diff-Pruning: 0.05).")] = 0.05,
+    taylor_batch: Annotated[int, number_option("--taylor-batch", bounds=BATCH, help="Images per timestep in the Taylor pass.")] = 64,
+    lr: Annotated[Optional[float], number_option("--lr", bounds=FLOAT, help="Fine-tuning learning rate (default: the parent's).")] = None,
     distill: Annotated[bool, Opt("--distill/--no-distill", help="Fine-tune against the parent's predictions too "
                                  "(output distillation; its forwards are counted).")] = False,
     eval_samples: EvalSamples = 500,
@@ -237,11 +239,11 @@ def distill_command(
     student_init: Annotated[Optional[Path], Opt("--student-init", help="Start the student from this UNet2DModel folder instead, "
                                                 "e.g. PRUNED_RUN/pruned-unet from greendiff prune --finetune-steps 0; "
                                                 "its widths define the student.")] = None,
-    max_steps: Annotated[Optional[int], Opt("--max-steps", help="Student training steps (default: the teacher's).")] = None,
-    lr: Annotated[Optional[float], Opt("--lr", help="Student learning rate (default: its preset's).")] = None,
-    output_weight: Annotated[float, Opt("--output-weight", help="Weight of matching the teacher's prediction.")] = 1.0,
-    feature_weight: Annotated[float, Opt("--feature-weight", help="Weight of matching same-shaped block features.")] = 0.1,
-    data_weight: Annotated[float, Opt("--data-weight", help="Weight of the ordinary denoising loss.")] = 1.0,
+    max_steps: Annotated[Optional[int], number_option("--max-steps", bounds=INT, help="Student training steps (default: the teacher's).")] = None,
+    lr: Annotated[Optional[float], number_option("--lr", bounds=FLOAT, help="Student learning rate (default: its preset's).")] = None,
+    output_weight: Annotated[float, number_option("--output-weight", bounds=FLOAT, help="Weight of matching the teacher's prediction.")] = 1.0,
+    feature_weight: Annotated[float, number_option("--feature-weight", bounds=FLOAT, help="Weight of matching same-shaped block features.")] = 0.1,
+    data_weight: Annotated[float, number_option("--data-weight", bounds=FLOAT, help="Weight of the ordinary denoising loss.")] = 1.0,
     eval_samples: EvalSamples = 500,
     output_dir: OutputDir = None, name: Name = None, sets: Sets = [],
     country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
@@ -321,10 +323,10 @@ def _unet_config(folder: Path) -> dict:
 
 def distill_steps_command(
     teacher: Annotated[Path, Opt("--teacher", help="Trained teacher run directory.")],
-    rounds: Annotated[int, Opt("--rounds", help="Halvings of the sampling steps (3: 8x fewer).")] = 3,
-    teacher_steps: Annotated[int, Opt("--teacher-steps", help="The teacher's DDIM steps (T must be divisible by each halving).")] = 40,
-    steps_per_round: Annotated[int, Opt("--steps-per-round", help="Training steps of each round.")] = 500,
-    lr: Annotated[Optional[float], Opt("--lr", help="Learning rate of each round (default: the teacher's / 4).")] = None,
+    rounds: Annotated[int, number_option("--rounds", bounds=ROUNDS, help="Halvings of the sampling steps (3: 8x fewer).")] = 3,
+    teacher_steps: Annotated[int, number_option("--teacher-steps", bounds=TEACHER_STEPS, help="The teacher's DDIM steps (T must be divisible by each halving).")] = 40,
+    steps_per_round: Annotated[int, number_option("--steps-per-round", bounds=COUNT, help="Training steps of each round.")] = 500,
+    lr: Annotated[Optional[float], number_option("--lr", bounds=FLOAT, help="Learning rate of each round (default: the teacher's / 4).")] = None,
     eval_samples: EvalSamples = 500,
     output_dir: OutputDir = None, name: Name = None, sets: Sets = [],
     country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,

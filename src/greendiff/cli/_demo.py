@@ -12,6 +12,7 @@ from rich.table import Table
 
 from greendiff.carbon import Location, Pue, resolve_provider
 from greendiff.cli._options import (
+    DEMO_SECONDS, number_option,
     Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, resolve_settings,
 )
 from greendiff.cli._render import fmt_mass, render_summary
@@ -35,7 +36,7 @@ def cpu_workload_step(size: int = 256) -> float:
 
 
 def demo(
-    seconds: Annotated[float, typer.Option("--seconds", help="How long to run the workload.")] = 5.0,
+    seconds: Annotated[float, number_option("--seconds", bounds=DEMO_SECONDS, help="How long to run the workload.")] = 5.0,
     country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
     live: Live = "none", zone: Zone = None, cpu_watts: CpuWatts = None, gpus: Gpus = None,
     no_gpu: NoGpu = False, ledger: LedgerPath = None,

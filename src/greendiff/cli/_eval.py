@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from greendiff.cli._options import (
+    EVAL_IMAGES, KID_SUBSET, SAMPLER_STEPS0, SEEDS, number_option,
     Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, load_config_data, resolve_settings,
 )
 from greendiff.cli._render import fmt_energy, fmt_mass
@@ -34,11 +35,11 @@ def score(unet, sampler, n: int, steps: int, real, extractor, seed: int = 0, kid
 
 def eval_command(
     run: Annotated[Path, Opt("--run", help="Run directory (with pipeline/ and config.toml).")],
-    n: Annotated[int, Opt("--n", help="Generated images per evaluation (fixed noise seed).")] = 2000,
+    n: Annotated[int, number_option("--n", bounds=EVAL_IMAGES, help="Generated images per evaluation (fixed noise seed).")] = 2000,
     features: Annotated[str, Opt("--features", help="mnist (shipped) or inception:PATH (local weights file).")] = "mnist",
-    seeds: Annotated[int, Opt("--seeds", help="Noise seeds to evaluate; more than 1 reports the spread.")] = 1,
-    steps: Annotated[int, Opt("--steps", help="Sampler steps (default: the run's).")] = 0,
-    kid_subset: Annotated[int, Opt("--kid-subset", help="KID subset size.")] = 1000,
+    seeds: Annotated[int, number_option("--seeds", bounds=SEEDS, help="Noise seeds to evaluate; more than 1 reports the spread.")] = 1,
+    steps: Annotated[int, number_option("--steps", bounds=SAMPLER_STEPS0, help="Sampler steps (default: the run's).")] = 0,
+    kid_subset: Annotated[int, number_option("--kid-subset", bounds=KID_SUBSET, help="KID subset size.")] = 1000,
     as_json: Annotated[bool, Opt("--json", help="Print JSON for scripts.")] = False,
     country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
     live: Live = "none", zone: Zone = None, cpu_watts: CpuWatts = None, gpus: Gpus = None,

@@ -11,8 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from greendiff.cli._options import CpuWatts, check_output, load_config_data
+from greendiff.cli._options import COUNT0, HARDWARE_STEPS, SLOWDOWN, CpuWatts, check_output, load_config_data, number_option
 from greendiff.errors import UserInputError
+from greendiff.files import atomic_write_text
 
 Opt = typer.Option
 
@@ -47,10 +48,10 @@ def hardware_command(
     config_file: Annotated[Optional[Path], Opt("--config", help="Training config (TOML) to measure.")] = None,
     sets: Annotated[list[str], Opt("--set", help="Any config key, e.g. --set data.resolution=32 (repeatable).")] = [],
     devices: Annotated[Optional[str], Opt("--devices", help="Comma-separated: cpu, cuda:0, ... (default: all here).")] = None,
-    steps: Annotated[int, Opt("--steps", help="Measured training steps per device and per power limit.")] = 20,
-    warmup: Annotated[int, Opt("--warmup", help="Unmeasured steps first (allocator, kernel selection).")] = 5,
+    steps: Annotated[int, number_option("--steps", bounds=HARDWARE_STEPS, help="Measured training steps per device and per power limit.")] = 20,
+    warmup: Annotated[int, number_option("--warmup", bounds=COUNT0, help="Unmeasured steps first (allocator, kernel selection).")] = 5,
     limits: Annotated[Optional[str], Opt("--limits", help="GPU power limits to sweep in W (e.g. 700,600,500,400,300), auto (max to min in 100 W steps) or none.")] = "auto",
-    max_slowdown: Annotated[float, Opt("--max-slowdown", help="Allowed slowdown for the chosen power limit (0.1 = 10 %).")] = 0.1,
+    max_slowdown: Annotated[float, number_option("--max-slowdown", bounds=SLOWDOWN, help="Allowed slowdown for the chosen power limit (0.1 = 10 %).")] = 0.1,
     cpu_watts: CpuWatts = None,
     output: Annotated[Optional[Path], Opt("--output", "-o", help="Also write the results as JSON here.")] = None,
     as_json: Annotated[bool, Opt("--json", help="Print JSON for scripts.")] = False,
@@ -135,7 +136,7 @@ def hardware_command(
     text = json.dumps(report, indent=2)
     if output is not None:
         try:
-            output.write_text(text)
+            atomic_write_text(output, text)
         except OSError as exc:
             raise UserInputError(f"cannot write {output}: {exc.strerror}") from None
     if as_json:

@@ -1,26 +1,112 @@
-"""Options shared by every command that measures, resolved once into a Tracker's arguments."""
+"""Options shared by every command that measures, resolved once into a Tracker's arguments; and the
+option kinds every command declares its numbers and names with (:func:`number_option`,
+:func:`name_option`), so a flag is read by one grammar and one range check before the command runs."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from greendiff.carbon import IntensityProvider, Location, parse_positive, resolve_location, resolve_provider, resolve_pue
+from greendiff import numbers
+from greendiff.carbon import (
+    IntensityProvider, Location, pue_bounds, resolve_location, resolve_provider, resolve_pue,
+)
 from greendiff.energy import MonitorOptions
 from greendiff.errors import UserInputError
 from greendiff.ledger import Ledger
+from greendiff.names import check_name, display_path
+from greendiff.numbers import Bounds, parse_int
 from greendiff.tracking import Tracker
+
+# typer >= 0.20 vendors click; a flag's parser raises its UsageError, which passes through typer's
+# validation untouched and is printed by the CLI as one line (a ValueError would be reworded).
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+class FlagError(_UsageError):
+    """A flag whose value is refused by its parser; the message names the flag."""
+
+
+def _parser(flag: str, check, keep_text: bool):
+    def parse(value: Any) -> Any:
+        if not isinstance(value, str):  # a default value, already of its type
+            return value
+        try:
+            checked = check(value, flag)
+        except UserInputError as exc:
+            raise FlagError(str(exc)) from None
+        return value if keep_text else checked
+    return parse
+
+
+def number_option(*flags: str, bounds: Bounds, help: str, keep_text: bool = False, **kwargs) -> Any:
+    """A typer option whose value is read by :meth:`Bounds.parse`: ASCII digits, finite, in range; refused
+    with one line naming the flag. ``keep_text``: the command receives the checked text (for options it
+    parses again itself), else the number."""
+    metavar = "INTEGER" if bounds.integer else "NUMBER"
+    return typer.Option(*flags, parser=_parser(flags[0], bounds.parse, keep_text), metavar=metavar, help=help, **kwargs)
+
+
+def number_argument(label: str, bounds: Bounds, help: str, **kwargs) -> Any:
+    """A positional argument read like :func:`number_option` (``label``: how messages call it)."""
+    metavar = label.upper().replace("-", "_")
+    return typer.Argument(parser=_parser(label, bounds.parse, False), metavar=metavar, help=help, **kwargs)
+
+
+def name_option(*flags: str, help: str, path: bool = True, **kwargs) -> Any:
+    """A typer option holding a name (:func:`greendiff.names.check_name`): one folder name when ``path``
+    (runs, studies), else a label that prints on one line (a ledger run's name)."""
+    return typer.Option(*flags, parser=_parser(flags[0], lambda v, f: check_name(v, f, path=path), True),
+                        metavar="NAME", help=help, **kwargs)
+
+
+# -- number kinds: each a quantity's accepted range ---------------------------------------------------------
+INT = Bounds(integer=True)  #: a trainer config key's flag: read here, its range checked by the config key's
+FLOAT = Bounds()  #: likewise, for a float key
+SEED, COUNT, COUNT0, RUN_ID = numbers.SEED, numbers.COUNT, numbers.COUNT0, numbers.ROW_ID
+ENERGY_KWH = dataclasses.replace(numbers.ENERGY_KWH, lo_open=True)  #: a job's energy: positive
+ENERGY0_KWH = dataclasses.replace(numbers.ENERGY_KWH, phrase=f"a positive number or 0, at most {numbers.MAX_ENERGY_KWH:g}")
+HOURS_IN_A_YEAR = 366 * 24
+YEAR_HOURS = Bounds(lo=0, lo_open=True, hi=HOURS_IN_A_YEAR, why="a plan covers at most a year")
+PUE = pue_bounds(lo=0, lo_open=True)  #: positive here; resolve_pue says why it must be >= 1.0
+CPU_WATTS = Bounds(lo=0, lo_open=True, hi=10_000, why="no CPU package draws 10 kW")
+PROCESSES = Bounds(integer=True, lo=1, hi=1024, phrase="a positive number of processes, at most 1024")
+WORKERS = Bounds(integer=True, lo=1, hi=256, phrase=">= 1 and at most 256")
+IMAGES = Bounds(integer=True, lo=1, hi=100_000)  #: images a command generates
+EVAL_IMAGES = Bounds(integer=True, lo=4, hi=1_000_000)
+EVAL_IMAGES0 = Bounds(integer=True, lo=0, hi=1_000_000)  #: 0 skips the evaluation
+SAMPLER_STEPS = Bounds(integer=True, lo=1, hi=100_000)
+SAMPLER_STEPS0 = Bounds(integer=True, lo=0, hi=100_000)  #: 0: the run's own
+BATCH = Bounds(integer=True, lo=1, hi=65_536)
+SEEDS = Bounds(integer=True, lo=1, hi=100)  #: seeds whose spread is reported
+ROWS = Bounds(integer=True, lo=1, hi=100_000)  #: rows of a table or trials of a study
+#: measure's ledger samples: more often than every 50 ms would flood a shared ledger with writes
+SAMPLE_INTERVAL = Bounds(lo=0.05, hi=86_400, why="a sample at least once a day")
+KID_SUBSET = Bounds(integer=True, lo=2, hi=1_000_000)
+DEMO_SECONDS = Bounds(lo=0, lo_open=True, hi=3600, phrase="in (0, 3600]")
+HARDWARE_STEPS = dataclasses.replace(COUNT, phrase=f"positive, at most {numbers.MAX_COUNT}")
+SLOWDOWN = Bounds(lo=0, hi=10, phrase="a fraction >= 0 (0.1 = 10 %), at most 10")
+RATIO = Bounds(lo=0, hi=1, lo_open=True, hi_open=True, phrase="between 0 and 1 (exclusive): the fraction of channels removed")
+THRESHOLD = Bounds(lo=0, hi=1, hi_open=True, phrase="in [0, 1)")
+ROUNDS = Bounds(integer=True, lo=1, hi=20)
+TEACHER_STEPS = Bounds(integer=True, lo=2, hi=100_000)
+REPORTS = Bounds(integer=True, lo=1, hi=1000)
+STARTUP_TRIALS = Bounds(integer=True, lo=0, hi=100_000)
+TRIAL_NUMBER = COUNT0
+WORKER_SLOT = Bounds(integer=True, lo=0, hi=256)
+TRIAL_BUDGET_KWH = dataclasses.replace(numbers.ENERGY_KWH, phrase="> 0 (or 0 for no cap in Pareto mode), at most 1e9")
 
 Country = Annotated[Optional[str], typer.Option("--country", help="ISO-3 country code of the hardware (env GREENDIFF_COUNTRY).")]
 Cloud = Annotated[Optional[str], typer.Option("--cloud", help="Cloud PROVIDER:REGION, e.g. gcp:europe-west1 (env GREENDIFF_CLOUD).")]
 Grid = Annotated[Optional[str], typer.Option("--grid", help="US grid (CISO, PJM, ...) or a timestamp,intensity CSV (env GREENDIFF_GRID).")]
-PueOpt = Annotated[Optional[str], typer.Option("--pue", help="Data-centre PUE >= 1 (default: provider figure or 1.0).")]
+PueOpt = Annotated[Optional[str], number_option("--pue", bounds=PUE, keep_text=True, help="Data-centre PUE >= 1 (default: provider figure or 1.0).")]
 Live = Annotated[str, typer.Option("--live", help="Live intensity API: none, uk, electricitymaps.")]
 Zone = Annotated[Optional[str], typer.Option("--zone", help="Electricity Maps zone key, e.g. FR.")]
-CpuWatts = Annotated[Optional[str], typer.Option("--cpu-watts", help="CPU package power at full load in W (overrides the TDP table and RAPL).")]
+CpuWatts = Annotated[Optional[str], number_option("--cpu-watts", bounds=CPU_WATTS, keep_text=True, help="CPU package power at full load in W (overrides the TDP table and RAPL).")]
 Gpus = Annotated[Optional[str], typer.Option("--gpus", help="Comma-separated visible GPU indices to meter (default: all).")]
 NoGpu = Annotated[bool, typer.Option("--no-gpu", help="Do not meter GPUs.")]
 LedgerPath = Annotated[Optional[Path], typer.Option("--ledger", help="Ledger database file (env GREENDIFF_LEDGER).")]
@@ -55,11 +141,13 @@ def resolve_settings(country: str | None, cloud: str | None, grid: str | None, p
     gpu_indices = None
     if gpus is not None:
         try:
-            gpu_indices = tuple(int(g) for g in gpus.split(",") if g.strip())
-        except ValueError:
-            raise typer.BadParameter(f"--gpus must be comma-separated integers, got {gpus!r}") from None
+            gpu_indices = tuple(parse_int(g.strip(), "--gpus") for g in gpus.split(",") if g.strip())
+        except UserInputError:
+            raise UserInputError(f"--gpus must be comma-separated GPU indices (0, 1, ...), got {gpus!r}") from None
+        if any(not 0 <= i < 1024 for i in gpu_indices):
+            raise UserInputError(f"--gpus must be comma-separated GPU indices (0, 1, ...), got {gpus!r}")
     location = resolve_location(country, cloud, grid)
-    pue_value = parse_positive(pue, "--pue") if pue is not None else None
+    pue_value = PUE.parse(pue, "--pue") if pue is not None else None
     provider = resolve_provider(location, live, zone)  # an unknown country, region, grid or bad trace fails here
     resolve_pue(pue_value, location)  # and a PUE below 1 (flag or environment)
     return MeasureSettings(
@@ -68,7 +156,7 @@ def resolve_settings(country: str | None, cloud: str | None, grid: str | None, p
         live=live,
         zone=zone,
         monitor=MonitorOptions(gpu_indices=gpu_indices, measure_gpus=not no_gpu,
-                               cpu_watts=parse_positive(cpu_watts, "--cpu-watts") if cpu_watts is not None else None),
+                               cpu_watts=CPU_WATTS.parse(cpu_watts, "--cpu-watts") if cpu_watts is not None else None),
         ledger=Ledger(ledger),
         provider=provider,
     )
@@ -79,12 +167,13 @@ def check_output(output: Path, suffixes: tuple[str, ...] = ()) -> None:
     writable; checked before any work, as a one-line error."""
     import os
 
+    shown = display_path(output)
     if suffixes and output.suffix.lower() not in suffixes:
-        raise UserInputError(f"--output must end in {suffixes[0]}, got {output}")
+        raise UserInputError(f"--output must end in {suffixes[0]}, got {shown}")
     if not output.parent.is_dir():
-        raise UserInputError(f"--output {output}: folder {output.parent} does not exist")
+        raise UserInputError(f"--output {shown}: folder {display_path(output.parent)} does not exist")
     if not os.access(output.parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
-        raise UserInputError(f"--output {output}: not writable")
+        raise UserInputError(f"--output {shown}: not writable")
 
 
 def load_config_data(config, config_file: Path | None = None):
@@ -97,5 +186,5 @@ def load_config_data(config, config_file: Path | None = None):
         return load_dataset(config.data.dataset, config.data.resolution, config.data.skip_bad_images)
     except UserInputError as exc:
         if config_file is not None and read_toml(config_file).get("data", {}).get("dataset") == config.data.dataset:
-            raise UserInputError(f"{config_file}: data.dataset: {exc}") from None
+            raise UserInputError(f"{display_path(config_file)}: data.dataset: {exc}") from None
         raise

@@ -16,6 +16,7 @@ from greendiff.carbon import (
     Location, Pue, check_supported, parse_positive, resolve_location, resolve_provider, resolve_pue,
 )
 from greendiff.cli._options import (
+    COUNT, COUNT0, ENERGY0_KWH, ENERGY_KWH, PUE, ROWS, YEAR_HOURS, number_option,
     Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, check_output, load_config_data,
     resolve_settings,
 )
@@ -26,7 +27,7 @@ from greendiff.files import atomic_write_text
 Opt = typer.Option
 plan_app = typer.Typer(help="Choose where and when to run: regions ranked, the lowest-carbon window.", no_args_is_help=True)
 
-EnergyKwh = Annotated[Optional[str], Opt("--energy-kwh", help="IT energy of the job in kWh (or take it from --profile).")]
+EnergyKwh = Annotated[Optional[str], number_option("--energy-kwh", bounds=ENERGY_KWH, keep_text=True, help="IT energy of the job in kWh (or take it from --profile).")]
 ProfilePath = Annotated[Optional[Path], Opt("--profile", help="A 'greendiff profile' output: its forecast energy, hours and pause cost.")]
 AsJson = Annotated[bool, Opt("--json", help="Print JSON for scripts.")]
 MAX_WINDOW = timedelta(days=366)  # a plan covers at most a year (a leap year's 8,784 h)
@@ -56,8 +57,8 @@ def job_size(energy_kwh: str | None, hours: str | None, profile: Path | None) ->
 def profile_command(
     config_file: Annotated[Optional[Path], Opt("--config", help="Training config (TOML) to profile.")] = None,
     sets: Annotated[list[str], Opt("--set", help="Any config key, e.g. --set run.max_steps=20000 (repeatable).")] = [],
-    steps: Annotated[int, Opt("--steps", help="Training steps to profile (the first --warmup are not used for the rate).")] = 50,
-    warmup: Annotated[int, Opt("--warmup", help="Leading steps left out of the rate (allocator, kernel selection).")] = 5,
+    steps: Annotated[int, number_option("--steps", bounds=COUNT, help="Training steps to profile (the first --warmup are not used for the rate).")] = 50,
+    warmup: Annotated[int, number_option("--warmup", bounds=COUNT0, help="Leading steps left out of the rate (allocator, kernel selection).")] = 5,
     output: Annotated[Path, Opt("--output", "-o", help="Where to write the profile (JSON).")] = Path("profile.json"),
     country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
     live: Live = "none", zone: Zone = None, cpu_watts: CpuWatts = None, gpus: Gpus = None,
@@ -143,8 +144,8 @@ def plan_regions(
     energy_kwh: EnergyKwh = None, profile: ProfilePath = None,
     provider: Annotated[list[str], Opt("--provider", help="Keep only this provider: gcp, aws, azure, ..., or country (repeatable).")] = [],
     continent: Annotated[Optional[str], Opt("--continent", help="Africa, Asia, Europe, North America, Oceania or South America.")] = None,
-    top: Annotated[int, Opt("--top", "-n", help="Rows to show.")] = 15,
-    country_pue: Annotated[Optional[str], Opt("--country-pue", help="PUE assumed for a data centre in a country row (default 1.58, industry average).")] = None,
+    top: Annotated[int, number_option("--top", "-n", bounds=ROWS, help="Rows to show.")] = 15,
+    country_pue: Annotated[Optional[str], number_option("--country-pue", bounds=PUE, keep_text=True, help="PUE assumed for a data centre in a country row (default 1.58, industry average).")] = None,
     country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
     as_json: AsJson = False,
 ) -> None:
@@ -190,14 +191,14 @@ def plan_regions(
 @plan_app.command("window")
 def plan_window_command(
     energy_kwh: EnergyKwh = None, profile: ProfilePath = None,
-    hours: Annotated[Optional[str], Opt("--hours", help="Running time of the job in hours (or from --profile).")] = None,
+    hours: Annotated[Optional[str], number_option("--hours", bounds=YEAR_HOURS, keep_text=True, help="Running time of the job in hours (or from --profile).")] = None,
     grid: Annotated[Optional[str], Opt("--grid", help="Hourly series: a bundled US grid (CISO, PJM, ...) or a timestamp,intensity CSV.")] = None,
     live: Annotated[str, Opt("--live", help="Forecast from a live API instead: uk (Great Britain, 48 h ahead).")] = "none",
     start: Annotated[Optional[str], Opt("--start", help="Earliest start, ISO 8601 (UTC unless a zone is given); default now.")] = None,
     deadline: Annotated[Optional[str], Opt("--deadline", help="Latest end, ISO 8601.")] = None,
-    flex_hours: Annotated[Optional[str], Opt("--flex-hours", help="Or: the deadline is this many hours after --start.")] = None,
+    flex_hours: Annotated[Optional[str], number_option("--flex-hours", bounds=YEAR_HOURS, keep_text=True, help="Or: the deadline is this many hours after --start.")] = None,
     interruptible: Annotated[bool, Opt("--interruptible", help="Recommend the best set of hours (the job can pause and resume).")] = False,
-    pause_cost_kwh: Annotated[Optional[str], Opt("--pause-cost-kwh", help="Energy of one pause (checkpoint + restart); default from --profile, else 0.")] = None,
+    pause_cost_kwh: Annotated[Optional[str], number_option("--pause-cost-kwh", bounds=ENERGY0_KWH, keep_text=True, help="Energy of one pause (checkpoint + restart); default from --profile, else 0.")] = None,
     pue: PueOpt = None, as_json: AsJson = False,
 ) -> None:
     """The lowest-emission time to run a job before a deadline: start now, best contiguous window, best

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from greendiff.cli._options import LedgerPath, check_output
+from greendiff.cli._options import COUNT, RUN_ID, LedgerPath, check_output, number_argument, number_option
 from greendiff.cli._render import fmt_energy, fmt_mass, plain, render_summary
 from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
@@ -26,7 +26,7 @@ runs_app = typer.Typer(help="List, show and export tracked runs.", no_args_is_he
 
 @runs_app.command("list")
 def list_runs(
-    limit: Annotated[int, typer.Option("--limit", "-n", help="Show the newest N runs.")] = 20,
+    limit: Annotated[int, number_option("--limit", "-n", bounds=COUNT, help="Show the newest N runs.")] = 20,
     ledger: LedgerPath = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
@@ -62,7 +62,7 @@ def _listed_summary(db: Ledger, record) -> dict | None:
 
 @runs_app.command("show")
 def show_run(
-    run_id: Annotated[int, typer.Argument(help="Run id (see 'greendiff runs list').")],
+    run_id: Annotated[int, number_argument("run id", RUN_ID, help="Run id (see 'greendiff runs list').")],
     ledger: LedgerPath = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full summary as JSON.")] = False,
 ) -> None:
@@ -77,7 +77,7 @@ def show_run(
 
 @runs_app.command("export")
 def export_run(
-    run_ids: Annotated[list[int], typer.Argument(help="Run ids (see 'greendiff runs list'); one or more.", show_default=False)],
+    run_ids: Annotated[list[int], number_argument("run id", RUN_ID, help="Run ids (see 'greendiff runs list'); one or more.", show_default=False)],
     fmt: Annotated[Literal["codecarbon", "csv", "json", "model-card"], typer.Option("--format", "-f",
                    help="codecarbon (emissions.csv rows), csv (one flat row per run: totals, bands, sources, devices, "
                         "phases), json (full summaries), model-card (HF co2_eq_emissions YAML, one run).")] = "json",

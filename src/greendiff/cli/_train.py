@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from greendiff.cli._options import (
+    FLOAT, IMAGES, INT, PROCESSES, SAMPLER_STEPS, SEED, name_option, number_option,
     Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, load_config_data, resolve_settings,
 )
 from greendiff.cli._render import fmt_energy, fmt_mass, render_summary
@@ -83,42 +84,42 @@ def train_command(
     preset: Annotated[Optional[str], Opt("--preset", help="Model preset: pico, nano, tiny, small, base.")] = None,
     dataset: Annotated[Optional[str], Opt("--dataset", help="mnist (bundled), digits, an image folder, or .npy/.npz.")] = None,
     skip_bad_images: Annotated[Optional[bool], Opt("--skip-bad-images/--no-skip-bad-images", help="Skip (and count) unusable files of an image folder instead of stopping.")] = None,
-    resolution: Annotated[Optional[int], Opt("--resolution", help="Training resolution in pixels.")] = None,
-    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Images per step.")] = None,
-    lr: Annotated[Optional[float], Opt("--lr", help="Peak learning rate (green default: the preset's, e.g. nano 2e-3, tiny 1e-3).")] = None,
-    max_steps: Annotated[Optional[int], Opt("--max-steps", help="Optimizer steps to train.")] = None,
-    seed: Annotated[Optional[int], Opt("--seed", help="Seed of weights, data order and noise.")] = None,
+    resolution: Annotated[Optional[int], number_option("--resolution", bounds=INT, help="Training resolution in pixels.")] = None,
+    batch_size: Annotated[Optional[int], number_option("--batch-size", bounds=INT, help="Images per step.")] = None,
+    lr: Annotated[Optional[float], number_option("--lr", bounds=FLOAT, help="Peak learning rate (green default: the preset's, e.g. nano 2e-3, tiny 1e-3).")] = None,
+    max_steps: Annotated[Optional[int], number_option("--max-steps", bounds=INT, help="Optimizer steps to train.")] = None,
+    seed: Annotated[Optional[int], number_option("--seed", bounds=INT, help="Seed of weights, data order and noise.")] = None,
     mixed_precision: Annotated[Optional[str], Opt("--mixed-precision", help="auto, no, bf16, fp16.")] = None,
     loss_weighting: Annotated[Optional[str], Opt("--loss-weighting", help="min-snr or uniform.")] = None,
     beta_schedule: Annotated[Optional[str], Opt("--beta-schedule", help="squaredcos_cap_v2 (cosine) or linear.")] = None,
     ema: Annotated[Optional[bool], Opt("--ema/--no-ema", help="Keep an EMA of the weights for sampling.")] = None,
     sampler: Annotated[Optional[str], Opt("--sampler", help="Preview sampler: ddim or ddpm.")] = None,
-    sample_steps: Annotated[Optional[int], Opt("--sample-steps", help="Sampler steps for previews.")] = None,
-    warmup_steps: Annotated[Optional[int], Opt("--warmup-steps", help="LR warm-up steps.")] = None,
+    sample_steps: Annotated[Optional[int], number_option("--sample-steps", bounds=INT, help="Sampler steps for previews.")] = None,
+    warmup_steps: Annotated[Optional[int], number_option("--warmup-steps", bounds=INT, help="LR warm-up steps.")] = None,
     lr_schedule: Annotated[Optional[str], Opt("--lr-schedule", help="cosine (decays to 0 at --max-steps), linear, or constant (after warm-up; suits early stopping).")] = None,
-    eval_every: Annotated[Optional[int], Opt("--eval-every", help="Evaluate quality (FID/KID) every N steps.")] = None,
-    eval_every_kwh: Annotated[Optional[float], Opt("--eval-every-kwh", help="Evaluate each time this much energy (kWh) is used.")] = None,
-    eval_samples: Annotated[Optional[int], Opt("--eval-samples", help="Generated images per evaluation.")] = None,
-    eval_sample_steps: Annotated[Optional[int], Opt("--eval-sample-steps", help="Sampler steps per evaluation image (default: --sample-steps).")] = None,
-    patience: Annotated[Optional[int], Opt("--patience", help="Stop after N evaluations without improvement.")] = None,
-    min_delta: Annotated[Optional[float], Opt("--min-delta", help="Smallest improvement that counts.")] = None,
-    min_gain_per_kwh: Annotated[Optional[float], Opt("--min-gain-per-kwh", help="Stop when the metric improves less than this per kWh.")] = None,
-    target_fid: Annotated[Optional[float], Opt("--target-fid", help="Stop as soon as FID (or --set stop.metric) reaches this.")] = None,
-    budget_kwh: Annotated[Optional[float], Opt("--budget-kwh", help="Stop before the run uses more energy than this.")] = None,
-    budget_kgco2e: Annotated[Optional[float], Opt("--budget-kgco2e", help="Stop before the run emits more than this.")] = None,
+    eval_every: Annotated[Optional[int], number_option("--eval-every", bounds=INT, help="Evaluate quality (FID/KID) every N steps.")] = None,
+    eval_every_kwh: Annotated[Optional[float], number_option("--eval-every-kwh", bounds=FLOAT, help="Evaluate each time this much energy (kWh) is used.")] = None,
+    eval_samples: Annotated[Optional[int], number_option("--eval-samples", bounds=INT, help="Generated images per evaluation.")] = None,
+    eval_sample_steps: Annotated[Optional[int], number_option("--eval-sample-steps", bounds=INT, help="Sampler steps per evaluation image (default: --sample-steps).")] = None,
+    patience: Annotated[Optional[int], number_option("--patience", bounds=INT, help="Stop after N evaluations without improvement.")] = None,
+    min_delta: Annotated[Optional[float], number_option("--min-delta", bounds=FLOAT, help="Smallest improvement that counts.")] = None,
+    min_gain_per_kwh: Annotated[Optional[float], number_option("--min-gain-per-kwh", bounds=FLOAT, help="Stop when the metric improves less than this per kWh.")] = None,
+    target_fid: Annotated[Optional[float], number_option("--target-fid", bounds=FLOAT, help="Stop as soon as FID (or --set stop.metric) reaches this.")] = None,
+    budget_kwh: Annotated[Optional[float], number_option("--budget-kwh", bounds=FLOAT, help="Stop before the run uses more energy than this.")] = None,
+    budget_kgco2e: Annotated[Optional[float], number_option("--budget-kgco2e", bounds=FLOAT, help="Stop before the run emits more than this.")] = None,
     sets: Annotated[list[str], Opt("--set", help="Any config key, e.g. --set optim.snr_gamma=3 (repeatable).")] = [],
     output_dir: Annotated[Optional[str], Opt("--output-dir", help="Parent of the run directory (default runs).")] = None,
-    name: Annotated[Optional[str], Opt("--name", help="Run name (default: recipe-preset).")] = None,
+    name: Annotated[Optional[str], name_option("--name", help="Run name (default: recipe-preset).")] = None,
     resume: Annotated[Optional[Path], Opt("--resume", help="Run directory to continue from its latest checkpoint.")] = None,
     dry_run: Annotated[bool, Opt("--dry-run", help="Print the resolved config and exit.")] = False,
-    nproc: Annotated[int, Opt("--nproc", help="Data-parallel processes on this machine, launched with torchrun (batch size is per process).")] = 1,
+    nproc: Annotated[int, number_option("--nproc", bounds=PROCESSES, help="Data-parallel processes on this machine, launched with torchrun (batch size is per process).")] = 1,
     log_to: Annotated[Optional[list[str]], Opt("--log-to", help="Also log metrics, energy and CO2e to: tensorboard, mlflow (repeatable).")] = None,
     mlflow_uri: Annotated[Optional[str], Opt("--mlflow-uri", help="MLflow tracking URI (default: file: the mlruns folder beside the run directory).")] = None,
     carbon_aware: Annotated[Optional[bool], Opt("--carbon-aware/--no-carbon-aware", help="Pause while the grid is dirty (needs --grid or --live uk, and --max-intensity and/or --deadline).")] = None,
-    max_intensity: Annotated[Optional[float], Opt("--max-intensity", help="Carbon-aware: train only at or below this many gCO2e/kWh.")] = None,
+    max_intensity: Annotated[Optional[float], number_option("--max-intensity", bounds=FLOAT, help="Carbon-aware: train only at or below this many gCO2e/kWh.")] = None,
     deadline: Annotated[Optional[str], Opt("--deadline", help="Carbon-aware: training must end by this ISO 8601 time (UTC unless a zone is given).")] = None,
     simulate_clock: Annotated[Optional[str], Opt("--simulate-clock", help="Carbon-aware on a simulated clock starting at this ISO time (with --simulated-step-s).", hidden=True)] = None,
-    simulated_step_s: Annotated[Optional[float], Opt("--simulated-step-s", help="Simulated seconds per training step.", hidden=True)] = None,
+    simulated_step_s: Annotated[Optional[float], number_option("--simulated-step-s", bounds=FLOAT, help="Simulated seconds per training step.", hidden=True)] = None,
     country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
     live: Live = "none", zone: Zone = None, cpu_watts: CpuWatts = None, gpus: Gpus = None,
     no_gpu: NoGpu = False, ledger: LedgerPath = None,
@@ -224,11 +225,17 @@ def launch(nproc: int, argv: list[str]) -> int:
 
     from greendiff.parallel import torchrun_command, without_nproc
 
+    import os
+
+    from greendiff.parallel import available_cores
+
     command = torchrun_command(nproc, without_nproc(argv[1:] if argv[:1] == ["train"] else argv))
+    # torchrun would give each process 1 thread; give them the machine's cores, shared (the user's setting wins)
+    env = {"OMP_NUM_THREADS": str(max(1, available_cores() // nproc)), **os.environ}
     Console(stderr=True).print(f"launching {nproc} processes: torchrun --standalone --nproc-per-node {nproc} "
                                "-m greendiff train ...", highlight=False)
     try:
-        return subprocess.run(command).returncode
+        return subprocess.run(command, env=env).returncode
     except KeyboardInterrupt:  # torchrun passes Ctrl-C on to the processes, which checkpoint and stop
         return 130
 
@@ -339,10 +346,10 @@ def _logged(on_eval, loggers):
 
 def sample_command(
     run: Annotated[Path, Opt("--run", help="Run directory (with pipeline/ and config.toml).")],
-    n: Annotated[int, Opt("--n", help="Number of images.")] = 64,
-    steps: Annotated[Optional[int], Opt("--steps", help="Sampler steps (default: the run's).")] = None,
+    n: Annotated[int, number_option("--n", bounds=IMAGES, help="Number of images.")] = 64,
+    steps: Annotated[Optional[int], number_option("--steps", bounds=SAMPLER_STEPS, help="Sampler steps (default: the run's).")] = None,
     out: Annotated[Path, Opt("--out", help="Output .png grid or .npz (uint8 images).")] = Path("samples.png"),
-    seed: Annotated[int, Opt("--seed", help="Noise seed.")] = 0,
+    seed: Annotated[int, number_option("--seed", bounds=SEED, help="Noise seed.")] = 0,
     country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
     live: Live = "none", zone: Zone = None, cpu_watts: CpuWatts = None, gpus: Gpus = None,
     no_gpu: NoGpu = False, ledger: LedgerPath = None,

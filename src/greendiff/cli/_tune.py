@@ -28,6 +28,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from greendiff.cli._options import (
+    REPORTS, ROWS, SEED, STARTUP_TRIALS, TRIAL_BUDGET_KWH, TRIAL_NUMBER, WORKER_SLOT, WORKERS, name_option,
+    number_option,
     Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, load_config_data, resolve_settings,
 )
 from greendiff.cli._render import fmt_energy, fmt_mass
@@ -125,30 +127,30 @@ class TrialRunner:
 
 def tune_command(
     space: Annotated[Optional[Path], Opt("--space", help="TOML file with a [space] table: trainer keys and their ranges.")] = None,
-    trials: Annotated[Optional[int], Opt("--trials", help="Finished (complete or pruned) trials the study should reach.")] = None,
+    trials: Annotated[Optional[int], number_option("--trials", bounds=ROWS, help="Finished (complete or pruned) trials the study should reach.")] = None,
     config_file: Annotated[Optional[Path], Opt("--config", help="Trainer config TOML every trial starts from.")] = None,
     sets: Annotated[list[str], Opt("--set", help="Trainer config key for every trial, e.g. --set model.preset=nano (repeatable).")] = [],
     mode: Annotated[str, Opt("--mode", help="budget: best quality within --trial-budget-kwh per trial (pruned early); "
                                             "pareto: quality vs training kWh, no pruning.")] = "budget",
-    trial_budget_kwh: Annotated[Optional[float], Opt("--trial-budget-kwh", help="Energy each trial may use (budget mode; a cap in pareto mode).")] = None,
-    reports: Annotated[int, Opt("--reports", help="Evaluations per trial, at equal energy intervals, that the pruner acts on.")] = 4,
+    trial_budget_kwh: Annotated[Optional[float], number_option("--trial-budget-kwh", bounds=TRIAL_BUDGET_KWH, help="Energy each trial may use (budget mode; a cap in pareto mode).")] = None,
+    reports: Annotated[int, number_option("--reports", bounds=REPORTS, help="Evaluations per trial, at equal energy intervals, that the pruner acts on.")] = 4,
     pruner: Annotated[Optional[str], Opt("--pruner", help="hyperband (default), median, sha or none; pareto mode: none only.")] = None,
-    seed: Annotated[int, Opt("--seed", help="Seed of the TPE sampler.")] = 0,
-    startup_trials: Annotated[int, Opt("--startup-trials", help="Random trials before TPE (0: a third of --trials, 3 to 10).")] = 0,
+    seed: Annotated[int, number_option("--seed", bounds=SEED, help="Seed of the TPE sampler.")] = 0,
+    startup_trials: Annotated[int, number_option("--startup-trials", bounds=STARTUP_TRIALS, help="Random trials before TPE (0: a third of --trials, 3 to 10).")] = 0,
     base_trial: Annotated[bool, Opt("--base-trial/--no-base-trial", help="First trial: the base config's own values (those inside the space).")] = True,
-    workers: Annotated[int, Opt("--workers", help="Worker processes on this machine (journal storage).")] = 1,
+    workers: Annotated[int, number_option("--workers", bounds=WORKERS, help="Worker processes on this machine (journal storage).")] = 1,
     storage: Annotated[Optional[str], Opt("--storage", envvar=ENV_STORAGE, show_envvar=True,
                                           help="Optuna storage: sqlite:///F.db, journal:F.journal, postgresql://... (default: a file in the study folder).")] = None,
-    name: Annotated[Optional[str], Opt("--name", help="Study name (default tune-<time>).")] = None,
+    name: Annotated[Optional[str], name_option("--name", help="Study name (default tune-<time>).")] = None,
     output_dir: Annotated[Path, Opt("--output-dir", help="Parent of the study folder.")] = Path("runs/tune"),
     resume: Annotated[Optional[Path], Opt("--resume", help="Study folder to continue (dead trials are marked failed and retried).")] = None,
     join: Annotated[bool, Opt("--join", help="Work on the study --study in --storage (e.g. from another machine).")] = False,
-    study: Annotated[Optional[str], Opt("--study", help="Study name, with --join.")] = None,
+    study: Annotated[Optional[str], name_option("--study", help="Study name, with --join.")] = None,
     report: Annotated[Optional[Path], Opt("--report", help="Study folder: print its trials, energy, CO2e and best config.")] = None,
     export: Annotated[Optional[Path], Opt("--export", help="With --report: where to write the best config (default FOLDER/best.toml).")] = None,
-    pick: Annotated[Optional[int], Opt("--trial", help="With --report: export this trial instead of the best.")] = None,
+    pick: Annotated[Optional[int], number_option("--trial", bounds=TRIAL_NUMBER, help="With --report: export this trial instead of the best.")] = None,
     as_json: Annotated[bool, Opt("--json", help="With --report: also print the study, its summary and every trial as JSON on stdout.")] = False,
-    worker_slot: Annotated[int, Opt("--worker", hidden=True, help="Set by --workers: this worker's slot (its sampler seed).")] = 0,
+    worker_slot: Annotated[int, number_option("--worker", bounds=WORKER_SLOT, hidden=True, help="Set by --workers: this worker's slot (its sampler seed).")] = 0,
     country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
     live: Live = "none", zone: Zone = None, cpu_watts: CpuWatts = None, gpus: Gpus = None,
     no_gpu: NoGpu = False, ledger: LedgerPath = None,
@@ -312,10 +314,11 @@ def _spawn_workers(study_dir, study_obj, spec, url, workers, measure_argv, conso
     ``FOLDER/worker-K.log``; a bar follows the study's finished trials."""
     from greendiff.tune import counts
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    # each worker takes its share of the cores itself (greendiff.parallel.CoreShare), and a worker that ends
+    # early gives its share back to the others
     # slots unique across machines too (workers started with --join elsewhere have their own)
     first_slot = 1 + 1000 * (zlib.crc32(socket.gethostname().encode()) % 1_000_000)
-    env = {**os.environ, ENV_STORAGE: url, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**os.environ, ENV_STORAGE: url}
     procs = []
     for k in range(workers):
         log = (study_dir / f"worker-{k}.log").open("w")

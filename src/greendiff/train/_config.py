@@ -7,7 +7,6 @@ The resolved config is written to the run directory as ``config.toml``.
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -15,8 +14,27 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from greendiff.errors import UserInputError
+from greendiff.names import check_name, display_path, shown, unprintable
+from greendiff.numbers import (
+    COUNT, COUNT0, ENERGY_KWH, MAX_INTENSITY_G_PER_KWH, SEED, Bounds, parse_float, parse_int,
+)
 
 MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
+#: Longest string a config key takes (a path's limit on Linux is 4096 bytes).
+MAX_STRING_CHARS = 4096
+#: Longest run name in a config: a derived run's name holds its parent's (``pruned0.5-<parent>``).
+MAX_RUN_NAME_CHARS = 200
+
+_NONNEG = Bounds(lo=0)  # finite, >= 0: weights, thresholds (0 switches a rule off)
+_POS = Bounds(lo=0, lo_open=True)
+_FRACTION = Bounds(lo=0, hi=1, hi_open=True)  # Adam's betas
+_STEPS_T = Bounds(integer=True, lo=1, hi=100_000)  # diffusion timesteps and sampler steps
+_MINUTES_IN_A_YEAR = 366 * 24 * 60
+
+
+def bounded(default: int | float, bounds: Bounds) -> Any:
+    """A config field whose values must be within ``bounds`` (checked by :func:`validate`)."""
+    return field(default=default, metadata={"bounds": bounds})
 
 
 @dataclass(frozen=True)
@@ -25,7 +43,7 @@ class DataConfig:
     skip_bad_images (a folder's unusable files are skipped and counted instead of stopping the run)."""
 
     dataset: str = "mnist"
-    resolution: int = 16
+    resolution: int = bounded(16, Bounds(integer=True, lo=1, hi=4096, why="pixels per side"))
     skip_bad_images: bool = False
 
 
@@ -39,8 +57,8 @@ class ModelConfig:
     """
 
     preset: str = "tiny"
-    block_out_channels: tuple[int, ...] = ()
-    layers_per_block: int = -1
+    block_out_channels: tuple[int, ...] = bounded((), Bounds(integer=True, lo=1, hi=8192))  # each width
+    layers_per_block: int = bounded(-1, Bounds(integer=True, lo=-1, hi=16))
     attention: Literal["preset", "on", "off"] = "preset"
     init_from: str = ""
 
@@ -60,23 +78,23 @@ class RecipeConfig:
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     loss_weighting: Literal["uniform", "min-snr"] = "min-snr"
     timestep_sampling: Literal["uniform", "stratified"] = "uniform"
-    snr_gamma: float = 5.0
+    snr_gamma: float = bounded(5.0, Bounds(lo=0, lo_open=True, hi=1e4))
     beta_schedule: Literal["linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
-    num_train_timesteps: int = 1000
-    batch_size: int = 64
-    lr: float = 0.0  # 0: the model preset's (narrower networks take larger steps); resolved once
-    adam_beta1: float = 0.95
-    adam_beta2: float = 0.999
-    weight_decay: float = 1e-6
+    num_train_timesteps: int = bounded(1000, _STEPS_T)
+    batch_size: int = bounded(64, Bounds(integer=True, lo=1, hi=65_536))
+    lr: float = bounded(0.0, Bounds(lo=0, phrase="positive (0: the model preset's)"))  # 0: the model preset's (narrower networks take larger steps); resolved once
+    adam_beta1: float = bounded(0.95, _FRACTION)
+    adam_beta2: float = bounded(0.999, _FRACTION)
+    weight_decay: float = bounded(1e-6, _NONNEG)
     lr_schedule: Literal["cosine", "constant", "linear"] = "cosine"
-    warmup_steps: int = 25
-    grad_clip: float = 1.0
+    warmup_steps: int = bounded(25, COUNT0)
+    grad_clip: float = bounded(1.0, _NONNEG)
     ema: bool = True
-    ema_max_decay: float = 0.9999
+    ema_max_decay: float = bounded(0.9999, Bounds(lo=0, hi=1, lo_open=True, hi_open=True))
     ema_warmup: bool = True
-    ema_power: float = 2 / 3
+    ema_power: float = bounded(2 / 3, Bounds(lo=0, lo_open=True, hi=100))
     sampler: Literal["ddpm", "ddim"] = "ddim"
-    sample_steps: int = 50
+    sample_steps: int = bounded(50, _STEPS_T)
     channels_last: Literal["auto", "on", "off"] = "auto"
     scale_lr: bool = False  # data-parallel: multiply lr by the number of processes (batch_size is per process)
 
@@ -95,14 +113,14 @@ class RunConfig:
 
     name: str = ""
     output_dir: str = "runs"
-    max_steps: int = 2000
-    seed: int = 0
-    log_every: int = 10
-    sample_every: int = 500
-    num_samples: int = 64
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    max_bad_steps: int = 20
+    max_steps: int = bounded(2000, COUNT)
+    seed: int = bounded(0, SEED)
+    log_every: int = bounded(10, COUNT)
+    sample_every: int = bounded(500, COUNT)
+    num_samples: int = bounded(64, Bounds(integer=True, lo=1, hi=10_000))
+    checkpoint_every: int = bounded(500, COUNT)
+    keep_checkpoints: int = bounded(2, Bounds(integer=True, lo=1, hi=1000))
+    max_bad_steps: int = bounded(20, COUNT)
     log_to: tuple[str, ...] = ()  # experiment trackers: "tensorboard", "mlflow"
     mlflow_uri: str = ""  # MLflow tracking URI; "" is file: the mlruns folder beside the run directory
 
@@ -119,21 +137,21 @@ class StopConfig:
     the energy per step so far, evaluations included), so a budget-stopped run has finished its decay.
     """
 
-    eval_every: int = 0
-    eval_every_kwh: float = 0.0
-    eval_samples: int = 500
-    eval_sample_steps: int = 0
-    spread_seeds: int = 3
+    eval_every: int = bounded(0, COUNT0)
+    eval_every_kwh: float = bounded(0.0, ENERGY_KWH)
+    eval_samples: int = bounded(500, Bounds(integer=True, lo=4, hi=1_000_000))
+    eval_sample_steps: int = bounded(0, Bounds(integer=True, lo=0, hi=100_000))
+    spread_seeds: int = bounded(3, Bounds(integer=True, lo=1, hi=100))
     eval_features: str = "mnist"
     metric: Literal["fid", "kid"] = "fid"
-    patience: int = 0
-    min_delta: float = 0.0
-    min_gain_per_kwh: float = 0.0
-    gain_window: int = 3
-    target: float = 0.0
-    budget_kwh: float = 0.0
-    budget_kgco2e: float = 0.0
-    budget_warmup_steps: int = 20
+    patience: int = bounded(0, COUNT0)
+    min_delta: float = bounded(0.0, _NONNEG)
+    min_gain_per_kwh: float = bounded(0.0, _NONNEG)
+    gain_window: int = bounded(3, Bounds(integer=True, lo=1, hi=1_000_000))
+    target: float = bounded(0.0, _NONNEG)
+    budget_kwh: float = bounded(0.0, ENERGY_KWH)
+    budget_kgco2e: float = bounded(0.0, Bounds(lo=0, hi=1e9, why="a million tonnes"))
+    budget_warmup_steps: int = bounded(20, COUNT0)
     eval_at_end: bool = False
     fit_schedule: bool = True
 
@@ -152,10 +170,10 @@ class DistillConfig:
 
     kind: Literal["none", "output", "steps"] = "none"
     teacher: str = ""
-    data_weight: float = 1.0
-    output_weight: float = 1.0
-    feature_weight: float = 0.1
-    teacher_steps: int = 0
+    data_weight: float = bounded(1.0, _NONNEG)
+    output_weight: float = bounded(1.0, _NONNEG)
+    feature_weight: float = bounded(0.1, _NONNEG)
+    teacher_steps: int = bounded(0, Bounds(integer=True, lo=0, hi=100_000))
 
 
 @dataclass(frozen=True)
@@ -172,14 +190,14 @@ class CarbonAwareConfig:
     """
 
     enabled: bool = False
-    max_intensity: float = 0.0
+    max_intensity: float = bounded(0.0, Bounds(lo=0, hi=MAX_INTENSITY_G_PER_KWH, why="gCO2e/kWh: no grid is dirtier"))
     deadline: str = ""
-    margin: float = 0.1
-    min_pause_min: float = 15.0
-    pause_cost_kwh: float = 0.0
-    recheck_min: float = 5.0
+    margin: float = bounded(0.1, Bounds(lo=0, hi=10))
+    min_pause_min: float = bounded(15.0, Bounds(lo=0, hi=_MINUTES_IN_A_YEAR, why="a year"))
+    pause_cost_kwh: float = bounded(0.0, ENERGY_KWH)
+    recheck_min: float = bounded(5.0, Bounds(lo=0, hi=_MINUTES_IN_A_YEAR, why="a year"))
     simulate_start: str = ""
-    simulated_step_s: float = 0.0
+    simulated_step_s: float = bounded(0.0, Bounds(lo=0, hi=86_400, why="a day"))
 
 
 @dataclass(frozen=True)
@@ -195,41 +213,52 @@ class TrainConfig:
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` (from TOML or a ``--set`` string) as the field's type; ranges are :func:`validate`'s."""
     origin = get_origin(hint)
     if origin is Literal:
         if value not in get_args(hint):
-            raise UserInputError(f"{where} must be one of {', '.join(map(str, get_args(hint)))}; got {value!r}")
+            raise UserInputError(f"{where} must be one of {', '.join(map(str, get_args(hint)))}; got {shown(value)}")
         return value
     if origin is tuple:
         if isinstance(value, str):
             value = [v for v in value.replace(" ", "").split(",") if v]
         item = get_args(hint)[0]
         if not isinstance(value, (list, tuple)):
-            raise UserInputError(f"{where} must be a list of {'names' if item is str else 'integers'}, got {value!r}")
+            raise UserInputError(f"{where} must be a list of {'names' if item is str else 'integers'}, got {shown(value)}")
         return tuple(_coerce(v, item, where) for v in value)
     if hint is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
             return value.lower() in ("true", "1", "yes", "on")
-        raise UserInputError(f"{where} must be true or false, got {value!r}")
+        raise UserInputError(f"{where} must be true or false, got {shown(value)}")
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, str) and not value.lstrip("-").isdigit()):
-            raise UserInputError(f"{where} must be an integer, got {value!r}")
-        return int(value)
+        return parse_int(value, where)
     if hint is float:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise UserInputError(f"{where} must be a number, got {value!r}") from None
-        if isinstance(value, bool) or not math.isfinite(number):
-            raise UserInputError(f"{where} must be a finite number, got {value!r}")
-        return number
+        return parse_float(value, where)
     if hint is str:
-        if not isinstance(value, str):
-            raise UserInputError(f"{where} must be a string, got {value!r}")
-        return value
+        return _check_string(value, where)
     raise TypeError(f"unsupported config type {hint}")
+
+
+def _check_string(value: Any, where: str) -> str:
+    """A config string (a path, name, time or URI): printable, so that it is a valid path and the
+    saved ``config.toml`` and every message naming it stay one line; at most MAX_STRING_CHARS long."""
+    if not isinstance(value, str):
+        raise UserInputError(f"{where} must be a string, got {shown(value)}")
+    if len(value) > MAX_STRING_CHARS:
+        raise UserInputError(f"{where} is {len(value):,} characters long; at most {MAX_STRING_CHARS:,}")
+    bad = unprintable(value)
+    if bad is not None:
+        raise UserInputError(f"{where} {shown(value)} contains the unprintable character {bad} (NUL, a newline, "
+                             "a control or format character): not a usable path, name or time")
+    return value
+
+
+def _unknown_key(where: str, key: str, names: set[str]) -> UserInputError:
+    near = [n for n in names if n.lower() == key.lower().replace("-", "_")]
+    hint = f"; keys are lower case with '_': did you mean {shown(where[:-len(key)] + near[0])}?" if near else ""
+    return UserInputError(f"unknown config key {shown(where)}{hint}; valid keys here: {', '.join(sorted(names))}")
 
 
 def _merge(obj: Any, updates: dict[str, Any], prefix: str = "") -> Any:
@@ -240,11 +269,11 @@ def _merge(obj: Any, updates: dict[str, Any], prefix: str = "") -> Any:
     for key, value in updates.items():
         where = f"{prefix}{key}"
         if key not in names:
-            raise UserInputError(f"unknown config key {where!r}; valid keys here: {', '.join(sorted(names))}")
+            raise _unknown_key(where, key, names)
         current = getattr(obj, key)
         if is_dataclass(current):
             if not isinstance(value, dict):
-                raise UserInputError(f"{where} must be a table of settings, got {value!r}")
+                raise UserInputError(f"{where} must be a table of settings, got {shown(value)}")
             changes[key] = _merge(current, value, f"{where}.")
         else:
             changes[key] = _coerce(value, hints[key], where)
@@ -252,18 +281,26 @@ def _merge(obj: Any, updates: dict[str, Any], prefix: str = "") -> Any:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's tables, or a one-line :class:`UserInputError` naming the file."""
+    shown_path = display_path(path)
     try:
         with path.open("rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
-        raise UserInputError(f"config file {path} does not exist") from None
+        raise UserInputError(f"config file {shown_path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
-        raise UserInputError(f"{path}: invalid TOML: {exc}") from None
+        raise UserInputError(f"{shown_path}: invalid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
-        raise UserInputError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}); "
+        raise UserInputError(f"{shown_path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}); "
                              "TOML files must be UTF-8") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise UserInputError(f"{shown_path}: invalid TOML: arrays or inline tables nested too deeply") from None
+    except IsADirectoryError:
+        raise UserInputError(f"config file {shown_path} is a folder, not a TOML file") from None
     except OSError as exc:
-        raise UserInputError(f"cannot read {path}: {exc.strerror}") from None
+        raise UserInputError(f"cannot read {shown_path}: {exc.strerror}") from None
+    except ValueError as exc:  # e.g. an embedded NUL in the path
+        raise UserInputError(f"cannot read {shown_path}: {exc}") from None
 
 
 def dotted_to_nested(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -274,6 +311,11 @@ def dotted_to_nested(overrides: dict[str, Any]) -> dict[str, Any]:
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserInputError(f"config key {shown(key)} is inside {shown(p)}, which is set to a value, "
+                                     "not a table of settings")
+        if isinstance(node.get(leaf), dict):
+            raise UserInputError(f"config key {shown(key)} is a table of settings; set the keys inside it")
         node[leaf] = value
     return nested
 
@@ -289,13 +331,13 @@ def resolve_config(file: Path | None = None, overrides: dict[str, Any] | None = 
     from_file = base if base is not None else read_toml(file) if file is not None else {}
     from_cli = dotted_to_nested({k: v for k, v in (overrides or {}).items() if v is not None})
     recipe = from_cli.get("recipe", from_file.get("recipe", "green"))
-    if recipe not in RECIPES:
-        raise UserInputError(f"unknown recipe {recipe!r}; use one of {', '.join(RECIPES)}")
+    if not isinstance(recipe, str) or recipe not in RECIPES:
+        raise UserInputError(f"unknown recipe {shown(recipe)}; use one of {', '.join(RECIPES)}")
     config = TrainConfig(recipe=recipe, optim=RECIPES[recipe])
     try:
         config = _merge(config, from_file)
     except UserInputError as exc:
-        raise UserInputError(f"{file}: {exc}" if file is not None else str(exc)) from None
+        raise UserInputError(f"{display_path(file)}: {exc}" if file is not None else str(exc)) from None
     config = _merge(config, from_cli)
     try:
         validate(config)
@@ -322,45 +364,35 @@ def _where(message: str, file: Path | None, from_file: dict[str, Any], from_cli:
         return message
     sections = "|".join(f.name for f in fields(TrainConfig))
     named = set(re.findall(rf"\b(?:{sections})\.\w+", message))
-    return f"{file}: {message}" if named & (_flat_keys(from_file) - _flat_keys(from_cli)) else message
+    return f"{display_path(file)}: {message}" if named & (_flat_keys(from_file) - _flat_keys(from_cli)) else message
+
+
+def check_bounds(obj: Any, prefix: str = "") -> None:
+    """Every numeric field of a config (section) within its :func:`bounded` range (one-line errors)."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if is_dataclass(value):
+            check_bounds(value, f"{prefix}{f.name}.")
+        elif "bounds" in f.metadata:
+            for number in value if isinstance(value, tuple) else (value,):
+                f.metadata["bounds"].check(number, f"{prefix}{f.name}")
 
 
 def validate(config: TrainConfig) -> None:
-    """Range checks that types cannot express (one-line errors)."""
-    positive_int = {"run.max_steps": config.run.max_steps, "optim.batch_size": config.optim.batch_size,
-                    "optim.num_train_timesteps": config.optim.num_train_timesteps,
-                    "optim.sample_steps": config.optim.sample_steps, "run.num_samples": config.run.num_samples,
-                    "run.keep_checkpoints": config.run.keep_checkpoints, "run.log_every": config.run.log_every,
-                    "run.sample_every": config.run.sample_every, "run.checkpoint_every": config.run.checkpoint_every,
-                    "data.resolution": config.data.resolution, "run.max_bad_steps": config.run.max_bad_steps}
-    for key, value in positive_int.items():
-        if value <= 0:
-            raise UserInputError(f"{key} must be a positive integer, got {value}")
-    for key, value in {"optim.snr_gamma": config.optim.snr_gamma, "optim.ema_power": config.optim.ema_power}.items():
-        if value <= 0:
-            raise UserInputError(f"{key} must be positive, got {value}")
-    if config.optim.lr < 0:
-        raise UserInputError(f"optim.lr must be positive (0: the model preset's), got {config.optim.lr}")
-    for key in ("warmup_steps", "grad_clip", "weight_decay"):
-        if getattr(config.optim, key) < 0:
-            raise UserInputError(f"optim.{key} must be >= 0, got {getattr(config.optim, key)}")
-    if not 0 < config.optim.ema_max_decay < 1:
-        raise UserInputError(f"optim.ema_max_decay must be in (0, 1), got {config.optim.ema_max_decay}")
+    """Range checks that types cannot express (one-line errors): each key's :func:`bounded` range, then
+    the rules between keys."""
+    check_bounds(config)
+    if config.run.name:
+        check_name(config.run.name, "run.name")
+        if len(config.run.name) > MAX_RUN_NAME_CHARS:
+            raise UserInputError(f"run.name is {len(config.run.name)} characters long; at most {MAX_RUN_NAME_CHARS}")
     if config.optim.sample_steps > config.optim.num_train_timesteps:
         raise UserInputError(f"optim.sample_steps ({config.optim.sample_steps}) cannot exceed "
                              f"optim.num_train_timesteps ({config.optim.num_train_timesteps})")
     stop = config.stop
-    if stop.eval_sample_steps < 0 or stop.eval_sample_steps > config.optim.num_train_timesteps:
+    if stop.eval_sample_steps > config.optim.num_train_timesteps:
         raise UserInputError(f"stop.eval_sample_steps must be between 0 (the recipe's sample_steps) and "
                              f"optim.num_train_timesteps ({config.optim.num_train_timesteps}), got {stop.eval_sample_steps}")
-    for key, least in (("eval_every", 0), ("patience", 0), ("budget_warmup_steps", 0), ("eval_samples", 4), ("gain_window", 1)):
-        if getattr(stop, key) < least:
-            raise UserInputError(f"stop.{key} must be >= {least}, got {getattr(stop, key)}")
-    if stop.spread_seeds < 1:
-        raise UserInputError(f"stop.spread_seeds must be >= 1, got {stop.spread_seeds}")
-    for key in ("min_delta", "min_gain_per_kwh", "target", "budget_kwh", "budget_kgco2e", "eval_every_kwh"):
-        if getattr(stop, key) < 0:
-            raise UserInputError(f"stop.{key} must be >= 0 (0 switches it off), got {getattr(stop, key)}")
     if (stop.patience or stop.min_gain_per_kwh or stop.target) and not (stop.eval_every or stop.eval_every_kwh):
         raise UserInputError("early stopping on quality needs evaluations: set --eval-every N (steps) or --eval-every-kwh X")
     validate_distill(config)
@@ -369,9 +401,7 @@ def validate(config: TrainConfig) -> None:
 
     unknown = [name for name in config.run.log_to if name not in LOGGERS]
     if unknown:
-        raise UserInputError(f"run.log_to: unknown logger {unknown[0]!r}; use {' or '.join(LOGGERS)}")
-    if any(c <= 0 for c in config.model.block_out_channels):
-        raise UserInputError("model.block_out_channels must be positive integers")
+        raise UserInputError(f"run.log_to: unknown logger {shown(unknown[0])}; use {' or '.join(LOGGERS)}")
     from greendiff.train._model import check_architecture  # the model module needs this one's types
 
     check_architecture(config.model, config.data.resolution)
@@ -390,9 +420,7 @@ def parse_utc(text: str, key: str):
 
 
 def validate_carbon(carbon: CarbonAwareConfig) -> None:
-    for key in ("max_intensity", "margin", "min_pause_min", "pause_cost_kwh", "recheck_min", "simulated_step_s"):
-        if getattr(carbon, key) < 0:
-            raise UserInputError(f"carbon.{key} must be >= 0, got {getattr(carbon, key)}")
+    check_bounds(carbon, "carbon.")
     if carbon.deadline:
         parse_utc(carbon.deadline, "carbon.deadline")
     if carbon.simulate_start:
@@ -409,8 +437,6 @@ def validate_distill(config: TrainConfig) -> None:
         return
     if not distill.teacher:
         raise UserInputError(f"distill.kind = {distill.kind!r} needs distill.teacher (a UNet2DModel folder)")
-    if min(distill.data_weight, distill.output_weight, distill.feature_weight) < 0:
-        raise UserInputError("distill.data_weight, distill.output_weight and distill.feature_weight must be >= 0")
     if distill.kind == "steps":
         n = distill.teacher_steps
         if n < 2 or n % 2 or config.optim.num_train_timesteps % n:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import psutil
 
 from greendiff.errors import UserInputError
+from greendiff.names import check_name
 from greendiff.train import TrainConfig, resolve_config
 from greendiff.tune._space import Param, bounds, parse_space
 
@@ -211,9 +212,11 @@ def make_pruner(name: str, reports: int):
 
 
 def create_study(spec: StudySpec, storage, name: str):
-    """A new study holding ``spec``; an existing study of that name is an error (continue it instead)."""
+    """A new study holding ``spec``; an existing study of that name is an error (continue it instead).
+    The name becomes the study's folder (``runs/tune/NAME``), so it must be one folder name."""
     import optuna
 
+    check_name(name, "study name")
     try:
         optuna.load_study(study_name=name, storage=storage)
     except KeyError:
