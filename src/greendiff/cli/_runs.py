@@ -12,7 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from greendiff.cli._options import COUNT, RUN_ID, LedgerPath, check_output, number_argument, number_option
+from greendiff.cli._options import (
+    COUNT, RUN_ID, LedgerPath, check_output, name_option, number_argument, number_option,
+)
 from greendiff.cli._render import fmt_energy, fmt_mass, plain, render_summary
 from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
@@ -82,7 +84,7 @@ def export_run(
                    help="codecarbon (emissions.csv rows), csv (one flat row per run: totals, bands, sources, devices, "
                         "phases), json (full summaries), model-card (HF co2_eq_emissions YAML, one run).")] = "json",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
-    training_type: Annotated[str, typer.Option("--training-type", help="For model-card: pre-training or fine-tuning.")] = "pre-training",
+    training_type: Annotated[str, name_option("--training-type", path=False, help="For model-card: pre-training or fine-tuning.")] = "pre-training",
     ledger: LedgerPath = None,
 ) -> None:
     """Export runs as CodeCarbon emissions.csv rows, a flat CSV, JSON, or a model-card YAML block."""
