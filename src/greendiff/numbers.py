@@ -149,6 +149,8 @@ def parse_float(value: object, what: str) -> float:
         number = math.inf
     if not math.isfinite(number):
         raise UserInputError(f"{what} must be a finite number, got {shown(value)}")
+    if number == 0 and isinstance(value, str) and re.search(r"[1-9]", value.lower().split("e")[0]):
+        raise UserInputError(f"{what} {shown(value)} is too small to represent (it would be read as 0)")
     return number
 
 

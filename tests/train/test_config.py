@@ -171,6 +171,13 @@ def test_a_toml_integer_beyond_int64_and_a_bool_are_refused(tmp_path):
         resolve_config(path)
 
 
+def test_a_float_that_underflows_to_zero_is_refused():
+    """1e-400 reads as 0.0, which for the learning rate means 'the preset's': a typo must not switch it."""
+    with pytest.raises(UserInputError, match="optim.lr '1e-400' is too small to represent"):
+        resolve_config(overrides={"optim.lr": "1e-400"})
+    assert resolve_config(overrides={"stop.min_delta": "0e5"}).stop.min_delta == 0.0
+
+
 @pytest.mark.parametrize("value", ["٣", "３", "1_0", "0x1", "1e3", " 7", "7 ", "+", ""])
 def test_integers_from_strings_are_ascii_digits_only(value):
     """Python's int() accepts Arabic-Indic and fullwidth digits, underscores and spaces; a config
