@@ -56,6 +56,7 @@ bench-plan: $(STAMP)
 
 bench-parallel: $(STAMP)
 	$(BIN)/python bench/parallel.py --write-benchmarks
+	$(BIN)/python bench/concurrency.py --write-benchmarks
 
 bench-tune: $(STAMP)
 	$(BIN)/python bench/tuning.py --write-benchmarks

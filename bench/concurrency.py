@@ -27,9 +27,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, today, write_section  # noqa: E402
 
+from greendiff.train._loop import cpu_has_native_bf16  # noqa: E402
+
 EXE = os.path.join(os.path.dirname(sys.executable), "greendiff")
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / "results" / "concurrency.json"
+BATCH = 64  # the green recipe's default batch
 
 
 def command(steps: int, out: Path, name: str) -> list[str]:
@@ -38,13 +41,15 @@ def command(steps: int, out: Path, name: str) -> list[str]:
             "--set", "run.log_every=10", "--output-dir", str(out), "--name", name]
 
 
-def throughput(run_root: Path) -> float:
-    """Median images/s over the middle half of the run's log records."""
+def throughput(run_root: Path, steps: int) -> tuple[float, float]:
+    """(images/s over all the time in training steps, median images/s over the middle half of the log records)."""
     (run_dir,) = run_root.iterdir()
     logs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rates = [r["samples_per_s"] for r in logs if "samples_per_s" in r]
     middle = rates[len(rates) // 4: max(len(rates) * 3 // 4, len(rates) // 4 + 1)]
-    return statistics.median(middle)
+    summary = json.loads((run_dir / "emissions.json").read_text())
+    train_s = next(p["duration_s"] for p in summary["phases"] if p["name"] == "train")
+    return steps * BATCH / train_s, statistics.median(middle)
 
 
 def measure(mode: str, processes: int, steps: int, tmp: Path) -> dict:
@@ -60,8 +65,9 @@ def measure(mode: str, processes: int, steps: int, tmp: Path) -> dict:
         _, err = proc.communicate()
         if proc.returncode != 0:
             raise SystemExit(f"a training failed:\n{err[-3000:]}")
-    rates = [throughput(root) for root in roots]
-    return {"mode": mode, "processes": processes, "steps": steps, "images_per_s": rates, "total": sum(rates),
+    rates = [throughput(root, steps) for root in roots]
+    return {"mode": mode, "processes": processes, "steps": steps, "images_per_s": [r[0] for r in rates],
+            "total": sum(r[0] for r in rates), "median_log_images_per_s": [r[1] for r in rates],
             "wall_s": time.perf_counter() - began}
 
 
@@ -86,17 +92,22 @@ def main() -> None:
     rows = {(m, p): cache[f"{m}-{p}-{s}"] for m, p, s in plan}
     lines = ["## Two runs at once on one machine (`bench/concurrency.py`)", "",
              f"`python bench/concurrency.py --steps {args.steps} --steps-all {args.steps_all} --write-benchmarks` · "
-             f"{rows['shared', 2]['date']} · {rows['shared', 2]['machine']}", "",
+             f"{rows['shared', 2]['date']} · {rows['shared', 2]['machine']} · CPU bf16: "
+             f"{'native (AVX512-BF16/AMX)' if cpu_has_native_bf16() else 'none (no AVX512-BF16/AMX; fp32 runs)'}", "",
              "`greendiff train --preset nano` (MNIST 16×16, batch 64, no sampling or checkpoints), alone and two "
-             "started together; images/s is each run's median over the middle half of its log records (both "
-             "training). *shared*: the default, each process takes its share of the cores (`CoreShare`); "
-             "*all cores each*: `GREENDIFF_THREADS=all`, every process on every core, as before.", "",
-             "| threads | one run alone | two at once: each | two at once: together | together / alone |",
-             "|---|---:|---:|---:|---:|"]
+             "started together. images/s: the run's images over the time in its training steps (the ledger's "
+             "`train` phase); in brackets, the median over the middle half of its log records. Wall: start to end "
+             "of the slower run, start-up included. *shared*: the default, each process takes its share of the "
+             "cores (`CoreShare`); *all cores each*: `GREENDIFF_THREADS=all`, every process on every core, as "
+             "before.", "",
+             "| threads | steps | one run alone | two at once: each | two at once: together | together / alone | "
+             "wall, one / two |", "|---|---:|---:|---:|---:|---:|---:|"]
     for mode, label in (("shared", "shared (default)"), ("all", "all cores each")):
         one, two = rows[mode, 1], rows[mode, 2]
-        lines.append(f"| {label} | {one['total']:.0f} | {' and '.join(f'{r:.0f}' for r in two['images_per_s'])} | "
-                     f"{two['total']:.0f} | {two['total'] / one['total']:.0%} |")
+        each = " and ".join(f"{r:.0f} ({m:.0f})" for r, m in zip(two["images_per_s"], two["median_log_images_per_s"]))
+        lines.append(f"| {label} | {one['steps']} | {one['total']:.0f} ({one['median_log_images_per_s'][0]:.0f}) | "
+                     f"{each} | {two['total']:.0f} | {two['total'] / one['total']:.0%} | "
+                     f"{one['wall_s']:.0f} s / {two['wall_s']:.0f} s |")
     ratio = rows["shared", 2]["total"] / rows["shared", 1]["total"]
     lines += ["", f"Target: two runs together reach at least 80 % of one run's throughput: "
               f"{'met' if ratio >= 0.8 else 'NOT met'} ({ratio:.0%})."]
