@@ -109,3 +109,33 @@ def test_a_bad_thread_setting_is_one_line(raw):
         thread_setting({"GREENDIFF_THREADS": raw})
     assert thread_setting({"GREENDIFF_THREADS": " 2 "}) == 2
     assert thread_setting({}) is None
+
+
+def test_an_entry_being_written_or_unreadable_is_neither_counted_nor_deleted(tmp_path):
+    folder = tmp_path / "procs"
+    with share(folder)[0] as mine:
+        empty = folder / str(os.getppid())
+        empty.write_text("")  # a peer that reads mid-write must not delete a live process's entry
+        assert mine.live_processes() == 1 and empty.exists()
+        (folder / f".{os.getppid()}.x.tmp").write_text("1.0")  # a write in progress
+        assert mine.live_processes() == 1
+
+
+@pytest.mark.parametrize("attack", ["symlink", "group-writable"])
+def test_a_registry_another_user_could_have_planted_is_not_used(tmp_path, attack, caplog):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (victim / dead.stdout.strip()).write_text("5.0")  # would be removed as a dead process's entry
+    base = tmp_path / "greendiff-0"
+    base.mkdir(mode=0o700)
+    if attack == "symlink":
+        (base / "processes").symlink_to(victim)
+    else:
+        (base / "processes").mkdir()
+        (base / "processes").chmod(0o777)
+    with share(base / "processes")[0] as mine:
+        assert mine.threads == 4 and mine._entry is None  # no sharing, a warning, nothing touched
+        assert mine.live_processes() == 1
+    assert (victim / dead.stdout.strip()).read_text() == "5.0"
+    assert "will not share cores" in caplog.text

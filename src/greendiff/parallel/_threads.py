@@ -23,13 +23,16 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from greendiff.errors import UserInputError
+from greendiff.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +65,22 @@ def default_registry() -> Path:
     """A per-user folder of live greendiff processes (on this machine's temporary file system)."""
     uid = os.getuid() if hasattr(os, "getuid") else 0
     return Path(tempfile.gettempdir()) / f"greendiff-{uid}" / "processes"
+
+
+def private_folder(folder: Path) -> None:
+    """Make ``folder`` and its parent (mode 0700) if missing, and check that both are real folders of
+    this user that nobody else can write: on a shared ``/tmp`` another user could otherwise plant a
+    symlink and have this process delete files elsewhere. ``PermissionError`` if not."""
+    for level in (folder.parent, folder):
+        try:
+            level.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        info = level.lstat()
+        if not stat.S_ISDIR(info.st_mode):
+            raise PermissionError(f"{level} is not a folder (a symlink?)")
+        if hasattr(os, "getuid") and (info.st_uid != os.getuid() or info.st_mode & 0o022):
+            raise PermissionError(f"{level} belongs to another user or others can write to it")
 
 
 def _started_at(pid: int) -> float | None:
@@ -148,32 +167,32 @@ class CoreShare:
     def live_processes(self) -> int:
         """Registered processes still alive, this one included; stale entries are removed."""
         live = 1
+        if self._entry is None:  # not registered (an unsafe or unusable folder): never look inside it
+            return live
         try:
             entries = list(self.registry.iterdir())
         except OSError:
             return live
         for entry in entries:
-            if not entry.name.isdigit() or int(entry.name) == self.pid:
-                continue
+            if not entry.name.isascii() or not entry.name.isdigit() or int(entry.name) == self.pid:
+                continue  # temporary files of a write in progress start with "."
             try:
-                recorded = float(entry.read_text() or "nan")
+                recorded = float(entry.read_text())
             except (OSError, ValueError):
-                continue  # being written, or not ours to judge
+                continue  # unreadable: not ours to judge (entries are written atomically, so never half)
             started = _started_at(int(entry.name))
             if started is not None and abs(started - recorded) < 1.0:
                 live += 1
-            else:
-                entry.unlink(missing_ok=True)  # a process that died without leaving (killed)
+            elif started is None or math.isfinite(recorded):
+                entry.unlink(missing_ok=True)  # a process that died without leaving (killed), or a reused pid
         return live
 
     def _register(self) -> Path | None:
         """This process's entry; ``None`` (no sharing, a warning) where the folder is not usable."""
         try:
-            self.registry.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if hasattr(os, "getuid") and self.registry.stat().st_uid != os.getuid():
-                raise PermissionError(f"{self.registry} belongs to another user")
+            private_folder(self.registry)
             entry = self.registry / str(self.pid)
-            entry.write_text(repr(_started_at(self.pid) or 0.0))
+            atomic_write_text(entry, repr(_started_at(self.pid) or 0.0))
             return entry
         except OSError as exc:
             logger.warning("cannot register in %s (%s); this process will not share cores with other runs",
