@@ -399,7 +399,9 @@ def test_ctrl_c_is_forwarded_to_the_group_and_a_second_one_kills_it(tmp_path):
     proc.wait(30)
     assert proc.returncode == 128 + signal.SIGINT and _gone(grandchild)
     # a command that ignores SIGINT: the first Ctrl-C is passed on (and ignored), the second kills the group
-    proc, ledger, grandchild = _measure_subprocess(tmp_path / "..", "trap '' INT; sleep 60 & echo $! > {pidfile}; wait")
+    second = tmp_path / "second"
+    second.mkdir()
+    proc, ledger, grandchild = _measure_subprocess(second, "trap '' INT; sleep 60 & echo $! > {pidfile}; wait")
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)
     assert proc.poll() is None and not _gone(grandchild)

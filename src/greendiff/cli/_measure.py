@@ -68,8 +68,9 @@ def _close(tracker, status: str, exit_code: int | None) -> dict | None:
     """Stop the tracker (closing the ledger row); a failure to summarise is a warning, never the exit code."""
     try:
         return tracker.stop(status, exit_code)
-    except Exception as exc:
-        typer.echo(f"greendiff: warning: could not summarise ledger run {tracker.run_id} ({exc}); "
+    except (Exception, KeyboardInterrupt) as exc:  # a Ctrl-C here must not hide the command's exit code
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        typer.echo(f"greendiff: warning: could not summarise ledger run {tracker.run_id} ({why}); "
                    "'greendiff runs show' prices it from its samples", err=True)
         return None
 
