@@ -97,7 +97,7 @@ TEACHER_STEPS = Bounds(integer=True, lo=2, hi=100_000)
 REPORTS = Bounds(integer=True, lo=1, hi=1000)
 STARTUP_TRIALS = Bounds(integer=True, lo=0, hi=100_000)
 TRIAL_NUMBER = COUNT0
-WORKER_SLOT = Bounds(integer=True, lo=0, hi=256)
+WORKER_SLOT = dataclasses.replace(WORKERS, lo=0, phrase=">= 0 and at most 256")  #: --worker N: the N-th of --workers (0: none)
 TRIAL_BUDGET_KWH = dataclasses.replace(numbers.ENERGY_KWH, phrase="> 0 (or 0 for no cap in Pareto mode), at most 1e9")
 
 Country = Annotated[Optional[str], typer.Option("--country", help="ISO-3 country code of the hardware (env GREENDIFF_COUNTRY).")]

@@ -71,6 +71,12 @@ def _write_study_file(study_dir: Path, name: str, url: str, default_file: str | 
     (study_dir / STUDY_FILE).write_text("\n".join(lines) + "\n")
 
 
+def _seed_slot(worker: int) -> int:
+    """The sampler slot of ``--worker N`` (1..256; 0: not a worker): unique across machines too, so that
+    workers of one study on two hosts do not replay each other's draws (``--join`` workers have their own)."""
+    return 0 if worker == 0 else 1000 * (zlib.crc32(socket.gethostname().encode()) % 1_000_000) + worker
+
+
 def _measure_argv(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger) -> list[str]:
     """The measurement flags again, for worker processes."""
     argv = []
@@ -164,8 +170,6 @@ def tune_command(
     if report is not None:
         _print_report(report, storage, export, pick, ledger, console, as_json)
         return
-    if workers < 1:
-        raise UserInputError(f"--workers must be >= 1, got {workers}")
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
     measure_argv = _measure_argv(country, cloud, grid, pue, None if live == "none" else live, zone, cpu_watts, gpus, no_gpu, ledger)
     if resume is not None or join:
@@ -249,7 +253,7 @@ def _continue(resume, join, study_name, storage, output_dir, trials, workers, wo
             raise UserInputError(f"--join needs --storage URL (or ${ENV_STORAGE}) and --study NAME")
         url = storage
         # a worker on another machine: a slot of its own, so that it does not replay another worker's draws
-        slot = worker_slot or 2**31 + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
+        slot = _seed_slot(worker_slot) or 2**31 + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
         study_obj, spec = load_study(open_storage(url), study_name, slot)
         study_dir = output_dir / study_name
         study_dir.mkdir(parents=True, exist_ok=True)
@@ -258,17 +262,13 @@ def _continue(resume, join, study_name, storage, output_dir, trials, workers, wo
     else:
         record = _study_file(resume)
         url = _storage_url(resume, record, storage)
-        study_obj, spec = load_study(open_storage(url), record["name"], worker_slot)
+        study_obj, spec = load_study(open_storage(url), record["name"], _seed_slot(worker_slot))
         study_dir = resume
     as_worker = worker_slot > 0
     if workers > 1 and not as_worker and url.startswith("sqlite"):
         raise UserInputError("this study's storage is SQLite, which is for a single worker; continue it with --workers 1 "
                              "(or start a study with --workers K: journal storage)")
     if trials is not None and trials != spec.trials and not as_worker:
-        if trials < 1:
-            raise UserInputError(f"--trials must be >= 1, got {trials}")
-        import dataclasses
-
         from greendiff.tune._study import SPEC_ATTR
 
         spec = dataclasses.replace(spec, trials=trials)
@@ -315,15 +315,13 @@ def _spawn_workers(study_dir, study_obj, spec, url, workers, measure_argv, conso
     from greendiff.tune import counts
 
     # each worker takes its share of the cores itself (greendiff.parallel.CoreShare), and a worker that ends
-    # early gives its share back to the others
-    # slots unique across machines too (workers started with --join elsewhere have their own)
-    first_slot = 1 + 1000 * (zlib.crc32(socket.gethostname().encode()) % 1_000_000)
+    # early gives its share back to the others; worker k gets --worker k+1 (its sampler seed: _seed_slot)
     env = {**os.environ, ENV_STORAGE: url}
     procs = []
     for k in range(workers):
         log = (study_dir / f"worker-{k}.log").open("w")
         procs.append((subprocess.Popen([sys.executable, "-m", "greendiff", "tune", "--resume", str(study_dir), "--worker",
-                                        str(first_slot + k), *measure_argv], stdout=log, stderr=subprocess.STDOUT, env=env), log, k))
+                                        str(k + 1), *measure_argv], stdout=log, stderr=subprocess.STDOUT, env=env), log, k))
     progress = Progress(TextColumn("[bold]tune[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
                         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
     try:
