@@ -37,6 +37,12 @@ MAX_COUNT = 10**9
 #: A ledger run id is an SQLite INTEGER.
 MAX_ROW_ID = 2**63 - 1
 
+#: Longest number text read: no quantity needs more than 20 integer digits (2**63 - 1 has 19), and a
+#: decimal of 100 characters is still exact to a float's precision; more is a pasting mistake, which
+#: must stop here (Python's ``int()`` refuses strings over 4,300 digits with a ValueError).
+MAX_INT_DIGITS = 40
+MAX_FLOAT_CHARS = 100
+
 _INT = re.compile(r"[+-]?[0-9]+\Z")
 _FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
 _NOT_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)\Z", re.IGNORECASE)
@@ -129,6 +135,9 @@ def parse_int(value: object, what: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and _INT.match(value):
+        if len(value.lstrip("+-")) > MAX_INT_DIGITS:
+            raise UserInputError(f"{what} has too many digits ({len(value.lstrip('+-')):,}; at most {MAX_INT_DIGITS}), "
+                                 f"got {shown(value)}")
         return int(value)
     hint = _hint(value, True) if isinstance(value, str) else ""
     raise UserInputError(f"{what} must be an integer, got {shown(value)}{hint}")
@@ -139,6 +148,9 @@ def parse_float(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise UserInputError(f"{what} must be a number, got {shown(value)}")
     if isinstance(value, str):
+        if len(value) > MAX_FLOAT_CHARS:
+            raise UserInputError(f"{what} has too many digits ({len(value):,} characters; at most {MAX_FLOAT_CHARS}), "
+                                 f"got {shown(value)}")
         if _NOT_FINITE.match(value):
             raise UserInputError(f"{what} must be a finite number, got {shown(value)}")
         if not _FLOAT.match(value):

@@ -18,8 +18,8 @@ from greendiff.carbon import (
 from greendiff.energy import MonitorOptions
 from greendiff.errors import UserInputError
 from greendiff.ledger import Ledger
-from greendiff.names import check_name, display_path
-from greendiff.numbers import Bounds, parse_int
+from greendiff.names import check_name, display_path, shown
+from greendiff.numbers import Bounds
 from greendiff.tracking import Tracker
 
 # typer >= 0.20 vendors click; a flag's parser raises its UsageError, which passes through typer's
@@ -75,6 +75,7 @@ YEAR_HOURS = Bounds(lo=0, lo_open=True, hi=HOURS_IN_A_YEAR, why="a plan covers a
 PUE = pue_bounds(lo=0, lo_open=True)  #: positive here; resolve_pue says why it must be >= 1.0
 CPU_WATTS = Bounds(lo=0, lo_open=True, hi=10_000, why="no CPU package draws 10 kW")
 PROCESSES = Bounds(integer=True, lo=1, hi=1024, phrase="a positive number of processes, at most 1024")
+GPU_INDEX = Bounds(integer=True, lo=0, hi=1023)  #: one of --gpus
 WORKERS = Bounds(integer=True, lo=1, hi=256, phrase=">= 1 and at most 256")
 IMAGES = Bounds(integer=True, lo=1, hi=100_000)  #: images a command generates
 EVAL_IMAGES = Bounds(integer=True, lo=4, hi=1_000_000)
@@ -141,11 +142,10 @@ def resolve_settings(country: str | None, cloud: str | None, grid: str | None, p
     gpu_indices = None
     if gpus is not None:
         try:
-            gpu_indices = tuple(parse_int(g.strip(), "--gpus") for g in gpus.split(",") if g.strip())
-        except UserInputError:
-            raise UserInputError(f"--gpus must be comma-separated GPU indices (0, 1, ...), got {gpus!r}") from None
-        if any(not 0 <= i < 1024 for i in gpu_indices):
-            raise UserInputError(f"--gpus must be comma-separated GPU indices (0, 1, ...), got {gpus!r}")
+            gpu_indices = tuple(GPU_INDEX.parse(g.strip(), "--gpus") for g in gpus.split(",") if g.strip())
+        except UserInputError as exc:
+            raise UserInputError(f"--gpus must be comma-separated GPU indices (0, 1, ...), got {shown(gpus)}"
+                                 + (" (too many digits)" if "too many digits" in str(exc) else "")) from None
     location = resolve_location(country, cloud, grid)
     pue_value = PUE.parse(pue, "--pue") if pue is not None else None
     provider = resolve_provider(location, live, zone)  # an unknown country, region, grid or bad trace fails here
