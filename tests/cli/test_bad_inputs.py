@@ -54,6 +54,64 @@ def argv_for(case: dict, tmp_path: Path, monkeypatch) -> list[str]:
     raise AssertionError(f"unknown feed {feed!r}")
 
 
+class Payload:
+    """Unpickling this creates ``target``: proof that something was unpickled."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = str(target)
+
+    def __reduce__(self):
+        return open, (self.target, "w")
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """A 2-step run (pipeline, checkpoint step-2, emissions.json), trained once for the run_dir and resume cases."""
+    import os
+
+    root = tmp_path_factory.mktemp("finished")
+    env = {"GREENDIFF_LEDGER": str(root / "ledger.sqlite"), "GREENDIFF_CACHE_DIR": str(root / "cache"),
+           "GREENDIFF_THREADS": "1"}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        code = main(["train", *TRAIN_ARGS, "--max-steps", "2", "--output-dir", str(root / "runs"), "--name", "tiny"])
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    assert code == 0
+    (run,) = (root / "runs").iterdir()
+    return run
+
+
+def changed_run(case: dict, tmp_path: Path, original: Path) -> Path:
+    """A copy of ``original`` with the case's changes: ``files`` written (the value "pickle": a payload that
+    would create ``tmp_path/pwned``), ``remove`` deleted, ``replace`` = [file, old, new] edited."""
+    import pickle
+
+    run = tmp_path / "existing" / original.name
+    shutil.copytree(original, run)
+    for name in case.get("remove", []):
+        target = run / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    for name, text in case.get("files", {}).items():
+        data = pickle.dumps(Payload(tmp_path / "pwned")) if text == "pickle" else text.encode("latin-1")
+        (run / name).write_bytes(data)
+    if "replace" in case:
+        name, old, new = case["replace"]
+        text = (run / name).read_text()
+        assert old in text, f"{old!r} not in {name}"
+        (run / name).write_text(text.replace(old, new))
+    return run
+
+
+def argv_for_run(case: dict, tmp_path: Path, original: Path) -> list[str]:
+    run = changed_run(case, tmp_path, original)
+    if case["feed"] == "resume":
+        return ["train", "--resume", str(run), "--no-gpu", "--country", "FRA"]
+    return [arg.replace("{run}", str(run)) for arg in case["args"]]
+
+
 def completed_runs(ledger: Path) -> list[tuple]:
     if not ledger.exists():
         return []
@@ -72,7 +130,7 @@ def test_the_corpus_is_complete():
     assert len(files) >= 40 and len(CASES) >= 165
     assert len({case_id(c) for c in CASES}) == len(CASES)
     kinds = {c["feed"] for c in CASES}
-    assert kinds == {"image", "array", "config", "trace", "profile", "api", "args"}
+    assert kinds == {"image", "array", "config", "trace", "profile", "api", "args", "run_dir", "resume"}
 
 
 def test_make_corpus_regenerates_every_file_byte_for_byte():
@@ -88,7 +146,7 @@ def test_make_corpus_regenerates_every_file_byte_for_byte():
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_bad_input_is_one_line_and_exit_code_2(case, tmp_path, monkeypatch, capsys):
+def test_bad_input_is_one_line_and_exit_code_2(case, tmp_path, monkeypatch, capsys, request):
     work = tmp_path / "work"  # the working folder: relative paths and names that climb out land in tmp_path
     work.mkdir()
     monkeypatch.chdir(work)
@@ -100,6 +158,9 @@ def test_bad_input_is_one_line_and_exit_code_2(case, tmp_path, monkeypatch, caps
         monkeypatch.setenv("GREENDIFF_UK_API_URL", api.url)
         monkeypatch.setenv("GREENDIFF_API_TIMEOUT_S", "2")  # generous: a loaded CI machine still answers in time
         argv = ["plan", "window", "--live", "uk", *UK_WINDOW]
+    elif case["feed"] in ("run_dir", "resume"):
+        argv = argv_for_run(case, tmp_path, request.getfixturevalue("finished_run"))
+        capsys.readouterr()  # the fixture's training output, the first time
     else:
         argv = argv_for(case, tmp_path, monkeypatch)
     before = folders_under(tmp_path)
@@ -122,6 +183,7 @@ def test_bad_input_is_one_line_and_exit_code_2(case, tmp_path, monkeypatch, caps
     assert completed_runs(tmp_path / "ledger.sqlite") == []
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no run directory left
     assert folders_under(tmp_path) - before == set(), "a folder was created"
+    assert not (tmp_path / "pwned").exists(), "a pickle planted in the input was unpickled"
 
 
 def test_skip_bad_images_trains_on_the_rest_and_counts_them(tmp_path, capsys):
