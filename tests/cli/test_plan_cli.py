@@ -127,9 +127,9 @@ def test_plan_window_outside_a_short_trace_is_one_labelled_line(capsys, tmp_path
 
 @pytest.mark.parametrize("args, message", [
     (["--start", "9999-12-31T00:00", "--flex-hours", "48"], "--start 9999-12-31T00:00:00+00:00 is outside the years"),
-    (["--start", "0001-01-01T00:00+05:00", "--flex-hours", "4"], "--start '0001-01-01T00:00+05:00' is outside the years"),
+    (["--start", "0001-01-01T00:00+05:00", "--flex-hours", "4"], "--start 0001-01-01T00:00:00+05:00 is outside the years"),
     (["--start", "0001-01-01T00:00", "--flex-hours", "4"], "is outside the years greendiff handles (1900 to 2199, UTC)"),
-    (["--start", "2022-06-01T00:00", "--deadline", "9999-12-31T23:59:59-12:00"], "--deadline '9999-12-31T23:59:59-12:00' is"),
+    (["--start", "2022-06-01T00:00", "--deadline", "9999-12-31T23:59:59-12:00"], "--deadline 9999-12-31T23:59:59-12:00 is outside"),
     (["--start", "9999-12-31T20:00", "--deadline", "9999-12-31T23:59"], "--start 9999-12-31T20:00:00+00:00 is outside"),
     (["--start", "2199-12-31T00:00", "--flex-hours", "48"], "the deadline (--start + --flex-hours) 2200-01-02"),
     (["--start", "2022-06-01T00:00", "--flex-hours", "1e9"], "--flex-hours"),
@@ -140,6 +140,20 @@ def test_plan_window_outside_a_short_trace_is_one_labelled_line(capsys, tmp_path
 def test_plan_window_times_at_the_calendar_s_ends_are_one_line(capsys, args, message):
     code, out, err = run_cli(capsys, "plan", "window", "--grid", "CISO", "--energy-kwh", "1", "--hours", "2", *args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--deadline", "0001-01-01T00:00+01:00"], "carbon.deadline 0001-01-01T00:00:00+01:00 is outside the years"),
+    (["--deadline", "0005-01-01T00:00"], "carbon.deadline 0005-01-01T00:00:00+00:00 is outside the years"),
+    (["--simulate-clock", "9999-12-31T23:00-05:00", "--simulated-step-s", "1"],
+     "carbon.simulate_start 9999-12-31T23:00:00-05:00 is outside the years"),
+])
+def test_train_carbon_aware_times_at_the_calendar_s_ends_are_one_line(capsys, tmp_path, args, message):
+    """train --deadline / --simulate-clock go through the same parse_utc as plan window (an OverflowError escaped)."""
+    code, out, err = run_cli(capsys, "train", "--carbon-aware", "--grid", "CISO", "--dry-run", "--output-dir",
+                             str(tmp_path / "runs"), *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in out + err
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("rows, message", [

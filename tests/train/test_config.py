@@ -244,3 +244,32 @@ def test_a_run_name_is_one_folder_name(name):
     with pytest.raises(UserInputError, match="run.name"):
         resolve_config(overrides={"run.name": name})
     assert resolve_config(overrides={"run.name": "green nano (2)"}).run.name == "green nano (2)"
+
+
+@pytest.mark.parametrize(("key", "value", "shown"), [
+    ("carbon.deadline", "0001-01-01T00:00+01:00", "0001-01-01T00:00:00+01:00"),  # the zone offset overflowed
+    ("carbon.deadline", "0005-06-01T00:00", "0005-06-01T00:00:00+00:00"),  # was accepted
+    ("carbon.deadline", "2200-01-01T00:00", "2200-01-01T00:00:00+00:00"),
+    ("carbon.simulate_start", "9999-12-31T23:00-05:00", "9999-12-31T23:00:00-05:00"),
+    ("carbon.simulate_start", "1899-12-31T23:59:59Z", "1899-12-31T23:59:59+00:00"),
+])
+def test_config_times_are_inside_the_supported_years(key, value, shown):
+    """Every time a user gives is read by parse_utc, which holds the 1900-2199 rule (no OverflowError)."""
+    overrides = {key: value, "carbon.simulated_step_s": 1.0} if key == "carbon.simulate_start" else {key: value}
+    with pytest.raises(UserInputError) as err:
+        resolve_config(overrides=overrides)
+    assert str(err.value) == f"{key} {shown} is outside the years greendiff handles (1900 to 2199, UTC)"
+
+
+def test_parse_utc_reads_zones_and_the_edges_of_the_supported_years():
+    from datetime import datetime, timezone
+
+    from greendiff.train import parse_utc
+
+    assert parse_utc("2022-06-01T02:00+02:00", "--deadline") == datetime(2022, 6, 1, tzinfo=timezone.utc)
+    assert parse_utc("1900-01-01T00:00", "t") == datetime(1900, 1, 1, tzinfo=timezone.utc)
+    assert parse_utc("2199-12-31T23:59:59Z", "t") == datetime(2199, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+    with pytest.raises(UserInputError, match=r"^--simulate-clock 0001-01-01T00:00:00\+01:00 is outside the years"):
+        parse_utc("0001-01-01T00:00+01:00", "--simulate-clock")
+    with pytest.raises(UserInputError, match=r"^--deadline 'x' is not a date and time"):
+        parse_utc("x", "--deadline")

@@ -408,15 +408,20 @@ def validate(config: TrainConfig) -> None:
 
 
 def parse_utc(text: str, key: str):
-    """An ISO 8601 time; without a zone it is UTC."""
+    """An ISO 8601 time in UTC (without a zone it is UTC), inside the years greendiff handles (1900 to
+    2199: :func:`greendiff.carbon.check_supported`); anything else is a one-line error naming ``key``.
+    Every time a user gives (``--deadline``, ``--start``, ``--simulate-clock``, ``carbon.*``) is read here."""
     from datetime import datetime, timezone
+
+    from greendiff.carbon import check_supported
 
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise UserInputError(f"{key} {text!r} is not a date and time; use ISO 8601, e.g. 2022-06-03T00:00 (UTC) "
+        raise UserInputError(f"{key} {shown(text)} is not a date and time; use ISO 8601, e.g. 2022-06-03T00:00 (UTC) "
                              "or 2022-06-03T00:00+02:00") from None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    # check_supported also turns the OverflowError of a zone offset that moves year 1 or 9999 out of range
+    return check_supported(moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment, key)
 
 
 def validate_carbon(carbon: CarbonAwareConfig) -> None:
