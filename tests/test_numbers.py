@@ -79,3 +79,19 @@ def test_a_5000_digit_number_on_the_command_line_is_one_line(argv, capsys, tmp_p
     assert code == 2 and err.count("\n") == 1 and err.startswith("greendiff: error: ") and len(err) < 300, err
     assert "too many digits" in err and "Traceback" not in out + err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ("9" * 5000, "GREENDIFF_THREADS has too many digits"),  # int() raised ValueError past 4,300 digits
+    ("٣", "GREENDIFF_THREADS must be a number of threads (1-4096) or 'all', got '٣' (use the ASCII digits 0-9)"),
+    ("1_0", "GREENDIFF_THREADS must be a number of threads (1-4096) or 'all', got '1_0' (write it without '_')"),
+    ("4097", "GREENDIFF_THREADS must be a number of threads (1-4096) or 'all', got '4097'"),
+    ("0", "GREENDIFF_THREADS must be a number of threads (1-4096) or 'all', got '0'"),
+])
+def test_the_thread_variable_is_read_by_the_one_number_grammar(raw, message):
+    from greendiff.parallel import thread_setting
+
+    assert thread_setting({"GREENDIFF_THREADS": "+3"}) == 3 and thread_setting({"GREENDIFF_THREADS": "ALL"}) == "all"
+    with pytest.raises(UserInputError) as err:
+        thread_setting({"GREENDIFF_THREADS": raw})
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)

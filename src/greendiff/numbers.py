@@ -130,8 +130,9 @@ class Bounds:
         return self.check(number, what, value if isinstance(value, str) else None)
 
 
-def parse_int(value: object, what: str) -> int:
-    """An integer: a TOML/JSON integer, or ASCII decimal digits with an optional sign."""
+def parse_int(value: object, what: str, expected: str = "an integer") -> int:
+    """An integer: a TOML/JSON integer, or ASCII decimal digits with an optional sign (``expected``: what
+    the message says the value must be, when it is not an integer)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and _INT.match(value):
@@ -140,7 +141,7 @@ def parse_int(value: object, what: str) -> int:
                                  f"got {shown(value)}")
         return int(value)
     hint = _hint(value, True) if isinstance(value, str) else ""
-    raise UserInputError(f"{what} must be an integer, got {shown(value)}{hint}")
+    raise UserInputError(f"{what} must be {expected}, got {shown(value)}{hint}")
 
 
 def parse_float(value: object, what: str) -> float:

@@ -190,3 +190,22 @@ def test_a_missing_content_type_is_read_as_json(fake_api, tmp_path):
 def test_a_malformed_base_url_falls_back_with_the_reason(tmp_path):
     provider = UkCarbonIntensityProvider(country_provider("GBR"), "http://[::1", 1.0, JsonCache(tmp_path))
     assert "a malformed URL" in provider.intensity(START, END).notes[-1]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("٣", "GREENDIFF_API_TIMEOUT_S must be a number, got '٣' (use the ASCII digits 0-9)"),
+    ("1_0", "GREENDIFF_API_TIMEOUT_S must be a number, got '1_0' (write it without '_')"),
+    ("nan", "GREENDIFF_API_TIMEOUT_S must be a finite number, got 'nan'"),
+    ("0", "GREENDIFF_API_TIMEOUT_S must be seconds in (0, 600], got '0'"),
+    ("601", "GREENDIFF_API_TIMEOUT_S must be seconds in (0, 600], got '601'"),
+    ("9" * 5000, "GREENDIFF_API_TIMEOUT_S has too many digits"),
+])
+def test_the_api_timeout_variable_is_read_by_the_one_number_grammar(text, message):
+    """float() took '٣' (3 s) and '1_0' (10 s); the variable is a number like every flag."""
+    from greendiff.carbon._resolve import api_timeout_s
+    from greendiff.errors import UserInputError
+
+    assert api_timeout_s({}) == 5.0 and api_timeout_s({"GREENDIFF_API_TIMEOUT_S": " 2.5 "}) == 2.5
+    with pytest.raises(UserInputError) as err:
+        api_timeout_s({"GREENDIFF_API_TIMEOUT_S": text})
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)

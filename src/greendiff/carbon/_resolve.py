@@ -18,24 +18,22 @@ from greendiff.carbon._secrets import read_token
 from greendiff.carbon._static import WorldAverageProvider, cloud_provider, country_provider
 from greendiff.carbon._trace import TraceProvider, load_trace
 from greendiff.errors import UserInputError
+from greendiff.numbers import Bounds
 
 LIVE_CHOICES = ("none", "uk", "electricitymaps")
 ENV_API_TIMEOUT = "GREENDIFF_API_TIMEOUT_S"
 DEFAULT_API_TIMEOUT_S = 5.0
+#: Longer than 10 minutes per request would stall a run's start (a fallback is always there).
+API_TIMEOUT_S = Bounds(lo=0, lo_open=True, hi=600, phrase="seconds in (0, 600]")
 
 
 def api_timeout_s(env: Mapping[str, str] = os.environ) -> float:
-    """Per-request timeout of the live APIs: ``$GREENDIFF_API_TIMEOUT_S`` or 5 s."""
+    """Per-request timeout of the live APIs: ``$GREENDIFF_API_TIMEOUT_S`` (read by :data:`API_TIMEOUT_S`,
+    the one number grammar) or 5 s."""
     text = env.get(ENV_API_TIMEOUT, "").strip()
     if not text:
         return DEFAULT_API_TIMEOUT_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 600:
-        raise UserInputError(f"{ENV_API_TIMEOUT}={text!r}: give seconds between 0 and 600")
-    return value
+    return API_TIMEOUT_S.parse(text, ENV_API_TIMEOUT)
 
 
 def resolve_provider(location: Location, live: str = "none", zone: str | None = None,

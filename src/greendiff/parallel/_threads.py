@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -48,9 +47,10 @@ def thread_setting(env: Mapping[str, str] = os.environ) -> int | str | None:
         return None
     if raw.lower() == "all":
         return "all"
-    if raw.isascii() and raw.isdigit() and 0 < int(raw) <= 4096:
-        return int(raw)
-    raise UserInputError(f"{ENV_THREADS} must be a number of threads (1-4096) or 'all', got {raw!r}")
+    from greendiff.numbers import Bounds, parse_int  # the one number grammar, as for every flag
+
+    threads = Bounds(integer=True, lo=1, hi=4096, phrase="a number of threads (1-4096) or 'all'")
+    return threads.check(parse_int(raw, ENV_THREADS, expected=threads.phrase), ENV_THREADS, raw)
 
 
 def available_cores() -> int:
