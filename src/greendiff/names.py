@@ -45,10 +45,7 @@ _SHORT.maxlevel = 3
 
 def unprintable(text: str) -> str | None:
     """The first character of ``text`` that does not print as itself (escaped), or None."""
-    for char in text:
-        if unicodedata.category(char) in _UNPRINTABLE:
-            return repr(char)[1:-1] if char.isascii() else f"\\u{ord(char):04x}"
-    return None
+    return next((_escaped(char) for char in text if unicodedata.category(char) in _UNPRINTABLE), None)
 
 
 def _problem(value: str, path: bool) -> str | None:
@@ -106,12 +103,29 @@ def display_path(path: object) -> str:
     return repr(text)
 
 
-def one_line(text: str, limit: int = 200) -> str:
-    """``text`` (an exception's message, say) as one line of at most ``limit`` characters: line breaks
-    and other unprintable characters escaped."""
-    if unprintable(text) is not None:
-        text = repr(text)[1:-1]
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+def _escaped(char: str) -> str:
+    if unicodedata.category(char) not in _UNPRINTABLE:
+        return char
+    return repr(char)[1:-1] if char.isascii() else f"\\u{ord(char):04x}"
+
+
+def one_line(text: object, limit: int = 200) -> str:
+    """``text`` (a message from a library, a value from a file) as one line for a message or a terminal:
+    its first non-blank line (the rest is detail), characters that do not print as themselves escaped
+    (``\\x1b``, ``\\u202e``), at most ``limit`` characters. ``""`` when there is no text.
+
+    >>> one_line("bad value\\n  at line 3"), one_line("\\x1b[31mred"), one_line(""), one_line("ab" * 10, 9)
+    ('bad value', '\\\\x1b[31mred', '', 'ababab...')
+    """
+    line = next((part.strip() for part in str(text).splitlines() if part.strip()), "")
+    shown_line = "".join(map(_escaped, line))
+    return shown_line if len(shown_line) <= limit else shown_line[:limit - 3] + "..."
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """What an exception says, as :func:`one_line`; its class name when its message is empty
+    (``str(exc).splitlines()[0]`` raised IndexError there)."""
+    return one_line(str(exc), limit) or type(exc).__name__
 
 
 def shown(value: object) -> str:

@@ -73,10 +73,55 @@ def test_forecast_file_round_trip_and_bad_files(tmp_path):
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)  # a RecursionError escaped as a traceback
     with pytest.raises(UserInputError, match="deep.json: not a greendiff profile"):
         Forecast.from_file(tmp_path / "deep.json")
-    for key, value, message in (("steps", 2.5, "forecast.steps must be a whole number >= 0, got 2.5"),
+    for key, value, message in (("steps", 2.5, "forecast.steps must be a whole number >= 0, at most 1e\\+09, got 2.5"),
                                 ("checkpoints", True, "forecast.checkpoints must be a whole number"),
-                                ("hours", "2", "forecast.hours must be a number >= 0, got '2'"),
+                                ("hours", "2", "forecast.hours must be a number >= 0, at most 8784, got '2'"),
                                 ("device", {"gpu": 1}, "forecast.device must be a string")):
         path.write_text(json.dumps({"forecast": {**f.to_dict(), key: value}}))
         with pytest.raises(UserInputError, match=message):
             Forecast.from_file(path)
+
+
+def test_a_band_wider_than_the_forecast_ends_at_zero_energy():
+    """A noisy profile (rel > 1) wrote a negative low end, which plan window then refused as a profile."""
+    steps_j = [1.0, 1.0, 1.0, 1.0, 100.0, 100.0, 100.0, 100.0]  # the second half drifts far from the first
+    f = forecast(steps_j, [0.1] * 8, PhaseCosts(), (0, 1, 2), 100, 0.3, warmup=0)
+    assert f.uncertainty_frac > 1 and f.energy_low_kwh == 0.0 and f.energy_high_kwh > f.energy_kwh > 0
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("energy_kwh", 1e300, "forecast.energy_kwh must be a number >= 0, at most 1e+09, got 1e+300 (1 TWh"),
+    ("energy_high_kwh", 2e9, "forecast.energy_high_kwh must be a number >= 0, at most 1e+09, got 2000000000.0"),
+    ("hours", 9000.0, "forecast.hours must be a number >= 0, at most 8784, got 9000.0 (a plan covers at most a year)"),
+    ("energy_per_checkpoint_j", 1e300, "forecast.energy_per_checkpoint_j must be a number >= 0, at most 1.8e+15"),
+    ("seconds_per_step", 1e300, "forecast.seconds_per_step must be a number >= 0, at most 3.16224e+07"),
+    ("steps", 10**30, "forecast.steps must be a whole number >= 0, at most 1e+09, got 1000000000000000000000000000000"),
+    ("energy_low_kwh", -1.5e-05, "forecast.energy_low_kwh must be a number >= 0, at most 1e+09, got -1.5e-05"),
+    ("uncertainty_frac", float("nan"), "forecast.uncertainty_frac must be a finite number, got nan"),
+    ("device", "gpu\x1b[2J\nsecond line", None),
+])
+def test_a_profile_s_numbers_are_read_within_the_flags_ranges(tmp_path, key, value, message):
+    """Each number of a profile file has its quantity's range (1e300 kWh passed where --energy-kwh stops at 1e9)."""
+    f = forecast([2.0] * 10, [0.5] * 10, PhaseCosts(checkpoint_j=7.2e3), (1, 1, 2), 100, 0.2, warmup=2)
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"forecast": {**f.to_dict(), key: value}}))
+    if message is None:  # a label: kept on one line, escapes shown
+        assert Forecast.from_file(path).device == "gpu\\x1b[2J"
+        return
+    with pytest.raises(UserInputError) as err:
+        Forecast.from_file(path)
+    assert str(err.value).startswith(f"--profile {path}: {message}") and "\n" not in str(err.value)
+
+
+def test_a_profile_with_a_5000_digit_number_or_deep_nesting_is_one_line(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text('{"forecast": {"steps": ' + "1" * 5000 + "}}")
+    with pytest.raises(UserInputError, match=r"p\.json: not a greendiff profile \(ValueError: Exceeds the limit") as err:
+        Forecast.from_file(path)
+    assert "\n" not in str(err.value)
+    path.write_text('{"forecast": {"device": ' + "[" * 100_000 + "]" * 100_000 + "}}")
+    with pytest.raises(UserInputError, match=r"p\.json: not a greendiff profile \(nested too deeply\)"):
+        Forecast.from_file(path)
+    path.write_text('{"forecast": {"hours": 1}}')
+    with pytest.raises(UserInputError, match=r"p\.json: not a greendiff profile \(forecast\.energy_kwh is missing\)"):
+        Forecast.from_file(path)

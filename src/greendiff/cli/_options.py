@@ -70,8 +70,7 @@ FLOAT = Bounds()  #: likewise, for a float key
 SEED, COUNT, COUNT0, RUN_ID = numbers.SEED, numbers.COUNT, numbers.COUNT0, numbers.ROW_ID
 ENERGY_KWH = dataclasses.replace(numbers.ENERGY_KWH, lo_open=True)  #: a job's energy: positive
 ENERGY0_KWH = dataclasses.replace(numbers.ENERGY_KWH, phrase=f"a positive number or 0, at most {numbers.MAX_ENERGY_KWH:g}")
-HOURS_IN_A_YEAR = 366 * 24
-YEAR_HOURS = Bounds(lo=0, lo_open=True, hi=HOURS_IN_A_YEAR, why="a plan covers at most a year")
+YEAR_HOURS = numbers.YEAR_HOURS
 PUE = pue_bounds(lo=0, lo_open=True)  #: positive here; resolve_pue says why it must be >= 1.0
 CPU_WATTS = Bounds(lo=0, lo_open=True, hi=10_000, why="no CPU package draws 10 kW")
 PROCESSES = Bounds(integer=True, lo=1, hi=1024, phrase="a positive number of processes, at most 1024")

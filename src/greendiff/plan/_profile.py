@@ -16,10 +16,38 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
+from greendiff import numbers
 from greendiff.errors import UserInputError
+from greendiff.names import display_path, first_line, one_line, shown
+from greendiff.numbers import Bounds, parse_float, parse_int
+
+#: Longest device or config label kept from a profile file.
+MAX_LABEL_CHARS = 200
+
+
+def _at_most(hi: float, integer: bool = False, why: str = "") -> Bounds:
+    return Bounds(integer=integer, lo=0, hi=hi, why=why,
+                  phrase=f"{'a whole number' if integer else 'a number'} >= 0, at most {hi:g}")
+
+
+_KWH = _at_most(numbers.MAX_ENERGY_KWH, why=numbers.ENERGY_KWH.why)  # as --energy-kwh and --pause-cost-kwh
+_J = _at_most(numbers.MAX_ENERGY_KWH * 3.6e6, why=numbers.ENERGY_KWH.why)
+_S = _at_most(numbers.HOURS_IN_A_YEAR * 3600.0, why="a year")
+_N = _at_most(numbers.MAX_COUNT, integer=True)
+#: The range of every number in a profile file: those of the flags it stands for (``--energy-kwh``,
+#: ``--hours``, ``--pause-cost-kwh``), and their parts within them (1e300 kWh took a file past the flag's limit).
+FILE_BOUNDS: dict[str, Bounds] = {
+    "energy_kwh": _KWH, "energy_low_kwh": _KWH, "energy_high_kwh": _KWH,
+    "hours": _at_most(numbers.HOURS_IN_A_YEAR, why=numbers.YEAR_HOURS.why),
+    "steps": _N, "evaluations": _N, "sample_grids": _N, "checkpoints": _N, "profiled_steps": _N,
+    "energy_per_step_j": _J, "energy_per_eval_j": _J, "energy_per_grid_j": _J,
+    "energy_per_checkpoint_j": _at_most(numbers.MAX_ENERGY_KWH * 3.6e6 / 2, why="a pause (twice a checkpoint) over 1e9 kWh"),
+    "seconds_per_step": _S, "seconds_per_checkpoint": _S,
+    "uncertainty_frac": _at_most(100.0, why="a forecast 100 times its own size"),
+}
 
 
 @dataclass(frozen=True)
@@ -56,27 +84,41 @@ class Forecast:
 
     @classmethod
     def from_file(cls, path: Path) -> Forecast:
-        """Read a ``greendiff profile`` output; a one-line error if it is not one."""
+        """Read a ``greendiff profile`` output; a one-line error naming the file and the key if it is not one.
+        Every number is read within the range of its quantity (:data:`FILE_BOUNDS`), as the flags are."""
+        where = f"--profile {display_path(path)}"
         try:
             raw = json.loads(Path(path).read_text())
-            data = raw["forecast"]
-            forecast = cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
         except FileNotFoundError:
-            raise UserInputError(f"--profile {path}: no such file (write one with 'greendiff profile')") from None
+            raise UserInputError(f"{where}: no such file (write one with 'greendiff profile')") from None
         except RecursionError:  # json's decoder on thousands of nested brackets
-            raise UserInputError(f"--profile {path}: not a greendiff profile (nested too deeply)") from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UserInputError(f"--profile {path}: not a greendiff profile ({type(exc).__name__}: {exc})") from None
+            raise UserInputError(f"{where}: not a greendiff profile (nested too deeply)") from None
+        except (OSError, ValueError) as exc:  # not UTF-8, not JSON, an integer of over 4,300 digits
+            raise UserInputError(f"{where}: not a greendiff profile ({type(exc).__name__}: {first_line(exc)})") from None
+        data = raw.get("forecast") if isinstance(raw, dict) else None
+        if not isinstance(data, dict):
+            raise UserInputError(f"{where}: not a greendiff profile (no 'forecast' object)")
+        values = {}
         for f in fields(cls):
-            value = getattr(forecast, f.name)
-            number = not isinstance(value, bool) and isinstance(value, int if f.type == "int" else (int, float))
-            if f.type in ("float", "int") and (not number or not math.isfinite(value) or value < 0):
-                kind = "a whole number" if f.type == "int" else "a number"
-                raise UserInputError(f"--profile {path}: forecast.{f.name} must be {kind} >= 0, got {value!r}")
-            if f.type == "str" and not isinstance(value, str):
-                raise UserInputError(f"--profile {path}: forecast.{f.name} must be a string, got {value!r}")
+            key = f"{where}: forecast.{f.name}"
+            if f.name not in data:
+                if f.default is MISSING:
+                    raise UserInputError(f"{where}: not a greendiff profile (forecast.{f.name} is missing)")
+                continue
+            value = data[f.name]
+            if f.type == "str":
+                if not isinstance(value, str):
+                    raise UserInputError(f"{key} must be a string, got {shown(value)}")
+                values[f.name] = one_line(value, MAX_LABEL_CHARS)  # shown in tables and JSON
+                continue
+            bounds = FILE_BOUNDS[f.name]
+            if isinstance(value, bool) or not isinstance(value, int if bounds.integer else (int, float)):
+                raise UserInputError(f"{key} must be {bounds.describe()}, got {shown(value)}")
+            number = parse_int(value, key) if bounds.integer else parse_float(value, key)
+            values[f.name] = bounds.check(number, key, value)
+        forecast = cls(**values)
         if forecast.energy_kwh <= 0 or forecast.hours <= 0:
-            raise UserInputError(f"--profile {path}: the forecast has no energy or no time; profile the run again")
+            raise UserInputError(f"{where}: the forecast has no energy or no time; profile the run again")
         return forecast
 
 
@@ -139,7 +181,10 @@ def forecast(step_energy_j: list[float], step_seconds: list[float], phases: Phas
     total_j = (steps * per_step_j + evals * phases.eval_j + (phases.eval_setup_j if evals else 0.0)
                + grids * phases.grid_j + checkpoints * phases.checkpoint_j)
     total_s = steps * per_step_s + evals * phases.eval_s + grids * phases.grid_s + checkpoints * phases.checkpoint_s
-    return Forecast(total_j / 3.6e6, total_j * (1 - rel) / 3.6e6, total_j * (1 + rel) / 3.6e6, total_s / 3600.0, steps,
+    # A band wider than the forecast itself (rel > 1: a noisy meter, a few steps that drift) has its low end
+    # at 0, not below: a run cannot use negative energy, and a negative number is no forecast to plan with.
+    low_j = total_j * max(1 - rel, 0.0)
+    return Forecast(total_j / 3.6e6, low_j / 3.6e6, total_j * (1 + rel) / 3.6e6, total_s / 3600.0, steps,
                     evals, grids, checkpoints, per_step_j, per_step_s, phases.eval_j, phases.grid_j, phases.checkpoint_j,
                     phases.checkpoint_s, len(step_energy_j), rel, method, device, config)
 
