@@ -209,3 +209,58 @@ def test_a_name_taken_in_a_shared_storage_creates_no_folder(capsys, tmp_path, sp
                            "--name", "taken", "--output-dir", tmp_path / "tune", *BASE)
     assert code == 2 and "a study named 'taken' already exists" in err
     assert not (tmp_path / "tune").exists()
+
+
+HOSTILE = [
+    ("name = \n", "study.toml: invalid TOML"),
+    ('name = "../../../escaped"\nstorage_file = "study.db"\n', "study.toml: name '../../../escaped' is not a usable name"),
+    ('name = "x"\nstorage_file = "../outside.db"\n', "study.toml: storage_file '../outside.db' is not a usable name"),
+    ('name = "x"\nstorage_file = "{tmp}/outside.db"\n', "is not a usable name: it contains '/'"),
+    ('name = "x"\nstorage = "postgresql://u:s3cret@127.0.0.1:1/x"\n', "study.toml: storage 'postgresql://u:***@127.0.0.1:1/x' "
+                                                                     "is not a file inside the study folder; pass --storage URL"),
+    ('name = "x"\nstorage = "sqlite:///{tmp}/outside.db"\n', "is not a file inside the study folder"),
+    ('name = "x"\nstorage = "journal:../outside.journal"\n', "is not a file inside the study folder"),
+]
+
+
+@pytest.mark.parametrize("command", ["--report", "--resume"])
+@pytest.mark.parametrize(("text", "message"), HOSTILE, ids=[m for _, m in HOSTILE])
+def test_a_hostile_study_folder_is_one_line_and_opens_nothing(capsys, tmp_path, monkeypatch, command, text, message):
+    """study.toml is read by one checked parser: a traceback (bad TOML), a storage file outside the folder
+    (opened, and created) or a remote database (connected to) on the folder's word alone were all possible."""
+    import greendiff.tune
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a storage was opened")
+
+    monkeypatch.setattr(greendiff.tune, "open_storage", refuse)
+    folder = tmp_path / "shared" / "study"
+    folder.mkdir(parents=True)
+    (folder / "study.db").touch()
+    (folder / "study.toml").write_text(text.format(tmp=tmp_path))
+    before = sorted(tmp_path.rglob("*"))
+    code, out, err = run_cli(capsys, "tune", command, folder, "--no-gpu", "--country", "FRA")
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"greendiff: error: {folder / 'study.toml'}: "), err
+    assert message in err and "Traceback" not in out + err and "s3cret" not in err
+    assert sorted(tmp_path.rglob("*")) == before  # nothing created: no outside.db, no escaped folder
+
+
+def test_a_study_s_files_are_written_atomically(capsys, tmp_path, monkeypatch):
+    """study.toml, space.toml, trial config.toml, pareto.svg and the exported config go through
+    files.atomic_write_text (a kill mid-write left half a file); a plain write_text fails this test."""
+    from pathlib import Path
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError(f"{self} written in place")
+
+    monkeypatch.setattr(Path, "write_text", refuse)
+    space = tmp_path / "space.toml"
+    space.write_bytes(b'[space]\n"run.max_steps" = { low = 2, high = 4, step = 2 }\n')
+    code, _, err = run_cli(capsys, "tune", "--space", space, "--trials", 1, "--mode", "pareto", "--name", "p",
+                           "--output-dir", tmp_path / "tune", *BASE)
+    assert code == 0, err
+    folder = tmp_path / "tune" / "p"
+    assert (folder / "study.toml").read_text() == 'name = "p"\nstorage_file = "study.db"\n'
+    assert (folder / "space.toml").read_bytes() == space.read_bytes()
+    assert (folder / "pareto.svg").is_file() and (folder / "best.toml").is_file()
+    assert len(list((folder / "trials").glob("*/config.toml"))) == 1

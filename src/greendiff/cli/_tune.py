@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-import tomllib
 import zlib
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,40 +34,26 @@ from greendiff.cli._options import (
 from greendiff.cli._render import fmt_energy, fmt_mass
 from greendiff.cli._train import _new_run_dir, _parse_sets, run_training, write_emissions
 from greendiff.errors import UserInputError
+from greendiff.files import atomic_write_text
 
 Opt = typer.Option
 ENV_STORAGE = "GREENDIFF_TUNE_STORAGE"
-STUDY_FILE = "study.toml"
 
 
-# -- locating a study ------------------------------------------------------------------------------
+def _storage_url(folder, given: str | None) -> str:
+    """The storage of a study folder (:class:`greendiff.tune.StudyFolder`): ``--storage``/$GREENDIFF_TUNE_STORAGE
+    when given, else the folder's own storage file; a storage the folder names elsewhere is never opened on
+    the folder's word alone."""
+    if given:
+        return given
+    url = folder.local_storage()
+    if url is None:
+        from greendiff.names import display_path, shown
+        from greendiff.tune import redact
 
-def _study_file(study_dir: Path) -> dict:
-    path = study_dir / STUDY_FILE
-    if not path.is_file():
-        raise UserInputError(f"{study_dir}: not a study folder (no {STUDY_FILE}); it is made by greendiff tune --space ...")
-    with path.open("rb") as f:
-        return tomllib.load(f)
-
-
-def _storage_url(study_dir: Path, record: dict, storage: str | None) -> str:
-    """The storage of a study folder: ``--storage``/$GREENDIFF_TUNE_STORAGE, else what the folder says."""
-    if storage:
-        return storage
-    if "storage_file" in record:  # the default local storage, relative to the folder
-        path = study_dir / record["storage_file"]
-        return f"journal:{path}" if record["storage_file"].endswith(".journal") else f"sqlite:///{path}"
-    if "***" in record["storage"]:
-        raise UserInputError(f"the study's storage {record['storage']} needs its password: pass --storage URL or set {ENV_STORAGE}")
-    return record["storage"]
-
-
-def _write_study_file(study_dir: Path, name: str, url: str, default_file: str | None) -> None:
-    from greendiff.tune import redact
-
-    lines = [f'name = "{name}"']
-    lines.append(f'storage_file = "{default_file}"' if default_file else f'storage = "{redact(url)}"')
-    (study_dir / STUDY_FILE).write_text("\n".join(lines) + "\n")
+        raise UserInputError(f"{display_path(folder.file)}: storage {shown(redact(folder.storage))} is not a file inside "
+                             f"the study folder; pass --storage URL (or set {ENV_STORAGE}) to use it")
+    return url
 
 
 def _seed_slot(worker: int) -> int:
@@ -102,7 +87,7 @@ class TrialRunner:
 
         number = int(config.run.name.rsplit("-", 1)[1])
         run_dir = _new_run_dir(config.run.output_dir, config.run.name)
-        (run_dir / "config.toml").write_text(to_toml(config))
+        atomic_write_text(run_dir / "config.toml", to_toml(config))
         tracker = self.settings.tracker(f"{self.study_name}/{config.run.name}", "tune-trial",
                                         f"greendiff tune (study {self.study_name}, trial {number})",
                                         config={**to_dict(config), "tune": {"study": self.study_name, "trial": number,
@@ -170,6 +155,12 @@ def tune_command(
     if report is not None:
         _print_report(report, storage, export, pick, ledger, console, as_json)
         return
+    resumed = None
+    if resume is not None:  # the folder's study.toml checked before anything is opened or created (the ledger too)
+        from greendiff.tune import read_study_file
+
+        folder = read_study_file(resume)
+        resumed = folder, _storage_url(folder, storage)
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
     measure_argv = _measure_argv(country, cloud, grid, pue, None if live == "none" else live, zone, cpu_watts, gpus, no_gpu, ledger)
     if resume is not None or join:
@@ -177,7 +168,7 @@ def tune_command(
                                           ("--trial-budget-kwh", trial_budget_kwh), ("--pruner", pruner)) if value]
         if given:
             raise UserInputError(f"a study keeps its spec; continuing it takes only --trials, --workers and --storage (got {', '.join(given)})")
-        study_dir, study_obj, spec, url = _continue(resume, join, study, storage, output_dir, trials, workers, worker_slot, console)
+        study_dir, study_obj, spec, url = _continue(resumed, join, study, storage, output_dir, trials, workers, worker_slot, console)
         data = None
     else:
         study_dir, study_obj, spec, url, data = _new_study(space, trials, config_file, sets, mode, trial_budget_kwh, reports,
@@ -197,7 +188,7 @@ def _new_study(space, trials, config_file, sets, mode, trial_budget_kwh, reports
                workers, storage, name, output_dir):
     from greendiff.train import read_toml, resolve_config
     from greendiff.train._config import dotted_to_nested
-    from greendiff.tune import StudySpec, check_spec, create_study, is_journal, open_storage
+    from greendiff.tune import StudySpec, check_spec, create_study, is_journal, open_storage, write_study_file
 
     if space is None or trials is None:
         raise UserInputError("a new study needs --space FILE and --trials N (or --resume FOLDER / --report FOLDER)")
@@ -231,8 +222,8 @@ def _new_study(space, trials, config_file, sets, mode, trial_budget_kwh, reports
         raise UserInputError(f"cannot create the study folder {study_dir}: {exc.strerror}") from None
     if study_obj is None:
         study_obj = create_study(spec, open_storage(url), name)
-    _write_study_file(study_dir, name, url, default_file)
-    (study_dir / "space.toml").write_text(space.read_text())
+    write_study_file(study_dir, name, url, default_file)
+    atomic_write_text(study_dir / "space.toml", space.read_text())
     return study_dir, study_obj, spec, url, data
 
 
@@ -244,9 +235,10 @@ def _deep_update(target: dict, updates: dict) -> None:
             target[key] = value
 
 
-def _continue(resume, join, study_name, storage, output_dir, trials, workers, worker_slot, console):
+def _continue(resumed, join, study_name, storage, output_dir, trials, workers, worker_slot, console):
+    """``resumed``: ``(StudyFolder, storage URL)`` of ``--resume FOLDER``; else ``--join``."""
     from greendiff.ledger import process_alive
-    from greendiff.tune import fail_dead_trials, load_study, open_storage, redact
+    from greendiff.tune import STUDY_FILE, fail_dead_trials, load_study, open_storage, redact, write_study_file
 
     if join:
         if not (storage and study_name):
@@ -258,12 +250,11 @@ def _continue(resume, join, study_name, storage, output_dir, trials, workers, wo
         study_dir = output_dir / study_name
         study_dir.mkdir(parents=True, exist_ok=True)
         if not (study_dir / STUDY_FILE).exists():
-            _write_study_file(study_dir, study_name, url, None)
+            write_study_file(study_dir, study_name, url, None)
     else:
-        record = _study_file(resume)
-        url = _storage_url(resume, record, storage)
-        study_obj, spec = load_study(open_storage(url), record["name"], _seed_slot(worker_slot))
-        study_dir = resume
+        folder, url = resumed
+        study_obj, spec = load_study(open_storage(url), folder.name, _seed_slot(worker_slot))
+        study_dir = folder.path
     as_worker = worker_slot > 0
     if workers > 1 and not as_worker and url.startswith("sqlite"):
         raise UserInputError("this study's storage is SQLite, which is for a single worker; continue it with --workers 1 "
@@ -383,14 +374,16 @@ def _short_note(row) -> str:
 
 def _print_report(study_dir: Path, storage: str | None, export: Path | None, pick: int | None, ledger: Path | None,
                   console: Console, as_json: bool = False) -> None:
-    from greendiff.tune import best_row, export_toml, load_study, open_storage, pareto_svg, summarize_study, trial_rows
+    from greendiff.tune import (
+        best_row, export_toml, load_study, open_storage, pareto_svg, read_study_file, summarize_study, trial_rows,
+    )
 
-    record = _study_file(study_dir)
-    study_obj, spec = load_study(open_storage(_storage_url(study_dir, record, storage)), record["name"])
+    folder = read_study_file(study_dir)  # checked before any storage is opened
+    study_obj, spec = load_study(open_storage(_storage_url(folder, storage)), folder.name)
     rows = trial_rows(study_obj, _ledger_energy(ledger))
     summary = summarize_study(spec, rows)
     metric = spec.metric
-    table = Table(title=f"study {record['name']} · {spec.mode} mode", title_justify="left")
+    table = Table(title=f"study {folder.name} · {spec.mode} mode", title_justify="left")
     for column in ("trial", "state", metric.upper(), "energy", "steps", "parameters", "note"):
         table.add_column(column, justify="right" if column in ("trial", metric.upper(), "energy", "steps") else "left")
     for r in rows:
@@ -418,23 +411,23 @@ def _print_report(study_dir: Path, storage: str | None, export: Path | None, pic
         console.print("Pareto mode: Optuna's pruners do not apply to multi-objective studies, so every trial runs to the end.",
                       highlight=False)
         svg = study_dir / "pareto.svg"
-        svg.write_text(pareto_svg(rows, metric))
+        atomic_write_text(svg, pareto_svg(rows, metric))
         console.print(f"Pareto front (lowest {metric} for its energy): trials {summary['pareto_front']} · plot {svg}", highlight=False)
     chosen = best_row(spec, rows) if pick is None else next((r for r in rows if r.number == pick), None)
     if pick is not None and (chosen is None or chosen.state != "COMPLETE"):
-        raise UserInputError(f"--trial {pick}: no complete trial with that number in study {record['name']}")
+        raise UserInputError(f"--trial {pick}: no complete trial with that number in study {folder.name}")
     target = export or study_dir / "best.toml"
     if chosen is None:
         console.print("no complete trial yet: nothing to export", style="yellow")
     else:
         try:
-            target.write_text(export_toml(spec, chosen, record["name"], metric))
+            atomic_write_text(target, export_toml(spec, chosen, folder.name, metric))
         except OSError as exc:
             raise UserInputError(f"cannot write {target}: {exc.strerror}") from None
         console.print(f"{'best' if pick is None else 'chosen'}: trial {chosen.number}, {metric} {chosen.values[0]:.4g} "
                       f"with {fmt_energy(chosen.energy_kwh)} · config {target} (train it: greendiff train --config {target})",
                       highlight=False)
     if as_json:
-        typer.echo(json.dumps({"study": record["name"], "mode": spec.mode, "metric": metric, "spec": dataclasses.asdict(spec),
+        typer.echo(json.dumps({"study": folder.name, "mode": spec.mode, "metric": metric, "spec": dataclasses.asdict(spec),
                                "summary": summary, "exported": None if chosen is None else {"trial": chosen.number, "path": str(target)},
                                "trials": [dataclasses.asdict(r) for r in rows]}, indent=2))

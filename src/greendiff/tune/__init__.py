@@ -10,6 +10,7 @@ Example (library use; the CLI is ``greendiff tune``)::
 
 from __future__ import annotations
 
+from greendiff.tune._folder import STUDY_FILE, StudyFolder, read_study_file, write_study_file
 from greendiff.tune._report import (
     TrialRow, best_row, export_toml, pareto_front, pareto_svg, summarize_study, trial_rows,
 )
@@ -20,6 +21,7 @@ from greendiff.tune._study import (
 )
 
 __all__ = [
+    "STUDY_FILE", "StudyFolder", "read_study_file", "write_study_file",
     "PRUNERS", "Param", "StudySpec", "TrialFailed", "TrialOutcome", "TrialRow", "best_row", "check_spec", "counts",
     "create_study", "export_toml", "exported_config", "fail_dead_trials", "is_journal", "load_study", "make_objective",
     "make_pruner", "open_storage", "pareto_front", "pareto_svg", "parse_space", "redact", "run_worker",
