@@ -381,6 +381,27 @@ def test_a_pickle_planted_in_a_checkpoint_is_never_loaded(tmp_path, tiny_data, t
     assert re.search(f"no usable checkpoint .*step-2: holds files greendiff did not write: {planted}$", message), message
 
 
+@pytest.mark.parametrize("replaced", ["optimizer.safetensors", "ema.safetensors", "rng-0.safetensors"])
+def test_a_pickle_in_place_of_a_checkpoint_file_is_never_loaded(tmp_path, tiny_data, tiny_config, tracker, caplog, replaced):
+    """Not an extra file this time: one of the checkpoint's own files replaced by a pickle payload, with its
+    recorded size updated so the size check passes. It is never unpickled, and the checkpoint is passed over."""
+    import pickle
+
+    config = tiny_config(run__max_steps=6, run__checkpoint_every=2, run__keep_checkpoints=3)
+    run_dir, marker = tmp_path / "run", tmp_path / "pwned"
+    train(config, run_dir, tiny_data, tracker, stop_requested=iter([False] * 4 + [True] * 9).__next__)
+    folder = checkpoint_dirs(run_dir)[-1]
+    (folder / replaced).write_bytes(pickle.dumps(_Payload(marker)))
+    state = json.loads((folder / "train_state.json").read_text())
+    state["files"][replaced] = (folder / replaced).stat().st_size
+    (folder / "train_state.json").write_text(json.dumps(state))
+    result = train(config, run_dir, tiny_data, tracker, resume=True)
+    assert not marker.exists(), "resume ran code from the run directory"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and f"checkpoint step-4 is unusable ({replaced} is unreadable" in warnings[0]
+    assert (result.status, result.step) == ("completed", 6) and (run_dir / "checkpoints" / ".bad-step-4").is_dir()
+
+
 def test_checkpoints_are_safetensors_and_json_only(tmp_path, tiny_data, tiny_config, tracker):
     train(tiny_config(run__max_steps=2), tmp_path, tiny_data, tracker)
     (checkpoint,) = checkpoint_dirs(tmp_path)
@@ -407,14 +428,70 @@ def _corrupt(folder, how):
         (folder / "ema.safetensors").write_bytes(b"\xff" * size)
 
 
-@pytest.mark.parametrize("how", ["truncated model", "garbage state", "missing optimizer", "no state file", "same-size garbage"])
+def _tamper(folder, how):
+    """Change one value the way someone editing a shared checkpoint would, and record the new sizes so the
+    size check passes: only the value checks can catch it."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    state = json.loads((folder / "train_state.json").read_text())
+
+    def rewrite(name, tensors=lambda t: t, metadata=lambda m: m):
+        with safe_open(str(folder / name), framework="pt") as f:
+            old_tensors, old_meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+        save_file(tensors(old_tensors), str(folder / name), metadata=metadata(old_meta))
+
+    def numpy_rng(index, value):
+        def edit(meta):
+            numpy_state = json.loads(meta["numpy"])
+            if index == 1:
+                numpy_state[1][0] = value
+            else:
+                numpy_state[index] = value
+            return {**meta, "numpy": json.dumps(numpy_state)}
+        rewrite("rng-0.safetensors", metadata=edit)
+
+    if how == "NumPy RNG key out of range":
+        numpy_rng(1, 2**40)
+    elif how == "NumPy RNG position huge":
+        numpy_rng(2, 10**30)
+    elif how == "torch RNG state cut short":
+        rewrite("rng-0.safetensors", tensors=lambda t: {**t, "torch": t["torch"][:100].clone()})
+    elif how == "model NaN":
+        rewrite("model.safetensors", tensors=lambda t: {k: v.fill_(float("nan")) if i == 0 else v
+                                                        for i, (k, v) in enumerate(t.items())})
+    elif how == "energy NaN":
+        state["energy_j"] = float("nan")
+    elif how == "energy negative":
+        state["energy_j"] = -1.0
+    elif how == "step negative":
+        state["step"] = -4
+    elif how == "bad-step count Infinity":
+        state["divergence"]["bad_steps"] = float("inf")
+    elif how == "best step Infinity":
+        state["stopping"]["rules"]["best_step"] = float("inf")
+    elif how == "learning rate a string":
+        state["optimizer"]["param_groups"][0]["lr"] = "fast"
+    elif how == "EMA step negative":
+        state["ema"]["optimization_step"] = -3
+    state["files"] = {name: (folder / name).stat().st_size for name in state["files"]}
+    (folder / "train_state.json").write_text(json.dumps(state))
+
+
+_TAMPERED = ["NumPy RNG key out of range", "NumPy RNG position huge", "torch RNG state cut short", "model NaN",
+             "energy NaN", "energy negative", "step negative", "bad-step count Infinity", "best step Infinity",
+             "learning rate a string", "EMA step negative"]
+
+
+@pytest.mark.parametrize("how", ["truncated model", "garbage state", "missing optimizer", "no state file", "same-size garbage",
+                                 *_TAMPERED])
 def test_an_unusable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, tiny_data, tiny_config, tracker, caplog, how):
     config = tiny_config(run__max_steps=6, run__checkpoint_every=2, run__keep_checkpoints=3)
     whole, split = tmp_path / "whole", tmp_path / "split"
     train(config, whole, tiny_data, tracker)
     train(config, split, tiny_data, tracker, stop_requested=iter([False] * 4 + [True] * 9).__next__)
     assert [p.name for p in checkpoint_dirs(split)] == ["step-2", "step-4"]
-    _corrupt(split / "checkpoints" / "step-4", how)
+    (_tamper if how in _TAMPERED else _corrupt)(split / "checkpoints" / "step-4", how)
     result = train(config, split, tiny_data, tracker, resume=True)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "checkpoint step-4 is unusable" in warnings[0] and "resuming from step-2" in warnings[0]
@@ -495,15 +572,60 @@ def test_a_non_finite_gradient_skips_the_update_and_counts(tmp_path, tiny_data, 
 
 
 def test_bad_step_counts_survive_a_resume(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
+    """A quarter of the first 12 steps bad (not more: the interrupted run is not diverged), then every other one:
+    with the 3 earlier bad steps counted, the 20th bad step is step 46 (without them it would be step 52)."""
     real, calls = _loop.diffusion_loss, iter(range(1000))
-    monkeypatch.setattr(_loop, "diffusion_loss",
-                        lambda *a, **k: real(*a, **k) * (float("nan") if next(calls) % 2 else 1.0))
+
+    def bad(call):
+        return call % 4 == 3 if call < 12 else call % 2 == 1
+    monkeypatch.setattr(_loop, "diffusion_loss", lambda *a, **k: real(*a, **k) * (float("nan") if bad(next(calls)) else 1.0))
     config = tiny_config(run__max_steps=60, run__checkpoint_every=4)
     first = train(config, tmp_path, tiny_data, tracker, stop_requested=iter([False] * 12 + [True] * 99).__next__)
     assert (first.status, first.step) == ("interrupted", 12)
-    assert json.loads((checkpoint_dirs(tmp_path)[-1] / "train_state.json").read_text())["divergence"] == {"bad_steps": 6, "bad_in_row": 1}
+    assert json.loads((checkpoint_dirs(tmp_path)[-1] / "train_state.json").read_text())["divergence"] == {"bad_steps": 3, "bad_in_row": 1}
     second = train(config, tmp_path, tiny_data, tracker, resume=True)
-    assert (second.status, second.step) == ("diverged", 40)
+    assert (second.status, second.step) == ("diverged", 46)
+    assert second.stop_reason == "20 of the first 46 steps had a non-finite loss or gradient (more than a quarter)"
+
+
+@pytest.mark.parametrize("end", ["stopped by a target", "interrupted"])
+def test_a_run_ended_early_with_over_a_quarter_of_its_steps_bad_is_diverged(tmp_path, tiny_data, tiny_config, tracker,
+                                                                            monkeypatch, end):
+    """10 of 30 steps bad, never many in a row: however the run ends, the share is judged before anything is saved."""
+    real, calls = _loop.diffusion_loss, iter(range(1000))
+    monkeypatch.setattr(_loop, "diffusion_loss",
+                        lambda *a, **k: real(*a, **k) * (float("nan") if next(calls) % 3 == 1 else 1.0))
+    scripted_quality(monkeypatch, [1.0])
+    if end == "interrupted":
+        config = tiny_config(run__max_steps=100)
+        result = train(config, tmp_path, tiny_data, tracker, stop_requested=iter([False] * 30 + [True] * 99).__next__)
+    else:
+        config = tiny_config(run__max_steps=100, stop__eval_every=30, stop__eval_samples=8, stop__target=5.0,
+                             stop__spread_seeds=1)
+        result = train(config, tmp_path, tiny_data, tracker)
+    assert (result.status, result.step) == ("diverged", 30)
+    assert result.stop_reason == "10 of the first 30 steps had a non-finite loss or gradient (more than a quarter)"
+    assert not (tmp_path / "pipeline").exists() and checkpoint_dirs(tmp_path) == []
+    assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["event"] == "diverged"
+
+
+def test_non_finite_weights_are_never_checkpointed_or_exported(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
+    """An update that leaves the losses finite but some weights infinite (here the EMA's, as a huge step gives):
+    the run is diverged at the first checkpoint after it, which is not written, and nothing is exported."""
+    real_update, updates = _loop.apply_update, iter(range(1000))
+
+    def update_then_overflow(accelerator, unet, objects, loss, grad_clip):
+        done = real_update(accelerator, unet, objects, loss, grad_clip)
+        if next(updates) == 2:  # step 3
+            objects.ema.shadow_params[0].fill_(float("inf"))
+        return done
+    monkeypatch.setattr(_loop, "apply_update", update_then_overflow)
+    result = train(tiny_config(run__max_steps=6, run__checkpoint_every=2), tmp_path, tiny_data, tracker)
+    assert (result.status, result.step) == ("diverged", 4)
+    assert result.stop_reason == "the weights are not finite after step 4 (an update too large for them)"
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step-2"] and not (tmp_path / "pipeline").exists()
+    ema = load_file(str(checkpoint_dirs(tmp_path)[-1] / "ema.safetensors"))
+    assert all(torch.isfinite(t).all() for t in ema.values())
 
 
 def test_a_checkpoint_recover_puts_back_counts_for_the_check_before_a_resume(tmp_path, tiny_data, tiny_config, tracker):

@@ -82,6 +82,24 @@ class Dist:
         dist.broadcast_object_list(box, src=src)
         return box[0]
 
+    def all_true(self, flag: bool) -> bool:
+        """``flag`` held on every rank: one MIN all-reduce of one number, so every rank takes the same
+        branch (skip a bad step, raise a failed write) and none waits for ever at the next collective.
+
+        Example:
+            >>> Dist().all_true(True), Dist().all_true(False)
+            (True, False)
+        """
+        if not self.distributed:
+            return bool(flag)
+        import torch
+        import torch.distributed as dist
+
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+        box = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+        dist.all_reduce(box, op=dist.ReduceOp.MIN)
+        return bool(box.item())
+
     def barrier(self) -> None:
         if self.distributed:
             import torch.distributed as dist

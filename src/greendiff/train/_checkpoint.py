@@ -13,10 +13,12 @@
   of every other file.
 
 Nothing is pickled: run directories are shared between people, and a checkpoint is data, never code.
-The loader parses only safetensors and JSON, and it refuses a checkpoint with a file it did not write,
-a missing file or key, a file whose size differs from the one recorded (truncated or altered), or a
-tensor of another shape. :func:`load_latest` then falls back to the previous checkpoint with a one-line
-warning and moves the unusable one aside (``.bad-step-N``). A checkpoint of another shape of model or
+The reader (``_checkpoint_read``) parses only safetensors and JSON and checks every value before
+anything is applied: it refuses a checkpoint with a file it did not write, a missing file or key, a file
+whose size differs from the one recorded (truncated or altered), a tensor of another shape or with
+non-finite values, a state value of the wrong type, sign or size, or an RNG state a generator would
+refuse. :func:`load_latest` then falls back to the previous checkpoint with a one-line warning and moves
+the unusable one aside (``.bad-step-N``). A checkpoint of another shape of model or
 data (``config.toml`` edited in the run directory) is an error naming the differing keys, which
 :func:`check_resume` raises before anything is created.
 
@@ -26,6 +28,10 @@ looks. Removal is atomic too: a checkpoint being rotated out is first renamed to
 ``checkpoints/.del-NAME`` and one being replaced (``best``) to ``checkpoints/.old-NAME`` (one ``rename``
 each), and only then deleted. :func:`recover` (run before every resume) puts back an ``.old-``
 checkpoint whose replacement never landed and clears the other leftovers.
+
+In a multi-process job every rank takes part in each stage of a save or a load, and the ranks agree
+(:meth:`greendiff.parallel.Dist.all_true`) after each stage before going on: a rank whose write failed
+(a full disk) makes every rank raise the same one-line error, never a rank waiting for ever.
 """
 
 from __future__ import annotations
@@ -35,60 +41,23 @@ import logging
 import os
 import random
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
+from greendiff.parallel import Dist
+from greendiff.train._checkpoint_read import (
+    EMA, FORMAT, MODEL, OPTIMIZER, STATE_FILE, Payload, TrainingObjects, Unusable, inspect, read, step_of,
+)
 from greendiff.train._model import resolve_architecture
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "greendiff-checkpoint/1"
-STATE_FILE = "train_state.json"
-MODEL, OPTIMIZER, EMA = "model.safetensors", "optimizer.safetensors", "ema.safetensors"
-_ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")
-_BOOKS = {"step": int, "energy_j": (int, float), "world_size": int, "fingerprint": dict, "files": dict,
-          "optimizer": dict, "lr_scheduler": dict}
-
-
-@dataclass
-class TrainingObjects:
-    """What a checkpoint restores besides the loop's own books.
-
-    Args:
-        model: The unwrapped model (its ``state_dict`` keys are the file's).
-        optimizer: The optimizer (accelerate's wrapper delegates ``state_dict``/``load_state_dict``).
-        lr_scheduler: The LR scheduler (likewise).
-        ema: A diffusers ``EMAModel``, or ``None`` without ``optim.ema``.
-        scaler: The fp16 gradient scaler (``accelerator.scaler``), or ``None``.
-    """
-
-    model: torch.nn.Module
-    optimizer: Any
-    lr_scheduler: Any
-    ema: Any = None
-    scaler: Any = None
-
-
-class Unusable(Exception):
-    """A checkpoint that cannot be loaded (truncated, altered, incomplete, older format); ``str`` is why."""
-
-
-@dataclass
-class _Payload:
-    """A checkpoint read and checked in full, not yet applied."""
-
-    books: dict
-    model: dict
-    optimizer: dict
-    lr_scheduler: dict
-    ema: dict | None
-    scaler: dict | None
-    rng: tuple | None
+__all__ = ["EMA", "FORMAT", "MODEL", "OPTIMIZER", "STATE_FILE", "TrainingObjects", "Unusable", "check_resume",
+           "checkpoint_dirs", "fingerprint", "load_latest", "recover", "save_checkpoint"]
 
 
 def fingerprint(config, channels: int) -> dict:
@@ -106,13 +75,7 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdecimal()]
-    return sorted(found, key=_step_of)
-
-
-def _step_of(folder: Path) -> int:
-    """N of ``step-N`` (or of ``.old-step-N``, which :func:`recover` puts back)."""
-    tail = folder.name.rpartition("step-")[2]
-    return int(tail) if tail.isdecimal() else -1
+    return sorted(found, key=step_of)
 
 
 def _discard(path: Path) -> None:
@@ -139,44 +102,86 @@ def recover(run_dir: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
+def _dist(accelerator) -> Dist:
+    return Dist(rank=accelerator.process_index, world_size=accelerator.num_processes)
+
+
+def _agreed(dist: Dist, stage: Callable[[], None], what: str, undo: Callable[[], None] = lambda: None,
+            after: str = "the previous checkpoint is intact") -> None:
+    """Run this rank's part of ``stage``, then agree with the others: if it failed anywhere, every rank
+    undoes its part and raises (one line, ``what: why; after``, for an ``OSError`` and on the ranks where
+    nothing failed)."""
+    failure: Exception | None = None
+    try:
+        stage()
+    except Exception as exc:  # noqa: BLE001 -- re-raised below, once every rank knows
+        failure = exc
+    if dist.all_true(failure is None):
+        return
+    undo()
+    if isinstance(failure, OSError):
+        raise UserInputError(f"{what}: {failure.strerror or failure}; {after}") from None
+    if failure is not None:
+        raise failure
+    raise UserInputError(f"{what}: it failed on another process; {after}")
+
+
 # -- saving ------------------------------------------------------------------------------------------
 
 def save_checkpoint(accelerator, objects: TrainingObjects, run_dir: Path, step: int, books: dict, keep: int,
                     name: str | None = None) -> Path:
-    """Save ``objects`` and the loop's ``books`` (JSON values) as checkpoint ``step``; keep the newest ``keep``.
+    """Save ``objects`` (and their parts' states) and the loop's ``books`` (JSON values) as checkpoint
+    ``step``; keep the newest ``keep``.
 
     ``name`` (e.g. ``"best"``) saves outside the rotation of ``step-N`` checkpoints. In a multi-process
     job every rank calls this: the main process writes the shared files, each rank its RNG state, and
-    only the main process renames and rotates, between barriers.
+    only the main process renames and rotates; the ranks agree after each stage, so a failed write on
+    any rank is the same one-line error on all of them.
     """
     root = run_dir / "checkpoints"
     final = root / (name or f"step-{step}")
     tmp = root / f".tmp-{final.name}"
-    main = accelerator.is_main_process
-    try:
+    main, dist = accelerator.is_main_process, _dist(accelerator)
+    books = {**books, **{key: part.state_dict() for key, part in objects.parts.items() if part is not None}}
+
+    def shared() -> None:
+        nonlocal books
         if main:
             root.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             books = {**books, **_write_shared(tmp, objects)}
-        accelerator.wait_for_everyone()
-        _write_file(tmp / f"rng-{accelerator.process_index}.safetensors", _rng_bytes())
-        accelerator.wait_for_everyone()
+
+    def state_and_rename() -> None:
         if main:
             files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
             atomic_write_text(tmp / STATE_FILE, json.dumps({"format": FORMAT, **books, "step": step,
                                                             "world_size": accelerator.num_processes, "files": files}))
             _put_in_place(tmp, final)
-    except OSError as exc:
+
+    def undo() -> None:
         if main:
             shutil.rmtree(tmp, ignore_errors=True)
-        raise UserInputError(f"could not write checkpoint {final}: {exc.strerror or exc}; "
-                             "the previous checkpoint is intact") from None
+
+    what = f"could not write checkpoint {final}"
+    _agreed(dist, shared, what, undo)
+    _agreed(dist, lambda: _write_file(tmp / f"rng-{accelerator.process_index}.safetensors", _rng_bytes()), what, undo)
+    _agreed(dist, state_and_rename, what, undo)
     if main:
-        for old in checkpoint_dirs(run_dir)[:-keep]:
-            _discard(old)
+        _rotate(run_dir, keep)
     accelerator.wait_for_everyone()
     return final
+
+
+def _rotate(run_dir: Path, keep: int) -> None:
+    """Remove all but the newest ``keep`` checkpoints. The new one is in place already, so a removal that
+    fails only leaves an old checkpoint behind (a warning), never an error."""
+    for old in checkpoint_dirs(run_dir)[:-keep]:
+        try:
+            _discard(old)
+        except OSError as exc:
+            logger.warning("could not remove the old checkpoint %s (%s); it is left beside the newer ones",
+                           old, exc.strerror or exc)
 
 
 def _put_in_place(tmp: Path, final: Path) -> None:
@@ -239,9 +244,9 @@ def check_resume(run_dir: Path, config, channels: int, source: str = "config") -
     expected, passed = fingerprint(config, channels), []
     root = run_dir / "checkpoints"
     returning = [old for old in root.glob(".old-step-*") if not (root / old.name[len(".old-"):]).exists()]
-    for folder in sorted([*checkpoint_dirs(run_dir), *returning], key=_step_of, reverse=True):
+    for folder in sorted([*checkpoint_dirs(run_dir), *returning], key=step_of, reverse=True):
         try:
-            _inspect(folder, expected, source)
+            inspect(folder, expected, source)
             return
         except Unusable as exc:
             passed.append((folder, str(exc)))
@@ -249,23 +254,25 @@ def check_resume(run_dir: Path, config, channels: int, source: str = "config") -
 
 
 def load_latest(accelerator, objects: TrainingObjects, run_dir: Path, expected: dict) -> dict:
-    """Restore the newest usable checkpoint into ``objects``; returns its books (``train_state.json``).
+    """Restore the newest usable checkpoint into ``objects`` (and their parts); returns its books
+    (``train_state.json``).
 
-    An unusable newer checkpoint is moved aside to ``.bad-NAME`` with a one-line warning, and the one
-    before it is used; every process agrees on the checkpoint. One-line :class:`UserInputError` when no
-    checkpoint can be used, or when ``expected`` (:func:`fingerprint` of the config) differs from it.
+    Each checkpoint is read and checked in full before anything of it is applied. An unusable newer
+    checkpoint is moved aside to ``.bad-NAME`` with a one-line warning, and the one before it is used;
+    every process agrees on the checkpoint. One-line :class:`UserInputError` when no checkpoint can be
+    used, or when ``expected`` (:func:`fingerprint` of the config) differs from it.
     """
-    if accelerator.is_main_process:
-        recover(run_dir)
-    accelerator.wait_for_everyone()
+    main, dist = accelerator.is_main_process, _dist(accelerator)
+    _agreed(dist, lambda: recover(run_dir) if main else None, f"could not tidy up {run_dir / 'checkpoints'}",
+            after="nothing was resumed")
     passed: list[tuple[Path, str]] = []
     for folder in reversed(checkpoint_dirs(run_dir)):
         try:
-            payload, reason = _read(folder, objects, expected, accelerator.process_index), ""
+            payload, reason = read(folder, objects, expected, accelerator.process_index), ""
         except Unusable as exc:
             payload, reason = None, str(exc)
-        if _everywhere(accelerator, payload is not None):
-            if passed and accelerator.is_main_process:
+        if dist.all_true(payload is not None):
+            if passed and main:
                 _set_aside(passed, folder)
             _apply(payload, objects, folder)
             return payload.books
@@ -281,202 +288,21 @@ def _none_usable(run_dir: Path, passed: list[tuple[Path, str]]) -> str:
 
 
 def _set_aside(passed: list[tuple[Path, str]], used: Path) -> None:
-    for folder, _ in passed:
-        aside = folder.with_name(f".bad-{folder.name}")
-        shutil.rmtree(aside, ignore_errors=True)
-        os.replace(folder, aside)
     names = ", ".join(folder.name for folder, _ in passed)
-    logger.warning("checkpoint %s is unusable (%s); moved aside as .bad-%s, resuming from %s", names,
-                   "; ".join(why for _, why in passed), passed[0][0].name, used.name)
-
-
-def _everywhere(accelerator, ok: bool) -> bool:
-    """``ok`` on every process (one tiny all-reduce in a job)."""
-    if accelerator.num_processes == 1:
-        return ok
-    import torch.distributed as dist
-
-    flag = torch.tensor([1 if ok else 0], device=accelerator.device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
-
-
-def _show(name: str) -> str:
-    return name if name.isprintable() else ascii(name)
-
-
-def _inspect(folder: Path, expected: dict, source: str = "config") -> dict:
-    """The checkpoint's books, if its files are the ones it recorded, complete and parseable (without
-    loading tensors); :class:`Unusable` otherwise, :class:`UserInputError` if its shapes are not ``expected``'s."""
-    books = _read_books(folder)
-    _check_fingerprint(folder, books["fingerprint"], expected, source)
-    files = books["files"]
-    present = {p.name for p in folder.iterdir()} - {STATE_FILE}
-    if extra := sorted(present - set(files)):
-        raise Unusable(f"holds files greendiff did not write: {', '.join(map(_show, extra))}")
-    needed = {MODEL, OPTIMIZER} | ({EMA} if expected["optim.ema"] else set())
-    if missing := sorted((set(files) - present) | (needed - set(files))):
-        raise Unusable(f"{_show(missing[0])} is missing")
-    for name, size in files.items():
-        actual = (folder / name).stat().st_size
-        if actual != size:
-            raise Unusable(f"{_show(name)} is truncated or altered ({actual} bytes, {size} written)")
-        _tensors(folder / name, header_only=True)
-    return books
-
-
-def _read_books(folder: Path) -> dict:
-    path = folder / STATE_FILE
-    if not path.is_file():
-        raise Unusable(f"{STATE_FILE} is missing")
     try:
-        books = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
-        raise Unusable(f"{STATE_FILE} is unreadable ({str(exc).splitlines()[0][:80]})") from None
-    if not isinstance(books, dict):
-        raise Unusable(f"{STATE_FILE} is not a JSON object")
-    if books.get("format") != FORMAT:
-        raise Unusable("an older greendiff's checkpoint (accelerate pickles), which greendiff no longer loads"
-                       if "format" not in books else f"format {_show(str(books['format']))[:40]} is not {FORMAT}")
-    for key, kind in _BOOKS.items():
-        if not isinstance(books.get(key), kind) or isinstance(books.get(key), bool):
-            raise Unusable(f"{STATE_FILE} lacks {key}")
-    if not all(isinstance(k, str) and type(v) is int for k, v in books["files"].items()):
-        raise Unusable(f"{STATE_FILE}: files should map names to sizes")
-    return books
+        for folder, _ in passed:
+            aside = folder.with_name(f".bad-{folder.name}")
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(folder, aside)
+        moved = f"moved aside as .bad-{passed[0][0].name}"
+    except OSError as exc:  # it stays where it is, and is passed over again next time
+        moved = f"could not be moved aside ({exc.strerror or exc})"
+    logger.warning("checkpoint %s is unusable (%s); %s, resuming from %s", names,
+                   "; ".join(why for _, why in passed), moved, used.name)
 
 
-def _check_fingerprint(folder: Path, saved: dict, expected: dict, source: str) -> None:
-    def show(value) -> str:
-        return "unset" if value is None else value if isinstance(value, str) else json.dumps(value)
-
-    differ = [k for k in expected if saved.get(k) != expected[k]]
-    if differ:
-        raise UserInputError(f"{source} no longer matches checkpoint {folder.name}: "
-                             + ", ".join(f"{k} {show(saved.get(k))} -> {show(expected[k])}" for k in differ)
-                             + "; undo the edit, or start a new run")
-
-
-def _tensors(path: Path, header_only: bool = False) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    try:
-        if header_only:
-            with safe_open(str(path), framework="pt") as f:
-                f.metadata()
-            return {}
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise Unusable(f"{_show(path.name)} is unreadable ({str(exc).splitlines()[0][:80]})") from None
-
-
-def _read(folder: Path, objects: TrainingObjects, expected: dict, rank: int) -> _Payload:
-    """The whole checkpoint, read and checked against ``objects`` (names, shapes, keys), nothing applied."""
-    books = _inspect(folder, expected)
-    model = _tensors(folder / MODEL)
-    _same_tensors(MODEL, model, objects.model.state_dict())
-    optimizer = _optimizer_state(books["optimizer"], _tensors(folder / OPTIMIZER), objects.optimizer)
-    lr_scheduler = _conform(books["lr_scheduler"], objects.lr_scheduler.state_dict(), "lr_scheduler")
-    ema = scaler = rng = None
-    if objects.ema is not None:
-        template = objects.ema.state_dict()
-        shadow = template.pop("shadow_params")
-        tensors = _tensors(folder / EMA)
-        _same_tensors(EMA, tensors, {str(i): p for i, p in enumerate(shadow)})
-        ema = {**_conform(books.get("ema"), template, "ema"),
-               "shadow_params": [tensors[str(i)].to(p.device) for i, p in enumerate(shadow)]}
-    if objects.scaler is not None and books.get("scaler") is not None:
-        scaler = _conform(books["scaler"], objects.scaler.state_dict(), "scaler")
-    if f"rng-{rank}.safetensors" in books["files"]:
-        rng = _rng_state(folder / f"rng-{rank}.safetensors")
-    return _Payload(books, model, optimizer, lr_scheduler, ema, scaler, rng)
-
-
-def _same_tensors(name: str, got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
-    if missing := sorted(set(want) - set(got)):
-        raise Unusable(f"{name} lacks {_show(missing[0])}")
-    if extra := sorted(set(got) - set(want)):
-        raise Unusable(f"{name} holds an unexpected {_show(extra[0])}")
-    for key, tensor in want.items():
-        if got[key].shape != tensor.shape or got[key].dtype != tensor.dtype:
-            raise Unusable(f"{name}: {_show(key)} is {got[key].dtype} {list(got[key].shape)}, "
-                           f"not {tensor.dtype} {list(tensor.shape)}")
-
-
-def _conform(saved, template, where: str):
-    """``saved`` (parsed JSON) with the structure of ``template`` (a fresh ``state_dict``): the same keys and
-    lengths, tuples where it has tuples; :class:`Unusable` naming the first difference."""
-    if isinstance(template, dict):
-        if not isinstance(saved, dict):
-            raise Unusable(f"{STATE_FILE}: {where} should be an object")
-        if missing := sorted(map(str, set(template) - set(saved))):
-            raise Unusable(f"{STATE_FILE}: {where} lacks {_show(missing[0])}")
-        if extra := sorted(map(str, set(saved) - set(template))):
-            raise Unusable(f"{STATE_FILE}: {where} holds an unexpected {_show(extra[0])[:40]}")
-        return {k: _conform(saved[k], template[k], f"{where}.{k}") for k in template}
-    if isinstance(template, (list, tuple)):
-        if not isinstance(saved, list) or len(saved) != len(template):
-            raise Unusable(f"{STATE_FILE}: {where} should be a list of {len(template)}")
-        items = [_conform(s, t, f"{where}[{i}]") for i, (s, t) in enumerate(zip(saved, template))]
-        return tuple(items) if isinstance(template, tuple) else items
-    if isinstance(saved, (dict, list)):
-        raise Unusable(f"{STATE_FILE}: {where} should be a single value")
-    return saved
-
-
-def _optimizer_state(saved: dict, tensors: dict[str, torch.Tensor], optimizer) -> dict:
-    """The optimizer's ``state_dict`` from its JSON part and its tensors, checked against ``optimizer``."""
-    template = optimizer.state_dict()
-    groups = _conform(saved.get("param_groups"), template["param_groups"], "optimizer.param_groups")
-    if [g["params"] for g in groups] != [g["params"] for g in template["param_groups"]]:
-        raise Unusable(f"{STATE_FILE}: the optimizer's parameters are not the model's")
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    scalars = saved.get("state")
-    if not isinstance(scalars, dict):
-        raise Unusable(f"{STATE_FILE}: optimizer.state is missing")
-    state: dict[int, dict] = {}
-    for index, values in scalars.items():
-        if not index.isdecimal() or int(index) >= len(params) or not isinstance(values, dict):
-            raise Unusable(f"{STATE_FILE}: optimizer.state has an entry for no parameter ({_show(index)[:20]})")
-        state[int(index)] = dict(values)
-    for key, tensor in tensors.items():
-        index, _, name = key.partition(".")
-        if not index.isdecimal() or int(index) not in state:
-            raise Unusable(f"{OPTIMIZER} holds an unexpected {_show(key)}")
-        if tensor.dim() and tensor.shape != params[int(index)].shape:
-            raise Unusable(f"{OPTIMIZER}: {_show(key)} has shape {list(tensor.shape)}, not its parameter's")
-        state[int(index)][name] = tensor
-    for index, values in state.items():
-        if missing := [k for k in _ADAM_STATE if k not in values]:
-            raise Unusable(f"{OPTIMIZER} lacks {index}.{missing[0]}")
-    return {"state": state, "param_groups": groups}
-
-
-def _rng_state(path: Path) -> tuple:
-    """(torch state, CUDA states, Python state, NumPy state) of one process."""
-    from safetensors import safe_open
-
-    tensors = _tensors(path)
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    try:
-        version, internal, gauss = json.loads(meta["python"])
-        name, key, pos, has_gauss, cached = json.loads(meta["numpy"])
-        python = (version, tuple(internal), gauss)
-        numpy_state = (name, key, pos, has_gauss, cached)
-        random.Random().setstate(python)  # checks it
-    except (KeyError, TypeError, ValueError, RecursionError):
-        raise Unusable(f"{path.name}: its Python or NumPy RNG state is malformed") from None
-    if "torch" not in tensors:
-        raise Unusable(f"{path.name} lacks torch")
-    cuda = [tensors[f"cuda.{i}"] for i in range(len(tensors) - 1) if f"cuda.{i}" in tensors]
-    return tensors["torch"], cuda, python, numpy_state
-
-
-def _apply(payload: _Payload, objects: TrainingObjects, folder: Path) -> None:
-    """Load a checked payload into the objects. The objects themselves may still refuse a value (a
-    tampered scalar of the right shape): a one-line error then."""
+def _apply(payload: Payload, objects: TrainingObjects, folder: Path) -> None:
+    """Load a payload that :func:`read` checked in full into the objects and their parts."""
     import numpy as np
 
     try:
@@ -487,13 +313,15 @@ def _apply(payload: _Payload, objects: TrainingObjects, folder: Path) -> None:
             objects.ema.load_state_dict(payload.ema)
         if payload.scaler is not None:
             objects.scaler.load_state_dict(payload.scaler)
+        for key, part in objects.parts.items():
+            if part is not None and key in payload.books:
+                part.load_state_dict(payload.books[key])
         if payload.rng is not None:
             cpu, cuda, python, numpy_state = payload.rng
             torch.set_rng_state(cpu)
             if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
                 torch.cuda.set_rng_state_all(cuda)
             random.setstate(python)
-            name, key, pos, has_gauss, cached = numpy_state
-            np.random.set_state((name, np.asarray(key, dtype=np.uint32), pos, has_gauss, cached))
-    except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+            np.random.set_state(numpy_state)
+    except (RuntimeError, ValueError, TypeError, KeyError, OverflowError) as exc:  # checked already: not expected
         raise UserInputError(f"checkpoint {folder} could not be restored: {str(exc).splitlines()[0][:120]}") from None

@@ -26,7 +26,7 @@ from greendiff.errors import UserInputError
 from greendiff.tracking import Tracker
 from greendiff.train._checkpoint import TrainingObjects, check_resume, fingerprint, load_latest, save_checkpoint
 from greendiff.train._config import TrainConfig
-from greendiff.train._divergence import DivergenceGuard
+from greendiff.train._divergence import Diverged, DivergenceGuard, weights_finite
 from greendiff.train._diffusion import diffusion_loss, make_noise_scheduler, make_sampler, sample_images
 from greendiff.train._images import save_grid
 from greendiff.train._model import build_unet, check_architecture, count_macs, count_parameters
@@ -191,9 +191,49 @@ def train_on_share(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: 
     images = data.images
     n = images.shape[0]
 
-    objects = TrainingObjects(accelerator.unwrap_model(unet), optimizer, lr_scheduler, ema, accelerator.scaler)
-    shapes, guard = fingerprint(config, channels), DivergenceGuard(run.max_bad_steps, run.max_steps)
-    step, prior_energy_j, saved_state = 0, 0.0, None
+    stop = config.stop
+    extractor = real_features = None
+
+    def evaluate(at_step: int, seeds: int = 1) -> dict:
+        """Quality of the EMA weights with a fixed noise seed; with ``seeds`` > 1 also its spread (std)."""
+        from greendiff.evaluate import quality, seed_spread
+
+        results, scores = [], None
+        share = -(-stop.eval_samples // dist.world_size)  # each process samples its share; rank 0 scores them all
+        with tracker.window("eval"), ema_weights() as model:
+            for k in range(seeds):
+                with accelerator.autocast():
+                    fake = sample_images(model, sampler, share if dist.distributed else stop.eval_samples,
+                                         stop.eval_sample_steps or optim.sample_steps, (channels, res, res),
+                                         torch.Generator().manual_seed(run.seed + 54_321 + k + 7_777 * dist.rank), device)
+                if dist.distributed:
+                    fake = torch.cat(dist.all_gather(fake.cpu()))[:stop.eval_samples]
+                if main:
+                    results.append(quality(fake, real_features, extractor).to_dict())  # KID subset: at most the samples
+        if main:
+            scores = results[0]
+            if seeds > 1:
+                scores["spread"] = seed_spread(results)
+        return dist.broadcast(scores if main else None)
+
+    def record(event: dict) -> None:
+        metrics.write(json.dumps(event) + "\n")
+        metrics.flush()
+
+    rules = StoppingRules(stop.patience, stop.min_delta, stop.min_gain_per_kwh, stop.gain_window, stop.target,
+                          stop.budget_kwh, stop.budget_kgco2e, stop.budget_warmup_steps,
+                          max((d.uncertainty_frac for d in tracker.monitor.devices), default=0.0))
+    stopper = StopCallback(rules, run.max_steps, stop.metric, stop.eval_every, stop.eval_every_kwh, stop.spread_seeds,
+                           evaluate, record, save_best=lambda at_step: checkpoint(at_step, name="best"),
+                           kg_per_kwh=tracker.pue.value * tracker.intensity_now_g_per_kwh() / 1000.0,
+                           set_horizon=(lambda steps: setattr(schedule, "horizon_steps", steps)) if stop.fit_schedule else None,
+                           on_eval=on_eval)
+    guard = DivergenceGuard(run.max_bad_steps, run.max_steps)
+    # the loop's own books travel in the checkpoints with the model's state, checked and restored with it
+    objects = TrainingObjects(accelerator.unwrap_model(unet), optimizer, lr_scheduler, ema, accelerator.scaler,
+                              parts={"stopping": stopper, "divergence": guard, "carbon_aware": carbon_aware})
+    shapes = fingerprint(config, channels)
+    step, prior_energy_j = 0, 0.0
     if resume:
         saved_state = load_latest(accelerator, objects, run_dir, shapes)
         step, prior_energy_j = saved_state["step"], float(saved_state["energy_j"])
@@ -239,17 +279,22 @@ def train_on_share(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: 
                                      torch.Generator().manual_seed(run.seed + 12_345), device)
             return save_grid(grid, run_dir / "samples" / f"step-{at_step}.png")
 
+    def weights_problem(at_step: int) -> str | None:
+        """Why the weights must not be saved (some value is not finite, on any process), or ``None``."""
+        tensors = [*objects.model.parameters(), *(ema.shadow_params if ema is not None else ())]
+        if dist.all_true(weights_finite(tensors)):
+            return None
+        return f"the weights are not finite after step {at_step} (an update too large for them)"
+
     def checkpoint(at_step: int, name: str | None = None) -> None:
+        """Save a checkpoint, unless the weights are not finite: then the run has diverged."""
+        if (problem := weights_problem(at_step)) is not None:
+            raise Diverged(problem)
         with tracker.window("checkpoint"):
-            books = {"energy_j": energy_so_far_j(), "stopping": stopper.state_dict(), "divergence": guard.state_dict(),
-                     "fingerprint": shapes}
-            if carbon_aware is not None:
-                books["carbon_aware"] = carbon_aware.state_dict()
+            books = {"energy_j": energy_so_far_j(), "fingerprint": shapes}
             save_checkpoint(accelerator, objects, run_dir, at_step, books, run.keep_checkpoints, name)
         tracker.sync()  # a ledger sample with every checkpoint: a killed run's ledger covers all the work it kept
 
-    stop = config.stop
-    extractor = real_features = None
     if (stop.eval_every or stop.eval_every_kwh or stop.eval_at_end) and main:
         from greendiff.evaluate import reference_features, resolve_extractor
 
@@ -257,41 +302,6 @@ def train_on_share(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: 
             extractor, _ = resolve_extractor(stop.eval_features)
             real_features = reference_features(images, extractor)
 
-    def evaluate(at_step: int, seeds: int = 1) -> dict:
-        """Quality of the EMA weights with a fixed noise seed; with ``seeds`` > 1 also its spread (std)."""
-        from greendiff.evaluate import quality, seed_spread
-
-        results, scores = [], None
-        share = -(-stop.eval_samples // dist.world_size)  # each process samples its share; rank 0 scores them all
-        with tracker.window("eval"), ema_weights() as model:
-            for k in range(seeds):
-                with accelerator.autocast():
-                    fake = sample_images(model, sampler, share if dist.distributed else stop.eval_samples,
-                                         stop.eval_sample_steps or optim.sample_steps, (channels, res, res),
-                                         torch.Generator().manual_seed(run.seed + 54_321 + k + 7_777 * dist.rank), device)
-                if dist.distributed:
-                    fake = torch.cat(dist.all_gather(fake.cpu()))[:stop.eval_samples]
-                if main:
-                    results.append(quality(fake, real_features, extractor).to_dict())  # KID subset: at most the samples
-        if main:
-            scores = results[0]
-            if seeds > 1:
-                scores["spread"] = seed_spread(results)
-        return dist.broadcast(scores if main else None)
-
-    def record(event: dict) -> None:
-        metrics.write(json.dumps(event) + "\n")
-        metrics.flush()
-
-    rules = StoppingRules(stop.patience, stop.min_delta, stop.min_gain_per_kwh, stop.gain_window, stop.target,
-                          stop.budget_kwh, stop.budget_kgco2e, stop.budget_warmup_steps,
-                          max((d.uncertainty_frac for d in tracker.monitor.devices), default=0.0))
-    stopper = StopCallback(rules, run.max_steps, stop.metric, stop.eval_every, stop.eval_every_kwh, stop.spread_seeds,
-                           evaluate, record, save_best=lambda at_step: checkpoint(at_step, name="best"),
-                           kg_per_kwh=tracker.pue.value * tracker.intensity_now_g_per_kwh() / 1000.0,
-                           set_horizon=(lambda steps: setattr(schedule, "horizon_steps", steps)) if stop.fit_schedule else None,
-                           on_eval=on_eval)
-    restore_books(saved_state, stopping=stopper, divergence=guard, carbon_aware=carbon_aware)
     if carbon_aware is not None:
         carbon_aware.begin(energy_so_far_j())
     stop_reason = ""
@@ -326,7 +336,9 @@ def train_on_share(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: 
             with tracker.window("train"):
                 with accelerator.autocast():
                     loss = loss_fn(unet, noise_scheduler, x0, step_generator(run.seed + 1_000_003 * dist.rank, step), optim)
-                updated = all_finite(loss, dist) and apply_update(accelerator, unet, objects, loss, optim.grad_clip)
+                # the loss is finite on every process: all skip a bad step together
+                updated = dist.all_true(bool(torch.isfinite(loss))) and apply_update(accelerator, unet, objects, loss,
+                                                                                     optim.grad_clip)
             step += 1
             stop_reason = guard.after_step(step, updated) or ""
             if not updated:
@@ -364,6 +376,10 @@ def train_on_share(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: 
                 checkpoint(step)
     except KeyboardInterrupt:
         status = "interrupted"
+    except Diverged as exc:  # a checkpoint found the weights non-finite
+        status, stop_reason = "diverged", str(exc)
+    if status != "diverged" and (problem := guard.at_end(step) or weights_problem(step)) is not None:
+        status, stop_reason = "diverged", problem  # however the run ended, before anything is saved from it
     if status == "diverged":  # no checkpoint of the diverged weights, no pipeline: the earlier checkpoints stay
         record({"event": "diverged", "step": step, "reason": stop_reason})
         metrics.close()
@@ -401,29 +417,6 @@ def apply_update(accelerator, unet, objects: TrainingObjects, loss: torch.Tensor
     if objects.ema is not None:
         objects.ema.step(objects.model.parameters())
     return True
-
-
-def restore_books(saved: dict | None, **parts) -> None:
-    """The loop's books from a checkpoint's ``train_state.json``: each part (``None``: absent) loads its state."""
-    for key, part in parts.items():
-        if saved is None or part is None or key not in saved:
-            continue
-        try:
-            part.load_state_dict(saved[key])
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise UserInputError(f"checkpoint step-{saved['step']}: its {key} state is malformed ({exc!r:.80})") from None
-
-
-def all_finite(loss: torch.Tensor, dist) -> bool:
-    """The loss is finite on every process (one tiny all-reduce in a job, so all skip a bad step together)."""
-    finite = bool(torch.isfinite(loss))
-    if not dist.distributed:
-        return finite
-    import torch.distributed as torch_dist
-
-    flag = torch.tensor([1.0 if finite else 0.0], device=loss.device)
-    torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MIN)
-    return bool(flag.item())
 
 
 def ranks_in_sync(model, dist) -> dict:
