@@ -62,3 +62,24 @@ def test_bad_logger_settings(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "--log-to mlflow: cannot open the tracker" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # the empty run directory is removed
+
+
+@pytest.mark.parametrize("uri", ["https://alice:s3cret@mlflow.example.org", "http://s3cret@127.0.0.1:5000/",
+                                 "postgresql://alice:s3cret@db/mlflow"])
+def test_a_tracking_uri_with_credentials_is_refused_without_repeating_them(tmp_path, capsys, uri):
+    """The URI is saved in config.toml and the ledger, sent as an MLflow parameter and printed by --dry-run."""
+    from greendiff.integrations._loggers import check_tracking_uri, make_loggers
+    from greendiff.train import resolve_config
+
+    for argv in (["--set", f"run.mlflow_uri={uri}", "--dry-run"], ["--log-to", "mlflow", "--mlflow-uri", uri]):
+        code = main(["train", *TINY, "--output-dir", str(tmp_path / "runs"), *argv])
+        out, err = capsys.readouterr()
+        assert code == 2 and err.count("\n") == 1 and "run.mlflow_uri holds credentials (" in err, err
+        assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in err and "s3cret" not in out + err
+        assert not (tmp_path / "runs").exists()
+    with pytest.raises(UserInputError, match=r"holds credentials \(\w+://\*\*\*@"):
+        make_loggers(["mlflow"], tmp_path / "run", uri, {})
+    assert resolve_config(overrides={"run.mlflow_uri": "http://127.0.0.1:5000"}).run.mlflow_uri == "http://127.0.0.1:5000"
+    assert check_tracking_uri("file:///tmp/mlruns") == "file:///tmp/mlruns"
+    with pytest.raises(UserInputError, match=r"^run.mlflow_uri is not a valid URI \(Invalid IPv6 URL\)$"):
+        check_tracking_uri("http://[::1")

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from greendiff.errors import UserInputError
+from greendiff.names import first_line, one_line
 
 LOGGERS = ("tensorboard", "mlflow")  # each is also the module it needs and greendiff's extra that installs it
 
@@ -107,6 +108,25 @@ class MlflowLogger(MetricLogger):
         self.client.set_terminated(self.run_id, "FINISHED" if status in ("completed", "stopped") else "KILLED")
 
 
+def check_tracking_uri(uri: str, what: str = "run.mlflow_uri") -> str:
+    """``uri`` if it can be stored and shown: a tracking URI is written into ``config.toml``, the ledger,
+    the MLflow run's parameters and ``--dry-run``'s output, so credentials (``https://user:pass@host``)
+    are refused with a one-line error that never repeats them; MLflow reads them from its own
+    environment variables instead."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:  # an unbalanced '[' in the host
+        raise UserInputError(f"{what} is not a valid URI ({first_line(exc)})") from None
+    if "@" in parts.netloc:
+        host = parts.netloc.rpartition("@")[2]
+        raise UserInputError(f"{what} holds credentials ({parts.scheme}://***@{one_line(host, 80)}): a URI is saved in "
+                             "config.toml and the ledger; remove them and set MLFLOW_TRACKING_USERNAME and "
+                             "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment instead")
+    return uri
+
+
 def check_loggers(names: Iterable[str]) -> None:
     """Known names whose library is installed; a one-line error naming the extra to install otherwise."""
     import importlib.util
@@ -128,9 +148,10 @@ def make_loggers(names: Iterable[str], run_dir: Path, mlflow_uri: str, params: d
             if name == "tensorboard":
                 loggers.append(TensorBoardLogger(run_dir / "tensorboard"))
             elif name == "mlflow":
-                uri = mlflow_uri or (run_dir.parent / "mlruns").resolve().as_uri()
+                uri = check_tracking_uri(mlflow_uri) or (run_dir.parent / "mlruns").resolve().as_uri()
                 loggers.append(MlflowLogger(uri, "greendiff", run_dir.name, params))
+        except UserInputError:
+            raise
         except Exception as exc:  # the vendor's errors: bad URI, unreachable server, permissions
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserInputError(f"--log-to {name}: cannot open the tracker: {first}") from None
+            raise UserInputError(f"--log-to {name}: cannot open the tracker: {first_line(exc)}") from None
     return loggers

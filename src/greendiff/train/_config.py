@@ -397,7 +397,9 @@ def validate(config: TrainConfig) -> None:
         raise UserInputError("early stopping on quality needs evaluations: set --eval-every N (steps) or --eval-every-kwh X")
     validate_distill(config)
     validate_carbon(config.carbon)
-    from greendiff.integrations._loggers import LOGGERS
+    from greendiff.integrations._loggers import LOGGERS, check_tracking_uri
+
+    check_tracking_uri(config.run.mlflow_uri)  # no credentials into config.toml, the ledger or MLflow's params
 
     unknown = [name for name in config.run.log_to if name not in LOGGERS]
     if unknown:
