@@ -198,3 +198,92 @@ def test_a_wrong_shape_in_the_file_is_passed_over(tmp_path):
     with pytest.raises(UserInputError, match=r"step-1: model.safetensors: weight is torch.float32 \[3, 2\], "
                                              r"not torch.float32 \[2, 2\]"):
         load_latest(FakeAccelerator(), objects(), tmp_path, SHAPES)
+
+
+# -- a job: every rank agrees before a failed save raises -------------------------------------------------------------
+
+def _save_as_rank(rank: int, port: int, root: str, fail: tuple[int, str], out) -> None:
+    """One of two gloo processes saving checkpoint 2 together; rank ``fail[0]`` cannot write ``fail[1]`` (ENOSPC)."""
+    import errno
+    from datetime import timedelta
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=30))
+
+    class Rank(FakeAccelerator):
+        is_main_process, process_index, num_processes = rank == 0, rank, 2
+
+        def wait_for_everyone(self):
+            dist.barrier()
+
+    real_write = _checkpoint._write_file
+
+    def write(path, data):
+        if (rank, path.name) == fail:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, data)
+    _checkpoint._write_file = write
+    try:
+        save_checkpoint(Rank(), objects(2.0), Path(root), 2, {"energy_j": 1.0, "fingerprint": SHAPES}, keep=1)
+        out.put((rank, "saved"))
+    except UserInputError as exc:
+        out.put((rank, str(exc)))
+    except BaseException as exc:  # noqa: BLE001 -- reported to the test, whatever it is
+        out.put((rank, f"{type(exc).__name__}: {exc}"))
+
+
+@pytest.mark.parametrize("fail", [(0, "model.safetensors"), (1, "rng-1.safetensors")])
+def test_a_write_failing_on_one_rank_is_the_same_one_line_error_on_every_rank(tmp_path, fail):
+    """Two real processes (gloo) save together; one cannot write its part. Neither waits for ever at the next
+    barrier: both raise the one-line error, the partial folder is removed and the previous checkpoint stays."""
+    import multiprocessing
+    import queue
+    import socket
+
+    save(tmp_path, 1, 1.0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    ranks = [context.Process(target=_save_as_rank, args=(rank, port, str(tmp_path), fail, out)) for rank in (0, 1)]
+    for p in ranks:
+        p.start()
+    try:
+        results = dict(out.get(timeout=90) for _ in ranks)
+    except queue.Empty:
+        results = None
+    finally:
+        for p in ranks:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    assert results is not None, "a rank hung at a barrier"
+    failing, other = results[fail[0]], results[1 - fail[0]]
+    final = tmp_path / "checkpoints" / "step-2"
+    assert failing == f"could not write checkpoint {final}: No space left on device; the previous checkpoint is intact"
+    assert other == f"could not write checkpoint {final}: it failed on another process; the previous checkpoint is intact"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-1"]
+    assert weight(tmp_path / "checkpoints" / "step-1") == 1.0
+
+
+def test_an_old_checkpoint_that_cannot_be_removed_is_a_warning_not_a_lost_save(tmp_path, monkeypatch, caplog):
+    """The new checkpoint is in place when rotation runs: a removal that fails leaves the old one, with a warning."""
+    import errno
+
+    save(tmp_path, 1, 1.0)
+
+    def refuse(path):
+        raise PermissionError(errno.EACCES, "Permission denied")
+    monkeypatch.setattr(_checkpoint, "_discard", refuse)
+    assert save(tmp_path, 2, 2.0).name == "step-2"
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step-1", "step-2"]
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning == (f"could not remove the old checkpoint {tmp_path / 'checkpoints' / 'step-1'} (Permission denied); "
+                       "it is left beside the newer ones")
+    target = objects()
+    assert load_latest(FakeAccelerator(), target, tmp_path, SHAPES)["step"] == 2
