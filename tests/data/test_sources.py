@@ -257,3 +257,33 @@ def test_object_arrays_are_never_unpickled(tmp_path):
     assert not marker.exists()
     np.load(tmp_path / "a.npy", allow_pickle=True)  # the payload is real: loading it with pickle runs it
     assert marker.exists()
+
+
+def test_an_array_is_converted_and_resized_a_batch_at_a_time(tmp_path, monkeypatch):
+    """Converting and resizing the whole (N, C, H, W) array at once made float32 copies of all of it (a
+    peak of 5-8x the data); a batch at a time, memory holds the data, the output and one batch."""
+    import tracemalloc
+    import types
+
+    import greendiff.data._sources as sources
+
+    array = np.linspace(-1.0, 1.0, 64 * 32 * 32).reshape(64, 32, 32)  # float64 in [-1, 1]: 512 KiB
+    np.save(tmp_path / "a.npy", array)
+    want = sources.resize_square(torch.from_numpy(np.clip(np.round((array.astype(np.float32) + 1.0) * 127.5), 0, 255)
+                                                  .astype(np.uint8)[:, None]), 8)
+    monkeypatch.setattr(sources, "BATCH_BYTES", 64 * 1024)  # (8 + 12) B x 1,024 px = 20 KiB an image: 3 a batch
+    batches, resize = [], sources.resize_square
+    monkeypatch.setattr(sources, "resize_square", lambda images, res: (batches.append(images.shape[0]), resize(images, res))[1])
+    tracemalloc.start()
+    try:
+        images = load_dataset(str(tmp_path / "a.npy"), 8).images
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert torch.equal(images, want)
+    assert max(batches) == 3 and sum(batches) == 64
+    assert peak < array.nbytes + 2 * 64 * 1024, peak  # the loaded data and about one batch (was ~2x the data)
+    # and the check before loading counts the output and a batch besides the data
+    monkeypatch.setattr(sources.psutil, "virtual_memory", lambda: types.SimpleNamespace(available=array.nbytes + 1000))
+    with pytest.raises(UserInputError, match=r"a\.npy: \(64, 32, 32\) float64 needs 0\.0 GB of memory to load and resize"):
+        load_dataset(str(tmp_path / "a.npy"), 8)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from greendiff.errors import UserInputError
-from greendiff.names import display_path, one_line
+from greendiff.names import display_path, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -153,49 +153,90 @@ def _check_array_header(header: _ArrayHeader, where: str) -> None:
     if header.data_bytes < header.declared_bytes:
         raise UserInputError(f"{where}: truncated: its header declares {header.shape} {dtype} "
                              f"({header.declared_bytes:,} bytes) but only {max(header.data_bytes, 0):,} bytes of data follow")
+
+
+#: Working memory of one batch of an array being converted and resized (:func:`_batch_size`).
+BATCH_BYTES = 64 * 2**20
+#: Working bytes per input pixel of a batch, besides its own: a contiguous copy (the array's item size),
+#: the float32 pixels (4), their uint8 result (1), and the float copy ``resize_square`` interpolates (4),
+#: rounded up for the resized float outputs.
+_WORK_BYTES_PER_PIXEL = 12
+
+
+def _pixel_bytes(header: _ArrayHeader) -> int:
+    return header.dtype.itemsize + _WORK_BYTES_PER_PIXEL
+
+
+def _batch_size(images: int, pixels_per_image: int, bytes_per_pixel: int) -> int:
+    """Images per batch: as many as fit in :data:`BATCH_BYTES` of working memory (at least one)."""
+    return max(1, min(images, BATCH_BYTES // max(pixels_per_image * bytes_per_pixel, 1)))
+
+
+def _check_memory(header: _ArrayHeader, shape: tuple[int, int, int, int], resolution: int, where: str) -> None:
+    """Refuse, before loading, an array whose loading would not fit in free memory: the data itself,
+    the uint8 images it becomes, and one batch of work (converted and resized a batch at a time)."""
+    n, c, h, w = shape
+    batch = _batch_size(n, c * h * w, _pixel_bytes(header))
+    need = header.declared_bytes + n * c * resolution * resolution + batch * c * h * w * _pixel_bytes(header)
     available = psutil.virtual_memory().available
-    if header.declared_bytes > available:
-        raise UserInputError(f"{where}: {header.shape} {dtype} needs {header.declared_bytes / 1e9:.1f} GB of memory, "
-                             f"{available / 1e9:.1f} GB are free; use fewer or smaller images")
+    if need > available:
+        raise UserInputError(f"{where}: {header.shape} {header.dtype} needs {need / 1e9:.1f} GB of memory to load and "
+                             f"resize ({header.declared_bytes / 1e9:.1f} GB of data), {available / 1e9:.1f} GB are free; "
+                             "use fewer or smaller images")
 
 
-def _image_layout(array: np.ndarray, where: str) -> np.ndarray:
-    """``(N, C, H, W)`` from ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)``, C in (1, 3), no empty axis."""
-    if array.ndim == 3:
-        array = array[:, None]
-    elif array.ndim == 4 and array.shape[-1] in (1, 3) and array.shape[1] not in (1, 3):
-        array = array.transpose(0, 3, 1, 2)
-    if array.ndim == 4 and array.shape[0] == 0:
-        raise UserInputError(f"{where}: the array holds no images (shape {array.shape})")
-    if array.ndim != 4 or array.shape[1] not in (1, 3):
+def _image_shape(shape: tuple[int, ...], where: str) -> tuple[tuple[int, int, int, int], str]:
+    """``((N, C, H, W), layout)`` of an array shaped ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)``
+    (``layout``: which), C in (1, 3), no empty axis; read from the header, before any data."""
+    if len(shape) == 3:
+        nchw, layout = (shape[0], 1, shape[1], shape[2]), "NHW"
+    elif len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3):
+        nchw, layout = (shape[0], shape[3], shape[1], shape[2]), "NHWC"
+    else:
+        nchw, layout = shape, "NCHW"
+    if len(nchw) == 4 and nchw[0] == 0:
+        raise UserInputError(f"{where}: the array holds no images (shape {nchw})")
+    if len(nchw) != 4 or nchw[1] not in (1, 3):
         raise UserInputError(f"{where}: expected images shaped (N, H, W), (N, H, W, C) or (N, C, H, W) with C in "
-                             f"(1, 3); got {array.shape}")
-    if 0 in array.shape[2:]:
-        raise UserInputError(f"{where}: images of {array.shape[2]}x{array.shape[3]} pixels (an empty axis, shape "
-                             f"{array.shape})")
-    return array
+                             f"(1, 3); got {nchw}")
+    if 0 in nchw[2:]:
+        raise UserInputError(f"{where}: images of {nchw[2]}x{nchw[3]} pixels (an empty axis, shape {nchw})")
+    return nchw, layout
 
 
-def _to_uint8(array: np.ndarray, where: str) -> np.ndarray:
-    """uint8 pixels from uint8, bool (0/1), integers in 0..255, or floats in [0, 1] or [-1, 1]."""
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == np.bool_:
-        return array.astype(np.uint8) * 255
-    if not np.isfinite(array).all():
-        raise UserInputError(f"{where}: array must be numeric and finite (it holds NaN or infinite values)")
-    lo, hi = float(array.min()), float(array.max())
+def _as_nchw(array: np.ndarray, layout: str) -> np.ndarray:
+    """A view of ``array`` as ``(N, C, H, W)`` (no copy)."""
+    return array[:, None] if layout == "NHW" else array.transpose(0, 3, 1, 2) if layout == "NHWC" else array
+
+
+def _pixel_range(array: np.ndarray, batch: int, where: str) -> tuple[float, float]:
+    """The smallest and largest value of a numeric array, a batch at a time; a NaN or inf is refused."""
+    lo, hi = math.inf, -math.inf
+    for start in range(0, array.shape[0], batch):
+        part = array[start:start + batch]
+        if part.dtype.kind == "f" and not np.isfinite(part).all():
+            raise UserInputError(f"{where}: array must be numeric and finite (it holds NaN or infinite values)")
+        lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
+    return lo, hi
+
+
+def _to_uint8(part: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """uint8 pixels of a batch, by the whole array's range ``lo..hi``: uint8 as is, bool 0/1, integers in
+    0..255, floats in [0, 1] or [-1, 1]."""
+    if part.dtype == np.uint8:
+        return np.ascontiguousarray(part)
+    if part.dtype == np.bool_:
+        return part.astype(np.uint8) * 255
+    pixels = part.astype(np.float32)  # (B, C, H, W), one copy; the rest in place
     if lo >= -1.0 and hi <= 1.0:
-        array = (array.astype(np.float32) + 1.0) * 127.5 if lo < 0 else array.astype(np.float32) * 255.0
-    elif lo < 0 or hi > 255:
-        raise UserInputError(f"{where}: values span {lo:g}..{hi:g}; expected 0..255, 0..1 or -1..1")
-    return np.clip(np.round(array), 0, 255).astype(np.uint8)
-
-
-def _reason(exc: BaseException) -> str:
-    """An exception's message as one short line."""
-    text = str(exc).strip()
-    return one_line(text) if text else type(exc).__name__
+        if lo < 0:
+            pixels += 1.0
+            pixels *= 127.5
+        else:
+            pixels *= 255.0
+    np.round(pixels, out=pixels)
+    np.clip(pixels, 0, 255, out=pixels)
+    return pixels.astype(np.uint8)
 
 
 def load_array(path: Path, resolution: int) -> ImageSet:
@@ -208,8 +249,10 @@ def load_array(path: Path, resolution: int) -> ImageSet:
     try:
         header, key = _array_header(path)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise UserInputError(f"cannot read array {where}: {_reason(exc)}") from None
+        raise UserInputError(f"cannot read array {where}: {first_line(exc)}") from None
     _check_array_header(header, where)
+    (n, c, h, w), layout = _image_shape(header.shape, where)
+    _check_memory(header, (n, c, h, w), resolution, where)
     try:
         if key is None:
             array = np.load(path, allow_pickle=False)
@@ -217,10 +260,17 @@ def load_array(path: Path, resolution: int) -> ImageSet:
             with np.load(path, allow_pickle=False) as loaded:
                 array = loaded[key]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise UserInputError(f"cannot read array {where}: {_reason(exc)}") from None
-    array = _to_uint8(_image_layout(array, where), where)
-    images = torch.from_numpy(np.ascontiguousarray(array))
-    return ImageSet(resize_square(images, resolution), f"array {path.name} ({array.shape[0]} images)")
+        raise UserInputError(f"cannot read array {where}: {first_line(exc)}") from None
+    array = _as_nchw(array, layout)
+    batch = _batch_size(n, c * h * w, _pixel_bytes(header))
+    lo, hi = (0.0, 255.0) if array.dtype in (np.uint8, np.bool_) else _pixel_range(array, batch, where)
+    if not (lo >= -1.0 and hi <= 1.0) and (lo < 0 or hi > 255):
+        raise UserInputError(f"{where}: values span {lo:g}..{hi:g}; expected 0..255, 0..1 or -1..1")
+    images = torch.empty((n, c, resolution, resolution), dtype=torch.uint8)
+    for start in range(0, n, batch):  # memory: the data, the output and one batch (as load_folder, an image)
+        part = _to_uint8(array[start:start + batch], lo, hi)
+        images[start:start + batch] = resize_square(torch.from_numpy(part), resolution)
+    return ImageSet(images, f"array {path.name} ({n} images)")
 
 
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's decompression-bomb warning level (~ 9,459 x 9,459)
@@ -267,7 +317,7 @@ def _upright(img, path: Path):
     try:
         return ImageOps.exif_transpose(img)
     except Exception as exc:  # malformed EXIF: the pixels are still good
-        logger.info("%s: EXIF orientation not applied (%s)", display_path(path), one_line(str(exc)))
+        logger.info("%s: EXIF orientation not applied (%s)", display_path(path), first_line(exc))
         return img
 
 
@@ -304,11 +354,11 @@ def _decode(path: Path):
             raise BadImage(f"corrupt or truncated {_kind(head)} (its header cannot be parsed)") from None
         raise BadImage(f"not an image: the content begins {head[:12]!r}, though the name ends {path.suffix}") from None
     except Image.DecompressionBombError as exc:
-        raise BadImage(f"too many pixels ({exc})") from None
+        raise BadImage(f"too many pixels ({first_line(exc)})") from None
     except BadImage:
         raise
     except Exception as exc:  # Pillow raises OSError, SyntaxError, struct.error, zlib.error ... for broken files
-        raise BadImage(f"corrupt or truncated {_kind(_head(path)) or 'image'} ({exc})") from None
+        raise BadImage(f"corrupt or truncated {_kind(_head(path)) or 'image'} ({first_line(exc)})") from None
 
 
 #: Folders that hold no training images by convention (macOS's resource forks in zip files).
