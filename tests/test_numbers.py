@@ -95,3 +95,32 @@ def test_the_thread_variable_is_read_by_the_one_number_grammar(raw, message):
     with pytest.raises(UserInputError) as err:
         thread_setting({"GREENDIFF_THREADS": raw})
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_each_limit_is_one_constant():
+    """Limits kept in two places drift apart; each is defined once and imported where it is used."""
+    from datetime import timedelta
+
+    import greendiff.cli._app as app
+    import greendiff.cli._options as options
+    import greendiff.cli._plan as plan
+    import greendiff.ledger._records as records
+    import greendiff.train._config as config
+    from greendiff import carbon, ledger, numbers
+
+    assert ledger.MAX_RUN_ID is numbers.MAX_ROW_ID
+    assert records._MAX_UNIX_S == carbon.LATEST_SUPPORTED.timestamp()
+    assert not hasattr(numbers, "MAX_INTENSITY_G_PER_KWH")
+    assert config.CarbonAwareConfig.__dataclass_fields__["max_intensity"].metadata["bounds"].hi == carbon.MAX_PLAUSIBLE_G_PER_KWH
+    assert plan.MAX_WINDOW == timedelta(hours=numbers.HOURS_IN_A_YEAR) and options.YEAR_HOURS is numbers.YEAR_HOURS
+    assert config._MINUTES_IN_A_YEAR == numbers.HOURS_IN_A_YEAR * 60 and not hasattr(options, "HOURS_IN_A_YEAR")
+    assert app._UsageError is options._UsageError
+
+
+def test_max_slowdown_has_one_range_and_one_message(capsys, tmp_path, monkeypatch):
+    """--max-slowdown 10 passed the flag's range ('at most 10') and was then refused by a second check."""
+    monkeypatch.chdir(tmp_path)
+    code = main(["hardware", "--max-slowdown", "10"])
+    err = capsys.readouterr().err
+    assert code == 2 and err == ("greendiff: error: --max-slowdown must be a fraction >= 0 (0.1 = 10 %), below 10, "
+                                 "got '10' (see 'greendiff hardware --help')\n"), err

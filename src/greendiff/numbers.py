@@ -174,7 +174,6 @@ COUNT0 = Bounds(integer=True, lo=0, hi=MAX_COUNT)  #: the same, 0 allowed (0: of
 ROW_ID = Bounds(integer=True, lo=1, hi=MAX_ROW_ID)  #: a ledger run id
 MAX_ENERGY_KWH = 1e9
 ENERGY_KWH = Bounds(lo=0, hi=MAX_ENERGY_KWH, why="1 TWh, more than any training run has used")  #: 0 allowed
-MAX_INTENSITY_G_PER_KWH = 2000.0  #: the highest plausible grid intensity (as for traces and live APIs)
 #: A leap year's 8,784 h: the longest plan window, wait or pause (a longer one is a mistake).
 HOURS_IN_A_YEAR = 366 * 24
 YEAR_HOURS = Bounds(lo=0, lo_open=True, hi=HOURS_IN_A_YEAR, why="a plan covers at most a year")

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 from greendiff.carbon._accounting import CarbonAccount, SegmentAccount, account, emissions_g, energy_between
 from greendiff.carbon._intensity import (
+    EARLIEST_SUPPORTED,
+    LATEST_SUPPORTED,
+    MAX_PLAUSIBLE_G_PER_KWH,
     WORLD_AVERAGE_G_PER_KWH,
     Intensity,
     IntensityProvider,
@@ -84,6 +87,9 @@ __all__ = [
     "account",
     "as_utc",
     "check_supported",
+    "EARLIEST_SUPPORTED",
+    "LATEST_SUPPORTED",
+    "MAX_PLAUSIBLE_G_PER_KWH",
     "bundled_trace",
     "cloud_provider",
     "cloud_table",

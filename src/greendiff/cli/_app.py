@@ -13,6 +13,7 @@ from greendiff.cli._demo import demo
 from greendiff.cli._eval import eval_command
 from greendiff.cli._hardware import hardware_command
 from greendiff.cli._measure import measure
+from greendiff.cli._options import _UsageError
 from greendiff.cli._plan import plan_app, profile_command
 from greendiff.cli._report import report_command
 from greendiff.cli._runs import runs_app
@@ -20,8 +21,7 @@ from greendiff.cli._train import sample_command, train_command
 from greendiff.cli._tune import tune_command
 from greendiff.errors import UserInputError
 
-# typer >= 0.20 vendors click; take its exception classes from typer's own hierarchy.
-_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+# typer >= 0.20 vendors click; take its exception classes from typer's own hierarchy (_UsageError: _options).
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 app = typer.Typer(

@@ -67,10 +67,6 @@ def hardware_command(
     from greendiff.train import check_data, resolve_config
 
     config = resolve_config(config_file, _parse_sets(sets))
-    if steps <= 0 or warmup < 0:
-        raise UserInputError(f"--steps must be positive and --warmup >= 0, got {steps} and {warmup}")
-    if not 0 <= max_slowdown < 10:
-        raise UserInputError(f"--max-slowdown must be a fraction >= 0 (0.1 = 10 %), got {max_slowdown}")
     sweep_limits = _limits(limits) if limits != "none" else []
     chosen = _devices(devices)
     cpu_w = parse_positive(cpu_watts, "--cpu-watts") if cpu_watts is not None else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import shlex
 from typing import Annotated, NoReturn, Optional
@@ -36,8 +35,6 @@ def measure(
     """
     if not command:
         raise UserInputError("no command to measure: use 'greendiff measure [OPTIONS] -- COMMAND [ARGS...]'")
-    if not math.isfinite(sample_interval_s) or sample_interval_s <= 0:
-        raise UserInputError(f"--sample-interval must be positive seconds, got {sample_interval_s}")
     try:
         check_command(command)  # before anything is recorded: a command that cannot start opens no row
     except CommandError as exc:

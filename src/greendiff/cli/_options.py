@@ -23,7 +23,8 @@ from greendiff.numbers import Bounds
 from greendiff.tracking import Tracker
 
 # typer >= 0.20 vendors click; a flag's parser raises its UsageError, which passes through typer's
-# validation untouched and is printed by the CLI as one line (a ValueError would be reworded).
+# validation untouched and is printed by the CLI as one line (a ValueError would be reworded). The one
+# lookup of that class: cli._app catches it too.
 _UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
@@ -89,7 +90,7 @@ SAMPLE_INTERVAL = Bounds(lo=0.05, hi=86_400, why="a sample at least once a day")
 KID_SUBSET = Bounds(integer=True, lo=2, hi=1_000_000)
 DEMO_SECONDS = Bounds(lo=0, lo_open=True, hi=3600, phrase="in (0, 3600]")
 HARDWARE_STEPS = dataclasses.replace(COUNT, phrase=f"positive, at most {numbers.MAX_COUNT}")
-SLOWDOWN = Bounds(lo=0, hi=10, phrase="a fraction >= 0 (0.1 = 10 %), at most 10")
+SLOWDOWN = Bounds(lo=0, hi=10, hi_open=True, phrase="a fraction >= 0 (0.1 = 10 %), below 10")
 RATIO = Bounds(lo=0, hi=1, lo_open=True, hi_open=True, phrase="between 0 and 1 (exclusive): the fraction of channels removed")
 THRESHOLD = Bounds(lo=0, hi=1, hi_open=True, phrase="in [0, 1)")
 ROUNDS = Bounds(integer=True, lo=1, hi=20)

@@ -23,6 +23,7 @@ from greendiff.cli._options import (
 from greendiff.cli._render import fmt_energy, fmt_mass
 from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
+from greendiff.numbers import HOURS_IN_A_YEAR
 
 Opt = typer.Option
 plan_app = typer.Typer(help="Choose where and when to run: regions ranked, the lowest-carbon window.", no_args_is_help=True)
@@ -30,7 +31,7 @@ plan_app = typer.Typer(help="Choose where and when to run: regions ranked, the l
 EnergyKwh = Annotated[Optional[str], number_option("--energy-kwh", bounds=ENERGY_KWH, keep_text=True, help="IT energy of the job in kWh (or take it from --profile).")]
 ProfilePath = Annotated[Optional[Path], Opt("--profile", help="A 'greendiff profile' output: its forecast energy, hours and pause cost.")]
 AsJson = Annotated[bool, Opt("--json", help="Print JSON for scripts.")]
-MAX_WINDOW = timedelta(days=366)  # a plan covers at most a year (a leap year's 8,784 h)
+MAX_WINDOW = timedelta(hours=HOURS_IN_A_YEAR)  # a plan covers at most a year (a leap year's 8,784 h)
 
 
 def _is_zero(text: str) -> bool:

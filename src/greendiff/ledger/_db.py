@@ -26,13 +26,12 @@ from greendiff.errors import UserInputError
 from greendiff.ledger._records import (
     BadRecordError, RecordShapeError, RunRecord, Sample, WindowTotal, parse_run, parse_sample, parse_window,
 )
+from greendiff.numbers import MAX_ROW_ID as MAX_RUN_ID  # the largest id SQLite's INTEGER holds; one constant
 
 logger = logging.getLogger(__name__)
 
 ENV_LEDGER = "GREENDIFF_LEDGER"
 SCHEMA_VERSION = 1
-#: The largest id SQLite's INTEGER holds.
-MAX_RUN_ID = 2**63 - 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

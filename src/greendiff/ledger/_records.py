@@ -21,11 +21,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from greendiff.carbon import LATEST_SUPPORTED
 from greendiff.errors import UserInputError
 
 STATUSES = ("running", "completed", "failed", "interrupted", "diverged")
 #: The last Unix second greendiff accounts in (2200-01-01, the limit of the carbon layer).
-_MAX_UNIX_S = 7258118400.0
+_MAX_UNIX_S = LATEST_SUPPORTED.timestamp()
 
 
 class BadRecordError(UserInputError):

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from greendiff.carbon import MAX_PLAUSIBLE_G_PER_KWH
 from greendiff.errors import UserInputError
 from greendiff.names import check_name, display_path, shown, unprintable
 from greendiff.numbers import (
-    COUNT, COUNT0, ENERGY_KWH, MAX_INTENSITY_G_PER_KWH, SEED, Bounds, parse_float, parse_int,
+    COUNT, COUNT0, ENERGY_KWH, HOURS_IN_A_YEAR, SEED, Bounds, parse_float, parse_int,
 )
 
 MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
@@ -29,7 +30,7 @@ _NONNEG = Bounds(lo=0)  # finite, >= 0: weights, thresholds (0 switches a rule o
 _POS = Bounds(lo=0, lo_open=True)
 _FRACTION = Bounds(lo=0, hi=1, hi_open=True)  # Adam's betas
 _STEPS_T = Bounds(integer=True, lo=1, hi=100_000)  # diffusion timesteps and sampler steps
-_MINUTES_IN_A_YEAR = 366 * 24 * 60
+_MINUTES_IN_A_YEAR = HOURS_IN_A_YEAR * 60
 
 
 def bounded(default: int | float, bounds: Bounds) -> Any:
@@ -190,7 +191,7 @@ class CarbonAwareConfig:
     """
 
     enabled: bool = False
-    max_intensity: float = bounded(0.0, Bounds(lo=0, hi=MAX_INTENSITY_G_PER_KWH, why="gCO2e/kWh: no grid is dirtier"))
+    max_intensity: float = bounded(0.0, Bounds(lo=0, hi=MAX_PLAUSIBLE_G_PER_KWH, why="gCO2e/kWh: no grid is dirtier"))
     deadline: str = ""
     margin: float = bounded(0.1, Bounds(lo=0, hi=10))
     min_pause_min: float = bounded(15.0, Bounds(lo=0, hi=_MINUTES_IN_A_YEAR, why="a year"))
