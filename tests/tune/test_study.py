@@ -176,3 +176,18 @@ def test_a_study_name_is_one_folder_name(tmp_path, spec, name):
         create_study(spec(), storage(tmp_path), name)
     assert "\n" not in str(err.value)
     assert optuna.get_all_study_summaries(storage(tmp_path)) == []
+
+
+def test_a_storage_that_cannot_be_read_is_one_line(tmp_path, monkeypatch):
+    """An exception's message from the storage may span lines (SQLAlchemy adds the statement and a link)."""
+    from greendiff.tune import load_study, open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+
+    def broken(_storage):
+        raise RuntimeError("(sqlite3.DatabaseError) file is not a database\n[SQL: SELECT ...]\n(Background: https://sqlalche.me)")
+
+    monkeypatch.setattr(optuna, "get_all_study_summaries", broken)
+    with pytest.raises(UserInputError) as err:
+        load_study(storage, "x")
+    assert str(err.value) == "cannot read studies from the storage: (sqlite3.DatabaseError) file is not a database"

@@ -31,10 +31,11 @@ from greendiff.cli._options import (
     number_option,
     Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, load_config_data, resolve_settings,
 )
-from greendiff.cli._render import fmt_energy, fmt_mass
+from greendiff.cli._render import fmt_energy, fmt_mass, plain
 from greendiff.cli._train import _new_run_dir, _parse_sets, run_training, write_emissions
 from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
+from greendiff.names import one_line
 
 Opt = typer.Option
 ENV_STORAGE = "GREENDIFF_TUNE_STORAGE"
@@ -337,8 +338,9 @@ def _spawn_workers(study_dir, study_obj, spec, url, workers, measure_argv, conso
             log.close()
     bad = [(k, p.returncode) for p, _, k in procs if p.returncode != 0]
     for k, code in bad:
-        tail = (study_dir / f"worker-{k}.log").read_text().strip().splitlines()[-1:] or ["(no output)"]
-        console.print(f"worker {k} exited with code {code}: {tail[0]}", style="red", highlight=False)
+        lines = (study_dir / f"worker-{k}.log").read_text(errors="replace").splitlines()
+        last = next((one_line(line) for line in reversed(lines) if line.strip()), "(no output)")
+        console.print(plain(f"worker {k} exited with code {code}: {last}"), style="red", highlight=False)
 
 
 # -- report ------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import psutil
 
 from greendiff.errors import UserInputError
-from greendiff.names import check_name
+from greendiff.names import check_name, first_line
 from greendiff.train import TrainConfig, resolve_config
 from greendiff.tune._space import Param, bounds, parse_space
 
@@ -191,7 +191,7 @@ def open_storage(url: str, connect_timeout_s: int = 10):
     except ModuleNotFoundError as exc:
         raise UserInputError(f"the storage {redact(url)} needs the Python package {exc.name!r}: pip install {exc.name}") from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy's connection errors have many classes
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         if "DB access module" in first:  # Optuna's wording for a missing driver
             first = "no database driver for it is installed (e.g. pip install psycopg2-binary for PostgreSQL, pymysql for MySQL)"
         raise UserInputError(f"cannot reach the storage {redact(url)}: {first}") from None
@@ -258,7 +258,7 @@ def load_study(storage, name: str, worker_slot: int = 0):
     try:
         summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
     except Exception as exc:  # noqa: BLE001
-        raise UserInputError(f"cannot read studies from the storage: {exc}") from None
+        raise UserInputError(f"cannot read studies from the storage: {first_line(exc)}") from None
     if name not in summaries:
         raise UserInputError(f"no study named {name!r} in that storage (it has: {', '.join(sorted(summaries)) or 'none'})")
     if SPEC_ATTR not in summaries[name].user_attrs:
