@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -109,3 +110,48 @@ def test_unwritable_ledger_path(tmp_path, bad):
 def test_unknown_run_id(tmp_path):
     with pytest.raises(UserInputError, match="no run with id 7"):
         Ledger(tmp_path / "l.sqlite").get_run(7)
+
+
+def _older_ledger(path, schema):
+    """A ledger as greendiff wrote it before the 'diverged' status, with its CHECK spelled ``schema``'s way."""
+    with sqlite3.connect(path) as conn:
+        conn.executescript(schema)
+        conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+
+
+def test_an_older_ledger_whose_check_sqlite_will_not_widen_records_a_diverged_run_as_failed(tmp_path, monkeypatch):
+    """SQLite in defensive mode refuses writable_schema: the ledger still opens (every command needs it), and a
+    diverged run is recorded as failed with the reason, never an IntegrityError when it is closed."""
+    from greendiff.ledger import _db
+
+    path = tmp_path / "old.sqlite"
+    _older_ledger(path, _db._SCHEMA.replace(", 'diverged'", ""))
+
+    def defensive(cur):
+        raise sqlite3.OperationalError("table sqlite_master may not be modified")
+    monkeypatch.setattr(_db, "_allow_diverged", defensive)
+    ledger = Ledger(path)
+    run_id = ledger.start_run("x", "train", "", {}, [])
+    ledger.finish_run(run_id, "diverged", {"stop_reason": "20 steps in a row had a non-finite loss or gradient"})
+    assert ledger.get_run(run_id).status == "failed"
+    with sqlite3.connect(path) as conn:
+        (summary,) = conn.execute("SELECT summary_json FROM runs WHERE id = ?", (run_id,)).fetchone()
+    assert json.loads(summary)["stop_reason"] == "diverged: 20 steps in a row had a non-finite loss or gradient"
+    ledger.finish_run(run_id, "completed", {})  # other statuses as ever
+    assert ledger.get_run(run_id).status == "completed"
+
+
+def test_an_older_ledger_with_its_check_spaced_otherwise_takes_a_diverged_run(tmp_path):
+    """The CHECK as another formatting wrote it (a space before the closing parenthesis) is still widened."""
+    from greendiff.ledger import _db
+
+    path = tmp_path / "old.sqlite"
+    _older_ledger(path, _db._SCHEMA.replace(", 'diverged'", "").replace("'interrupted')", "'interrupted'\n    )"))
+    ledger = Ledger(path)
+    run_id = ledger.start_run("x", "train", "", {}, [])
+    ledger.finish_run(run_id, "diverged", {"stop_reason": "bad"})
+    assert ledger.get_run(run_id).status == "diverged"
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        with pytest.raises(sqlite3.IntegrityError):  # still a CHECK
+            conn.execute("UPDATE runs SET status = 'bogus'")

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -85,20 +86,42 @@ def process_alive(host: str, pid: int, started_unix_s: float) -> bool:
         return False
 
 
+#: The ``'interrupted'`` of the ``runs.status`` CHECK's list, however the list is spaced.
+_LAST_OLD_STATUS = re.compile(r"'interrupted'(?=\s*\))")
+
+
 def _allow_diverged(cur: sqlite3.Cursor) -> None:
     """A ledger made before the ``diverged`` status (a training run whose losses went non-finite): widen the
     ``runs.status`` CHECK in place. Only a CHECK constraint changes and every row still satisfies it, which
     SQLite documents as safe to do through ``writable_schema`` (https://sqlite.org/lang_altertable.html,
-    section 7); the schema version stays, so an older greendiff still opens the ledger."""
+    section 7); the schema version stays, so an older greendiff still opens the ledger. Raises
+    ``sqlite3.Error`` where SQLite refuses (a build in defensive mode) or the CHECK is not recognised."""
     sql = cur.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone()[0]
-    if "'diverged'" in sql or "'interrupted')" not in sql:
-        return
+    widened, found = _LAST_OLD_STATUS.subn("'interrupted', 'diverged'", sql, count=1)
+    if not found:
+        raise sqlite3.DatabaseError("the runs.status CHECK is not one greendiff wrote")
     cookie = cur.execute("PRAGMA schema_version").fetchone()[0]
     cur.execute("PRAGMA writable_schema = ON")
-    cur.execute("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = 'runs'",
-                (sql.replace("'interrupted')", "'interrupted', 'diverged')"),))
-    cur.execute(f"PRAGMA schema_version = {int(cookie) + 1}")
-    cur.execute("PRAGMA writable_schema = OFF")
+    try:
+        cur.execute("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = 'runs'", (widened,))
+        cur.execute(f"PRAGMA schema_version = {int(cookie) + 1}")
+    finally:
+        cur.execute("PRAGMA writable_schema = OFF")
+
+
+def _takes_diverged(cur: sqlite3.Cursor) -> bool:
+    """Whether ``runs.status`` accepts ``diverged``: a row tried and rolled back, so any spelling of the CHECK
+    (or none) is judged by SQLite itself."""
+    cur.execute("SAVEPOINT probe")
+    try:
+        cur.execute("INSERT INTO runs (name, kind, status, started_unix_s, heartbeat_unix_s, host, pid, "
+                    "assumptions_json, devices_json) VALUES ('', '', 'diverged', 0, 0, '', 0, '{}', '[]')")
+        return True
+    except sqlite3.Error:  # the CHECK refuses it (or the table is not greendiff's: its readers will say so)
+        return False
+    finally:
+        cur.execute("ROLLBACK TO probe")
+        cur.execute("RELEASE probe")
 
 
 class Ledger:
@@ -120,6 +143,7 @@ class Ledger:
 
     def __init__(self, path: Path | str | None = None, busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path) if path is not None else default_ledger_path()
+        self.takes_diverged = True  # False: an older ledger that could not be widened (see finish_run)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
@@ -155,7 +179,17 @@ class Ledger:
                 raise sqlite3.DatabaseError(f"schema version {row[0]!r} is not a number; not a greendiff ledger?")
             elif int(row[0]) > SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(f"schema version {row[0]} is newer than this greendiff ({SCHEMA_VERSION}); upgrade greendiff")
-            _allow_diverged(cur)
+            if _takes_diverged(cur):
+                return
+        try:  # an older ledger: widen its CHECK, in a transaction of its own so a refusal changes nothing
+            with self._transaction() as cur:
+                _allow_diverged(cur)
+            with self._transaction() as cur:
+                self.takes_diverged = _takes_diverged(cur)
+        except sqlite3.Error as exc:
+            self.takes_diverged = False
+            logger.info("ledger %s: the runs.status CHECK cannot take 'diverged' (%s); diverged runs are recorded "
+                        "as failed with a 'diverged: ...' stop reason", self.path, exc)
 
     def close(self) -> None:
         self._conn.close()
@@ -188,6 +222,12 @@ class Ledger:
             )
 
     def finish_run(self, run_id: int, status: str, summary: dict, exit_code: int | None = None) -> None:
+        """Close a run. On an older ledger whose status column cannot take ``diverged``, such a run is
+        ``failed`` with the stop reason ``diverged: ...``."""
+        if status == "diverged" and not self.takes_diverged:
+            status = "failed"
+            if isinstance(summary, dict):
+                summary = {**summary, "stop_reason": f"diverged: {summary.get('stop_reason') or 'non-finite training'}"}
         with self._transaction() as cur:
             cur.execute("UPDATE runs SET status = ?, ended_unix_s = ?, summary_json = ?, exit_code = ? WHERE id = ?",
                         (status, time.time(), json.dumps(summary), exit_code, run_id))
