@@ -300,7 +300,9 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise UserInputError(f"config file {shown_path} is a folder, not a TOML file") from None
     except OSError as exc:
         raise UserInputError(f"cannot read {shown_path}: {exc.strerror}") from None
-    except ValueError as exc:  # e.g. an embedded NUL in the path
+    except ValueError as exc:  # an integer past Python's int-string limit, or an embedded NUL in the path
+        if "int" in str(exc) and "digits" in str(exc):
+            raise UserInputError(f"{shown_path}: invalid TOML: an integer has too many digits (at most 40)") from None
         raise UserInputError(f"cannot read {shown_path}: {exc}") from None
 
 
