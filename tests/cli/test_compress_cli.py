@@ -124,6 +124,12 @@ BAD = [
     (["distill"], "give the student as --student-preset P or --student-init DIR"),
     (["distill", "--student-init", "/nonexistent"], "not a saved UNet2DModel"),
     (["distill-steps", "--teacher-steps", "50", "--rounds", "3"], "use --teacher-steps one of"),
+    # every config check runs before the run directory and the ledger row exist (a bad --set used to be found
+    # after the Taylor pass, or at the first round, leaving both behind)
+    (["prune", "--ratio", "0.5", "--set", "optim.bogus=1"], "unknown config key 'optim.bogus'"),
+    (["prune", "--ratio", "0.5", "--finetune-steps", "0", "--set", "optim.lr=-1"], "optim.lr must be"),
+    (["distill-steps", "--rounds", "1", "--teacher-steps", "8", "--set", "optim.bogus=1"], "unknown config key 'optim.bogus'"),
+    (["distill", "--student-preset", "pico", "--max-steps", "0"], "run.max_steps must be a positive integer"),
 ]
 
 
@@ -135,6 +141,7 @@ def test_bad_compression_input_is_one_line_exit_2(capsys, tmp_path, parent, argv
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], err
     assert not (tmp_path / "out").exists(), "nothing created for bad input"
+    assert not any(r.kind in ("prune", "distill", "distill-steps") for r in Ledger(default_ledger_path()).list_runs())
 
 
 @pytest.mark.parametrize("command", ["prune", "distill", "distill-steps"])
@@ -145,3 +152,47 @@ def test_a_run_without_a_model_is_refused(capsys, tmp_path, command):
              "distill-steps": ["--teacher", str(empty)]}[command]
     code, _, err = run_cli(capsys, command, *extra)
     assert code == 2 and "no trained model" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_parent_with_a_long_odd_name_and_a_damaged_emissions_json_is_pruned(capsys, tmp_path, parent, caplog):
+    """A parent directory named with 95 characters, one of them a ':' a name may no longer hold, whose
+    emissions.json is cut off: the derived name is made of safe parts and cut to fit (100 characters), the
+    damaged file is a warning naming it (the comparison with the parent's energy is left out), and the
+    report is written."""
+    import shutil
+
+    odd = tmp_path / ("old:run " + "x" * 87)
+    shutil.copytree(parent, odd)
+    (odd / "emissions.json").write_text('{"ledger_run_ids": [1, ')
+    code, _, err = run_cli(capsys, "prune", "--run", str(odd), "--ratio", "0.5", "--importance", "magnitude",
+                           "--finetune-steps", "1", "--eval-samples", "0", "--output-dir", str(tmp_path / "out"))
+    assert code == 0, err
+    run_dir = only(tmp_path / "out")
+    name = "pruned0.5-old_run " + "x" * 82
+    assert len(name) == 100 and run_dir.name.endswith("-" + name)
+    from greendiff.train import resolve_config
+
+    assert resolve_config(run_dir / "config.toml").run.name == name
+    report = json.loads((run_dir / "compression.json").read_text())
+    assert report["energy"]["parent_training_kwh"] is None and report["energy"]["cost_kwh"] > 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "emissions.json" in r.getMessage()]
+    assert len(warnings) == 1 and str(odd / "emissions.json") in warnings[0] and "left out" in warnings[0]
+    (record,) = [r for r in Ledger(default_ledger_path()).list_runs() if r.kind == "prune"]
+    assert record.status == "completed"
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"block_out_channels": [8, 16], ', "is not valid JSON"),
+    ('[8, 16]', "block_out_channels should be a list of widths"),
+    ('{"block_out_channels": [8, "16"], "layers_per_block": 1}', "block_out_channels should be a list of widths"),
+    ('{"block_out_channels": [8, 16]}', "layers_per_block should be a whole number from 1 to 16"),
+])
+def test_a_damaged_student_init_is_one_line_naming_its_file(capsys, tmp_path, parent, content, message):
+    init = tmp_path / "pruned-unet"
+    init.mkdir()
+    (init / "config.json").write_text(content)
+    code, _, err = run_cli(capsys, "distill", "--teacher", str(parent), "--student-init", str(init),
+                           "--output-dir", str(tmp_path / "out"))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0] and str(init / "config.json") in lines[0], err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()

@@ -224,6 +224,9 @@ def test_fp16_on_the_cpu_creates_nothing(capsys, tmp_path, monkeypatch):
 
 
 def test_a_diverging_run_is_diverged_in_the_ledger_with_no_pipeline(capsys, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
     code, _, err = run_cli(capsys, "train", *TINY, "--max-steps", "30", "--lr", "1e30", "--set", "run.checkpoint_every=1",
                            "--output-dir", str(tmp_path / "runs"), "--country", "FRA", "--no-gpu")
     errors = [line for line in err.splitlines() if line.startswith("greendiff: error:")]
@@ -231,10 +234,20 @@ def test_a_diverging_run_is_diverged_in_the_ledger_with_no_pipeline(capsys, tmp_
     assert re.search(r"training diverged at step \d+: 20 steps in a row had a non-finite loss or gradient", errors[0])
     assert "lower --lr (now 1e+30)" in errors[0]
     (run_dir,) = (tmp_path / "runs").iterdir()
-    assert not (run_dir / "pipeline").exists() and not (run_dir / "emissions.json").exists()
-    assert [p.name for p in (run_dir / "checkpoints").iterdir()] != []  # kept
+    assert not (run_dir / "pipeline").exists()
+    kept = [p for p in (run_dir / "checkpoints").iterdir()]
+    assert kept != []  # kept, and none holds a value that is not finite
+    assert all(torch.isfinite(t).all() for c in kept for f in c.glob("*.safetensors") if not f.name.startswith("rng")
+               for t in load_file(str(f)).values())
     (run,) = Ledger(default_ledger_path()).list_runs()
     assert run.status == "diverged" and run.summary["stop_reason"].startswith("20 steps in a row")
+    # the run directory names its ledger run like a finished one, so a report can be made from it
+    emissions = json.loads((run_dir / "emissions.json").read_text())
+    assert (emissions["status"], emissions["ledger_run_ids"]) == ("diverged", [run.id])
+    assert emissions["stop_reason"] == run.summary["stop_reason"]
+    code, _, err = run_cli(capsys, "report", str(run_dir), "--output", str(tmp_path / "report.html"))
+    assert code == 0, err
+    assert "diverged" in (tmp_path / "report.html").read_text()
 
 
 def test_an_older_ledger_accepts_a_diverged_run(tmp_path):
@@ -284,3 +297,79 @@ def test_a_corrupt_emissions_json_is_rebuilt_from_the_ledger(capsys, tmp_path, c
     assert len(warnings) == 1 and "is not valid JSON" in warnings[0] and "rebuilt from the ledger" in warnings[0]
     first, second = sorted(r.id for r in Ledger(default_ledger_path()).list_runs())
     assert json.loads((run_dir / "emissions.json").read_text())["ledger_run_ids"] == [first, second]
+
+
+# -- names are checked where a run directory is made, not when a saved config is read -----------------------------------
+
+@pytest.mark.parametrize("how", ["--set", "--config"])
+def test_a_new_run_s_bad_name_is_one_line_and_creates_nothing(capsys, tmp_path, how):
+    runs = tmp_path / "runs"
+    if how == "--set":
+        args, where = ["--set", "run.name=old:run"], ""
+    else:
+        (tmp_path / "c.toml").write_text('[run]\nname = "old:run"\n')
+        args, where = ["--config", str(tmp_path / "c.toml")], f"{tmp_path / 'c.toml'}: "
+    code, _, err = run_cli(capsys, "train", *TINY, "--max-steps", "2", *args, "--output-dir", str(runs), "--country", "FRA")
+    assert code == 2 and err.strip().splitlines() == [
+        f"greendiff: error: {where}run.name 'old:run' is not a usable name: it contains ':'; use one folder name: "
+        "letters, digits, spaces and - _ . + @ = , ( ) [ ] #"]
+    assert not runs.exists()
+    assert not default_ledger_path().exists() or Ledger(default_ledger_path()).list_runs() == []
+
+
+def test_an_older_run_whose_name_is_now_refused_still_resumes_and_samples(capsys, tmp_path):
+    """A run made before names were checked (its config.toml says ``name = "a:b"``) is an existing directory,
+    not a new one: resume, sample and a report of it work."""
+    code, _, err = run_cli(capsys, "train", *TINY, "--max-steps", "2", "--output-dir", str(tmp_path / "runs"), "--country", "FRA")
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    config = run_dir / "config.toml"
+    config.write_text(config.read_text().replace('name = ""', 'name = "a:b"'))
+    assert 'name = "a:b"' in config.read_text()
+    code, _, err = run_cli(capsys, "sample", "--run", str(run_dir), "--n", "2", "--steps", "2", "--out", str(tmp_path / "s.png"))
+    assert code == 0 and (tmp_path / "s.png").is_file(), err
+    code, _, err = run_cli(capsys, "train", "--resume", str(run_dir), "--max-steps", "3", "--country", "FRA")
+    assert code == 0, err
+    assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1]) == {"event": "completed", "step": 3}
+    assert 'name = "a:b"' in config.read_text()
+
+
+# -- one process at a time in a run directory -------------------------------------------------------------------------
+
+def test_a_resume_of_a_run_directory_in_use_is_refused_before_it_touches_anything(capsys, tmp_path):
+    """Another greendiff process holds the run directory (a run still training, or a first resume): a second
+    resume is one line naming its pid, before recover() (which would delete the other's unfinished checkpoint),
+    before a ledger row, before any write. Once the other process is gone, the resume works."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code, _, err = run_cli(capsys, "train", *TINY, "--max-steps", "2", "--output-dir", str(tmp_path / "runs"), "--country", "FRA")
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    unfinished = run_dir / "checkpoints" / ".tmp-step-3"  # the other process is writing its next checkpoint
+    unfinished.mkdir()
+    (unfinished / "model.safetensors").write_bytes(b"half")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, os, sys
+        lock = open({str(run_dir / ".lock")!r}, "a+")
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as greendiff.train.RunDirLock takes it
+        lock.truncate(0); lock.write(str(os.getpid())); lock.flush()
+        print("held", flush=True)
+        sys.stdin.read()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+        code, _, err = run_cli(capsys, "train", "--resume", str(run_dir), "--max-steps", "4", "--country", "FRA")
+        assert code == 2 and err.strip().splitlines() == [
+            f"greendiff: error: run directory {run_dir} is in use by another greendiff process (pid {holder.pid}); "
+            "wait for it to end or stop it, then try again"]
+        assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"} == before
+        assert len(Ledger(default_ledger_path()).list_runs()) == 1  # no row for the refused resume
+    finally:
+        holder.communicate(timeout=30)  # its stdin closes: it ends, and the kernel lets the lock go
+    code, _, err = run_cli(capsys, "train", "--resume", str(run_dir), "--max-steps", "4", "--country", "FRA")
+    assert code == 0, err
+    assert not unfinished.exists()  # tidied by the resume that holds the directory now
+    assert (run_dir / ".lock").read_text() == str(__import__("os").getpid())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -28,8 +29,11 @@ from greendiff.cli._options import (
 from greendiff.cli._render import fmt_energy, render_summary
 from greendiff.cli._train import _new_run_dir, _parse_sets, run_training, write_emissions
 from greendiff.errors import UserInputError
+from greendiff.files import atomic_write_text
+from greendiff.names import MAX_NAME_CHARS, NAME_PUNCTUATION, check_name, display_path, unprintable
 
 Opt = typer.Option
+logger = logging.getLogger(__name__)
 EvalSamples = Annotated[int, number_option("--eval-samples", bounds=EVAL_IMAGES0, help="Images per quality evaluation (fixed noise seed; 0 skips).")]
 OutputDir = Annotated[Optional[str], Opt("--output-dir", help="Parent of the new run directory (default: the parent run's).")]
 Name = Annotated[Optional[str], name_option("--name", help="Run name.")]
@@ -37,12 +41,38 @@ Sets = Annotated[list[str], Opt("--set", help="Any trainer config key for the ne
 
 
 def parent_energy_kwh(run: Path) -> float | None:
-    """The parent run's whole training energy (all resumed segments) from its ``emissions.json``."""
+    """The parent run's whole training energy (all resumed segments) from its ``emissions.json``; ``None``
+    when it has none, or (with a warning naming the file) when the file is damaged: the comparison with
+    the parent is then left out, the compression itself goes on."""
+    from greendiff.ledger import BadRecordError
+    from greendiff.train import read_emissions_json
+
     path = run / "emissions.json"
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
-    return float(record.get("run_total_energy_kwh", record.get("energy_kwh", 0.0))) or None
+    try:
+        total = read_emissions_json(path).run_total_energy_kwh
+    except BadRecordError as exc:
+        logger.warning("%s; the parent's training energy is left out of the comparison", exc)
+        return None
+    return total or None
+
+
+def derived_name(prefix: str, parent: Path) -> str:
+    """``prefix-<parent's folder name>`` as a usable run name, whatever the parent is called: characters a
+    name cannot hold become ``_`` and the parent's part is cut to fit :data:`~greendiff.names.MAX_NAME_CHARS`."""
+    safe = "".join(c if (c.isalnum() or c in NAME_PUNCTUATION) and unprintable(c) is None else "_"
+                   for c in parent.resolve().name)
+    part = safe[:MAX_NAME_CHARS - len(prefix) - 1].strip() or "run"
+    return check_name(f"{prefix}-{part}", "run name")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """A file of the new run directory, written atomically; a failed write is one line."""
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        raise UserInputError(f"cannot write {display_path(path)}: {exc.strerror or exc}") from None
 
 
 def derived_config(parent: Path, overrides: dict, sets: list[str]):
@@ -66,6 +96,7 @@ class Session:
         if eval_samples and eval_samples < 4:
             raise UserInputError("--eval-samples must be 0 (skip) or >= 4")
         self.parent = parent
+        self.parent_kwh = parent_energy_kwh(parent)  # read (and any damage named) before any work
         self.config, self.unet, self.sampler = load_run_model(parent)
         self.data = load_config_data(self.config)
         self.eval_samples = eval_samples
@@ -77,6 +108,14 @@ class Session:
         """Everything is checked: create nothing before this. Starts the one ledger run of the command."""
         self.run_dir = run_dir
         self.tracker = settings.tracker(run_dir.name, kind, command, run_dir=run_dir).start()
+
+    def train(self, config, run_dir: Path, label: str):
+        """``run_training`` in ``run_dir`` under this command's ledger run, holding the run directory's lock
+        (a ``train --resume`` of it meanwhile is refused)."""
+        from greendiff.train import RunDirLock
+
+        with RunDirLock(run_dir):
+            return run_training(config, self.data, run_dir, self.tracker, self.console, label=label)
 
     def quality(self, unet, sampler, steps: int) -> dict | None:
         """Quality on the shipped MNIST features, seed 0, in the ``eval`` phase (None when skipped)."""
@@ -97,12 +136,12 @@ class Session:
         eval_j = sum(p["energy_j"] for p in summary["phases"] if p["name"].startswith("eval"))
         report["energy"] = {"total_kwh": summary["energy_kwh"], "eval_kwh": eval_j / 3.6e6,
                             "cost_kwh": summary["energy_kwh"] - eval_j / 3.6e6,
-                            "parent_training_kwh": parent_energy_kwh(self.parent),
+                            "parent_training_kwh": self.parent_kwh,
                             "phases_kwh": {p["name"]: p["energy_j"] / 3.6e6 for p in summary["phases"]},
                             "emissions_kg": summary["emissions_kg"], "ledger_run_id": summary["run_id"]}
         parent_kwh = report["energy"]["parent_training_kwh"]
         report["energy"]["cost_vs_parent"] = report["energy"]["cost_kwh"] / parent_kwh if parent_kwh else None
-        (self.run_dir / name).write_text(json.dumps(report, indent=2))
+        _write_text(self.run_dir / name, json.dumps(report, indent=2))
         write_emissions(self.run_dir, summary, 0.0)
         render_summary(summary, self.console)
         return report
@@ -159,13 +198,15 @@ def prune_command(
     check_ratio(ratio)
     if importance not in IMPORTANCES:
         raise UserInputError(f"unknown --importance {importance!r}; use one of {', '.join(IMPORTANCES)}")
-    if finetune_steps < 0 or taylor_timesteps < 1 or taylor_batch < 1 or not 0 <= thr < 1:
-        raise UserInputError("--finetune-steps must be >= 0, --taylor-timesteps and --taylor-batch >= 1, --thr in [0, 1)")
     _check_parent(run)
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
     console = Console(stderr=True)
     s = Session(run, eval_samples, console)
-    s.start(_new_run_dir(output_dir or str(run.parent), name or f"pruned{ratio:g}-{run.name}"), settings, "prune",
+    name = name or derived_name(f"pruned{ratio:g}", run)
+    fine_tune = {"run.max_steps": max(finetune_steps, 1), "run.name": name, "optim.lr": lr,
+                 **({"distill.kind": "output", "distill.teacher": str(run / "pipeline" / "unet")} if distill else {})}
+    derived_config(run, fine_tune, sets)  # --set and the rest checked before anything is created
+    s.start(_new_run_dir(output_dir or str(run.parent), name), settings, "prune",
             f"greendiff prune --run {run} --ratio {ratio:g}")
     run_dir = s.run_dir
     config, parent = s.config, s.unet
@@ -195,14 +236,12 @@ def prune_command(
                   f"{parent_stats['macs_per_image'] / 1e6:.1f} → {pruned_stats['macs_per_image'] / 1e6:.1f} M MACs per image "
                   f"(time-embedding refit residual {rebuilt.time_refit_residual:.1%})", highlight=False)
     quality_pruned = s.quality(rebuilt.unet, s.sampler, steps)
-    ft_config = derived_config(run, {"model.block_out_channels": ",".join(map(str, rebuilt.block_out_channels)),
-                                     "model.init_from": str(run_dir / "pruned-unet"), "run.max_steps": max(finetune_steps, 1),
-                                     "run.name": run_dir.name, "run.output_dir": str(run_dir.parent), "optim.lr": lr,
-                                     **({"distill.kind": "output", "distill.teacher": str(run / "pipeline" / "unet")}
-                                        if distill else {})}, sets)
-    (run_dir / "config.toml").write_text(to_toml(ft_config))
+    ft_config = derived_config(run, {**fine_tune, "model.block_out_channels": ",".join(map(str, rebuilt.block_out_channels)),
+                                     "model.init_from": str(run_dir / "pruned-unet"), "run.output_dir": str(run_dir.parent)},
+                               sets)
+    _write_text(run_dir / "config.toml", to_toml(ft_config))
     if finetune_steps:
-        result = run_training(ft_config, s.data, run_dir, s.tracker, console, label="fine-tune")
+        result = s.train(ft_config, run_dir, "fine-tune")
         if result.status != "completed":
             raise UserInputError(f"fine-tuning ended {result.status} at step {result.step}; resume with: "
                                  f"greendiff train --resume {run_dir}")
@@ -259,22 +298,23 @@ def distill_command(
         raise UserInputError("give the student as --student-preset P or --student-init DIR (one of them)")
     if student_preset is not None and student_preset not in PRESETS:
         raise UserInputError(f"unknown --student-preset {student_preset!r}; use one of {', '.join(PRESETS)}")
-    if max_steps is not None and max_steps < 1:
-        raise UserInputError("--max-steps must be >= 1")
+    init = _unet_config(student_init) if student_init is not None else None  # read and checked before any work
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
     console = Console(stderr=True)
     s = Session(teacher, eval_samples, console)  # the teacher's config, EMA model and data; creates nothing
-    if student_init is not None:
-        init = _unet_config(student_init)
-        student = {"model.block_out_channels": ",".join(map(str, init["block_out_channels"])),
-                   "model.layers_per_block": init["layers_per_block"], "model.init_from": str(student_init),
+    if init is not None:
+        widths, layers = init
+        student = {"model.block_out_channels": ",".join(map(str, widths)), "model.layers_per_block": layers,
+                   "model.init_from": str(student_init),
                    "optim.lr": lr}  # a pruned student keeps the teacher's learning rate unless told
         label = f"student {student_init}"
     else:
         student = {"model.preset": student_preset, "model.block_out_channels": "", "model.layers_per_block": -1,
                    "model.attention": "preset", "model.init_from": "", "optim.lr": lr if lr is not None else 0.0}
         label = f"student preset {student_preset!r}"
-    overrides = {**student, "run.max_steps": max_steps or s.config.run.max_steps, "distill.kind": "output",
+    name = name or derived_name(f"student-{student_preset or 'init'}", teacher)
+    overrides = {**student, "run.max_steps": max_steps if max_steps is not None else s.config.run.max_steps,
+                 "run.name": name, "distill.kind": "output",
                  "distill.teacher": str(teacher / "pipeline" / "unet"), "distill.output_weight": output_weight,
                  "distill.feature_weight": feature_weight, "distill.data_weight": data_weight}
     config = derived_config(teacher, overrides, sets)
@@ -285,12 +325,12 @@ def distill_command(
         raise UserInputError(f"{label} ({student_params:,} parameters) is not smaller than the "
                              f"teacher ({teacher_params:,}); pick a smaller student")
     check_teacher(s.unet, teacher / "pipeline" / "unet", config.data.resolution, s.data.channels)
-    run_dir = _new_run_dir(output_dir or str(teacher.parent), name or f"student-{student_preset or 'init'}-{teacher.name}")
-    config = derived_config(teacher, {**overrides, "run.name": run_dir.name, "run.output_dir": str(run_dir.parent)}, sets)
-    (run_dir / "config.toml").write_text(to_toml(config))
+    run_dir = _new_run_dir(output_dir or str(teacher.parent), name)
+    config = derived_config(teacher, {**overrides, "run.output_dir": str(run_dir.parent)}, sets)
+    _write_text(run_dir / "config.toml", to_toml(config))
     student_flag = f"--student-init {student_init}" if student_init else f"--student-preset {student_preset}"
     s.start(run_dir, settings, "distill", f"greendiff distill --teacher {teacher} {student_flag}")
-    result = run_training(config, s.data, run_dir, s.tracker, console, label="distill")
+    result = s.train(config, run_dir, "distill")
     if result.status != "completed":
         raise UserInputError(f"distillation ended {result.status} at step {result.step}; resume with: greendiff train --resume {run_dir}")
     _, student, sampler = load_run_model(run_dir)
@@ -314,11 +354,26 @@ def distill_command(
     console.print(f"student run {run_dir} · report {run_dir / 'distill.json'}", highlight=False)
 
 
-def _unet_config(folder: Path) -> dict:
+def _unet_config(folder: Path) -> tuple[tuple[int, ...], int]:
+    """The widths and layers per block of the ``UNet2DModel`` saved in ``folder`` (its ``config.json``);
+    a one-line error naming the file when it is missing, damaged or lacks them."""
+    from greendiff.ledger import BadRecordError, load_json_file
+
     path = folder / "config.json"
     if not path.is_file():
-        raise UserInputError(f"--student-init {folder}: not a saved UNet2DModel (no config.json)")
-    return json.loads(path.read_text())
+        raise UserInputError(f"--student-init {display_path(folder)}: not a saved UNet2DModel (no config.json)")
+    try:
+        config = load_json_file(path)
+    except BadRecordError as exc:
+        raise UserInputError(f"--student-init: {exc}") from None
+    widths = config.get("block_out_channels") if isinstance(config, dict) else None
+    layers = config.get("layers_per_block") if isinstance(config, dict) else None
+    if not (isinstance(widths, list) and widths and all(type(w) is int and 1 <= w <= 8192 for w in widths)):
+        raise UserInputError(f"--student-init: {display_path(path)}: block_out_channels should be a list of widths "
+                             "(whole numbers from 1 to 8192)")
+    if not (type(layers) is int and 1 <= layers <= 16):
+        raise UserInputError(f"--student-init: {display_path(path)}: layers_per_block should be a whole number from 1 to 16")
+    return tuple(widths), layers
 
 
 def distill_steps_command(
@@ -340,14 +395,22 @@ def distill_steps_command(
     from greendiff.train import load_run_model, make_noise_scheduler, make_sampler, sample_images, to_toml
 
     _check_parent(teacher)
-    if steps_per_round < 1:
-        raise UserInputError("--steps-per-round must be >= 1")
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
     console = Console(stderr=True)
     s = Session(teacher, eval_samples, console)
     teacher_config = s.config
     check_rounds(teacher_config.optim.num_train_timesteps, teacher_steps, rounds)
-    run_dir = _new_run_dir(output_dir or str(teacher.parent), name or f"fewstep-{teacher.name}")
+
+    def round_config(k: int, source: Path, round_dir: Path):
+        n = teacher_steps >> (k - 1)
+        return derived_config(teacher, {
+            "model.init_from": str(source), "distill.kind": "steps", "distill.teacher": str(source),
+            "distill.teacher_steps": n, "optim.sampler": "ddim", "optim.sample_steps": n // 2,
+            "optim.lr": lr if lr is not None else teacher_config.optim.lr / 4, "run.max_steps": steps_per_round,
+            "run.name": round_dir.name, "run.output_dir": str(round_dir.parent)}, sets)
+
+    round_config(1, teacher / "pipeline" / "unet", Path("round-1"))  # --set and the rest checked before anything is created
+    run_dir = _new_run_dir(output_dir or str(teacher.parent), name or derived_name("fewstep", teacher))
     s.start(run_dir, settings, "distill-steps", f"greendiff distill-steps --teacher {teacher} --rounds {rounds}")
     ddim = make_sampler(dataclasses.replace(teacher_config.optim, sampler="ddim"), make_noise_scheduler(teacher_config.optim))
     shape = (s.unet.config.in_channels, s.unet.config.sample_size, s.unet.config.sample_size)
@@ -369,13 +432,9 @@ def distill_steps_command(
         n = teacher_steps >> (k - 1)
         round_dir = run_dir / f"round-{k}"
         round_dir.mkdir()
-        config = derived_config(teacher, {
-            "model.init_from": str(source), "distill.kind": "steps", "distill.teacher": str(source),
-            "distill.teacher_steps": n, "optim.sampler": "ddim", "optim.sample_steps": n // 2,
-            "optim.lr": lr if lr is not None else teacher_config.optim.lr / 4, "run.max_steps": steps_per_round,
-            "run.name": round_dir.name, "run.output_dir": str(run_dir)}, sets)
-        (round_dir / "config.toml").write_text(to_toml(config))
-        result = run_training(config, s.data, round_dir, s.tracker, console, label=f"round {k}: {n}→{n // 2} steps")
+        config = round_config(k, source, round_dir)
+        _write_text(round_dir / "config.toml", to_toml(config))
+        result = s.train(config, round_dir, f"round {k}: {n}→{n // 2} steps")
         if result.status != "completed":
             raise UserInputError(f"round {k} ended {result.status}; resume with: greendiff train --resume {round_dir}, "
                                  f"then rerun the later rounds")

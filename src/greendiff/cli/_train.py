@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
@@ -20,6 +22,7 @@ from greendiff.cli._options import (
 from greendiff.cli._render import fmt_energy, fmt_mass, render_summary
 from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
+from greendiff.names import check_name, display_path
 
 Opt = typer.Option
 logger = logging.getLogger(__name__)
@@ -35,7 +38,21 @@ def _parse_sets(sets: list[str]) -> dict[str, str]:
     return out
 
 
+def _new_run_name(config, file: Path | None) -> str:
+    """The name a new run's directory is made from: ``run.name`` (checked, one folder name), else
+    ``recipe-preset``. ``file``: the config file ``run.name`` came from, named in the error. A saved
+    config's name is never checked again (an older run's name stays usable)."""
+    if not config.run.name:
+        return f"{config.recipe}-{config.model.preset}"
+    try:
+        return check_name(config.run.name, "run.name")
+    except UserInputError as exc:
+        raise UserInputError(f"{display_path(file)}: {exc}" if file is not None else str(exc)) from None
+
+
 def _new_run_dir(output_dir: str, name: str) -> Path:
+    """``output_dir/<UTC stamp>-<name>``, made now; ``name`` is checked first (nothing is made for a bad one)."""
+    check_name(name, "run name")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     run_dir = Path(output_dir) / f"{stamp}-{name}"
     try:
@@ -125,7 +142,7 @@ def train_command(
     no_gpu: NoGpu = False, ledger: LedgerPath = None,
 ) -> None:
     """Train a diffusion model with the green recipe (or the baseline), energy measured per phase."""
-    from greendiff.train import check_data, check_train, resolve_config, to_dict, to_toml
+    from greendiff.train import check_data, check_train, resolve_config, to_toml
 
     overrides = {"recipe": recipe, "model.preset": preset, "data.dataset": dataset, "data.resolution": resolution,
                  "data.skip_bad_images": skip_bad_images,
@@ -147,17 +164,16 @@ def train_command(
         changed = [k for k, v in overrides.items() if v is not None and k != "run.max_steps"]
         if changed or config_file is not None:
             raise UserInputError(f"--resume continues the saved config; only --max-steps may change (got {', '.join(changed) or '--config'})")
-        config = resolve_config(resume / "config.toml", {"run.max_steps": max_steps})
+        config, run_name = resolve_config(resume / "config.toml", {"run.max_steps": max_steps}), resume.name
     else:
         config = resolve_config(config_file, overrides)
+        run_name = _new_run_name(config, config_file if overrides.get("run.name") is None else None)
     if dry_run:
         typer.echo(to_toml(config), nl=False)
         return
     from greendiff.parallel import Dist
 
     dist = Dist.from_env()
-    if nproc < 1:
-        raise UserInputError(f"--nproc must be a positive number of processes, got {nproc}")
     if nproc > 1 and dist.distributed:
         raise UserInputError("--nproc launches processes; this is already one process of a job (drop --nproc)")
     if (nproc > 1 or dist.distributed) and config.carbon.enabled:
@@ -184,12 +200,41 @@ def train_command(
                                     config.run.max_steps)
     if data.skipped:
         console.print(f"skipped {data.skipped} unreadable image files", style="yellow")
-    run_name = config.run.name or f"{config.recipe}-{config.model.preset}"
-    run_dir = None
-    if dist.is_main:  # one run directory for the job, made by rank 0 and told to the others
-        run_dir = resume if resume is not None else _new_run_dir(config.run.output_dir, run_name)
-        atomic_write_text(run_dir / "config.toml", to_toml(config))
-    run_dir = Path(dist.broadcast(str(run_dir) if run_dir else None))
+    with _claimed_run_dir(config, resume, run_name, dist) as run_dir:
+        _train_in(config, data, run_dir, settings, dist, console, controller, resume is not None)
+
+
+@contextlib.contextmanager
+def _claimed_run_dir(config, resume: Path | None, name: str, dist) -> Iterator[Path]:
+    """The run's directory, held by the main process (:class:`greendiff.train.RunDirLock`) until the block
+    ends: a resumed one is locked before anything in it is touched (its checkpoints tidied, its ledger row),
+    a new one as soon as it is made; then ``config.toml`` is written. Every process of a job gets the
+    directory, or the same one-line error (none is left waiting for the others)."""
+    from greendiff.train import RunDirLock, to_toml
+
+    with contextlib.ExitStack() as held:
+        run_dir, problem = None, None
+        if dist.is_main:  # one run directory for the job, made by rank 0 and told to the others
+            try:
+                run_dir = resume if resume is not None else _new_run_dir(config.run.output_dir, name)
+                held.enter_context(RunDirLock(run_dir))
+                atomic_write_text(run_dir / "config.toml", to_toml(config))
+            except OSError as exc:
+                problem = UserInputError(f"cannot write {run_dir / 'config.toml'}: {exc.strerror or exc}")
+            except UserInputError as exc:
+                problem = exc
+        told, why = dist.broadcast((str(run_dir) if run_dir is not None else None, str(problem) if problem else None))
+        if problem is not None:
+            raise problem
+        if why is not None:
+            raise UserInputError(why)
+        yield Path(told)
+
+
+def _train_in(config, data, run_dir: Path, settings, dist, console: Console, controller, resume: bool) -> None:
+    """Train in ``run_dir`` under one ledger run; write ``emissions.json`` and the summary (exit 130 unless finished)."""
+    from greendiff.train import to_dict
+
     loggers = _loggers(config, run_dir, remove_on_error=None if resume else run_dir) if dist.is_main else []
     tracker = settings.tracker(run_dir.name + (" (resumed)" if resume else ""), "train", f"greendiff train ({run_dir})",
                                config=to_dict(config), run_dir=run_dir, dist=dist).start()
@@ -197,7 +242,7 @@ def train_command(
     for logger_ in loggers:
         logger_.tag({"greendiff.ledger_run_id": tracker.run_id, "greendiff.location": tracker.location.describe(),
                      "greendiff.intensity_source": tracker.provider.describe(), "greendiff.pue": tracker.pue.value})
-    result = run_training(config, data, run_dir, tracker, console, resume=resume is not None, carbon_aware=controller,
+    result = run_training(config, data, run_dir, tracker, console, resume=resume, carbon_aware=controller,
                           loggers=loggers)
     extra = {"stop_reason": result.stop_reason or ("max_steps reached" if result.status == "completed" else result.status)}
     if controller is not None:
@@ -321,11 +366,15 @@ def run_training(config, data, run_dir: Path, tracker, console: Console, *, resu
 
 
 def _diverged(config, result, tracker) -> UserInputError:
-    """Close a diverged run's ledger row as ``diverged``; the one-line error that ends the command (exit 2).
-    Its checkpoints are kept and no pipeline was exported (``train`` returns before that)."""
+    """Close a diverged run's ledger row as ``diverged`` and write its ``emissions.json`` (so ``report RUN_DIR``
+    finds it); the one-line error that ends the command (exit 2). Its checkpoints are kept and no pipeline
+    was exported (``train`` returns before that)."""
     from greendiff.train import checkpoint_dirs
 
-    tracker.stop("diverged", extra={"stop_reason": result.stop_reason})
+    summary = tracker.stop("diverged", extra={"stop_reason": result.stop_reason})
+    dist = getattr(tracker, "dist", None)
+    if dist is None or dist.is_main:  # the run directory names its ledger run(s), as a finished one does
+        write_emissions(result.run_dir, summary, result.prior_energy_j, tracker.ledger)
     kept = checkpoint_dirs(result.run_dir)
     return UserInputError(f"training diverged at step {result.step}: {result.stop_reason}; lower --lr (now "
                           f"{config.optim.lr:g}) or use --mixed-precision no; no pipeline exported, "
@@ -360,8 +409,6 @@ def sample_command(
 
     from greendiff.train import load_run_model, sample_images, save_grid, to_uint8
 
-    if n <= 0 or (steps is not None and steps <= 0):
-        raise UserInputError("--n and --steps must be positive")
     if out.suffix.lower() not in (".png", ".npz"):
         raise UserInputError(f"--out must end in .png or .npz, got {out}")
     config, unet, sampler = load_run_model(run)

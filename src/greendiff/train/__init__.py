@@ -30,6 +30,7 @@ from greendiff.train._diffusion import (
     diffusion_loss, loss_weights, make_noise_scheduler, make_sampler, noised_batch, sample_images, weighted_mse,
 )
 from greendiff.train._images import save_grid, to_uint8
+from greendiff.train._lock import RunDirLock
 from greendiff.train._loop import (
     TrainResult, batch_indices, check_data, check_train, export_pipeline, make_optimizer, resolve_precision, step_generator, train,
 )
@@ -41,6 +42,6 @@ __all__ = [
     "TrainResult", "batch_indices", "build_unet", "check_data", "check_resume", "check_train", "checkpoint_dirs", "count_macs", "count_parameters",
     "diffusion_loss", "export_pipeline", "load_latest", "load_run_model", "load_unet", "load_weights", "loss_weights", "make_noise_scheduler", "make_optimizer", "make_sampler",
     "noised_batch", "parse_utc", "weighted_mse",
-    "read_toml", "resolve_architecture", "resolve_config", "resolve_precision", "sample_images", "save_checkpoint",
+    "RunDirLock", "read_toml", "resolve_architecture", "resolve_config", "resolve_precision", "sample_images", "save_checkpoint",
     "save_grid", "step_generator", "to_dict", "to_toml", "to_uint8", "train",
 ]

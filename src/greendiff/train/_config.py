@@ -15,7 +15,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from greendiff.carbon import MAX_PLAUSIBLE_G_PER_KWH
 from greendiff.errors import UserInputError
-from greendiff.names import check_name, display_path, shown, unprintable
+from greendiff.names import display_path, shown, unprintable
 from greendiff.numbers import (
     COUNT, COUNT0, ENERGY_KWH, HOURS_IN_A_YEAR, SEED, Bounds, parse_float, parse_int,
 )
@@ -23,8 +23,6 @@ from greendiff.numbers import (
 MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
 #: Longest string a config key takes (a path's limit on Linux is 4096 bytes).
 MAX_STRING_CHARS = 4096
-#: Longest run name in a config: a derived run's name holds its parent's (``pruned0.5-<parent>``).
-MAX_RUN_NAME_CHARS = 200
 
 _NONNEG = Bounds(lo=0)  # finite, >= 0: weights, thresholds (0 switches a rule off)
 _POS = Bounds(lo=0, lo_open=True)
@@ -385,10 +383,8 @@ def validate(config: TrainConfig) -> None:
     """Range checks that types cannot express (one-line errors): each key's :func:`bounded` range, then
     the rules between keys."""
     check_bounds(config)
-    if config.run.name:
-        check_name(config.run.name, "run.name")
-        if len(config.run.name) > MAX_RUN_NAME_CHARS:
-            raise UserInputError(f"run.name is {len(config.run.name)} characters long; at most {MAX_RUN_NAME_CHARS}")
+    # run.name is checked where a new run directory is made from it (the train command, a derived run),
+    # not here: a saved config.toml is read again by every resume, sample and eval of an existing run
     if config.optim.sample_steps > config.optim.num_train_timesteps:
         raise UserInputError(f"optim.sample_steps ({config.optim.sample_steps}) cannot exceed "
                              f"optim.num_train_timesteps ({config.optim.num_train_timesteps})")
