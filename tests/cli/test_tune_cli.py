@@ -170,7 +170,7 @@ BAD = [
     ('[lr]\nlow = 1\n', [], "expected one [space] table"),
     (SPACE, ["--trial-budget-kwh", "0"], "--trial-budget-kwh must be > 0"),
     (SPACE, ["--trial-budget-kwh", "-1"], "--trial-budget-kwh must be > 0"),
-    (SPACE, ["--storage", "postgresql://alice:s3cret@127.0.0.1:1/studies"], "cannot reach the storage postgresql://alice:***@"),
+    (SPACE, ["--storage", "postgresql://alice:s3cret@127.0.0.1:1/studies"], "cannot reach the storage postgresql://***@"),
     (SPACE, ["--storage", "sqlite:////nonexistent-dir/study.db"], "cannot reach the storage"),
     (SPACE, ["--storage", "sqlite:///x.db", "--workers", "2"], "SQLite storage is for a single worker"),
     (SPACE, ["--mode", "pareto", "--pruner", "median"], "pruners do not apply"),
@@ -216,7 +216,7 @@ HOSTILE = [
     ('name = "../../../escaped"\nstorage_file = "study.db"\n', "study.toml: name '../../../escaped' is not a usable name"),
     ('name = "x"\nstorage_file = "../outside.db"\n', "study.toml: storage_file '../outside.db' is not a usable name"),
     ('name = "x"\nstorage_file = "{tmp}/outside.db"\n', "is not a usable name: it contains '/'"),
-    ('name = "x"\nstorage = "postgresql://u:s3cret@127.0.0.1:1/x"\n', "study.toml: storage 'postgresql://u:***@127.0.0.1:1/x' "
+    ('name = "x"\nstorage = "postgresql://u:s3cret@127.0.0.1:1/x"\n', "study.toml: storage 'postgresql://***@127.0.0.1:1/x' "
                                                                      "is not a file inside the study folder; pass --storage URL"),
     ('name = "x"\nstorage = "sqlite:///{tmp}/outside.db"\n', "is not a file inside the study folder"),
     ('name = "x"\nstorage = "journal:../outside.journal"\n', "is not a file inside the study folder"),
@@ -264,3 +264,20 @@ def test_a_study_s_files_are_written_atomically(capsys, tmp_path, monkeypatch):
     assert (folder / "space.toml").read_bytes() == space.read_bytes()
     assert (folder / "pareto.svg").is_file() and (folder / "best.toml").is_file()
     assert len(list((folder / "trials").glob("*/config.toml"))) == 1
+
+
+@pytest.mark.parametrize("url", [
+    "sqlite+pysqlcipher://:PASSW0RDX@/{tmp}/nodir/study.db", "sqlite://tuner:PASSW0RDX@/x",
+    "sqlite://tuner:PASSW0RDX@/{tmp}/nodir/a.db?bad=1", "nosuch://tuner:PASSW0RDX@h/d",
+    "postgresql://tuner:PASSW0RDX@h:notaport/db", "postgresql://tuner:PASSW0RDX@127.0.0.1:1/db"])
+@pytest.mark.parametrize("by_env", [False, True])
+def test_a_storage_url_s_userinfo_is_never_printed(capsys, monkeypatch, tmp_path, url, by_env):
+    url = url.format(tmp=str(tmp_path).lstrip("/"))
+    given = ["--storage", url]
+    if by_env:
+        monkeypatch.setenv("GREENDIFF_TUNE_STORAGE", url)
+        given = []
+    code, out, err = run_cli(capsys, "tune", "--join", "--study", "x", "--output-dir", tmp_path / "t", *given)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "PASSW0RDX" not in out + err and "tuner" not in out + err, err
+    assert "cannot reach the storage" in err and "://***" in err, err

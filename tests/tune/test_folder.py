@@ -30,7 +30,7 @@ def test_a_study_file_round_trips_and_names_its_own_storage(tmp_path):
     write_study_file(folder, "lr", "postgresql://alice:s3cret@db.example.org/studies", None)
     assert "s3cret" not in (folder / "study.toml").read_text()
     record = read_study_file(folder)
-    assert record.storage == "postgresql://alice:***@db.example.org/studies" and record.local_storage() is None
+    assert record.storage == "postgresql://***@db.example.org/studies" and record.local_storage() is None
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # written atomically, nothing left over
 
 

@@ -105,7 +105,7 @@ def test_storage_errors_are_one_line_and_hide_the_password(tmp_path):
     with pytest.raises(UserInputError) as err:
         open_storage("postgresql://alice:s3cret@127.0.0.1:1/studies")
     assert "s3cret" not in str(err.value) and "\n" not in str(err.value)
-    assert redact("postgresql://alice:s3cret@db.example/x") == "postgresql://alice:***@db.example/x"
+    assert redact("postgresql://alice:s3cret@db.example/x") == "postgresql://***@db.example/x"
     with pytest.raises(UserInputError, match="use an SQLAlchemy URL"):
         open_storage("just-a-name")
     journal = open_storage(f"journal:{tmp_path / 's.journal'}")

@@ -141,15 +141,41 @@ def exported_config(spec: StudySpec, values: dict[str, Any], steps: int | None) 
 # -- storage -------------------------------------------------------------------------------------
 
 def redact(url: str) -> str:
-    """The storage URL without its password (for anything printed or written)."""
+    """The storage URL without its userinfo (user name and password shown as ``***``), for anything
+    printed or written; an unparsable URL is shown as its scheme only."""
     if "://" not in url:
         return url
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        if parsed.username is None and parsed.password is None:
+            return parsed.render_as_string(hide_password=False)
+        scheme, rest = parsed._replace(username=None, password=None).render_as_string().split("://", 1)
+        return f"{scheme}://***@{rest}"
     except Exception:  # noqa: BLE001 - an unparsable URL is reported by open_storage
         return url.split("://")[0] + "://***"
+
+
+def _scrubbed(text: str, url: str) -> str:
+    """``text`` (a driver's message) with the raw URL and any userinfo part of it replaced."""
+    text = text.replace(url, redact(url))
+    userinfo = url.split("://", 1)[-1].rpartition("@")[0]
+    secrets = [userinfo, *userinfo.split(":")] if userinfo else []
+    for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _sqlite_path(url: str) -> str | None:
+    """The database file of an SQLite URL (the URL's database part, never its userinfo); None if
+    the URL does not parse (reported when it is opened)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).database
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def is_journal(url: str) -> bool:
@@ -180,7 +206,7 @@ def open_storage(url: str, connect_timeout_s: int = 10):
     if not url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"connect_timeout": connect_timeout_s}, "pool_pre_ping": True}
     else:
-        path = url.split(":///", 1)[-1]
+        path = _sqlite_path(url)
         if path and path != ":memory:" and not Path(path).parent.is_dir():
             raise UserInputError(f"cannot reach the storage {redact(url)}: folder {Path(path).parent} does not exist")
     try:
@@ -191,7 +217,7 @@ def open_storage(url: str, connect_timeout_s: int = 10):
     except ModuleNotFoundError as exc:
         raise UserInputError(f"the storage {redact(url)} needs the Python package {exc.name!r}: pip install {exc.name}") from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy's connection errors have many classes
-        first = first_line(exc)
+        first = _scrubbed(first_line(exc), url)
         if "DB access module" in first:  # Optuna's wording for a missing driver
             first = "no database driver for it is installed (e.g. pip install psycopg2-binary for PostgreSQL, pymysql for MySQL)"
         raise UserInputError(f"cannot reach the storage {redact(url)}: {first}") from None
