@@ -52,7 +52,7 @@ def test_one_bad_file_stops_with_its_name_unless_skipping_is_asked(tmp_path):
 
 def test_folder_of_only_bad_files_when_skipping(tmp_path):
     (tmp_path / "a.png").write_bytes(b"garbage")
-    with pytest.raises(UserInputError, match=r"no readable image .*a\.png: not an image: the content begins b'garbage'"):
+    with pytest.raises(UserInputError, match=r"no readable image .*a\.png: not an image: its content looks like text"):
         load_dataset(str(tmp_path), 8, skip_bad_images=True)
 
 
@@ -287,3 +287,25 @@ def test_an_array_is_converted_and_resized_a_batch_at_a_time(tmp_path, monkeypat
     monkeypatch.setattr(sources.psutil, "virtual_memory", lambda: types.SimpleNamespace(available=array.nbytes + 1000))
     with pytest.raises(UserInputError, match=r"a\.npy: \(64, 32, 32\) float64 needs 0\.0 GB of memory to load and resize"):
         load_dataset(str(tmp_path / "a.npy"), 8)
+
+
+@pytest.mark.parametrize(("content", "kind"), [
+    (b"import http.client\nTOKEN = 'SECRETSECRET'\n", "text"), (b"<!DOCTYPE html><html>SECRETSECRET", "HTML"),
+    (b"%PDF-1.4 SECRETSECRET", "PDF"), (b"PK\x03\x04SECRETSECRET", "ZIP archive"),
+    (b"\x00\x01\x02SECRETSECRET\xff", "unknown binary data")])
+def test_a_non_image_is_named_by_kind_and_its_content_never_shown(tmp_path, content, kind):
+    """A file named .png that is not an image (here a symlink to a token file) is described by kind;
+    none of its bytes reach the message."""
+    secret = tmp_path / "elsewhere" / "token.txt"
+    secret.parent.mkdir()
+    secret.write_bytes(content)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    _png(folder / "a.png")
+    (folder / "s.png").symlink_to(secret)
+    with pytest.raises(UserInputError) as err:
+        load_dataset(str(folder), 8)
+    message = str(err.value)
+    assert f"s.png: not an image: its content looks like " in message and kind in message, message
+    assert "a symlink to a file named 'token.txt'" in message, message
+    assert "SECRET" not in message and "import" not in message and "\n" not in message, message

@@ -291,6 +291,37 @@ def _kind(head: bytes) -> str | None:
     return next((name for magic, name in _MAGIC if head.startswith(magic)), None)
 
 
+_OTHER_MAGIC = ((b"%PDF", "PDF"), (b"PK\x03\x04", "a ZIP archive"), (b"PK\x05\x06", "a ZIP archive"),
+                (b"\x1f\x8b", "gzip data"), (b"7z\xbc\xaf", "a 7z archive"), (b"\x7fELF", "a program (ELF)"))
+
+
+def _content_kind(path: Path) -> str:
+    """What a file that is not an image looks like (HTML, text, PDF, ZIP ...), by kind only: its bytes
+    are never shown (the file may be a symlink to a key or token file)."""
+    with path.open("rb") as f:
+        head = f.read(512)
+    kind = next((name for magic, name in _OTHER_MAGIC if head.startswith(magic)), None)
+    if kind:
+        return kind
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a multi-byte character cut at 512 bytes is still text
+        text = head[:exc.start].decode("utf-8") if exc.start >= len(head) - 3 else None
+    if text is None or "\x00" in text:
+        return "unknown binary data"
+    lowered = text.lstrip("\ufeff \t\r\n").lower()
+    if lowered.startswith(("<!doctype html", "<html", "<head", "<body")):
+        return "HTML"
+    if lowered.startswith("<?xml") or lowered.startswith("<svg"):
+        return "XML (an SVG is not a supported image)" if "<svg" in lowered else "XML"
+    return "text"
+
+
+def _link_note(path: Path) -> str:
+    """'' or, for a symlinked file, the name (only) of the file it leads to."""
+    return f" (a symlink to a file named {path.resolve().name!r})" if path.is_symlink() else ""
+
+
 class BadImage(ValueError):
     """An image file that cannot be used; the message is the short reason."""
 
@@ -352,7 +383,8 @@ def _decode(path: Path):
         head = _head(path)
         if _kind(head):
             raise BadImage(f"corrupt or truncated {_kind(head)} (its header cannot be parsed)") from None
-        raise BadImage(f"not an image: the content begins {head[:12]!r}, though the name ends {path.suffix}") from None
+        raise BadImage(f"not an image: its content looks like {_content_kind(path)}, though the name ends "
+                       f"{path.suffix}{_link_note(path)}") from None
     except Image.DecompressionBombError as exc:
         raise BadImage(f"too many pixels ({first_line(exc)})") from None
     except BadImage:
