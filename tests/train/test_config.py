@@ -62,6 +62,19 @@ def test_resolved_config_round_trips_through_toml(tmp_path):
     ({"distill.kind": "steps", "distill.teacher": "t", "distill.teacher_steps": 30}, "must be even and divide"),
     ({"distill.kind": "steps", "distill.teacher": "t", "distill.teacher_steps": 40}, "optim.sample_steps = 20"),
     ({"distill.kind": "output", "distill.teacher": "t", "distill.output_weight": -1}, "must be >= 0"),
+    ({"distill.kind": "output", "distill.teacher": "t", "distill.output_weight": 0, "distill.feature_weight": 0,
+      "distill.data_weight": 0}, "are all 0: the student would learn nothing"),
+    ({"model.block_out_channels": "16,,32"}, r"'16,,32' has an empty item"),
+    ({"model.block_out_channels": "16,32,"}, "has an empty item"),
+    ({"model.block_out_channels": ""}, "model.block_out_channels is empty: give the integers"),
+    ({"model.block_out_channels": " "}, "model.block_out_channels is empty"),
+    ({"run.log_to": "tensorboard,,mlflow"}, "has an empty item"),
+    ({"data.dataset": ""}, "data.dataset is empty"),
+    ({"data.dataset": "  "}, "data.dataset is only spaces"),
+    ({"run.output_dir": ""}, "run.output_dir is empty"),
+    ({"run.output_dir": "   "}, "run.output_dir is only spaces"),
+    ({"model.init_from": "   "}, "model.init_from is only spaces"),
+    ({"distill.kind": "output", "distill.teacher": " "}, "distill.teacher is only spaces"),
 ])
 def test_bad_values_are_one_line_errors(overrides, message):
     with pytest.raises(UserInputError, match=message):
@@ -277,3 +290,14 @@ def test_parse_utc_reads_zones_and_the_edges_of_the_supported_years():
         parse_utc("0001-01-01T00:00+01:00", "--simulate-clock")
     with pytest.raises(UserInputError, match=r"^--deadline 'x' is not a date and time"):
         parse_utc("x", "--deadline")
+
+
+@pytest.mark.parametrize(("array", "wrong"), [('[16, "32"]', "'32'"), ("[16, true]", "True"), ("[16, 3.0]", "3.0")])
+def test_a_toml_list_of_integers_holds_only_integers(tmp_path, array, wrong):
+    path = tmp_path / "c.toml"
+    path.write_text(f"[model]\nblock_out_channels = {array}\n")
+    with pytest.raises(UserInputError, match="must be a list of integers; the item " + re.escape(wrong)):
+        resolve_config(file=path)
+    path.write_text("[model]\nblock_out_channels = [16, 32]\n")
+    assert resolve_config(file=path).model.block_out_channels == (16, 32)
+    assert resolve_config(overrides={"run.log_to": ""}).run.log_to == ()  # an empty list of names: none

@@ -219,10 +219,15 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise UserInputError(f"{where} must be one of {', '.join(map(str, get_args(hint)))}; got {shown(value)}")
         return value
     if origin is tuple:
-        if isinstance(value, str):
-            value = [v for v in value.replace(" ", "").split(",") if v]
         item = get_args(hint)[0]
-        if not isinstance(value, (list, tuple)):
+        if isinstance(value, str):  # a --set comma list
+            value = _comma_list(value, item, where)
+        elif isinstance(value, (list, tuple)):  # a TOML array: real integers (or strings), no "32"
+            wrong = next((v for v in value if not isinstance(v, item) or isinstance(v, bool)), None)
+            if wrong is not None:
+                raise UserInputError(f"{where} must be a list of {'names' if item is str else 'integers'}; "
+                                     f"the item {shown(wrong)} is not {'a name' if item is str else 'an integer'}")
+        else:
             raise UserInputError(f"{where} must be a list of {'names' if item is str else 'integers'}, got {shown(value)}")
         return tuple(_coerce(v, item, where) for v in value)
     if hint is bool:
@@ -238,6 +243,21 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is str:
         return _check_string(value, where)
     raise TypeError(f"unsupported config type {hint}")
+
+
+def _comma_list(text: str, item: type, where: str) -> list[str]:
+    """The items of a ``--set`` comma list (spaces ignored); an empty item (``16,,32``) is an error, and
+    so is an empty list of integers (leave the key out for the preset's widths). An empty list of names
+    (``run.log_to=``) means none."""
+    items = text.replace(" ", "").split(",")
+    if items == [""]:
+        if item is str:
+            return []
+        raise UserInputError(f"{where} is empty: give the integers separated by commas (e.g. 32,64), or leave "
+                             "the key out for the preset's")
+    if "" in items:
+        raise UserInputError(f"{where} {shown(text)} has an empty item: give the values separated by single commas")
+    return items
 
 
 def _check_string(value: Any, where: str) -> str:
@@ -394,6 +414,7 @@ def validate(config: TrainConfig) -> None:
                              f"optim.num_train_timesteps ({config.optim.num_train_timesteps}), got {stop.eval_sample_steps}")
     if (stop.patience or stop.min_gain_per_kwh or stop.target) and not (stop.eval_every or stop.eval_every_kwh):
         raise UserInputError("early stopping on quality needs evaluations: set --eval-every N (steps) or --eval-every-kwh X")
+    check_blank_paths(config)
     validate_distill(config)
     validate_carbon(config.carbon)
     from greendiff.integrations._loggers import LOGGERS, check_tracking_uri
@@ -406,6 +427,20 @@ def validate(config: TrainConfig) -> None:
     from greendiff.train._model import check_architecture  # the model module needs this one's types
 
     check_architecture(config.model, config.data.resolution)
+
+
+def check_blank_paths(config: TrainConfig) -> None:
+    """An empty or all-space path would be read as ``.`` (the dataset scan walking the current folder,
+    a run directory made in it): data.dataset and run.output_dir must name something; model.init_from
+    and distill.teacher are empty for none, never only spaces."""
+    must = {"data.dataset": config.data.dataset, "run.output_dir": config.run.output_dir}
+    optional = {"model.init_from": config.model.init_from, "distill.teacher": config.distill.teacher}
+    for key, value in must.items():
+        if not value.strip():
+            raise UserInputError(f"{key} is {'empty' if not value else 'only spaces'}: give a dataset or folder name")
+    for key, value in optional.items():
+        if value and not value.strip():
+            raise UserInputError(f"{key} is only spaces: give a folder, or leave it empty for none")
 
 
 def parse_utc(text: str, key: str):
@@ -443,6 +478,10 @@ def validate_distill(config: TrainConfig) -> None:
         return
     if not distill.teacher:
         raise UserInputError(f"distill.kind = {distill.kind!r} needs distill.teacher (a UNet2DModel folder)")
+    if distill.kind == "output" and not (distill.data_weight > 0 or distill.output_weight > 0 or distill.feature_weight > 0):
+        raise UserInputError("distill.data_weight, distill.output_weight and distill.feature_weight are all 0: the "
+                             "student would learn nothing; give one a positive weight (--data-weight, --output-weight, "
+                             "--feature-weight)")
     if distill.kind == "steps":
         n = distill.teacher_steps
         if n < 2 or n % 2 or config.optim.num_train_timesteps % n:
