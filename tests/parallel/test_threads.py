@@ -103,12 +103,13 @@ def test_overrides(tmp_path):
     assert applied == []
 
 
-@pytest.mark.parametrize("raw", ["0", "-1", "two", "٣", "1.5", "99999"])
+@pytest.mark.parametrize("raw", ["0", "-1", "two", "٣", "1.5", "99999", " 2", "2 ", " all", "  "])
 def test_a_bad_thread_setting_is_one_line(raw):
-    with pytest.raises(UserInputError, match="GREENDIFF_THREADS must be a number of threads"):
+    with pytest.raises(UserInputError, match="GREENDIFF_THREADS must be a number of threads") as err:
         thread_setting({"GREENDIFF_THREADS": raw})
-    assert thread_setting({"GREENDIFF_THREADS": " 2 "}) == 2
-    assert thread_setting({}) is None
+    assert ("remove the spaces" in str(err.value)) == (raw != raw.strip()), err.value
+    assert thread_setting({"GREENDIFF_THREADS": "2"}) == 2 and thread_setting({"GREENDIFF_THREADS": "ALL"}) == "all"
+    assert thread_setting({}) is None and thread_setting({"GREENDIFF_THREADS": ""}) is None
 
 
 def test_an_entry_being_written_or_unreadable_is_neither_counted_nor_deleted(tmp_path):

@@ -41,8 +41,9 @@ RECHECK_S = 2.0  # how often a process looks for others that started or ended
 
 def thread_setting(env: Mapping[str, str] = os.environ) -> int | str | None:
     """``GREENDIFF_THREADS`` parsed: a positive int, ``"all"`` (leave PyTorch alone), or ``None`` (unset:
-    take a share). A bad value is a one-line error, checked by the CLI before anything starts."""
-    raw = env.get(ENV_THREADS, "").strip()
+    take a share; also when set empty). A bad value is a one-line error, checked by the CLI before anything
+    starts; spaces around the value are refused, as in every number greendiff reads (``GREENDIFF_PUE``)."""
+    raw = env.get(ENV_THREADS, "")
     if not raw:
         return None
     if raw.lower() == "all":
