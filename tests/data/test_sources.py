@@ -230,7 +230,7 @@ def test_an_array_larger_than_the_free_memory_is_refused_before_loading(tmp_path
     np.save(tmp_path / "a.npy", np.zeros((64, 8, 8), dtype=np.uint8))
     monkeypatch.setattr(sources.psutil, "virtual_memory", lambda: types.SimpleNamespace(available=1000))
     monkeypatch.setattr(sources.np, "load", lambda *a, **k: pytest.fail("the data was loaded"))
-    with pytest.raises(UserInputError, match=r"a\.npy: \(64, 8, 8\) uint8 needs 0\.0 GB of memory"):
+    with pytest.raises(UserInputError, match=r"a\.npy \(\(64, 8, 8\) uint8\): the dataset at 8 px would need 0\.0 GB .*free memory is 0\.0 GB; lower --resolution or use fewer images"):
         load_dataset(str(tmp_path / "a.npy"), 8)
 
 
@@ -285,7 +285,7 @@ def test_an_array_is_converted_and_resized_a_batch_at_a_time(tmp_path, monkeypat
     assert peak < array.nbytes + 2 * 64 * 1024, peak  # the loaded data and about one batch (was ~2x the data)
     # and the check before loading counts the output and a batch besides the data
     monkeypatch.setattr(sources.psutil, "virtual_memory", lambda: types.SimpleNamespace(available=array.nbytes + 1000))
-    with pytest.raises(UserInputError, match=r"a\.npy: \(64, 32, 32\) float64 needs 0\.0 GB of memory to load and resize"):
+    with pytest.raises(UserInputError, match=r"a\.npy \(\(64, 32, 32\) float64\): the dataset at 8 px would need 0\.0 GB"):
         load_dataset(str(tmp_path / "a.npy"), 8)
 
 
@@ -309,3 +309,48 @@ def test_a_non_image_is_named_by_kind_and_its_content_never_shown(tmp_path, cont
     assert f"s.png: not an image: its content looks like " in message and kind in message, message
     assert "a symlink to a file named 'token.txt'" in message, message
     assert "SECRET" not in message and "import" not in message and "\n" not in message, message
+
+
+def _no_memory(monkeypatch, available_bytes):
+    import types
+
+    import greendiff.data._sources as sources
+
+    monkeypatch.setattr(sources.psutil, "virtual_memory", lambda: types.SimpleNamespace(available=available_bytes))
+    monkeypatch.setattr(sources, "resize_square", lambda *a: pytest.fail("resized before the memory check"))
+    monkeypatch.setattr(sources.np, "load", lambda *a, **k: pytest.fail("the data was loaded"))
+
+
+@pytest.mark.parametrize(("dataset", "gb"), [("digits", 30.4), ("mnist", 168.0)])
+def test_a_bundled_dataset_at_a_huge_resolution_is_refused_before_allocating(monkeypatch, dataset, gb):
+    _no_memory(monkeypatch, 8 * 10**9)
+    with pytest.raises(UserInputError, match=rf"^{dataset}: the dataset at 4096 px would need {gb} GB .*free memory "
+                                             r"is 8\.0 GB; lower --resolution$"):
+        load_dataset(dataset, 4096)
+
+
+def test_an_image_folder_at_a_huge_resolution_is_refused_before_decoding(tmp_path, monkeypatch):
+    for i in range(100):
+        _png(tmp_path / f"{i:03d}.png")
+    _no_memory(monkeypatch, 2 * 10**9)
+    with pytest.raises(UserInputError, match=r"the dataset at 4096 px would need 4\.2 GB \(100 images"):
+        load_dataset(str(tmp_path), 4096)
+
+
+def test_a_small_npz_whose_member_inflates_to_gigabytes_is_refused_from_its_header(tmp_path, monkeypatch):
+    """A zip bomb: 64 MB of zeros compress to ~60 KB; the check counts the declared 64 MB of data."""
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, x=np.zeros((1000, 256, 256), dtype=np.uint8))
+    assert path.stat().st_size < 1_000_000
+    _no_memory(monkeypatch, 50 * 10**6)
+    with pytest.raises(UserInputError, match=r"bomb\.npz \(\(1000, 256, 256\) uint8\): the dataset at 8 px would "
+                                             r"need 0\.1 GB .*0\.1 GB of it the data as read"):
+        load_dataset(str(path), 8)
+
+
+def test_bundled_datasets_still_load_a_batch_at_a_time(monkeypatch):
+    import greendiff.data._sources as sources
+
+    monkeypatch.setattr(sources, "BATCH_BYTES", 200 * 1024)
+    images = load_dataset("digits", 16).images
+    assert images.shape == (1797, 1, 16, 16) and images.dtype == torch.uint8 and int(images.max()) == 255

@@ -81,11 +81,49 @@ def resize_square(images: torch.Tensor, resolution: int) -> torch.Tensor:
     return out.round().clamp(0, 255).to(torch.uint8)
 
 
+#: Working memory of one batch of images being converted and resized (:func:`_batch_size`).
+BATCH_BYTES = 64 * 2**20
+#: Working bytes per output pixel of ``resize_square``: the float interpolation (4), its rounded and
+#: clamped copies (4 + 4, as the uint8 result is made from them) and that result (1), rounded up.
+_RESIZE_BYTES_PER_PIXEL = 16
+
+
+def _resize_bytes(channels: int, resolution: int) -> int:
+    """Working bytes of resizing one image to ``resolution`` (its output side; the input side is the caller's)."""
+    return channels * resolution * resolution * _RESIZE_BYTES_PER_PIXEL
+
+
+def check_fits_in_memory(images: int, channels: int, resolution: int, where: str, batch_bytes: int,
+                         data_bytes: int = 0, copies: int = 1) -> None:
+    """Refuse, before anything is allocated, a dataset whose uint8 images at ``resolution`` (``copies``
+    of them), the data as read (``data_bytes``) and the working batch (``batch_bytes``) would not fit in
+    free memory. The one memory check of every dataset kind (bundled, folders, arrays)."""
+    need = copies * images * channels * resolution * resolution + data_bytes + batch_bytes
+    available = psutil.virtual_memory().available
+    if need > available:
+        data = f", {data_bytes / 1e9:.1f} GB of it the data as read" if data_bytes else ""
+        raise UserInputError(f"{where}: the dataset at {resolution} px would need {need / 1e9:.1f} GB ({images:,} "
+                             f"images x {channels} channel(s) and the working batch{data}); free memory is "
+                             f"{available / 1e9:.1f} GB; lower --resolution" + (" or use fewer images" if data_bytes else ""))
+
+
+def _resize_all(images: torch.Tensor, resolution: int, where: str) -> torch.Tensor:
+    """``resize_square`` of a uint8 ``(N, C, H, W)`` set a batch at a time, after the memory check."""
+    n, c, h, w = images.shape
+    per_image = c * min(h, w) ** 2 * 4 + _resize_bytes(c, resolution)
+    batch = _batch_size(n, 1, per_image)
+    check_fits_in_memory(n, c, resolution, where, batch * per_image)
+    out = torch.empty((n, c, resolution, resolution), dtype=torch.uint8)
+    for start in range(0, n, batch):
+        out[start:start + batch] = resize_square(images[start:start + batch], resolution)
+    return out
+
+
 def load_mnist(resolution: int) -> ImageSet:
     """The bundled MNIST test set (10,000 digits; see tables/SOURCES.md)."""
     raw = gzip.decompress((_TABLES / "t10k-images-idx3-ubyte.gz").read_bytes())
     images = torch.from_numpy(read_idx_images(raw, "bundled MNIST").copy())
-    return ImageSet(resize_square(images, resolution), "MNIST test set (bundled, 10,000 digits, CC BY-SA 3.0)")
+    return ImageSet(_resize_all(images, resolution, "mnist"), "MNIST test set (bundled, 10,000 digits, CC BY-SA 3.0)")
 
 
 def load_digits(resolution: int) -> ImageSet:
@@ -94,7 +132,7 @@ def load_digits(resolution: int) -> ImageSet:
 
     data = sk_digits().images  # (1797, 8, 8) floats 0..16
     images = torch.from_numpy((data * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
-    return ImageSet(resize_square(images, resolution), "scikit-learn digits (1,797 images, 8x8)")
+    return ImageSet(_resize_all(images, resolution, "digits"), "scikit-learn digits (1,797 images, 8x8)")
 
 
 @dataclass(frozen=True)
@@ -155,11 +193,9 @@ def _check_array_header(header: _ArrayHeader, where: str) -> None:
                              f"({header.declared_bytes:,} bytes) but only {max(header.data_bytes, 0):,} bytes of data follow")
 
 
-#: Working memory of one batch of an array being converted and resized (:func:`_batch_size`).
-BATCH_BYTES = 64 * 2**20
-#: Working bytes per input pixel of a batch, besides its own: a contiguous copy (the array's item size),
-#: the float32 pixels (4), their uint8 result (1), and the float copy ``resize_square`` interpolates (4),
-#: rounded up for the resized float outputs.
+#: Working bytes per input pixel of an array batch, besides its own: a contiguous copy (the array's item
+#: size), the float32 pixels (4), their uint8 result (1), and the float copy ``resize_square`` interpolates (4),
+#: rounded up.
 _WORK_BYTES_PER_PIXEL = 12
 
 
@@ -172,17 +208,20 @@ def _batch_size(images: int, pixels_per_image: int, bytes_per_pixel: int) -> int
     return max(1, min(images, BATCH_BYTES // max(pixels_per_image * bytes_per_pixel, 1)))
 
 
+def _array_image_bytes(header: _ArrayHeader, shape: tuple[int, int, int, int], resolution: int) -> int:
+    """Working bytes of converting and resizing one image of an array (input and output side)."""
+    _, c, h, w = shape
+    return c * h * w * _pixel_bytes(header) + _resize_bytes(c, resolution)
+
+
 def _check_memory(header: _ArrayHeader, shape: tuple[int, int, int, int], resolution: int, where: str) -> None:
-    """Refuse, before loading, an array whose loading would not fit in free memory: the data itself,
+    """Refuse, before loading, an array whose loading would not fit in free memory: the data itself
+    (as its header declares it, so a small compressed .npz member that inflates to GBs counts in full),
     the uint8 images it becomes, and one batch of work (converted and resized a batch at a time)."""
-    n, c, h, w = shape
-    batch = _batch_size(n, c * h * w, _pixel_bytes(header))
-    need = header.declared_bytes + n * c * resolution * resolution + batch * c * h * w * _pixel_bytes(header)
-    available = psutil.virtual_memory().available
-    if need > available:
-        raise UserInputError(f"{where}: {header.shape} {header.dtype} needs {need / 1e9:.1f} GB of memory to load and "
-                             f"resize ({header.declared_bytes / 1e9:.1f} GB of data), {available / 1e9:.1f} GB are free; "
-                             "use fewer or smaller images")
+    per_image = _array_image_bytes(header, shape, resolution)
+    batch = _batch_size(shape[0], 1, per_image)
+    check_fits_in_memory(shape[0], shape[1], resolution, f"{where} ({header.shape} {header.dtype})",
+                         batch * per_image, data_bytes=header.declared_bytes)
 
 
 def _image_shape(shape: tuple[int, ...], where: str) -> tuple[tuple[int, int, int, int], str]:
@@ -262,7 +301,7 @@ def load_array(path: Path, resolution: int) -> ImageSet:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise UserInputError(f"cannot read array {where}: {first_line(exc)}") from None
     array = _as_nchw(array, layout)
-    batch = _batch_size(n, c * h * w, _pixel_bytes(header))
+    batch = _batch_size(n, 1, _array_image_bytes(header, (n, c, h, w), resolution))
     lo, hi = (0.0, 255.0) if array.dtype in (np.uint8, np.bool_) else _pixel_range(array, batch, where)
     if not (lo >= -1.0 and hi <= 1.0) and (lo < 0 or hi > 255):
         raise UserInputError(f"{where}: values span {lo:g}..{hi:g}; expected 0..255, 0..1 or -1..1")
@@ -436,6 +475,9 @@ def load_folder(folder: Path, resolution: int, skip_bad_images: bool = False) ->
     candidates = image_files(folder)
     if not candidates:
         raise UserInputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {display_path(folder)}")
+    # each image is resized as it is decoded, kept, then stacked (two copies); its channels are known
+    # only once decoded, so this counts one (the least it can need)
+    check_fits_in_memory(len(candidates), 1, resolution, display_path(folder), _resize_bytes(3, resolution), copies=2)
     tensors, bad = [], []
     for path in candidates:
         try:
