@@ -123,3 +123,55 @@ def test_a_damaged_pipeline_is_one_line_naming_the_file(capsys, trained_run, tmp
     assert not (tmp_path / "pwned").exists()  # nothing in the run directory was unpickled
     path = default_ledger_path()
     assert not path.exists() or Ledger(path).list_runs() == []  # nothing measured, nothing recorded
+
+
+def _edited_run(trained_run, tmp_path, file, edit):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    path = run / file
+    if file.endswith(".json"):
+        raw = json.loads(path.read_text())
+        raw.update(edit)
+        path.write_text(json.dumps(raw))
+    else:
+        path.write_text(edit)
+    return run
+
+
+PIPELINE_EDITS = [
+    ("pipeline/unet/config.json", {"sample_size": 99999}, "config.json: sample_size must be between 1 and 4,096, got 99999"),
+    ("pipeline/unet/config.json", {"sample_size": "8"}, "config.json: sample_size must be an integer, got \"8\""),
+    ("pipeline/unet/config.json", {"in_channels": 7}, "config.json: in_channels must be between 1 and 4, got 7"),
+    ("pipeline/unet/config.json", {"block_out_channels": [16, True]}, "config.json: block_out_channels must be a list"),
+    ("pipeline/scheduler/scheduler_config.json", {"num_train_timesteps": -5},
+     "scheduler_config.json: num_train_timesteps must be between 1 and 100,000, got -5"),
+    ("pipeline/scheduler/scheduler_config.json", {"num_train_timesteps": 1.5},
+     "scheduler_config.json: num_train_timesteps must be an integer"),
+]
+
+
+@pytest.mark.parametrize("command", ["eval", "sample"])
+@pytest.mark.parametrize(("file", "edit", "message"), PIPELINE_EDITS, ids=[m.split(": ", 1)[1][:30] for *_, m in PIPELINE_EDITS])
+def test_a_pipeline_config_out_of_range_is_one_line_before_a_ledger_row(capsys, tmp_path, trained_run, command, file, edit, message):
+    run = _edited_run(trained_run, tmp_path, file, edit)
+    extra = ["--n", "8", "--kid-subset", "4"] if command == "eval" else ["--n", "2", "--out", str(tmp_path / "s.png")]
+    code, _, err = run_cli(capsys, command, "--run", str(run), *extra)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert Ledger(default_ledger_path()).list_runs() == [] and not (tmp_path / "s.png").exists()
+
+
+CONFIG_EDITS = [
+    ('[run]\nname = "x"\n', "data.resolution is 16, the UNet's sample_size 8"),
+    ('[data]\nresolution = 64\n', "data.resolution is 64, the UNet's sample_size 8"),
+    ('[data]\nresolution = 8\ndataset = "nowhere/d.npy"\n', "no such file or folder"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), CONFIG_EDITS, ids=[m[:25] for _, m in CONFIG_EDITS])
+def test_eval_of_a_run_whose_config_toml_no_longer_matches_its_pipeline(capsys, tmp_path, trained_run, text, message):
+    run = _edited_run(trained_run, tmp_path, "config.toml", text)
+    code, _, err = run_cli(capsys, "eval", "--run", str(run), "--n", "8", "--kid-subset", "4")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert Ledger(default_ledger_path()).list_runs() == []

@@ -48,6 +48,7 @@ def eval_command(
     """Score a trained run's samples (EMA weights) with FID, KID and precision/recall; no download."""
     from greendiff.evaluate import reference_features, resolve_extractor, seed_spread
     from greendiff.train import load_run_model
+    from greendiff.train._artifacts import check_run_matches
 
     if n < 4 or seeds < 1 or steps < 0 or kid_subset < 2:
         raise UserInputError("--n must be >= 4, --seeds >= 1, --steps >= 0, --kid-subset >= 2")
@@ -57,6 +58,7 @@ def eval_command(
     extractor, extractor_name = resolve_extractor(features)
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
     data = load_config_data(config)
+    check_run_matches(run, config, unet, data)  # before the ledger row
     n_steps = steps or config.optim.sample_steps
     with settings.tracker(f"eval {run.name}", "eval", f"greendiff eval --run {run} --n {n}") as tracker:
         with tracker.window("eval"):

@@ -143,6 +143,60 @@ def _check_json_object(path: Path) -> None:
         raise BadRecordError(f"{path}: should be a JSON object")
 
 
+#: What greendiff reads of a pipeline's JSON configs, key by key: (type, lowest, highest); a missing key
+#: takes diffusers' default, except ``sample_size``. Bounds are the trainer config's (resolution <= 4096).
+_UNET_RULES = {"sample_size": (int, 1, 4096), "in_channels": (int, 1, 4), "out_channels": (int, 1, 4),
+               "layers_per_block": (int, 1, 16)}
+_SCHEDULER_RULES = {"num_train_timesteps": (int, 1, 100_000)}
+
+
+def _check_values(path: Path, raw: dict, rules: dict, required: tuple[str, ...] = ()) -> None:
+    """One-line :class:`UserInputError` naming the file and key of a value outside ``rules`` (written by
+    another tool, or edited): checked before diffusers builds anything from it, or a ledger row is opened."""
+    for key, (kind, lo, hi) in rules.items():
+        if key not in raw:
+            if key in required:
+                raise UserInputError(f"{path}: {key} is missing")
+            continue
+        value = raw[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise UserInputError(f"{path}: {key} must be an integer, got {json.dumps(value)[:60]}")
+        if not lo <= value <= hi:
+            raise UserInputError(f"{path}: {key} must be between {lo} and {hi:,}, got {value}")
+    widths = raw.get("block_out_channels", [1]) if rules is _UNET_RULES else [1]
+    if not (isinstance(widths, list) and 1 <= len(widths) <= 8
+            and all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 8192 for w in widths)):
+        raise UserInputError(f"{path}: block_out_channels must be a list of 1 to 8 integers between 1 and 8192, "
+                             f"got {json.dumps(widths)[:60]}")
+
+
+def check_unet_config(path: Path) -> None:
+    """A UNet2DModel ``config.json``: a JSON object whose sizes greendiff can build and sample."""
+    raw = load_json_file(path)
+    if not isinstance(raw, dict):
+        raise BadRecordError(f"{path}: should be a JSON object")
+    _check_values(path, raw, _UNET_RULES, required=("sample_size",))
+
+
+def check_scheduler_config(path: Path) -> None:
+    raw = load_json_file(path)
+    if not isinstance(raw, dict):
+        raise BadRecordError(f"{path}: should be a JSON object")
+    _check_values(path, raw, _SCHEDULER_RULES)
+
+
+def check_run_matches(run_dir: Path, config: TrainConfig, unet, data) -> None:
+    """The run's ``config.toml`` and its pipeline describe the same model (a config.toml cut down or
+    edited since): the resolution is the UNet's sample_size and the data's channels its in_channels."""
+    where = f"--run {run_dir}: config.toml and pipeline/unet/config.json disagree"
+    if config.data.resolution != unet.config.sample_size:
+        raise UserInputError(f"{where}: data.resolution is {config.data.resolution}, the UNet's sample_size "
+                             f"{unet.config.sample_size}")
+    if data.channels != unet.config.in_channels:
+        raise UserInputError(f"{where}: the dataset {config.data.dataset!r} has {data.channels} channel(s), the "
+                             f"UNet's in_channels is {unet.config.in_channels}")
+
+
 def load_unet(folder: Path, what: str):
     """The ``UNet2DModel`` saved in ``folder`` (``save_pretrained``), from its safetensors weights only: a
     pickled ``.bin`` is never read. ``what`` names the folder's role in the one-line error (e.g.
@@ -153,7 +207,7 @@ def load_unet(folder: Path, what: str):
     if not weights.is_file():
         raise UserInputError(f"{what} {folder}: no {WEIGHTS_FILE} (greendiff reads safetensors weights only, "
                              "never pickled .bin files)")
-    _check_json_object(config_file)
+    check_unet_config(config_file)
     check_safetensors(weights)
     from diffusers import UNet2DModel
 
@@ -173,9 +227,9 @@ def load_run_model(run_dir: Path):
     for path in files:
         if not path.is_file():
             raise UserInputError(f"--run {run_dir}: {path} is missing; the pipeline is incomplete")
-    _check_json_object(files[0])
+    check_unet_config(files[0])
     check_safetensors(files[1])
-    _check_json_object(files[2])
+    check_scheduler_config(files[2])
     from diffusers import DDPMScheduler, UNet2DModel
 
     config: TrainConfig = resolve_config(run_dir / "config.toml")
