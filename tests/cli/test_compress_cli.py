@@ -126,6 +126,7 @@ BAD = [
     (["distill-steps", "--teacher-steps", "50", "--rounds", "3"], "use --teacher-steps one of"),
     # every config check runs before the run directory and the ledger row exist (a bad --set used to be found
     # after the Taylor pass, or at the first round, leaving both behind)
+    (["prune", "--ratio", "0.5", "--name", "a:b"], "--name 'a:b' is not a usable name"),
     (["prune", "--ratio", "0.5", "--set", "optim.bogus=1"], "unknown config key 'optim.bogus'"),
     (["prune", "--ratio", "0.5", "--finetune-steps", "0", "--set", "optim.lr=-1"], "optim.lr must be"),
     (["distill-steps", "--rounds", "1", "--teacher-steps", "8", "--set", "optim.bogus=1"], "unknown config key 'optim.bogus'"),

@@ -309,7 +309,7 @@ def distill_command(
                    "optim.lr": lr}  # a pruned student keeps the teacher's learning rate unless told
         label = f"student {student_init}"
     else:
-        student = {"model.preset": student_preset, "model.block_out_channels": "", "model.layers_per_block": -1,
+        student = {"model.preset": student_preset, "model.block_out_channels": (), "model.layers_per_block": -1,
                    "model.attention": "preset", "model.init_from": "", "optim.lr": lr if lr is not None else 0.0}
         label = f"student preset {student_preset!r}"
     name = name or derived_name(f"student-{student_preset or 'init'}", teacher)

@@ -221,7 +221,8 @@ def _conform(saved, template, where: str):
 
 def _leaf(saved, template, where: str):
     kind = type(template)
-    same = type(saved) is kind or (kind is float and type(saved) is int)
+    flags = (bool, type(None))  # torch's optional switches (fused, foreach): None and a bool stand for each other
+    same = type(saved) is kind or (kind is float and type(saved) is int) or (kind in flags and type(saved) in flags)
     if not same:
         raise Unusable(f"{STATE_FILE}: {where} should be {'null' if template is None else kind.__name__}, "
                        f"got {json.dumps(saved)[:30]}")
