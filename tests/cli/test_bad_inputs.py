@@ -174,6 +174,7 @@ def test_bad_input_is_one_line_and_exit_code_2(case, tmp_path, monkeypatch, caps
     assert code == 2, f"exit {code}; stderr: {err}"
     assert len(lines) == 1 and lines[0].startswith("greendiff: error: "), err
     assert "Traceback" not in err + out
+    assert case.get("secret", "\0") not in err + out, "a credential reached the output"
     assert lines[0].isprintable(), f"an unprintable character reached the terminal: {lines[0]!r}"
     for text in case["expect"]:
         assert text in lines[0], f"{text!r} not in {lines[0]!r}"
