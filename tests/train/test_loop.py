@@ -664,3 +664,49 @@ def test_training_takes_its_share_of_the_cores_beside_another_run(tmp_path, tiny
     assert seen and set(seen) == {2}  # 4 cores, 2 runs
     assert torch.get_num_threads() == before  # given back afterwards
     assert [p.name for p in registry.iterdir()] == [str(other)]  # this run's entry is gone
+
+
+# -- a copied run directory with planted symbolic links: nothing is written through them ------------------------------
+
+def test_planted_links_in_a_run_directory_are_never_written_through(tmp_path, tiny_data, tiny_config, tracker, caplog):
+    import shutil
+
+    from greendiff.train import check_resume
+
+    config = tiny_config(run__max_steps=4, run__checkpoint_every=2, run__keep_checkpoints=3)
+    run_dir, outside = tmp_path / "run", tmp_path / "outside"
+    train(config, run_dir, tiny_data, tracker)
+    outside.mkdir()
+    (outside / "victim.txt").write_text("precious\n")
+    (outside / "victim.png").write_bytes(b"precious")
+    shutil.copytree(run_dir / "checkpoints" / "step-2", outside / "ckpt")
+    shutil.copytree(run_dir / "pipeline", outside / "pipe")
+    # metrics.jsonl a link: one line, before anything starts (the resume checks)
+    (run_dir / "metrics.jsonl").rename(tmp_path / "metrics.jsonl")
+    (run_dir / "metrics.jsonl").symlink_to(outside / "victim.txt")
+    with pytest.raises(UserInputError, match=r"run/metrics.jsonl is a symbolic link"):
+        check_resume(run_dir, tiny_config(run__max_steps=6), tiny_data.channels)
+    with pytest.raises(UserInputError, match=r"cannot write .*metrics.jsonl: it is a symbolic link"):
+        train(tiny_config(run__max_steps=6, run__checkpoint_every=2), run_dir, tiny_data, tracker, resume=True)
+    (run_dir / "metrics.jsonl").unlink()
+    (tmp_path / "metrics.jsonl").rename(run_dir / "metrics.jsonl")
+    # a sample grid, a checkpoint and the pipeline as links to outside files and folders
+    (run_dir / "samples" / "step-6.png").symlink_to(outside / "victim.png")
+    shutil.rmtree(run_dir / "checkpoints" / "step-2")
+    (run_dir / "checkpoints" / "step-2").symlink_to(outside / "ckpt", target_is_directory=True)
+    (run_dir / "checkpoints" / ".tmp-step-6").symlink_to(outside, target_is_directory=True)
+    shutil.rmtree(run_dir / "pipeline")
+    (run_dir / "pipeline").symlink_to(outside / "pipe", target_is_directory=True)
+    (run_dir / ".tmp-pipeline").symlink_to(outside, target_is_directory=True)
+    result = train(tiny_config(run__max_steps=6, run__checkpoint_every=2, run__keep_checkpoints=1), run_dir,
+                   tiny_data, tracker, resume=True)
+    assert result.status == "completed" and result.step == 6
+    assert (outside / "victim.txt").read_text() == "precious\n" and (outside / "victim.png").read_bytes() == b"precious"
+    assert (outside / "ckpt" / "model.safetensors").is_file() and (outside / "pipe" / "model_index.json").is_file()
+    assert sorted(p.name for p in outside.iterdir()) == ["ckpt", "pipe", "victim.png", "victim.txt"]
+    assert not (run_dir / "samples" / "step-6.png").is_symlink() and (run_dir / "samples" / "step-6.png").stat().st_size > 100
+    assert not (run_dir / "pipeline").is_symlink() and (run_dir / "pipeline" / "model_index.json").is_file()
+    leftovers = [p.name for p in [*run_dir.iterdir(), *(run_dir / "checkpoints").iterdir()] if p.is_symlink()]
+    assert leftovers == ["step-2"]  # passed over, left as it was: no .del-/.old-/.tmp- links behind
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-2", "step-6"]
+    assert any("checkpoints/step-2 is a symbolic link, not a checkpoint" in r.getMessage() for r in caplog.records)

@@ -48,6 +48,7 @@ import torch
 
 from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
+from greendiff.names import display_path
 from greendiff.parallel import Dist
 from greendiff.train._checkpoint_read import (
     EMA, FORMAT, MODEL, OPTIMIZER, STATE_FILE, Payload, TrainingObjects, Unusable, inspect, read, step_of,
@@ -57,7 +58,7 @@ from greendiff.train._model import resolve_architecture
 logger = logging.getLogger(__name__)
 
 __all__ = ["EMA", "FORMAT", "MODEL", "OPTIMIZER", "STATE_FILE", "TrainingObjects", "Unusable", "check_resume",
-           "checkpoint_dirs", "fingerprint", "load_latest", "recover", "save_checkpoint"]
+           "checkpoint_dirs", "fingerprint", "load_latest", "recover", "remove_tree", "save_checkpoint"]
 
 
 def fingerprint(config, channels: int) -> dict:
@@ -74,16 +75,35 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     root = run_dir / "checkpoints"
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdecimal()]
+    found = []
+    for p in root.iterdir():
+        if not (p.name.startswith("step-") and p.name[5:].isdecimal()):
+            continue
+        if p.is_symlink():  # greendiff never writes one: a planted link to a folder elsewhere is not a checkpoint
+            logger.warning("checkpoints/%s is a symbolic link, not a checkpoint; passed over", p.name)
+        elif p.is_dir():
+            found.append(p)
     return sorted(found, key=step_of)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete ``path`` if it is there: a symbolic link is unlinked (never followed, whatever it points
+    to), a folder deleted with its contents. Errors are ignored (a leftover is tidied up next time)."""
+    try:
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+            return
+    except OSError:
+        return
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _discard(path: Path) -> None:
     """Remove a checkpoint folder atomically from resume's point of view: rename, then delete."""
     trash = path.with_name(f".del-{path.name}")
-    shutil.rmtree(trash, ignore_errors=True)
+    remove_tree(trash)
     os.replace(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
+    remove_tree(trash)
 
 
 def recover(run_dir: Path) -> None:
@@ -94,12 +114,12 @@ def recover(run_dir: Path) -> None:
         return
     for leftover in sorted(root.glob(".old-*")):
         final = root / leftover.name[len(".old-"):]
-        if not final.exists() and (leftover / STATE_FILE).exists():
+        if not final.exists() and not leftover.is_symlink() and (leftover / STATE_FILE).exists():
             os.replace(leftover, final)
         else:
-            shutil.rmtree(leftover, ignore_errors=True)
+            remove_tree(leftover)
     for leftover in [*root.glob(".tmp-*"), *root.glob(".del-*")]:
-        shutil.rmtree(leftover, ignore_errors=True)
+        remove_tree(leftover)
 
 
 def _dist(accelerator) -> Dist:
@@ -148,8 +168,8 @@ def save_checkpoint(accelerator, objects: TrainingObjects, run_dir: Path, step: 
         nonlocal books
         if main:
             root.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
+            remove_tree(tmp)
+            tmp.mkdir()  # new, so nothing written into it follows a planted link
             books = {**books, **_write_shared(tmp, objects)}
 
     def state_and_rename() -> None:
@@ -161,7 +181,7 @@ def save_checkpoint(accelerator, objects: TrainingObjects, run_dir: Path, step: 
 
     def undo() -> None:
         if main:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
 
     what = f"could not write checkpoint {final}"
     _agreed(dist, shared, what, undo)
@@ -187,11 +207,11 @@ def _rotate(run_dir: Path, keep: int) -> None:
 def _put_in_place(tmp: Path, final: Path) -> None:
     """Rename the complete ``tmp`` to ``final``; one being replaced (e.g. ``best``) waits under ``.old-``."""
     trash = final.with_name(f".old-{final.name}")
-    if final.exists():
-        shutil.rmtree(trash, ignore_errors=True)
+    if final.exists() or final.is_symlink():
+        remove_tree(trash)
         os.replace(final, trash)
     os.replace(tmp, final)
-    shutil.rmtree(trash, ignore_errors=True)
+    remove_tree(trash)
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -243,7 +263,12 @@ def check_resume(run_dir: Path, config, channels: int, source: str = "config") -
     error, e.g. the run directory's ``config.toml``). One-line :class:`UserInputError` otherwise."""
     expected, passed = fingerprint(config, channels), []
     root = run_dir / "checkpoints"
-    returning = [old for old in root.glob(".old-step-*") if not (root / old.name[len(".old-"):]).exists()]
+    for name in ("metrics.jsonl", "samples", "pipeline", "checkpoints"):
+        if (run_dir / name).is_symlink():
+            raise UserInputError(f"{display_path(run_dir / name)} is a symbolic link; greendiff writes only real files "
+                                 "in a run directory: remove the link, or start a new run")
+    returning = [old for old in root.glob(".old-step-*")
+                 if not old.is_symlink() and not (root / old.name[len(".old-"):]).exists()]
     for folder in sorted([*checkpoint_dirs(run_dir), *returning], key=step_of, reverse=True):
         try:
             inspect(folder, expected, source)
@@ -292,7 +317,7 @@ def _set_aside(passed: list[tuple[Path, str]], used: Path) -> None:
     try:
         for folder, _ in passed:
             aside = folder.with_name(f".bad-{folder.name}")
-            shutil.rmtree(aside, ignore_errors=True)
+            remove_tree(aside)
             os.replace(folder, aside)
         moved = f"moved aside as .bad-{passed[0][0].name}"
     except OSError as exc:  # it stays where it is, and is passed over again next time

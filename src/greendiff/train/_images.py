@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from greendiff.files import atomic_write_bytes
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -30,5 +33,7 @@ def save_grid(images: torch.Tensor, path: Path, scale: int = 2) -> Path:
     img = Image.fromarray(grid[..., 0] if c == 1 else grid)
     img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())  # the rename replaces a planted link itself, never its target
     return path

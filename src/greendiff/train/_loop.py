@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,10 @@ import torch
 from greendiff.data import ImageSet
 from greendiff.errors import UserInputError
 from greendiff.tracking import Tracker
-from greendiff.train._checkpoint import TrainingObjects, check_resume, fingerprint, load_latest, save_checkpoint
+from greendiff.names import display_path
+from greendiff.train._checkpoint import (
+    TrainingObjects, check_resume, fingerprint, load_latest, remove_tree, save_checkpoint,
+)
 from greendiff.train._config import TrainConfig
 from greendiff.train._divergence import Diverged, DivergenceGuard, weights_finite
 from greendiff.train._diffusion import diffusion_loss, make_noise_scheduler, make_sampler, sample_images
@@ -246,7 +248,7 @@ def train_on_share(config: TrainConfig, run_dir: Path, data: ImageSet, tracker: 
                 precision, precision_why, device)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    metrics = (run_dir / "metrics.jsonl").open("a") if main else open(os.devnull, "w")  # only rank 0 writes
+    metrics = _open_metrics(run_dir / "metrics.jsonl") if main else open(os.devnull, "w")  # only rank 0 writes
     metrics.write(json.dumps(header) + "\n")
     if on_log and main:
         on_log(header)
@@ -442,10 +444,21 @@ def export_pipeline(unet, ema, noise_scheduler, path: Path) -> None:
     if ema is not None:
         ema.copy_to(model.parameters())
     tmp, old = path.with_name(f".tmp-{path.name}"), path.with_name(f".old-{path.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_tree(tmp)  # a planted link is unlinked, never written through
     DDPMPipeline(unet=model, scheduler=noise_scheduler).save_pretrained(str(tmp))
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
+    if path.exists() or path.is_symlink():
+        remove_tree(old)
         os.replace(path, old)
     os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+    remove_tree(old)
+
+
+def _open_metrics(path: Path):
+    """``metrics.jsonl`` for appending, never through a symbolic link (``O_NOFOLLOW``: one planted in a
+    copied run directory must not have greendiff append to a file elsewhere)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as exc:
+        raise UserInputError(f"cannot write {display_path(path)}: "
+                             + ("it is a symbolic link" if path.is_symlink() else (exc.strerror or str(exc)))) from None
+    return os.fdopen(fd, "a")
