@@ -197,3 +197,17 @@ def test_a_damaged_student_init_is_one_line_naming_its_file(capsys, tmp_path, pa
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and message in lines[0] and str(init / "config.json") in lines[0], err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["distill", "distill-steps"])
+def test_a_teacher_whose_pipeline_lacks_its_weights_is_named_as_the_teacher(capsys, tmp_path, parent, command):
+    import shutil
+
+    teacher = tmp_path / "teacher\x1b[31m"
+    shutil.copytree(parent, teacher)
+    (teacher / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    extra = ["--student-preset", "pico"] if command == "distill" else []
+    code, _, err = run_cli(capsys, command, "--teacher", str(teacher), *extra, "--output-dir", str(tmp_path / "out"))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("greendiff: error: --teacher "), err
+    assert "--run" not in err and "\x1b" not in err and not (tmp_path / "out").exists()

@@ -373,3 +373,19 @@ def test_a_resume_of_a_run_directory_in_use_is_refused_before_it_touches_anythin
     assert code == 0, err
     assert not unfinished.exists()  # tidied by the resume that holds the directory now
     assert (run_dir / ".lock").read_text() == str(__import__("os").getpid())
+
+
+# -- a run directory's name reaches the terminal escaped, never raw --------------------------------------------------
+
+def test_a_run_directory_named_with_terminal_escapes_is_shown_escaped(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", *TINY, "--max-steps", "2", "--output-dir", str(tmp_path / "runs"), "--country", "FRA")
+    assert code == 0, err
+    (made,) = (tmp_path / "runs").iterdir()
+    run_dir = made.rename(tmp_path / "runs" / "rn3\x1b]0;pwned\x07\x1b[31mRED[bold]")
+    code, _, err = run_cli(capsys, "train", "--resume", str(run_dir), "--max-steps", "4", "--country", "FRA")
+    assert code == 0, err
+    assert "\x1b" not in err and "\x07" not in err
+    assert "completed at step 4" in err and "rn3\\x1b]0;pwned\\x07\\x1b[31mRED[bold]" in err
+    (run_dir / "checkpoints").rename(tmp_path / "aside")  # and in an error line
+    code, _, err = run_cli(capsys, "train", "--resume", str(run_dir), "--max-steps", "6", "--country", "FRA")
+    assert code == 2 and err.count("\n") == 1 and "\x1b" not in err and "nothing to resume" in err

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         result = app(args=argv, prog_name="greendiff", standalone_mode=False, obj={"argv": argv})
     except UserInputError as exc:
         if not quiet:
-            print(f"greendiff: error: {exc}", file=sys.stderr)
+            print("greendiff: error: " + "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(exc)), file=sys.stderr)
         return 2
     except _UsageError as exc:
         command = exc.ctx.command_path if exc.ctx is not None else "greendiff"

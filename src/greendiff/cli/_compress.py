@@ -90,14 +90,18 @@ def derived_config(parent: Path, overrides: dict, sets: list[str]):
 class Session:
     """What the three commands share: the parent, its data, the tracker, evaluations, the closing report."""
 
-    def __init__(self, parent: Path, eval_samples: int, console: Console) -> None:
+    def __init__(self, parent: Path, eval_samples: int, console: Console, flag: str = "--run") -> None:
         from greendiff.train import load_run_model
 
         if eval_samples and eval_samples < 4:
             raise UserInputError("--eval-samples must be 0 (skip) or >= 4")
         self.parent = parent
         self.parent_kwh = parent_energy_kwh(parent)  # read (and any damage named) before any work
-        self.config, self.unet, self.sampler = load_run_model(parent)
+        try:
+            self.config, self.unet, self.sampler = load_run_model(parent)
+        except UserInputError as exc:  # name the option the user gave (--teacher), not train's --run
+            message = str(exc)
+            raise UserInputError(flag + message[len("--run"):] if message.startswith("--run ") else message) from None
         self.data = load_config_data(self.config)
         self.eval_samples = eval_samples
         self.console = console
@@ -166,10 +170,10 @@ def _print_energy(console: Console, energy: dict, what: str) -> None:
                   highlight=False)
 
 
-def _check_parent(run: Path) -> None:
+def _check_parent(run: Path, flag: str = "--run") -> None:
     if not (run / "config.toml").is_file() or not (run / "pipeline" / "unet").is_dir():
-        raise UserInputError(f"--run/--teacher {run}: no trained model (expected {run}/pipeline and {run}/config.toml "
-                             "from greendiff train)")
+        raise UserInputError(f"{flag} {display_path(run)}: no trained model (expected {display_path(run / 'pipeline')} "
+                             f"and {display_path(run / 'config.toml')} from greendiff train)")
 
 
 def prune_command(
@@ -244,7 +248,7 @@ def prune_command(
         result = s.train(ft_config, run_dir, "fine-tune")
         if result.status != "completed":
             raise UserInputError(f"fine-tuning ended {result.status} at step {result.step}; resume with: "
-                                 f"greendiff train --resume {run_dir}")
+                                 f"greendiff train --resume {display_path(run_dir)}")
     else:
         export_pipeline(rebuilt.unet, None, make_noise_scheduler(config.optim), run_dir / "pipeline")
     _, tuned, sampler = load_run_model(run_dir)
@@ -268,8 +272,8 @@ def prune_command(
                   _fmt_quality(quality_tuned))
     Console().print(table)
     _print_energy(console, report["energy"], "pruning + fine-tuning")
-    console.print(f"pruned run {run_dir} ({time.perf_counter() - s.t0:.0f} s) · report {run_dir / 'compression.json'}",
-                  highlight=False)
+    console.print(f"pruned run {display_path(run_dir)} ({time.perf_counter() - s.t0:.0f} s) · report {display_path(run_dir / 'compression.json')}",
+                  highlight=False, markup=False)
 
 
 def distill_command(
@@ -293,7 +297,7 @@ def distill_command(
     from greendiff.compress import check_teacher
     from greendiff.train import PRESETS, build_unet, count_parameters, load_run_model, to_toml
 
-    _check_parent(teacher)
+    _check_parent(teacher, "--teacher")
     if (student_preset is None) == (student_init is None):
         raise UserInputError("give the student as --student-preset P or --student-init DIR (one of them)")
     if student_preset is not None and student_preset not in PRESETS:
@@ -301,7 +305,7 @@ def distill_command(
     init = _unet_config(student_init) if student_init is not None else None  # read and checked before any work
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
     console = Console(stderr=True)
-    s = Session(teacher, eval_samples, console)  # the teacher's config, EMA model and data; creates nothing
+    s = Session(teacher, eval_samples, console, "--teacher")  # the teacher's config, EMA model and data; creates nothing
     if init is not None:
         widths, layers = init
         student = {"model.block_out_channels": ",".join(map(str, widths)), "model.layers_per_block": layers,
@@ -332,7 +336,7 @@ def distill_command(
     s.start(run_dir, settings, "distill", f"greendiff distill --teacher {teacher} {student_flag}")
     result = s.train(config, run_dir, "distill")
     if result.status != "completed":
-        raise UserInputError(f"distillation ended {result.status} at step {result.step}; resume with: greendiff train --resume {run_dir}")
+        raise UserInputError(f"distillation ended {result.status} at step {result.step}; resume with: greendiff train --resume {display_path(run_dir)}")
     _, student, sampler = load_run_model(run_dir)
     steps = config.optim.sample_steps
     quality_teacher = s.quality(s.unet, s.sampler, steps)
@@ -351,7 +355,7 @@ def distill_command(
                   f"student {student_stats['params']:,} parameters ({report['params_reduction']:.1f}x fewer): "
                   f"{_fmt_quality(quality_student)}", highlight=False)
     _print_energy(console, report["energy"], "student training (teacher forwards included)")
-    console.print(f"student run {run_dir} · report {run_dir / 'distill.json'}", highlight=False)
+    console.print(f"student run {display_path(run_dir)} · report {display_path(run_dir / 'distill.json')}", highlight=False, markup=False)
 
 
 def _unet_config(folder: Path) -> tuple[tuple[int, ...], int]:
@@ -394,10 +398,10 @@ def distill_steps_command(
     from greendiff.compress import check_rounds
     from greendiff.train import load_run_model, make_noise_scheduler, make_sampler, sample_images, to_toml
 
-    _check_parent(teacher)
+    _check_parent(teacher, "--teacher")
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
     console = Console(stderr=True)
-    s = Session(teacher, eval_samples, console)
+    s = Session(teacher, eval_samples, console, "--teacher")
     teacher_config = s.config
     check_rounds(teacher_config.optim.num_train_timesteps, teacher_steps, rounds)
 
@@ -436,7 +440,7 @@ def distill_steps_command(
         _write_text(round_dir / "config.toml", to_toml(config))
         result = s.train(config, round_dir, f"round {k}: {n}→{n // 2} steps")
         if result.status != "completed":
-            raise UserInputError(f"round {k} ended {result.status}; resume with: greendiff train --resume {round_dir}, "
+            raise UserInputError(f"round {k} ended {result.status}; resume with: greendiff train --resume {display_path(round_dir)}, "
                                  f"then rerun the later rounds")
         _, student, _ = load_run_model(round_dir)
         rows.append({"model": f"round {k}", "steps": n // 2, "quality": s.quality(student, ddim, n // 2),
@@ -453,6 +457,6 @@ def distill_steps_command(
         table.add_row(row["model"], str(row["steps"]), _fmt_quality(row["quality"]), fmt_energy(row["sample_kwh_per_image"]))
     Console().print(table)
     _print_energy(console, report["energy"], f"{rounds} rounds of distillation")
-    console.print(f"final student {source.parent.parent} samples with {final_steps} DDIM steps "
-                  f"(greendiff sample --run {source.parent.parent}) · report {run_dir / 'distill_steps.json'}",
-                  highlight=False)
+    console.print(f"final student {display_path(source.parent.parent)} samples with {final_steps} DDIM steps "
+                  f"(greendiff sample --run {display_path(source.parent.parent)}) · report {display_path(run_dir / 'distill_steps.json')}",
+                  highlight=False, markup=False)

@@ -19,7 +19,7 @@ from greendiff.cli._options import (
     FLOAT, IMAGES, INT, PROCESSES, SAMPLER_STEPS, SEED, name_option, number_option,
     Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, load_config_data, resolve_settings,
 )
-from greendiff.cli._render import fmt_energy, fmt_mass, render_summary
+from greendiff.cli._render import fmt_energy, fmt_mass, plain, render_summary
 from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
 from greendiff.names import check_name, display_path
@@ -58,9 +58,9 @@ def _new_run_dir(output_dir: str, name: str) -> Path:
     try:
         run_dir.mkdir(parents=True, exist_ok=False)
     except FileExistsError:
-        raise UserInputError(f"run directory {run_dir} already exists; wait a second or set --name") from None
+        raise UserInputError(f"run directory {display_path(run_dir)} already exists; wait a second or set --name") from None
     except OSError as exc:
-        raise UserInputError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
+        raise UserInputError(f"cannot create run directory {display_path(run_dir)}: {exc.strerror}") from None
     return run_dir
 
 
@@ -160,7 +160,7 @@ def train_command(
                  "run.log_to": ",".join(log_to) if log_to else None, "run.mlflow_uri": mlflow_uri, **_parse_sets(sets)}
     if resume is not None:
         if not (resume / "config.toml").is_file():
-            raise UserInputError(f"--resume {resume}: not a run directory (no config.toml)")
+            raise UserInputError(f"--resume {display_path(resume)}: not a run directory (no config.toml)")
         changed = [k for k, v in overrides.items() if v is not None and k != "run.max_steps"]
         if changed or config_file is not None:
             raise UserInputError(f"--resume continues the saved config; only --max-steps may change (got {', '.join(changed) or '--config'})")
@@ -220,7 +220,7 @@ def _claimed_run_dir(config, resume: Path | None, name: str, dist) -> Iterator[P
                 held.enter_context(RunDirLock(run_dir))
                 atomic_write_text(run_dir / "config.toml", to_toml(config))
             except OSError as exc:
-                problem = UserInputError(f"cannot write {run_dir / 'config.toml'}: {exc.strerror or exc}")
+                problem = UserInputError(f"cannot write {display_path(run_dir / 'config.toml')}: {exc.strerror or exc}")
             except UserInputError as exc:
                 problem = exc
         told, why = dist.broadcast((str(run_dir) if run_dir is not None else None, str(problem) if problem else None))
@@ -236,7 +236,7 @@ def _train_in(config, data, run_dir: Path, settings, dist, console: Console, con
     from greendiff.train import to_dict
 
     loggers = _loggers(config, run_dir, remove_on_error=None if resume else run_dir) if dist.is_main else []
-    tracker = settings.tracker(run_dir.name + (" (resumed)" if resume else ""), "train", f"greendiff train ({run_dir})",
+    tracker = settings.tracker(run_dir.name + (" (resumed)" if resume else ""), "train", f"greendiff train ({display_path(run_dir)})",
                                config=to_dict(config), run_dir=run_dir, dist=dist).start()
     t0 = time.perf_counter()
     for logger_ in loggers:
@@ -255,10 +255,10 @@ def _train_in(config, data, run_dir: Path, settings, dist, console: Console, con
     if dist.is_main:
         write_emissions(run_dir, summary, result.prior_energy_j, tracker.ledger)
     render_summary(summary, console)
-    console.print(f"{result.status} at step {result.step} in {time.perf_counter() - t0:.1f} s · run directory {run_dir}"
+    console.print(f"{result.status} at step {result.step} in {time.perf_counter() - t0:.1f} s · run directory {display_path(run_dir)}"
                   + (f" · {result.stop_reason}" if result.stop_reason else "")
-                  + ("" if result.status in ("completed", "stopped") else f" · resume with: greendiff train --resume {run_dir}"),
-                  highlight=False)
+                  + ("" if result.status in ("completed", "stopped") else f" · resume with: greendiff train --resume {display_path(run_dir)}"),
+                  highlight=False, markup=False)
     if result.status not in ("completed", "stopped"):
         raise typer.Exit(130)
 
@@ -327,10 +327,10 @@ def run_training(config, data, run_dir: Path, tracker, console: Console, *, resu
             logger_.log(record)
         if record.get("event") == "start":
             start_step = record["step"]
-            progress.console.print(
+            progress.console.print(plain(
                 f"UNet {config.model.preset}: {record['params']:,} parameters, {record['macs_per_image'] / 1e6:.1f} M MACs "
                 f"per image · precision {record['precision']} ({record['precision_reason']}) on {record['device']} · "
-                f"{record['dataset']}", highlight=False)
+                f"{record['dataset']}"), highlight=False)
             if record.get("processes", 1) > 1:
                 progress.console.print(f"{record['processes']} processes: effective batch {record['effective_batch_size']} "
                                        f"({config.optim.batch_size} per process), lr {record['lr']:g} (scaling "
@@ -349,13 +349,13 @@ def run_training(config, data, run_dir: Path, tracker, console: Console, *, resu
                            on_eval=_logged(on_eval, loggers), carbon_aware=carbon_aware)
     except KeyboardInterrupt:
         tracker.stop("interrupted")
-        console.print(f"interrupted; resume with: greendiff train --resume {run_dir}")
+        console.print(f"interrupted; resume with: greendiff train --resume {display_path(run_dir)}", markup=False)
         raise typer.Exit(130) from None
     except (MemoryError, torch.OutOfMemoryError) as exc:
         tracker.stop("failed")
         where = "host" if isinstance(exc, MemoryError) else "GPU"
-        raise UserInputError(f"out of {where} memory in {run_dir}; checkpoints up to the last are kept: free memory and "
-                             f"resume (greendiff train --resume {run_dir}), or start again with a smaller --batch-size "
+        raise UserInputError(f"out of {where} memory in {display_path(run_dir)}; checkpoints up to the last are kept: free memory and "
+                             f"resume (greendiff train --resume {display_path(run_dir)}), or start again with a smaller --batch-size "
                              "or --preset") from None
     except BaseException:
         tracker.stop("failed")
@@ -410,12 +410,12 @@ def sample_command(
     from greendiff.train import load_run_model, sample_images, save_grid, to_uint8
 
     if out.suffix.lower() not in (".png", ".npz"):
-        raise UserInputError(f"--out must end in .png or .npz, got {out}")
+        raise UserInputError(f"--out must end in .png or .npz, got {display_path(out)}")
     config, unet, sampler = load_run_model(run)
     settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
     n_steps = steps or config.optim.sample_steps
     console = Console(stderr=True)
-    with settings.tracker(f"sample {run.name}", "sample", f"greendiff sample --run {run} --n {n}") as tracker:
+    with settings.tracker(f"sample {run.name}", "sample", f"greendiff sample --run {display_path(run)} --n {n}") as tracker:
         with tracker.window("sample"):
             images = sample_images(unet, sampler, n, n_steps, (unet.config.in_channels, unet.config.sample_size,
                                    unet.config.sample_size), torch.Generator().manual_seed(seed))
@@ -426,9 +426,9 @@ def sample_command(
         else:
             save_grid(images, out)
     except OSError as exc:
-        raise UserInputError(f"cannot write {out}: {exc.strerror}") from None
+        raise UserInputError(f"cannot write {display_path(out)}: {exc.strerror}") from None
     summary = tracker.summary
     render_summary(summary, console)
-    console.print(f"{n} images, {n_steps} {config.optim.sampler} steps → {out} · "
+    console.print(f"{n} images, {n_steps} {config.optim.sampler} steps → {display_path(out)} · "
                   f"{fmt_energy(summary['energy_kwh'] / n)} and {fmt_mass(summary['emissions_kg'] / n)} CO2e per image",
-                  highlight=False)
+                  highlight=False, markup=False)
