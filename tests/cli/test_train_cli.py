@@ -389,3 +389,30 @@ def test_a_run_directory_named_with_terminal_escapes_is_shown_escaped(capsys, tm
     (run_dir / "checkpoints").rename(tmp_path / "aside")  # and in an error line
     code, _, err = run_cli(capsys, "train", "--resume", str(run_dir), "--max-steps", "6", "--country", "FRA")
     assert code == 2 and err.count("\n") == 1 and "\x1b" not in err and "nothing to resume" in err
+
+
+def test_a_bad_init_from_is_one_line_and_creates_nothing(capsys, tmp_path):
+    import shutil
+
+    code, _, err = run_cli(capsys, "train", *TINY, "--max-steps", "2", "--output-dir", str(tmp_path / "made"), "--country", "FRA")
+    assert code == 0, err
+    unet = next((tmp_path / "made").iterdir()) / "pipeline" / "unet"
+    only_bin = tmp_path / "only-bin"
+    only_bin.mkdir()
+    shutil.copy(unet / "config.json", only_bin / "config.json")
+    (only_bin / "diffusion_pytorch_model.bin").write_bytes(b"pickle")
+    ledger_rows = len(Ledger(default_ledger_path()).list_runs())
+    for init_from, extra, message in [
+            (tmp_path / "nonexistent", [], "no such folder"),
+            (only_bin, [], "no diffusion_pytorch_model.safetensors"),
+            (unet, ["--preset", "tiny"], "its architecture (block_out_channels [8, 16]")]:
+        runs = tmp_path / "runs"
+        code, _, err = run_cli(capsys, "train", *TINY, *extra, "--set", f"model.init_from={init_from}", "--max-steps", "2",
+                               "--output-dir", str(runs), "--country", "FRA")
+        assert code == 2 and err.count("\n") == 1 and err.startswith("greendiff: error: model.init_from "), err
+        assert message in err, err
+        assert not runs.exists()
+        assert len(Ledger(default_ledger_path()).list_runs()) == ledger_rows
+    code, _, err = run_cli(capsys, "train", *TINY, "--set", f"model.init_from={unet}", "--max-steps", "2",
+                           "--output-dir", str(tmp_path / "good"), "--country", "FRA")
+    assert code == 0, err  # a matching folder still starts the run

@@ -31,7 +31,7 @@ from greendiff.train._config import TrainConfig
 from greendiff.train._divergence import Diverged, DivergenceGuard, weights_finite
 from greendiff.train._diffusion import diffusion_loss, make_noise_scheduler, make_sampler, sample_images
 from greendiff.train._images import save_grid
-from greendiff.train._model import build_unet, check_architecture, count_macs, count_parameters
+from greendiff.train._model import build_unet, check_architecture, check_init_from, count_macs, count_parameters
 from greendiff.train._schedule import make_lr_scheduler
 from greendiff.train._stopping import StopCallback, StoppingRules
 
@@ -123,6 +123,7 @@ def check_train(config: TrainConfig, channels: int, resume_from: Path | None = N
     directory) a usable checkpoint of this config's shapes (``source`` names the config in the error)."""
     resolve_precision(config.optim.mixed_precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     check_architecture(config.model, config.data.resolution)
+    check_init_from(config.model, config.data.resolution, channels, config.optim.num_train_timesteps)
     if resume_from is not None:
         check_resume(resume_from, config, channels, source)
 

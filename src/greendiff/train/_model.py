@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,45 @@ def load_weights(unet, folder: Path) -> None:
                              f"{list(source.config.block_out_channels)}, layers_per_block {source.config.layers_per_block}) "
                              f"differs from the config's ({list(unet.config.block_out_channels)}, "
                              f"{unet.config.layers_per_block}); set model.block_out_channels to match") from None
+
+
+def check_init_from(model: ModelConfig, resolution: int, channels: int, num_train_timesteps: int) -> None:
+    """``model.init_from`` (if set) can start this config's UNet, checked before a run directory or a ledger
+    row exists: the folder holds a UNet2DModel's config.json and safetensors weights (read as a header
+    only), with the tensor names and shapes of the UNet the config builds (built on the meta device: no
+    memory). One-line :class:`UserInputError` otherwise, the same :func:`load_weights` would raise."""
+    if not model.init_from:
+        return
+    import json
+
+    from safetensors import safe_open
+
+    from greendiff.names import display_path
+    from greendiff.train._artifacts import WEIGHTS_FILE, check_safetensors, check_unet_config
+
+    folder = Path(model.init_from)
+    shown = f"model.init_from {display_path(folder)}"
+    config_file, weights = folder / "config.json", folder / WEIGHTS_FILE
+    if not folder.is_dir():
+        raise UserInputError(f"{shown}: no such folder (a saved UNet2DModel: config.json and {WEIGHTS_FILE})")
+    if not config_file.is_file():
+        raise UserInputError(f"{shown}: not a saved UNet2DModel (no config.json)")
+    if not weights.is_file():
+        raise UserInputError(f"{shown}: no {WEIGHTS_FILE} (greendiff reads safetensors weights only, never pickled .bin files)")
+    check_unet_config(config_file)
+    check_safetensors(weights)
+    with safe_open(str(weights), framework="pt") as f:
+        got = {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
+    with torch.device("meta"):
+        target = build_unet(dataclasses.replace(model, init_from=""), resolution, channels, num_train_timesteps)
+    want = {key: list(value.shape) for key, value in target.state_dict().items()}
+    if got != want:
+        saved = json.loads(config_file.read_text())
+        raise UserInputError(f"{shown}: its architecture (block_out_channels {saved.get('block_out_channels')}, "
+                             f"layers_per_block {saved.get('layers_per_block')}, in_channels {saved.get('in_channels')}) "
+                             f"differs from the config's ({list(target.config.block_out_channels)}, "
+                             f"{target.config.layers_per_block}, {target.config.in_channels}); set model.block_out_channels "
+                             "to match")
 
 
 def count_parameters(module: torch.nn.Module) -> int:
