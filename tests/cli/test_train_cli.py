@@ -416,3 +416,44 @@ def test_a_bad_init_from_is_one_line_and_creates_nothing(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", *TINY, "--set", f"model.init_from={unet}", "--max-steps", "2",
                            "--output-dir", str(tmp_path / "good"), "--country", "FRA")
     assert code == 0, err  # a matching folder still starts the run
+
+
+def test_sigterm_checkpoints_exits_143_and_the_run_resumes(tmp_path):
+    """A scheduler, ``docker stop`` or systemd sends SIGTERM: handled like Ctrl-C (a checkpoint, the ledger
+    row ``interrupted``, the resume hint), exit 128 + 15; the run then resumes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from greendiff.train import checkpoint_dirs
+
+    exe = os.path.join(os.path.dirname(sys.executable), "greendiff")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GREENDIFF_THREADS": "1", "GREENDIFF_LEDGER": str(tmp_path / "l.sqlite")}
+    proc = subprocess.Popen([exe, "train", *TINY, "--max-steps", "100000", "--batch-size", "64",
+                             "--output-dir", str(tmp_path / "runs"), "--no-gpu", "--country", "FRA"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+                '"step": 4' in p.read_text() for p in (tmp_path / "runs").glob("*/metrics.jsonl")):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)  # a second TERM while it checkpoints is ignored
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "resume with: greendiff train --resume" in err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    (ckpt,) = checkpoint_dirs(run_dir)
+    step = int(ckpt.name.split("-")[1])
+    assert step >= 4
+    (run,) = Ledger(tmp_path / "l.sqlite").list_runs()
+    assert run.status == "interrupted"
+    done = subprocess.run([exe, "train", "--resume", str(run_dir), "--max-steps", str(step + 2), "--no-gpu", "--country", "FRA"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1]) == {"event": "completed", "step": step + 2}

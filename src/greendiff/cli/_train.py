@@ -242,25 +242,26 @@ def _train_in(config, data, run_dir: Path, settings, dist, console: Console, con
     for logger_ in loggers:
         logger_.tag({"greendiff.ledger_run_id": tracker.run_id, "greendiff.location": tracker.location.describe(),
                      "greendiff.intensity_source": tracker.provider.describe(), "greendiff.pue": tracker.pue.value})
-    result = run_training(config, data, run_dir, tracker, console, resume=resume, carbon_aware=controller,
-                          loggers=loggers)
-    extra = {"stop_reason": result.stop_reason or ("max_steps reached" if result.status == "completed" else result.status)}
-    if controller is not None:
-        extra["carbon_aware"] = controller.summary()
-    summary = tracker.stop("completed" if result.status in ("completed", "stopped") else "interrupted", extra=extra)
-    for logger_ in loggers:
-        logger_.log({"event": "final", "step": result.step, "energy_kwh": summary["energy_kwh"],
-                     "emissions_kg": summary["emissions_kg"]})
-        logger_.close(result.status)
-    if dist.is_main:
-        write_emissions(run_dir, summary, result.prior_energy_j, tracker.ledger)
+    with StopSignals() as stops:  # held until the ledger row and emissions.json are closed
+        result = run_training(config, data, run_dir, tracker, console, resume=resume, carbon_aware=controller,
+                              loggers=loggers, stops=stops)
+        extra = {"stop_reason": result.stop_reason or ("max_steps reached" if result.status == "completed" else result.status)}
+        if controller is not None:
+            extra["carbon_aware"] = controller.summary()
+        summary = tracker.stop("completed" if result.status in ("completed", "stopped") else "interrupted", extra=extra)
+        for logger_ in loggers:
+            logger_.log({"event": "final", "step": result.step, "energy_kwh": summary["energy_kwh"],
+                         "emissions_kg": summary["emissions_kg"]})
+            logger_.close(result.status)
+        if dist.is_main:
+            write_emissions(run_dir, summary, result.prior_energy_j, tracker.ledger)
     render_summary(summary, console)
     console.print(f"{result.status} at step {result.step} in {time.perf_counter() - t0:.1f} s · run directory {display_path(run_dir)}"
                   + (f" · {result.stop_reason}" if result.stop_reason else "")
                   + ("" if result.status in ("completed", "stopped") else f" · resume with: greendiff train --resume {display_path(run_dir)}"),
                   highlight=False, markup=False)
     if result.status not in ("completed", "stopped"):
-        raise typer.Exit(130)
+        raise typer.Exit(stops.exit_code)  # 143 after SIGTERM, 130 after Ctrl-C
 
 
 def launch(nproc: int, argv: list[str]) -> int:
@@ -304,10 +305,62 @@ def _loggers(config, run_dir: Path, remove_on_error: Path | None) -> list:
         raise
 
 
+class StopSignals:
+    """SIGTERM handled like Ctrl-C while training (a scheduler, ``docker stop`` or systemd sends TERM): the
+    first TERM sets the flag the loop polls (``stop_requested``), so it checkpoints and returns
+    ``interrupted``; the first Ctrl-C still raises ``KeyboardInterrupt`` at once. Once one arrived, further
+    TERM/INT are ignored until the checkpoint is written. The previous handlers come back on exit.
+    ``exit_code``: 128 + the signal (143 for TERM, 130 for INT)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict = {}
+        self._depth = 0  # re-entrant: the CLI holds it until the run's books are closed, run_training again
+
+    @property
+    def exit_code(self) -> int:
+        import signal
+
+        return 128 + (self.signum or signal.SIGINT)
+
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+
+        if self.signum is not None:
+            return  # a second signal while the first one's checkpoint is written
+        self.signum = signum
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> StopSignals:
+        import signal
+        import threading
+
+        self._depth += 1
+        if self._depth == 1 and threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # a background job's ignored INT stays ignored
+                    self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        self._depth -= 1
+        if self._depth == 0:
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+            self._previous = {}
+
+
 def run_training(config, data, run_dir: Path, tracker, console: Console, *, resume: bool = False, label: str = "train",
-                 on_eval=None, carbon_aware=None, loggers=()):
+                 on_eval=None, carbon_aware=None, loggers=(), stops: StopSignals | None = None):
     """``train()`` with a progress bar and the loss the config asks for (distillation builds its teacher's).
-    On Ctrl-C the tracker is stopped, the resume command printed, and the CLI exits 130; on any other
+    On Ctrl-C or SIGTERM (``stops``, see :class:`StopSignals`) the loop checkpoints and returns ``interrupted``;
+    a Ctrl-C outside the loop stops the tracker, prints the resume command and exits 130; on any other
     failure the tracker is stopped as failed. ``on_eval``: passed to ``train`` (a tuner's pruner).
     Returns the :class:`TrainResult`."""
     import torch
@@ -343,14 +396,15 @@ def run_training(config, data, run_dir: Path, tracker, console: Console, *, resu
             f"loss {record['loss']:.4f} · {record['samples_per_s']:.0f} img/s · {fmt_energy(record['energy_kwh'])} · "
             f"{fmt_mass(record['co2e_g'] / 1e3)} CO2e · projected {fmt_energy(projected)}"))
 
+    stops = stops or StopSignals()
     try:
-        with progress:
+        with progress, stops:
             result = train(config, run_dir, data, tracker, resume=resume, on_log=on_log, objective=objective,
-                           on_eval=_logged(on_eval, loggers), carbon_aware=carbon_aware)
+                           on_eval=_logged(on_eval, loggers), carbon_aware=carbon_aware, stop_requested=stops.requested)
     except KeyboardInterrupt:
         tracker.stop("interrupted")
         console.print(f"interrupted; resume with: greendiff train --resume {display_path(run_dir)}", markup=False)
-        raise typer.Exit(130) from None
+        raise typer.Exit(stops.exit_code) from None
     except (MemoryError, torch.OutOfMemoryError) as exc:
         tracker.stop("failed")
         where = "host" if isinstance(exc, MemoryError) else "GPU"
