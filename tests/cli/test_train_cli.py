@@ -326,6 +326,10 @@ def test_an_older_run_whose_name_is_now_refused_still_resumes_and_samples(capsys
     config = run_dir / "config.toml"
     config.write_text(config.read_text().replace('name = ""', 'name = "a:b"'))
     assert 'name = "a:b"' in config.read_text()
+    for state in run_dir.glob("checkpoints/*/train_state.json"):  # an older greendiff's checkpoint: shapes only
+        books = json.loads(state.read_text())
+        del books["fingerprint"]["config"]
+        state.write_text(json.dumps(books))
     code, _, err = run_cli(capsys, "sample", "--run", str(run_dir), "--n", "2", "--steps", "2", "--out", str(tmp_path / "s.png"))
     assert code == 0 and (tmp_path / "s.png").is_file(), err
     code, _, err = run_cli(capsys, "train", "--resume", str(run_dir), "--max-steps", "3", "--country", "FRA")

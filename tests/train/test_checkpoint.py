@@ -287,3 +287,36 @@ def test_an_old_checkpoint_that_cannot_be_removed_is_a_warning_not_a_lost_save(t
                        "it is left beside the newer ones")
     target = objects()
     assert load_latest(FakeAccelerator(), target, tmp_path, SHAPES)["step"] == 2
+
+
+def _nan_weights(folder):
+    """The model file's tensor bytes all 0xFF (NaN in float32), its header and size unchanged."""
+    path = folder / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")
+    data[start:] = b"\xff" * (len(data) - start)
+    path.write_bytes(bytes(data))
+
+
+def _huge_energy(folder):
+    state = json.loads((folder / STATE_FILE).read_text())
+    state["energy_j"] = 1e300
+    (folder / STATE_FILE).write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (_nan_weights, "model.safetensors holds values that are not finite"),
+    (_huge_energy, "train_state.json: energy_j 1e+300 is not an energy (at most 1e+09 kWh)")])
+def test_a_checkpoint_with_impossible_numbers_is_passed_over(tmp_path, caplog, damage, reason):
+    save(tmp_path, 1, 1.0, keep=2)
+    newest = save(tmp_path, 2, 2.0, keep=2)
+    size = (newest / "model.safetensors").stat().st_size
+    damage(newest)
+    assert (newest / "model.safetensors").stat().st_size == size
+    target = objects(0.0)
+    books = load_latest(FakeAccelerator(), target, tmp_path, SHAPES)
+    assert books["step"] == 1 and books["energy_j"] == 1.0
+    assert float(target.model.weight.detach()[0, 0]) == 1.0
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("checkpoint step-2 is unusable (") and reason in warning, warning
+    assert warning.endswith("moved aside as .bad-step-2, resuming from step-1")

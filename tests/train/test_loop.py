@@ -676,6 +676,7 @@ def test_planted_links_in_a_run_directory_are_never_written_through(tmp_path, ti
     config = tiny_config(run__max_steps=4, run__checkpoint_every=2, run__keep_checkpoints=3)
     run_dir, outside = tmp_path / "run", tmp_path / "outside"
     train(config, run_dir, tiny_data, tracker)
+    resumed = tiny_config(run__max_steps=6, run__checkpoint_every=2, run__keep_checkpoints=3)
     outside.mkdir()
     (outside / "victim.txt").write_text("precious\n")
     (outside / "victim.png").write_bytes(b"precious")
@@ -685,9 +686,9 @@ def test_planted_links_in_a_run_directory_are_never_written_through(tmp_path, ti
     (run_dir / "metrics.jsonl").rename(tmp_path / "metrics.jsonl")
     (run_dir / "metrics.jsonl").symlink_to(outside / "victim.txt")
     with pytest.raises(UserInputError, match=r"run/metrics.jsonl is a symbolic link"):
-        check_resume(run_dir, tiny_config(run__max_steps=6), tiny_data.channels)
+        check_resume(run_dir, resumed, tiny_data.channels)
     with pytest.raises(UserInputError, match=r"cannot write .*metrics.jsonl: it is a symbolic link"):
-        train(tiny_config(run__max_steps=6, run__checkpoint_every=2), run_dir, tiny_data, tracker, resume=True)
+        train(resumed, run_dir, tiny_data, tracker, resume=True)
     (run_dir / "metrics.jsonl").unlink()
     (tmp_path / "metrics.jsonl").rename(run_dir / "metrics.jsonl")
     # a sample grid, a checkpoint and the pipeline as links to outside files and folders
@@ -698,8 +699,7 @@ def test_planted_links_in_a_run_directory_are_never_written_through(tmp_path, ti
     shutil.rmtree(run_dir / "pipeline")
     (run_dir / "pipeline").symlink_to(outside / "pipe", target_is_directory=True)
     (run_dir / ".tmp-pipeline").symlink_to(outside, target_is_directory=True)
-    result = train(tiny_config(run__max_steps=6, run__checkpoint_every=2, run__keep_checkpoints=1), run_dir,
-                   tiny_data, tracker, resume=True)
+    result = train(resumed, run_dir, tiny_data, tracker, resume=True)
     assert result.status == "completed" and result.step == 6
     assert (outside / "victim.txt").read_text() == "precious\n" and (outside / "victim.png").read_bytes() == b"precious"
     assert (outside / "ckpt" / "model.safetensors").is_file() and (outside / "pipe" / "model_index.json").is_file()
@@ -708,5 +708,19 @@ def test_planted_links_in_a_run_directory_are_never_written_through(tmp_path, ti
     assert not (run_dir / "pipeline").is_symlink() and (run_dir / "pipeline" / "model_index.json").is_file()
     leftovers = [p.name for p in [*run_dir.iterdir(), *(run_dir / "checkpoints").iterdir()] if p.is_symlink()]
     assert leftovers == ["step-2"]  # passed over, left as it was: no .del-/.old-/.tmp- links behind
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-2", "step-6"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-2", "step-4", "step-6"]
     assert any("checkpoints/step-2 is a symbolic link, not a checkpoint" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"data__dataset": "mnist"}, "data.dataset digits -> mnist"),
+    ({"optim__prediction_type": "v_prediction"}, "optim.prediction_type epsilon -> v_prediction"),
+    ({"optim__lr": 0.5}, "optim.lr 0.002 -> 0.5")])
+def test_a_resume_with_any_other_config_value_edited_is_refused(tmp_path, tiny_data, tiny_config, tracker, edit, message):
+    """Not only the shapes: a run resumed on another dataset or objective would be two runs in one."""
+    from greendiff.train import check_resume
+
+    train(tiny_config(run__max_steps=2), tmp_path, tiny_data, tracker)
+    with pytest.raises(UserInputError, match=r"^config no longer matches checkpoint step-2: " + re.escape(message)
+                                             + r"; undo the edit, or start a new run$"):
+        check_resume(tmp_path, tiny_config(run__max_steps=4, **edit), tiny_data.channels)

@@ -51,7 +51,7 @@ from greendiff.files import atomic_write_text
 from greendiff.names import display_path
 from greendiff.parallel import Dist
 from greendiff.train._checkpoint_read import (
-    EMA, FORMAT, MODEL, OPTIMIZER, STATE_FILE, Payload, TrainingObjects, Unusable, inspect, read, step_of,
+    EMA, FORMAT, MAY_CHANGE, MODEL, OPTIMIZER, STATE_FILE, Payload, TrainingObjects, Unusable, inspect, read, step_of,
 )
 from greendiff.train._model import resolve_architecture
 
@@ -62,12 +62,28 @@ __all__ = ["EMA", "FORMAT", "MODEL", "OPTIMIZER", "STATE_FILE", "TrainingObjects
 
 
 def fingerprint(config, channels: int) -> dict:
-    """The config values that decide the shapes a checkpoint holds (the architecture resolved from the preset)."""
+    """The config values that decide the shapes a checkpoint holds (the architecture resolved from the
+    preset) and, under ``"config"``, every other value of the resolved config but :data:`MAY_CHANGE` (a run
+    continued on another dataset or objective would be two runs in one)."""
+    from greendiff.train._config import to_dict
+
     arch = resolve_architecture(config.model)
+    whole = {key: value for key, value in _flat(json.loads(json.dumps(to_dict(config)))).items() if key not in MAY_CHANGE}
     return {"model.preset": config.model.preset, "model.block_out_channels": list(arch.block_out_channels),
             "model.layers_per_block": arch.layers_per_block, "model.attention": "on" if arch.attention else "off",
             "data.resolution": config.data.resolution, "data.channels": channels,
-            "optim.num_train_timesteps": config.optim.num_train_timesteps, "optim.ema": config.optim.ema}
+            "optim.num_train_timesteps": config.optim.num_train_timesteps, "optim.ema": config.optim.ema,
+            "config": whole}
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from greendiff.errors import UserInputError
-from greendiff.numbers import MAX_COUNT
+from greendiff.numbers import MAX_COUNT, MAX_ENERGY_KWH
 from greendiff.train._divergence import weights_finite
 
 logger = logging.getLogger(__name__)
@@ -130,21 +130,30 @@ def _read_books(folder: Path) -> dict:
     step, energy_j = books["step"], books["energy_j"]
     if not 0 <= step <= MAX_COUNT or (step_of(folder) >= 0 and step != step_of(folder)):
         raise Unusable(f"{STATE_FILE}: step {step} is not this checkpoint's")
-    if not (math.isfinite(energy_j) and energy_j >= 0):
-        raise Unusable(f"{STATE_FILE}: energy_j {energy_j!r:.30} is not an energy")
+    if not (math.isfinite(energy_j) and 0 <= energy_j <= MAX_ENERGY_KWH * 3.6e6):
+        raise Unusable(f"{STATE_FILE}: energy_j {energy_j!r:.30} is not an energy (at most {MAX_ENERGY_KWH:g} kWh)")
     if not 1 <= books["world_size"] <= 1 << 20:
         raise Unusable(f"{STATE_FILE}: world_size {books['world_size']} is not a number of processes")
     return books
+
+
+#: what a resume may change: how far to train, and how often the loop writes (not what it learns)
+MAY_CHANGE = frozenset({"run.max_steps", "run.checkpoint_every", "run.keep_checkpoints", "run.sample_every", "run.log_every"})
 
 
 def _check_fingerprint(folder: Path, saved: dict, expected: dict, source: str) -> None:
     def shown(value) -> str:
         return "unset" if value is None else value if isinstance(value, str) else json.dumps(value)
 
-    differ = [k for k in expected if saved.get(k) != expected[k]]
+    differ = [(k, saved.get(k), expected[k]) for k in expected if k != "config" and saved.get(k) != expected[k]]
+    old, new = saved.get("config"), expected.get("config")
+    if isinstance(old, dict) and isinstance(new, dict):  # a checkpoint of an older greendiff records the shapes only
+        seen = {k for k, _, _ in differ}
+        differ += [(k, old.get(k), new.get(k)) for k in sorted({*old, *new} - seen - MAY_CHANGE)
+                   if old.get(k) != new.get(k)]
     if differ:
         raise UserInputError(f"{source} no longer matches checkpoint {folder.name}: "
-                             + ", ".join(f"{k} {shown(saved.get(k))} -> {shown(expected[k])}" for k in differ)
+                             + ", ".join(f"{k} {shown(was)} -> {shown(now)}" for k, was, now in differ)
                              + "; undo the edit, or start a new run")
 
 
@@ -167,6 +176,8 @@ def read(folder: Path, objects: TrainingObjects, expected: dict, rank: int) -> P
     books = inspect(folder, expected)
     model = _tensors(folder / MODEL)
     _same_tensors(MODEL, model, objects.model.state_dict())
+    if not weights_finite(model.values()):  # saved weights are always finite: NaN/Inf is damage, not a divergence
+        raise Unusable(f"{MODEL} holds values that are not finite")
     optimizer = _optimizer_state(books["optimizer"], _tensors(folder / OPTIMIZER), objects.optimizer)
     lr_scheduler = _conform(books["lr_scheduler"], objects.lr_scheduler.state_dict(), "lr_scheduler")
     ema = scaler = rng = None
@@ -175,6 +186,8 @@ def read(folder: Path, objects: TrainingObjects, expected: dict, rank: int) -> P
         shadow = template.pop("shadow_params")
         tensors = _tensors(folder / EMA)
         _same_tensors(EMA, tensors, {str(i): p for i, p in enumerate(shadow)})
+        if not weights_finite(tensors.values()):
+            raise Unusable(f"{EMA} holds values that are not finite")
         ema = {**_conform(books.get("ema"), template, "ema"),
                "shadow_params": [tensors[str(i)].to(p.device) for i, p in enumerate(shadow)]}
     if objects.scaler is not None and books.get("scaler") is not None:
