@@ -304,8 +304,15 @@ def _huge_energy(folder):
     (folder / STATE_FILE).write_text(json.dumps(state))
 
 
+def _more_bad_steps_than_steps(folder):
+    state = json.loads((folder / STATE_FILE).read_text())
+    state["divergence"] = {"bad_steps": 10**6, "bad_in_row": 0}
+    (folder / STATE_FILE).write_text(json.dumps(state))
+
+
 @pytest.mark.parametrize("damage, reason", [
     (_nan_weights, "model.safetensors holds values that are not finite"),
+    (_more_bad_steps_than_steps, "train_state.json: its non-finite step counts exceed its step 2"),
     (_huge_energy, "train_state.json: energy_j 1e+300 is not an energy (at most 1e+09 kWh)")])
 def test_a_checkpoint_with_impossible_numbers_is_passed_over(tmp_path, caplog, damage, reason):
     save(tmp_path, 1, 1.0, keep=2)

@@ -132,6 +132,9 @@ def _read_books(folder: Path) -> dict:
         raise Unusable(f"{STATE_FILE}: step {step} is not this checkpoint's")
     if not (math.isfinite(energy_j) and 0 <= energy_j <= MAX_ENERGY_KWH * 3.6e6):
         raise Unusable(f"{STATE_FILE}: energy_j {energy_j!r:.30} is not an energy (at most {MAX_ENERGY_KWH:g} kWh)")
+    counts = books.get("divergence")
+    if isinstance(counts, dict) and any(type(v) is int and v > step for v in counts.values()):
+        raise Unusable(f"{STATE_FILE}: its non-finite step counts exceed its step {step}")
     if not 1 <= books["world_size"] <= 1 << 20:
         raise Unusable(f"{STATE_FILE}: world_size {books['world_size']} is not a number of processes")
     return books
