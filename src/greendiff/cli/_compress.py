@@ -311,7 +311,7 @@ def distill_command(
         student = {"model.block_out_channels": ",".join(map(str, widths)), "model.layers_per_block": layers,
                    "model.init_from": str(student_init),
                    "optim.lr": lr}  # a pruned student keeps the teacher's learning rate unless told
-        label = f"student {student_init}"
+        label = f"student {display_path(student_init)}"
     else:
         student = {"model.preset": student_preset, "model.block_out_channels": (), "model.layers_per_block": -1,
                    "model.attention": "preset", "model.init_from": "", "optim.lr": lr if lr is not None else 0.0}
