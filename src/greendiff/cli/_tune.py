@@ -101,8 +101,12 @@ class TrialRunner:
             evals.append(event)
             return on_eval(event)
 
+        from greendiff.train import RunDirLock
+
         try:
-            result = run_training(config, self.data, run_dir, tracker, self.console, label=f"trial {number}", on_eval=seen)
+            with RunDirLock(run_dir):  # a `train --resume` of the trial's folder meanwhile is refused
+                result = run_training(config, self.data, run_dir, tracker, self.console, label=f"trial {number}",
+                                      on_eval=seen)
         except typer.Exit:  # Ctrl-C outside the training loop: the tracker is stopped already
             summary = tracker.summary or {}
             return TrialOutcome("interrupted", 0, None, summary.get("energy_kwh", 0.0), 0.0, summary.get("emissions_kg", 0.0))
