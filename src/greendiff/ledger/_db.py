@@ -146,15 +146,33 @@ class Ledger:
         self.takes_diverged = True  # False: an older ledger that could not be widened (see finish_run)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
-                                         check_same_thread=False)
-            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")  # WAL: safe against process death
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
+            self._open(busy_timeout_s)
         except (sqlite3.Error, OSError) as exc:
             raise UserInputError(f"cannot open the ledger at {self.path}: {exc}; set {ENV_LEDGER} to a writable file") from None
+
+    def _open(self, busy_timeout_s: float) -> None:
+        """Connect, switch to WAL and migrate. Two processes opening a new ledger at once can get SQLITE_BUSY
+        at once, without the busy handler (SQLite's deadlock avoidance while the file is still in rollback
+        mode, or the switch to WAL): so the whole opening is retried until ``busy_timeout_s``."""
+        import time
+
+        deadline = time.monotonic() + busy_timeout_s
+        while True:
+            self._conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
+                                         check_same_thread=False)
+            try:
+                self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA synchronous = NORMAL")  # WAL: safe against process death
+                self._conn.execute("PRAGMA foreign_keys = ON")
+                self._migrate()
+                return
+            except sqlite3.OperationalError as exc:
+                self._conn.close()
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
