@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from greendiff.carbon import LATEST_SUPPORTED
 from greendiff.errors import UserInputError
+from greendiff.names import first_line
 
 STATUSES = ("running", "completed", "failed", "interrupted", "diverged")
 #: The last Unix second greendiff accounts in (2200-01-01, the limit of the carbon layer).
@@ -177,11 +178,7 @@ def load_json(text: object, where: str) -> object:
     try:
         return json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise _Shape(f"{where} is not valid JSON ({_first_line(exc)})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _Shape(f"{where} is not valid JSON ({first_line(exc)})") from None
 
 
 def _timestamp(value: object, where: str) -> float:

@@ -32,6 +32,7 @@ from greendiff.carbon import (
     resolve_pue,
 )
 from greendiff.errors import UserInputError
+from greendiff.names import first_line
 from greendiff.ledger import Ledger, RunRecord, is_number
 from greendiff.tracking._summary import FallbackIntensity, summarize
 
@@ -84,7 +85,7 @@ class FallbackProvider(IntensityProvider):
             return self.primary.intensity(start, end)
         except _PROVIDER_ERRORS as exc:
             patched = self._outside_coverage(start, end)
-            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            why = first_line(exc)
             return patched if patched is not None else self._from_static(start, end, why)
 
     def _outside_coverage(self, start: datetime, end: datetime) -> Intensity | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from greendiff.errors import UserInputError
+from greendiff.names import first_line
 from greendiff.ledger import MAX_RUN_ID, BadRecordError, is_number, load_json_file, parse_carbon_aware
 from greendiff.train._config import TrainConfig, resolve_config
 from greendiff.train._diffusion import make_sampler
@@ -214,7 +215,7 @@ def load_unet(folder: Path, what: str):
     try:
         return UNet2DModel.from_pretrained(str(folder), use_safetensors=True)
     except Exception as exc:  # noqa: BLE001 - any failure of diffusers/safetensors on these files: they are damaged
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise UserInputError(f"{what} {folder}: the model cannot be loaded ({first[:200]})") from None
 
 
@@ -237,6 +238,6 @@ def load_run_model(run_dir: Path):
         unet = UNet2DModel.from_pretrained(str(pipeline / "unet"), use_safetensors=True).eval()
         scheduler = DDPMScheduler.from_pretrained(str(pipeline / "scheduler"))
     except Exception as exc:  # noqa: BLE001 - any failure of diffusers/safetensors on these files: they are damaged
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise UserInputError(f"--run {run_dir}: its pipeline cannot be loaded ({first[:200]})") from None
     return config, unet, make_sampler(config.optim, scheduler)

@@ -48,7 +48,7 @@ import torch
 
 from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
-from greendiff.names import display_path
+from greendiff.names import display_path, first_line
 from greendiff.parallel import Dist
 from greendiff.train._checkpoint_read import (
     EMA, FORMAT, MAY_CHANGE, MODEL, OPTIMIZER, STATE_FILE, Payload, TrainingObjects, Unusable, inspect, read, step_of,
@@ -365,4 +365,4 @@ def _apply(payload: Payload, objects: TrainingObjects, folder: Path) -> None:
             random.setstate(python)
             np.random.set_state(numpy_state)
     except (RuntimeError, ValueError, TypeError, KeyError, OverflowError) as exc:  # checked already: not expected
-        raise UserInputError(f"checkpoint {folder} could not be restored: {str(exc).splitlines()[0][:120]}") from None
+        raise UserInputError(f"checkpoint {folder} could not be restored: {first_line(exc, 120)}") from None

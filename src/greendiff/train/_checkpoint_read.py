@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from greendiff.errors import UserInputError
+from greendiff.names import first_line
 from greendiff.numbers import MAX_COUNT, MAX_ENERGY_KWH
 from greendiff.train._divergence import weights_finite
 
@@ -116,7 +117,7 @@ def _read_books(folder: Path) -> dict:
     try:
         books = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:
-        raise Unusable(f"{STATE_FILE} is unreadable ({str(exc).splitlines()[0][:80]})") from None
+        raise Unusable(f"{STATE_FILE} is unreadable ({first_line(exc, 80)})") from None
     if not isinstance(books, dict):
         raise Unusable(f"{STATE_FILE} is not a JSON object")
     if books.get("format") != FORMAT:
@@ -171,7 +172,7 @@ def _tensors(path: Path, header_only: bool = False) -> dict[str, torch.Tensor]:
             return {}
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise Unusable(f"{show(path.name)} is unreadable ({str(exc).splitlines()[0][:80]})") from None
+        raise Unusable(f"{show(path.name)} is unreadable ({first_line(exc, 80)})") from None
 
 
 def read(folder: Path, objects: TrainingObjects, expected: dict, rank: int) -> Payload:
@@ -341,4 +342,4 @@ def _try_parts(books: dict, parts: dict[str, Any]) -> None:
         try:
             trial.load_state_dict(books[key])
         except _REFUSED as exc:
-            raise Unusable(f"{STATE_FILE}: its {key} state is malformed ({str(exc).splitlines()[0][:80]})") from None
+            raise Unusable(f"{STATE_FILE}: its {key} state is malformed ({first_line(exc, 80)})") from None
