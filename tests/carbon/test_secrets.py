@@ -116,35 +116,28 @@ def run_measure(capsys, caplog, *extra):
     return code, out, err, out + err + caplog.text
 
 
-def test_a_token_ending_in_a_carriage_return_works(capsys, caplog, tmp_path, monkeypatch):
-    from tests.carbon.conftest import FakeApi
+def serve_electricitymaps(api, tmp_path, monkeypatch, token: str) -> None:
+    """The fake Electricity Maps API in place of the real one, with ``token`` in the environment only."""
+    api.serve("/v3/carbon-intensity/past-range", "electricitymaps_past_range.json")
+    monkeypatch.setenv("GREENDIFF_ELECTRICITYMAPS_URL", api.url)
+    monkeypatch.setenv("GREENDIFF_CREDENTIALS", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", token)
 
-    api = FakeApi()
-    try:
-        api.serve("/v3/carbon-intensity/past-range", "electricitymaps_past_range.json")
-        monkeypatch.setenv("GREENDIFF_ELECTRICITYMAPS_URL", api.url)
-        monkeypatch.setenv("GREENDIFF_CREDENTIALS", str(tmp_path / "none.toml"))
-        monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", TOKEN + "\r")
-        code, out, err, everything = run_measure(capsys, caplog, "--json")
-    finally:
-        api.close()
+
+def test_a_token_ending_in_a_carriage_return_works(capsys, caplog, tmp_path, monkeypatch, fake_api):
+    api = fake_api
+    serve_electricitymaps(api, tmp_path, monkeypatch, TOKEN + "\r")
+    code, out, err, everything = run_measure(capsys, caplog, "--json")
     assert code == 0, err
     assert [{k.lower(): v for k, v in headers.items()}["auth-token"] for _, headers in api.requests][0] == TOKEN
     assert TOKEN not in everything and "Traceback" not in everything
 
 
-def test_a_token_with_a_line_break_is_one_line_that_does_not_show_it(capsys, caplog, tmp_path, monkeypatch):
-    from tests.carbon.conftest import FakeApi
-
-    api = FakeApi()
-    try:
-        api.serve("/v3/carbon-intensity/past-range", "electricitymaps_past_range.json")
-        monkeypatch.setenv("GREENDIFF_ELECTRICITYMAPS_URL", api.url)
-        monkeypatch.setenv("GREENDIFF_CREDENTIALS", str(tmp_path / "none.toml"))
-        monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", TOKEN + "\nX-Injected: 1")
-        code, out, err, everything = run_measure(capsys, caplog)
-    finally:
-        api.close()
+def test_a_token_with_a_line_break_is_one_line_that_does_not_show_it(capsys, caplog, tmp_path, monkeypatch,
+                                                                      fake_api):
+    api = fake_api
+    serve_electricitymaps(api, tmp_path, monkeypatch, TOKEN + "\nX-Injected: 1")
+    code, out, err, everything = run_measure(capsys, caplog)
     assert code == 2 and api.requests == []
     assert len(err.strip().splitlines()) == 1 and "$ELECTRICITYMAPS_API_TOKEN" in err and "Traceback" not in everything
     assert not any(part in everything for part in SECRET_PARTS)
