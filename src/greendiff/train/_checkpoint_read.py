@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from greendiff.errors import UserInputError
-from greendiff.names import first_line
+from greendiff.names import display_path, first_line
 from greendiff.numbers import MAX_COUNT, MAX_ENERGY_KWH
 from greendiff.train._divergence import weights_finite
 
@@ -86,10 +86,6 @@ def step_of(folder: Path) -> int:
     return int(tail) if tail.isdecimal() and "step-" in folder.name else -1
 
 
-def show(name: str) -> str:
-    return name if name.isprintable() else ascii(name)
-
-
 def inspect(folder: Path, expected: dict, source: str = "config") -> dict:
     """The checkpoint's books, if its files are the ones it recorded, complete and parseable (without
     loading tensors); :class:`Unusable` otherwise, :class:`UserInputError` if its shapes are not ``expected``'s."""
@@ -98,14 +94,14 @@ def inspect(folder: Path, expected: dict, source: str = "config") -> dict:
     files = books["files"]
     present = {p.name for p in folder.iterdir()} - {STATE_FILE}
     if extra := sorted(present - set(files)):
-        raise Unusable(f"holds files greendiff did not write: {', '.join(map(show, extra))}")
+        raise Unusable(f"holds files greendiff did not write: {', '.join(map(display_path, extra))}")
     needed = {MODEL, OPTIMIZER} | ({EMA} if expected["optim.ema"] else set())
     if missing := sorted((set(files) - present) | (needed - set(files))):
-        raise Unusable(f"{show(missing[0])} is missing")
+        raise Unusable(f"{display_path(missing[0])} is missing")
     for name, size in files.items():
         actual = (folder / name).stat().st_size
         if actual != size:
-            raise Unusable(f"{show(name)} is truncated or altered ({actual} bytes, {size} written)")
+            raise Unusable(f"{display_path(name)} is truncated or altered ({actual} bytes, {size} written)")
         _tensors(folder / name, header_only=True)
     return books
 
@@ -122,7 +118,7 @@ def _read_books(folder: Path) -> dict:
         raise Unusable(f"{STATE_FILE} is not a JSON object")
     if books.get("format") != FORMAT:
         raise Unusable("an older greendiff's checkpoint (accelerate pickles), which greendiff no longer loads"
-                       if "format" not in books else f"format {show(str(books['format']))[:40]} is not {FORMAT}")
+                       if "format" not in books else f"format {display_path(str(books['format']))[:40]} is not {FORMAT}")
     for key, kind in _BOOKS.items():
         if not isinstance(books.get(key), kind) or isinstance(books.get(key), bool):
             raise Unusable(f"{STATE_FILE} lacks {key}")
@@ -172,7 +168,7 @@ def _tensors(path: Path, header_only: bool = False) -> dict[str, torch.Tensor]:
             return {}
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise Unusable(f"{show(path.name)} is unreadable ({first_line(exc, 80)})") from None
+        raise Unusable(f"{display_path(path.name)} is unreadable ({first_line(exc, 80)})") from None
 
 
 def read(folder: Path, objects: TrainingObjects, expected: dict, rank: int) -> Payload:
@@ -204,12 +200,12 @@ def read(folder: Path, objects: TrainingObjects, expected: dict, rank: int) -> P
 
 def _same_tensors(name: str, got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
     if missing := sorted(set(want) - set(got)):
-        raise Unusable(f"{name} lacks {show(missing[0])}")
+        raise Unusable(f"{name} lacks {display_path(missing[0])}")
     if extra := sorted(set(got) - set(want)):
-        raise Unusable(f"{name} holds an unexpected {show(extra[0])}")
+        raise Unusable(f"{name} holds an unexpected {display_path(extra[0])}")
     for key, tensor in want.items():
         if got[key].shape != tensor.shape or got[key].dtype != tensor.dtype:
-            raise Unusable(f"{name}: {show(key)} is {got[key].dtype} {list(got[key].shape)}, "
+            raise Unusable(f"{name}: {display_path(key)} is {got[key].dtype} {list(got[key].shape)}, "
                            f"not {tensor.dtype} {list(tensor.shape)}")
     if not weights_finite(got.values()):
         raise Unusable(f"{name} holds values that are not finite")
@@ -224,9 +220,9 @@ def _conform(saved, template, where: str):
         if not isinstance(saved, dict):
             raise Unusable(f"{STATE_FILE}: {where} should be an object")
         if missing := sorted(map(str, set(template) - set(saved))):
-            raise Unusable(f"{STATE_FILE}: {where} lacks {show(missing[0])}")
+            raise Unusable(f"{STATE_FILE}: {where} lacks {display_path(missing[0])}")
         if extra := sorted(map(str, set(saved) - set(template))):
-            raise Unusable(f"{STATE_FILE}: {where} holds an unexpected {show(extra[0])[:40]}")
+            raise Unusable(f"{STATE_FILE}: {where} holds an unexpected {display_path(extra[0])[:40]}")
         return {k: _conform(saved[k], template[k], f"{where}.{k}") for k in template}
     if isinstance(template, (list, tuple)):
         if not isinstance(saved, list) or len(saved) != len(template):
@@ -267,16 +263,16 @@ def _optimizer_state(saved: dict, tensors: dict[str, torch.Tensor], optimizer) -
     state: dict[int, dict] = {}
     for index, values in scalars.items():
         if not index.isdecimal() or int(index) >= len(params) or not isinstance(values, dict):
-            raise Unusable(f"{STATE_FILE}: optimizer.state has an entry for no parameter ({show(index)[:20]})")
+            raise Unusable(f"{STATE_FILE}: optimizer.state has an entry for no parameter ({display_path(index)[:20]})")
         if any(k not in _ADAM_STATE or not _is_count(v) for k, v in values.items()):
             raise Unusable(f"{STATE_FILE}: optimizer.state.{index} holds a value AdamW does not keep")
         state[int(index)] = dict(values)
     for key, tensor in tensors.items():
         index, _, name = key.partition(".")
         if not index.isdecimal() or int(index) not in state or name not in _ADAM_STATE:
-            raise Unusable(f"{OPTIMIZER} holds an unexpected {show(key)}")
+            raise Unusable(f"{OPTIMIZER} holds an unexpected {display_path(key)}")
         if tensor.dim() and tensor.shape != params[int(index)].shape:
-            raise Unusable(f"{OPTIMIZER}: {show(key)} has shape {list(tensor.shape)}, not its parameter's")
+            raise Unusable(f"{OPTIMIZER}: {display_path(key)} has shape {list(tensor.shape)}, not its parameter's")
         state[int(index)][name] = tensor
     for index, values in state.items():
         if missing := [k for k in _ADAM_STATE if k not in values]:
