@@ -301,3 +301,32 @@ def test_a_toml_list_of_integers_holds_only_integers(tmp_path, array, wrong):
     path.write_text("[model]\nblock_out_channels = [16, 32]\n")
     assert resolve_config(file=path).model.block_out_channels == (16, 32)
     assert resolve_config(overrides={"run.log_to": ""}).run.log_to == ()  # an empty list of names: none
+
+
+def test_conditioning_and_data_keys_resolve_and_round_trip(tmp_path):
+    config = resolve_config(overrides={"model.conditioning": "class", "optim.cond_dropout": "0.2",
+                                       "optim.guidance_scale": "4", "data.label_column": "digit",
+                                       "data.cache_max_gb": "0.5", "data.loader_workers": "3"})
+    assert (config.model.conditioning, config.model.num_classes) == ("class", 0)
+    assert (config.optim.cond_dropout, config.optim.guidance_scale) == (0.2, 4.0)
+    assert (config.data.label_column, config.data.cache_max_gb, config.data.loader_workers) == ("digit", 0.5, 3)
+    path = tmp_path / "config.toml"
+    path.write_text(to_toml(config))
+    assert resolve_config(path) == config
+    assert resolve_config().model.conditioning == "none"  # unconditional stays the default
+    assert resolve_config().optim.cond_dropout == 0.1
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"model.num_classes": "10"}, "needs model.conditioning = class"),
+    ({"model.conditioning": "label"}, "model.conditioning must be one of none, class"),
+    ({"model.conditioning": "class", "distill.kind": "output", "distill.teacher": "t"}, "distillation of a class-conditional"),
+    ({"model.conditioning": "class", "model.init_from": "u"}, "cannot start a class-conditional run"),
+    ({"optim.cond_dropout": "1.5"}, "optim.cond_dropout"),
+    ({"optim.guidance_scale": "nan"}, "optim.guidance_scale"),
+    ({"data.cache_max_gb": "-1"}, "data.cache_max_gb"),
+])
+def test_bad_conditioning_keys_are_one_line_errors(overrides, message):
+    with pytest.raises(UserInputError, match=message) as info:
+        resolve_config(overrides=overrides)
+    assert "\n" not in str(info.value)

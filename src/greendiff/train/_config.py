@@ -38,12 +38,21 @@ def bounded(default: int | float, bounds: Bounds) -> Any:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Args: dataset (``mnist``, ``digits``, folder or .npy/.npz), resolution (pixels, square),
-    skip_bad_images (a folder's unusable files are skipped and counted instead of stopping the run)."""
+    """Args: dataset (``mnist``, ``digits``, an image folder in the ``datasets`` imagefolder layout, a
+    ``save_to_disk`` folder, or .npy/.npz), resolution (pixels, square), skip_bad_images (a folder's
+    unusable files are skipped and counted instead of stopping the run), label_column / caption_column
+    (the ``metadata.jsonl``/``.csv`` or ``save_to_disk`` column holding each image's class or caption;
+    "": class subfolders, else none), cache_max_gb (decoded data up to this many GB is held in memory,
+    larger data is streamed from disk), loader_workers (decoding processes when streaming).
+    """
 
     dataset: str = "mnist"
     resolution: int = bounded(16, Bounds(integer=True, lo=1, hi=4096, why="pixels per side"))
     skip_bad_images: bool = False
+    label_column: str = ""
+    caption_column: str = ""
+    cache_max_gb: float = bounded(4.0, Bounds(lo=0, hi=1e6, why="a petabyte"))
+    loader_workers: int = bounded(2, Bounds(integer=True, lo=0, hi=256))
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,10 @@ class ModelConfig:
     ``init_from``: a diffusers ``UNet2DModel`` folder (``save_pretrained``) whose weights start the run,
     e.g. a pruned model to fine-tune or a teacher a step-distilled student starts from; its
     architecture must be the one this config builds.
+
+    ``conditioning``: ``none`` (unconditional) or ``class`` (the dataset's labels through the UNet's
+    class embedding, plus a null class for classifier-free guidance). ``num_classes``: 0 takes the
+    dataset's number of classes; the resolved number is saved with the run.
     """
 
     preset: str = "tiny"
@@ -60,6 +73,8 @@ class ModelConfig:
     layers_per_block: int = bounded(-1, Bounds(integer=True, lo=-1, hi=16))
     attention: Literal["preset", "on", "off"] = "preset"
     init_from: str = ""
+    conditioning: Literal["none", "class"] = "none"
+    num_classes: int = bounded(0, Bounds(integer=True, lo=0, hi=100_000))
 
 
 @dataclass(frozen=True)
@@ -96,6 +111,10 @@ class RecipeConfig:
     sample_steps: int = bounded(50, _STEPS_T)
     channels_last: Literal["auto", "on", "off"] = "auto"
     scale_lr: bool = False  # data-parallel: multiply lr by the number of processes (batch_size is per process)
+    # classifier-free guidance (Ho & Salimans 2022): the share of labels dropped to the null class while
+    # training, and the scale previews and evaluations sample with (1: conditional only, no extra forward)
+    cond_dropout: float = bounded(0.1, Bounds(lo=0, hi=1))
+    guidance_scale: float = bounded(2.0, Bounds(lo=0, hi=100))
 
 
 BASELINE = RecipeConfig(
@@ -415,6 +434,7 @@ def validate(config: TrainConfig) -> None:
     if (stop.patience or stop.min_gain_per_kwh or stop.target) and not (stop.eval_every or stop.eval_every_kwh):
         raise UserInputError("early stopping on quality needs evaluations: set --eval-every N (steps) or --eval-every-kwh X")
     check_blank_paths(config)
+    validate_conditioning(config)
     validate_distill(config)
     validate_carbon(config.carbon)
     from greendiff.integrations._loggers import LOGGERS, check_tracking_uri
@@ -470,6 +490,19 @@ def validate_carbon(carbon: CarbonAwareConfig) -> None:
         raise UserInputError("a simulated clock needs both carbon.simulate_start and carbon.simulated_step_s > 0")
     if carbon.enabled and not (carbon.max_intensity or carbon.deadline):
         raise UserInputError("--carbon-aware needs --max-intensity G (gCO2e/kWh) or --deadline T (or both)")
+
+
+def validate_conditioning(config: TrainConfig) -> None:
+    """The conditioning keys agree with each other (the dataset's labels are checked when it is loaded)."""
+    if config.model.conditioning == "none" and config.model.num_classes:
+        raise UserInputError(f"model.num_classes = {config.model.num_classes} needs model.conditioning = class "
+                             "(--conditioning class)")
+    if config.model.conditioning == "class" and config.distill.kind != "none":
+        raise UserInputError("distillation of a class-conditional model is not supported yet: use "
+                             "--conditioning none with distill.kind")
+    if config.model.conditioning == "class" and config.model.init_from:
+        raise UserInputError("model.init_from starts an unconditional UNet; it cannot start a class-conditional run "
+                             "(--conditioning class) yet")
 
 
 def validate_distill(config: TrainConfig) -> None:
