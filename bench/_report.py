@@ -11,13 +11,23 @@ import psutil
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
+def bf16_capability(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """Whether this CPU runs bf16 natively (AVX512-BF16 or AMX); without them bf16 autocast is emulated."""
+    try:
+        flags = cpuinfo.read_text()
+    except OSError:
+        return "bf16 capability unknown"
+    native = [name for name in ("avx512_bf16", "amx_bf16") if f" {name}" in flags]
+    return f"native bf16 ({', '.join(native)})" if native else "no native bf16 (no AVX512-BF16/AMX)"
+
+
 def machine() -> str:
     from greendiff.energy import read_cpuinfo
 
     cpu = read_cpuinfo()
     return (f"{cpu.model_name}, {psutil.cpu_count()} logical CPUs{' (VM)' if cpu.virtualized else ''}, "
-            f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
+            f"{bf16_capability()}, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
 
 
 def today() -> str:
