@@ -1,0 +1,50 @@
+"""Workflows: the library's jobs (train, prune, distill, distill-steps, tuning trials, scoring, hardware
+profiling) as functions with typed arguments and typed results, callable from Python. Each resolves and
+checks everything before it creates anything, owns its run directory (claimed with ``RunDirLock``,
+``config.toml`` written by :func:`write_config` alone), its ledger run and ``emissions.json``; presentation
+reaches it only through a :class:`Progress` passed in. The CLI parses, calls these and renders.
+
+Example:
+    >>> from greendiff.workflows import MeasurementOptions, TrainJob, run_train
+    >>> job = TrainJob(overrides={"model.preset": "pico", "data.dataset": "digits", "run.max_steps": 2},
+    ...                measurement=MeasurementOptions(no_gpu=True))
+    >>> run_train(job).status  # doctest: +SKIP
+    'completed'
+"""
+
+from __future__ import annotations
+
+from greendiff.workflows._compress_session import (
+    CompressOutcome, CompressSession, check_parent, derived_config, derived_name, model_stats, parent_energy_kwh,
+)
+from greendiff.workflows._distill import DistillJob, run_distill, unet_widths
+from greendiff.workflows._distill_steps import DistillStepsJob, run_distill_steps
+from greendiff.workflows._eval import EvalJob, EvalOutcome, run_eval, score
+from greendiff.workflows._hardware import HardwareJob, run_hardware
+from greendiff.workflows._inputs import check_output, load_config_data
+from greendiff.workflows._measurement import (
+    CPU_WATTS, GPU_INDEX, PUE, MeasurementOptions, MeasureSettings, resolve_settings,
+)
+from greendiff.workflows._progress import Interrupted, NullProgress, Progress
+from greendiff.workflows._prune import PruneJob, run_prune
+from greendiff.workflows._rundir import (
+    claimed_run_dir, new_run_dir, new_run_name, open_loggers, write_config, write_emissions, write_file,
+)
+from greendiff.workflows._segment import train_segment
+from greendiff.workflows._signals import StopSignals
+from greendiff.workflows._train import PreparedTrain, TrainJob, TrainOutcome, prepare_train, resolve_train_config, run_train
+from greendiff.workflows._tune import (
+    ENV_STORAGE, Study, StudyJob, TrialRunner, continue_study, new_study, seed_slot, storage_url, work_on_study,
+)
+
+__all__ = [
+    "CPU_WATTS", "ENV_STORAGE", "GPU_INDEX", "PUE",
+    "CompressOutcome", "CompressSession", "DistillJob", "DistillStepsJob", "EvalJob", "EvalOutcome", "HardwareJob",
+    "Interrupted", "MeasureSettings", "MeasurementOptions", "NullProgress", "PreparedTrain", "Progress", "PruneJob",
+    "StopSignals", "Study", "StudyJob", "TrainJob", "TrainOutcome", "TrialRunner",
+    "check_output", "check_parent", "claimed_run_dir", "continue_study", "derived_config", "derived_name",
+    "load_config_data", "model_stats", "new_run_dir", "new_run_name", "new_study", "open_loggers", "parent_energy_kwh",
+    "prepare_train", "resolve_settings", "resolve_train_config", "run_distill", "run_distill_steps", "run_eval",
+    "run_hardware", "run_prune", "run_train", "score", "seed_slot", "storage_url", "train_segment", "unet_widths",
+    "work_on_study", "write_config", "write_emissions", "write_file",
+]

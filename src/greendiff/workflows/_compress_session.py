@@ -1,0 +1,164 @@
+"""What the compression workflows (prune, distill, distill-steps) share: the parent run, its data, the one
+ledger run of the job, its evaluations, and the closing report.
+
+Each makes a cheaper model and trains it with the ordinary trainer (so it is a run directory like any other:
+``config.toml``, ``pipeline/``, checkpoints, resumable), and writes a report next to it comparing size,
+quality and energy with the parent. Evaluation has its own phase, reported apart from the compression's cost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from greendiff.errors import UserInputError
+from greendiff.names import MAX_NAME_CHARS, NAME_PUNCTUATION, check_name, display_path, unprintable
+from greendiff.workflows._eval import score
+from greendiff.workflows._inputs import load_config_data
+from greendiff.workflows._progress import Progress
+from greendiff.workflows._rundir import write_emissions, write_file
+from greendiff.workflows._segment import train_segment
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CompressOutcome:
+    """A compression job's result.
+
+    Attributes:
+        run_dir: the new run directory (for distill-steps, the folder of its rounds).
+        report: what ``report_path`` holds (models, quality, ``energy``: total_kwh, eval_kwh, cost_kwh, ...).
+        report_path: the JSON report in ``run_dir``.
+        summary: the job's one ledger run's summary.
+        duration_s: wall time of the job.
+    """
+
+    run_dir: Path
+    report: dict
+    report_path: Path
+    summary: dict
+    duration_s: float
+
+
+def parent_energy_kwh(run: Path) -> float | None:
+    """The parent run's whole training energy (all resumed segments) from its ``emissions.json``; ``None``
+    when it has none, or (with a warning naming the file) when the file is damaged: the comparison with
+    the parent is then left out, the compression itself goes on."""
+    from greendiff.ledger import BadRecordError
+    from greendiff.train import read_emissions_json
+
+    path = run / "emissions.json"
+    if not path.is_file():
+        return None
+    try:
+        total = read_emissions_json(path).run_total_energy_kwh
+    except BadRecordError as exc:
+        logger.warning("%s; the parent's training energy is left out of the comparison", exc)
+        return None
+    return total or None
+
+
+def derived_name(prefix: str, parent: Path) -> str:
+    """``prefix-<parent's folder name>`` as a usable run name, whatever the parent is called: characters a
+    name cannot hold become ``_`` and the parent's part is cut to fit :data:`~greendiff.names.MAX_NAME_CHARS`."""
+    safe = "".join(c if (c.isalnum() or c in NAME_PUNCTUATION) and unprintable(c) is None else "_"
+                   for c in parent.resolve().name)
+    part = safe[:MAX_NAME_CHARS - len(prefix) - 1].strip() or "run"
+    return check_name(f"{prefix}-{part}", "run name")
+
+
+def derived_config(parent: Path, overrides: dict, sets: Mapping[str, str]):
+    """The parent's saved config with its stopping, distillation and run bookkeeping reset (seed kept),
+    then ``overrides`` and ``sets`` (dotted keys, e.g. from ``--set``) applied, resolved and validated once."""
+    from greendiff.train import read_toml, resolve_config
+
+    base = read_toml(parent / "config.toml")
+    base.pop("stop", None)
+    base.pop("distill", None)
+    base["run"] = {"seed": base.get("run", {}).get("seed", 0)}
+    return resolve_config(overrides={**overrides, **sets}, base=base)
+
+
+def check_parent(run: Path, flag: str = "--run") -> None:
+    """One-line error unless ``run`` holds a trained model (``pipeline/unet`` and ``config.toml``)."""
+    if not (run / "config.toml").is_file() or not (run / "pipeline" / "unet").is_dir():
+        raise UserInputError(f"{flag} {display_path(run)}: no trained model (expected {display_path(run / 'pipeline')} "
+                             f"and {display_path(run / 'config.toml')} from greendiff train)")
+
+
+def model_stats(unet) -> dict:
+    """Parameters, MACs per image and widths of a ``UNet2DModel``."""
+    from greendiff.train import count_macs, count_parameters
+
+    return {"params": count_parameters(unet), "macs_per_image": count_macs(unet, unet.config.sample_size, unet.config.in_channels),
+            "block_out_channels": list(unet.config.block_out_channels)}
+
+
+class CompressSession:
+    """The parent run (config, EMA model, sampler, data), then the job's one ledger run (:meth:`start`)."""
+
+    def __init__(self, parent: Path, eval_samples: int, progress: Progress, flag: str = "--run") -> None:
+        from greendiff.train import load_run_model
+
+        if eval_samples and eval_samples < 4:
+            raise UserInputError("--eval-samples must be 0 (skip) or >= 4")
+        self.parent = parent
+        self.parent_kwh = parent_energy_kwh(parent)  # read (and any damage named) before any work
+        try:
+            self.config, self.unet, self.sampler = load_run_model(parent)
+        except UserInputError as exc:  # name the option the user gave (--teacher), not train's --run
+            message = str(exc)
+            raise UserInputError(flag + message[len("--run"):] if message.startswith("--run ") else message) from None
+        self.data = load_config_data(self.config)
+        self.eval_samples = eval_samples
+        self.progress = progress
+        self._reference = None
+        self.t0 = time.perf_counter()
+
+    def start(self, run_dir: Path, settings, kind: str, command: str) -> None:
+        """Everything is checked: create nothing before this. Starts the one ledger run of the job."""
+        self.run_dir = run_dir
+        self.tracker = settings.tracker(run_dir.name, kind, command, run_dir=run_dir).start()
+
+    def train(self, config, run_dir: Path, label: str):
+        """A training segment in ``run_dir`` under this job's ledger run, holding the run directory's lock
+        (a ``train --resume`` of it meanwhile is refused)."""
+        from greendiff.train import RunDirLock
+
+        with RunDirLock(run_dir):
+            return train_segment(config, self.data, run_dir, self.tracker, self.progress, label=label)
+
+    def quality(self, unet, sampler, steps: int) -> dict | None:
+        """Quality on the shipped MNIST features, seed 0, in the ``eval`` phase (None when skipped)."""
+        if not self.eval_samples:
+            return None
+        from greendiff.evaluate import reference_features, resolve_extractor
+
+        with self.tracker.window("eval"):
+            if self._reference is None:
+                extractor, _ = resolve_extractor(self.config.stop.eval_features)
+                self._reference = (reference_features(self.data.images, extractor), extractor)
+            real, extractor = self._reference
+            return score(unet, sampler, self.eval_samples, steps, real, extractor, kid_subset=self.eval_samples)
+
+    def finish(self, report: dict, name: str) -> CompressOutcome:
+        """Stop the tracker; add the energy split (``eval*`` phases, i.e. measurement, apart) to ``report``;
+        write it and ``emissions.json``."""
+        summary = self.tracker.stop("completed")
+        eval_j = sum(p["energy_j"] for p in summary["phases"] if p["name"].startswith("eval"))
+        parent_kwh = self.parent_kwh
+        cost_kwh = summary["energy_kwh"] - eval_j / 3.6e6
+        report["energy"] = {"total_kwh": summary["energy_kwh"], "eval_kwh": eval_j / 3.6e6, "cost_kwh": cost_kwh,
+                            "parent_training_kwh": parent_kwh,
+                            "phases_kwh": {p["name"]: p["energy_j"] / 3.6e6 for p in summary["phases"]},
+                            "emissions_kg": summary["emissions_kg"], "ledger_run_id": summary["run_id"],
+                            "cost_vs_parent": cost_kwh / parent_kwh if parent_kwh else None}
+        path = self.run_dir / name
+        write_file(path, json.dumps(report, indent=2))
+        write_emissions(self.run_dir, summary, 0.0, self.tracker.ledger)
+        return CompressOutcome(self.run_dir, report, path, summary, time.perf_counter() - self.t0)

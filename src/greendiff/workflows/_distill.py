@@ -1,0 +1,142 @@
+"""Knowledge distillation: a smaller student trained to match a teacher run (output and feature matching),
+the teacher's forwards metered; quality and size compared (``distill.json``).
+
+Example:
+    >>> from greendiff.workflows import DistillJob, run_distill
+    >>> outcome = run_distill(DistillJob(teacher=Path("runs/teacher"), student_preset="pico"))  # doctest: +SKIP
+    >>> outcome.report["params_reduction"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from greendiff.errors import UserInputError
+from greendiff.names import display_path
+from greendiff.workflows._compress_session import (
+    CompressOutcome, CompressSession, check_parent, derived_config, derived_name, model_stats,
+)
+from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
+from greendiff.workflows._progress import NullProgress, Progress
+from greendiff.workflows._rundir import new_run_dir, write_config
+
+
+@dataclass(frozen=True)
+class DistillJob:
+    """Distillation of a teacher run into a smaller student: ``student_preset`` or ``student_init`` (one).
+
+    Args:
+        teacher: the trained teacher run directory.
+        student_preset: the student's model preset (smaller than the teacher).
+        student_init: a ``UNet2DModel`` folder to start the student from (e.g. ``PRUNED_RUN/pruned-unet``).
+        max_steps: student training steps (None: the teacher's).
+        lr: student learning rate (None: its preset's, or the teacher's for ``student_init``).
+        output_weight: weight of matching the teacher's prediction.
+        feature_weight: weight of matching same-shaped block features.
+        data_weight: weight of the ordinary denoising loss.
+        eval_samples: images per quality evaluation (0 skips).
+        output_dir, name, sets, measurement: as :class:`~greendiff.workflows.PruneJob`.
+    """
+
+    teacher: Path
+    student_preset: str | None = None
+    student_init: Path | None = None
+    max_steps: int | None = None
+    lr: float | None = None
+    output_weight: float = 1.0
+    feature_weight: float = 0.1
+    data_weight: float = 1.0
+    eval_samples: int = 500
+    output_dir: str | None = None
+    name: str | None = None
+    sets: Mapping[str, str] = field(default_factory=dict)
+    measurement: MeasurementOptions = MeasurementOptions()
+
+
+def _student(job: DistillJob) -> tuple[dict, str]:
+    """The student's config keys and how messages call it; checked before any work."""
+    from greendiff.train import PRESETS
+
+    if (job.student_preset is None) == (job.student_init is None):
+        raise UserInputError("give the student as --student-preset P or --student-init DIR (one of them)")
+    if job.student_preset is not None and job.student_preset not in PRESETS:
+        raise UserInputError(f"unknown --student-preset {job.student_preset!r}; use one of {', '.join(PRESETS)}")
+    if job.student_init is None:
+        return ({"model.preset": job.student_preset, "model.block_out_channels": (), "model.layers_per_block": -1,
+                 "model.attention": "preset", "model.init_from": "", "optim.lr": job.lr if job.lr is not None else 0.0},
+                f"student preset {job.student_preset!r}")
+    widths, layers = unet_widths(job.student_init)
+    return ({"model.block_out_channels": ",".join(map(str, widths)), "model.layers_per_block": layers,
+             "model.init_from": str(job.student_init),
+             "optim.lr": job.lr},  # a pruned student keeps the teacher's learning rate unless told
+            f"student {display_path(job.student_init)}")
+
+
+def run_distill(job: DistillJob, progress: Progress | None = None) -> CompressOutcome:
+    """Train the student against ``job.teacher``, evaluate both; one ledger run (kind ``distill``)."""
+    from greendiff.compress import check_teacher
+    from greendiff.train import build_unet, count_parameters, load_run_model
+
+    check_parent(job.teacher, "--teacher")
+    student, label = _student(job)
+    settings = resolve_settings(job.measurement)
+    s = CompressSession(job.teacher, job.eval_samples, progress or NullProgress(), "--teacher")
+    name = job.name or derived_name(f"student-{job.student_preset or 'init'}", job.teacher)
+    overrides = {**student, "run.max_steps": job.max_steps if job.max_steps is not None else s.config.run.max_steps,
+                 "run.name": name, "distill.kind": "output",
+                 "distill.teacher": str(job.teacher / "pipeline" / "unet"), "distill.output_weight": job.output_weight,
+                 "distill.feature_weight": job.feature_weight, "distill.data_weight": job.data_weight}
+    config = derived_config(job.teacher, overrides, job.sets)
+    student_params = count_parameters(build_unet(config.model, config.data.resolution, s.unet.config.in_channels,
+                                                 config.optim.num_train_timesteps))
+    teacher_params = count_parameters(s.unet)
+    if student_params >= teacher_params:
+        raise UserInputError(f"{label} ({student_params:,} parameters) is not smaller than the "
+                             f"teacher ({teacher_params:,}); pick a smaller student")
+    check_teacher(s.unet, job.teacher / "pipeline" / "unet", config.data.resolution, s.data.channels)
+    run_dir = new_run_dir(job.output_dir or str(job.teacher.parent), name)
+    config = derived_config(job.teacher, {**overrides, "run.output_dir": str(run_dir.parent)}, job.sets)
+    write_config(run_dir, config)
+    student_flag = f"--student-init {job.student_init}" if job.student_init else f"--student-preset {job.student_preset}"
+    s.start(run_dir, settings, "distill", f"greendiff distill --teacher {job.teacher} {student_flag}")
+    result = s.train(config, run_dir, "distill")
+    if result.status != "completed":
+        raise UserInputError(f"distillation ended {result.status} at step {result.step}; resume with: greendiff train --resume {display_path(run_dir)}")
+    _, trained, sampler = load_run_model(run_dir)
+    steps = config.optim.sample_steps
+    quality_teacher = s.quality(s.unet, s.sampler, steps)
+    quality_student = s.quality(trained, sampler, steps)
+    teacher_stats, student_stats = model_stats(s.unet), model_stats(trained)
+    report = {"teacher": str(job.teacher), "student_preset": job.student_preset, "student_init": str(job.student_init or ""),
+              "steps": result.step,
+              "weights": {"data": job.data_weight, "output": job.output_weight, "feature": job.feature_weight},
+              "teacher_model": teacher_stats, "student_model": student_stats,
+              "params_reduction": teacher_stats["params"] / student_stats["params"],
+              "macs_reduction": teacher_stats["macs_per_image"] / student_stats["macs_per_image"],
+              "eval": {"samples": job.eval_samples, "sampler_steps": steps, "features": config.stop.eval_features},
+              "quality": {"teacher": quality_teacher, "student": quality_student}}
+    return s.finish(report, "distill.json")
+
+
+def unet_widths(folder: Path) -> tuple[tuple[int, ...], int]:
+    """The widths and layers per block of the ``UNet2DModel`` saved in ``folder`` (its ``config.json``);
+    a one-line error naming the file when it is missing, damaged or lacks them."""
+    from greendiff.ledger import BadRecordError, load_json_file
+
+    path = folder / "config.json"
+    if not path.is_file():
+        raise UserInputError(f"--student-init {display_path(folder)}: not a saved UNet2DModel (no config.json)")
+    try:
+        config = load_json_file(path)
+    except BadRecordError as exc:
+        raise UserInputError(f"--student-init: {exc}") from None
+    widths = config.get("block_out_channels") if isinstance(config, dict) else None
+    layers = config.get("layers_per_block") if isinstance(config, dict) else None
+    if not (isinstance(widths, list) and widths and all(type(w) is int and 1 <= w <= 8192 for w in widths)):
+        raise UserInputError(f"--student-init: {display_path(path)}: block_out_channels should be a list of widths "
+                             "(whole numbers from 1 to 8192)")
+    if not (type(layers) is int and 1 <= layers <= 16):
+        raise UserInputError(f"--student-init: {display_path(path)}: layers_per_block should be a whole number from 1 to 16")
+    return tuple(widths), layers

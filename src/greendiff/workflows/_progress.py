@@ -1,0 +1,50 @@
+"""How a workflow reports while it runs: a :class:`Progress` the caller passes in (the CLI's draws rich
+bars; the default, :class:`NullProgress`, shows nothing). Workflows never print."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Progress(Protocol):
+    """What a workflow tells its caller while it works.
+
+    ``on_start(label, total)`` opens a bar of ``total`` units (training steps, Taylor timesteps);
+    ``on_log(record)`` passes each record of that bar: the trainer's log records (``event`` ``start``
+    first, with ``preset`` and ``batch_size`` added), or ``{"event": "timestep", "t": T}`` of a Taylor
+    pass; ``on_end()`` closes the bar. ``note(text, style)`` is one line for the user (``style``:
+    ``"warning"`` or None).
+    """
+
+    def on_start(self, label: str, total: int) -> None: ...
+
+    def on_log(self, record: dict) -> None: ...
+
+    def on_end(self) -> None: ...
+
+    def note(self, text: str, style: str | None = None) -> None: ...
+
+
+class NullProgress:
+    """A :class:`Progress` that shows nothing (library use, tests)."""
+
+    def on_start(self, label: str, total: int) -> None:
+        pass
+
+    def on_log(self, record: dict) -> None:
+        pass
+
+    def on_end(self) -> None:
+        pass
+
+    def note(self, text: str, style: str | None = None) -> None:
+        pass
+
+
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) outside the training loop: the tracker is closed as ``interrupted`` and the
+    user was told how to resume. ``exit_code``: 128 + the signal (130 for INT, 143 for TERM)."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__(f"interrupted (exit code {exit_code})")
+        self.exit_code = exit_code

@@ -1,0 +1,148 @@
+"""Prune → fine-tune → compare: a trained model's channels removed (Diff-Pruning), the smaller model
+fine-tuned by the ordinary trainer, size, quality and energy compared with the parent (``compression.json``).
+
+Example:
+    >>> from greendiff.workflows import PruneJob, run_prune
+    >>> outcome = run_prune(PruneJob(run=Path("runs/parent"), ratio=0.5, finetune_steps=100))  # doctest: +SKIP
+    >>> outcome.report["params_reduction"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from greendiff.errors import UserInputError
+from greendiff.names import display_path
+from greendiff.workflows._compress_session import (
+    CompressOutcome, CompressSession, check_parent, derived_config, derived_name, model_stats,
+)
+from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
+from greendiff.workflows._progress import NullProgress, Progress
+from greendiff.workflows._rundir import new_run_dir, write_config
+
+
+@dataclass(frozen=True)
+class PruneJob:
+    """Pruning of a trained run.
+
+    Args:
+        run: the trained parent run directory.
+        ratio: fraction of channels removed per layer, in (0, 1); MACs fall ~ (1 - ratio)^2.
+        importance: ``taylor`` (Diff-Pruning), ``magnitude`` or ``random``.
+        finetune_steps: trainer steps after pruning (0: none).
+        taylor_timesteps: timesteps whose gradients score the channels.
+        thr: stop accumulating at the first timestep whose loss < thr x max (Diff-Pruning: 0.05).
+        taylor_batch: images per timestep in the Taylor pass.
+        lr: fine-tuning learning rate (None: the parent's).
+        distill: fine-tune against the parent's predictions too (its forwards are counted).
+        eval_samples: images per quality evaluation (0 skips).
+        output_dir: parent of the new run directory (None: the parent run's).
+        name: the new run's name (None: ``pruned<ratio>-<parent>``).
+        sets: more trainer config keys for the new run (dotted).
+        measurement: where and how the job is measured.
+    """
+
+    run: Path
+    ratio: float
+    importance: str = "taylor"
+    finetune_steps: int = 500
+    taylor_timesteps: int = 100
+    thr: float = 0.05
+    taylor_batch: int = 64
+    lr: float | None = None
+    distill: bool = False
+    eval_samples: int = 500
+    output_dir: str | None = None
+    name: str | None = None
+    sets: Mapping[str, str] = field(default_factory=dict)
+    measurement: MeasurementOptions = MeasurementOptions()
+
+
+def run_prune(job: PruneJob, progress: Progress | None = None) -> CompressOutcome:
+    """Prune ``job.run``, fine-tune, evaluate parent, pruned and fine-tuned models; one ledger run (kind ``prune``)."""
+    from greendiff.compress import IMPORTANCES, check_ratio
+    from greendiff.train import export_pipeline, load_run_model, make_noise_scheduler
+
+    check_ratio(job.ratio)
+    if job.importance not in IMPORTANCES:
+        raise UserInputError(f"unknown --importance {job.importance!r}; use one of {', '.join(IMPORTANCES)}")
+    check_parent(job.run)
+    settings = resolve_settings(job.measurement)
+    s = CompressSession(job.run, job.eval_samples, progress or NullProgress())
+    name = job.name or derived_name(f"pruned{job.ratio:g}", job.run)
+    fine_tune = {"run.max_steps": max(job.finetune_steps, 1), "run.name": name, "optim.lr": job.lr,
+                 **({"distill.kind": "output", "distill.teacher": str(job.run / "pipeline" / "unet")} if job.distill else {})}
+    derived_config(job.run, fine_tune, job.sets)  # the sets and the rest checked before anything is created
+    s.start(new_run_dir(job.output_dir or str(job.run.parent), name), settings, "prune",
+            f"greendiff prune --run {job.run} --ratio {job.ratio:g}")
+    run_dir, steps = s.run_dir, s.config.optim.sample_steps
+    parent_stats = model_stats(s.unet)
+    quality_parent = s.quality(s.unet, s.sampler, steps)  # before pruning changes it in place
+    rebuilt, pass_info = _prune(s, job, run_dir / "pruned-unet")
+    pruned_stats = model_stats(rebuilt.unet)
+    quality_pruned = s.quality(rebuilt.unet, s.sampler, steps)
+    ft_config = derived_config(job.run, {**fine_tune, "model.block_out_channels": ",".join(map(str, rebuilt.block_out_channels)),
+                                         "model.init_from": str(run_dir / "pruned-unet"), "run.output_dir": str(run_dir.parent)},
+                               job.sets)
+    write_config(run_dir, ft_config)
+    if job.finetune_steps:
+        result = s.train(ft_config, run_dir, "fine-tune")
+        if result.status != "completed":
+            raise UserInputError(f"fine-tuning ended {result.status} at step {result.step}; resume with: "
+                                 f"greendiff train --resume {display_path(run_dir)}")
+    else:
+        export_pipeline(rebuilt.unet, None, make_noise_scheduler(s.config.optim), run_dir / "pipeline")
+    _, tuned, sampler = load_run_model(run_dir)
+    quality_tuned = s.quality(tuned, sampler, steps) if job.finetune_steps else quality_pruned
+    report = {"parent": str(job.run), "ratio": job.ratio, "importance": job.importance, "finetune_steps": job.finetune_steps,
+              "finetune_distill": job.distill,
+              "taylor": None if pass_info is None else {"timesteps_used": len(pass_info.timesteps),
+                                                        "stopped_at": pass_info.stopped_at, "thr": job.thr},
+              "time_refit_residual": rebuilt.time_refit_residual, "parent_model": parent_stats, "pruned_model": pruned_stats,
+              "macs_reduction": parent_stats["macs_per_image"] / pruned_stats["macs_per_image"],
+              "params_reduction": parent_stats["params"] / pruned_stats["params"],
+              "eval": {"samples": job.eval_samples, "sampler_steps": steps, "features": s.config.stop.eval_features},
+              "quality": {"parent": quality_parent, "pruned": quality_pruned, "finetuned": quality_tuned}}
+    return s.finish(report, "compression.json")
+
+
+def _prune(s: CompressSession, job: PruneJob, folder: Path):
+    """The parent's channels scored and removed, in the ``prune`` phase; the rebuilt model saved in ``folder``.
+    ``(Rebuilt, TaylorPass or None)``."""
+    import torch
+
+    from greendiff.compress import accumulate_taylor_gradients, prune_in_place, rebuild
+    from greendiff.train import make_noise_scheduler
+
+    config, parent = s.config, s.unet
+    with s.tracker.window("prune"):
+        pass_info = None
+        if job.importance == "taylor":
+            order = torch.randperm(s.data.images.shape[0], generator=torch.Generator().manual_seed(config.run.seed))
+            x0 = s.data.images[order[:job.taylor_batch]].float() / 127.5 - 1.0
+            s.progress.on_start("taylor", job.taylor_timesteps)
+            try:
+                pass_info = accumulate_taylor_gradients(
+                    parent.train(), make_noise_scheduler(config.optim), x0, job.taylor_timesteps, job.thr,
+                    torch.Generator().manual_seed(config.run.seed), config.optim.prediction_type,
+                    on_timestep=_Timesteps(s.progress))
+            finally:
+                s.progress.on_end()
+        torch.manual_seed(config.run.seed)  # random importance
+        prune_in_place(parent, job.ratio, job.importance, torch.zeros(1, parent.config.in_channels, parent.config.sample_size,
+                                                                       parent.config.sample_size))
+        rebuilt = rebuild(parent)
+        rebuilt.unet.save_pretrained(str(folder))
+    return rebuilt, pass_info
+
+
+class _Timesteps:
+    """The Taylor pass's ``on_timestep``: each timestep to the progress as ``{"event": "timestep", "t": T}``."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def __call__(self, t: int) -> None:
+        self.progress.on_log({"event": "timestep", "t": t})

@@ -1,0 +1,100 @@
+"""One training segment in a run directory: ``train()`` with the loss the config asks for, its records sent
+to the caller's :class:`Progress` and the experiment loggers, and every way it can end closed in the ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from greendiff.errors import UserInputError
+from greendiff.names import display_path
+from greendiff.workflows._progress import Interrupted, NullProgress, Progress
+from greendiff.workflows._rundir import write_emissions
+from greendiff.workflows._signals import StopSignals
+
+
+class _Records:
+    """``train``'s ``on_log``: each record to the loggers, and to the progress (its start record with the
+    preset and per-process batch size, which the trainer's header leaves to the config)."""
+
+    def __init__(self, config, progress: Progress, loggers) -> None:
+        self.config, self.progress, self.loggers = config, progress, loggers
+
+    def __call__(self, record: dict) -> None:
+        for logger_ in self.loggers:
+            logger_.log(record)
+        if record.get("event") == "start":
+            record = {**record, "preset": self.config.model.preset, "batch_size": self.config.optim.batch_size}
+        self.progress.on_log(record)
+
+
+class _Evaluations:
+    """``train``'s ``on_eval``: each evaluation to the loggers too, then the caller's answer (a tuner's pruner)."""
+
+    def __init__(self, on_eval, loggers) -> None:
+        self.on_eval, self.loggers = on_eval, loggers
+
+    def __call__(self, event: dict):
+        for logger_ in self.loggers:
+            logger_.log(event)
+        return self.on_eval(event) if self.on_eval else None
+
+
+def train_segment(config, data, run_dir: Path, tracker, progress: Progress | None = None, *, resume: bool = False,
+                  label: str = "train", on_eval=None, carbon_aware=None, loggers=(), stops: StopSignals | None = None):
+    """Train ``config`` in ``run_dir`` under ``tracker`` (started); the :class:`greendiff.train.TrainResult`.
+
+    On Ctrl-C or SIGTERM inside the loop (``stops``) it checkpoints and returns ``interrupted``; a Ctrl-C
+    outside it stops the tracker as ``interrupted``, notes the resume command and raises :class:`Interrupted`.
+    Out of memory is a one-line error, divergence too (its ``emissions.json`` written); any other failure
+    stops the tracker as ``failed``. ``on_eval``: passed to ``train`` (a tuner's pruner).
+    """
+    import torch
+
+    from greendiff.compress import objective_for
+    from greendiff.train import train
+
+    progress = progress or NullProgress()
+    stops = stops or StopSignals()
+    evaluations = _Evaluations(on_eval, loggers) if loggers else on_eval
+    progress.on_start(label, config.run.max_steps)
+    try:
+        with stops:
+            result = train(config, run_dir, data, tracker, resume=resume, on_log=_Records(config, progress, loggers),
+                           objective=objective_for(config, data.channels), on_eval=evaluations,
+                           carbon_aware=carbon_aware, stop_requested=stops.requested)
+    except KeyboardInterrupt:
+        progress.on_end()
+        tracker.stop("interrupted")
+        progress.note(f"interrupted; resume with: greendiff train --resume {display_path(run_dir)}")
+        raise Interrupted(stops.exit_code) from None
+    except (MemoryError, torch.OutOfMemoryError) as exc:
+        progress.on_end()
+        tracker.stop("failed")
+        where = "host" if isinstance(exc, MemoryError) else "GPU"
+        raise UserInputError(f"out of {where} memory in {display_path(run_dir)}; checkpoints up to the last are kept: free memory and "
+                             f"resume (greendiff train --resume {display_path(run_dir)}), or start again with a smaller --batch-size "
+                             "or --preset") from None
+    except BaseException:
+        progress.on_end()
+        tracker.stop("failed")
+        raise
+    progress.on_end()
+    if result.status == "diverged":
+        raise _diverged(config, result, tracker)
+    return result
+
+
+def _diverged(config, result, tracker) -> UserInputError:
+    """Close a diverged run's ledger row as ``diverged`` and write its ``emissions.json`` (so ``report RUN_DIR``
+    finds it); the one-line error that ends the job. Its checkpoints are kept and no pipeline was exported
+    (``train`` returns before that)."""
+    from greendiff.train import checkpoint_dirs
+
+    summary = tracker.stop("diverged", extra={"stop_reason": result.stop_reason})
+    dist = getattr(tracker, "dist", None)
+    if dist is None or dist.is_main:  # the run directory names its ledger run(s), as a finished one does
+        write_emissions(result.run_dir, summary, result.prior_energy_j, tracker.ledger)
+    kept = checkpoint_dirs(result.run_dir)
+    return UserInputError(f"training diverged at step {result.step}: {result.stop_reason}; lower --lr (now "
+                          f"{config.optim.lr:g}) or use --mixed-precision no; no pipeline exported, "
+                          + (f"checkpoints up to {kept[-1].name} kept" if kept else "no checkpoint was written"))

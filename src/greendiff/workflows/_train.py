@@ -1,0 +1,178 @@
+"""The training job: a config resolved and checked, a run directory claimed, trained under one ledger run,
+``emissions.json`` written. :func:`run_train` is what ``greendiff train`` calls.
+
+Example:
+    >>> from greendiff.workflows import MeasurementOptions, TrainJob, run_train
+    >>> job = TrainJob(overrides={"model.preset": "pico", "data.dataset": "digits", "run.max_steps": 2},
+    ...                measurement=MeasurementOptions(no_gpu=True))
+    >>> outcome = run_train(job)  # doctest: +SKIP
+    >>> outcome.status, outcome.step  # doctest: +SKIP
+    ('completed', 2)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from greendiff.errors import UserInputError
+from greendiff.names import display_path
+from greendiff.workflows._inputs import load_config_data
+from greendiff.workflows._measurement import MeasurementOptions, MeasureSettings, resolve_settings
+from greendiff.workflows._progress import NullProgress, Progress
+from greendiff.workflows._rundir import claimed_run_dir, new_run_name, open_loggers, write_emissions
+from greendiff.workflows._segment import train_segment
+from greendiff.workflows._signals import StopSignals
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """A training job as asked for.
+
+    Args:
+        config_file: TOML config (None: the recipe's defaults).
+        overrides: dotted config keys over the file (``{"optim.lr": 1e-3}``); a None value is not given.
+        resume: a run directory to continue from its latest checkpoint (only ``run.max_steps`` may change).
+        measurement: where and how the job is measured.
+        processes: data-parallel processes the job will run as (the batch size is per process).
+    """
+
+    config_file: Path | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    resume: Path | None = None
+    measurement: MeasurementOptions = MeasurementOptions()
+    processes: int = 1
+
+
+@dataclass(frozen=True)
+class PreparedTrain:
+    """A :class:`TrainJob` resolved and checked; nothing created yet."""
+
+    job: TrainJob
+    config: Any  # greendiff.train.TrainConfig
+    run_name: str
+    settings: MeasureSettings
+    data: Any  # greendiff.data dataset
+    dist: Any  # greendiff.parallel.Dist
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """How a training job ended.
+
+    Attributes:
+        status: ``completed``, ``stopped`` (a stopping rule) or ``interrupted`` (Ctrl-C / SIGTERM, resumable).
+        step: the last optimizer step.
+        stop_reason: why it stopped early ("" when it ran to ``run.max_steps``).
+        run_dir: the run directory.
+        summary: the ledger run's summary (energy_kwh, emissions_kg, phases, run_id, ...).
+        duration_s: wall time of the segment, from the ledger run's start.
+        exit_signal: the signal that interrupted it (None unless ``interrupted``).
+    """
+
+    status: str
+    step: int
+    stop_reason: str
+    run_dir: Path
+    summary: dict
+    duration_s: float
+    exit_signal: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("completed", "stopped")
+
+
+def resolve_train_config(job: TrainJob):
+    """``(config, run name)`` of ``job``: the saved config of a resumed run (only ``run.max_steps`` may
+    change), else the file and overrides resolved and validated."""
+    from greendiff.train import resolve_config
+
+    if job.resume is not None:
+        if not (job.resume / "config.toml").is_file():
+            raise UserInputError(f"--resume {display_path(job.resume)}: not a run directory (no config.toml)")
+        changed = [k for k, v in job.overrides.items() if v is not None and k != "run.max_steps"]
+        if changed or job.config_file is not None:
+            raise UserInputError(f"--resume continues the saved config; only --max-steps may change (got {', '.join(changed) or '--config'})")
+        return resolve_config(job.resume / "config.toml", {"run.max_steps": job.overrides.get("run.max_steps")}), job.resume.name
+    config = resolve_config(job.config_file, dict(job.overrides))
+    return config, new_run_name(config, job.config_file if job.overrides.get("run.name") is None else None)
+
+
+def prepare_train(job: TrainJob) -> PreparedTrain:
+    """Resolve and check everything ``job`` needs (config, processes, measurement, data, resume); creates nothing."""
+    from greendiff.parallel import Dist
+    from greendiff.train import check_data, check_train
+
+    config, run_name = resolve_train_config(job)
+    dist = Dist.from_env()
+    if job.processes > 1 and dist.distributed:
+        raise UserInputError("--nproc launches processes; this is already one process of a job (drop --nproc)")
+    if (job.processes > 1 or dist.distributed) and config.carbon.enabled:
+        raise UserInputError("--carbon-aware does not support several processes yet; train with one process")
+    settings = resolve_settings(job.measurement)
+    data = load_config_data(config, job.config_file)
+    check_data(config, data, max(job.processes, dist.world_size))
+    check_train(config, data.channels, job.resume, str(job.resume / "config.toml") if job.resume is not None else "config")
+    return PreparedTrain(job, config, run_name, settings, data, dist)
+
+
+def run_train(job: TrainJob | PreparedTrain, progress: Progress | None = None) -> TrainOutcome:
+    """Train ``job`` in this process (one rank of a job started by torchrun, or alone): claim its run
+    directory, train under one ledger run, write ``emissions.json``. Bad input: :class:`UserInputError`
+    before anything is created."""
+    import torch
+
+    from greendiff.integrations import check_loggers
+
+    prepared = job if isinstance(job, PreparedTrain) else prepare_train(job)
+    progress = progress or NullProgress()
+    config, settings = prepared.config, prepared.settings
+    prepared.dist.init(torch.cuda.is_available())
+    check_loggers(config.run.log_to)
+    controller = None
+    if config.carbon.enabled:
+        from greendiff.carbon import resolve_pue
+        from greendiff.plan import controller_for
+
+        controller = controller_for(config.carbon, settings.provider, resolve_pue(settings.pue, settings.location).value,
+                                    config.run.max_steps)
+    if prepared.data.skipped:
+        progress.note(f"skipped {prepared.data.skipped} unreadable image files", "warning")
+    resume = prepared.job.resume
+    with claimed_run_dir(config, resume, prepared.run_name, prepared.dist) as run_dir:
+        return _train_in(prepared, run_dir, progress, controller)
+
+
+def _train_in(prepared: PreparedTrain, run_dir: Path, progress: Progress, controller) -> TrainOutcome:
+    """Train in ``run_dir`` under one ledger run; close it and write ``emissions.json``."""
+    from greendiff.train import to_dict
+
+    config, dist, resume = prepared.config, prepared.dist, prepared.job.resume is not None
+    loggers = open_loggers(config, run_dir, remove_on_error=None if resume else run_dir) if dist.is_main else []
+    tracker = prepared.settings.tracker(run_dir.name + (" (resumed)" if resume else ""), "train",
+                                        f"greendiff train ({display_path(run_dir)})", config=to_dict(config),
+                                        run_dir=run_dir, dist=dist).start()
+    t0 = time.perf_counter()
+    for logger_ in loggers:
+        logger_.tag({"greendiff.ledger_run_id": tracker.run_id, "greendiff.location": tracker.location.describe(),
+                     "greendiff.intensity_source": tracker.provider.describe(), "greendiff.pue": tracker.pue.value})
+    with StopSignals() as stops:  # held until the ledger row and emissions.json are closed
+        result = train_segment(config, prepared.data, run_dir, tracker, progress, resume=resume,
+                               carbon_aware=controller, loggers=loggers, stops=stops)
+        extra = {"stop_reason": result.stop_reason or ("max_steps reached" if result.status == "completed" else result.status)}
+        if controller is not None:
+            extra["carbon_aware"] = controller.summary()
+        summary = tracker.stop("completed" if result.status in ("completed", "stopped") else "interrupted", extra=extra)
+        for logger_ in loggers:
+            logger_.log({"event": "final", "step": result.step, "energy_kwh": summary["energy_kwh"],
+                         "emissions_kg": summary["emissions_kg"]})
+            logger_.close(result.status)
+        if dist.is_main:
+            write_emissions(run_dir, summary, result.prior_energy_j, tracker.ledger)
+    finished = result.status in ("completed", "stopped")
+    return TrainOutcome(result.status, result.step, result.stop_reason or "", run_dir, summary,
+                        time.perf_counter() - t0, None if finished else stops.exit_code - 128)
