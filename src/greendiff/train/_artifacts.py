@@ -1,5 +1,6 @@
-"""Read a finished run back: its config, its EMA model (from ``pipeline/``), its sampler, and the
-records of its run directory (``emissions.json``, ``metrics.jsonl``).
+"""A finished run's artifacts: its exported pipeline (written atomically here for a class-conditional
+run), and read back: its config, its EMA model (from ``pipeline/``), its sampler, and the records of its
+run directory (``emissions.json``, ``metrics.jsonl``).
 
 Run directories are shared and outlive the greendiff that wrote them, so each reader here checks the
 shape of what it reads and names the file when it cannot use it. Nothing here unpickles: the model
@@ -8,15 +9,22 @@ is read from safetensors only.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
+
+import torch
 
 from greendiff.errors import UserInputError
 from greendiff.names import first_line
 from greendiff.ledger import MAX_RUN_ID, BadRecordError, is_number, load_json_file, parse_carbon_aware
+from greendiff.pipelines import num_classes_of
+from greendiff.train._checkpoint import remove_tree
 from greendiff.train._config import TrainConfig, resolve_config
 from greendiff.train._diffusion import make_sampler
 
@@ -147,7 +155,9 @@ def _check_json_object(path: Path) -> None:
 #: What greendiff reads of a pipeline's JSON configs, key by key: (type, lowest, highest); a missing key
 #: takes diffusers' default, except ``sample_size``. Bounds are the trainer config's (resolution <= 4096).
 _UNET_RULES = {"sample_size": (int, 1, 4096), "in_channels": (int, 1, 4), "out_channels": (int, 1, 4),
-               "layers_per_block": (int, 1, 16)}
+               "layers_per_block": (int, 1, 16), "num_class_embeds": (int, 2, 100_001)}
+#: Keys that may be null (diffusers writes ``num_class_embeds: null`` for an unconditional UNet).
+_NULLABLE = frozenset({"num_class_embeds"})
 _SCHEDULER_RULES = {"num_train_timesteps": (int, 1, 100_000)}
 
 
@@ -160,6 +170,8 @@ def _check_values(path: Path, raw: dict, rules: dict, required: tuple[str, ...] 
                 raise UserInputError(f"{path}: {key} is missing")
             continue
         value = raw[key]
+        if value is None and key in _NULLABLE:
+            continue
         if not isinstance(value, kind) or isinstance(value, bool):
             raise UserInputError(f"{path}: {key} must be an integer, got {json.dumps(value)[:60]}")
         if not lo <= value <= hi:
@@ -177,6 +189,10 @@ def check_unet_config(path: Path) -> None:
     if not isinstance(raw, dict):
         raise BadRecordError(f"{path}: should be a JSON object")
     _check_values(path, raw, _UNET_RULES, required=("sample_size",))
+    if raw.get("class_embed_type") is not None:
+        raise UserInputError(f"{path}: class_embed_type {json.dumps(raw['class_embed_type'])[:40]} is not one greendiff "
+                             "samples; class-conditional UNets use the learned embedding (class_embed_type null, "
+                             "num_class_embeds K + 1)")
 
 
 def check_scheduler_config(path: Path) -> None:
@@ -219,8 +235,51 @@ def load_unet(folder: Path, what: str):
         raise UserInputError(f"{what} {folder}: the model cannot be loaded ({first[:200]})") from None
 
 
-def load_run_model(run_dir: Path):
-    """``(config, unet, sampler)`` of a run with a saved pipeline; a one-line error naming the file otherwise."""
+#: The pipelines a run directory may hold (``model_index.json``'s ``_class_name``), and whether each one's
+#: UNet is class-conditional.
+PIPELINE_CLASSES = {"DDPMPipeline": False, "ClassConditionalPipeline": True}
+
+
+class RunModel(NamedTuple):
+    """A finished run's model: unpacks as ``config, unet, sampler`` (as before conditioning), and says
+    whether and on how many classes the UNet is conditioned."""
+
+    config: TrainConfig
+    unet: object
+    sampler: object
+
+    @property
+    def num_classes(self) -> int:
+        """K, the classes to sample (ids 0..K-1); 0 for an unconditional model."""
+        return num_classes_of(self.unet)
+
+    @property
+    def null_class(self) -> int | None:
+        """The null class id (K) of a class-conditional model, None for an unconditional one."""
+        return self.num_classes if self.num_classes else None
+
+
+def check_pipeline_index(run_dir: Path, path: Path, unet_config: Path) -> None:
+    """``model_index.json`` (if there: older runs may lack it) names a pipeline greendiff writes, and its
+    UNet is conditional exactly when the pipeline is the class-conditional one; one line otherwise."""
+    if not path.is_file():
+        return
+    raw = load_json_file(path)
+    name = raw.get("_class_name") if isinstance(raw, dict) else None
+    if name not in PIPELINE_CLASSES:
+        raise UserInputError(f"--run {run_dir}: {path} names the pipeline {json.dumps(name)[:60]}; greendiff reads "
+                             f"{' or '.join(PIPELINE_CLASSES)}")
+    embeds = load_json_file(unet_config).get("num_class_embeds")
+    if PIPELINE_CLASSES[name] != (embeds is not None):
+        has = f"a class embedding ({embeds} rows)" if embeds is not None else "no class embedding"
+        raise UserInputError(f"--run {run_dir}: {path} names {name} but {unet_config} has {has}; the pipeline is "
+                             "inconsistent")
+
+
+def load_run_model(run_dir: Path) -> RunModel:
+    """``(config, unet, sampler)`` of a run with a saved pipeline (a ``DDPMPipeline`` or greendiff's
+    ``ClassConditionalPipeline``; :attr:`RunModel.num_classes` tells which); a one-line error naming the
+    file otherwise."""
     pipeline = run_dir / "pipeline"
     if not (pipeline / "unet").is_dir() or not (run_dir / "config.toml").is_file():
         raise UserInputError(f"--run {run_dir}: no trained pipeline (expected {run_dir}/pipeline and {run_dir}/config.toml)")
@@ -231,6 +290,7 @@ def load_run_model(run_dir: Path):
     check_unet_config(files[0])
     check_safetensors(files[1])
     check_scheduler_config(files[2])
+    check_pipeline_index(run_dir, pipeline / "model_index.json", files[0])
     from diffusers import DDPMScheduler, UNet2DModel
 
     config: TrainConfig = resolve_config(run_dir / "config.toml")
@@ -240,4 +300,40 @@ def load_run_model(run_dir: Path):
     except Exception as exc:  # noqa: BLE001 - any failure of diffusers/safetensors on these files: they are damaged
         first = first_line(exc)
         raise UserInputError(f"--run {run_dir}: its pipeline cannot be loaded ({first[:200]})") from None
-    return config, unet, make_sampler(config.optim, scheduler)
+    return RunModel(config, unet, make_sampler(config.optim, scheduler))
+
+
+# -- writing the pipeline ----------------------------------------------------------------------------
+
+def ema_model(unet, ema) -> torch.nn.Module:
+    """A contiguous fp32 CPU copy of ``unet`` holding the EMA weights (``ema``: diffusers' ``EMAModel``, or
+    None for the raw weights); ``unet`` itself is untouched."""
+    model = copy.deepcopy(unet).to(memory_format=torch.contiguous_format).float().cpu()
+    if ema is not None:
+        ema.copy_to(model.parameters())
+    return model
+
+
+def save_pipeline_atomically(pipeline, path: Path) -> None:
+    """``pipeline.save_pretrained`` (safetensors) into ``path``, written beside it and renamed into place:
+    a kill mid-export leaves the previous pipeline (of a resumed run), never half of one; a link planted
+    at the temporary name is unlinked, never written through."""
+    tmp, old = path.with_name(f".tmp-{path.name}"), path.with_name(f".old-{path.name}")
+    remove_tree(tmp)
+    pipeline.save_pretrained(str(tmp), safe_serialization=True)
+    if path.exists() or path.is_symlink():
+        remove_tree(old)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    remove_tree(old)
+
+
+def export_class_pipeline(unet, ema, noise_scheduler, path: Path) -> None:
+    """A class-conditional run's :class:`~greendiff.pipelines.ClassConditionalPipeline` with the EMA
+    weights, saved atomically to ``path`` (the counterpart of ``export_pipeline``'s ``DDPMPipeline``);
+    ``ClassConditionalPipeline.from_pretrained(path)`` reads it back."""
+    from greendiff.pipelines import ClassConditionalPipeline
+
+    if not num_classes_of(unet):
+        raise ValueError("export_class_pipeline needs a class-conditional UNet (num_class_embeds set)")
+    save_pipeline_atomically(ClassConditionalPipeline(unet=ema_model(unet, ema), scheduler=noise_scheduler), path)

@@ -1,10 +1,20 @@
-"""Diffusion math around diffusers' schedulers: the training loss and a sampler. Pure functions."""
+"""Diffusion math around diffusers' schedulers: the training loss and a sampler. Pure functions.
+
+Class conditioning follows classifier-free guidance (Ho & Salimans 2022, "Classifier-Free Diffusion
+Guidance"): the loss drops labels to the null class at random, the sampler mixes the conditional and
+unconditional predictions (:mod:`greendiff.pipelines`, shared with the exported pipeline).
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
+from greendiff.errors import UserInputError
+from greendiff.pipelines import check_class_labels, check_guidance_scale, guided_output, num_classes_of
 from greendiff.train._config import RecipeConfig
 
 
@@ -75,24 +85,83 @@ def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.
     return (per_sample * weights.to(per_sample.device)).mean()
 
 
-def diffusion_loss(unet, noise_scheduler, x0: torch.Tensor, generator: torch.Generator,
-                   optim: RecipeConfig) -> torch.Tensor:
-    """Weighted denoising loss of a batch ``x0`` (B, C, H, W) in [-1, 1]; noise drawn from ``generator``."""
+def drop_labels(labels: torch.Tensor, cond_dropout: float, null_class: int, generator: torch.Generator) -> torch.Tensor:
+    """``labels`` (B,) with each one replaced by ``null_class`` with probability ``cond_dropout``, drawn
+    from ``generator`` (B uniform draws, always, so a step's later draws do not depend on the rate): the
+    model learns the unconditional prediction too (Ho & Salimans 2022, section 3.2). 0 keeps every label,
+    1 drops them all.
+
+    Example:
+        >>> drop_labels(torch.tensor([0, 1, 2]), 1.0, 10, torch.Generator().manual_seed(0)).tolist()
+        [10, 10, 10]
+    """
+    if isinstance(cond_dropout, bool) or not isinstance(cond_dropout, (int, float)) or not math.isfinite(cond_dropout) \
+            or not 0.0 <= cond_dropout <= 1.0:
+        raise UserInputError(f"optim.cond_dropout must be a probability between 0 and 1, got {cond_dropout!r}")
+    dropped = torch.rand(labels.shape[0], generator=generator) < cond_dropout  # (B,) on the generator's device
+    return torch.where(dropped.to(labels.device), torch.full_like(labels, null_class), labels)
+
+
+def diffusion_loss(unet, noise_scheduler, x0: torch.Tensor, generator: torch.Generator, optim: RecipeConfig,
+                   labels: torch.Tensor | None = None, cond_dropout: float = 0.0,
+                   null_class: int | None = None) -> torch.Tensor:
+    """Weighted denoising loss of a batch ``x0`` (B, C, H, W) in [-1, 1]; noise drawn from ``generator``.
+
+    Args:
+        labels: Class ids (B,) of a class-conditional UNet; None (default): unconditional, the same
+            draws and result as before conditioning existed.
+        cond_dropout: Probability that a label is replaced by the null class (:func:`drop_labels`),
+            drawn from ``generator`` after the noise and timesteps.
+        null_class: The null class id; default the UNet's (K, from its config).
+    """
     noisy, timesteps, target = noised_batch(noise_scheduler, x0, generator, optim)
-    prediction = unet(noisy, timesteps).sample
+    if labels is None:
+        prediction = unet(noisy, timesteps).sample
+    else:
+        null = num_classes_of(unet) if null_class is None else null_class
+        conditioned = drop_labels(labels, cond_dropout, null, generator).to(x0.device)
+        prediction = unet(noisy, timesteps, class_labels=conditioned).sample
     return weighted_mse(prediction, target, loss_weights(noise_scheduler, timesteps, optim))
+
+
+def check_sampling_labels(unet, n: int, labels, guidance_scale: float) -> tuple[torch.Tensor | None, float]:
+    """``(labels as an (n,) tensor or None, guidance scale)`` for :func:`sample_images`; one-line
+    :class:`UserInputError` for labels a class-conditional UNet lacks (or an unconditional one is given),
+    a count other than ``n``, an id outside 0..K-1, or a guidance scale that is not a finite number >= 0."""
+    w = check_guidance_scale(guidance_scale)
+    num_classes = num_classes_of(unet)
+    if labels is None:
+        if num_classes:
+            raise UserInputError(f"this model is class-conditional ({num_classes} classes); give one class label per "
+                                 "image (e.g. a balanced list)")
+        if w != 1.0:
+            raise UserInputError(f"guidance scale {w} needs class labels; this model is unconditional")
+        return None, w
+    ids = check_class_labels(labels, num_classes)
+    if ids.shape[0] != n:
+        raise UserInputError(f"{ids.shape[0]} class labels for {n} images; give one per image")
+    return ids, w
 
 
 @torch.no_grad()
 def sample_images(unet, sampler, n: int, steps: int, shape: tuple[int, int, int], generator: torch.Generator,
-                  device: torch.device | str = "cpu", batch_size: int = 256) -> torch.Tensor:
-    """``n`` images (n, C, H, W) in [-1, 1] from pure noise, ``steps`` sampler steps, seeded by ``generator``."""
+                  device: torch.device | str = "cpu", batch_size: int = 256,
+                  labels: Sequence[int] | torch.Tensor | None = None, guidance_scale: float = 1.0) -> torch.Tensor:
+    """``n`` images (n, C, H, W) in [-1, 1] from pure noise, ``steps`` sampler steps, seeded by ``generator``.
+
+    Args:
+        labels: One class id per image for a class-conditional UNet (None: an unconditional one).
+        guidance_scale: Classifier-free guidance w (:func:`greendiff.pipelines.guided_noise`): 1 the
+            conditional model alone, 0 the unconditional one, otherwise two forwards per step (one batch).
+    """
+    ids, w = check_sampling_labels(unet, n, labels, guidance_scale)
     sampler.set_timesteps(steps)
     out = []
     for start in range(0, n, batch_size):
         x = torch.randn((min(batch_size, n - start), *shape), generator=generator).to(device)
+        batch_labels = None if ids is None else ids[start:start + x.shape[0]]
         for t in sampler.timesteps:
-            model_output = unet(x, t).sample
+            model_output = guided_output(unet, x, t, batch_labels, w)
             x = sampler.step(model_output, t, x, generator=generator).prev_sample
         out.append(x.clamp(-1, 1).float().cpu())
     return torch.cat(out)

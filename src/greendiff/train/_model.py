@@ -57,11 +57,18 @@ def check_architecture(model: ModelConfig, resolution: int) -> Preset:
     return arch
 
 
-def build_unet(model: ModelConfig, resolution: int, channels: int, num_train_timesteps: int):
-    """A ``UNet2DModel``; the resolution must survive its downsampling (divisible by 2**(levels-1))."""
+def build_unet(model: ModelConfig, resolution: int, channels: int, num_train_timesteps: int, num_classes: int = 0):
+    """A ``UNet2DModel``; the resolution must survive its downsampling (divisible by 2**(levels-1)).
+
+    Args:
+        num_classes: K > 0 adds diffusers' learned class embedding (``num_class_embeds`` = K + 1, summed
+            with the timestep embedding): ids 0..K-1 are the classes and K the *null class* that stands
+            for "no label" (classifier-free guidance, Ho & Salimans 2022). 0 (default): unconditional.
+    """
     from diffusers import UNet2DModel
 
     arch = check_architecture(model, resolution)
+    check_num_classes(num_classes)
     levels = len(arch.block_out_channels)
     groups = 8 if all(c % 8 == 0 for c in arch.block_out_channels) else 1
     attn = arch.attention
@@ -72,31 +79,72 @@ def build_unet(model: ModelConfig, resolution: int, channels: int, num_train_tim
         block_out_channels=arch.block_out_channels, layers_per_block=arch.layers_per_block,
         down_block_types=tuple(down), up_block_types=tuple(up), norm_num_groups=groups,
         attention_head_dim=8, add_attention=attn, num_train_timesteps=num_train_timesteps,
+        num_class_embeds=num_classes + 1 if num_classes else None,
     )
     if model.init_from:
         load_weights(unet, Path(model.init_from))
     return unet
 
 
+#: Classes a conditional UNet may have (the embedding is (K + 1) x time_embed_dim).
+MAX_CLASSES = 100_000
+
+
+def check_num_classes(num_classes: int) -> None:
+    """One-line :class:`UserInputError` unless ``num_classes`` is an integer in 0..MAX_CLASSES."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 0 <= num_classes <= MAX_CLASSES:
+        raise UserInputError(f"model.num_classes must be an integer between 0 (unconditional) and {MAX_CLASSES:,}, "
+                             f"got {num_classes!r}")
+
+
+#: The parameters a class-conditional UNet has beyond an unconditional one of the same architecture.
+CLASS_EMBEDDING_KEYS = frozenset({"class_embedding.weight"})
+
+
 def load_weights(unet, folder: Path) -> None:
-    """Copy the weights of the ``UNet2DModel`` saved in ``folder`` into ``unet``; the shapes must match."""
+    """Copy the weights of the ``UNet2DModel`` saved in ``folder`` into ``unet``; the shapes must match.
+    An unconditional source may start a class-conditional ``unet``: its class embedding is zeroed, so
+    training starts from exactly the source model, for every class."""
     from greendiff.train._artifacts import load_unet
 
     source = load_unet(folder, "model.init_from")
-    try:
-        unet.load_state_dict(source.state_dict(), strict=True)
-    except RuntimeError:
-        raise UserInputError(f"model.init_from {folder}: its architecture (block_out_channels "
-                             f"{list(source.config.block_out_channels)}, layers_per_block {source.config.layers_per_block}) "
-                             f"differs from the config's ({list(unet.config.block_out_channels)}, "
-                             f"{unet.config.layers_per_block}); set model.block_out_channels to match") from None
+    state = source.state_dict()
+    got = {key: list(value.shape) for key, value in state.items()}
+    want = _shapes_to_load(unet.state_dict(), got)
+    if got != want:
+        raise _architecture_differs(f"model.init_from {folder}", source.config, unet.config)
+    adding_classes = want.keys() != unet.state_dict().keys()
+    unet.load_state_dict(state, strict=not adding_classes)
+    if adding_classes:
+        with torch.no_grad():
+            unet.class_embedding.weight.zero_()
 
 
-def check_init_from(model: ModelConfig, resolution: int, channels: int, num_train_timesteps: int) -> None:
+def _shapes_to_load(target_state: dict, got: dict) -> dict[str, list[int]]:
+    """The tensor shapes a source must have to start a UNet with ``target_state``: all of them, less the
+    class embedding when the source (tensor name -> shape ``got``) is unconditional."""
+    want = {key: list(value.shape) for key, value in target_state.items()}
+    if not (CLASS_EMBEDDING_KEYS & got.keys()):
+        want = {key: shape for key, shape in want.items() if key not in CLASS_EMBEDDING_KEYS}
+    return want
+
+
+def _architecture_differs(shown: str, saved, target) -> UserInputError:
+    """The one-line error for a saved UNet (config ``saved``, a mapping) that cannot start ``target``'s."""
+    keys = ("block_out_channels", "layers_per_block", "in_channels", "num_class_embeds")
+    theirs = ", ".join(f"{key} {saved.get(key)}" for key in keys)
+    ours = ", ".join(str(list(v) if isinstance(v := target.get(key), (list, tuple)) else v) for key in keys)
+    return UserInputError(f"{shown}: its architecture ({theirs}) differs from the config's ({ours}); set "
+                          "model.block_out_channels (and model.num_classes) to match")
+
+
+def check_init_from(model: ModelConfig, resolution: int, channels: int, num_train_timesteps: int,
+                    num_classes: int = 0) -> None:
     """``model.init_from`` (if set) can start this config's UNet, checked before a run directory or a ledger
     row exists: the folder holds a UNet2DModel's config.json and safetensors weights (read as a header
     only), with the tensor names and shapes of the UNet the config builds (built on the meta device: no
-    memory). One-line :class:`UserInputError` otherwise, the same :func:`load_weights` would raise."""
+    memory; ``num_classes`` as :func:`build_unet`'s, and an unconditional folder may start a conditional
+    UNet). One-line :class:`UserInputError` otherwise, the same :func:`load_weights` would raise."""
     if not model.init_from:
         return
     import json
@@ -120,15 +168,10 @@ def check_init_from(model: ModelConfig, resolution: int, channels: int, num_trai
     with safe_open(str(weights), framework="pt") as f:
         got = {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
     with torch.device("meta"):
-        target = build_unet(dataclasses.replace(model, init_from=""), resolution, channels, num_train_timesteps)
-    want = {key: list(value.shape) for key, value in target.state_dict().items()}
-    if got != want:
-        saved = json.loads(config_file.read_text())
-        raise UserInputError(f"{shown}: its architecture (block_out_channels {saved.get('block_out_channels')}, "
-                             f"layers_per_block {saved.get('layers_per_block')}, in_channels {saved.get('in_channels')}) "
-                             f"differs from the config's ({list(target.config.block_out_channels)}, "
-                             f"{target.config.layers_per_block}, {target.config.in_channels}); set model.block_out_channels "
-                             "to match")
+        target = build_unet(dataclasses.replace(model, init_from=""), resolution, channels, num_train_timesteps,
+                            num_classes)
+    if got != _shapes_to_load(target.state_dict(), got):
+        raise _architecture_differs(shown, json.loads(config_file.read_text()), target.config)
 
 
 def count_parameters(module: torch.nn.Module) -> int:
@@ -136,10 +179,14 @@ def count_parameters(module: torch.nn.Module) -> int:
 
 
 def count_macs(unet, resolution: int, channels: int) -> int:
-    """Multiply-accumulates of one forward pass on one image (PyTorch's FLOP counter / 2)."""
+    """Multiply-accumulates of one forward pass on one image (PyTorch's FLOP counter / 2); a class-conditional
+    UNet is run on class 0 (the embedding is a lookup: no MACs). Guidance with w not 0 or 1 runs two."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from greendiff.pipelines import num_classes_of
+
     sample = torch.zeros(1, channels, resolution, resolution)
+    labels = {"class_labels": torch.tensor([0])} if num_classes_of(unet) else {}
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        unet(sample, torch.tensor([10]))
+        unet(sample, torch.tensor([10]), **labels)
     return counter.get_total_flops() // 2

@@ -1,0 +1,98 @@
+"""Classifier-free guidance: the formula, the checks of its inputs, and one guided prediction.
+
+Ho & Salimans 2022, "Classifier-Free Diffusion Guidance" (arXiv:2207.12598): one network learns both
+the conditional ε(x, t, c) and the unconditional ε(x, t, ∅) by training with the label replaced by a
+*null class* ∅ some of the time; sampling mixes the two,
+
+    ε̂ = ε(x, t, ∅) + w · (ε(x, t, c) − ε(x, t, ∅)),
+
+with w = 1 the conditional model alone and w = 0 the unconditional one (the paper writes the same
+mix as (1 + w')·ε_c − w'·ε_u, w' = w − 1). The null class is id K of a UNet with K classes
+(``num_class_embeds = K + 1``). Depends on torch only, so :mod:`greendiff.pipelines` imports alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from greendiff.errors import UserInputError
+
+
+def num_classes_of(unet) -> int:
+    """K, the classes a UNet is conditioned on (0: unconditional), from its config: diffusers' learned
+    class embedding (``class_embed_type`` null) with ``num_class_embeds = K + 1`` rows, the last one the
+    null class. A model wrapped for data parallelism (``.module``) is looked through."""
+    config = getattr(getattr(unet, "module", unet), "config", None)
+    rows = getattr(config, "num_class_embeds", None)
+    if not rows or getattr(config, "class_embed_type", None) is not None:
+        return 0
+    return int(rows) - 1
+
+
+def check_guidance_scale(guidance_scale: float) -> float:
+    """``guidance_scale`` as a float; one-line :class:`UserInputError` (a ``ValueError``) unless it is a
+    finite number >= 0."""
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
+        raise UserInputError(f"guidance scale must be a number >= 0, got {guidance_scale!r}")
+    if not math.isfinite(guidance_scale) or guidance_scale < 0:
+        raise UserInputError(f"guidance scale must be a finite number >= 0 (1: conditional only, 0: unconditional), "
+                             f"got {guidance_scale}")
+    return float(guidance_scale)
+
+
+def check_class_labels(labels: int | Sequence[int] | torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``labels`` as a 1-d int64 tensor; one-line :class:`UserInputError` (a ``ValueError``) for a model
+    without classes, an empty list, or an id outside 0..K-1 (the null class K is not a class to ask for)."""
+    if num_classes < 1:
+        raise UserInputError("this model is unconditional (no class embedding); it takes no class labels")
+    if isinstance(labels, torch.Tensor):
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise UserInputError(f"class labels must be integers, got a {labels.dtype} tensor")
+        ids = labels.reshape(-1).long()
+    else:
+        items = [labels] if isinstance(labels, int) else list(labels)
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+            raise UserInputError(f"class labels must be integers, got {str(items)[:60]}")
+        ids = torch.tensor(items, dtype=torch.long).reshape(-1)
+    if ids.numel() == 0:
+        raise UserInputError("no class labels given; ask for at least one class")
+    bad = ids[(ids < 0) | (ids >= num_classes)]
+    if bad.numel():
+        raise UserInputError(f"class id {int(bad[0])} is outside 0..{num_classes - 1}, the classes this model was "
+                             "trained on")
+    return ids
+
+
+def guided_noise(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """ε̂ = ε_uncond + w · (ε_cond − ε_uncond) (Ho & Salimans 2022), elementwise; any matching shapes.
+
+    Example:
+        >>> guided_noise(torch.tensor([2.0]), torch.tensor([1.0]), 3.0)
+        tensor([4.])
+    """
+    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+
+def guided_output(unet, x: torch.Tensor, t, labels: torch.Tensor | None, guidance_scale: float = 1.0,
+                  null_class: int | None = None) -> torch.Tensor:
+    """The UNet's output for noisy ``x`` (B, C, H, W) at timestep ``t``, guided toward ``labels`` (B,).
+
+    ``labels`` None: the plain unconditional call ``unet(x, t)``. w = 1: one conditional forward; w = 0:
+    one forward on the null class; otherwise one forward of 2B (labels, then null) split in two and
+    mixed by :func:`guided_noise`. ``null_class`` defaults to the UNet's (K). ``guidance_scale`` is
+    expected checked (:func:`check_guidance_scale`).
+    """
+    if labels is None:
+        return unet(x, t).sample
+    labels = labels.to(x.device)
+    if guidance_scale == 1.0:
+        return unet(x, t, class_labels=labels).sample
+    null = torch.full_like(labels, num_classes_of(unet) if null_class is None else null_class)
+    if guidance_scale == 0.0:
+        return unet(x, t, class_labels=null).sample
+    both = unet(torch.cat([x, x]), t, class_labels=torch.cat([labels, null])).sample  # (2B, C, H, W)
+    eps_cond, eps_uncond = both.chunk(2)
+    return guided_noise(eps_cond, eps_uncond, guidance_scale)
