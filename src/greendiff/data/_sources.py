@@ -22,6 +22,8 @@ import psutil
 import torch
 import torch.nn.functional as F
 
+from greendiff.data._batches import ImageSet
+from greendiff.data._labels import FolderIndex, index_folder
 from greendiff.errors import UserInputError
 from greendiff.names import display_path, first_line
 
@@ -30,25 +32,7 @@ logger = logging.getLogger(__name__)
 _TABLES = resources.files("greendiff.data") / "tables"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BUILTIN = ("mnist", "digits")
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """Images in memory.
-
-    Attributes:
-        images: ``uint8`` tensor ``(N, C, H, W)``.
-        source: What was loaded, for the run record.
-        skipped: Files skipped as corrupt or not images.
-    """
-
-    images: torch.Tensor
-    source: str
-    skipped: int = 0
-
-    @property
-    def channels(self) -> int:
-        return int(self.images.shape[1])
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
 
 
 def read_idx_images(raw: bytes, where: str) -> np.ndarray:
@@ -62,6 +46,19 @@ def read_idx_images(raw: bytes, where: str) -> np.ndarray:
     if pixels.size != count * rows * cols:
         raise UserInputError(f"{where}: truncated: {pixels.size} pixels for {count}x{rows}x{cols}")
     return pixels.reshape(count, 1, rows, cols)
+
+
+def read_idx_labels(raw: bytes, where: str) -> np.ndarray:
+    """Decode an IDX1 label file (big-endian magic 2049, count, then one uint8 label each) as int64."""
+    if len(raw) < 8:
+        raise UserInputError(f"{where}: truncated IDX header")
+    magic, count = struct.unpack(">II", raw[:8])
+    if magic != 2049:
+        raise UserInputError(f"{where}: not an IDX label file (magic {magic}, expected 2049)")
+    labels = np.frombuffer(raw, dtype=np.uint8, offset=8)
+    if labels.size != count:
+        raise UserInputError(f"{where}: truncated: {labels.size} labels of {count}")
+    return labels.astype(np.int64)
 
 
 def resize_square(images: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -123,16 +120,19 @@ def load_mnist(resolution: int) -> ImageSet:
     """The bundled MNIST test set (10,000 digits; see tables/SOURCES.md)."""
     raw = gzip.decompress((_TABLES / "t10k-images-idx3-ubyte.gz").read_bytes())
     images = torch.from_numpy(read_idx_images(raw, "bundled MNIST").copy())
-    return ImageSet(_resize_all(images, resolution, "mnist"), "MNIST test set (bundled, 10,000 digits, CC BY-SA 3.0)")
+    labels = read_idx_labels(gzip.decompress((_TABLES / "t10k-labels-idx1-ubyte.gz").read_bytes()), "bundled MNIST labels")
+    return ImageSet(_resize_all(images, resolution, "mnist"), "MNIST test set (bundled, 10,000 digits, CC BY-SA 3.0)",
+                    labels=torch.from_numpy(labels), class_names=DIGIT_CLASSES)
 
 
 def load_digits(resolution: int) -> ImageSet:
     """scikit-learn's bundled 8x8 digits (1,797 images, values 0..16)."""
     from sklearn.datasets import load_digits as sk_digits
 
-    data = sk_digits().images  # (1797, 8, 8) floats 0..16
-    images = torch.from_numpy((data * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
-    return ImageSet(_resize_all(images, resolution, "digits"), "scikit-learn digits (1,797 images, 8x8)")
+    bunch = sk_digits()
+    images = torch.from_numpy((bunch.images * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)  # (1797, 8, 8) 0..16
+    return ImageSet(_resize_all(images, resolution, "digits"), "scikit-learn digits (1,797 images, 8x8)",
+                    labels=torch.from_numpy(bunch.target.astype(np.int64)), class_names=DIGIT_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -159,21 +159,44 @@ def _npy_header(fp, total_bytes: int) -> _ArrayHeader:
 
 
 def _array_header(path: Path) -> tuple[_ArrayHeader, str | None]:
-    """The header of a ``.npy`` file, or of the first array of a ``.npz`` (and that array's key)."""
+    """The header of a ``.npy`` file, or of the first array of a ``.npz`` other than ``labels`` (and that array's key)."""
     if path.suffix.lower() == ".npy":
         with path.open("rb") as f:
             return _npy_header(f, path.stat().st_size), None
     with zipfile.ZipFile(path) as archive:
-        members = archive.infolist()
+        members = [m for m in archive.infolist() if m.filename != LABELS_MEMBER] or archive.infolist()
         if not members:
             raise ValueError("the archive holds no arrays")
-        first = members[0]
+        first = members[0]  # the images: the first array but the labels
         key = first.filename[:-4] if first.filename.endswith(".npy") else first.filename  # as np.load names it
         with archive.open(first) as f:
             try:
                 return _npy_header(f, first.file_size), key
             except ValueError as exc:
                 raise ValueError(f"its first member {first.filename!r} is not a .npy array ({exc})") from None
+
+
+#: The member of an ``.npz`` that holds the images' class ids (``np.savez(f, images=..., labels=...)``).
+LABELS_MEMBER = "labels.npy"
+
+
+def _npz_labels(path: Path, n: int, where: str) -> torch.Tensor | None:
+    """The ``labels`` array of an ``.npz``: ``None`` without one, else ``n`` non-negative integers as int64."""
+    if path.suffix.lower() != ".npz":
+        return None
+    with zipfile.ZipFile(path) as archive:
+        if LABELS_MEMBER not in archive.namelist():
+            return None
+        with archive.open(LABELS_MEMBER) as f:
+            header = _npy_header(f, archive.getinfo(LABELS_MEMBER).file_size)
+    if header.dtype.kind not in "iu" or header.shape != (n,):
+        raise UserInputError(f"{where}: its 'labels' array is {header.shape} {header.dtype}; expected {n} integers "
+                             "(one class id per image)")
+    with np.load(path, allow_pickle=False) as loaded:
+        labels = loaded["labels"].astype(np.int64)
+    if labels.size and labels.min() < 0:
+        raise UserInputError(f"{where}: its 'labels' array holds {labels.min()}; class ids are 0 or more")
+    return torch.from_numpy(labels)
 
 
 def _check_array_header(header: _ArrayHeader, where: str) -> None:
@@ -309,7 +332,11 @@ def load_array(path: Path, resolution: int) -> ImageSet:
     for start in range(0, n, batch):  # memory: the data, the output and one batch (as load_folder, an image)
         part = _to_uint8(array[start:start + batch], lo, hi)
         images[start:start + batch] = resize_square(torch.from_numpy(part), resolution)
-    return ImageSet(images, f"array {path.name} ({n} images)")
+    try:
+        labels = _npz_labels(path, n, where)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserInputError(f"cannot read the labels of {where}: {first_line(exc)}") from None
+    return ImageSet(images, f"array {path.name} ({n} images)", labels=labels)
 
 
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's decompression-bomb warning level (~ 9,459 x 9,459)
@@ -391,10 +418,44 @@ def _upright(img, path: Path):
         return img
 
 
-def _decode(path: Path):
-    """Fully decode one image to mode ``L`` or ``RGB`` (16-bit and float greyscale scaled to 8 bits,
-    palettes expanded, alpha dropped). Raises :class:`BadImage` with a short reason for any file that
-    cannot be used."""
+def check_size(width: int, height: int) -> None:
+    """Refuse (:class:`BadImage`) an image without pixels or with more than :data:`MAX_IMAGE_PIXELS`."""
+    if width < 1 or height < 1:
+        raise BadImage(f"image has no pixels ({width}x{height})")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise BadImage(f"{width}x{height} pixels is over the {MAX_IMAGE_PIXELS / 1e6:.0f} MP limit; downscale it first")
+
+
+def mode_channels(mode: str) -> int:
+    """Channels a Pillow mode becomes when decoded (:func:`as_l_or_rgb`): 1 for greyscale, 3 otherwise."""
+    return 1 if mode in ("1", "L", "LA") or mode.startswith(("I", "F")) else 3
+
+
+def as_l_or_rgb(img, path: Path | str):
+    """A loaded image, turned upright, as mode ``L`` or ``RGB`` (16-bit and float greyscale scaled to 8
+    bits, palettes expanded, alpha dropped); ``img`` itself is never returned (it may be closed)."""
+    from PIL import Image
+
+    if img.mode in ("P", "PA") and not img.getpalette():
+        raise BadImage("palette image without a palette (its PLTE chunk is missing)")
+    upright = _upright(img, path)
+    if upright.mode.startswith(("I", "F")):  # 16/32-bit integer or float greyscale
+        return Image.fromarray(_deep_to_8bit(np.asarray(upright, dtype=np.float64), upright.mode))
+    if upright.mode in ("L", "RGB"):
+        return upright if upright is not img else img.copy()
+    return upright.convert("L" if upright.mode in ("1", "LA") else "RGB")
+
+
+def image_channels(path: Path) -> int:
+    """The channels of an image file from its header alone (1 or 3; no pixels decoded): the cheap check
+    of a streamed folder. Raises :class:`BadImage` for a file that is not a usable image by its header."""
+    return _decode(path, header_only=True)
+
+
+def _decode(path: Path, header_only: bool = False):
+    """Fully decode one image to mode ``L`` or ``RGB`` (:func:`as_l_or_rgb`), or with ``header_only``
+    read its header and return its channels. Raises :class:`BadImage` with a short reason for any file
+    that cannot be used."""
     from PIL import Image, UnidentifiedImageError
 
     if path.stat().st_size == 0:
@@ -404,20 +465,11 @@ def _decode(path: Path):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below says it in one line
             img = Image.open(path)
         with img:
-            if img.width < 1 or img.height < 1:
-                raise BadImage(f"image has no pixels ({img.width}x{img.height})")
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise BadImage(f"{img.width}x{img.height} pixels is over the {MAX_IMAGE_PIXELS / 1e6:.0f} MP limit; "
-                               "downscale it first")
+            check_size(img.width, img.height)
+            if header_only:
+                return mode_channels(img.mode)
             img.load()  # full decode: truncated files fail here, not later
-            if img.mode in ("P", "PA") and not img.getpalette():
-                raise BadImage("palette image without a palette (its PLTE chunk is missing)")
-            upright = _upright(img, path)
-            if upright.mode.startswith(("I", "F")):  # 16/32-bit integer or float greyscale
-                return Image.fromarray(_deep_to_8bit(np.asarray(upright, dtype=np.float64), upright.mode))
-            if upright.mode in ("L", "RGB"):
-                return upright if upright is not img else img.copy()
-            return upright.convert("L" if upright.mode in ("1", "LA") else "RGB")
+            return as_l_or_rgb(img, path)
     except UnidentifiedImageError:
         head = _head(path)
         if _kind(head):
@@ -464,28 +516,41 @@ def _pixels(img, resolution: int) -> torch.Tensor:
     return resize_square(torch.from_numpy(np.ascontiguousarray(arr))[None], resolution)[0]
 
 
-def load_folder(folder: Path, resolution: int, skip_bad_images: bool = False) -> ImageSet:
-    """Every image under ``folder`` (recursively; hidden files and folders left out, :func:`is_hidden`).
+def folder_index(folder: Path, label_column: str = "", caption_column: str = "") -> FolderIndex:
+    """The images under ``folder`` (:func:`image_files`) with their labels and captions (:func:`index_folder`)."""
+    candidates = image_files(folder)
+    if not candidates:
+        raise UserInputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {display_path(folder)}")
+    return index_folder(folder, candidates, label_column, caption_column)
+
+
+def bad_file_error(path: Path, exc: Exception) -> UserInputError:
+    """The one line for an unusable image file when bad files are not skipped."""
+    return UserInputError(f"{display_path(path)}: {exc}; fix or remove it (or pass --skip-bad-images to train on the rest)")
+
+
+def load_folder(folder: Path, resolution: int, skip_bad_images: bool = False, index: FolderIndex | None = None) -> ImageSet:
+    """Every image under ``folder`` (recursively; hidden files and folders left out, :func:`is_hidden`),
+    with the labels and captions of ``index`` (default: class subfolders, :func:`folder_index`).
 
     A file with an image extension that cannot be used is an error naming it (one bad file in a
     scraped folder is more often a sign of a bad download than noise to ignore); with
     ``skip_bad_images`` such files are skipped, counted and warned about instead. Each image is
     resized as soon as it is decoded, so memory holds one full-size image at a time.
     """
-    candidates = image_files(folder)
-    if not candidates:
-        raise UserInputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {display_path(folder)}")
+    index = index or folder_index(folder)
+    candidates = index.files
     # each image is resized as it is decoded, kept, then stacked (two copies); its channels are known
     # only once decoded, so this counts one (the least it can need)
     check_fits_in_memory(len(candidates), 1, resolution, display_path(folder), _resize_bytes(3, resolution), copies=2)
-    tensors, bad = [], []
-    for path in candidates:
+    tensors, kept, bad = [], [], []
+    for i, path in enumerate(candidates):
         try:
             tensors.append(_pixels(_decode(path), resolution))
+            kept.append(i)
         except (BadImage, OSError) as exc:
             if not skip_bad_images:
-                raise UserInputError(f"{display_path(path)}: {exc}; fix or remove it (or pass --skip-bad-images to "
-                                     "train on the rest)") from None
+                raise bad_file_error(path, exc) from None
             bad.append((path, exc))
     if not tensors:
         raise UserInputError(f"no readable image under {display_path(folder)}: e.g. {display_path(bad[0][0])}: {bad[0][1]}")
@@ -494,25 +559,6 @@ def load_folder(folder: Path, resolution: int, skip_bad_images: bool = False) ->
                        len(bad), len(candidates), display_path(bad[0][0]), bad[0][1])
     if any(t.shape[0] == 3 for t in tensors):  # greyscale among colour images: grey in all three channels
         tensors = [t.expand(3, -1, -1) for t in tensors]
-    return ImageSet(torch.stack(tensors), f"image folder {folder} ({len(tensors)} images)", skipped=len(bad))
-
-
-def load_dataset(spec: str, resolution: int, skip_bad_images: bool = False) -> ImageSet:
-    """``mnist`` (bundled), ``digits`` (scikit-learn), an image folder, or a ``.npy``/``.npz`` file.
-    ``skip_bad_images``: skip unusable files of a folder instead of stopping (:func:`load_folder`)."""
-    if resolution < 4:
-        raise UserInputError(f"resolution must be at least 4 pixels, got {resolution}")
-    if "\x00" in spec:
-        raise UserInputError(f"dataset {spec!r}: a path cannot hold a NUL character")
-    if spec.lower() == "mnist":
-        return load_mnist(resolution)
-    if spec.lower() == "digits":
-        return load_digits(resolution)
-    path = Path(spec)
-    if path.is_dir():
-        return load_folder(path, resolution, skip_bad_images)
-    if path.suffix.lower() in (".npy", ".npz") and path.is_file():
-        return load_array(path, resolution)
-    if not path.exists() and (path.suffix or len(path.parts) > 1):
-        raise UserInputError(f"dataset {spec!r}: no such file or folder")
-    raise UserInputError(f"unknown dataset {spec!r}: use mnist, digits, an image folder, or a .npy/.npz file")
+    kept_index = index.subset(kept)
+    return ImageSet(torch.stack(tensors), f"image folder {folder} ({len(tensors)} images)", skipped=len(bad),
+                    labels=kept_index.label_tensor(), captions=kept_index.captions, class_names=kept_index.class_names)
