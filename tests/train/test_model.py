@@ -46,3 +46,65 @@ def test_init_from_copies_saved_weights_and_refuses_another_architecture(tmp_pat
         build_unet(ModelConfig(preset="nano", init_from=str(tmp_path / "unet")), 8, 1, 1000)
     with pytest.raises(UserInputError, match="not a saved UNet2DModel"):
         build_unet(ModelConfig(preset="nano", init_from=str(tmp_path)), 8, 1, 1000)
+
+
+def _pico(num_classes: int = 0, init_from: str = "", seed: int = 0):
+    import torch
+
+    torch.manual_seed(seed)
+    return build_unet(ModelConfig(preset="pico", block_out_channels=(8, 16), init_from=init_from), 8, 1, 100,
+                      num_classes=num_classes)
+
+
+def test_a_class_conditional_unet_has_an_embedding_row_per_class_and_the_null_class():
+    import torch
+
+    unet = _pico(num_classes=10)
+    assert unet.config.num_class_embeds == 11 and unet.config.class_embed_type is None
+    assert tuple(unet.class_embedding.weight.shape) == (11, 4 * 8)  # (K + 1, time_embed_dim)
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([10, 10])
+    with torch.no_grad():
+        a = unet(x, t, class_labels=torch.tensor([3, 10])).sample
+        b = unet(x, t, class_labels=torch.tensor([3, 4])).sample
+    assert a.shape == (2, 1, 8, 8) and torch.equal(a[0], b[0]) and not torch.equal(a[1], b[1])
+    unconditional = _pico()
+    assert unconditional.config.num_class_embeds is None and unconditional.class_embedding is None
+
+
+@pytest.mark.parametrize("k", [-1, 1.5, True])
+def test_a_bad_class_count_is_one_line(k):
+    with pytest.raises(UserInputError, match="model.num_classes must be an integer"):
+        _pico(num_classes=k)
+
+
+def test_macs_of_a_conditional_unet_are_those_of_the_unconditional_one():
+    assert count_macs(_pico(num_classes=10), 8, 1) == count_macs(_pico(), 8, 1) > 0  # the embedding is a lookup
+
+
+def test_an_unconditional_init_starts_a_conditional_unet_as_the_same_model_for_every_class(tmp_path):
+    import torch
+
+    from greendiff.train._model import check_init_from
+
+    source = _pico(seed=0)
+    source.save_pretrained(str(tmp_path / "unet"))
+    model = ModelConfig(preset="pico", block_out_channels=(8, 16), init_from=str(tmp_path / "unet"))
+    check_init_from(model, 8, 1, 100, num_classes=10)
+    unet = _pico(num_classes=10, init_from=str(tmp_path / "unet"), seed=1)
+    assert int(torch.count_nonzero(unet.class_embedding.weight)) == 0
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([5, 50, 90])
+    with torch.no_grad():
+        torch.testing.assert_close(unet(x, t, class_labels=torch.tensor([0, 7, 10])).sample, source(x, t).sample)
+
+
+def test_init_from_a_conditional_unet_of_another_class_count_is_refused(tmp_path):
+    from greendiff.train._model import check_init_from
+
+    _pico(num_classes=5).save_pretrained(str(tmp_path / "unet"))
+    model = ModelConfig(preset="pico", block_out_channels=(8, 16), init_from=str(tmp_path / "unet"))
+    for k in (10, 0):
+        with pytest.raises(UserInputError, match=rf"num_class_embeds 6\) differs from the config's .*{k + 1 if k else None}\)"):
+            check_init_from(model, 8, 1, 100, num_classes=k)
+        with pytest.raises(UserInputError, match=r"num_class_embeds 6\) differs"):
+            _pico(num_classes=k, init_from=str(tmp_path / "unet"))
+    check_init_from(model, 8, 1, 100, num_classes=5)
