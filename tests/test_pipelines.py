@@ -1,0 +1,132 @@
+"""greendiff.pipelines.ClassConditionalPipeline: save, load, generate by class; bad input is one line."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from greendiff.errors import UserInputError
+
+K = 3
+
+
+def tiny_pipeline(seed: int = 0):
+    from diffusers import DDIMScheduler, UNet2DModel
+
+    from greendiff.pipelines import ClassConditionalPipeline
+
+    torch.manual_seed(seed)
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       norm_num_groups=8, num_class_embeds=K + 1)
+    with torch.no_grad():
+        unet.class_embedding.weight.mul_(50)  # make the (untrained) classes visibly different
+    pipe = ClassConditionalPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=100))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generate(pipe, labels, w=2.0, seed=0, output_type="pt"):
+    return pipe(labels, guidance_scale=w, num_inference_steps=2, generator=torch.Generator().manual_seed(seed),
+                output_type=output_type).images
+
+
+def test_save_pretrained_then_from_pretrained_generates_the_same_images_by_class(tmp_path):
+    from greendiff.pipelines import ClassConditionalPipeline
+
+    pipe = tiny_pipeline()
+    pipe.save_pretrained(str(tmp_path / "pipe"))
+    assert (tmp_path / "pipe" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = ClassConditionalPipeline.from_pretrained(str(tmp_path / "pipe"))
+    loaded.set_progress_bar_config(disable=True)
+    assert (loaded.num_classes, loaded.null_class) == (K, K)
+    mixed = generate(loaded, [2, 0, 1])
+    assert mixed.shape == (3, 1, 8, 8) and float(mixed.min()) >= 0 and float(mixed.max()) <= 1
+    assert torch.equal(mixed, generate(pipe, [2, 0, 1]))
+    one = generate(loaded, 1)
+    assert one.shape == (1, 1, 8, 8) and torch.equal(one, generate(loaded, [1]))
+    assert not torch.equal(generate(loaded, [0]), one)  # the class changes the image, same noise
+
+
+def test_output_types_follow_diffusers():
+    pipe = tiny_pipeline()
+    pt = generate(pipe, [0, 1])
+    as_np = generate(pipe, [0, 1], output_type="np")
+    pil = generate(pipe, [0, 1], output_type="pil")
+    assert isinstance(as_np, np.ndarray) and as_np.shape == (2, 8, 8, 1)
+    np.testing.assert_allclose(as_np, pt.permute(0, 2, 3, 1).numpy())
+    assert len(pil) == 2 and pil[0].size == (8, 8)
+    result = pipe([0], num_inference_steps=2, return_dict=False)
+    assert isinstance(result, tuple) and len(result) == 1
+
+
+def test_the_pipeline_and_the_training_sampler_draw_the_same_images():
+    from diffusers import DDIMScheduler
+
+    from greendiff.train import sample_images
+
+    pipe = tiny_pipeline()
+    ours = sample_images(pipe.unet, DDIMScheduler(num_train_timesteps=100), 3, 2, (1, 8, 8),
+                         torch.Generator().manual_seed(0), labels=[2, 0, 1], guidance_scale=2.0)
+    torch.testing.assert_close(generate(pipe, [2, 0, 1]), (ours + 1) / 2, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("labels, message", [(3, "class id 3 is outside 0..2"), ([0, -1], "class id -1 is outside"),
+                                             ([], "no class labels"), ([0.5], "must be integers")])
+def test_a_bad_class_id_is_one_line(labels, message):
+    with pytest.raises(ValueError, match=message) as info:
+        generate(tiny_pipeline(), labels)
+    assert "\n" not in str(info.value) and isinstance(info.value, UserInputError)
+
+
+@pytest.mark.parametrize("w", [float("nan"), float("inf"), -1.0])
+def test_a_non_finite_or_negative_guidance_scale_is_one_line(w):
+    with pytest.raises(ValueError, match="guidance scale must be a finite number >= 0") as info:
+        generate(tiny_pipeline(), [0], w=w)
+    assert "\n" not in str(info.value)
+
+
+def test_an_unconditional_unet_takes_no_classes():
+    from diffusers import DDIMScheduler, UNet2DModel
+
+    from greendiff.pipelines import ClassConditionalPipeline
+
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       norm_num_groups=8)
+    with pytest.raises(ValueError, match="this model is unconditional"):
+        generate(ClassConditionalPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=100)), [0])
+
+
+class Payload:
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.target}",)
+
+
+def test_from_pretrained_never_reads_a_pickled_bin(tmp_path):
+    from greendiff.pipelines import ClassConditionalPipeline
+
+    tiny_pipeline().save_pretrained(str(tmp_path / "pipe"))
+    unet = tmp_path / "pipe" / "unet"
+    (unet / "diffusion_pytorch_model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+    (unet / "diffusion_pytorch_model.bin").write_bytes(pickle.dumps(Payload(str(marker))))
+    with pytest.raises(Exception):  # noqa: B017 - diffusers' own error for missing safetensors weights
+        ClassConditionalPipeline.from_pretrained(str(tmp_path / "pipe"))
+    assert not marker.exists()
+
+
+def test_the_package_imports_alone_without_the_rest_of_greendiff():
+    code = ("import sys; import greendiff.pipelines as p; p.ClassConditionalPipeline; "
+            "print(sorted(m for m in sys.modules if m.startswith('greendiff.') and not m.startswith('greendiff.pipelines')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['greendiff.errors']"
