@@ -254,8 +254,12 @@ class StreamedSet:
                             persistent_workers=workers > 0, prefetch_factor=self.prefetch_factor if workers else None,
                             worker_init_fn=_init_worker if workers else None,
                             generator=torch.Generator().manual_seed(seed * 7_919 + start_step))
-        for item in loader:
-            yield _raise_failure(item)
+        batches = iter(loader)
+        try:
+            for item in batches:
+                yield _raise_failure(item)
+        finally:  # workers shut down now, not when a traceback holding this frame is collected (5 s a worker)
+            del batches, loader
 
     def reference_images(self, max_images: int = REFERENCE_IMAGES, seed: int = 0) -> torch.Tensor:
         """A seeded sample of at most ``max_images`` real images, decoded here (``uint8 (M, C, H, W)``)."""
