@@ -18,7 +18,7 @@ from greendiff.train import (
     resolve_precision,
     train,
 )
-from greendiff.train import _loop
+from greendiff.train import _family, _precision, _step
 
 
 def losses(run_dir):
@@ -99,22 +99,22 @@ def test_min_snr_weights():
 
 def test_mixed_precision_flag_sets_the_autocast_dtype(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
     seen = []
-    real = _loop.diffusion_loss
+    real = _family.diffusion_loss
 
     def spy(unet, *args, **kwargs):
         seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32)
         return real(unet, *args, **kwargs)
 
-    monkeypatch.setattr(_loop, "diffusion_loss", spy)
+    monkeypatch.setattr(_family, "diffusion_loss", spy)
     train(tiny_config(run__max_steps=1, optim__mixed_precision="bf16"), tmp_path / "a", tiny_data, tracker)
     train(tiny_config(run__max_steps=1, optim__mixed_precision="no"), tmp_path / "b", tiny_data, tracker)
     assert seen == [torch.bfloat16, torch.float32]
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch):
-    monkeypatch.setattr(_loop, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(_precision, "cpu_has_native_bf16", lambda: False)
     assert resolve_precision("auto", torch.device("cpu"))[0] == "no"
-    monkeypatch.setattr(_loop, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(_precision, "cpu_has_native_bf16", lambda: True)
     assert resolve_precision("auto", torch.device("cpu"))[0] == "bf16"
     with pytest.raises(UserInputError, match="fp16 autocast is not supported on the CPU"):
         resolve_precision("fp16", torch.device("cpu"))
@@ -128,17 +128,17 @@ def test_ema_weights_differ_from_raw_and_no_ema_means_no_ema(tmp_path, tiny_data
 
 
 def test_non_finite_losses_are_skipped_then_stop(tmp_path, tiny_data, tiny_config, tracker, monkeypatch, caplog):
-    real = _loop.diffusion_loss
+    real = _family.diffusion_loss
     calls = iter(range(1000))
 
     def sometimes_nan(*args, **kwargs):
         loss = real(*args, **kwargs)
         return loss * float("nan") if next(calls) == 1 else loss
 
-    monkeypatch.setattr(_loop, "diffusion_loss", sometimes_nan)
+    monkeypatch.setattr(_family, "diffusion_loss", sometimes_nan)
     result = train(tiny_config(run__max_steps=4), tmp_path / "one", tiny_data, tracker)
     assert result.status == "completed" and "update skipped" in caplog.text
-    monkeypatch.setattr(_loop, "diffusion_loss", lambda *a, **k: real(*a, **k) * float("inf"))
+    monkeypatch.setattr(_family, "diffusion_loss", lambda *a, **k: real(*a, **k) * float("inf"))
     result = train(tiny_config(run__max_steps=10, run__max_bad_steps=3), tmp_path / "bad", tiny_data, tracker)
     assert (result.status, result.step) == ("diverged", 3)
     assert result.stop_reason == "3 steps in a row had a non-finite loss or gradient"
@@ -535,8 +535,8 @@ def test_a_config_that_no_longer_matches_the_checkpoint_is_refused(tmp_path, tin
 
 def test_losses_non_finite_every_other_step_are_a_diverged_run(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
     """A finite loss between non-finite ones resets the count in a row; the share of bad steps still counts."""
-    real, calls = _loop.diffusion_loss, iter(range(1000))
-    monkeypatch.setattr(_loop, "diffusion_loss",
+    real, calls = _family.diffusion_loss, iter(range(1000))
+    monkeypatch.setattr(_family, "diffusion_loss",
                         lambda *a, **k: real(*a, **k) * (float("nan") if next(calls) % 2 else 1.0))
     result = train(tiny_config(run__max_steps=60, run__checkpoint_every=5), tmp_path, tiny_data, tracker)
     assert result.status == "diverged" and result.step == 40
@@ -548,15 +548,15 @@ def test_losses_non_finite_every_other_step_are_a_diverged_run(tmp_path, tiny_da
 
 
 def test_a_short_run_mostly_non_finite_is_diverged_at_its_end(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
-    real, calls = _loop.diffusion_loss, iter(range(1000))
-    monkeypatch.setattr(_loop, "diffusion_loss", lambda *a, **k: real(*a, **k) * (float("inf") if next(calls) in (1, 3, 4) else 1.0))
+    real, calls = _family.diffusion_loss, iter(range(1000))
+    monkeypatch.setattr(_family, "diffusion_loss", lambda *a, **k: real(*a, **k) * (float("inf") if next(calls) in (1, 3, 4) else 1.0))
     result = train(tiny_config(run__max_steps=6), tmp_path, tiny_data, tracker)
     assert result.status == "diverged" and result.stop_reason.startswith("3 of the first 6 steps")
 
 
 def test_a_non_finite_gradient_skips_the_update_and_counts(tmp_path, tiny_data, tiny_config, tracker, monkeypatch, caplog):
     """A finite loss whose gradient is NaN would poison the weights: the update is skipped like a NaN loss's."""
-    real, calls = _loop.diffusion_loss, iter(range(1000))
+    real, calls = _family.diffusion_loss, iter(range(1000))
 
     def nan_gradient_once(unet, *args, **kwargs):
         loss = real(unet, *args, **kwargs)
@@ -564,7 +564,7 @@ def test_a_non_finite_gradient_skips_the_update_and_counts(tmp_path, tiny_data, 
             x = next(unet.parameters()).sum()
             loss = loss + 0.0 * torch.sqrt(x - x)  # value unchanged (0), gradient NaN
         return loss
-    monkeypatch.setattr(_loop, "diffusion_loss", nan_gradient_once)
+    monkeypatch.setattr(_family, "diffusion_loss", nan_gradient_once)
     result = train(tiny_config(run__max_steps=5, optim__ema="false"), tmp_path, tiny_data, tracker)
     assert result.status == "completed" and "update skipped" in caplog.text
     weights = load_file(str(checkpoint_dirs(tmp_path)[-1] / "model.safetensors"))
@@ -574,11 +574,11 @@ def test_a_non_finite_gradient_skips_the_update_and_counts(tmp_path, tiny_data, 
 def test_bad_step_counts_survive_a_resume(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
     """A quarter of the first 12 steps bad (not more: the interrupted run is not diverged), then every other one:
     with the 3 earlier bad steps counted, the 20th bad step is step 46 (without them it would be step 52)."""
-    real, calls = _loop.diffusion_loss, iter(range(1000))
+    real, calls = _family.diffusion_loss, iter(range(1000))
 
     def bad(call):
         return call % 4 == 3 if call < 12 else call % 2 == 1
-    monkeypatch.setattr(_loop, "diffusion_loss", lambda *a, **k: real(*a, **k) * (float("nan") if bad(next(calls)) else 1.0))
+    monkeypatch.setattr(_family, "diffusion_loss", lambda *a, **k: real(*a, **k) * (float("nan") if bad(next(calls)) else 1.0))
     config = tiny_config(run__max_steps=60, run__checkpoint_every=4)
     first = train(config, tmp_path, tiny_data, tracker, stop_requested=iter([False] * 12 + [True] * 99).__next__)
     assert (first.status, first.step) == ("interrupted", 12)
@@ -592,8 +592,8 @@ def test_bad_step_counts_survive_a_resume(tmp_path, tiny_data, tiny_config, trac
 def test_a_run_ended_early_with_over_a_quarter_of_its_steps_bad_is_diverged(tmp_path, tiny_data, tiny_config, tracker,
                                                                             monkeypatch, end):
     """10 of 30 steps bad, never many in a row: however the run ends, the share is judged before anything is saved."""
-    real, calls = _loop.diffusion_loss, iter(range(1000))
-    monkeypatch.setattr(_loop, "diffusion_loss",
+    real, calls = _family.diffusion_loss, iter(range(1000))
+    monkeypatch.setattr(_family, "diffusion_loss",
                         lambda *a, **k: real(*a, **k) * (float("nan") if next(calls) % 3 == 1 else 1.0))
     scripted_quality(monkeypatch, [1.0])
     if end == "interrupted":
@@ -612,14 +612,14 @@ def test_a_run_ended_early_with_over_a_quarter_of_its_steps_bad_is_diverged(tmp_
 def test_non_finite_weights_are_never_checkpointed_or_exported(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
     """An update that leaves the losses finite but some weights infinite (here the EMA's, as a huge step gives):
     the run is diverged at the first checkpoint after it, which is not written, and nothing is exported."""
-    real_update, updates = _loop.apply_update, iter(range(1000))
+    real_update, updates = _step.apply_update, iter(range(1000))
 
     def update_then_overflow(accelerator, unet, objects, loss, grad_clip):
         done = real_update(accelerator, unet, objects, loss, grad_clip)
         if next(updates) == 2:  # step 3
             objects.ema.shadow_params[0].fill_(float("inf"))
         return done
-    monkeypatch.setattr(_loop, "apply_update", update_then_overflow)
+    monkeypatch.setattr(_step, "apply_update", update_then_overflow)
     result = train(tiny_config(run__max_steps=6, run__checkpoint_every=2), tmp_path, tiny_data, tracker)
     assert (result.status, result.step) == ("diverged", 4)
     assert result.stop_reason == "the weights are not finite after step 4 (an update too large for them)"

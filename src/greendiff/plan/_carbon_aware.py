@@ -1,7 +1,8 @@
 """Carbon-aware training: pause while the grid is dirty, resume when it is clean, never miss the deadline.
 
-The training loop asks :meth:`CarbonAwareController.before_step` whether to run; when told to wait
-it checkpoints, waits (metered, in a ``wait`` window), and carries on. Two policies:
+The controller is one of the trainer's callbacks (``callbacks=[controller]``): before every step it asks
+:meth:`CarbonAwareController.before_step` whether to run; when told to wait the trainer checkpoints,
+waits (metered, in a ``wait`` window), and carries on. Two policies:
 
 - **threshold** (``max_intensity``): run while the grid is at or below the threshold, otherwise wait
   for the next hour that is;
@@ -10,8 +11,8 @@ it checkpoints, waits (metered, in a ``wait`` window), and carries on. Two polic
 
 With a deadline, both policies run unconditionally once the remaining work (forecast from the
 measured time per step, plus ``margin``) no longer fits before it. The controller also keeps the
-books: emissions as run (waits and the pauses' checkpoints included) against the same work run
-straight through from the first step, both on the same intensity series.
+books: emissions as run (waits and the pauses' checkpoints included; with the wall clock, the ledger's
+own accounting of the run) against the same work run straight through from the first step.
 
 The clock is a collaborator: :class:`WallClock` in real runs, :class:`SimulatedClock` in tests and
 demos (each step advances it a fixed time; a wait jumps it forward), so a three-day schedule on an
@@ -105,6 +106,7 @@ class CarbonAwareController:
                       "beyond_series": False}
         self._last_t: datetime | None = None
         self._last_j = 0.0
+        self._last_g: float | None = None  # the ledger's emissions at the last step (real-time clocks)
         self._next_check: datetime | None = None
         self._cached_wait_until: datetime | None = None
         self._cache: dict[datetime, float] = {}
@@ -148,8 +150,12 @@ class CarbonAwareController:
             self.state["start"] = now.isoformat()
         self._last_t, self._last_j = now, energy_j
 
-    def after_step(self, step: int, energy_j: float) -> None:
-        """After each optimizer step: time and energy since the last step, priced both ways."""
+    def after_step(self, step: int, energy_j: float, emissions_g: float | None = None) -> None:
+        """After each optimizer step: time and energy since the last step, priced both ways.
+
+        ``emissions_g``: the run's emissions so far as the ledger accounts them (a real-time clock: the
+        trainer's figure); the carbon-aware side is then charged their increase. ``None`` (a simulated
+        clock, whose times the ledger never sees) prices the step at the intensity of its simulated time."""
         self.clock.after_step()
         now = self.clock.now()
         duration_s = (now - self._last_t).total_seconds()
@@ -158,7 +164,7 @@ class CarbonAwareController:
         intensity = self._intensity_at(mid)
         start = datetime.fromisoformat(self.state["start"])
         straight_at = start + timedelta(seconds=self.state["active_s"] + duration_s / 2)
-        self.state["aware_g"] += used_j / 3.6e6 * self.pue * intensity
+        self.state["aware_g"] += self._charged(used_j, intensity, emissions_g)
         self.state["straight_g"] += used_j / 3.6e6 * self.pue * self._intensity_at(straight_at)
         self.state["active_s"] += duration_s
         self.state["steps_timed"] += 1
@@ -167,16 +173,50 @@ class CarbonAwareController:
         self._last_t, self._last_j = now, energy_j
         self.log.append({"step": step, "time": now.isoformat(), "intensity_g_per_kwh": intensity})
 
-    def after_wait(self, energy_j: float, waited_from: datetime) -> None:
+    def after_wait(self, energy_j: float, waited_from: datetime, emissions_g: float | None = None) -> None:
         """After a pause: its energy (checkpoint and idle) is charged to the carbon-aware side only."""
         now = self.clock.now()
         used_j = energy_j - self._last_j
-        mean = self._covered(waited_from, now).mean_g_per_kwh()
-        self.state["aware_g"] += used_j / 3.6e6 * self.pue * mean
+        self.state["aware_g"] += self._charged(used_j, self._covered(waited_from, now).mean_g_per_kwh(), emissions_g)
         self.state["waited_s"] += (now - waited_from).total_seconds()
         self.state["pauses"] += 1
         self.state["clock"] = now.isoformat()
         self._last_t, self._last_j = now, energy_j
+
+    def _charged(self, used_j: float, intensity_g_per_kwh: float, emissions_g: float | None) -> float:
+        """Grams charged to the carbon-aware side: the ledger's increase when given, else priced here."""
+        if emissions_g is None:
+            return used_j / 3.6e6 * self.pue * intensity_g_per_kwh
+        charged = emissions_g - self._last_g if self._last_g is not None else used_j / 3.6e6 * self.pue * intensity_g_per_kwh
+        self._last_g = emissions_g
+        return charged
+
+    # -- the trainer's callback (greendiff.train.TrainerCallback) ------------------------------------------
+
+    state_key = "carbon_aware"
+
+    @property
+    def real_time(self) -> bool:
+        """The clock is the wall clock: the ledger's accounting prices the same moments as these books."""
+        return not isinstance(self.clock, SimulatedClock)
+
+    def _ledger_g(self, trainer) -> float | None:
+        return trainer.emissions_so_far_kg() * 1000.0 if self.real_time else None
+
+    def on_step_begin(self, trainer) -> None:
+        """Before each step: start the books (the first step of this process), then pause if told to."""
+        if self._last_t is None:
+            self.begin(trainer.energy_so_far_j())
+            self._last_g = self._ledger_g(trainer)
+        until = self.before_step(trainer.step)
+        if until is None:
+            return
+        began = trainer.pause(until, lambda: self.wait(until, trainer.interrupt_requested, tick=trainer.tracker.sample))
+        self.after_wait(trainer.energy_so_far_j(), began, self._ledger_g(trainer))
+
+    def on_step_end(self, trainer, outcome) -> None:
+        if outcome.updated:
+            self.after_step(outcome.step, trainer.energy_so_far_j(), self._ledger_g(trainer))
 
     # -- the decision ---------------------------------------------------------------------------------
 

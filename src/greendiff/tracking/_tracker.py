@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import platform
 import time
@@ -27,7 +28,7 @@ from pathlib import Path
 import psutil
 
 from greendiff import __version__
-from greendiff.carbon import IntensityProvider, Location, Pue, resolve_provider, resolve_pue
+from greendiff.carbon import IntensityProvider, Location, Pue, account, resolve_provider, resolve_pue
 from greendiff.energy import EnergyMonitor, Measurement, MonitorOptions
 from greendiff.ledger import Ledger, WindowTotal
 from greendiff.tracking._pricing import FallbackProvider, static_provider
@@ -101,6 +102,8 @@ class Tracker:
         self.summary: dict | None = None
         self._phases: dict[str, list] = {}
         self._last_sample_s = 0.0
+        self._priced: tuple[float, float] | None = None  # (unix_s, joules) of this process's last priced reading
+        self._emissions_g = 0.0
 
     @property
     def monitor(self) -> EnergyMonitor:
@@ -168,6 +171,7 @@ class Tracker:
             return
         self._last_sample_s = now
         reading = self.monitor.read()
+        self._price(reading)
         assert self.ledger is not None and self.run_id is not None
         energy_j, cpu_time_s = self._recorded(reading)
         self.ledger.add_sample(self.run_id, reading.unix_s, cpu_time_s, energy_j)
@@ -185,6 +189,35 @@ class Tracker:
     def total_energy_j(self) -> float:
         """Energy metered so far, all devices (in a job, the whole job's: a collective)."""
         return sum(self.monitor.read().energy_j.values())
+
+    def emissions_so_far_kg(self) -> float:
+        """kgCO2e of this process's meters so far, accounted as the ledger's summary accounts the run: the
+        energy between readings spread evenly in time and charged segment by segment of the intensity
+        series (on an hourly grid each hour at its own intensity), times the PUE. The readings are the
+        ledger samples written so far and one taken now, so budgets and progress figures price the run as
+        its ledger row will.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> from greendiff.energy import EnergyMonitor
+            >>> with Tracker("doc", ledger=pathlib.Path(tempfile.mkdtemp()) / "l.sqlite", monitor=EnergyMonitor([])) as t:
+            ...     t.emissions_so_far_kg()
+            0.0
+        """
+        self._price(self.monitor.read())
+        return self._emissions_g / 1000.0
+
+    def _price(self, reading) -> None:
+        """Charge the energy since the last priced reading (the first: since the meters started)."""
+        joules = sum(reading.energy_j.values())
+        t0, j0 = self._priced if self._priced is not None else (reading.unix_s, 0.0)
+        t1 = max(reading.unix_s, t0)
+        if joules != j0:
+            # one second of margin each side, as the summary asks: datetimes keep microseconds
+            intensity = self.pricing.intensity(datetime.fromtimestamp(math.floor(t0) - 1, timezone.utc),
+                                               datetime.fromtimestamp(math.ceil(t1) + 1, timezone.utc))
+            self._emissions_g += account([(t0, j0), (t1, joules)], intensity, self.pue.value).emissions_g
+        self._priced = (t1, joules)
 
     def intensity_now_g_per_kwh(self) -> float:
         """Grid intensity of the current hour at the run's location (for live progress figures)."""

@@ -1,4 +1,4 @@
-"""Training: typed config, right-sized UNets, the green and baseline recipes, the loop.
+"""Training: typed config, right-sized UNets, the green and baseline recipes, the trainer and its callbacks.
 
 Example (library use; the CLI is ``greendiff train``)::
 
@@ -8,6 +8,12 @@ Example (library use; the CLI is ``greendiff train``)::
 
 from __future__ import annotations
 
+from greendiff.train._callbacks import CallbackList, StepOutcome, Stop, TrainerCallback
+from greendiff.train._events import (
+    EndEvent, EvalEvent, ForecastEvent, LogEvent, PauseEvent, RanksInSyncEvent, StartEvent, StoppedEvent,
+)
+from greendiff.train._evaluation import QualityEvaluator
+from greendiff.train._family import UNetFamily
 from greendiff.train._artifacts import EmissionsFile, MetricsLog, load_run_model, load_unet, read_emissions_json, read_metrics
 from greendiff.train._checkpoint import check_resume, checkpoint_dirs, load_latest, save_checkpoint
 from greendiff.train._config import (
@@ -32,11 +38,17 @@ from greendiff.train._diffusion import (
 from greendiff.train._images import save_grid, to_uint8
 from greendiff.train._lock import RunDirLock
 from greendiff.train._loop import (
-    TrainResult, batch_indices, check_data, check_train, export_pipeline, make_optimizer, resolve_precision, step_generator, train,
+    TrainResult, batch_indices, check_data, check_train, export_pipeline, make_optimizer, step_generator, train,
 )
+from greendiff.train._precision import resolve_precision
+from greendiff.train._stopping import StopCallback, StoppingRules
+from greendiff.train._trainer import Trainer
 from greendiff.train._model import PRESETS, build_unet, count_macs, count_parameters, load_weights, resolve_architecture
 
 __all__ = [
+    "CallbackList", "EndEvent", "EvalEvent", "ForecastEvent", "LogEvent", "PauseEvent", "QualityEvaluator",
+    "RanksInSyncEvent", "StartEvent", "StepOutcome", "Stop", "StopCallback", "StoppedEvent", "StoppingRules",
+    "Trainer", "TrainerCallback", "UNetFamily",
     "EmissionsFile", "MetricsLog", "read_emissions_json", "read_metrics",
     "BASELINE", "PRESETS", "RECIPES", "CarbonAwareConfig", "DataConfig", "DistillConfig", "ModelConfig", "RecipeConfig", "RunConfig", "TrainConfig",
     "TrainResult", "batch_indices", "build_unet", "check_data", "check_resume", "check_train", "checkpoint_dirs", "count_macs", "count_parameters",

@@ -13,11 +13,17 @@ pipeline of non-finite weights is never written.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
+
+from greendiff.train._callbacks import Stop, StepOutcome
+
+logger = logging.getLogger(__name__)
 
 #: More than this share of a run's steps non-finite is divergence (see :class:`DivergenceGuard`).
 MAX_BAD_SHARE = 0.25
@@ -38,7 +44,8 @@ def weights_finite(tensors: Iterable[torch.Tensor]) -> bool:
 
 @dataclass
 class DivergenceGuard:
-    """Counts the steps whose loss or gradient was not finite and says when the run has diverged.
+    """Counts the steps whose loss or gradient was not finite and says when the run has diverged; the
+    trainer's first callback.
 
     A run has diverged when ``max_in_row`` steps in a row were non-finite, or when more than a quarter
     (:data:`MAX_BAD_SHARE`) of its steps so far were, once ``max_in_row`` of them were (:meth:`after_step`)
@@ -59,10 +66,24 @@ class DivergenceGuard:
         '3 of the first 9 steps had a non-finite loss or gradient (more than a quarter)'
     """
 
+    state_key: ClassVar[str] = "divergence"  # the trainer's callback; its counts travel in checkpoints
     max_in_row: int
     max_steps: int
     bad_steps: int = 0
     bad_in_row: int = 0
+
+    def on_step_end(self, trainer, outcome: StepOutcome) -> Stop | None:
+        """Count the step; a skipped update is logged. The trainer asks this callback first."""
+        reason = self.after_step(outcome.step, outcome.updated)
+        if not outcome.updated:
+            logger.warning("step %d: loss %s or its gradient is not finite; update skipped (%d in a row, %d in all)",
+                           outcome.step - 1, outcome.loss, self.bad_in_row, self.bad_steps)
+        return Stop(reason, "diverged") if reason else None
+
+    def judge_end(self, trainer, status: str) -> Stop | None:
+        """The share rule, however the run ended (before anything is saved from it)."""
+        reason = self.at_end(trainer.step)
+        return Stop(reason, "diverged") if reason else None
 
     def after_step(self, steps_done: int, finite: bool) -> str | None:
         """Count a step (``steps_done`` steps taken so far, this one included); the reason if the run diverged."""

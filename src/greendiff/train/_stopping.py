@@ -2,9 +2,9 @@
 
 :class:`StoppingRules` is the pure decision logic: it is fed evaluations (:meth:`~StoppingRules.on_eval`)
 and step totals (:meth:`~StoppingRules.on_step`), each returning a stop reason or ``None``.
-:class:`StopCallback` is the trainer's component around it: it decides when an evaluation is due
-(every N steps or every X kWh), runs it through the evaluator it is given, records the results and
-the budget forecast, and asks for the best checkpoint. Both have ``state_dict``/``load_state_dict``,
+:class:`StopCallback` is the trainer's callback around it: it decides when an evaluation is due
+(every N steps or every X kWh), runs it through the trainer's evaluator, raises the results and the
+budget forecast as events, and asks for the best checkpoint. Both have ``state_dict``/``load_state_dict``,
 so a resumed run keeps its history and its evaluation schedule.
 """
 
@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
+
+from greendiff.train._callbacks import Stop
+from greendiff.train._events import EvalEvent, ForecastEvent
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +39,8 @@ class StoppingRules:
         min_gain_per_kwh: Stop when the metric improved by less than this per kWh over the last
             ``gain_window`` evaluations (0: off).
         target: Stop as soon as the metric is at or below this (0: off).
-        budget_kwh / budget_kgco2e: Stop before the next step would exceed them (0: off).
+        budget_kwh / budget_kgco2e: Stop before the next step would exceed them (0: off); emissions are
+            the run's as the ledger accounts them (each hour at its own intensity, PUE included).
         warmup_steps: Steps measured before budgets forecast and act.
         uncertainty_frac: Relative band of the energy figure, for the forecast's range.
     """
@@ -57,6 +60,8 @@ class StoppingRules:
         self.evals_since_best = 0
         self.start_step: int | None = None
         self.start_energy_kwh = 0.0
+        self.kg_per_kwh_now = 0.0  # emission factor of the latest step (PUE included)
+        self._last: tuple[float, float] | None = None  # (energy_kwh, emissions_kg) after the latest step
 
     # -- quality ----------------------------------------------------------------------------------
 
@@ -87,49 +92,67 @@ class StoppingRules:
 
     # -- budgets ----------------------------------------------------------------------------------
 
-    def forecast(self, step: int, energy_kwh: float, kg_per_kwh: float, max_steps: int) -> Forecast | None:
-        """Totals at ``max_steps`` if the measured energy per step holds; ``None`` during warm-up."""
+    def _per_step_kwh(self, step: int, energy_kwh: float) -> float:
+        return (energy_kwh - self.start_energy_kwh) / (step - self.start_step)
+
+    def forecast(self, step: int, energy_kwh: float, emissions_kg: float, max_steps: int) -> Forecast | None:
+        """Totals at ``max_steps`` if the measured energy per step holds, the rest emitted at the latest
+        step's emission factor; ``None`` during warm-up."""
         if self.start_step is None or step - self.start_step < self.warmup_steps:
             return None
-        per_step = (energy_kwh - self.start_energy_kwh) / (step - self.start_step)
-        total = energy_kwh + per_step * (max_steps - step)
+        total = energy_kwh + self._per_step_kwh(step, energy_kwh) * (max_steps - step)
         u = self.uncertainty_frac
-        return Forecast(total, total * kg_per_kwh, total * (1 - u), total * (1 + u))
+        emissions = emissions_kg + (total - energy_kwh) * self.kg_per_kwh_now
+        return Forecast(total, emissions, total * (1 - u), total * (1 + u))
 
-    def steps_within_budget(self, step: int, energy_kwh: float, kg_per_kwh: float) -> int | None:
+    def steps_within_budget(self, step: int, energy_kwh: float, emissions_kg: float) -> int | None:
         """The step at which the tightest budget runs out if the energy per step measured so far
-        (evaluations included) holds; ``None`` without a budget or during warm-up.
+        (evaluations included) holds, and the grid stays at the latest step's emission factor; ``None``
+        without a budget or during warm-up.
 
         Example:
             >>> rules = StoppingRules(budget_kwh=1.0, warmup_steps=10)
-            >>> rules.on_step(1, 0.01, 0.5) is None
+            >>> rules.on_step(1, 0.01, 0.005) is None
             True
-            >>> rules.steps_within_budget(20, 0.2, 0.5)  # 0.01 kWh per step: the budget ends at step 100
+            >>> rules.steps_within_budget(20, 0.2, 0.1)  # 0.01 kWh per step: the budget ends at step 100
             100
         """
         if self.start_step is None or step - self.start_step < self.warmup_steps or not (self.budget_kwh or self.budget_kgco2e):
             return None
-        per_step = (energy_kwh - self.start_energy_kwh) / (step - self.start_step)
+        per_step = self._per_step_kwh(step, energy_kwh)
         if per_step <= 0:
             return None
         limits = [self.budget_kwh] if self.budget_kwh else []
-        if self.budget_kgco2e and kg_per_kwh > 0:
-            limits.append(self.budget_kgco2e / kg_per_kwh)
+        if self.budget_kgco2e and self.kg_per_kwh_now > 0:
+            limits.append(energy_kwh + (self.budget_kgco2e - emissions_kg) / self.kg_per_kwh_now)
         return step + max(0, math.floor((min(limits) - energy_kwh) / per_step))
 
-    def on_step(self, step: int, energy_kwh: float, kg_per_kwh: float) -> str | None:
-        """After a step: stop if the next step would take the run past a budget."""
+    def on_step(self, step: int, energy_kwh: float, emissions_kg: float) -> str | None:
+        """After a step, with the run's energy and emissions so far (the ledger's accounting): stop if the
+        next step would take the run past a budget. The next step is forecast at the energy per step
+        measured so far, emitting at the emission factor of the latest step (on an hourly grid the
+        intensity of the hour it runs in, not an average over the run)."""
         if self.start_step is None:  # a fresh run counts from step 0; a resumed one from its first step
             self.start_step, self.start_energy_kwh = (0, 0.0) if step <= 1 else (step, energy_kwh)
+        self._measure_factor(energy_kwh, emissions_kg)
         if not (self.budget_kwh or self.budget_kgco2e) or step - self.start_step < self.warmup_steps:
             return None
-        per_step = (energy_kwh - self.start_energy_kwh) / (step - self.start_step)
+        per_step = self._per_step_kwh(step, energy_kwh)
         if self.budget_kwh and energy_kwh + per_step > self.budget_kwh:
             return f"energy budget: {energy_kwh:.4g} kWh used, the next step would pass {self.budget_kwh:g} kWh"
-        if self.budget_kgco2e and (energy_kwh + per_step) * kg_per_kwh > self.budget_kgco2e:
-            return (f"carbon budget: {energy_kwh * kg_per_kwh:.4g} kgCO2e emitted, the next step would pass "
+        if self.budget_kgco2e and emissions_kg + per_step * self.kg_per_kwh_now > self.budget_kgco2e:
+            return (f"carbon budget: {emissions_kg:.4g} kgCO2e emitted, the next step would pass "
                     f"{self.budget_kgco2e:g} kgCO2e")
         return None
+
+    def _measure_factor(self, energy_kwh: float, emissions_kg: float) -> None:
+        """kgCO2e per kWh of the latest step (its emissions over its energy); before one is measured, or
+        when a step's energy reads zero, the run's average so far."""
+        if self._last is not None and energy_kwh > self._last[0]:
+            self.kg_per_kwh_now = (emissions_kg - self._last[1]) / (energy_kwh - self._last[0])
+        elif self._last is None and energy_kwh > 0:
+            self.kg_per_kwh_now = emissions_kg / energy_kwh
+        self._last = (energy_kwh, emissions_kg)
 
     # -- resume -----------------------------------------------------------------------------------
 
@@ -145,7 +168,13 @@ class StoppingRules:
 
 
 class StopCallback:
-    """Evaluations on a schedule, early stopping and budgets, as one component of the trainer.
+    """Evaluations on a schedule, early stopping and budgets: the trainer's callback around :class:`StoppingRules`.
+
+    After every applied step (``on_step_end``) it checks the budgets against the run's energy and
+    emissions so far (``trainer.energy_so_far_j()``, ``trainer.emissions_so_far_kg()``: the ledger's
+    accounting), reports the budget forecast once, then runs a due evaluation through
+    ``trainer.evaluate(seeds)`` and raises it as an :class:`EvalEvent` (a tuner's pruner answers it),
+    saving the best checkpoint on any improvement. Its state travels in checkpoints (key ``stopping``).
 
     Args:
         rules: The decision logic.
@@ -153,27 +182,18 @@ class StopCallback:
         metric: The key of the evaluation scores the rules watch (``fid`` or ``kid``).
         eval_every / eval_every_kwh: Evaluation schedule in steps and in kWh (0: off).
         spread_seeds: Seeds of the run's first evaluation, which also reports the metric's spread.
-        evaluate: ``evaluate(step, seeds) -> scores``; measured by the caller's tracker.
-        record: Receives each event (``eval``, ``forecast``) as a dict for ``metrics.jsonl``.
-        save_best: Called with the step whenever an evaluation is the best so far.
-        kg_per_kwh: Emission factor (PUE included) for the carbon budget and forecast.
-        set_horizon: Called with the step at which the budget is forecast to run out (at most
-            ``max_steps``), after every step once the budget warm-up is over: the trainer ends its
-            learning-rate schedule there. ``None``: the schedule keeps ``max_steps``.
-        on_eval: Called with each evaluation's record; a returned string stops the run with that
-            reason (a tuner pruning a trial).
+        fit_schedule: Once the budget warm-up is over, end the learning-rate schedule where the budget is
+            forecast to run out (``trainer.set_lr_horizon``, at most ``max_steps``).
+        eval_at_end: Evaluate once more when the run completes or stops (``on_final``).
     """
 
+    state_key = "stopping"
+
     def __init__(self, rules: StoppingRules, max_steps: int, metric: str, eval_every: int, eval_every_kwh: float,
-                 spread_seeds: int, evaluate: Callable[[int, int], dict], record: Callable[[dict], None],
-                 save_best: Callable[[int], None], kg_per_kwh: float,
-                 set_horizon: Callable[[int], None] | None = None,
-                 on_eval: Callable[[dict], str | None] | None = None) -> None:
+                 spread_seeds: int, fit_schedule: bool = False, eval_at_end: bool = False) -> None:
         self.rules, self.max_steps, self.metric = rules, max_steps, metric
         self.eval_every, self.eval_every_kwh, self.spread_seeds = eval_every, eval_every_kwh, spread_seeds
-        self.evaluate, self.record, self.save_best = evaluate, record, save_best
-        self.kg_per_kwh = kg_per_kwh
-        self.set_horizon, self.on_eval = set_horizon, on_eval
+        self.fit_schedule, self.eval_at_end = fit_schedule, eval_at_end
         self.stopped_by_tuner = False
         self.last_eval_kwh = 0.0
         self.forecast_reported = False
@@ -182,60 +202,64 @@ class StopCallback:
     def budgets(self) -> bool:
         return bool(self.rules.budget_kwh or self.rules.budget_kgco2e)
 
-    def after_step(self, step: int, energy_kwh: Callable[[], float]) -> str | None:
-        """After optimizer step ``step``: budgets, then a due evaluation. Returns a stop reason or ``None``.
+    def on_step_end(self, trainer, outcome) -> Stop | None:
+        if not outcome.updated:
+            return None
+        reason = self.after_step(outcome.step, trainer)
+        return Stop(reason) if reason else None
 
-        ``energy_kwh()`` reads the run's energy so far; it is called only when a rule needs it.
-        """
+    def after_step(self, step: int, trainer) -> str | None:
+        """After optimizer step ``step``: budgets, then a due evaluation. Returns a stop reason or ``None``."""
         reason = None
-        now_kwh = energy_kwh() if (self.budgets or self.eval_every_kwh) else None  # one meter read per step
+        now_kwh = trainer.energy_so_far_j() / 3.6e6 if (self.budgets or self.eval_every_kwh) else None  # one read a step
         if self.budgets:
+            now_kg = trainer.emissions_so_far_kg()
             if not self.forecast_reported:
-                self._report_forecast(step, now_kwh)
-            reason = self.rules.on_step(step, now_kwh, self.kg_per_kwh)
-            horizon = self.rules.steps_within_budget(step, now_kwh, self.kg_per_kwh) if self.set_horizon else None
+                self._report_forecast(trainer, step, now_kwh, now_kg)
+            reason = self.rules.on_step(step, now_kwh, now_kg)
+            horizon = self.rules.steps_within_budget(step, now_kwh, now_kg) if self.fit_schedule else None
             if horizon is not None:
-                self.set_horizon(min(self.max_steps, horizon))
+                trainer.set_lr_horizon(min(self.max_steps, horizon))
         due = (self.eval_every and step % self.eval_every == 0) or \
             (self.eval_every_kwh and now_kwh - self.last_eval_kwh >= self.eval_every_kwh)
         if due:
-            self.last_eval_kwh = energy_kwh() if now_kwh is None else now_kwh
-            event, eval_reason = self._evaluate(step, energy_kwh, self.last_eval_kwh)
+            self.last_eval_kwh = trainer.energy_so_far_j() / 3.6e6 if now_kwh is None else now_kwh
+            event, eval_reason = self._evaluate(trainer, step, self.last_eval_kwh)
             if self.rules.is_best:
-                self.save_best(step)
-            tuner_reason = self.on_eval(event) if self.on_eval else None  # always told, even when stopping anyway
+                trainer.save_checkpoint(step, name="best")
+            answer = trainer.emit(event)  # every callback is told, even when stopping anyway
+            tuner_reason = answer.reason if answer else None
             self.stopped_by_tuner = bool(tuner_reason) and not (reason or eval_reason)
             reason = reason or eval_reason or tuner_reason
         return reason
 
-    def final(self, step: int, energy_kwh: Callable[[], float]) -> dict | None:
-        """The closing evaluation (``stop.eval_at_end``), unless step ``step`` was just evaluated or a tuner
-        stopped the run (a pruned trial needs no final score); recorded like the others with
-        ``"final": True`` and passed to ``on_eval``. Returns the record (or ``None``)."""
+    def on_final(self, trainer, status: str) -> None:
+        if self.eval_at_end:
+            self.final(trainer, trainer.step)
+
+    def final(self, trainer, step: int) -> EvalEvent | None:
+        """The closing evaluation, unless step ``step`` was just evaluated or a tuner stopped the run (a pruned
+        trial needs no final score); raised like the others with ``final=True``. Returns the event (or ``None``)."""
         if self.stopped_by_tuner or (self.rules.history and self.rules.history[-1][0] == step):
             return None
-        event, _ = self._evaluate(step, energy_kwh, energy_kwh(), final=True)
-        if self.on_eval:
-            self.on_eval(event)
+        event, _ = self._evaluate(trainer, step, trainer.energy_so_far_j() / 3.6e6, final=True)
+        trainer.emit(event)
         return event
 
-    def _evaluate(self, step: int, energy_kwh: Callable[[], float], before_kwh: float, **extra) -> tuple[dict, str | None]:
-        """One evaluation (the first also measures the seed spread), fed to the rules and recorded.
-        Returns the record and the rules' stop reason."""
-        scores = self.evaluate(step, self.spread_seeds if not self.rules.history else 1)
-        used = energy_kwh()  # up to and including this evaluation
+    def _evaluate(self, trainer, step: int, before_kwh: float, final: bool = False) -> tuple[EvalEvent, str | None]:
+        """One evaluation (the first also measures the seed spread), fed to the rules.
+        Returns the event and the rules' stop reason."""
+        scores = trainer.evaluate(self.spread_seeds if not self.rules.history else 1)
+        used = trainer.energy_so_far_j() / 3.6e6  # up to and including this evaluation
         reason = self.rules.on_eval(step, used, scores[self.metric])
-        event = {"event": "eval", "step": step, "energy_kwh": used, "eval_energy_kwh": used - before_kwh, **scores,
-                 "best": self.rules.is_best, **extra}
-        self.record(event)
-        return event, reason
+        return EvalEvent(step, used, used - before_kwh, scores, self.rules.is_best, final), reason
 
-    def _report_forecast(self, step: int, used_kwh: float) -> None:
-        projected = self.rules.forecast(step, used_kwh, self.kg_per_kwh, self.max_steps)
+    def _report_forecast(self, trainer, step: int, used_kwh: float, emitted_kg: float) -> None:
+        projected = self.rules.forecast(step, used_kwh, emitted_kg, self.max_steps)
         if projected is None:
             return
         self.forecast_reported = True
-        self.record({"event": "forecast", "step": step, **asdict(projected)})
+        trainer.emit(ForecastEvent(step, **asdict(projected)))
         budget_kwh, budget_kg = self.rules.budget_kwh, self.rules.budget_kgco2e
         if (budget_kwh and projected.energy_kwh > budget_kwh) or (budget_kg and projected.emissions_kg > budget_kg):
             logger.warning("forecast %.3g kWh (%.3g-%.3g), %.3g kgCO2e exceeds the budget: the run will stop early",

@@ -1,0 +1,359 @@
+"""The trainer: a state (:func:`~greendiff.train._step.setup`), one step (:func:`train_step`), and events out.
+
+:class:`Trainer` runs the steps and raises events to one list of callbacks (metrics writer, divergence
+guard, stopping rules, carbon-aware controller, progress bars, loggers, pruners): they answer with a
+:class:`Stop` to end the run. Its collaborators are passed in: the model family (network, loss,
+sampling, export), the objective (the loss; distillation passes its own) and the evaluator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from greendiff.data import ImageSet
+from greendiff.train._callbacks import CallbackList, LogSchedule, MetricsWriter, Stop
+from greendiff.train._checkpoint import fingerprint, load_latest, save_checkpoint
+from greendiff.train._config import TrainConfig
+from greendiff.train._divergence import Diverged, DivergenceGuard, weights_finite
+from greendiff.train._evaluation import QualityEvaluator
+from greendiff.train._events import EndEvent, LogEvent, PauseEvent, RanksInSyncEvent, StartEvent, StoppedEvent
+from greendiff.train._images import save_grid
+from greendiff.train._step import TrainState, batch_indices, setup, step_generator, train_step
+from greendiff.train._stopping import StopCallback, StoppingRules
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    status: str  # completed | stopped (a stopping rule fired) | interrupted | diverged
+    step: int
+    last_loss: float
+    run_dir: Path
+    prior_energy_j: float = 0.0  # energy of earlier segments of a resumed run, from its checkpoint
+    stop_reason: str = ""
+
+
+class RunTotals:
+    """The run's energy and CO2e so far: earlier segments (from the checkpoint) plus this one's meters.
+
+    Emissions are the tracker's ledger accounting (:meth:`Tracker.emissions_so_far_kg`, each hour at its
+    own intensity, PUE included), summed over a job's processes. Its state (key ``emissions``) carries
+    the emissions so far into the checkpoint, as ``energy_j`` carries the energy.
+    """
+
+    state_key = "emissions"
+
+    def __init__(self, tracker, dist) -> None:
+        self.tracker, self.dist = tracker, dist
+        self.prior_energy_j = 0.0
+        self.prior_emissions_kg = 0.0
+
+    def energy_j(self) -> float:
+        """Energy of the run so far, this process or (a collective in a job) the whole job."""
+        return self.prior_energy_j + self.tracker.total_energy_j()
+
+    def emissions_kg(self) -> float:
+        """kgCO2e of the run so far (a collective in a job)."""
+        mine = self.tracker.emissions_so_far_kg()
+        return self.prior_emissions_kg + (float(sum(self.dist.all_gather(mine))) if self.dist.distributed else mine)
+
+    def state_dict(self) -> dict:
+        return {"emissions_kg": self.emissions_kg()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """``ValueError`` unless the saved emissions are a finite, non-negative number."""
+        value = state["emissions_kg"]
+        if type(value) not in (int, float) or not (math.isfinite(value) and 0 <= value < 1e15):
+            raise ValueError(f"emissions_kg {value!r:.30} is not an amount of CO2e")
+        self.prior_emissions_kg = float(value)
+
+    def __deepcopy__(self, memo) -> RunTotals:  # a checkpoint's state is tried on a copy: share the meters
+        twin = RunTotals(self.tracker, self.dist)
+        twin.prior_energy_j, twin.prior_emissions_kg = self.prior_energy_j, self.prior_emissions_kg
+        return twin
+
+
+class Weights:
+    """The trainer's view of its weights: the EMA swapped in for sampling, and whether they may be saved."""
+
+    def __init__(self, state: TrainState, dist) -> None:
+        self.state, self.dist = state, dist
+
+    @contextlib.contextmanager
+    def ema(self):
+        """The model in eval mode with the EMA weights swapped in, restored afterwards."""
+        model, ema = self.state.objects.model, self.state.objects.ema
+        if ema is not None:
+            ema.store(model.parameters())
+            ema.copy_to(model.parameters())
+        model.eval()
+        try:
+            yield model
+        finally:
+            model.train()
+            if ema is not None:
+                ema.restore(model.parameters())
+
+    def problem(self, step: int) -> str | None:
+        """Why the weights must not be saved (some value is not finite, on any process), or ``None``."""
+        ema = self.state.objects.ema
+        tensors = [*self.state.objects.model.parameters(), *(ema.shadow_params if ema is not None else ())]
+        if self.dist.all_true(weights_finite(tensors)):
+            return None
+        return f"the weights are not finite after step {step} (an update too large for them)"
+
+    def checksums(self) -> RanksInSyncEvent:
+        """Every process's parameter checksum (data parallelism keeps the replicas identical)."""
+        digest = hashlib.sha256()
+        for p in self.state.objects.model.parameters():
+            digest.update(p.detach().float().cpu().numpy().tobytes())
+        sums = self.dist.all_gather(digest.hexdigest())
+        return RanksInSyncEvent(self.dist.world_size, sums, len(set(sums)) == 1)
+
+
+def check_data(config: TrainConfig, data: ImageSet, processes: int = 1) -> None:
+    """The data can fill a batch on every process (checked before a run directory is created)."""
+    from greendiff.errors import UserInputError
+
+    n, need = data.images.shape[0], config.optim.batch_size * processes
+    if n < need:
+        raise UserInputError(f"the dataset has {n} images, fewer than one batch of {config.optim.batch_size}"
+                             + (f" on each of {processes} processes" if processes > 1 else "") + "; lower --batch-size")
+
+
+def stopping_callback(config: TrainConfig, tracker) -> StopCallback:
+    """The stopping rules ``config.stop`` asks for, as the trainer's last callback."""
+    stop, run = config.stop, config.run
+    rules = StoppingRules(stop.patience, stop.min_delta, stop.min_gain_per_kwh, stop.gain_window, stop.target,
+                          stop.budget_kwh, stop.budget_kgco2e, stop.budget_warmup_steps,
+                          max((d.uncertainty_frac for d in tracker.monitor.devices), default=0.0))
+    return StopCallback(rules, run.max_steps, stop.metric, stop.eval_every, stop.eval_every_kwh, stop.spread_seeds,
+                        stop.fit_schedule, stop.eval_at_end)
+
+
+class Trainer:
+    """Train ``config`` on ``data``, writing metrics, samples, checkpoints and the pipeline to ``run_dir``.
+
+    Callbacks are asked in this order: the metrics writer, the divergence guard, the log schedule, the
+    caller's ``callbacks``, then the stopping rules (``config.stop``).
+
+    Args:
+        tracker: A started :class:`~greendiff.tracking.Tracker`; phases ``train``, ``sample``, ``eval``,
+            ``checkpoint`` (and ``wait`` for pauses) are its windows.
+        family: The model family (:class:`UNetFamily` by default).
+        objective: The loss, called like :func:`diffusion_loss` (default: ``family.loss``).
+        evaluator: Scores samples for evaluations (default: a :class:`QualityEvaluator` from ``config.stop``).
+        callbacks: :class:`TrainerCallback` objects (progress bars, loggers, pruners, a carbon-aware controller).
+        resume: Continue from the newest checkpoint in ``run_dir``.
+
+    Example::
+
+        result = Trainer(config, run_dir, data, tracker, callbacks=[PrintLoss()]).run()
+    """
+
+    def __init__(self, config: TrainConfig, run_dir: Path, data: ImageSet, tracker, *, family=None,
+                 objective: Callable | None = None, evaluator=None, callbacks: Iterable = (), resume: bool = False) -> None:
+        from greendiff.parallel import Dist
+        from greendiff.train._family import UNetFamily
+
+        self.config, self.run_dir, self.data, self.tracker, self.resume = config, run_dir, data, tracker, resume
+        self.dist: Dist = getattr(tracker, "dist", Dist())
+        self.is_main = self.dist.is_main
+        check_data(config, data, self.dist.world_size)
+        self.family = family or UNetFamily()
+        run, stop = config.run, config.stop
+        self.evaluating = bool(stop.eval_every or stop.eval_every_kwh or stop.eval_at_end)
+        self.evaluator = evaluator or QualityEvaluator(stop.eval_samples, stop.eval_features, run.seed, self.dist)
+        self.totals = RunTotals(tracker, self.dist)
+        self.writer = MetricsWriter(run_dir / "metrics.jsonl")
+        self.callbacks = CallbackList([self.writer, DivergenceGuard(run.max_bad_steps, run.max_steps),
+                                       LogSchedule(run.log_every, run.max_steps), *callbacks,
+                                       stopping_callback(config, tracker)])
+        parts = {**self.callbacks.stateful(), RunTotals.state_key: self.totals}
+        self.state = setup(config, self.family, data.channels, self.dist.world_size, parts)
+        self.objective = objective or self.family.loss
+        self.weights = Weights(self.state, self.dist)
+        self.shapes = fingerprint(config, data.channels)
+        self.last_loss = math.nan
+
+    # -- what callbacks may ask --------------------------------------------------------------------------------------
+
+    @property
+    def step(self) -> int:
+        """Steps done so far (resumed ones included)."""
+        return self.state.step
+
+    def energy_so_far_j(self) -> float:
+        return self.totals.energy_j()
+
+    def emissions_so_far_kg(self) -> float:
+        return self.totals.emissions_kg()
+
+    def emit(self, event) -> Stop | None:
+        """Raise ``event`` to every callback; the first :class:`Stop` answered."""
+        return self.callbacks.emit(self, event)
+
+    def interrupt_requested(self) -> bool:
+        return self.callbacks.interrupt_requested()
+
+    def set_lr_horizon(self, steps: int) -> None:
+        """End the learning-rate schedule at ``steps`` (a budget forecast to run out there)."""
+        self.state.schedule.horizon_steps = steps
+
+    def evaluate(self, seeds: int = 1) -> dict:
+        """Scores of the EMA weights (metered in an ``eval`` window), the same on every process."""
+        stop, optim = self.config.stop, self.config.optim
+        with self.tracker.window("eval"), self.weights.ema() as model:
+            return self.evaluator.evaluate(
+                lambda n, seed: self._sample(model, n, stop.eval_sample_steps or optim.sample_steps, seed), seeds)
+
+    def _sample(self, model, n: int, steps: int, seed: int) -> torch.Tensor:
+        res = self.config.data.resolution
+        with self.state.accelerator.autocast():
+            return self.family.sample(model, self.state.sampler, n, steps, (self.data.channels, res, res),
+                                      torch.Generator().manual_seed(seed), self.state.device)
+
+    def write_samples(self, step: int) -> Path | None:
+        """A preview grid of the EMA weights in ``samples/step-N.png`` (main process)."""
+        if not self.is_main:
+            return None
+        with self.tracker.window("sample"), self.weights.ema() as model:
+            grid = self._sample(model, self.config.run.num_samples, self.config.optim.sample_steps, self.config.run.seed + 12_345)
+            return save_grid(grid, self.run_dir / "samples" / f"step-{step}.png")
+
+    def save_checkpoint(self, step: int, name: str | None = None) -> Path:
+        """Save a checkpoint (``name``: outside the rotation, e.g. ``best``), unless the weights are not
+        finite: then the run has diverged (:class:`Diverged`)."""
+        if (problem := self.weights.problem(step)) is not None:
+            raise Diverged(problem)
+        with self.tracker.window("checkpoint"):
+            books = {"energy_j": self.totals.energy_j(), "fingerprint": self.shapes}
+            path = save_checkpoint(self.state.accelerator, self.state.objects, self.run_dir, step, books,
+                                   self.config.run.keep_checkpoints, name)
+        self.tracker.sync()  # a ledger sample with every checkpoint: a killed run's ledger covers all the work it kept
+        self.callbacks.call("on_checkpoint", self, step, path)
+        return path
+
+    def pause(self, until: datetime, wait: Callable[[], datetime]) -> datetime:
+        """Checkpoint, then ``wait()`` in a metered ``wait`` window; returns when the wait began."""
+        self.save_checkpoint(self.step)
+        with self.tracker.window("wait"):
+            began = wait()
+        self.emit(PauseEvent(self.step, began, until))
+        return began
+
+    def draw_batch(self, step: int) -> torch.Tensor:
+        """The batch of ``step`` (B, C, H, W) in [-1, 1] on the device: each process takes its slice of the
+        global batch; rank 0 of a job and a single process draw alike."""
+        optim, dist, state = self.config.optim, self.dist, self.state
+        images = self.data.images
+        idx = batch_indices(step, images.shape[0], optim.batch_size * dist.world_size, self.config.run.seed)[
+            dist.rank * optim.batch_size:(dist.rank + 1) * optim.batch_size]
+        x0 = (images[idx].float() / 127.5 - 1.0).to(state.device)
+        return x0.contiguous(memory_format=torch.channels_last) if state.channels_last else x0
+
+    def log_event(self, step: int, samples_per_s: float) -> LogEvent:
+        """The progress record of ``step``: energy and CO2e so far as the ledger accounts them."""
+        ema = self.state.objects.ema
+        return LogEvent(step, self.last_loss, self.state.objects.lr_scheduler.get_last_lr()[0], samples_per_s,
+                        self.energy_so_far_j() / 3.6e6, self.emissions_so_far_kg() * 1000.0,
+                        ema.cur_decay_value if ema is not None else None)
+
+    # -- the run -----------------------------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        try:
+            self._start()
+            status, reason = self._steps()
+            return self._finish(status, reason)
+        finally:
+            self.writer.close()
+
+    def _start(self) -> None:
+        state = self.state
+        if self.resume:
+            saved = load_latest(state.accelerator, state.objects, self.run_dir, self.shapes)
+            state.step, self.totals.prior_energy_j = saved["step"], float(saved["energy_j"])
+        logger.info("%s: %s parameters, %.3g GMACs per image; precision %s (%s) on %s", self.family.name,
+                    f"{state.params:,}", state.macs_per_image / 1e9, state.precision, state.precision_reason, state.device)
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.emit(self._start_event())
+        if self.evaluating and self.is_main:
+            with self.tracker.window("eval"):
+                self.evaluator.prepare(self.data.images)
+
+    def _start_event(self) -> StartEvent:
+        s, optim, processes = self.state, self.config.optim, self.dist.world_size
+        scaling = f"x{s.lr_scale} (optim.scale_lr, {processes} processes)" if s.lr_scale > 1 else "none"
+        return StartEvent(s.step, s.params, s.macs_per_image, s.precision, s.precision_reason, str(s.device),
+                          self.data.source, self.data.skipped, processes, optim.batch_size * processes,
+                          optim.lr * s.lr_scale, scaling)
+
+    def _steps(self) -> tuple[str, str]:
+        """Steps until ``max_steps`` or a callback's :class:`Stop`; the status and reason."""
+        state, run = self.state, self.config.run
+        state.unet.train()
+        try:
+            while state.step < run.max_steps:
+                self.callbacks.call("on_step_begin", self)
+                if self.interrupt_requested():
+                    return "interrupted", ""
+                generator = step_generator(run.seed + 1_000_003 * self.dist.rank, state.step)
+                outcome = train_step(state, self.draw_batch(state.step), self.objective, generator, self.config,
+                                     self.dist, self.tracker)
+                if outcome.updated:
+                    self.last_loss = outcome.loss
+                if (stop := self.callbacks.first_stop("on_step_end", self, outcome)) is not None:
+                    return stop.status, stop.reason
+                if outcome.updated and outcome.step < run.max_steps:
+                    if outcome.step % run.sample_every == 0:
+                        self.write_samples(outcome.step)
+                    if outcome.step % run.checkpoint_every == 0:
+                        self.save_checkpoint(outcome.step)
+        except KeyboardInterrupt:
+            return "interrupted", ""
+        except Diverged as exc:  # a checkpoint found the weights non-finite
+            return "diverged", str(exc)
+        return "completed", ""
+
+    def _finish(self, status: str, reason: str) -> TrainResult:
+        """Judge the run, then save what it earned: nothing more of a diverged run (its earlier checkpoints
+        stay), a checkpoint of an interrupted one, and also samples and the pipeline of a finished one."""
+        step = self.step
+        if status != "diverged":
+            veto = self.callbacks.first_stop("judge_end", self, status)
+            problem = veto.reason if veto is not None else self.weights.problem(step)
+            if problem is not None:
+                status, reason = "diverged", problem
+        if status == "diverged":
+            return self._end(status, reason)
+        finished = status in ("completed", "stopped")
+        if finished:
+            self.callbacks.call("on_final", self, status)
+        self.save_checkpoint(step)
+        if status == "stopped":
+            self.emit(StoppedEvent(step, reason))
+        if finished:
+            self.write_samples(step)
+            if self.dist.distributed:
+                self.emit(self.weights.checksums())
+            if self.is_main:
+                with self.tracker.window("checkpoint"):
+                    self.family.export(self.state.objects.model, self.state.objects.ema, self.state.noise_scheduler,
+                                       self.run_dir / "pipeline")
+        return self._end(status, reason)
+
+    def _end(self, status: str, reason: str) -> TrainResult:
+        self.emit(EndEvent(status, self.step, reason))
+        return TrainResult(status, self.step, self.last_loss, self.run_dir, self.totals.prior_energy_j, reason)
