@@ -724,3 +724,54 @@ def test_a_resume_with_any_other_config_value_edited_is_refused(tmp_path, tiny_d
     with pytest.raises(UserInputError, match=r"^config no longer matches checkpoint step-2: " + re.escape(message)
                                              + r"; undo the edit, or start a new run$"):
         check_resume(tmp_path, tiny_config(run__max_steps=4, **edit), tiny_data.channels)
+
+
+# -- a carbon budget on an hourly grid: enforced at the ledger's own accounting ----------------------------------------
+
+def test_a_carbon_budget_on_an_hourly_grid_stops_where_the_ledgers_emissions_reach_it(tmp_path, tiny_data, tiny_config,
+                                                                                      monkeypatch):
+    """Each step takes 10 (fake) minutes and 1 kWh: 100 g/kWh in the first hour, 400 after it. The ledger charges
+    steps 1-6 0.1 kg each and later ones 0.4: at step 10 the run has emitted 2.2 kg and an 11th step would pass
+    the 2.5 kg budget. (Priced at the first hour's intensity, as the budget once was, it would run 24 steps and
+    emit 7.8 kg.)"""
+    import io
+    from datetime import datetime, timedelta, timezone
+
+    from greendiff.carbon import Location, TraceProvider, parse_trace_csv
+    from greendiff.energy import DeviceInfo, EnergyMonitor, Meter
+    from greendiff.energy._monitor import Reading
+    from greendiff.tracking import Tracker
+
+    t0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
+    rows = "".join(f"{(t0 + timedelta(hours=h)).isoformat()},{100 if h == 0 else 400}\n" for h in range(24))
+    trace = parse_trace_csv(io.StringIO("timestamp,intensity\n" + rows), "two-level trace")
+    clock, meter_j = [t0.timestamp()], [0.0]
+
+    class FakeGpu(Meter):
+        def devices(self):
+            return [DeviceInfo("gpu:0", "gpu", "FakeGPU", "counter", "device")]
+
+        def read_energy_j(self):
+            return {"gpu:0": meter_j[0]}
+
+    class FakeClockMonitor(EnergyMonitor):
+        def read(self):
+            return Reading(clock[0], clock[0], self._meters[0].read_energy_j())
+
+    def one_kwh_in_ten_minutes(*args):
+        loss = _family.diffusion_loss(*args)
+        meter_j[0] += 3.6e6
+        clock[0] += 600.0
+        return loss
+
+    monkeypatch.setattr("greendiff.tracking._tracker._now_window", lambda: (t0, t0 + timedelta(seconds=1)))
+    tracker = Tracker("budget", kind="train", location=Location(), pue=1.0, provider=TraceProvider(trace),
+                      ledger=tmp_path / "ledger.sqlite", monitor=FakeClockMonitor([FakeGpu()]), sample_interval_s=0.0).start()
+    config = tiny_config(run__max_steps=40, stop__budget_kgco2e=2.5, stop__budget_warmup_steps=2)
+    result = train(config, tmp_path / "run", tiny_data, tracker, objective=one_kwh_in_ten_minutes)
+    summary = tracker.stop("completed")
+    assert (result.status, result.step) == ("stopped", 10) and result.stop_reason.startswith("carbon budget: 2.2 kgCO2e")
+    assert summary["emissions_kg"] == pytest.approx(2.2) and summary["energy_kwh"] == pytest.approx(10.0)
+    assert summary["emissions_kg"] <= 2.5 < summary["emissions_kg"] + 0.4  # one more step would have passed it
+    logs = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert [round(r["co2e_g"]) for r in logs] == [100, 200, 300, 400, 500, 600, 1000, 1400, 1800, 2200]

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import json
 
-from greendiff.train._stopping import StoppingRules
+from greendiff.train._callbacks import Stop, StepOutcome
+from greendiff.train._stopping import StopCallback, StoppingRules
 
 
 def feed(rules, values, kwh_per_eval=1.0):
@@ -49,7 +50,7 @@ def test_energy_budget_stops_before_passing_it_by_more_than_a_step():
     stopped = None
     for step in range(1, 1000):
         energy = step * 0.013  # a fake meter: 0.013 kWh per step
-        stopped = rules.on_step(step, energy, kg_per_kwh=0.4)
+        stopped = rules.on_step(step, energy, emissions_kg=energy * 0.4)
         if stopped:
             break
     assert "energy budget" in stopped
@@ -60,12 +61,27 @@ def test_carbon_budget_and_forecast():
     rules = StoppingRules(budget_kgco2e=0.1, warmup_steps=3, uncertainty_frac=0.2)
     assert rules.forecast(1, 0.01, 0.5, 100) is None
     for step in range(1, 100):
-        reason = rules.on_step(step, step * 0.01, kg_per_kwh=0.5)
+        reason = rules.on_step(step, step * 0.01, emissions_kg=step * 0.01 * 0.5)
         if reason:
             break
     assert "carbon budget" in reason and step == 20  # 20 steps emit 0.1 kg; a 21st would pass the budget
-    f = rules.forecast(10, 0.1, 0.5, 100)
+    f = rules.forecast(10, 0.1, 0.05, 100)
     assert abs(f.energy_kwh - 1.0) < 1e-9 and abs(f.emissions_kg - 0.5) < 1e-9 and f.energy_kwh_high > f.energy_kwh
+
+
+def test_carbon_budget_prices_the_next_step_at_the_latest_steps_intensity():
+    """1 kWh per step, 0.1 kg/kWh for 6 steps, then 0.4: the next step is forecast at 0.4, not at the run's
+    average (0.22 kg per step at step 10), so the run stops at 2.2 kg, before a step that would pass 2.5."""
+    rules = StoppingRules(budget_kgco2e=2.5, warmup_steps=2)
+    emitted = 0.0
+    for step in range(1, 100):
+        emitted += 0.1 if step <= 6 else 0.4
+        if rules.on_step(step, float(step), emitted):
+            break
+    assert step == 10 and abs(emitted - 2.2) < 1e-9 and abs(rules.kg_per_kwh_now - 0.4) < 1e-9
+    assert rules.steps_within_budget(10, 10.0, 2.2) == 10  # 0.3 kg left, 0.4 per step: none
+    f = rules.forecast(10, 10.0, 2.2, 20)
+    assert abs(f.emissions_kg - (2.2 + 10 * 0.4)) < 1e-9
 
 
 def test_state_survives_resume():
@@ -77,50 +93,90 @@ def test_state_survives_resume():
     assert restored.on_eval(40, 4.0, 9.5) is None and restored.on_eval(50, 5.0, 9.5) is not None
 
 
-def make_callback(rules, scores, events, best, **kw):
-    from greendiff.train._stopping import StopCallback
+class FakeTrainer:
+    """What :class:`StopCallback` asks of the trainer: energy and emissions so far (0.1 kWh and 0.05 kg per
+    step), scripted evaluations, and the events and checkpoints it raises."""
 
-    values = iter(scores)
-    args = {"max_steps": 100, "metric": "fid", "eval_every": 0, "eval_every_kwh": 0.0, "spread_seeds": 3,
-            "kg_per_kwh": 0.5, **kw}
-    return StopCallback(rules, evaluate=lambda step, seeds: {"fid": next(values), "seeds": seeds},
-                        record=events.append, save_best=best.append, **args)
+    def __init__(self, scores, answer=None):
+        self.step, self.scores, self.answer = 0, iter(scores), answer
+        self.events, self.best, self.horizons = [], [], []
+
+    def energy_so_far_j(self):
+        return self.step * 0.1 * 3.6e6
+
+    def emissions_so_far_kg(self):
+        return self.step * 0.05
+
+    def evaluate(self, seeds):
+        return {"fid": next(self.scores), "seeds": seeds}
+
+    def emit(self, event):
+        self.events.append(event.to_dict())
+        return Stop(reason) if event.hook == "on_evaluation" and self.answer and (reason := self.answer(event.to_dict())) else None
+
+    def save_checkpoint(self, step, name=None):
+        self.best.append((step, name))
+
+    def set_lr_horizon(self, steps):
+        self.horizons.append(steps)
+
+
+def make_callback(rules, **kw):
+    args = {"max_steps": 100, "metric": "fid", "eval_every": 0, "eval_every_kwh": 0.0, "spread_seeds": 3, **kw}
+    return StopCallback(rules, **args)
+
+
+def run_steps(cb, trainer, steps):
+    reasons = []
+    for step in steps:
+        trainer.step = step
+        answer = cb.on_step_end(trainer, StepOutcome(step, 0.1, True, 16))
+        reasons.append(answer.reason if answer else None)
+    return reasons
 
 
 def test_callback_evaluates_on_a_kwh_schedule_and_keeps_the_best():
-    events, best = [], []
-    cb = make_callback(StoppingRules(patience=2), [10.0, 8.0, 9.0, 9.5], events, best, eval_every_kwh=0.25)
-    reasons = [cb.after_step(step, lambda s=step: s * 0.1) for step in range(1, 13)]
-    evals = [e for e in events if e["event"] == "eval"]
+    trainer = FakeTrainer([10.0, 8.0, 9.0, 9.5])
+    cb = make_callback(StoppingRules(patience=2), eval_every_kwh=0.25)
+    reasons = run_steps(cb, trainer, range(1, 13))
+    evals = [e for e in trainer.events if e["event"] == "eval"]
     # 0.1 kWh per step, an evaluation each 0.25 kWh used since the last one: after steps 3, 6, 9, 12
     assert [e["step"] for e in evals] == [3, 6, 9, 12]
     assert [e["seeds"] for e in evals] == [3, 1, 1, 1]  # the first also measures the seed spread
     assert all(e["eval_energy_kwh"] == 0.0 for e in evals)  # the fake meter does not move during an evaluation
-    assert best == [3, 6] and [e["best"] for e in evals] == [True, True, False, False]
+    assert trainer.best == [(3, "best"), (6, "best")] and [e["best"] for e in evals] == [True, True, False, False]
     assert reasons[:11] == [None] * 11 and reasons[11].startswith("no improvement")
 
 
+def test_callback_skips_steps_whose_update_was_skipped():
+    trainer = FakeTrainer([10.0])
+    cb = make_callback(StoppingRules(), eval_every=1)
+    trainer.step = 1
+    assert cb.on_step_end(trainer, StepOutcome(1, float("nan"), False, 16)) is None and trainer.events == []
+
+
 def test_callback_state_resumes_the_evaluation_schedule():
-    events, best = [], []
-    cb = make_callback(StoppingRules(patience=3), [10.0, 8.0, 9.0], events, best, eval_every_kwh=0.25)
-    for step in range(1, 5):
-        cb.after_step(step, lambda s=step: s * 0.1)
+    trainer = FakeTrainer([10.0, 8.0, 9.0])
+    cb = make_callback(StoppingRules(patience=3), eval_every_kwh=0.25)
+    run_steps(cb, trainer, range(1, 5))
     state = json.loads(json.dumps(cb.state_dict()))
-    restored = make_callback(StoppingRules(patience=3), [7.0], [], [], eval_every_kwh=0.25)
+    restored = make_callback(StoppingRules(patience=3), eval_every_kwh=0.25)
     restored.load_state_dict(state)
     assert json.loads(json.dumps(restored.state_dict())) == state
     # resumed after step 4; the last evaluation was at step 3 (0.3 kWh): the next is due 0.25 kWh later
-    assert restored.after_step(5, lambda: 0.5) is None and restored.rules.history[-1][0] == 3
-    assert restored.after_step(6, lambda: 0.6) is None and restored.rules.history[-1][:2] == (6, 0.6)
+    again = FakeTrainer([7.0])
+    assert run_steps(restored, again, [5]) == [None] and restored.rules.history[-1][0] == 3
+    assert run_steps(restored, again, [6]) == [None] and restored.rules.history[-1][0] == 6
+    assert abs(restored.rules.history[-1][1] - 0.6) < 1e-9
 
 
 def test_callback_reports_the_budget_forecast_once():
-    events = []
-    cb = make_callback(StoppingRules(budget_kwh=4.95, warmup_steps=4), [], events, [])
-    reasons = [cb.after_step(step, lambda s=step: s * 0.1) for step in range(1, 60)]
-    forecasts = [e for e in events if e["event"] == "forecast"]
+    trainer = FakeTrainer([])
+    cb = make_callback(StoppingRules(budget_kwh=4.95, warmup_steps=4))
+    reasons = run_steps(cb, trainer, range(1, 60))
+    forecasts = [e for e in trainer.events if e["event"] == "forecast"]
     assert len(forecasts) == 1 and forecasts[0]["step"] == 4 and abs(forecasts[0]["energy_kwh"] - 10.0) < 1e-9
-    assert abs(forecasts[0]["emissions_kg"] - 5.0) < 1e-9
+    assert abs(forecasts[0]["emissions_kg"] - 5.0) < 1e-9  # 0.5 kg per kWh, as the fake ledger accounts
     first_stop = next(i for i, r in enumerate(reasons) if r)
     assert first_stop + 1 == 49 and "energy budget" in reasons[first_stop]  # 4.9 kWh used; step 50 would pass 4.95
 
@@ -128,32 +184,31 @@ def test_callback_reports_the_budget_forecast_once():
 def test_callback_loads_a_rules_only_state_from_older_checkpoints():
     rules = StoppingRules(patience=2)
     feed(rules, [10, 8])
-    cb = make_callback(StoppingRules(patience=2), [], [], [])
+    cb = make_callback(StoppingRules(patience=2))
     cb.load_state_dict(json.loads(json.dumps(rules.state_dict())))
     assert cb.rules.best_value == 8 and cb.last_eval_kwh == 2.0  # the schedule restarts at the last evaluation
 
 
 def test_callback_moves_the_schedule_horizon_to_where_the_budget_runs_out():
-    horizons = []
-    cb = make_callback(StoppingRules(budget_kwh=4.95, warmup_steps=4), [], [], [], set_horizon=horizons.append)
-    for step in range(1, 8):
-        cb.after_step(step, lambda s=step: s * 0.1)
+    trainer = FakeTrainer([])
+    cb = make_callback(StoppingRules(budget_kwh=4.95, warmup_steps=4), fit_schedule=True)
+    run_steps(cb, trainer, range(1, 8))
     # 0.1 kWh per step: 4.95 kWh lasts until step 49 (not 50); none during the 4 warm-up steps
-    assert horizons == [49] * 4
-    capped = []
-    cb = make_callback(StoppingRules(budget_kwh=100.0, warmup_steps=2), [], [], [], set_horizon=capped.append)
-    cb.after_step(1, lambda: 0.1), cb.after_step(2, lambda: 0.2)
-    assert capped == [100]  # never past max_steps
+    assert trainer.horizons == [49] * 4
+    capped = FakeTrainer([])
+    run_steps(make_callback(StoppingRules(budget_kwh=100.0, warmup_steps=2), fit_schedule=True), capped, [1, 2])
+    assert capped.horizons == [100]  # never past max_steps
 
 
 def test_callback_lets_a_tuner_stop_the_run_and_evaluates_at_the_end():
-    events, told = [], []
-    cb = make_callback(StoppingRules(), [10.0, 12.0, 7.0], events, [], eval_every=2,
-                       on_eval=lambda event: told.append(event["fid"]) or ("pruned" if event["fid"] > 11 else None))
-    reasons = [cb.after_step(step, lambda s=step: s * 0.1) for step in range(1, 5)]
-    assert reasons == [None, None, None, "pruned"] and told == [10.0, 12.0]
-    assert cb.final(5, lambda: 0.5) is None  # a pruned run needs no final score
+    told = []
+    trainer = FakeTrainer([10.0, 12.0, 7.0], answer=lambda event: told.append(event["fid"]) or ("pruned" if event["fid"] > 11 else None))
+    cb = make_callback(StoppingRules(), eval_every=2, eval_at_end=True)
+    assert run_steps(cb, trainer, range(1, 5)) == [None, None, None, "pruned"] and told == [10.0, 12.0]
+    trainer.step = 5
+    assert cb.final(trainer, 5) is None  # a pruned run needs no final score
     cb.stopped_by_tuner = False
-    final = cb.final(5, lambda: 0.5)
+    cb.on_final(trainer, "stopped")
+    final = trainer.events[-1]
     assert final["final"] and final["fid"] == 7.0 and told == [10.0, 12.0, 7.0]
-    assert cb.final(5, lambda: 0.5) is None  # the step was just evaluated
+    assert cb.final(trainer, 5) is None  # the step was just evaluated
