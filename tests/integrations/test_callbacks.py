@@ -91,5 +91,6 @@ def test_lightning_fit_is_measured_logged_and_resumable(tmp_path):
     resumed, _ = fit(12, str(ckpt), "v1")
     first_kwh = summary["energy_kwh"]
     assert resumed.loop.prior_energy_j / 3.6e6 == pytest.approx(first_kwh, rel=1e-9)  # the total carries over
+    assert resumed.loop.prior_emissions_kg == pytest.approx(summary["emissions_kg"], rel=1e-9)  # and its CO2e
     assert resumed.summary["prior_energy_kwh"] == pytest.approx(resumed.loop.prior_energy_j / 3.6e6)
     assert len(Ledger(tmp_path / "l.sqlite").list_runs()) == 2

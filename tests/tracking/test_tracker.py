@@ -194,3 +194,64 @@ def test_the_tracker_prices_past_its_trace_and_a_failed_summary_still_closes_the
         tracker.stop("completed", 0)
     record = tracker.ledger.get_run(tracker.run_id)
     assert record.status == "completed" and record.exit_code == 0 and record.summary is None  # closed, priced on read
+
+
+# -- emissions so far: the ledger's accounting, up to now (issue 19) ----------------------------------------------------
+
+class ClockMonitor(EnergyMonitor):
+    """An :class:`EnergyMonitor` whose readings carry a fake clock's time (``clock[0]``, unix seconds)."""
+
+    def __init__(self, meters, clock):
+        super().__init__(meters)
+        self.clock = clock
+
+    def read(self):
+        from greendiff.energy._monitor import Reading
+
+        energy = {}
+        for meter in self._meters:
+            energy.update(meter.read_energy_j())
+        return Reading(self.clock[0], self.clock[0], energy)
+
+
+def _hourly(tmp_path, values):
+    from greendiff.carbon import load_trace
+
+    t0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
+    rows = "".join(f"{t0.replace(hour=h).isoformat()},{v}\n" for h, v in enumerate(values))
+    (tmp_path / "t.csv").write_text("timestamp,intensity\n" + rows)
+    return t0, TraceProvider(load_trace(str(tmp_path / "t.csv")))
+
+
+def test_emissions_so_far_charge_each_hour_its_own_intensity_as_the_summary_does(tmp_path, monkeypatch):
+    """GPU 1 kWh per 20 min from 00:40 to 02:00 (100, 300, 50 g/kWh by hour), PUE 1.5; some energy between two
+    ledger samples (a long sample interval): the figure so far is the summary's at every point."""
+    t0, provider = _hourly(tmp_path, [100, 300, 50])
+    clock, meter = [t0.timestamp() + 2400], FakeMeter()
+    monkeypatch.setattr("greendiff.tracking._tracker._now_window", lambda: (t0, t0.replace(second=1)))
+    tracker = Tracker("t", pue=1.5, provider=provider, ledger=tmp_path / "l.sqlite",
+                      monitor=ClockMonitor([meter], clock), sample_interval_s=3600).start()
+    so_far = []
+    for _ in range(4):
+        clock[0] += 1200
+        add(meter, 3.6e6, 0.0)
+        so_far.append(tracker.emissions_so_far_kg())
+    # 00:40-01:00 at 100; 01:00-02:00 at 300
+    assert so_far == pytest.approx([0.15, 0.6, 1.05, 1.5])
+    assert tracker.stop()["emissions_kg"] == pytest.approx(so_far[-1])
+
+
+def test_loop_tracker_reports_the_ledgers_co2e(tmp_path, monkeypatch):
+    from greendiff.integrations import LoopTracker
+
+    t0, provider = _hourly(tmp_path, [100, 400])
+    clock, meter = [t0.timestamp() + 3000], FakeMeter()
+    monkeypatch.setattr("greendiff.tracking._tracker._now_window", lambda: (t0, t0.replace(second=1)))
+    loop = LoopTracker(Tracker("t", pue=1.0, provider=provider, ledger=tmp_path / "l.sqlite",
+                               monitor=ClockMonitor([meter], clock)), "test")
+    loop.begin()
+    clock[0] += 1200  # 00:50 to 01:10, 1 kWh: half at 100, half at 400
+    add(meter, 3.6e6, 0.0)
+    assert loop.metrics() == pytest.approx({"energy_kwh": 1.0, "co2e_kg": 0.25})
+    assert loop.state_dict() == pytest.approx({"energy_j": 3.6e6, "emissions_kg": 0.25})
+    assert loop.end()["emissions_kg"] == pytest.approx(0.25)

@@ -23,6 +23,7 @@ class LoopTracker:
         self._open: str | None = None
         self._baseline_j = 0.0
         self.prior_energy_j = 0.0  # earlier segments of a resumed run (from the callback's state)
+        self.prior_emissions_kg = 0.0
 
     @property
     def started(self) -> bool:
@@ -47,12 +48,12 @@ class LoopTracker:
             self._open = None
 
     def metrics(self) -> dict[str, float]:
-        """``energy_kwh`` and ``co2e_kg`` so far (this process and earlier segments), at the current intensity."""
+        """``energy_kwh`` and ``co2e_kg`` so far (this process and earlier segments); the CO2e as the ledger
+        accounts it (:meth:`Tracker.emissions_so_far_kg`: each hour at its own intensity, with the PUE)."""
         if not self.started or self.tracker.summary is not None:
             return {}
         energy_j = self.prior_energy_j + self._read_j() - self._baseline_j
-        kwh = energy_j / 3.6e6
-        return {"energy_kwh": kwh, "co2e_kg": kwh * self.tracker.pue.value * self.tracker.intensity_now_g_per_kwh() / 1e3}
+        return {"energy_kwh": energy_j / 3.6e6, "co2e_kg": self.prior_emissions_kg + self.tracker.emissions_so_far_kg()}
 
     def end(self, status: str = "completed") -> dict | None:
         if not self.started or self.tracker.summary is not None:
@@ -62,11 +63,15 @@ class LoopTracker:
         return self.tracker.stop(status, extra={"prior_energy_kwh": self.prior_energy_j / 3.6e6} if self.prior_energy_j else None)
 
     def state_dict(self) -> dict:
+        """Energy (J) and emissions (kgCO2e) so far, earlier segments included."""
         if not self.started:
-            return {"energy_j": self.prior_energy_j}
+            return {"energy_j": self.prior_energy_j, "emissions_kg": self.prior_emissions_kg}
         if self.tracker.summary is not None:  # saved after the end: the run's measured total
-            return {"energy_j": self.prior_energy_j + self.tracker.summary["energy_j"]}
-        return {"energy_j": self.prior_energy_j + self._read_j() - self._baseline_j}
+            return {"energy_j": self.prior_energy_j + self.tracker.summary["energy_j"],
+                    "emissions_kg": self.prior_emissions_kg + self.tracker.summary["emissions_kg"]}
+        return {"energy_j": self.prior_energy_j + self._read_j() - self._baseline_j,
+                "emissions_kg": self.prior_emissions_kg + self.tracker.emissions_so_far_kg()}
 
     def load_state_dict(self, state: dict) -> None:
         self.prior_energy_j = float(state.get("energy_j", 0.0))
+        self.prior_emissions_kg = float(state.get("emissions_kg", 0.0))  # absent in states saved before it was kept
