@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 
 from greendiff.data._batches import ImageSet
 from greendiff.data._hf import is_saved_dataset, open_saved
 from greendiff.data._labels import FOLDER_LABEL, FolderIndex, unknown_column
 from greendiff.data._sources import (
-    BUILTIN, BadImage, bad_file_error, check_fits_in_memory, folder_index, image_channels, load_array, load_digits, load_folder,
-    load_mnist)
+    BUILTIN, check_fits_in_memory, folder_index, image_channels, load_array, load_digits, load_folder, load_mnist, read_each)
 from greendiff.data._stream import DecodeSet, FileReader, StreamedSet, check_budget, decode_all, placement
 from greendiff.errors import UserInputError
 from greendiff.names import display_path
-
-logger = logging.getLogger(__name__)
 
 #: What :func:`load_dataset` returns: both hand out batches the same way.
 Data = ImageSet | StreamedSet
@@ -24,21 +20,8 @@ Data = ImageSet | StreamedSet
 
 def _header_check(folder: Path, index: FolderIndex, skip_bad_images: bool) -> tuple[FolderIndex, int, int]:
     """``(index of the usable files, channels, files skipped)`` by each file's header (no pixels decoded)."""
-    kept, bad, channels = [], [], 1
-    for i, path in enumerate(index.files):
-        try:
-            channels = max(channels, image_channels(path))
-            kept.append(i)
-        except (BadImage, OSError) as exc:
-            if not skip_bad_images:
-                raise bad_file_error(path, exc) from None
-            bad.append((path, exc))
-    if not kept:
-        raise UserInputError(f"no readable image under {display_path(folder)}: e.g. {display_path(bad[0][0])}: {bad[0][1]}")
-    if bad:
-        logger.warning("skipped %d of %d image files whose headers are unusable (first: %s: %s)",
-                       len(bad), len(index.files), display_path(bad[0][0]), bad[0][1])
-    return index.subset(kept), channels, len(bad)
+    channels, kept, skipped = read_each(folder, index.files, image_channels, skip_bad_images, "whose headers are unusable")
+    return index.subset(kept), max(channels), skipped
 
 
 def _folder(folder: Path, resolution: int, skip_bad_images: bool, label_column: str, caption_column: str,

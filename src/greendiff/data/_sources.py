@@ -13,9 +13,11 @@ import os
 import struct
 import warnings
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import psutil
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 _TABLES = resources.files("greendiff.data") / "tables"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BUILTIN = ("mnist", "digits")
+T = TypeVar("T")
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 
 
@@ -529,6 +532,28 @@ def bad_file_error(path: Path, exc: Exception) -> UserInputError:
     return UserInputError(f"{display_path(path)}: {exc}; fix or remove it (or pass --skip-bad-images to train on the rest)")
 
 
+def read_each(folder: Path, files: Sequence[Path], read: Callable[[Path], T], skip_bad_images: bool,
+              what: str) -> tuple[list[T], list[int], int]:
+    """``read(file)`` of each file: ``(results, positions of the files read, files skipped)``. A file that
+    cannot be used (:class:`BadImage`, ``OSError``) is an error naming it; with ``skip_bad_images`` it is
+    skipped, counted and warned about (``what``: why, in the warning) and only a folder of none is an error."""
+    results, kept, bad = [], [], []
+    for i, path in enumerate(files):
+        try:
+            results.append(read(path))
+            kept.append(i)
+        except (BadImage, OSError) as exc:
+            if not skip_bad_images:
+                raise bad_file_error(path, exc) from None
+            bad.append((path, exc))
+    if not results:
+        raise UserInputError(f"no readable image under {display_path(folder)}: e.g. {display_path(bad[0][0])}: {bad[0][1]}")
+    if bad:
+        logger.warning("skipped %d of %d image files %s (first: %s: %s)", len(bad), len(files), what,
+                       display_path(bad[0][0]), bad[0][1])
+    return results, kept, len(bad)
+
+
 def load_folder(folder: Path, resolution: int, skip_bad_images: bool = False, index: FolderIndex | None = None) -> ImageSet:
     """Every image under ``folder`` (recursively; hidden files and folders left out, :func:`is_hidden`),
     with the labels and captions of ``index`` (default: class subfolders, :func:`folder_index`).
@@ -543,22 +568,10 @@ def load_folder(folder: Path, resolution: int, skip_bad_images: bool = False, in
     # each image is resized as it is decoded, kept, then stacked (two copies); its channels are known
     # only once decoded, so this counts one (the least it can need)
     check_fits_in_memory(len(candidates), 1, resolution, display_path(folder), _resize_bytes(3, resolution), copies=2)
-    tensors, kept, bad = [], [], []
-    for i, path in enumerate(candidates):
-        try:
-            tensors.append(_pixels(_decode(path), resolution))
-            kept.append(i)
-        except (BadImage, OSError) as exc:
-            if not skip_bad_images:
-                raise bad_file_error(path, exc) from None
-            bad.append((path, exc))
-    if not tensors:
-        raise UserInputError(f"no readable image under {display_path(folder)}: e.g. {display_path(bad[0][0])}: {bad[0][1]}")
-    if bad:
-        logger.warning("skipped %d of %d image files that could not be used (first: %s: %s)",
-                       len(bad), len(candidates), display_path(bad[0][0]), bad[0][1])
+    tensors, kept, skipped = read_each(folder, candidates, lambda path: _pixels(_decode(path), resolution),
+                                       skip_bad_images, "that could not be used")
     if any(t.shape[0] == 3 for t in tensors):  # greyscale among colour images: grey in all three channels
         tensors = [t.expand(3, -1, -1) for t in tensors]
     kept_index = index.subset(kept)
-    return ImageSet(torch.stack(tensors), f"image folder {folder} ({len(tensors)} images)", skipped=len(bad),
+    return ImageSet(torch.stack(tensors), f"image folder {folder} ({len(tensors)} images)", skipped=skipped,
                     labels=kept_index.label_tensor(), captions=kept_index.captions, class_names=kept_index.class_names)
