@@ -20,6 +20,7 @@ from greendiff.cli._runs import runs_app
 from greendiff.cli._train import sample_command, train_command
 from greendiff.cli._tune import tune_command
 from greendiff.errors import UserInputError
+from greendiff.workflows import Interrupted
 
 # typer >= 0.20 vendors click; take its exception classes from typer's own hierarchy (_UsageError: _options).
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"greendiff: error: {exc.format_message()}", file=sys.stderr)
         return 2
     except typer.Exit as exc:
+        return exc.exit_code
+    except Interrupted as exc:  # Ctrl-C or SIGTERM outside a training loop; the workflow said how to resume
         return exc.exit_code
     except typer.Abort:
         print("greendiff: aborted", file=sys.stderr)

@@ -13,10 +13,11 @@ from rich.table import Table
 from greendiff.carbon import Location, Pue, resolve_provider
 from greendiff.cli._options import (
     DEMO_SECONDS, number_option,
-    Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, resolve_settings,
+    with_measurement,
 )
 from greendiff.cli._render import fmt_mass, render_summary
 from greendiff.errors import UserInputError
+from greendiff.workflows import MeasurementOptions, resolve_settings
 from greendiff.tracking import summarize
 
 #: Locations the demo prices the same energy at, to show how much the grid matters.
@@ -35,16 +36,15 @@ def cpu_workload_step(size: int = 256) -> float:
     return float(a.sum())
 
 
+@with_measurement
 def demo(
     seconds: Annotated[float, number_option("--seconds", bounds=DEMO_SECONDS, help="How long to run the workload.")] = 5.0,
-    country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
-    live: Live = "none", zone: Zone = None, cpu_watts: CpuWatts = None, gpus: Gpus = None,
-    no_gpu: NoGpu = False, ledger: LedgerPath = None,
+    measurement: MeasurementOptions = MeasurementOptions(),
 ) -> None:
     """Measure a short CPU workload (torch matmuls) and print its energy and CO2e."""
     if not 0 < seconds <= 3600:
         raise UserInputError(f"--seconds must be in (0, 3600], got {seconds}")
-    settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
+    settings = resolve_settings(measurement)
     console = Console()
     tracker = settings.tracker("demo-cpu-workload", "demo", f"greendiff demo --seconds {seconds:g}", sample_interval_s=1.0)
     with tracker:

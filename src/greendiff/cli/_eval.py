@@ -10,29 +10,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from greendiff.cli._options import (
-    EVAL_IMAGES, KID_SUBSET, SAMPLER_STEPS0, SEEDS, number_option,
-    Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, load_config_data, resolve_settings,
-)
+from greendiff.cli._options import EVAL_IMAGES, KID_SUBSET, SAMPLER_STEPS0, SEEDS, number_option, with_measurement
 from greendiff.cli._render import fmt_energy, fmt_mass
-from greendiff.errors import UserInputError
+from greendiff.workflows import EvalJob, MeasurementOptions, run_eval
 
 Opt = typer.Option
 
 
-def score(unet, sampler, n: int, steps: int, real, extractor, seed: int = 0, kid_subset: int = 1000) -> dict:
-    """FID/KID/precision/recall of ``n`` images sampled with ``steps`` sampler steps from a fixed noise seed."""
-    import torch
-
-    from greendiff.evaluate import quality
-    from greendiff.train import sample_images
-
-    shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-    device = next(unet.parameters()).device
-    fake = sample_images(unet.eval(), sampler, n, steps, shape, torch.Generator().manual_seed(seed), device)
-    return quality(fake, real, extractor, kid_subset=kid_subset).to_dict() | {"seed": seed, "sampler_steps": steps}
-
-
+@with_measurement
 def eval_command(
     run: Annotated[Path, Opt("--run", help="Run directory (with pipeline/ and config.toml).")],
     n: Annotated[int, number_option("--n", bounds=EVAL_IMAGES, help="Generated images per evaluation (fixed noise seed).")] = 2000,
@@ -41,39 +26,17 @@ def eval_command(
     steps: Annotated[int, number_option("--steps", bounds=SAMPLER_STEPS0, help="Sampler steps (default: the run's).")] = 0,
     kid_subset: Annotated[int, number_option("--kid-subset", bounds=KID_SUBSET, help="KID subset size.")] = 1000,
     as_json: Annotated[bool, Opt("--json", help="Print JSON for scripts.")] = False,
-    country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
-    live: Live = "none", zone: Zone = None, cpu_watts: CpuWatts = None, gpus: Gpus = None,
-    no_gpu: NoGpu = False, ledger: LedgerPath = None,
+    measurement: MeasurementOptions = MeasurementOptions(),
 ) -> None:
     """Score a trained run's samples (EMA weights) with FID, KID and precision/recall; no download."""
-    from greendiff.evaluate import reference_features, resolve_extractor, seed_spread
-    from greendiff.train import load_run_model
-    from greendiff.train._artifacts import check_run_matches
-
-    if n < 4 or seeds < 1 or steps < 0 or kid_subset < 2:
-        raise UserInputError("--n must be >= 4, --seeds >= 1, --steps >= 0, --kid-subset >= 2")
-    if kid_subset > n:
-        raise UserInputError(f"--kid-subset {kid_subset} exceeds --n {n}: too few samples for KID; raise --n")
-    config, unet, sampler = load_run_model(run)
-    extractor, extractor_name = resolve_extractor(features)
-    settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
-    data = load_config_data(config)
-    check_run_matches(run, config, unet, data)  # before the ledger row
-    n_steps = steps or config.optim.sample_steps
-    with settings.tracker(f"eval {run.name}", "eval", f"greendiff eval --run {run} --n {n}") as tracker:
-        with tracker.window("eval"):
-            real = reference_features(data.images, extractor)
-            results = [score(unet, sampler, n, n_steps, real, extractor, seed, kid_subset) for seed in range(seeds)]
-    summary = tracker.summary
-    report = {"run": str(run), "features": extractor_name, "n": n, "sampler_steps": n_steps,
-              "sampler": config.optim.sampler, "results": results,
-              "energy_kwh": summary["energy_kwh"], "emissions_kg": summary["emissions_kg"], "ledger_run_id": summary["run_id"]}
-    if seeds > 1:
-        report["spread"] = seed_spread(results)
+    outcome = run_eval(EvalJob(run=run, n=n, features=features, seeds=seeds, steps=steps, kid_subset=kid_subset,
+                               measurement=measurement))
+    report, summary, results = outcome.report, outcome.summary, outcome.results
+    n_steps, extractor_name = report["sampler_steps"], report["features"]
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
-    table = Table(title=f"{run.name} · {extractor_name} features · {n} samples · {n_steps} {config.optim.sampler} steps",
+    table = Table(title=f"{run.name} · {extractor_name} features · {n} samples · {n_steps} {report['sampler']} steps",
                   title_justify="left")
     for col in ("seed", "FID", "KID", "precision", "recall"):
         table.add_column(col, justify="right")

@@ -1,5 +1,4 @@
-"""``greendiff hardware``: energy and time per training sample on each device here, GPU power-limit
-sweeps where permitted, and labelled estimates for other GPUs."""
+"""``greendiff hardware``: parse, call :func:`greendiff.workflows.run_hardware`, render its report."""
 
 from __future__ import annotations
 
@@ -11,37 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from greendiff.cli._options import COUNT0, HARDWARE_STEPS, SLOWDOWN, CpuWatts, check_output, load_config_data, number_option
-from greendiff.errors import UserInputError
-from greendiff.files import atomic_write_text
+from greendiff.cli._options import COUNT0, HARDWARE_STEPS, SLOWDOWN, CpuWatts, number_option, parse_sets
+from greendiff.cli._progress import RichProgress
+from greendiff.workflows import HardwareJob, run_hardware
 
 Opt = typer.Option
-
-
-def _devices(spec: str | None) -> list[str]:
-    import torch
-
-    available = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if spec is None:
-        return available
-    wanted = [d.strip().lower() for d in spec.split(",") if d.strip()]
-    missing = [d for d in wanted if d not in available]
-    if missing or not wanted:
-        raise UserInputError(f"--devices: {missing[0] if missing else spec!r} is not available here; "
-                             f"available: {', '.join(available)}")
-    return wanted
-
-
-def _limits(spec: str | None) -> list[float] | None:
-    if spec is None or spec == "auto":
-        return None
-    try:
-        limits = [float(w) for w in spec.split(",") if w.strip()]
-    except ValueError:
-        raise UserInputError(f"--limits must be comma-separated watts (e.g. 700,600,500) or auto, got {spec!r}") from None
-    if not limits or any(w <= 0 for w in limits):
-        raise UserInputError(f"--limits must be positive watts, got {spec!r}")
-    return sorted(limits, reverse=True)
 
 
 def hardware_command(
@@ -58,85 +31,11 @@ def hardware_command(
 ) -> None:
     """Energy and time per training sample on each device (CPU, each CUDA GPU); a power-limit sweep on NVIDIA
     GPUs where permitted, with the limit that saves most energy within --max-slowdown; estimates for other GPUs."""
-    import torch
-
-    from greendiff.carbon import parse_positive
-    from greendiff.cli._train import _parse_sets
-    from greendiff.energy import EnergyMonitor, MonitorOptions, NvidiaGpuMeter, NvidiaPowerLimit
-    from greendiff.plan import estimate_gpus, limits_to_try, match_gpu, measure_cost, sweep_power_limits, training_steps
-    from greendiff.train import check_data, resolve_config
-
-    config = resolve_config(config_file, _parse_sets(sets))
-    sweep_limits = _limits(limits) if limits != "none" else []
-    chosen = _devices(devices)
-    cpu_w = parse_positive(cpu_watts, "--cpu-watts") if cpu_watts is not None else None
-    if output is not None:
-        check_output(output)
-    data = load_config_data(config, config_file)
-    check_data(config, data)
-    console = Console(stderr=True)
-    report: dict = {"config": config_file.name if config_file else f"{config.recipe}-{config.model.preset}",
-                    "batch_size": config.optim.batch_size, "resolution": config.data.resolution, "devices": [],
-                    "sweeps": [], "notes": []}
-    calibration = calibration_spec = None
-    macs = 0.0
-    for device_name in chosen:
-        device = torch.device(device_name)
-        console.print(f"measuring {device_name}: {warmup} warm-up + {steps} steps of batch {config.optim.batch_size}…",
-                      highlight=False)
-        run, macs = training_steps(config, data.images, data.channels, device)
-        if device.type == "cpu":
-            monitor = EnergyMonitor.detect(MonitorOptions(measure_gpus=False, cpu_watts=cpu_w))
-            try:
-                methods = ", ".join(sorted({d.method for d in monitor.devices}))
-                cost = measure_cost(run, lambda: sum(monitor.read().energy_j.values()), config.optim.batch_size, steps,
-                                    warmup, "cpu", "CPU package + RAM", method=methods)
-            finally:
-                monitor.close()
-            report["devices"].append(cost.to_dict())
-            continue
-        index = device.index or 0
-        meter = NvidiaGpuMeter.create([index])
-        if meter is None:
-            report["notes"].append(f"{device_name}: no NVML, so no GPU energy; install nvidia-ml-py and the driver")
-            continue
-        key = f"gpu:{index}"
-        name = meter.devices()[0].name
-
-        def measure(limit_w, _run=run, _meter=meter, _key=key, _name=name, _device=device_name):
-            return measure_cost(_run, lambda: _meter.read_energy_j()[_key], config.optim.batch_size, steps, warmup,
-                                _device, _name, limit_w, meter.devices()[0].method)
-        try:
-            control = NvidiaPowerLimit.open(index) if sweep_limits != [] else None
-            if control is None:
-                cost = measure(None)
-                report["devices"].append(cost.to_dict())
-                if sweep_limits != []:
-                    report["notes"].append(f"{device_name}: power limits not readable through NVML; default limit only")
-            else:
-                plan = sweep_limits or limits_to_try(control.constraints_w())
-                sweep = sweep_power_limits(control, plan, measure, device_name)
-                report["sweeps"].append(sweep.to_dict(max_slowdown))
-                cost = max(sweep.costs, key=lambda c: c.limit_w or 0)  # the highest limit: as the GPU ships
-                report["devices"].append(cost.to_dict())
-                if sweep.note:
-                    report["notes"].append(f"{device_name}: {sweep.note}")
-        finally:
-            meter.close()
-        if calibration is None and match_gpu(name) is not None:
-            calibration, calibration_spec = cost, match_gpu(name)
-    if not any(d.startswith("cuda") for d in chosen):
-        report["notes"].append("no CUDA GPU measured here" + ("" if torch.cuda.is_available() else " (none visible)"))
-    report["macs_per_sample"] = macs
-    report["estimates"] = [e.__dict__ for e in estimate_gpus(macs, calibration, calibration_spec)]
-    text = json.dumps(report, indent=2)
-    if output is not None:
-        try:
-            atomic_write_text(output, text)
-        except OSError as exc:
-            raise UserInputError(f"cannot write {output}: {exc.strerror}") from None
+    report = run_hardware(HardwareJob(config_file=config_file, overrides=parse_sets(sets), devices=devices, steps=steps,
+                                      warmup=warmup, limits=limits, max_slowdown=max_slowdown, cpu_watts=cpu_watts,
+                                      output=output), RichProgress(Console(stderr=True)))
     if as_json:
-        typer.echo(text)
+        typer.echo(json.dumps(report, indent=2))
         return
     render_hardware(report, max_slowdown, Console())
 

@@ -12,19 +12,19 @@ from rich.console import Console
 
 from greendiff.cli._options import (
     SAMPLE_INTERVAL, name_option, number_option,
-    Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, resolve_settings,
+    with_measurement,
 )
 from greendiff.cli._render import render_summary
 from greendiff.errors import UserInputError
+from greendiff.workflows import MeasurementOptions, resolve_settings
 from greendiff.tracking import CommandError, check_command, run_command
 
 
+@with_measurement
 def measure(
     command: Annotated[Optional[list[str]], typer.Argument(help="The command to run, after --.", show_default=False)] = None,
     name: Annotated[Optional[str], name_option("--name", path=False, help="Run name (default: the program name).")] = None,
-    country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
-    live: Live = "none", zone: Zone = None, cpu_watts: CpuWatts = None, gpus: Gpus = None,
-    no_gpu: NoGpu = False, ledger: LedgerPath = None,
+    measurement: MeasurementOptions = MeasurementOptions(),
     sample_interval_s: Annotated[float, number_option("--sample-interval", bounds=SAMPLE_INTERVAL, help="Seconds between ledger samples.")] = 5.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -39,7 +39,7 @@ def measure(
         check_command(command)  # before anything is recorded: a command that cannot start opens no row
     except CommandError as exc:
         _fail(exc)
-    settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
+    settings = resolve_settings(measurement)
     tracker = settings.tracker(name or os.path.basename(command[0]) or command[0], "measure", shlex.join(command),
                                sample_interval_s=sample_interval_s)
     tracker.start()

@@ -5,22 +5,20 @@ option kinds every command declares its numbers and names with (:func:`number_op
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import functools
+import inspect
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from greendiff import numbers
-from greendiff.carbon import (
-    IntensityProvider, Location, pue_bounds, resolve_location, resolve_provider, resolve_pue,
-)
-from greendiff.energy import MonitorOptions
 from greendiff.errors import UserInputError
-from greendiff.ledger import Ledger
-from greendiff.names import check_name, display_path, shown
+from greendiff.names import check_name
 from greendiff.numbers import Bounds
-from greendiff.tracking import Tracker
+from greendiff.workflows import CPU_WATTS, GPU_INDEX, PUE, MeasurementOptions, check_output, load_config_data
+
+__all__ = ["CPU_WATTS", "GPU_INDEX", "PUE", "check_output", "load_config_data"]  # re-exported for the commands
 
 # typer >= 0.20 vendors click; a flag's parser raises its UsageError, which passes through typer's
 # validation untouched and is printed by the CLI as one line (a ValueError would be reworded). The one
@@ -72,10 +70,7 @@ SEED, COUNT, COUNT0, RUN_ID = numbers.SEED, numbers.COUNT, numbers.COUNT0, numbe
 ENERGY_KWH = dataclasses.replace(numbers.ENERGY_KWH, lo_open=True)  #: a job's energy: positive
 ENERGY0_KWH = dataclasses.replace(numbers.ENERGY_KWH, phrase=f"a positive number or 0, at most {numbers.MAX_ENERGY_KWH:g}")
 YEAR_HOURS = numbers.YEAR_HOURS
-PUE = pue_bounds(lo=0, lo_open=True)  #: positive here; resolve_pue says why it must be >= 1.0
-CPU_WATTS = Bounds(lo=0, lo_open=True, hi=10_000, why="no CPU package draws 10 kW")
 PROCESSES = Bounds(integer=True, lo=1, hi=1024, phrase="a positive number of processes, at most 1024")
-GPU_INDEX = Bounds(integer=True, lo=0, hi=1023)  #: one of --gpus
 WORKERS = Bounds(integer=True, lo=1, hi=256, phrase=">= 1 and at most 256")
 IMAGES = Bounds(integer=True, lo=1, hi=100_000)  #: images a command generates
 EVAL_IMAGES = Bounds(integer=True, lo=4, hi=1_000_000)
@@ -113,78 +108,48 @@ NoGpu = Annotated[bool, typer.Option("--no-gpu", help="Do not meter GPUs.")]
 LedgerPath = Annotated[Optional[Path], typer.Option("--ledger", help="Ledger database file (env GREENDIFF_LEDGER).")]
 
 
-@dataclass(frozen=True)
-class MeasureSettings:
-    location: Location
-    pue: float | None
-    live: str
-    zone: str | None
-    monitor: MonitorOptions
-    ledger: Ledger
-    provider: IntensityProvider  # resolved once from location, live and zone
-
-    def tracker(self, name: str, kind: str, command: str, dist=None, **kwargs) -> Tracker:
-        """A (not yet started) Tracker with these settings; for a rank of a job (``dist``), a JobTracker."""
-        common = dict(kind=kind, command=command, location=self.location, pue=self.pue, live=self.live,
-                      zone=self.zone, monitor_options=self.monitor, ledger=self.ledger, provider=self.provider,
-                      **kwargs)
-        if dist is not None and dist.distributed:
-            from greendiff.tracking import JobTracker
-
-            return JobTracker(name, dist=dist, **common)
-        return Tracker(name, **common)
+#: The measurement options every measuring command takes, in the order --help lists them: (name, type, default).
+MEASUREMENT_PARAMETERS = (("country", Country, None), ("cloud", Cloud, None), ("grid", Grid, None), ("pue", PueOpt, None),
+                          ("live", Live, "none"), ("zone", Zone, None), ("cpu_watts", CpuWatts, None),
+                          ("gpus", Gpus, None), ("no_gpu", NoGpu, False), ("ledger", LedgerPath, None))
 
 
-def resolve_settings(country: str | None, cloud: str | None, grid: str | None, pue: str | None, live: str,
-                     zone: str | None, cpu_watts: str | None, gpus: str | None, no_gpu: bool,
-                     ledger: Path | None) -> MeasureSettings:
-    """Validate flags (one-line errors) and open the ledger, before any work starts."""
-    gpu_indices = None
-    if gpus is not None:
-        try:
-            gpu_indices = tuple(GPU_INDEX.parse(g.strip(), "--gpus") for g in gpus.split(",") if g.strip())
-        except UserInputError as exc:
-            raise UserInputError(f"--gpus must be comma-separated GPU indices (0, 1, ...), got {shown(gpus)}"
-                                 + (" (too many digits)" if "too many digits" in str(exc) else "")) from None
-    location = resolve_location(country, cloud, grid)
-    pue_value = PUE.parse(pue, "--pue") if pue is not None else None
-    provider = resolve_provider(location, live, zone)  # an unknown country, region, grid or bad trace fails here
-    resolve_pue(pue_value, location)  # and a PUE below 1 (flag or environment)
-    return MeasureSettings(
-        location=location,
-        pue=pue_value,
-        live=live,
-        zone=zone,
-        monitor=MonitorOptions(gpu_indices=gpu_indices, measure_gpus=not no_gpu,
-                               cpu_watts=CPU_WATTS.parse(cpu_watts, "--cpu-watts") if cpu_watts is not None else None),
-        ledger=Ledger(ledger),
-        provider=provider,
-    )
+def with_measurement(command):
+    """A typer command taking the shared measurement options: its ``measurement: MeasurementOptions`` parameter
+    becomes ``--country --cloud --grid --pue --live --zone --cpu-watts --gpus --no-gpu --ledger`` on the
+    command line, and the command receives them as one :class:`~greendiff.workflows.MeasurementOptions`.
+
+    Example::
+
+        @with_measurement
+        def eval_command(run: Annotated[Path, Opt("--run")], measurement: MeasurementOptions) -> None: ...
+    """
+    signature = inspect.signature(command, eval_str=True)
+    parameters = []
+    for p in signature.parameters.values():
+        if p.name != "measurement":
+            parameters.append(p)
+            continue
+        parameters += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=kind)
+                       for name, kind, default in MEASUREMENT_PARAMETERS]
+
+    @functools.wraps(command)
+    def call(*args, **kwargs):
+        given = {name: kwargs.pop(name) for name, _, _ in MEASUREMENT_PARAMETERS if name in kwargs}
+        return command(*args, measurement=MeasurementOptions(**given), **kwargs)
+
+    call.__signature__ = signature.replace(parameters=parameters)
+    call.__annotations__ = {p.name: p.annotation for p in parameters}
+    return call
 
 
-def check_output(output: Path, suffixes: tuple[str, ...] = ()) -> None:
-    """A file a command may write (``--output``): the right suffix, in a folder that exists and is
-    writable; checked before any work, as a one-line error."""
-    import os
+def parse_sets(sets: list[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` (repeatable) as dotted config keys."""
+    out = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserInputError(f"--set expects KEY=VALUE (e.g. optim.snr_gamma=3), got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
 
-    shown = display_path(output)
-    if suffixes and output.suffix.lower() not in suffixes:
-        raise UserInputError(f"--output must end in {suffixes[0]}, got {shown}")
-    if not output.parent.is_dir():
-        raise UserInputError(f"--output {shown}: folder {display_path(output.parent)} does not exist")
-    if not os.access(output.parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
-        raise UserInputError(f"--output {shown}: not writable")
-
-
-def load_config_data(config, config_file: Path | None = None):
-    """The training images a resolved config names. An error about a dataset the config file set
-    names the file, so the user knows where to fix it."""
-    from greendiff.data import load_dataset
-    from greendiff.train import read_toml
-
-    try:
-        return load_dataset(config.data.dataset, config.data.resolution, config.data.skip_bad_images)
-    except UserInputError as exc:
-        if config_file is not None and read_toml(config_file).get("data", {}).get("dataset") == config.data.dataset:
-            raise UserInputError(f"{display_path(config_file)}: data.dataset: {exc}") from None
-        raise

@@ -17,11 +17,11 @@ from greendiff.carbon import (
 )
 from greendiff.cli._options import (
     COUNT, COUNT0, ENERGY0_KWH, ENERGY_KWH, PUE, ROWS, YEAR_HOURS, number_option,
-    Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, check_output, load_config_data,
-    resolve_settings,
+    Cloud, Country, Grid, PueOpt, check_output, load_config_data, parse_sets, with_measurement,
 )
 from greendiff.cli._render import fmt_energy, fmt_mass
 from greendiff.errors import UserInputError
+from greendiff.workflows import MeasurementOptions, resolve_settings
 from greendiff.files import atomic_write_text
 from greendiff.numbers import HOURS_IN_A_YEAR
 
@@ -55,28 +55,26 @@ def job_size(energy_kwh: str | None, hours: str | None, profile: Path | None) ->
 
 # -- profile ----------------------------------------------------------------------------------------------
 
+@with_measurement
 def profile_command(
     config_file: Annotated[Optional[Path], Opt("--config", help="Training config (TOML) to profile.")] = None,
     sets: Annotated[list[str], Opt("--set", help="Any config key, e.g. --set run.max_steps=20000 (repeatable).")] = [],
     steps: Annotated[int, number_option("--steps", bounds=COUNT, help="Training steps to profile (the first --warmup are not used for the rate).")] = 50,
     warmup: Annotated[int, number_option("--warmup", bounds=COUNT0, help="Leading steps left out of the rate (allocator, kernel selection).")] = 5,
     output: Annotated[Path, Opt("--output", "-o", help="Where to write the profile (JSON).")] = Path("profile.json"),
-    country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
-    live: Live = "none", zone: Zone = None, cpu_watts: CpuWatts = None, gpus: Gpus = None,
-    no_gpu: NoGpu = False, ledger: LedgerPath = None, as_json: AsJson = False,
+    measurement: MeasurementOptions = MeasurementOptions(), as_json: AsJson = False,
 ) -> None:
     """Profile a training config for a few steps and forecast the full run's energy and time, with a band."""
     from rich.progress import BarColumn, Progress, TextColumn
 
-    from greendiff.cli._train import _parse_sets
     from greendiff.plan import run_profile
     from greendiff.train import check_data, resolve_config, to_dict
 
-    config = resolve_config(config_file, _parse_sets(sets))
+    config = resolve_config(config_file, parse_sets(sets))
     if steps <= warmup + 3 or warmup < 0:
         raise UserInputError(f"--steps must be more than --warmup + 3 = {warmup + 3}, and --warmup >= 0 (got {steps}, {warmup})")
     check_output(output, (".json",))
-    settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
+    settings = resolve_settings(measurement)
     data = load_config_data(config, config_file)
     check_data(config, data)
     console = Console(stderr=True)

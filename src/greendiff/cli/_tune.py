@@ -1,4 +1,6 @@
-"""``greendiff tune``: energy-aware hyperparameter search over the trainer's config, on Optuna.
+"""``greendiff tune``: energy-aware hyperparameter search over the trainer's config, on Optuna. The study
+and its trials are :mod:`greendiff.workflows` (new_study, continue_study, work_on_study); here: the flags,
+worker processes with a bar, and the report.
 
 A study lives in a folder (``runs/tune/NAME``: ``study.toml``, the space, the trials' run
 directories, ``best.toml``) and in its Optuna storage, which also holds its spec, so that workers
@@ -16,8 +18,6 @@ import socket
 import subprocess
 import sys
 import time
-import zlib
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -28,99 +28,23 @@ from rich.table import Table
 
 from greendiff.cli._options import (
     REPORTS, ROWS, SEED, STARTUP_TRIALS, TRIAL_BUDGET_KWH, TRIAL_NUMBER, WORKER_SLOT, WORKERS, name_option,
-    number_option,
-    Cloud, Country, CpuWatts, Gpus, Grid, LedgerPath, Live, NoGpu, PueOpt, Zone, load_config_data, resolve_settings,
+    number_option, parse_sets, with_measurement,
 )
+from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, fmt_mass, plain
-from greendiff.cli._train import _new_run_dir, _parse_sets, run_training, write_emissions
 from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
 from greendiff.names import one_line
+from greendiff.workflows import (
+    ENV_STORAGE, MeasurementOptions, StudyJob, continue_study, new_study, resolve_settings, storage_url, work_on_study,
+)
 
 Opt = typer.Option
-ENV_STORAGE = "GREENDIFF_TUNE_STORAGE"
-
-
-def _storage_url(folder, given: str | None) -> str:
-    """The storage of a study folder (:class:`greendiff.tune.StudyFolder`): ``--storage``/$GREENDIFF_TUNE_STORAGE
-    when given, else the folder's own storage file; a storage the folder names elsewhere is never opened on
-    the folder's word alone."""
-    if given:
-        return given
-    url = folder.local_storage()
-    if url is None:
-        from greendiff.names import display_path, shown
-        from greendiff.tune import redact
-
-        raise UserInputError(f"{display_path(folder.file)}: storage {shown(redact(folder.storage))} is not a file inside "
-                             f"the study folder; pass --storage URL (or set {ENV_STORAGE}) to use it")
-    return url
-
-
-def _seed_slot(worker: int) -> int:
-    """The sampler slot of ``--worker N`` (1..256; 0: not a worker): unique across machines too, so that
-    workers of one study on two hosts do not replay each other's draws (``--join`` workers have their own)."""
-    return 0 if worker == 0 else 1000 * (zlib.crc32(socket.gethostname().encode()) % 1_000_000) + worker
-
-
-def _measure_argv(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger) -> list[str]:
-    """The measurement flags again, for worker processes."""
-    argv = []
-    for flag, value in (("--country", country), ("--cloud", cloud), ("--grid", grid), ("--pue", pue), ("--live", live),
-                        ("--zone", zone), ("--cpu-watts", cpu_watts), ("--gpus", gpus), ("--ledger", ledger)):
-        if value is not None:
-            argv += [flag, str(value)]
-    return argv + (["--no-gpu"] if no_gpu else [])
-
-
-# -- one trial ---------------------------------------------------------------------------------------
-
-class TrialRunner:
-    """Runs a trial's config through the trainer, as its own ledger run, with a progress bar."""
-
-    def __init__(self, settings, data, study_name: str, storage: str, console: Console, target: int) -> None:
-        self.settings, self.data, self.study_name, self.storage = settings, data, study_name, storage
-        self.console, self.target = console, target
-
-    def __call__(self, config, on_eval, on_start):
-        from greendiff.train import to_dict, to_toml
-        from greendiff.tune import TrialOutcome
-
-        number = int(config.run.name.rsplit("-", 1)[1])
-        run_dir = _new_run_dir(config.run.output_dir, config.run.name)
-        atomic_write_text(run_dir / "config.toml", to_toml(config))
-        tracker = self.settings.tracker(f"{self.study_name}/{config.run.name}", "tune-trial",
-                                        f"greendiff tune (study {self.study_name}, trial {number})",
-                                        config={**to_dict(config), "tune": {"study": self.study_name, "trial": number,
-                                                                           "storage": self.storage}},
-                                        run_dir=run_dir).start()
-        on_start(tracker.run_id, run_dir)
-        evals: list[dict] = []
-
-        def seen(event: dict) -> str | None:
-            evals.append(event)
-            return on_eval(event)
-
-        from greendiff.train import RunDirLock
-
-        try:
-            with RunDirLock(run_dir):  # a `train --resume` of the trial's folder meanwhile is refused
-                result = run_training(config, self.data, run_dir, tracker, self.console, label=f"trial {number}",
-                                      on_eval=seen)
-        except typer.Exit:  # Ctrl-C outside the training loop: the tracker is stopped already
-            summary = tracker.summary or {}
-            return TrialOutcome("interrupted", 0, None, summary.get("energy_kwh", 0.0), 0.0, summary.get("emissions_kg", 0.0))
-        summary = tracker.stop("completed" if result.status in ("completed", "stopped") else "interrupted")
-        summary["stop_reason"] = result.stop_reason or ("max_steps reached" if result.status == "completed" else result.status)
-        write_emissions(run_dir, summary, 0.0)
-        eval_kwh = sum(p["energy_j"] for p in summary["phases"] if p["name"] == "eval") / 3.6e6
-        final = evals[-1] if evals and evals[-1]["step"] == result.step and not result.stop_reason.startswith("pruned") else None
-        return TrialOutcome(result.status, result.step, final, summary["energy_kwh"], eval_kwh, summary["emissions_kg"],
-                            result.stop_reason)
 
 
 # -- the command -----------------------------------------------------------------------------------
 
+@with_measurement
 def tune_command(
     space: Annotated[Optional[Path], Opt("--space", help="TOML file with a [space] table: trainer keys and their ranges.")] = None,
     trials: Annotated[Optional[int], number_option("--trials", bounds=ROWS, help="Finished (complete or pruned) trials the study should reach.")] = None,
@@ -147,9 +71,7 @@ def tune_command(
     pick: Annotated[Optional[int], number_option("--trial", bounds=TRIAL_NUMBER, help="With --report: export this trial instead of the best.")] = None,
     as_json: Annotated[bool, Opt("--json", help="With --report: also print the study, its summary and every trial as JSON on stdout.")] = False,
     worker_slot: Annotated[int, number_option("--worker", bounds=WORKER_SLOT, hidden=True, help="Set by --workers: this worker's slot (its sampler seed).")] = 0,
-    country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
-    live: Live = "none", zone: Zone = None, cpu_watts: CpuWatts = None, gpus: Gpus = None,
-    no_gpu: NoGpu = False, ledger: LedgerPath = None,
+    measurement: MeasurementOptions = MeasurementOptions(),
 ) -> None:
     """Search the trainer's config for the best quality per kWh, every trial measured and in the ledger."""
     as_worker = worker_slot > 0
@@ -157,152 +79,52 @@ def tune_command(
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # greendiff prints its own line per trial
     console = Console(stderr=True)
+    progress = RichProgress(console)
     if report is not None:
-        _print_report(report, storage, export, pick, ledger, console, as_json)
+        _print_report(report, storage, export, pick, measurement.ledger, console, as_json)
         return
     resumed = None
     if resume is not None:  # the folder's study.toml checked before anything is opened or created (the ledger too)
         from greendiff.tune import read_study_file
 
         folder = read_study_file(resume)
-        resumed = folder, _storage_url(folder, storage)
-    settings = resolve_settings(country, cloud, grid, pue, live, zone, cpu_watts, gpus, no_gpu, ledger)
-    measure_argv = _measure_argv(country, cloud, grid, pue, None if live == "none" else live, zone, cpu_watts, gpus, no_gpu, ledger)
+        resumed = folder, storage_url(folder, storage)
+    settings = resolve_settings(measurement)
     if resume is not None or join:
         given = [flag for flag, value in (("--space", space), ("--config", config_file), ("--set", sets or None),
                                           ("--trial-budget-kwh", trial_budget_kwh), ("--pruner", pruner)) if value]
         if given:
             raise UserInputError(f"a study keeps its spec; continuing it takes only --trials, --workers and --storage (got {', '.join(given)})")
-        study_dir, study_obj, spec, url = _continue(resumed, join, study, storage, output_dir, trials, workers, worker_slot, console)
-        data = None
+        study_ = continue_study(resumed, join, study, storage, output_dir, trials, workers, worker_slot, progress)
     else:
-        study_dir, study_obj, spec, url, data = _new_study(space, trials, config_file, sets, mode, trial_budget_kwh, reports,
-                                                      pruner, seed, startup_trials, base_trial, workers, storage, name, output_dir)
-        console.print(f"study {study_obj.study_name}: {spec.trials} trials, {spec.mode} mode"
+        if space is None or trials is None:
+            raise UserInputError("a new study needs --space FILE and --trials N (or --resume FOLDER / --report FOLDER)")
+        study_ = new_study(StudyJob(space, trials, config_file, parse_sets(sets), mode, trial_budget_kwh, reports, pruner,
+                                    seed, startup_trials, base_trial, workers, storage, name, output_dir))
+        spec = study_.spec
+        console.print(f"study {study_.study.study_name}: {spec.trials} trials, {spec.mode} mode"
                       + (f", {spec.trial_budget_kwh:g} kWh per trial, pruner {spec.pruner}" if spec.mode == "budget" else "")
-                      + f" · folder {study_dir}", highlight=False)
+                      + f" · folder {study_.folder}", highlight=False)
     if workers > 1 and not as_worker:
-        _spawn_workers(study_dir, study_obj, spec, url, workers, measure_argv, console)
+        _spawn_workers(study_.folder, study_.study, study_.spec, study_.url, workers, measurement.argv(), console)
     else:
-        _work(study_dir, study_obj, spec, url, settings, console, data)
+        work_on_study(study_, settings, progress, on_trial_end=_TrialLine(study_.spec.metric, console))
     if not as_worker:
-        _print_report(study_dir, url, None, None, ledger, console)
+        _print_report(study_.folder, study_.url, None, None, measurement.ledger, console)
 
 
-def _new_study(space, trials, config_file, sets, mode, trial_budget_kwh, reports, pruner, seed, startup_trials, base_trial,
-               workers, storage, name, output_dir):
-    from greendiff.train import read_toml, resolve_config
-    from greendiff.train._config import dotted_to_nested
-    from greendiff.tune import StudySpec, check_spec, create_study, is_journal, open_storage, write_study_file
+class _TrialLine:
+    """One line per finished trial: its state, value, energy and why it stopped."""
 
-    if space is None or trials is None:
-        raise UserInputError("a new study needs --space FILE and --trials N (or --resume FOLDER / --report FOLDER)")
-    space_toml = read_toml(space)
-    if set(space_toml) != {"space"}:
-        raise UserInputError(f"{space}: expected one [space] table (trainer keys and ranges), found {', '.join(sorted(space_toml)) or 'nothing'}")
-    base = read_toml(config_file) if config_file is not None else {}
-    _deep_update(base, dotted_to_nested(_parse_sets(sets)))
-    base_config = resolve_config(base=base)  # the base alone must be a valid config
-    spec = StudySpec(mode=mode, trials=trials, trial_budget_kwh=trial_budget_kwh or 0.0, reports=reports,
-                     pruner=pruner or ("none" if mode == "pareto" else "hyperband"), seed=seed,
-                     startup_trials=startup_trials, base_trial=base_trial, base=base, space=space_toml["space"])
-    check_spec(spec)
-    spec = dataclasses.replace(spec, startup_trials=startup_trials or min(10, max(3, trials // 3)))
-    if storage and not is_journal(storage) and storage.startswith("sqlite") and workers > 1:
-        raise UserInputError("SQLite storage is for a single worker; with --workers use journal:FILE or an RDB URL (postgresql://...)")
-    from greendiff.train import check_data
+    def __init__(self, metric: str, console: Console) -> None:
+        self.metric, self.console = metric, console
 
-    data = load_config_data(base_config, config_file)
-    check_data(base_config, data)
-    name = name or "tune-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    study_dir = output_dir / name
-    if study_dir.exists():
-        raise UserInputError(f"study folder {study_dir} already exists; continue it with --resume {study_dir} or pick another --name")
-    default_file = None if storage else ("study.journal" if workers > 1 else "study.db")
-    url = storage or (f"journal:{study_dir / default_file}" if default_file.endswith(".journal") else f"sqlite:///{study_dir / default_file}")
-    study_obj = create_study(spec, open_storage(url), name) if storage else None  # a bad storage or name: nothing created
-    try:
-        study_dir.mkdir(parents=True)
-    except OSError as exc:
-        raise UserInputError(f"cannot create the study folder {study_dir}: {exc.strerror}") from None
-    if study_obj is None:
-        study_obj = create_study(spec, open_storage(url), name)
-    write_study_file(study_dir, name, url, default_file)
-    atomic_write_text(study_dir / "space.toml", space.read_text())
-    return study_dir, study_obj, spec, url, data
-
-
-def _deep_update(target: dict, updates: dict) -> None:
-    for key, value in updates.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _deep_update(target[key], value)
-        else:
-            target[key] = value
-
-
-def _continue(resumed, join, study_name, storage, output_dir, trials, workers, worker_slot, console):
-    """``resumed``: ``(StudyFolder, storage URL)`` of ``--resume FOLDER``; else ``--join``."""
-    from greendiff.ledger import process_alive
-    from greendiff.tune import STUDY_FILE, fail_dead_trials, load_study, open_storage, redact, write_study_file
-
-    if join:
-        if not (storage and study_name):
-            raise UserInputError(f"--join needs --storage URL (or ${ENV_STORAGE}) and --study NAME")
-        url = storage
-        # a worker on another machine: a slot of its own, so that it does not replay another worker's draws
-        slot = _seed_slot(worker_slot) or 2**31 + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
-        study_obj, spec = load_study(open_storage(url), study_name, slot)
-        study_dir = output_dir / study_name
-        study_dir.mkdir(parents=True, exist_ok=True)
-        if not (study_dir / STUDY_FILE).exists():
-            write_study_file(study_dir, study_name, url, None)
-    else:
-        folder, url = resumed
-        study_obj, spec = load_study(open_storage(url), folder.name, _seed_slot(worker_slot))
-        study_dir = folder.path
-    as_worker = worker_slot > 0
-    if workers > 1 and not as_worker and url.startswith("sqlite"):
-        raise UserInputError("this study's storage is SQLite, which is for a single worker; continue it with --workers 1 "
-                             "(or start a study with --workers K: journal storage)")
-    if trials is not None and trials != spec.trials and not as_worker:
-        from greendiff.tune._study import SPEC_ATTR
-
-        spec = dataclasses.replace(spec, trials=trials)
-        study_obj.set_user_attr(SPEC_ATTR, spec.to_json())
-    if not as_worker:
-        marked = fail_dead_trials(study_obj, process_alive)
-        if marked:
-            console.print(f"trials {', '.join(map(str, marked))} died with their worker: marked failed, queued again",
-                          style="yellow", highlight=False)
-        console.print(f"continuing study {study_obj.study_name} ({redact(url)}): target {spec.trials} finished trials",
-                      highlight=False)
-    return study_dir, study_obj, spec, url
-
-
-def _work(study_dir, study_obj, spec, url, settings, console, data=None) -> None:
-    """This process's share of the trials (all of them with one worker); ``data``: the study's dataset
-    if the caller has loaded it already."""
-    from greendiff.train import resolve_config
-    from greendiff.tune import check_spec, make_objective, redact, run_worker
-
-    params = check_spec(spec)
-    base = resolve_config(base=spec.base)
-    data = data if data is not None else load_config_data(base)
-    runner = TrialRunner(settings, data, study_obj.study_name, redact(url), console, spec.trials)
-    objective = make_objective(spec, params, study_dir / "trials", runner, str(settings.ledger.path))
-
-    def done(trial) -> None:
-        value = f"{spec.metric} {trial.values[0]:.4g}" if trial.values else trial.user_attrs.get("fail_reason", "")
+    def __call__(self, trial) -> None:
+        value = f"{self.metric} {trial.values[0]:.4g}" if trial.values else trial.user_attrs.get("fail_reason", "")
         outcome = trial.user_attrs.get("outcome") or {}
-        console.print(f"trial {trial.number}: {trial.state.name.lower()} · {value} · "
-                      f"{fmt_energy(outcome.get('energy_kwh', 0.0))}" + (f" · {outcome['stop_reason']}" if outcome.get("stop_reason") else ""),
-                      highlight=False)
-
-    try:
-        run_worker(study_obj, objective, spec.trials, on_trial_end=done)
-    except KeyboardInterrupt:
-        console.print(f"interrupted; continue the study with: greendiff tune --resume {study_dir}")
-        raise typer.Exit(130) from None
+        self.console.print(f"trial {trial.number}: {trial.state.name.lower()} · {value} · "
+                           f"{fmt_energy(outcome.get('energy_kwh', 0.0))}"
+                           + (f" · {outcome['stop_reason']}" if outcome.get("stop_reason") else ""), highlight=False)
 
 
 def _spawn_workers(study_dir, study_obj, spec, url, workers, measure_argv, console) -> None:
@@ -385,7 +207,7 @@ def _print_report(study_dir: Path, storage: str | None, export: Path | None, pic
     )
 
     folder = read_study_file(study_dir)  # checked before any storage is opened
-    study_obj, spec = load_study(open_storage(_storage_url(folder, storage)), folder.name)
+    study_obj, spec = load_study(open_storage(storage_url(folder, storage)), folder.name)
     rows = trial_rows(study_obj, _ledger_energy(ledger))
     summary = summarize_study(spec, rows)
     metric = spec.metric
