@@ -154,3 +154,32 @@ def test_a_resumed_run_continues_the_books(tiny_data, tiny_config, tracker, tmp_
     s = second.summary()
     assert s["pauses"] == 2 and s["active_h"] == pytest.approx(6.0) and s["started"] == T0.isoformat()
     assert s["ended"] == (T0 + timedelta(hours=12)).isoformat()  # 6 h of steps and 6 h of waits, one clock
+
+
+class SteppedWallClock(SimulatedClock):
+    """Deterministic stand-in for the wall clock: the controller treats it as real time."""
+
+    simulated = False
+
+
+def test_a_real_time_controller_charges_the_ledgers_emissions_as_a_callback():
+    """As the trainer's callback with the wall clock, the carbon-aware side of the books is the ledger's own
+    accounting (the trainer's emissions so far), not a second pricing; straight-through stays priced here."""
+    from types import SimpleNamespace
+
+    from greendiff.train import StepOutcome
+
+    c = CarbonAwareController(provider(), SteppedWallClock(T0, step_s=1200), total_steps=3, max_intensity_g_per_kwh=200)
+    trainer = SimpleNamespace(step=0, energy_j=100.0, kg=0.002, tracker=SimpleNamespace(sample=lambda: None))
+    trainer.energy_so_far_j = lambda: trainer.energy_j
+    trainer.emissions_so_far_kg = lambda: trainer.kg
+    trainer.interrupt_requested = lambda: False
+    assert c.real_time
+    for step in range(1, 4):
+        c.on_step_begin(trainer)
+        trainer.step, trainer.energy_j, trainer.kg = step, trainer.energy_j + 3.6e3, trainer.kg + 0.0005  # 1 Wh, 0.5 g
+        c.on_step_end(trainer, StepOutcome(step, 0.1, True, 16))
+    s = c.summary()
+    assert s["emissions_g"] == pytest.approx(1.5)  # the ledger's 0.5 g per step, from the first step on
+    assert s["straight_through_g"] == pytest.approx(0.3)  # 3 Wh at the trace's 100 g/kWh
+    assert s["active_h"] == pytest.approx(1.0) and s["pauses"] == 0
