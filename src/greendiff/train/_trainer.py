@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from greendiff.data import ImageSet
+from greendiff.errors import UserInputError
 from greendiff.train._callbacks import CallbackList, LogSchedule, MetricsWriter, Stop
 from greendiff.train._checkpoint import fingerprint, load_latest, save_checkpoint
 from greendiff.train._config import TrainConfig
@@ -123,8 +124,6 @@ class Weights:
 
 def check_data(config: TrainConfig, data: ImageSet, processes: int = 1) -> None:
     """The data can fill a batch on every process (checked before a run directory is created)."""
-    from greendiff.errors import UserInputError
-
     n, need = data.images.shape[0], config.optim.batch_size * processes
     if n < need:
         raise UserInputError(f"the dataset has {n} images, fewer than one batch of {config.optim.batch_size}"
