@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from greendiff.data import batch_indices
 from greendiff.errors import UserInputError
 from greendiff.train import (
     RecipeConfig,
-    batch_indices,
     checkpoint_dirs,
     loss_weights,
     make_noise_scheduler,

@@ -1,5 +1,5 @@
-"""A finished run's artifacts: its exported pipeline (written atomically here for a class-conditional
-run), and read back: its config, its EMA model (from ``pipeline/``), its sampler, and the records of its
+"""A finished run's artifacts: its exported pipeline (a ``DDPMPipeline`` or a class-conditional one,
+written atomically), and read back: its config, its EMA model (from ``pipeline/``), its sampler, and the records of its
 run directory (``emissions.json``, ``metrics.jsonl``).
 
 Run directories are shared and outlive the greendiff that wrote them, so each reader here checks the
@@ -326,6 +326,14 @@ def save_pipeline_atomically(pipeline, path: Path) -> None:
         os.replace(path, old)
     os.replace(tmp, path)
     remove_tree(old)
+
+
+def export_pipeline(unet, ema, noise_scheduler, path: Path) -> None:
+    """An unconditional run's ``DDPMPipeline`` with the EMA weights (``ema`` None: the raw ones), saved
+    atomically to ``path`` (:func:`save_pipeline_atomically`); plain diffusers loads it."""
+    from diffusers import DDPMPipeline
+
+    save_pipeline_atomically(DDPMPipeline(unet=ema_model(unet, ema), scheduler=noise_scheduler), path)
 
 
 def export_class_pipeline(unet, ema, noise_scheduler, path: Path) -> None:

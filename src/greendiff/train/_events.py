@@ -18,7 +18,12 @@ from typing import ClassVar
 
 @dataclass(frozen=True)
 class StartEvent:
-    """The run (or a resumed segment of it) starts at ``step``: the model's size and the precision used."""
+    """The run (or a resumed segment of it) starts at ``step``: the model's size and the precision used.
+
+    ``macs_per_image`` is one UNet forward on one image; a sampled image costs ``guidance_forwards`` of them
+    per sampler step (2 with classifier-free guidance at a scale other than 0 or 1). ``placement`` is the
+    data's one line: its decoded size and whether it is held in memory or streamed from disk.
+    """
 
     hook: ClassVar[str] = "on_train_start"
     step: int
@@ -33,6 +38,8 @@ class StartEvent:
     effective_batch_size: int
     lr: float
     lr_scaling: str
+    placement: str = ""
+    guidance_forwards: int = 1
 
     def to_dict(self) -> dict:
         return {"event": "start", **asdict(self)}

@@ -1,30 +1,33 @@
 """The model family seam: everything the trainer asks of the kind of model it trains.
 
-The trainer builds the network, draws its default loss, samples preview and evaluation batches and
-exports the pipeline through one object, so it never asks what kind of model it trains (diffusers keeps
-the per-model logic in its pipelines the same way). :class:`UNetFamily` is diffusers' ``UNet2DModel``
-trained as a DDPM; a class-conditional or transformer family plugs in beside it.
+The trainer builds the network, takes the loss's inputs from a batch, draws its default loss, samples
+preview and evaluation batches and exports the pipeline through one object, so it never asks what kind of
+model it trains (diffusers keeps the per-model logic in its pipelines the same way). :class:`UNetFamily` is
+diffusers' ``UNet2DModel`` trained as a DDPM; :class:`ClassConditionalFamily` the same UNet with a class
+embedding and classifier-free guidance (Ho & Salimans 2022); a transformer family plugs in beside them.
+:func:`family_for` picks one from the config, once, before the run.
 """
 
 from __future__ import annotations
 
-import copy
-import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from greendiff.train._checkpoint import remove_tree
+from greendiff.data import Batch
+from greendiff.pipelines import check_guidance_scale
+from greendiff.train._artifacts import export_class_pipeline, export_pipeline
 from greendiff.train._config import RecipeConfig, TrainConfig
 from greendiff.train._diffusion import diffusion_loss, make_noise_scheduler, make_sampler, sample_images
-from greendiff.train._model import build_unet, count_macs, count_parameters
+from greendiff.train._model import build_unet, check_num_classes, count_macs, count_parameters
 
 
 class UNetFamily:
     """An unconditional ``UNet2DModel`` trained with :func:`diffusion_loss`, exported as a ``DDPMPipeline``.
 
     ``labels`` (class conditioning) and ``guidance_scale`` are accepted so a conditional family has the same
-    calls; this family takes only ``labels=None`` and ``guidance_scale=1.0``.
+    calls; this family takes only ``labels=None`` and ``guidance_scale`` 1.0 (or None: its own, 1.0).
 
     Example:
         >>> from greendiff.train import resolve_config
@@ -36,13 +39,18 @@ class UNetFamily:
     """
 
     name = "unet"
+    #: K, the classes the model is conditioned on (0: unconditional).
+    num_classes = 0
+    #: UNet forwards per sampler step (classifier-free guidance other than 0 or 1 runs two).
+    sampling_forwards = 1
 
     def build(self, config: TrainConfig, channels: int) -> torch.nn.Module:
         """The network, initialised from the current torch seed (or ``model.init_from``)."""
-        return build_unet(config.model, config.data.resolution, channels, config.optim.num_train_timesteps)
+        return build_unet(config.model, config.data.resolution, channels, config.optim.num_train_timesteps,
+                          self.num_classes)
 
     def size(self, net: torch.nn.Module, config: TrainConfig, channels: int) -> tuple[int, int]:
-        """``(parameters, MACs per image)``."""
+        """``(parameters, MACs per image of one forward)``."""
         return count_parameters(net), count_macs(net, config.data.resolution, channels)
 
     def noise_scheduler(self, optim: RecipeConfig):
@@ -53,6 +61,11 @@ class UNetFamily:
         """The preview and evaluation sampler (DDPM or DDIM on the same betas)."""
         return make_sampler(optim, noise_scheduler)
 
+    def loss_inputs(self, batch: Batch, device: torch.device | str) -> dict:
+        """What the loss takes from ``batch`` besides its images, as keyword arguments: nothing here (a
+        labelled dataset trains an unconditional model on its images alone)."""
+        return {}
+
     def loss(self, net, noise_scheduler, x0: torch.Tensor, generator: torch.Generator, optim: RecipeConfig,
              labels: torch.Tensor | None = None) -> torch.Tensor:
         """The default objective: the weighted denoising loss of ``x0`` (B, C, H, W) in [-1, 1]."""
@@ -60,36 +73,98 @@ class UNetFamily:
         return diffusion_loss(net, noise_scheduler, x0, generator, optim)
 
     def sample(self, net, sampler, n: int, steps: int, shape: tuple[int, int, int], generator: torch.Generator,
-               device: torch.device | str = "cpu", labels: torch.Tensor | None = None,
-               guidance_scale: float = 1.0) -> torch.Tensor:
+               device: torch.device | str = "cpu", labels: Sequence[int] | torch.Tensor | None = None,
+               guidance_scale: float | None = None) -> torch.Tensor:
         """``n`` images (n, C, H, W) in [-1, 1] in ``steps`` sampler steps, seeded by ``generator``."""
-        _unconditional(labels, guidance_scale)
+        _unconditional(labels, 1.0 if guidance_scale is None else guidance_scale)
         return sample_images(net, sampler, n, steps, shape, generator, device)
 
+    def preview(self, net, sampler, num_samples: int, steps: int, shape: tuple[int, int, int],
+                generator: torch.Generator, device: torch.device | str = "cpu") -> tuple[torch.Tensor, int | None]:
+        """The preview grid's images and its number of columns (None: as square as it gets)."""
+        return self.sample(net, sampler, num_samples, steps, shape, generator, device), None
+
     def export(self, net, ema, noise_scheduler, path: Path) -> None:
-        """The pipeline with the EMA weights: :func:`export_pipeline`."""
+        """The pipeline with the EMA weights: :func:`~greendiff.train.export_pipeline` (a ``DDPMPipeline``)."""
         export_pipeline(net, ema, noise_scheduler, path)
 
 
-def _unconditional(labels: torch.Tensor | None, guidance_scale: float = 1.0) -> None:
+def _unconditional(labels, guidance_scale: float = 1.0) -> None:
     if labels is not None or guidance_scale != 1.0:
         raise ValueError("UNetFamily is unconditional: labels must be None and guidance_scale 1.0")
 
 
-def export_pipeline(unet, ema, noise_scheduler, path: Path) -> None:
-    """``DDPMPipeline.save_pretrained`` with the EMA weights, loadable by plain diffusers. Written beside
-    ``path`` and renamed into place, so a kill mid-export leaves the previous pipeline (of a resumed
-    run), never half of one."""
-    from diffusers import DDPMPipeline
+class ClassConditionalFamily(UNetFamily):
+    """The UNet with a learned class embedding of ``num_classes`` classes plus the null class K: trained with
+    label dropout to K (``optim.cond_dropout``), sampled with classifier-free guidance at ``guidance_scale``,
+    exported as a :class:`~greendiff.pipelines.ClassConditionalPipeline`.
 
-    model = copy.deepcopy(unet).to(memory_format=torch.contiguous_format).float().cpu()
-    if ema is not None:
-        ema.copy_to(model.parameters())
-    tmp, old = path.with_name(f".tmp-{path.name}"), path.with_name(f".old-{path.name}")
-    remove_tree(tmp)  # a planted link is unlinked, never written through
-    DDPMPipeline(unet=model, scheduler=noise_scheduler).save_pretrained(str(tmp))
-    if path.exists() or path.is_symlink():
-        remove_tree(old)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    remove_tree(old)
+    Args:
+        num_classes: K > 0, the classes of the data (ids 0..K-1).
+        guidance_scale: w of the previews and evaluations (``optim.guidance_scale``): 1 the conditional
+            model alone, 0 the unconditional one, otherwise two UNet forwards per sampler step.
+
+    Example:
+        >>> family = ClassConditionalFamily(10, guidance_scale=2.0)
+        >>> family.sampling_forwards, family.preview_labels(25)[:6]
+        (2, [0, 0, 1, 1, 2, 2])
+    """
+
+    name = "unet-class"
+
+    def __init__(self, num_classes: int, guidance_scale: float = 1.0) -> None:
+        check_num_classes(num_classes)
+        if num_classes < 1:
+            raise ValueError("a class-conditional family needs at least one class")
+        self.num_classes, self.guidance_scale = num_classes, check_guidance_scale(guidance_scale)
+        self.sampling_forwards = 1 if self.guidance_scale in (0.0, 1.0) else 2
+
+    def loss_inputs(self, batch: Batch, device: torch.device | str) -> dict:
+        """The batch's class ids (B,) on ``device``."""
+        if batch.labels is None:
+            raise ValueError("a class-conditional family trains on labelled batches; this batch has no labels")
+        return {"labels": batch.labels.to(device)}
+
+    def loss(self, net, noise_scheduler, x0: torch.Tensor, generator: torch.Generator, optim: RecipeConfig,
+             labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The denoising loss of ``x0`` conditioned on ``labels`` (B,), each dropped to the null class K with
+        probability ``optim.cond_dropout``."""
+        if labels is None:
+            raise ValueError("a class-conditional family's loss needs the batch's labels")
+        return diffusion_loss(net, noise_scheduler, x0, generator, optim, labels=labels,
+                              cond_dropout=optim.cond_dropout, null_class=self.num_classes)
+
+    def sample(self, net, sampler, n: int, steps: int, shape: tuple[int, int, int], generator: torch.Generator,
+               device: torch.device | str = "cpu", labels: Sequence[int] | torch.Tensor | None = None,
+               guidance_scale: float | None = None) -> torch.Tensor:
+        """``n`` images of the classes ``labels`` (one per image; default: balanced over the classes), guided
+        at ``guidance_scale`` (default: the family's)."""
+        from greendiff.evaluate import balanced_labels
+
+        w = self.guidance_scale if guidance_scale is None else guidance_scale
+        labels = balanced_labels(n, self.num_classes) if labels is None else labels
+        return sample_images(net, sampler, n, steps, shape, generator, device, labels=labels, guidance_scale=w)
+
+    def preview_labels(self, num_samples: int) -> list[int]:
+        """One row per class: K rows of ``max(1, num_samples // K)`` images, ids row-major."""
+        columns = max(1, num_samples // self.num_classes)
+        return [k for k in range(self.num_classes) for _ in range(columns)]
+
+    def preview(self, net, sampler, num_samples: int, steps: int, shape: tuple[int, int, int],
+                generator: torch.Generator, device: torch.device | str = "cpu") -> tuple[torch.Tensor, int | None]:
+        """A grid of one row per class (:meth:`preview_labels`) and its number of columns."""
+        labels = self.preview_labels(num_samples)
+        images = self.sample(net, sampler, len(labels), steps, shape, generator, device, labels=labels)
+        return images, len(labels) // self.num_classes
+
+    def export(self, net, ema, noise_scheduler, path: Path) -> None:
+        """:func:`~greendiff.train.export_class_pipeline` with the EMA weights."""
+        export_class_pipeline(net, ema, noise_scheduler, path)
+
+
+def family_for(config: TrainConfig) -> UNetFamily:
+    """The family ``config`` trains: class-conditional on ``model.num_classes`` classes at
+    ``optim.guidance_scale`` when ``model.conditioning`` is ``class``, else the unconditional UNet."""
+    if config.model.conditioning == "class":
+        return ClassConditionalFamily(config.model.num_classes, config.optim.guidance_scale)
+    return UNetFamily()

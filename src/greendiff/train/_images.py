@@ -17,13 +17,14 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def save_grid(images: torch.Tensor, path: Path, scale: int = 2) -> Path:
-    """A square-ish grid PNG of the images, each upscaled ``scale`` times (nearest), 2-pixel gaps."""
+def save_grid(images: torch.Tensor, path: Path, scale: int = 2, columns: int | None = None) -> Path:
+    """A grid PNG of the images (N, C, H, W) in [-1, 1], row-major, each upscaled ``scale`` times (nearest),
+    2-pixel gaps; ``columns`` per row (None: a square-ish grid)."""
     from PIL import Image
 
     arr = to_uint8(images)
     n, h, w, c = arr.shape
-    cols = math.ceil(math.sqrt(n))
+    cols = columns or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     gap = 2
     grid = np.full((rows * (h + gap) + gap, cols * (w + gap) + gap, c), 255, dtype=np.uint8)

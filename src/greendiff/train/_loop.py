@@ -12,18 +12,17 @@ from pathlib import Path
 
 import torch
 
-from greendiff.data import ImageSet
+from greendiff.data import Data, batch_indices  # noqa: F401 (batch_indices: tests/train/test_config.py imports it here)
 from greendiff.train._callbacks import CoreRebalance, EvaluationFunction, RecordFunction, StopRequest
 from greendiff.train._checkpoint import check_resume
 from greendiff.train._config import TrainConfig
-from greendiff.train._family import export_pipeline
 from greendiff.train._model import check_architecture, check_init_from
 from greendiff.train._precision import resolve_precision
-from greendiff.train._step import apply_update, batch_indices, make_optimizer, step_generator
+from greendiff.train._step import apply_update, make_optimizer, step_generator
 from greendiff.train._trainer import Trainer, TrainResult, check_data
 
-__all__ = ["TrainResult", "apply_update", "batch_indices", "check_data", "check_train", "export_pipeline",
-           "make_optimizer", "step_generator", "train", "train_on_share"]
+__all__ = ["TrainResult", "apply_update", "check_data", "check_train", "make_optimizer", "step_generator", "train",
+           "train_on_share"]
 
 
 def check_train(config: TrainConfig, channels: int, resume_from: Path | None = None, source: str = "config") -> None:
@@ -32,12 +31,13 @@ def check_train(config: TrainConfig, channels: int, resume_from: Path | None = N
     directory) a usable checkpoint of this config's shapes (``source`` names the config in the error)."""
     resolve_precision(config.optim.mixed_precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     check_architecture(config.model, config.data.resolution)
-    check_init_from(config.model, config.data.resolution, channels, config.optim.num_train_timesteps)
+    check_init_from(config.model, config.data.resolution, channels, config.optim.num_train_timesteps,
+                    config.model.num_classes)
     if resume_from is not None:
         check_resume(resume_from, config, channels, source)
 
 
-def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker, **kwargs) -> TrainResult:
+def train(config: TrainConfig, run_dir: Path, data: Data, tracker, **kwargs) -> TrainResult:
     """:func:`train_on_share` with this process's share of the cores (:class:`greendiff.parallel.CoreShare`:
     two runs on one machine must not each run a thread per core). Same arguments."""
     from greendiff.parallel import CoreShare
@@ -46,13 +46,13 @@ def train(config: TrainConfig, run_dir: Path, data: ImageSet, tracker, **kwargs)
         return train_on_share(config, run_dir, data, tracker, cores=cores, **kwargs)
 
 
-def train_on_share(config: TrainConfig, run_dir: Path, data: ImageSet, tracker, *, resume: bool = False,
+def train_on_share(config: TrainConfig, run_dir: Path, data: Data, tracker, *, resume: bool = False,
                    callbacks: Iterable = (), objective: Callable | None = None, family=None, evaluator=None,
                    cores=None, on_log: Callable[[dict], None] | None = None,
                    on_eval: Callable[[dict], str | None] | None = None,
                    stop_requested: Callable[[], bool] | None = None, carbon_aware=None) -> TrainResult:
-    """Train ``config`` on ``data`` with a :class:`~greendiff.train.Trainer`, writing metrics, samples,
-    checkpoints and the pipeline to ``run_dir``.
+    """Train ``config`` on ``data`` (in memory or streamed: :func:`greendiff.data.load_dataset`) with a
+    :class:`~greendiff.train.Trainer`, writing metrics, samples, checkpoints and the pipeline to ``run_dir``.
 
     Args:
         tracker: A started :class:`Tracker`; phases ``train``, ``sample``, ``checkpoint`` are windows.
@@ -60,7 +60,7 @@ def train_on_share(config: TrainConfig, run_dir: Path, data: ImageSet, tracker, 
         callbacks: :class:`~greendiff.train.TrainerCallback` objects, asked in order.
         objective: The loss, called like :func:`diffusion_loss` (default: the family's); distillation passes its own
             (``greendiff.compress.objective_for``), whose teacher runs inside the metered ``train`` window.
-        family: The model family (default :class:`~greendiff.train.UNetFamily`).
+        family: The model family (default: the config's, :func:`~greendiff.train.family_for`).
         evaluator: Scores evaluations (default: a :class:`~greendiff.train.QualityEvaluator`).
         cores: A :class:`greendiff.parallel.CoreShare` rebalanced every step (``None``: threads left alone).
         on_log / on_eval / stop_requested / carbon_aware: The arguments of earlier releases, turned into

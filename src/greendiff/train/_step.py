@@ -1,8 +1,8 @@
 """The trainer's state and its one step: :func:`setup` builds the state, :func:`train_step` advances it.
 
-Determinism: the data order of epoch ``e`` and the noise of step ``s`` come from generators
-seeded by ``(seed, e)`` and ``(seed, s)``, so they need no saved state, and a resumed run
-replays exactly what an uninterrupted one would (bit-identical on CPU).
+Determinism: the data order of epoch ``e`` (:func:`greendiff.data.batch_indices`) and the noise of step ``s``
+come from generators seeded by ``(seed, e)`` and ``(seed, s)``, so they need no saved state, and a resumed
+run replays exactly what an uninterrupted one would (bit-identical on CPU).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -34,12 +34,41 @@ def make_optimizer(params, optim) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, **kwargs)
 
 
-def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
-    """Indices of the batch of ``step``: a fresh permutation per epoch, seeded by (seed, epoch)."""
-    per_epoch = max(1, n // batch_size)
-    epoch, k = divmod(step, per_epoch)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-    return order[k * batch_size:(k + 1) * batch_size]
+class BatchStream:
+    """The data's batches for one process, drawn in step order from one iterator (``data.batches``, started at
+    the first step drawn: a resumed run starts the stream at its step); a step out of order restarts it
+    there. :meth:`close` ends the iterator (a streamed set's loader workers shut down with it).
+
+    Args:
+        data: An :class:`~greendiff.data.ImageSet` or :class:`~greendiff.data.StreamedSet`.
+        batch_size: Images per process per step.
+        world_size, rank: The job's processes and this one (each takes its slice of the global batch).
+        seed: The run's seed (the order of every epoch).
+        stop_step: The step the stream ends at (``run.max_steps``: nothing decoded beyond it).
+    """
+
+    def __init__(self, data, batch_size: int, world_size: int, rank: int, seed: int, stop_step: int | None) -> None:
+        self.data, self.batch_size, self.world_size, self.rank, self.seed = data, batch_size, world_size, rank, seed
+        self.stop_step = stop_step
+        self._batches = None
+        self._next = -1
+
+    def batch(self, step: int):
+        """The :class:`~greendiff.data.Batch` of ``step``."""
+        if self._batches is None or step != self._next:
+            self.close()
+            stop = self.stop_step if self.stop_step is not None and self.stop_step > step else None
+            self._batches = self.data.batches(step, self.batch_size, self.world_size, self.rank, self.seed, stop)
+        batch = next(self._batches)
+        self._next = step + 1
+        return batch
+
+    def close(self) -> None:
+        """End the iterator now (idempotent)."""
+        if self._batches is not None:
+            batches, self._batches = self._batches, None
+            if hasattr(batches, "close"):  # a generator: its cleanup (the loader's workers) runs now
+                batches.close()
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -106,16 +135,26 @@ def setup(config: TrainConfig, family, channels: int, world_size: int, parts: di
                       device, channels_last, precision, precision_reason, lr_scale, params, macs)
 
 
-def train_step(state: TrainState, x0: torch.Tensor, objective: Callable, generator: torch.Generator,
-               config: TrainConfig, dist, tracker) -> StepOutcome:
-    """One optimizer step on the batch ``x0`` (B, C, H, W) in [-1, 1], metered in a ``train`` window.
+@dataclass(frozen=True)
+class StepBatch:
+    """One step's training input on the device: ``x0`` (B, C, H, W) in [-1, 1] and what else the model
+    family's loss takes from the batch (``loss_inputs``, keyword arguments: e.g. ``labels`` (B,))."""
 
-    ``objective(unet, noise_scheduler, x0, generator, optim)`` is the loss. The loss must be finite on every
-    process for the update to apply: all skip a bad step together.
+    x0: torch.Tensor
+    loss_inputs: dict = field(default_factory=dict)
+
+
+def train_step(state: TrainState, batch: StepBatch, objective: Callable, generator: torch.Generator,
+               config: TrainConfig, dist, tracker) -> StepOutcome:
+    """One optimizer step on ``batch``, metered in a ``train`` window.
+
+    ``objective(unet, noise_scheduler, x0, generator, optim, **batch.loss_inputs)`` is the loss. The loss must
+    be finite on every process for the update to apply: all skip a bad step together.
     """
+    x0 = batch.x0
     with tracker.window("train"):
         with state.accelerator.autocast():
-            loss = objective(state.unet, state.noise_scheduler, x0, generator, config.optim)
+            loss = objective(state.unet, state.noise_scheduler, x0, generator, config.optim, **batch.loss_inputs)
         updated = dist.all_true(bool(torch.isfinite(loss))) and apply_update(state.accelerator, state.unet, state.objects,
                                                                              loss, config.optim.grad_clip)
     state.step += 1

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from greendiff.data import ImageSet
+from greendiff.data import Data
 from greendiff.errors import UserInputError
 from greendiff.train._callbacks import CallbackList, LogSchedule, MetricsWriter, Stop
 from greendiff.train._checkpoint import fingerprint, load_latest, save_checkpoint
@@ -28,7 +28,7 @@ from greendiff.train._divergence import Diverged, DivergenceGuard, weights_finit
 from greendiff.train._evaluation import QualityEvaluator
 from greendiff.train._events import EndEvent, LogEvent, PauseEvent, RanksInSyncEvent, StartEvent, StoppedEvent
 from greendiff.train._images import save_grid
-from greendiff.train._step import TrainState, batch_indices, setup, step_generator, train_step
+from greendiff.train._step import BatchStream, StepBatch, TrainState, setup, step_generator, train_step
 from greendiff.train._stopping import StopCallback, StoppingRules
 
 logger = logging.getLogger(__name__)
@@ -122,12 +122,29 @@ class Weights:
         return RanksInSyncEvent(self.dist.world_size, sums, len(set(sums)) == 1)
 
 
-def check_data(config: TrainConfig, data: ImageSet, processes: int = 1) -> None:
-    """The data can fill a batch on every process (checked before a run directory is created)."""
-    n, need = data.images.shape[0], config.optim.batch_size * processes
+def check_data(config: TrainConfig, data: Data, processes: int = 1) -> None:
+    """The data can fill a batch on every process and, for a class-conditional run, has a class in
+    0..K-1 for every image (checked before a run directory is created)."""
+    n, need = data.num_images, config.optim.batch_size * processes
     if n < need:
         raise UserInputError(f"the dataset has {n} images, fewer than one batch of {config.optim.batch_size}"
                              + (f" on each of {processes} processes" if processes > 1 else "") + "; lower --batch-size")
+    if config.model.conditioning == "class":
+        check_class_labels(data.labels, config.model.num_classes)
+
+
+def check_class_labels(labels: torch.Tensor | None, num_classes: int) -> None:
+    """Every image of a class-conditional run has a class id in 0..K-1 (``model.num_classes`` K, resolved
+    from the data before the run: ``greendiff.workflows`` does it)."""
+    if num_classes < 1:
+        raise UserInputError("model.conditioning = class needs model.num_classes, the dataset's number of classes "
+                             "(0 is not resolved yet)")
+    if labels is None:
+        raise UserInputError("model.conditioning = class needs class labels; this dataset has none")
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.numel():
+        raise UserInputError(f"{bad.numel():,} images have a class id outside 0..{num_classes - 1} (e.g. {int(bad[0])}); "
+                             "every image of a class-conditional run needs a class")
 
 
 def stopping_callback(config: TrainConfig, tracker) -> StopCallback:
@@ -160,19 +177,22 @@ class Trainer:
         result = Trainer(config, run_dir, data, tracker, callbacks=[PrintLoss()]).run()
     """
 
-    def __init__(self, config: TrainConfig, run_dir: Path, data: ImageSet, tracker, *, family=None,
+    def __init__(self, config: TrainConfig, run_dir: Path, data: Data, tracker, *, family=None,
                  objective: Callable | None = None, evaluator=None, callbacks: Iterable = (), resume: bool = False) -> None:
         from greendiff.parallel import Dist
-        from greendiff.train._family import UNetFamily
+        from greendiff.train._family import family_for
 
         self.config, self.run_dir, self.data, self.tracker, self.resume = config, run_dir, data, tracker, resume
         self.dist: Dist = getattr(tracker, "dist", Dist())
         self.is_main = self.dist.is_main
         check_data(config, data, self.dist.world_size)
-        self.family = family or UNetFamily()
+        self.family = family or family_for(config)
         run, stop = config.run, config.stop
         self.evaluating = bool(stop.eval_every or stop.eval_every_kwh or stop.eval_at_end)
-        self.evaluator = evaluator or QualityEvaluator(stop.eval_samples, stop.eval_features, run.seed, self.dist)
+        self.evaluator = evaluator or QualityEvaluator(stop.eval_samples, stop.eval_features, run.seed, self.dist,
+                                                       self.family.num_classes)
+        self.stream = BatchStream(data, config.optim.batch_size, self.dist.world_size, self.dist.rank, run.seed,
+                                  run.max_steps)
         self.totals = RunTotals(tracker, self.dist)
         self.writer = MetricsWriter(run_dir / "metrics.jsonl")
         self.callbacks = CallbackList([self.writer, DivergenceGuard(run.max_bad_steps, run.max_steps),
@@ -212,23 +232,28 @@ class Trainer:
     def evaluate(self, seeds: int = 1) -> dict:
         """Scores of the EMA weights (metered in an ``eval`` window), the same on every process."""
         stop, optim = self.config.stop, self.config.optim
+        steps = stop.eval_sample_steps or optim.sample_steps
         with self.tracker.window("eval"), self.weights.ema() as model:
             return self.evaluator.evaluate(
-                lambda n, seed: self._sample(model, n, stop.eval_sample_steps or optim.sample_steps, seed), seeds)
+                lambda n, seed, labels=None: self._sample(model, n, steps, seed, labels), seeds)
 
-    def _sample(self, model, n: int, steps: int, seed: int) -> torch.Tensor:
+    def _sample(self, model, n: int, steps: int, seed: int, labels=None) -> torch.Tensor:
         res = self.config.data.resolution
         with self.state.accelerator.autocast():
             return self.family.sample(model, self.state.sampler, n, steps, (self.data.channels, res, res),
-                                      torch.Generator().manual_seed(seed), self.state.device)
+                                      torch.Generator().manual_seed(seed), self.state.device, labels=labels)
 
     def write_samples(self, step: int) -> Path | None:
-        """A preview grid of the EMA weights in ``samples/step-N.png`` (main process)."""
+        """A preview grid of the EMA weights in ``samples/step-N.png`` (main process), laid out by the family
+        (a class-conditional one: a row per class)."""
         if not self.is_main:
             return None
-        with self.tracker.window("sample"), self.weights.ema() as model:
-            grid = self._sample(model, self.config.run.num_samples, self.config.optim.sample_steps, self.config.run.seed + 12_345)
-            return save_grid(grid, self.run_dir / "samples" / f"step-{step}.png")
+        run, res = self.config.run, self.config.data.resolution
+        with self.tracker.window("sample"), self.weights.ema() as model, self.state.accelerator.autocast():
+            grid, columns = self.family.preview(model, self.state.sampler, run.num_samples, self.config.optim.sample_steps,
+                                                (self.data.channels, res, res),
+                                                torch.Generator().manual_seed(run.seed + 12_345), self.state.device)
+            return save_grid(grid, self.run_dir / "samples" / f"step-{step}.png", columns=columns)
 
     def save_checkpoint(self, step: int, name: str | None = None) -> Path:
         """Save a checkpoint (``name``: outside the rotation, e.g. ``best``), unless the weights are not
@@ -251,15 +276,15 @@ class Trainer:
         self.emit(PauseEvent(self.step, began, until))
         return began
 
-    def draw_batch(self, step: int) -> torch.Tensor:
-        """The batch of ``step`` (B, C, H, W) in [-1, 1] on the device: each process takes its slice of the
-        global batch; rank 0 of a job and a single process draw alike."""
-        optim, dist, state = self.config.optim, self.dist, self.state
-        images = self.data.images
-        idx = batch_indices(step, images.shape[0], optim.batch_size * dist.world_size, self.config.run.seed)[
-            dist.rank * optim.batch_size:(dist.rank + 1) * optim.batch_size]
-        x0 = (images[idx].float() / 127.5 - 1.0).to(state.device)
-        return x0.contiguous(memory_format=torch.channels_last) if state.channels_last else x0
+    def draw_batch(self, step: int) -> StepBatch:
+        """The batch of ``step`` on the device: images (B, C, H, W) in [-1, 1] and what the family's loss takes
+        from it (labels). Each process takes its slice of the global batch; rank 0 of a job and a single
+        process draw alike, from memory or streamed from disk (:class:`~greendiff.train._step.BatchStream`)."""
+        state = self.state
+        batch = self.stream.batch(step)
+        x0 = (batch.images.float() / 127.5 - 1.0).to(state.device)
+        x0 = x0.contiguous(memory_format=torch.channels_last) if state.channels_last else x0
+        return StepBatch(x0, self.family.loss_inputs(batch, state.device))
 
     def log_event(self, step: int, samples_per_s: float) -> LogEvent:
         """The progress record of ``step``: energy and CO2e so far as the ledger accounts them."""
@@ -276,6 +301,7 @@ class Trainer:
             status, reason = self._steps()
             return self._finish(status, reason)
         finally:
+            self.stream.close()
             self.writer.close()
 
     def _start(self) -> None:
@@ -290,14 +316,14 @@ class Trainer:
         self.emit(self._start_event())
         if self.evaluating and self.is_main:
             with self.tracker.window("eval"):
-                self.evaluator.prepare(self.data.images)
+                self.evaluator.prepare(self.data.reference_images())
 
     def _start_event(self) -> StartEvent:
         s, optim, processes = self.state, self.config.optim, self.dist.world_size
         scaling = f"x{s.lr_scale} (optim.scale_lr, {processes} processes)" if s.lr_scale > 1 else "none"
         return StartEvent(s.step, s.params, s.macs_per_image, s.precision, s.precision_reason, str(s.device),
                           self.data.source, self.data.skipped, processes, optim.batch_size * processes,
-                          optim.lr * s.lr_scale, scaling)
+                          optim.lr * s.lr_scale, scaling, self.data.placement, self.family.sampling_forwards)
 
     def _steps(self) -> tuple[str, str]:
         """Steps until ``max_steps`` or a callback's :class:`Stop`; the status and reason."""
@@ -324,6 +350,8 @@ class Trainer:
             return "interrupted", ""
         except Diverged as exc:  # a checkpoint found the weights non-finite
             return "diverged", str(exc)
+        finally:  # a streamed set's loader workers end with the steps, before the final samples and export
+            self.stream.close()
         return "completed", ""
 
     def _finish(self, status: str, reason: str) -> TrainResult:
