@@ -166,7 +166,7 @@ def test_hardware_cli_sweeps_a_gpu_through_nvml(monkeypatch, capsys, nvml):
 
     import greendiff.plan
 
-    def fake_steps(config, images, channels, device):
+    def fake_steps(config, data, device):
         def run(n):
             energy, s = CURVE[nvml.limit_mw[0] // 1000]
             samples = n * config.optim.batch_size

@@ -8,8 +8,8 @@ import pytest
 
 from greendiff.errors import UserInputError
 from greendiff.ledger import Ledger
-from greendiff.train import read_toml
-from greendiff.workflows import NullProgress, TrainJob, run_train
+from greendiff.train import LogEvent, read_toml
+from greendiff.workflows import NullProgress, SegmentStart, TrainJob, run_train
 from tests.workflows.conftest import TINY, measurement
 
 
@@ -22,8 +22,8 @@ class Recorder(NullProgress):
     def on_start(self, label: str, total: int) -> None:
         self.bars.append((label, total))
 
-    def on_log(self, record: dict) -> None:
-        self.records.append(record)
+    def on_log(self, event) -> None:
+        self.records.append(event)
 
     def on_end(self) -> None:
         self.ended += 1
@@ -44,8 +44,9 @@ def test_run_train_returns_the_outcome_and_writes_the_run_directory(tmp_path):
     assert (row.id, row.kind, row.status) == (outcome.summary["run_id"], "train", "completed")
     assert progress.bars == [("train", 4)] and progress.ended == 1
     start = progress.records[0]
-    assert start["event"] == "start" and start["preset"] == "nano" and start["batch_size"] == 16
-    assert [r["step"] for r in progress.records[1:]] == [2, 4]
+    assert isinstance(start, SegmentStart) and (start.preset, start.batch_size, start.event.step) == ("nano", 16, 0)
+    assert [type(r) for r in progress.records[1:]] == [LogEvent, LogEvent]
+    assert [r.step for r in progress.records[1:]] == [2, 4]
 
 
 def test_a_resumed_run_continues_to_the_new_max_steps_and_lists_both_segments(tmp_path):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from greendiff.cli._options import EVAL_IMAGES, KID_SUBSET, SAMPLER_STEPS0, SEEDS, number_option, with_measurement
+from greendiff.cli._options import (
+    EVAL_IMAGES, GUIDANCE, KID_SUBSET, SAMPLER_STEPS0, SEEDS, number_option, with_measurement,
+)
 from greendiff.cli._render import fmt_energy, fmt_mass
 from greendiff.workflows import EvalJob, MeasurementOptions, run_eval
 
@@ -25,26 +27,34 @@ def eval_command(
     seeds: Annotated[int, number_option("--seeds", bounds=SEEDS, help="Noise seeds to evaluate; more than 1 reports the spread.")] = 1,
     steps: Annotated[int, number_option("--steps", bounds=SAMPLER_STEPS0, help="Sampler steps (default: the run's).")] = 0,
     kid_subset: Annotated[int, number_option("--kid-subset", bounds=KID_SUBSET, help="KID subset size.")] = 1000,
+    guidance_scale: Annotated[Optional[float], number_option("--guidance-scale", bounds=GUIDANCE, help="A class-conditional run: classifier-free guidance of its class-balanced samples (default: the run's optim.guidance_scale).")] = None,
     as_json: Annotated[bool, Opt("--json", help="Print JSON for scripts.")] = False,
     measurement: MeasurementOptions = MeasurementOptions(),
 ) -> None:
-    """Score a trained run's samples (EMA weights) with FID, KID and precision/recall; no download."""
+    """Score a trained run's samples (EMA weights) with FID, KID and precision/recall; a class-conditional run
+    also by class accuracy and per-class FID; no download."""
     outcome = run_eval(EvalJob(run=run, n=n, features=features, seeds=seeds, steps=steps, kid_subset=kid_subset,
-                               measurement=measurement))
+                               guidance_scale=guidance_scale, measurement=measurement))
     report, summary, results = outcome.report, outcome.summary, outcome.results
     n_steps, extractor_name = report["sampler_steps"], report["features"]
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
-    table = Table(title=f"{run.name} · {extractor_name} features · {n} samples · {n_steps} {report['sampler']} steps",
-                  title_justify="left")
-    for col in ("seed", "FID", "KID", "precision", "recall"):
+    conditional = "class_accuracy" in report
+    guided = f" · {report['num_classes']} classes, balanced, guidance {report['guidance_scale']:g}" if conditional else ""
+    table = Table(title=f"{run.name} · {extractor_name} features · {n} samples · {n_steps} {report['sampler']} steps"
+                        + guided, title_justify="left")
+    for col in ("seed", "FID", "KID", "precision", "recall", *(("class acc.", "mean class FID") if conditional else ())):
         table.add_column(col, justify="right")
     for r in results:
+        by_class = (f"{r['class_accuracy']:.1%}", f"{r['mean_class_fid']:.3f}") if conditional else ()
         table.add_row(str(r["seed"]), f"{r['fid']:.3f}", f"{r['kid']:.5f} ± {r['kid_std']:.5f}",
-                      f"{r['precision']:.3f}", f"{r['recall']:.3f}")
+                      f"{r['precision']:.3f}", f"{r['recall']:.3f}", *by_class)
     console = Console()
     console.print(table)
+    if conditional:
+        console.print("per-class FID (seed 0): " + ", ".join(f"{c}: {fid:.2f}" for c, fid in results[0]["per_class_fid"].items()),
+                      highlight=False)
     if seeds > 1:
         s = report["spread"]
         console.print(f"spread over {seeds} seeds (std): FID {s['fid']:.3f}, KID {s['kid']:.5f}, "

@@ -63,6 +63,24 @@ def name_option(*flags: str, help: str, path: bool = True, **kwargs) -> Any:
                         metavar="NAME", help=help, **kwargs)
 
 
+def _class_list(value: str, flag: str) -> str:
+    """``--class`` text (``7`` or ``0,3,7``) checked: each id read by the number grammar (:data:`CLASS_ID`)."""
+    for piece in value.split(","):
+        CLASS_ID.parse(piece, flag)
+    return value
+
+
+def class_option(*flags: str, help: str, **kwargs) -> Any:
+    """A repeatable option of class ids, each occurrence one id or a comma-separated list (``--class 0,3``);
+    the command receives the checked texts (:func:`class_ids` reads them)."""
+    return typer.Option(*flags, parser=_parser(flags[0], _class_list, True), metavar="IDS", help=help, **kwargs)
+
+
+def class_ids(values: list[str] | None) -> tuple[int, ...]:
+    """The ids of a :func:`class_option`'s values, in order (``["0,3", "7"]`` -> ``(0, 3, 7)``)."""
+    return tuple(CLASS_ID.parse(piece, "--class") for value in values or () for piece in value.split(","))
+
+
 # -- number kinds: each a quantity's accepted range ---------------------------------------------------------
 INT = Bounds(integer=True)  #: a trainer config key's flag: read here, its range checked by the config key's
 FLOAT = Bounds()  #: likewise, for a float key
@@ -76,6 +94,8 @@ IMAGES = Bounds(integer=True, lo=1, hi=100_000)  #: images a command generates
 EVAL_IMAGES = Bounds(integer=True, lo=4, hi=1_000_000)
 EVAL_IMAGES0 = Bounds(integer=True, lo=0, hi=1_000_000)  #: 0 skips the evaluation
 SAMPLER_STEPS = Bounds(integer=True, lo=1, hi=100_000)
+CLASS_ID = Bounds(integer=True, lo=0, hi=100_000, phrase="a class id: an integer from 0")
+GUIDANCE = Bounds(lo=0, hi=100, phrase="a finite number >= 0 and at most 100 (1: the conditional model alone)")
 SAMPLER_STEPS0 = Bounds(integer=True, lo=0, hi=100_000)  #: 0: the run's own
 BATCH = Bounds(integer=True, lo=1, hi=65_536)
 SEEDS = Bounds(integer=True, lo=1, hi=100)  #: seeds whose spread is reported

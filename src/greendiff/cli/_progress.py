@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from greendiff.cli._render import fmt_energy, fmt_mass, plain
+from greendiff.workflows._progress import ProgressEvent, SegmentStart, TimestepDone
 
 _STYLES = {"warning": "yellow"}
 
@@ -37,28 +38,26 @@ class RichProgress:
     def note(self, text: str, style: str | None = None) -> None:
         self.console.print(plain(text), style=_STYLES.get(style or "", style), highlight=False)
 
-    def on_log(self, record: dict) -> None:
-        event = record.get("event")
-        if event == "start":
-            self._start_step = record["step"]
-            self._header(record)
-        elif event == "timestep":
+    def on_log(self, event: ProgressEvent) -> None:
+        if isinstance(event, SegmentStart):
+            self._start_step = event.event.step
+            self._header(event)
+        elif isinstance(event, TimestepDone):
             if self._bar is not None:
-                self._bar.update(self._task, advance=1, info=f"timestep {record['t']}")
-        elif "loss" in record and self._bar is not None:
-            done = record["step"] - self._start_step
-            projected = record["energy_kwh"] * (1 + (self._total - record["step"]) / max(done, 1))
-            self._bar.update(self._task, completed=record["step"], info=(
-                f"loss {record['loss']:.4f} · {record['samples_per_s']:.0f} img/s · {fmt_energy(record['energy_kwh'])} · "
-                f"{fmt_mass(record['co2e_g'] / 1e3)} CO2e · projected {fmt_energy(projected)}"))
+                self._bar.update(self._task, advance=1, info=f"timestep {event.t}")
+        elif self._bar is not None:  # a greendiff.train.LogEvent (torch is not imported for --help)
+            done = event.step - self._start_step
+            projected = event.energy_kwh * (1 + (self._total - event.step) / max(done, 1))
+            self._bar.update(self._task, completed=event.step, info=(
+                f"loss {event.loss:.4f} · {event.samples_per_s:.0f} img/s · {fmt_energy(event.energy_kwh)} · "
+                f"{fmt_mass(event.co2e_g / 1e3)} CO2e · projected {fmt_energy(projected)}"))
 
-    def _header(self, record: dict) -> None:
+    def _header(self, start: SegmentStart) -> None:
         console = self._bar.console if self._bar is not None else self.console
+        e = start.event
         console.print(plain(
-            f"UNet {record['preset']}: {record['params']:,} parameters, {record['macs_per_image'] / 1e6:.1f} M MACs "
-            f"per image · precision {record['precision']} ({record['precision_reason']}) on {record['device']} · "
-            f"{record['dataset']}"), highlight=False)
-        if record.get("processes", 1) > 1:
-            console.print(f"{record['processes']} processes: effective batch {record['effective_batch_size']} "
-                          f"({record['batch_size']} per process), lr {record['lr']:g} (scaling "
-                          f"{record['lr_scaling']})", highlight=False)
+            f"UNet {start.preset}: {e.params:,} parameters, {e.macs_per_image / 1e6:.1f} M MACs "
+            f"per image · precision {e.precision} ({e.precision_reason}) on {e.device} · {e.dataset}"), highlight=False)
+        if e.processes > 1:
+            console.print(f"{e.processes} processes: effective batch {e.effective_batch_size} "
+                          f"({start.batch_size} per process), lr {e.lr:g} (scaling {e.lr_scaling})", highlight=False)

@@ -10,13 +10,15 @@ import typer
 from rich.console import Console
 
 from greendiff.cli._options import (
-    FLOAT, IMAGES, INT, PROCESSES, SAMPLER_STEPS, SEED, name_option, number_option, parse_sets, with_measurement,
+    FLOAT, GUIDANCE, IMAGES, INT, PROCESSES, SAMPLER_STEPS, SEED, class_ids, class_option, name_option, number_option,
+    parse_sets, with_measurement,
 )
 from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, fmt_mass, render_summary
-from greendiff.errors import UserInputError
 from greendiff.names import display_path
-from greendiff.workflows import MeasurementOptions, TrainJob, TrainOutcome, prepare_train, resolve_settings, resolve_train_config, run_train
+from greendiff.workflows import (
+    MeasurementOptions, SampleJob, TrainJob, TrainOutcome, prepare_train, resolve_train_config, run_sample, run_train,
+)
 
 Opt = typer.Option
 
@@ -29,6 +31,13 @@ def train_command(
     preset: Annotated[Optional[str], Opt("--preset", help="Model preset: pico, nano, tiny, small, base.")] = None,
     dataset: Annotated[Optional[str], Opt("--dataset", help="mnist (bundled), digits, an image folder, or .npy/.npz.")] = None,
     skip_bad_images: Annotated[Optional[bool], Opt("--skip-bad-images/--no-skip-bad-images", help="Skip (and count) unusable files of an image folder instead of stopping.")] = None,
+    label_column: Annotated[Optional[str], Opt("--label-column", help="metadata.jsonl/.csv column of class ids or names (default: class subfolders) (data.label_column).")] = None,
+    caption_column: Annotated[Optional[str], Opt("--caption-column", help="metadata.jsonl/.csv column of captions (data.caption_column).")] = None,
+    cache_max_gb: Annotated[Optional[float], number_option("--cache-max-gb", bounds=FLOAT, help="Decoded data up to this many GB is held in memory, larger folders stream from disk (data.cache_max_gb, default 4).")] = None,
+    loader_workers: Annotated[Optional[int], number_option("--loader-workers", bounds=INT, help="Decoding processes when the data streams from disk (data.loader_workers, default 2).")] = None,
+    conditioning: Annotated[Optional[str], Opt("--conditioning", help="none (unconditional) or class: conditioned on the dataset's labels, for sampling by class with guidance (model.conditioning).")] = None,
+    cond_dropout: Annotated[Optional[float], number_option("--cond-dropout", bounds=FLOAT, help="Share of labels dropped to the null class in training, so one model samples guided and unguided (optim.cond_dropout, default 0.1).")] = None,
+    guidance_scale: Annotated[Optional[float], number_option("--guidance-scale", bounds=FLOAT, help="Classifier-free guidance of the previews and in-training evaluations, >= 0 (optim.guidance_scale, default 2).")] = None,
     resolution: Annotated[Optional[int], number_option("--resolution", bounds=INT, help="Training resolution in pixels.")] = None,
     batch_size: Annotated[Optional[int], number_option("--batch-size", bounds=INT, help="Images per step.")] = None,
     lr: Annotated[Optional[float], number_option("--lr", bounds=FLOAT, help="Peak learning rate (green default: the preset's, e.g. nano 2e-3, tiny 1e-3).")] = None,
@@ -69,7 +78,10 @@ def train_command(
 ) -> None:
     """Train a diffusion model with the green recipe (or the baseline), energy measured per phase."""
     overrides = {"recipe": recipe, "model.preset": preset, "data.dataset": dataset, "data.resolution": resolution,
-                 "data.skip_bad_images": skip_bad_images,
+                 "data.skip_bad_images": skip_bad_images, "data.label_column": label_column,
+                 "data.caption_column": caption_column, "data.cache_max_gb": cache_max_gb,
+                 "data.loader_workers": loader_workers, "model.conditioning": conditioning,
+                 "optim.cond_dropout": cond_dropout, "optim.guidance_scale": guidance_scale,
                  "optim.batch_size": batch_size, "optim.lr": lr, "run.max_steps": max_steps, "run.seed": seed,
                  "optim.mixed_precision": mixed_precision, "optim.loss_weighting": loss_weighting,
                  "optim.beta_schedule": beta_schedule, "optim.ema": ema, "optim.sampler": sampler,
@@ -130,38 +142,21 @@ def launch(nproc: int, argv: list[str]) -> int:
 @with_measurement
 def sample_command(
     run: Annotated[Path, Opt("--run", help="Run directory (with pipeline/ and config.toml).")],
-    n: Annotated[int, number_option("--n", bounds=IMAGES, help="Number of images.")] = 64,
+    n: Annotated[int, number_option("--n", bounds=IMAGES, help="Number of images; with --class, images per class (one grid row each).")] = 64,
+    classes: Annotated[Optional[list[str]], class_option("--class", help="Class ids to sample (class-conditional runs): --class 7, --class 0,3,7 or repeated; --n images of each, in order, a PNG grid row per class. Without it a conditional run samples class-balanced.")] = None,
+    guidance_scale: Annotated[Optional[float], number_option("--guidance-scale", bounds=GUIDANCE, help="Classifier-free guidance w >= 0 (1: conditional model alone, 0: unconditional; default: the run's optim.guidance_scale).")] = None,
     steps: Annotated[Optional[int], number_option("--steps", bounds=SAMPLER_STEPS, help="Sampler steps (default: the run's).")] = None,
-    out: Annotated[Path, Opt("--out", help="Output .png grid or .npz (uint8 images).")] = Path("samples.png"),
+    out: Annotated[Path, Opt("--out", help="Output .png grid or .npz (uint8 images, and labels for a conditional run).")] = Path("samples.png"),
     seed: Annotated[int, number_option("--seed", bounds=SEED, help="Noise seed.")] = 0,
     measurement: MeasurementOptions = MeasurementOptions(),
 ) -> None:
-    """Sample images from a trained run's EMA weights; energy per image measured and reported."""
-    import numpy as np
-    import torch
-
-    from greendiff.train import load_run_model, sample_images, save_grid, to_uint8
-
-    if out.suffix.lower() not in (".png", ".npz"):
-        raise UserInputError(f"--out must end in .png or .npz, got {display_path(out)}")
-    config, unet, sampler = load_run_model(run)
-    settings = resolve_settings(measurement)
-    n_steps = steps or config.optim.sample_steps
+    """Sample images from a trained run's EMA weights (by class for a class-conditional run); energy per image
+    measured and reported."""
+    outcome = run_sample(SampleJob(run=run, n=n, classes=class_ids(classes), guidance_scale=guidance_scale,
+                                   steps=steps, out=out, seed=seed, measurement=measurement))
     console = Console(stderr=True)
-    with settings.tracker(f"sample {run.name}", "sample", f"greendiff sample --run {display_path(run)} --n {n}") as tracker:
-        with tracker.window("sample"):
-            images = sample_images(unet, sampler, n, n_steps, (unet.config.in_channels, unet.config.sample_size,
-                                   unet.config.sample_size), torch.Generator().manual_seed(seed))
-    try:
-        if out.suffix.lower() == ".npz":
-            out.parent.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(out, images=to_uint8(images))
-        else:
-            save_grid(images, out)
-    except OSError as exc:
-        raise UserInputError(f"cannot write {display_path(out)}: {exc.strerror}") from None
-    summary = tracker.summary
-    render_summary(summary, console)
-    console.print(f"{n} images, {n_steps} {config.optim.sampler} steps → {display_path(out)} · "
-                  f"{fmt_energy(summary['energy_kwh'] / n)} and {fmt_mass(summary['emissions_kg'] / n)} CO2e per image",
-                  highlight=False, markup=False)
+    render_summary(outcome.summary, console)
+    guided = "" if outcome.guidance_scale is None else f", guidance {outcome.guidance_scale:g}"
+    console.print(f"{outcome.n} images, {outcome.steps} {outcome.sampler} steps{guided} → {display_path(outcome.out)} · "
+                  f"{fmt_energy(outcome.energy_kwh_per_image)} and "
+                  f"{fmt_mass(outcome.summary['emissions_kg'] / outcome.n)} CO2e per image", highlight=False, markup=False)

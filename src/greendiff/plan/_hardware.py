@@ -214,20 +214,22 @@ def estimate_gpus(macs_per_sample: float, calibration: StepCost | None = None,
 
 # -- a training step on a chosen device ----------------------------------------------------------------------
 
-def training_steps(config, images, channels: int, device) -> tuple[Callable[[int], None], float]:
+def training_steps(config, data, device) -> tuple[Callable[[int], None], float]:
     """A function running ``n`` training steps of ``config`` on ``device`` (synchronised at the end),
-    and the model's MACs per sample. The same loss, optimizer and precision as ``greendiff train``;
-    no EMA, logging or checkpoints (they are not the device's cost per sample)."""
+    and the model's MACs per sample. ``data``: a :mod:`greendiff.data` set (in memory or streamed), drawn
+    batch by batch as the trainer draws it. The same loss (class-conditional when the config is), optimizer
+    and precision as ``greendiff train``; no EMA, logging or checkpoints (they are not the device's cost per
+    sample)."""
     import torch
 
     from greendiff.train import (
-        batch_indices, build_unet, count_macs, diffusion_loss, make_noise_scheduler, make_optimizer, resolve_precision,
-        step_generator,
+        build_unet, count_macs, diffusion_loss, make_noise_scheduler, make_optimizer, resolve_precision, step_generator,
     )
 
-    optim, res = config.optim, config.data.resolution
+    optim, res, channels = config.optim, config.data.resolution, data.channels
+    num_classes = config.model.num_classes if config.model.conditioning == "class" else 0
     torch.manual_seed(config.run.seed)
-    unet = build_unet(config.model, res, channels, optim.num_train_timesteps)
+    unet = build_unet(config.model, res, channels, optim.num_train_timesteps, num_classes)
     macs = count_macs(unet, res, channels)
     unet = unet.to(device).train()
     optimizer = make_optimizer(unet.parameters(), optim)
@@ -235,14 +237,16 @@ def training_steps(config, images, channels: int, device) -> tuple[Callable[[int
     precision, _ = resolve_precision(optim.mixed_precision, device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    n_images, state = images.shape[0], {"step": 0}
+    steps = _StepCounter(data, optim.batch_size, config.run.seed)
 
     def run(n: int) -> None:
         for _ in range(n):
-            step = state["step"]
-            x0 = (images[batch_indices(step, n_images, optim.batch_size, config.run.seed)].float() / 127.5 - 1.0).to(device)
+            step, batch = steps.next()
+            x0 = (batch.images.float() / 127.5 - 1.0).to(device)
+            labels = batch.labels.to(device) if num_classes and batch.labels is not None else None
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = diffusion_loss(unet, scheduler, x0, step_generator(config.run.seed, step), optim)
+                loss = diffusion_loss(unet, scheduler, x0, step_generator(config.run.seed, step), optim,
+                                      labels=labels, cond_dropout=optim.cond_dropout if labels is not None else 0.0)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -251,8 +255,21 @@ def training_steps(config, images, channels: int, device) -> tuple[Callable[[int
                 loss.backward()
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
     return run, macs
+
+
+class _StepCounter:
+    """The batches of steps 0, 1, 2, ... of ``data`` (as the trainer draws them), one per :meth:`next`."""
+
+    def __init__(self, data, batch_size: int, seed: int) -> None:
+        self._batches = data.batches(0, batch_size=batch_size, seed=seed)
+        self.step = 0
+
+    def next(self):
+        """``(step, its Batch)``."""
+        batch = next(self._batches)
+        self.step += 1
+        return self.step - 1, batch

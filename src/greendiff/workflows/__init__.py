@@ -1,5 +1,5 @@
-"""Workflows: the library's jobs (train, prune, distill, distill-steps, tuning trials, scoring, hardware
-profiling) as functions with typed arguments and typed results, callable from Python. Each resolves and
+"""Workflows: the library's jobs (train, sample, prune, distill, distill-steps, tuning trials, scoring,
+hardware profiling) as functions with typed arguments and typed results, callable from Python. Each resolves and
 checks everything before it creates anything, owns its run directory (claimed with ``RunDirLock``,
 ``config.toml`` written by :func:`write_config` alone), its ledger run and ``emissions.json``; presentation
 reaches it only through a :class:`Progress` passed in. The CLI parses, calls these and renders.
@@ -17,6 +17,7 @@ from __future__ import annotations
 from greendiff.workflows._compress_session import (
     CompressOutcome, CompressSession, check_parent, derived_config, derived_name, model_stats, parent_energy_kwh,
 )
+from greendiff.workflows._conditioning import resolve_conditioning
 from greendiff.workflows._distill import DistillJob, run_distill, unet_widths
 from greendiff.workflows._distill_steps import DistillStepsJob, run_distill_steps
 from greendiff.workflows._eval import EvalJob, EvalOutcome, run_eval, score
@@ -25,11 +26,12 @@ from greendiff.workflows._inputs import check_output, load_config_data
 from greendiff.workflows._measurement import (
     CPU_WATTS, GPU_INDEX, PUE, MeasurementOptions, MeasureSettings, resolve_settings,
 )
-from greendiff.workflows._progress import Interrupted, NullProgress, Progress
+from greendiff.workflows._progress import Interrupted, NullProgress, Progress, ProgressEvent, SegmentStart, TimestepDone
 from greendiff.workflows._prune import PruneJob, run_prune
 from greendiff.workflows._rundir import (
     claimed_run_dir, new_run_dir, new_run_name, open_loggers, write_config, write_emissions, write_file,
 )
+from greendiff.workflows._sample import SampleJob, SampleOutcome, run_sample
 from greendiff.workflows._segment import train_segment
 from greendiff.workflows._signals import StopSignals
 from greendiff.workflows._train import PreparedTrain, TrainJob, TrainOutcome, prepare_train, resolve_train_config, run_train
@@ -40,11 +42,12 @@ from greendiff.workflows._tune import (
 __all__ = [
     "CPU_WATTS", "ENV_STORAGE", "GPU_INDEX", "PUE",
     "CompressOutcome", "CompressSession", "DistillJob", "DistillStepsJob", "EvalJob", "EvalOutcome", "HardwareJob",
-    "Interrupted", "MeasureSettings", "MeasurementOptions", "NullProgress", "PreparedTrain", "Progress", "PruneJob",
+    "Interrupted", "MeasureSettings", "MeasurementOptions", "NullProgress", "PreparedTrain", "Progress", "ProgressEvent",
+    "PruneJob", "SampleJob", "SampleOutcome", "SegmentStart", "TimestepDone",
     "StopSignals", "Study", "StudyJob", "TrainJob", "TrainOutcome", "TrialRunner",
     "check_output", "check_parent", "claimed_run_dir", "continue_study", "derived_config", "derived_name",
     "load_config_data", "model_stats", "new_run_dir", "new_run_name", "new_study", "open_loggers", "parent_energy_kwh",
-    "prepare_train", "resolve_settings", "resolve_train_config", "run_distill", "run_distill_steps", "run_eval",
-    "run_hardware", "run_prune", "run_train", "score", "seed_slot", "storage_url", "train_segment", "unet_widths",
+    "prepare_train", "resolve_conditioning", "resolve_settings", "resolve_train_config", "run_distill", "run_distill_steps", "run_eval",
+    "run_hardware", "run_prune", "run_sample", "run_train", "score", "seed_slot", "storage_url", "train_segment", "unet_widths",
     "work_on_study", "write_config", "write_emissions", "write_file",
 ]

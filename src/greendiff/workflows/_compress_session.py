@@ -17,7 +17,7 @@ from pathlib import Path
 
 from greendiff.errors import UserInputError
 from greendiff.names import MAX_NAME_CHARS, NAME_PUNCTUATION, check_name, display_path, unprintable
-from greendiff.workflows._eval import score
+from greendiff.workflows._eval import class_scoring, reference_labels, score
 from greendiff.workflows._inputs import load_config_data
 from greendiff.workflows._progress import Progress
 from greendiff.workflows._rundir import write_emissions, write_file
@@ -110,11 +110,16 @@ class CompressSession:
         self.parent = parent
         self.parent_kwh = parent_energy_kwh(parent)  # read (and any damage named) before any work
         try:
-            self.config, self.unet, self.sampler = load_run_model(parent)
+            model = load_run_model(parent)
         except UserInputError as exc:  # name the option the user gave (--teacher), not train's --run
             message = str(exc)
             raise UserInputError(flag + message[len("--run"):] if message.startswith("--run ") else message) from None
+        self.config, self.unet, self.sampler = model
+        self.num_classes = model.num_classes
         self.data = load_config_data(self.config)
+        # a class-conditional parent is scored class-balanced, by class too: its labels checked before any work
+        self._labels = (reference_labels(self.data, self.num_classes, eval_samples)
+                        if self.num_classes and eval_samples else None)
         self.eval_samples = eval_samples
         self.progress = progress
         self._reference = None
@@ -123,6 +128,8 @@ class CompressSession:
     def start(self, run_dir: Path, settings, kind: str, command: str) -> None:
         """Everything is checked: create nothing before this. Starts the one ledger run of the job."""
         self.run_dir = run_dir
+        if self.data.placement:
+            self.progress.note(self.data.placement)
         self.tracker = settings.tracker(run_dir.name, kind, command, run_dir=run_dir).start()
 
     def train(self, config, run_dir: Path, label: str):
@@ -134,7 +141,8 @@ class CompressSession:
             return train_segment(config, self.data, run_dir, self.tracker, self.progress, label=label)
 
     def quality(self, unet, sampler, steps: int) -> dict | None:
-        """Quality on the shipped MNIST features, seed 0, in the ``eval`` phase (None when skipped)."""
+        """Quality on the shipped MNIST features, seed 0, in the ``eval`` phase (None when skipped); a
+        class-conditional model's class-balanced, at the parent's ``optim.guidance_scale``, with its class scores."""
         if not self.eval_samples:
             return None
         from greendiff.evaluate import reference_features, resolve_extractor
@@ -142,9 +150,13 @@ class CompressSession:
         with self.tracker.window("eval"):
             if self._reference is None:
                 extractor, _ = resolve_extractor(self.config.stop.eval_features)
-                self._reference = (reference_features(self.data.images, extractor), extractor)
-            real, extractor = self._reference
-            return score(unet, sampler, self.eval_samples, steps, real, extractor, kid_subset=self.eval_samples)
+                real = reference_features(self.data.reference_images(), extractor)
+                by_class = (class_scoring(real, self._labels, self.num_classes, self.config.optim.guidance_scale)
+                            if self._labels is not None else None)
+                self._reference = (real, extractor, by_class)
+            real, extractor, by_class = self._reference
+            return score(unet, sampler, self.eval_samples, steps, real, extractor, kid_subset=self.eval_samples,
+                         conditioning=by_class)
 
     def finish(self, report: dict, name: str) -> CompressOutcome:
         """Stop the tracker; add the energy split (``eval*`` phases, i.e. measurement, apart) to ``report``;

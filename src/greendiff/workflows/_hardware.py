@@ -17,6 +17,7 @@ from typing import Any
 
 from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
+from greendiff.workflows._conditioning import resolve_conditioning
 from greendiff.workflows._inputs import check_output, load_config_data
 from greendiff.workflows._measurement import CPU_WATTS
 from greendiff.workflows._progress import NullProgress, Progress
@@ -94,12 +95,15 @@ def run_hardware(job: HardwareJob, progress: Progress | None = None) -> dict:
     if job.output is not None:
         check_output(job.output)
     data = load_config_data(config, job.config_file)
+    config = resolve_conditioning(config, data)
     check_data(config, data)
     report: dict = {"config": job.config_file.name if job.config_file else f"{config.recipe}-{config.model.preset}",
                     "batch_size": config.optim.batch_size, "resolution": config.data.resolution, "devices": [],
                     "sweeps": [], "notes": []}
     calibration = calibration_spec = None
     macs = 0.0
+    if data.placement:
+        progress.note(data.placement)
     for device_name in chosen:
         progress.note(f"measuring {device_name}: {job.warmup} warm-up + {job.steps} steps of batch {config.optim.batch_size}…")
         cost, macs, name = _measure_device(job, config, data, device_name, sweep_limits, cpu_w, report)
@@ -126,7 +130,7 @@ def _measure_device(job: HardwareJob, config, data, device_name: str, sweep_limi
 
     device = torch.device(device_name)
     batch = config.optim.batch_size
-    run, macs = training_steps(config, data.images, data.channels, device)
+    run, macs = training_steps(config, data, device)
     if device.type == "cpu":
         monitor = EnergyMonitor.detect(MonitorOptions(measure_gpus=False, cpu_watts=cpu_w))
         try:

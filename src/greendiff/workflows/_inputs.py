@@ -9,13 +9,18 @@ from greendiff.names import display_path
 
 
 def load_config_data(config, config_file: Path | None = None):
-    """The training images a resolved config names. An error about a dataset the config file set
-    names the file, so the user knows where to fix it."""
+    """The training data a resolved config names (``data.*``: labels, captions, the memory budget that
+    chooses in memory or streamed, loader workers), an :class:`~greendiff.data.ImageSet` or a
+    :class:`~greendiff.data.StreamedSet` (its ``placement``: the line saying where it is held and why, for the
+    workflow to note once nothing can fail). An error about a dataset the config file set names the file, so
+    the user knows where to fix it."""
     from greendiff.data import load_dataset
     from greendiff.train import read_toml
 
+    d = config.data
     try:
-        return load_dataset(config.data.dataset, config.data.resolution, config.data.skip_bad_images)
+        return load_dataset(d.dataset, d.resolution, d.skip_bad_images, label_column=d.label_column,
+                            caption_column=d.caption_column, cache_max_gb=d.cache_max_gb, workers=d.loader_workers)
     except UserInputError as exc:
         if config_file is not None and read_toml(config_file).get("data", {}).get("dataset") == config.data.dataset:
             raise UserInputError(f"{display_path(config_file)}: data.dataset: {exc}") from None

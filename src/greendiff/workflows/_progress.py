@@ -3,22 +3,46 @@ bars; the default, :class:`NullProgress`, shows nothing). Workflows never print.
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, Union
+
+if TYPE_CHECKING:
+    from greendiff.train import LogEvent, StartEvent
+
+
+@dataclass(frozen=True)
+class SegmentStart:
+    """A training segment starts: the trainer's :class:`~greendiff.train.StartEvent` (model size, precision,
+    device, data), with the config's ``preset`` and per-process ``batch_size``, which the trainer leaves out."""
+
+    event: StartEvent
+    preset: str
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class TimestepDone:
+    """A Taylor pruning pass scored timestep ``t``."""
+
+    t: int
+
+
+#: What a bar is told: a segment's start, the trainer's progress every ``run.log_every`` steps, or a Taylor timestep.
+ProgressEvent = Union["SegmentStart", "LogEvent", "TimestepDone"]
 
 
 class Progress(Protocol):
     """What a workflow tells its caller while it works.
 
     ``on_start(label, total)`` opens a bar of ``total`` units (training steps, Taylor timesteps);
-    ``on_log(record)`` passes each record of that bar: the trainer's log records (``event`` ``start``
-    first, with ``preset`` and ``batch_size`` added), or ``{"event": "timestep", "t": T}`` of a Taylor
-    pass; ``on_end()`` closes the bar. ``note(text, style)`` is one line for the user (``style``:
-    ``"warning"`` or None).
+    ``on_log(event)`` passes each typed event of that bar: :class:`SegmentStart` first, then the trainer's
+    :class:`~greendiff.train.LogEvent` s; or :class:`TimestepDone` of a Taylor pass; ``on_end()`` closes the
+    bar. ``note(text, style)`` is one line for the user (``style``: ``"warning"`` or None).
     """
 
     def on_start(self, label: str, total: int) -> None: ...
 
-    def on_log(self, record: dict) -> None: ...
+    def on_log(self, event: ProgressEvent) -> None: ...
 
     def on_end(self) -> None: ...
 
@@ -31,7 +55,7 @@ class NullProgress:
     def on_start(self, label: str, total: int) -> None:
         pass
 
-    def on_log(self, record: dict) -> None:
+    def on_log(self, event: ProgressEvent) -> None:
         pass
 
     def on_end(self) -> None:

@@ -19,7 +19,7 @@ from greendiff.workflows._compress_session import (
     CompressOutcome, CompressSession, check_parent, derived_config, derived_name, model_stats,
 )
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
-from greendiff.workflows._progress import NullProgress, Progress
+from greendiff.workflows._progress import NullProgress, Progress, TimestepDone
 from greendiff.workflows._rundir import new_run_dir, write_config
 
 
@@ -120,8 +120,7 @@ def _prune(s: CompressSession, job: PruneJob, folder: Path):
     with s.tracker.window("prune"):
         pass_info = None
         if job.importance == "taylor":
-            order = torch.randperm(s.data.images.shape[0], generator=torch.Generator().manual_seed(config.run.seed))
-            x0 = s.data.images[order[:job.taylor_batch]].float() / 127.5 - 1.0
+            x0 = taylor_images(s.data, job.taylor_batch, config.run.seed).float() / 127.5 - 1.0
             s.progress.on_start("taylor", job.taylor_timesteps)
             try:
                 pass_info = accumulate_taylor_gradients(
@@ -138,11 +137,17 @@ def _prune(s: CompressSession, job: PruneJob, folder: Path):
     return rebuilt, pass_info
 
 
+def taylor_images(data, n: int, seed: int):
+    """``n`` real images (``uint8 (n, C, H, W)``; all of them when there are fewer): the first batch the seed
+    draws, from memory or decoded from disk alike."""
+    return next(data.batches(0, batch_size=min(n, data.num_images), seed=seed, stop_step=1)).images
+
+
 class _Timesteps:
-    """The Taylor pass's ``on_timestep``: each timestep to the progress as ``{"event": "timestep", "t": T}``."""
+    """The Taylor pass's ``on_timestep``: each timestep to the progress as a :class:`TimestepDone`."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
 
     def __call__(self, t: int) -> None:
-        self.progress.on_log({"event": "timestep", "t": t})
+        self.progress.on_log(TimestepDone(t))

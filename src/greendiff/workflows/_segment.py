@@ -7,36 +7,50 @@ from pathlib import Path
 
 from greendiff.errors import UserInputError
 from greendiff.names import display_path
-from greendiff.workflows._progress import Interrupted, NullProgress, Progress
+from greendiff.workflows._progress import Interrupted, NullProgress, Progress, SegmentStart
 from greendiff.workflows._rundir import write_emissions
 from greendiff.workflows._signals import StopSignals
 
 
-class _Records:
-    """``train``'s ``on_log``: each record to the loggers, and to the progress (its start record with the
-    preset and per-process batch size, which the trainer's header leaves to the config)."""
+class ProgressCallback:
+    """The progress bar and the experiment loggers as a trainer callback (main process only): the start event
+    (with the config's preset and per-process batch size, as a :class:`SegmentStart`) and every
+    :class:`~greendiff.train.LogEvent` to the :class:`Progress`; the start, log and evaluation records to the
+    loggers."""
 
-    def __init__(self, config, progress: Progress, loggers) -> None:
-        self.config, self.progress, self.loggers = config, progress, loggers
+    def __init__(self, config, progress: Progress, loggers=()) -> None:
+        self.config, self.progress, self.loggers = config, progress, list(loggers)
 
-    def __call__(self, record: dict) -> None:
+    def on_train_start(self, trainer, event) -> None:
+        if trainer.is_main:
+            self._to_loggers(event)
+            self.progress.on_log(SegmentStart(event, self.config.model.preset, self.config.optim.batch_size))
+
+    def on_log(self, trainer, event) -> None:
+        if trainer.is_main:
+            self._to_loggers(event)
+            self.progress.on_log(event)
+
+    def on_evaluation(self, trainer, event) -> None:
+        self._to_loggers(event)
+
+    def _to_loggers(self, event) -> None:
         for logger_ in self.loggers:
-            logger_.log(record)
-        if record.get("event") == "start":
-            record = {**record, "preset": self.config.model.preset, "batch_size": self.config.optim.batch_size}
-        self.progress.on_log(record)
+            logger_.log(event.to_dict())
 
 
-class _Evaluations:
-    """``train``'s ``on_eval``: each evaluation to the loggers too, then the caller's answer (a tuner's pruner)."""
+class PrunerCallback:
+    """A tuner's pruner as a trainer callback: ``on_eval`` receives each evaluation's record (the tuner's
+    interface) and a returned reason stops the run (a pruned trial)."""
 
-    def __init__(self, on_eval, loggers) -> None:
-        self.on_eval, self.loggers = on_eval, loggers
+    def __init__(self, on_eval) -> None:
+        self.on_eval = on_eval
 
-    def __call__(self, event: dict):
-        for logger_ in self.loggers:
-            logger_.log(event)
-        return self.on_eval(event) if self.on_eval else None
+    def on_evaluation(self, trainer, event):
+        from greendiff.train import Stop
+
+        reason = self.on_eval(event.to_dict())
+        return Stop(reason) if reason else None
 
 
 def train_segment(config, data, run_dir: Path, tracker, progress: Progress | None = None, *, resume: bool = False,
@@ -46,7 +60,9 @@ def train_segment(config, data, run_dir: Path, tracker, progress: Progress | Non
     On Ctrl-C or SIGTERM inside the loop (``stops``) it checkpoints and returns ``interrupted``; a Ctrl-C
     outside it stops the tracker as ``interrupted``, notes the resume command and raises :class:`Interrupted`.
     Out of memory is a one-line error, divergence too (its ``emissions.json`` written); any other failure
-    stops the tracker as ``failed``. ``on_eval``: passed to ``train`` (a tuner's pruner).
+    stops the tracker as ``failed``. Everything reaches ``train`` as a callback: ``stops`` (polled before every
+    step), ``carbon_aware`` (a :class:`greendiff.plan.CarbonAwareController`), the progress and ``loggers``
+    (:class:`ProgressCallback`), ``on_eval`` (a tuner's pruner, :class:`PrunerCallback`).
     """
     import torch
 
@@ -55,13 +71,14 @@ def train_segment(config, data, run_dir: Path, tracker, progress: Progress | Non
 
     progress = progress or NullProgress()
     stops = stops or StopSignals()
-    evaluations = _Evaluations(on_eval, loggers) if loggers else on_eval
+    # the order of the old arguments: stop signals and the carbon-aware controller first, the presentation after
+    callbacks = [stops, carbon_aware, ProgressCallback(config, progress, loggers),
+                 PrunerCallback(on_eval) if on_eval is not None else None]
     progress.on_start(label, config.run.max_steps)
     try:
         with stops:
-            result = train(config, run_dir, data, tracker, resume=resume, on_log=_Records(config, progress, loggers),
-                           objective=objective_for(config, data.channels), on_eval=evaluations,
-                           carbon_aware=carbon_aware, stop_requested=stops.requested)
+            result = train(config, run_dir, data, tracker, resume=resume, objective=objective_for(config, data.channels),
+                           callbacks=[cb for cb in callbacks if cb is not None])
     except KeyboardInterrupt:
         progress.on_end()
         tracker.stop("interrupted")

@@ -8,7 +8,7 @@ import threading
 
 class StopSignals:
     """SIGTERM handled like Ctrl-C while training (a scheduler, ``docker stop`` or systemd sends TERM): the
-    first TERM sets the flag the loop polls (``stop_requested``), so it checkpoints and returns
+    first TERM sets the flag the trainer polls (:meth:`should_interrupt`: it is a trainer callback), so it checkpoints and returns
     ``interrupted``; the first Ctrl-C still raises ``KeyboardInterrupt`` at once. Once one arrived, further
     TERM/INT are ignored until the checkpoint is written. The previous handlers come back on exit.
     ``exit_code``: 128 + the signal (143 for TERM, 130 for INT).
@@ -30,6 +30,10 @@ class StopSignals:
 
     def requested(self) -> bool:
         return self.signum is not None
+
+    def should_interrupt(self) -> bool:
+        """The trainer's callback hook: polled before every step (and during pauses)."""
+        return self.requested()
 
     def _handle(self, signum, frame) -> None:
         if self.signum is not None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from greendiff.errors import UserInputError
 from greendiff.names import display_path
+from greendiff.workflows._conditioning import resolve_conditioning
 from greendiff.workflows._inputs import load_config_data
 from greendiff.workflows._measurement import MeasurementOptions, MeasureSettings, resolve_settings
 from greendiff.workflows._progress import NullProgress, Progress
@@ -115,6 +116,7 @@ def prepare_train(job: TrainJob) -> PreparedTrain:
         raise UserInputError("--carbon-aware does not support several processes yet; train with one process")
     settings = resolve_settings(job.measurement)
     data = load_config_data(config, job.config_file)
+    config = resolve_conditioning(config, data)  # before config.toml is written: it holds the number of classes
     check_data(config, data, max(job.processes, dist.world_size))
     check_train(config, data.channels, job.resume, str(job.resume / "config.toml") if job.resume is not None else "config")
     return PreparedTrain(job, config, run_name, settings, data, dist)
@@ -153,6 +155,8 @@ def _train_in(prepared: PreparedTrain, run_dir: Path, progress: Progress, contro
 
     config, dist, resume = prepared.config, prepared.dist, prepared.job.resume is not None
     loggers = open_loggers(config, run_dir, remove_on_error=None if resume else run_dir) if dist.is_main else []
+    if prepared.data.placement and dist.is_main:  # said once everything is checked (an error stays one line)
+        progress.note(prepared.data.placement)
     tracker = prepared.settings.tracker(run_dir.name + (" (resumed)" if resume else ""), "train",
                                         f"greendiff train ({display_path(run_dir)})", config=to_dict(config),
                                         run_dir=run_dir, dist=dist).start()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from greendiff.errors import UserInputError
+from greendiff.workflows._conditioning import resolve_conditioning
 from greendiff.workflows._inputs import load_config_data
 from greendiff.workflows._progress import Interrupted, NullProgress, Progress
 from greendiff.workflows._rundir import new_run_dir, write_config, write_emissions, write_file
@@ -123,7 +124,7 @@ def new_study(job: StudyJob) -> Study:
     if storage and not is_journal(storage) and storage.startswith("sqlite") and job.workers > 1:
         raise UserInputError("SQLite storage is for a single worker; with --workers use journal:FILE or an RDB URL (postgresql://...)")
     data = load_config_data(base_config, job.config_file)
-    check_data(base_config, data)
+    check_data(resolve_conditioning(base_config, data), data)
     name = job.name or "tune-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     study_dir = job.output_dir / name
     if study_dir.exists():
@@ -203,6 +204,7 @@ class TrialRunner:
         from greendiff.tune import TrialOutcome
 
         number = int(config.run.name.rsplit("-", 1)[1])
+        config = resolve_conditioning(config, self.data)  # the trial's config.toml holds its number of classes
         run_dir = new_run_dir(config.run.output_dir, config.run.name)
         write_config(run_dir, config)
         tracker = self.settings.tracker(f"{self.study_name}/{config.run.name}", "tune-trial",

@@ -1,0 +1,159 @@
+"""Sampling a trained run: images from its EMA weights (by class, with classifier-free guidance, for a
+class-conditional run), written as a PNG grid or an ``.npz``, the energy per image measured.
+
+Example:
+    >>> from greendiff.workflows import SampleJob, run_sample
+    >>> outcome = run_sample(SampleJob(run=Path("runs/mnist-cond"), classes=(7,), n=16, guidance_scale=2.0))  # doctest: +SKIP
+    >>> outcome.labels[:3], outcome.grid_rows  # doctest: +SKIP
+    ((7, 7, 7), 1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from greendiff.errors import UserInputError
+from greendiff.names import display_path
+from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
+
+SUFFIXES = (".png", ".npz")
+
+
+@dataclass(frozen=True)
+class SampleJob:
+    """Images to sample from a trained run.
+
+    Args:
+        run: run directory (with ``pipeline/`` and ``config.toml``).
+        n: images; with ``classes``, images *per class* (``classes=(0, 3), n=4``: 8 images, a grid row per class).
+        classes: class ids to sample, in order (a class-conditional run only); ``()``: a conditional run samples
+            class-balanced (ids round robin), an unconditional one as it always did.
+        guidance_scale: classifier-free guidance w (finite, >= 0; 1: the conditional model alone); None: the
+            run's ``optim.guidance_scale`` (conditional), 1 (unconditional, which takes no other value).
+        steps: sampler steps (None: the run's ``optim.sample_steps``).
+        out: a ``.png`` grid or an ``.npz`` (``images`` uint8 (N, H, W, C), and ``labels`` when conditional).
+        seed: noise seed.
+        measurement: where and how sampling is measured.
+    """
+
+    run: Path
+    n: int = 64
+    classes: tuple[int, ...] = ()
+    guidance_scale: float | None = None
+    steps: int | None = None
+    out: Path = Path("samples.png")
+    seed: int = 0
+    measurement: MeasurementOptions = MeasurementOptions()
+
+
+@dataclass(frozen=True)
+class SampleOutcome:
+    """What was sampled: ``out``, ``n`` images, their ``labels`` (None: unconditional), ``grid_rows`` (one per
+    requested class; 0: a square grid or an ``.npz``), sampler ``steps`` and ``sampler``, the ``guidance_scale``
+    used (None: unconditional), and the ledger run's ``summary`` (energy_kwh, emissions_kg, run_id, ...)."""
+
+    out: Path
+    n: int
+    labels: tuple[int, ...] | None
+    grid_rows: int
+    steps: int
+    sampler: str
+    guidance_scale: float | None
+    summary: dict
+
+    @property
+    def energy_kwh_per_image(self) -> float:
+        return self.summary["energy_kwh"] / max(self.n, 1)
+
+
+def sample_labels(num_classes: int, n: int, classes: tuple[int, ...]) -> list[int] | None:
+    """The class of every image: ``n`` of each of ``classes`` in order; class-balanced (round robin) without
+    ``classes``; None for an unconditional model (``num_classes`` 0), which takes no ``classes``. Ids outside
+    0..K-1 are one line."""
+    from greendiff.evaluate import balanced_labels
+    from greendiff.pipelines import check_class_labels
+
+    if not num_classes:
+        if classes:
+            raise UserInputError(f"--class {classes[0]}: this run is unconditional (trained with --conditioning none); "
+                                 "it takes no class")
+        return None
+    if not classes:
+        return balanced_labels(n, num_classes)
+    try:
+        check_class_labels(list(classes), num_classes)
+    except UserInputError as exc:
+        raise UserInputError(f"--class: {exc}") from None
+    return [c for c in classes for _ in range(n)]
+
+
+def resolve_guidance(num_classes: int, given: float | None, run_default: float) -> float | None:
+    """The guidance scale to sample with (None: unconditional); one line for a value that is not a finite
+    number >= 0, or a scale other than 1 for an unconditional run."""
+    from greendiff.pipelines import check_guidance_scale
+
+    if given is not None:
+        try:
+            check_guidance_scale(given)
+        except UserInputError as exc:
+            raise UserInputError(f"--guidance-scale: {exc}") from None
+    if not num_classes:
+        if given is not None and given != 1.0:
+            raise UserInputError(f"--guidance-scale {given:g}: this run is unconditional; guidance needs a "
+                                 "class-conditional run (--conditioning class)")
+        return None
+    return float(run_default if given is None else given)
+
+
+def run_sample(job: SampleJob) -> SampleOutcome:
+    """Sample ``job`` under one ledger run (kind ``sample``) and write ``job.out``; bad input (a class on an
+    unconditional run, an id outside the trained classes, a bad guidance scale or output name) is a
+    one-line :class:`UserInputError` before the ledger row or any file exists."""
+    import torch
+
+    from greendiff.train import load_run_model, sample_images
+
+    if job.out.suffix.lower() not in SUFFIXES:
+        raise UserInputError(f"--out must end in .png or .npz, got {display_path(job.out)}")
+    model = load_run_model(job.run)
+    config, unet, sampler = model
+    labels = sample_labels(model.num_classes, job.n, tuple(job.classes))
+    guidance = resolve_guidance(model.num_classes, job.guidance_scale, config.optim.guidance_scale)
+    settings = resolve_settings(job.measurement)
+    n = len(labels) if labels is not None else job.n
+    n_steps = job.steps or config.optim.sample_steps
+    shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    conditional = {} if labels is None else {"labels": labels, "guidance_scale": guidance}
+    command = f"greendiff sample --run {display_path(job.run)} --n {job.n}" + (
+        f" --class {','.join(map(str, job.classes))}" if job.classes else "")
+    with settings.tracker(f"sample {job.run.name}", "sample", command) as tracker:
+        with tracker.window("sample"):
+            images = sample_images(unet, sampler, n, n_steps, shape, torch.Generator().manual_seed(job.seed),
+                                   **conditional)
+    rows = len(job.classes) if job.classes and job.out.suffix.lower() == ".png" else 0
+    _write(images, job.out, labels, rows)
+    return SampleOutcome(job.out, n, tuple(labels) if labels is not None else None, rows, n_steps,
+                         config.optim.sampler, guidance, tracker.summary)
+
+
+def _write(images, out: Path, labels: list[int] | None, rows: int) -> None:
+    """``images`` (N, C, H, W) in [-1, 1] to ``out``: an ``.npz`` (uint8 images, and their labels), or a PNG
+    grid of ``rows`` equal rows (0: as square as it gets)."""
+    import numpy as np
+
+    from greendiff.train import save_grid, to_uint8
+
+    try:
+        if out.suffix.lower() == ".npz":
+            out.parent.mkdir(parents=True, exist_ok=True)
+            arrays = {"images": to_uint8(images)}
+            if labels is not None:
+                arrays["labels"] = np.asarray(labels, dtype=np.int64)
+            np.savez_compressed(out, **arrays)
+        elif rows:
+            save_grid(images, out, cols=images.shape[0] // rows)
+        else:
+            save_grid(images, out)
+    except OSError as exc:
+        raise UserInputError(f"cannot write {display_path(out)}: {exc.strerror}") from None
