@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+import greendiff.data
+
 from greendiff.errors import UserInputError
 from greendiff.ledger import Ledger
 from greendiff.train import LogEvent, read_toml
@@ -75,3 +77,36 @@ def test_bad_input_is_refused_before_anything_is_created(tmp_path):
         run_train(TrainJob(overrides={**TINY, "run.output_dir": str(runs)},
                            measurement=MeasurementOptions(country="XXX", ledger=ledger)))
     assert not runs.exists() and not ledger.exists() and sorted(p.name for p in saved.iterdir()) == ["config.toml"]
+
+
+def test_train_segment_hands_everything_to_the_trainer_as_callbacks(tmp_path, monkeypatch):
+    """Stop signals, the carbon-aware controller, the progress and loggers, and a tuner's pruner reach
+    ``train`` in ``callbacks`` (in the old arguments' order), none through on_log/on_eval/stop_requested/carbon_aware."""
+    import greendiff.train
+    from greendiff.train import EvalEvent, Stop
+    from greendiff.workflows import StopSignals, train_segment
+    from greendiff.workflows._segment import ProgressCallback, PrunerCallback
+
+    seen = {}
+
+    def fake_train(config, run_dir, data, tracker, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop here")
+
+    class Tracker:
+        def stop(self, status):
+            seen["status"] = status
+
+    monkeypatch.setattr(greendiff.train, "train", fake_train)
+    controller, stops = object(), StopSignals()
+    pruned = []
+    with pytest.raises(RuntimeError, match="stop here"):
+        train_segment(greendiff.train.resolve_config(overrides=TINY), greendiff.data.load_digits(8), tmp_path, Tracker(),
+                      on_eval=lambda e: pruned.append(e) or "pruned at step 2", carbon_aware=controller, stops=stops)
+    assert not {"on_log", "on_eval", "stop_requested", "carbon_aware"} & set(seen)
+    first, second, progress, pruner = seen["callbacks"]
+    assert (first, second, type(progress), type(pruner)) == (stops, controller, ProgressCallback, PrunerCallback)
+    assert seen["status"] == "failed"
+    event = EvalEvent(step=2, energy_kwh=1e-6, eval_energy_kwh=1e-7, scores={"fid": 30.0})
+    assert pruner.on_evaluation(None, event) == Stop("pruned at step 2") and pruned == [event.to_dict()]
+    assert stops.should_interrupt() is False

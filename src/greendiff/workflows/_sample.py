@@ -152,7 +152,7 @@ def _write(images, out: Path, labels: list[int] | None, rows: int) -> None:
                 arrays["labels"] = np.asarray(labels, dtype=np.int64)
             np.savez_compressed(out, **arrays)
         elif rows:
-            save_grid(images, out, cols=images.shape[0] // rows)
+            save_grid(images, out, columns=images.shape[0] // rows)
         else:
             save_grid(images, out)
     except OSError as exc:
