@@ -166,7 +166,7 @@ class Trainer:
     Args:
         tracker: A started :class:`~greendiff.tracking.Tracker`; phases ``train``, ``sample``, ``eval``,
             ``checkpoint`` (and ``wait`` for pauses) are its windows.
-        family: The model family (:class:`UNetFamily` by default).
+        family: The model family (default: the config's, :func:`~greendiff.train.family_for`).
         objective: The loss, called like :func:`diffusion_loss` (default: ``family.loss``).
         evaluator: Scores samples for evaluations (default: a :class:`QualityEvaluator` from ``config.stop``).
         callbacks: :class:`TrainerCallback` objects (progress bars, loggers, pruners, a carbon-aware controller).
