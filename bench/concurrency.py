@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, today, write_section  # noqa: E402
 
-from greendiff.train._loop import cpu_has_native_bf16  # noqa: E402
+from greendiff.train._precision import cpu_has_native_bf16  # noqa: E402
 
 EXE = os.path.join(os.path.dirname(sys.executable), "greendiff")
 HERE = Path(__file__).resolve().parent

@@ -205,7 +205,8 @@ def test_derived_seeds_stay_in_range_at_the_extremes():
     torch's generator range (a seed of 10**20 overflowed torch.manual_seed)."""
     import torch
 
-    from greendiff.train._loop import batch_indices, step_generator
+    from greendiff.data import batch_indices
+    from greendiff.train._step import step_generator
 
     assert resolve_config(overrides={"run.seed": str(MAX_SEED), "run.max_steps": MAX_COUNT}).run.seed == MAX_SEED
     with pytest.raises(UserInputError, match="run.seed must be >= 0 and at most 4294967295"):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from greendiff.data import Data, batch_indices  # noqa: F401 (batch_indices: tests/train/test_config.py imports it here)
+from greendiff.data import Data
 from greendiff.train._callbacks import CoreRebalance, EvaluationFunction, RecordFunction, StopRequest
 from greendiff.train._checkpoint import check_resume
 from greendiff.train._config import TrainConfig
