@@ -34,6 +34,9 @@ def argv_for(case: dict, tmp_path: Path, monkeypatch) -> list[str]:
     if feed == "args":
         args = case["args"]
         return ["train", *TRAIN_ARGS, *out, *args[1:]] if args[0] == "train" else list(args)
+    if feed == "labelled_folder":
+        return ["train", "--dataset", str(labelled_folder(tmp_path / "images", case.get("metadata"))), *TRAIN, *out,
+                *case["args"]]
     path = CORPUS / case["file"]
     if feed == "image":
         folder = tmp_path / "images"
@@ -52,6 +55,16 @@ def argv_for(case: dict, tmp_path: Path, monkeypatch) -> list[str]:
         return ["plan", "window", "--profile", str(path), "--grid", "CISO", "--start", "2022-06-01T00:00",
                 "--flex-hours", "24"]
     raise AssertionError(f"unknown feed {feed!r}")
+
+
+def labelled_folder(folder: Path, metadata: str | None) -> Path:
+    """Four good images (good-0.png .. good-3.png) and the case's ``metadata.jsonl`` (if any)."""
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((8, 8), 60 * i, dtype=np.uint8)).save(folder / f"good-{i}.png")
+    if metadata is not None:
+        (folder / "metadata.jsonl").write_text(metadata)
+    return folder
 
 
 class Payload:
@@ -76,6 +89,27 @@ def finished_run(tmp_path_factory) -> Path:
     os.environ.update(env)
     try:
         code = main(["train", *TRAIN_ARGS, "--max-steps", "2", "--output-dir", str(root / "runs"), "--name", "tiny"])
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    assert code == 0
+    (run,) = (root / "runs").iterdir()
+    return run
+
+
+@pytest.fixture(scope="session")
+def finished_class_run(tmp_path_factory) -> Path:
+    """A 2-step class-conditional run on the 10 digit classes, for the run_dir cases with ``conditional = true``."""
+    import os
+
+    root = tmp_path_factory.mktemp("finished-class")
+    env = {"GREENDIFF_LEDGER": str(root / "ledger.sqlite"), "GREENDIFF_CACHE_DIR": str(root / "cache"),
+           "GREENDIFF_THREADS": "1"}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        code = main(["train", *TRAIN_ARGS, "--max-steps", "2", "--conditioning", "class", "--output-dir",
+                     str(root / "runs"), "--name", "tiny-class"])
     finally:
         for key, value in saved.items():
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
@@ -130,7 +164,7 @@ def test_the_corpus_is_complete():
     assert len(files) >= 40 and len(CASES) >= 165
     assert len({case_id(c) for c in CASES}) == len(CASES)
     kinds = {c["feed"] for c in CASES}
-    assert kinds == {"image", "array", "config", "trace", "profile", "api", "args", "run_dir", "resume"}
+    assert kinds == {"image", "array", "config", "trace", "profile", "api", "args", "run_dir", "resume", "labelled_folder"}
 
 
 def test_make_corpus_regenerates_every_file_byte_for_byte():
@@ -159,7 +193,8 @@ def test_bad_input_is_one_line_and_exit_code_2(case, tmp_path, monkeypatch, caps
         monkeypatch.setenv("GREENDIFF_API_TIMEOUT_S", "2")  # generous: a loaded CI machine still answers in time
         argv = ["plan", "window", "--live", "uk", *UK_WINDOW]
     elif case["feed"] in ("run_dir", "resume"):
-        argv = argv_for_run(case, tmp_path, request.getfixturevalue("finished_run"))
+        original = request.getfixturevalue("finished_class_run" if case.get("conditional") else "finished_run")
+        argv = argv_for_run(case, tmp_path, original)
         capsys.readouterr()  # the fixture's training output, the first time
     else:
         argv = argv_for(case, tmp_path, monkeypatch)

@@ -1,0 +1,63 @@
+"""The class-conditional command lines: train's conditioning and data flags, sample by class, eval by class."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from PIL import Image
+
+from greendiff.cli._app import main
+from greendiff.train import read_toml
+from tests.cli.test_train_cli import TINY, run_cli
+
+COUNTRY = ["--no-gpu", "--country", "FRA"]
+
+
+def test_dry_run_shows_the_conditioning_and_data_flags_as_config_keys(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "train", "--dry-run", "--conditioning", "class", "--cond-dropout", "0.25",
+                           "--guidance-scale", "3", "--label-column", "digit", "--caption-column", "text",
+                           "--cache-max-gb", "0.5", "--loader-workers", "3")
+    assert code == 0
+    for line in ('conditioning = "class"', "cond_dropout = 0.25", "guidance_scale = 3.0", 'label_column = "digit"',
+                 'caption_column = "text"', "cache_max_gb = 0.5", "loader_workers = 3"):
+        assert re.search(rf"^{re.escape(line)}$", out, re.M), line
+
+
+def test_a_bad_conditioning_choice_is_one_line(capsys):
+    code, _, err = run_cli(capsys, "train", "--dry-run", "--conditioning", "text")
+    assert code == 2 and err.count("\n") == 1 and "conditioning" in err and "text" in err
+
+
+def test_train_sample_and_eval_a_class_conditional_run(capsys, tmp_path):
+    runs = tmp_path / "runs"
+    code, _, err = run_cli(capsys, "train", *TINY, *COUNTRY, "--max-steps", "2", "--conditioning", "class",
+                           "--output-dir", str(runs), "--name", "cond")
+    assert code == 0, err
+    assert "data: 1,797 images, 0.1 MB decoded <= cache_max_gb 4: in memory" in err  # the placement line
+    (run,) = runs.iterdir()
+    assert read_toml(run / "config.toml")["model"]["num_classes"] == 10
+    grid = tmp_path / "grid.png"
+    code, _, err = run_cli(capsys, "sample", "--run", str(run), "--class", "0,3", "--class", "7", "--n", "2",
+                           "--steps", "2", "--guidance-scale", "1.5", *COUNTRY, "--out", str(grid))
+    assert code == 0, err
+    assert "6 images, 2 ddim steps, guidance 1.5" in err
+    assert Image.open(grid).size == ((2 * 10 + 2) * 2, (3 * 10 + 2) * 2)  # 3 rows (one per class) of 2
+    code, out, err = run_cli(capsys, "eval", "--run", str(run), "--n", "20", "--kid-subset", "10", "--steps", "2",
+                             *COUNTRY, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["guidance_scale"] == 2.0 and report["num_classes"] == 10
+    assert 0 <= report["results"][0]["class_accuracy"] <= 1 and len(report["results"][0]["per_class_fid"]) == 10
+    code, out, err = run_cli(capsys, "eval", "--run", str(run), "--n", "20", "--kid-subset", "10", "--steps", "2",
+                             "--guidance-scale", "1", *COUNTRY)
+    assert code == 0, err
+    flat = " ".join(out.split())  # the table wraps at the terminal's width
+    assert "10 classes, balanced, guidance 1" in flat and "class acc." in flat and "per-class FID (seed 0): 0: " in flat
+
+
+def test_sample_help_says_how_a_class_list_is_spread(capsys):
+    assert main(["sample", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "--n images of each, in order, a PNG grid row per class" in text
+    assert "Without it a conditional run samples class-balanced" in text
