@@ -77,45 +77,34 @@ class Payload:
         return open, (self.target, "w")
 
 
-@pytest.fixture(scope="session")
-def finished_run(tmp_path_factory) -> Path:
-    """A 2-step run (pipeline, checkpoint step-2, emissions.json), trained once for the run_dir and resume cases."""
+def train_once(root: Path, *flags: str) -> Path:
+    """A 2-step run trained in ``root`` (its own ledger and cache) with ``flags``; its run directory."""
     import os
 
-    root = tmp_path_factory.mktemp("finished")
     env = {"GREENDIFF_LEDGER": str(root / "ledger.sqlite"), "GREENDIFF_CACHE_DIR": str(root / "cache"),
            "GREENDIFF_THREADS": "1"}
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     try:
-        code = main(["train", *TRAIN_ARGS, "--max-steps", "2", "--output-dir", str(root / "runs"), "--name", "tiny"])
+        code = main(["train", *TRAIN_ARGS, "--max-steps", "2", "--output-dir", str(root / "runs"), *flags])
     finally:
         for key, value in saved.items():
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
     assert code == 0
     (run,) = (root / "runs").iterdir()
     return run
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """A 2-step run (pipeline, checkpoint step-2, emissions.json), trained once for the run_dir and resume cases."""
+    return train_once(tmp_path_factory.mktemp("finished"), "--name", "tiny")
 
 
 @pytest.fixture(scope="session")
 def finished_class_run(tmp_path_factory) -> Path:
     """A 2-step class-conditional run on the 10 digit classes, for the run_dir cases with ``conditional = true``."""
-    import os
-
-    root = tmp_path_factory.mktemp("finished-class")
-    env = {"GREENDIFF_LEDGER": str(root / "ledger.sqlite"), "GREENDIFF_CACHE_DIR": str(root / "cache"),
-           "GREENDIFF_THREADS": "1"}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        code = main(["train", *TRAIN_ARGS, "--max-steps", "2", "--conditioning", "class", "--output-dir",
-                     str(root / "runs"), "--name", "tiny-class"])
-    finally:
-        for key, value in saved.items():
-            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
-    assert code == 0
-    (run,) = (root / "runs").iterdir()
-    return run
+    return train_once(tmp_path_factory.mktemp("finished-class"), "--conditioning", "class", "--name", "tiny-class")
 
 
 def changed_run(case: dict, tmp_path: Path, original: Path) -> Path:

@@ -15,11 +15,15 @@ def measurement(ledger: Path) -> MeasurementOptions:
     return MeasurementOptions(country="FRA", no_gpu=True, ledger=ledger)
 
 
-@pytest.fixture(scope="module")
-def parent(tmp_path_factory) -> Path:
-    """A trained run (4 steps) that the compression and scoring workflows start from."""
-    root = tmp_path_factory.mktemp("parent")
-    outcome = run_train(TrainJob(overrides={**TINY, "run.max_steps": 4, "run.output_dir": str(root / "runs")},
+def trained(root: Path, overrides: dict) -> Path:
+    """A run trained for 4 steps in ``root`` (its own ledger) with ``overrides`` over :data:`TINY`."""
+    outcome = run_train(TrainJob(overrides={**TINY, **overrides, "run.max_steps": 4, "run.output_dir": str(root / "runs")},
                                  measurement=measurement(root / "l.sqlite")))
     assert outcome.status == "completed"
     return outcome.run_dir
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory) -> Path:
+    """A trained run (4 steps) that the compression and scoring workflows start from."""
+    return trained(tmp_path_factory.mktemp("parent"), {})

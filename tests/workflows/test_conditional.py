@@ -19,7 +19,7 @@ from greendiff.train import read_toml, resolve_config
 from greendiff.workflows import (
     EvalJob, HardwareJob, SampleJob, TrainJob, resolve_conditioning, run_eval, run_hardware, run_sample, run_train,
 )
-from tests.workflows.conftest import TINY, measurement
+from tests.workflows.conftest import TINY, measurement, trained
 
 COND = {**TINY, "model.conditioning": "class"}
 
@@ -27,11 +27,7 @@ COND = {**TINY, "model.conditioning": "class"}
 @pytest.fixture(scope="module")
 def cond_run(tmp_path_factory) -> Path:
     """A class-conditional run (4 steps on the 10 digit classes)."""
-    root = tmp_path_factory.mktemp("cond")
-    outcome = run_train(TrainJob(overrides={**COND, "run.max_steps": 4, "run.output_dir": str(root / "runs")},
-                                 measurement=measurement(root / "l.sqlite")))
-    assert outcome.status == "completed"
-    return outcome.run_dir
+    return trained(tmp_path_factory.mktemp("cond"), {"model.conditioning": "class"})
 
 
 def no_runs(ledger: Path) -> bool:
