@@ -58,15 +58,25 @@ def bare_step_s(config, images: torch.Tensor, steps: int, with_optimizer: bool) 
     return (time.perf_counter() - t0) / steps
 
 
+class LogEvents:
+    """A trainer callback keeping every log event (:class:`greendiff.train.LogEvent`)."""
+
+    def __init__(self) -> None:
+        self.events = []
+
+    def on_log(self, trainer, event) -> None:
+        self.events.append(event)
+
+
 def greendiff_step_s(config, data, steps: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         tracker = Tracker("loop-overhead", kind="bench", ledger=Path(tmp) / "ledger.sqlite", location=Location(country="FRA"),
                           monitor=EnergyMonitor.detect(MonitorOptions(measure_gpus=False))).start()
-        logs = []
-        train(config, Path(tmp) / "run", data, tracker, on_log=logs.append)
+        logs = LogEvents()
+        train(config, Path(tmp) / "run", data, tracker, callbacks=[logs])
         tracker.stop()
     # steady state, like the bare loops: the median over log intervals, the first (warm-up) one left out
-    rates = [r["samples_per_s"] for r in logs if "samples_per_s" in r and r["step"] > config.run.log_every]
+    rates = [e.samples_per_s for e in logs.events if e.step > config.run.log_every]
     return config.optim.batch_size / statistics.median(rates)
 
 

@@ -91,7 +91,7 @@ def test_books_survive_a_checkpoint():
 def test_carbon_aware_training_pauses_and_trains_the_same_model(tiny_data, tiny_config, tracker, tmp_path):
     config = tiny_config(run__max_steps=18)
     controller = CarbonAwareController(provider(), SimulatedClock(T0, 1200), 18, max_intensity_g_per_kwh=200, min_pause_s=0)
-    result = train(config, tmp_path / "aware", tiny_data, tracker, carbon_aware=controller)
+    result = train(config, tmp_path / "aware", tiny_data, tracker, callbacks=[controller])
     assert result.status == "completed"
     events = [json.loads(line) for line in (tmp_path / "aware" / "metrics.jsonl").read_text().splitlines()]
     pauses = [e for e in events if e.get("event") == "pause"]
@@ -142,14 +142,14 @@ def test_a_resumed_run_continues_the_books(tiny_data, tiny_config, tracker, tmp_
         return CarbonAwareController(provider(), SimulatedClock(T0, 1200), 18, max_intensity_g_per_kwh=200, min_pause_s=0)
 
     first = controller()
-    train(tiny_config(run__max_steps=9, run__checkpoint_every=9), tmp_path / "run", tiny_data, tracker, carbon_aware=first)
+    train(tiny_config(run__max_steps=9, run__checkpoint_every=9), tmp_path / "run", tiny_data, tracker, callbacks=[first])
     tracker.stop()
     from greendiff.energy import EnergyMonitor, MonitorOptions
     from greendiff.tracking import Tracker
 
     second = controller()
     again = Tracker("resumed", ledger=tmp_path / "l2.sqlite", monitor=EnergyMonitor.detect(MonitorOptions(measure_gpus=False))).start()
-    train(tiny_config(run__max_steps=18), tmp_path / "run", tiny_data, again, resume=True, carbon_aware=second)
+    train(tiny_config(run__max_steps=18), tmp_path / "run", tiny_data, again, resume=True, callbacks=[second])
     again.stop()
     s = second.summary()
     assert s["pauses"] == 2 and s["active_h"] == pytest.approx(6.0) and s["started"] == T0.isoformat()

@@ -19,6 +19,7 @@ from greendiff.train import (
     train,
 )
 from greendiff.train import _family, _precision, _step
+from tests.train.fakes import EvalRecorder, InterruptAfter
 
 
 def losses(run_dir):
@@ -63,8 +64,7 @@ def test_resume_after_a_stop_at_a_random_step_is_bit_identical(tmp_path, tiny_da
     whole.mkdir(), split.mkdir()
     train(config, whole, tiny_data, tracker)
     stop_at = random.Random().randint(1, 11)
-    calls = iter(range(100))
-    first = train(config, split, tiny_data, tracker, stop_requested=lambda: next(calls) >= stop_at)
+    first = train(config, split, tiny_data, tracker, callbacks=[InterruptAfter(stop_at)])
     assert first.status == "interrupted" and first.step == stop_at
     second = train(config, split, tiny_data, tracker, resume=True)
     assert second.status == "completed" and second.step == 12
@@ -208,8 +208,7 @@ def test_resume_keeps_the_stopping_state(tmp_path, tiny_data, tiny_config, track
     scripted_quality(monkeypatch, [10.0, 9.0, 9.5, 9.6])
     config = tiny_config(run__max_steps=40, stop__eval_every=2, stop__eval_samples=8, stop__patience=2,
                          stop__spread_seeds=1)
-    calls = iter(range(100))
-    first = train(config, tmp_path, tiny_data, tracker, stop_requested=lambda: next(calls) >= 6)
+    first = train(config, tmp_path, tiny_data, tracker, callbacks=[InterruptAfter(6)])
     assert first.status == "interrupted" and first.step == 6  # evaluations at 2, 4, 6 (one without improvement)
     result = train(config, tmp_path, tiny_data, tracker, resume=True)
     assert (result.status, result.step) == ("stopped", 8)  # the 4th evaluation is the 2nd without improvement
@@ -295,18 +294,17 @@ def test_stratified_timesteps_cover_every_stratum_with_a_uniform_marginal():
 
 def test_evaluation_at_the_end_and_a_tuner_stopping_the_run(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
     scripted_quality(monkeypatch, [10.0, 30.0, 99.0])
-    told = []
+    pruner = EvalRecorder(prune_above=20.0, reason="pruned")
     config = tiny_config(run__max_steps=40, stop__eval_every=3, stop__eval_samples=8, stop__spread_seeds=1,
                          stop__eval_at_end=True)
-    result = train(config, tmp_path, tiny_data, tracker,
-                   on_eval=lambda e: told.append((e["step"], e["fid"], e.get("final", False))) or ("pruned" if e["fid"] > 20 else None))
+    result = train(config, tmp_path, tiny_data, tracker, callbacks=[pruner])
     assert (result.status, result.step, result.stop_reason) == ("stopped", 6, "pruned")
-    assert told == [(3, 10.0, False), (6, 30.0, False)]  # step 6 was just evaluated: no second evaluation
-    told.clear()
+    assert pruner.told == [(3, 10.0, False), (6, 30.0, False)]  # step 6 was just evaluated: no second evaluation
     scripted_quality(monkeypatch, [5.0])
+    recorder = EvalRecorder()
     result = train(tiny_config(run__max_steps=4, stop__eval_samples=8, stop__spread_seeds=1, stop__eval_at_end=True),
-                   tmp_path / "plain", tiny_data, tracker, on_eval=lambda e: told.append((e["step"], e["fid"], e["final"])))
-    assert result.status == "completed" and told == [(4, 5.0, True)]
+                   tmp_path / "plain", tiny_data, tracker, callbacks=[recorder])
+    assert result.status == "completed" and recorder.told == [(4, 5.0, True)]
 
 
 def test_a_moved_horizon_is_saved_with_the_scheduler():
@@ -389,7 +387,7 @@ def test_a_pickle_in_place_of_a_checkpoint_file_is_never_loaded(tmp_path, tiny_d
 
     config = tiny_config(run__max_steps=6, run__checkpoint_every=2, run__keep_checkpoints=3)
     run_dir, marker = tmp_path / "run", tmp_path / "pwned"
-    train(config, run_dir, tiny_data, tracker, stop_requested=iter([False] * 4 + [True] * 9).__next__)
+    train(config, run_dir, tiny_data, tracker, callbacks=[InterruptAfter(4)])
     folder = checkpoint_dirs(run_dir)[-1]
     (folder / replaced).write_bytes(pickle.dumps(_Payload(marker)))
     state = json.loads((folder / "train_state.json").read_text())
@@ -489,7 +487,7 @@ def test_an_unusable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, 
     config = tiny_config(run__max_steps=6, run__checkpoint_every=2, run__keep_checkpoints=3)
     whole, split = tmp_path / "whole", tmp_path / "split"
     train(config, whole, tiny_data, tracker)
-    train(config, split, tiny_data, tracker, stop_requested=iter([False] * 4 + [True] * 9).__next__)
+    train(config, split, tiny_data, tracker, callbacks=[InterruptAfter(4)])
     assert [p.name for p in checkpoint_dirs(split)] == ["step-2", "step-4"]
     (_tamper if how in _TAMPERED else _corrupt)(split / "checkpoints" / "step-4", how)
     result = train(config, split, tiny_data, tracker, resume=True)
@@ -580,7 +578,7 @@ def test_bad_step_counts_survive_a_resume(tmp_path, tiny_data, tiny_config, trac
         return call % 4 == 3 if call < 12 else call % 2 == 1
     monkeypatch.setattr(_family, "diffusion_loss", lambda *a, **k: real(*a, **k) * (float("nan") if bad(next(calls)) else 1.0))
     config = tiny_config(run__max_steps=60, run__checkpoint_every=4)
-    first = train(config, tmp_path, tiny_data, tracker, stop_requested=iter([False] * 12 + [True] * 99).__next__)
+    first = train(config, tmp_path, tiny_data, tracker, callbacks=[InterruptAfter(12)])
     assert (first.status, first.step) == ("interrupted", 12)
     assert json.loads((checkpoint_dirs(tmp_path)[-1] / "train_state.json").read_text())["divergence"] == {"bad_steps": 3, "bad_in_row": 1}
     second = train(config, tmp_path, tiny_data, tracker, resume=True)
@@ -598,7 +596,7 @@ def test_a_run_ended_early_with_over_a_quarter_of_its_steps_bad_is_diverged(tmp_
     scripted_quality(monkeypatch, [1.0])
     if end == "interrupted":
         config = tiny_config(run__max_steps=100)
-        result = train(config, tmp_path, tiny_data, tracker, stop_requested=iter([False] * 30 + [True] * 99).__next__)
+        result = train(config, tmp_path, tiny_data, tracker, callbacks=[InterruptAfter(30)])
     else:
         config = tiny_config(run__max_steps=100, stop__eval_every=30, stop__eval_samples=8, stop__target=5.0,
                              stop__spread_seeds=1)
@@ -641,6 +639,16 @@ def test_a_checkpoint_recover_puts_back_counts_for_the_check_before_a_resume(tmp
     assert train(tiny_config(run__max_steps=3), tmp_path, tiny_data, tracker, resume=True).step == 3
 
 
+class ThreadsAtLog:
+    """Records torch's thread count at every log record."""
+
+    def __init__(self) -> None:
+        self.seen = []
+
+    def on_log(self, trainer, event) -> None:
+        self.seen.append(torch.get_num_threads())
+
+
 def test_training_takes_its_share_of_the_cores_beside_another_run(tmp_path, tiny_data, tiny_config, tracker,
                                                                    monkeypatch):
     import os
@@ -658,10 +666,9 @@ def test_training_takes_its_share_of_the_cores_beside_another_run(tmp_path, tiny
     monkeypatch.setattr(_threads, "default_registry", lambda: registry)
     monkeypatch.setattr(_threads, "available_cores", lambda: 4)
     before = torch.get_num_threads()
-    seen = []
-    train(tiny_config(run__max_steps=3), tmp_path / "run", tiny_data, tracker,
-          on_log=lambda record: seen.append(torch.get_num_threads()))
-    assert seen and set(seen) == {2}  # 4 cores, 2 runs
+    threads = ThreadsAtLog()
+    train(tiny_config(run__max_steps=3), tmp_path / "run", tiny_data, tracker, callbacks=[threads])
+    assert threads.seen and set(threads.seen) == {2}  # 4 cores, 2 runs
     assert torch.get_num_threads() == before  # given back afterwards
     assert [p.name for p in registry.iterdir()] == [str(other)]  # this run's entry is gone
 

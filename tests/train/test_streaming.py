@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from greendiff.data import ImageSet, StreamedSet, load_dataset
 from greendiff.train import checkpoint_dirs, train
+from tests.train.fakes import InterruptAfter
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +58,7 @@ def test_a_resumed_streamed_run_is_bit_identical_to_an_uninterrupted_one(tmp_pat
     config = tiny_config(run__max_steps=9, optim__batch_size=8)
     data = load_dataset(str(digit_folder), 8, cache_max_gb=0.0, workers=1)
     train(config, tmp_path / "whole", data, tracker)
-    calls = iter(range(100))
-    first = train(config, tmp_path / "split", data, tracker, stop_requested=lambda: next(calls) >= 4)
+    first = train(config, tmp_path / "split", data, tracker, callbacks=[InterruptAfter(4)])
     assert (first.status, first.step) == ("interrupted", 4)
     second = train(config, tmp_path / "split", data, tracker, resume=True)  # the stream starts at step 4, mid-epoch
     assert (second.status, second.step) == ("completed", 9)
@@ -89,8 +89,7 @@ def test_one_stream_per_segment_from_its_step_closed_however_the_run_ends(tmp_pa
                                                                          monkeypatch):
     config = tiny_config(run__max_steps=6)
     data = RecordedSet(tiny_data)
-    calls = iter(range(100))
-    assert train(config, tmp_path, data, tracker, stop_requested=lambda: next(calls) >= 2).status == "interrupted"
+    assert train(config, tmp_path, data, tracker, callbacks=[InterruptAfter(2)]).status == "interrupted"
     assert (data.starts, data.closed, data.drawn) == ([(0, 6)], [0], 2)
     assert train(config, tmp_path, data, tracker, resume=True).status == "completed"
     assert (data.starts, data.closed, data.drawn) == ([(0, 6), (2, 6)], [0, 2], 6)

@@ -23,6 +23,8 @@ from greendiff import numbers
 from greendiff.errors import UserInputError
 from greendiff.names import display_path, first_line, one_line, shown
 from greendiff.numbers import Bounds, parse_float, parse_int
+from greendiff.tracking import PhaseEnergy
+from greendiff.units import joules_to_kwh, kwh_to_joules
 
 #: Longest device or config label kept from a profile file.
 MAX_LABEL_CHARS = 200
@@ -34,7 +36,7 @@ def _at_most(hi: float, integer: bool = False, why: str = "") -> Bounds:
 
 
 _KWH = _at_most(numbers.MAX_ENERGY_KWH, why=numbers.ENERGY_KWH.why)  # as --energy-kwh and --pause-cost-kwh
-_J = _at_most(numbers.MAX_ENERGY_KWH * 3.6e6, why=numbers.ENERGY_KWH.why)
+_J = _at_most(kwh_to_joules(numbers.MAX_ENERGY_KWH), why=numbers.ENERGY_KWH.why)
 _S = _at_most(numbers.HOURS_IN_A_YEAR * 3600.0, why="a year")
 _N = _at_most(numbers.MAX_COUNT, integer=True)
 #: The range of every number in a profile file: those of the flags it stands for (``--energy-kwh``,
@@ -44,7 +46,7 @@ FILE_BOUNDS: dict[str, Bounds] = {
     "hours": _at_most(numbers.HOURS_IN_A_YEAR, why=numbers.YEAR_HOURS.why),
     "steps": _N, "evaluations": _N, "sample_grids": _N, "checkpoints": _N, "profiled_steps": _N,
     "energy_per_step_j": _J, "energy_per_eval_j": _J, "energy_per_grid_j": _J,
-    "energy_per_checkpoint_j": _at_most(numbers.MAX_ENERGY_KWH * 3.6e6 / 2, why="a pause (twice a checkpoint) over 1e9 kWh"),
+    "energy_per_checkpoint_j": _at_most(kwh_to_joules(numbers.MAX_ENERGY_KWH) / 2, why="a pause (twice a checkpoint) over 1e9 kWh"),
     "seconds_per_step": _S, "seconds_per_checkpoint": _S,
     "uncertainty_frac": _at_most(100.0, why="a forecast 100 times its own size"),
 }
@@ -77,7 +79,7 @@ class Forecast:
     @property
     def pause_cost_kwh(self) -> float:
         """Energy of one pause: a checkpoint written, and about as much again to load it and restart."""
-        return 2 * self.energy_per_checkpoint_j / 3.6e6
+        return joules_to_kwh(2 * self.energy_per_checkpoint_j)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "pause_cost_kwh": self.pause_cost_kwh}
@@ -177,14 +179,14 @@ def forecast(step_energy_j: list[float], step_seconds: list[float], phases: Phas
     rel = math.sqrt(meter_uncertainty_frac ** 2 + (2 * sem / per_step_j if per_step_j > 0 else 0.0) ** 2 + drift ** 2)
     evals, grids, checkpoints = counts
     if eval_every_kwh > 0:
-        evals += int(steps * per_step_j / 3.6e6 // eval_every_kwh)
+        evals += int(joules_to_kwh(steps * per_step_j) // eval_every_kwh)
     total_j = (steps * per_step_j + evals * phases.eval_j + (phases.eval_setup_j if evals else 0.0)
                + grids * phases.grid_j + checkpoints * phases.checkpoint_j)
     total_s = steps * per_step_s + evals * phases.eval_s + grids * phases.grid_s + checkpoints * phases.checkpoint_s
     # A band wider than the forecast itself (rel > 1: a noisy meter, a few steps that drift) has its low end
     # at 0, not below: a run cannot use negative energy, and a negative number is no forecast to plan with.
     low_j = total_j * max(1 - rel, 0.0)
-    return Forecast(total_j / 3.6e6, low_j / 3.6e6, total_j * (1 + rel) / 3.6e6, total_s / 3600.0, steps,
+    return Forecast(joules_to_kwh(total_j), joules_to_kwh(low_j), joules_to_kwh(total_j * (1 + rel)), total_s / 3600.0, steps,
                     evals, grids, checkpoints, per_step_j, per_step_s, phases.eval_j, phases.grid_j, phases.checkpoint_j,
                     phases.checkpoint_s, len(step_energy_j), rel, method, device, config)
 
@@ -203,6 +205,33 @@ def profile_config(config, steps: int):
     return dataclasses.replace(config, run=run, stop=stop)
 
 
+class _ProfileRecords:
+    """The profile's trainer callback: keeps the start and log records and each evaluation's record (as the
+    ``metrics.jsonl`` dicts), and passes the start and log records on to ``on_log`` (a progress bar)."""
+
+    def __init__(self, on_log=None) -> None:
+        self.on_log, self.records, self.evals = on_log, [], []
+
+    def on_train_start(self, trainer, event) -> None:
+        self._record(trainer, event)
+
+    def on_log(self, trainer, event) -> None:
+        self._record(trainer, event)
+
+    def on_evaluation(self, trainer, event) -> None:
+        self.evals.append(event.to_dict())
+
+    def _record(self, trainer, event) -> None:
+        if trainer.is_main:
+            self.records.append(event.to_dict())
+            if self.on_log is not None:
+                self.on_log(event.to_dict())
+
+
+#: A phase the profile opened no window of (no evaluation, no sample grid).
+_NO_WINDOWS = PhaseEnergy("", 0, 0.0, 0.0, None, 0.0)
+
+
 def run_profile(config, data, tracker, run_dir: Path, steps: int, warmup: int, config_name: str = "",
                 on_log=None) -> Forecast:
     """Train ``config`` for ``steps`` steps under ``tracker`` and forecast the full run.
@@ -210,39 +239,31 @@ def run_profile(config, data, tracker, run_dir: Path, steps: int, warmup: int, c
     Args:
         tracker: A started :class:`greendiff.tracking.Tracker`; it is stopped here.
         run_dir: Scratch directory for the profile's checkpoints and samples.
-        on_log: Passed to the training loop (a progress bar).
+        on_log: Called with the start record and every log record, as dicts (a progress bar).
     """
     from greendiff.train import train
 
     if steps <= warmup + 3:
         raise UserInputError(f"--steps must be more than {warmup + 3} (the first {warmup} are warm-up), got {steps}")
-    records, evals = [], []
-
-    def log(record: dict) -> None:
-        records.append(record)
-        if on_log:
-            on_log(record)
-
-    result = train(profile_config(config, steps), run_dir, data, tracker, on_log=log, on_eval=evals.append)
+    seen = _ProfileRecords(on_log)
+    records, evals = seen.records, seen.evals
+    result = train(profile_config(config, steps), run_dir, data, tracker, callbacks=[seen])
     summary = tracker.stop("completed")
     if result.status != "completed":
         raise UserInputError(f"the profile did not complete ({result.status} at step {result.step})")
     logs = [r for r in records if "loss" in r]
-    cumulative_j = [0.0] + [r["energy_kwh"] * 3.6e6 for r in logs]
+    cumulative_j = [0.0] + [kwh_to_joules(r["energy_kwh"]) for r in logs]
     step_j = [b - a for a, b in zip(cumulative_j, cumulative_j[1:])]
     step_s = [config.optim.batch_size / r["samples_per_s"] for r in logs]
-    phase = {p["name"]: p for p in summary["phases"]}
-    eval_j = evals[0]["eval_energy_kwh"] * 3.6e6 if evals else 0.0
-    eval_phase = phase.get("eval", {"energy_j": 0.0, "duration_s": 0.0, "count": 0})
+    eval_j = kwh_to_joules(evals[0]["eval_energy_kwh"]) if evals else 0.0
+    eval_phase, grid, checkpoint = (summary.phase(name) or _NO_WINDOWS for name in ("eval", "sample", "checkpoint"))
     costs = PhaseCosts(
-        eval_j=eval_j, eval_s=eval_phase["duration_s"] * eval_j / eval_phase["energy_j"] if eval_j > 0 else 0.0,
-        eval_setup_j=max(eval_phase["energy_j"] - eval_j, 0.0),
-        grid_j=phase.get("sample", {}).get("energy_j", 0.0), grid_s=phase.get("sample", {}).get("duration_s", 0.0),
-        checkpoint_j=phase["checkpoint"]["energy_j"] / phase["checkpoint"]["count"],
-        checkpoint_s=phase["checkpoint"]["duration_s"] / phase["checkpoint"]["count"])
+        eval_j=eval_j, eval_s=eval_phase.duration_s * eval_j / eval_phase.energy_j if eval_j > 0 else 0.0,
+        eval_setup_j=max(eval_phase.energy_j - eval_j, 0.0), grid_j=grid.energy_j, grid_s=grid.duration_s,
+        checkpoint_j=checkpoint.energy_j / checkpoint.count, checkpoint_s=checkpoint.duration_s / checkpoint.count)
     counts = planned_counts(config.run.max_steps, config.stop.eval_every, config.stop.eval_at_end,
                             config.run.sample_every, config.run.checkpoint_every)
-    meter_frac = max((d["uncertainty_frac"] for d in summary["devices"]), default=0.0)
+    meter_frac = max((d.uncertainty_frac for d in summary.devices), default=0.0)
     device = next((r["device"] for r in records if r.get("event") == "start"), "")
     return forecast(step_j, step_s, costs, counts, config.run.max_steps, meter_frac, warmup, config.stop.eval_every_kwh,
-                    ", ".join(summary["methods"]), device, config_name)
+                    ", ".join(summary.methods), device, config_name)

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -199,16 +199,6 @@ class LogSchedule(TrainerCallback):
         return None
 
 
-class StopRequest(TrainerCallback):
-    """Ctrl-C, SIGTERM or anything else the caller polls: ``requested()`` true ends the run ``interrupted``."""
-
-    def __init__(self, requested: Callable[[], bool]) -> None:
-        self.requested = requested
-
-    def should_interrupt(self) -> bool:
-        return bool(self.requested())
-
-
 class CoreRebalance(TrainerCallback):
     """Rebalances a :class:`greendiff.parallel.CoreShare` before every step (it looks for other runs every
     few seconds)."""
@@ -218,31 +208,3 @@ class CoreRebalance(TrainerCallback):
 
     def on_step_begin(self, trainer) -> None:
         self.cores.rebalance()
-
-
-class RecordFunction(TrainerCallback):
-    """The old ``on_log`` argument: ``fn`` receives the start record and every log record as dicts, on the
-    main process (a progress bar, experiment loggers)."""
-
-    def __init__(self, fn: Callable[[dict], None]) -> None:
-        self.fn = fn
-
-    def on_train_start(self, trainer, event: StartEvent) -> None:
-        if trainer.is_main:
-            self.fn(event.to_dict())
-
-    def on_log(self, trainer, event: LogEvent) -> None:
-        if trainer.is_main:
-            self.fn(event.to_dict())
-
-
-class EvaluationFunction(TrainerCallback):
-    """The old ``on_eval`` argument: ``fn`` receives each evaluation's record; a returned string stops the
-    run with that reason (a tuner pruning a trial)."""
-
-    def __init__(self, fn: Callable[[dict], str | None]) -> None:
-        self.fn = fn
-
-    def on_evaluation(self, trainer, event) -> Stop | None:
-        reason = self.fn(event.to_dict())
-        return Stop(reason) if reason else None

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from greendiff.data import Data
-from greendiff.train._callbacks import CoreRebalance, EvaluationFunction, RecordFunction, StopRequest
+from greendiff.train._callbacks import CoreRebalance
 from greendiff.train._checkpoint import check_resume
 from greendiff.train._config import TrainConfig
 from greendiff.train._model import check_architecture, check_init_from
@@ -48,31 +48,23 @@ def train(config: TrainConfig, run_dir: Path, data: Data, tracker, **kwargs) -> 
 
 def train_on_share(config: TrainConfig, run_dir: Path, data: Data, tracker, *, resume: bool = False,
                    callbacks: Iterable = (), objective: Callable | None = None, family=None, evaluator=None,
-                   cores=None, on_log: Callable[[dict], None] | None = None,
-                   on_eval: Callable[[dict], str | None] | None = None,
-                   stop_requested: Callable[[], bool] | None = None, carbon_aware=None) -> TrainResult:
+                   cores=None) -> TrainResult:
     """Train ``config`` on ``data`` (in memory or streamed: :func:`greendiff.data.load_dataset`) with a
     :class:`~greendiff.train.Trainer`, writing metrics, samples, checkpoints and the pipeline to ``run_dir``.
 
     Args:
         tracker: A started :class:`Tracker`; phases ``train``, ``sample``, ``checkpoint`` are windows.
         resume: Continue from the newest checkpoint in ``run_dir``.
-        callbacks: :class:`~greendiff.train.TrainerCallback` objects, asked in order.
+        callbacks: :class:`~greendiff.train.TrainerCallback` objects, asked in order: stop signals
+            (``should_interrupt``), a :class:`greendiff.plan.CarbonAwareController`, progress and loggers
+            (``on_log``), a tuner's pruner (``on_evaluation`` answering a :class:`~greendiff.train.Stop`).
         objective: The loss, called like :func:`diffusion_loss` (default: the family's); distillation passes its own
             (``greendiff.compress.objective_for``), whose teacher runs inside the metered ``train`` window.
         family: The model family (default: the config's, :func:`~greendiff.train.family_for`).
         evaluator: Scores evaluations (default: a :class:`~greendiff.train.QualityEvaluator`).
         cores: A :class:`greendiff.parallel.CoreShare` rebalanced every step (``None``: threads left alone).
-        on_log / on_eval / stop_requested / carbon_aware: The arguments of earlier releases, turned into
-            callbacks (to be replaced by ``callbacks``): ``on_log`` receives the start and log records
-            (dicts); ``on_eval`` each evaluation's record, a returned string stopping the run; a true
-            ``stop_requested()`` checkpoints and returns ``interrupted``; ``carbon_aware`` is a
-            :class:`greendiff.plan.CarbonAwareController` (itself a callback).
     """
-    legacy = [CoreRebalance(cores) if cores is not None else None,
-              StopRequest(stop_requested) if stop_requested is not None else None, carbon_aware,
-              RecordFunction(on_log) if on_log is not None else None,
-              EvaluationFunction(on_eval) if on_eval is not None else None]
+    rebalance = [CoreRebalance(cores)] if cores is not None else []
     trainer = Trainer(config, run_dir, data, tracker, family=family, objective=objective, evaluator=evaluator,
-                      callbacks=[*legacy[:3], *callbacks, *legacy[3:]], resume=resume)
+                      callbacks=[*rebalance, *callbacks], resume=resume)
     return trainer.run()
