@@ -7,7 +7,7 @@ import pytest
 from greendiff.carbon import Location, Pue, TraceProvider, bundled_trace, country_provider
 from greendiff.energy import DeviceInfo, EnergyMonitor, Meter
 from greendiff.ledger import Ledger, RunRecord, Sample, WindowTotal
-from greendiff.tracking import Tracker, provider_from_assumptions, summarize
+from greendiff.tracking import PueUsed, Tracker, provider_from_assumptions, summarize
 
 
 class FakeMeter(Meter):
@@ -41,19 +41,19 @@ def test_tracker_prices_phases_and_devices(tmp_path):
             add(meter, 3.6e5, 0.0)
     s = tracker.summary
     fra = country_provider("FRA").row.intensity_g_per_kwh
-    assert s["status"] == "completed"
-    assert s["energy_kwh"] == pytest.approx(0.43)
-    assert s["emissions_kg"] == pytest.approx(0.43 * 1.2 * fra / 1000)
-    assert {d["key"]: d["energy_kwh"] for d in s["devices"]} == pytest.approx({"gpu:0": 0.4, "cpu:process-tree": 0.03})
+    assert s.status == "completed"
+    assert s.energy_kwh == pytest.approx(0.43)
+    assert s.emissions_kg == pytest.approx(0.43 * 1.2 * fra / 1000)
+    assert {d.key: d.energy_kwh for d in s.devices} == pytest.approx({"gpu:0": 0.4, "cpu:process-tree": 0.03})
     # band: GPU counter +/-5 %, CPU estimate +/-40 %
-    assert s["energy_kwh_low"] == pytest.approx(0.4 * 0.95 + 0.03 * 0.6)
-    assert s["energy_kwh_high"] == pytest.approx(0.4 * 1.05 + 0.03 * 1.4)
-    phases = {p["name"]: p for p in s["phases"]}
-    assert phases["train"]["count"] == 3 and phases["train"]["energy_j"] == pytest.approx(3 * 3.96e5)
-    assert phases["eval"]["emissions_g"] == pytest.approx(0.1 * 1.2 * fra)
-    assert s["pue"] == {"value": 1.2, "source": "given by the user"}
-    assert s["intensity"]["source"].startswith("Our World in Data / Ember country table: FRA")
-    assert Ledger(tmp_path / "l.sqlite").get_run(s["run_id"]).summary == s
+    assert s.energy_kwh_low == pytest.approx(0.4 * 0.95 + 0.03 * 0.6)
+    assert s.energy_kwh_high == pytest.approx(0.4 * 1.05 + 0.03 * 1.4)
+    phases = {p.name: p for p in s.phases}
+    assert phases["train"].count == 3 and phases["train"].energy_j == pytest.approx(3 * 3.96e5)
+    assert phases["eval"].emissions_g == pytest.approx(0.1 * 1.2 * fra)
+    assert s.pue == PueUsed(1.2, "given by the user")
+    assert s.intensity.source.startswith("Our World in Data / Ember country table: FRA")
+    assert Ledger(tmp_path / "l.sqlite").get_run(s.run_id).summary == s.to_dict()
 
 
 def test_exception_marks_run_failed_and_keeps_measurements(tmp_path):
@@ -63,16 +63,16 @@ def test_exception_marks_run_failed_and_keeps_measurements(tmp_path):
         with tracker:
             add(meter, 7.2e6, 0.0)
             raise RuntimeError("boom")
-    assert tracker.summary["status"] == "failed"
-    assert tracker.summary["energy_kwh"] == pytest.approx(2.0)
+    assert tracker.summary.status == "failed"
+    assert tracker.summary.energy_kwh == pytest.approx(2.0)
 
 
 def test_unknown_location_is_loud(tmp_path):
     tracker = Tracker("t", ledger=tmp_path / "l.sqlite", monitor=EnergyMonitor([FakeMeter()]))
     with tracker:
         pass
-    assert tracker.summary["intensity"]["mean_g_per_kwh"] == pytest.approx(475.0)
-    assert any(n.startswith("LOCATION UNKNOWN") for n in tracker.summary["intensity"]["notes"])
+    assert tracker.summary.intensity.mean_g_per_kwh == pytest.approx(475.0)
+    assert any(n.startswith("LOCATION UNKNOWN") for n in tracker.summary.intensity.notes)
 
 
 def test_samples_are_rate_limited(tmp_path):
@@ -85,7 +85,7 @@ def test_samples_are_rate_limited(tmp_path):
     assert tracker.ledger.count_samples(tracker.run_id) == 1  # only the start sample so far
     tracker.stop()
     assert tracker.ledger.count_samples(tracker.run_id) == 2
-    assert tracker.summary["phases"][0]["count"] == 100
+    assert tracker.summary.phases[0].count == 100
 
 
 def _record(assumptions: dict) -> RunRecord:
@@ -101,9 +101,9 @@ def test_summary_charges_each_hour_its_own_intensity():
     s = summarize(_record({}), samples, [], TraceProvider(trace), Pue(1.1, "test"))
     h10 = trace.value_at(datetime(2022, 6, 1, 10, tzinfo=timezone.utc))
     h11 = trace.value_at(datetime(2022, 6, 1, 11, tzinfo=timezone.utc))
-    assert s["emissions_kg"] == pytest.approx(1.1 * (0.5 * h10 + 0.5 * h11) / 1000)
-    assert s["intensity"]["mean_g_per_kwh"] == pytest.approx((h10 + h11) / 2)
-    assert s["cpu_time_s"] == 10.0 and s["duration_s"] == pytest.approx(3600)
+    assert s.emissions_kg == pytest.approx(1.1 * (0.5 * h10 + 0.5 * h11) / 1000)
+    assert s.intensity.mean_g_per_kwh == pytest.approx((h10 + h11) / 2)
+    assert s.cpu_time_s == 10.0 and s.duration_s == pytest.approx(3600)
 
 
 def test_interrupted_run_is_summarised_from_its_last_sample(tmp_path):
@@ -117,7 +117,7 @@ def test_interrupted_run_is_summarised_from_its_last_sample(tmp_path):
     record = ledger.get_run(tracker.run_id)
     provider, pue = provider_from_assumptions(record.assumptions)
     s = summarize(record, ledger.samples(record.id), ledger.windows(record.id), provider, pue)
-    assert s["energy_kwh"] == pytest.approx(1.0)
+    assert s.energy_kwh == pytest.approx(1.0)
     assert pue.value == 1.0 and "FRA" in provider.describe()
 
 
@@ -126,7 +126,7 @@ def test_phase_emissions_use_run_mean_intensity():
     samples = [Sample(t0, 0.0, {"gpu:0": 0.0}), Sample(t0 + 3600, 0.0, {"gpu:0": 3.6e6})]
     s = summarize(_record({}), samples, [WindowTotal("train", 1, 3600.0, {"gpu:0": 1.8e6})],
                   TraceProvider(bundled_trace("CISO")), Pue(1.0, "t"))
-    assert s["phases"][0]["emissions_g"] == pytest.approx(s["emissions_kg"] * 1000 / 2)
+    assert s.phases[0].emissions_g == pytest.approx(s.emissions_kg * 1000 / 2)
 
 
 # -- pricing with a labelled fallback (issue 18) ------------------------------------------------------
@@ -151,8 +151,8 @@ def test_a_trace_that_ends_mid_run_prices_the_rest_at_its_mean(tmp_path):
     record = _record({})
     samples = [Sample(t(11).timestamp(), 0.0, {"gpu:0": 0.0}), Sample(t(13).timestamp(), 0.0, {"gpu:0": 3.6e6})]
     s = summarize(record, samples, [], provider, Pue(1.0, "t"))
-    assert s["emissions_kg"] == pytest.approx((0.5 * 300 + 0.5 * 200) / 1e3, rel=1e-3)
-    assert "the 60 min outside it priced at the trace's mean, 200 gCO2e/kWh (fallback)" in s["intensity"]["fallback"]
+    assert s.emissions_kg == pytest.approx((0.5 * 300 + 0.5 * 200) / 1e3, rel=1e-3)
+    assert "the 60 min outside it priced at the trace's mean, 200 gCO2e/kWh (fallback)" in s.intensity.fallback
     # wholly outside: the trace's mean throughout
     outside = provider.intensity(t(20), t(21))
     assert outside.mean_g_per_kwh() == 200.0 and "the 60 min outside it" in outside.fallback
@@ -238,7 +238,7 @@ def test_emissions_so_far_charge_each_hour_its_own_intensity_as_the_summary_does
         so_far.append(tracker.emissions_so_far_kg())
     # 00:40-01:00 at 100; 01:00-02:00 at 300
     assert so_far == pytest.approx([0.15, 0.6, 1.05, 1.5])
-    assert tracker.stop()["emissions_kg"] == pytest.approx(so_far[-1])
+    assert tracker.stop().emissions_kg == pytest.approx(so_far[-1])
 
 
 def test_loop_tracker_reports_the_ledgers_co2e(tmp_path, monkeypatch):
@@ -254,4 +254,4 @@ def test_loop_tracker_reports_the_ledgers_co2e(tmp_path, monkeypatch):
     add(meter, 3.6e6, 0.0)
     assert loop.metrics() == pytest.approx({"energy_kwh": 1.0, "co2e_kg": 0.25})
     assert loop.state_dict() == pytest.approx({"energy_j": 3.6e6, "emissions_kg": 0.25})
-    assert loop.end()["emissions_kg"] == pytest.approx(0.25)
+    assert loop.end().emissions_kg == pytest.approx(0.25)

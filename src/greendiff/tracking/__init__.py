@@ -8,7 +8,7 @@ Example:
     ...              monitor_options=MonitorOptions(measure_gpus=False)) as t:
     ...     with t.window("work"):
     ...         _ = sum(range(100_000))
-    >>> t.summary["status"], t.summary["phases"][0]["name"]
+    >>> t.summary.status, t.summary.phases[0].name
     ('completed', 'work')
 """
 
@@ -19,9 +19,10 @@ from greendiff.tracking._command import CommandError, CommandResult, check_comma
 from greendiff.tracking._pricing import (
     FallbackProvider, RunPricing, provider_from_assumptions, run_pricing, run_summary, static_provider,
 )
+from greendiff.tracking._run_summary import DeviceEnergy, IntensityUsed, PhaseEnergy, PueUsed, RunSummary
 from greendiff.tracking._summary import FallbackIntensity, summarize
 from greendiff.tracking._tracker import Tracker, assumptions_for
 
-__all__ = ["CommandError", "CommandResult", "FallbackIntensity", "FallbackProvider", "JobTracker", "RunPricing",
-           "Tracker", "assumptions_for", "breakdown", "check_command", "provider_from_assumptions", "run_command",
+__all__ = ["CommandError", "CommandResult", "DeviceEnergy", "FallbackIntensity", "FallbackProvider", "IntensityUsed",
+           "JobTracker", "PhaseEnergy", "PueUsed", "RunPricing", "RunSummary", "Tracker", "assumptions_for", "breakdown", "check_command", "provider_from_assumptions", "run_command",
            "run_pricing", "run_summary", "static_provider", "summarize"]

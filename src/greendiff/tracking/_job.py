@@ -18,6 +18,7 @@ import psutil
 
 from greendiff.ledger import WindowTotal
 from greendiff.parallel import Dist, split_key
+from greendiff.tracking._run_summary import RunSummary
 from greendiff.tracking._tracker import Tracker
 
 
@@ -109,7 +110,7 @@ class JobTracker(Tracker):
         mine = super().total_energy_j()
         return float(sum(self.dist.all_gather(mine))) if self.dist.distributed else mine
 
-    def stop(self, status: str = "completed", exit_code: int | None = None, extra: dict | None = None) -> dict:
+    def stop(self, status: str = "completed", exit_code: int | None = None, extra: dict | None = None) -> RunSummary:
         if not self.dist.distributed:
             return super().stop(status, exit_code, extra)
         own = {"rank": self.dist.rank, "node": self.dist.node_rank, "local_rank": self.dist.local_rank, "pid": os.getpid(),
@@ -127,28 +128,27 @@ class JobTracker(Tracker):
                     m[2].update(energy)
             self.ledger.put_windows(self.run_id, [WindowTotal(n, c, d, e) for n, (c, d, e) in merged.items()])
             summary = self._summarize(status)
-            summary.update(breakdown(summary, list(ranks)))
-            summary.update(extra or {})
-            self.ledger.finish_run(self.run_id, status, summary, exit_code)
+            summary = summary.with_extra({**breakdown(summary, list(ranks)), **(extra or {})})
+            self.ledger.finish_run(self.run_id, status, summary.to_dict(), exit_code)
         else:
             self.monitor.close()
         self.summary = self.dist.broadcast(summary)
         return self.summary
 
 
-def breakdown(summary: dict, ranks: list[dict]) -> dict:
+def breakdown(summary: RunSummary, ranks: list[dict]) -> dict:
     """Per-rank and per-node energy. A rank's own devices are its own; the node's CPU and RAM (metered
     by its local rank 0) are shared out by each rank's share of the node's CPU time."""
     own_kwh: dict[tuple[str, str], float] = {}
     node_kwh: dict[str, float] = {}
     shared_kwh: dict[str, float] = {}
-    for d in summary["devices"]:
-        node, rank, key = split_key(d["key"])
-        node_kwh[node] = node_kwh.get(node, 0.0) + d["energy_kwh"]
-        if d["kind"] == "gpu":
-            own_kwh[(node, rank)] = own_kwh.get((node, rank), 0.0) + d["energy_kwh"]
+    for d in summary.devices:
+        node, rank, key = split_key(d.key)
+        node_kwh[node] = node_kwh.get(node, 0.0) + d.energy_kwh
+        if d.kind == "gpu":
+            own_kwh[(node, rank)] = own_kwh.get((node, rank), 0.0) + d.energy_kwh
         else:
-            shared_kwh[node] = shared_kwh.get(node, 0.0) + d["energy_kwh"]
+            shared_kwh[node] = shared_kwh.get(node, 0.0) + d.energy_kwh
     node_cpu = {}
     for r in ranks:
         node_cpu[f"node{r['node']}"] = node_cpu.get(f"node{r['node']}", 0.0) + r["cpu_time_s"]

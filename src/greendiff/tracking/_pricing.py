@@ -34,6 +34,7 @@ from greendiff.carbon import (
 from greendiff.errors import UserInputError
 from greendiff.names import first_line
 from greendiff.ledger import Ledger, RunRecord, is_number
+from greendiff.tracking._run_summary import RunSummary
 from greendiff.tracking._summary import FallbackIntensity, summarize
 
 logger = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ def provider_from_assumptions(assumptions: dict) -> tuple[IntensityProvider, Pue
     return pricing.provider, pricing.pue
 
 
-def run_summary(ledger: Ledger, record: RunRecord) -> dict:
+def run_summary(ledger: Ledger, record: RunRecord) -> RunSummary:
     """The summary of a run: the stored one of a closed run, else priced from its samples.
 
     The one path every reader takes (``runs list/show/export``, ``report``, ``tune``). It does not
@@ -190,13 +191,13 @@ def run_summary(ledger: Ledger, record: RunRecord) -> dict:
     """
     problems = list(record.problems)
     if record.summary is not None:
-        summary = record.summary
+        summary = RunSummary.from_dict(record.summary)
     else:
         pricing = run_pricing(record.assumptions)
         problems.extend(pricing.problems)
         samples, windows = ledger.samples(record.id, problems), ledger.windows(record.id, problems)
         summary = summarize(record, samples, windows, pricing.provider, pricing.pue)
-    fallback = summary["intensity"].get("fallback")
+    fallback = summary.intensity.fallback
     if fallback:
         problems.append(f"CO2e priced with a fallback: {fallback}")
     if problems:

@@ -6,7 +6,7 @@ Wrap any training loop (like CodeCarbon's ``EmissionsTracker`` or Zeus' ``ZeusMo
         for batch in loader:
             with tracker.window("train"):
                 step(batch)
-    print(tracker.summary["emissions_kg"])
+    print(tracker.summary.emissions_kg)
 
 Per-step windows cost two meter reads and a dict update; the ledger is written only when
 ``sample_interval_s`` has passed since the last write (no background thread), and at stop.
@@ -32,8 +32,9 @@ from greendiff.carbon import IntensityProvider, Location, Pue, account, resolve_
 from greendiff.energy import EnergyMonitor, Measurement, MonitorOptions
 from greendiff.ledger import Ledger, WindowTotal
 from greendiff.tracking._pricing import FallbackProvider, static_provider
+from greendiff.tracking._run_summary import RunSummary
 from greendiff.tracking._summary import summarize
-from greendiff.units import BYTES_PER_GB
+from greendiff.units import BYTES_PER_GB, G_PER_KG
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class Tracker:
         self._monitor = monitor
         self.ledger: Ledger | None = None
         self.run_id: int | None = None
-        self.summary: dict | None = None
+        self.summary: RunSummary | None = None
         self._phases: dict[str, list] = {}
         self._last_sample_s = 0.0
         self._priced: tuple[float, float] | None = None  # (unix_s, joules) of this process's last priced reading
@@ -205,7 +206,7 @@ class Tracker:
             0.0
         """
         self._price(self.monitor.read())
-        return self._emissions_g / 1000.0
+        return self._emissions_g / G_PER_KG
 
     def _price(self, reading) -> None:
         """Charge the energy since the last priced reading (the first: since the meters started)."""
@@ -225,23 +226,24 @@ class Tracker:
 
     # -- end ------------------------------------------------------------------------------------
 
-    def stop(self, status: str = "completed", exit_code: int | None = None, extra: dict | None = None) -> dict:
+    def stop(self, status: str = "completed", exit_code: int | None = None, extra: dict | None = None) -> RunSummary:
         """Final sample, summary with emissions, status written to the ledger. Returns the summary.
 
-        ``extra``: results of the caller stored with the summary (a stop reason, carbon-aware books)."""
+        ``extra``: results of the caller stored with the summary (a stop reason, carbon-aware books);
+        they become ``RunSummary.extra``."""
         assert self.ledger is not None and self.run_id is not None, "start() first"
         try:
             self.sample(force=True)
-            self.summary = {**self._summarize(status), **(extra or {})}
+            self.summary = self._summarize(status).with_extra(extra)
         except BaseException:
             self._close_without_summary(status, exit_code)
             raise
         finally:
             self.monitor.close()
-        self.ledger.finish_run(self.run_id, status, self.summary, exit_code)
-        if self.summary["intensity"].get("fallback"):
+        self.ledger.finish_run(self.run_id, status, self.summary.to_dict(), exit_code)
+        if self.summary.intensity.fallback:
             logger.warning("ledger run %s (%s): CO2e priced with a fallback: %s", self.run_id, self.name,
-                           self.summary["intensity"]["fallback"])
+                           self.summary.intensity.fallback)
         return self.summary
 
     def _close_without_summary(self, status: str, exit_code: int | None) -> None:
@@ -251,7 +253,7 @@ class Tracker:
         except Exception as exc:  # the ledger itself failing: the caller's error is the one to report
             logger.warning("could not close ledger run %s: %s", self.run_id, exc)
 
-    def _summarize(self, status: str) -> dict:
+    def _summarize(self, status: str) -> RunSummary:
         """The run's summary from what the ledger holds, with ``status``."""
         record = dataclasses.replace(self.ledger.get_run(self.run_id), status=status)
         return summarize(record, self.ledger.samples(self.run_id), self.ledger.windows(self.run_id), self.pricing, self.pue)
