@@ -10,16 +10,12 @@ import time
 import psutil
 import pytest
 
-from greendiff.energy import (
-    METHOD_UNCERTAINTY,
-    CpuPower,
-    CpuTimeMeter,
-    EnergyMonitor,
-    MonitorOptions,
-    ProcessTreeClock,
-    RamEstimateMeter,
-    RaplMeter,
-)
+from greendiff.energy import EnergyMonitor, MonitorOptions
+from greendiff.energy._base import METHOD_UNCERTAINTY
+from greendiff.energy._cpu_power import CpuPower
+from greendiff.energy._estimate import CpuTimeMeter, RamEstimateMeter
+from greendiff.energy._process_tree import ProcessTreeClock
+from greendiff.energy._rapl import RaplMeter
 from greendiff.energy import _nvidia
 from tests.energy.test_nvidia import FakeNVML
 from tests.energy.test_rapl import zone

@@ -1,4 +1,9 @@
-"""Energy measurement: one meter per device kind and vendor, windows over all of them.
+"""Energy measurement: one meter per device kind and vendor (RAPL, NVML, estimates from CPU time and RAM),
+and an :class:`EnergyMonitor` that opens named windows over all of them.
+
+A caller detects the monitor once (:class:`MonitorOptions` says which devices to measure) and measures
+each phase in a window; a :class:`Measurement` holds the window's joules per device. The meters
+themselves are chosen by :meth:`EnergyMonitor.detect`; a new one implements :class:`Meter`.
 
 Example:
     >>> from greendiff.energy import EnergyMonitor, MonitorOptions
@@ -11,44 +16,16 @@ Example:
 
 from __future__ import annotations
 
-from greendiff.energy._base import (
-    METHOD_UNCERTAINTY,
-    CpuMeter,
-    DeviceInfo,
-    GpuMeter,
-    Measurement,
-    MemoryMeter,
-    Meter,
-)
-from greendiff.energy._cpu_power import CpuInfo, CpuPower, read_cpuinfo, resolve_cpu_power
-from greendiff.energy._estimate import RAM_WATTS_PER_GB, CpuTimeMeter, RamEstimateMeter
-from greendiff.energy._monitor import EnergyMonitor, MonitorOptions, Reading, measurement_between
+from greendiff.energy._base import DeviceInfo, Measurement, Meter
+from greendiff.energy._cpu_power import read_cpuinfo
+from greendiff.energy._monitor import EnergyMonitor, MonitorOptions
 from greendiff.energy._nvidia import NvidiaGpuMeter, NvidiaPowerLimit, PowerLimitDenied
-from greendiff.energy._process_tree import ProcessTreeClock
-from greendiff.energy._rapl import RaplMeter
 
 __all__ = [
-    "METHOD_UNCERTAINTY",
-    "RAM_WATTS_PER_GB",
-    "CpuInfo",
-    "CpuMeter",
-    "GpuMeter",
-    "MemoryMeter",
-    "CpuPower",
-    "CpuTimeMeter",
-    "DeviceInfo",
-    "EnergyMonitor",
-    "Measurement",
-    "Meter",
-    "MonitorOptions",
-    "NvidiaGpuMeter",
-    "NvidiaPowerLimit",
-    "PowerLimitDenied",
-    "ProcessTreeClock",
-    "RamEstimateMeter",
-    "RaplMeter",
-    "Reading",
-    "measurement_between",
+    # measuring
+    "EnergyMonitor", "MonitorOptions", "Measurement", "DeviceInfo", "Meter",
+    # NVIDIA GPUs: the meter and the power limit (``greendiff hardware``)
+    "NvidiaGpuMeter", "NvidiaPowerLimit", "PowerLimitDenied",
+    # the CPU model, for reports
     "read_cpuinfo",
-    "resolve_cpu_power",
 ]
