@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from greendiff.carbon import Intensity, IntensitySegment, account, emissions_g, energy_between
+from greendiff.carbon import Intensity, IntensitySegment, account
+from greendiff.carbon._accounting import emissions_g, energy_between
 
 UTC = timezone.utc
 H0 = datetime(2022, 6, 1, 10, tzinfo=UTC)

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from greendiff.carbon import ElectricityMapsProvider, JsonCache, UkCarbonIntensityProvider, country_provider
+from greendiff.carbon import country_provider
+from greendiff.carbon._live import ElectricityMapsProvider, JsonCache, UkCarbonIntensityProvider
 
 START = datetime(2022, 6, 1, 10, 0, tzinfo=timezone.utc)
 END = START + timedelta(hours=1)

@@ -6,16 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from greendiff.carbon import (
-    ElectricityMapsProvider,
-    JsonCache,
-    TraceProvider,
-    UkCarbonIntensityProvider,
-    WorldAverageProvider,
-    bundled_trace,
-    cloud_provider,
-    country_provider,
-)
+from greendiff.carbon import TraceProvider, WorldAverageProvider, bundled_trace, cloud_provider, country_provider
+from greendiff.carbon._live import ElectricityMapsProvider, JsonCache, UkCarbonIntensityProvider
 
 START = datetime(2022, 6, 1, 10, 15, tzinfo=timezone.utc)
 END = START + timedelta(hours=1, minutes=30)

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from greendiff.carbon import BUNDLED_GRIDS, HourlyTrace, TraceCoverageError, TraceProvider, bundled_trace, load_trace, parse_trace_csv
+from greendiff.carbon import BUNDLED_GRIDS, HourlyTrace, TraceProvider, bundled_trace, load_trace, parse_trace_csv
+from greendiff.carbon._trace import TraceCoverageError
 from greendiff.errors import UserInputError
 
 UTC = timezone.utc

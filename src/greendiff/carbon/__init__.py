@@ -1,4 +1,7 @@
-"""Grid carbon intensity and emissions accounting.
+"""Grid carbon intensity and emissions accounting: where a run is (:class:`Location`), the data-centre
+overhead (:class:`Pue`), the grid's intensity over time (an :class:`IntensityProvider`: a country or cloud
+region table, an hourly trace, or a live service), and :func:`account`, the one function that prices energy
+(each stretch at the intensity of its hour, times the PUE).
 
 Example:
     >>> from datetime import datetime, timezone
@@ -15,28 +18,18 @@ Example:
 
 from __future__ import annotations
 
-from greendiff.carbon._accounting import CarbonAccount, SegmentAccount, account, emissions_g, energy_between
+from greendiff.carbon._accounting import account
 from greendiff.carbon._intensity import (
-    EARLIEST_SUPPORTED,
     LATEST_SUPPORTED,
     MAX_PLAUSIBLE_G_PER_KWH,
-    WORLD_AVERAGE_G_PER_KWH,
     Intensity,
     IntensityProvider,
     IntensitySegment,
-    as_utc,
     check_supported,
 )
-from greendiff.carbon._live import (
-    ElectricityMapsProvider,
-    JsonCache,
-    LiveDataError,
-    UkCarbonIntensityProvider,
-    default_cache_dir,
-)
+from greendiff.carbon._live import default_cache_dir
 from greendiff.carbon._location import (
     CLOUD_PUE,
-    MAX_PUE,
     Location,
     Pue,
     parse_positive,
@@ -44,66 +37,19 @@ from greendiff.carbon._location import (
     resolve_location,
     resolve_pue,
 )
-from greendiff.carbon._resolve import LIVE_CHOICES, resolve_provider
-from greendiff.carbon._static import (
-    TableProvider,
-    WorldAverageProvider,
-    cloud_provider,
-    cloud_table,
-    country_provider,
-    country_table,
-)
-from greendiff.carbon._trace import (
-    BUNDLED_GRIDS,
-    HourlyTrace,
-    TraceCoverageError,
-    TraceProvider,
-    bundled_trace,
-    load_trace,
-    parse_trace_csv,
-)
+from greendiff.carbon._resolve import resolve_provider
+from greendiff.carbon._static import WorldAverageProvider, cloud_provider, cloud_table, country_provider, country_table
+from greendiff.carbon._trace import BUNDLED_GRIDS, HourlyTrace, TraceProvider, bundled_trace, load_trace, parse_trace_csv
 
 __all__ = [
-    "BUNDLED_GRIDS",
-    "CLOUD_PUE",
-    "LIVE_CHOICES",
-    "WORLD_AVERAGE_G_PER_KWH",
-    "CarbonAccount",
-    "ElectricityMapsProvider",
-    "HourlyTrace",
-    "Intensity",
-    "IntensityProvider",
-    "IntensitySegment",
-    "JsonCache",
-    "LiveDataError",
-    "Location",
-    "Pue",
-    "SegmentAccount",
-    "TableProvider",
-    "TraceCoverageError",
-    "TraceProvider",
-    "UkCarbonIntensityProvider",
-    "WorldAverageProvider",
+    # where, and with what overhead
+    "Location", "Pue", "CLOUD_PUE", "resolve_location", "resolve_pue", "pue_bounds", "parse_positive",
+    # the grid's intensity
+    "Intensity", "IntensityProvider", "IntensitySegment", "resolve_provider", "WorldAverageProvider",
+    "country_provider", "country_table", "cloud_provider", "cloud_table", "check_supported", "LATEST_SUPPORTED",
+    "MAX_PLAUSIBLE_G_PER_KWH", "default_cache_dir",
+    # hourly traces
+    "BUNDLED_GRIDS", "HourlyTrace", "TraceProvider", "bundled_trace", "load_trace", "parse_trace_csv",
+    # pricing energy
     "account",
-    "as_utc",
-    "check_supported",
-    "EARLIEST_SUPPORTED",
-    "LATEST_SUPPORTED",
-    "MAX_PLAUSIBLE_G_PER_KWH",
-    "bundled_trace",
-    "cloud_provider",
-    "cloud_table",
-    "country_provider",
-    "country_table",
-    "default_cache_dir",
-    "emissions_g",
-    "energy_between",
-    "load_trace",
-    "parse_positive",
-    "pue_bounds",
-    "MAX_PUE",
-    "parse_trace_csv",
-    "resolve_location",
-    "resolve_provider",
-    "resolve_pue",
 ]
