@@ -13,7 +13,8 @@ import time
 import pytest
 
 from greendiff.errors import UserInputError
-from greendiff.ledger import SCHEMA_VERSION, Ledger, WindowTotal
+from greendiff.ledger import Ledger, WindowTotal
+from greendiff.ledger._db import SCHEMA_VERSION
 
 
 def _writer(path: str, name: str, n: int) -> None:

@@ -1,22 +1,31 @@
-"""The ledger of tracked runs (SQLite) and its exports.
+"""The ledger of tracked runs: one SQLite file (:func:`default_ledger_path`, or ``GREENDIFF_LEDGER``) holding
+every run's devices, assumptions, periodic energy samples, phase windows and summary, written safely by
+several processes at once; and its exports (CodeCarbon-compatible CSV, a flat CSV, JSON, a model-card block).
 
 Example:
-    >>> from greendiff.ledger import Ledger, default_ledger_path
-    >>> default_ledger_path({"GREENDIFF_LEDGER": "/tmp/x.sqlite"}).name
-    'x.sqlite'
+    >>> import pathlib, tempfile
+    >>> from greendiff.ledger import Ledger
+    >>> ledger = Ledger(pathlib.Path(tempfile.mkdtemp()) / "ledger.sqlite")
+    >>> run_id = ledger.start_run("demo", "library", "", {}, [])
+    >>> ledger.add_sample(run_id, 1.0, 0.5, {"cpu:process-tree": 2.0})
+    >>> ledger.finish_run(run_id, "completed", {"energy_j": 2.0})
+    >>> [(run.name, run.status) for run in ledger.list_runs()]
+    [('demo', 'completed')]
 """
 
 from __future__ import annotations
 
-from greendiff.ledger._db import ENV_LEDGER, MAX_RUN_ID, SCHEMA_VERSION, Ledger, default_ledger_path, process_alive
+from greendiff.ledger._db import MAX_RUN_ID, Ledger, default_ledger_path, process_alive
+from greendiff.ledger._export import CODECARBON_COLUMNS, codecarbon_csv, flat_csv, json_summary, model_card_yaml
 from greendiff.ledger._records import (
-    BadRecordError, RunRecord, Sample, WindowTotal, is_number, load_json_file, parse_carbon_aware, parse_run, parse_sample,
-    parse_summary, parse_window,
-)
-from greendiff.ledger._export import (
-    CODECARBON_COLUMNS, codecarbon_csv, codecarbon_row, flat_csv, flat_row, json_summary, model_card_yaml,
+    BadRecordError, RunRecord, Sample, WindowTotal, is_number, load_json_file, parse_carbon_aware, parse_summary,
 )
 
-__all__ = ["CODECARBON_COLUMNS", "codecarbon_csv", "codecarbon_row", "flat_csv", "flat_row", "json_summary", "model_card_yaml",
-           "ENV_LEDGER", "MAX_RUN_ID", "SCHEMA_VERSION", "Ledger", "RunRecord", "Sample", "WindowTotal", "default_ledger_path",
-           "process_alive", "BadRecordError", "is_number", "load_json_file", "parse_carbon_aware", "parse_run", "parse_sample", "parse_summary", "parse_window"]
+__all__ = [
+    # the store and its rows
+    "Ledger", "RunRecord", "Sample", "WindowTotal", "default_ledger_path", "process_alive", "MAX_RUN_ID",
+    # reading stored records back, checked
+    "BadRecordError", "is_number", "load_json_file", "parse_carbon_aware", "parse_summary",
+    # exports
+    "CODECARBON_COLUMNS", "codecarbon_csv", "flat_csv", "json_summary", "model_card_yaml",
+]
