@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from greendiff.data import Batch, ImageSet, batch_indices, load_dataset, read_idx_labels, reference_indices, step_indices
+from greendiff.data import Batch, ImageSet, batch_indices, load_dataset, reference_indices
+from greendiff.data._batches import step_indices
+from greendiff.data._sources import read_idx_labels
 from greendiff.errors import UserInputError
 
 

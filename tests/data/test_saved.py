@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from greendiff.data import ImageSet, StreamedSet, is_saved_dataset, load_dataset
+from greendiff.data import ImageSet, StreamedSet, load_dataset
+from greendiff.data._hf import is_saved_dataset
 from greendiff.errors import UserInputError
 
 

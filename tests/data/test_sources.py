@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from greendiff.data import load_dataset, read_idx_images, resize_square
+from greendiff.data import load_dataset
+from greendiff.data._sources import read_idx_images, resize_square
 from greendiff.errors import UserInputError
 
 

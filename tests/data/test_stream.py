@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from greendiff.data import ImageSet, StreamedSet, load_dataset, placement
+from greendiff.data import ImageSet, StreamedSet, load_dataset
+from greendiff.data._stream import placement
 from greendiff.errors import UserInputError
 
 

@@ -1,29 +1,29 @@
-"""Training data: bundled MNIST, scikit-learn digits, image folders (class subfolders, metadata.jsonl/.csv
-labels and captions), ``datasets`` save_to_disk folders and arrays; held in memory, or streamed from disk
-by loader workers when larger than a memory budget. Every kind hands out the same :class:`Batch` per step."""
+"""Training data: the bundled MNIST, scikit-learn's digits, image folders in the Hugging Face *imagefolder*
+layout (class subfolders, ``metadata.jsonl``/``.csv`` with labels and captions), ``datasets`` save_to_disk
+folders and arrays. :func:`load_dataset` holds them in memory (:class:`ImageSet`), or streams them from disk
+through loader workers (:class:`StreamedSet`) when larger than a memory budget; either way
+``batches(start_step, ...)`` hands out the same :class:`Batch` per step for the same seed.
+
+Example:
+    >>> from greendiff.data import load_dataset
+    >>> data = load_dataset("digits", 8)
+    >>> tuple(data.images.shape), data.channels
+    ((1797, 1, 8, 8), 1)
+    >>> batch = next(iter(data.batches(start_step=0, batch_size=4, seed=0)))
+    >>> tuple(batch.images.shape), batch.labels.tolist()
+    ((4, 1, 8, 8), [6, 5, 5, 7])
+"""
 
 from __future__ import annotations
 
-from greendiff.data._batches import REFERENCE_IMAGES, Batch, ImageSet, batch_indices, reference_indices, step_indices
-from greendiff.data._hf import is_saved_dataset, open_saved
-from greendiff.data._labels import FolderIndex, index_folder, read_metadata
+from greendiff.data._batches import REFERENCE_IMAGES, Batch, ImageSet, batch_indices, reference_indices
 from greendiff.data._load import Data, load_dataset
-from greendiff.data._sources import (
-    BUILTIN,
-    IGNORED_FOLDERS,
-    image_files,
-    is_hidden,
-    load_array,
-    load_digits,
-    load_folder,
-    load_mnist,
-    read_idx_images,
-    read_idx_labels,
-    resize_square,
-)
-from greendiff.data._stream import StepBatchSampler, StreamedSet, decoded_bytes, placement
+from greendiff.data._sources import image_files, load_digits
+from greendiff.data._stream import StreamedSet
 
-__all__ = ["BUILTIN", "IGNORED_FOLDERS", "REFERENCE_IMAGES", "Batch", "Data", "FolderIndex", "ImageSet", "StepBatchSampler",
-           "StreamedSet", "batch_indices", "decoded_bytes", "image_files", "index_folder", "is_hidden", "is_saved_dataset",
-           "load_array", "load_dataset", "load_digits", "load_folder", "load_mnist", "open_saved", "placement",
-           "read_idx_images", "read_idx_labels", "read_metadata", "reference_indices", "resize_square", "step_indices"]
+__all__ = [
+    # loading
+    "Data", "load_dataset", "load_digits", "image_files", "ImageSet", "StreamedSet",
+    # batches by step, and the reference images of evaluations
+    "Batch", "batch_indices", "REFERENCE_IMAGES", "reference_indices",
+]
