@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from greendiff.errors import UserInputError
-from greendiff.evaluate import (
-    ClassQuality, FeatureStats, balanced_labels, class_accuracy, class_quality, features_by_class, frechet_distance,
-    per_class_fid,
-)
+from greendiff.evaluate import balanced_labels, class_accuracy, class_quality, features_by_class
+from greendiff.evaluate._classes import ClassQuality, per_class_fid
+from greendiff.evaluate._metrics import FeatureStats, frechet_distance
 
 K = 10
 

@@ -9,7 +9,8 @@ from torch import nn
 
 from greendiff.data import load_dataset
 from greendiff.errors import UserInputError
-from greendiff.evaluate import extract, extractor_hash, load_inception, load_mnist_features, resolve_extractor
+from greendiff.evaluate import load_mnist_features, resolve_extractor
+from greendiff.evaluate._features import extract, extractor_hash, load_inception
 from greendiff.evaluate._features import MNIST_WEIGHTS
 
 
