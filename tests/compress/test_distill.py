@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import torch
 
-from greendiff.compress import DistillationObjective, matching_blocks
+from greendiff.compress import DistillationObjective
+from greendiff.compress._distill import matching_blocks
 from greendiff.train import RecipeConfig, make_noise_scheduler
 
 OPTIM = RecipeConfig(mixed_precision="no")

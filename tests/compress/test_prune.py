@@ -6,9 +6,8 @@ import types
 import pytest
 import torch
 
-from greendiff.compress import (
-    accumulate_taylor_gradients, level_ratios, prune_in_place, rebuild, time_embedding_refit,
-)
+from greendiff.compress import accumulate_taylor_gradients, prune_in_place, rebuild
+from greendiff.compress._prune import level_ratios, time_embedding_refit
 from greendiff.errors import UserInputError
 from greendiff.train import RecipeConfig, count_macs, count_parameters, make_noise_scheduler
 

@@ -5,7 +5,8 @@ import copy
 import pytest
 import torch
 
-from greendiff.compress import StepDistillationObjective, check_rounds, ddim_step, valid_teacher_steps
+from greendiff.compress import StepDistillationObjective, check_rounds
+from greendiff.compress._steps import ddim_step, valid_teacher_steps
 from greendiff.compress._steps import _scales, predicted_clean, two_step_target
 from greendiff.errors import UserInputError
 from greendiff.train import RecipeConfig, make_noise_scheduler
