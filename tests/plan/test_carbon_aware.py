@@ -97,7 +97,7 @@ def test_carbon_aware_training_pauses_and_trains_the_same_model(tiny_data, tiny_
     pauses = [e for e in events if e.get("event") == "pause"]
     assert [p["step"] for p in pauses] == [6, 12] and controller.summary()["saved_frac"] > 0.3
     assert all(e["intensity_g_per_kwh"] <= 200 for e in controller.log)
-    assert {p["name"] for p in tracker.stop()["phases"]} >= {"wait", "train", "checkpoint"}
+    assert {p.name for p in tracker.stop().phases} >= {"wait", "train", "checkpoint"}
     from greendiff.tracking import Tracker
     from greendiff.energy import EnergyMonitor, MonitorOptions
 

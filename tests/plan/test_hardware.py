@@ -7,9 +7,8 @@ import pytest
 from greendiff.cli._app import main
 from greendiff.energy import NvidiaPowerLimit, PowerLimitDenied, _nvidia
 from greendiff.errors import UserInputError
-from greendiff.plan import (
-    StepCost, estimate_gpus, gpu_table, limits_to_try, match_gpu, measure_cost, sweep_power_limits,
-)
+from greendiff.plan import estimate_gpus, limits_to_try, match_gpu, measure_cost, sweep_power_limits
+from greendiff.plan._hardware import StepCost, gpu_table
 from tests.energy.test_nvidia import FakeNVML, FakeNVMLError
 
 

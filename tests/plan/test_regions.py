@@ -4,7 +4,8 @@ import pytest
 
 from greendiff.carbon import Pue, cloud_table, country_table
 from greendiff.errors import UserInputError
-from greendiff.plan import CONTINENTS, rank_regions
+from greendiff.plan import rank_regions
+from greendiff.plan._regions import CONTINENTS
 
 
 def test_ranking_is_energy_times_pue_times_intensity_lowest_first():

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from greendiff.carbon import IntensitySegment, TraceProvider, bundled_trace
 from greendiff.errors import UserInputError
-from greendiff.plan import Job, interruptible_slots, plan_window, schedule_emissions_g
+from greendiff.plan import Job, plan_window
+from greendiff.plan._window import interruptible_slots, schedule_emissions_g
 
 T0 = datetime(2022, 6, 1, tzinfo=timezone.utc)
 

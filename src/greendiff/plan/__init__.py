@@ -1,4 +1,8 @@
-"""Planning: when and where to run, and on what hardware.
+"""Planning: when and where to run, and on what hardware. Before a run: :func:`plan_window` (the cleanest
+hours on an hourly intensity trace), :func:`rank_regions` (countries and cloud regions by grams per kWh),
+:func:`run_profile` (a short measured profile forecast to the whole run), the hardware sweeps behind
+``greendiff hardware``. During one: :class:`CarbonAwareController`, a trainer callback that pauses while the
+grid is dirtier than a threshold.
 
 Example:
     >>> from datetime import datetime, timedelta, timezone
@@ -14,46 +18,21 @@ Example:
 
 from __future__ import annotations
 
-from greendiff.plan._carbon_aware import CarbonAwareController, SimulatedClock, WallClock, controller_for
+from greendiff.plan._carbon_aware import CarbonAwareController, SimulatedClock, controller_for
 from greendiff.plan._hardware import (
-    Estimate, GpuSpec, StepCost, Sweep, estimate_gpus, gpu_table, limits_to_try, match_gpu, measure_cost, sweep_power_limits,
-    training_steps,
+    estimate_gpus, limits_to_try, match_gpu, measure_cost, sweep_power_limits, training_steps,
 )
 from greendiff.plan._profile import Forecast, PhaseCosts, forecast, planned_counts, profile_config, run_profile
-from greendiff.plan._regions import CONTINENTS, INDUSTRY_PUE, RegionOption, rank_regions
-from greendiff.plan._window import Job, Schedule, WindowPlan, best_contiguous_start_s, interruptible_slots, plan_window, schedule_emissions_g
+from greendiff.plan._regions import INDUSTRY_PUE, rank_regions
+from greendiff.plan._window import Job, plan_window
 
 __all__ = [
-    "Estimate",
-    "GpuSpec",
-    "StepCost",
-    "Sweep",
-    "estimate_gpus",
-    "gpu_table",
-    "limits_to_try",
-    "match_gpu",
-    "measure_cost",
-    "sweep_power_limits",
-    "training_steps",
-    "CarbonAwareController",
-    "SimulatedClock",
-    "WallClock",
-    "controller_for",
-    "CONTINENTS",
-    "INDUSTRY_PUE",
-    "Forecast",
-    "PhaseCosts",
-    "RegionOption",
-    "forecast",
-    "planned_counts",
-    "profile_config",
-    "rank_regions",
-    "run_profile",
-    "Job",
-    "Schedule",
-    "WindowPlan",
-    "best_contiguous_start_s",
-    "interruptible_slots",
-    "plan_window",
-    "schedule_emissions_g",
+    # when: the cleanest window, and pausing while training
+    "Job", "plan_window", "CarbonAwareController", "SimulatedClock", "controller_for",
+    # where
+    "INDUSTRY_PUE", "rank_regions",
+    # how much: a measured profile forecast to the whole run
+    "Forecast", "PhaseCosts", "forecast", "planned_counts", "profile_config", "run_profile",
+    # on what hardware
+    "estimate_gpus", "limits_to_try", "match_gpu", "measure_cost", "sweep_power_limits", "training_steps",
 ]
