@@ -42,7 +42,7 @@ def test_outputs_of_a_run(tmp_path, tiny_data, tiny_config, tracker):
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[1])
     assert {"step", "loss", "lr", "samples_per_s", "energy_kwh", "co2e_g"} <= set(record)
     summary = tracker.stop()
-    assert {p["name"] for p in summary["phases"]} == {"train", "sample", "checkpoint"}
+    assert {p.name for p in summary.phases} == {"train", "sample", "checkpoint"}
 
 
 def test_pipeline_round_trips_through_plain_diffusers(tmp_path, tiny_data, tiny_config, tracker):
@@ -778,7 +778,7 @@ def test_a_carbon_budget_on_an_hourly_grid_stops_where_the_ledgers_emissions_rea
     result = train(config, tmp_path / "run", tiny_data, tracker, objective=one_kwh_in_ten_minutes)
     summary = tracker.stop("completed")
     assert (result.status, result.step) == ("stopped", 10) and result.stop_reason.startswith("carbon budget: 2.2 kgCO2e")
-    assert summary["emissions_kg"] == pytest.approx(2.2) and summary["energy_kwh"] == pytest.approx(10.0)
-    assert summary["emissions_kg"] <= 2.5 < summary["emissions_kg"] + 0.4  # one more step would have passed it
+    assert summary.emissions_kg == pytest.approx(2.2) and summary.energy_kwh == pytest.approx(10.0)
+    assert summary.emissions_kg <= 2.5 < summary.emissions_kg + 0.4  # one more step would have passed it
     logs = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
     assert [round(r["co2e_g"]) for r in logs] == [100, 200, 300, 400, 500, 600, 1000, 1400, 1800, 2200]
