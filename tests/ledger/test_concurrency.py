@@ -16,7 +16,7 @@ ledger = Ledger(sys.argv[1])
 run = ledger.start_run(f"writer-{sys.argv[2]}", "test", "", {"location": {"country": "FRA"}}, [])
 for i in range(int(sys.argv[3])):
     ledger.add_sample(run, 1000.0 + i, 0.0, {"cpu": float(i)})
-ledger.finish_run(run, "completed", run_summary(ledger, ledger.get_run(run)))
+ledger.finish_run(run, "completed", run_summary(ledger, ledger.get_run(run)).to_dict())
 """
 
 
