@@ -8,7 +8,8 @@ import pickle
 import pytest
 
 from greendiff.errors import UserInputError
-from greendiff.train import load_unet, load_weights
+from greendiff.train import load_unet
+from greendiff.train._model import load_weights
 
 
 class Payload:

@@ -5,7 +5,8 @@ import re
 import pytest
 
 from greendiff.errors import UserInputError
-from greendiff.train import BASELINE, RecipeConfig, resolve_config, to_toml
+from greendiff.train import RecipeConfig, resolve_config, to_toml
+from greendiff.train._config import BASELINE
 
 
 def test_baseline_matches_diffusers_train_unconditional_defaults():

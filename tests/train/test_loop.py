@@ -514,7 +514,7 @@ def test_no_usable_checkpoint_is_a_one_line_error(tmp_path, tiny_data, tiny_conf
 
 
 def test_a_config_that_no_longer_matches_the_checkpoint_is_refused(tmp_path, tiny_data, tiny_config, tracker):
-    from greendiff.train import check_resume
+    from greendiff.train._checkpoint import check_resume
 
     train(tiny_config(run__max_steps=2), tmp_path, tiny_data, tracker)
     before = (tmp_path / "metrics.jsonl").read_text()
@@ -629,7 +629,7 @@ def test_non_finite_weights_are_never_checkpointed_or_exported(tmp_path, tiny_da
 def test_a_checkpoint_recover_puts_back_counts_for_the_check_before_a_resume(tmp_path, tiny_data, tiny_config, tracker):
     """A kill between the renames of a replaced checkpoint leaves only ``.old-step-N``; the check made before
     anything is created must accept what the resume itself will put back and use."""
-    from greendiff.train import check_resume
+    from greendiff.train._checkpoint import check_resume
 
     config = tiny_config(run__max_steps=2)
     train(config, tmp_path, tiny_data, tracker)
@@ -678,7 +678,7 @@ def test_training_takes_its_share_of_the_cores_beside_another_run(tmp_path, tiny
 def test_planted_links_in_a_run_directory_are_never_written_through(tmp_path, tiny_data, tiny_config, tracker, caplog):
     import shutil
 
-    from greendiff.train import check_resume
+    from greendiff.train._checkpoint import check_resume
 
     config = tiny_config(run__max_steps=4, run__checkpoint_every=2, run__keep_checkpoints=3)
     run_dir, outside = tmp_path / "run", tmp_path / "outside"
@@ -725,7 +725,7 @@ def test_planted_links_in_a_run_directory_are_never_written_through(tmp_path, ti
     ({"optim__lr": 0.5}, "optim.lr 0.002 -> 0.5")])
 def test_a_resume_with_any_other_config_value_edited_is_refused(tmp_path, tiny_data, tiny_config, tracker, edit, message):
     """Not only the shapes: a run resumed on another dataset or objective would be two runs in one."""
-    from greendiff.train import check_resume
+    from greendiff.train._checkpoint import check_resume
 
     train(tiny_config(run__max_steps=2), tmp_path, tiny_data, tracker)
     with pytest.raises(UserInputError, match=r"^config no longer matches checkpoint step-2: " + re.escape(message)

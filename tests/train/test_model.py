@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from greendiff.errors import UserInputError
-from greendiff.train import PRESETS, ModelConfig, build_unet, count_macs, count_parameters, resolve_architecture
+from greendiff.train import PRESETS, ModelConfig, build_unet, count_macs, count_parameters
+from greendiff.train._model import resolve_architecture
 
 
 def test_presets_grow_in_size():

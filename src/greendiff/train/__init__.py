@@ -1,69 +1,76 @@
-"""Training: typed config, right-sized UNets, the green and baseline recipes, the trainer and its callbacks,
-model families (unconditional and class-conditional), and a finished run's artifacts.
+"""Training: a typed config (:func:`resolve_config`: recipe defaults < file < overrides), right-sized UNets,
+the :class:`Trainer` (a setup plus one ``train_step``) driven by one callback interface
+(:class:`TrainerCallback`, typed events), model families (unconditional and class-conditional), and a
+finished run's files (metrics, ``emissions.json``, checkpoints, the exported pipeline).
 
-Example (library use; the CLI is ``greendiff train``)::
+:func:`train` is the entry: it trains a config on a dataset (:func:`greendiff.data.load_dataset`) under a
+started :class:`greendiff.tracking.Tracker`, and everything else plugs in as a callback (stop signals, a
+carbon-aware controller, progress, loggers, a tuner's pruner). Whole jobs, with their run directory and
+ledger row, are in :mod:`greendiff.workflows`; the CLI is ``greendiff train``.
 
-    from greendiff.train import resolve_config
-    config = resolve_config(overrides={"model.preset": "nano", "run.max_steps": 20})
+Example (4 steps of a tiny UNet on 8x8 digits, a callback counting the log records):
+    >>> import pathlib, tempfile
+    >>> from greendiff.data import load_dataset
+    >>> from greendiff.energy import EnergyMonitor, MonitorOptions
+    >>> from greendiff.tracking import Tracker
+    >>> from greendiff.train import TrainerCallback, resolve_config, train
+    >>> config = resolve_config(overrides={"model.preset": "nano", "model.block_out_channels": "8,16",
+    ...                                    "data.dataset": "digits", "data.resolution": 8, "optim.batch_size": 16,
+    ...                                    "optim.sample_steps": 4, "run.num_samples": 4, "run.max_steps": 4,
+    ...                                    "run.log_every": 2})
+    >>> class LoggedSteps(TrainerCallback):
+    ...     def __init__(self):
+    ...         self.steps = []
+    ...     def on_log(self, trainer, event):
+    ...         self.steps.append(event.step)
+    >>> folder, logged = pathlib.Path(tempfile.mkdtemp()), LoggedSteps()
+    >>> tracker = Tracker("example", ledger=folder / "ledger.sqlite",
+    ...                   monitor=EnergyMonitor.detect(MonitorOptions(measure_gpus=False))).start()
+    >>> result = train(config, folder / "run", load_dataset("digits", 8), tracker, callbacks=[logged])
+    >>> result.status, result.step, logged.steps, tracker.stop().energy_kwh > 0
+    ('completed', 4, [2, 4], True)
+    >>> sorted(p.name for p in (folder / "run").iterdir())
+    ['checkpoints', 'metrics.jsonl', 'pipeline', 'samples']
 """
 
 from __future__ import annotations
 
+from greendiff.train._artifacts import (
+    MetricsLog, export_pipeline, load_run_model, load_unet, read_emissions_json, read_metrics,
+)
 from greendiff.train._callbacks import StepOutcome, Stop, TrainerCallback
+from greendiff.train._checkpoint import checkpoint_dirs
+from greendiff.train._config import (
+    CarbonAwareConfig, ModelConfig, RecipeConfig, TrainConfig, parse_utc, read_toml, resolve_config, to_dict, to_toml,
+)
+from greendiff.train._diffusion import (
+    diffusion_loss, loss_weights, make_noise_scheduler, make_sampler, noised_batch, sample_images, weighted_mse,
+)
+from greendiff.train._evaluation import QualityEvaluator
 from greendiff.train._events import (
     EndEvent, EvalEvent, ForecastEvent, LogEvent, PauseEvent, RanksInSyncEvent, StartEvent, StoppedEvent,
 )
-from greendiff.train._evaluation import QualityEvaluator
 from greendiff.train._family import ClassConditionalFamily, UNetFamily, family_for
-from greendiff.train._artifacts import (
-    EmissionsFile, MetricsLog, RunModel, ema_model, export_class_pipeline, export_pipeline, load_run_model, load_unet,
-    read_emissions_json, read_metrics, save_pipeline_atomically,
-)
-from greendiff.train._checkpoint import check_resume, checkpoint_dirs
-from greendiff.train._config import (
-    BASELINE,
-    RECIPES,
-    DataConfig,
-    CarbonAwareConfig,
-    DistillConfig,
-    ModelConfig,
-    RecipeConfig,
-    RunConfig,
-    TrainConfig,
-    parse_utc,
-    read_toml,
-    resolve_config,
-    to_dict,
-    to_toml,
-)
-from greendiff.train._diffusion import (
-    diffusion_loss, drop_labels, loss_weights, make_noise_scheduler, make_sampler, noised_batch, sample_images,
-    weighted_mse,
-)
 from greendiff.train._images import save_grid, to_uint8
 from greendiff.train._lock import RunDirLock
 from greendiff.train._loop import TrainResult, check_data, check_train, make_optimizer, step_generator, train
+from greendiff.train._model import PRESETS, build_unet, count_macs, count_parameters
 from greendiff.train._precision import resolve_precision
 from greendiff.train._trainer import Trainer
-from greendiff.train._model import (
-    PRESETS, build_unet, check_num_classes, count_macs, count_parameters, load_weights, resolve_architecture,
-)
 
 __all__ = [
     # the trainer, its callback interface and events, its collaborators
-    "Trainer", "TrainResult", "TrainerCallback", "Stop", "StepOutcome", "train", "check_data", "check_train",
-    "check_resume", "check_num_classes",
+    "train", "TrainResult", "check_data", "check_train", "Trainer", "TrainerCallback", "Stop", "StepOutcome",
     "StartEvent", "LogEvent", "EvalEvent", "ForecastEvent", "PauseEvent", "StoppedEvent", "RanksInSyncEvent", "EndEvent",
     "UNetFamily", "ClassConditionalFamily", "family_for", "QualityEvaluator",
     # configuration
-    "BASELINE", "RECIPES", "CarbonAwareConfig", "DataConfig", "DistillConfig", "ModelConfig", "RecipeConfig",
-    "RunConfig", "TrainConfig", "parse_utc", "read_toml", "resolve_config", "to_dict", "to_toml",
-    # networks and diffusion math
-    "PRESETS", "build_unet", "count_macs", "count_parameters", "load_weights", "resolve_architecture",
-    "diffusion_loss", "drop_labels", "loss_weights", "make_noise_scheduler", "make_sampler", "noised_batch",
-    "sample_images", "weighted_mse", "make_optimizer", "step_generator", "resolve_precision",
+    "TrainConfig", "ModelConfig", "RecipeConfig", "CarbonAwareConfig", "resolve_config", "read_toml", "to_dict",
+    "to_toml", "parse_utc",
+    # networks and diffusion math (distillation and the hardware profile reuse them)
+    "PRESETS", "build_unet", "count_macs", "count_parameters", "diffusion_loss", "loss_weights", "weighted_mse",
+    "noised_batch", "make_noise_scheduler", "make_sampler", "sample_images", "make_optimizer", "step_generator",
+    "resolve_precision",
     # a run's files
-    "EmissionsFile", "MetricsLog", "RunModel", "RunDirLock", "checkpoint_dirs", "ema_model", "export_class_pipeline",
-    "export_pipeline", "load_run_model", "load_unet", "read_emissions_json", "read_metrics", "save_grid",
-    "save_pipeline_atomically", "to_uint8",
+    "MetricsLog", "RunDirLock", "checkpoint_dirs", "export_pipeline", "load_run_model", "load_unet",
+    "read_emissions_json", "read_metrics", "save_grid", "to_uint8",
 ]
