@@ -30,6 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, today, write_section  # noqa: E402
 
+from greendiff.units import kwh_to_joules  # noqa: E402
+
 EXE = os.path.join(os.path.dirname(sys.executable), "greendiff")
 HERE = Path(__file__).resolve().parent
 
@@ -211,7 +213,7 @@ def render(result: dict, args) -> str:
         for row in rows:
             q = row["quality"]
             lines.append(f"| {row['model']} | {row['steps']} | {q['fid']:.2f} ± {q['fid_std']:.2f} | "
-                         f"{row['sample_kwh_per_image'] * 3.6e6 * 1e3:.2f} mJ |")
+                         f"{kwh_to_joules(row['sample_kwh_per_image']) * 1e3:.2f} mJ |")
         lines += ["", f"{args.teacher_steps} → {final} steps ({args.teacher_steps // final}x fewer): FID "
                       f"{change(student_fid, teacher_fid):+.1%} vs the teacher at {args.teacher_steps}; distillation cost "
                       f"{e['cost_kwh'] * 1e3:.3f} Wh ({e['cost_vs_parent']:.1%} of the teacher's training). Target 8x fewer "

@@ -24,6 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, today, write_section  # noqa: E402
 
+from greendiff.tracking import RunSummary  # noqa: E402
+from greendiff.units import joules_to_kwh  # noqa: E402
+
 EXE = os.path.join(os.path.dirname(sys.executable), "greendiff")
 
 
@@ -43,7 +46,7 @@ def train_and_score(name: str, extra: list[str], common: list[str], root: Path, 
     return {"name": name, "steps": max(r.get("step", 0) for r in records), "curve": curve,
             "energy_kwh": emissions["energy_kwh"], "duration_s": emissions["duration_s"],
             "stop_reason": emissions.get("stop_reason", ""), "fid": statistics.mean(fids), "fid_std": statistics.stdev(fids),
-            "phases": {p["name"]: p["energy_j"] / 3.6e6 for p in emissions["phases"]}}
+            "phases": {p.name: joules_to_kwh(p.energy_j) for p in RunSummary.from_dict(emissions).phases}}
 
 
 def main() -> None:

@@ -23,6 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, today, write_section  # noqa: E402
 
+from greendiff.units import kwh_to_joules  # noqa: E402
+
 EXE = os.path.join(os.path.dirname(sys.executable), "greendiff")
 HERE = Path(__file__).resolve().parent
 
@@ -44,7 +46,7 @@ def one(nproc: int, steps: int, batch: int, tmp: Path, tag: str) -> dict:
     images = steps * batch
     return {"nproc": nproc, "images": images, "train_s": train["duration_s"], "wall_s": s["duration_s"],
             "images_per_s": images / train["duration_s"], "energy_kwh": s["energy_kwh"],
-            "j_per_image": s["energy_kwh"] * 3.6e6 / images, "cpu_time_s": s["cpu_time_s"],
+            "j_per_image": kwh_to_joules(s["energy_kwh"]) / images, "cpu_time_s": s["cpu_time_s"],
             "ranks": s.get("ranks"), "methods": s["methods"]}
 
 

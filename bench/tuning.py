@@ -32,6 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, today, write_section  # noqa: E402
 
+from greendiff.tracking import RunSummary  # noqa: E402
+
 EXE = os.path.join(os.path.dirname(sys.executable), "greendiff")
 HERE = Path(__file__).resolve().parent
 
@@ -85,7 +87,7 @@ def final_runs(args, work: Path, studies: dict, env: dict) -> list[dict]:
             records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
             final = [r for r in records if r.get("event") == "eval"][-1]
             emissions = json.loads((run_dir / "emissions.json").read_text())
-            eval_kwh = sum(p["energy_j"] for p in emissions["phases"] if p["name"] == "eval") / 3.6e6
+            eval_kwh = RunSummary.from_dict(emissions).phase_energy_kwh("eval")
             runs.append({"config": label, "seed": seed, "steps": final["step"], "fid": final["fid"],
                          "energy_kwh": emissions["energy_kwh"], "eval_kwh": eval_kwh,
                          "train_kwh": emissions["energy_kwh"] - eval_kwh, "wall_s": emissions["duration_s"]})

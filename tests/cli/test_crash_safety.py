@@ -73,5 +73,5 @@ def test_twenty_kills_lose_nothing(tmp_path):
     assert emissions["run_total_energy_kwh"] > final_kwh
     # ... and the ledger holds at least that much: every checkpoint also writes a ledger sample, so each killed
     # segment's ledger energy reaches its last checkpoint (10 % for the meters' start offsets at these tiny energies)
-    ledger_kwh = sum(run_summary(ledger, r)["energy_kwh"] for r in segments)
+    ledger_kwh = sum(run_summary(ledger, r).energy_kwh for r in segments)
     assert ledger_kwh >= 0.9 * emissions["run_total_energy_kwh"]

@@ -31,12 +31,12 @@ def test_hugging_face_trainer_is_measured_and_logs_energy(tmp_path):
     assert trainer.callback_handler.callbacks[0] is callback
     trainer.train()
     summary = callback.summary
-    assert summary["status"] == "completed" and summary["kind"] == "hf-trainer" and summary["energy_kwh"] > 0
-    assert {p["name"]: p["count"] for p in summary["phases"]}["train"] == 6
+    assert summary.status == "completed" and summary.kind == "hf-trainer" and summary.energy_kwh > 0
+    assert {p.name: p.count for p in summary.phases}["train"] == 6
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert [h["step"] for h in logged] == [2, 4, 6]
     energies = [h["energy_kwh"] for h in logged]
-    assert energies == sorted(energies) and 0 < energies[-1] <= summary["energy_kwh"] and all("co2e_kg" in h for h in logged)
+    assert energies == sorted(energies) and 0 < energies[-1] <= summary.energy_kwh and all("co2e_kg" in h for h in logged)
     (run,) = Ledger(tmp_path / "l.sqlite").list_runs()
     assert run.name == "hf-tiny" and run.assumptions["location"]["country"] == "FRA"
 
@@ -79,8 +79,8 @@ def test_lightning_fit_is_measured_logged_and_resumable(tmp_path):
 
     callback, trainer = fit(8)
     summary = callback.summary
-    assert summary["status"] == "completed" and summary["kind"] == "lightning" and summary["energy_kwh"] > 0
-    phases = {p["name"]: p["count"] for p in summary["phases"]}
+    assert summary.status == "completed" and summary.kind == "lightning" and summary.energy_kwh > 0
+    phases = {p.name: p.count for p in summary.phases}
     assert phases["train"] == 8 and phases["eval"] >= 2  # the sanity check and the validations at steps 4 and 8
     with open(tmp_path / "logs" / "v0" / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("energy_kwh")]
@@ -89,8 +89,8 @@ def test_lightning_fit_is_measured_logged_and_resumable(tmp_path):
     ckpt = tmp_path / "ckpt.ckpt"
     trainer.save_checkpoint(ckpt)
     resumed, _ = fit(12, str(ckpt), "v1")
-    first_kwh = summary["energy_kwh"]
+    first_kwh = summary.energy_kwh
     assert resumed.loop.prior_energy_j / 3.6e6 == pytest.approx(first_kwh, rel=1e-9)  # the total carries over
-    assert resumed.loop.prior_emissions_kg == pytest.approx(summary["emissions_kg"], rel=1e-9)  # and its CO2e
-    assert resumed.summary["prior_energy_kwh"] == pytest.approx(resumed.loop.prior_energy_j / 3.6e6)
+    assert resumed.loop.prior_emissions_kg == pytest.approx(summary.emissions_kg, rel=1e-9)  # and its CO2e
+    assert resumed.summary.extra["prior_energy_kwh"] == pytest.approx(resumed.loop.prior_energy_j / 3.6e6)
     assert len(Ledger(tmp_path / "l.sqlite").list_runs()) == 2

@@ -25,7 +25,7 @@ def _good_summary(ledger: Ledger, run_id: int) -> dict:
     """A run closed by greendiff itself, for a valid stored summary."""
     from greendiff.tracking import run_summary
 
-    summary = run_summary(ledger, ledger.get_run(run_id))
+    summary = run_summary(ledger, ledger.get_run(run_id)).to_dict()  # the stored form
     ledger.finish_run(run_id, "completed", summary, 0)
     return summary
 

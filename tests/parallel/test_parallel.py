@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from greendiff.cli._app import main
 from greendiff.ledger import Ledger, default_ledger_path
 from greendiff.parallel import Dist, split_key, torchrun_command, without_nproc
-from greendiff.tracking import breakdown
+from greendiff.tracking import DeviceEnergy, breakdown
 
 TINY = ["--preset", "nano", "--set", "model.block_out_channels=8,16", "--dataset", "digits", "--resolution", "8",
         "--batch-size", "8", "--sample-steps", "4", "--set", "run.num_samples=4", "--set", "run.log_every=2",
@@ -32,12 +32,12 @@ def test_nproc_becomes_a_torchrun_command():
 
 
 def test_breakdown_shares_node_energy_by_cpu_time():
-    summary = {"devices": [{"key": "node0/rank0/cpu:process-tree", "kind": "cpu", "energy_kwh": 3.0},
-                           {"key": "node0/rank0/gpu:0", "kind": "gpu", "energy_kwh": 10.0},
-                           {"key": "node0/rank1/gpu:1", "kind": "gpu", "energy_kwh": 12.0}]}
+    devices = [DeviceEnergy(key, kind, "D", "m", "device", 0.0, None, kwh * 3.6e6, kwh, 0.0)
+               for key, kind, kwh in (("node0/rank0/cpu:process-tree", "cpu", 3.0), ("node0/rank0/gpu:0", "gpu", 10.0),
+                                      ("node0/rank1/gpu:1", "gpu", 12.0))]
     ranks = [{"rank": 0, "node": 0, "local_rank": 0, "cpu_time_s": 20.0, "node_cpu_time_s": 30.5},
              {"rank": 1, "node": 0, "local_rank": 1, "cpu_time_s": 10.0, "node_cpu_time_s": 0.0}]
-    out = breakdown(summary, ranks)
+    out = breakdown(devices, ranks)
     assert [r["attributed_energy_kwh"] for r in out["ranks"]] == [pytest.approx(12.0), pytest.approx(13.0)]
     assert out["nodes"] == [{"node": "node0", "energy_kwh": 25.0, "ranks": 2, "node_cpu_time_s": 30.5, "ranks_cpu_time_s": 30.0}]
 

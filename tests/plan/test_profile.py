@@ -39,7 +39,7 @@ def test_planned_counts_match_the_training_loop(tiny_data, tiny_config, tracker,
                          run__sample_every=4, run__checkpoint_every=5)
     train(config, tmp_path / "run", tiny_data, tracker)
     summary = tracker.stop()
-    phases = {p["name"]: p["count"] for p in summary["phases"]}
+    phases = {p.name: p.count for p in summary.phases}
     evals, grids, checkpoints = planned_counts(max_steps, eval_every, at_end, 4, 5)
     evaluated = eval_every > 0 or at_end
     assert phases.get("eval", 0) == evals + int(evaluated)  # + the real images' features, once

@@ -12,6 +12,7 @@ import pytest
 from greendiff.cli._app import main
 from greendiff.ledger import Ledger, Sample
 from greendiff.report import config_differences, emissions_statement, nice_ticks, pareto, power_series
+from greendiff.tracking import RunSummary
 from greendiff.report._collect import RunData
 
 
@@ -75,7 +76,7 @@ def test_report_of_two_runs(capsys, two_runs, tmp_path, monkeypatch):
 def test_statement_names_hardware_hours_place_and_sources(two_runs):
     root, _ = two_runs
     summary = Ledger(root / "ledger.sqlite").get_run(1).summary
-    text = emissions_statement(summary)
+    text = emissions_statement(RunSummary.from_dict(summary))
     for piece in (f"{summary['duration_s'] / 3600:.3g} h", "country FRA", f"{summary['energy_kwh']:.4g} kWh",
                   f"{summary['intensity']['mean_g_per_kwh']:.0f} gCO2e/kWh", f"PUE of {summary['pue']['value']:g}",
                   f"{summary['emissions_kg']:.4g} kgCO2e", "range", summary["devices"][0]["name"]):

@@ -23,7 +23,7 @@ def test_run_prune_returns_the_report_it_writes(tmp_path, parent):
     report = outcome.report
     assert report["parent_model"]["block_out_channels"] == [16, 32] and report["pruned_model"]["block_out_channels"] == [8, 16]
     assert report["taylor"]["timesteps_used"] <= 2 and report["quality"] == {"parent": None, "pruned": None, "finetuned": None}
-    assert report["energy"]["ledger_run_id"] == outcome.summary["run_id"] and report["energy"]["eval_kwh"] == 0.0
+    assert report["energy"]["ledger_run_id"] == outcome.summary.run_id and report["energy"]["eval_kwh"] == 0.0
     (row,) = Ledger(ledger).list_runs()
     assert (row.kind, row.status) == ("prune", "completed")
     for name in ("config.toml", "pruned-unet/config.json", "pipeline/model_index.json", "emissions.json"):

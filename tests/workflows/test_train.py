@@ -41,9 +41,9 @@ def test_run_train_returns_the_outcome_and_writes_the_run_directory(tmp_path):
     assert outcome.run_dir.parent == tmp_path / "runs" and outcome.run_dir.name.endswith("-py")
     assert read_toml(outcome.run_dir / "config.toml")["run"]["max_steps"] == 4
     emissions = json.loads((outcome.run_dir / "emissions.json").read_text())
-    assert emissions["ledger_run_ids"] == [outcome.summary["run_id"]] and emissions["stop_reason"] == "max_steps reached"
+    assert emissions["ledger_run_ids"] == [outcome.summary.run_id] and emissions["stop_reason"] == "max_steps reached"
     (row,) = Ledger(ledger).list_runs()
-    assert (row.id, row.kind, row.status) == (outcome.summary["run_id"], "train", "completed")
+    assert (row.id, row.kind, row.status) == (outcome.summary.run_id, "train", "completed")
     assert progress.bars == [("train", 4)] and progress.ended == 1
     start = progress.records[0]
     assert isinstance(start, SegmentStart) and (start.preset, start.batch_size, start.event.step) == ("nano", 16, 0)
@@ -58,7 +58,7 @@ def test_a_resumed_run_continues_to_the_new_max_steps_and_lists_both_segments(tm
     second = run_train(TrainJob(overrides={"run.max_steps": 4}, resume=first.run_dir, measurement=measurement(ledger)))
     assert (second.run_dir, second.step, second.status) == (first.run_dir, 4, "completed")
     emissions = json.loads((first.run_dir / "emissions.json").read_text())
-    assert emissions["ledger_run_ids"] == [first.summary["run_id"], second.summary["run_id"]]
+    assert emissions["ledger_run_ids"] == [first.summary.run_id, second.summary.run_id]
     assert [r.status for r in Ledger(ledger).list_runs()] == ["completed", "completed"]
 
 

@@ -66,7 +66,7 @@ def demo(
     samples, windows = tracker.ledger.samples(tracker.run_id), tracker.ledger.windows(tracker.run_id)
     for label, location in COMPARE:
         s = summarize(record, samples, windows, resolve_provider(location), Pue(1.0, "demo comparison"))
-        compare.add_row(label, f"{s['intensity']['mean_g_per_kwh']:.0f}", fmt_mass(s["emissions_kg"]))
+        compare.add_row(label, f"{s.intensity.mean_g_per_kwh:.0f}", fmt_mass(s.emissions_kg))
     console.print(compare)
     console.print(f"recorded as run {tracker.run_id} in {tracker.ledger.path}; "
                   f"see 'greendiff runs show {tracker.run_id}'", highlight=False)

@@ -60,5 +60,5 @@ def eval_command(
         console.print(f"spread over {seeds} seeds (std): FID {s['fid']:.3f}, KID {s['kid']:.5f}, "
                       f"precision {s['precision']:.3f}, recall {s['recall']:.3f}: differences below this are noise",
                       highlight=False)
-    console.print(f"evaluation cost {fmt_energy(summary['energy_kwh'])}, {fmt_mass(summary['emissions_kg'])} CO2e "
-                  f"(ledger run {summary['run_id']})", highlight=False)
+    console.print(f"evaluation cost {fmt_energy(summary.energy_kwh)}, {fmt_mass(summary.emissions_kg)} CO2e "
+                  f"(ledger run {summary.run_id})", highlight=False)

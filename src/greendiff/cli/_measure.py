@@ -17,7 +17,7 @@ from greendiff.cli._options import (
 from greendiff.cli._render import render_summary
 from greendiff.errors import UserInputError
 from greendiff.workflows import MeasurementOptions, resolve_settings
-from greendiff.tracking import CommandError, check_command, run_command
+from greendiff.tracking import CommandError, RunSummary, check_command, run_command
 
 
 @with_measurement
@@ -55,13 +55,13 @@ def measure(
     summary = _close(tracker, result.status, result.exit_code)
     if summary is not None:
         if as_json:
-            typer.echo(json.dumps(summary, indent=2))
+            typer.echo(json.dumps(summary.to_dict(), indent=2))
         else:
             render_summary(summary, Console(stderr=True))
     raise typer.Exit(result.exit_code)
 
 
-def _close(tracker, status: str, exit_code: int | None) -> dict | None:
+def _close(tracker, status: str, exit_code: int | None) -> RunSummary | None:
     """Stop the tracker (closing the ledger row); a failure to summarise is a warning, never the exit code."""
     try:
         return tracker.stop(status, exit_code)

@@ -24,6 +24,7 @@ from greendiff.errors import UserInputError
 from greendiff.workflows import MeasurementOptions, resolve_settings
 from greendiff.files import atomic_write_text
 from greendiff.numbers import HOURS_IN_A_YEAR
+from greendiff.units import G_PER_KG, joules_to_kwh
 
 Opt = typer.Option
 plan_app = typer.Typer(help="Choose where and when to run: regions ranked, the lowest-carbon window.", no_args_is_help=True)
@@ -115,7 +116,7 @@ def profile_command(
     table.add_column("total", justify="right")
     for label, count, each_j in (("training step", f.steps, f.energy_per_step_j), ("evaluation", f.evaluations, f.energy_per_eval_j),
                                  ("sample grid", f.sample_grids, f.energy_per_grid_j), ("checkpoint", f.checkpoints, f.energy_per_checkpoint_j)):
-        table.add_row(label, f"{count:,}", fmt_energy(each_j / 3.6e6), fmt_energy(count * each_j / 3.6e6))
+        table.add_row(label, f"{count:,}", fmt_energy(joules_to_kwh(each_j)), fmt_energy(joules_to_kwh(count * each_j)))
     Console().print(table)
     console.print(f"forecast {fmt_energy(f.energy_kwh)} ({fmt_energy(f.energy_low_kwh)}–{fmt_energy(f.energy_high_kwh)}, "
                   f"±{f.uncertainty_frac:.0%}) over {f.hours:.2f} h on {f.device} ({f.method}); "
@@ -135,7 +136,7 @@ def _current(location: Location, pue: str | None, energy_kwh: float) -> tuple[fl
     start = first or datetime(2022, 1, 1, tzinfo=timezone.utc)
     intensity = provider.intensity(start, last or start + timedelta(days=365))
     resolved = resolve_pue(pue, location)
-    return energy_kwh * resolved.value * intensity.mean_g_per_kwh() / 1000.0, intensity.source, resolved
+    return energy_kwh * resolved.value * intensity.mean_g_per_kwh() / G_PER_KG, intensity.source, resolved
 
 
 @plan_app.command("regions")
@@ -263,7 +264,7 @@ def render_window(plan, interruptible: bool, console: Console) -> None:
     chosen = plan.interruptible if interruptible else plan.contiguous
     for s in (plan.now, plan.contiguous, plan.interruptible):
         table.add_row(s.kind, f"{s.start:%m-%d %H:%M}", f"{s.end:%m-%d %H:%M}", str(len(s.intervals)),
-                      fmt_mass(s.emissions_g / 1000), "—" if s is plan.now else f"{plan.saving_frac(s):.1%}",
+                      fmt_mass(s.emissions_g / G_PER_KG), "—" if s is plan.now else f"{plan.saving_frac(s):.1%}",
                       "◀" if s is chosen else "")
     console.print(table)
     if interruptible and len(plan.interruptible.intervals) > 1:

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from greendiff.cli._render import fmt_energy, fmt_mass, plain
+from greendiff.units import G_PER_KG
 from greendiff.workflows._progress import ProgressEvent, SegmentStart, TimestepDone
 
 _STYLES = {"warning": "yellow"}
@@ -50,7 +51,7 @@ class RichProgress:
             projected = event.energy_kwh * (1 + (self._total - event.step) / max(done, 1))
             self._bar.update(self._task, completed=event.step, info=(
                 f"loss {event.loss:.4f} · {event.samples_per_s:.0f} img/s · {fmt_energy(event.energy_kwh)} · "
-                f"{fmt_mass(event.co2e_g / 1e3)} CO2e · projected {fmt_energy(projected)}"))
+                f"{fmt_mass(event.co2e_g / G_PER_KG)} CO2e · projected {fmt_energy(projected)}"))
 
     def _header(self, start: SegmentStart) -> None:
         console = self._bar.console if self._bar is not None else self.console

@@ -19,7 +19,7 @@ from greendiff.cli._render import fmt_energy, fmt_mass, plain, render_summary
 from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
 from greendiff.ledger import Ledger, codecarbon_csv, flat_csv, json_summary, model_card_yaml
-from greendiff.tracking import run_summary
+from greendiff.tracking import RunSummary, run_summary
 
 logger = logging.getLogger(__name__)
 
@@ -39,20 +39,20 @@ def list_runs(
     rows = [(r, _listed_summary(db, r)) for r in db.list_runs(limit)]
     if as_json:
         typer.echo(json.dumps([{**{k: v for k, v in dataclasses.asdict(r).items() if k != "summary"},
-                                "energy_kwh": s["energy_kwh"] if s else None,
-                                "emissions_kg": s["emissions_kg"] if s else None} for r, s in rows], indent=2))
+                                "energy_kwh": s.energy_kwh if s else None,
+                                "emissions_kg": s.emissions_kg if s else None} for r, s in rows], indent=2))
         return
     table = Table(title=plain(f"ledger {db.path}"), title_justify="left")
     for col in ("id", "name", "kind", "status", "started (UTC)", "duration", "energy", "CO2e", "methods"):
         table.add_column(col, justify="right" if col in ("id", "duration", "energy", "CO2e") else "left")
     for r, s in rows:
-        figures = ([(s["started"] or "")[:19].replace("T", " "), f"{s['duration_s']:.1f} s", fmt_energy(s["energy_kwh"]),
-                    fmt_mass(s["emissions_kg"]), ", ".join(s["methods"])] if s else ["", "", "?", "?", ""])
+        figures = ([(s.started or "")[:19].replace("T", " "), f"{s.duration_s:.1f} s", fmt_energy(s.energy_kwh),
+                    fmt_mass(s.emissions_kg), ", ".join(s.methods)] if s else ["", "", "?", "?", ""])
         table.add_row(str(r.id), plain(r.name), plain(r.kind), plain(r.status), *map(plain, figures))
     Console().print(table)
 
 
-def _listed_summary(db: Ledger, record) -> dict | None:
+def _listed_summary(db: Ledger, record) -> RunSummary | None:
     """A run's summary for the list; a run that cannot be summarised at all is listed without figures,
     with a warning (a ledger always lists)."""
     try:
@@ -72,7 +72,7 @@ def show_run(
     db = Ledger(ledger)
     summary = run_summary(db, db.get_run(run_id))
     if as_json:
-        typer.echo(json_summary(summary))
+        typer.echo(json_summary(summary.to_dict()))
     else:
         render_summary(summary, Console())
 
@@ -89,7 +89,7 @@ def export_run(
 ) -> None:
     """Export runs as CodeCarbon emissions.csv rows, a flat CSV, JSON, or a model-card YAML block."""
     db = Ledger(ledger)
-    summaries = [run_summary(db, db.get_run(run_id)) for run_id in run_ids]
+    summaries = [run_summary(db, db.get_run(run_id)).to_dict() for run_id in run_ids]  # exports read the stored form
     if fmt == "model-card" and len(summaries) > 1:
         raise UserInputError("a model card describes one run: give one run id with -f model-card")
     if output is not None:

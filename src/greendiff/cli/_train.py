@@ -159,4 +159,4 @@ def sample_command(
     guided = "" if outcome.guidance_scale is None else f", guidance {outcome.guidance_scale:g}"
     console.print(f"{outcome.n} images, {outcome.steps} {outcome.sampler} steps{guided} → {display_path(outcome.out)} · "
                   f"{fmt_energy(outcome.energy_kwh_per_image)} and "
-                  f"{fmt_mass(outcome.summary['emissions_kg'] / outcome.n)} CO2e per image", highlight=False, markup=False)
+                  f"{fmt_mass(outcome.summary.emissions_kg / outcome.n)} CO2e per image", highlight=False, markup=False)

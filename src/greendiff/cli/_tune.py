@@ -186,7 +186,7 @@ def _ledger_energy(ledger_path: Path | None):
             summary = run_summary(db, db.get_run(int(attr["run_id"])))
         except UserInputError:
             return None
-        return summary["energy_kwh"], summary["emissions_kg"]
+        return summary.energy_kwh, summary.emissions_kg
 
     return lookup
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from greendiff.tracking import Tracker
+from greendiff.tracking import RunSummary, Tracker
+from greendiff.units import joules_to_kwh
 
 
 class LoopTracker:
@@ -53,22 +54,22 @@ class LoopTracker:
         if not self.started or self.tracker.summary is not None:
             return {}
         energy_j = self.prior_energy_j + self._read_j() - self._baseline_j
-        return {"energy_kwh": energy_j / 3.6e6, "co2e_kg": self.prior_emissions_kg + self.tracker.emissions_so_far_kg()}
+        return {"energy_kwh": joules_to_kwh(energy_j), "co2e_kg": self.prior_emissions_kg + self.tracker.emissions_so_far_kg()}
 
-    def end(self, status: str = "completed") -> dict | None:
+    def end(self, status: str = "completed") -> RunSummary | None:
         if not self.started or self.tracker.summary is not None:
             return self.tracker.summary
         if self._open is not None:
             self.window_end(self._open)
-        return self.tracker.stop(status, extra={"prior_energy_kwh": self.prior_energy_j / 3.6e6} if self.prior_energy_j else None)
+        return self.tracker.stop(status, extra={"prior_energy_kwh": joules_to_kwh(self.prior_energy_j)} if self.prior_energy_j else None)
 
     def state_dict(self) -> dict:
         """Energy (J) and emissions (kgCO2e) so far, earlier segments included."""
         if not self.started:
             return {"energy_j": self.prior_energy_j, "emissions_kg": self.prior_emissions_kg}
         if self.tracker.summary is not None:  # saved after the end: the run's measured total
-            return {"energy_j": self.prior_energy_j + self.tracker.summary["energy_j"],
-                    "emissions_kg": self.prior_emissions_kg + self.tracker.summary["emissions_kg"]}
+            return {"energy_j": self.prior_energy_j + self.tracker.summary.energy_j,
+                    "emissions_kg": self.prior_emissions_kg + self.tracker.summary.emissions_kg}
         return {"energy_j": self.prior_energy_j + self._read_j() - self._baseline_j,
                 "emissions_kg": self.prior_emissions_kg + self.tracker.emissions_so_far_kg()}
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from transformers import TrainerCallback
 
 from greendiff.integrations._loop import LoopTracker
-from greendiff.tracking import Tracker
+from greendiff.tracking import RunSummary, Tracker
 
 
 class GreendiffCallback(TrainerCallback):
@@ -60,6 +60,6 @@ class GreendiffCallback(TrainerCallback):
         self.loop.end("completed")
 
     @property
-    def summary(self) -> dict | None:
+    def summary(self) -> RunSummary | None:
         """The run's summary (energy per device and phase, CO2e, assumptions) once training ended."""
         return self.loop.tracker.summary

@@ -15,7 +15,7 @@ from __future__ import annotations
 from lightning.pytorch.callbacks import Callback
 
 from greendiff.integrations._loop import LoopTracker
-from greendiff.tracking import Tracker
+from greendiff.tracking import RunSummary, Tracker
 
 
 class GreendiffCallback(Callback):
@@ -63,5 +63,5 @@ class GreendiffCallback(Callback):
         self.loop.load_state_dict(state_dict)
 
     @property
-    def summary(self) -> dict | None:
+    def summary(self) -> RunSummary | None:
         return self.loop.tracker.summary

@@ -1,4 +1,9 @@
-"""Exports of a run summary: CodeCarbon ``emissions.csv`` row, HF model-card YAML, JSON."""
+"""Exports of a run summary: CodeCarbon ``emissions.csv`` row, HF model-card YAML, JSON.
+
+They read a summary in its stored form, the JSON object the ledger keeps (``runs.summary_json``,
+checked by :func:`greendiff.ledger.parse_summary`): the ledger sits below ``tracking``, whose typed
+``RunSummary.to_dict()`` gives exactly this object.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import io
 import json
 
 from greendiff import __version__
+from greendiff.units import G_PER_KG, joules_to_kwh, kwh_to_joules
 
 # Column order of CodeCarbon's emissions.csv (``EmissionsData`` of CodeCarbon 3.x).
 CODECARBON_COLUMNS = (
@@ -36,8 +42,8 @@ def codecarbon_row(summary: dict) -> dict[str, object]:
         "timestamp": summary["ended"], "project_name": summary["name"], "run_id": summary["run_id"],
         "experiment_id": "", "duration": duration_s, "emissions": summary["emissions_kg"],
         "emissions_rate": summary["emissions_kg"] / duration_s,
-        "cpu_power": energy["cpu"] * 3.6e6 / duration_s, "gpu_power": energy["gpu"] * 3.6e6 / duration_s,
-        "ram_power": energy["dram"] * 3.6e6 / duration_s,
+        "cpu_power": kwh_to_joules(energy["cpu"]) / duration_s, "gpu_power": kwh_to_joules(energy["gpu"]) / duration_s,
+        "ram_power": kwh_to_joules(energy["dram"]) / duration_s,
         "cpu_energy": energy["cpu"], "gpu_energy": energy["gpu"], "ram_energy": energy["dram"],
         "energy_consumed": summary["energy_kwh"], "water_consumed": "",
         "country_name": "", "country_iso_code": location.get("country") or "",
@@ -74,7 +80,7 @@ def model_card_yaml(summary: dict, training_type: str = "pre-training") -> str:
               f"PUE {summary['pue']['value']:g} ({summary['pue']['source']})")
     return "\n".join([
         "co2_eq_emissions:",
-        f"  emissions: {summary['emissions_kg'] * 1e3:.6g}",
+        f"  emissions: {summary['emissions_kg'] * G_PER_KG:.6g}",
         f"  source: {_yaml_str(source)}",
         f"  training_type: {_yaml_str(training_type)}",
         f"  geographical_location: {_yaml_str(place)}",
@@ -99,7 +105,7 @@ def flat_row(summary: dict) -> dict[str, object]:
         "methods": ";".join(summary["methods"]), "greendiff_version": __version__,
     }
     row.update({f"energy_kwh:{d['key']}": d["energy_kwh"] for d in summary["devices"]})
-    row.update({f"phase_kwh:{p['name']}": p["energy_j"] / 3.6e6 for p in summary["phases"]})
+    row.update({f"phase_kwh:{p['name']}": joules_to_kwh(p["energy_j"]) for p in summary["phases"]})
     return row
 
 

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 from greendiff.carbon import Intensity, IntensityProvider
 from greendiff.errors import UserInputError
 from greendiff.plan._window import Job, plan_window
+from greendiff.units import G_PER_KG, joules_to_kwh
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ class CarbonAwareController:
         start = datetime.fromisoformat(self.state["start"])
         straight_at = start + timedelta(seconds=self.state["active_s"] + duration_s / 2)
         self.state["aware_g"] += self._charged(used_j, intensity, emissions_g)
-        self.state["straight_g"] += used_j / 3.6e6 * self.pue * self._intensity_at(straight_at)
+        self.state["straight_g"] += joules_to_kwh(used_j) * self.pue * self._intensity_at(straight_at)
         self.state["active_s"] += duration_s
         self.state["steps_timed"] += 1
         self.state["step_energy_j"] += used_j
@@ -188,8 +189,8 @@ class CarbonAwareController:
     def _charged(self, used_j: float, intensity_g_per_kwh: float, emissions_g: float | None) -> float:
         """Grams charged to the carbon-aware side: the ledger's increase when given, else priced here."""
         if emissions_g is None:
-            return used_j / 3.6e6 * self.pue * intensity_g_per_kwh
-        charged = emissions_g - self._last_g if self._last_g is not None else used_j / 3.6e6 * self.pue * intensity_g_per_kwh
+            return joules_to_kwh(used_j) * self.pue * intensity_g_per_kwh
+        charged = emissions_g - self._last_g if self._last_g is not None else joules_to_kwh(used_j) * self.pue * intensity_g_per_kwh
         self._last_g = emissions_g
         return charged
 
@@ -203,7 +204,7 @@ class CarbonAwareController:
         return not getattr(self.clock, "simulated", False)
 
     def _ledger_g(self, trainer) -> float | None:
-        return trainer.emissions_so_far_kg() * 1000.0 if self.real_time else None
+        return trainer.emissions_so_far_kg() * G_PER_KG if self.real_time else None
 
     def on_step_begin(self, trainer) -> None:
         """Before each step: start the books (the first step of this process), then pause if told to."""
@@ -281,7 +282,7 @@ class CarbonAwareController:
         if remaining_h >= window_h:
             return None
         per_step_j = self.state["step_energy_j"] / max(self.state["steps_timed"], 1)
-        energy_kwh = max((self.total_steps - step) * per_step_j / 3.6e6, 1e-12)
+        energy_kwh = max(joules_to_kwh((self.total_steps - step) * per_step_j), 1e-12)
         segments = list(self._covered(now, self.deadline).segments)
         if segments[-1].end < self.deadline:  # the series ends first: plan on what it covers, if the work fits
             if (segments[-1].end - segments[0].start).total_seconds() < remaining_s:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from greendiff.errors import UserInputError
 from greendiff.ledger import BadRecordError, Ledger, RunRecord, Sample
-from greendiff.tracking import FallbackIntensity, provider_from_assumptions, run_summary
+from greendiff.tracking import FallbackIntensity, RunSummary, provider_from_assumptions, run_summary
 
 if TYPE_CHECKING:
     from greendiff.train import MetricsLog
@@ -34,7 +34,7 @@ class RunData:
     """
 
     record: RunRecord
-    summary: dict
+    summary: RunSummary
     label: str
     run_dir: Path | None
     power_w: dict[str, list[tuple[float, float]]]
@@ -121,7 +121,7 @@ def collect(ref: str, ledger: Ledger) -> RunData:
     config = record.assumptions.get("config")
     data = RunData(record, summary, f"#{record.id} {record.name}", run_dir if run_dir and run_dir.is_dir() else None,
                    power_series(samples, t0), intensity, note, config=config if isinstance(config, dict) else {},
-                   carbon_aware=summary.get("carbon_aware"))
+                   carbon_aware=summary.carbon_aware)
     if data.run_dir is not None:
         _read_run_dir(data)
     return data

@@ -11,6 +11,8 @@ from greendiff.ledger import model_card_yaml
 from greendiff.report._collect import RunData
 from greendiff.report._statement import emissions_statement
 from greendiff.report._svg import Series, bar_chart, line_chart, scatter_chart
+from greendiff.tracking import RunSummary
+from greendiff.units import G_PER_KG
 
 # Inline, before anything else runs: counts errors (script, resource, console.error), then checks every chart drew marks.
 _CHECK = """<script>
@@ -55,7 +57,7 @@ def _kwh(value: float) -> str:
 
 
 def _kg(value: float) -> str:
-    return f"{value:.4g} kg" if value >= 0.1 else f"{value * 1e3:.4g} g"
+    return f"{value:.4g} kg" if value >= 0.1 else f"{value * G_PER_KG:.4g} g"
 
 
 def _table(header: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
@@ -111,9 +113,9 @@ def comparison(runs: list[RunData], reference: RunData, metric: str) -> str:
         s = r.summary
         fid = final_metric(r, metric)
         rows.append([_e(r.label) + (" (reference)" if r is reference else ""), _e(r.dataset), _e(r.record.kind),
-                     _kwh(s["energy_kwh"]), _kg(s["emissions_kg"]), "—" if fid is None else f"{fid:.4g}",
-                     _saving(s["energy_kwh"], reference.summary["energy_kwh"]),
-                     _saving(s["emissions_kg"], reference.summary["emissions_kg"]), _saving(fid, ref_fid)])
+                     _kwh(s.energy_kwh), _kg(s.emissions_kg), "—" if fid is None else f"{fid:.4g}",
+                     _saving(s.energy_kwh, reference.summary.energy_kwh),
+                     _saving(s.emissions_kg, reference.summary.emissions_kg), _saving(fid, ref_fid)])
     parts = ["<h2>Comparison</h2>",
              f'<p class="note">Changes are against {_e(reference.label)}; lower is better for energy, CO2e and '
              f"{_e(metric.upper())}.</p>",
@@ -125,7 +127,7 @@ def comparison(runs: list[RunData], reference: RunData, metric: str) -> str:
     if curves:
         charts.append(line_chart(curves, f"{metric.upper()} against energy", "energy used (kWh)", metric.upper(),
                                  markers=True, y_from_zero=False))
-    points = [(r.label, r.summary["emissions_kg"], final_metric(r, metric)) for r in runs if final_metric(r, metric) is not None]
+    points = [(r.label, r.summary.emissions_kg, final_metric(r, metric)) for r in runs if final_metric(r, metric) is not None]
     if points:
         charts.append(scatter_chart(points, f"Pareto: final {metric.upper()} against emissions", "kgCO2e",
                                     metric.upper(), highlight=pareto(points)))
@@ -143,13 +145,13 @@ def comparison(runs: list[RunData], reference: RunData, metric: str) -> str:
 def run_section(run: RunData, metric: str) -> str:
     s = run.summary
     parts = [f'<h2 id="run-{run.record.id}">{_e(run.label)}</h2>',
-             f'<p class="note">{_e(run.record.kind)} · {_e(s["status"])} · started {_e(s["started"])} UTC · '
-             f'{s["duration_s"]:.1f} s · {_e(run.record.command)}</p>',
-             f'<div class="kpi">energy<b>{_kwh(s["energy_kwh"])}</b>{_kwh(s["energy_kwh_low"])} – {_kwh(s["energy_kwh_high"])}</div>',
-             f'<div class="kpi">emissions<b>{_kg(s["emissions_kg"])} CO2e</b>{_kg(s["emissions_kg_low"])} – '
-             f'{_kg(s["emissions_kg_high"])}</div>',
-             f'<div class="kpi">grid intensity<b>{s["intensity"]["mean_g_per_kwh"]:.0f} g/kWh</b>{_e(s["intensity"]["kind"])}</div>',
-             f'<div class="kpi">PUE<b>{s["pue"]["value"]:g}</b>&nbsp;</div>']
+             f'<p class="note">{_e(run.record.kind)} · {_e(s.status)} · started {_e(s.started)} UTC · '
+             f'{s.duration_s:.1f} s · {_e(run.record.command)}</p>',
+             f'<div class="kpi">energy<b>{_kwh(s.energy_kwh)}</b>{_kwh(s.energy_kwh_low)} – {_kwh(s.energy_kwh_high)}</div>',
+             f'<div class="kpi">emissions<b>{_kg(s.emissions_kg)} CO2e</b>{_kg(s.emissions_kg_low)} – '
+             f'{_kg(s.emissions_kg_high)}</div>',
+             f'<div class="kpi">grid intensity<b>{s.intensity.mean_g_per_kwh:.0f} g/kWh</b>{_e(s.intensity.kind)}</div>',
+             f'<div class="kpi">PUE<b>{s.pue.value:g}</b>&nbsp;</div>']
     charts = []
     if run.power_w:
         charts.append(line_chart([Series(k, [t for t, _ in v], [w for _, w in v]) for k, v in run.power_w.items()],
@@ -157,10 +159,10 @@ def run_section(run: RunData, metric: str) -> str:
     if run.intensity:
         charts.append(line_chart([Series("grid", [t for t, _ in run.intensity], [g for _, g in run.intensity])],
                                  "Grid intensity", "minutes since start", "gCO2e/kWh", step=True))
-    devices = [(d["key"], d["emissions_g"]) for d in s["devices"]]
+    devices = [(d.key, d.emissions_g) for d in s.devices]
     charts.append(bar_chart([k for k, _ in devices], [g for _, g in devices], "Emissions by device", "g CO2e"))
-    phases = [(p["name"], p["emissions_g"]) for p in s["phases"]]
-    rest = s["emissions_kg"] * 1e3 - sum(g for _, g in phases)
+    phases = [(p.name, p.emissions_g) for p in s.phases]
+    rest = s.emissions_kg * G_PER_KG - sum(g for _, g in phases)
     if phases and rest > 1e-9:
         phases.append(("outside phases (setup, idle)", rest))
     if phases:
@@ -184,26 +186,26 @@ def run_section(run: RunData, metric: str) -> str:
     if ca:
         parts.append("<h3>Carbon-aware training</h3>" + _table(["", "value"], [
             ["policy", _e(ca["policy"])], ["pauses", str(ca["pauses"])], ["waited", f"{ca['waited_h']:.2f} h"],
-            ["emissions as run", _kg(ca["emissions_g"] / 1e3)], ["straight through", _kg(ca["straight_through_g"] / 1e3)],
-            ["saved", f"{_kg(ca['saved_g'] / 1e3)} ({ca['saved_frac']:.1%})"],
+            ["emissions as run", _kg(ca["emissions_g"] / G_PER_KG)], ["straight through", _kg(ca["straight_through_g"] / G_PER_KG)],
+            ["saved", f"{_kg(ca['saved_g'] / G_PER_KG)} ({ca['saved_frac']:.1%})"],
             ["deadline", _e(ca["deadline"] or "none") + ("" if ca["met_deadline"] is None else " (met)" if ca["met_deadline"] else " (MISSED)")]]))
     parts.append("<h3>Assumptions and sources</h3>" + _table(["what", "value", "source"], _assumption_rows(s)))
     parts.append("<h3>Emissions statement</h3><blockquote>" + _e(emissions_statement(s)) + "</blockquote>")
-    parts.append("<h3>Model card (Hugging Face <code>co2_eq_emissions</code>)</h3><pre>" + _e(model_card_yaml(s)) + "</pre>")
+    parts.append("<h3>Model card (Hugging Face <code>co2_eq_emissions</code>)</h3><pre>" + _e(model_card_yaml(s.to_dict())) + "</pre>")
     if run.config_text:
         parts.append("<h3>Resolved config</h3><pre>" + _e(run.config_text) + "</pre>")
     return "\n".join(parts)
 
 
-def _assumption_rows(s: dict) -> list[list[str]]:
-    rows = [["location", _e(", ".join(f"{k} {v}" for k, v in (s.get("location") or {}).items() if v) or "unknown"), ""],
-            ["grid intensity", f'{s["intensity"]["mean_g_per_kwh"]:.1f} gCO2e/kWh', _e(s["intensity"]["source"])],
-            ["PUE", f'{s["pue"]["value"]:g}', _e(s["pue"]["source"])]]
-    for d in s["devices"]:
-        rows.append([f"energy of {_e(d['key'])}", f"{_kwh(d['energy_kwh'])} ± {d['uncertainty_frac']:.0%}",
-                     _e(f"{d['name']}: {d['method']}" + (f" ({d['note']})" if d.get("note") else ""))])
-    rows += [["uncertainty", "", _e(s.get("uncertainty", ""))]]
-    rows += [["note", "", _e(n)] for n in [*s.get("notes", []), *s["intensity"].get("notes", [])]]
+def _assumption_rows(s: RunSummary) -> list[list[str]]:
+    rows = [["location", _e(", ".join(f"{k} {v}" for k, v in (s.location or {}).items() if v) or "unknown"), ""],
+            ["grid intensity", f'{s.intensity.mean_g_per_kwh:.1f} gCO2e/kWh', _e(s.intensity.source)],
+            ["PUE", f'{s.pue.value:g}', _e(s.pue.source)]]
+    for d in s.devices:
+        rows.append([f"energy of {_e(d.key)}", f"{_kwh(d.energy_kwh)} ± {d.uncertainty_frac:.0%}",
+                     _e(f"{d.name}: {d.method}" + (f" ({d.note})" if d.note else ""))])
+    rows += [["uncertainty", "", _e(s.uncertainty or "")]]
+    rows += [["note", "", _e(n)] for n in [*s.notes, *s.intensity.notes]]
     return rows
 
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable
 
 import psutil
 
 from greendiff.ledger import WindowTotal
 from greendiff.parallel import Dist, split_key
-from greendiff.tracking._run_summary import RunSummary
+from greendiff.tracking._run_summary import DeviceEnergy, RunSummary
 from greendiff.tracking._tracker import Tracker
 
 
@@ -128,7 +129,7 @@ class JobTracker(Tracker):
                     m[2].update(energy)
             self.ledger.put_windows(self.run_id, [WindowTotal(n, c, d, e) for n, (c, d, e) in merged.items()])
             summary = self._summarize(status)
-            summary = summary.with_extra({**breakdown(summary, list(ranks)), **(extra or {})})
+            summary = summary.with_extra({**breakdown(summary.devices, list(ranks)), **(extra or {})})
             self.ledger.finish_run(self.run_id, status, summary.to_dict(), exit_code)
         else:
             self.monitor.close()
@@ -136,13 +137,14 @@ class JobTracker(Tracker):
         return self.summary
 
 
-def breakdown(summary: RunSummary, ranks: list[dict]) -> dict:
-    """Per-rank and per-node energy. A rank's own devices are its own; the node's CPU and RAM (metered
-    by its local rank 0) are shared out by each rank's share of the node's CPU time."""
+def breakdown(devices: Iterable[DeviceEnergy], ranks: list[dict]) -> dict:
+    """Per-rank and per-node energy of a job's ``devices`` (keys ``node<N>/rank<R>/<device>``). A rank's own
+    devices are its own; the node's CPU and RAM (metered by its local rank 0) are shared out by each rank's
+    share of the node's CPU time."""
     own_kwh: dict[tuple[str, str], float] = {}
     node_kwh: dict[str, float] = {}
     shared_kwh: dict[str, float] = {}
-    for d in summary.devices:
+    for d in devices:
         node, rank, key = split_key(d.key)
         node_kwh[node] = node_kwh.get(node, 0.0) + d.energy_kwh
         if d.kind == "gpu":

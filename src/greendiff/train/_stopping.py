@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 from greendiff.train._callbacks import Stop
 from greendiff.train._events import EvalEvent, ForecastEvent
+from greendiff.units import joules_to_kwh
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ class StopCallback:
     def after_step(self, step: int, trainer) -> str | None:
         """After optimizer step ``step``: budgets, then a due evaluation. Returns a stop reason or ``None``."""
         reason = None
-        now_kwh = trainer.energy_so_far_j() / 3.6e6 if (self.budgets or self.eval_every_kwh) else None  # one read a step
+        now_kwh = joules_to_kwh(trainer.energy_so_far_j()) if (self.budgets or self.eval_every_kwh) else None  # one read a step
         if self.budgets:
             now_kg = trainer.emissions_so_far_kg()
             if not self.forecast_reported:
@@ -223,7 +224,7 @@ class StopCallback:
         due = (self.eval_every and step % self.eval_every == 0) or \
             (self.eval_every_kwh and now_kwh - self.last_eval_kwh >= self.eval_every_kwh)
         if due:
-            self.last_eval_kwh = trainer.energy_so_far_j() / 3.6e6 if now_kwh is None else now_kwh
+            self.last_eval_kwh = joules_to_kwh(trainer.energy_so_far_j()) if now_kwh is None else now_kwh
             event, eval_reason = self._evaluate(trainer, step, self.last_eval_kwh)
             if self.rules.is_best:
                 trainer.save_checkpoint(step, name="best")
@@ -242,7 +243,7 @@ class StopCallback:
         trial needs no final score); raised like the others with ``final=True``. Returns the event (or ``None``)."""
         if self.stopped_by_tuner or (self.rules.history and self.rules.history[-1][0] == step):
             return None
-        event, _ = self._evaluate(trainer, step, trainer.energy_so_far_j() / 3.6e6, final=True)
+        event, _ = self._evaluate(trainer, step, joules_to_kwh(trainer.energy_so_far_j()), final=True)
         trainer.emit(event)
         return event
 
@@ -250,7 +251,7 @@ class StopCallback:
         """One evaluation (the first also measures the seed spread), fed to the rules.
         Returns the event and the rules' stop reason."""
         scores = trainer.evaluate(self.spread_seeds if not self.rules.history else 1)
-        used = trainer.energy_so_far_j() / 3.6e6  # up to and including this evaluation
+        used = joules_to_kwh(trainer.energy_so_far_j())  # up to and including this evaluation
         reason = self.rules.on_eval(step, used, scores[self.metric])
         return EvalEvent(step, used, used - before_kwh, scores, self.rules.is_best, final), reason
 

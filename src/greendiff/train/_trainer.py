@@ -30,6 +30,7 @@ from greendiff.train._events import EndEvent, LogEvent, PauseEvent, RanksInSyncE
 from greendiff.train._images import save_grid
 from greendiff.train._step import BatchStream, StepBatch, TrainState, setup, step_generator, train_step
 from greendiff.train._stopping import StopCallback, StoppingRules
+from greendiff.units import G_PER_KG, joules_to_kwh
 
 logger = logging.getLogger(__name__)
 
@@ -290,7 +291,7 @@ class Trainer:
         """The progress record of ``step``: energy and CO2e so far as the ledger accounts them."""
         ema = self.state.objects.ema
         return LogEvent(step, self.last_loss, self.state.objects.lr_scheduler.get_last_lr()[0], samples_per_s,
-                        self.energy_so_far_j() / 3.6e6, self.emissions_so_far_kg() * 1000.0,
+                        joules_to_kwh(self.energy_so_far_j()), self.emissions_so_far_kg() * G_PER_KG,
                         ema.cur_decay_value if ema is not None else None)
 
     # -- the run -----------------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from greendiff.errors import UserInputError
 from greendiff.names import MAX_NAME_CHARS, NAME_PUNCTUATION, check_name, display_path, unprintable
+from greendiff.tracking import RunSummary
+from greendiff.units import joules_to_kwh
 from greendiff.workflows._eval import class_scoring, reference_labels, score
 from greendiff.workflows._inputs import load_config_data
 from greendiff.workflows._progress import Progress
@@ -41,7 +43,7 @@ class CompressOutcome:
     run_dir: Path
     report: dict
     report_path: Path
-    summary: dict
+    summary: RunSummary
     duration_s: float
 
 
@@ -159,16 +161,17 @@ class CompressSession:
                          conditioning=by_class)
 
     def finish(self, report: dict, name: str) -> CompressOutcome:
-        """Stop the tracker; add the energy split (``eval*`` phases, i.e. measurement, apart) to ``report``;
+        """Stop the tracker; add the energy split (the ``eval`` phase and its ``eval-...`` sub-phases, i.e.
+        measurement, apart) to ``report``;
         write it and ``emissions.json``."""
         summary = self.tracker.stop("completed")
-        eval_j = sum(p["energy_j"] for p in summary["phases"] if p["name"].startswith("eval"))
+        eval_kwh = summary.phase_energy_kwh("eval")
         parent_kwh = self.parent_kwh
-        cost_kwh = summary["energy_kwh"] - eval_j / 3.6e6
-        report["energy"] = {"total_kwh": summary["energy_kwh"], "eval_kwh": eval_j / 3.6e6, "cost_kwh": cost_kwh,
+        cost_kwh = summary.energy_kwh - eval_kwh
+        report["energy"] = {"total_kwh": summary.energy_kwh, "eval_kwh": eval_kwh, "cost_kwh": cost_kwh,
                             "parent_training_kwh": parent_kwh,
-                            "phases_kwh": {p["name"]: p["energy_j"] / 3.6e6 for p in summary["phases"]},
-                            "emissions_kg": summary["emissions_kg"], "ledger_run_id": summary["run_id"],
+                            "phases_kwh": {p.name: joules_to_kwh(p.energy_j) for p in summary.phases},
+                            "emissions_kg": summary.emissions_kg, "ledger_run_id": summary.run_id,
                             "cost_vs_parent": cost_kwh / parent_kwh if parent_kwh else None}
         path = self.run_dir / name
         write_file(path, json.dumps(report, indent=2))

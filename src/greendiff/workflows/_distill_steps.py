@@ -17,6 +17,7 @@ from pathlib import Path
 
 from greendiff.errors import UserInputError
 from greendiff.names import display_path
+from greendiff.units import joules_to_kwh
 from greendiff.workflows._compress_session import CompressOutcome, CompressSession, check_parent, derived_config, derived_name
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
 from greendiff.workflows._progress import NullProgress, Progress
@@ -85,7 +86,7 @@ class _Rows:
         phase = f"eval-sampling-{steps}"
         self.s.tracker.begin_window(phase)
         sample_images(unet.eval(), self.ddim, SAMPLING_IMAGES, steps, self.shape, torch.Generator().manual_seed(1))
-        return sum(self.s.tracker.end_window(phase).energy_j.values()) / 3.6e6 / SAMPLING_IMAGES
+        return joules_to_kwh(sum(self.s.tracker.end_window(phase).energy_j.values())) / SAMPLING_IMAGES
 
 
 def run_distill_steps(job: DistillStepsJob, progress: Progress | None = None) -> CompressOutcome:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from greendiff.errors import UserInputError
+from greendiff.tracking import RunSummary
 from greendiff.workflows._inputs import load_config_data
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
 from greendiff.workflows._sample import resolve_guidance
@@ -126,7 +127,7 @@ class EvalOutcome:
     and in each result ``class_accuracy``, ``per_class_fid``, ``mean_class_fid``."""
 
     report: dict
-    summary: dict
+    summary: RunSummary
 
     @property
     def results(self) -> list[dict]:
@@ -161,7 +162,7 @@ def run_eval(job: EvalJob) -> EvalOutcome:
     summary = tracker.summary
     report = {"run": str(job.run), "features": extractor_name, "n": job.n, "sampler_steps": n_steps,
               "sampler": config.optim.sampler, "results": results,
-              "energy_kwh": summary["energy_kwh"], "emissions_kg": summary["emissions_kg"], "ledger_run_id": summary["run_id"]}
+              "energy_kwh": summary.energy_kwh, "emissions_kg": summary.emissions_kg, "ledger_run_id": summary.run_id}
     if by_class is not None:
         report |= {"num_classes": model.num_classes, "guidance_scale": guidance,
                    "class_accuracy": sum(r["class_accuracy"] for r in results) / len(results)}

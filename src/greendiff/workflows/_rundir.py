@@ -13,6 +13,8 @@ from pathlib import Path
 from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
 from greendiff.names import check_name, display_path
+from greendiff.tracking import RunSummary
+from greendiff.units import joules_to_kwh
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +89,12 @@ def claimed_run_dir(config, resume: Path | None, name: str, dist) -> Iterator[Pa
         yield Path(told)
 
 
-def write_emissions(run_dir: Path, summary: dict, prior_energy_j: float, ledger=None) -> Path:
+def write_emissions(run_dir: Path, summary: RunSummary, prior_energy_j: float, ledger=None) -> Path:
     """``emissions.json``: this segment's summary, plus the ledger ids and energy of the whole run. Written
     atomically; ``ledger`` (default: the default one) rebuilds an unreadable earlier file's list of runs."""
     path = run_dir / "emissions.json"
-    record = {**summary, "ledger_run_ids": [*_earlier_segments(path, summary["run_id"], ledger), summary["run_id"]],
-              "run_total_energy_kwh": prior_energy_j / 3.6e6 + summary["energy_kwh"],
+    record = {**summary.to_dict(), "ledger_run_ids": [*_earlier_segments(path, summary.run_id, ledger), summary.run_id],
+              "run_total_energy_kwh": joules_to_kwh(prior_energy_j) + summary.energy_kwh,
               "run_total_note": "earlier segments (resumed runs) counted from the checkpoint's energy; "
                                 "their CO2e is in the ledger runs listed"}
     atomic_write_text(path, json.dumps(record, indent=2))

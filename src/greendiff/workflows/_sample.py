@@ -15,6 +15,7 @@ from pathlib import Path
 
 from greendiff.errors import UserInputError
 from greendiff.names import display_path
+from greendiff.tracking import RunSummary
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
 
 SUFFIXES = (".png", ".npz")
@@ -60,11 +61,11 @@ class SampleOutcome:
     steps: int
     sampler: str
     guidance_scale: float | None
-    summary: dict
+    summary: RunSummary
 
     @property
     def energy_kwh_per_image(self) -> float:
-        return self.summary["energy_kwh"] / max(self.n, 1)
+        return self.summary.energy_kwh / max(self.n, 1)
 
 
 def sample_labels(num_classes: int, n: int, classes: tuple[int, ...]) -> list[int] | None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from greendiff.errors import UserInputError
 from greendiff.names import display_path
+from greendiff.tracking import RunSummary
 from greendiff.workflows._conditioning import resolve_conditioning
 from greendiff.workflows._inputs import load_config_data
 from greendiff.workflows._measurement import MeasurementOptions, MeasureSettings, resolve_settings
@@ -78,7 +79,7 @@ class TrainOutcome:
     step: int
     stop_reason: str
     run_dir: Path
-    summary: dict
+    summary: RunSummary
     duration_s: float
     exit_signal: int | None = None
 
@@ -172,8 +173,8 @@ def _train_in(prepared: PreparedTrain, run_dir: Path, progress: Progress, contro
             extra["carbon_aware"] = controller.summary()
         summary = tracker.stop("completed" if result.status in ("completed", "stopped") else "interrupted", extra=extra)
         for logger_ in loggers:
-            logger_.log({"event": "final", "step": result.step, "energy_kwh": summary["energy_kwh"],
-                         "emissions_kg": summary["emissions_kg"]})
+            logger_.log({"event": "final", "step": result.step, "energy_kwh": summary.energy_kwh,
+                         "emissions_kg": summary.emissions_kg})
             logger_.close(result.status)
         if dist.is_main:
             write_emissions(run_dir, summary, result.prior_energy_j, tracker.ledger)

@@ -219,15 +219,17 @@ class TrialRunner:
                 result = train_segment(config, self.data, run_dir, tracker, self.progress, label=f"trial {number}",
                                        on_eval=evals)
         except Interrupted:  # Ctrl-C outside the training loop: the tracker is stopped already
-            summary = tracker.summary or {}
-            return TrialOutcome("interrupted", 0, None, summary.get("energy_kwh", 0.0), 0.0, summary.get("emissions_kg", 0.0))
+            done = tracker.summary
+            return TrialOutcome("interrupted", 0, None, done.energy_kwh if done else 0.0, 0.0,
+                                done.emissions_kg if done else 0.0)
         summary = tracker.stop("completed" if result.status in ("completed", "stopped") else "interrupted")
-        summary["stop_reason"] = result.stop_reason or ("max_steps reached" if result.status == "completed" else result.status)
+        summary = summary.with_extra({"stop_reason": result.stop_reason or (
+            "max_steps reached" if result.status == "completed" else result.status)})
         write_emissions(run_dir, summary, 0.0, tracker.ledger)
-        eval_kwh = sum(p["energy_j"] for p in summary["phases"] if p["name"] == "eval") / 3.6e6
+        eval_kwh = summary.phase_energy_kwh("eval")
         last = evals.events[-1] if evals.events else None
         final = last if last is not None and last["step"] == result.step and not result.stop_reason.startswith("pruned") else None
-        return TrialOutcome(result.status, result.step, final, summary["energy_kwh"], eval_kwh, summary["emissions_kg"],
+        return TrialOutcome(result.status, result.step, final, summary.energy_kwh, eval_kwh, summary.emissions_kg,
                             result.stop_reason)
 
 
