@@ -64,7 +64,7 @@ def train(name: str, extra: list[str], common: list[str], work: Path, env: dict)
 
 
 def score(run_dir: str, n: int, guidance: float | None, env: dict) -> dict:
-    args = ["eval", "--run", run_dir, "--n", str(n), "--json"]
+    args = ["eval", "--run", run_dir, "--n", str(n), "--kid-subset", str(min(n, 1000)), "--json"]
     if guidance is not None:
         args += ["--guidance-scale", f"{guidance:g}"]
     (result,) = json.loads(run(args, env))["results"]
