@@ -210,7 +210,7 @@ class _ProfileRecords:
     ``metrics.jsonl`` dicts), and passes the start and log records on to ``on_log`` (a progress bar)."""
 
     def __init__(self, on_log=None) -> None:
-        self.on_log, self.records, self.evals = on_log, [], []
+        self.forward, self.records, self.evals = on_log, [], []  # not self.on_log: that is the hook
 
     def on_train_start(self, trainer, event) -> None:
         self._record(trainer, event)
@@ -224,8 +224,8 @@ class _ProfileRecords:
     def _record(self, trainer, event) -> None:
         if trainer.is_main:
             self.records.append(event.to_dict())
-            if self.on_log is not None:
-                self.on_log(event.to_dict())
+            if self.forward is not None:
+                self.forward(event.to_dict())
 
 
 #: A phase the profile opened no window of (no evaluation, no sample grid).
