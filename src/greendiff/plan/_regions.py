@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from greendiff.carbon import CLOUD_PUE, Pue, cloud_table, country_table
 from greendiff.carbon._static import TableRow, continent_table
 from greendiff.errors import UserInputError
+from greendiff.units import G_PER_KG
 
 CONTINENTS = ("Africa", "Asia", "Europe", "North America", "Oceania", "South America")
 INDUSTRY_PUE = Pue(1.58, "industry average 1.58 (Uptime Institute Global Data Center Survey 2023)")
@@ -95,11 +96,11 @@ def rank_regions(energy_kwh: float, providers: tuple[str, ...] = (), continent: 
         pue = cloud_pue(row)
         options.append(RegionOption(row.key, row.key.split(":", 1)[0], row.name, cloud_continent(row),
                                     row.intensity_g_per_kwh, pue.value, pue.source,
-                                    energy_kwh * pue.value * row.intensity_g_per_kwh / 1000.0, row.source, row.year,
+                                    energy_kwh * pue.value * row.intensity_g_per_kwh / G_PER_KG, row.source, row.year,
                                     row.cfe_share))
     for code, row in country_table().items():
         options.append(RegionOption(f"country:{code}", "country", row.name, continent_table().get(code, "unknown"),
                                     row.intensity_g_per_kwh, country_pue.value, country_pue.source,
-                                    energy_kwh * country_pue.value * row.intensity_g_per_kwh / 1000.0, row.source, row.year))
+                                    energy_kwh * country_pue.value * row.intensity_g_per_kwh / G_PER_KG, row.source, row.year))
     kept = [o for o in options if (not providers or o.provider in providers) and (continent is None or o.continent == continent)]
     return sorted(kept, key=lambda o: (o.emissions_kg, o.key))

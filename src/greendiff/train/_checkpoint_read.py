@@ -25,6 +25,7 @@ from greendiff.errors import UserInputError
 from greendiff.names import display_path, first_line
 from greendiff.numbers import MAX_COUNT, MAX_ENERGY_KWH
 from greendiff.train._divergence import weights_finite
+from greendiff.units import kwh_to_joules
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def _read_books(folder: Path) -> dict:
     step, energy_j = books["step"], books["energy_j"]
     if not 0 <= step <= MAX_COUNT or (step_of(folder) >= 0 and step != step_of(folder)):
         raise Unusable(f"{STATE_FILE}: step {step} is not this checkpoint's")
-    if not (math.isfinite(energy_j) and 0 <= energy_j <= MAX_ENERGY_KWH * 3.6e6):
+    if not (math.isfinite(energy_j) and 0 <= energy_j <= kwh_to_joules(MAX_ENERGY_KWH)):
         raise Unusable(f"{STATE_FILE}: energy_j {energy_j!r:.30} is not an energy (at most {MAX_ENERGY_KWH:g} kWh)")
     counts = books.get("divergence")
     if isinstance(counts, dict) and any(type(v) is int and v > step for v in counts.values()):
