@@ -87,7 +87,8 @@ def _three(tmp_path):
     ([{"file_name": n, "label": 0.5} for n in "abc"], {"label_column": "label"},
      r"label column 'label' of .*metadata\.jsonl holds a float \('a\.png': 0\.5\); labels are integers or class names"),
     ([{"file_name": n, "label": [1]} for n in "abc"], {"label_column": "label"}, r"holds a list"),
-    ([{"file_name": n, "label": -2} for n in "abc"], {"label_column": "label"}, r"holds -2; class ids are 0 or more"),
+    ([{"file_name": n, "label": -2} for n in "abc"], {"label_column": "label"},
+     r"holds -2 \('a\.png'\); class ids are 0\.\.99,999"),
     ([{"file_name": "gone.png", "label": 0}], {}, r"line 1: file_name 'gone\.png': no such file in "),
     ([{"file_name": "../x.png"}], {}, r"line 1: file_name '\.\./x\.png' leads outside the folder"),
     ([{"file_name": "/etc/passwd"}], {}, r"file_name '/etc/passwd' leads outside the folder"),
@@ -140,9 +141,11 @@ def test_a_row_naming_a_non_image_file(tmp_path):
 
 def test_captions_requested_without_any_metadata(tmp_path):
     _three(tmp_path)
-    with pytest.raises(UserInputError, match=r"caption_column 'text': .*no metadata\.jsonl or metadata\.csv.* \(columns: none\)"):
+    with pytest.raises(UserInputError, match=r"caption_column 'text': .* has no metadata\.jsonl or metadata\.csv; "
+                                             r"captions come from a column of"):
         load_dataset(str(tmp_path), 6, caption_column="text")
-    with pytest.raises(UserInputError, match=r"label_column 'label': .* \(columns: none\)"):
+    with pytest.raises(UserInputError, match=r"label_column 'label': .* has no metadata\.jsonl or metadata\.csv; "
+                                             r"labels come from class subfolders or a column"):
         load_dataset(str(tmp_path), 6, label_column="label")
 
 

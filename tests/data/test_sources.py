@@ -295,13 +295,12 @@ def test_an_array_is_converted_and_resized_a_batch_at_a_time(tmp_path, monkeypat
     (b"%PDF-1.4 SECRETSECRET", "PDF"), (b"PK\x03\x04SECRETSECRET", "ZIP archive"),
     (b"\x00\x01\x02SECRETSECRET\xff", "unknown binary data")])
 def test_a_non_image_is_named_by_kind_and_its_content_never_shown(tmp_path, content, kind):
-    """A file named .png that is not an image (here a symlink to a token file) is described by kind;
-    none of its bytes reach the message."""
-    secret = tmp_path / "elsewhere" / "token.txt"
-    secret.parent.mkdir()
-    secret.write_bytes(content)
+    """A file named .png that is not an image (here a symlink to a token file beside the images) is described
+    by kind; none of its bytes reach the message."""
     folder = tmp_path / "images"
-    folder.mkdir()
+    secret = folder / "notes" / "token.txt"  # not an image by its name: only the link is listed
+    secret.parent.mkdir(parents=True)
+    secret.write_bytes(content)
     _png(folder / "a.png")
     (folder / "s.png").symlink_to(secret)
     with pytest.raises(UserInputError) as err:

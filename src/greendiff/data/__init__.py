@@ -27,3 +27,8 @@ __all__ = [
     # batches by step, and the reference images of evaluations
     "Batch", "batch_indices", "REFERENCE_IMAGES", "reference_indices",
 ]
+
+from greendiff.data._labels import MAX_CLASSES  # noqa: E402  (the class-id cap: ids 0..MAX_CLASSES - 1)
+from greendiff.data._load import label_sources  # noqa: E402  (what gives a dataset labels, for messages)
+
+__all__ += ["MAX_CLASSES", "label_sources"]

@@ -72,6 +72,21 @@ def count_classes(labels: torch.Tensor | None, class_names: Sequence[str]) -> in
     return len(class_names) or (int(labels.max()) + 1 if labels.numel() else 0)
 
 
+def class_counts(labels: torch.Tensor | None, class_names: Sequence[str]) -> tuple[int, ...]:
+    """Images per class id ``0..K-1`` (``K``: :func:`count_classes`; ``()`` without labels). Integer ids are
+    used as given, so ids ``{3, 7}`` give ``K = 8`` and zeros for the classes no image has; images without a
+    class (``-1``) are not counted.
+
+    Example:
+        >>> class_counts(torch.tensor([3, 7, 7, -1]), ())
+        (0, 0, 0, 1, 0, 0, 0, 2)
+    """
+    k = count_classes(labels, class_names)
+    if not k:
+        return ()
+    return tuple(torch.bincount(labels[labels >= 0], minlength=k).tolist())
+
+
 @dataclass(frozen=True)
 class ImageSet:
     """Images in memory, with their labels and captions when the source has them.
@@ -80,7 +95,8 @@ class ImageSet:
         images: ``uint8`` tensor ``(N, C, H, W)``.
         source: What was loaded, for the run record.
         skipped: Files skipped as corrupt or not images.
-        labels: ``int64`` ``(N,)`` class ids (``-1``: no class), or ``None``.
+        labels: ``int64`` ``(N,)`` class ids (``-1``: no class), or ``None``. Integer ids from the source are
+            used as given: ``num_classes`` is the largest id + 1, and :attr:`class_counts` shows empty classes.
         captions: One caption per image, or ``None``.
         class_names: Name of each class id (``()`` when the ids are bare integers).
         placement: One printable line: how big the decoded data is and where it is held.
@@ -111,6 +127,11 @@ class ImageSet:
     @property
     def num_classes(self) -> int:
         return count_classes(self.labels, self.class_names)
+
+    @property
+    def class_counts(self) -> tuple[int, ...]:
+        """Images per class id ``0..num_classes-1`` (a zero: a class no image has; :func:`class_counts`)."""
+        return class_counts(self.labels, self.class_names)
 
     def take(self, indices: torch.Tensor) -> Batch:
         """The images (labels, captions) at ``indices``."""

@@ -9,13 +9,14 @@ time; labels from ``label_column`` or else the first ``ClassLabel`` feature; cap
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from greendiff.data._labels import captions_from_values, labels_from_values, unknown_column
+from greendiff.data._labels import CLASS_ID_RANGE, MAX_CLASSES, captions_from_values, labels_from_values, unknown_column
 from greendiff.data._sources import BadImage, as_l_or_rgb, check_size, mode_channels
 from greendiff.errors import UserInputError
 from greendiff.names import display_path, first_line
@@ -28,6 +29,32 @@ _CHANNEL_PROBE = 16
 def is_saved_dataset(path: Path) -> bool:
     """Whether a folder is the output of ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``."""
     return ((path / "state.json").is_file() and (path / "dataset_info.json").is_file()) or (path / "dataset_dict.json").is_file()
+
+
+def _split_folders(path: Path) -> list[Path]:
+    """The folder of the saved dataset itself, or of each split of a saved DatasetDict."""
+    return [path] if (path / "state.json").is_file() else sorted(p.parent for p in path.glob("*/state.json"))
+
+
+def _has_empty_split(path: Path) -> bool:
+    """Whether the saved dataset (or a split of it) holds no Arrow file: no rows, which ``datasets`` cannot load."""
+    try:
+        return any(json.loads((folder / "state.json").read_text()).get("_data_files") == []
+                   for folder in _split_folders(path))
+    except (OSError, ValueError, AttributeError):  # unreadable: load_from_disk says why
+        return False
+
+
+def saved_columns(path: Path) -> list[str]:
+    """The columns of a saved dataset (its ``train`` split, or its first) but its image columns, from its
+    ``dataset_info.json`` alone (no ``datasets`` import); ``[]`` when that cannot be read."""
+    folders = _split_folders(path)
+    folder = next((f for f in folders if f.name == "train"), folders[0] if folders else path)
+    try:
+        features = json.loads((folder / "dataset_info.json").read_text()).get("features") or {}
+        return [name for name, f in features.items() if not (isinstance(f, dict) and f.get("_type") == "Image")]
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 def decode_bytes(raw: bytes, name: str):
@@ -130,6 +157,9 @@ def _labels(dataset, datasets, label_column: str, image_column: str, where: str)
     names = [f"row {i}" for i in range(len(values))]
     feature = features[label_column]
     if isinstance(feature, datasets.ClassLabel):
+        if len(feature.names) > MAX_CLASSES:
+            raise UserInputError(f"{where}: its ClassLabel {label_column!r} has {len(feature.names):,} classes; "
+                                 f"{CLASS_ID_RANGE}")
         ids, _ = labels_from_values(values, names, label_column, where)
         return torch.tensor(ids, dtype=torch.int64), tuple(feature.names)
     ids, class_names = labels_from_values(values, names, label_column, where)
@@ -149,9 +179,11 @@ def open_saved(path: Path, label_column: str = "", caption_column: str = "") -> 
     except UserInputError:
         raise
     except Exception as exc:  # datasets raises FileNotFoundError, ValueError, ArrowInvalid ... for a damaged folder
+        if _has_empty_split(path):  # datasets fails on a split of no Arrow files with an IndexError
+            raise UserInputError(f"the saved dataset {where} has no rows") from None
         raise UserInputError(f"cannot read the saved dataset {where}: {first_line(exc)}") from None
     if len(dataset) == 0:
-        raise UserInputError(f"{where}: the saved dataset holds no rows")
+        raise UserInputError(f"the saved dataset {where} has no rows")
     column = _image_column(dataset, datasets, where)
     if isinstance(dataset.features[column], datasets.Image):
         mode = dataset.features[column].mode

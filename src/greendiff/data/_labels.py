@@ -6,6 +6,9 @@ ImageFolder): class subfolders are labels (``train/cat/1.png`` -> ``cat``; the c
 ``metadata.csv`` beside the images names each one by ``file_name`` (its path relative to the folder)
 with more columns: a class (``label_column``: integers, or class names sorted into ids) or a caption
 (``caption_column``: strings). Every problem is one :class:`UserInputError` line.
+
+Integer class ids are used as given: ``K = max id + 1`` classes, so ids ``{3, 7}`` make ``K = 8`` with
+classes 0-2 and 4-6 empty (``class_counts`` of the loaded data shows them). Ids are ``0..MAX_CLASSES - 1``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,12 @@ from greendiff.names import display_path
 METADATA_NAMES = ("metadata.jsonl", "metadata.csv")
 #: The column of a folder's class subfolders, as ``datasets`` names it.
 FOLDER_LABEL = "label"
-_INTEGER = re.compile(r"-?[0-9]+")
+#: Classes a dataset may have (ids ``0..MAX_CLASSES - 1``): the largest ``model.num_classes`` greendiff trains.
+MAX_CLASSES = 100_000
+#: The range of class ids, as messages say it.
+CLASS_ID_RANGE = f"class ids are 0..{MAX_CLASSES - 1:,} (at most {MAX_CLASSES:,} classes)"
+_INTEGER = re.compile(r"[-+]?[0-9]+")
+_NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,9 @@ def _csv_rows(text: str, where: str) -> list[tuple[int, dict]]:
         header = next(reader, None)
         if not header:
             return []
+        repeated = next((name for i, name in enumerate(header) if name in header[:i]), None)
+        if repeated is not None:
+            raise UserInputError(f"{where}: column {repeated!r} appears twice in the header; name each column once")
         for fields in reader:
             if not fields:
                 continue
@@ -148,24 +159,62 @@ def _missing(kind: str, values: Sequence[object], names: Sequence[str], column: 
                              f"each needs a {column!r} value in {where}")
 
 
+def _as_label(value: object) -> object:
+    """A label as read: integer text (a CSV cell, ``"3"``) is an int and other number text (``"0.5"``,
+    ``"1.0"``) a float, as JSON would have them; anything else stays as it is."""
+    if isinstance(value, str):
+        if _INTEGER.fullmatch(value):
+            return int(value)
+        if _NUMBER.fullmatch(value):
+            return float(value)
+    return value
+
+
+def _check_one_kind(values: Sequence[object], names: Sequence[str], column: str, where: str) -> None:
+    """Refuse a column mixing class ids and class names, naming the first row of the fewer kind."""
+    is_name = [isinstance(v, str) for v in values]
+    n_names = sum(is_name)
+    if n_names in (0, len(values)):
+        return
+    minority = n_names <= len(values) - n_names  # names are the fewer kind (or as many)
+    first = next(i for i, flag in enumerate(is_name) if flag == minority)
+    few = n_names if minority else len(values) - n_names
+    kinds = ("class names", "class ids") if minority else ("class ids", "class names")
+    raise UserInputError(f"label column {column!r} of {where} mixes class ids and class names: {names[first]!r} holds "
+                         f"{values[first]!r} ({kinds[0]} in {few:,} of {len(values):,} rows, {kinds[1]} in the rest); "
+                         "use one kind throughout")
+
+
+def check_class_ids(ids: Sequence[int], names: Sequence[str], column: str, where: str) -> None:
+    """Refuse a class id outside ``0..MAX_CLASSES - 1``, naming its row and value (before any tensor is made:
+    an id past int64 would not fit one)."""
+    bad = next(((n, v) for n, v in zip(names, ids) if not 0 <= v < MAX_CLASSES), None)
+    if bad is not None:
+        raise UserInputError(f"label column {column!r} of {where} holds {bad[1]} ({bad[0]!r}); {CLASS_ID_RANGE}")
+
+
 def labels_from_values(values: Sequence[object], names: Sequence[str], column: str, where: str,
                        ) -> tuple[tuple[int, ...], tuple[str, ...]]:
-    """Class ids and class names of a label column: non-negative integers as they are (integers written as
-    text, as in a CSV, too), or strings as class names sorted into ids ``0..K-1``."""
+    """Class ids and class names of a label column: integers ``0..MAX_CLASSES - 1`` used as given (integers
+    written as text, as in a CSV, too; ``K = max id + 1``), or strings as class names sorted into ids
+    ``0..K-1``. One kind per column; a float (or number text that is not an integer) is refused."""
     _missing("labels", values, names, column, where)
-    if all(isinstance(v, str) for v in values) and not all(_INTEGER.fullmatch(v) for v in values):
-        class_names = tuple(sorted(set(values)))
-        ids = {name: i for i, name in enumerate(class_names)}
-        return tuple(ids[v] for v in values), class_names
+    values = [_as_label(v) for v in values]
     wrong = next(((n, v) for n, v in zip(names, values) if isinstance(v, bool)
                   or not isinstance(v, (int, str))), None)
     if wrong is not None:
         raise UserInputError(f"label column {column!r} of {where} holds a {type(wrong[1]).__name__} "
                              f"({wrong[0]!r}: {wrong[1]!r}); labels are integers or class names")
-    ids = tuple(int(v) for v in values)
-    if min(ids) < 0:
-        raise UserInputError(f"label column {column!r} of {where} holds {min(ids)}; class ids are 0 or more")
-    return ids, ()
+    _check_one_kind(values, names, column, where)
+    if values and isinstance(values[0], str):
+        class_names = tuple(sorted(set(values)))
+        if len(class_names) > MAX_CLASSES:
+            raise UserInputError(f"label column {column!r} of {where} names {len(class_names):,} classes; "
+                                 f"{CLASS_ID_RANGE}")
+        ids = {name: i for i, name in enumerate(class_names)}
+        return tuple(ids[v] for v in values), class_names
+    check_class_ids(values, names, column, where)
+    return tuple(values), ()
 
 
 def captions_from_values(values: Sequence[object], names: Sequence[str], column: str, where: str) -> tuple[str, ...]:
@@ -194,6 +243,17 @@ def _folder_classes(names: Sequence[str]) -> tuple[tuple[int, ...], tuple[str, .
     return tuple(ids[n.split("/", 1)[0]] if "/" in n else -1 for n in names), tuple(classes)
 
 
+def _no_metadata(kind: str, column: str, where: str, has_classes: bool) -> UserInputError:
+    """The line for a ``label_column``/``caption_column`` given for a folder without a metadata file."""
+    if kind == "caption":
+        source = "captions come from a column of a metadata.jsonl or metadata.csv beside the images"
+    elif has_classes:
+        source = "its labels come from class subfolders (drop label_column)"
+    else:
+        source = "labels come from class subfolders or a column of a metadata.jsonl or metadata.csv beside the images"
+    return UserInputError(f"{kind}_column {column!r}: {where} has no metadata.jsonl or metadata.csv; {source}")
+
+
 def index_folder(folder: Path, files: Sequence[Path], label_column: str = "", caption_column: str = "") -> FolderIndex:
     """The labels and captions of ``files`` (the image files of ``folder``, sorted).
 
@@ -201,36 +261,40 @@ def index_folder(folder: Path, files: Sequence[Path], label_column: str = "", ca
         folder: The image folder.
         files: Its image files (``image_files(folder)``).
         label_column: A metadata column of class ids or names; ``""`` (default): the class subfolders,
-            if any (``"label"`` names them too when the metadata has no such column).
+            if any (``"label"`` names them too when the metadata has no such column). Refused for a
+            folder without a metadata file.
         caption_column: A metadata column of captions; ``""`` (default): no captions.
     """
     names = [p.relative_to(folder).as_posix() for p in files]
     meta = read_metadata(folder)
-    where = meta.where if meta else display_path(folder)
-    if meta is not None:
-        known = set(names)
-        stray = next((n for n in meta.rows if n not in known), None)
-        if stray is not None:
-            raise UserInputError(f"{meta.where}: file_name {stray!r} is not one of the folder's image files (a hidden "
-                                 "file, or not an image by its extension)")
     folder_classes = _folder_classes(names)
-    columns = list(meta.columns if meta else ())
+    if meta is None:
+        for kind, column in (("label", label_column), ("caption", caption_column)):
+            if column:
+                raise _no_metadata(kind, column, display_path(folder), folder_classes is not None)
+        labels, class_names = folder_classes or (None, ())
+        return FolderIndex(tuple(files), labels=labels, class_names=class_names)
+    known = set(names)
+    stray = next((n for n in meta.rows if n not in known), None)
+    if stray is not None:
+        raise UserInputError(f"{meta.where}: file_name {stray!r} is not one of the folder's image files (a hidden "
+                             "file, or not an image by its extension)")
+    columns = list(meta.columns)
     if folder_classes is not None and FOLDER_LABEL not in columns:
         columns.append(FOLDER_LABEL)
     labels, class_names = None, ()
-    if (not label_column or label_column == FOLDER_LABEL and FOLDER_LABEL not in (meta.columns if meta else ())) \
+    if (not label_column or label_column == FOLDER_LABEL and FOLDER_LABEL not in meta.columns) \
             and folder_classes is not None:
         labels, class_names = folder_classes
     elif label_column:
-        if meta is None or label_column not in meta.columns:
-            raise unknown_column("label", label_column, columns, where)
+        if label_column not in meta.columns:
+            raise unknown_column("label", label_column, columns, meta.where)
         labels, class_names = labels_from_values([meta.rows.get(n, {}).get(label_column) for n in names], names,
-                                                 label_column, where)
+                                                 label_column, meta.where)
     captions = None
     if caption_column:
-        if meta is None or caption_column not in meta.columns:
-            raise unknown_column("caption", caption_column, columns, where if meta else
-                                 f"{where} (no metadata.jsonl or metadata.csv)")
+        if caption_column not in meta.columns:
+            raise unknown_column("caption", caption_column, columns, meta.where)
         captions = captions_from_values([meta.rows.get(n, {}).get(caption_column) for n in names], names,
-                                        caption_column, where)
+                                        caption_column, meta.where)
     return FolderIndex(tuple(files), labels, captions, class_names)

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from greendiff.data._batches import ImageSet
-from greendiff.data._hf import is_saved_dataset, open_saved
+from greendiff.data._hf import is_saved_dataset, open_saved, saved_columns
 from greendiff.data._labels import FOLDER_LABEL, FolderIndex, unknown_column
 from greendiff.data._sources import (
     BUILTIN, check_fits_in_memory, folder_index, image_channels, load_array, load_digits, load_folder, load_mnist, read_each)
@@ -97,6 +97,9 @@ def load_dataset(spec: str, resolution: int, skip_bad_images: bool = False, *, l
     path = Path(spec)
     if spec.lower() in BUILTIN:
         _no_captions(caption_column, spec)
+        if label_column:
+            raise UserInputError(f"label_column {label_column!r}: the bundled {spec.lower()} has its own labels (the "
+                                 "digit of each image); drop label_column")
         data = load_mnist(resolution) if spec.lower() == "mnist" else load_digits(resolution)
         return _in_memory(data, label_column, resolution, cache_max_gb, workers)
     args = (resolution, skip_bad_images, label_column, caption_column, cache_max_gb, workers, prefetch_factor)
@@ -108,6 +111,27 @@ def load_dataset(spec: str, resolution: int, skip_bad_images: bool = False, *, l
     if not path.exists() and (path.suffix or len(path.parts) > 1):
         raise UserInputError(f"dataset {spec!r}: no such file or folder")
     raise UserInputError(f"unknown dataset {spec!r}: use mnist, digits, an image folder, or a .npy/.npz file")
+
+
+def label_sources(spec: str) -> str:
+    """What gives dataset ``spec`` class labels, for a message asking for labels it lacks: e.g.
+    ``"dataset D has none: use " + label_sources(D)``.
+
+    Example:
+        >>> label_sources("photos/")
+        'class subfolders, or a metadata.jsonl/.csv column named by --label-column'
+    """
+    path = Path(spec)
+    if spec.lower() in BUILTIN:
+        return f"the bundled {spec.lower()}'s own labels"
+    if path.is_dir() and is_saved_dataset(path):
+        columns = saved_columns(path)
+        if not columns:
+            return "a ClassLabel feature (it has no column besides its images; save it with one)"
+        return f"a ClassLabel feature, or --label-column naming one of its columns ({', '.join(columns)})"
+    if path.suffix.lower() in (".npy", ".npz"):
+        return "an .npz holding a 'labels' array of class ids beside the images (np.savez(f, images=..., labels=...))"
+    return "class subfolders, or a metadata.jsonl/.csv column named by --label-column"
 
 
 def _no_captions(caption_column: str, spec: str) -> None:

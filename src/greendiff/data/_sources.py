@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from greendiff.data._batches import ImageSet
-from greendiff.data._labels import FolderIndex, index_folder
+from greendiff.data._labels import CLASS_ID_RANGE, MAX_CLASSES, FolderIndex, index_folder
 from greendiff.errors import UserInputError
 from greendiff.names import display_path, first_line
 
@@ -197,8 +197,9 @@ def _npz_labels(path: Path, n: int, where: str) -> torch.Tensor | None:
                              "(one class id per image)")
     with np.load(path, allow_pickle=False) as loaded:
         labels = loaded["labels"].astype(np.int64)
-    if labels.size and labels.min() < 0:
-        raise UserInputError(f"{where}: its 'labels' array holds {labels.min()}; class ids are 0 or more")
+    if labels.size and (labels.min() < 0 or labels.max() >= MAX_CLASSES):
+        raise UserInputError(f"{where}: its 'labels' array holds {labels.min() if labels.min() < 0 else labels.max()}; "
+                             f"{CLASS_ID_RANGE}")
     return torch.from_numpy(labels)
 
 
@@ -532,14 +533,25 @@ def bad_file_error(path: Path, exc: Exception) -> UserInputError:
     return UserInputError(f"{display_path(path)}: {exc}; fix or remove it (or pass --skip-bad-images to train on the rest)")
 
 
+def check_inside(path: Path, root: str) -> None:
+    """Refuse (:class:`BadImage`) a file whose resolved path is outside ``root`` (a resolved folder): a
+    symlink, or a file in a symlinked folder, that leads out of the dataset, as a ``../`` file_name would."""
+    if os.path.commonpath([os.path.realpath(path), root]) != root:
+        raise BadImage(f"a symbolic link leading outside the dataset folder (to a file named "
+                       f"{Path(os.path.realpath(path)).name!r}); greendiff reads only files inside the folder")
+
+
 def read_each(folder: Path, files: Sequence[Path], read: Callable[[Path], T], skip_bad_images: bool,
               what: str) -> tuple[list[T], list[int], int]:
     """``read(file)`` of each file: ``(results, positions of the files read, files skipped)``. A file that
-    cannot be used (:class:`BadImage`, ``OSError``) is an error naming it; with ``skip_bad_images`` it is
-    skipped, counted and warned about (``what``: why, in the warning) and only a folder of none is an error."""
+    cannot be used (:class:`BadImage`, ``OSError``; a link leading outside ``folder``, :func:`check_inside`)
+    is an error naming it; with ``skip_bad_images`` it is skipped, counted and warned about (``what``: why,
+    in the warning) and only a folder of none is an error."""
     results, kept, bad = [], [], []
+    root = os.path.realpath(folder)
     for i, path in enumerate(files):
         try:
+            check_inside(path, root)
             results.append(read(path))
             kept.append(i)
         except (BadImage, OSError) as exc:
