@@ -17,18 +17,16 @@ Example:
 from __future__ import annotations
 
 from greendiff.data._batches import REFERENCE_IMAGES, Batch, ImageSet, batch_indices, reference_indices
-from greendiff.data._load import Data, load_dataset
+from greendiff.data._labels import MAX_CLASSES
+from greendiff.data._load import Data, label_sources, load_dataset
 from greendiff.data._sources import image_files, load_digits
 from greendiff.data._stream import StreamedSet
 
 __all__ = [
     # loading
     "Data", "load_dataset", "load_digits", "image_files", "ImageSet", "StreamedSet",
+    # labels: the class-id cap (ids 0..MAX_CLASSES - 1) and what gives a dataset its labels, for messages
+    "MAX_CLASSES", "label_sources",
     # batches by step, and the reference images of evaluations
     "Batch", "batch_indices", "REFERENCE_IMAGES", "reference_indices",
 ]
-
-from greendiff.data._labels import MAX_CLASSES  # noqa: E402  (the class-id cap: ids 0..MAX_CLASSES - 1)
-from greendiff.data._load import label_sources  # noqa: E402  (what gives a dataset labels, for messages)
-
-__all__ += ["MAX_CLASSES", "label_sources"]
