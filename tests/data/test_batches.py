@@ -108,3 +108,9 @@ def test_the_bundled_label_file_is_idx1():
 
     raw = gzip.decompress((resources.files("greendiff.data") / "tables" / "t10k-labels-idx1-ubyte.gz").read_bytes())
     assert struct.unpack(">II", raw[:8]) == (2049, 10_000)
+
+
+def test_npz_labels_past_the_class_cap(tmp_path):
+    np.savez(tmp_path / "l.npz", images=np.zeros((2, 8, 8), dtype=np.uint8), labels=np.array([0, 100_000]))
+    with pytest.raises(UserInputError, match=r"its 'labels' array holds 100000; class ids are 0\.\.99,999"):
+        load_dataset(str(tmp_path / "l.npz"), 8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from PIL import Image
@@ -157,3 +158,120 @@ def test_nothing_is_decoded_before_the_metadata_is_checked(tmp_path, monkeypatch
     monkeypatch.setattr(sources, "_decode", lambda *a, **k: pytest.fail("decoded before the labels were checked"))
     with pytest.raises(UserInputError, match="labels missing"):
         load_dataset(str(tmp_path), 6, label_column="label")
+
+
+# -- the hostile tester's findings (issue 19 data layer) ---------------------------------------------------------
+
+
+def _sixteen(tmp_path):
+    for i in range(4):
+        _png(tmp_path / f"{i:03d}.png", 10 * i)
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+@pytest.mark.parametrize("huge", [10**30, 2**40, 100_000])
+def test_a_class_id_past_the_cap_is_one_line_naming_file_row_and_value(tmp_path, kind, huge):
+    _sixteen(tmp_path)
+    labels = [0, 1, huge, 2]
+    if kind == "jsonl":
+        _jsonl(tmp_path, [{"file_name": f"{i:03d}.png", "label": v} for i, v in enumerate(labels)])
+    else:
+        (tmp_path / "metadata.csv").write_text("file_name,label\n" + "".join(f"{i:03d}.png,{v}\n" for i, v in enumerate(labels)))
+    with pytest.raises(UserInputError, match=rf"label column 'label' of .*metadata\.{kind} holds {huge} \('002\.png'\); "
+                                             r"class ids are 0\.\.99,999 \(at most 100,000 classes\)$"):
+        load_dataset(str(tmp_path), 6, label_column="label")
+
+
+def test_the_largest_allowed_class_id_loads(tmp_path):
+    from greendiff.data import MAX_CLASSES
+
+    _sixteen(tmp_path)
+    _jsonl(tmp_path, [{"file_name": f"{i:03d}.png", "label": v} for i, v in enumerate([0, 1, MAX_CLASSES - 1, 2])])
+    data = load_dataset(str(tmp_path), 6, label_column="label")
+    assert MAX_CLASSES == 100_000 and data.num_classes == 100_000 and sorted(data.labels.tolist()) == [0, 1, 2, 99_999]
+
+
+@pytest.mark.parametrize("values, row, message", [
+    ([0, 1, "cat", 2], "002.png", r"'002\.png' holds 'cat' \(class names in 1 of 4 rows, class ids in the rest\)"),
+    (["cat", 3, "dog", "owl"], "001.png", r"'001\.png' holds 3 \(class ids in 1 of 4 rows, class names in the rest\)"),
+    (["cat", "dog", "7", "owl"], "002.png", r"'002\.png' holds 7 \(class ids in 1 of 4 rows"),
+])
+def test_a_label_column_mixing_ids_and_names_names_the_first_row_of_the_fewer_kind(tmp_path, values, row, message):
+    _sixteen(tmp_path)
+    _jsonl(tmp_path, [{"file_name": f"{i:03d}.png", "label": v} for i, v in enumerate(values)])
+    with pytest.raises(UserInputError, match=r"label column 'label' of .*metadata\.jsonl mixes class ids and class "
+                                             r"names: " + message) as err:
+        load_dataset(str(tmp_path), 6, label_column="label")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("header", ["file_name,label,label", "file_name,file_name,label"])
+def test_a_repeated_csv_header_column_is_refused(tmp_path, header):
+    _sixteen(tmp_path)
+    (tmp_path / "metadata.csv").write_text(header + "\n" + "".join(f"{i:03d}.png,{i},{i}\n" for i in range(4)))
+    repeated = header.split(",")[1]
+    with pytest.raises(UserInputError, match=rf"metadata\.csv: column '{repeated}' appears twice in the header"):
+        load_dataset(str(tmp_path), 6, label_column="label")
+
+
+@pytest.mark.parametrize("cell, shown", [("0.5", "0.5"), ("1.0", "1.0"), ("2e3", "2000.0"), ("-.5", "-0.5")])
+def test_a_csv_number_that_is_not_an_integer_is_refused_as_jsonl_refuses_it(tmp_path, cell, shown):
+    _sixteen(tmp_path)
+    (tmp_path / "metadata.csv").write_text("file_name,label\n" + "".join(
+        f"{i:03d}.png,{cell if i == 1 else i}\n" for i in range(4)))
+    with pytest.raises(UserInputError, match=rf"label column 'label' of .*metadata\.csv holds a float "
+                                             rf"\('001\.png': {re.escape(shown)}\); labels are integers or class names"):
+        load_dataset(str(tmp_path), 6, label_column="label")
+    (tmp_path / "metadata.csv").unlink()
+    _jsonl(tmp_path, [{"file_name": f"{i:03d}.png", "label": float(cell) if i == 1 else i} for i in range(4)])
+    with pytest.raises(UserInputError, match=rf"holds a float \('001\.png': {re.escape(shown)}\)"):
+        load_dataset(str(tmp_path), 6, label_column="label")
+
+
+def test_csv_integer_text_stays_an_integer_and_names_stay_names(tmp_path):
+    _sixteen(tmp_path)
+    (tmp_path / "metadata.csv").write_text("file_name,label,kind\n" + "".join(
+        f"{i:03d}.png,{'+3' if i == 0 else i},{'nan' if i % 2 else 'inf'}\n" for i in range(4)))
+    data = load_dataset(str(tmp_path), 6, label_column="label")
+    assert data.class_names == () and _pixel_to(data) == {0: (3, None), 10: (1, None), 20: (2, None), 30: (3, None)}
+    named = load_dataset(str(tmp_path), 6, label_column="kind")  # words that float() would read are names
+    assert named.class_names == ("inf", "nan") and named.labels.tolist() == [0, 1, 0, 1]
+
+
+def test_a_label_column_for_a_folder_without_metadata_is_refused(tmp_path):
+    _png(tmp_path / "cat" / "a.png", 1)
+    _png(tmp_path / "dog" / "b.png", 2)
+    assert load_dataset(str(tmp_path), 6).class_names == ("cat", "dog")
+    with pytest.raises(UserInputError, match=r"^label_column 'label': .* has no metadata\.jsonl or metadata\.csv; its "
+                                             r"labels come from class subfolders \(drop label_column\)$"):
+        load_dataset(str(tmp_path), 6, label_column="label")
+    with pytest.raises(UserInputError, match=r"^caption_column 'text': .* has no metadata\.jsonl or metadata\.csv; "
+                                             r"captions come from a column of a metadata\.jsonl or metadata\.csv"):
+        load_dataset(str(tmp_path), 6, caption_column="text")
+
+
+@pytest.mark.parametrize("name", ["mnist", "digits"])
+def test_a_label_column_for_a_bundled_set_is_refused(name):
+    with pytest.raises(UserInputError, match=rf"^label_column 'label': the bundled {name} has its own labels"):
+        load_dataset(name, 8, label_column="label")
+
+
+def test_class_counts_show_the_empty_classes_of_integer_ids(tmp_path):
+    _sixteen(tmp_path)
+    _jsonl(tmp_path, [{"file_name": f"{i:03d}.png", "label": v} for i, v in enumerate([3, 7, 7, 3])])
+    memory = load_dataset(str(tmp_path), 6, label_column="label")
+    streamed = load_dataset(str(tmp_path), 6, label_column="label", cache_max_gb=0, workers=0)
+    assert type(streamed).__name__ == "StreamedSet"
+    for data in (memory, streamed):
+        assert data.num_classes == 8 and data.class_counts == (0, 0, 0, 2, 0, 0, 0, 2)
+    assert load_dataset("digits", 8).class_counts[:3] == (178, 182, 177)
+
+
+def test_class_counts_leave_out_images_without_a_class(tmp_path):
+    _png(tmp_path / "cat" / "a.png", 1)
+    _png(tmp_path / "cat" / "b.png", 2)
+    _png(tmp_path / "loose.png", 3)
+    data = load_dataset(str(tmp_path), 6)
+    assert data.class_counts == (2,)
+    _png(tmp_path / "z.png", 4)
+    assert load_dataset(str(tmp_path / "cat"), 6).class_counts == ()

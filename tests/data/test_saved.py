@@ -71,3 +71,39 @@ def test_without_the_package_one_line_names_the_extra(saved, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets raises ImportError
     with pytest.raises(UserInputError, match=r"saved by Hugging Face datasets; .* pip install 'greendiff\[datasets\]'"):
         load_dataset(str(saved), 8)
+
+
+def test_an_empty_saved_dataset_has_no_rows(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=2)})
+    datasets.Dataset.from_dict({"image": [], "label": []}, features=features).save_to_disk(str(tmp_path / "empty"))
+    with pytest.raises(UserInputError, match=r"^the saved dataset .*empty has no rows$"):
+        load_dataset(str(tmp_path / "empty"), 8)
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"image": [], "label": []}, features=features)}
+                         ).save_to_disk(str(tmp_path / "dict"))
+    with pytest.raises(UserInputError, match=r"^the saved dataset .*dict has no rows$"):
+        load_dataset(str(tmp_path / "dict"), 8)
+
+
+def test_what_gives_a_saved_dataset_labels_lists_its_columns(tmp_path):
+    from greendiff.data import label_sources
+
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_dict({"image": _images(2), "cls": [0, 1], "text": ["a", "b"]},
+                                    features=datasets.Features({"image": datasets.Image(), "cls": datasets.Value("int64"),
+                                                                "text": datasets.Value("string")}))
+    ds.save_to_disk(str(tmp_path / "unlabelled"))
+    assert load_dataset(str(tmp_path / "unlabelled"), 8).labels is None
+    assert label_sources(str(tmp_path / "unlabelled")) == ("a ClassLabel feature, or --label-column naming one of its "
+                                                           "columns (cls, text)")
+    assert "class subfolders" not in label_sources(str(tmp_path / "unlabelled"))
+    assert label_sources(str(tmp_path)) == "class subfolders, or a metadata.jsonl/.csv column named by --label-column"
+
+
+def test_a_class_label_id_past_the_cap(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_dict({"image": _images(2), "cls": [0, 10**12]})
+    ds.save_to_disk(str(tmp_path / "big"))
+    with pytest.raises(UserInputError, match=r"label column 'cls' of .*big holds 1000000000000 \('row 1'\); class ids are "
+                                             r"0\.\.99,999"):
+        load_dataset(str(tmp_path / "big"), 8, label_column="cls")

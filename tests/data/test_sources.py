@@ -354,3 +354,60 @@ def test_bundled_datasets_still_load_a_batch_at_a_time(monkeypatch):
     monkeypatch.setattr(sources, "BATCH_BYTES", 200 * 1024)
     images = load_dataset("digits", 16).images
     assert images.shape == (1797, 1, 16, 16) and images.dtype == torch.uint8 and int(images.max()) == 255
+
+
+def _linked_out(tmp_path):
+    """A folder with two images and, as its third, a link to an image outside it (``../`` is refused in
+    metadata; a link must be too)."""
+    outside = tmp_path / "outside.png"
+    _png(outside, value=200)
+    folder = tmp_path / "images"
+    (folder / "a").mkdir(parents=True)
+    _png(folder / "a" / "1.png", value=10)
+    _png(folder / "a" / "2.png", value=20)
+    (folder / "a" / "3.png").symlink_to(outside)
+    return folder
+
+
+@pytest.mark.parametrize("budget", [None, 0])
+def test_a_link_leading_outside_the_folder_is_refused(tmp_path, budget):
+    folder = _linked_out(tmp_path)
+    with pytest.raises(UserInputError, match=r"images/a/3\.png: a symbolic link leading outside the dataset folder "
+                                             r"\(to a file named 'outside\.png'\); .*--skip-bad-images") as err:
+        load_dataset(str(folder), 8, cache_max_gb=budget, workers=0)
+    assert "\n" not in str(err.value)
+    data = load_dataset(str(folder), 8, skip_bad_images=True, cache_max_gb=budget, workers=0)
+    assert data.num_images == 2 and data.skipped == 1
+    assert sorted(next(data.batches(0, 2)).images[:, 0, 0, 0].tolist()) == [10, 20]
+
+
+def test_a_metadata_row_naming_a_link_out_is_refused_and_skipped_with_its_label(tmp_path):
+    folder = _linked_out(tmp_path)
+    (folder / "metadata.jsonl").write_text("".join(f'{{"file_name": "a/{i}.png", "label": {i}}}\n' for i in (1, 2, 3)))
+    with pytest.raises(UserInputError, match=r"a/3\.png: a symbolic link leading outside the dataset folder"):
+        load_dataset(str(folder), 8, label_column="label")
+    data = load_dataset(str(folder), 8, label_column="label", skip_bad_images=True)
+    assert data.skipped == 1 and sorted(zip(data.images[:, 0, 0, 0].tolist(), data.labels.tolist())) == [(10, 1), (20, 2)]
+
+
+def test_a_class_folder_linked_from_outside_is_refused(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _png(elsewhere / "x.png", value=30)
+    folder = tmp_path / "images"
+    (folder / "cat").mkdir(parents=True)
+    _png(folder / "cat" / "1.png", value=10)
+    (folder / "dog").symlink_to(elsewhere)
+    with pytest.raises(UserInputError, match=r"images/dog/x\.png: a symbolic link leading outside the dataset folder"):
+        load_dataset(str(folder), 8)
+    assert load_dataset(str(folder), 8, skip_bad_images=True).skipped == 1
+
+
+def test_links_inside_the_folder_are_followed(tmp_path):
+    folder = tmp_path / "images"
+    (folder / "cat").mkdir(parents=True)
+    _png(folder / "cat" / "1.png", value=10)
+    (folder / "dog").mkdir()
+    (folder / "dog" / "1.png").symlink_to(folder / "cat" / "1.png")
+    data = load_dataset(str(folder), 8)
+    assert data.skipped == 0 and data.labels.tolist() == [0, 1] and data.images[:, 0, 0, 0].tolist() == [10, 10]
