@@ -119,9 +119,10 @@ def test_sample_without_classes_is_class_balanced_at_the_runs_guidance(tmp_path,
 @pytest.mark.parametrize(("job", "message"), [
     ({"classes": (12,)}, "--class: class id 12 is outside 0..9"),
     ({"classes": (3, 10)}, "--class: class id 10 is outside 0..9"),
-    ({"guidance_scale": math.nan}, "--guidance-scale: guidance scale must be a finite number >= 0"),
-    ({"guidance_scale": -1.0}, "--guidance-scale: guidance scale must be a finite number >= 0"),
-    ({"guidance_scale": math.inf}, "--guidance-scale: guidance scale must be a finite number >= 0"),
+    ({"guidance_scale": math.nan}, "--guidance-scale must be a finite number, got nan"),
+    ({"guidance_scale": -1.0}, "--guidance-scale must be a finite number >= 0 and at most 100"),
+    ({"guidance_scale": math.inf}, "--guidance-scale must be a finite number, got inf"),
+    ({"guidance_scale": 101.0}, "--guidance-scale must be a finite number >= 0 and at most 100"),
 ])
 def test_bad_sampling_is_one_line_before_the_ledger_or_any_file(tmp_path, cond_run, job, message):
     out = tmp_path / "g.png"
@@ -159,7 +160,7 @@ def test_eval_of_a_conditional_run_reports_class_accuracy_and_per_class_fid(tmp_
 def test_eval_of_a_conditional_run_refuses_too_few_samples_per_class_before_the_ledger(tmp_path, cond_run):
     with pytest.raises(UserInputError, match="--n 8 is too few for a per-class FID over 10 classes: at least 20"):
         run_eval(EvalJob(run=cond_run, n=8, kid_subset=4, measurement=measurement(tmp_path / "l.sqlite")))
-    with pytest.raises(UserInputError, match="--guidance-scale: guidance scale must be a finite number"):
+    with pytest.raises(UserInputError, match="--guidance-scale must be a finite number"):
         run_eval(EvalJob(run=cond_run, n=20, kid_subset=4, guidance_scale=math.nan,
                          measurement=measurement(tmp_path / "l.sqlite")))
     assert no_runs(tmp_path / "l.sqlite")

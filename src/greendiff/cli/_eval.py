@@ -40,18 +40,21 @@ def eval_command(
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
-    conditional = "class_accuracy" in report
+    conditional, accuracy = "num_classes" in report, "class_accuracy" in report
     guided = f" · {report['num_classes']} classes, balanced, guidance {report['guidance_scale']:g}" if conditional else ""
     table = Table(title=f"{run.name} · {extractor_name} features · {n} samples · {n_steps} {report['sampler']} steps"
                         + guided, title_justify="left")
-    for col in ("seed", "FID", "KID", "precision", "recall", *(("class acc.", "mean class FID") if conditional else ())):
+    by_class_columns = (("class acc.",) if accuracy else ()) + (("mean class FID",) if conditional else ())
+    for col in ("seed", "FID", "KID", "precision", "recall", *by_class_columns):
         table.add_column(col, justify="right")
     for r in results:
-        by_class = (f"{r['class_accuracy']:.1%}", f"{r['mean_class_fid']:.3f}") if conditional else ()
+        by_class = ((f"{r['class_accuracy']:.1%}",) if accuracy else ()) + ((f"{r['mean_class_fid']:.3f}",) if conditional else ())
         table.add_row(str(r["seed"]), f"{r['fid']:.3f}", f"{r['kid']:.5f} ± {r['kid_std']:.5f}",
                       f"{r['precision']:.3f}", f"{r['recall']:.3f}", *by_class)
     console = Console()
     console.print(table)
+    if "class_accuracy_note" in report:
+        console.print(report["class_accuracy_note"], highlight=False, markup=False)
     if conditional:
         console.print("per-class FID (seed 0): " + ", ".join(f"{c}: {fid:.2f}" for c, fid in results[0]["per_class_fid"].items()),
                       highlight=False)

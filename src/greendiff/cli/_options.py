@@ -16,7 +16,10 @@ from greendiff import numbers
 from greendiff.errors import UserInputError
 from greendiff.names import check_name
 from greendiff.numbers import Bounds
-from greendiff.workflows import CPU_WATTS, GPU_INDEX, PUE, MeasurementOptions, check_output, load_config_data
+from greendiff.workflows import (
+    CLASS_ID, CPU_WATTS, EVAL_IMAGES, GPU_INDEX, GUIDANCE, IMAGES, KID_SUBSET, PROCESSES, PUE, SAMPLER_STEPS,
+    SAMPLER_STEPS0, SEEDS, MeasurementOptions, check_output, load_config_data,
+)
 
 __all__ = ["CPU_WATTS", "GPU_INDEX", "PUE", "check_output", "load_config_data"]  # re-exported for the commands
 
@@ -81,28 +84,19 @@ def class_ids(values: list[str] | None) -> tuple[int, ...]:
     return tuple(CLASS_ID.parse(piece, "--class") for value in values or () for piece in value.split(","))
 
 
-# -- number kinds: each a quantity's accepted range ---------------------------------------------------------
+# -- number kinds: each a quantity's accepted range (a job's own, e.g. IMAGES, are greendiff.workflows') ------
 INT = Bounds(integer=True)  #: a trainer config key's flag: read here, its range checked by the config key's
 FLOAT = Bounds()  #: likewise, for a float key
 SEED, COUNT, COUNT0, RUN_ID = numbers.SEED, numbers.COUNT, numbers.COUNT0, numbers.ROW_ID
 ENERGY_KWH = dataclasses.replace(numbers.ENERGY_KWH, lo_open=True)  #: a job's energy: positive
 ENERGY0_KWH = dataclasses.replace(numbers.ENERGY_KWH, phrase=f"a positive number or 0, at most {numbers.MAX_ENERGY_KWH:g}")
 YEAR_HOURS = numbers.YEAR_HOURS
-PROCESSES = Bounds(integer=True, lo=1, hi=1024, phrase="a positive number of processes, at most 1024")
 WORKERS = Bounds(integer=True, lo=1, hi=256, phrase=">= 1 and at most 256")
-IMAGES = Bounds(integer=True, lo=1, hi=100_000)  #: images a command generates
-EVAL_IMAGES = Bounds(integer=True, lo=4, hi=1_000_000)
 EVAL_IMAGES0 = Bounds(integer=True, lo=0, hi=1_000_000)  #: 0 skips the evaluation
-SAMPLER_STEPS = Bounds(integer=True, lo=1, hi=100_000)
-CLASS_ID = Bounds(integer=True, lo=0, hi=100_000, phrase="a class id: an integer from 0")
-GUIDANCE = Bounds(lo=0, hi=100, phrase="a finite number >= 0 and at most 100 (1: the conditional model alone)")
-SAMPLER_STEPS0 = Bounds(integer=True, lo=0, hi=100_000)  #: 0: the run's own
 BATCH = Bounds(integer=True, lo=1, hi=65_536)
-SEEDS = Bounds(integer=True, lo=1, hi=100)  #: seeds whose spread is reported
 ROWS = Bounds(integer=True, lo=1, hi=100_000)  #: rows of a table or trials of a study
 #: measure's ledger samples: more often than every 50 ms would flood a shared ledger with writes
 SAMPLE_INTERVAL = Bounds(lo=0.05, hi=86_400, why="a sample at least once a day")
-KID_SUBSET = Bounds(integer=True, lo=2, hi=1_000_000)
 DEMO_SECONDS = Bounds(lo=0, lo_open=True, hi=3600, phrase="in (0, 3600]")
 HARDWARE_STEPS = dataclasses.replace(COUNT, phrase=f"positive, at most {numbers.MAX_COUNT}")
 SLOWDOWN = Bounds(lo=0, hi=10, hi_open=True, phrase="a fraction >= 0 (0.1 = 10 %), below 10")

@@ -35,7 +35,7 @@ def train_command(
     caption_column: Annotated[Optional[str], Opt("--caption-column", help="metadata.jsonl/.csv column of captions (data.caption_column).")] = None,
     cache_max_gb: Annotated[Optional[float], number_option("--cache-max-gb", bounds=FLOAT, help="Decoded data up to this many GB is held in memory, larger folders stream from disk (data.cache_max_gb, default 4).")] = None,
     loader_workers: Annotated[Optional[int], number_option("--loader-workers", bounds=INT, help="Decoding processes when the data streams from disk (data.loader_workers, default 2).")] = None,
-    conditioning: Annotated[Optional[str], Opt("--conditioning", help="none (unconditional) or class: conditioned on the dataset's labels, for sampling by class with guidance (model.conditioning).")] = None,
+    conditioning: Annotated[Optional[str], Opt("--conditioning", help="none (unconditional) or class: conditioned on the dataset's labels, for sampling by class with guidance (model.conditioning). The number of classes is read from the dataset when training starts (--dry-run shows model.num_classes = 0 until then); class ids must run 0..K-1, each with images.")] = None,
     cond_dropout: Annotated[Optional[float], number_option("--cond-dropout", bounds=FLOAT, help="Share of labels dropped to the null class in training, so one model samples guided and unguided (optim.cond_dropout, default 0.1).")] = None,
     guidance_scale: Annotated[Optional[float], number_option("--guidance-scale", bounds=FLOAT, help="Classifier-free guidance of the previews and in-training evaluations, >= 0 (optim.guidance_scale, default 2).")] = None,
     resolution: Annotated[Optional[int], number_option("--resolution", bounds=INT, help="Training resolution in pixels.")] = None,

@@ -21,6 +21,9 @@ from greendiff.workflows._conditioning import resolve_conditioning
 from greendiff.workflows._distill import DistillJob, run_distill, unet_widths
 from greendiff.workflows._distill_steps import DistillStepsJob, run_distill_steps
 from greendiff.workflows._eval import EvalJob, EvalOutcome, run_eval, score
+from greendiff.workflows._fields import (
+    CLASS_ID, EVAL_IMAGES, GUIDANCE, IMAGES, KID_SUBSET, PROCESSES, SAMPLER_STEPS, SAMPLER_STEPS0, SEEDS,
+)
 from greendiff.workflows._hardware import HardwareJob, run_hardware
 from greendiff.workflows._inputs import check_output, load_config_data
 from greendiff.workflows._measurement import (
@@ -40,7 +43,8 @@ from greendiff.workflows._tune import (
 )
 
 __all__ = [
-    "CPU_WATTS", "ENV_STORAGE", "GPU_INDEX", "PUE",
+    "CLASS_ID", "CPU_WATTS", "ENV_STORAGE", "EVAL_IMAGES", "GPU_INDEX", "GUIDANCE", "IMAGES", "KID_SUBSET", "PROCESSES",
+    "PUE", "SAMPLER_STEPS", "SAMPLER_STEPS0", "SEEDS",
     "CompressOutcome", "CompressSession", "DistillJob", "DistillStepsJob", "EvalJob", "EvalOutcome", "HardwareJob",
     "Interrupted", "MeasureSettings", "MeasurementOptions", "NullProgress", "PreparedTrain", "Progress", "ProgressEvent",
     "PruneJob", "SampleJob", "SampleOutcome", "SegmentStart", "TimestepDone",

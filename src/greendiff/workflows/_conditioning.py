@@ -31,8 +31,9 @@ def resolve_conditioning(config, data):
     ``model.conditioning`` is ``class`` (unchanged otherwise).
 
     One-line :class:`UserInputError` when the data has no labels, when some images have no class (label
-    ``-1``: a file outside the class subfolders), or when a given (or saved, on resume) ``model.num_classes``
-    is not the dataset's.
+    ``-1``: a file outside the class subfolders), when a given (or saved, on resume) ``model.num_classes``
+    is not the dataset's, when the dataset's count fails the config's checks (ids beyond 99,999), or when
+    a class id below it has no images.
     """
     model = config.model
     if model.conditioning != "class":
@@ -52,4 +53,44 @@ def resolve_conditioning(config, data):
     if model.num_classes and model.num_classes != found:
         raise UserInputError(f"model.num_classes is {model.num_classes} but dataset {display_path(Path(dataset))} has "
                              f"{found} classes; leave model.num_classes at 0 (the dataset's) or match it")
-    return dataclasses.replace(config, model=dataclasses.replace(model, num_classes=found))
+    resolved = dataclasses.replace(config, model=dataclasses.replace(model, num_classes=found))
+    _check_resolved(resolved, dataset)  # before counting: K sizes the count
+    _check_every_class_has_images(data, found, dataset)
+    return resolved
+
+
+def _check_resolved(config, dataset: str) -> None:
+    """``config`` with its dataset's number of classes passes the config's own checks (``resolve_config``'s
+    bounds: ``model.num_classes`` at most 100,000), so a label id of 2**40 stops here, before a run exists."""
+    from greendiff.train import resolve_config, to_dict
+
+    try:
+        resolve_config(base=to_dict(config))
+    except UserInputError as exc:
+        raise UserInputError(f"--conditioning class: dataset {display_path(Path(dataset))} has class ids up to "
+                             f"{config.model.num_classes - 1}, so {exc}") from None
+
+
+def class_counts(data, num_classes: int):
+    """Images of each class id 0..K-1 (``int64 (K,)``): the data's own ``class_counts`` when it has them, else
+    counted from its labels."""
+    import torch
+
+    counts = getattr(data, "class_counts", None)
+    if counts is not None:
+        return torch.as_tensor(counts, dtype=torch.int64)
+    return torch.bincount(data.labels, minlength=num_classes)
+
+
+def _check_every_class_has_images(data, num_classes: int, dataset: str) -> None:
+    """One line when some class id below K has no image: integer labels {3, 7} make K = 8 and leave classes
+    0-6 untrained (an embedding row per id, sampled and scored as if it were a class)."""
+    counts = class_counts(data, num_classes)
+    empty = [c for c, count in enumerate(counts.tolist()[:num_classes]) if count == 0]
+    empty += list(range(len(counts), num_classes))
+    if not empty:
+        return
+    listed = ", ".join(map(str, empty[:3])) + (", ..." if len(empty) > 3 else "")
+    raise UserInputError(f"--conditioning class: class ids {listed} have no images ({len(empty):,} of {num_classes:,} "
+                         f"classes empty in dataset {display_path(Path(dataset))}): class ids must run 0..{num_classes - 1} "
+                         "with images in each; renumber the labels, or use class names (folders or a text label column)")

@@ -16,7 +16,11 @@ from pathlib import Path
 
 from greendiff.errors import UserInputError
 from greendiff.tracking import RunSummary
-from greendiff.workflows._inputs import load_config_data
+from greendiff.workflows._inputs import is_bundled, load_config_data
+from greendiff.workflows._fields import (
+    EVAL_IMAGES, GUIDANCE, KID_SUBSET, SAMPLER_STEPS0, SEEDS, check_instance, checked_float, checked_int, checked_path,
+    set_fields,
+)
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
 from greendiff.workflows._sample import resolve_guidance
 
@@ -44,24 +48,39 @@ def score(unet, sampler, n: int, steps: int, real, extractor, seed: int = 0, kid
     return result
 
 
+#: The class names of a run whose classes are the digits 0-9, in order (what the bundled classifier knows).
+DIGIT_CLASSES = tuple(str(digit) for digit in range(10))
+
+
+def _no_classifier(images):
+    """Logits (N, 1) standing in where no classifier knows the run's classes (its accuracy is not reported)."""
+    import torch
+
+    return torch.zeros(images.shape[0], 1)
+
+
 @dataclass(frozen=True)
 class ClassScoring:
     """How a class-conditional run is sampled and scored: ``num_classes`` K (a balanced sample over 0..K-1),
     ``guidance_scale``, the real features of each class (``real_by_class``) and the classifier that says which
-    class an image shows (``classifier``: images -> (N, K') logits, the bundled ``MnistFeatures.logits``)."""
+    class an image shows (``classifier``: images -> (N, K') logits, the bundled ``MnistFeatures.logits``; None
+    when the run's classes are not ones it knows: no ``class_accuracy`` then)."""
 
     num_classes: int
     guidance_scale: float
     real_by_class: dict
-    classifier: Callable
+    classifier: Callable | None
 
     def score(self, fake, labels: list[int], extractor) -> dict:
-        """``class_accuracy``, ``per_class_fid`` ({class id as text: FID}), ``mean_class_fid``, ``guidance_scale``."""
+        """``class_accuracy`` (with a classifier; exact as a float64 share), ``per_class_fid`` ({class id as
+        text: FID}), ``mean_class_fid``, ``guidance_scale``."""
         from greendiff.evaluate import class_quality
 
-        quality = class_quality(fake, labels, self.classifier, extractor, self.real_by_class).to_dict()
-        return {"class_accuracy": quality["class_accuracy"], "per_class_fid": quality["per_class_fid"],
-                "mean_class_fid": quality["mean_class_fid"], "guidance_scale": self.guidance_scale}
+        quality = class_quality(fake, labels, self.classifier or _no_classifier, extractor, self.real_by_class).to_dict()
+        n = len(labels)  # the classifier's float32 share, as the fraction of n it is
+        accuracy = {"class_accuracy": round(quality["class_accuracy"] * n) / n} if self.classifier is not None else {}
+        return accuracy | {"per_class_fid": quality["per_class_fid"], "mean_class_fid": quality["mean_class_fid"],
+                           "guidance_scale": self.guidance_scale}
 
 
 def reference_labels(data, num_classes: int, n: int):
@@ -85,12 +104,26 @@ def reference_labels(data, num_classes: int, n: int):
     return labels
 
 
-def class_scoring(real, labels, num_classes: int, guidance_scale: float) -> ClassScoring:
+def accuracy_note(config, data) -> str:
+    """Why a class-conditional run gets no ``class_accuracy`` ("" when it does): the bundled classifier knows
+    the digits 0-9, so only a run on the bundled ``mnist``/``digits`` or on classes named '0'..'9' in order
+    is scored by it."""
+    names = tuple(getattr(data, "class_names", ()) or ())
+    if is_bundled(config.data.dataset) or names == DIGIT_CLASSES:
+        return ""
+    shown = ", ".join(map(repr, names[:4])) + (", ..." if len(names) > 4 else "") if names else "bare integer ids"
+    return (f"no class accuracy: the bundled classifier knows the digits 0-9, and this run's classes are {shown} "
+            "(per-class FID still scores each class)")
+
+
+def class_scoring(real, labels, num_classes: int, guidance_scale: float, digits: bool = True) -> ClassScoring:
     """The :class:`ClassScoring` of a run: ``real`` are the features of the reference images, ``labels`` their
-    classes (:func:`reference_labels`); the classifier is the bundled MNIST one."""
+    classes (:func:`reference_labels`); the classifier is the bundled MNIST one when the classes are the
+    ``digits`` (else none)."""
     from greendiff.evaluate import features_by_class, load_mnist_features
 
-    return ClassScoring(num_classes, guidance_scale, features_by_class(real, labels), load_mnist_features().logits)
+    classifier = load_mnist_features().logits if digits else None
+    return ClassScoring(num_classes, guidance_scale, features_by_class(real, labels), classifier)
 
 
 @dataclass(frozen=True)
@@ -118,13 +151,30 @@ class EvalJob:
     guidance_scale: float | None = None
     measurement: MeasurementOptions = MeasurementOptions()
 
+    def __post_init__(self) -> None:
+        """Checked as ``greendiff eval`` checks its flags (``TypeError`` for a wrong type, the flag's one-line
+        :class:`UserInputError` out of range); ``run`` may be given as ``str``."""
+        guidance = self.guidance_scale
+        if not isinstance(self.features, str):
+            raise TypeError(f"EvalJob.features must be a str ('mnist' or 'inception:PATH'), got {type(self.features).__name__}")
+        set_fields(self, run=checked_path(self.run, "EvalJob.run"),
+                   n=checked_int(self.n, EVAL_IMAGES, "EvalJob.n", "--n"),
+                   seeds=checked_int(self.seeds, SEEDS, "EvalJob.seeds", "--seeds"),
+                   steps=checked_int(self.steps, SAMPLER_STEPS0, "EvalJob.steps", "--steps"),
+                   kid_subset=checked_int(self.kid_subset, KID_SUBSET, "EvalJob.kid_subset", "--kid-subset"),
+                   guidance_scale=None if guidance is None else checked_float(
+                       guidance, GUIDANCE, "EvalJob.guidance_scale", "--guidance-scale"))
+        check_instance(self.measurement, MeasurementOptions, "EvalJob.measurement")
+
 
 @dataclass(frozen=True)
 class EvalOutcome:
     """The scores. ``report``: what ``greendiff eval --json`` prints (run, features, n, sampler_steps,
     sampler, results (one per seed), energy_kwh, emissions_kg, ledger_run_id, spread when seeds > 1); for a
     class-conditional run also ``num_classes``, ``guidance_scale`` and ``class_accuracy`` (mean over the seeds),
-    and in each result ``class_accuracy``, ``per_class_fid``, ``mean_class_fid``."""
+    and in each result ``class_accuracy``, ``per_class_fid``, ``mean_class_fid``. ``class_accuracy`` is there
+    only when the run's classes are the digits 0-9 the bundled classifier knows; otherwise
+    ``class_accuracy_note`` says why it is not."""
 
     report: dict
     summary: RunSummary
@@ -140,8 +190,7 @@ def run_eval(job: EvalJob) -> EvalOutcome:
     from greendiff.train import load_run_model
     from greendiff.train._artifacts import check_run_matches
 
-    if job.n < 4 or job.seeds < 1 or job.steps < 0 or job.kid_subset < 2:
-        raise UserInputError("--n must be >= 4, --seeds >= 1, --steps >= 0, --kid-subset >= 2")
+    check_instance(job, EvalJob, "run_eval's job")
     if job.kid_subset > job.n:
         raise UserInputError(f"--kid-subset {job.kid_subset} exceeds --n {job.n}: too few samples for KID; raise --n")
     model = load_run_model(job.run)
@@ -152,11 +201,12 @@ def run_eval(job: EvalJob) -> EvalOutcome:
     data = load_config_data(config)
     check_run_matches(job.run, config, unet, data)  # before the ledger row
     labels = reference_labels(data, model.num_classes, job.n) if model.num_classes else None
+    note = accuracy_note(config, data) if labels is not None else ""
     n_steps = job.steps or config.optim.sample_steps
     with settings.tracker(f"eval {job.run.name}", "eval", f"greendiff eval --run {job.run} --n {job.n}") as tracker:
         with tracker.window("eval"):
             real = reference_features(data.reference_images(), extractor)
-            by_class = class_scoring(real, labels, model.num_classes, guidance) if labels is not None else None
+            by_class = class_scoring(real, labels, model.num_classes, guidance, not note) if labels is not None else None
             results = [score(unet, sampler, job.n, n_steps, real, extractor, seed, job.kid_subset, by_class)
                        for seed in range(job.seeds)]
     summary = tracker.summary
@@ -164,8 +214,9 @@ def run_eval(job: EvalJob) -> EvalOutcome:
               "sampler": config.optim.sampler, "results": results,
               "energy_kwh": summary.energy_kwh, "emissions_kg": summary.emissions_kg, "ledger_run_id": summary.run_id}
     if by_class is not None:
-        report |= {"num_classes": model.num_classes, "guidance_scale": guidance,
-                   "class_accuracy": sum(r["class_accuracy"] for r in results) / len(results)}
+        report |= {"num_classes": model.num_classes, "guidance_scale": guidance}
+        report |= {"class_accuracy_note": note} if note else {
+            "class_accuracy": round(sum(r["class_accuracy"] for r in results) / len(results), 12)}
     if job.seeds > 1:
         report["spread"] = seed_spread(results)
     return EvalOutcome(report, summary)

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 
 from greendiff.errors import UserInputError
 from greendiff.names import display_path
+
+#: The datasets greendiff ships (``data.dataset`` names them; case does not matter), the digits 0-9.
+BUNDLED = ("mnist", "digits")
+
+
+def is_bundled(dataset: str) -> bool:
+    """``dataset`` names a bundled dataset (read before any file of that name, as ``load_dataset`` does)."""
+    return dataset.lower() in BUNDLED
+
+
+def with_absolute_dataset(config):
+    """``config`` with a folder or array ``data.dataset`` made absolute (against the current folder), so the
+    saved ``config.toml`` finds it again from any folder (``train --resume``, ``eval``, ``sample``); a bundled
+    name, or a path that does not exist (``load_dataset`` says so), stays as given."""
+    dataset = config.data.dataset
+    if is_bundled(dataset) or not os.path.exists(dataset):  # False for a NUL or an overlong name too
+        return config
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, dataset=os.path.abspath(dataset)))
 
 
 def load_config_data(config, config_file: Path | None = None):
@@ -22,7 +42,8 @@ def load_config_data(config, config_file: Path | None = None):
         return load_dataset(d.dataset, d.resolution, d.skip_bad_images, label_column=d.label_column,
                             caption_column=d.caption_column, cache_max_gb=d.cache_max_gb, workers=d.loader_workers)
     except UserInputError as exc:
-        if config_file is not None and read_toml(config_file).get("data", {}).get("dataset") == config.data.dataset:
+        named = read_toml(config_file).get("data", {}).get("dataset") if config_file is not None else None
+        if isinstance(named, str) and config.data.dataset in (named, os.path.abspath(named)):
             raise UserInputError(f"{display_path(config_file)}: data.dataset: {exc}") from None
         raise
 
@@ -30,8 +51,6 @@ def load_config_data(config, config_file: Path | None = None):
 def check_output(output: Path, suffixes: tuple[str, ...] = ()) -> None:
     """A file a job may write (``--output``): the right suffix, in a folder that exists and is
     writable; checked before any work, as a one-line error."""
-    import os
-
     shown = display_path(output)
     if suffixes and output.suffix.lower() not in suffixes:
         raise UserInputError(f"--output must end in {suffixes[0]}, got {shown}")

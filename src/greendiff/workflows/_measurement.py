@@ -53,6 +53,13 @@ class MeasurementOptions:
     no_gpu: bool = False
     ledger: Path | None = None
 
+    def __post_init__(self) -> None:
+        """``ledger`` may be given as ``str``; a value of another type is a ``TypeError``."""
+        if self.ledger is not None and not isinstance(self.ledger, Path):
+            if not isinstance(self.ledger, str):
+                raise TypeError(f"MeasurementOptions.ledger must be a Path or str or None, got {type(self.ledger).__name__}")
+            object.__setattr__(self, "ledger", Path(self.ledger))
+
     def argv(self) -> list[str]:
         """These options as ``greendiff`` flags again (for worker processes of the same job)."""
         argv: list[str] = []

@@ -49,6 +49,16 @@ class Progress(Protocol):
     def note(self, text: str, style: str | None = None) -> None: ...
 
 
+def check_progress(progress: object) -> Progress:
+    """``progress`` if it has the :class:`Progress` methods, else a ``TypeError`` naming those it lacks
+    (checked before a workflow creates anything)."""
+    missing = [name for name in ("on_start", "on_log", "on_end", "note") if not callable(getattr(progress, name, None))]
+    if missing:
+        raise TypeError(f"progress must be a Progress (on_start, on_log, on_end, note); {type(progress).__name__} "
+                        f"has no {', '.join(missing)}")
+    return progress
+
+
 class NullProgress:
     """A :class:`Progress` that shows nothing (library use, tests)."""
 

@@ -15,7 +15,12 @@ from pathlib import Path
 
 from greendiff.errors import UserInputError
 from greendiff.names import display_path
+from greendiff.numbers import SEED
 from greendiff.tracking import RunSummary
+from greendiff.workflows._fields import (
+    GUIDANCE, IMAGES, SAMPLER_STEPS, check_instance, checked_class_ids, checked_float, checked_int, checked_path,
+    set_fields,
+)
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
 
 SUFFIXES = (".png", ".npz")
@@ -46,6 +51,19 @@ class SampleJob:
     out: Path = Path("samples.png")
     seed: int = 0
     measurement: MeasurementOptions = MeasurementOptions()
+
+    def __post_init__(self) -> None:
+        """Checked as ``greendiff sample`` checks its flags (``TypeError`` for a wrong type, the flag's one-line
+        :class:`UserInputError` out of range); ``run`` and ``out`` may be given as ``str``."""
+        guidance = self.guidance_scale
+        set_fields(self, run=checked_path(self.run, "SampleJob.run"), out=checked_path(self.out, "SampleJob.out"),
+                   n=checked_int(self.n, IMAGES, "SampleJob.n", "--n"),
+                   classes=checked_class_ids(self.classes, "SampleJob.classes", "--class"),
+                   guidance_scale=None if guidance is None else checked_float(
+                       guidance, GUIDANCE, "SampleJob.guidance_scale", "--guidance-scale"),
+                   steps=None if self.steps is None else checked_int(self.steps, SAMPLER_STEPS, "SampleJob.steps", "--steps"),
+                   seed=checked_int(self.seed, SEED, "SampleJob.seed", "--seed"))
+        check_instance(self.measurement, MeasurementOptions, "SampleJob.measurement")
 
 
 @dataclass(frozen=True)
@@ -115,11 +133,15 @@ def run_sample(job: SampleJob) -> SampleOutcome:
 
     from greendiff.train import load_run_model, sample_images
 
+    check_instance(job, SampleJob, "run_sample's job")
     if job.out.suffix.lower() not in SUFFIXES:
         raise UserInputError(f"--out must end in .png or .npz, got {display_path(job.out)}")
     model = load_run_model(job.run)
     config, unet, sampler = model
     labels = sample_labels(model.num_classes, job.n, tuple(job.classes))
+    if labels is not None and len(labels) > IMAGES.hi:
+        raise UserInputError(f"--n {job.n} per class x {len(job.classes)} classes is {len(labels):,} images; at most "
+                             f"{IMAGES.hi:,} in one call: lower --n")
     guidance = resolve_guidance(model.num_classes, job.guidance_scale, config.optim.guidance_scale)
     settings = resolve_settings(job.measurement)
     n = len(labels) if labels is not None else job.n

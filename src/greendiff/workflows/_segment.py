@@ -59,8 +59,9 @@ def train_segment(config, data, run_dir: Path, tracker, progress: Progress | Non
 
     On Ctrl-C or SIGTERM inside the loop (``stops``) it checkpoints and returns ``interrupted``; a Ctrl-C
     outside it stops the tracker as ``interrupted``, notes the resume command and raises :class:`Interrupted`.
-    Out of memory is a one-line error, divergence too (its ``emissions.json`` written); any other failure
-    stops the tracker as ``failed``. Everything reaches ``train`` as a callback: ``stops`` (polled before every
+    Out of memory is a one-line error, divergence too, and data that fails mid-run (a ``failed`` result: its
+    last good step checkpointed) (both with ``emissions.json`` written); any other failure stops the tracker
+    as ``failed``. Everything reaches ``train`` as a callback: ``stops`` (polled before every
     step), ``carbon_aware`` (a :class:`greendiff.plan.CarbonAwareController`), the progress and ``loggers``
     (:class:`ProgressCallback`), ``on_eval`` (a tuner's pruner, :class:`PrunerCallback`).
     """
@@ -98,20 +99,40 @@ def train_segment(config, data, run_dir: Path, tracker, progress: Progress | Non
     progress.on_end()
     if result.status == "diverged":
         raise _diverged(config, result, tracker)
+    if result.status == "failed":
+        raise _data_failed(result, tracker)
     return result
 
 
-def _diverged(config, result, tracker) -> UserInputError:
-    """Close a diverged run's ledger row as ``diverged`` and write its ``emissions.json`` (so ``report RUN_DIR``
-    finds it); the one-line error that ends the job. Its checkpoints are kept and no pipeline was exported
-    (``train`` returns before that)."""
+def _close_as(status: str, result, tracker) -> list[Path]:
+    """Close the ledger run as ``status`` with the result's stop reason and write ``emissions.json`` (so
+    ``report RUN_DIR`` finds it, as for a finished run); the run's checkpoint folders, oldest first."""
     from greendiff.train import checkpoint_dirs
 
-    summary = tracker.stop("diverged", extra={"stop_reason": result.stop_reason})
+    summary = tracker.stop(status, extra={"stop_reason": result.stop_reason})
     dist = getattr(tracker, "dist", None)
     if dist is None or dist.is_main:  # the run directory names its ledger run(s), as a finished one does
         write_emissions(result.run_dir, summary, result.prior_energy_j, tracker.ledger)
-    kept = checkpoint_dirs(result.run_dir)
+    return checkpoint_dirs(result.run_dir)
+
+
+def _diverged(config, result, tracker) -> UserInputError:
+    """Close a diverged run (``diverged``); the one-line error that ends the job. Its checkpoints are kept and
+    no pipeline was exported (``train`` returns before that)."""
+    kept = _close_as("diverged", result, tracker)
     return UserInputError(f"training diverged at step {result.step}: {result.stop_reason}; lower --lr (now "
                           f"{config.optim.lr:g}) or use --mixed-precision no; no pipeline exported, "
                           + (f"checkpoints up to {kept[-1].name} kept" if kept else "no checkpoint was written"))
+
+
+def _data_failed(result, tracker) -> UserInputError:
+    """Close a run whose data failed mid-run (a streamed file deleted or corrupted, a loader worker killed:
+    ``train`` checkpointed the last good step and returned ``failed``) as ``failed``; the one-line error that
+    ends the job, saying how to continue."""
+    kept = _close_as("failed", result, tracker)
+    reason = " ".join(str(result.stop_reason or "the training data failed").split())  # one line
+    run_dir = display_path(result.run_dir)
+    if not kept:
+        return UserInputError(f"{reason}; no checkpoint was written: fix the data and start again")
+    return UserInputError(f"{reason}; checkpoint {kept[-1].name} kept: fix the data and resume with "
+                          f"greendiff train --resume {run_dir}")

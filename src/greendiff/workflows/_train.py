@@ -22,9 +22,10 @@ from greendiff.errors import UserInputError
 from greendiff.names import display_path
 from greendiff.tracking import RunSummary
 from greendiff.workflows._conditioning import resolve_conditioning
-from greendiff.workflows._inputs import load_config_data
+from greendiff.workflows._fields import PROCESSES, check_instance, checked_int, checked_overrides, checked_path, set_fields
+from greendiff.workflows._inputs import load_config_data, with_absolute_dataset
 from greendiff.workflows._measurement import MeasurementOptions, MeasureSettings, resolve_settings
-from greendiff.workflows._progress import NullProgress, Progress
+from greendiff.workflows._progress import NullProgress, Progress, check_progress
 from greendiff.workflows._rundir import claimed_run_dir, new_run_name, open_loggers, write_emissions
 from greendiff.workflows._segment import train_segment
 from greendiff.workflows._signals import StopSignals
@@ -47,6 +48,15 @@ class TrainJob:
     resume: Path | None = None
     measurement: MeasurementOptions = MeasurementOptions()
     processes: int = 1
+
+    def __post_init__(self) -> None:
+        """Checked as ``greendiff train`` checks its flags: ``TypeError`` for a wrong type (``config_file`` and
+        ``resume`` may be ``str``), ``--nproc``'s one-line :class:`UserInputError` for ``processes`` < 1."""
+        set_fields(self, config_file=checked_path(self.config_file, "TrainJob.config_file", optional=True),
+                   resume=checked_path(self.resume, "TrainJob.resume", optional=True),
+                   overrides=checked_overrides(self.overrides, "TrainJob.overrides"),
+                   processes=checked_int(self.processes, PROCESSES, "TrainJob.processes", "--nproc"))
+        check_instance(self.measurement, MeasurementOptions, "TrainJob.measurement")
 
 
 @dataclass(frozen=True)
@@ -90,7 +100,8 @@ class TrainOutcome:
 
 def resolve_train_config(job: TrainJob):
     """``(config, run name)`` of ``job``: the saved config of a resumed run (only ``run.max_steps`` may
-    change), else the file and overrides resolved and validated."""
+    change), else the file and overrides resolved and validated, a folder or array dataset as an absolute path
+    (the saved config must find it from any folder)."""
     from greendiff.train import resolve_config
 
     if job.resume is not None:
@@ -100,7 +111,7 @@ def resolve_train_config(job: TrainJob):
         if changed or job.config_file is not None:
             raise UserInputError(f"--resume continues the saved config; only --max-steps may change (got {', '.join(changed) or '--config'})")
         return resolve_config(job.resume / "config.toml", {"run.max_steps": job.overrides.get("run.max_steps")}), job.resume.name
-    config = resolve_config(job.config_file, dict(job.overrides))
+    config = with_absolute_dataset(resolve_config(job.config_file, dict(job.overrides)))
     return config, new_run_name(config, job.config_file if job.overrides.get("run.name") is None else None)
 
 
@@ -131,8 +142,10 @@ def run_train(job: TrainJob | PreparedTrain, progress: Progress | None = None) -
 
     from greendiff.integrations import check_loggers
 
+    if not isinstance(job, (TrainJob, PreparedTrain)):
+        raise TypeError(f"run_train takes a TrainJob (or a PreparedTrain), got {type(job).__name__}")
+    progress = NullProgress() if progress is None else check_progress(progress)
     prepared = job if isinstance(job, PreparedTrain) else prepare_train(job)
-    progress = progress or NullProgress()
     config, settings = prepared.config, prepared.settings
     prepared.dist.init(torch.cuda.is_available())
     check_loggers(config.run.log_to)
