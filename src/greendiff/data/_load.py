@@ -79,8 +79,10 @@ def load_dataset(spec: str, resolution: int, skip_bad_images: bool = False, *, l
         resolution: Side of the square training images, pixels.
         skip_bad_images: Skip unusable files instead of stopping (:func:`load_folder`; streamed: see
             :mod:`greendiff.data._stream`).
-        label_column: Metadata column of class ids or names (default: class subfolders / the source's labels).
-        caption_column: Metadata column of captions (default: none).
+        label_column: Metadata column of class ids or names (default: class subfolders / the source's labels);
+            refused where there is no such column to read (a folder without a metadata file, the bundled sets).
+            Integer ids are used as given (``num_classes`` = max id + 1; ``class_counts`` shows empty classes).
+        caption_column: Metadata column of captions (default: none); refused likewise.
         cache_max_gb: Memory budget of the decoded images in GB; larger folders and saved datasets stream
             from disk. ``None`` (default): always in memory.
         workers: Loader worker processes when streamed.
