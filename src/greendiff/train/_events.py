@@ -137,7 +137,8 @@ class RanksInSyncEvent:
 
 @dataclass(frozen=True)
 class EndEvent:
-    """The run ended: ``status`` is completed, stopped, interrupted or diverged (then with its ``reason``)."""
+    """The run ended: ``status`` is completed, stopped, interrupted, diverged or failed (the data failed: a file
+    gone or corrupt, a loader worker killed); the last two with their ``reason``."""
 
     hook: ClassVar[str] = "on_train_end"
     status: str
@@ -145,8 +146,8 @@ class EndEvent:
     reason: str = ""
 
     def to_dict(self) -> dict:
-        if self.status == "diverged":
-            return {"event": "diverged", "step": self.step, "reason": self.reason}
+        if self.status in ("diverged", "failed"):
+            return {"event": self.status, "step": self.step, "reason": self.reason}
         return {"event": self.status, "step": self.step}
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from greendiff.errors import UserInputError
+from greendiff.names import first_line
 from greendiff.train._callbacks import StepOutcome
 from greendiff.train._checkpoint import TrainingObjects
 from greendiff.train._config import TrainConfig
@@ -32,6 +35,34 @@ def make_optimizer(params, optim) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, fused=True, **kwargs)
     except (RuntimeError, ValueError):  # no fused kernel for this device or dtype
         return torch.optim.AdamW(params, **kwargs)
+
+
+# torch's messages for a loader worker that died (its SIGCHLD handler or the iterator's own check): killed by a
+# signal (the OOM killer's SIGKILL), or exited with no word of why
+_WORKER_DIED = re.compile(r"DataLoader worker \(pid(?:\(s\))? [\d, ]+\) (?:is killed by signal|exited unexpectedly)")
+
+
+class DataFailed(Exception):
+    """Drawing a step's batch failed (the data, or a loader worker): the step did not run. Its message is the
+    one-line reason (:func:`data_failure`)."""
+
+
+def data_failure(exc: BaseException, step: int) -> str | None:
+    """The one-line reason when ``exc`` is the data failing at ``step`` (1-based: the step that could not run):
+    the data's :class:`UserInputError` (a file deleted or corrupted after the start) or torch's ``RuntimeError``
+    for a killed loader worker; ``None`` for any other error.
+
+    Example:
+        >>> data_failure(RuntimeError("DataLoader worker (pid 42) is killed by signal: Killed. "), 121)
+        'a data loader worker was killed (out of memory?) at step 121: DataLoader worker (pid 42) is killed by signal: Killed.'
+        >>> data_failure(RuntimeError("CUDA error: out of memory"), 121) is None
+        True
+    """
+    if isinstance(exc, UserInputError):
+        return f"the data failed at step {step}: {first_line(exc)}"
+    if isinstance(exc, RuntimeError) and _WORKER_DIED.match(str(exc)):
+        return f"a data loader worker was killed (out of memory?) at step {step}: {first_line(exc)}"
+    return None
 
 
 class BatchStream:
@@ -54,12 +85,19 @@ class BatchStream:
         self._next = -1
 
     def batch(self, step: int):
-        """The :class:`~greendiff.data.Batch` of ``step``."""
-        if self._batches is None or step != self._next:
+        """The :class:`~greendiff.data.Batch` of ``step`` (steps done so far: the batch of step ``step + 1``);
+        :class:`DataFailed`, with the stream closed, when the data or a loader worker fails (:func:`data_failure`)."""
+        try:
+            if self._batches is None or step != self._next:
+                self.close()
+                stop = self.stop_step if self.stop_step is not None and self.stop_step > step else None
+                self._batches = self.data.batches(step, self.batch_size, self.world_size, self.rank, self.seed, stop)
+            batch = next(self._batches)
+        except (UserInputError, RuntimeError) as exc:
+            if (reason := data_failure(exc, step + 1)) is None:
+                raise
             self.close()
-            stop = self.stop_step if self.stop_step is not None and self.stop_step > step else None
-            self._batches = self.data.batches(step, self.batch_size, self.world_size, self.rank, self.seed, stop)
-        batch = next(self._batches)
+            raise DataFailed(reason) from exc
         self._next = step + 1
         return batch
 
@@ -74,6 +112,17 @@ class BatchStream:
 def step_generator(seed: int, step: int) -> torch.Generator:
     """The noise generator of step ``step`` (timesteps and noise of the loss)."""
     return torch.Generator().manual_seed(seed * 7_919 + step * 104_729 + 1)
+
+
+def update_marker(optimizer) -> torch.Tensor | None:
+    """A copy of the optimizer's update count (AdamW's ``step`` of its first parameter; ``None`` before the
+    first update): it changes as soon as an update begins to change the weights. Copied on the count's own
+    device, so taking it costs no synchronisation."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            count = optimizer.state.get(p, {}).get("step")
+            return count.clone() if isinstance(count, torch.Tensor) else (None if count is None else torch.tensor(count))
+    return None
 
 
 @dataclass

@@ -28,7 +28,9 @@ from greendiff.train._divergence import Diverged, DivergenceGuard, weights_finit
 from greendiff.train._evaluation import QualityEvaluator
 from greendiff.train._events import EndEvent, LogEvent, PauseEvent, RanksInSyncEvent, StartEvent, StoppedEvent
 from greendiff.train._images import save_grid
-from greendiff.train._step import BatchStream, StepBatch, TrainState, setup, step_generator, train_step
+from greendiff.train._step import (
+    BatchStream, DataFailed, StepBatch, TrainState, data_failure, setup, step_generator, train_step, update_marker,
+)
 from greendiff.train._stopping import StopCallback, StoppingRules
 from greendiff.units import G_PER_KG, joules_to_kwh
 
@@ -37,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TrainResult:
-    status: str  # completed | stopped (a stopping rule fired) | interrupted | diverged
+    status: str  # completed | stopped (a stopping rule fired) | interrupted | diverged | failed (the data failed)
     step: int
     last_loss: float
     run_dir: Path
@@ -205,6 +207,7 @@ class Trainer:
         self.weights = Weights(self.state, self.dist)
         self.shapes = fingerprint(config, data.channels)
         self.last_loss = math.nan
+        self.cut_short = False  # a loader worker's death interrupted an update: the weights are half-updated
 
     # -- what callbacks may ask --------------------------------------------------------------------------------------
 
@@ -327,14 +330,19 @@ class Trainer:
                           optim.lr * s.lr_scale, scaling, self.data.placement, self.family.sampling_forwards)
 
     def _steps(self) -> tuple[str, str]:
-        """Steps until ``max_steps`` or a callback's :class:`Stop`; the status and reason."""
+        """Steps until ``max_steps`` or a callback's :class:`Stop`; the status and reason. A failure of the data
+        (:func:`~greendiff.train._step.data_failure`) ends the run ``failed``: drawing a batch fails before its
+        step, and a loader worker's death may also be raised mid-step by torch's SIGCHLD handler (then
+        :attr:`cut_short` says whether it interrupted the update itself)."""
         state, run = self.state, self.config.run
         state.unet.train()
+        begun, marker = state.step, None
         try:
             while state.step < run.max_steps:
                 self.callbacks.call("on_step_begin", self)
                 if self.interrupt_requested():
                     return "interrupted", ""
+                begun, marker = state.step, update_marker(state.objects.optimizer)
                 generator = step_generator(run.seed + 1_000_003 * self.dist.rank, state.step)
                 outcome = train_step(state, self.draw_batch(state.step), self.objective, generator, self.config,
                                      self.dist, self.tracker)
@@ -351,13 +359,21 @@ class Trainer:
             return "interrupted", ""
         except Diverged as exc:  # a checkpoint found the weights non-finite
             return "diverged", str(exc)
+        except DataFailed as exc:  # before its step: the weights are those of the last completed step
+            return "failed", str(exc)
+        except RuntimeError as exc:
+            if (reason := data_failure(exc, state.step + 1)) is None:
+                raise
+            self.cut_short = state.step == begun and not _same(marker, update_marker(state.objects.optimizer))
+            return "failed", reason
         finally:  # a streamed set's loader workers end with the steps, before the final samples and export
             self.stream.close()
         return "completed", ""
 
     def _finish(self, status: str, reason: str) -> TrainResult:
         """Judge the run, then save what it earned: nothing more of a diverged run (its earlier checkpoints
-        stay), a checkpoint of an interrupted one, and also samples and the pipeline of a finished one."""
+        stay), a checkpoint of an interrupted or failed one (of its last completed step; none when the failure
+        cut an update short), and also samples and the pipeline of a finished one."""
         step = self.step
         if status != "diverged":
             veto = self.callbacks.first_stop("judge_end", self, status)
@@ -366,6 +382,8 @@ class Trainer:
                 status, reason = "diverged", problem
         if status == "diverged":
             return self._end(status, reason)
+        if self.cut_short:
+            return self._end(status, f"{reason}; it cut the update short, so the newest checkpoint stands")
         finished = status in ("completed", "stopped")
         if finished:
             self.callbacks.call("on_final", self, status)
@@ -385,3 +403,10 @@ class Trainer:
     def _end(self, status: str, reason: str) -> TrainResult:
         self.emit(EndEvent(status, self.step, reason))
         return TrainResult(status, self.step, self.last_loss, self.run_dir, self.totals.prior_energy_j, reason)
+
+
+def _same(before: torch.Tensor | None, after: torch.Tensor | None) -> bool:
+    """Whether two :func:`~greendiff.train._step.update_marker` readings are equal (no update began between)."""
+    if before is None or after is None:
+        return before is None and after is None
+    return torch.equal(before, after)
