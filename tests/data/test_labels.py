@@ -214,6 +214,15 @@ def test_a_repeated_csv_header_column_is_refused(tmp_path, header):
         load_dataset(str(tmp_path), 6, label_column="label")
 
 
+def test_a_repeated_key_in_a_jsonl_row_is_refused(tmp_path):
+    """json keeps the last of a repeated key silently: {"label": 1, "label": 7} would read as 7."""
+    _sixteen(tmp_path)
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "000.png", "label": 1, "label": 7}\n')
+    with pytest.raises(UserInputError, match=r"metadata\.jsonl line 1: the key 'label' appears twice") as err:
+        load_dataset(str(tmp_path), 6, label_column="label")
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("cell, shown", [("0.5", "0.5"), ("1.0", "1.0"), ("2e3", "2000.0"), ("-.5", "-0.5")])
 def test_a_csv_number_that_is_not_an_integer_is_refused_as_jsonl_refuses_it(tmp_path, cell, shown):
     _sixteen(tmp_path)

@@ -83,13 +83,28 @@ def _relative_name(value: object, where: str, line: int) -> str:
     return name
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object whose keys are all different (``json`` keeps the last of a repeated key silently)."""
+    keys = [key for key, _ in pairs]
+    repeated = next((key for i, key in enumerate(keys) if key in keys[:i]), None)
+    if repeated is not None:
+        raise _DuplicateKey(repeated)
+    return dict(pairs)
+
+
 def _jsonl_rows(text: str, where: str) -> list[tuple[int, dict]]:
     rows = []
     for line, raw in enumerate(text.splitlines(), 1):
         if not raw.strip():
             continue
         try:
-            row = json.loads(raw)
+            row = json.loads(raw, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            raise UserInputError(f"{where} line {line}: the key {str(exc)!r} appears twice; give each key once") from None
         except json.JSONDecodeError as exc:
             raise UserInputError(f"{where} line {line}: not valid JSON ({exc.msg}); each line is one JSON object "
                                  'such as {"file_name": "1.png", "text": "a cat"}') from None
