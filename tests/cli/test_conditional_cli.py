@@ -61,3 +61,10 @@ def test_sample_help_says_how_a_class_list_is_spread(capsys):
     text = " ".join(capsys.readouterr().out.replace("│", " ").split())
     assert "--n images of each, in order, a PNG grid row per class" in text
     assert "Without it a conditional run samples class-balanced" in text
+
+
+def test_train_help_says_the_number_of_classes_is_read_from_the_dataset(capsys):
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "The number of classes is read from the dataset when training starts" in text
+    assert "class ids must run 0..K-1, each with images" in text

@@ -125,7 +125,7 @@ RUN = Path("some-run")
     (lambda: MeasurementOptions(ledger=3), TypeError, "MeasurementOptions.ledger must be a Path or str or None, got int"),
     (lambda: run_train(None), TypeError, "run_train takes a TrainJob (or a PreparedTrain), got NoneType"),
     (lambda: run_sample(None), TypeError, "run_sample's job must be a SampleJob, got NoneType"),
-    (lambda: run_eval(TrainJob()), TypeError, "run_eval's job must be a EvalJob, got TrainJob"),
+    (lambda: run_eval(TrainJob()), TypeError, "run_eval's job must be an EvalJob, got TrainJob"),
 ])
 def test_a_bad_job_field_is_refused_when_the_job_is_made(make, error, message):
     with pytest.raises(error) as err:

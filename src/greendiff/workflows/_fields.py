@@ -79,7 +79,7 @@ def checked_overrides(value: object, field: str) -> Mapping[str, Any]:
 def check_instance(value: object, kind: type, field: str) -> None:
     """``TypeError`` unless ``value`` is a ``kind``."""
     if not isinstance(value, kind):
-        raise _type_error(field, f"a {kind.__name__}", value)
+        raise _type_error(field, f"{'an' if kind.__name__[0] in 'AEIOU' else 'a'} {kind.__name__}", value)
 
 
 def set_fields(job: object, **values: object) -> None:
