@@ -135,3 +135,22 @@ def shown(value: object) -> str:
         return _SHORT.repr(value)
     except RecursionError:  # pragma: no cover - reprlib limits the depth itself
         return f"<{type(value).__name__}>"
+
+
+def check_tracking_uri(uri: str, what: str = "run.mlflow_uri") -> str:
+    """``uri`` if it can be stored and shown: a tracking URI is written into ``config.toml``, the ledger,
+    the MLflow run's parameters and ``--dry-run``'s output, so credentials (``https://user:pass@host``)
+    are refused with a one-line error that never repeats them; MLflow reads them from its own
+    environment variables instead."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:  # an unbalanced '[' in the host
+        raise UserInputError(f"{what} is not a valid URI ({first_line(exc)})") from None
+    if "@" in parts.netloc:
+        host = parts.netloc.rpartition("@")[2]
+        raise UserInputError(f"{what} holds credentials ({parts.scheme}://***@{one_line(host, 80)}): a URI is saved in "
+                             "config.toml and the ledger; remove them and set MLFLOW_TRACKING_USERNAME and "
+                             "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment instead")
+    return uri

@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from greendiff.errors import UserInputError
-from greendiff.names import first_line, one_line
+from greendiff.names import check_tracking_uri, first_line
 
-LOGGERS = ("tensorboard", "mlflow")  # each is also the module it needs and greendiff's extra that installs it
+from greendiff.train import LOGGERS  # the config's names; each is also the module it needs and the extra that installs it
 
 
 def _numbers(record: dict, prefix: str = "") -> dict[str, float]:
@@ -106,25 +106,6 @@ class MlflowLogger(MetricLogger):
 
     def close(self, status: str = "completed") -> None:
         self.client.set_terminated(self.run_id, "FINISHED" if status in ("completed", "stopped") else "KILLED")
-
-
-def check_tracking_uri(uri: str, what: str = "run.mlflow_uri") -> str:
-    """``uri`` if it can be stored and shown: a tracking URI is written into ``config.toml``, the ledger,
-    the MLflow run's parameters and ``--dry-run``'s output, so credentials (``https://user:pass@host``)
-    are refused with a one-line error that never repeats them; MLflow reads them from its own
-    environment variables instead."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(uri)
-    except ValueError as exc:  # an unbalanced '[' in the host
-        raise UserInputError(f"{what} is not a valid URI ({first_line(exc)})") from None
-    if "@" in parts.netloc:
-        host = parts.netloc.rpartition("@")[2]
-        raise UserInputError(f"{what} holds credentials ({parts.scheme}://***@{one_line(host, 80)}): a URI is saved in "
-                             "config.toml and the ledger; remove them and set MLFLOW_TRACKING_USERNAME and "
-                             "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment instead")
-    return uri
 
 
 def check_loggers(names: Iterable[str]) -> None:

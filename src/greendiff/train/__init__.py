@@ -41,7 +41,7 @@ from greendiff.train._artifacts import (
 from greendiff.train._callbacks import StepOutcome, Stop, TrainerCallback
 from greendiff.train._checkpoint import checkpoint_dirs
 from greendiff.train._config import (
-    CarbonAwareConfig, ModelConfig, RecipeConfig, TrainConfig, parse_utc, read_toml, resolve_config, to_dict, to_toml,
+    LOGGERS, CarbonAwareConfig, ModelConfig, RecipeConfig, TrainConfig, parse_utc, read_toml, resolve_config, to_dict, to_toml,
 )
 from greendiff.train._diffusion import (
     diffusion_loss, loss_weights, make_noise_scheduler, make_sampler, noised_batch, sample_images, weighted_mse,
@@ -59,6 +59,7 @@ from greendiff.train._precision import resolve_precision
 from greendiff.train._trainer import Trainer
 
 __all__ = [
+    "LOGGERS",
     # the trainer, its callback interface and events, its collaborators
     "train", "TrainResult", "check_data", "check_train", "Trainer", "TrainerCallback", "Stop", "StepOutcome",
     "StartEvent", "LogEvent", "EvalEvent", "ForecastEvent", "PauseEvent", "StoppedEvent", "RanksInSyncEvent", "EndEvent",

@@ -15,12 +15,15 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from greendiff.carbon import MAX_PLAUSIBLE_G_PER_KWH
 from greendiff.errors import UserInputError
-from greendiff.names import display_path, shown, unprintable
+from greendiff.names import check_tracking_uri, display_path, shown, unprintable
 from greendiff.numbers import (
     COUNT, COUNT0, ENERGY_KWH, HOURS_IN_A_YEAR, SEED, Bounds, parse_float, parse_int,
 )
 
 MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
+#: Experiment trackers ``run.log_to`` may name (``greendiff.integrations`` implements each); each is also
+#: the module it needs and the greendiff extra that installs it.
+LOGGERS = ("tensorboard", "mlflow")
 #: Longest string a config key takes (a path's limit on Linux is 4096 bytes).
 MAX_STRING_CHARS = 4096
 
@@ -437,8 +440,6 @@ def validate(config: TrainConfig) -> None:
     validate_conditioning(config)
     validate_distill(config)
     validate_carbon(config.carbon)
-    from greendiff.integrations._loggers import LOGGERS, check_tracking_uri
-
     check_tracking_uri(config.run.mlflow_uri)  # no credentials into config.toml, the ledger or MLflow's params
 
     unknown = [name for name in config.run.log_to if name not in LOGGERS]
