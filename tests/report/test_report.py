@@ -11,7 +11,10 @@ import pytest
 
 from greendiff.cli._app import main
 from greendiff.ledger import Ledger, Sample
-from greendiff.report import config_differences, emissions_statement, nice_ticks, pareto, power_series
+from greendiff.report import emissions_statement
+from greendiff.report._collect import power_series
+from greendiff.report._html import config_differences, pareto
+from greendiff.report._svg import nice_ticks
 from greendiff.tracking import RunSummary
 from greendiff.report._collect import RunData
 
