@@ -101,7 +101,7 @@ def test_features_by_class_splits_rows_by_label():
 def test_balanced_labels_spread_as_evenly_as_possible():
     assert balanced_labels(7, 3) == [0, 1, 2, 0, 1, 2, 0]
     assert Counter(balanced_labels(25, K)) == {**{c: 3 for c in range(5)}, **{c: 2 for c in range(5, 10)}}
-    assert balanced_labels(0, K) == [] and balanced_labels(25, K) == balanced_labels(25, K)
+    assert balanced_labels(0, K) == [] and balanced_labels(25, K)[:12] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
     with pytest.raises(UserInputError, match="at least one class"):
         balanced_labels(5, 0)
     with pytest.raises(UserInputError, match="integer >= 0"):
