@@ -130,3 +130,91 @@ def test_the_package_imports_alone_without_the_rest_of_greendiff():
             "print(sorted(m for m in sys.modules if m.startswith('greendiff.') and not m.startswith('greendiff.pipelines')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['greendiff.errors']"
+
+
+@pytest.mark.parametrize("labels", [[np.int64(2), np.int32(0), 1], np.array([2, 0, 1]), torch.tensor([2, 0, 1]),
+                                    [torch.tensor(2), torch.tensor(0), np.uint8(1)], (2, 0, 1)])
+def test_numpy_and_tensor_integers_are_class_ids(labels):
+    pipe = tiny_pipeline()
+    assert torch.equal(generate(pipe, labels), generate(pipe, [2, 0, 1]))
+
+
+@pytest.mark.parametrize("labels", [np.int64(1), torch.tensor(1), np.array(1)])
+def test_one_integral_scalar_is_one_class_id(labels):
+    pipe = tiny_pipeline()
+    assert torch.equal(generate(pipe, labels), generate(pipe, [1]))
+
+
+@pytest.mark.parametrize("labels, message", [
+    (None, "class_labels is None; give a class id in 0..K-1 or a list of them"),
+    ([True, 0], "class labels must be integers, got \\[True, 0\\]"),
+    ([np.bool_(True)], "class labels must be integers"),
+    (np.array([True, False]), "class labels must be integers, got a bool ndarray"),
+    (np.array([0.0, 1.0]), "class labels must be integers, got a float64 ndarray"),
+    ([np.float32(1.0)], "class labels must be integers"),
+    (torch.tensor([[0, 1]]), "class labels must be one id or a 1-d list of them, got shape \\(1, 2\\)"),
+    (np.array([1, 3]), "class id 3 is outside 0..2"),
+    ([np.int64(-1)], "class id -1 is outside 0..2"),
+])
+def test_labels_that_are_not_class_ids_are_one_line(labels, message):
+    with pytest.raises(UserInputError, match=message) as info:
+        generate(tiny_pipeline(), labels)
+    assert "\n" not in str(info.value)
+
+
+def named_pipeline(names=("cat", "dog", "bird")):
+    from greendiff.pipelines import ClassConditionalPipeline
+
+    pipe = tiny_pipeline()
+    named = ClassConditionalPipeline(unet=pipe.unet, scheduler=pipe.scheduler, class_names=names)
+    named.set_progress_bar_config(disable=True)
+    return named
+
+
+def test_class_names_are_saved_in_model_index_and_map_to_ids(tmp_path):
+    import json
+
+    from greendiff.pipelines import ClassConditionalPipeline
+
+    named_pipeline().save_pretrained(str(tmp_path / "pipe"))
+    assert json.loads((tmp_path / "pipe" / "model_index.json").read_text())["class_names"] == ["cat", "dog", "bird"]
+    loaded = ClassConditionalPipeline.from_pretrained(str(tmp_path / "pipe"))
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.class_names == ("cat", "dog", "bird")
+    assert loaded.class_ids(["bird", "cat", "bird"]) == [2, 0, 2] and loaded.class_ids("dog") == [1]
+    assert torch.equal(generate(loaded, ["bird", "cat"]), generate(loaded, [2, 0]))
+    assert torch.equal(generate(loaded, "dog"), generate(loaded, 1))
+
+
+def test_an_export_without_class_names_still_loads_and_takes_ids(tmp_path):
+    import json
+
+    from greendiff.pipelines import ClassConditionalPipeline
+
+    tiny_pipeline().save_pretrained(str(tmp_path / "pipe"))
+    index = tmp_path / "pipe" / "model_index.json"
+    raw = json.loads(index.read_text())
+    raw.pop("class_names")  # as exported before class names were recorded
+    index.write_text(json.dumps(raw))
+    loaded = ClassConditionalPipeline.from_pretrained(str(tmp_path / "pipe"))
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.class_names is None and generate(loaded, [0, 2]).shape == (2, 1, 8, 8)
+    with pytest.raises(UserInputError, match="this pipeline was saved without class names; ask for class ids 0..K-1"):
+        generate(loaded, ["cat"])
+
+
+@pytest.mark.parametrize("ask, message", [(["cat", "fish"], "unknown class 'fish'; this model's classes are 'cat', 'dog', 'bird'"),
+                                          (["cat", 1], "class names must be strings, got 1")])
+def test_an_unknown_class_name_is_one_line(ask, message):
+    with pytest.raises(UserInputError, match=message) as info:
+        generate(named_pipeline(), ask)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("names, message", [(("cat", "dog"), "2 class names for a model of 3 classes"),
+                                            (("cat", "cat", "dog"), "class name 'cat' is given twice"),
+                                            (("cat", "", "dog"), "class names must be a list of non-empty strings"),
+                                            ("cat", "class names must be a list of non-empty strings")])
+def test_class_names_that_do_not_fit_the_model_are_refused(names, message):
+    with pytest.raises(UserInputError, match=message):
+        named_pipeline(names)

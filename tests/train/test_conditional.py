@@ -120,3 +120,54 @@ def test_class_conditional_data_is_checked_before_the_run(digits, class_config, 
     with pytest.raises(UserInputError, match=r"class id outside 0\.\.4 \(e\.g\. 5\)"):
         check_data(class_config(model__num_classes=5), digits)
     check_data(class_config(), digits)
+
+
+def evaluated(data, class_names, num_classes: int = K) -> dict:
+    from greendiff.parallel import Dist
+    from greendiff.train import QualityEvaluator
+
+    evaluator = QualityEvaluator(20, "mnist", seed=0, dist=Dist(), num_classes=num_classes, class_names=class_names)
+    evaluator.prepare(data.images)
+    return evaluator.evaluate(lambda n, seed, labels: torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed)) * 2 - 1)
+
+
+@pytest.mark.parametrize("names, scored", [
+    (tuple("0123456789"), True),
+    (tuple("abcdefghij"), False),  # ten classes that are not the digits: the digit classifier means nothing
+    ((), False),  # bare ids 0..9: not known to be digits
+    (tuple("0123456798"), False),  # the digits out of order: id 8 is not the digit 8
+])
+def test_class_accuracy_is_scored_only_when_the_classes_are_the_digits(digits, names, scored):
+    scores = evaluated(digits, names)
+    assert ("class_accuracy" in scores) == scored and scores["fid"] > 0
+
+
+@pytest.mark.parametrize("dataset", ["digits", "mnist"])
+def test_the_bundled_digit_sets_are_scored_by_the_digit_classifier(dataset):
+    from greendiff.parallel import Dist
+    from greendiff.train import QualityEvaluator
+
+    names = load_dataset(dataset, 8).class_names
+    assert QualityEvaluator(20, "mnist", 0, Dist(), K, names).scores_digits()
+
+
+def test_a_cat_and_dog_run_records_its_class_names_in_the_pipeline(tmp_path, digits, class_config, tracker):
+    from greendiff.pipelines import ClassConditionalPipeline
+
+    pets = ImageSet(digits.images, "pets", labels=digits.labels % 2, class_names=("cat", "dog"))
+    config = class_config(model__num_classes=2, run__max_steps=2, stop__eval_every=2, stop__eval_samples=20)
+    assert train(config, tmp_path, pets, tracker).status == "completed"
+    assert "class_accuracy" not in records(tmp_path, "eval")[0]
+    assert json.loads((tmp_path / "pipeline" / "model_index.json").read_text())["class_names"] == ["cat", "dog"]
+    pipe = ClassConditionalPipeline.from_pretrained(str(tmp_path / "pipeline"))
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.class_names == ("cat", "dog") and pipe.class_ids(["dog", "cat"]) == [1, 0]
+    by_name = pipe(["dog", "cat"], num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt")
+    by_id = pipe([1, 0], num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt")
+    assert torch.equal(by_name.images, by_id.images)
+
+
+def test_a_run_on_bare_class_ids_exports_no_names(tmp_path, digits, class_config, tracker):
+    bare = ImageSet(digits.images, "bare", labels=digits.labels)
+    assert train(class_config(run__max_steps=2), tmp_path, bare, tracker).status == "completed"
+    assert json.loads((tmp_path / "pipeline" / "model_index.json").read_text())["class_names"] is None

@@ -10,6 +10,7 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from greendiff.errors import UserInputError
+from greendiff.pipelines._classes import check_class_names, class_ids_of, names_given
 from greendiff.pipelines._guidance import check_class_labels, check_guidance_scale, guided_output, num_classes_of
 
 
@@ -26,16 +27,24 @@ class ClassConditionalPipeline(DiffusionPipeline):
         images = pipe([3, 3, 7], guidance_scale=3.0, num_inference_steps=50,
                       generator=torch.Generator().manual_seed(0)).images  # three PIL images
 
+    With ``class_names`` (the name of each id 0..K-1, kept in ``model_index.json`` as diffusers' DiTPipeline
+    keeps ``id2label``) classes may be asked for by name: ``pipe(["cat", "dog"])``, or
+    ``pipe.class_ids(["cat", "dog"])`` for their ids.
+
     Args:
         unet: A ``UNet2DModel`` with diffusers' learned class embedding (``num_class_embeds`` = K + 1).
         scheduler: Any diffusers scheduler with ``set_timesteps`` and ``step`` (DDPM, DDIM, ...).
+        class_names: The name of each class id 0..K-1 (K distinct non-empty strings), or None (default;
+            pipelines exported before names were recorded load as None): ids only.
     """
 
     model_cpu_offload_seq = "unet"
 
-    def __init__(self, unet, scheduler) -> None:
+    def __init__(self, unet, scheduler, class_names: Sequence[str] | None = None) -> None:
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
+        names = check_class_names(class_names, num_classes_of(unet))
+        self.register_to_config(class_names=list(names) if names is not None else None)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -49,18 +58,30 @@ class ClassConditionalPipeline(DiffusionPipeline):
         return num_classes_of(self.unet)
 
     @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The name of each class id 0..K-1, or None when the pipeline was saved without them."""
+        names = self.config.get("class_names")
+        return tuple(names) if names is not None else None
+
+    def class_ids(self, names: str | Sequence[str]) -> list[int]:
+        """The ids of the classes ``names`` (one name or a list); one-line :class:`UserInputError` for a
+        name this model does not know, or a pipeline saved without names."""
+        return class_ids_of(names, self.class_names)
+
+    @property
     def null_class(self) -> int:
         """The id (K) that stands for "no class": the unconditional half of guidance."""
         return self.num_classes
 
     @torch.no_grad()
-    def __call__(self, class_labels: int | Sequence[int], guidance_scale: float = 1.0, num_inference_steps: int = 1000,
+    def __call__(self, class_labels: int | str | Sequence[int | str] | torch.Tensor, guidance_scale: float = 1.0, num_inference_steps: int = 1000,
                  generator: torch.Generator | list[torch.Generator] | None = None,
                  output_type: Literal["pil", "np", "pt"] = "pil", return_dict: bool = True):
         """One image per entry of ``class_labels``.
 
         Args:
-            class_labels: A class id in 0..K-1, or a list of them (mixed classes in one batch).
+            class_labels: A class id in 0..K-1, or a list of them (mixed classes in one batch): Python or
+                numpy integers, or a 1-d integer tensor or array; or class names (:attr:`class_names`).
             guidance_scale: w in ε̂ = ε_uncond + w·(ε_cond − ε_uncond): 1 (default) the conditional model
                 alone (one forward per step), 0 the unconditional one, > 1 sharper, more typical images
                 of the class (two forwards per step, batched as one).
@@ -71,14 +92,17 @@ class ClassConditionalPipeline(DiffusionPipeline):
             return_dict: ``ImagePipelineOutput`` if true, else a one-tuple ``(images,)``.
 
         Raises:
-            UserInputError: (a ``ValueError``) a class id outside 0..K-1, a guidance scale that is not
-                a finite number >= 0, or an unknown ``output_type``.
+            UserInputError: (a ``ValueError``) no class labels, a class id outside 0..K-1 or a label that
+                is not an integer, an unknown class name, a guidance scale that is not a finite number >= 0,
+                or an unknown ``output_type``.
         """
         if output_type not in ("pil", "np", "pt"):
             raise UserInputError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise UserInputError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
         w = check_guidance_scale(guidance_scale)
+        if names_given(class_labels):
+            class_labels = self.class_ids(class_labels)
         labels = check_class_labels(class_labels, self.num_classes).to(self._execution_device)
         config = self.unet.config
         size = (config.sample_size, config.sample_size) if isinstance(config.sample_size, int) else tuple(config.sample_size)

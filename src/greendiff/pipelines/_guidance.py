@@ -8,14 +8,15 @@ the conditional ε(x, t, c) and the unconditional ε(x, t, ∅) by training with
 
 with w = 1 the conditional model alone and w = 0 the unconditional one (the paper writes the same
 mix as (1 + w')·ε_c − w'·ε_u, w' = w − 1). The null class is id K of a UNet with K classes
-(``num_class_embeds = K + 1``). Depends on torch only, so :mod:`greendiff.pipelines` imports alone.
+(``num_class_embeds = K + 1``). Depends on torch (and numpy) only, so :mod:`greendiff.pipelines` imports alone.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import numbers
 
+import numpy as np
 import torch
 
 from greendiff.errors import UserInputError
@@ -43,20 +44,24 @@ def check_guidance_scale(guidance_scale: float) -> float:
     return float(guidance_scale)
 
 
-def check_class_labels(labels: int | Sequence[int] | torch.Tensor, num_classes: int) -> torch.Tensor:
+def check_class_labels(labels, num_classes: int) -> torch.Tensor:
     """``labels`` as a 1-d int64 tensor; one-line :class:`UserInputError` (a ``ValueError``) for a model
-    without classes, an empty list, or an id outside 0..K-1 (the null class K is not a class to ask for)."""
+    without classes, no labels (None or an empty list), a label that is not an integer (a bool, a float, a
+    string), more than one dimension, or an id outside 0..K-1 (the null class K is not a class to ask for).
+
+    ``labels`` is one id or a sequence of them: Python or numpy integers, 0-d integer tensors, or a 1-d
+    integer tensor or numpy array.
+
+    Example:
+        >>> import numpy as np
+        >>> check_class_labels([np.int64(1), torch.tensor(2), 0], num_classes=3).tolist()
+        [1, 2, 0]
+    """
     if num_classes < 1:
         raise UserInputError("this model is unconditional (no class embedding); it takes no class labels")
-    if isinstance(labels, torch.Tensor):
-        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-            raise UserInputError(f"class labels must be integers, got a {labels.dtype} tensor")
-        ids = labels.reshape(-1).long()
-    else:
-        items = [labels] if isinstance(labels, int) else list(labels)
-        if not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
-            raise UserInputError(f"class labels must be integers, got {str(items)[:60]}")
-        ids = torch.tensor(items, dtype=torch.long).reshape(-1)
+    if labels is None:
+        raise UserInputError("class_labels is None; give a class id in 0..K-1 or a list of them")
+    ids = _label_tensor(labels)
     if ids.numel() == 0:
         raise UserInputError("no class labels given; ask for at least one class")
     bad = ids[(ids < 0) | (ids >= num_classes)]
@@ -64,6 +69,34 @@ def check_class_labels(labels: int | Sequence[int] | torch.Tensor, num_classes: 
         raise UserInputError(f"class id {int(bad[0])} is outside 0..{num_classes - 1}, the classes this model was "
                              "trained on")
     return ids
+
+
+def _label_tensor(labels) -> torch.Tensor:
+    """``labels`` (one id, a sequence, a tensor or an array) as a 1-d int64 tensor; one line unless integral."""
+    if isinstance(labels, (torch.Tensor, np.ndarray)):
+        kind = str(labels.dtype)
+        if labels.ndim > 1:
+            raise UserInputError(f"class labels must be one id or a 1-d list of them, got shape {tuple(labels.shape)}")
+        if not _integral_dtype(labels.dtype):
+            raise UserInputError(f"class labels must be integers, got a {kind} {type(labels).__name__}")
+        return torch.as_tensor(labels).reshape(-1).long()
+    items = [labels] if _is_id(labels) or isinstance(labels, (str, bytes, float)) else list(labels)
+    if not all(_is_id(i) for i in items):
+        raise UserInputError(f"class labels must be integers, got {str(items)[:60]}")
+    return torch.tensor([int(i) for i in items], dtype=torch.long)
+
+
+def _integral_dtype(dtype) -> bool:
+    if isinstance(dtype, torch.dtype):
+        return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+    return np.issubdtype(dtype, np.integer)
+
+
+def _is_id(value) -> bool:
+    """An integral scalar that is not a bool: a Python or numpy integer, or a 0-d integer tensor or array."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return value.ndim == 0 and _integral_dtype(value.dtype)
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def guided_noise(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, guidance_scale: float) -> torch.Tensor:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -336,12 +337,14 @@ def export_pipeline(unet, ema, noise_scheduler, path: Path) -> None:
     save_pipeline_atomically(DDPMPipeline(unet=ema_model(unet, ema), scheduler=noise_scheduler), path)
 
 
-def export_class_pipeline(unet, ema, noise_scheduler, path: Path) -> None:
+def export_class_pipeline(unet, ema, noise_scheduler, path: Path, class_names: Sequence[str] | None = None) -> None:
     """A class-conditional run's :class:`~greendiff.pipelines.ClassConditionalPipeline` with the EMA
-    weights, saved atomically to ``path`` (the counterpart of ``export_pipeline``'s ``DDPMPipeline``);
+    weights and the name of each class id 0..K-1 (``class_names``, kept in its ``model_index.json``; None:
+    ids only), saved atomically to ``path`` (the counterpart of ``export_pipeline``'s ``DDPMPipeline``);
     ``ClassConditionalPipeline.from_pretrained(path)`` reads it back."""
     from greendiff.pipelines import ClassConditionalPipeline
 
     if not num_classes_of(unet):
         raise ValueError("export_class_pipeline needs a class-conditional UNet (num_class_embeds set)")
-    save_pipeline_atomically(ClassConditionalPipeline(unet=ema_model(unet, ema), scheduler=noise_scheduler), path)
+    save_pipeline_atomically(ClassConditionalPipeline(unet=ema_model(unet, ema), scheduler=noise_scheduler,
+                                                      class_names=class_names), path)

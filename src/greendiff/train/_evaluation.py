@@ -7,9 +7,13 @@ sampler with the EMA weights swapped in) and returns the scores, the same on eve
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
+
+#: The classes the bundled MNIST classifier knows, as a dataset names them: the digits '0'..'9', ids 0..9 in
+#: order (the bundled ``mnist`` and ``digits`` sets name theirs so).
+DIGIT_CLASSES = tuple(str(digit) for digit in range(10))
 
 
 class QualityEvaluator:
@@ -19,8 +23,10 @@ class QualityEvaluator:
     scores are broadcast. With ``seeds`` > 1 the metric's spread over seeds is reported too. For a
     class-conditional model (``num_classes`` K > 0) the samples are asked for a class-balanced list of
     classes (:func:`greendiff.evaluate.balanced_labels`), and when the features are the bundled MNIST
-    ones (whose classifier knows K = 10 classes) ``class_accuracy`` is scored too: the share of samples
-    the classifier (``MnistFeatures.logits``) assigns to the class asked for.
+    ones and the classes are the digits (``class_names`` '0'..'9' in order, as the bundled ``mnist`` and
+    ``digits`` sets name them) ``class_accuracy`` is scored too: the share of samples the classifier
+    (``MnistFeatures.logits``) assigns to the class asked for. Other classes (cat, dog; bare ids) get none:
+    the digit classifier's verdict on them means nothing.
 
     Args:
         eval_samples: Images per evaluation (``stop.eval_samples``).
@@ -28,19 +34,22 @@ class QualityEvaluator:
         seed: The run's seed; evaluation noise is seeded from it, never from the training RNG.
         dist: The job's :class:`greendiff.parallel.Dist`.
         num_classes: K of a class-conditional model, 0 (default) for an unconditional one.
+        class_names: The data's name of each class id 0..K-1 (``data.class_names``; ``()`` for bare ids).
 
     Example::
 
-        evaluator = QualityEvaluator(500, "mnist", seed=0, dist=Dist(), num_classes=10)
+        evaluator = QualityEvaluator(500, "mnist", seed=0, dist=Dist(), num_classes=10,
+                                     class_names=data.class_names)
         evaluator.prepare(data.reference_images())
         scores = evaluator.evaluate(lambda n, seed, labels: family.sample(net, sampler, n, 20, shape,
                                                                          torch.Generator().manual_seed(seed),
                                                                          labels=labels))
     """
 
-    def __init__(self, eval_samples: int, features: str, seed: int, dist, num_classes: int = 0) -> None:
+    def __init__(self, eval_samples: int, features: str, seed: int, dist, num_classes: int = 0,
+                 class_names: Sequence[str] = ()) -> None:
         self.eval_samples, self.features, self.seed, self.dist = eval_samples, features, seed, dist
-        self.num_classes = num_classes
+        self.num_classes, self.class_names = num_classes, tuple(class_names)
         self.extractor = self.real_features = self.classifier = None
 
     def prepare(self, images: torch.Tensor) -> None:
@@ -52,9 +61,12 @@ class QualityEvaluator:
 
         self.extractor, _ = resolve_extractor(self.features)
         self.real_features = reference_features(images, self.extractor)
-        if self.num_classes and isinstance(self.extractor, MnistFeatures) \
-                and self.num_classes == self.extractor.head.out_features:
+        if self.scores_digits() and isinstance(self.extractor, MnistFeatures):
             self.classifier = self.extractor.logits
+
+    def scores_digits(self) -> bool:
+        """Whether the classes are the digits 0-9 that the bundled classifier knows (``class_accuracy``)."""
+        return self.num_classes == len(DIGIT_CLASSES) and self.class_names == DIGIT_CLASSES
 
     def labels(self, n: int) -> list[int] | None:
         """The classes of ``n`` samples (balanced), or None for an unconditional model."""

@@ -84,8 +84,9 @@ class UNetFamily:
         """The preview grid's images and its number of columns (None: as square as it gets)."""
         return self.sample(net, sampler, num_samples, steps, shape, generator, device), None
 
-    def export(self, net, ema, noise_scheduler, path: Path) -> None:
-        """The pipeline with the EMA weights: :func:`~greendiff.train.export_pipeline` (a ``DDPMPipeline``)."""
+    def export(self, net, ema, noise_scheduler, path: Path, class_names: Sequence[str] | None = None) -> None:
+        """The pipeline with the EMA weights: :func:`~greendiff.train.export_pipeline` (a ``DDPMPipeline``;
+        ``class_names`` are a conditional family's, unused here)."""
         export_pipeline(net, ema, noise_scheduler, path)
 
 
@@ -157,9 +158,10 @@ class ClassConditionalFamily(UNetFamily):
         images = self.sample(net, sampler, len(labels), steps, shape, generator, device, labels=labels)
         return images, len(labels) // self.num_classes
 
-    def export(self, net, ema, noise_scheduler, path: Path) -> None:
-        """:func:`~greendiff.train.export_class_pipeline` with the EMA weights."""
-        export_class_pipeline(net, ema, noise_scheduler, path)
+    def export(self, net, ema, noise_scheduler, path: Path, class_names: Sequence[str] | None = None) -> None:
+        """:func:`~greendiff.train.export_class_pipeline` with the EMA weights and the name of each class id
+        0..K-1 (``class_names``, the data's; None: ids only)."""
+        export_class_pipeline(net, ema, noise_scheduler, path, class_names)
 
 
 def family_for(config: TrainConfig) -> UNetFamily:

@@ -192,8 +192,9 @@ class Trainer:
         self.family = family or family_for(config)
         run, stop = config.run, config.stop
         self.evaluating = bool(stop.eval_every or stop.eval_every_kwh or stop.eval_at_end)
+        self.class_names = tuple(getattr(data, "class_names", ()) or ())  # of ids 0..K-1; () for bare ids
         self.evaluator = evaluator or QualityEvaluator(stop.eval_samples, stop.eval_features, run.seed, self.dist,
-                                                       self.family.num_classes)
+                                                       self.family.num_classes, self.class_names)
         self.stream = BatchStream(data, config.optim.batch_size, self.dist.world_size, self.dist.rank, run.seed,
                                   run.max_steps)
         self.totals = RunTotals(tracker, self.dist)
@@ -396,8 +397,9 @@ class Trainer:
                 self.emit(self.weights.checksums())
             if self.is_main:
                 with self.tracker.window("checkpoint"):
+                    names = self.class_names if len(self.class_names) == self.family.num_classes else None
                     self.family.export(self.state.objects.model, self.state.objects.ema, self.state.noise_scheduler,
-                                       self.run_dir / "pipeline")
+                                       self.run_dir / "pipeline", class_names=names)
         return self._end(status, reason)
 
     def _end(self, status: str, reason: str) -> TrainResult:
