@@ -121,3 +121,15 @@ def test_class_quality_and_its_json():
     assert all(v < 1e-3 for v in result.per_class_fid.values())  # the same features as the real ones
     as_json = json.loads(json.dumps(ClassQuality(0.75, {3: 2.5, 1: 1.5}, 8).to_dict()))
     assert as_json == {"class_accuracy": 0.75, "per_class_fid": {"1": 1.5, "3": 2.5}, "mean_class_fid": 2.0, "n": 8}
+
+
+def test_class_accuracy_is_an_exact_share_and_left_out_without_a_classifier():
+    images = torch.zeros(10, 1, 4, 4)
+    def says_zero(x):
+        return torch.tensor([[1.0, 0.0]]).repeat(x.shape[0], 1)
+    assert class_accuracy(images, [0] + [1] * 9, says_zero) == 0.1  # not float32's 0.10000000149011612
+    features = torch.randn(10, 3, generator=torch.Generator().manual_seed(0))
+    real = {0: features[:5] + 1, 1: features[5:] - 1}
+    quality = class_quality(images, [0] * 5 + [1] * 5, None, lambda x: features, real)
+    assert quality.class_accuracy is None and "class_accuracy" not in quality.to_dict()
+    assert set(quality.to_dict()["per_class_fid"]) == {"0", "1"}

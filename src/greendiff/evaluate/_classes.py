@@ -54,7 +54,7 @@ def class_accuracy(images: torch.Tensor, requested_labels: Sequence[int] | torch
         if logits.ndim != 2 or logits.shape[0] != min(batch_size, n - start) or not torch.isfinite(logits).all():
             raise UserInputError(f"the classifier must return finite (N, K) logits; got {tuple(logits.shape)}")
         predicted.append(logits.argmax(dim=1).cpu())
-    return float((torch.cat(predicted) == wanted).float().mean())
+    return int((torch.cat(predicted) == wanted).sum()) / n  # an exact share (float32's mean printed 0.10000000149)
 
 
 def features_by_class(features: torch.Tensor, labels: Sequence[int] | torch.Tensor) -> dict[int, torch.Tensor]:
@@ -95,12 +95,13 @@ class ClassQuality:
     """How well generated images match the classes they were asked for.
 
     Attributes:
-        class_accuracy: Share (0..1) of images the domain classifier assigns to the requested class.
+        class_accuracy: Share (0..1) of images the domain classifier assigns to the requested class; None
+            when no classifier knows the classes (it is then left out of :meth:`to_dict`).
         per_class_fid: {class id: FID of that class's samples against its real images}.
         n: Images evaluated.
     """
 
-    class_accuracy: float
+    class_accuracy: float | None
     per_class_fid: dict[int, float] = field(default_factory=dict)
     n: int = 0
 
@@ -110,22 +111,25 @@ class ClassQuality:
         return sum(self.per_class_fid.values()) / len(self.per_class_fid) if self.per_class_fid else None
 
     def to_dict(self) -> dict:
-        """JSON-ready: ``class_accuracy``, ``per_class_fid`` (class ids as strings), ``mean_class_fid``, ``n``."""
-        return {"class_accuracy": self.class_accuracy,
-                "per_class_fid": {str(c): fid for c, fid in sorted(self.per_class_fid.items())},
+        """JSON-ready: ``class_accuracy`` (when there is one), ``per_class_fid`` (class ids as strings),
+        ``mean_class_fid``, ``n``."""
+        accuracy = {} if self.class_accuracy is None else {"class_accuracy": self.class_accuracy}
+        return {**accuracy, "per_class_fid": {str(c): fid for c, fid in sorted(self.per_class_fid.items())},
                 "mean_class_fid": self.mean_class_fid, "n": self.n}
 
 
-def class_quality(fake_images: torch.Tensor, labels: Sequence[int] | torch.Tensor, classifier: Callable,
+def class_quality(fake_images: torch.Tensor, labels: Sequence[int] | torch.Tensor, classifier: Callable | None,
                   extractor: Callable, real_features_by_class: Mapping[int, torch.Tensor]) -> ClassQuality:
     """Class accuracy and per-class FID of ``fake_images`` (N, C, H, W) in [-1, 1] generated for ``labels``.
 
     Args:
-        classifier: Images -> logits (N, K) (``MnistFeatures.logits``).
+        classifier: Images -> logits (N, K) (``MnistFeatures.logits``); None where no classifier knows the
+            run's classes (no class accuracy then, per-class FID only).
         extractor: The feature extractor of ``real_features_by_class`` (a module, as :func:`extract` takes).
     """
     from greendiff.evaluate._features import extract
 
     fake = extract(extractor, fake_images)
-    return ClassQuality(class_accuracy(fake_images, labels, classifier),
+    accuracy = class_accuracy(fake_images, labels, classifier) if classifier is not None else None
+    return ClassQuality(accuracy,
                         per_class_fid(fake, labels, real_features_by_class), fake_images.shape[0])
