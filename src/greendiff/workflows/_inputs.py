@@ -6,16 +6,15 @@ import dataclasses
 import os
 from pathlib import Path
 
+from greendiff.data import BUILTIN
 from greendiff.errors import UserInputError
 from greendiff.names import display_path
 
-#: The datasets greendiff ships (``data.dataset`` names them; case does not matter), the digits 0-9.
-BUNDLED = ("mnist", "digits")
-
 
 def is_bundled(dataset: str) -> bool:
-    """``dataset`` names a bundled dataset (read before any file of that name, as ``load_dataset`` does)."""
-    return dataset.lower() in BUNDLED
+    """``dataset`` names a bundled dataset (``greendiff.data.BUILTIN``, the digits 0-9; read before any file of
+    that name, as ``load_dataset`` does)."""
+    return dataset.lower() in BUILTIN
 
 
 def with_absolute_dataset(config):
