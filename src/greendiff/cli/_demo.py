@@ -1,39 +1,38 @@
-"""``greendiff demo``: measure a short built-in CPU workload and show what it cost, and where."""
+"""``greendiff demo``: parse, call :func:`greendiff.workflows.run_demo`, render what the workload cost, and where."""
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
-import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from greendiff.carbon import Location, Pue, resolve_provider
-from greendiff.cli._options import (
-    DEMO_SECONDS, number_option,
-    with_measurement,
-)
+from greendiff.cli._options import DEMO_SECONDS, number_option, with_measurement
 from greendiff.cli._render import fmt_mass, render_summary
-from greendiff.errors import UserInputError
-from greendiff.workflows import MeasurementOptions, resolve_settings
-from greendiff.tracking import summarize
-
-#: Locations the demo prices the same energy at, to show how much the grid matters.
-COMPARE = (("France (yearly)", Location(country="FRA")), ("Germany (yearly)", Location(country="DEU")),
-           ("India (yearly)", Location(country="IND")), ("gcp:europe-north1 (2024)", Location(cloud="gcp:europe-north1")),
-           ("California CISO (hourly 2022)", Location(grid="CISO")), ("world average", Location()))
+from greendiff.workflows import DemoJob, MeasurementOptions, run_demo
 
 
-def cpu_workload_step(size: int = 256) -> float:
-    """One step of the built-in workload: a float32 matrix product chain on the CPU (torch)."""
-    import torch
+class _WorkloadBar:
+    """The demo's :class:`~greendiff.workflows.Progress`: a transient bar counting workload steps."""
 
-    a = torch.randn(size, size)
-    for _ in range(8):
-        a = torch.tanh(a @ a / size)
-    return float(a.sum())
+    def __init__(self, console: Console) -> None:
+        self._bar = Progress(TextColumn("workload"), BarColumn(), TextColumn("{task.completed:.0f} steps"),
+                             TimeRemainingColumn(), console=console, transient=True)
+        self._task = None
+
+    def on_start(self, label: str, total: int) -> None:
+        self._task = self._bar.add_task("steps", total=total or None)
+        self._bar.start()
+
+    def on_log(self, event) -> None:
+        self._bar.update(self._task, completed=event.step)
+
+    def on_end(self) -> None:
+        self._bar.stop()
+
+    def note(self, text: str, style: str | None = None) -> None:
+        self._bar.console.print(text, highlight=False)
 
 
 @with_measurement
@@ -42,31 +41,15 @@ def demo(
     measurement: MeasurementOptions = MeasurementOptions(),
 ) -> None:
     """Measure a short CPU workload (torch matmuls) and print its energy and CO2e."""
-    if not 0 < seconds <= 3600:
-        raise UserInputError(f"--seconds must be in (0, 3600], got {seconds}")
-    settings = resolve_settings(measurement)
     console = Console()
-    tracker = settings.tracker("demo-cpu-workload", "demo", f"greendiff demo --seconds {seconds:g}", sample_interval_s=1.0)
-    with tracker:
-        with Progress(TextColumn("workload"), BarColumn(), TextColumn("{task.completed:.0f} steps"),
-                      TimeRemainingColumn(), console=console, transient=True) as progress:
-            task = progress.add_task("steps", total=None)
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
-                with tracker.window("step"):
-                    cpu_workload_step()
-                progress.advance(task)
-    assert tracker.summary is not None and tracker.ledger is not None and tracker.run_id is not None
-    render_summary(tracker.summary, console)
+    outcome = run_demo(DemoJob(seconds, measurement), _WorkloadBar(console))
+    render_summary(outcome.summary, console)
     compare = Table(title="the same energy elsewhere (PUE 1.0)", title_justify="left")
     compare.add_column("location")
     compare.add_column("gCO2e/kWh", justify="right")
     compare.add_column("CO2e", justify="right")
-    record = tracker.ledger.get_run(tracker.run_id)
-    samples, windows = tracker.ledger.samples(tracker.run_id), tracker.ledger.windows(tracker.run_id)
-    for label, location in COMPARE:
-        s = summarize(record, samples, windows, resolve_provider(location), Pue(1.0, "demo comparison"))
-        compare.add_row(label, f"{s.intensity.mean_g_per_kwh:.0f}", fmt_mass(s.emissions_kg))
+    for row in outcome.comparison:
+        compare.add_row(row.label, f"{row.intensity_g_per_kwh:.0f}", fmt_mass(row.emissions_kg))
     console.print(compare)
-    console.print(f"recorded as run {tracker.run_id} in {tracker.ledger.path}; "
-                  f"see 'greendiff runs show {tracker.run_id}'", highlight=False)
+    console.print(f"recorded as run {outcome.run_id} in {outcome.ledger_path}; "
+                  f"see 'greendiff runs show {outcome.run_id}'", highlight=False)

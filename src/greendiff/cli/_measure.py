@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shlex
 from typing import Annotated, NoReturn, Optional
 
 import typer
@@ -15,9 +13,8 @@ from greendiff.cli._options import (
     with_measurement,
 )
 from greendiff.cli._render import render_summary
-from greendiff.errors import UserInputError
-from greendiff.workflows import MeasurementOptions, resolve_settings
-from greendiff.tracking import CommandError, RunSummary, check_command, run_command
+from greendiff.tracking import CommandError
+from greendiff.workflows import MeasureJob, MeasurementOptions, NullProgress, run_measure
 
 
 @with_measurement
@@ -33,43 +30,23 @@ def measure(
     Exits with the command's exit code (128 + N if signal N ended it), like a shell; 126/127 if it
     cannot be started. The ledger row is always closed, and a problem pricing it is a warning.
     """
-    if not command:
-        raise UserInputError("no command to measure: use 'greendiff measure [OPTIONS] -- COMMAND [ARGS...]'")
     try:
-        check_command(command)  # before anything is recorded: a command that cannot start opens no row
+        outcome = run_measure(MeasureJob(command or [], name, sample_interval_s, measurement), _Warnings())
     except CommandError as exc:
         _fail(exc)
-    settings = resolve_settings(measurement)
-    tracker = settings.tracker(name or os.path.basename(command[0]) or command[0], "measure", shlex.join(command),
-                               sample_interval_s=sample_interval_s)
-    tracker.start()
-    try:
-        with tracker.window("command"):
-            result = run_command(command, lambda: tracker.sample(force=True), sample_interval_s)
-    except CommandError as exc:  # exec itself failed (e.g. an unknown binary format): close the row as failed
-        _close(tracker, "failed", exc.exit_code)
-        _fail(exc)
-    except BaseException as exc:  # Ctrl-C before the handlers were in place, or a bug: the row is still closed
-        _close(tracker, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", None)
-        raise
-    summary = _close(tracker, result.status, result.exit_code)
-    if summary is not None:
+    if outcome.summary is not None:
         if as_json:
-            typer.echo(json.dumps(summary.to_dict(), indent=2))
+            typer.echo(json.dumps(outcome.summary.to_dict(), indent=2))
         else:
-            render_summary(summary, Console(stderr=True))
-    raise typer.Exit(result.exit_code)
+            render_summary(outcome.summary, Console(stderr=True))
+    raise typer.Exit(outcome.exit_code)
 
 
-def _close(tracker, status: str, exit_code: int | None) -> RunSummary | None:
-    """Stop the tracker (closing the ledger row); a failure to summarise is a warning, never the exit code."""
-    try:
-        return tracker.stop(status, exit_code)
-    except (Exception, KeyboardInterrupt) as exc:  # a Ctrl-C here must not hide the command's exit code
-        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
-        typer.echo(f"greendiff: warning: could not summarise ledger run {tracker.run_id} ({why}); "
-                   "'greendiff runs show' prices it from its samples", err=True)
-        return None
+class _Warnings(NullProgress):
+    """The workflow's notes (a run it could not price) as ``greendiff: warning:`` lines on stderr."""
+
+    def note(self, text: str, style: str | None = None) -> None:
+        typer.echo(f"greendiff: warning: {text}", err=True)
 
 
 def _fail(exc: CommandError) -> NoReturn:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,18 +11,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from greendiff.carbon import (
-    Location, Pue, check_supported, parse_positive, resolve_location, resolve_provider, resolve_pue,
-)
+from greendiff.carbon import check_supported, parse_positive
 from greendiff.cli._options import (
     COUNT, COUNT0, ENERGY0_KWH, ENERGY_KWH, PUE, ROWS, YEAR_HOURS, number_option,
-    Cloud, Country, Grid, PueOpt, check_output, load_config_data, parse_sets, with_measurement,
+    Cloud, Country, Grid, PueOpt, parse_sets, with_measurement,
 )
+from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, fmt_mass
 from greendiff.errors import UserInputError
-from greendiff.workflows import MeasurementOptions, resolve_settings
-from greendiff.files import atomic_write_text
 from greendiff.numbers import HOURS_IN_A_YEAR
+from greendiff.workflows import (
+    Interrupted, MeasurementOptions, ProfileJob, RegionsJob, WindowJob, run_plan_regions, run_plan_window, run_profile_job,
+)
 from greendiff.units import G_PER_KG, joules_to_kwh
 
 Opt = typer.Option
@@ -66,49 +65,18 @@ def profile_command(
     measurement: MeasurementOptions = MeasurementOptions(), as_json: AsJson = False,
 ) -> None:
     """Profile a training config for a few steps and forecast the full run's energy and time, with a band."""
-    from rich.progress import BarColumn, Progress, TextColumn
-
-    from greendiff.plan import run_profile
-    from greendiff.train import check_data, resolve_config, to_dict
-
-    config = resolve_config(config_file, parse_sets(sets))
-    if steps <= warmup + 3 or warmup < 0:
-        raise UserInputError(f"--steps must be more than --warmup + 3 = {warmup + 3}, and --warmup >= 0 (got {steps}, {warmup})")
-    check_output(output, (".json",))
-    settings = resolve_settings(measurement)
-    data = load_config_data(config, config_file)
-    check_data(config, data)
     console = Console(stderr=True)
-    name = config_file.name if config_file else f"{config.recipe}-{config.model.preset}"
-    tracker = settings.tracker(f"profile {name}", "profile", f"greendiff profile --steps {steps}", config=to_dict(config)).start()
-    progress = Progress(TextColumn("[bold]profile[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-                        console=console)
-    task = progress.add_task("profile", total=steps)
+    job = ProfileJob(config_file=config_file, overrides=parse_sets(sets), steps=steps, warmup=warmup, output=output,
+                     measurement=measurement)
     try:
-        with progress, tempfile.TemporaryDirectory(prefix="greendiff-profile-") as scratch:
-            forecast = run_profile(config, data, tracker, Path(scratch), steps, warmup, name,
-                                   on_log=lambda r: progress.update(task, completed=r.get("step", 0)))
-    except KeyboardInterrupt:
-        if tracker.summary is None:
-            tracker.stop("interrupted")
+        outcome = run_profile_job(job, RichProgress(console))
+    except Interrupted:
         console.print("profile interrupted; nothing written")
         raise typer.Exit(130) from None
-    except BaseException:
-        if tracker.summary is None:
-            tracker.stop("failed")
-        raise
-    report = {"forecast": forecast.to_dict(), "ledger_run_id": tracker.run_id, "config": to_dict(config),
-              "method": "steps x J/step + evaluations x J/evaluation + grids x J/grid + checkpoints x J/checkpoint; "
-                        "band: meter uncertainty, 2 standard errors of the step energy and first/second-half drift, "
-                        "in quadrature"}
-    try:
-        atomic_write_text(output, json.dumps(report, indent=2))
-    except OSError as exc:
-        raise UserInputError(f"cannot write {output}: {exc.strerror}") from None
     if as_json:
-        typer.echo(json.dumps(report, indent=2))
+        typer.echo(json.dumps(outcome.to_dict(), indent=2))
         return
-    f = forecast
+    f, name = outcome.forecast, outcome.name
     table = Table(title=f"forecast · {name} · {f.steps:,} steps", title_justify="left")
     table.add_column("phase")
     table.add_column("count", justify="right")
@@ -127,18 +95,6 @@ def profile_command(
 
 # -- plan regions -------------------------------------------------------------------------------------------
 
-def _current(location: Location, pue: str | None, energy_kwh: float) -> tuple[float, str, Pue] | None:
-    """Emissions (kg) of the job at the user's own location, with the intensity's source, or None if unknown."""
-    if not location.is_known:
-        return None
-    provider = resolve_provider(location)
-    first, last = provider.coverage()  # a trace shorter than a year: its own span; anything else: a year
-    start = first or datetime(2022, 1, 1, tzinfo=timezone.utc)
-    intensity = provider.intensity(start, last or start + timedelta(days=365))
-    resolved = resolve_pue(pue, location)
-    return energy_kwh * resolved.value * intensity.mean_g_per_kwh() / G_PER_KG, intensity.source, resolved
-
-
 @plan_app.command("regions")
 def plan_regions(
     energy_kwh: EnergyKwh = None, profile: ProfilePath = None,
@@ -151,33 +107,29 @@ def plan_regions(
 ) -> None:
     """Rank the bundled cloud regions and countries by the job's emissions (PUE included), with the saving
     against your current location (--country / --cloud / --grid)."""
-    from greendiff.plan import INDUSTRY_PUE, rank_regions
-
     if top <= 0:
         raise UserInputError(f"--top must be a positive number of rows, got {top}")
     energy, _, _ = job_size(energy_kwh, None, profile)
-    cpue = INDUSTRY_PUE if country_pue is None else Pue(parse_positive(country_pue, "--country-pue"), "given by the user")
-    if cpue.value < 1:
-        raise UserInputError(f"--country-pue must be >= 1.0, got {country_pue}")
-    options = rank_regions(energy, tuple(p.lower() for p in provider), continent, cpue)
-    current = _current(resolve_location(country, cloud, grid), pue, energy)
+    outcome = run_plan_regions(RegionsJob(
+        energy, tuple(provider), continent, None if country_pue is None else parse_positive(country_pue, "--country-pue"),
+        country, cloud, grid, pue))
     if as_json:
-        typer.echo(json.dumps({"energy_kwh": energy, "current": None if current is None else
-                               {"emissions_kg": current[0], "source": current[1], "pue": current[2].value},
-                               "regions": [o.to_dict() for o in options]}, indent=2))
+        typer.echo(json.dumps(outcome.to_dict(), indent=2))
         return
+    options, current = outcome.regions, outcome.current
     title = f"{len(options)} places for {fmt_energy(energy)}" + (f" · {continent}" if continent else "")
     table = Table(title=title, title_justify="left")
     for col in ("#", "region", "where", "continent", "gCO2e/kWh", "PUE", "CO2e", "vs you", "CFE"):
         table.add_column(col, justify="right" if col in ("#", "gCO2e/kWh", "PUE", "CO2e", "vs you", "CFE") else "left")
     for rank, o in enumerate(options[:top], start=1):
-        versus = f"{o.emissions_kg / current[0] - 1:+.0%}" if current and current[0] > 0 else ""
+        versus = outcome.versus(o)
+        versus = "" if versus is None else f"{versus:+.0%}"
         table.add_row(str(rank), o.key, o.name, o.continent, f"{o.intensity_g_per_kwh:.0f}", f"{o.pue:.2f}",
                       fmt_mass(o.emissions_kg), versus, "" if o.cfe_share is None else f"{o.cfe_share:.0%}")
     console = Console()
     console.print(table)
     if current is not None:
-        console.print(f"you: {fmt_mass(current[0])} CO2e ({current[1]}; PUE {current[2].value:g}, {current[2].source}); "
+        console.print(f"you: {fmt_mass(current.emissions_kg)} CO2e ({current.source}; PUE {current.pue.value:g}, {current.pue.source}); "
                       "'vs you' is the change in emissions", highlight=False)
     else:
         console.print("give --country, --cloud or --grid to compare with where you run now", highlight=False)
@@ -203,8 +155,6 @@ def plan_window_command(
 ) -> None:
     """The lowest-emission time to run a job before a deadline: start now, best contiguous window, best
     interruptible schedule, and the savings, on an hourly intensity series."""
-    from greendiff.plan import Job, plan_window
-
     energy, duration, profile_pause = job_size(energy_kwh, hours, profile)
     if duration is None:
         raise UserInputError("give the job's running time: --hours H, or --profile FILE")
@@ -212,21 +162,7 @@ def plan_window_command(
     if pause_cost_kwh is not None:
         pause = 0.0 if _is_zero(pause_cost_kwh) else parse_positive(pause_cost_kwh, "--pause-cost-kwh")
     t0, t1 = window_range(start, deadline, flex_hours)
-    if live not in ("none", "uk"):
-        raise UserInputError(f"--live {live}: only 'uk' offers a forecast (Electricity Maps' past-range has none); "
-                             "use --live uk, --grid NAME or --grid FILE.csv")
-    if (grid is None) == (live == "none"):
-        raise UserInputError("give exactly one hourly series: --grid NAME|FILE.csv or --live uk")
-    location = Location(grid=grid) if grid else Location(country="GBR")
-    provider = resolve_provider(location, live)
-    pue_value = resolve_pue(pue, location).value
-    if duration > (t1 - t0).total_seconds() / 3600 + 1e-9:
-        raise UserInputError(f"the job needs {duration:g} h but --start to --deadline is "
-                             f"{(t1 - t0).total_seconds() / 3600:g} h; move the deadline or shorten the job")
-    intensity = provider.intensity(t0, t1)
-    if intensity.kind == "static":
-        raise UserInputError(f"no hourly series for the window ({'; '.join(intensity.notes) or intensity.source})")
-    plan = plan_window(list(intensity.segments), Job(energy, duration, pause), pue_value, intensity.source, intensity.notes)
+    plan = run_plan_window(WindowJob(energy, duration, t0, t1, grid, live, pause, pue))
     if as_json:
         typer.echo(json.dumps(plan.to_dict(), indent=2))
         return

@@ -23,14 +23,14 @@ from greendiff.plan._hardware import (
     estimate_gpus, limits_to_try, match_gpu, measure_cost, sweep_power_limits, training_steps,
 )
 from greendiff.plan._profile import Forecast, PhaseCosts, forecast, planned_counts, profile_config, run_profile
-from greendiff.plan._regions import INDUSTRY_PUE, rank_regions
+from greendiff.plan._regions import INDUSTRY_PUE, LocalCost, job_emissions_kg, local_cost, rank_regions
 from greendiff.plan._window import Job, plan_window
 
 __all__ = [
     # when: the cleanest window, and pausing while training
     "Job", "plan_window", "CarbonAwareController", "SimulatedClock", "controller_for",
     # where
-    "INDUSTRY_PUE", "rank_regions",
+    "INDUSTRY_PUE", "LocalCost", "job_emissions_kg", "local_cost", "rank_regions",
     # how much: a measured profile forecast to the whole run
     "Forecast", "PhaseCosts", "forecast", "planned_counts", "profile_config", "run_profile",
     # on what hardware

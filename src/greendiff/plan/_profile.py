@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from greendiff import numbers
 from greendiff.errors import UserInputError
@@ -25,6 +27,9 @@ from greendiff.names import display_path, first_line, one_line, shown
 from greendiff.numbers import Bounds, parse_float, parse_int
 from greendiff.tracking import PhaseEnergy
 from greendiff.units import joules_to_kwh, kwh_to_joules
+
+if TYPE_CHECKING:
+    from greendiff.train import EvalEvent, LogEvent, StartEvent
 
 #: Longest device or config label kept from a profile file.
 MAX_LABEL_CHARS = 200
@@ -206,26 +211,24 @@ def profile_config(config, steps: int):
 
 
 class _ProfileRecords:
-    """The profile's trainer callback: keeps the start and log records and each evaluation's record (as the
-    ``metrics.jsonl`` dicts), and passes the start and log records on to ``on_log`` (a progress bar)."""
+    """The profile's own trainer callback: keeps the typed start event, the log events and each evaluation's
+    event (main process), from which :func:`run_profile` forecasts."""
 
-    def __init__(self, on_log=None) -> None:
-        self.forward, self.records, self.evals = on_log, [], []  # not self.on_log: that is the hook
+    def __init__(self) -> None:
+        self.start: StartEvent | None = None
+        self.logs: list[LogEvent] = []
+        self.evals: list[EvalEvent] = []
 
-    def on_train_start(self, trainer, event) -> None:
-        self._record(trainer, event)
-
-    def on_log(self, trainer, event) -> None:
-        self._record(trainer, event)
-
-    def on_evaluation(self, trainer, event) -> None:
-        self.evals.append(event.to_dict())
-
-    def _record(self, trainer, event) -> None:
+    def on_train_start(self, trainer, event: StartEvent) -> None:
         if trainer.is_main:
-            self.records.append(event.to_dict())
-            if self.forward is not None:
-                self.forward(event.to_dict())
+            self.start = event
+
+    def on_log(self, trainer, event: LogEvent) -> None:
+        if trainer.is_main:
+            self.logs.append(event)
+
+    def on_evaluation(self, trainer, event: EvalEvent) -> None:
+        self.evals.append(event)
 
 
 #: A phase the profile opened no window of (no evaluation, no sample grid).
@@ -233,29 +236,29 @@ _NO_WINDOWS = PhaseEnergy("", 0, 0.0, 0.0, None, 0.0)
 
 
 def run_profile(config, data, tracker, run_dir: Path, steps: int, warmup: int, config_name: str = "",
-                on_log=None) -> Forecast:
+                callbacks: Sequence = ()) -> Forecast:
     """Train ``config`` for ``steps`` steps under ``tracker`` and forecast the full run.
 
     Args:
         tracker: A started :class:`greendiff.tracking.Tracker`; it is stopped here.
         run_dir: Scratch directory for the profile's checkpoints and samples.
-        on_log: Called with the start record and every log record, as dicts (a progress bar).
+        steps: Profiled training steps, ``warmup`` of them left out of the rate.
+        config_name: The config's label in the forecast.
+        callbacks: More trainer callbacks (a progress bar), after the profile's own.
     """
     from greendiff.train import train
 
     if steps <= warmup + 3:
         raise UserInputError(f"--steps must be more than {warmup + 3} (the first {warmup} are warm-up), got {steps}")
-    seen = _ProfileRecords(on_log)
-    records, evals = seen.records, seen.evals
-    result = train(profile_config(config, steps), run_dir, data, tracker, callbacks=[seen])
+    seen = _ProfileRecords()
+    result = train(profile_config(config, steps), run_dir, data, tracker, callbacks=[seen, *callbacks])
     summary = tracker.stop("completed")
     if result.status != "completed":
         raise UserInputError(f"the profile did not complete ({result.status} at step {result.step})")
-    logs = [r for r in records if "loss" in r]
-    cumulative_j = [0.0] + [kwh_to_joules(r["energy_kwh"]) for r in logs]
+    cumulative_j = [0.0] + [kwh_to_joules(e.energy_kwh) for e in seen.logs]
     step_j = [b - a for a, b in zip(cumulative_j, cumulative_j[1:])]
-    step_s = [config.optim.batch_size / r["samples_per_s"] for r in logs]
-    eval_j = kwh_to_joules(evals[0]["eval_energy_kwh"]) if evals else 0.0
+    step_s = [config.optim.batch_size / e.samples_per_s for e in seen.logs]
+    eval_j = kwh_to_joules(seen.evals[0].eval_energy_kwh) if seen.evals else 0.0
     eval_phase, grid, checkpoint = (summary.phase(name) or _NO_WINDOWS for name in ("eval", "sample", "checkpoint"))
     costs = PhaseCosts(
         eval_j=eval_j, eval_s=eval_phase.duration_s * eval_j / eval_phase.energy_j if eval_j > 0 else 0.0,
@@ -264,6 +267,6 @@ def run_profile(config, data, tracker, run_dir: Path, steps: int, warmup: int, c
     counts = planned_counts(config.run.max_steps, config.stop.eval_every, config.stop.eval_at_end,
                             config.run.sample_every, config.run.checkpoint_every)
     meter_frac = max((d.uncertainty_frac for d in summary.devices), default=0.0)
-    device = next((r["device"] for r in records if r.get("event") == "start"), "")
+    device = seen.start.device if seen.start is not None else ""
     return forecast(step_j, step_s, costs, counts, config.run.max_steps, meter_frac, warmup, config.stop.eval_every_kwh,
                     ", ".join(summary.methods), device, config_name)

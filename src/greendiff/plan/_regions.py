@@ -8,8 +8,9 @@ subtracted: it is a market-based figure, and mixing the two would rank Google by
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
 
-from greendiff.carbon import CLOUD_PUE, Pue, cloud_table, country_table
+from greendiff.carbon import CLOUD_PUE, Location, Pue, cloud_table, country_table, resolve_provider, resolve_pue
 from greendiff.carbon._static import TableRow, continent_table
 from greendiff.errors import UserInputError
 from greendiff.units import G_PER_KG
@@ -96,11 +97,53 @@ def rank_regions(energy_kwh: float, providers: tuple[str, ...] = (), continent: 
         pue = cloud_pue(row)
         options.append(RegionOption(row.key, row.key.split(":", 1)[0], row.name, cloud_continent(row),
                                     row.intensity_g_per_kwh, pue.value, pue.source,
-                                    energy_kwh * pue.value * row.intensity_g_per_kwh / G_PER_KG, row.source, row.year,
+                                    job_emissions_kg(energy_kwh, pue.value, row.intensity_g_per_kwh), row.source, row.year,
                                     row.cfe_share))
     for code, row in country_table().items():
         options.append(RegionOption(f"country:{code}", "country", row.name, continent_table().get(code, "unknown"),
                                     row.intensity_g_per_kwh, country_pue.value, country_pue.source,
-                                    energy_kwh * country_pue.value * row.intensity_g_per_kwh / G_PER_KG, row.source, row.year))
+                                    job_emissions_kg(energy_kwh, country_pue.value, row.intensity_g_per_kwh), row.source, row.year))
     kept = [o for o in options if (not providers or o.provider in providers) and (continent is None or o.continent == continent)]
     return sorted(kept, key=lambda o: (o.emissions_kg, o.key))
+
+
+def job_emissions_kg(energy_kwh: float, pue: float, intensity_g_per_kwh: float) -> float:
+    """Location-based emissions (kg CO2e) of ``energy_kwh`` of IT energy at a PUE and a mean grid intensity
+    (g/kWh): the one rule every place in the ranking, and the user's own location, is priced by.
+
+    Example:
+        >>> job_emissions_kg(10.0, 1.5, 200.0)
+        3.0
+    """
+    return energy_kwh * pue * intensity_g_per_kwh / G_PER_KG
+
+
+@dataclass(frozen=True)
+class LocalCost:
+    """The job priced where the user runs now: ``emissions_kg``, the intensity's ``source`` and the ``pue`` used."""
+
+    emissions_kg: float
+    source: str
+    pue: Pue
+
+    def to_dict(self) -> dict:
+        return {"emissions_kg": self.emissions_kg, "source": self.source, "pue": self.pue.value}
+
+
+def local_cost(location: Location, pue: str | float | None, energy_kwh: float) -> LocalCost | None:
+    """``energy_kwh`` priced at ``location`` by :func:`job_emissions_kg` at its mean intensity over a year (a trace
+    shorter than a year: over its own span), or None when the location is unknown.
+
+    Args:
+        location: Where the user runs now.
+        pue: The user's PUE (text or number; None: the provider's figure or 1.0).
+        energy_kwh: IT energy of the job.
+    """
+    if not location.is_known:
+        return None
+    provider = resolve_provider(location)
+    first, last = provider.coverage()
+    start = first or datetime(2022, 1, 1, tzinfo=timezone.utc)
+    intensity = provider.intensity(start, last or start + timedelta(days=365))
+    resolved = resolve_pue(pue, location)
+    return LocalCost(job_emissions_kg(energy_kwh, resolved.value, intensity.mean_g_per_kwh()), intensity.source, resolved)

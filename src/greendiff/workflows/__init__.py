@@ -24,11 +24,15 @@ from greendiff.workflows._eval import EvalJob, EvalOutcome, run_eval, score
 from greendiff.workflows._fields import (
     CLASS_ID, EVAL_IMAGES, GUIDANCE, IMAGES, KID_SUBSET, PROCESSES, SAMPLER_STEPS, SAMPLER_STEPS0, SEEDS,
 )
-from greendiff.workflows._hardware import HardwareJob, run_hardware
+from greendiff.workflows._demo import DemoJob, DemoOutcome, LocationCost, WorkloadStep, run_demo
+from greendiff.workflows._hardware import HardwareJob, HardwareOutcome, SweepResult, run_hardware
 from greendiff.workflows._inputs import check_output, load_config_data
+from greendiff.workflows._measure import MeasureJob, MeasureOutcome, run_measure
 from greendiff.workflows._measurement import (
     CPU_WATTS, GPU_INDEX, PUE, MeasurementOptions, MeasureSettings, resolve_settings,
 )
+from greendiff.workflows._plan import RegionsJob, RegionsOutcome, WindowJob, run_plan_regions, run_plan_window
+from greendiff.workflows._profile import ProfileJob, ProfileOutcome, run_profile_job
 from greendiff.workflows._progress import Interrupted, NullProgress, Progress, ProgressEvent, SegmentStart, TimestepDone
 from greendiff.workflows._prune import PruneJob, run_prune
 from greendiff.workflows._rundir import (
@@ -43,6 +47,9 @@ from greendiff.workflows._tune import (
 )
 
 __all__ = [
+    "DemoJob", "DemoOutcome", "HardwareOutcome", "LocationCost", "MeasureJob", "MeasureOutcome", "ProfileJob",
+    "ProfileOutcome", "RegionsJob", "RegionsOutcome", "SweepResult", "WindowJob", "WorkloadStep",
+    "run_demo", "run_measure", "run_plan_regions", "run_plan_window", "run_profile_job",
     "CLASS_ID", "CPU_WATTS", "ENV_STORAGE", "EVAL_IMAGES", "GPU_INDEX", "GUIDANCE", "IMAGES", "KID_SUBSET", "PROCESSES",
     "PUE", "SAMPLER_STEPS", "SAMPLER_STEPS0", "SEEDS",
     "CompressOutcome", "CompressSession", "DistillJob", "DistillStepsJob", "EvalJob", "EvalOutcome", "HardwareJob",

@@ -3,8 +3,8 @@ where permitted, and labelled estimates for other GPUs.
 
 Example:
     >>> from greendiff.workflows import HardwareJob, run_hardware
-    >>> report = run_hardware(HardwareJob(overrides={"model.preset": "pico"}, devices="cpu", steps=4, warmup=1))  # doctest: +SKIP
-    >>> report["devices"][0]["energy_j_per_sample"]  # doctest: +SKIP
+    >>> outcome = run_hardware(HardwareJob(overrides={"model.preset": "pico"}, devices="cpu", steps=4, warmup=1))  # doctest: +SKIP
+    >>> outcome.devices[0].energy_j_per_sample  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -13,14 +13,18 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
 from greendiff.workflows._conditioning import resolve_conditioning
 from greendiff.workflows._inputs import check_output, load_config_data
-from greendiff.workflows._measurement import CPU_WATTS
+from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
 from greendiff.workflows._progress import NullProgress, Progress
+
+if TYPE_CHECKING:
+    from greendiff.plan._hardware import Estimate, StepCost, Sweep
+    from greendiff.tracking import RunSummary
 
 
 @dataclass(frozen=True)
@@ -30,13 +34,15 @@ class HardwareJob:
     Args:
         config_file: training config (TOML) to measure.
         overrides: dotted config keys over the file.
-        devices: comma-separated ``cpu``, ``cuda:0``, ... (None: all here).
+        devices: comma-separated ``cpu``, ``cuda:0``, ... (None: all here that ``measurement`` meters: no GPU
+            with ``no_gpu``, only ``gpus`` when given).
         steps: measured training steps per device and per power limit.
         warmup: unmeasured steps first (allocator, kernel selection).
         limits: GPU power limits to sweep in W (``"700,600"``), ``auto`` (max to min in 100 W steps) or ``none``.
         max_slowdown: allowed slowdown for the chosen power limit (0.1 = 10 %).
-        cpu_watts: CPU package power at full load in W (None: the TDP table or RAPL).
         output: also write the report as JSON here (checked before any work).
+        measurement: the shared measurement options: ``cpu_watts`` (CPU package power at full load), the GPUs
+            metered, the location the profile's own energy is priced at and the ledger that records it.
     """
 
     config_file: Path | None = None
@@ -46,14 +52,68 @@ class HardwareJob:
     warmup: int = 5
     limits: str | None = "auto"
     max_slowdown: float = 0.1
-    cpu_watts: str | float | None = None
     output: Path | None = None
+    measurement: MeasurementOptions = field(default_factory=MeasurementOptions)
 
 
-def _devices(spec: str | None) -> list[str]:
+@dataclass(frozen=True)
+class SweepResult:
+    """A GPU's power-limit ``sweep`` with its ``best`` limit within the slowdown allowed, the ``top`` (highest,
+    as the GPU ships) and ``saving_frac``: the energy per sample saved at ``best`` against ``top`` (0.2 = 20 %)."""
+
+    sweep: Sweep
+    best: StepCost
+    top: StepCost
+    saving_frac: float
+
+    @classmethod
+    def of(cls, sweep: Sweep, max_slowdown: float) -> SweepResult:
+        best, top = sweep.best(max_slowdown), max(sweep.costs, key=lambda c: c.limit_w or 0)
+        saving = 1 - best.energy_j_per_sample / top.energy_j_per_sample if top.energy_j_per_sample else 0.0
+        return cls(sweep, best, top, saving)
+
+
+@dataclass(frozen=True)
+class HardwareOutcome:
+    """What ``greendiff hardware`` measured: each device's cost at its default limit (``devices``), the GPU
+    sweeps, notes, the model's MACs per sample, labelled estimates for other GPUs (least energy first), and the
+    ledger run of the profile itself (``summary``)."""
+
+    config: str
+    batch_size: int
+    resolution: int
+    max_slowdown: float
+    devices: tuple[StepCost, ...]
+    sweeps: tuple[SweepResult, ...]
+    notes: tuple[str, ...]
+    macs_per_sample: float
+    estimates: tuple[Estimate, ...]
+    summary: RunSummary | None = None
+
+    def to_dict(self) -> dict:
+        """The report as JSON (``--json``, ``--output``)."""
+        return {"config": self.config, "batch_size": self.batch_size, "resolution": self.resolution,
+                "devices": [c.to_dict() for c in self.devices],
+                "sweeps": [s.sweep.to_dict(self.max_slowdown) for s in self.sweeps], "notes": list(self.notes),
+                "macs_per_sample": self.macs_per_sample, "estimates": [e.__dict__ for e in self.estimates]}
+
+
+@dataclass
+class _Measured:
+    """What the device loop has measured so far (one per :func:`run_hardware` call)."""
+
+    devices: list = field(default_factory=list)
+    sweeps: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+
+def _devices(spec: str | None, settings) -> list[str]:
     import torch
 
-    available = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    visible = range(torch.cuda.device_count())
+    gpus = [] if not settings.monitor.measure_gpus else [
+        i for i in visible if settings.monitor.gpu_indices is None or i in settings.monitor.gpu_indices]
+    available = ["cpu"] + [f"cuda:{i}" for i in gpus]
     if spec is None:
         return available
     wanted = [d.strip().lower() for d in spec.split(",") if d.strip()]
@@ -62,8 +122,6 @@ def _devices(spec: str | None) -> list[str]:
         raise UserInputError(f"--devices: {missing[0] if missing else spec!r} is not available here; "
                              f"available: {', '.join(available)}")
     return wanted
-
-
 def _limits(spec: str | None) -> list[float] | None:
     """The limits to sweep, highest first; None: chosen from the GPU's range; []: no sweep."""
     if spec == "none":
@@ -79,9 +137,9 @@ def _limits(spec: str | None) -> list[float] | None:
     return sorted(limits, reverse=True)
 
 
-def run_hardware(job: HardwareJob, progress: Progress | None = None) -> dict:
-    """Measure ``job``'s config on each device; the report (config, batch_size, resolution, devices, sweeps,
-    notes, macs_per_sample, estimates), also written to ``job.output`` when given."""
+def run_hardware(job: HardwareJob, progress: Progress | None = None) -> HardwareOutcome:
+    """Measure ``job``'s config on each device under one ledger run (kind ``hardware``); the outcome is also
+    written to ``job.output`` as JSON when given."""
     import torch
 
     from greendiff.plan import estimate_gpus, match_gpu
@@ -90,39 +148,41 @@ def run_hardware(job: HardwareJob, progress: Progress | None = None) -> dict:
     progress = progress or NullProgress()
     config = resolve_config(job.config_file, dict(job.overrides))
     sweep_limits = _limits(job.limits)
-    chosen = _devices(job.devices)
-    cpu_w = CPU_WATTS.parse(str(job.cpu_watts), "--cpu-watts") if job.cpu_watts is not None else None
+    settings = resolve_settings(job.measurement)
+    chosen = _devices(job.devices, settings)
     if job.output is not None:
         check_output(job.output)
     data = load_config_data(config, job.config_file)
     config = resolve_conditioning(config, data)
     check_data(config, data)
-    report: dict = {"config": job.config_file.name if job.config_file else f"{config.recipe}-{config.model.preset}",
-                    "batch_size": config.optim.batch_size, "resolution": config.data.resolution, "devices": [],
-                    "sweeps": [], "notes": []}
+    label = job.config_file.name if job.config_file else f"{config.recipe}-{config.model.preset}"
+    found = _Measured()
     calibration = calibration_spec = None
     macs = 0.0
     if data.placement:
         progress.note(data.placement)
-    for device_name in chosen:
-        progress.note(f"measuring {device_name}: {job.warmup} warm-up + {job.steps} steps of batch {config.optim.batch_size}…")
-        cost, macs, name = _measure_device(job, config, data, device_name, sweep_limits, cpu_w, report)
-        if calibration is None and cost is not None and name is not None and match_gpu(name) is not None:
-            calibration, calibration_spec = cost, match_gpu(name)
+    with settings.tracker(f"hardware {label}", "hardware", f"greendiff hardware --steps {job.steps}") as tracker:
+        for device_name in chosen:
+            progress.note(f"measuring {device_name}: {job.warmup} warm-up + {job.steps} steps of batch {config.optim.batch_size}…")
+            cost, macs, name = _measure_device(job, config, data, device_name, sweep_limits, settings.monitor.cpu_watts, found)
+            if calibration is None and cost is not None and name is not None and match_gpu(name) is not None:
+                calibration, calibration_spec = cost, match_gpu(name)
     if not any(d.startswith("cuda") for d in chosen):
-        report["notes"].append("no CUDA GPU measured here" + ("" if torch.cuda.is_available() else " (none visible)"))
-    report["macs_per_sample"] = macs
-    report["estimates"] = [e.__dict__ for e in estimate_gpus(macs, calibration, calibration_spec)]
+        found.notes.append("no CUDA GPU measured here" + ("" if torch.cuda.is_available() else " (none visible)"))
+    outcome = HardwareOutcome(label, config.optim.batch_size, config.data.resolution, job.max_slowdown,
+                              tuple(found.devices), tuple(SweepResult.of(s, job.max_slowdown) for s in found.sweeps),
+                              tuple(found.notes), macs, tuple(estimate_gpus(macs, calibration, calibration_spec)),
+                              tracker.summary)
     if job.output is not None:
         try:
-            atomic_write_text(job.output, json.dumps(report, indent=2))
+            atomic_write_text(job.output, json.dumps(outcome.to_dict(), indent=2))
         except OSError as exc:
             raise UserInputError(f"cannot write {job.output}: {exc.strerror}") from None
-    return report
+    return outcome
 
 
-def _measure_device(job: HardwareJob, config, data, device_name: str, sweep_limits, cpu_w, report: dict):
-    """Measure one device into ``report``; ``(its cost at the default limit or None, MACs per sample, GPU name or None)``."""
+def _measure_device(job: HardwareJob, config, data, device_name: str, sweep_limits, cpu_w, found: _Measured):
+    """Measure one device into ``found``; ``(its cost at the default limit or None, MACs per sample, GPU name or None)``."""
     import torch
 
     from greendiff.energy import EnergyMonitor, MonitorOptions, NvidiaGpuMeter, NvidiaPowerLimit
@@ -139,12 +199,12 @@ def _measure_device(job: HardwareJob, config, data, device_name: str, sweep_limi
                                 job.warmup, "cpu", "CPU package + RAM", method=methods)
         finally:
             monitor.close()
-        report["devices"].append(cost.to_dict())
+        found.devices.append(cost)
         return cost, macs, None
     index = device.index or 0
     meter = NvidiaGpuMeter.create([index])
     if meter is None:
-        report["notes"].append(f"{device_name}: no NVML, so no GPU energy; install nvidia-ml-py and the driver")
+        found.notes.append(f"{device_name}: no NVML, so no GPU energy; install nvidia-ml-py and the driver")
         return None, macs, None
     key, name = f"gpu:{index}", meter.devices()[0].name
 
@@ -155,16 +215,16 @@ def _measure_device(job: HardwareJob, config, data, device_name: str, sweep_limi
         control = NvidiaPowerLimit.open(index) if sweep_limits != [] else None
         if control is None:
             cost = measure(None)
-            report["devices"].append(cost.to_dict())
+            found.devices.append(cost)
             if sweep_limits != []:
-                report["notes"].append(f"{device_name}: power limits not readable through NVML; default limit only")
+                found.notes.append(f"{device_name}: power limits not readable through NVML; default limit only")
         else:
             sweep = sweep_power_limits(control, sweep_limits or limits_to_try(control.constraints_w()), measure, device_name)
-            report["sweeps"].append(sweep.to_dict(job.max_slowdown))
+            found.sweeps.append(sweep)
             cost = max(sweep.costs, key=lambda c: c.limit_w or 0)  # the highest limit: as the GPU ships
-            report["devices"].append(cost.to_dict())
+            found.devices.append(cost)
             if sweep.note:
-                report["notes"].append(f"{device_name}: {sweep.note}")
+                found.notes.append(f"{device_name}: {sweep.note}")
     finally:
         meter.close()
     return cost, macs, name

@@ -1,0 +1,121 @@
+"""Planning a job before it runs: the bundled regions ranked by its emissions, compared with where the user runs
+now (:func:`run_plan_regions`), and the lowest-emission time on an hourly intensity series before a deadline
+(:func:`run_plan_window`). Both resolve the location, provider and PUE here, so the CLI only parses and renders.
+
+Example:
+    >>> from datetime import datetime, timezone
+    >>> from greendiff.workflows import WindowJob, run_plan_window
+    >>> plan = run_plan_window(WindowJob(energy_kwh=2.0, duration_h=2.0, grid="CISO",
+    ...                                  start=datetime(2022, 6, 1, tzinfo=timezone.utc),
+    ...                                  deadline=datetime(2022, 6, 2, tzinfo=timezone.utc)))
+    >>> plan.contiguous.emissions_g <= plan.now.emissions_g
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from greendiff.carbon import Location, Pue, resolve_location, resolve_provider, resolve_pue
+from greendiff.errors import UserInputError
+from greendiff.plan import INDUSTRY_PUE, Job, LocalCost, local_cost, plan_window, rank_regions
+from greendiff.plan._regions import RegionOption
+from greendiff.plan._window import WindowPlan
+
+
+@dataclass(frozen=True)
+class RegionsJob:
+    """Rank places to run a job of ``energy_kwh`` (IT energy, kWh).
+
+    Args:
+        energy_kwh: IT energy of the job.
+        providers: keep only these (``gcp``, ``aws``, ``azure``, ..., ``country``); empty keeps all.
+        continent: keep only this continent (case-insensitive).
+        country_pue: PUE assumed for a data centre in a country row (None: :data:`INDUSTRY_PUE`, 1.58).
+        country, cloud, grid: where the user runs now, to compare with (all None: no comparison).
+        pue: the user's PUE (>= 1; None: the provider's figure or 1.0).
+    """
+
+    energy_kwh: float
+    providers: tuple[str, ...] = ()
+    continent: str | None = None
+    country_pue: float | None = None
+    country: str | None = None
+    cloud: str | None = None
+    grid: str | None = None
+    pue: str | float | None = None
+
+
+@dataclass(frozen=True)
+class RegionsOutcome:
+    """The places, lowest emissions first, and the job priced where the user runs now (None: location unknown)."""
+
+    energy_kwh: float
+    regions: list[RegionOption]
+    current: LocalCost | None
+
+    def versus(self, option: RegionOption) -> float | None:
+        """The change in emissions of running at ``option`` instead of the current location (-0.4 = 40 % less)."""
+        if self.current is None or self.current.emissions_kg <= 0:
+            return None
+        return option.emissions_kg / self.current.emissions_kg - 1
+
+    def to_dict(self) -> dict:
+        return {"energy_kwh": self.energy_kwh, "current": None if self.current is None else self.current.to_dict(),
+                "regions": [o.to_dict() for o in self.regions]}
+
+
+def run_plan_regions(job: RegionsJob) -> RegionsOutcome:
+    """Rank the bundled cloud regions and countries by ``job``'s emissions (PUE included)."""
+    cpue = INDUSTRY_PUE if job.country_pue is None else Pue(float(job.country_pue), "given by the user")
+    if cpue.value < 1:
+        raise UserInputError(f"--country-pue must be >= 1.0, got {job.country_pue:g}")
+    options = rank_regions(job.energy_kwh, tuple(p.lower() for p in job.providers), job.continent, cpue)
+    current = local_cost(resolve_location(job.country, job.cloud, job.grid), job.pue, job.energy_kwh)
+    return RegionsOutcome(job.energy_kwh, options, current)
+
+
+@dataclass(frozen=True)
+class WindowJob:
+    """When to run a job of ``energy_kwh`` lasting ``duration_h`` between ``start`` and ``deadline``.
+
+    Args:
+        energy_kwh: IT energy of the job.
+        duration_h: its running time in hours.
+        start, deadline: the earliest start and latest end (timezone-aware).
+        grid: an hourly series, a bundled US grid (CISO, PJM, ...) or a ``timestamp,intensity`` CSV; or
+        live: ``uk`` for Great Britain's 48 h forecast (``none``: use ``grid``). Exactly one of the two.
+        pause_cost_kwh: energy of one pause (checkpoint + restart) of an interruptible schedule.
+        pue: data-centre PUE (>= 1; None: the provider's figure or 1.0).
+    """
+
+    energy_kwh: float
+    duration_h: float
+    start: datetime
+    deadline: datetime
+    grid: str | None = None
+    live: str = "none"
+    pause_cost_kwh: float = 0.0
+    pue: str | float | None = None
+
+
+def run_plan_window(job: WindowJob) -> WindowPlan:
+    """Start now, the best contiguous window and the best interruptible schedule of ``job``, with their emissions."""
+    if job.live not in ("none", "uk"):
+        raise UserInputError(f"--live {job.live}: only 'uk' offers a forecast (Electricity Maps' past-range has none); "
+                             "use --live uk, --grid NAME or --grid FILE.csv")
+    if (job.grid is None) == (job.live == "none"):
+        raise UserInputError("give exactly one hourly series: --grid NAME|FILE.csv or --live uk")
+    location = Location(grid=job.grid) if job.grid else Location(country="GBR")
+    provider = resolve_provider(location, job.live)
+    pue_value = resolve_pue(job.pue, location).value
+    window_h = (job.deadline - job.start).total_seconds() / 3600
+    if job.duration_h > window_h + 1e-9:
+        raise UserInputError(f"the job needs {job.duration_h:g} h but --start to --deadline is "
+                             f"{window_h:g} h; move the deadline or shorten the job")
+    intensity = provider.intensity(job.start, job.deadline)
+    if intensity.kind == "static":
+        raise UserInputError(f"no hourly series for the window ({'; '.join(intensity.notes) or intensity.source})")
+    return plan_window(list(intensity.segments), Job(job.energy_kwh, job.duration_h, job.pause_cost_kwh), pue_value,
+                       intensity.source, intensity.notes)
