@@ -169,5 +169,10 @@ def test_a_cat_and_dog_run_records_its_class_names_in_the_pipeline(tmp_path, dig
 
 def test_a_run_on_bare_class_ids_exports_no_names(tmp_path, digits, class_config, tracker):
     bare = ImageSet(digits.images, "bare", labels=digits.labels)
-    assert train(class_config(run__max_steps=2), tmp_path, bare, tracker).status == "completed"
-    assert json.loads((tmp_path / "pipeline" / "model_index.json").read_text())["class_names"] is None
+    assert train(class_config(run__max_steps=2, data__dataset=str(tmp_path / "ids.npz")), tmp_path / "ids", bare,
+                 tracker).status == "completed"
+    assert json.loads((tmp_path / "ids" / "pipeline" / "model_index.json").read_text())["class_names"] is None
+    # the bundled digits are the digits, named or not
+    assert train(class_config(run__max_steps=2), tmp_path / "digits", bare, tracker).status == "completed"
+    assert json.loads((tmp_path / "digits" / "pipeline" / "model_index.json").read_text())["class_names"] == \
+        list("0123456789")

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
-from greendiff.data import Data
+from greendiff.data import BUILTIN, Data
 from greendiff.errors import UserInputError
 from greendiff.train._callbacks import CallbackList, LogSchedule, MetricsWriter, Stop
 from greendiff.train._checkpoint import fingerprint, load_latest, save_checkpoint
 from greendiff.train._config import TrainConfig
 from greendiff.train._divergence import Diverged, DivergenceGuard, weights_finite
-from greendiff.train._evaluation import QualityEvaluator
+from greendiff.train._evaluation import DIGIT_CLASSES, QualityEvaluator
 from greendiff.train._events import EndEvent, LogEvent, PauseEvent, RanksInSyncEvent, StartEvent, StoppedEvent
 from greendiff.train._images import save_grid
 from greendiff.train._step import (
@@ -150,6 +150,12 @@ def check_class_labels(labels: torch.Tensor | None, num_classes: int) -> None:
                              "every image of a class-conditional run needs a class")
 
 
+def run_class_names(config: TrainConfig, data: Data) -> tuple[str, ...]:
+    """The name of each class id 0..K-1: the data's (``()`` for bare ids), the digits for a bundled set."""
+    names = tuple(getattr(data, "class_names", ()) or ())
+    return DIGIT_CLASSES if not names and config.data.dataset.lower() in BUILTIN else names
+
+
 def stopping_callback(config: TrainConfig, tracker) -> StopCallback:
     """The stopping rules ``config.stop`` asks for, as the trainer's last callback."""
     stop, run = config.stop, config.run
@@ -192,7 +198,7 @@ class Trainer:
         self.family = family or family_for(config)
         run, stop = config.run, config.stop
         self.evaluating = bool(stop.eval_every or stop.eval_every_kwh or stop.eval_at_end)
-        self.class_names = tuple(getattr(data, "class_names", ()) or ())  # of ids 0..K-1; () for bare ids
+        self.class_names = run_class_names(config, data)
         self.evaluator = evaluator or QualityEvaluator(stop.eval_samples, stop.eval_features, run.seed, self.dist,
                                                        self.family.num_classes, self.class_names)
         self.stream = BatchStream(data, config.optim.batch_size, self.dist.world_size, self.dist.rank, run.seed,
