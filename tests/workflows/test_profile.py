@@ -1,0 +1,47 @@
+"""Profiling a config from Python: the forecast, the profile file and the ledger run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from greendiff.errors import UserInputError
+from greendiff.ledger import Ledger
+from greendiff.plan import Forecast
+from greendiff.train import LogEvent
+from greendiff.workflows import NullProgress, ProfileJob, run_profile_job
+from tests.workflows.conftest import TINY, measurement
+
+
+class _Logs(NullProgress):
+    def __init__(self) -> None:
+        self.started, self.events = [], []
+
+    def on_start(self, label: str, total: int) -> None:
+        self.started.append((label, total))
+
+    def on_log(self, event) -> None:
+        self.events.append(event)
+
+
+def test_run_profile_job_forecasts_writes_the_file_and_closes_its_ledger_run(tmp_path):
+    output, ledger, logs = tmp_path / "p.json", tmp_path / "l.sqlite", _Logs()
+    outcome = run_profile_job(ProfileJob(overrides={**TINY, "run.max_steps": 100}, steps=6, warmup=1, output=output,
+                                         measurement=measurement(ledger)), logs)
+    assert (outcome.forecast.steps, outcome.forecast.profiled_steps) == (100, 6)
+    assert outcome.name == "green-nano"
+    assert logs.started == [("profile", 6)] and [e.step for e in logs.events] == list(range(1, 7))
+    assert all(isinstance(e, LogEvent) for e in logs.events)
+    assert Forecast.from_file(output) == outcome.forecast
+    assert json.loads(output.read_text())["ledger_run_id"] == outcome.ledger_run_id
+    (row,) = Ledger(ledger).list_runs()
+    assert (row.id, row.kind, row.status) == (outcome.ledger_run_id, "profile", "completed")
+    assert outcome.summary.status == "completed" and outcome.summary.energy_j > 0
+
+
+def test_run_profile_job_refuses_too_few_steps_before_the_ledger(tmp_path):
+    with pytest.raises(UserInputError, match=r"--steps must be more than --warmup \+ 3 = 5"):
+        run_profile_job(ProfileJob(overrides=TINY, steps=5, warmup=2, output=tmp_path / "p.json",
+                                   measurement=measurement(tmp_path / "l.sqlite")))
+    assert not (tmp_path / "l.sqlite").exists() and not (tmp_path / "p.json").exists()
