@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from greendiff.train import EvalEvent
 from greendiff.tune import StudySpec, TrialOutcome
 
 BASE = {"model": {"preset": "nano", "block_out_channels": [8, 16]}, "data": {"dataset": "digits", "resolution": 8},
@@ -26,15 +27,15 @@ class ScriptedRunner:
     def __init__(self, script):
         self.script, self.configs = script, []
 
-    def __call__(self, config, on_eval, on_start):
+    def __call__(self, config, pruner, on_start):
         self.configs.append(config)
         on_start(100 + len(self.configs), Path("trial-dir"))
         *intermediate, final = self.script(config)
         for k, value in enumerate(intermediate, 1):
-            reason = on_eval({"event": "eval", "step": 10 * k, "fid": value})
-            if reason:
-                return TrialOutcome("stopped", 10 * k, None, float(k), 0.1 * k, 0.5 * k, reason)
-        event = {"event": "eval", "step": 10 * len(intermediate) + 5, "fid": final, "final": True}
-        on_eval(event)
+            stop = pruner.on_evaluation(None, EvalEvent(step=10 * k, energy_kwh=float(k), eval_energy_kwh=0.1, scores={"fid": value}))
+            if stop:
+                return TrialOutcome("stopped", 10 * k, float(k), 0.1 * k, 0.5 * k, stop.reason)
+        step = 10 * len(intermediate) + 5
+        pruner.on_evaluation(None, EvalEvent(step=step, energy_kwh=1.0, eval_energy_kwh=0.1, scores={"fid": final}, final=True))
         n = len(intermediate) + 1
-        return TrialOutcome("stopped", event["step"], event, float(n), 0.1 * n, 0.5 * n, "energy budget: ...")
+        return TrialOutcome("stopped", step, float(n), 0.1 * n, 0.5 * n, "energy budget: ...")

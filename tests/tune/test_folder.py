@@ -7,7 +7,8 @@ import os
 import pytest
 
 from greendiff.errors import UserInputError
-from greendiff.tune import StudyFolder, read_study_file, write_study_file
+from greendiff.tune import read_study_file, write_study_file
+from greendiff.tune._folder import StudyFolder
 
 
 def folder_with(tmp_path, text: str, files=("study.db",)):

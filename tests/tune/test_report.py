@@ -5,7 +5,9 @@ import random
 import pytest
 
 from greendiff.train import resolve_config
-from greendiff.tune import TrialRow, best_row, export_toml, exported_config, pareto_front, pareto_svg, summarize_study
+from greendiff.tune import StateTotals, TrialRow, best_row, export_toml, pareto_svg, summarize_study
+from greendiff.tune._report import pareto_front
+from greendiff.tune._study import exported_config
 
 
 def row(number, state="COMPLETE", values=(1.0,), energy=1.0, steps=10, params=None):
@@ -26,7 +28,7 @@ def test_pareto_front_is_the_non_dominated_set():
 def test_summary_without_complete_trials_has_no_pruning_estimate(spec):
     rows = [row(0, "PRUNED", energy=1.0), row(1, "FAIL", values=(), energy=0.5)]
     summary = summarize_study(spec(), rows)
-    assert summary["energy_kwh"] == 1.5 and summary["no_pruning_estimate_kwh"] is None and summary["best_trial"] is None
+    assert summary.energy_kwh == 1.5 and summary.no_pruning_estimate_kwh is None and summary.best_trial is None
 
 
 def test_best_in_pareto_mode_is_the_front_point_with_the_lowest_metric(spec):

@@ -4,7 +4,8 @@ import optuna
 import pytest
 
 from greendiff.errors import UserInputError
-from greendiff.tune import StudySpec, check_spec, parse_space, tunable_keys
+from greendiff.tune import StudySpec, check_spec
+from greendiff.tune._space import parse_space, tunable_keys
 from greendiff.tune._space import Param
 
 

@@ -12,9 +12,9 @@ import pytest
 from greendiff.errors import UserInputError
 from greendiff.ledger import process_alive
 from greendiff.tune import (
-    counts, create_study, exported_config, fail_dead_trials, load_study, make_objective, open_storage, redact,
-    run_worker, summarize_study, trial_config, trial_rows,
+    StateTotals, create_study, load_study, make_objective, open_storage, redact, run_worker, summarize_study, trial_rows,
 )
+from greendiff.tune._study import counts, exported_config, fail_dead_trials, trial_config
 from tests.tune.conftest import ScriptedRunner
 
 
@@ -55,9 +55,9 @@ def test_the_pruner_stops_a_scripted_bad_trial_and_the_saving_is_counted(tmp_pat
     pruned = study.trials[2]
     assert pruned.intermediate_values == {1: 50.0} and "median pruner after evaluation 1" in pruned.user_attrs["outcome"]["stop_reason"]
     summary = summarize_study(spec(), trial_rows(study))
-    assert summary["by_state"]["PRUNED"] == {"trials": 1, "energy_kwh": 1.0, "emissions_kg": 0.5}
-    assert summary["energy_kwh"] == 13.0 and summary["no_pruning_estimate_kwh"] == 16.0
-    assert summary["pruning_saving_frac"] == pytest.approx(3 / 16) and summary["best_trial"] == 0
+    assert summary.by_state["PRUNED"] == StateTotals(1, 1.0, 0.5)
+    assert summary.energy_kwh == 13.0 and summary.no_pruning_estimate_kwh == 16.0
+    assert summary.pruning_saving_frac == pytest.approx(3 / 16) and summary.best_trial == 0
 
 
 def test_trial_config_applies_the_study_settings(tmp_path, spec):
@@ -90,7 +90,7 @@ def test_trials_of_a_dead_worker_are_marked_failed_and_queued_again(tmp_path, sp
 
 
 def test_a_worker_gives_up_after_three_failed_trials_in_a_row(tmp_path, spec):
-    def diverges(config, on_eval, on_start):
+    def diverges(config, pruner, on_start):
         raise UserInputError("training diverged: 20 non-finite losses in a row at step 3")
 
     study = create_study(spec(), storage(tmp_path), "s")
@@ -144,12 +144,12 @@ def test_the_first_trial_is_the_base_config_where_the_space_allows(tmp_path, spe
     assert first.user_attrs["base"] and first.params["optim.lr"] == 2e-3 and first.params["optim.warmup_steps"] == 25
     assert first.params["model.preset"] == "nano" and first.params["optim.batch_size"] in (8, 32)
     summary = summarize_study(s, trial_rows(study))
-    assert summary["base_trial"] == 0 and summary["base_value"] == first.value
+    assert summary.base_trial == 0 and summary.base_value == first.value
     assert not create_study(spec(base_trial=False), storage(tmp_path), "t").get_trials(deepcopy=False)
 
 
 def test_a_dead_trials_energy_comes_from_the_ledger(tmp_path, spec):
-    from greendiff.cli._tune import _ledger_energy
+    from greendiff.workflows._tune_report import ledger_energy as _ledger_energy
     from greendiff.ledger import Ledger
 
     ledger = Ledger(tmp_path / "ledger.sqlite")

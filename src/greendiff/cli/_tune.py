@@ -10,14 +10,7 @@ ledger run (kind ``tune-trial``) linked to the study.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -33,11 +26,12 @@ from greendiff.cli._options import (
 from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, fmt_mass, plain
 from greendiff.errors import UserInputError
-from greendiff.files import atomic_write_text
-from greendiff.names import one_line
+from greendiff.tune import TrialRecord
 from greendiff.workflows import (
-    ENV_STORAGE, MeasurementOptions, StudyJob, continue_study, new_study, resolve_settings, storage_url, work_on_study,
+    ENV_STORAGE, MeasurementOptions, StudyJob, continue_study, new_study, resolve_settings, work_on_study,
 )
+from greendiff.workflows._tune import storage_url
+from greendiff.workflows._tune_report import StudyReport, check_continue_flags, run_study_workers, study_report
 
 Opt = typer.Option
 
@@ -81,7 +75,7 @@ def tune_command(
     console = Console(stderr=True)
     progress = RichProgress(console)
     if report is not None:
-        _print_report(report, storage, export, pick, measurement.ledger, console, as_json)
+        _render_report(study_report(report, storage, export, pick, measurement.ledger), console, as_json, pick)
         return
     resumed = None
     if resume is not None:  # the folder's study.toml checked before anything is opened or created (the ledger too)
@@ -91,10 +85,8 @@ def tune_command(
         resumed = folder, storage_url(folder, storage)
     settings = resolve_settings(measurement)
     if resume is not None or join:
-        given = [flag for flag, value in (("--space", space), ("--config", config_file), ("--set", sets or None),
-                                          ("--trial-budget-kwh", trial_budget_kwh), ("--pruner", pruner)) if value]
-        if given:
-            raise UserInputError(f"a study keeps its spec; continuing it takes only --trials, --workers and --storage (got {', '.join(given)})")
+        check_continue_flags([("--space", space), ("--config", config_file), ("--set", sets or None),
+                              ("--trial-budget-kwh", trial_budget_kwh), ("--pruner", pruner)])
         study_ = continue_study(resumed, join, study, storage, output_dir, trials, workers, worker_slot, progress)
     else:
         if space is None or trials is None:
@@ -106,11 +98,11 @@ def tune_command(
                       + (f", {spec.trial_budget_kwh:g} kWh per trial, pruner {spec.pruner}" if spec.mode == "budget" else "")
                       + f" · folder {study_.folder}", highlight=False)
     if workers > 1 and not as_worker:
-        _spawn_workers(study_.folder, study_.study, study_.spec, study_.url, workers, measurement.argv(), console)
+        _run_workers(study_, workers, measurement.argv(), console, progress)
     else:
         work_on_study(study_, settings, progress, on_trial_end=_TrialLine(study_.spec.metric, console))
     if not as_worker:
-        _print_report(study_.folder, study_.url, None, None, measurement.ledger, console)
+        _render_report(study_report(study_.folder, study_.url, None, None, measurement.ledger), console)
 
 
 class _TrialLine:
@@ -121,97 +113,39 @@ class _TrialLine:
 
     def __call__(self, trial) -> None:
         value = f"{self.metric} {trial.values[0]:.4g}" if trial.values else trial.user_attrs.get("fail_reason", "")
-        outcome = trial.user_attrs.get("outcome") or {}
+        record = TrialRecord.of(trial)
         self.console.print(f"trial {trial.number}: {trial.state.name.lower()} · {value} · "
-                           f"{fmt_energy(outcome.get('energy_kwh', 0.0))}"
-                           + (f" · {outcome['stop_reason']}" if outcome.get("stop_reason") else ""), highlight=False)
+                           f"{fmt_energy(record.energy_kwh if record else 0.0)}"
+                           + (f" · {record.stop_reason}" if record and record.stop_reason else ""), highlight=False)
 
 
-def _spawn_workers(study_dir, study_obj, spec, url, workers, measure_argv, console) -> None:
-    """``workers`` processes of ``greendiff tune --resume FOLDER --worker``; their output goes to
-    ``FOLDER/worker-K.log``; a bar follows the study's finished trials."""
-    from greendiff.tune import counts
-
-    # each worker takes its share of the cores itself (greendiff.parallel.CoreShare), and a worker that ends
-    # early gives its share back to the others; worker k gets --worker k+1 (its sampler seed: _seed_slot)
-    env = {**os.environ, ENV_STORAGE: url}
-    procs = []
-    for k in range(workers):
-        log = (study_dir / f"worker-{k}.log").open("w")
-        procs.append((subprocess.Popen([sys.executable, "-m", "greendiff", "tune", "--resume", str(study_dir), "--worker",
-                                        str(k + 1), *measure_argv], stdout=log, stderr=subprocess.STDOUT, env=env), log, k))
-    progress = Progress(TextColumn("[bold]tune[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
-                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
-    try:
-        with progress:
-            task = progress.add_task("tune", total=spec.trials, info=f"{workers} workers")
-            while any(p.poll() is None for p, _, _ in procs):
-                n = counts(study_obj)
-                progress.update(task, completed=min(spec.trials, n.get("COMPLETE", 0) + n.get("PRUNED", 0)),
-                                info=f"{n.get('RUNNING', 0)} running · {n.get('PRUNED', 0)} pruned · {n.get('FAIL', 0)} failed")
-                time.sleep(1.0)
-    except KeyboardInterrupt:  # a terminal's Ctrl-C reaches the workers too; a signal to this process alone does not
-        time.sleep(2.0)
-        for p, _, _ in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p, _, _ in procs:
-            p.wait()
-        console.print(f"interrupted; continue the study with: greendiff tune --resume {study_dir} --workers {workers}")
-        raise typer.Exit(130) from None
-    finally:
-        for _, log, _ in procs:
-            log.close()
-    bad = [(k, p.returncode) for p, _, k in procs if p.returncode != 0]
-    for k, code in bad:
-        lines = (study_dir / f"worker-{k}.log").read_text(errors="replace").splitlines()
-        last = next((one_line(line) for line in reversed(lines) if line.strip()), "(no output)")
-        console.print(plain(f"worker {k} exited with code {code}: {last}"), style="red", highlight=False)
+def _run_workers(study_, workers: int, measure_argv, console: Console, progress: RichProgress) -> None:
+    """The study's worker processes with a bar following its finished trials; a red line per failed worker."""
+    bar = Progress(TextColumn("[bold]tune[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
+                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+    with bar:
+        task = bar.add_task("tune", total=study_.spec.trials, info=f"{workers} workers")
+        failed = run_study_workers(study_, workers, measure_argv, progress, watch=lambda s: bar.update(
+            task, completed=s.finished, info=f"{s.running} running · {s.pruned} pruned · {s.failed} failed"))
+    for worker in failed:
+        console.print(plain(f"worker {worker.worker} exited with code {worker.code}: {worker.last_line}"), style="red",
+                      highlight=False)
 
 
 # -- report ------------------------------------------------------------------------------------------
-
-def _ledger_energy(ledger_path: Path | None):
-    from greendiff.ledger import Ledger
-    from greendiff.tracking import run_summary
-
-    def lookup(attr: dict) -> tuple[float, float] | None:
-        if attr.get("host") != socket.gethostname():
-            return None
-        path = attr.get("path") or ledger_path
-        if path is not None and not Path(path).is_file():  # opening a ledger would create one
-            return None
-        try:
-            db = Ledger(path)
-            summary = run_summary(db, db.get_run(int(attr["run_id"])))
-        except UserInputError:
-            return None
-        return summary.energy_kwh, summary.emissions_kg
-
-    return lookup
-
 
 def _short_note(row) -> str:
     note = row.note
     if note.startswith("energy budget") or note.startswith("carbon budget"):
         return "budget used"
-    if note.startswith("pruned by"):
-        return "pruned " + note.split(" pruner ", 1)[-1].split(" (")[0]
+    if row.pruned_after is not None:
+        return f"pruned after evaluation {row.pruned_after}"
     return note if len(note) <= 60 else note[:57] + "..."
 
 
-def _print_report(study_dir: Path, storage: str | None, export: Path | None, pick: int | None, ledger: Path | None,
-                  console: Console, as_json: bool = False) -> None:
-    from greendiff.tune import (
-        best_row, export_toml, load_study, open_storage, pareto_svg, read_study_file, summarize_study, trial_rows,
-    )
-
-    folder = read_study_file(study_dir)  # checked before any storage is opened
-    study_obj, spec = load_study(open_storage(storage_url(folder, storage)), folder.name)
-    rows = trial_rows(study_obj, _ledger_energy(ledger))
-    summary = summarize_study(spec, rows)
-    metric = spec.metric
-    table = Table(title=f"study {folder.name} · {spec.mode} mode", title_justify="left")
+def _render_report(report: StudyReport, console: Console, as_json: bool = False, pick: int | None = None) -> None:
+    spec, rows, summary, metric = report.spec, report.rows, report.summary, report.metric
+    table = Table(title=f"study {report.name} · {spec.mode} mode", title_justify="left")
     for column in ("trial", "state", metric.upper(), "energy", "steps", "parameters", "note"):
         table.add_column(column, justify="right" if column in ("trial", metric.upper(), "energy", "steps") else "left")
     for r in rows:
@@ -220,42 +154,32 @@ def _print_report(study_dir: Path, storage: str | None, export: Path | None, pic
         table.add_row(f"{r.number}{' (base)' if r.base else ''}", r.state.lower(), value, fmt_energy(r.energy_kwh) + ("*" if r.energy_source == "ledger" else ""),
                       "—" if r.steps is None else str(r.steps), params, _short_note(r))
     console.print(table)
-    states = ", ".join(f"{n} {s.lower()} ({fmt_energy(v['energy_kwh'])})" for s, v in summary["by_state"].items() for n in [v["trials"]])
-    console.print(f"search total: {fmt_energy(summary['energy_kwh'])}, {fmt_mass(summary['emissions_kg'])} CO2e "
-                  f"(evaluations {fmt_energy(summary['eval_kwh'])}) · {states}", highlight=False)
+    states = ", ".join(f"{n} {s.lower()} ({fmt_energy(v.energy_kwh)})" for s, v in summary.by_state.items() for n in [v.trials])
+    console.print(f"search total: {fmt_energy(summary.energy_kwh)}, {fmt_mass(summary.emissions_kg)} CO2e "
+                  f"(evaluations {fmt_energy(summary.eval_kwh)}) · {states}", highlight=False)
     if any(r.energy_source == "ledger" for r in rows):
         console.print("* energy of a trial whose worker died, as the ledger measured it until then", highlight=False)
-    if summary["unmeasured_trials"]:
-        console.print(f"trials {summary['unmeasured_trials']} have no energy on record here (run on another machine "
+    if summary.unmeasured_trials:
+        console.print(f"trials {summary.unmeasured_trials} have no energy on record here (run on another machine "
                       "that died, or not started): not in the total", style="yellow", highlight=False)
-    if spec.mode == "budget" and summary["no_pruning_estimate_kwh"]:
-        console.print(f"pruning: a search without it would have used about {fmt_energy(summary['no_pruning_estimate_kwh'])} "
-                      f"(each pruned trial run to its budget like the complete ones): {summary['pruning_saving_frac']:.0%} saved",
+    if spec.mode == "budget" and summary.no_pruning_estimate_kwh:
+        console.print(f"pruning: a search without it would have used about {fmt_energy(summary.no_pruning_estimate_kwh)} "
+                      f"(each pruned trial run to its budget like the complete ones): {summary.pruning_saving_frac:.0%} saved",
                       highlight=False)
-    if summary["base_trial"] is not None and summary["best_value"] is not None:
-        console.print(f"base config (trial {summary['base_trial']}): {metric} {summary['base_value']:.4g}; best "
-                      f"{summary['best_value']:.4g} ({summary['best_value'] / summary['base_value'] - 1:+.1%})", highlight=False)
+    if summary.base_trial is not None and summary.best_value is not None:
+        console.print(f"base config (trial {summary.base_trial}): {metric} {summary.base_value:.4g}; best "
+                      f"{summary.best_value:.4g} ({summary.best_value / summary.base_value - 1:+.1%})", highlight=False)
     if spec.mode == "pareto":
         console.print("Pareto mode: Optuna's pruners do not apply to multi-objective studies, so every trial runs to the end.",
                       highlight=False)
-        svg = study_dir / "pareto.svg"
-        atomic_write_text(svg, pareto_svg(rows, metric))
-        console.print(f"Pareto front (lowest {metric} for its energy): trials {summary['pareto_front']} · plot {svg}", highlight=False)
-    chosen = best_row(spec, rows) if pick is None else next((r for r in rows if r.number == pick), None)
-    if pick is not None and (chosen is None or chosen.state != "COMPLETE"):
-        raise UserInputError(f"--trial {pick}: no complete trial with that number in study {folder.name}")
-    target = export or study_dir / "best.toml"
+        console.print(f"Pareto front (lowest {metric} for its energy): trials {summary.pareto_front} · plot {report.pareto_svg}",
+                      highlight=False)
+    chosen, target = report.chosen, report.export
     if chosen is None:
         console.print("no complete trial yet: nothing to export", style="yellow")
     else:
-        try:
-            atomic_write_text(target, export_toml(spec, chosen, folder.name, metric))
-        except OSError as exc:
-            raise UserInputError(f"cannot write {target}: {exc.strerror}") from None
         console.print(f"{'best' if pick is None else 'chosen'}: trial {chosen.number}, {metric} {chosen.values[0]:.4g} "
                       f"with {fmt_energy(chosen.energy_kwh)} · config {target} (train it: greendiff train --config {target})",
                       highlight=False)
     if as_json:
-        typer.echo(json.dumps({"study": folder.name, "mode": spec.mode, "metric": metric, "spec": dataclasses.asdict(spec),
-                               "summary": summary, "exported": None if chosen is None else {"trial": chosen.number, "path": str(target)},
-                               "trials": [dataclasses.asdict(r) for r in rows]}, indent=2))
+        typer.echo(json.dumps(report.to_dict(), indent=2))

@@ -4,7 +4,8 @@ early when it falls behind), or the Pareto front of quality against energy.
 A study is a :class:`StudySpec` (the search space over trainer config keys, the per-trial budget, the
 mode) stored in an Optuna storage (a journal file for workers on one machine, a database for many); its
 trials are trained by :func:`greendiff.workflows.work_on_study` (the CLI is ``greendiff tune``), and
-:func:`summarize_study`, :func:`trial_rows` and :func:`pareto_svg` report on it.
+:func:`summarize_study` (a :class:`StudySummary`), :func:`trial_rows` and :func:`pareto_svg` report on it;
+a trial's pruner is a trainer callback, :class:`TrialPruner`.
 
 Example:
     >>> import pathlib, tempfile
@@ -21,24 +22,22 @@ Example:
 
 from __future__ import annotations
 
-from greendiff.tune._folder import STUDY_FILE, StudyFolder, read_study_file, write_study_file
+from greendiff.tune._folder import STUDY_FILE, read_study_file, write_study_file
+from greendiff.tune._pruner import TrialPruner
 from greendiff.tune._report import (
-    TrialRow, best_row, export_toml, pareto_front, pareto_svg, summarize_study, trial_rows,
+    StateTotals, StudySummary, TrialRow, best_row, export_toml, pareto_svg, summarize_study, trial_rows,
 )
-from greendiff.tune._space import parse_space, tunable_keys
 from greendiff.tune._study import (
-    StudySpec, TrialOutcome, check_spec, counts, create_study, exported_config, fail_dead_trials, is_journal,
-    load_study, make_objective, open_storage, redact, run_worker, trial_config,
+    StudySpec, TrialObjective, TrialOutcome, TrialRecord, check_spec, create_study, load_study, make_objective,
+    open_storage, redact, run_worker,
 )
 
 __all__ = [
-    # a study: its spec, storage, objective and workers
-    "StudySpec", "check_spec", "open_storage", "is_journal", "redact", "create_study", "load_study",
-    "make_objective", "run_worker", "fail_dead_trials", "TrialOutcome", "trial_config", "parse_space",
-    "tunable_keys",
+    # a study: its spec, storage, objective, pruner and workers
+    "StudySpec", "check_spec", "open_storage", "redact", "create_study", "load_study",
+    "make_objective", "TrialObjective", "TrialPruner", "run_worker", "TrialOutcome", "TrialRecord",
     # its folder
-    "STUDY_FILE", "StudyFolder", "read_study_file", "write_study_file",
+    "STUDY_FILE", "read_study_file", "write_study_file",
     # reporting on it
-    "TrialRow", "best_row", "counts", "export_toml", "exported_config", "pareto_front", "pareto_svg",
-    "summarize_study", "trial_rows",
+    "StateTotals", "StudySummary", "TrialRow", "best_row", "export_toml", "pareto_svg", "summarize_study", "trial_rows",
 ]

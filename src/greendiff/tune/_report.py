@@ -6,12 +6,13 @@ comes from the ledger through the ``ledger_energy`` collaborator.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from greendiff.tune._study import StudySpec, exported_config
+from greendiff.tune._study import StudySpec, TrialRecord, exported_config
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,13 @@ class TrialRow:
     energy_source: str = "trial"  # trial | ledger (worker died) | none
     final: dict = field(default_factory=dict)
     base: bool = False  # the base config's own values (the study's first trial)
+    pruned_after: int | None = None  # the evaluation after which the pruner stopped it; None: not pruned
+
+    def to_dict(self) -> dict:
+        """The row as ``tune --report --json`` writes it."""
+        out = dataclasses.asdict(self)
+        del out["pruned_after"]  # shown in the note; not one of the report's keys
+        return out
 
 
 def trial_rows(study, ledger_energy: Callable[[dict], tuple[float, float] | None] = lambda _: None) -> list[TrialRow]:
@@ -35,10 +43,10 @@ def trial_rows(study, ledger_energy: Callable[[dict], tuple[float, float] | None
     outcome (their worker died mid-run): the ledger kept what was measured until then."""
     rows = []
     for t in study.get_trials(deepcopy=False):
-        outcome = t.user_attrs.get("outcome")
-        if outcome is not None:
-            energy, eval_kwh, kg, source = outcome["energy_kwh"], outcome["eval_kwh"], outcome["emissions_kg"], "trial"
-            steps, note = outcome["steps"], outcome.get("stop_reason", "")
+        record = TrialRecord.of(t)
+        if record is not None:
+            energy, eval_kwh, kg, source = record.energy_kwh, record.eval_kwh, record.emissions_kg, "trial"
+            steps, note = record.steps, record.stop_reason
         else:
             found = ledger_energy(t.user_attrs["ledger"]) if "ledger" in t.user_attrs else None
             energy, kg = found if found else (0.0, 0.0)
@@ -51,7 +59,8 @@ def trial_rows(study, ledger_energy: Callable[[dict], tuple[float, float] | None
         else:
             values = ()
         rows.append(TrialRow(t.number, t.state.name, values, dict(t.params), energy, eval_kwh, kg, steps, note, source,
-                             (outcome or {}).get("final") or {}, bool(t.user_attrs.get("base"))))
+                             (record.final if record else None) or {}, bool(t.user_attrs.get("base")),
+                             record.pruned_after if record else None))
     return rows
 
 
@@ -69,20 +78,57 @@ def best_row(spec: StudySpec, rows: list[TrialRow]) -> TrialRow | None:
     return min(candidates, key=lambda r: r.values[0], default=None)
 
 
-def summarize_study(spec: StudySpec, rows: list[TrialRow]) -> dict:
+@dataclass(frozen=True)
+class StateTotals:
+    """Trials in one state, and their energy and CO2e."""
+
+    trials: int = 0
+    energy_kwh: float = 0.0
+    emissions_kg: float = 0.0
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """Energy and CO2e of a whole search by trial state, what pruning saved, and what it found.
+
+    Args:
+        no_pruning_estimate_kwh: the search's energy had every pruned trial run to the end (None: no complete trial).
+        pruning_saving_frac: the share of that estimate pruning saved.
+        unmeasured_trials: trials with no energy on record here.
+        pareto_front: trial numbers on the front (Pareto mode; None in budget mode).
+    """
+
+    trials: int
+    by_state: dict[str, StateTotals]
+    energy_kwh: float
+    emissions_kg: float
+    eval_kwh: float
+    no_pruning_estimate_kwh: float | None
+    pruning_saving_frac: float | None
+    unmeasured_trials: list[int]
+    best_trial: int | None
+    best_value: float | None
+    best_params: dict[str, Any] | None
+    pareto_front: list[int] | None
+    base_trial: int | None
+    base_value: float | None
+
+    def to_dict(self) -> dict:
+        """The summary as ``tune --report --json`` writes it."""
+        return dataclasses.asdict(self)
+
+
+def summarize_study(spec: StudySpec, rows: list[TrialRow]) -> StudySummary:
     """Energy and CO2e of the whole search by trial state, and what pruning saved.
 
     The no-pruning estimate runs every pruned trial to the end: in budget mode a complete trial uses
     its budget plus a final evaluation, so each pruned trial is charged the mean energy of the
     complete ones instead of what it used."""
-    by_state: dict[str, dict[str, float]] = {}
+    by_state: dict[str, StateTotals] = {}
     for r in rows:
-        s = by_state.setdefault(r.state, {"trials": 0, "energy_kwh": 0.0, "emissions_kg": 0.0})
-        s["trials"] += 1
-        s["energy_kwh"] += r.energy_kwh
-        s["emissions_kg"] += r.emissions_kg
+        s = by_state.get(r.state, StateTotals())
+        by_state[r.state] = StateTotals(s.trials + 1, s.energy_kwh + r.energy_kwh, s.emissions_kg + r.emissions_kg)
     total_kwh = sum(r.energy_kwh for r in rows)
-    total_kg = sum(r.emissions_kg for r in rows)
     complete = [r for r in rows if r.state == "COMPLETE"]
     pruned = [r for r in rows if r.state == "PRUNED"]
     mean_complete = sum(r.energy_kwh for r in complete) / len(complete) if complete else None
@@ -91,19 +137,15 @@ def summarize_study(spec: StudySpec, rows: list[TrialRow]) -> dict:
         without = total_kwh - sum(r.energy_kwh for r in pruned) + mean_complete * len(pruned)
     best = best_row(spec, rows)
     base = next((r for r in rows if r.base and r.state == "COMPLETE"), None)
-    return {
-        "trials": len(rows), "by_state": by_state, "energy_kwh": total_kwh, "emissions_kg": total_kg,
-        "eval_kwh": sum(r.eval_kwh for r in rows),
-        "no_pruning_estimate_kwh": without,
-        "pruning_saving_frac": (1 - total_kwh / without) if without else None,
-        "unmeasured_trials": [r.number for r in rows if r.energy_source == "none" and r.state not in ("WAITING",)],
-        "best_trial": best.number if best else None,
-        "best_value": best.values[0] if best else None,
-        "best_params": best.params if best else None,
-        "pareto_front": [r.number for r in pareto_front(rows)] if spec.mode == "pareto" else None,
-        "base_trial": base.number if base else None,
-        "base_value": base.values[0] if base else None,
-    }
+    return StudySummary(
+        trials=len(rows), by_state=by_state, energy_kwh=total_kwh, emissions_kg=sum(r.emissions_kg for r in rows),
+        eval_kwh=sum(r.eval_kwh for r in rows), no_pruning_estimate_kwh=without,
+        pruning_saving_frac=(1 - total_kwh / without) if without else None,
+        unmeasured_trials=[r.number for r in rows if r.energy_source == "none" and r.state not in ("WAITING",)],
+        best_trial=best.number if best else None, best_value=best.values[0] if best else None,
+        best_params=best.params if best else None,
+        pareto_front=[r.number for r in pareto_front(rows)] if spec.mode == "pareto" else None,
+        base_trial=base.number if base else None, base_value=base.values[0] if base else None)
 
 
 def export_toml(spec: StudySpec, row: TrialRow, study_name: str, metric: str) -> str:

@@ -9,6 +9,7 @@ of :func:`make_objective`, so the search logic here is tested without training a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -353,80 +354,117 @@ def fail_dead_trials(study, alive: Callable[[str, int, float], bool]) -> list[in
     return marked
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrialOutcome:
-    """What a trial's training run gave."""
+    """What a trial's training run gave (its evaluations are the pruner's: :class:`TrialPruner`)."""
 
     status: str  # completed | stopped | interrupted
     steps: int
-    final: dict | None  # the closing evaluation's record
     energy_kwh: float
     eval_kwh: float
     emissions_kg: float
     stop_reason: str = ""
 
 
-#: ``run_trial(config, on_eval, on_start) -> TrialOutcome``; ``on_start(ledger_run_id, run_dir)``.
-RunTrial = Callable[[TrainConfig, Callable[[dict], str | None], Callable[[int, Path], None]], TrialOutcome]
+@dataclass(frozen=True)
+class TrialRecord:
+    """A finished trial's ``outcome`` user attribute (JSON in the storage), read back typed.
+
+    Args:
+        pruned_after: the evaluation after which the pruner stopped it (None: not pruned).
+        final: the closing evaluation's record (None: pruned, failed or none).
+    """
+
+    status: str
+    steps: int
+    energy_kwh: float
+    eval_kwh: float
+    emissions_kg: float
+    stop_reason: str = ""
+    wall_s: float = 0.0
+    final: dict | None = None
+    pruned_after: int | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def of(cls, trial) -> TrialRecord | None:
+        """The record of an Optuna trial; None when it has none (not finished, or its worker died)."""
+        attr = trial.user_attrs.get("outcome")
+        if attr is None:
+            return None
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in attr.items() if k in names})
 
 
-def make_objective(spec: StudySpec, params: list[Param], trials_dir: Path, run_trial: RunTrial,
-                   ledger_path: str = "") -> Callable:
-    """The Optuna objective: suggest, train under the study's settings, report each evaluation to
-    the pruner (budget mode), and return the final metric (and the training kWh in Pareto mode)."""
-    import optuna
+#: ``run_trial(config, pruner, on_start) -> TrialOutcome``: trains ``config`` with ``pruner`` (a
+#: :class:`TrialPruner`) among the trainer's callbacks; ``on_start(ledger_run_id, run_dir)``.
+RunTrial = Callable[[TrainConfig, Any, Callable[[int, Path], None]], TrialOutcome]
 
-    metric = spec.metric
 
-    def objective(trial) -> float | tuple[float, float]:
+class TrialObjective:
+    """The Optuna objective: suggest, train under the study's settings with a :class:`TrialPruner` (budget
+    mode: each evaluation reported), and return the final metric (and the training kWh in Pareto mode).
+
+    Args:
+        spec: the study's spec; params: its space, parsed.
+        trials_dir: where the trials' run directories go.
+        run_trial: the trainer collaborator (:data:`RunTrial`).
+        ledger_path: the ledger the trials' runs are in (recorded with each trial).
+    """
+
+    def __init__(self, spec: StudySpec, params: list[Param], trials_dir: Path, run_trial: RunTrial,
+                 ledger_path: str = "") -> None:
+        self.spec, self.params, self.trials_dir, self.run_trial = spec, params, trials_dir, run_trial
+        self.ledger_path, self.metric = ledger_path, spec.metric
+
+    def __call__(self, trial) -> float | tuple[float, float]:
+        import optuna
+
+        from greendiff.tune._pruner import TrialPruner
+
         trial.set_user_attr("worker", worker_identity())
-        values = {p.key: p.suggest(trial) for p in params}
+        values = {p.key: p.suggest(trial) for p in self.params}
         try:
-            config = trial_config(spec, values, trial.number, trials_dir)
+            config = trial_config(self.spec, values, trial.number, self.trials_dir)
         except UserInputError as exc:
             trial.set_user_attr("fail_reason", f"invalid trainer config: {exc}")
             raise TrialFailed(str(exc)) from None
-        reports = 0
-
-        def on_eval(event: dict) -> str | None:
-            nonlocal reports
-            if event.get("final") or spec.mode != "budget":
-                return None
-            reports += 1
-            trial.report(event[metric], reports)
-            if trial.should_prune():
-                return f"pruned by the {spec.pruner} pruner after evaluation {reports} ({metric} {event[metric]:.4g})"
-            return None
-
-        def on_start(run_id: int, run_dir: Path) -> None:
-            trial.set_user_attr("ledger", {"run_id": run_id, "path": ledger_path, "host": socket.gethostname()})
-            trial.set_user_attr("run_dir", str(run_dir))
-
+        pruner = TrialPruner(trial, self.metric, self.spec.mode, self.spec.pruner)
         t0 = time.time()
         try:
-            outcome = run_trial(config, on_eval, on_start)
+            outcome = self.run_trial(config, pruner, functools.partial(self._started, trial))
         except UserInputError as exc:  # e.g. the run diverged
             trial.set_user_attr("fail_reason", str(exc))
             raise TrialFailed(str(exc)) from None
-        trial.set_user_attr("outcome", {"status": outcome.status, "steps": outcome.steps, "energy_kwh": outcome.energy_kwh,
-                                        "eval_kwh": outcome.eval_kwh, "emissions_kg": outcome.emissions_kg,
-                                        "stop_reason": outcome.stop_reason, "wall_s": time.time() - t0,
-                                        "final": outcome.final})
+        final = pruner.final_evaluation(outcome.steps)
+        record = TrialRecord(outcome.status, outcome.steps, outcome.energy_kwh, outcome.eval_kwh, outcome.emissions_kg,
+                             outcome.stop_reason, time.time() - t0, final.to_dict() if final else None, pruner.pruned_after)
+        trial.set_user_attr("outcome", record.to_dict())
         if outcome.status == "interrupted":  # Ctrl-C: this trial fails, its parameters are queued for the resume
             trial.set_user_attr("fail_reason", "interrupted")
             trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
             raise KeyboardInterrupt
-        if outcome.stop_reason.startswith("pruned by"):
+        if pruner.pruned:
             raise optuna.TrialPruned(outcome.stop_reason)
-        if outcome.final is None:
+        if final is None:
             trial.set_user_attr("fail_reason", "no final evaluation")
             raise TrialFailed("no final evaluation")
-        value = float(outcome.final[metric])
-        if spec.mode == "pareto":
+        value = float(final.scores[self.metric])
+        if self.spec.mode == "pareto":
             return value, outcome.energy_kwh - outcome.eval_kwh
         return value
 
-    return objective
+    def _started(self, trial, run_id: int, run_dir: Path) -> None:
+        trial.set_user_attr("ledger", {"run_id": run_id, "path": self.ledger_path, "host": socket.gethostname()})
+        trial.set_user_attr("run_dir", str(run_dir))
+
+
+def make_objective(spec: StudySpec, params: list[Param], trials_dir: Path, run_trial: RunTrial,
+                   ledger_path: str = "") -> TrialObjective:
+    """The study's Optuna objective (:class:`TrialObjective`)."""
+    return TrialObjective(spec, params, trials_dir, run_trial, ledger_path)
 
 
 def run_worker(study, objective: Callable, target: int, on_trial_end: Callable[[Any], None] | None = None) -> int:

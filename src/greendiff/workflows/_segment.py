@@ -39,22 +39,8 @@ class ProgressCallback:
             logger_.log(event.to_dict())
 
 
-class PrunerCallback:
-    """A tuner's pruner as a trainer callback: ``on_eval`` receives each evaluation's record (the tuner's
-    interface) and a returned reason stops the run (a pruned trial)."""
-
-    def __init__(self, on_eval) -> None:
-        self.on_eval = on_eval
-
-    def on_evaluation(self, trainer, event):
-        from greendiff.train import Stop
-
-        reason = self.on_eval(event.to_dict())
-        return Stop(reason) if reason else None
-
-
 def train_segment(config, data, run_dir: Path, tracker, progress: Progress | None = None, *, resume: bool = False,
-                  label: str = "train", on_eval=None, carbon_aware=None, loggers=(), stops: StopSignals | None = None):
+                  label: str = "train", callbacks=(), loggers=(), stops: StopSignals | None = None):
     """Train ``config`` in ``run_dir`` under ``tracker`` (started); the :class:`greendiff.train.TrainResult`.
 
     On Ctrl-C or SIGTERM inside the loop (``stops``) it checkpoints and returns ``interrupted``; a Ctrl-C
@@ -62,8 +48,8 @@ def train_segment(config, data, run_dir: Path, tracker, progress: Progress | Non
     Out of memory is a one-line error, divergence too, and data that fails mid-run (a ``failed`` result: its
     last good step checkpointed) (both with ``emissions.json`` written); any other failure stops the tracker
     as ``failed``. Everything reaches ``train`` as a callback: ``stops`` (polled before every
-    step), ``carbon_aware`` (a :class:`greendiff.plan.CarbonAwareController`), the progress and ``loggers``
-    (:class:`ProgressCallback`), ``on_eval`` (a tuner's pruner, :class:`PrunerCallback`).
+    step), then the caller's ``callbacks`` (a :class:`greendiff.plan.CarbonAwareController`, a tuner's
+    :class:`greendiff.tune.TrialPruner`, ...), then the progress and ``loggers`` (:class:`ProgressCallback`).
     """
     import torch
 
@@ -72,9 +58,8 @@ def train_segment(config, data, run_dir: Path, tracker, progress: Progress | Non
 
     progress = progress or NullProgress()
     stops = stops or StopSignals()
-    # the order of the old arguments: stop signals and the carbon-aware controller first, the presentation after
-    callbacks = [stops, carbon_aware, ProgressCallback(config, progress, loggers),
-                 PrunerCallback(on_eval) if on_eval is not None else None]
+    # stop signals first, the presentation last: a callback's Stop is decided before the loggers see the event
+    callbacks = [stops, *callbacks, ProgressCallback(config, progress, loggers)]
     progress.on_start(label, config.run.max_steps)
     try:
         with stops:

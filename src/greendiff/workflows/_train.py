@@ -180,7 +180,7 @@ def _train_in(prepared: PreparedTrain, run_dir: Path, progress: Progress, contro
                      "greendiff.intensity_source": tracker.provider.describe(), "greendiff.pue": tracker.pue.value})
     with StopSignals() as stops:  # held until the ledger row and emissions.json are closed
         result = train_segment(config, prepared.data, run_dir, tracker, progress, resume=resume,
-                               carbon_aware=controller, loggers=loggers, stops=stops)
+                               callbacks=(controller,), loggers=loggers, stops=stops)
         extra = {"stop_reason": result.stop_reason or ("max_steps reached" if result.status == "completed" else result.status)}
         if controller is not None:
             extra["carbon_aware"] = controller.summary()

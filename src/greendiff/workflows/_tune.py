@@ -117,7 +117,8 @@ def _spec(job: StudyJob):
 def new_study(job: StudyJob) -> Study:
     """Create the study folder and its storage (everything checked first: nothing is created for bad input)."""
     from greendiff.train import check_data
-    from greendiff.tune import create_study, is_journal, open_storage, write_study_file
+    from greendiff.tune import create_study, open_storage, write_study_file
+    from greendiff.tune._study import is_journal
 
     spec, base_config = _spec(job)
     storage = job.storage
@@ -149,7 +150,8 @@ def continue_study(resumed, join: bool, study_name: str | None, storage: str | N
     the study ``study_name`` in ``storage`` (its folder made under ``output_dir``). ``trials``: a new target;
     unless this is a worker (``worker_slot`` > 0), trials of dead workers are marked failed (queued again)."""
     from greendiff.ledger import process_alive
-    from greendiff.tune import STUDY_FILE, fail_dead_trials, load_study, open_storage, redact, write_study_file
+    from greendiff.tune import STUDY_FILE, load_study, open_storage, redact, write_study_file
+    from greendiff.tune._study import fail_dead_trials
 
     progress = progress or NullProgress()
     if join:
@@ -199,7 +201,9 @@ class TrialRunner:
         self.settings, self.data, self.study_name, self.storage = settings, data, study_name, storage
         self.progress = progress or NullProgress()
 
-    def __call__(self, config, on_eval, on_start):
+    def __call__(self, config, pruner, on_start):
+        """Train trial ``config`` with ``pruner`` (a :class:`greendiff.tune.TrialPruner`) among the trainer's
+        callbacks; ``on_start(ledger_run_id, run_dir)`` once its ledger run is open. A :class:`TrialOutcome`."""
         from greendiff.train import RunDirLock, to_dict
         from greendiff.tune import TrialOutcome
 
@@ -213,35 +217,19 @@ class TrialRunner:
                                                                            "storage": self.storage}},
                                         run_dir=run_dir).start()
         on_start(tracker.run_id, run_dir)
-        evals = _Seen(on_eval)
         try:
             with RunDirLock(run_dir):  # a `train --resume` of the trial's folder meanwhile is refused
                 result = train_segment(config, self.data, run_dir, tracker, self.progress, label=f"trial {number}",
-                                       on_eval=evals)
+                                       callbacks=(pruner,))
         except Interrupted:  # Ctrl-C outside the training loop: the tracker is stopped already
             done = tracker.summary
-            return TrialOutcome("interrupted", 0, None, done.energy_kwh if done else 0.0, 0.0,
-                                done.emissions_kg if done else 0.0)
+            return TrialOutcome("interrupted", 0, done.energy_kwh if done else 0.0, 0.0, done.emissions_kg if done else 0.0)
         summary = tracker.stop("completed" if result.status in ("completed", "stopped") else "interrupted")
         summary = summary.with_extra({"stop_reason": result.stop_reason or (
             "max_steps reached" if result.status == "completed" else result.status)})
         write_emissions(run_dir, summary, 0.0, tracker.ledger)
-        eval_kwh = summary.phase_energy_kwh("eval")
-        last = evals.events[-1] if evals.events else None
-        final = last if last is not None and last["step"] == result.step and not result.stop_reason.startswith("pruned") else None
-        return TrialOutcome(result.status, result.step, final, summary.energy_kwh, eval_kwh, summary.emissions_kg,
-                            result.stop_reason)
-
-
-class _Seen:
-    """A trial's ``on_eval``: keeps each evaluation (the last is the trial's value), then asks the pruner."""
-
-    def __init__(self, on_eval) -> None:
-        self.on_eval, self.events = on_eval, []
-
-    def __call__(self, event: dict) -> str | None:
-        self.events.append(event)
-        return self.on_eval(event)
+        return TrialOutcome(result.status, result.step, summary.energy_kwh, summary.phase_energy_kwh("eval"),
+                            summary.emissions_kg, result.stop_reason)
 
 
 def work_on_study(study: Study, settings, progress: Progress | None = None,
