@@ -18,9 +18,9 @@ from greendiff.workflows._compress_session import (
     CompressOutcome, CompressSession, check_parent, derived_config, derived_name, model_stats, parent_energy_kwh,
 )
 from greendiff.workflows._conditioning import resolve_conditioning
-from greendiff.workflows._distill import DistillJob, run_distill, unet_widths
+from greendiff.workflows._distill import DistillJob, run_distill
 from greendiff.workflows._distill_steps import DistillStepsJob, run_distill_steps
-from greendiff.workflows._eval import EvalJob, EvalOutcome, run_eval, score
+from greendiff.workflows._eval import EvalJob, EvalOutcome, run_eval
 from greendiff.workflows._fields import (
     CLASS_ID, EVAL_IMAGES, GUIDANCE, IMAGES, KID_SUBSET, PROCESSES, SAMPLER_STEPS, SAMPLER_STEPS0, SEEDS,
 )
@@ -42,23 +42,20 @@ from greendiff.workflows._sample import SampleJob, SampleOutcome, run_sample
 from greendiff.workflows._segment import train_segment
 from greendiff.workflows._signals import StopSignals
 from greendiff.workflows._train import PreparedTrain, TrainJob, TrainOutcome, prepare_train, resolve_train_config, run_train
+from greendiff.workflows._tune_report import StudyReport, WorkerExit, WorkersState, run_study_workers, study_report
 from greendiff.workflows._tune import (
-    ENV_STORAGE, Study, StudyJob, TrialRunner, continue_study, new_study, seed_slot, storage_url, work_on_study,
+    ENV_STORAGE, Study, StudyJob, continue_study, new_study, work_on_study,
 )
 
 __all__ = [
     "DemoJob", "DemoOutcome", "HardwareOutcome", "LocationCost", "MeasureJob", "MeasureOutcome", "ProfileJob",
-    "ProfileOutcome", "RegionsJob", "RegionsOutcome", "SweepResult", "WindowJob", "WorkloadStep",
-    "run_demo", "run_measure", "run_plan_regions", "run_plan_window", "run_profile_job",
-    "CLASS_ID", "CPU_WATTS", "ENV_STORAGE", "EVAL_IMAGES", "GPU_INDEX", "GUIDANCE", "IMAGES", "KID_SUBSET", "PROCESSES",
-    "PUE", "SAMPLER_STEPS", "SAMPLER_STEPS0", "SEEDS",
-    "CompressOutcome", "CompressSession", "DistillJob", "DistillStepsJob", "EvalJob", "EvalOutcome", "HardwareJob",
-    "Interrupted", "MeasureSettings", "MeasurementOptions", "NullProgress", "PreparedTrain", "Progress", "ProgressEvent",
-    "PruneJob", "SampleJob", "SampleOutcome", "SegmentStart", "TimestepDone",
-    "StopSignals", "Study", "StudyJob", "TrainJob", "TrainOutcome", "TrialRunner",
-    "check_output", "check_parent", "claimed_run_dir", "continue_study", "derived_config", "derived_name",
-    "load_config_data", "model_stats", "new_run_dir", "new_run_name", "new_study", "open_loggers", "parent_energy_kwh",
-    "prepare_train", "resolve_conditioning", "resolve_settings", "resolve_train_config", "run_distill", "run_distill_steps", "run_eval",
-    "run_hardware", "run_prune", "run_sample", "run_train", "score", "seed_slot", "storage_url", "train_segment", "unet_widths",
-    "work_on_study", "write_config", "write_emissions", "write_file",
+    "ProfileOutcome", "RegionsJob", "RegionsOutcome", "SweepResult", "WindowJob", "WorkloadStep", "run_demo",
+    "run_measure", "run_plan_regions", "run_plan_window", "run_profile_job", "ENV_STORAGE", "CompressOutcome",
+    "DistillJob", "DistillStepsJob", "EvalJob", "EvalOutcome", "HardwareJob", "Interrupted", "MeasureSettings",
+    "MeasurementOptions", "NullProgress", "PreparedTrain", "Progress", "ProgressEvent", "PruneJob", "SampleJob",
+    "SampleOutcome", "SegmentStart", "TimestepDone", "StopSignals", "Study", "StudyJob", "TrainJob", "TrainOutcome",
+    "check_parent", "continue_study", "new_study", "parent_energy_kwh", "prepare_train", "resolve_conditioning",
+    "resolve_settings", "resolve_train_config", "run_distill", "run_distill_steps", "run_eval", "run_hardware",
+    "run_prune", "run_sample", "run_train", "work_on_study", "StudyReport", "WorkerExit", "WorkersState",
+    "run_study_workers", "study_report",
 ]
