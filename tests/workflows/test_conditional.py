@@ -17,7 +17,8 @@ from greendiff.errors import UserInputError
 from greendiff.ledger import Ledger
 from greendiff.train import read_toml, resolve_config
 from greendiff.workflows import (
-    EvalJob, HardwareJob, SampleJob, TrainJob, resolve_conditioning, run_eval, run_hardware, run_sample, run_train,
+    EvalJob, HardwareJob, MeasurementOptions, SampleJob, TrainJob, resolve_conditioning, run_eval, run_hardware,
+    run_sample, run_train,
 )
 from tests.workflows.conftest import TINY, measurement, trained
 
@@ -183,11 +184,12 @@ def test_hardware_profiles_a_class_conditional_config_with_its_labels(tmp_path, 
         return loss(*args, labels=labels, cond_dropout=cond_dropout, **kwargs)
 
     monkeypatch.setattr(greendiff.train, "diffusion_loss", recording_loss)
-    report = run_hardware(HardwareJob(overrides={**COND}, devices="cpu", steps=2, warmup=0, cpu_watts=50.0))
+    watts = MeasurementOptions(no_gpu=True, cpu_watts=50.0)
+    report = run_hardware(HardwareJob(overrides={**COND}, devices="cpu", steps=2, warmup=0, measurement=watts)).to_dict()
     assert report["devices"][0]["energy_j_per_sample"] > 0
     assert len(seen) == 2 and all(dropout == 0.1 for _, dropout in seen)
     first = next(load_digits(8).batches(0, batch_size=16, seed=0)).labels.tolist()
     assert seen[0][0] == first  # the trainer's first batch, with its digits
     seen.clear()
-    run_hardware(HardwareJob(overrides={**TINY}, devices="cpu", steps=1, warmup=0, cpu_watts=50.0))
+    run_hardware(HardwareJob(overrides={**TINY}, devices="cpu", steps=1, warmup=0, measurement=watts))
     assert seen == [(None, 0.0)]  # unconditional: as before

@@ -8,7 +8,7 @@ import pytest
 
 from greendiff.errors import UserInputError
 from greendiff.ledger import Ledger
-from greendiff.workflows import EvalJob, HardwareJob, run_eval, run_hardware
+from greendiff.workflows import EvalJob, HardwareJob, MeasurementOptions, run_eval, run_hardware
 from tests.workflows.conftest import TINY, measurement
 
 
@@ -29,7 +29,9 @@ def test_run_eval_refuses_a_kid_subset_above_n_before_the_ledger(tmp_path, paren
 
 def test_run_hardware_measures_the_cpu_and_writes_its_report(tmp_path):
     output = tmp_path / "hw.json"
-    report = run_hardware(HardwareJob(overrides={**TINY}, devices="cpu", steps=2, warmup=0, cpu_watts=50.0, output=output))
+    outcome = run_hardware(HardwareJob(overrides={**TINY}, devices="cpu", steps=2, warmup=0, output=output,
+                                       measurement=MeasurementOptions(no_gpu=True, cpu_watts=50.0, ledger=tmp_path / "l.sqlite")))
+    report = outcome.to_dict()
     (cpu,) = report["devices"]
     assert cpu["device"] == "cpu" and cpu["energy_j_per_sample"] > 0 and report["batch_size"] == 16
     assert report["sweeps"] == [] and report["macs_per_sample"] > 0

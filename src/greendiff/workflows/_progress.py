@@ -28,7 +28,7 @@ class TimestepDone:
 
 
 #: What a bar is told: a segment's start, the trainer's progress every ``run.log_every`` steps, or a Taylor timestep.
-ProgressEvent = Union["SegmentStart", "LogEvent", "TimestepDone"]
+ProgressEvent = Union["SegmentStart", "LogEvent", "TimestepDone", "WorkloadStep"]
 
 
 class Progress(Protocol):
