@@ -19,11 +19,11 @@ from __future__ import annotations
 from greendiff.data._batches import REFERENCE_IMAGES, Batch, ImageSet, batch_indices, reference_indices
 from greendiff.data._labels import MAX_CLASSES
 from greendiff.data._load import Data, label_sources, load_dataset
-from greendiff.data._sources import BUILTIN, image_files, load_digits
+from greendiff.data._sources import BUILTIN, DIGIT_CLASSES, image_files, load_digits
 from greendiff.data._stream import StreamedSet
 
 __all__ = [
-    "BUILTIN",
+    "BUILTIN", "DIGIT_CLASSES",
     # loading
     "Data", "load_dataset", "load_digits", "image_files", "ImageSet", "StreamedSet",
     # labels: the class-id cap (ids 0..MAX_CLASSES - 1) and what gives a dataset its labels, for messages

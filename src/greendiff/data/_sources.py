@@ -35,6 +35,8 @@ _TABLES = resources.files("greendiff.data") / "tables"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BUILTIN = ("mnist", "digits")
 T = TypeVar("T")
+#: The class names of the bundled sets, and the classes the bundled MNIST classifier knows: the digits
+#: '0'..'9', ids 0..9 in order.
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 
 

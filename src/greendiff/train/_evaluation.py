@@ -11,9 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-#: The classes the bundled MNIST classifier knows, as a dataset names them: the digits '0'..'9', ids 0..9 in
-#: order (the bundled ``mnist`` and ``digits`` sets name theirs so).
-DIGIT_CLASSES = tuple(str(digit) for digit in range(10))
+from greendiff.data import DIGIT_CLASSES
 
 
 class QualityEvaluator:

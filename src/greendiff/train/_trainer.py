@@ -25,7 +25,8 @@ from greendiff.train._callbacks import CallbackList, LogSchedule, MetricsWriter,
 from greendiff.train._checkpoint import fingerprint, load_latest, save_checkpoint
 from greendiff.train._config import TrainConfig
 from greendiff.train._divergence import Diverged, DivergenceGuard, weights_finite
-from greendiff.train._evaluation import DIGIT_CLASSES, QualityEvaluator
+from greendiff.data import DIGIT_CLASSES
+from greendiff.train._evaluation import QualityEvaluator
 from greendiff.train._events import EndEvent, LogEvent, PauseEvent, RanksInSyncEvent, StartEvent, StoppedEvent
 from greendiff.train._images import save_grid
 from greendiff.train._step import (

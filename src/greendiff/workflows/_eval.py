@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from greendiff.data import DIGIT_CLASSES
 from greendiff.errors import UserInputError
 from greendiff.tracking import RunSummary
 from greendiff.workflows._inputs import is_bundled, load_config_data
@@ -48,16 +49,6 @@ def score(unet, sampler, n: int, steps: int, real, extractor, seed: int = 0, kid
     return result
 
 
-#: The class names of a run whose classes are the digits 0-9, in order (what the bundled classifier knows).
-DIGIT_CLASSES = tuple(str(digit) for digit in range(10))
-
-
-def _no_classifier(images):
-    """Logits (N, 1) standing in where no classifier knows the run's classes (its accuracy is not reported)."""
-    import torch
-
-    return torch.zeros(images.shape[0], 1)
-
 
 @dataclass(frozen=True)
 class ClassScoring:
@@ -76,11 +67,9 @@ class ClassScoring:
         text: FID}), ``mean_class_fid``, ``guidance_scale``."""
         from greendiff.evaluate import class_quality
 
-        quality = class_quality(fake, labels, self.classifier or _no_classifier, extractor, self.real_by_class).to_dict()
-        n = len(labels)  # the classifier's float32 share, as the fraction of n it is
-        accuracy = {"class_accuracy": round(quality["class_accuracy"] * n) / n} if self.classifier is not None else {}
-        return accuracy | {"per_class_fid": quality["per_class_fid"], "mean_class_fid": quality["mean_class_fid"],
-                           "guidance_scale": self.guidance_scale}
+        quality = class_quality(fake, labels, self.classifier, extractor, self.real_by_class).to_dict()
+        quality.pop("n")
+        return quality | {"guidance_scale": self.guidance_scale}
 
 
 def reference_labels(data, num_classes: int, n: int):
