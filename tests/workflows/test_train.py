@@ -80,12 +80,13 @@ def test_bad_input_is_refused_before_anything_is_created(tmp_path):
 
 
 def test_train_segment_hands_everything_to_the_trainer_as_callbacks(tmp_path, monkeypatch):
-    """Stop signals, the carbon-aware controller, the progress and loggers, and a tuner's pruner reach
-    ``train`` in ``callbacks`` (in the old arguments' order), none through on_log/on_eval/stop_requested/carbon_aware."""
+    """Stop signals, the caller's callbacks (a carbon-aware controller, a tuner's pruner) and the progress reach
+    ``train`` in ``callbacks``, in that order; nothing else is passed besides the objective."""
     import greendiff.train
     from greendiff.train import EvalEvent, Stop
-    from greendiff.workflows import StopSignals, train_segment
-    from greendiff.workflows._segment import ProgressCallback, PrunerCallback
+    from greendiff.tune import TrialPruner
+    from greendiff.workflows import StopSignals
+    from greendiff.workflows._segment import ProgressCallback, train_segment
 
     seen = {}
 
@@ -97,16 +98,23 @@ def test_train_segment_hands_everything_to_the_trainer_as_callbacks(tmp_path, mo
         def stop(self, status):
             seen["status"] = status
 
+    class PruneAtOnce:
+        def report(self, value, step):
+            seen["reported"] = (value, step)
+
+        def should_prune(self):
+            return True
+
     monkeypatch.setattr(greendiff.train, "train", fake_train)
-    controller, stops = object(), StopSignals()
-    pruned = []
+    controller, stops, pruner = object(), StopSignals(), TrialPruner(PruneAtOnce(), "fid", "budget", "median")
     with pytest.raises(RuntimeError, match="stop here"):
         train_segment(greendiff.train.resolve_config(overrides=TINY), greendiff.data.load_digits(8), tmp_path, Tracker(),
-                      on_eval=lambda e: pruned.append(e) or "pruned at step 2", carbon_aware=controller, stops=stops)
-    assert not {"on_log", "on_eval", "stop_requested", "carbon_aware"} & set(seen)
-    first, second, progress, pruner = seen["callbacks"]
-    assert (first, second, type(progress), type(pruner)) == (stops, controller, ProgressCallback, PrunerCallback)
+                      callbacks=(controller, pruner), stops=stops)
+    assert set(seen) - {"callbacks", "status"} <= {"resume", "objective"}
+    first, second, third, progress = seen["callbacks"]
+    assert (first, second, third, type(progress)) == (stops, controller, pruner, ProgressCallback)
     assert seen["status"] == "failed"
     event = EvalEvent(step=2, energy_kwh=1e-6, eval_energy_kwh=1e-7, scores={"fid": 30.0})
-    assert pruner.on_evaluation(None, event) == Stop("pruned at step 2") and pruned == [event.to_dict()]
+    assert pruner.on_evaluation(None, event) == Stop("pruned by the median pruner after evaluation 1 (fid 30)")
+    assert pruner.pruned_after == 1 and seen["reported"] == (30.0, 1)
     assert stops.should_interrupt() is False
