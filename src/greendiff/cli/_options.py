@@ -16,12 +16,13 @@ from greendiff import numbers
 from greendiff.errors import UserInputError
 from greendiff.names import check_name
 from greendiff.numbers import Bounds
-from greendiff.workflows import (
-    CLASS_ID, CPU_WATTS, EVAL_IMAGES, GPU_INDEX, GUIDANCE, IMAGES, KID_SUBSET, PROCESSES, PUE, SAMPLER_STEPS,
-    SAMPLER_STEPS0, SEEDS, MeasurementOptions, check_output, load_config_data,
+from greendiff.workflows import CPU_WATTS, GPU_INDEX, PUE, MeasurementOptions
+from greendiff.workflows._fields import (
+    CLASS_ID, EVAL_IMAGES, GUIDANCE, IMAGES, KID_SUBSET, PROCESSES, SAMPLER_STEPS, SAMPLER_STEPS0, SEEDS,
 )
+from greendiff.workflows._inputs import check_output
 
-__all__ = ["CPU_WATTS", "GPU_INDEX", "PUE", "check_output", "load_config_data"]  # re-exported for the commands
+__all__ = ["CPU_WATTS", "GPU_INDEX", "PUE", "check_output"]  # re-exported for the commands
 
 # typer >= 0.20 vendors click; a flag's parser raises its UsageError, which passes through typer's
 # validation untouched and is printed by the CLI as one line (a ValueError would be reworded). The one

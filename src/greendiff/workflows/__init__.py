@@ -21,12 +21,8 @@ from greendiff.workflows._conditioning import resolve_conditioning
 from greendiff.workflows._distill import DistillJob, run_distill
 from greendiff.workflows._distill_steps import DistillStepsJob, run_distill_steps
 from greendiff.workflows._eval import EvalJob, EvalOutcome, run_eval
-from greendiff.workflows._fields import (
-    CLASS_ID, EVAL_IMAGES, GUIDANCE, IMAGES, KID_SUBSET, PROCESSES, SAMPLER_STEPS, SAMPLER_STEPS0, SEEDS,
-)
 from greendiff.workflows._demo import DemoJob, DemoOutcome, LocationCost, WorkloadStep, run_demo
 from greendiff.workflows._hardware import HardwareJob, HardwareOutcome, SweepResult, run_hardware
-from greendiff.workflows._inputs import check_output, load_config_data
 from greendiff.workflows._measure import MeasureJob, MeasureOutcome, run_measure
 from greendiff.workflows._measurement import (
     CPU_WATTS, GPU_INDEX, PUE, MeasurementOptions, MeasureSettings, resolve_settings,
