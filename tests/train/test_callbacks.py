@@ -122,3 +122,14 @@ def test_the_unet_family_is_unconditional_for_now(tiny_config):
         family.sample(net, sampler, 2, 2, (1, 8, 8), torch.Generator(), guidance_scale=3.0)
     images = family.sample(net, sampler, 2, 2, (1, 8, 8), torch.Generator().manual_seed(0))
     assert images.shape == (2, 1, 8, 8) and images.abs().max() <= 1
+
+
+def test_every_event_hook_is_declared_on_the_callback_interface():
+    """A callback author finds every hook the trainer can call on TrainerCallback (each event names its hook)."""
+    import greendiff.train._events as events
+    from greendiff.train import TrainerCallback
+
+    hooks = {cls.hook for cls in vars(events).values() if isinstance(cls, type) and hasattr(cls, "hook")}
+    assert hooks == {"on_train_start", "on_log", "on_evaluation", "on_forecast", "on_pause", "on_stopped",
+                     "on_ranks_in_sync", "on_train_end"}
+    assert all(callable(getattr(TrainerCallback, hook, None)) for hook in hooks)

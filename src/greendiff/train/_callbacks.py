@@ -23,7 +23,9 @@ from typing import Any, Literal
 
 from greendiff.errors import UserInputError
 from greendiff.names import display_path
-from greendiff.train._events import EndEvent, LogEvent, StartEvent
+from greendiff.train._events import (
+    EndEvent, ForecastEvent, LogEvent, PauseEvent, RanksInSyncEvent, StartEvent, StoppedEvent,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +88,18 @@ class TrainerCallback:
     def on_evaluation(self, trainer, event) -> Stop | None:
         """An evaluation's scores; a :class:`Stop` ends the run (a tuner's pruner). Every callback is told."""
         return None
+
+    def on_forecast(self, trainer, event: ForecastEvent) -> None:
+        """A budget's forecast of where the run will end (with an energy or carbon budget)."""
+
+    def on_pause(self, trainer, event: PauseEvent) -> None:
+        """A carbon-aware pause ended; ``event`` says from when until when."""
+
+    def on_stopped(self, trainer, event: StoppedEvent) -> None:
+        """A callback's :class:`Stop` ended the run (``event.reason``)."""
+
+    def on_ranks_in_sync(self, trainer, event: RanksInSyncEvent) -> None:
+        """A job of several processes checked its replicas' weights agree (``event.equal``)."""
 
     def on_checkpoint(self, trainer, step: int, path: Path) -> None:
         """A checkpoint was written (``path``: its folder)."""
