@@ -87,8 +87,22 @@ def class_counts(labels: torch.Tensor | None, class_names: Sequence[str]) -> tup
     return tuple(torch.bincount(labels[labels >= 0], minlength=k).tolist())
 
 
+class Labelled:
+    """What a dataset's labels tell, for any dataset with ``labels`` (int64 (N,) or None) and ``class_names``."""
+
+    @property
+    def num_classes(self) -> int:
+        return count_classes(self.labels, self.class_names)
+
+    @property
+    def class_counts(self) -> tuple[int, ...]:
+        """Images per class id ``0..num_classes-1`` (a zero: a class no image has; :func:`class_counts`), from
+        the labels known up front (a streamed set decodes nothing)."""
+        return class_counts(self.labels, self.class_names)
+
+
 @dataclass(frozen=True)
-class ImageSet:
+class ImageSet(Labelled):
     """Images in memory, with their labels and captions when the source has them.
 
     Attributes:
@@ -123,15 +137,6 @@ class ImageSet:
     @property
     def num_images(self) -> int:
         return int(self.images.shape[0])
-
-    @property
-    def num_classes(self) -> int:
-        return count_classes(self.labels, self.class_names)
-
-    @property
-    def class_counts(self) -> tuple[int, ...]:
-        """Images per class id ``0..num_classes-1`` (a zero: a class no image has; :func:`class_counts`)."""
-        return class_counts(self.labels, self.class_names)
 
     def take(self, indices: torch.Tensor) -> Batch:
         """The images (labels, captions) at ``indices``."""

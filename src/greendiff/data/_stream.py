@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from greendiff.data._batches import (
-    REFERENCE_IMAGES, Batch, class_counts, count_classes, reference_indices, step_indices)
+    REFERENCE_IMAGES, Batch, Labelled, reference_indices, step_indices)
 from greendiff.data._sources import BadImage, _decode, _pixels, bad_file_error
 from greendiff.errors import UserInputError
 from greendiff.names import display_path
@@ -207,7 +207,7 @@ def _raise_failure(item: Batch | _Failure) -> Batch:
     return item
 
 
-class StreamedSet:
+class StreamedSet(Labelled):
     """Images decoded from disk as the trainer needs them (the same interface as :class:`ImageSet`).
 
     Args:
@@ -240,15 +240,6 @@ class StreamedSet:
     @property
     def captions(self) -> Sequence[str] | None:
         return self.decode_set.captions
-
-    @property
-    def num_classes(self) -> int:
-        return count_classes(self.labels, self.class_names)
-
-    @property
-    def class_counts(self) -> tuple[int, ...]:
-        """Images per class id ``0..num_classes-1``, from the labels known up front (nothing is decoded)."""
-        return class_counts(self.labels, self.class_names)
 
     def batches(self, start_step: int = 0, batch_size: int = 1, world_size: int = 1, rank: int = 0, seed: int = 0,
                 stop_step: int | None = None) -> Iterator[Batch]:
