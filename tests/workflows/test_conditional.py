@@ -146,7 +146,9 @@ def test_a_class_or_guidance_on_an_unconditional_run_is_refused(tmp_path, parent
 def test_eval_of_a_conditional_run_reports_class_accuracy_and_per_class_fid(tmp_path, cond_run):
     outcome = run_eval(EvalJob(run=cond_run, n=20, steps=2, kid_subset=10, guidance_scale=1.0,
                                measurement=measurement(tmp_path / "l.sqlite")))
-    report, (result,) = outcome.report, outcome.results
+    report, (result,) = outcome.report.to_dict(), outcome.report.to_dict()["results"]
+    assert (outcome.report.num_classes, outcome.report.guidance_scale) == (10, 1.0)
+    assert outcome.results[0].classes.class_accuracy == result["class_accuracy"]
     assert (report["num_classes"], report["guidance_scale"]) == (10, 1.0)
     assert 0.0 <= result["class_accuracy"] <= 1.0 and report["class_accuracy"] == result["class_accuracy"]
     # 2 samples per class: accuracy is a multiple of 1/20
@@ -155,7 +157,7 @@ def test_eval_of_a_conditional_run_reports_class_accuracy_and_per_class_fid(tmp_
     assert all(math.isfinite(v) and v >= 0 for v in result["per_class_fid"].values())
     assert result["mean_class_fid"] == pytest.approx(sum(result["per_class_fid"].values()) / 10)
     assert run_eval(EvalJob(run=cond_run, n=20, steps=2, kid_subset=10, measurement=measurement(tmp_path / "l.sqlite"))
-                    ).report["guidance_scale"] == 2.0  # the run's optim.guidance_scale
+                    ).report.guidance_scale == 2.0  # the run's optim.guidance_scale
 
 
 def test_eval_of_a_conditional_run_refuses_too_few_samples_per_class_before_the_ledger(tmp_path, cond_run):
@@ -168,7 +170,7 @@ def test_eval_of_a_conditional_run_refuses_too_few_samples_per_class_before_the_
 
 
 def test_eval_of_an_unconditional_run_has_no_class_keys(tmp_path, parent):
-    report = run_eval(EvalJob(run=parent, n=8, steps=2, kid_subset=4, measurement=measurement(tmp_path / "l.sqlite"))).report
+    report = run_eval(EvalJob(run=parent, n=8, steps=2, kid_subset=4, measurement=measurement(tmp_path / "l.sqlite"))).report.to_dict()
     assert set(report) == {"run", "features", "n", "sampler_steps", "sampler", "results", "energy_kwh", "emissions_kg",
                            "ledger_run_id"}
     assert "class_accuracy" not in report["results"][0]

@@ -15,10 +15,11 @@ from tests.workflows.conftest import TINY, measurement
 def test_run_eval_scores_each_seed_under_one_ledger_run(tmp_path, parent):
     ledger = tmp_path / "l.sqlite"
     outcome = run_eval(EvalJob(run=parent, n=16, seeds=2, steps=2, kid_subset=8, measurement=measurement(ledger)))
-    assert [r["seed"] for r in outcome.results] == [0, 1] and all(r["sampler_steps"] == 2 for r in outcome.results)
-    assert outcome.report["n"] == 16 and set(outcome.report["spread"]) >= {"fid", "kid"}
+    assert [r.seed for r in outcome.results] == [0, 1] and all(r.sampler_steps == 2 for r in outcome.results)
+    assert outcome.report.n == 16 and set(outcome.report.spread) >= {"fid", "kid"}
+    assert outcome.report.to_dict()["results"][1] == {**outcome.results[1].quality.to_dict(), "seed": 1, "sampler_steps": 2}
     (row,) = Ledger(ledger).list_runs()
-    assert (row.id, row.kind, row.status) == (outcome.report["ledger_run_id"], "eval", "completed")
+    assert (row.id, row.kind, row.status) == (outcome.report.ledger_run_id, "eval", "completed")
 
 
 def test_run_eval_refuses_a_kid_subset_above_n_before_the_ledger(tmp_path, parent):

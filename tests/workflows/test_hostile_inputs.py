@@ -165,7 +165,7 @@ def test_a_relative_dataset_is_saved_absolute_so_resume_and_eval_work_from_anoth
     assert (second.status, second.step) == ("completed", 4)
     assert read_toml(first.run_dir / "config.toml")["data"]["dataset"] == str(a / "ds")
     report = run_eval(EvalJob(run=first.run_dir, n=8, steps=2, kid_subset=4, measurement=measurement(tmp_path / "l.sqlite"))).report
-    assert math.isfinite(report["results"][0]["fid"])
+    assert math.isfinite(report.results[0].quality.fid)
 
 
 def test_a_bundled_dataset_name_stays_a_name(tmp_path, monkeypatch):
@@ -205,7 +205,7 @@ def test_class_accuracy_is_left_out_for_classes_that_are_not_digits(tmp_path):
     job = TrainJob(overrides={**TINY, "model.conditioning": "class", "data.dataset": str(folder), "optim.batch_size": 4,
                               "run.max_steps": 2, "run.output_dir": str(tmp_path / "runs")}, measurement=measurement(tmp_path / "l.sqlite"))
     run_dir = run_train(job).run_dir
-    report = run_eval(EvalJob(run=run_dir, n=8, steps=2, kid_subset=4, measurement=measurement(tmp_path / "l.sqlite"))).report
+    report = run_eval(EvalJob(run=run_dir, n=8, steps=2, kid_subset=4, measurement=measurement(tmp_path / "l.sqlite"))).report.to_dict()
     assert "class_accuracy" not in report and "class_accuracy" not in report["results"][0]
     assert report["class_accuracy_note"].startswith("no class accuracy: the bundled classifier knows the digits 0-9, "
                                                     "and this run's classes are 'cat', 'dog'")
@@ -222,4 +222,4 @@ def test_class_accuracy_of_a_digit_run_is_an_exact_share():
     extractor = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
     fake = torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     scored = ClassScoring(10, 1.0, real, always_three).score(fake, list(range(10)) * 2, extractor)
-    assert repr(scored["class_accuracy"]) == "0.1"  # 2 of 20, not float32's 0.10000000149011612
+    assert repr(scored.class_accuracy) == "0.1"  # 2 of 20, not float32's 0.10000000149011612

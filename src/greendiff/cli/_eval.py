@@ -36,30 +36,29 @@ def eval_command(
     outcome = run_eval(EvalJob(run=run, n=n, features=features, seeds=seeds, steps=steps, kid_subset=kid_subset,
                                guidance_scale=guidance_scale, measurement=measurement))
     report, summary, results = outcome.report, outcome.summary, outcome.results
-    n_steps, extractor_name = report["sampler_steps"], report["features"]
     if as_json:
-        typer.echo(json.dumps(report, indent=2))
+        typer.echo(json.dumps(report.to_dict(), indent=2))
         return
-    conditional, accuracy = "num_classes" in report, "class_accuracy" in report
-    guided = f" · {report['num_classes']} classes, balanced, guidance {report['guidance_scale']:g}" if conditional else ""
-    table = Table(title=f"{run.name} · {extractor_name} features · {n} samples · {n_steps} {report['sampler']} steps"
+    conditional, accuracy = report.num_classes is not None, report.class_accuracy is not None
+    guided = f" · {report.num_classes} classes, balanced, guidance {report.guidance_scale:g}" if conditional else ""
+    table = Table(title=f"{run.name} · {report.features} features · {n} samples · {report.sampler_steps} {report.sampler} steps"
                         + guided, title_justify="left")
     by_class_columns = (("class acc.",) if accuracy else ()) + (("mean class FID",) if conditional else ())
     for col in ("seed", "FID", "KID", "precision", "recall", *by_class_columns):
         table.add_column(col, justify="right")
     for r in results:
-        by_class = ((f"{r['class_accuracy']:.1%}",) if accuracy else ()) + ((f"{r['mean_class_fid']:.3f}",) if conditional else ())
-        table.add_row(str(r["seed"]), f"{r['fid']:.3f}", f"{r['kid']:.5f} ± {r['kid_std']:.5f}",
-                      f"{r['precision']:.3f}", f"{r['recall']:.3f}", *by_class)
+        q = r.quality
+        by_class = ((f"{r.classes.class_accuracy:.1%}",) if accuracy else ()) + ((f"{r.classes.mean_class_fid:.3f}",) if conditional else ())
+        table.add_row(str(r.seed), f"{q.fid:.3f}", f"{q.kid:.5f} ± {q.kid_std:.5f}", f"{q.precision:.3f}", f"{q.recall:.3f}", *by_class)
     console = Console()
     console.print(table)
-    if "class_accuracy_note" in report:
-        console.print(report["class_accuracy_note"], highlight=False, markup=False)
+    if report.class_accuracy_note:
+        console.print(report.class_accuracy_note, highlight=False, markup=False)
     if conditional:
-        console.print("per-class FID (seed 0): " + ", ".join(f"{c}: {fid:.2f}" for c, fid in results[0]["per_class_fid"].items()),
-                      highlight=False)
-    if seeds > 1:
-        s = report["spread"]
+        per_class = sorted(results[0].classes.per_class_fid.items())
+        console.print("per-class FID (seed 0): " + ", ".join(f"{c}: {fid:.2f}" for c, fid in per_class), highlight=False)
+    if report.spread is not None:
+        s = report.spread
         console.print(f"spread over {seeds} seeds (std): FID {s['fid']:.3f}, KID {s['kid']:.5f}, "
                       f"precision {s['precision']:.3f}, recall {s['recall']:.3f}: differences below this are noise",
                       highlight=False)

@@ -5,7 +5,7 @@ bundled MNIST classifier) and per-class FID (against the dataset's images of eac
 Example:
     >>> from greendiff.workflows import EvalJob, MeasurementOptions, run_eval
     >>> outcome = run_eval(EvalJob(run=Path("runs/my-run"), n=64, kid_subset=32))  # doctest: +SKIP
-    >>> outcome.results[0]["fid"]  # doctest: +SKIP
+    >>> outcome.results[0].quality.fid  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from greendiff.data import DIGIT_CLASSES
 from greendiff.errors import UserInputError
@@ -25,9 +26,13 @@ from greendiff.workflows._fields import (
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
 from greendiff.workflows._sample import resolve_guidance
 
+if TYPE_CHECKING:
+    from greendiff.evaluate import Quality
+    from greendiff.evaluate._classes import ClassQuality
+
 
 def score(unet, sampler, n: int, steps: int, real, extractor, seed: int = 0, kid_subset: int = 1000,
-          conditioning: ClassScoring | None = None) -> dict:
+          conditioning: ClassScoring | None = None) -> EvalResult:
     """FID/KID/precision/recall of ``n`` images sampled with ``steps`` sampler steps from a fixed noise seed;
     with ``conditioning`` (a class-conditional model), a class-balanced sample at its guidance scale, scored
     also by class (``class_accuracy``, ``per_class_fid``, ``mean_class_fid``)."""
@@ -43,11 +48,42 @@ def score(unet, sampler, n: int, steps: int, real, extractor, seed: int = 0, kid
         labels = balanced_labels(n, conditioning.num_classes)
         by_class = {"labels": labels, "guidance_scale": conditioning.guidance_scale}
     fake = sample_images(unet.eval(), sampler, n, steps, shape, torch.Generator().manual_seed(seed), device, **by_class)
-    result = quality(fake, real, extractor, kid_subset=kid_subset).to_dict() | {"seed": seed, "sampler_steps": steps}
-    if conditioning is not None:
-        result |= conditioning.score(fake, by_class["labels"], extractor)
-    return result
+    scored = quality(fake, real, extractor, kid_subset=kid_subset)
+    if conditioning is None:
+        return EvalResult(seed, steps, scored)
+    return EvalResult(seed, steps, scored, conditioning.score(fake, by_class["labels"], extractor),
+                      conditioning.guidance_scale)
 
+
+@dataclass(frozen=True)
+class EvalResult:
+    """The scores of one noise seed.
+
+    Attributes:
+        seed: the noise seed of the sample.
+        sampler_steps: sampler steps per image.
+        quality: FID, KID (and its std), precision, recall of the ``n`` images.
+        classes: a class-conditional run's class accuracy (None when no classifier knows its classes) and
+            per-class FID; None for an unconditional run.
+        guidance_scale: the guidance of a class-conditional run's samples (None: unconditional).
+    """
+
+    seed: int
+    sampler_steps: int
+    quality: Quality
+    classes: ClassQuality | None = None
+    guidance_scale: float | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready, as ``greendiff eval --json`` prints each result: the quality, ``seed``, ``sampler_steps``,
+        then (class-conditional) ``class_accuracy`` when known, ``per_class_fid``, ``mean_class_fid``,
+        ``guidance_scale``."""
+        out = self.quality.to_dict() | {"seed": self.seed, "sampler_steps": self.sampler_steps}
+        if self.classes is not None:
+            by_class = self.classes.to_dict()
+            by_class.pop("n")
+            out |= by_class | {"guidance_scale": self.guidance_scale}
+        return out
 
 
 @dataclass(frozen=True)
@@ -62,14 +98,12 @@ class ClassScoring:
     real_by_class: dict
     classifier: Callable | None
 
-    def score(self, fake, labels: list[int], extractor) -> dict:
-        """``class_accuracy`` (with a classifier; exact as a float64 share), ``per_class_fid`` ({class id as
-        text: FID}), ``mean_class_fid``, ``guidance_scale``."""
+    def score(self, fake, labels: list[int], extractor) -> ClassQuality:
+        """``class_accuracy`` (with a classifier; exact as a float64 share) and the per-class FID of ``fake``
+        (``(N, C, H, W)`` in [-1, 1]) generated for ``labels``."""
         from greendiff.evaluate import class_quality
 
-        quality = class_quality(fake, labels, self.classifier, extractor, self.real_by_class).to_dict()
-        quality.pop("n")
-        return quality | {"guidance_scale": self.guidance_scale}
+        return class_quality(fake, labels, self.classifier, extractor, self.real_by_class)
 
 
 def reference_labels(data, num_classes: int, n: int):
@@ -157,20 +191,69 @@ class EvalJob:
 
 
 @dataclass(frozen=True)
-class EvalOutcome:
-    """The scores. ``report``: what ``greendiff eval --json`` prints (run, features, n, sampler_steps,
-    sampler, results (one per seed), energy_kwh, emissions_kg, ledger_run_id, spread when seeds > 1); for a
-    class-conditional run also ``num_classes``, ``guidance_scale`` and ``class_accuracy`` (mean over the seeds),
-    and in each result ``class_accuracy``, ``per_class_fid``, ``mean_class_fid``. ``class_accuracy`` is there
-    only when the run's classes are the digits 0-9 the bundled classifier knows; otherwise
-    ``class_accuracy_note`` says why it is not."""
+class EvalReport:
+    """What ``greendiff eval --json`` prints (:meth:`to_dict`).
 
-    report: dict
+    Attributes:
+        run: the scored run directory, as given.
+        features: the feature extractor's name.
+        n: images per seed.
+        sampler_steps, sampler: how the images were sampled.
+        results: one per seed (0..seeds-1).
+        energy_kwh, emissions_kg, ledger_run_id: the scoring's cost and its ledger run.
+        num_classes: a class-conditional run's classes (None: unconditional).
+        guidance_scale: its samples' guidance (None: unconditional).
+        class_accuracy_note: why a class-conditional run has no class accuracy ("" when it has one, or is
+            unconditional): the bundled classifier knows only the digits 0-9.
+        spread: {metric: std over the seeds} when seeds > 1, else None.
+    """
+
+    run: str
+    features: str
+    n: int
+    sampler_steps: int
+    sampler: str
+    results: tuple[EvalResult, ...]
+    energy_kwh: float
+    emissions_kg: float
+    ledger_run_id: int
+    num_classes: int | None = None
+    guidance_scale: float | None = None
+    class_accuracy_note: str = ""
+    spread: dict[str, float] | None = None
+
+    @property
+    def class_accuracy(self) -> float | None:
+        """Mean class accuracy over the seeds (rounded to 12 places); None when there is none."""
+        if self.num_classes is None or self.class_accuracy_note:
+            return None
+        return round(sum(r.classes.class_accuracy for r in self.results) / len(self.results), 12)
+
+    def to_dict(self) -> dict:
+        """JSON-ready, keys in the order ``greendiff eval --json`` has always printed them."""
+        out = {"run": self.run, "features": self.features, "n": self.n, "sampler_steps": self.sampler_steps,
+               "sampler": self.sampler, "results": [r.to_dict() for r in self.results],
+               "energy_kwh": self.energy_kwh, "emissions_kg": self.emissions_kg, "ledger_run_id": self.ledger_run_id}
+        if self.num_classes is not None:
+            out |= {"num_classes": self.num_classes, "guidance_scale": self.guidance_scale}
+            out |= ({"class_accuracy_note": self.class_accuracy_note} if self.class_accuracy_note
+                    else {"class_accuracy": self.class_accuracy})
+        if self.spread is not None:
+            out["spread"] = self.spread
+        return out
+
+
+@dataclass(frozen=True)
+class EvalOutcome:
+    """The scores (``report``; its :meth:`EvalReport.to_dict` is ``greendiff eval --json``) and the scoring's
+    ledger run summary."""
+
+    report: EvalReport
     summary: RunSummary
 
     @property
-    def results(self) -> list[dict]:
-        return self.report["results"]
+    def results(self) -> tuple[EvalResult, ...]:
+        return self.report.results
 
 
 def run_eval(job: EvalJob) -> EvalOutcome:
@@ -199,13 +282,10 @@ def run_eval(job: EvalJob) -> EvalOutcome:
             results = [score(unet, sampler, job.n, n_steps, real, extractor, seed, job.kid_subset, by_class)
                        for seed in range(job.seeds)]
     summary = tracker.summary
-    report = {"run": str(job.run), "features": extractor_name, "n": job.n, "sampler_steps": n_steps,
-              "sampler": config.optim.sampler, "results": results,
-              "energy_kwh": summary.energy_kwh, "emissions_kg": summary.emissions_kg, "ledger_run_id": summary.run_id}
-    if by_class is not None:
-        report |= {"num_classes": model.num_classes, "guidance_scale": guidance}
-        report |= {"class_accuracy_note": note} if note else {
-            "class_accuracy": round(sum(r["class_accuracy"] for r in results) / len(results), 12)}
-    if job.seeds > 1:
-        report["spread"] = seed_spread(results)
+    conditional = by_class is not None
+    report = EvalReport(str(job.run), extractor_name, job.n, n_steps, config.optim.sampler, tuple(results),
+                        summary.energy_kwh, summary.emissions_kg, summary.run_id,
+                        num_classes=model.num_classes if conditional else None,
+                        guidance_scale=guidance if conditional else None, class_accuracy_note=note,
+                        spread=seed_spread([r.quality.to_dict() for r in results]) if job.seeds > 1 else None)
     return EvalOutcome(report, summary)
