@@ -19,11 +19,16 @@ def test_run_prune_returns_the_report_it_writes(tmp_path, parent):
     outcome = run_prune(PruneJob(run=parent, ratio=0.5, finetune_steps=2, taylor_timesteps=2, eval_samples=0,
                                  output_dir=str(tmp_path / "out"), measurement=measurement(ledger)))
     assert outcome.run_dir.parent == tmp_path / "out" and outcome.report_path == outcome.run_dir / "compression.json"
-    assert json.loads(outcome.report_path.read_text()) == outcome.report
     report = outcome.report
-    assert report["parent_model"]["block_out_channels"] == [16, 32] and report["pruned_model"]["block_out_channels"] == [8, 16]
-    assert report["taylor"]["timesteps_used"] <= 2 and report["quality"] == {"parent": None, "pruned": None, "finetuned": None}
-    assert report["energy"]["ledger_run_id"] == outcome.summary.run_id and report["energy"]["eval_kwh"] == 0.0
+    written = json.loads(outcome.report_path.read_text())
+    assert written == report.to_dict() and list(written) == [
+        "parent", "ratio", "importance", "finetune_steps", "finetune_distill", "taylor", "time_refit_residual",
+        "parent_model", "pruned_model", "macs_reduction", "params_reduction", "eval", "quality", "energy"]
+    assert written["parent_model"]["block_out_channels"] == [16, 32] and report.pruned_model.block_out_channels == (8, 16)
+    assert report.taylor.timesteps_used <= 2 and written["quality"] == {"parent": None, "pruned": None, "finetuned": None}
+    assert written["eval"] == {"samples": 0, "sampler_steps": report.eval.sampler_steps, "features": "mnist"}
+    assert report.energy.ledger_run_id == outcome.summary.run_id and report.energy.eval_kwh == 0.0
+    assert written["params_reduction"] == report.parent_model.params / report.pruned_model.params
     (row,) = Ledger(ledger).list_runs()
     assert (row.kind, row.status) == ("prune", "completed")
     for name in ("config.toml", "pruned-unet/config.json", "pipeline/model_index.json", "emissions.json"):
@@ -34,17 +39,21 @@ def test_run_distill_trains_a_smaller_student(tmp_path, parent):
     outcome = run_distill(DistillJob(teacher=parent, student_preset="pico", max_steps=2, eval_samples=8,
                                      output_dir=str(tmp_path / "out"), measurement=measurement(tmp_path / "l.sqlite")))
     report = outcome.report
-    assert report["steps"] == 2 and report["params_reduction"] > 1
-    assert set(report["quality"]["student"]) >= {"fid", "kid"} and report["eval"]["samples"] == 8
-    assert report["energy"]["eval_kwh"] > 0 and report["energy"]["cost_kwh"] < report["energy"]["total_kwh"]
+    assert json.loads(outcome.report_path.read_text()) == report.to_dict()
+    assert report.steps == 2 and report.params_reduction > 1 and report.eval.samples == 8
+    assert set(report.to_dict()["quality"]["student"]) >= {"fid", "kid"} and report.quality_student.quality.n == 8
+    assert report.energy.eval_kwh > 0 and report.energy.cost_kwh < report.energy.total_kwh
 
 
 def test_run_distill_steps_halves_the_steps_each_round(tmp_path, parent):
     outcome = run_distill_steps(DistillStepsJob(teacher=parent, rounds=2, teacher_steps=8, steps_per_round=2,
                                                 eval_samples=0, output_dir=str(tmp_path / "out"),
                                                 measurement=measurement(tmp_path / "l.sqlite")))
-    assert [row["steps"] for row in outcome.report["rows"]] == [8, 2, 4, 2]
-    assert outcome.report["student"] == str(outcome.run_dir / "round-2")
+    assert [row.steps for row in outcome.report.rows] == [8, 2, 4, 2]
+    assert outcome.report.student == str(outcome.run_dir / "round-2")
+    written = json.loads(outcome.report_path.read_text())
+    assert written == outcome.report.to_dict() and written["eval"] == {"samples": 0, "features": "mnist"}
+    assert "run" not in written["rows"][0] and written["rows"][3]["run"] == str(outcome.run_dir / "round-2")
     assert all((outcome.run_dir / f"round-{k}" / "config.toml").is_file() for k in (1, 2))
 
 

@@ -17,6 +17,8 @@ from greendiff.cli._options import (
 from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, render_summary
 from greendiff.names import display_path
+from greendiff.workflows._compress_session import CompressionEnergy
+from greendiff.workflows._eval import EvalResult
 from greendiff.workflows import (
     CompressOutcome, DistillJob, DistillStepsJob, MeasurementOptions, PruneJob, run_distill, run_distill_steps, run_prune,
 )
@@ -28,14 +30,14 @@ Name = Annotated[Optional[str], name_option("--name", help="Run name.")]
 Sets = Annotated[list[str], Opt("--set", help="Any trainer config key for the new run, e.g. --set optim.ema=false.")]
 
 
-def _fmt_quality(q: dict | None) -> str:
-    return "—" if q is None else f"FID {q['fid']:.2f} · KID {q['kid']:.4f}"
+def _fmt_quality(result: EvalResult | None) -> str:
+    return "—" if result is None else f"FID {result.quality.fid:.2f} · KID {result.quality.kid:.4f}"
 
 
-def _print_energy(console: Console, energy: dict, what: str) -> None:
-    parent = energy["parent_training_kwh"]
-    console.print(f"{what}: {fmt_energy(energy['cost_kwh'])} (evaluations {fmt_energy(energy['eval_kwh'])} apart), "
-                  + (f"{energy['cost_vs_parent']:.1%} of the parent's training energy ({fmt_energy(parent)})"
+def _print_energy(console: Console, energy: CompressionEnergy, what: str) -> None:
+    parent = energy.parent_training_kwh
+    console.print(f"{what}: {fmt_energy(energy.cost_kwh)} (evaluations {fmt_energy(energy.eval_kwh)} apart), "
+                  + (f"{energy.cost_vs_parent:.1%} of the parent's training energy ({fmt_energy(parent)})"
                      if parent else "parent's training energy unknown (no emissions.json in its run directory)"),
                   highlight=False)
 
@@ -68,21 +70,21 @@ def prune_command(
 def render_prune(outcome: CompressOutcome, console: Console) -> None:
     """The summary, the models' sizes and quality side by side, the energy against the parent's."""
     report = outcome.report
-    parent, pruned, quality = report["parent_model"], report["pruned_model"], report["quality"]
+    parent, pruned = report.parent_model, report.pruned_model
     render_summary(outcome.summary, console)
-    console.print(f"pruned {parent['block_out_channels']} → {pruned['block_out_channels']}: "
-                  f"{parent['params']:,} → {pruned['params']:,} parameters, "
-                  f"{parent['macs_per_image'] / 1e6:.1f} → {pruned['macs_per_image'] / 1e6:.1f} M MACs per image "
-                  f"(time-embedding refit residual {report['time_refit_residual']:.1%})", highlight=False)
-    table = Table(title=f"prune {report['ratio']:g} ({report['importance']}) · {report['eval']['samples']} samples, "
-                        f"{report['eval']['sampler_steps']} steps", title_justify="left")
+    console.print(f"pruned {list(parent.block_out_channels)} → {list(pruned.block_out_channels)}: "
+                  f"{parent.params:,} → {pruned.params:,} parameters, "
+                  f"{parent.macs_per_image / 1e6:.1f} → {pruned.macs_per_image / 1e6:.1f} M MACs per image "
+                  f"(time-embedding refit residual {report.time_refit_residual:.1%})", highlight=False)
+    table = Table(title=f"prune {report.ratio:g} ({report.importance}) · {report.eval.samples} samples, "
+                        f"{report.eval.sampler_steps} steps", title_justify="left")
     for col in ("model", "params", "M MACs", "quality"):
         table.add_column(col, justify="right" if col != "model" else "left")
-    for label, stats, key in (("parent", parent, "parent"), ("pruned", pruned, "pruned"),
-                              (f"+ {report['finetune_steps']} steps", pruned, "finetuned")):
-        table.add_row(label, f"{stats['params']:,}", f"{stats['macs_per_image'] / 1e6:.1f}", _fmt_quality(quality[key]))
+    for label, stats, result in (("parent", parent, report.quality_parent), ("pruned", pruned, report.quality_pruned),
+                                 (f"+ {report.finetune_steps} steps", pruned, report.quality_finetuned)):
+        table.add_row(label, f"{stats.params:,}", f"{stats.macs_per_image / 1e6:.1f}", _fmt_quality(result))
     Console().print(table)
-    _print_energy(console, report["energy"], "pruning + fine-tuning")
+    _print_energy(console, report.energy, "pruning + fine-tuning")
     console.print(f"pruned run {display_path(outcome.run_dir)} ({outcome.duration_s:.0f} s) · report "
                   f"{display_path(outcome.report_path)}", highlight=False, markup=False)
 
@@ -110,12 +112,11 @@ def distill_command(
                                      data_weight=data_weight, eval_samples=eval_samples, output_dir=output_dir, name=name,
                                      sets=parse_sets(sets), measurement=measurement), RichProgress(console))
     report = outcome.report
-    teacher_stats, student_stats = report["teacher_model"], report["student_model"]
     render_summary(outcome.summary, console)
-    console.print(f"teacher {teacher_stats['params']:,} parameters: {_fmt_quality(report['quality']['teacher'])}\n"
-                  f"student {student_stats['params']:,} parameters ({report['params_reduction']:.1f}x fewer): "
-                  f"{_fmt_quality(report['quality']['student'])}", highlight=False)
-    _print_energy(console, report["energy"], "student training (teacher forwards included)")
+    console.print(f"teacher {report.teacher_model.params:,} parameters: {_fmt_quality(report.quality_teacher)}\n"
+                  f"student {report.student_model.params:,} parameters ({report.params_reduction:.1f}x fewer): "
+                  f"{_fmt_quality(report.quality_student)}", highlight=False)
+    _print_energy(console, report.energy, "student training (teacher forwards included)")
     console.print(f"student run {display_path(outcome.run_dir)} · report {display_path(outcome.report_path)}",
                   highlight=False, markup=False)
 
@@ -142,11 +143,11 @@ def distill_steps_command(
     table = Table(title=f"progressive distillation · {eval_samples} samples per row", title_justify="left")
     for col in ("model", "DDIM steps", "quality", "sampling energy / image"):
         table.add_column(col, justify="left" if col == "model" else "right")
-    for row in report["rows"]:
-        table.add_row(row["model"], str(row["steps"]), _fmt_quality(row["quality"]), fmt_energy(row["sample_kwh_per_image"]))
+    for row in report.rows:
+        table.add_row(row.model, str(row.steps), _fmt_quality(row.quality), fmt_energy(row.sample_kwh_per_image))
     Console().print(table)
-    _print_energy(console, report["energy"], f"{rounds} rounds of distillation")
-    student = display_path(Path(report["student"]))
-    console.print(f"final student {student} samples with {report['final_steps']} DDIM steps "
+    _print_energy(console, report.energy, f"{rounds} rounds of distillation")
+    student = display_path(Path(report.student))
+    console.print(f"final student {student} samples with {report.final_steps} DDIM steps "
                   f"(greendiff sample --run {student}) · report {display_path(outcome.report_path)}",
                   highlight=False, markup=False)

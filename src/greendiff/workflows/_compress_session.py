@@ -8,18 +8,20 @@ quality and energy with the parent. Evaluation has its own phase, reported apart
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from greendiff.errors import UserInputError
 from greendiff.names import MAX_NAME_CHARS, NAME_PUNCTUATION, check_name, display_path, unprintable
 from greendiff.tracking import RunSummary
 from greendiff.units import joules_to_kwh
-from greendiff.workflows._eval import class_scoring, reference_labels, score
+from greendiff.workflows._eval import EvalResult, class_scoring, reference_labels, score
 from greendiff.workflows._inputs import load_config_data
 from greendiff.workflows._progress import Progress
 from greendiff.workflows._rundir import write_emissions, write_file
@@ -29,19 +31,87 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class ModelStats:
+    """A ``UNet2DModel``'s size: ``params``, ``macs_per_image`` (multiply-accumulates of one forward) and its
+    ``block_out_channels``."""
+
+    params: int
+    macs_per_image: int
+    block_out_channels: tuple[int, ...]
+
+    def to_dict(self) -> dict:
+        return {"params": self.params, "macs_per_image": self.macs_per_image,
+                "block_out_channels": list(self.block_out_channels)}
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a compression job's models were scored: ``samples`` per evaluation (0: skipped), ``features``, and
+    ``sampler_steps`` (None where each row has its own, as in distill-steps)."""
+
+    samples: int
+    features: str
+    sampler_steps: int | None = None
+
+    def to_dict(self) -> dict:
+        steps = {} if self.sampler_steps is None else {"sampler_steps": self.sampler_steps}
+        return {"samples": self.samples, **steps, "features": self.features}
+
+
+@dataclass(frozen=True)
+class CompressionEnergy:
+    """A compression job's energy split (kWh): ``total_kwh`` of its ledger run, ``eval_kwh`` of its evaluation
+    phases, ``cost_kwh`` (the rest: what the compression cost), ``parent_training_kwh`` (None: unknown), the
+    energy of each phase, ``emissions_kg`` and ``ledger_run_id``."""
+
+    total_kwh: float
+    eval_kwh: float
+    cost_kwh: float
+    parent_training_kwh: float | None
+    phases_kwh: dict[str, float]
+    emissions_kg: float
+    ledger_run_id: int
+
+    @property
+    def cost_vs_parent(self) -> float | None:
+        """The compression's cost as a share of the parent's training energy (None when that is unknown)."""
+        return self.cost_kwh / self.parent_training_kwh if self.parent_training_kwh else None
+
+    def to_dict(self) -> dict:
+        return {"total_kwh": self.total_kwh, "eval_kwh": self.eval_kwh, "cost_kwh": self.cost_kwh,
+                "parent_training_kwh": self.parent_training_kwh, "phases_kwh": dict(self.phases_kwh),
+                "emissions_kg": self.emissions_kg, "ledger_run_id": self.ledger_run_id,
+                "cost_vs_parent": self.cost_vs_parent}
+
+
+def quality_dict(result: EvalResult | None) -> dict | None:
+    """An evaluation as the reports write it (None: skipped)."""
+    return None if result is None else result.to_dict()
+
+
+class CompressionReport(Protocol):
+    """What a compression job writes next to its run (``PruneReport``, ``DistillReport``,
+    ``DistillStepsReport``): its :meth:`to_dict` is the JSON file; ``energy`` is set by :meth:`CompressSession.finish`."""
+
+    energy: CompressionEnergy | None
+
+    def to_dict(self) -> dict: ...
+
+
+@dataclass(frozen=True)
 class CompressOutcome:
     """A compression job's result.
 
     Attributes:
         run_dir: the new run directory (for distill-steps, the folder of its rounds).
-        report: what ``report_path`` holds (models, quality, ``energy``: total_kwh, eval_kwh, cost_kwh, ...).
+        report: what ``report_path`` holds (its ``to_dict()``): models, quality, ``energy``.
         report_path: the JSON report in ``run_dir``.
         summary: the job's one ledger run's summary.
         duration_s: wall time of the job.
     """
 
     run_dir: Path
-    report: dict
+    report: CompressionReport
     report_path: Path
     summary: RunSummary
     duration_s: float
@@ -93,12 +163,12 @@ def check_parent(run: Path, flag: str = "--run") -> None:
                              f"and {display_path(run / 'config.toml')} from greendiff train)")
 
 
-def model_stats(unet) -> dict:
+def model_stats(unet) -> ModelStats:
     """Parameters, MACs per image and widths of a ``UNet2DModel``."""
     from greendiff.train import count_macs, count_parameters
 
-    return {"params": count_parameters(unet), "macs_per_image": count_macs(unet, unet.config.sample_size, unet.config.in_channels),
-            "block_out_channels": list(unet.config.block_out_channels)}
+    return ModelStats(count_parameters(unet), count_macs(unet, unet.config.sample_size, unet.config.in_channels),
+                      tuple(unet.config.block_out_channels))
 
 
 class CompressSession:
@@ -142,7 +212,7 @@ class CompressSession:
         with RunDirLock(run_dir):
             return train_segment(config, self.data, run_dir, self.tracker, self.progress, label=label)
 
-    def quality(self, unet, sampler, steps: int) -> dict | None:
+    def quality(self, unet, sampler, steps: int) -> EvalResult | None:
         """Quality on the shipped MNIST features, seed 0, in the ``eval`` phase (None when skipped); a
         class-conditional model's class-balanced, at the parent's ``optim.guidance_scale``, with its class scores."""
         if not self.eval_samples:
@@ -160,20 +230,16 @@ class CompressSession:
             return score(unet, sampler, self.eval_samples, steps, real, extractor, kid_subset=self.eval_samples,
                          conditioning=by_class)
 
-    def finish(self, report: dict, name: str) -> CompressOutcome:
+    def finish(self, report: CompressionReport, name: str) -> CompressOutcome:
         """Stop the tracker; add the energy split (the ``eval`` phase and its ``eval-...`` sub-phases, i.e.
-        measurement, apart) to ``report``;
-        write it and ``emissions.json``."""
+        measurement, apart) to ``report``; write it and ``emissions.json``."""
         summary = self.tracker.stop("completed")
         eval_kwh = summary.phase_energy_kwh("eval")
-        parent_kwh = self.parent_kwh
-        cost_kwh = summary.energy_kwh - eval_kwh
-        report["energy"] = {"total_kwh": summary.energy_kwh, "eval_kwh": eval_kwh, "cost_kwh": cost_kwh,
-                            "parent_training_kwh": parent_kwh,
-                            "phases_kwh": {p.name: joules_to_kwh(p.energy_j) for p in summary.phases},
-                            "emissions_kg": summary.emissions_kg, "ledger_run_id": summary.run_id,
-                            "cost_vs_parent": cost_kwh / parent_kwh if parent_kwh else None}
+        energy = CompressionEnergy(summary.energy_kwh, eval_kwh, summary.energy_kwh - eval_kwh, self.parent_kwh,
+                                   {p.name: joules_to_kwh(p.energy_j) for p in summary.phases}, summary.emissions_kg,
+                                   summary.run_id)
+        report = dataclasses.replace(report, energy=energy)
         path = self.run_dir / name
-        write_file(path, json.dumps(report, indent=2))
+        write_file(path, json.dumps(report.to_dict(), indent=2))
         write_emissions(self.run_dir, summary, 0.0, self.tracker.ledger)
         return CompressOutcome(self.run_dir, report, path, summary, time.perf_counter() - self.t0)

@@ -4,11 +4,12 @@ the teacher's forwards metered; quality and size compared (``distill.json``).
 Example:
     >>> from greendiff.workflows import DistillJob, run_distill
     >>> outcome = run_distill(DistillJob(teacher=Path("runs/teacher"), student_preset="pico"))  # doctest: +SKIP
-    >>> outcome.report["params_reduction"]  # doctest: +SKIP
+    >>> outcome.report.params_reduction  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,10 @@ from pathlib import Path
 from greendiff.errors import UserInputError
 from greendiff.names import display_path
 from greendiff.workflows._compress_session import (
-    CompressOutcome, CompressSession, check_parent, derived_config, derived_name, model_stats,
+    CompressionEnergy, CompressOutcome, CompressSession, EvalSettings, ModelStats, check_parent, derived_config,
+    derived_name, model_stats, quality_dict,
 )
+from greendiff.workflows._eval import EvalResult
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
 from greendiff.workflows._progress import NullProgress, Progress
 from greendiff.workflows._rundir import new_run_dir, write_config
@@ -53,6 +56,50 @@ class DistillJob:
     name: str | None = None
     sets: Mapping[str, str] = field(default_factory=dict)
     measurement: MeasurementOptions = MeasurementOptions()
+
+
+@dataclass(frozen=True)
+class DistillWeights:
+    """The loss weights: ``data`` (denoising), ``output`` (the teacher's prediction), ``feature`` (its block features)."""
+
+    data: float
+    output: float
+    feature: float
+
+
+@dataclass(frozen=True)
+class DistillReport:
+    """What ``distill.json`` holds (:meth:`to_dict`): the student, its training steps and weights, both models'
+    sizes and quality (None where skipped), and the energy (set when the job finishes)."""
+
+    teacher: str
+    student_preset: str | None
+    student_init: str  # "" for a preset student
+    steps: int
+    weights: DistillWeights
+    teacher_model: ModelStats
+    student_model: ModelStats
+    eval: EvalSettings
+    quality_teacher: EvalResult | None
+    quality_student: EvalResult | None
+    energy: CompressionEnergy | None = None
+
+    @property
+    def params_reduction(self) -> float:
+        return self.teacher_model.params / self.student_model.params
+
+    @property
+    def macs_reduction(self) -> float:
+        return self.teacher_model.macs_per_image / self.student_model.macs_per_image
+
+    def to_dict(self) -> dict:
+        return {"teacher": self.teacher, "student_preset": self.student_preset, "student_init": self.student_init,
+                "steps": self.steps, "weights": dataclasses.asdict(self.weights),
+                "teacher_model": self.teacher_model.to_dict(), "student_model": self.student_model.to_dict(),
+                "params_reduction": self.params_reduction, "macs_reduction": self.macs_reduction,
+                "eval": self.eval.to_dict(),
+                "quality": {"teacher": quality_dict(self.quality_teacher), "student": quality_dict(self.quality_student)},
+                **({} if self.energy is None else {"energy": self.energy.to_dict()})}
 
 
 def _student(job: DistillJob) -> tuple[dict, str]:
@@ -108,15 +155,10 @@ def run_distill(job: DistillJob, progress: Progress | None = None) -> CompressOu
     steps = config.optim.sample_steps
     quality_teacher = s.quality(s.unet, s.sampler, steps)
     quality_student = s.quality(trained, sampler, steps)
-    teacher_stats, student_stats = model_stats(s.unet), model_stats(trained)
-    report = {"teacher": str(job.teacher), "student_preset": job.student_preset, "student_init": str(job.student_init or ""),
-              "steps": result.step,
-              "weights": {"data": job.data_weight, "output": job.output_weight, "feature": job.feature_weight},
-              "teacher_model": teacher_stats, "student_model": student_stats,
-              "params_reduction": teacher_stats["params"] / student_stats["params"],
-              "macs_reduction": teacher_stats["macs_per_image"] / student_stats["macs_per_image"],
-              "eval": {"samples": job.eval_samples, "sampler_steps": steps, "features": config.stop.eval_features},
-              "quality": {"teacher": quality_teacher, "student": quality_student}}
+    report = DistillReport(str(job.teacher), job.student_preset, str(job.student_init or ""), result.step,
+                           DistillWeights(job.data_weight, job.output_weight, job.feature_weight),
+                           model_stats(s.unet), model_stats(trained),
+                           EvalSettings(job.eval_samples, config.stop.eval_features, steps), quality_teacher, quality_student)
     return s.finish(report, "distill.json")
 
 

@@ -5,7 +5,7 @@ its teacher in one, halving the sampling steps; quality and sampling energy per 
 Example:
     >>> from greendiff.workflows import DistillStepsJob, run_distill_steps
     >>> outcome = run_distill_steps(DistillStepsJob(teacher=Path("runs/teacher"), rounds=2))  # doctest: +SKIP
-    >>> [row["steps"] for row in outcome.report["rows"]]  # doctest: +SKIP
+    >>> [row.steps for row in outcome.report.rows]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -18,7 +18,11 @@ from pathlib import Path
 from greendiff.errors import UserInputError
 from greendiff.names import display_path
 from greendiff.units import joules_to_kwh
-from greendiff.workflows._compress_session import CompressOutcome, CompressSession, check_parent, derived_config, derived_name
+from greendiff.workflows._compress_session import (
+    CompressionEnergy, CompressOutcome, CompressSession, EvalSettings, check_parent, derived_config, derived_name,
+    quality_dict,
+)
+from greendiff.workflows._eval import EvalResult
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
 from greendiff.workflows._progress import NullProgress, Progress
 from greendiff.workflows._rundir import new_run_dir, write_config
@@ -52,6 +56,45 @@ class DistillStepsJob:
     measurement: MeasurementOptions = MeasurementOptions()
 
 
+@dataclass(frozen=True)
+class StepsRow:
+    """A model at a number of DDIM ``steps``: its ``quality`` (None: skipped), sampling energy per image (kWh)
+    and, for a round's student, its ``run`` directory."""
+
+    model: str
+    steps: int
+    quality: EvalResult | None
+    sample_kwh_per_image: float
+    run: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "steps": self.steps, "quality": quality_dict(self.quality),
+                "sample_kwh_per_image": self.sample_kwh_per_image, **({} if self.run is None else {"run": self.run})}
+
+
+@dataclass(frozen=True)
+class DistillStepsReport:
+    """What ``distill_steps.json`` holds (:meth:`to_dict`): the rounds, the final ``student`` run directory, a
+    row per model (the teacher at its steps and at the final steps, then each round's student) and the
+    energy (set when the job finishes)."""
+
+    teacher: str
+    rounds: int
+    teacher_steps: int
+    final_steps: int
+    steps_per_round: int
+    student: str
+    eval: EvalSettings
+    rows: tuple[StepsRow, ...]
+    energy: CompressionEnergy | None = None
+
+    def to_dict(self) -> dict:
+        return {"teacher": self.teacher, "rounds": self.rounds, "teacher_steps": self.teacher_steps,
+                "final_steps": self.final_steps, "steps_per_round": self.steps_per_round, "student": self.student,
+                "eval": self.eval.to_dict(), "rows": [row.to_dict() for row in self.rows],
+                **({} if self.energy is None else {"energy": self.energy.to_dict()})}
+
+
 def _round_config(job: DistillStepsJob, teacher_lr: float, k: int, source: Path, round_dir: Path):
     """Round ``k``'s config: from ``source``, ``teacher_steps / 2^(k-1)`` teacher steps into half as many."""
     n = job.teacher_steps >> (k - 1)
@@ -73,9 +116,8 @@ class _Rows:
         self.ddim = make_sampler(dataclasses.replace(optim, sampler="ddim"), make_noise_scheduler(optim))
         self.shape = (s.unet.config.in_channels, s.unet.config.sample_size, s.unet.config.sample_size)
 
-    def row(self, model: str, unet, steps: int, **extra) -> dict:
-        return {"model": model, "steps": steps, "quality": self.s.quality(unet, self.ddim, steps),
-                "sample_kwh_per_image": self.sampling_kwh(unet, steps), **extra}
+    def row(self, model: str, unet, steps: int, run: str | None = None) -> StepsRow:
+        return StepsRow(model, steps, self.s.quality(unet, self.ddim, steps), self.sampling_kwh(unet, steps), run)
 
     def sampling_kwh(self, unet, steps: int) -> float:
         """Sampling energy per image at ``steps`` steps: a fixed batch of images in its own (evaluation) phase."""
@@ -91,7 +133,7 @@ class _Rows:
 
 def run_distill_steps(job: DistillStepsJob, progress: Progress | None = None) -> CompressOutcome:
     """``job.rounds`` rounds in ``run_dir/round-K``, each a resumable run; one ledger run (kind ``distill-steps``).
-    The outcome's ``report["student"]``: the final student's run directory."""
+    The outcome's ``report.student``: the final student's run directory."""
     from greendiff.compress import check_rounds
     from greendiff.train import load_run_model
 
@@ -117,9 +159,9 @@ def run_distill_steps(job: DistillStepsJob, progress: Progress | None = None) ->
             raise UserInputError(f"round {k} ended {result.status}; resume with: greendiff train --resume {display_path(round_dir)}, "
                                  f"then rerun the later rounds")
         _, student, _ = load_run_model(round_dir)
-        table.append(rows.row(f"round {k}", student, n // 2, run=str(round_dir)))
+        table.append(rows.row(f"round {k}", student, n // 2, str(round_dir)))
         source = round_dir / "pipeline" / "unet"
-    report = {"teacher": str(job.teacher), "rounds": job.rounds, "teacher_steps": job.teacher_steps,
-              "final_steps": final_steps, "steps_per_round": job.steps_per_round, "student": str(source.parent.parent),
-              "eval": {"samples": job.eval_samples, "features": s.config.stop.eval_features}, "rows": table}
+    report = DistillStepsReport(str(job.teacher), job.rounds, job.teacher_steps, final_steps, job.steps_per_round,
+                                str(source.parent.parent), EvalSettings(job.eval_samples, s.config.stop.eval_features),
+                                tuple(table))
     return s.finish(report, "distill_steps.json")

@@ -4,11 +4,12 @@ fine-tuned by the ordinary trainer, size, quality and energy compared with the p
 Example:
     >>> from greendiff.workflows import PruneJob, run_prune
     >>> outcome = run_prune(PruneJob(run=Path("runs/parent"), ratio=0.5, finetune_steps=100))  # doctest: +SKIP
-    >>> outcome.report["params_reduction"]  # doctest: +SKIP
+    >>> outcome.report.params_reduction  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,10 @@ from pathlib import Path
 from greendiff.errors import UserInputError
 from greendiff.names import display_path
 from greendiff.workflows._compress_session import (
-    CompressOutcome, CompressSession, check_parent, derived_config, derived_name, model_stats,
+    CompressionEnergy, CompressOutcome, CompressSession, EvalSettings, ModelStats, check_parent, derived_config,
+    derived_name, model_stats, quality_dict,
 )
+from greendiff.workflows._eval import EvalResult
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
 from greendiff.workflows._progress import NullProgress, Progress, TimestepDone
 from greendiff.workflows._rundir import new_run_dir, write_config
@@ -60,6 +63,56 @@ class PruneJob:
     measurement: MeasurementOptions = MeasurementOptions()
 
 
+@dataclass(frozen=True)
+class TaylorSummary:
+    """The Taylor pass: ``timesteps_used`` (scored before it stopped), ``stopped_at`` (the timestep whose loss
+    fell below ``thr`` x max; None: it did not stop early) and ``thr``."""
+
+    timesteps_used: int
+    stopped_at: int | None
+    thr: float
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What ``compression.json`` holds (:meth:`to_dict`): the job's settings, the models' sizes, their quality
+    (parent, pruned, fine-tuned; None where skipped) and the energy (set when the job finishes)."""
+
+    parent: str
+    ratio: float
+    importance: str
+    finetune_steps: int
+    finetune_distill: bool
+    taylor: TaylorSummary | None
+    time_refit_residual: float
+    parent_model: ModelStats
+    pruned_model: ModelStats
+    eval: EvalSettings
+    quality_parent: EvalResult | None
+    quality_pruned: EvalResult | None
+    quality_finetuned: EvalResult | None
+    energy: CompressionEnergy | None = None
+
+    @property
+    def macs_reduction(self) -> float:
+        return self.parent_model.macs_per_image / self.pruned_model.macs_per_image
+
+    @property
+    def params_reduction(self) -> float:
+        return self.parent_model.params / self.pruned_model.params
+
+    def to_dict(self) -> dict:
+        return {"parent": self.parent, "ratio": self.ratio, "importance": self.importance,
+                "finetune_steps": self.finetune_steps, "finetune_distill": self.finetune_distill,
+                "taylor": None if self.taylor is None else dataclasses.asdict(self.taylor),
+                "time_refit_residual": self.time_refit_residual, "parent_model": self.parent_model.to_dict(),
+                "pruned_model": self.pruned_model.to_dict(), "macs_reduction": self.macs_reduction,
+                "params_reduction": self.params_reduction, "eval": self.eval.to_dict(),
+                "quality": {"parent": quality_dict(self.quality_parent), "pruned": quality_dict(self.quality_pruned),
+                            "finetuned": quality_dict(self.quality_finetuned)},
+                **({} if self.energy is None else {"energy": self.energy.to_dict()})}
+
+
 def run_prune(job: PruneJob, progress: Progress | None = None) -> CompressOutcome:
     """Prune ``job.run``, fine-tune, evaluate parent, pruned and fine-tuned models; one ledger run (kind ``prune``)."""
     from greendiff.compress import IMPORTANCES, check_ratio
@@ -96,15 +149,11 @@ def run_prune(job: PruneJob, progress: Progress | None = None) -> CompressOutcom
         export_pipeline(rebuilt.unet, None, make_noise_scheduler(s.config.optim), run_dir / "pipeline")
     _, tuned, sampler = load_run_model(run_dir)
     quality_tuned = s.quality(tuned, sampler, steps) if job.finetune_steps else quality_pruned
-    report = {"parent": str(job.run), "ratio": job.ratio, "importance": job.importance, "finetune_steps": job.finetune_steps,
-              "finetune_distill": job.distill,
-              "taylor": None if pass_info is None else {"timesteps_used": len(pass_info.timesteps),
-                                                        "stopped_at": pass_info.stopped_at, "thr": job.thr},
-              "time_refit_residual": rebuilt.time_refit_residual, "parent_model": parent_stats, "pruned_model": pruned_stats,
-              "macs_reduction": parent_stats["macs_per_image"] / pruned_stats["macs_per_image"],
-              "params_reduction": parent_stats["params"] / pruned_stats["params"],
-              "eval": {"samples": job.eval_samples, "sampler_steps": steps, "features": s.config.stop.eval_features},
-              "quality": {"parent": quality_parent, "pruned": quality_pruned, "finetuned": quality_tuned}}
+    taylor = None if pass_info is None else TaylorSummary(len(pass_info.timesteps), pass_info.stopped_at, job.thr)
+    report = PruneReport(str(job.run), job.ratio, job.importance, job.finetune_steps, job.distill, taylor,
+                         rebuilt.time_refit_residual, parent_stats, pruned_stats,
+                         EvalSettings(job.eval_samples, s.config.stop.eval_features, steps),
+                         quality_parent, quality_pruned, quality_tuned)
     return s.finish(report, "compression.json")
 
 
