@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,30 @@ def test_a_bad_job_creates_nothing(tmp_path, parent):
         run_prune(PruneJob(run=parent, ratio=0.5, sets={"optim.nope": "1"}, output_dir=str(tmp_path / "out"),
                            measurement=measurement(tmp_path / "l")))
     assert not (tmp_path / "out").exists()
+
+
+def test_compression_jobs_check_their_fields_as_the_cli_checks_its_flags(tmp_path):
+    from greendiff.workflows import MeasurementOptions
+
+    job = PruneJob(run=str(tmp_path / "p"), ratio=0.5, output_dir=tmp_path / "out")
+    assert job.run == tmp_path / "p" and job.output_dir == str(tmp_path / "out")
+    assert DistillJob(teacher="t", student_init="s").student_init == Path("s")
+    with pytest.raises(UserInputError, match=r"^--ratio must be between 0 and 1 \(exclusive\)"):
+        PruneJob(run="p", ratio=1.0)
+    with pytest.raises(UserInputError, match=r"^--thr must be in \[0, 1\), got 1"):
+        PruneJob(run="p", ratio=0.5, thr=1)
+    with pytest.raises(UserInputError, match=r"^--eval-samples must be"):
+        DistillJob(teacher="t", eval_samples=-1)
+    with pytest.raises(UserInputError, match=r"^--rounds must be a positive integer up to 20, got 21"):
+        DistillStepsJob(teacher="t", rounds=21)
+    with pytest.raises(TypeError, match="^PruneJob.run must be a Path or str, got int 3"):
+        PruneJob(run=3, ratio=0.5)
+    with pytest.raises(TypeError, match="^PruneJob.finetune_steps must be an int, got bool"):
+        PruneJob(run="p", ratio=0.5, finetune_steps=True)
+    with pytest.raises(TypeError, match="^DistillJob.feature_weight must be a float, got str"):
+        DistillJob(teacher="t", feature_weight="0.1")
+    with pytest.raises(TypeError, match="^DistillStepsJob.measurement must be a MeasurementOptions"):
+        DistillStepsJob(teacher="t", measurement={"no_gpu": True})
+    with pytest.raises(TypeError, match="^DistillStepsJob.sets must be a mapping"):
+        DistillStepsJob(teacher="t", sets=["optim.lr=1"])
+    assert DistillStepsJob(teacher="t", measurement=MeasurementOptions(no_gpu=True)).teacher == Path("t")

@@ -17,6 +17,7 @@ from greendiff.errors import UserInputError
 from greendiff.names import check_name
 from greendiff.numbers import Bounds
 from greendiff.workflows import CPU_WATTS, GPU_INDEX, PUE, MeasurementOptions
+from greendiff.workflows._compress_session import BATCH, EVAL_IMAGES0, RATIO, ROUNDS, TEACHER_STEPS, THRESHOLD
 from greendiff.workflows._fields import (
     CLASS_ID, EVAL_IMAGES, GUIDANCE, IMAGES, KID_SUBSET, PROCESSES, SAMPLER_STEPS, SAMPLER_STEPS0, SEEDS,
 )
@@ -93,18 +94,12 @@ ENERGY_KWH = dataclasses.replace(numbers.ENERGY_KWH, lo_open=True)  #: a job's e
 ENERGY0_KWH = dataclasses.replace(numbers.ENERGY_KWH, phrase=f"a positive number or 0, at most {numbers.MAX_ENERGY_KWH:g}")
 YEAR_HOURS = numbers.YEAR_HOURS
 WORKERS = Bounds(integer=True, lo=1, hi=256, phrase=">= 1 and at most 256")
-EVAL_IMAGES0 = Bounds(integer=True, lo=0, hi=1_000_000)  #: 0 skips the evaluation
-BATCH = Bounds(integer=True, lo=1, hi=65_536)
 ROWS = Bounds(integer=True, lo=1, hi=100_000)  #: rows of a table or trials of a study
 #: measure's ledger samples: more often than every 50 ms would flood a shared ledger with writes
 SAMPLE_INTERVAL = Bounds(lo=0.05, hi=86_400, why="a sample at least once a day")
 DEMO_SECONDS = Bounds(lo=0, lo_open=True, hi=3600, phrase="in (0, 3600]")
 HARDWARE_STEPS = dataclasses.replace(COUNT, phrase=f"positive, at most {numbers.MAX_COUNT}")
 SLOWDOWN = Bounds(lo=0, hi=10, hi_open=True, phrase="a fraction >= 0 (0.1 = 10 %), below 10")
-RATIO = Bounds(lo=0, hi=1, lo_open=True, hi_open=True, phrase="between 0 and 1 (exclusive): the fraction of channels removed")
-THRESHOLD = Bounds(lo=0, hi=1, hi_open=True, phrase="in [0, 1)")
-ROUNDS = Bounds(integer=True, lo=1, hi=20)
-TEACHER_STEPS = Bounds(integer=True, lo=2, hi=100_000)
 REPORTS = Bounds(integer=True, lo=1, hi=1000)
 STARTUP_TRIALS = Bounds(integer=True, lo=0, hi=100_000)
 TRIAL_NUMBER = COUNT0

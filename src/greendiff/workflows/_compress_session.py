@@ -18,16 +18,30 @@ from pathlib import Path
 from typing import Protocol
 
 from greendiff.errors import UserInputError
+from greendiff.numbers import Bounds
 from greendiff.names import MAX_NAME_CHARS, NAME_PUNCTUATION, check_name, display_path, unprintable
 from greendiff.tracking import RunSummary
 from greendiff.units import joules_to_kwh
 from greendiff.workflows._eval import EvalResult, class_scoring, reference_labels, score
+from greendiff.workflows._fields import (
+    check_instance, checked_float, checked_int, checked_overrides, checked_path, set_fields,
+)
 from greendiff.workflows._inputs import load_config_data
 from greendiff.workflows._progress import Progress
 from greendiff.workflows._rundir import write_emissions, write_file
 from greendiff.workflows._segment import train_segment
 
 logger = logging.getLogger(__name__)
+
+#: The ranges of the numbers a compression job takes (``greendiff prune/distill/distill-steps`` read their flags with them).
+RATIO = Bounds(lo=0, hi=1, lo_open=True, hi_open=True, phrase="between 0 and 1 (exclusive): the fraction of channels removed")
+THRESHOLD = Bounds(lo=0, hi=1, hi_open=True, phrase="in [0, 1)")
+ROUNDS = Bounds(integer=True, lo=1, hi=20)
+TEACHER_STEPS = Bounds(integer=True, lo=2, hi=100_000)
+EVAL_IMAGES0 = Bounds(integer=True, lo=0, hi=1_000_000)  #: 0 skips the evaluation
+BATCH = Bounds(integer=True, lo=1, hi=65_536)
+WEIGHT = Bounds()  #: a learning rate or loss weight: any finite number (the trainer's config checks its range)
+STEPS = Bounds(integer=True)  #: a trainer step count: an integer (the trainer's config checks its range)
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,23 @@ class CompressOutcome:
     report_path: Path
     summary: RunSummary
     duration_s: float
+
+
+def check_common(job, parent: str) -> None:
+    """The fields every compression job has, checked and stored (``parent``: the run field, taken as ``str`` or
+    ``Path``; ``lr``, ``eval_samples``, ``output_dir``, ``name``, ``sets``, ``measurement``)."""
+    from greendiff.workflows._measurement import MeasurementOptions
+
+    kind = type(job).__name__
+    lr, output_dir, name = job.lr, job.output_dir, job.name
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"{kind}.name must be a str or None, got {type(name).__name__} {name!r:.60}")
+    set_fields(job, **{parent: checked_path(getattr(job, parent), f"{kind}.{parent}")},
+               lr=None if lr is None else checked_float(lr, WEIGHT, f"{kind}.lr", "--lr"),
+               eval_samples=checked_int(job.eval_samples, EVAL_IMAGES0, f"{kind}.eval_samples", "--eval-samples"),
+               output_dir=None if output_dir is None else str(checked_path(output_dir, f"{kind}.output_dir")),
+               sets=checked_overrides(job.sets, f"{kind}.sets"))
+    check_instance(job.measurement, MeasurementOptions, f"{kind}.measurement")
 
 
 def parent_energy_kwh(run: Path) -> float | None:

@@ -17,9 +17,10 @@ from pathlib import Path
 from greendiff.errors import UserInputError
 from greendiff.names import display_path
 from greendiff.workflows._compress_session import (
-    CompressionEnergy, CompressOutcome, CompressSession, EvalSettings, ModelStats, check_parent, derived_config,
-    derived_name, model_stats, quality_dict,
+    STEPS, WEIGHT, CompressionEnergy, CompressOutcome, CompressSession, EvalSettings, ModelStats, check_common,
+    check_parent, derived_config, derived_name, model_stats, quality_dict,
 )
+from greendiff.workflows._fields import checked_float, checked_int, checked_path, set_fields
 from greendiff.workflows._eval import EvalResult
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
 from greendiff.workflows._progress import NullProgress, Progress
@@ -56,6 +57,18 @@ class DistillJob:
     name: str | None = None
     sets: Mapping[str, str] = field(default_factory=dict)
     measurement: MeasurementOptions = MeasurementOptions()
+
+    def __post_init__(self) -> None:
+        """Checked as ``greendiff distill`` checks its flags (``TypeError`` naming the field for a wrong type,
+        the flag's one-line :class:`UserInputError` out of range); paths may be given as ``str``."""
+        if self.student_preset is not None and not isinstance(self.student_preset, str):
+            raise TypeError(f"DistillJob.student_preset must be a str or None, got {type(self.student_preset).__name__}")
+        check_common(self, "teacher")
+        max_steps = self.max_steps
+        set_fields(self, student_init=checked_path(self.student_init, "DistillJob.student_init", optional=True),
+                   max_steps=None if max_steps is None else checked_int(max_steps, STEPS, "DistillJob.max_steps", "--max-steps"),
+                   **{f"{w}_weight": checked_float(getattr(self, f"{w}_weight"), WEIGHT, f"DistillJob.{w}_weight",
+                                                   f"--{w}-weight") for w in ("output", "feature", "data")})
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,11 @@ from greendiff.errors import UserInputError
 from greendiff.names import display_path
 from greendiff.units import joules_to_kwh
 from greendiff.workflows._compress_session import (
-    CompressionEnergy, CompressOutcome, CompressSession, EvalSettings, check_parent, derived_config, derived_name,
-    quality_dict,
+    ROUNDS, TEACHER_STEPS, CompressionEnergy, CompressOutcome, CompressSession, EvalSettings, check_common,
+    check_parent, derived_config, derived_name, quality_dict,
 )
+from greendiff.numbers import COUNT
+from greendiff.workflows._fields import checked_int, set_fields
 from greendiff.workflows._eval import EvalResult
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
 from greendiff.workflows._progress import NullProgress, Progress
@@ -54,6 +56,16 @@ class DistillStepsJob:
     name: str | None = None
     sets: Mapping[str, str] = field(default_factory=dict)
     measurement: MeasurementOptions = MeasurementOptions()
+
+    def __post_init__(self) -> None:
+        """Checked as ``greendiff distill-steps`` checks its flags (``TypeError`` naming the field for a wrong
+        type, the flag's one-line :class:`UserInputError` out of range); paths may be given as ``str``."""
+        check_common(self, "teacher")
+        set_fields(self, rounds=checked_int(self.rounds, ROUNDS, "DistillStepsJob.rounds", "--rounds"),
+                   teacher_steps=checked_int(self.teacher_steps, TEACHER_STEPS, "DistillStepsJob.teacher_steps",
+                                             "--teacher-steps"),
+                   steps_per_round=checked_int(self.steps_per_round, COUNT, "DistillStepsJob.steps_per_round",
+                                               "--steps-per-round"))
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,11 @@ from pathlib import Path
 from greendiff.errors import UserInputError
 from greendiff.names import display_path
 from greendiff.workflows._compress_session import (
-    CompressionEnergy, CompressOutcome, CompressSession, EvalSettings, ModelStats, check_parent, derived_config,
-    derived_name, model_stats, quality_dict,
+    BATCH, RATIO, THRESHOLD, CompressionEnergy, CompressOutcome, CompressSession, EvalSettings, ModelStats,
+    check_common, check_parent, derived_config, derived_name, model_stats, quality_dict,
 )
+from greendiff.numbers import COUNT0
+from greendiff.workflows._fields import SAMPLER_STEPS, checked_float, checked_int, set_fields
 from greendiff.workflows._eval import EvalResult
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
 from greendiff.workflows._progress import NullProgress, Progress, TimestepDone
@@ -61,6 +63,21 @@ class PruneJob:
     name: str | None = None
     sets: Mapping[str, str] = field(default_factory=dict)
     measurement: MeasurementOptions = MeasurementOptions()
+
+    def __post_init__(self) -> None:
+        """Checked as ``greendiff prune`` checks its flags (``TypeError`` naming the field for a wrong type, the
+        flag's one-line :class:`UserInputError` out of range); ``run`` and ``output_dir`` may be ``str``."""
+        if not isinstance(self.importance, str) or not isinstance(self.distill, bool):
+            bad = "importance" if not isinstance(self.importance, str) else "distill"
+            raise TypeError(f"PruneJob.{bad} must be a {'str' if bad == 'importance' else 'bool'}, got "
+                            f"{type(getattr(self, bad)).__name__}")
+        check_common(self, "run")
+        set_fields(self, ratio=checked_float(self.ratio, RATIO, "PruneJob.ratio", "--ratio"),
+                   finetune_steps=checked_int(self.finetune_steps, COUNT0, "PruneJob.finetune_steps", "--finetune-steps"),
+                   taylor_timesteps=checked_int(self.taylor_timesteps, SAMPLER_STEPS, "PruneJob.taylor_timesteps",
+                                                "--taylor-timesteps"),
+                   thr=checked_float(self.thr, THRESHOLD, "PruneJob.thr", "--thr"),
+                   taylor_batch=checked_int(self.taylor_batch, BATCH, "PruneJob.taylor_batch", "--taylor-batch"))
 
 
 @dataclass(frozen=True)
