@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -196,6 +197,7 @@ def _init_worker(worker_id: int) -> None:
     """One thread per worker (the workers are the parallelism), and its RNGs seeded from the loader's
     seed (torch gives each worker ``base_seed + worker_id``) for any augmentation that draws numbers."""
     torch.set_num_threads(1)
+    os.nice(10)  # decoding yields to the training threads (measured on 2 cores: see BENCHMARKS.md, streaming)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
