@@ -218,3 +218,18 @@ def test_an_unknown_class_name_is_one_line(ask, message):
 def test_class_names_that_do_not_fit_the_model_are_refused(names, message):
     with pytest.raises(UserInputError, match=message):
         named_pipeline(names)
+
+
+def test_guided_sampling_does_not_clip_the_predicted_image():
+    """Clipping x0 while the step keeps the guided noise broke guidance (class accuracy fell as w grew); a
+    guided step uses the scheduler without clip_sample, an unguided one the scheduler as it is."""
+    from diffusers import DDIMScheduler
+
+    from greendiff.pipelines import guided_scheduler
+
+    ddim = DDIMScheduler(num_train_timesteps=1000)
+    assert ddim.config.clip_sample is True
+    for w in (0.5, 2.0, 4.0):
+        assert guided_scheduler(ddim, w).config.clip_sample is False
+    assert guided_scheduler(ddim, 1.0) is ddim and guided_scheduler(ddim, 0.0) is ddim
+    assert ddim.config.clip_sample is True  # the run's own scheduler is not changed

@@ -32,6 +32,7 @@ from greendiff.pipelines._guidance import (
     check_guidance_scale,
     guided_noise,
     guided_output,
+    guided_scheduler,
     num_classes_of,
 )
 
@@ -46,5 +47,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ClassConditionalPipeline", "check_class_labels", "check_guidance_scale", "guided_noise", "guided_output",
+__all__ = ["ClassConditionalPipeline", "check_class_labels", "check_guidance_scale", "guided_noise", "guided_output", "guided_scheduler",
            "num_classes_of"]

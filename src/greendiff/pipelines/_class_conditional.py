@@ -11,7 +11,9 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from greendiff.errors import UserInputError
 from greendiff.pipelines._classes import check_class_names, class_ids_of, names_given
-from greendiff.pipelines._guidance import check_class_labels, check_guidance_scale, guided_output, num_classes_of
+from greendiff.pipelines._guidance import (
+    check_class_labels, check_guidance_scale, guided_output, guided_scheduler, num_classes_of,
+)
 
 
 class ClassConditionalPipeline(DiffusionPipeline):
@@ -108,10 +110,11 @@ class ClassConditionalPipeline(DiffusionPipeline):
         size = (config.sample_size, config.sample_size) if isinstance(config.sample_size, int) else tuple(config.sample_size)
         x = randn_tensor((labels.shape[0], config.in_channels, *size), generator=generator,
                          device=self._execution_device, dtype=self.unet.dtype)  # (N, C, H, W)
-        self.scheduler.set_timesteps(num_inference_steps)
-        for t in self.progress_bar(self.scheduler.timesteps):
+        scheduler = guided_scheduler(self.scheduler, w)
+        scheduler.set_timesteps(num_inference_steps)
+        for t in self.progress_bar(scheduler.timesteps):
             model_output = guided_output(self.unet, x, t, labels, w, self.null_class)
-            x = self.scheduler.step(model_output, t, x, generator=generator).prev_sample
+            x = scheduler.step(model_output, t, x, generator=generator).prev_sample
         images = (x / 2 + 0.5).clamp(0, 1).float()
         if output_type != "pt":
             images = images.cpu().permute(0, 2, 3, 1).numpy()

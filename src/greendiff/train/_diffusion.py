@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from greendiff.errors import UserInputError
-from greendiff.pipelines import check_class_labels, check_guidance_scale, guided_output, num_classes_of
+from greendiff.pipelines import check_class_labels, check_guidance_scale, guided_output, guided_scheduler, num_classes_of
 from greendiff.train._config import RecipeConfig
 
 
@@ -155,6 +155,7 @@ def sample_images(unet, sampler, n: int, steps: int, shape: tuple[int, int, int]
             conditional model alone, 0 the unconditional one, otherwise two forwards per step (one batch).
     """
     ids, w = check_sampling_labels(unet, n, labels, guidance_scale)
+    sampler = guided_scheduler(sampler, w)  # no clip_sample when two predictions are mixed (see there)
     sampler.set_timesteps(steps)
     out = []
     for start in range(0, n, batch_size):
