@@ -51,15 +51,15 @@ def cached(key: str, make) -> dict:
 
 
 def train(name: str, extra: list[str], common: list[str], work: Path, env: dict) -> dict:
-    out_dir = work / name
+    out_dir = work / name.replace(", evaluated at w=1", "-w1")
     shutil.rmtree(out_dir, ignore_errors=True)  # a run cut off by the end of a session starts again
-    run(["train", *common, "--name", name, "--output-dir", str(out_dir), *extra], env)
+    run(["train", *common, "--name", name.split(",")[0] + ("-w1" if "w=1" in name else ""), "--output-dir", str(out_dir), *extra], env)
     (run_dir,) = out_dir.iterdir()
     emissions = json.loads((run_dir / "emissions.json").read_text())
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     curve = [{k: r.get(k) for k in ("step", "energy_kwh", "fid", "class_accuracy")} for r in records
              if r.get("event") == "eval"]
-    return {"name": name, "run_dir": str(run_dir), "steps": max(r.get("step", 0) for r in records), "curve": curve,
+    return {"name": name, "run_dir": os.path.relpath(run_dir), "steps": max(r.get("step", 0) for r in records), "curve": curve,
             "energy_kwh": emissions["energy_kwh"], "duration_s": emissions["duration_s"]}
 
 
@@ -95,8 +95,9 @@ def main() -> None:
               "--eval-every", str(args.eval_every), "--eval-samples", str(args.eval_samples),
               "--eval-sample-steps", str(args.eval_sample_steps), "--set", f"run.sample_every={args.max_steps}",
               "--set", f"run.checkpoint_every={args.max_steps}"]
-    runs = {kind: cached(f"{tag}-{kind}-train", lambda kind=kind, extra=extra: train(kind, extra, common, args.work, env))
-            for kind, extra in (("unconditional", []), ("conditional", ["--conditioning", "class"]))}
+    runs = {kind: cached(f"{tag}-{kind.replace(', evaluated at w=1', '-w1')}-train", lambda kind=kind, extra=extra: train(kind, extra, common, args.work, env))
+            for kind, extra in (("unconditional", []), ("conditional", ["--conditioning", "class"]),
+                                ("conditional, evaluated at w=1", ["--conditioning", "class", "--guidance-scale", "1"]))}
     finals = {"unconditional": [cached(f"{tag}-unconditional-eval-{args.eval_n}",
                                        lambda: score(runs["unconditional"]["run_dir"], args.eval_n, None, env))]}
     finals["conditional"] = [cached(f"{tag}-conditional-eval-{args.eval_n}-w{w:g}",
@@ -118,7 +119,8 @@ def report(args, result: dict) -> str:
              f"- Command: `python {' '.join(sys.argv)}`", f"- Machine: {result['machine']}", f"- Date: {result['date']}",
              f"- Green recipe, {args.preset} UNet, bundled MNIST 16x16, {args.max_steps} steps each, seed 0; in-training FID "
              f"every {args.eval_every} steps ({args.eval_samples} samples, {args.eval_sample_steps} DDIM steps; conditional: "
-             f"class-balanced at the recipe's guidance scale). Final scores: `greendiff eval --n {args.eval_n}`.", "",
+             f"class-balanced at the recipe's guidance scale 2, or at 1 in the run so named: the same training, only its "
+             f"evaluations differ). Final scores: `greendiff eval --n {args.eval_n}`.", "",
              "| run | guidance | FID | class accuracy | worst per-class FID | best per-class FID |",
              "|---|---:|---:|---:|---:|---:|"]
     for kind, rows in finals.items():
