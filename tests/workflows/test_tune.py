@@ -38,3 +38,34 @@ def test_a_study_with_a_bad_space_creates_nothing(tmp_path):
     with pytest.raises(UserInputError, match=r"expected one \[space\] table"):
         new_study(StudyJob(space=tmp_path / "space.toml", trials=2, sets=BASE, name="s", output_dir=tmp_path / "tune"))
     assert not (tmp_path / "tune").exists()
+
+
+@pytest.mark.parametrize("fields, error, message", [
+    ({"trials": "3"}, TypeError, "StudyJob.trials must be an int"),
+    ({"trials": 0}, UserInputError, "--trials must be a positive integer"),
+    ({"workers": 0}, UserInputError, "--workers must be >= 1"),
+    ({"reports": 0}, UserInputError, "--reports"),
+    ({"trial_budget_kwh": float("nan")}, UserInputError, "--trial-budget-kwh must be a finite number"),
+    ({"mode": 3}, TypeError, "StudyJob.mode must be a str"),
+    ({"sets": ["optim.lr=1"]}, TypeError, "StudyJob.sets must be a Mapping"),
+    ({"space": 7}, TypeError, "StudyJob.space must be a Path or str"),
+])
+def test_a_study_job_checks_its_fields_as_the_cli_checks_its_flags(fields, error, message):
+    with pytest.raises(error, match=message):
+        StudyJob(**{"space": "space.toml", "trials": 2, **fields})
+    assert StudyJob(space="space.toml", trials=2, output_dir="out").output_dir.name == "out"  # str paths are taken
+
+
+def test_a_study_saves_a_relative_dataset_as_an_absolute_path(tmp_path, monkeypatch):
+    """Trials run in their own folders, and workers may start elsewhere: the base config names the data absolutely."""
+    from greendiff.data import load_digits
+    import numpy as np
+
+    images = load_digits(8).images.numpy()
+    (tmp_path / "d").mkdir()
+    np.save(tmp_path / "d" / "digits.npy", images)
+    (tmp_path / "space.toml").write_text(SPACE)
+    monkeypatch.chdir(tmp_path)
+    study = new_study(StudyJob(space="space.toml", trials=2, sets={**BASE, "data.dataset": "d/digits.npy"},
+                               mode="pareto", name="s", output_dir="tune"))
+    assert study.spec.base["data"]["dataset"] == str(tmp_path / "d" / "digits.npy")

@@ -15,6 +15,7 @@ import typer
 from greendiff import numbers
 from greendiff.errors import UserInputError
 from greendiff.names import check_name
+from greendiff.workflows._fields import REPORTS, STARTUP_TRIALS, TRIAL_BUDGET_KWH, WORKERS  # noqa: F401 (tune's flags)
 from greendiff.numbers import Bounds
 from greendiff.workflows import CPU_WATTS, GPU_INDEX, PUE, MeasurementOptions
 from greendiff.workflows._compress_session import BATCH, EVAL_IMAGES0, RATIO, ROUNDS, TEACHER_STEPS, THRESHOLD
@@ -93,18 +94,14 @@ SEED, COUNT, COUNT0, RUN_ID = numbers.SEED, numbers.COUNT, numbers.COUNT0, numbe
 ENERGY_KWH = dataclasses.replace(numbers.ENERGY_KWH, lo_open=True)  #: a job's energy: positive
 ENERGY0_KWH = dataclasses.replace(numbers.ENERGY_KWH, phrase=f"a positive number or 0, at most {numbers.MAX_ENERGY_KWH:g}")
 YEAR_HOURS = numbers.YEAR_HOURS
-WORKERS = Bounds(integer=True, lo=1, hi=256, phrase=">= 1 and at most 256")
 ROWS = Bounds(integer=True, lo=1, hi=100_000)  #: rows of a table or trials of a study
 #: measure's ledger samples: more often than every 50 ms would flood a shared ledger with writes
 SAMPLE_INTERVAL = Bounds(lo=0.05, hi=86_400, why="a sample at least once a day")
 DEMO_SECONDS = Bounds(lo=0, lo_open=True, hi=3600, phrase="in (0, 3600]")
 HARDWARE_STEPS = dataclasses.replace(COUNT, phrase=f"positive, at most {numbers.MAX_COUNT}")
 SLOWDOWN = Bounds(lo=0, hi=10, hi_open=True, phrase="a fraction >= 0 (0.1 = 10 %), below 10")
-REPORTS = Bounds(integer=True, lo=1, hi=1000)
-STARTUP_TRIALS = Bounds(integer=True, lo=0, hi=100_000)
 TRIAL_NUMBER = COUNT0
 WORKER_SLOT = dataclasses.replace(WORKERS, lo=0, phrase=">= 0 and at most 256")  #: --worker N: the N-th of --workers (0: none)
-TRIAL_BUDGET_KWH = dataclasses.replace(numbers.ENERGY_KWH, phrase="> 0 (or 0 for no cap in Pareto mode), at most 1e9")
 
 Country = Annotated[Optional[str], typer.Option("--country", help="ISO-3 country code of the hardware (env GREENDIFF_COUNTRY).")]
 Cloud = Annotated[Optional[str], typer.Option("--cloud", help="Cloud PROVIDER:REGION, e.g. gcp:europe-west1 (env GREENDIFF_CLOUD).")]

@@ -14,11 +14,12 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from greendiff.numbers import Bounds
+from greendiff.numbers import ENERGY_KWH, Bounds
 
 #: The ranges of the numbers a job takes (the CLI's flags read theirs with the same ones).
 PROCESSES = Bounds(integer=True, lo=1, hi=1024, phrase="a positive number of processes, at most 1024")
@@ -30,6 +31,11 @@ CLASS_ID = Bounds(integer=True, lo=0, hi=100_000, phrase="a class id: an integer
 GUIDANCE = Bounds(lo=0, hi=100, phrase="a finite number >= 0 and at most 100 (1: the conditional model alone)")
 SEEDS = Bounds(integer=True, lo=1, hi=100)  #: seeds whose spread is reported
 KID_SUBSET = Bounds(integer=True, lo=2, hi=1_000_000)
+TRIALS = Bounds(integer=True, lo=1, hi=100_000)  #: trials of a study
+WORKERS = Bounds(integer=True, lo=1, hi=256, phrase=">= 1 and at most 256")
+REPORTS = Bounds(integer=True, lo=1, hi=1000)
+STARTUP_TRIALS = Bounds(integer=True, lo=0, hi=100_000)
+TRIAL_BUDGET_KWH = dataclasses.replace(ENERGY_KWH, phrase="> 0 (or 0 for no cap in Pareto mode), at most 1e9")
 
 
 def _type_error(field: str, expected: str, value: object) -> TypeError:

@@ -21,7 +21,7 @@ from typing import Any
 
 from greendiff.errors import UserInputError
 from greendiff.workflows._conditioning import resolve_conditioning
-from greendiff.workflows._inputs import load_config_data
+from greendiff.workflows._inputs import load_config_data, with_absolute_dataset
 from greendiff.workflows._progress import Interrupted, NullProgress, Progress
 from greendiff.workflows._rundir import new_run_dir, write_config, write_emissions, write_file
 from greendiff.workflows._segment import train_segment
@@ -52,6 +52,34 @@ class StudyJob:
     storage: str | None = None
     name: str | None = None
     output_dir: Path = Path("runs/tune")
+
+    def __post_init__(self) -> None:
+        """Checked as ``greendiff tune`` checks its flags (``TypeError`` naming the field for a wrong type, the
+        flag's one-line :class:`UserInputError` out of range); paths may be ``str``."""
+        from greendiff.numbers import SEED
+        from greendiff.workflows._fields import (
+            REPORTS, STARTUP_TRIALS, TRIAL_BUDGET_KWH, TRIALS, WORKERS, check_instance, checked_float, checked_int,
+            checked_path, set_fields,
+        )
+
+        for name, kind in (("mode", str), ("base_trial", bool), ("sets", Mapping)):
+            check_instance(getattr(self, name), kind, f"StudyJob.{name}")
+        for name in ("pruner", "storage", "name"):
+            if getattr(self, name) is not None:
+                check_instance(getattr(self, name), str, f"StudyJob.{name}")
+        budget = self.trial_budget_kwh
+        set_fields(self, space=checked_path(self.space, "StudyJob.space"),
+                   config_file=checked_path(self.config_file, "StudyJob.config_file", optional=True),
+                   output_dir=checked_path(self.output_dir, "StudyJob.output_dir"),
+                   trials=checked_int(self.trials, TRIALS, "StudyJob.trials", "--trials"),
+                   reports=checked_int(self.reports, REPORTS, "StudyJob.reports", "--reports"),
+                   seed=checked_int(self.seed, SEED, "StudyJob.seed", "--seed"),
+                   startup_trials=checked_int(self.startup_trials, STARTUP_TRIALS, "StudyJob.startup_trials",
+                                              "--startup-trials"),
+                   workers=checked_int(self.workers, WORKERS, "StudyJob.workers", "--workers"),
+                   trial_budget_kwh=None if budget is None else checked_float(budget, TRIAL_BUDGET_KWH,
+                                                                                 "StudyJob.trial_budget_kwh",
+                                                                                 "--trial-budget-kwh"))
 
 
 @dataclass(frozen=True)
@@ -107,6 +135,10 @@ def _spec(job: StudyJob):
     base = read_toml(job.config_file) if job.config_file is not None else {}
     _deep_update(base, dotted_to_nested(dict(job.sets)))
     base_config = resolve_config(base=base)  # the base alone must be a valid config
+    absolute = with_absolute_dataset(base_config)  # every trial, on any worker and folder, finds the data
+    if absolute is not base_config:
+        base.setdefault("data", {})["dataset"] = absolute.data.dataset
+        base_config = absolute
     spec = StudySpec(mode=job.mode, trials=job.trials, trial_budget_kwh=job.trial_budget_kwh or 0.0, reports=job.reports,
                      pruner=job.pruner or ("none" if job.mode == "pareto" else "hyperband"), seed=job.seed,
                      startup_trials=job.startup_trials, base_trial=job.base_trial, base=base, space=space_toml["space"])
