@@ -7,7 +7,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from greendiff.cli._render import fmt_energy, fmt_mass, plain
 from greendiff.units import G_PER_KG
-from greendiff.workflows._progress import ProgressEvent, SegmentStart, TimestepDone
+from greendiff.workflows._progress import Advance, ProgressEvent, SegmentStart, TimestepDone
 
 _STYLES = {"warning": "yellow"}
 
@@ -43,6 +43,9 @@ class RichProgress:
         if isinstance(event, SegmentStart):
             self._start_step = event.event.step
             self._header(event)
+        elif isinstance(event, Advance):
+            if self._bar is not None:
+                self._bar.update(self._task, advance=event.units, **({"info": event.info} if event.info else {}))
         elif isinstance(event, TimestepDone):
             if self._bar is not None:
                 self._bar.update(self._task, advance=1, info=f"timestep {event.t}")

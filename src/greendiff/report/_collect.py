@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -62,34 +61,6 @@ class RunData:
         return self.metrics.points("energy_kwh", "loss") if self.metrics else []
 
 
-def _run_dir_of(record: RunRecord) -> Path | None:
-    """The run directory recorded with the run (older runs: the one named in the command)."""
-    recorded = record.assumptions.get("run_dir")
-    if isinstance(recorded, str) and recorded and "\0" not in recorded:
-        return Path(recorded)
-    found = re.search(r"greendiff train \((.+)\)$", record.command)
-    return Path(found.group(1)) if found else None
-
-
-def resolve(ref: str, ledger: Ledger) -> tuple[RunRecord, Path | None]:
-    """A ledger id (``12``) or a run directory (its latest ledger run, from ``emissions.json``)."""
-    if ref.strip().isascii() and ref.strip().isdigit():
-        record = ledger.get_run(int(ref))
-        return record, _run_dir_of(record)
-    path = Path(ref)
-    emissions = path / "emissions.json"
-    if path.is_dir() and emissions.is_file():
-        from greendiff.train import read_emissions_json
-
-        ids = read_emissions_json(emissions).ledger_run_ids
-        if not ids:
-            raise UserInputError(f"{emissions}: names no ledger run")
-        return ledger.get_run(ids[-1]), path
-    if path.is_dir():
-        raise UserInputError(f"{path} is not a finished run directory (no emissions.json); give a ledger id from 'greendiff runs list'")
-    raise UserInputError(f"unknown run {ref!r}: give a ledger id (see 'greendiff runs list') or a run directory")
-
-
 def power_series(samples: list[Sample], t0: float) -> dict[str, list[tuple[float, float]]]:
     """Mean power of each device between consecutive cumulative samples, at the interval's end."""
     out: dict[str, list[tuple[float, float]]] = {}
@@ -104,7 +75,9 @@ def power_series(samples: list[Sample], t0: float) -> dict[str, list[tuple[float
 
 def collect(ref: str, ledger: Ledger) -> RunData:
     """Gather one run; a run with no energy samples is an error (nothing to report)."""
-    record, run_dir = resolve(ref, ledger)
+    from greendiff.train import resolve_run  # torch: imported when a report is built, not for --help
+
+    record, run_dir = resolve_run(ref, ledger)
     samples = ledger.samples(record.id)
     if len(samples) < 2:
         raise UserInputError(f"run {record.id} ({record.name}) has no energy measurements to report "

@@ -56,6 +56,7 @@ from greendiff.train._lock import RunDirLock
 from greendiff.train._loop import TrainResult, check_data, check_train, make_optimizer, step_generator, train
 from greendiff.train._model import PRESETS, build_unet, count_macs, count_parameters
 from greendiff.train._precision import resolve_precision
+from greendiff.train._runref import is_ledger_id, resolve_run, resolve_run_dir, run_dir_of
 from greendiff.train._trainer import Trainer
 
 __all__ = [
@@ -73,5 +74,5 @@ __all__ = [
     "resolve_precision",
     # a run's files
     "MetricsLog", "RunDirLock", "checkpoint_dirs", "export_pipeline", "load_run_model", "load_unet",
-    "read_emissions_json", "read_metrics", "save_grid", "to_uint8",
+    "is_ledger_id", "read_emissions_json", "read_metrics", "resolve_run", "resolve_run_dir", "run_dir_of", "save_grid", "to_uint8",
 ]

@@ -29,7 +29,9 @@ from greendiff.workflows._measurement import (
 )
 from greendiff.workflows._plan import RegionsJob, RegionsOutcome, WindowJob, run_plan_regions, run_plan_window
 from greendiff.workflows._profile import ProfileJob, ProfileOutcome, run_profile_job
-from greendiff.workflows._progress import Interrupted, NullProgress, Progress, ProgressEvent, SegmentStart, TimestepDone
+from greendiff.workflows._progress import (
+    Advance, Interrupted, NullProgress, Progress, ProgressEvent, SegmentStart, TimestepDone,
+)
 from greendiff.workflows._prune import PruneJob, run_prune
 from greendiff.workflows._rundir import (
     claimed_run_dir, new_run_dir, new_run_name, open_loggers, write_config, write_emissions, write_file,
@@ -43,7 +45,7 @@ from greendiff.workflows._tune import (
     ENV_STORAGE, Study, StudyJob, continue_study, new_study, work_on_study,
 )
 
-__all__ = [
+__all__ = ["Advance", 
     "DemoJob", "DemoOutcome", "HardwareOutcome", "LocationCost", "MeasureJob", "MeasureOutcome", "ProfileJob",
     "ProfileOutcome", "RegionsJob", "RegionsOutcome", "SweepResult", "WindowJob", "WorkloadStep", "run_demo",
     "run_measure", "run_plan_regions", "run_plan_window", "run_profile_job", "ENV_STORAGE", "CompressOutcome",

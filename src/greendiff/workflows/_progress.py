@@ -27,8 +27,17 @@ class TimestepDone:
     t: int
 
 
+@dataclass(frozen=True)
+class Advance:
+    """The open bar's work moved on by ``units`` (its own unit: images sampled, seconds waited, ...);
+    ``info``: the text shown beside the bar now (empty: keep the last)."""
+
+    units: int = 1
+    info: str = ""
+
+
 #: What a bar is told: a segment's start, the trainer's progress every ``run.log_every`` steps, or a Taylor timestep.
-ProgressEvent = Union["SegmentStart", "LogEvent", "TimestepDone", "WorkloadStep"]
+ProgressEvent = Union["SegmentStart", "LogEvent", "TimestepDone", "Advance", "WorkloadStep"]
 
 
 class Progress(Protocol):
@@ -36,7 +45,7 @@ class Progress(Protocol):
 
     ``on_start(label, total)`` opens a bar of ``total`` units (training steps, Taylor timesteps);
     ``on_log(event)`` passes each typed event of that bar: :class:`SegmentStart` first, then the trainer's
-    :class:`~greendiff.train.LogEvent` s; or :class:`TimestepDone` of a Taylor pass; ``on_end()`` closes the
+    :class:`~greendiff.train.LogEvent` s; or :class:`TimestepDone` of a Taylor pass; or :class:`Advance` of any other bar (sampling, evaluation, waiting); ``on_end()`` closes the
     bar. ``note(text, style)`` is one line for the user (``style``: ``"warning"`` or None).
     """
 
