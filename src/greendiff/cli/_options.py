@@ -160,3 +160,20 @@ def parse_sets(sets: list[str]) -> dict[str, str]:
         out[key.strip()] = value.strip()
     return out
 
+
+
+def renamed(new: tuple[str, Any], old: tuple[str, Any], default: Any) -> Any:
+    """The value of a renamed flag given as ``(flag, value)`` under its ``new`` name and its ``old`` name (a
+    hidden option kept as an alias, declared with default None): the new name's value, else the old's, else
+    ``default``; both given: a one-line :class:`UserInputError`.
+
+    Example:
+        >>> renamed(("--output", None), ("--out", "grid.png"), "samples.png")
+        'grid.png'
+    """
+    (new_flag, new_value), (old_flag, old_value) = new, old
+    if new_value is not None and old_value is not None:
+        raise UserInputError(f"{old_flag} is the old name of {new_flag}: give one of them")
+    if new_value is not None:
+        return new_value
+    return default if old_value is None else old_value
