@@ -1,15 +1,16 @@
-"""Rich tables for run summaries."""
+"""Rich tables for run summaries, readable at 80 columns: long names fold inside their column, figures never
+break, and every figure is printed by the report's one formatter (fixed-point, scaled, unit printed)."""
 
 from __future__ import annotations
 
-import math
-
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from greendiff.report._format import ENERGY_UNITS, MASS_UNITS, band_text, duration_text, energy_text, mass_text
 from greendiff.tracking import RunSummary
-from greendiff.units import G_PER_KG, joules_to_kwh, kwh_to_joules
+from greendiff.units import G_PER_KG, joules_to_kwh
 
 
 def plain(value: object) -> Text:
@@ -19,55 +20,49 @@ def plain(value: object) -> Text:
     return Text("".join(c if c.isprintable() else repr(c)[1:-1] for c in text))
 
 
-def fmt_energy(kwh: float) -> str:
-    if not math.isfinite(kwh):
-        return "n/a"
-    if kwh >= 1:
-        return f"{kwh:.3f} kWh"
-    if kwh >= 1e-3:
-        return f"{kwh * 1e3:.3f} Wh"
-    return f"{kwh_to_joules(kwh):.3g} J"
+#: Energy given in kWh and a mass (CO2e) given in kg, as people read them: ``"350 Wh"``, ``"28.0 g"``.
+fmt_energy, fmt_mass = energy_text, mass_text
 
 
-def fmt_mass(kg: float) -> str:
-    if not math.isfinite(kg):
-        return "n/a"
-    for unit, scale in (("kg", 1.0), ("g", 1e-3), ("mg", 1e-6)):
-        if kg >= scale:
-            return f"{kg / scale:.3g} {unit}"
-    return f"{kg / 1e-9:.3g} µg"
+def table(*columns: str, title: object = None, figures: tuple[str, ...] = (), words: tuple[str, ...] = ()) -> Table:
+    """A compact table (no side borders) whose text columns fold (a long name wraps inside its column, never
+    cut); ``figures`` stay on one line, right-aligned, and ``words`` (a status) on one line."""
+    out = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                collapse_padding=True)
+    for col in columns:
+        if col in figures:
+            out.add_column(col, justify="right", no_wrap=True)
+        else:
+            out.add_column(col, overflow="fold", no_wrap=col in words)
+    return out
 
 
 def render_summary(summary: RunSummary, console: Console) -> None:
     """Devices, phases, totals with bands, and every assumption."""
-    table = Table(title=plain(f"run {summary.run_id} · {summary.name} · {summary.status}"), title_justify="left")
-    for col in ("device", "name", "method", "energy", "±", "CO2e"):
-        table.add_column(col, justify="right" if col in ("energy", "±", "CO2e") else "left", overflow="fold")
+    devices = table("device", "name", "method", "energy", "±", "CO2e", figures=("energy", "±", "CO2e"),
+                    title=plain(f"run {summary.run_id} · {summary.name} · {summary.status}"))
     for d in summary.devices:
-        table.add_row(plain(d.key), plain(d.name), plain(d.method), fmt_energy(d.energy_kwh),
-                      f"{d.uncertainty_frac:.0%}", fmt_mass(d.emissions_g / G_PER_KG))
-    table.add_row("total", "", "", fmt_energy(summary.energy_kwh), "", fmt_mass(summary.emissions_kg), style="bold")
-    console.print(table)
+        devices.add_row(plain(d.key), plain(d.name), plain(d.method), fmt_energy(d.energy_kwh),
+                        f"{d.uncertainty_frac:.0%}", fmt_mass(d.emissions_g / G_PER_KG))
+    devices.add_row("total", "", "", fmt_energy(summary.energy_kwh), "", fmt_mass(summary.emissions_kg), style="bold")
+    console.print(devices)
     if summary.phases:
-        phases = Table(title="phases", title_justify="left")
-        for col in ("phase", "windows", "time", "energy", "CO2e"):
-            phases.add_column(col, justify="left" if col == "phase" else "right")
+        phases = table("phase", "windows", "time", "energy", "CO2e", figures=("windows", "time", "energy", "CO2e"),
+                       title="phases")
         for p in summary.phases:
-            phases.add_row(plain(p.name), str(p.count), f"{p.duration_s:.2f} s", fmt_energy(joules_to_kwh(p.energy_j)),
+            phases.add_row(plain(p.name), str(p.count), duration_text(p.duration_s), fmt_energy(joules_to_kwh(p.energy_j)),
                            fmt_mass(p.emissions_g / G_PER_KG))
         console.print(phases)
     intensity, pue = summary.intensity, summary.pue
-    console.print(
-        f"[bold]{fmt_energy(summary.energy_kwh)}[/] "
-        f"({fmt_energy(summary.energy_kwh_low)} – {fmt_energy(summary.energy_kwh_high)}) · "
-        f"[bold]{fmt_mass(summary.emissions_kg)} CO2e[/] "
-        f"({fmt_mass(summary.emissions_kg_low)} – {fmt_mass(summary.emissions_kg_high)}) · "
-        f"{summary.duration_s:.1f} s wall · {summary.cpu_time_s:.1f} CPU-s",
-        highlight=False,
-    )
+    energy_band = band_text(summary.energy_kwh_low, summary.energy_kwh_high, ENERGY_UNITS, summary.energy_kwh)
+    mass_band = band_text(summary.emissions_kg_low, summary.emissions_kg_high, MASS_UNITS, summary.emissions_kg)
+    console.print(f"energy: [bold]{fmt_energy(summary.energy_kwh)}[/] ({energy_band}) · "
+                  f"CO2e: [bold]{fmt_mass(summary.emissions_kg)}[/] ({mass_band})", highlight=False)
+    console.print(f"time: {duration_text(summary.duration_s)} wall · {duration_text(summary.cpu_time_s)} CPU",
+                  highlight=False)
     console.print(plain(f"intensity: {intensity.mean_g_per_kwh:.0f} gCO2e/kWh, {intensity.source} ({intensity.kind})"),
                   highlight=False)
-    console.print(plain(f"PUE: {pue.value:g}, {pue.source}"), highlight=False)
+    console.print(plain(f"PUE: {pue.value:.2f}, {pue.source}"), highlight=False)
     for note in [*summary.notes, *intensity.notes]:
         loud = note.startswith("LOCATION UNKNOWN") or note == intensity.fallback
         console.print(plain(f"· {note}"), style="bold yellow" if loud else "dim", highlight=False)

@@ -1,38 +1,61 @@
-"""``greendiff runs list|show|export``: read the ledger."""
+"""``greendiff runs list|show|export``: read the ledger. A run is named by its ledger id or its run directory."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+import re
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from greendiff.cli._options import (
-    COUNT, RUN_ID, LedgerPath, check_output, name_option, number_argument, number_option,
-)
-from greendiff.cli._render import fmt_energy, fmt_mass, plain, render_summary
+from greendiff.cli._options import COUNT, RUN_ID, LedgerPath, check_output, name_option, number_option
+from greendiff.cli._render import fmt_energy, fmt_mass, plain, render_summary, table
 from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
-from greendiff.ledger import Ledger, codecarbon_csv, flat_csv, json_summary, model_card_yaml
+from greendiff.ledger import (
+    TRAINING_TYPES, Ledger, RunRecord, append_codecarbon_csv, codecarbon_csv, flat_csv, json_summary, model_card_yaml,
+    one_unit,
+)
+from greendiff.report._format import duration_text
 from greendiff.tracking import RunSummary, run_summary
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 logger = logging.getLogger(__name__)
 
 runs_app = typer.Typer(help="List, show and export tracked runs.", no_args_is_help=True)
+
+RUN_HELP = "A ledger id (see 'greendiff runs list') or a run directory."
+#: Below this many columns, ``runs list`` shows the essential columns only (kind and methods go).
+WIDE_COLUMNS = 120
+
+
+def resolve_ref(ref: str, ledger: Ledger) -> tuple[RunRecord, Path | None]:
+    """The run ``ref`` names: a ledger id or a run directory (``greendiff.train.resolve_run``). A number out
+    of the ledger's range (``0``, ``-3``) is refused as a run id, in one line."""
+    from greendiff.train import resolve_run  # torch: imported when a run is read, not for --help
+
+    if re.fullmatch(r"\s*[+-]?[0-9]+\s*", ref):
+        RUN_ID.parse(ref.strip(), "run id")
+    return resolve_run(ref, ledger)
+
+
+def _summaries(refs: Sequence[str], db: Ledger) -> list[RunSummary]:
+    return [run_summary(db, resolve_ref(ref, db)[0]) for ref in refs]
 
 
 @runs_app.command("list")
 def list_runs(
     limit: Annotated[int, number_option("--limit", "-n", bounds=COUNT, help="Show the newest N runs.")] = 20,
     ledger: LedgerPath = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts (energy in kWh, CO2e in kg).")] = False,
 ) -> None:
-    """Table of recent runs: status, duration, energy and CO2e."""
+    """Table of recent runs: status, start, duration, energy and CO2e (kind and methods on wide terminals)."""
     if limit <= 0:
         raise UserInputError(f"--limit must be a positive number of runs, got {limit}")
     db = Ledger(ledger)
@@ -42,14 +65,20 @@ def list_runs(
                                 "energy_kwh": s.energy_kwh if s else None,
                                 "emissions_kg": s.emissions_kg if s else None} for r, s in rows], indent=2))
         return
-    table = Table(title=plain(f"ledger {db.path}"), title_justify="left")
-    for col in ("id", "name", "kind", "status", "started (UTC)", "duration", "energy", "CO2e", "methods"):
-        table.add_column(col, justify="right" if col in ("id", "duration", "energy", "CO2e") else "left")
+    console = Console()
+    wide = console.width >= WIDE_COLUMNS
+    started_col = "started (UTC)" if wide else "started"  # narrow: the day only, so that names keep their room
+    columns = ("id", "name", *(("kind",) if wide else ()), "status", started_col, "time", "energy", "CO2e",
+               *(("methods",) if wide else ()))
+    listing = table(*columns, title=plain(f"ledger {db.path}"), figures=("id", started_col, "time", "energy", "CO2e"),
+                    words=("status",))
     for r, s in rows:
-        figures = ([(s.started or "")[:19].replace("T", " "), f"{s.duration_s:.1f} s", fmt_energy(s.energy_kwh),
-                    fmt_mass(s.emissions_kg), ", ".join(s.methods)] if s else ["", "", "?", "?", ""])
-        table.add_row(str(r.id), plain(r.name), plain(r.kind), plain(r.status), *map(plain, figures))
-    Console().print(table)
+        started = (s.started or "")[:16 if wide else 10].replace("T", " ") if s else ""
+        figures = [duration_text(s.duration_s), fmt_energy(s.energy_kwh), fmt_mass(s.emissions_kg)] if s else ["", "?", "?"]
+        cells = [str(r.id), plain(r.name), *([plain(r.kind)] if wide else []), plain(r.status), started, *figures,
+                 *([plain(", ".join(s.methods) if s else "")] if wide else [])]
+        listing.add_row(*cells)
+    console.print(listing)
 
 
 def _listed_summary(db: Ledger, record) -> RunSummary | None:
@@ -64,54 +93,66 @@ def _listed_summary(db: Ledger, record) -> RunSummary | None:
 
 @runs_app.command("show")
 def show_run(
-    run_id: Annotated[int, number_argument("run id", RUN_ID, help="Run id (see 'greendiff runs list').")],
+    run: Annotated[str, typer.Argument(metavar="RUN", help=RUN_HELP, show_default=False)],
     ledger: LedgerPath = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the full summary as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full summary as JSON (energy in kWh, CO2e in kg).")] = False,
 ) -> None:
     """Energy per device and phase, CO2e, and every assumption of one run."""
     db = Ledger(ledger)
-    summary = run_summary(db, db.get_run(run_id))
+    (summary,) = _summaries([run], db)
     if as_json:
         typer.echo(json_summary(summary.to_dict()))
     else:
         render_summary(summary, Console())
 
 
+Format = Literal["codecarbon", "csv", "json", "model-card", "statement"]
+
+
+def export_text(fmt: Format, summaries: list[dict], training_type: str) -> str:
+    """The text of an export of ``summaries`` (stored form) in ``fmt``."""
+    if fmt in ("model-card", "statement") and len(summaries) > 1:
+        raise UserInputError(f"-f {fmt} describes one run: give one run")
+    if fmt == "codecarbon":
+        return codecarbon_csv(summaries)
+    if fmt == "csv":
+        return flat_csv(summaries)
+    if fmt == "model-card":
+        return model_card_yaml(summaries[0], training_type)
+    if fmt == "statement":
+        from greendiff.report import emissions_statement
+
+        return emissions_statement(RunSummary.from_dict(summaries[0])) + "\n"
+    if len(summaries) == 1:
+        return json_summary(summaries[0]) + "\n"
+    return json.dumps([one_unit(s) for s in summaries], indent=2, sort_keys=True) + "\n"
+
+
 @runs_app.command("export")
 def export_run(
-    run_ids: Annotated[list[int], number_argument("run id", RUN_ID, help="Run ids (see 'greendiff runs list'); one or more.", show_default=False)],
-    fmt: Annotated[Literal["codecarbon", "csv", "json", "model-card"], typer.Option("--format", "-f",
+    runs: Annotated[list[str], typer.Argument(metavar="RUN...", help=f"{RUN_HELP} One or more.", show_default=False)],
+    fmt: Annotated[Format, typer.Option("--format", "-f",
                    help="codecarbon (emissions.csv rows), csv (one flat row per run: totals, bands, sources, devices, "
-                        "phases), json (full summaries), model-card (HF co2_eq_emissions YAML, one run).")] = "json",
+                        "phases), json (full summaries), model-card (HF metadata, one run), statement (a paragraph "
+                        "for a paper, one run).")] = "json",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
-    training_type: Annotated[str, name_option("--training-type", path=False, help="For model-card: pre-training or fine-tuning.")] = "pre-training",
+    training_type: Annotated[str, name_option("--training-type", path=False,
+                             help=f"For model-card: {' or '.join(TRAINING_TYPES)}.")] = "pre-training",
     ledger: LedgerPath = None,
 ) -> None:
-    """Export runs as CodeCarbon emissions.csv rows, a flat CSV, JSON, or a model-card YAML block."""
-    db = Ledger(ledger)
-    summaries = [run_summary(db, db.get_run(run_id)).to_dict() for run_id in run_ids]  # exports read the stored form
-    if fmt == "model-card" and len(summaries) > 1:
-        raise UserInputError("a model card describes one run: give one run id with -f model-card")
+    """Export runs as CodeCarbon emissions.csv rows, a flat CSV, JSON, a model-card block or a statement."""
     if output is not None:
         check_output(output)
-    append = fmt == "codecarbon" and output is not None and output.exists()
-    if fmt == "codecarbon":
-        text = "".join(codecarbon_csv(s, header=not append and i == 0) for i, s in enumerate(summaries))
-    elif fmt == "csv":
-        text = flat_csv(summaries)
-    elif fmt == "model-card":
-        text = model_card_yaml(summaries[0], training_type)
-    else:
-        text = (json_summary(summaries[0]) if len(summaries) == 1 else json.dumps(summaries, indent=2, sort_keys=True)) + "\n"
+    db = Ledger(ledger)
+    summaries = [s.to_dict() for s in _summaries(runs, db)]  # exports read the stored form
+    text = export_text(fmt, summaries, training_type)
     if output is None:
         typer.echo(text, nl=False)
         return
     try:
-        if append:  # a CodeCarbon file grows by rows, as CodeCarbon's own writer does
-            with output.open("a") as f:
-                f.write(text)
-        else:
-            atomic_write_text(output, text)
+        backup = append_codecarbon_csv(output, summaries) if fmt == "codecarbon" else atomic_write_text(output, text)
     except OSError as exc:
         raise UserInputError(f"cannot write {output}: {exc.strerror}") from None
+    if backup is not None:  # as CodeCarbon does with a file of another format
+        typer.echo(f"{output} has other columns than CodeCarbon's: moved to {backup}", err=True)
     typer.echo(f"wrote {output}", err=True)

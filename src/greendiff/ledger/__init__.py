@@ -1,6 +1,7 @@
 """The ledger of tracked runs: one SQLite file (:func:`default_ledger_path`, or ``GREENDIFF_LEDGER``) holding
 every run's devices, assumptions, periodic energy samples, phase windows and summary, written safely by
-several processes at once; and its exports (CodeCarbon-compatible CSV, a flat CSV, JSON, a model-card block).
+several processes at once; and its exports other tools read (CodeCarbon's ``emissions.csv``, Hugging Face
+model-card metadata, a flat CSV, JSON in one unit per quantity) with the place names they give.
 
 Example:
     >>> import pathlib, tempfile
@@ -16,7 +17,10 @@ Example:
 from __future__ import annotations
 
 from greendiff.ledger._db import MAX_RUN_ID, Ledger, default_ledger_path, process_alive
-from greendiff.ledger._export import CODECARBON_COLUMNS, codecarbon_csv, flat_csv, json_summary, model_card_yaml
+from greendiff.ledger._export import (
+    CODECARBON_COLUMNS, CODECARBON_TIME_FORMAT, TRAINING_TYPES, append_codecarbon_csv, codecarbon_csv, country_of,
+    flat_csv, hardware_text, json_summary, model_card_data, model_card_yaml, one_unit, place_name, without_cli_hints,
+)
 from greendiff.ledger._records import (
     BadRecordError, RunRecord, Sample, WindowTotal, is_number, load_json_file, parse_carbon_aware, parse_summary,
 )
@@ -26,6 +30,8 @@ __all__ = [
     "Ledger", "RunRecord", "Sample", "WindowTotal", "default_ledger_path", "process_alive", "MAX_RUN_ID",
     # reading stored records back, checked
     "BadRecordError", "is_number", "load_json_file", "parse_carbon_aware", "parse_summary",
-    # exports
-    "CODECARBON_COLUMNS", "codecarbon_csv", "flat_csv", "json_summary", "model_card_yaml",
+    # exports, and the words they use for places and hardware
+    "CODECARBON_COLUMNS", "CODECARBON_TIME_FORMAT", "TRAINING_TYPES", "append_codecarbon_csv", "codecarbon_csv",
+    "flat_csv", "json_summary", "model_card_data", "model_card_yaml", "one_unit",
+    "country_of", "hardware_text", "place_name", "without_cli_hints",
 ]

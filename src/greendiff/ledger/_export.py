@@ -1,18 +1,37 @@
-"""Exports of a run summary: CodeCarbon ``emissions.csv`` row, HF model-card YAML, JSON.
+"""Exports of a run summary that other tools read: CodeCarbon's ``emissions.csv``, the Hugging Face
+model-card metadata, a flat CSV and JSON; and the place names they (and the emissions statement) give.
 
 They read a summary in its stored form, the JSON object the ledger keeps (``runs.summary_json``,
 checked by :func:`greendiff.ledger.parse_summary`): the ledger sits below ``tracking``, whose typed
-``RunSummary.to_dict()`` gives exactly this object.
+``RunSummary.to_dict()`` gives exactly this object. Machine-readable outputs use one unit per quantity:
+energy in kWh, CO2e in kg (CodeCarbon's own columns, and the Hub's ``co2_eq_emissions.emissions`` in
+grams, follow their tool's schema).
+
+Example:
+    >>> place_name({"country": "FRA"}), place_name({"cloud": "gcp:europe-west1"}), place_name({"grid": "CISO"})
+    ('France', 'Google Cloud europe-west1 (Belgium)', 'California (grid CISO), United States')
+    >>> one_unit({"energy_j": 7.2e6, "energy_kwh": 2.0, "emissions_g": 500.0})
+    {'energy_kwh': 2.0, 'emissions_kg': 0.5}
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
+import math
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
 
 from greendiff import __version__
-from greendiff.units import G_PER_KG, joules_to_kwh, kwh_to_joules
+from greendiff.carbon import cloud_table, country_table
+from greendiff.errors import UserInputError
+from greendiff.files import atomic_write_text
+from greendiff.units import G_PER_KG, J_PER_KWH, joules_to_kwh, kwh_to_joules
 
 # Column order of CodeCarbon's emissions.csv (``EmissionsData`` of CodeCarbon 3.x).
 CODECARBON_COLUMNS = (
@@ -23,30 +42,140 @@ CODECARBON_COLUMNS = (
     "latitude", "ram_total_size", "tracking_mode", "cpu_utilization_percent", "gpu_utilization_percent",
     "ram_utilization_percent", "ram_used_gb", "on_cloud", "pue", "wue",
 )
+#: CodeCarbon's timestamp: naive local time, as its tracker writes ``datetime.now().strftime(...)``.
+CODECARBON_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
+#: The ``training_type`` values of the Hub's ``co2_eq_emissions`` metadata.
+TRAINING_TYPES = ("pre-training", "fine-tuning")
 
+# -- places ----------------------------------------------------------------------------------------
+
+#: The regions of the bundled US balancing authorities (EIA-930), for place names.
+_GRID_REGIONS = {"AZPS": "Arizona", "BPAT": "Pacific Northwest", "CISO": "California", "ERCO": "Texas",
+                 "MISO": "Midwest", "NYIS": "New York", "PJM": "Mid-Atlantic", "SOCO": "Southeast",
+                 "WAAT": "Upper Great Plains West"}
+_CLOUD_NAMES = {"gcp": "Google Cloud", "aws": "AWS", "azure": "Microsoft Azure", "ovh": "OVHcloud",
+                "scaleway": "Scaleway", "coreweave": "CoreWeave", "seeweb": "Seeweb"}
+
+
+@functools.cache
+def _country_codes() -> dict[str, str]:
+    """Country name (lower case) -> ISO-3 code, from the country table."""
+    return {row.name.lower(): code for code, row in country_table().items()}
+
+
+def _country(text: str | None) -> tuple[str, str]:
+    """``(name, ISO-3 code)`` of a country given by code or by name; ``("", "")`` when unknown."""
+    if not text:
+        return "", ""
+    row = country_table().get(text.upper())
+    if row is not None:
+        return row.name, row.key
+    code = _country_codes().get(text.lower(), "")
+    return (country_table()[code].name if code else text), code
+
+
+def country_of(location: Mapping) -> tuple[str, str]:
+    """``(country name, ISO-3 code)`` of a run's location: its country, else its cloud region's, else the
+    United States for a bundled US grid; ``("", "")`` when none is known."""
+    if location.get("country"):
+        return _country(location["country"])
+    row = cloud_table().get((location.get("cloud") or "").lower())
+    if row is not None and row.country:
+        return _country(row.country)
+    if (location.get("grid") or "").upper() in _GRID_REGIONS:
+        return _country("USA")
+    return "", ""
+
+
+def _cloud_place(cloud: str) -> str:
+    provider, _, region = cloud.partition(":")
+    name = f"{_CLOUD_NAMES.get(provider.lower(), provider)} {region}"
+    row = cloud_table().get(cloud.lower())
+    if row is None:
+        return name
+    where = row.name
+    country = _country(row.country)[0] if row.country else ""
+    if country and country not in where and row.country not in where:
+        where = f"{where}, {country}"
+    return f"{name} ({where})"
+
+
+def _grid_place(grid: str) -> str:
+    region = _GRID_REGIONS.get(grid.upper())
+    if region is not None:
+        return f"{region} (grid {grid.upper()}), United States"
+    return f"the grid of intensity trace {Path(grid).name}"
+
+
+def place_name(location: Mapping | None) -> str:
+    """Where a run was priced, in words: the most specific of its grid, cloud region and country (the one
+    its intensity came from), ``"France"``, ``"Google Cloud europe-west1 (Belgium)"``; ``""`` when unknown."""
+    location = location or {}
+    if location.get("grid"):
+        place = _grid_place(location["grid"])
+    elif location.get("cloud"):
+        place = _cloud_place(location["cloud"])
+    else:
+        return country_of(location)[0]
+    country = _country(location.get("country"))[0]
+    return f"{place}, {country}" if country and country not in place else place
+
+
+def hardware_text(devices: list[Mapping]) -> str:
+    """The processors a run used, counted: ``"2 x NVIDIA H200, AMD EPYC 9654"`` (``""`` when none)."""
+    names: dict[str, int] = {}
+    for d in devices:
+        if d["kind"] in ("gpu", "cpu"):
+            names[d["name"]] = names.get(d["name"], 0) + 1
+    return ", ".join(f"{n} x {name}" if n > 1 else name for name, n in names.items())
+
+
+_CLI_HINT = re.compile(r"(^|\s)(--[a-z]|greendiff [a-z])")
+
+
+def without_cli_hints(text: str) -> str:
+    """``text`` without its sentences and clauses that tell a CLI user what to type (``pass --pue ...``),
+    for text pasted elsewhere (a paper, a model card)."""
+    sentences = []
+    for sentence in re.split(r"(?<=\.)\s+", text):
+        kept = [c for c in sentence.split("; ") if not _CLI_HINT.search(c)]
+        if kept:
+            sentences.append("; ".join(kept))
+    return " ".join(sentences).strip()
+
+
+# -- CodeCarbon ------------------------------------------------------------------------------------
 
 def _by_kind(summary: dict, kind: str, field: str) -> float:
     return sum(d[field] for d in summary["devices"] if d["kind"] == kind)
 
 
+def codecarbon_time(iso: str | None) -> str:
+    """An ISO-8601 time as CodeCarbon writes its ``timestamp``: naive local time, to the second."""
+    if not iso:
+        return ""
+    return datetime.fromisoformat(iso).astimezone().strftime(CODECARBON_TIME_FORMAT)
+
+
 def codecarbon_row(summary: dict) -> dict[str, object]:
     """A row in CodeCarbon's ``emissions.csv`` schema (kWh, kg, W, s), so existing dashboards read it."""
     duration_s = max(summary["duration_s"], 1e-9)
-    location = summary.get("location", {})
+    location = summary.get("location") or {}
     cloud = (location.get("cloud") or ":").split(":", 1)
     energy = {k: _by_kind(summary, k, "energy_kwh") for k in ("cpu", "gpu", "dram")}
     gpus = [d for d in summary["devices"] if d["kind"] == "gpu"]
     cpus = [d for d in summary["devices"] if d["kind"] == "cpu"]
-    host = summary.get("host", {})
+    host = summary.get("host") or {}
+    country, iso = country_of(location)
     return {
-        "timestamp": summary["ended"], "project_name": summary["name"], "run_id": summary["run_id"],
-        "experiment_id": "", "duration": duration_s, "emissions": summary["emissions_kg"],
+        "timestamp": codecarbon_time(summary["ended"] or summary["started"]), "project_name": summary["name"],
+        "run_id": summary["run_id"], "experiment_id": "", "duration": duration_s, "emissions": summary["emissions_kg"],
         "emissions_rate": summary["emissions_kg"] / duration_s,
         "cpu_power": kwh_to_joules(energy["cpu"]) / duration_s, "gpu_power": kwh_to_joules(energy["gpu"]) / duration_s,
         "ram_power": kwh_to_joules(energy["dram"]) / duration_s,
         "cpu_energy": energy["cpu"], "gpu_energy": energy["gpu"], "ram_energy": energy["dram"],
         "energy_consumed": summary["energy_kwh"], "water_consumed": "",
-        "country_name": "", "country_iso_code": location.get("country") or "",
+        "country_name": country, "country_iso_code": iso,
         "region": location.get("grid") or "", "cloud_provider": cloud[0], "cloud_region": cloud[1],
         "os": host.get("os", ""), "python_version": host.get("python", ""),
         "codecarbon_version": f"greendiff-{__version__}",
@@ -58,36 +187,137 @@ def codecarbon_row(summary: dict) -> dict[str, object]:
     }
 
 
-def codecarbon_csv(summary: dict, header: bool = True) -> str:
+def codecarbon_csv(summaries: list[dict], header: bool = True, columns: tuple[str, ...] = CODECARBON_COLUMNS) -> str:
+    """CodeCarbon ``emissions.csv`` rows of ``summaries``, in the order of ``columns`` (an existing file's)."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CODECARBON_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     if header:
         writer.writeheader()
-    writer.writerow(codecarbon_row(summary))
+    writer.writerows(codecarbon_row(s) for s in summaries)
     return out.getvalue()
 
 
-def _yaml_str(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)  # a JSON string is a valid YAML double-quoted scalar
+def _header(path: Path) -> list[str] | None:
+    """The first row of a CSV file; ``None`` when it cannot be read as text."""
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            return next(csv.reader(f), [])
+    except (UnicodeDecodeError, csv.Error):
+        return None
+
+
+def backup_path(path: Path) -> Path:
+    """Where CodeCarbon moves a file it cannot append to: ``NAME.bak``, else ``NAME_0.bak``, ``NAME_1.bak``..."""
+    candidate, i = path.with_name(f"{path.name}.bak"), 0
+    while candidate.exists():
+        candidate, i = path.with_name(f"{path.name}_{i}.bak"), i + 1
+    return candidate
+
+
+def append_codecarbon_csv(path: Path, summaries: list[dict]) -> Path | None:
+    """Add ``summaries`` to CodeCarbon file ``path`` as CodeCarbon's own writer does: a new or empty file gets
+    the header; a file with CodeCarbon's columns (in any order) gets rows in its order; a file with other
+    columns is moved to :func:`backup_path` and a new file started. Returns the backup's path, if one was made.
+
+    Raises:
+        OSError: the file cannot be read, moved or written (the caller names it).
+    """
+    exists = path.is_file() and path.stat().st_size > 0
+    header = _header(path) if exists else None
+    if header is not None and sorted(header) == sorted(CODECARBON_COLUMNS):
+        with path.open("rb") as f:
+            f.seek(-1, 2)
+            newline = "" if f.read(1) in (b"\n", b"\r") else "\n"
+        with path.open("a", encoding="utf-8", newline="") as f:
+            f.write(newline + codecarbon_csv(summaries, header=False, columns=tuple(header)))
+        return None
+    backup = None
+    if exists:
+        backup = backup_path(path)
+        path.rename(backup)
+    atomic_write_text(path, codecarbon_csv(summaries))
+    return backup
+
+
+# -- Hugging Face model card -----------------------------------------------------------------------
+
+def _fixed_float(dumper, value: float):
+    """A float as YAML in fixed-point notation (``0.0000049``, never ``4.9e-06``: the Hub reads that as 4.9)."""
+    if not math.isfinite(value):
+        return dumper.represent_float(value)
+    text = format(Decimal(repr(value)), "f")
+    return dumper.represent_scalar("tag:yaml.org,2002:float", text if "." in text else f"{text}.0")
+
+
+@functools.cache
+def _card_dumper():
+    import yaml
+
+    class FixedPointDumper(yaml.SafeDumper):
+        """YAML with every float in fixed-point notation."""
+
+    FixedPointDumper.add_representer(float, _fixed_float)
+    return FixedPointDumper
+
+
+def _source(summary: dict) -> str:
+    intensity, pue = summary["intensity"], summary["pue"]
+    year = intensity.get("year")
+    cited = intensity["source"] if not year or str(year) in intensity["source"] else f"{intensity['source']}, {year}"
+    return (f"greendiff {__version__}, measured per device ({', '.join(summary['methods'])}); grid intensity: {cited}; "
+            f"PUE {pue['value']:.2f} ({without_cli_hints(pue['source'])})")
+
+
+def _six(value: float) -> float:
+    """``value`` to 6 significant digits: the precision of a measured figure, not of a float."""
+    return float(f"{value:.6g}")
+
+
+def _greendiff_block(summary: dict) -> dict:
+    """What the Hub's block has no field for: the location codes, the bands, the intensity and PUE used, notes."""
+    intensity = summary["intensity"]
+    location = {k: v for k, v in (summary.get("location") or {}).items() if v}
+    figures = {k: _six(summary[k]) for k in ("energy_kwh", "energy_kwh_low", "energy_kwh_high", "emissions_kg",
+                                             "emissions_kg_low", "emissions_kg_high")}
+    return {
+        "run_id": summary["run_id"], "run_name": summary["name"], "location": location, **figures,
+        "intensity_g_per_kwh": _six(intensity["mean_g_per_kwh"]), "intensity_source": intensity["source"],
+        "intensity_year": intensity.get("year"), "intensity_kind": intensity["kind"],
+        "pue": summary["pue"]["value"], "pue_source": without_cli_hints(summary["pue"]["source"]),
+        "notes": [without_cli_hints(n) for n in intensity.get("notes", [])],
+        "uncertainty": summary.get("uncertainty") or "", "version": __version__,
+    }
+
+
+def model_card_data(summary: dict, training_type: str = "pre-training"):
+    """The run as Hugging Face model-card metadata (a ``huggingface_hub.ModelCardData``): the Hub's
+    ``co2_eq_emissions`` (emissions in grams, a place name) and a ``greendiff`` block with the location
+    codes, the uncertainty band (kWh, kg), the intensity and PUE used, and their notes (a typical year).
+
+    Raises:
+        UserInputError: ``training_type`` is not one of :data:`TRAINING_TYPES`.
+    """
+    if training_type not in TRAINING_TYPES:
+        raise UserInputError(f"training type must be {' or '.join(TRAINING_TYPES)} (the Hub's co2_eq_emissions "
+                             f"values), got {training_type!r}")
+    from huggingface_hub import ModelCardData  # installed with diffusers; imported only for a card
+
+    co2 = {"emissions": _six(summary["emissions_kg"] * G_PER_KG), "source": _source(summary),
+           "training_type": training_type,
+           "geographical_location": place_name(summary.get("location")) or "unknown (world-average intensity)",
+           "hardware_used": hardware_text(summary["devices"]) or "unknown"}
+    return ModelCardData(co2_eq_emissions=co2, greendiff=_greendiff_block(summary))
 
 
 def model_card_yaml(summary: dict, training_type: str = "pre-training") -> str:
-    """The Hugging Face model-card ``co2_eq_emissions`` block (emissions in grams)."""
-    location = summary.get("location", {})
-    place = location.get("grid") or location.get("cloud") or location.get("country") or "unknown"
-    hardware = sorted({f"{d['name']} ({d['kind']})" for d in summary["devices"]})
-    source = (f"greendiff {__version__}: {', '.join(summary['methods'])}; intensity {summary['intensity']['source']}; "
-              f"PUE {summary['pue']['value']:g} ({summary['pue']['source']})")
-    return "\n".join([
-        "co2_eq_emissions:",
-        f"  emissions: {summary['emissions_kg'] * G_PER_KG:.6g}",
-        f"  source: {_yaml_str(source)}",
-        f"  training_type: {_yaml_str(training_type)}",
-        f"  geographical_location: {_yaml_str(place)}",
-        f"  hardware_used: {_yaml_str(', '.join(hardware))}",
-        "",
-    ])
+    """:func:`model_card_data` as the YAML block of a model card's metadata (floats in fixed-point)."""
+    import yaml
 
+    return yaml.dump(model_card_data(summary, training_type).to_dict(), Dumper=_card_dumper(), sort_keys=False,
+                     allow_unicode=True, width=100)
+
+
+# -- flat CSV and JSON -----------------------------------------------------------------------------
 
 def flat_row(summary: dict) -> dict[str, object]:
     """One run as a flat table row: totals with their bands, intensity, PUE and their sources, and the
@@ -100,9 +330,10 @@ def flat_row(summary: dict) -> dict[str, object]:
         "energy_kwh_high": summary["energy_kwh_high"], "emissions_kg": summary["emissions_kg"],
         "emissions_kg_low": summary["emissions_kg_low"], "emissions_kg_high": summary["emissions_kg_high"],
         "intensity_g_per_kwh": summary["intensity"]["mean_g_per_kwh"], "intensity_source": summary["intensity"]["source"],
+        "intensity_year": summary["intensity"].get("year") or "",
         "pue": summary["pue"]["value"], "pue_source": summary["pue"]["source"],
         "country": location.get("country") or "", "cloud": location.get("cloud") or "", "grid": location.get("grid") or "",
-        "methods": ";".join(summary["methods"]), "greendiff_version": __version__,
+        "place": place_name(location), "methods": ";".join(summary["methods"]), "greendiff_version": __version__,
     }
     row.update({f"energy_kwh:{d['key']}": d["energy_kwh"] for d in summary["devices"]})
     row.update({f"phase_kwh:{p['name']}": joules_to_kwh(p["energy_j"]) for p in summary["phases"]})
@@ -120,5 +351,38 @@ def flat_csv(summaries: list[dict]) -> str:
     return out.getvalue()
 
 
+_TO_ONE_UNIT = (("_j", "_kwh", J_PER_KWH), ("_g", "_kg", G_PER_KG))
+
+
+def one_unit(value: object) -> object:
+    """A stored summary (or any part) with one unit per quantity: every ``*_j`` in kWh (``*_kwh``), every ``*_g``
+    in kg (``*_kg``), dicts of them too (``energy_by_device_j`` -> ``energy_by_device_kwh``); a field already
+    present in the target unit is kept and its twin dropped."""
+    if isinstance(value, list):
+        return [one_unit(v) for v in value]
+    if not isinstance(value, Mapping):
+        return value
+    out: dict[str, object] = {}
+    for key, item in value.items():
+        for old, new, per in _TO_ONE_UNIT:
+            if isinstance(key, str) and key.endswith(old):
+                target = key[: -len(old)] + new
+                if target not in value:
+                    out[target] = _divided(item, per)
+                break
+        else:
+            out[key] = one_unit(item)
+    return out
+
+
+def _divided(item: object, per: float) -> object:
+    if isinstance(item, Mapping):
+        return {k: _divided(v, per) for k, v in item.items()}
+    if isinstance(item, (int, float)) and not isinstance(item, bool):
+        return item / per
+    return item
+
+
 def json_summary(summary: dict) -> str:
-    return json.dumps(summary, indent=2, sort_keys=True)
+    """One run's summary as JSON, in one unit per quantity (:func:`one_unit`)."""
+    return json.dumps(one_unit(summary), indent=2, sort_keys=True)

@@ -7,8 +7,9 @@ import html
 from datetime import datetime, timezone
 
 from greendiff import __version__
-from greendiff.ledger import model_card_yaml
+from greendiff.ledger import model_card_yaml, place_name
 from greendiff.report._collect import RunData
+from greendiff.report._format import ENERGY_UNITS, MASS_UNITS, band_text, energy_text, mass_text, scale_for
 from greendiff.report._statement import emissions_statement
 from greendiff.report._svg import Series, bar_chart, line_chart, scatter_chart
 from greendiff.tracking import RunSummary
@@ -52,12 +53,7 @@ def _e(text: object) -> str:
     return html.escape(str(text))
 
 
-def _kwh(value: float) -> str:
-    return f"{value:.4g} kWh" if value >= 0.01 else f"{value * 1e3:.4g} Wh"
-
-
-def _kg(value: float) -> str:
-    return f"{value:.4g} kg" if value >= 0.1 else f"{value * G_PER_KG:.4g} g"
+_kwh, _kg = energy_text, mass_text  # the one formatter of human figures (fixed-point, scaled, unit printed)
 
 
 def _table(header: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
@@ -129,7 +125,9 @@ def comparison(runs: list[RunData], reference: RunData, metric: str) -> str:
                                  markers=True, y_from_zero=False))
     points = [(r.label, r.summary.emissions_kg, final_metric(r, metric)) for r in runs if final_metric(r, metric) is not None]
     if points:
-        charts.append(scatter_chart(points, f"Pareto: final {metric.upper()} against emissions", "kgCO2e",
+        unit, size = scale_for([kg for _, kg, _ in points], MASS_UNITS)
+        charts.append(scatter_chart([(label, kg / size, y) for label, kg, y in points],
+                                    f"Pareto: final {metric.upper()} against emissions", f"{unit} CO2e",
                                     metric.upper(), highlight=pareto(points)))
     if charts:
         parts.append('<div class="charts">' + "".join(charts) + "</div>")
@@ -147,11 +145,12 @@ def run_section(run: RunData, metric: str) -> str:
     parts = [f'<h2 id="run-{run.record.id}">{_e(run.label)}</h2>',
              f'<p class="note">{_e(run.record.kind)} · {_e(s.status)} · started {_e(s.started)} UTC · '
              f'{s.duration_s:.1f} s · {_e(run.record.command)}</p>',
-             f'<div class="kpi">energy<b>{_kwh(s.energy_kwh)}</b>{_kwh(s.energy_kwh_low)} – {_kwh(s.energy_kwh_high)}</div>',
-             f'<div class="kpi">emissions<b>{_kg(s.emissions_kg)} CO2e</b>{_kg(s.emissions_kg_low)} – '
-             f'{_kg(s.emissions_kg_high)}</div>',
+             f'<div class="kpi">energy<b>{_kwh(s.energy_kwh)}</b>'
+             f'{band_text(s.energy_kwh_low, s.energy_kwh_high, ENERGY_UNITS, s.energy_kwh)}</div>',
+             f'<div class="kpi">emissions<b>{_kg(s.emissions_kg)} CO2e</b>'
+             f'{band_text(s.emissions_kg_low, s.emissions_kg_high, MASS_UNITS, s.emissions_kg)}</div>',
              f'<div class="kpi">grid intensity<b>{s.intensity.mean_g_per_kwh:.0f} g/kWh</b>{_e(s.intensity.kind)}</div>',
-             f'<div class="kpi">PUE<b>{s.pue.value:g}</b>&nbsp;</div>']
+             f'<div class="kpi">PUE<b>{s.pue.value:.2f}</b>&nbsp;</div>']
     charts = []
     if run.power_w:
         charts.append(line_chart([Series(k, [t for t, _ in v], [w for _, w in v]) for k, v in run.power_w.items()],
@@ -159,14 +158,7 @@ def run_section(run: RunData, metric: str) -> str:
     if run.intensity:
         charts.append(line_chart([Series("grid", [t for t, _ in run.intensity], [g for _, g in run.intensity])],
                                  "Grid intensity", "minutes since start", "gCO2e/kWh", step=True))
-    devices = [(d.key, d.emissions_g) for d in s.devices]
-    charts.append(bar_chart([k for k, _ in devices], [g for _, g in devices], "Emissions by device", "g CO2e"))
-    phases = [(p.name, p.emissions_g) for p in s.phases]
-    rest = s.emissions_kg * G_PER_KG - sum(g for _, g in phases)
-    if phases and rest > 1e-9:
-        phases.append(("outside phases (setup, idle)", rest))
-    if phases:
-        charts.append(bar_chart([k for k, _ in phases], [g for _, g in phases], "Emissions by phase", "g CO2e"))
+    charts += _emission_bars(s)
     if run.losses():
         charts.append(line_chart([Series("loss", [x for x, _ in run.losses()], [y for _, y in run.losses()])],
                                  "Loss against energy", "energy used (kWh)", "loss", y_from_zero=False))
@@ -197,10 +189,25 @@ def run_section(run: RunData, metric: str) -> str:
     return "\n".join(parts)
 
 
+def _emission_bars(s: RunSummary) -> list[str]:
+    """Emissions by device and by phase (with what fell outside any phase), in one unit scaled to the run."""
+    unit, size = scale_for([s.emissions_kg], MASS_UNITS)
+    devices = [(d.key, d.emissions_g / G_PER_KG) for d in s.devices]
+    charts = [bar_chart([k for k, _ in devices], [kg / size for _, kg in devices], "Emissions by device", f"{unit} CO2e")]
+    phases = [(p.name, p.emissions_g / G_PER_KG) for p in s.phases]
+    rest = s.emissions_kg - sum(kg for _, kg in phases)
+    if phases and rest > 1e-12:
+        phases.append(("outside phases (setup, idle)", rest))
+    if phases:
+        charts.append(bar_chart([k for k, _ in phases], [kg / size for _, kg in phases], "Emissions by phase", f"{unit} CO2e"))
+    return charts
+
+
 def _assumption_rows(s: RunSummary) -> list[list[str]]:
-    rows = [["location", _e(", ".join(f"{k} {v}" for k, v in (s.location or {}).items() if v) or "unknown"), ""],
+    codes = ", ".join(f"{k} {v}" for k, v in (s.location or {}).items() if v)
+    rows = [["location", _e(place_name(s.location) or "unknown"), _e(codes)],
             ["grid intensity", f'{s.intensity.mean_g_per_kwh:.1f} gCO2e/kWh', _e(s.intensity.source)],
-            ["PUE", f'{s.pue.value:g}', _e(s.pue.source)]]
+            ["PUE", f'{s.pue.value:.2f}', _e(s.pue.source)]]
     for d in s.devices:
         rows.append([f"energy of {_e(d.key)}", f"{_kwh(d.energy_kwh)} ± {d.uncertainty_frac:.0%}",
                      _e(f"{d.name}: {d.method}" + (f" ({d.note})" if d.note else ""))])

@@ -1,40 +1,63 @@
-"""The emissions statement a paper can quote, from one run's summary (and the model-card block)."""
+"""The emissions statement a paper can quote, from one run's summary: the one formatter behind the report's
+statement and ``greendiff runs export RUN -f statement``.
+
+Place names (``France``, ``Google Cloud europe-west1 (Belgium)``), fixed-point figures with their units and
+bands, the intensity's source and year, the PUE and its source, and no command-line hints.
+"""
 
 from __future__ import annotations
 
 from greendiff import __version__
+from greendiff.ledger import hardware_text, place_name, without_cli_hints
+from greendiff.report._format import ENERGY_UNITS, MASS_UNITS, band_text, duration_text, energy_text, fixed_point, mass_text
 from greendiff.tracking import RunSummary
 
-
-def place_of(summary: RunSummary) -> str:
-    location = summary.location or {}
-    parts = [f"US grid {location['grid']}" if location.get("grid") else "",
-             f"cloud region {location['cloud']}" if location.get("cloud") else "",
-             f"country {location['country']}" if location.get("country") else ""]
-    return ", ".join(p for p in parts if p) or "an unstated location (world-average intensity)"
+_KINDS = {"static": "a yearly average", "hourly": "hour by hour"}
+_UNKNOWN_PLACE = "an unstated location, priced at the world-average grid intensity"
 
 
-def hardware_of(summary: RunSummary) -> str:
-    names: dict[str, int] = {}
-    for d in summary.devices:
-        if d.kind in ("gpu", "cpu"):
-            names[d.name] = names.get(d.name, 0) + 1
-    return ", ".join(f"{n} x {name}" if n > 1 else name for name, n in names.items()) or "unstated hardware"
+def intensity_citation(source: str, year: int | None) -> str:
+    """The intensity's source with its data year (once): ``"Our World in Data / Ember ..., 2023"``."""
+    if year is None:
+        return f"{source}; year not stated"
+    return source if str(year) in source else f"{source}, {year}"
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else f"{text}."
 
 
 def emissions_statement(summary: RunSummary) -> str:
-    """A paragraph with the hardware, hours, location, grid intensity and source, PUE, kWh, kgCO2e,
-    method and uncertainty, in that order."""
-    hours = summary.duration_s / 3600
+    """A paragraph with the hardware, duration, place, energy and its band, grid intensity with its source and
+    year, PUE with its source, CO2e and its band, the method and the notes on the intensity, in that order.
+
+    Example:
+        >>> from greendiff.tracking import RunSummary
+        >>> s = RunSummary.from_dict({"run_id": 1, "name": "r", "kind": "train", "status": "completed",
+        ...     "started": None, "ended": None, "duration_s": 5400.0, "cpu_time_s": 1.0, "energy_j": 1.8e6,
+        ...     "energy_kwh": 0.5, "energy_kwh_low": 0.45, "energy_kwh_high": 0.55, "emissions_kg": 0.028,
+        ...     "emissions_kg_low": 0.0252, "emissions_kg_high": 0.0308, "devices": [], "phases": [],
+        ...     "location": {"country": "FRA"}, "intensity": {"source": "t", "kind": "static", "year": 2023,
+        ...     "mean_g_per_kwh": 56.0, "notes": []}, "pue": {"value": 1.0, "source": "on premise"},
+        ...     "methods": ["rapl"], "notes": []})
+        >>> print(emissions_statement(s)[:91])
+        This run (r) used unstated hardware for 1.50 h in France. It consumed 500 Wh of electricity
+    """
     intensity, pue = summary.intensity, summary.pue
-    methods = ", ".join(summary.methods)
+    hardware = hardware_text([{"kind": d.kind, "name": d.name} for d in summary.devices]) or "unstated hardware"
+    unit_energy = energy_text(summary.energy_kwh)
+    unit_mass = mass_text(summary.emissions_kg)
+    notes = "".join(f" Note: {_sentence(n)}" for n in map(without_cli_hints, intensity.notes) if n)
     return (
-        f"This run ({summary.name}) used {hardware_of(summary)} for {hours:.3g} h in {place_of(summary)}. "
-        f"It consumed {summary.energy_kwh:.4g} kWh of electricity (range {summary.energy_kwh_low:.4g}–"
-        f"{summary.energy_kwh_high:.4g} kWh), measured per device with {methods}. At a grid carbon intensity of "
-        f"{intensity.mean_g_per_kwh:.0f} gCO2e/kWh ({intensity.source}, {intensity.kind}) and a PUE of "
-        f"{pue.value:g} ({pue.source}), this corresponds to {summary.emissions_kg:.4g} kgCO2e (range "
-        f"{summary.emissions_kg_low:.4g}–{summary.emissions_kg_high:.4g} kgCO2e). Emissions are IT energy x PUE "
-        f"x grid intensity, hour by hour; the range combines each measurement method's uncertainty. "
-        f"Measured with greendiff {__version__}."
+        f"This run ({summary.name}) used {hardware} for {duration_text(summary.duration_s)} in "
+        f"{place_name(summary.location) or _UNKNOWN_PLACE}. It consumed {unit_energy} of electricity (range "
+        f"{band_text(summary.energy_kwh_low, summary.energy_kwh_high, ENERGY_UNITS, summary.energy_kwh)}), measured "
+        f"per device with {', '.join(summary.methods) or 'no meter'}. At a grid carbon intensity of "
+        f"{fixed_point(intensity.mean_g_per_kwh)} gCO2e/kWh ({intensity_citation(intensity.source, intensity.year)}; "
+        f"{_KINDS.get(intensity.kind, intensity.kind)}) and a PUE of {pue.value:.2f} "
+        f"({without_cli_hints(pue.source) or 'source not stated'}), this corresponds to {unit_mass} CO2e (range "
+        f"{band_text(summary.emissions_kg_low, summary.emissions_kg_high, MASS_UNITS, summary.emissions_kg)} CO2e). "
+        f"Emissions are IT energy x PUE x grid carbon intensity; the range combines each device's measurement "
+        f"uncertainty, not the error of the intensity data.{notes} Measured with greendiff {__version__}."
     )

@@ -11,6 +11,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from greendiff.report._format import plain_number
+
 PALETTE = ("#2e7d32", "#1565c0", "#ef6c00", "#6a1b9a", "#c62828", "#00838f", "#5d4037", "#9e9d24")
 
 
@@ -43,7 +45,7 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:.3g}" if value != 0 else "0"
+    return plain_number(value)  # fixed-point: a tick never reads 2e-07
 
 
 class _Frame:
