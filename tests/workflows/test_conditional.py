@@ -106,7 +106,10 @@ def test_sample_by_class_lists_n_per_class_in_order_and_a_grid_row_each(tmp_path
     assert Image.open(out).size == ((2 * 10 + 2) * 2, (3 * 10 + 2) * 2)
     (row,) = Ledger(tmp_path / "l.sqlite").list_runs()
     assert (row.kind, row.status) == ("sample", "completed")
-    assert outcome.energy_kwh_per_image == pytest.approx(outcome.summary.energy_kwh / 6)
+    # one batch: the per-image figure is its sampling window (the warm-up in it), not the whole ledger run
+    first = outcome.summary.phase("sample-first-batch")
+    assert outcome.energy_kwh_per_image == pytest.approx(first.energy_j / 3.6e6 / 6, rel=1e-12)
+    assert outcome.per_image.includes_warmup and outcome.per_image.images == 6
 
 
 def test_sample_without_classes_is_class_balanced_at_the_runs_guidance(tmp_path, cond_run):

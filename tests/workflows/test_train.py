@@ -19,7 +19,7 @@ class Recorder(NullProgress):
     """A progress that keeps what it was told."""
 
     def __init__(self) -> None:
-        self.bars, self.records, self.ended = [], [], 0
+        self.bars, self.records, self.ended, self.notes = [], [], 0, []
 
     def on_start(self, label: str, total: int) -> None:
         self.bars.append((label, total))
@@ -29,6 +29,9 @@ class Recorder(NullProgress):
 
     def on_end(self) -> None:
         self.ended += 1
+
+    def note(self, text: str, style: str | None = None) -> None:
+        self.notes.append((text, style))
 
 
 def test_run_train_returns_the_outcome_and_writes_the_run_directory(tmp_path):
@@ -118,3 +121,37 @@ def test_train_segment_hands_everything_to_the_trainer_as_callbacks(tmp_path, mo
     assert pruner.on_evaluation(None, event) == Stop("pruned by the median pruner after evaluation 1 (fid 30)")
     assert pruner.pruned_after == 1 and seen["reported"] == (30.0, 1)
     assert stops.should_interrupt() is False
+
+
+def _folder(root):
+    """Six 32 x 32 grey PNGs."""
+    import numpy as np
+    from PIL import Image
+
+    root.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((32, 32), 40 * i, dtype=np.uint8)).save(root / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("given", [None, "override", "file"])
+def test_an_image_folder_at_the_default_resolution_is_warned_about_unless_a_resolution_was_given(tmp_path, given):
+    folder = _folder(tmp_path / "photos")
+    config_file = None
+    keys = {k: v for k, v in TINY.items() if k != "data.resolution"}
+    keys |= {"data.dataset": str(folder), "optim.batch_size": 2, "run.max_steps": 1, "run.output_dir": str(tmp_path / "runs")}
+    if given == "override":
+        keys["data.resolution"] = 16
+    elif given == "file":
+        config_file = tmp_path / "my.toml"
+        config_file.write_text("[data]\nresolution = 16\n")
+    progress = Recorder()
+    outcome = run_train(TrainJob(config_file=config_file, overrides=keys, measurement=measurement(tmp_path / "l.sqlite")),
+                        progress)
+    assert outcome.status == "completed"
+    warned = [n for n in progress.notes if n[1] == "warning"]
+    if given is None:
+        assert warned == [(f"the images of {folder} are resized to 16 x 16 pixels, the default data.resolution: give "
+                           "--resolution N (or set data.resolution in the config file) to train at another size", "warning")]
+    else:
+        assert warned == []

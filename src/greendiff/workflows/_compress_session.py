@@ -28,7 +28,7 @@ from greendiff.workflows._fields import (
 )
 from greendiff.workflows._inputs import load_config_data
 from greendiff.workflows._progress import Progress
-from greendiff.workflows._rundir import write_emissions, write_file
+from greendiff.workflows._rundir import write_emissions, write_file, write_location
 from greendiff.workflows._segment import train_segment
 
 logger = logging.getLogger(__name__)
@@ -229,10 +229,13 @@ class CompressSession:
         self.t0 = time.perf_counter()
 
     def start(self, run_dir: Path, settings, kind: str, command: str) -> None:
-        """Everything is checked: create nothing before this. Starts the one ledger run of the job."""
-        self.run_dir = run_dir
-        if self.data.placement:
-            self.progress.note(self.data.placement)
+        """Everything is checked: create nothing before this. Starts the one ledger run of the job; the new run
+        directory keeps where it is priced (``location.toml``, as a trained run does)."""
+        self.run_dir, self.settings = run_dir, settings
+        write_location(run_dir, settings.stored)
+        for line in (settings.note, self.data.placement):
+            if line:
+                self.progress.note(line)
         self.tracker = settings.tracker(run_dir.name, kind, command, run_dir=run_dir).start()
 
     def train(self, config, run_dir: Path, label: str):
@@ -258,8 +261,12 @@ class CompressSession:
                             if self._labels is not None else None)
                 self._reference = (real, extractor, by_class)
             real, extractor, by_class = self._reference
-            return score(unet, sampler, self.eval_samples, steps, real, extractor, kid_subset=self.eval_samples,
-                         conditioning=by_class)
+            self.progress.on_start("evaluating", self.eval_samples)
+            try:
+                return score(unet, sampler, self.eval_samples, steps, real, extractor, kid_subset=self.eval_samples,
+                             conditioning=by_class, progress=self.progress)
+            finally:
+                self.progress.on_end()
 
     def finish(self, report: CompressionReport, name: str) -> CompressOutcome:
         """Stop the tracker; add the energy split (the ``eval`` phase and its ``eval-...`` sub-phases, i.e.

@@ -141,7 +141,7 @@ def run_distill(job: DistillJob, progress: Progress | None = None) -> CompressOu
 
     check_parent(job.teacher, "--teacher")
     student, label = _student(job)
-    settings = resolve_settings(job.measurement)
+    settings = resolve_settings(job.measurement, run=job.teacher)
     s = CompressSession(job.teacher, job.eval_samples, progress or NullProgress(), "--teacher")
     name = job.name or derived_name(f"student-{job.student_preset or 'init'}", job.teacher)
     overrides = {**student, "run.max_steps": job.max_steps if job.max_steps is not None else s.config.run.max_steps,

@@ -27,7 +27,7 @@ from greendiff.workflows._fields import checked_int, set_fields
 from greendiff.workflows._eval import EvalResult
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
 from greendiff.workflows._progress import NullProgress, Progress
-from greendiff.workflows._rundir import new_run_dir, write_config
+from greendiff.workflows._rundir import new_run_dir, write_config, write_location
 
 SAMPLING_IMAGES = 256  #: images sampled (in an evaluation phase) to price one image's sampling
 
@@ -150,7 +150,7 @@ def run_distill_steps(job: DistillStepsJob, progress: Progress | None = None) ->
     from greendiff.train import load_run_model
 
     check_parent(job.teacher, "--teacher")
-    settings = resolve_settings(job.measurement)
+    settings = resolve_settings(job.measurement, run=job.teacher)
     s = CompressSession(job.teacher, job.eval_samples, progress or NullProgress(), "--teacher")
     teacher_lr = s.config.optim.lr
     check_rounds(s.config.optim.num_train_timesteps, job.teacher_steps, job.rounds)
@@ -166,6 +166,7 @@ def run_distill_steps(job: DistillStepsJob, progress: Progress | None = None) ->
         round_dir.mkdir()
         config = _round_config(job, teacher_lr, k, source, round_dir)
         write_config(round_dir, config)
+        write_location(round_dir, s.settings.stored)  # a round is resumed on its own: priced where the job is
         result = s.train(config, round_dir, f"round {k}: {n}→{n // 2} steps")
         if result.status != "completed":
             raise UserInputError(f"round {k} ended {result.status}; resume with: greendiff train --resume {display_path(round_dir)}, "

@@ -24,7 +24,8 @@ from greendiff.workflows._fields import (
     set_fields,
 )
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
-from greendiff.workflows._sample import resolve_guidance
+from greendiff.workflows._progress import Advance, NullProgress, Progress, check_progress
+from greendiff.workflows._sample import SAMPLE_BATCH, resolve_guidance, sampled_batches
 
 if TYPE_CHECKING:
     from greendiff.evaluate import Quality
@@ -32,14 +33,14 @@ if TYPE_CHECKING:
 
 
 def score(unet, sampler, n: int, steps: int, real, extractor, seed: int = 0, kid_subset: int = 1000,
-          conditioning: ClassScoring | None = None) -> EvalResult:
+          conditioning: ClassScoring | None = None, progress: Progress = NullProgress()) -> EvalResult:
     """FID/KID/precision/recall of ``n`` images sampled with ``steps`` sampler steps from a fixed noise seed;
     with ``conditioning`` (a class-conditional model), a class-balanced sample at its guidance scale, scored
-    also by class (``class_accuracy``, ``per_class_fid``, ``mean_class_fid``)."""
+    also by class (``class_accuracy``, ``per_class_fid``, ``mean_class_fid``). Each batch of images sampled is
+    an :class:`Advance` of ``progress``'s open bar."""
     import torch
 
     from greendiff.evaluate import balanced_labels, quality
-    from greendiff.train import sample_images
 
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     device = next(unet.parameters()).device
@@ -47,7 +48,12 @@ def score(unet, sampler, n: int, steps: int, real, extractor, seed: int = 0, kid
     if conditioning is not None:
         labels = balanced_labels(n, conditioning.num_classes)
         by_class = {"labels": labels, "guidance_scale": conditioning.guidance_scale}
-    fake = sample_images(unet.eval(), sampler, n, steps, shape, torch.Generator().manual_seed(seed), device, **by_class)
+    out, total = [], -(-n // SAMPLE_BATCH)
+    for images in sampled_batches(unet.eval(), sampler, n, steps, shape, torch.Generator().manual_seed(seed), device,
+                                  **by_class):
+        out.append(images)
+        progress.on_log(Advance(images.shape[0], f"seed {seed}, batch {len(out)}/{total}"))
+    fake = torch.cat(out)
     scored = quality(fake, real, extractor, kid_subset=kid_subset)
     if conditioning is None:
         return EvalResult(seed, steps, scored)
@@ -159,7 +165,7 @@ class EvalJob:
         features: ``mnist`` (shipped) or ``inception:PATH`` (local weights file).
         seeds: noise seeds 0..seeds-1; more than 1 reports the spread.
         steps: sampler steps (0: the run's own).
-        kid_subset: KID subset size (at most ``n``).
+        kid_subset: KID subset size (at most ``n``); None: min(1000, ``n``), and a note says so when that is ``n``.
         guidance_scale: classifier-free guidance of a class-conditional run's samples (None: the run's
             ``optim.guidance_scale``); an unconditional run takes none (or 1).
         measurement: where and how the scoring is measured.
@@ -170,7 +176,7 @@ class EvalJob:
     features: str = "mnist"
     seeds: int = 1
     steps: int = 0
-    kid_subset: int = 1000
+    kid_subset: int | None = None
     guidance_scale: float | None = None
     measurement: MeasurementOptions = MeasurementOptions()
 
@@ -184,7 +190,8 @@ class EvalJob:
                    n=checked_int(self.n, EVAL_IMAGES, "EvalJob.n", "--n"),
                    seeds=checked_int(self.seeds, SEEDS, "EvalJob.seeds", "--seeds"),
                    steps=checked_int(self.steps, SAMPLER_STEPS0, "EvalJob.steps", "--steps"),
-                   kid_subset=checked_int(self.kid_subset, KID_SUBSET, "EvalJob.kid_subset", "--kid-subset"),
+                   kid_subset=None if self.kid_subset is None else checked_int(
+                       self.kid_subset, KID_SUBSET, "EvalJob.kid_subset", "--kid-subset"),
                    guidance_scale=None if guidance is None else checked_float(
                        guidance, GUIDANCE, "EvalJob.guidance_scale", "--guidance-scale"))
         check_instance(self.measurement, MeasurementOptions, "EvalJob.measurement")
@@ -256,31 +263,57 @@ class EvalOutcome:
         return self.report.results
 
 
-def run_eval(job: EvalJob) -> EvalOutcome:
-    """Score ``job.run`` under one ledger run (kind ``eval``); bad input is a one-line error before it opens."""
+KID_SUBSET_DEFAULT = 1000  #: KID's subset size when none is given (fewer when fewer images are sampled)
+
+
+def kid_subset_for(job: EvalJob) -> tuple[int, str]:
+    """``(KID subset size, note)``: the one given (one line when it exceeds ``n``), else min(1000, ``n``), with a
+    note when that is fewer than 1000."""
+    if job.kid_subset is not None:
+        if job.kid_subset > job.n:
+            raise UserInputError(f"--kid-subset {job.kid_subset} exceeds --n {job.n}: too few samples for KID; raise --n")
+        return job.kid_subset, ""
+    if job.n >= KID_SUBSET_DEFAULT:
+        return KID_SUBSET_DEFAULT, ""
+    return job.n, (f"KID on subsets of {job.n} (all {job.n} images; the default {KID_SUBSET_DEFAULT:,} needs as many "
+                   "samples): --kid-subset sets it")
+
+
+def run_eval(job: EvalJob, progress: Progress = NullProgress()) -> EvalOutcome:
+    """Score ``job.run`` under one ledger run (kind ``eval``); bad input is a one-line error before it opens.
+    ``progress`` gets an ``evaluating`` bar of ``n`` x ``seeds`` images, advanced a batch at a time
+    (:class:`Advance`), and notes: the KID subset when it adapted to ``n``, the run's stored location when
+    the job is priced there."""
     from greendiff.evaluate import reference_features, resolve_extractor, seed_spread
     from greendiff.train import load_run_model
     from greendiff.train._artifacts import check_run_matches
 
     check_instance(job, EvalJob, "run_eval's job")
-    if job.kid_subset > job.n:
-        raise UserInputError(f"--kid-subset {job.kid_subset} exceeds --n {job.n}: too few samples for KID; raise --n")
+    progress = check_progress(progress)
+    kid_subset, kid_note = kid_subset_for(job)
     model = load_run_model(job.run)
     config, unet, sampler = model
     guidance = resolve_guidance(model.num_classes, job.guidance_scale, config.optim.guidance_scale)
     extractor, extractor_name = resolve_extractor(job.features)
-    settings = resolve_settings(job.measurement)
+    settings = resolve_settings(job.measurement, run=job.run)
     data = load_config_data(config)
     check_run_matches(job.run, config, unet, data)  # before the ledger row
     labels = reference_labels(data, model.num_classes, job.n) if model.num_classes else None
     note = accuracy_note(config, data) if labels is not None else ""
     n_steps = job.steps or config.optim.sample_steps
+    for line in (settings.note, kid_note):
+        if line:
+            progress.note(line)
     with settings.tracker(f"eval {job.run.name}", "eval", f"greendiff eval --run {job.run} --n {job.n}") as tracker:
         with tracker.window("eval"):
             real = reference_features(data.reference_images(), extractor)
             by_class = class_scoring(real, labels, model.num_classes, guidance, not note) if labels is not None else None
-            results = [score(unet, sampler, job.n, n_steps, real, extractor, seed, job.kid_subset, by_class)
-                       for seed in range(job.seeds)]
+            progress.on_start("evaluating", job.n * job.seeds)
+            try:
+                results = [score(unet, sampler, job.n, n_steps, real, extractor, seed, kid_subset, by_class, progress)
+                           for seed in range(job.seeds)]
+            finally:
+                progress.on_end()
     summary = tracker.summary
     conditional = by_class is not None
     report = EvalReport(str(job.run), extractor_name, job.n, n_steps, config.optim.sampler, tuple(results),

@@ -139,7 +139,7 @@ def run_prune(job: PruneJob, progress: Progress | None = None) -> CompressOutcom
     if job.importance not in IMPORTANCES:
         raise UserInputError(f"unknown --importance {job.importance!r}; use one of {', '.join(IMPORTANCES)}")
     check_parent(job.run)
-    settings = resolve_settings(job.measurement)
+    settings = resolve_settings(job.measurement, run=job.run)
     s = CompressSession(job.run, job.eval_samples, progress or NullProgress())
     name = job.name or derived_name(f"pruned{job.ratio:g}", job.run)
     fine_tune = {"run.max_steps": max(job.finetune_steps, 1), "run.name": name, "optim.lr": job.lr,

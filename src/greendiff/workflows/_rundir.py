@@ -9,12 +9,16 @@ import logging
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
 from greendiff.names import check_name, display_path
 from greendiff.tracking import RunSummary
 from greendiff.units import joules_to_kwh
+
+if TYPE_CHECKING:
+    from greendiff.workflows._measurement import RunLocation
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +66,34 @@ def write_config(run_dir: Path, config) -> Path:
     return path
 
 
+def write_location(run_dir: Path, location: RunLocation) -> Path | None:
+    """``location.toml``: where the run's energy is priced, written once (when the run is made, or by the first
+    job that knows a location for a run made before locations were kept); jobs on the run inherit it
+    (:func:`~greendiff.workflows.resolve_settings`). Nothing is written for an unknown location, or a grid
+    path that is not valid text (a warning). The file, or None when none was written."""
+    from greendiff.workflows._measurement import LOCATION_FILE
+
+    path = run_dir / LOCATION_FILE
+    if not location.known or path.exists() or path.is_symlink():
+        return None
+    try:
+        text = location.to_toml()
+        text.encode("utf-8")
+    except (UnicodeEncodeError, TypeError, ValueError) as exc:
+        logger.warning("the run's location is not kept in %s (%s): give the location flags again on later jobs",
+                       display_path(path), exc)
+        return None
+    write_file(path, text)
+    return path
+
+
 @contextlib.contextmanager
-def claimed_run_dir(config, resume: Path | None, name: str, dist) -> Iterator[Path]:
+def claimed_run_dir(config, resume: Path | None, name: str, dist, location: RunLocation | None = None) -> Iterator[Path]:
     """The run's directory, held by the main process (:class:`greendiff.train.RunDirLock`) until the block
     ends: a resumed one is locked before anything in it is touched (its checkpoints tidied, its ledger row),
-    a new one as soon as it is made; then ``config.toml`` is written. Every process of a job gets the
-    directory, or the same one-line error (none is left waiting for the others)."""
+    a new one as soon as it is made; then ``config.toml`` is written, and ``location`` (where the run is
+    priced: :func:`write_location`, once). Every process of a job gets the directory, or the same one-line
+    error (none is left waiting for the others)."""
     from greendiff.train import RunDirLock
 
     with contextlib.ExitStack() as held:
@@ -77,6 +103,8 @@ def claimed_run_dir(config, resume: Path | None, name: str, dist) -> Iterator[Pa
                 run_dir = resume if resume is not None else new_run_dir(config.run.output_dir, name)
                 held.enter_context(RunDirLock(run_dir))
                 write_config(run_dir, config)
+                if location is not None:
+                    write_location(run_dir, location)
             except OSError as exc:  # the lock file
                 problem = UserInputError(f"cannot write {display_path(run_dir / 'config.toml')}: {exc.strerror or exc}")
             except UserInputError as exc:

@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +23,11 @@ from greendiff.workflows._fields import (
     set_fields,
 )
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
+from greendiff.workflows._progress import Advance, NullProgress, Progress, check_progress
 
 SUFFIXES = (".png", ".npz")
+SAMPLE_BATCH = 256  #: images sampled at once (``sample_images``' batch)
+FIRST_BATCH_PHASE = "sample-first-batch"  #: the window of the first batch, its warm-up (a sub-phase of ``sample``)
 
 
 @dataclass(frozen=True)
@@ -67,10 +71,46 @@ class SampleJob:
 
 
 @dataclass(frozen=True)
+class PerImageEnergy:
+    """What one sampled image cost, and what that figure covers.
+
+    Attributes:
+        energy_kwh: energy per image (kWh), of the sampling only: loading the model (before the meter starts)
+            and writing the file are not in it.
+        emissions_kg: CO2e per image (kg), likewise.
+        images: the images it is an average over.
+        includes_warmup: whether the first batch is in it. The first forward passes of a freshly loaded model
+            cost several times (up to ~10x) later ones, so a figure that includes them overstates the steady
+            cost of sampling; with more than one batch the first is left out.
+        batches: batches of up to :data:`SAMPLE_BATCH` images the sample took.
+
+    Example:
+        >>> PerImageEnergy(1e-6, 5e-8, 16, True, 1).covers
+        'sampling only (model loading excluded), including the warm-up of the first batch (one batch of 16 images)'
+    """
+
+    energy_kwh: float
+    emissions_kg: float
+    images: int
+    includes_warmup: bool
+    batches: int
+
+    @property
+    def covers(self) -> str:
+        """What the figure covers, in words (for the line that prints it)."""
+        if self.includes_warmup:
+            return ("sampling only (model loading excluded), including the warm-up of the first batch (one batch of "
+                    f"{self.images:,} images)")
+        return (f"sampling only (model loading excluded), steady: batches 2-{self.batches} ({self.images:,} images), "
+                "the first batch's warm-up left out")
+
+
+@dataclass(frozen=True)
 class SampleOutcome:
     """What was sampled: ``out``, ``n`` images, their ``labels`` (None: unconditional), ``grid_rows`` (one per
     requested class; 0: a square grid or an ``.npz``), sampler ``steps`` and ``sampler``, the ``guidance_scale``
-    used (None: unconditional), and the ledger run's ``summary`` (energy_kwh, emissions_kg, run_id, ...)."""
+    used (None: unconditional), the ledger run's ``summary`` (energy_kwh, emissions_kg, run_id, ...: the whole
+    call) and ``per_image``: the energy and CO2e of one image and what they cover (:class:`PerImageEnergy`)."""
 
     out: Path
     n: int
@@ -80,10 +120,43 @@ class SampleOutcome:
     sampler: str
     guidance_scale: float | None
     summary: RunSummary
+    per_image: PerImageEnergy
 
     @property
     def energy_kwh_per_image(self) -> float:
-        return self.summary.energy_kwh / max(self.n, 1)
+        return self.per_image.energy_kwh
+
+    @property
+    def emissions_kg_per_image(self) -> float:
+        return self.per_image.emissions_kg
+
+
+def per_image_energy(summary: RunSummary, n: int, first_batch: int) -> PerImageEnergy:
+    """The per-image figure of a sample of ``n`` images whose first ``first_batch`` were metered in the
+    :data:`FIRST_BATCH_PHASE` window and the rest in ``sample``: the rest alone when there is a rest."""
+    from greendiff.units import G_PER_KG, joules_to_kwh
+
+    batches = -(-n // SAMPLE_BATCH)
+    steady = next((p for p in summary.phases if p.name == "sample"), None)
+    if steady is not None and n > first_batch:
+        images, phase, warm = n - first_batch, steady, False
+    else:
+        images, phase, warm = n, next(p for p in summary.phases if p.name == FIRST_BATCH_PHASE), True
+    return PerImageEnergy(joules_to_kwh(phase.energy_j) / images, phase.emissions_g / G_PER_KG / images, images,
+                          warm, batches)
+
+
+def sampled_batches(unet, sampler, n: int, steps: int, shape: tuple[int, int, int], generator, device="cpu",
+                    labels: list[int] | None = None, guidance_scale: float = 1.0) -> Iterator:
+    """The ``n`` images of :func:`greendiff.train.sample_images`, a batch of up to :data:`SAMPLE_BATCH` at a time
+    (``(b, C, H, W)`` in [-1, 1]), so a caller can show progress and meter the first batch apart: the same
+    images, bit for bit, as one call (its batches are these, drawn from the same generator in order)."""
+    from greendiff.train import sample_images
+
+    for start in range(0, n, SAMPLE_BATCH):
+        size = min(SAMPLE_BATCH, n - start)
+        guided = {} if labels is None else {"labels": labels[start:start + size], "guidance_scale": guidance_scale}
+        yield sample_images(unet, sampler, size, steps, shape, generator, device, batch_size=SAMPLE_BATCH, **guided)
 
 
 def sample_labels(num_classes: int, n: int, classes: tuple[int, ...]) -> list[int] | None:
@@ -125,15 +198,18 @@ def resolve_guidance(num_classes: int, given: float | None, run_default: float) 
     return float(run_default if given is None else given)
 
 
-def run_sample(job: SampleJob) -> SampleOutcome:
+def run_sample(job: SampleJob, progress: Progress = NullProgress()) -> SampleOutcome:
     """Sample ``job`` under one ledger run (kind ``sample``) and write ``job.out``; bad input (a class on an
     unconditional run, an id outside the trained classes, a bad guidance scale or output name) is a
-    one-line :class:`UserInputError` before the ledger row or any file exists."""
+    one-line :class:`UserInputError` before the ledger row or any file exists. ``progress`` gets a
+    ``sampling`` bar of ``n`` images, advanced a batch at a time (:class:`Advance`), and a note when the job is
+    priced at the run's stored location."""
     import torch
 
-    from greendiff.train import load_run_model, sample_images
+    from greendiff.train import load_run_model
 
     check_instance(job, SampleJob, "run_sample's job")
+    progress = check_progress(progress)
     if job.out.suffix.lower() not in SUFFIXES:
         raise UserInputError(f"--out must end in .png or .npz, got {display_path(job.out)}")
     model = load_run_model(job.run)
@@ -143,21 +219,43 @@ def run_sample(job: SampleJob) -> SampleOutcome:
         raise UserInputError(f"--n {job.n} per class x {len(job.classes)} classes is {len(labels):,} images; at most "
                              f"{IMAGES.hi:,} in one call: lower --n")
     guidance = resolve_guidance(model.num_classes, job.guidance_scale, config.optim.guidance_scale)
-    settings = resolve_settings(job.measurement)
+    settings = resolve_settings(job.measurement, run=job.run)
     n = len(labels) if labels is not None else job.n
     n_steps = job.steps or config.optim.sample_steps
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-    conditional = {} if labels is None else {"labels": labels, "guidance_scale": guidance}
     command = f"greendiff sample --run {display_path(job.run)} --n {job.n}" + (
         f" --class {','.join(map(str, job.classes))}" if job.classes else "")
+    if settings.note:
+        progress.note(settings.note)
+    batches = sampled_batches(unet, sampler, n, n_steps, shape, torch.Generator().manual_seed(job.seed),
+                              labels=labels, guidance_scale=guidance if guidance is not None else 1.0)
     with settings.tracker(f"sample {job.run.name}", "sample", command) as tracker:
-        with tracker.window("sample"):
-            images = sample_images(unet, sampler, n, n_steps, shape, torch.Generator().manual_seed(job.seed),
-                                   **conditional)
+        images = _sample_metered(batches, n, tracker, progress)
     rows = len(job.classes) if job.classes and job.out.suffix.lower() == ".png" else 0
     _write(images, job.out, labels, rows)
     return SampleOutcome(job.out, n, tuple(labels) if labels is not None else None, rows, n_steps,
-                         config.optim.sampler, guidance, tracker.summary)
+                         config.optim.sampler, guidance, tracker.summary,
+                         per_image_energy(tracker.summary, n, min(n, SAMPLE_BATCH)))
+
+
+def _sample_metered(batches: Iterator, n: int, tracker, progress: Progress):
+    """The batches drawn under a ``sampling`` bar: the first in the :data:`FIRST_BATCH_PHASE` window (its
+    warm-up), the rest in ``sample``; ``(n, C, H, W)``."""
+    import torch
+
+    progress.on_start("sampling", n)
+    try:
+        with tracker.window(FIRST_BATCH_PHASE):
+            out = [next(batches)]
+        progress.on_log(Advance(out[0].shape[0], f"batch 1/{-(-n // SAMPLE_BATCH)}"))
+        if n > out[0].shape[0]:
+            with tracker.window("sample"):
+                for images in batches:
+                    out.append(images)
+                    progress.on_log(Advance(images.shape[0], f"batch {len(out)}/{-(-n // SAMPLE_BATCH)}"))
+    finally:
+        progress.on_end()
+    return torch.cat(out)
 
 
 def _write(images, out: Path, labels: list[int] | None, rows: int) -> None:

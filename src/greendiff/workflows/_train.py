@@ -23,7 +23,7 @@ from greendiff.names import display_path
 from greendiff.tracking import RunSummary
 from greendiff.workflows._conditioning import resolve_conditioning
 from greendiff.workflows._fields import PROCESSES, check_instance, checked_int, checked_overrides, checked_path, set_fields
-from greendiff.workflows._inputs import load_config_data, with_absolute_dataset
+from greendiff.workflows._inputs import is_bundled, load_config_data, with_absolute_dataset
 from greendiff.workflows._measurement import MeasurementOptions, MeasureSettings, resolve_settings
 from greendiff.workflows._progress import NullProgress, Progress, check_progress
 from greendiff.workflows._rundir import claimed_run_dir, new_run_name, open_loggers, write_emissions
@@ -69,6 +69,7 @@ class PreparedTrain:
     settings: MeasureSettings
     data: Any  # greendiff.data dataset
     dist: Any  # greendiff.parallel.Dist
+    notes: tuple[tuple[str, str | None], ...] = ()  # (text, style) to tell once nothing can fail
 
 
 @dataclass(frozen=True)
@@ -126,12 +127,34 @@ def prepare_train(job: TrainJob) -> PreparedTrain:
         raise UserInputError("--nproc launches processes; this is already one process of a job (drop --nproc)")
     if (job.processes > 1 or dist.distributed) and config.carbon.enabled:
         raise UserInputError("--carbon-aware does not support several processes yet; train with one process")
-    settings = resolve_settings(job.measurement)
+    settings = resolve_settings(job.measurement, run=job.resume)
     data = load_config_data(config, job.config_file)
     config = resolve_conditioning(config, data)  # before config.toml is written: it holds the number of classes
     check_data(config, data, max(job.processes, dist.world_size))
     check_train(config, data.channels, job.resume, str(job.resume / "config.toml") if job.resume is not None else "config")
-    return PreparedTrain(job, config, run_name, settings, data, dist)
+    notes = ((settings.note, None),) if settings.note else ()
+    if default_resolution(job, config):
+        notes += ((f"the images of {display_path(Path(config.data.dataset))} are resized to {config.data.resolution} x "
+                   f"{config.data.resolution} pixels, the default data.resolution: give --resolution N (or set "
+                   "data.resolution in the config file) to train at another size", "warning"),)
+    return PreparedTrain(job, config, run_name, settings, data, dist, notes)
+
+
+def default_resolution(job: TrainJob, config) -> bool:
+    """Whether a new run trains an image folder at the default ``data.resolution`` because nobody set it
+    (neither an override nor the config file): the images are then resized to that size, often far below
+    their own."""
+    from greendiff.train import read_toml
+
+    if job.resume is not None or job.overrides.get("data.resolution") is not None:
+        return False
+    if is_bundled(config.data.dataset) or not Path(config.data.dataset).is_dir():
+        return False
+    if job.config_file is not None:
+        data = read_toml(job.config_file).get("data")
+        if isinstance(data, dict) and "resolution" in data:
+            return False
+    return True
 
 
 def run_train(job: TrainJob | PreparedTrain, progress: Progress | None = None) -> TrainOutcome:
@@ -159,7 +182,7 @@ def run_train(job: TrainJob | PreparedTrain, progress: Progress | None = None) -
     if prepared.data.skipped:
         progress.note(f"skipped {prepared.data.skipped} unreadable image files", "warning")
     resume = prepared.job.resume
-    with claimed_run_dir(config, resume, prepared.run_name, prepared.dist) as run_dir:
+    with claimed_run_dir(config, resume, prepared.run_name, prepared.dist, settings.stored) as run_dir:
         return _train_in(prepared, run_dir, progress, controller)
 
 
@@ -169,8 +192,10 @@ def _train_in(prepared: PreparedTrain, run_dir: Path, progress: Progress, contro
 
     config, dist, resume = prepared.config, prepared.dist, prepared.job.resume is not None
     loggers = open_loggers(config, run_dir, remove_on_error=None if resume else run_dir) if dist.is_main else []
-    if prepared.data.placement and dist.is_main:  # said once everything is checked (an error stays one line)
-        progress.note(prepared.data.placement)
+    if dist.is_main:  # said once everything is checked (an error stays one line)
+        for text, style in ((prepared.data.placement, None), *prepared.notes):
+            if text:
+                progress.note(text, style)
     tracker = prepared.settings.tracker(run_dir.name + (" (resumed)" if resume else ""), "train",
                                         f"greendiff train ({display_path(run_dir)})", config=to_dict(config),
                                         run_dir=run_dir, dist=dist).start()

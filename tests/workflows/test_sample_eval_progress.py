@@ -1,0 +1,151 @@
+"""``sample`` and ``eval`` show progress (a bar of images advanced a batch at a time, notes), KID's subset adapts
+to a small ``n``, and the per-image energy of ``sample`` says what it covers (the first batch's warm-up)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from greendiff.errors import UserInputError
+from greendiff.ledger import Ledger
+from greendiff.train import load_run_model, sample_images
+from greendiff.units import G_PER_KG, joules_to_kwh
+from greendiff.workflows import Advance, EvalJob, SampleJob, run_eval, run_sample
+from greendiff.workflows._sample import PerImageEnergy, per_image_energy, sampled_batches
+from greendiff.tracking import RunSummary
+from tests.workflows.conftest import measurement
+
+
+class Recorder:
+    """A :class:`~greendiff.workflows.Progress` that keeps every call in order: ``("start", label, total)``,
+    ``("log", event)``, ``("end",)``, ``("note", text, style)``."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def on_start(self, label: str, total: int) -> None:
+        self.events.append(("start", label, total))
+
+    def on_log(self, event) -> None:
+        self.events.append(("log", event))
+
+    def on_end(self) -> None:
+        self.events.append(("end",))
+
+    def note(self, text: str, style: str | None = None) -> None:
+        self.events.append(("note", text, style))
+
+    @property
+    def notes(self) -> list[str]:
+        return [e[1] for e in self.events if e[0] == "note"]
+
+    def bar(self) -> list[tuple]:
+        """The bar's events (notes left out)."""
+        return [e for e in self.events if e[0] != "note"]
+
+
+def test_sample_opens_a_sampling_bar_and_advances_it_by_each_batch(tmp_path, parent):
+    progress = Recorder()
+    outcome = run_sample(SampleJob(run=parent, n=300, steps=1, out=tmp_path / "s.npz",
+                                   measurement=measurement(tmp_path / "l.sqlite")), progress)
+    assert progress.bar() == [("start", "sampling", 300), ("log", Advance(256, "batch 1/2")),
+                              ("log", Advance(44, "batch 2/2")), ("end",)]
+    assert outcome.n == 300
+
+
+def test_sample_per_image_energy_leaves_the_first_batch_out_when_there_are_more(tmp_path, parent):
+    outcome = run_sample(SampleJob(run=parent, n=300, steps=1, out=tmp_path / "s.npz",
+                                   measurement=measurement(tmp_path / "l.sqlite")))
+    phases = {p.name: p for p in outcome.summary.phases}
+    assert set(phases) >= {"sample-first-batch", "sample"}
+    steady = phases["sample"]
+    assert outcome.per_image == PerImageEnergy(joules_to_kwh(steady.energy_j) / 44, steady.emissions_g / G_PER_KG / 44,
+                                               44, False, 2)
+    assert outcome.per_image.covers == ("sampling only (model loading excluded), steady: batches 2-2 (44 images), the "
+                                        "first batch's warm-up left out")
+
+
+def test_sample_of_one_batch_says_its_figure_includes_the_warm_up(tmp_path, parent):
+    outcome = run_sample(SampleJob(run=parent, n=6, steps=1, out=tmp_path / "s.png",
+                                   measurement=measurement(tmp_path / "l.sqlite")))
+    first = outcome.summary.phase("sample-first-batch")
+    assert [p.name for p in outcome.summary.phases] == ["sample-first-batch"]
+    assert outcome.per_image == PerImageEnergy(joules_to_kwh(first.energy_j) / 6, first.emissions_g / G_PER_KG / 6,
+                                               6, True, 1)
+    assert outcome.energy_kwh_per_image == outcome.per_image.energy_kwh
+    assert outcome.emissions_kg_per_image == outcome.per_image.emissions_kg
+    assert outcome.per_image.covers == ("sampling only (model loading excluded), including the warm-up of the first "
+                                        "batch (one batch of 6 images)")
+
+
+def _summary(phases: list[tuple[str, float, float]]) -> RunSummary:
+    """A summary with these ``(name, joules, grams)`` phases."""
+    return RunSummary.from_dict({
+        "run_id": 1, "name": "s", "kind": "sample", "status": "completed", "started": None, "ended": None,
+        "duration_s": 1.0, "cpu_time_s": 1.0, "energy_j": 1.0, "energy_kwh": 1.0, "energy_kwh_low": 1.0,
+        "energy_kwh_high": 1.0, "emissions_kg": 1.0, "emissions_kg_low": 1.0, "emissions_kg_high": 1.0,
+        "devices": [], "phases": [{"name": n, "count": 1, "duration_s": 1.0, "energy_j": j, "emissions_g": g}
+                                  for n, j, g in phases],
+        "intensity": {"source": "t", "kind": "static", "mean_g_per_kwh": 1.0, "notes": []},
+        "pue": {"value": 1.0, "source": "x"}, "methods": [], "notes": []})
+
+
+def test_per_image_energy_is_the_steady_batches_alone_or_the_first_with_its_warm_up():
+    summary = _summary([("sample-first-batch", 3.6e6, 100.0), ("sample", 7.2e6, 50.0)])
+    assert per_image_energy(summary, 1000, 256) == PerImageEnergy(2.0 / 744, 0.05 / 744, 744, False, 4)
+    alone = _summary([("sample-first-batch", 3.6e6, 100.0)])
+    assert per_image_energy(alone, 200, 200) == PerImageEnergy(1.0 / 200, 0.1 / 200, 200, True, 1)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_sampled_batches_are_the_images_of_one_sample_images_call(parent, sampler):
+    import dataclasses
+
+    from greendiff.train import make_noise_scheduler, make_sampler
+
+    config, unet, _ = load_run_model(parent)
+    optim = dataclasses.replace(config.optim, sampler=sampler)
+    shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    whole = sample_images(unet, make_sampler(optim, make_noise_scheduler(optim)), 300, 2, shape,
+                          torch.Generator().manual_seed(3))
+    parts = list(sampled_batches(unet, make_sampler(optim, make_noise_scheduler(optim)), 300, 2, shape,
+                                 torch.Generator().manual_seed(3)))
+    assert [p.shape[0] for p in parts] == [256, 44]
+    assert torch.equal(torch.cat(parts), whole)
+
+
+def test_eval_opens_an_evaluating_bar_of_every_seeds_images(tmp_path, parent):
+    progress = Recorder()
+    run_eval(EvalJob(run=parent, n=8, seeds=2, steps=1, kid_subset=4, measurement=measurement(tmp_path / "l.sqlite")),
+             progress)
+    assert progress.bar() == [("start", "evaluating", 16), ("log", Advance(8, "seed 0, batch 1/1")),
+                              ("log", Advance(8, "seed 1, batch 1/1")), ("end",)]
+    assert progress.notes == []  # the flags gave the location; the KID subset was given
+
+
+def test_eval_of_fewer_than_1000_images_takes_them_all_as_the_kid_subset_and_says_so(tmp_path, parent):
+    progress = Recorder()
+    outcome = run_eval(EvalJob(run=parent, n=200, steps=1, measurement=measurement(tmp_path / "l.sqlite")), progress)
+    assert progress.notes == ["KID on subsets of 200 (all 200 images; the default 1,000 needs as many samples): "
+                              "--kid-subset sets it"]
+    assert outcome.results[0].quality.kid >= -1  # scored (KID is an unbiased estimate: it may dip below 0)
+    assert EvalJob(run=parent).kid_subset is None
+
+
+def test_an_explicit_kid_subset_above_n_stays_a_one_line_error_before_the_ledger(tmp_path, parent):
+    ledger = tmp_path / "l.sqlite"
+    with pytest.raises(UserInputError, match=r"^--kid-subset 300 exceeds --n 200: too few samples for KID; raise --n$"):
+        run_eval(EvalJob(run=parent, n=200, kid_subset=300, measurement=measurement(ledger)))
+    assert not ledger.exists() or Ledger(ledger).list_runs() == []
+
+
+@pytest.mark.parametrize("job", ["sample", "eval"])
+def test_sample_and_eval_refuse_a_progress_that_is_not_one(tmp_path, parent, job):
+    with pytest.raises(TypeError, match="progress must be a Progress"):
+        if job == "sample":
+            run_sample(SampleJob(run=parent, n=2, out=tmp_path / "s.png"), object())
+        else:
+            run_eval(EvalJob(run=parent, n=8), object())
+    assert not Path(tmp_path / "s.png").exists()
