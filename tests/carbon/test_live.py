@@ -210,3 +210,23 @@ def test_the_api_timeout_variable_is_read_by_the_one_number_grammar(text, messag
     with pytest.raises(UserInputError) as err:
         api_timeout_s({"GREENDIFF_API_TIMEOUT_S": text})
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_a_fallback_is_in_every_answer_s_notes_but_never_logged_as_a_warning_by_the_provider(fake_api, tmp_path, caplog):
+    # a run asks for many ranges (each phase, each window): the caller shows the note once, not the provider per call
+    fake_api.serve("/intensity/", status=500)
+    provider = uk(fake_api, tmp_path)
+    with caplog.at_level("DEBUG", logger="greendiff.carbon._live"):
+        results = [provider.intensity(START + timedelta(hours=i), END + timedelta(hours=i)) for i in range(3)]
+    assert all("fell back to" in r.notes[-1] and "HTTP 500" in r.notes[-1] for r in results)
+    assert [r.levelname for r in caplog.records] == ["DEBUG"] * 3
+
+
+def test_fetch_raises_where_intensity_falls_back(fake_api, tmp_path):
+    from greendiff.carbon import LiveDataError
+
+    fake_api.serve("/intensity/", status=500)
+    with pytest.raises(LiveDataError, match="HTTP 500"):
+        uk(fake_api, tmp_path).fetch(START, END)
+    fake_api.serve("/intensity/", "uk_intensity.json")
+    assert uk(fake_api, tmp_path).fetch(START, END).kind == "live"

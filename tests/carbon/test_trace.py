@@ -196,3 +196,19 @@ def test_any_broken_row_is_an_error_naming_its_line(values, data):
                  "backwards": f"{t0.isoformat()},{value}"}[kind]
     with pytest.raises(UserInputError, match=rf"^t\.csv:{bad + 2}: "):
         parse("timestamp,intensity\n" + "\n".join(rows) + "\n")
+
+
+@pytest.mark.parametrize(("step", "label"), [
+    (timedelta(hours=1), "hourly"), (timedelta(minutes=30), "half-hourly"), (timedelta(minutes=15), "15-minute"),
+    (timedelta(seconds=10), "10-second"), (timedelta(hours=2), "2-hour"), (timedelta(days=1), "daily"),
+])
+def test_a_trace_is_labelled_by_its_own_resolution(step, label):
+    t0 = datetime(2024, 3, 1, tzinfo=UTC)
+    rows = "".join(f"{(t0 + i * step).isoformat()},{100 + i}\n" for i in range(4))
+    result = TraceProvider(parse("timestamp,intensity\n" + rows)).intensity(t0, t0 + 2 * step)
+    assert result.kind == label
+
+
+def test_the_bundled_traces_are_hourly():
+    assert TraceProvider(bundled_trace("CISO")).intensity(datetime(2022, 6, 1, tzinfo=UTC),
+                                                          datetime(2022, 6, 1, 2, tzinfo=UTC)).kind == "hourly"

@@ -23,7 +23,7 @@ def test_provider_pue_and_gcp_2024_figures():
     assert finland.pue == 1.10 and finland.year == 2024 and finland.cfe_share == pytest.approx(0.98)
     assert by_key["aws:eu-west-3"].pue == 1.15 and by_key["aws:eu-west-3"].continent == "Europe"
     assert by_key["azure:westeurope"].pue == 1.18
-    assert by_key["country:FRA"].pue == 1.58 and by_key["country:FRA"].continent == "Europe"
+    assert by_key["country:FRA"].pue == 1.0 and by_key["country:FRA"].continent == "Europe"  # your PUE: 1.0 by default
     assert by_key["country:FRA"].intensity_g_per_kwh == country_table()["FRA"].intensity_g_per_kwh
     assert by_key["gcp:us-central1"].continent == "North America"
     assert by_key["gcp:australia-southeast1"].continent == "Oceania"
@@ -43,3 +43,38 @@ def test_filters_by_provider_and_continent():
 def test_bad_filters(kwargs, message):
     with pytest.raises(UserInputError, match=message):
         rank_regions(1.0, **kwargs)
+
+
+def test_every_row_states_its_figure_s_year_and_source():
+    for o in rank_regions(1.0):
+        assert o.year is not None and o.source and o.data == f"{o.grid_figure} {o.year}", o.key
+    by_key = {o.key: o for o in rank_regions(1.0)}
+    assert by_key["aws:eu-west-2"].data == f"GBR {country_table()['GBR'].year}"
+    assert by_key["gcp:europe-west2"].data == "GCP 2024" and by_key["country:DEU"].data.startswith("DEU 20")
+
+
+def test_no_market_based_figure_ranks():
+    options = rank_regions(1.0)
+    seeweb = next(o for o in options if o.key == "seeweb:fro2")  # "100% carbon-free": 0 g in the ML CO2 Impact table
+    assert seeweb.intensity_g_per_kwh == country_table()["ITA"].intensity_g_per_kwh
+    assert options.index(seeweb) > 50  # no longer #2: Italy's grid is not among the cleanest
+    for o in options:  # every row is a grid's location-based figure: Google's 2024 data or a country's row
+        assert o.grid_figure == "GCP" or o.intensity_g_per_kwh == country_table()[o.grid_figure].intensity_g_per_kwh
+
+
+def test_the_ranking_rewards_cleaner_grids_not_newer_data():
+    by_key = {o.key: o for o in rank_regions(1.0, providers=("aws", "gcp"))}
+    # London: AWS's row was 623 g (an undated snapshot), GCP's 2024 figure far lower; both now priced from data with a year
+    assert by_key["aws:eu-west-2"].intensity_g_per_kwh < 400
+    aws = [o for o in by_key.values() if o.provider == "aws"]
+    assert [o.key for o in sorted(aws, key=lambda o: o.intensity_g_per_kwh)][:2] == ["aws:eu-north-1", "aws:eu-west-3"]
+
+
+def test_a_region_no_figure_prices_is_left_out_of_the_ranking(monkeypatch):
+    from greendiff.carbon import _static
+
+    rows, unsourced = _static._cloud_rows()
+    monkeypatch.setattr(_static, "_cloud_rows", lambda: ({k: v for k, v in rows.items() if k != "ovh:gra"},
+                                                          {**unsourced, "ovh:gra": "no grid figure"}))
+    keys = {o.key for o in rank_regions(1.0)}
+    assert "ovh:gra" not in keys and "ovh:bhs" in keys

@@ -19,10 +19,21 @@ def test_run_plan_regions_prices_the_user_s_country_by_the_ranking_s_rule():
     # the same yearly intensity, priced at the user's PUE by the one rule
     assert outcome.current.emissions_kg == pytest.approx(job_emissions_kg(100.0, 1.2, fra.intensity_g_per_kwh))
     assert outcome.current.pue.value == 1.2
-    assert outcome.versus(fra) == pytest.approx(1.58 / 1.2 - 1)
+    assert fra.pue == 1.2 and outcome.versus(fra) == pytest.approx(0.0)  # country rows are at your PUE
     assert [o.emissions_kg for o in outcome.regions] == sorted(o.emissions_kg for o in outcome.regions)
     assert outcome.to_dict()["current"] == {"emissions_kg": outcome.current.emissions_kg, "source": outcome.current.source,
-                                            "pue": 1.2}
+                                            "pue": 1.2, "pue_source": "given by the user",
+                                            "intensity_g_per_kwh": fra.intensity_g_per_kwh, "year": fra.year}
+
+
+@pytest.mark.parametrize("where, key", [({"country": "DEU"}, "country:DEU"), ({"cloud": "aws:eu-west-2"}, "aws:eu-west-2"),
+                                        ({"cloud": "gcp:europe-west3"}, "gcp:europe-west3"),
+                                        ({"country": "DEU", "pue": "1.4"}, "country:DEU")])
+def test_the_place_you_run_compares_at_zero_percent_with_its_own_row(where, key):
+    outcome = run_plan_regions(RegionsJob(energy_kwh=10.0, **where))
+    row = next(o for o in outcome.regions if o.key == key)
+    assert outcome.versus(row) == pytest.approx(0.0, abs=1e-12)
+    assert outcome.current.year == row.year and outcome.current.intensity_g_per_kwh == row.intensity_g_per_kwh
 
 
 def test_run_plan_regions_without_a_location_has_nothing_to_compare(monkeypatch):
@@ -32,9 +43,17 @@ def test_run_plan_regions_without_a_location_has_nothing_to_compare(monkeypatch)
     assert outcome.current is None and outcome.versus(outcome.regions[0]) is None
 
 
-def test_run_plan_regions_refuses_a_country_pue_below_one():
-    with pytest.raises(UserInputError, match="--country-pue must be >= 1.0, got 0.9"):
-        run_plan_regions(RegionsJob(energy_kwh=1.0, country_pue=0.9))
+def test_run_plan_regions_refuses_a_pue_below_one():
+    with pytest.raises(UserInputError, match=r"PUE must be >= 1.0 \(facility energy / IT energy\), got '0.9'"):
+        run_plan_regions(RegionsJob(energy_kwh=1.0, pue="0.9"))
+
+
+def test_the_regions_json_says_the_basis_and_each_row_s_year_and_source():
+    report = run_plan_regions(RegionsJob(energy_kwh=1.0, country="GBR")).to_dict()
+    assert report["basis"] == "location-based" and report["country_pue"]["value"] == 1.0 and report["dropped"] == {}
+    london = next(r for r in report["regions"] if r["key"] == "aws:eu-west-2")
+    assert (london["year"], london["grid_figure"]) == (report["current"]["year"], "GBR")
+    assert london["source"].startswith("Our World in Data / Ember country table: GBR (United Kingdom)")
 
 
 def test_run_plan_window_finds_a_window_no_dirtier_than_now_on_an_hourly_grid():

@@ -26,8 +26,9 @@ from greendiff.carbon._intensity import (
     IntensityProvider,
     IntensitySegment,
     check_supported,
+    resolution_label,
 )
-from greendiff.carbon._live import default_cache_dir
+from greendiff.carbon._live import LiveDataError, LiveProvider, default_cache_dir
 from greendiff.carbon._location import (
     CLOUD_PUE,
     Location,
@@ -47,7 +48,7 @@ __all__ = [
     # the grid's intensity
     "Intensity", "IntensityProvider", "IntensitySegment", "resolve_provider", "WorldAverageProvider",
     "country_provider", "country_table", "cloud_provider", "cloud_table", "check_supported", "LATEST_SUPPORTED",
-    "MAX_PLAUSIBLE_G_PER_KWH", "default_cache_dir",
+    "MAX_PLAUSIBLE_G_PER_KWH", "default_cache_dir", "LiveProvider", "LiveDataError", "resolution_label",
     # hourly traces
     "BUNDLED_GRIDS", "HourlyTrace", "TraceProvider", "bundled_trace", "load_trace", "parse_trace_csv",
     # pricing energy

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Literal
+from datetime import datetime, timedelta, timezone
 
 from greendiff.errors import UserInputError
 
@@ -35,14 +34,15 @@ class Intensity:
     Attributes:
         segments: Contiguous segments covering the requested range; a yearly table gives one.
         source: Dataset and key, e.g. ``"OWID/Ember country table: FRA (France), 2022"``.
-        kind: ``"static"`` (yearly average), ``"hourly"`` (trace) or ``"live"`` (API).
+        kind: ``"static"`` (yearly average), ``"live"`` (API), or a trace's own resolution, as
+            :func:`resolution_label` words it: ``"hourly"``, ``"half-hourly"``, ``"15-minute"``, ``"10-second"``.
         year: Year of the data when it is not the year of use.
         notes: Warnings that must travel with the figure (unknown location, fallbacks, typical year).
     """
 
     segments: tuple[IntensitySegment, ...]
     source: str
-    kind: Literal["static", "hourly", "live"]
+    kind: str
     year: int | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -96,8 +96,26 @@ def check_supported(moment: datetime, what: str = "time") -> datetime:
     return utc
 
 
+def resolution_label(step: timedelta) -> str:
+    """A series' step in words, as its :attr:`Intensity.kind`: ``"hourly"``, ``"half-hourly"``, ``"daily"``, else
+    ``"<n>-<unit>"`` in the largest whole unit (``"15-minute"``, ``"10-second"``, ``"2-hour"``, ``"0.5-second"``).
+
+    Example:
+        >>> resolution_label(timedelta(hours=1)), resolution_label(timedelta(seconds=10))
+        ('hourly', '10-second')
+    """
+    named = {timedelta(hours=1): "hourly", timedelta(minutes=30): "half-hourly", timedelta(days=1): "daily"}
+    if step in named:
+        return named[step]
+    seconds = step.total_seconds()
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:.0f}-{unit}"
+    return f"{seconds:g}-second"
+
+
 def constant(start: datetime, end: datetime, g_per_kwh: float, source: str,
-             kind: Literal["static", "hourly", "live"] = "static", year: int | None = None,
+             kind: str = "static", year: int | None = None,
              notes: tuple[str, ...] = ()) -> Intensity:
     """One segment of constant intensity over the range."""
     return Intensity((IntensitySegment(as_utc(start), as_utc(end), g_per_kwh),), source, kind, year, notes)

@@ -263,23 +263,36 @@ class LiveProvider(IntensityProvider):
     def _source(self) -> str:
         raise NotImplementedError
 
-    def intensity(self, start: datetime, end: datetime) -> Intensity:
+    def fetch(self, start: datetime, end: datetime) -> Intensity:
+        """The API's answer for ``[start, end)``, with no fallback.
+
+        Raises:
+            LiveDataError: No usable answer (the message says why, without any header value).
+        """
         start, end = as_utc(start), as_utc(end)
+        url, headers = self._request(start, end)
+        about_the_past = end < datetime.now(timezone.utc) - timedelta(days=1)
+        body = self.cache.get(url, about_the_past)
+        cached = body is not None
+        if body is None:
+            body = self._get_json(url, headers, self.timeout_s)
+        segments = _cover(self._checked_points(body), self.step, start, end)
+        if not cached:
+            self.cache.put(url, body)
+        return Intensity(segments, self._source(), "live", None, ("from cache",) if cached else ())
+
+    def intensity(self, start: datetime, end: datetime) -> Intensity:
+        """:meth:`fetch`, or the fallback's figure with the reason in its notes.
+
+        The fallback is not logged as a warning here (only at debug level): a run asks for many ranges, so the
+        caller that shows the intensity shows its notes, once (the tracker when a run starts, the run summary).
+        """
         try:
-            url, headers = self._request(start, end)
-            about_the_past = end < datetime.now(timezone.utc) - timedelta(days=1)
-            body = self.cache.get(url, about_the_past)
-            cached = body is not None
-            if body is None:
-                body = self._get_json(url, headers, self.timeout_s)
-            segments = _cover(self._checked_points(body), self.step, start, end)
-            if not cached:
-                self.cache.put(url, body)
-            return Intensity(segments, self._source(), "live", None, ("from cache",) if cached else ())
+            return self.fetch(start, end)
         except LiveDataError as exc:
-            result = self.fallback.intensity(start, end)
+            result = self.fallback.intensity(as_utc(start), as_utc(end))
             note = f"{self.name} unavailable ({exc}); fell back to {result.source}"
-            logger.warning(note)
+            logger.debug(note)
             return Intensity(result.segments, result.source, result.kind, result.year, (*result.notes, note))
 
 

@@ -24,21 +24,21 @@ _TABLES = resources.files("greendiff.carbon") / "tables"
 
 @dataclass(frozen=True)
 class TableRow:
-    """One entry of a static table."""
+    """One entry of a static table: a location-based grid intensity with its year and source."""
 
     key: str
     name: str
     intensity_g_per_kwh: float
     year: int | None
     source: str
-    country: str | None = None  # country name (cloud rows of the ML CO2 Impact table)
+    country: str | None = None  # ISO-3 code of the country a cloud region is in (None: not known)
     cfe_share: float | None = None  # Google's hourly carbon-free energy share (GCP 2024 rows)
     pue: float | None = None  # data-centre PUE published with the row, where there is one
 
 
 @functools.cache
 def country_table() -> dict[str, TableRow]:
-    """ISO-3 code -> yearly grid intensity (Our World in Data / Ember)."""
+    """ISO-3 code -> yearly grid intensity (Our World in Data / Ember; each row's own year, mostly 2022-2023)."""
     with (_TABLES / "country-energy-mix.json").open() as f:
         raw = json.load(f)
     return {
@@ -56,26 +56,73 @@ def continent_table() -> dict[str, str]:
         return {row["iso3"]: row["continent"] for row in csv.DictReader(f)}
 
 
+#: Country names of the cloud-region table that are not the country table's names. A region in Hong Kong is on
+#: Hong Kong's grid, whichever country the table files it under.
+_COUNTRY_ALIASES = {"usa": "USA", "south korea": "KOR", "hong kong": "HKG", "taiwan": "TWN", "china": "CHN"}
+
+
+def iso3_of(place: str | None) -> str | None:
+    """ISO-3 code of a country name (``"United Kingdom"`` -> ``"GBR"``), or None when there is none."""
+    if not place:
+        return None
+    wanted = place.strip().lower()
+    if wanted in _COUNTRY_ALIASES:
+        return _COUNTRY_ALIASES[wanted]
+    return next((code for code, row in country_table().items() if row.name.lower() == wanted), None)
+
+
+def _grid_row(key: str, place: str, iso3: str | None, pue: float | None) -> TableRow | None:
+    """A cloud region priced from the grid it sits on: its country's row of :func:`country_table`, with that
+    row's year (None: no country with a figure)."""
+    grid = country_table().get(iso3 or "")
+    if grid is None:
+        return None
+    return TableRow(key, place, grid.intensity_g_per_kwh, grid.year,
+                    f"{grid.source}: the grid of {key} ({place})", country=iso3, pue=pue)
+
+
 @functools.cache
-def cloud_table() -> dict[str, TableRow]:
-    """``provider:region`` -> grid intensity. GCP from Google's 2024 figures, the rest from ML CO2 Impact."""
+def _cloud_rows() -> tuple[dict[str, TableRow], dict[str, str]]:
     rows: dict[str, TableRow] = {}
+    unsourced: dict[str, str] = {}
     with (_TABLES / "cloud-regions-impact.csv").open() as f:
         for row in csv.DictReader(f):
             key = f"{row['provider'].strip().lower()}:{row['region'].strip().lower()}"
             place = ", ".join(p for p in (row.get("city"), row.get("state"), row.get("country")) if p)
-            rows[key] = TableRow(key, place, float(row["impact"]), None,
-                                 f"ML CO2 Impact cloud table: {key} ({place}); original source: {row['source'].strip()}",
-                                 country=row.get("country") or None, pue=float(row["PUE"]) if row.get("PUE") else None)
+            iso3 = iso3_of(row.get("city")) if (row.get("city") or "").lower() == "hong kong" else iso3_of(row.get("country"))
+            priced = _grid_row(key, place, iso3, float(row["PUE"]) if row.get("PUE") else None)
+            if priced is None:
+                unsourced[key] = f"no grid figure for {row.get('country') or 'its country'}"
+            else:
+                rows[key] = priced
     with (_TABLES / "gcp-region-carbon-2024.csv").open() as f:
         for row in csv.DictReader(f):
             key = f"gcp:{row['Google Cloud Region'].strip().lower()}"
             older = rows.get(key)
+            unsourced.pop(key, None)
             rows[key] = TableRow(key, row["Location"], float(row["Grid carbon intensity (gCO2eq / kWh)"]), 2024,
-                                 f"Google Cloud region carbon data 2024: {key} ({row['Location']}), "
-                                 f"carbon-free energy share {float(row['Google CFE']):.0%}",
+                                 f"Google Cloud region carbon data 2024: {key} ({row['Location']}), location-based grid "
+                                 f"intensity; carbon-free energy share {float(row['Google CFE']):.0%}",
                                  country=older.country if older else None, cfe_share=float(row["Google CFE"]))
-    return rows
+    return rows, unsourced
+
+
+def cloud_table() -> dict[str, TableRow]:
+    """``provider:region`` -> location-based grid intensity with its year, on one basis:
+
+    - GCP regions: Google's own 2024 figures (grid intensity; the CFE share is kept beside it, not subtracted);
+    - every other region (AWS, Azure, OVH, Scaleway, CoreWeave, Seeweb): the grid it sits on, its country's row of
+      :func:`country_table` (Our World in Data / Ember, that row's year). The ML CO2 Impact table gives the place
+      and any published PUE; its own figures (undated snapshots, a "100 % carbon-free" market-based claim) are
+      not used.
+    """
+    return _cloud_rows()[0]
+
+
+def unsourced_cloud_regions() -> dict[str, str]:
+    """Cloud regions of the bundled tables that no citable grid figure prices, and why (left out of
+    :func:`cloud_table`)."""
+    return _cloud_rows()[1]
 
 
 def suggest(wanted: str, table: dict[str, TableRow], n: int = 3) -> str:
@@ -123,6 +170,10 @@ def country_provider(code: str) -> TableProvider:
 
 def cloud_provider(cloud: str) -> TableProvider:
     """Provider for ``provider:region``; unknown regions get close-match suggestions."""
+    why = unsourced_cloud_regions().get(cloud.lower())
+    if why is not None:
+        raise UserInputError(f"cloud region {cloud!r} has no citable grid intensity ({why}); "
+                             "give --country ISO3 of the place it is in")
     return _provider_from(cloud_table(), cloud.lower(), cloud, "cloud region")
 
 

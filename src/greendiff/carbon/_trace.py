@@ -20,6 +20,7 @@ from greendiff.carbon._intensity import (
     IntensitySegment,
     as_utc,
     check_supported,
+    resolution_label,
 )
 from greendiff.errors import UserInputError
 
@@ -63,6 +64,11 @@ class HourlyTrace:
     @property
     def end(self) -> datetime:
         return self.times[-1] + self.step
+
+    @property
+    def resolution(self) -> str:
+        """The trace's step in words (``"hourly"``, ``"10-second"``): the kind of every :class:`Intensity` it gives."""
+        return resolution_label(self.step)
 
     @property
     def covers_a_year(self) -> bool:
@@ -202,7 +208,7 @@ class TraceProvider(IntensityProvider):
     of day one or two days earlier. A shorter trace raises :class:`TraceCoverageError` outside its span.
     """
 
-    name = "hourly-trace"
+    name = "trace"
 
     def __init__(self, trace: HourlyTrace) -> None:
         self.trace = trace
@@ -211,7 +217,7 @@ class TraceProvider(IntensityProvider):
         start, end = as_utc(start), as_utc(end)
         trace = self.trace
         if trace.start <= start and end <= trace.end:
-            return Intensity(tuple(trace.segments(start, end)), trace.source, "hourly", trace.start.year)
+            return Intensity(tuple(trace.segments(start, end)), trace.source, trace.resolution, trace.start.year)
         if not trace.covers_a_year:
             raise TraceCoverageError(f"trace {trace.source} covers {trace.start.isoformat()} to {trace.end.isoformat()}, "
                                      f"not {start.isoformat()} to {end.isoformat()}, and is shorter than a year, so it "
@@ -227,7 +233,7 @@ class TraceProvider(IntensityProvider):
                 stop = self._before_jump(t, min(stop, trace.start) if t < trace.start else stop)
             segments.append(IntensitySegment(t, stop, trace.values_g_per_kwh[i]))
             t = stop
-        return Intensity(tuple(segments), trace.source, "hourly", trace.start.year, (self._note(start, end),))
+        return Intensity(tuple(segments), trace.source, trace.resolution, trace.start.year, (self._note(start, end),))
 
     def _typical(self, moment: datetime) -> datetime:
         """The moment of the trace that stands for ``moment`` (outside the trace) in a typical year."""

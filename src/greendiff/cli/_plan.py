@@ -8,16 +8,17 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from greendiff.carbon import check_supported, parse_positive
 from greendiff.cli._options import (
     COUNT, COUNT0, ENERGY0_KWH, ENERGY_KWH, PUE, ROWS, YEAR_HOURS, number_option,
-    Cloud, Country, Grid, PueOpt, parse_sets, with_measurement,
+    Cloud, Country, Grid, PueOpt, parse_sets, renamed, with_measurement,
 )
 from greendiff.cli._progress import RichProgress
-from greendiff.cli._render import fmt_energy, fmt_mass
+from greendiff.cli._render import fmt_energy, fmt_mass, plain
 from greendiff.errors import UserInputError
 from greendiff.numbers import HOURS_IN_A_YEAR
 from greendiff.workflows import (
@@ -55,18 +56,25 @@ def job_size(energy_kwh: str | None, hours: str | None, profile: Path | None) ->
 
 # -- profile ----------------------------------------------------------------------------------------------
 
+TrainSteps = Annotated[Optional[int], number_option("--train-steps", bounds=COUNT, help="Training steps to profile (default 50).")]
+OldSteps = Annotated[Optional[int], number_option("--steps", bounds=COUNT, hidden=True, help="Old name of --train-steps.")]
+Unmetered = Annotated[Optional[int], number_option("--unmetered-steps", bounds=COUNT0, help="First steps left out of the rate: warm-up, up to ~10x a later step (default 5).")]
+OldWarmup = Annotated[Optional[int], number_option("--warmup", bounds=COUNT0, hidden=True, help="Old name of --unmetered-steps.")]
+
+
 @with_measurement
 def profile_command(
-    config_file: Annotated[Optional[Path], Opt("--config", help="Training config (TOML) to profile.")] = None,
+    config_file: Annotated[Optional[Path], Opt("--config", help="Training config (TOML) to profile (default: the green recipe's default job).")] = None,
     sets: Annotated[list[str], Opt("--set", help="Any config key, e.g. --set run.max_steps=20000 (repeatable).")] = [],
-    steps: Annotated[int, number_option("--steps", bounds=COUNT, help="Training steps to profile (the first --warmup are not used for the rate).")] = 50,
-    warmup: Annotated[int, number_option("--warmup", bounds=COUNT0, help="Leading steps left out of the rate (allocator, kernel selection).")] = 5,
-    output: Annotated[Path, Opt("--output", "-o", help="Where to write the profile (JSON).")] = Path("profile.json"),
+    train_steps: TrainSteps = None, steps: OldSteps = None, unmetered_steps: Unmetered = None, warmup: OldWarmup = None,
+    output: Annotated[Path, Opt("--output", "-o", help="Where to write the profile (JSON; a file there is replaced).")] = Path("profile.json"),
     measurement: MeasurementOptions = MeasurementOptions(), as_json: AsJson = False,
 ) -> None:
     """Profile a training config for a few steps and forecast the full run's energy and time, with a band."""
     console = Console(stderr=True)
-    job = ProfileJob(config_file=config_file, overrides=parse_sets(sets), steps=steps, warmup=warmup, output=output,
+    job = ProfileJob(config_file=config_file, overrides=parse_sets(sets),
+                     steps=renamed(("--train-steps", train_steps), ("--steps", steps), 50),
+                     warmup=renamed(("--unmetered-steps", unmetered_steps), ("--warmup", warmup), 5), output=output,
                      measurement=measurement)
     try:
         outcome = run_profile_job(job, RichProgress(console))
@@ -76,6 +84,20 @@ def profile_command(
     if as_json:
         typer.echo(json.dumps(outcome.to_dict(), indent=2))
         return
+    render_profile(outcome, Console(), console)
+
+
+def warmup_line(unmetered: int, measured: int, per: str) -> str:
+    """Whether figures per ``per`` (step, sample) include the first steps' warm-up, in one line."""
+    if unmetered == 0:
+        return (f"per {per}: all {measured} steps, warm-up included (a new configuration's first steps cost up to ~10x a "
+                f"later one); --unmetered-steps N leaves the first N out")
+    return (f"per {per}: {measured} measured steps after {unmetered} unmetered (warm-up left out; a new "
+            f"configuration's first steps cost up to ~10x a later one)")
+
+
+def render_profile(outcome, out: Console, err: Console) -> None:
+    """The forecast by phase (stdout), then its total, band, warm-up and the file written (stderr)."""
     f, name = outcome.forecast, outcome.name
     table = Table(title=f"forecast · {name} · {f.steps:,} steps", title_justify="left")
     table.add_column("phase")
@@ -85,56 +107,76 @@ def profile_command(
     for label, count, each_j in (("training step", f.steps, f.energy_per_step_j), ("evaluation", f.evaluations, f.energy_per_eval_j),
                                  ("sample grid", f.sample_grids, f.energy_per_grid_j), ("checkpoint", f.checkpoints, f.energy_per_checkpoint_j)):
         table.add_row(label, f"{count:,}", fmt_energy(joules_to_kwh(each_j)), fmt_energy(joules_to_kwh(count * each_j)))
-    Console().print(table)
-    console.print(f"forecast {fmt_energy(f.energy_kwh)} ({fmt_energy(f.energy_low_kwh)}–{fmt_energy(f.energy_high_kwh)}, "
-                  f"±{f.uncertainty_frac:.0%}) over {f.hours:.2f} h on {f.device} ({f.method}); "
-                  f"{f.profiled_steps} steps profiled, {warmup} warm-up · wrote {output}\n"
-                  f"next: greendiff plan window --profile {output} --grid CISO --flex-hours 24   ·   "
-                  f"greendiff plan regions --profile {output}", highlight=False)
+    out.print(table)
+    replaced = " (replaced the file that was there)" if outcome.replaced else ""
+    err.print(f"forecast {fmt_energy(f.energy_kwh)} ({fmt_energy(f.energy_low_kwh)}–{fmt_energy(f.energy_high_kwh)}, "
+              f"±{f.uncertainty_frac:.0%}) over {f.hours:.2f} h on {f.device} ({f.method})\n"
+              f"{warmup_line(f.unmetered_steps, f.profiled_steps - f.unmetered_steps, 'step')}\n"
+              f"wrote {outcome.output}{replaced}\n"
+              f"next: greendiff plan window --profile {outcome.output} --grid CISO --flex-hours 24\n"
+              f"      greendiff plan regions --profile {outcome.output}", highlight=False)
 
 
 # -- plan regions -------------------------------------------------------------------------------------------
+
+#: Below this width the regions table keeps its essential columns (place, intensity, data year, PUE, CO2e, vs you).
+WIDE_REGIONS = 130
+
 
 @plan_app.command("regions")
 def plan_regions(
     energy_kwh: EnergyKwh = None, profile: ProfilePath = None,
     provider: Annotated[list[str], Opt("--provider", help="Keep only this provider: gcp, aws, azure, ..., or country (repeatable).")] = [],
     continent: Annotated[Optional[str], Opt("--continent", help="Africa, Asia, Europe, North America, Oceania or South America.")] = None,
-    top: Annotated[int, number_option("--top", "-n", bounds=ROWS, help="Rows to show.")] = 15,
-    country_pue: Annotated[Optional[str], number_option("--country-pue", bounds=PUE, keep_text=True, help="PUE assumed for a data centre in a country row (default 1.58, industry average).")] = None,
-    country: Country = None, cloud: Cloud = None, grid: Grid = None, pue: PueOpt = None,
+    limit: Annotated[Optional[int], number_option("--limit", "-n", bounds=ROWS, help="Rows to show (default 15).")] = None,
+    top: Annotated[Optional[int], number_option("--top", bounds=ROWS, hidden=True, help="Old name of --limit.")] = None,
+    country: Country = None, cloud: Cloud = None, grid: Grid = None,
+    pue: Annotated[Optional[str], number_option("--pue", bounds=PUE, keep_text=True, help="Your PUE, also used for every country row (default: your provider's, else 1.0).")] = None,
+    country_pue: Annotated[Optional[str], number_option("--country-pue", bounds=PUE, keep_text=True, hidden=True, help="Old name of --pue.")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Rank the bundled cloud regions and countries by the job's emissions (PUE included), with the saving
-    against your current location (--country / --cloud / --grid)."""
-    if top <= 0:
-        raise UserInputError(f"--top must be a positive number of rows, got {top}")
+    """Rank cloud regions and countries by the job's location-based emissions, each row's data year shown, against
+    where you run now (--country, --cloud or --grid)."""
+    rows = renamed(("--limit", limit), ("--top", top), 15)
     energy, _, _ = job_size(energy_kwh, None, profile)
-    outcome = run_plan_regions(RegionsJob(
-        energy, tuple(provider), continent, None if country_pue is None else parse_positive(country_pue, "--country-pue"),
-        country, cloud, grid, pue))
+    outcome = run_plan_regions(RegionsJob(energy, tuple(provider), continent, country, cloud, grid,
+                                          renamed(("--pue", pue), ("--country-pue", country_pue), None)))
     if as_json:
         typer.echo(json.dumps(outcome.to_dict(), indent=2))
         return
+    render_regions(outcome, rows, continent, Console())
+
+
+def render_regions(outcome, rows: int, continent: str | None, console: Console) -> None:
+    """The first ``rows`` places; under :data:`WIDE_REGIONS` columns only the essential ones (nothing cut)."""
+    wide = console.width >= WIDE_REGIONS
     options, current = outcome.regions, outcome.current
-    title = f"{len(options)} places for {fmt_energy(energy)}" + (f" · {continent}" if continent else "")
-    table = Table(title=title, title_justify="left")
-    for col in ("#", "region", "where", "continent", "gCO2e/kWh", "PUE", "CO2e", "vs you", "CFE"):
-        table.add_column(col, justify="right" if col in ("#", "gCO2e/kWh", "PUE", "CO2e", "vs you", "CFE") else "left")
-    for rank, o in enumerate(options[:top], start=1):
+    title = f"{len(options)} places for {fmt_energy(outcome.energy_kwh)}" + (f" · {continent}" if continent else "")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    columns = ["#", "region", *(["where", "continent"] if wide else []), "g/kWh", "data", "PUE", "CO2e", "vs you",
+               *(["CFE"] if wide else [])]
+    for col in columns:
+        right = col not in ("region", "where", "continent", "data")
+        table.add_column(col, justify="right" if right else "left", no_wrap=col not in ("where", "continent"),
+                         overflow="fold")
+    for rank, o in enumerate(options[:rows], start=1):
         versus = outcome.versus(o)
-        versus = "" if versus is None else f"{versus:+.0%}"
-        table.add_row(str(rank), o.key, o.name, o.continent, f"{o.intensity_g_per_kwh:.0f}", f"{o.pue:.2f}",
-                      fmt_mass(o.emissions_kg), versus, "" if o.cfe_share is None else f"{o.cfe_share:.0%}")
-    console = Console()
+        cells = [str(rank), o.key, *([o.name, o.continent] if wide else []), f"{o.intensity_g_per_kwh:.0f}", o.data,
+                 f"{o.pue:.2f}", fmt_mass(o.emissions_kg), "" if versus is None else f"{versus:+.0%}",
+                 *(["" if o.cfe_share is None else f"{o.cfe_share:.0%}"] if wide else [])]
+        table.add_row(*map(plain, cells))
     console.print(table)
     if current is not None:
-        console.print(f"you: {fmt_mass(current.emissions_kg)} CO2e ({current.source}; PUE {current.pue.value:g}, {current.pue.source}); "
-                      "'vs you' is the change in emissions", highlight=False)
+        console.print(plain(f"you: {fmt_mass(current.emissions_kg)} CO2e at {current.intensity_g_per_kwh:.0f} g/kWh "
+                            f"({current.source}) and PUE {current.pue.value:g} ({current.pue.source}); 'vs you' is the "
+                            "change in emissions"), highlight=False)
     else:
         console.print("give --country, --cloud or --grid to compare with where you run now", highlight=False)
-    console.print("location-based: energy x PUE x the yearly grid intensity; CFE is Google's carbon-free energy share "
-                  "(shown, not subtracted). Sources: GCP 2024 region data, ML CO2 Impact, OWID/Ember (see docs/plan.md)",
+    console.print(plain(f"location-based: energy x PUE x the yearly intensity of the grid each place is on. 'data': "
+                        f"whose figure and its year: GCP, Google's 2024 region data; for other clouds and the "
+                        f"countries, the country's Our World in Data / Ember row. Country rows are at your PUE "
+                        f"({outcome.pue.value:g}). --json has every row's source; see docs/plan.md")
+                  + (plain(f"\nleft out, no citable figure: {', '.join(sorted(outcome.dropped))}") if outcome.dropped else ""),
                   style="dim", highlight=False)
 
 

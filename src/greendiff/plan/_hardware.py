@@ -48,9 +48,10 @@ class StepCost:
 def measure_cost(run_steps: Callable[[int], None], read_energy_j: Callable[[], float], samples_per_step: int,
                  steps: int, warmup: int, device: str, name: str, limit_w: float | None = None,
                  method: str = "", clock: Callable[[], float] = time.perf_counter) -> StepCost:
-    """Run ``warmup`` steps unmeasured, then ``steps`` measured ones (``run_steps`` must synchronise)."""
+    """Run ``warmup`` steps unmeasured (a new configuration's first steps cost up to ~10x a later one), then ``steps``
+    measured ones (``run_steps`` must synchronise): the cost per sample leaves the warm-up out unless ``warmup`` is 0."""
     if steps <= 0 or warmup < 0:
-        raise UserInputError(f"--steps must be positive and --warmup >= 0, got {steps} and {warmup}")
+        raise UserInputError(f"--train-steps must be positive and --unmetered-steps >= 0, got {steps} and {warmup}")
     run_steps(warmup)
     e0, t0 = read_energy_j(), clock()
     run_steps(steps)

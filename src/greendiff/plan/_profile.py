@@ -8,7 +8,8 @@ Uncertainty band (relative, combined in quadrature):
 - the meter's own uncertainty (the largest of the devices': 0 for counters, 10-30 % for estimates);
 - the sampling error of the mean step energy (2 standard errors);
 - drift: how far the second half of the profiled steps is from the first (thermal, caches).
-The first steps (warm-up: allocator, kernel selection) are measured but not used for the rate.
+The first steps (warm-up: allocator, kernel selection; up to ~10x a later step) are measured but not used for
+the rate; the forecast records how many (``unmetered_steps``), and says when the rate includes them.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ _N = _at_most(numbers.MAX_COUNT, integer=True)
 FILE_BOUNDS: dict[str, Bounds] = {
     "energy_kwh": _KWH, "energy_low_kwh": _KWH, "energy_high_kwh": _KWH,
     "hours": _at_most(numbers.HOURS_IN_A_YEAR, why=numbers.YEAR_HOURS.why),
-    "steps": _N, "evaluations": _N, "sample_grids": _N, "checkpoints": _N, "profiled_steps": _N,
+    "steps": _N, "evaluations": _N, "sample_grids": _N, "checkpoints": _N, "profiled_steps": _N, "unmetered_steps": _N,
     "energy_per_step_j": _J, "energy_per_eval_j": _J, "energy_per_grid_j": _J,
     "energy_per_checkpoint_j": _at_most(kwh_to_joules(numbers.MAX_ENERGY_KWH) / 2, why="a pause (twice a checkpoint) over 1e9 kWh"),
     "seconds_per_step": _S, "seconds_per_checkpoint": _S,
@@ -80,6 +81,14 @@ class Forecast:
     method: str
     device: str = ""
     config: str = ""
+    #: The first profiled steps left out of ``energy_per_step_j`` and ``seconds_per_step`` (warm-up: allocator,
+    #: kernel selection; a new configuration's first steps cost up to ~10x a later one). 0: the rate includes them.
+    unmetered_steps: int = 0
+
+    @property
+    def includes_warmup(self) -> bool:
+        """Whether the per-step figures include the first steps' warm-up (no step was left out)."""
+        return self.unmetered_steps == 0
 
     @property
     def pause_cost_kwh(self) -> float:
@@ -87,7 +96,7 @@ class Forecast:
         return joules_to_kwh(2 * self.energy_per_checkpoint_j)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "pause_cost_kwh": self.pause_cost_kwh}
+        return {**asdict(self), "pause_cost_kwh": self.pause_cost_kwh, "includes_warmup": self.includes_warmup}
 
     @classmethod
     def from_file(cls, path: Path) -> Forecast:
@@ -193,7 +202,7 @@ def forecast(step_energy_j: list[float], step_seconds: list[float], phases: Phas
     low_j = total_j * max(1 - rel, 0.0)
     return Forecast(joules_to_kwh(total_j), joules_to_kwh(low_j), joules_to_kwh(total_j * (1 + rel)), total_s / 3600.0, steps,
                     evals, grids, checkpoints, per_step_j, per_step_s, phases.eval_j, phases.grid_j, phases.checkpoint_j,
-                    phases.checkpoint_s, len(step_energy_j), rel, method, device, config)
+                    phases.checkpoint_s, len(step_energy_j), rel, method, device, config, warmup)
 
 
 def profile_config(config, steps: int):
@@ -249,7 +258,7 @@ def run_profile(config, data, tracker, run_dir: Path, steps: int, warmup: int, c
     from greendiff.train import train
 
     if steps <= warmup + 3:
-        raise UserInputError(f"--steps must be more than {warmup + 3} (the first {warmup} are warm-up), got {steps}")
+        raise UserInputError(f"--train-steps must be more than {warmup + 3} (the first {warmup} are warm-up), got {steps}")
     seen = _ProfileRecords()
     result = train(profile_config(config, steps), run_dir, data, tracker, callbacks=[seen, *callbacks])
     summary = tracker.stop("completed")

@@ -1,8 +1,11 @@
 """Where to run: bundled cloud regions and countries ranked by the emissions of a given amount of energy.
 
-Emissions are location-based: IT energy x the region's PUE x its yearly grid intensity. A GCP
-region's carbon-free energy share (Google's hourly matched clean energy) is shown beside it, not
-subtracted: it is a market-based figure, and mixing the two would rank Google by a different rule.
+One basis for every row: location-based emissions, IT energy x PUE x the yearly intensity of the grid the
+place sits on (:func:`greendiff.carbon.cloud_table`): Google's own 2024 figures for GCP regions, and the
+country's Our World in Data / Ember row, with its year, for every other cloud region and for each country.
+A GCP region's carbon-free energy share (Google's hourly matched clean energy) is shown beside it, not
+subtracted, and no market-based claim ("100 % carbon-free") prices a row. A country row is your own hardware
+moved there, so it is priced at your PUE: the place you run now, priced by the same rule, compares at 0 %.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 
 from greendiff.carbon import CLOUD_PUE, Location, Pue, cloud_table, country_table, resolve_provider, resolve_pue
-from greendiff.carbon._static import TableRow, continent_table
+from greendiff.carbon._static import TableRow, continent_table, unsourced_cloud_regions
 from greendiff.errors import UserInputError
 from greendiff.units import G_PER_KG
 
@@ -20,12 +23,15 @@ INDUSTRY_PUE = Pue(1.58, "industry average 1.58 (Uptime Institute Global Data Ce
 
 _GCP_PREFIX_CONTINENT = {"africa": "Africa", "asia": "Asia", "australia": "Oceania", "europe": "Europe", "me": "Asia",
                          "northamerica": "North America", "southamerica": "South America", "us": "North America"}
-_COUNTRY_ALIASES = {"usa": "USA", "south korea": "KOR", "hong kong": "HKG", "taiwan": "TWN", "china": "CHN"}
 
 
 @dataclass(frozen=True)
 class RegionOption:
-    """One place to run, priced for the planned energy."""
+    """One place to run, priced for the planned energy.
+
+    ``grid_figure`` says whose figure prices the row: ``"GCP"`` (Google's 2024 region data) or the ISO-3 code of
+    the country-table row of the grid it sits on; ``year`` is that figure's year and ``source`` cites it.
+    """
 
     key: str  # "gcp:europe-north1" or "country:FRA"
     provider: str  # "gcp", "aws", "azure", ... or "country"
@@ -38,25 +44,21 @@ class RegionOption:
     source: str
     year: int | None = None
     cfe_share: float | None = None
+    grid_figure: str = ""
+
+    @property
+    def data(self) -> str:
+        """Whose figure and its year, in a few characters: ``"GCP 2024"``, ``"GBR 2023"``."""
+        return f"{self.grid_figure} {self.year}" if self.year is not None else self.grid_figure
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _iso3_of(country_name: str | None) -> str | None:
-    if not country_name:
-        return None
-    wanted = country_name.strip().lower()
-    if wanted in _COUNTRY_ALIASES:
-        return _COUNTRY_ALIASES[wanted]
-    return next((code for code, row in country_table().items() if row.name.lower() == wanted), None)
-
-
 def cloud_continent(row: TableRow) -> str:
     """Continent of a cloud region: from its country, else from a GCP region name's prefix."""
-    code = _iso3_of(row.country)
-    if code in continent_table():
-        return continent_table()[code]
+    if row.country in continent_table():
+        return continent_table()[row.country]
     provider, region = row.key.split(":", 1)
     if provider == "gcp":
         return _GCP_PREFIX_CONTINENT.get(region.split("-", 1)[0], "unknown")
@@ -73,36 +75,47 @@ def cloud_pue(row: TableRow) -> Pue:
     return Pue(INDUSTRY_PUE.value, f"no published PUE for {provider}; " + INDUSTRY_PUE.source)
 
 
-def rank_regions(energy_kwh: float, providers: tuple[str, ...] = (), continent: str | None = None,
-                 country_pue: Pue = INDUSTRY_PUE) -> list[RegionOption]:
-    """Every bundled region and country, lowest emissions first.
-
-    Args:
-        energy_kwh: IT energy of the job.
-        providers: Keep only these (``gcp``, ``aws``, ``azure``, ..., ``country``); empty keeps all.
-        continent: Keep only this continent (case-insensitive, one of :data:`CONTINENTS`).
-        country_pue: PUE assumed for a data centre in a country row.
-    """
+def _checked_filters(providers: tuple[str, ...], continent: str | None) -> str | None:
+    """``continent`` in its table spelling; a one-line error for an unknown continent or provider."""
     if continent is not None:
         match = [c for c in CONTINENTS if c.lower() == continent.strip().lower()]
         if not match:
             raise UserInputError(f"unknown continent {continent!r}; use one of {', '.join(CONTINENTS)}")
         continent = match[0]
-    known = {key.split(":", 1)[0] for key in cloud_table()} | {"country"}
+    known = {key.split(":", 1)[0] for key in (*cloud_table(), *unsourced_cloud_regions())} | {"country"}
     unknown = [p for p in providers if p not in known]
     if unknown:
         raise UserInputError(f"unknown provider {unknown[0]!r}; use one of {', '.join(sorted(known))}")
+    return continent
+
+
+def rank_regions(energy_kwh: float, providers: tuple[str, ...] = (), continent: str | None = None,
+                 country_pue: Pue | None = None) -> list[RegionOption]:
+    """Every bundled region and country with a citable grid figure, lowest emissions first (cleaner grids first:
+    the year of a figure never ranks a row). Cloud regions no figure prices
+    (:func:`greendiff.carbon._static.unsourced_cloud_regions`) are left out.
+
+    Args:
+        energy_kwh: IT energy of the job.
+        providers: Keep only these (``gcp``, ``aws``, ``azure``, ..., ``country``); empty keeps all.
+        continent: Keep only this continent (case-insensitive, one of :data:`CONTINENTS`).
+        country_pue: The PUE of a country row: your own hardware moved there, so your PUE (None: the on-premise
+            default 1.0, as for a location given without ``--pue``).
+    """
+    continent = _checked_filters(providers, continent)
+    country_pue = country_pue or resolve_pue(None, Location(), env={})
     options = []
     for row in cloud_table().values():
         pue = cloud_pue(row)
         options.append(RegionOption(row.key, row.key.split(":", 1)[0], row.name, cloud_continent(row),
                                     row.intensity_g_per_kwh, pue.value, pue.source,
                                     job_emissions_kg(energy_kwh, pue.value, row.intensity_g_per_kwh), row.source, row.year,
-                                    row.cfe_share))
+                                    row.cfe_share, "GCP" if row.cfe_share is not None else row.country or ""))
     for code, row in country_table().items():
         options.append(RegionOption(f"country:{code}", "country", row.name, continent_table().get(code, "unknown"),
                                     row.intensity_g_per_kwh, country_pue.value, country_pue.source,
-                                    job_emissions_kg(energy_kwh, country_pue.value, row.intensity_g_per_kwh), row.source, row.year))
+                                    job_emissions_kg(energy_kwh, country_pue.value, row.intensity_g_per_kwh), row.source,
+                                    row.year, None, code))
     kept = [o for o in options if (not providers or o.provider in providers) and (continent is None or o.continent == continent)]
     return sorted(kept, key=lambda o: (o.emissions_kg, o.key))
 
@@ -120,23 +133,27 @@ def job_emissions_kg(energy_kwh: float, pue: float, intensity_g_per_kwh: float) 
 
 @dataclass(frozen=True)
 class LocalCost:
-    """The job priced where the user runs now: ``emissions_kg``, the intensity's ``source`` and the ``pue`` used."""
+    """The job priced where the user runs now, by the ranking's rule: ``emissions_kg``, the mean
+    ``intensity_g_per_kwh`` and its ``year``, the intensity's ``source`` and the ``pue`` used."""
 
     emissions_kg: float
     source: str
     pue: Pue
+    intensity_g_per_kwh: float = 0.0
+    year: int | None = None
 
     def to_dict(self) -> dict:
-        return {"emissions_kg": self.emissions_kg, "source": self.source, "pue": self.pue.value}
+        return {"emissions_kg": self.emissions_kg, "intensity_g_per_kwh": self.intensity_g_per_kwh, "year": self.year,
+                "source": self.source, "pue": self.pue.value, "pue_source": self.pue.source}
 
 
-def local_cost(location: Location, pue: str | float | None, energy_kwh: float) -> LocalCost | None:
+def local_cost(location: Location, pue: Pue, energy_kwh: float) -> LocalCost | None:
     """``energy_kwh`` priced at ``location`` by :func:`job_emissions_kg` at its mean intensity over a year (a trace
     shorter than a year: over its own span), or None when the location is unknown.
 
     Args:
         location: Where the user runs now.
-        pue: The user's PUE (text or number; None: the provider's figure or 1.0).
+        pue: The user's PUE (:func:`greendiff.carbon.resolve_pue`), the one country rows are priced at too.
         energy_kwh: IT energy of the job.
     """
     if not location.is_known:
@@ -145,5 +162,5 @@ def local_cost(location: Location, pue: str | float | None, energy_kwh: float) -
     first, last = provider.coverage()
     start = first or datetime(2022, 1, 1, tzinfo=timezone.utc)
     intensity = provider.intensity(start, last or start + timedelta(days=365))
-    resolved = resolve_pue(pue, location)
-    return LocalCost(job_emissions_kg(energy_kwh, resolved.value, intensity.mean_g_per_kwh()), intensity.source, resolved)
+    mean = intensity.mean_g_per_kwh()
+    return LocalCost(job_emissions_kg(energy_kwh, pue.value, mean), intensity.source, pue, mean, intensity.year)

@@ -9,17 +9,16 @@ Example:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from greendiff.errors import UserInputError
-from greendiff.files import atomic_write_text
 from greendiff.workflows._conditioning import resolve_conditioning
 from greendiff.workflows._inputs import check_output, load_config_data
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
+from greendiff.workflows._profile import default_job_note, write_output
 from greendiff.workflows._progress import NullProgress, Progress
 
 if TYPE_CHECKING:
@@ -36,11 +35,13 @@ class HardwareJob:
         overrides: dotted config keys over the file.
         devices: comma-separated ``cpu``, ``cuda:0``, ... (None: all here that ``measurement`` meters: no GPU
             with ``no_gpu``, only ``gpus`` when given).
-        steps: measured training steps per device and per power limit.
-        warmup: unmeasured steps first (allocator, kernel selection).
+        steps: measured training steps per device and per power limit (``--train-steps``).
+        warmup: unmeasured steps first (``--unmetered-steps``): allocator, kernel selection; a new configuration's
+            first steps cost up to ~10x a later one, so with 0 the figures include that warm-up.
         limits: GPU power limits to sweep in W (``"700,600"``), ``auto`` (max to min in 100 W steps) or ``none``.
         max_slowdown: allowed slowdown for the chosen power limit (0.1 = 10 %).
-        output: also write the report as JSON here (checked before any work).
+        output: also write the report as JSON here (checked before any work; a file there is replaced, and the
+            outcome says so).
         measurement: the shared measurement options: ``cpu_watts`` (CPU package power at full load), the GPUs
             metered, the location the profile's own energy is priced at and the ledger that records it.
     """
@@ -77,7 +78,9 @@ class SweepResult:
 class HardwareOutcome:
     """What ``greendiff hardware`` measured: each device's cost at its default limit (``devices``), the GPU
     sweeps, notes, the model's MACs per sample, labelled estimates for other GPUs (least energy first), and the
-    ledger run of the profile itself (``summary``)."""
+    ledger run of the profile itself (``summary``). Each figure per sample is over ``train_steps`` measured steps
+    after ``unmetered_steps`` unmeasured ones (warm-up: 0 means the figures include it); ``replaced``: ``--output``
+    replaced a file that was there."""
 
     config: str
     batch_size: int
@@ -89,10 +92,20 @@ class HardwareOutcome:
     macs_per_sample: float
     estimates: tuple[Estimate, ...]
     summary: RunSummary | None = None
+    train_steps: int = 0
+    unmetered_steps: int = 0
+    replaced: bool = False
+
+    @property
+    def includes_warmup(self) -> bool:
+        """Whether the per-sample figures include the first steps' warm-up (no unmetered steps ran first)."""
+        return self.unmetered_steps == 0
 
     def to_dict(self) -> dict:
         """The report as JSON (``--json``, ``--output``)."""
         return {"config": self.config, "batch_size": self.batch_size, "resolution": self.resolution,
+                "train_steps": self.train_steps, "unmetered_steps": self.unmetered_steps,
+                "includes_warmup": self.includes_warmup,
                 "devices": [c.to_dict() for c in self.devices],
                 "sweeps": [s.sweep.to_dict(self.max_slowdown) for s in self.sweeps], "notes": list(self.notes),
                 "macs_per_sample": self.macs_per_sample, "estimates": [e.__dict__ for e in self.estimates]}
@@ -156,14 +169,17 @@ def run_hardware(job: HardwareJob, progress: Progress | None = None) -> Hardware
     config = resolve_conditioning(config, data)
     check_data(config, data)
     label = job.config_file.name if job.config_file else f"{config.recipe}-{config.model.preset}"
+    if job.config_file is None:
+        progress.note(default_job_note(config, "measuring"))
     found = _Measured()
     calibration = calibration_spec = None
     macs = 0.0
     if data.placement:
         progress.note(data.placement)
-    with settings.tracker(f"hardware {label}", "hardware", f"greendiff hardware --steps {job.steps}") as tracker:
+    with settings.tracker(f"hardware {label}", "hardware", f"greendiff hardware --train-steps {job.steps}") as tracker:
         for device_name in chosen:
-            progress.note(f"measuring {device_name}: {job.warmup} warm-up + {job.steps} steps of batch {config.optim.batch_size}…")
+            progress.note(f"measuring {device_name}: {job.warmup} unmetered (warm-up) + {job.steps} measured steps "
+                          f"of batch {config.optim.batch_size}…")
             cost, macs, name = _measure_device(job, config, data, device_name, sweep_limits, settings.monitor.cpu_watts, found)
             if calibration is None and cost is not None and name is not None and match_gpu(name) is not None:
                 calibration, calibration_spec = cost, match_gpu(name)
@@ -172,12 +188,9 @@ def run_hardware(job: HardwareJob, progress: Progress | None = None) -> Hardware
     outcome = HardwareOutcome(label, config.optim.batch_size, config.data.resolution, job.max_slowdown,
                               tuple(found.devices), tuple(SweepResult.of(s, job.max_slowdown) for s in found.sweeps),
                               tuple(found.notes), macs, tuple(estimate_gpus(macs, calibration, calibration_spec)),
-                              tracker.summary)
+                              tracker.summary, job.steps, job.warmup, job.output is not None and job.output.exists())
     if job.output is not None:
-        try:
-            atomic_write_text(job.output, json.dumps(outcome.to_dict(), indent=2))
-        except OSError as exc:
-            raise UserInputError(f"cannot write {job.output}: {exc.strerror}") from None
+        write_output(job.output, outcome.to_dict())
     return outcome
 
 

@@ -14,12 +14,15 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from greendiff.carbon import Location, Pue, resolve_location, resolve_provider, resolve_pue
+from greendiff.carbon import (
+    Intensity, IntensityProvider, LiveDataError, LiveProvider, Location, Pue, resolve_location, resolve_provider, resolve_pue,
+)
 from greendiff.errors import UserInputError
-from greendiff.plan import INDUSTRY_PUE, Job, LocalCost, local_cost, plan_window, rank_regions
+from greendiff.carbon._static import unsourced_cloud_regions
+from greendiff.plan import Job, LocalCost, local_cost, plan_window, rank_regions
 from greendiff.plan._regions import RegionOption
 from greendiff.plan._window import WindowPlan
 
@@ -32,15 +35,14 @@ class RegionsJob:
         energy_kwh: IT energy of the job.
         providers: keep only these (``gcp``, ``aws``, ``azure``, ..., ``country``); empty keeps all.
         continent: keep only this continent (case-insensitive).
-        country_pue: PUE assumed for a data centre in a country row (None: :data:`INDUSTRY_PUE`, 1.58).
         country, cloud, grid: where the user runs now, to compare with (all None: no comparison).
-        pue: the user's PUE (>= 1; None: the provider's figure or 1.0).
+        pue: the user's PUE (>= 1; None: the provider's figure or 1.0). Country rows are priced at it too (your
+            hardware moved there), so the country you run in compares at 0 %.
     """
 
     energy_kwh: float
     providers: tuple[str, ...] = ()
     continent: str | None = None
-    country_pue: float | None = None
     country: str | None = None
     cloud: str | None = None
     grid: str | None = None
@@ -49,11 +51,14 @@ class RegionsJob:
 
 @dataclass(frozen=True)
 class RegionsOutcome:
-    """The places, lowest emissions first, and the job priced where the user runs now (None: location unknown)."""
+    """The places, lowest emissions first, the job priced where the user runs now (None: location unknown),
+    the PUE country rows are priced at, and the cloud regions left out for want of a citable figure."""
 
     energy_kwh: float
     regions: list[RegionOption]
     current: LocalCost | None
+    pue: Pue
+    dropped: dict[str, str] = field(default_factory=dict)
 
     def versus(self, option: RegionOption) -> float | None:
         """The change in emissions of running at ``option`` instead of the current location (-0.4 = 40 % less)."""
@@ -62,18 +67,20 @@ class RegionsOutcome:
         return option.emissions_kg / self.current.emissions_kg - 1
 
     def to_dict(self) -> dict:
-        return {"energy_kwh": self.energy_kwh, "current": None if self.current is None else self.current.to_dict(),
-                "regions": [o.to_dict() for o in self.regions]}
+        return {"energy_kwh": self.energy_kwh, "basis": "location-based",
+                "country_pue": {"value": self.pue.value, "source": self.pue.source},
+                "current": None if self.current is None else self.current.to_dict(),
+                "regions": [o.to_dict() for o in self.regions], "dropped": dict(self.dropped)}
 
 
 def run_plan_regions(job: RegionsJob) -> RegionsOutcome:
-    """Rank the bundled cloud regions and countries by ``job``'s emissions (PUE included)."""
-    cpue = INDUSTRY_PUE if job.country_pue is None else Pue(float(job.country_pue), "given by the user")
-    if cpue.value < 1:
-        raise UserInputError(f"--country-pue must be >= 1.0, got {job.country_pue:g}")
-    options = rank_regions(job.energy_kwh, tuple(p.lower() for p in job.providers), job.continent, cpue)
-    current = local_cost(resolve_location(job.country, job.cloud, job.grid), job.pue, job.energy_kwh)
-    return RegionsOutcome(job.energy_kwh, options, current)
+    """Rank the bundled cloud regions and countries by ``job``'s emissions (PUE included), on one basis with the
+    user's own location: the same rule, and the user's PUE for the country rows."""
+    location = resolve_location(job.country, job.cloud, job.grid)
+    pue = resolve_pue(job.pue, location)
+    options = rank_regions(job.energy_kwh, tuple(p.lower() for p in job.providers), job.continent, pue)
+    return RegionsOutcome(job.energy_kwh, options, local_cost(location, pue, job.energy_kwh), pue,
+                          dict(unsourced_cloud_regions()))
 
 
 @dataclass(frozen=True)
@@ -114,8 +121,21 @@ def run_plan_window(job: WindowJob) -> WindowPlan:
     if job.duration_h > window_h + 1e-9:
         raise UserInputError(f"the job needs {job.duration_h:g} h but --start to --deadline is "
                              f"{window_h:g} h; move the deadline or shorten the job")
-    intensity = provider.intensity(job.start, job.deadline)
-    if intensity.kind == "static":
-        raise UserInputError(f"no hourly series for the window ({'; '.join(intensity.notes) or intensity.source})")
+    intensity = _series(provider, job.start, job.deadline)
     return plan_window(list(intensity.segments), Job(job.energy_kwh, job.duration_h, job.pause_cost_kwh), pue_value,
                        intensity.source, intensity.notes)
+
+
+def _series(provider: IntensityProvider, start: datetime, deadline: datetime) -> Intensity:
+    """The provider's series over the window. A live API is asked with no fallback: a yearly table has no hours
+    to choose between, so its failure is the error, said once (never "fell back" and then an error)."""
+    if isinstance(provider, LiveProvider):
+        try:
+            return provider.fetch(start, deadline)
+        except LiveDataError as exc:
+            raise UserInputError(f"no hourly series for the window: {provider.title} gave none ({exc}); "
+                                 "plan on --grid NAME|FILE.csv instead") from None
+    intensity = provider.intensity(start, deadline)
+    if intensity.kind == "static":
+        raise UserInputError(f"no hourly series for the window ({'; '.join(intensity.notes) or intensity.source})")
+    return intensity

@@ -39,9 +39,11 @@ class ProfileJob:
     Args:
         config_file: training config (TOML) to profile (None: the defaults).
         overrides: dotted config keys over the file (``{"run.max_steps": 20000}``).
-        steps: profiled training steps (more than ``warmup`` + 3).
-        warmup: leading steps left out of the rate (allocator, kernel selection), >= 0.
-        output: where the profile is written (``.json``; checked before any work).
+        steps: profiled training steps (more than ``warmup`` + 3; ``--train-steps``).
+        warmup: leading steps left out of the rate (``--unmetered-steps``, >= 0): allocator, kernel selection;
+            the first steps of a new configuration cost up to ~10x a later one.
+        output: where the profile is written (``.json``; checked before any work). A file there is replaced,
+            and the outcome says so (``replaced``).
         measurement: where and how the profile is measured, and its ledger.
     """
 
@@ -55,7 +57,8 @@ class ProfileJob:
 
 @dataclass(frozen=True)
 class ProfileOutcome:
-    """The forecast, the config's label (``name``), the file written, the ledger run and its summary."""
+    """The forecast, the config's label (``name``), the file written (``replaced``: a file was there before and is
+    now replaced), the ledger run and its summary."""
 
     forecast: Forecast
     name: str
@@ -63,6 +66,7 @@ class ProfileOutcome:
     ledger_run_id: int
     summary: RunSummary
     config: dict  # the resolved training config, as written into the profile
+    replaced: bool = False
 
     def to_dict(self) -> dict:
         """The profile file's content."""
@@ -93,15 +97,17 @@ def run_profile_job(job: ProfileJob, progress: Progress | None = None) -> Profil
     progress = check_progress(progress) if progress is not None else NullProgress()
     config = resolve_config(job.config_file, dict(job.overrides))
     if job.steps <= job.warmup + 3 or job.warmup < 0:
-        raise UserInputError(f"--steps must be more than --warmup + 3 = {job.warmup + 3}, and --warmup >= 0 "
-                             f"(got {job.steps}, {job.warmup})")
+        raise UserInputError(f"--train-steps must be more than --unmetered-steps + 3 = {job.warmup + 3}, and "
+                             f"--unmetered-steps >= 0 (got {job.steps}, {job.warmup})")
     check_output(job.output, (".json",))
     settings = resolve_settings(job.measurement)
     data = load_config_data(config, job.config_file)
     config = resolve_conditioning(config, data)
     check_data(config, data)
     name = job.config_file.name if job.config_file else f"{config.recipe}-{config.model.preset}"
-    tracker = settings.tracker(f"profile {name}", "profile", f"greendiff profile --steps {job.steps}",
+    if job.config_file is None:
+        progress.note(default_job_note(config, "profile"))
+    tracker = settings.tracker(f"profile {name}", "profile", f"greendiff profile --train-steps {job.steps}",
                                config=to_dict(config)).start()
     progress.on_start("profile", job.steps)
     try:
@@ -118,9 +124,22 @@ def run_profile_job(job: ProfileJob, progress: Progress | None = None) -> Profil
         raise
     finally:
         progress.on_end()
-    outcome = ProfileOutcome(forecast, name, job.output, tracker.run_id, tracker.summary, to_dict(config))
-    try:
-        atomic_write_text(job.output, json.dumps(outcome.to_dict(), indent=2))
-    except OSError as exc:
-        raise UserInputError(f"cannot write {job.output}: {exc.strerror}") from None
+    outcome = ProfileOutcome(forecast, name, job.output, tracker.run_id, tracker.summary, to_dict(config),
+                             job.output.exists())
+    write_output(job.output, outcome.to_dict())
     return outcome
+
+
+def default_job_note(config, command: str) -> str:
+    """What a command given no ``--config`` measures: the default recipe, its preset, dataset, size and batch."""
+    return (f"no --config: {command} the default job: recipe {config.recipe}, preset {config.model.preset}, "
+            f"dataset {config.data.dataset} at {config.data.resolution} px, batch {config.optim.batch_size}, "
+            f"{config.run.max_steps:,} steps (--config FILE or --set KEY=VALUE for yours)")
+
+
+def write_output(path: Path, report: dict) -> None:
+    """``report`` as JSON at ``path`` (atomically; a file there is replaced: the caller says so)."""
+    try:
+        atomic_write_text(path, json.dumps(report, indent=2))
+    except OSError as exc:
+        raise UserInputError(f"cannot write {path}: {exc.strerror}") from None
