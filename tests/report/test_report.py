@@ -13,6 +13,7 @@ from greendiff.cli._app import main
 from greendiff.ledger import Ledger, Sample
 from greendiff.report import emissions_statement
 from greendiff.report._collect import power_series
+from greendiff.report._format import duration_text, energy_text, fixed_point, mass_text
 from greendiff.report._html import config_differences, pareto
 from greendiff.report._svg import nice_ticks
 from greendiff.tracking import RunSummary
@@ -68,8 +69,11 @@ def test_report_of_two_runs(capsys, two_runs, tmp_path, monkeypatch):
     assert "Comparison" in page and "(reference)" in page and "optim.lr" in page and "Pareto" in page
     assert "0.002" in page and "0.0005" in page  # the learning rates, in the config differences
     # the emissions statement carries the run's own figures and sources
-    assert f"{summary_a['energy_kwh']:.4g} kWh" in page and f"{summary_b['emissions_kg']:.4g} kgCO2e" in page
-    assert "Our World in Data / Ember country table: FRA" in page and "country FRA" in page
+    assert f"It consumed {energy_text(summary_a['energy_kwh'])} of electricity" in page
+    assert f"corresponds to {mass_text(summary_b['emissions_kg'])} CO2e" in page
+    statements = re.findall(r"<blockquote>(.*?)</blockquote>", page)
+    assert len(statements) == 2 and all(" in France." in t and "country FRA" not in t for t in statements)
+    assert "Our World in Data / Ember country table: FRA" in statements[0]
     # savings against the reference: run b's energy change, as the table prints it
     change = summary_b["energy_kwh"] / summary_a["energy_kwh"] - 1
     assert f"{change:+.1%}" in page
@@ -80,10 +84,11 @@ def test_statement_names_hardware_hours_place_and_sources(two_runs):
     root, _ = two_runs
     summary = Ledger(root / "ledger.sqlite").get_run(1).summary
     text = emissions_statement(RunSummary.from_dict(summary))
-    for piece in (f"{summary['duration_s'] / 3600:.3g} h", "country FRA", f"{summary['energy_kwh']:.4g} kWh",
-                  f"{summary['intensity']['mean_g_per_kwh']:.0f} gCO2e/kWh", f"PUE of {summary['pue']['value']:g}",
-                  f"{summary['emissions_kg']:.4g} kgCO2e", "range", summary["devices"][0]["name"]):
+    for piece in (f"for {duration_text(summary['duration_s'])} in France.", f"{energy_text(summary['energy_kwh'])} of",
+                  f"{fixed_point(summary['intensity']['mean_g_per_kwh'])} gCO2e/kWh", f"PUE of {summary['pue']['value']:.2f}",
+                  f"{mass_text(summary['emissions_kg'])} CO2e (range", summary["devices"][0]["name"]):
         assert piece in text, piece
+    assert "--" not in text and not re.search(r"\de[-+]?\d", text)  # no CLI hint, no exponent
 
 
 def test_bad_report_input(capsys, two_runs, tmp_path, monkeypatch):
@@ -98,7 +103,7 @@ def test_bad_report_input(capsys, two_runs, tmp_path, monkeypatch):
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
     (tmp_path / "taken.html").mkdir()  # a path that cannot be written as a file, even by root
     code, err = report(capsys, 1, "-o", tmp_path / "taken.html")
-    assert code == 2 and "cannot write" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and re.search("cannot write|is a folder", err) and len(err.strip().splitlines()) == 1
 
 
 def test_a_run_without_measurements_is_refused(capsys, tmp_path, monkeypatch):
