@@ -1,0 +1,107 @@
+"""``greendiff runs list|show|export``: readable at 80 columns, a run named by ledger id or run directory,
+the statement, CodeCarbon and model-card exports."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from greendiff.cli._app import main
+from greendiff.report import emissions_statement
+from greendiff.tracking import RunSummary
+from tests.ledger.summaries import CLOUD, COUNTRY, GRID, ledger_with
+
+LONG_NAME = "ddpm-cifar10-ema-0.9999-lr2e-4-batch128"
+
+
+@pytest.fixture
+def ledger(tmp_path, monkeypatch):
+    """Runs 1 (France), 2 (a cloud region), 3 (a US grid, a long name) in the ledger of GREENDIFF_LEDGER."""
+    db = ledger_with(tmp_path / "l.sqlite", COUNTRY, CLOUD, {**GRID, "name": LONG_NAME})
+    monkeypatch.setenv("GREENDIFF_LEDGER", str(db.path))
+    return db
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_runs_list_and_show_fit_80_columns_with_figures_whole(capsys, ledger, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run(capsys, "runs", "list")
+    lines = out.splitlines()
+    assert code == 0 and max(map(len, lines)) <= 80
+    rows = {line.split()[0]: line for line in lines if line.split() and line.split()[0] in ("1", "2", "3")}
+    assert "unet-tiny" in rows["1"] and "500 Wh" in rows["1"] and "28.0 g" in rows["1"] and "completed" in rows["1"]
+    assert "finetune" in rows["2"] and "1.20 mWh" in rows["2"] and "0.164 mg" in rows["2"]
+    folded = "".join(line[4:30].strip() for line in lines[lines.index(rows["3"]):] if line[4:30].strip())
+    assert LONG_NAME in folded  # a long name folds inside its column: every character shown, none cut
+    assert "…" not in out
+    code, out, _ = run(capsys, "runs", "show", "1")
+    assert code == 0 and max(map(len, out.splitlines())) <= 80 and "…" not in out
+    assert "energy: 500 Wh (450–550 Wh) · CO2e: 28.0 g (25.2–30.8 g)" in out
+    assert "NVIDIA H200" in out and "11.2 g" in out and "200 Wh" in out
+
+
+def test_a_wide_terminal_shows_kind_and_methods(capsys, ledger, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "160")
+    code, out, _ = run(capsys, "runs", "list")
+    assert code == 0 and "kind" in out and "estimate:tdp-cputime" in out and "2026-11-29 02:30" in out
+
+
+def test_runs_show_and_export_take_a_run_directory_or_a_ledger_id(capsys, ledger, tmp_path):
+    run_dir = tmp_path / "runs" / "20261129-finetune"
+    run_dir.mkdir(parents=True)
+    (run_dir / "emissions.json").write_text(json.dumps({"ledger_run_ids": [2]}))
+    by_dir = run(capsys, "runs", "show", str(run_dir), "--json")
+    by_id = run(capsys, "runs", "show", "2", "--json")
+    assert by_dir[0] == by_id[0] == 0 and by_dir[1] == by_id[1] and json.loads(by_id[1])["name"] == "finetune"
+    code, out, _ = run(capsys, "runs", "export", "1", str(run_dir), "-f", "csv")
+    assert code == 0 and [line.split(",")[1] for line in out.splitlines()[1:]] == ["unet-tiny", "finetune"]
+    for argv, message in ((["runs", "show", "0"], "run id must be a positive integer"),
+                          (["runs", "export", "--", "-3"], "run id must be a positive integer"),
+                          (["runs", "show", "42"], "no run with id 42"),
+                          (["runs", "show", str(tmp_path)], "not a finished run directory"),
+                          (["runs", "export", "nope"], "unknown run 'nope'")):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+def test_export_statement_is_the_reports_paragraph(capsys, ledger, tmp_path):
+    code, out, _ = run(capsys, "runs", "export", "2", "-f", "statement")
+    assert code == 0 and out == emissions_statement(RunSummary.from_dict({**CLOUD, "run_id": 2})) + "\n"
+    assert out.startswith("This run (finetune) used Intel Xeon for 42.0 s in Google Cloud europe-west1 (Belgium).")
+    target = tmp_path / "statement.txt"
+    assert run(capsys, "runs", "export", "1", "-f", "statement", "-o", str(target))[0] == 0
+    assert " in France. " in target.read_text() and "--pue" not in target.read_text()
+    code, _, err = run(capsys, "runs", "export", "1", "2", "-f", "statement")
+    assert code == 2 and "-f statement describes one run" in err
+
+
+def test_export_json_has_one_unit_per_quantity(capsys, ledger):
+    code, out, _ = run(capsys, "runs", "export", "1", "2", "-f", "json")
+    exported = json.loads(out)
+    assert code == 0 and [s["emissions_kg"] for s in exported] == [0.028, 1.644e-07]
+    assert all("energy_j" not in s and all("emissions_g" not in d for d in s["devices"]) for s in exported)
+
+
+def test_export_codecarbon_appends_and_backs_up_another_format(capsys, ledger, tmp_path):
+    target = tmp_path / "emissions.csv"
+    target.write_text("when,what\nyesterday,something\n")
+    code, _, err = run(capsys, "runs", "export", "1", "-f", "codecarbon", "-o", str(target))
+    assert code == 0 and "moved to" in err and (tmp_path / "emissions.csv.bak").read_text().startswith("when,what")
+    assert run(capsys, "runs", "export", "2", "-f", "codecarbon", "-o", str(target))[0] == 0
+    lines = target.read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("timestamp,project_name") and ",France,FRA," in lines[1]
+    assert ",Belgium,BEL," in lines[2]
+
+
+def test_export_model_card_checks_the_training_type(capsys, ledger):
+    code, out, _ = run(capsys, "runs", "export", "3", "-f", "model-card", "--training-type", "fine-tuning")
+    assert code == 0 and out.startswith("co2_eq_emissions:\n  emissions: 28.0\n")
+    assert "geographical_location: California (grid CISO), United States" in out and "training_type: fine-tuning" in out
+    code, _, err = run(capsys, "runs", "export", "3", "-f", "model-card", "--training-type", "training")
+    assert code == 2 and "training type must be pre-training or fine-tuning" in err and len(err.strip().splitlines()) == 1
