@@ -246,7 +246,10 @@ def test_profile_then_plan_with_it(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--steps", "4"], "--steps must be more than --warmup + 3"),
+    (["--train-steps", "4"], "--train-steps must be more than --unmetered-steps + 3"),
+    (["--steps", "4"], "--train-steps must be more than --unmetered-steps + 3"),  # the old name still works
+    (["--train-steps", "9", "--steps", "9"], "--steps is the old name of --train-steps: give one of them"),
+    (["--unmetered-steps", "1", "--warmup", "1"], "--warmup is the old name of --unmetered-steps: give one of them"),
     (["--output", "p.txt"], "--output must end in .json"),
     (["--set", "optim.lr=-1"], "optim.lr"),
 ])
@@ -297,3 +300,92 @@ def test_plan_window_on_a_strange_uk_answer_is_one_line(capsys, monkeypatch, sta
         api.close()
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in out + err
     assert "no hourly series for the window" in err and reason in err
+
+
+# -- 80 columns ---------------------------------------------------------------------------------------------
+
+def lines_at_80(capsys, monkeypatch, *argv):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    lines = (out + err).splitlines()
+    assert max(len(line) for line in lines) <= 80, max(lines, key=len)
+    return out + err
+
+
+def test_plan_regions_at_80_columns_shows_every_region_name_whole(capsys, monkeypatch):
+    from greendiff.workflows import RegionsJob, run_plan_regions
+
+    text = lines_at_80(capsys, monkeypatch, "plan", "regions", "--energy-kwh", "100", "--country", "DEU", "-n", "400")
+    for o in run_plan_regions(RegionsJob(100.0)).regions:  # every row shown, each name whole, with its data year
+        assert f" {o.key} " in text and o.data in text
+    assert "gcp:northamerica-northeast1" in text  # the longest name (27 characters)
+
+
+def test_plan_regions_germany_from_germany_is_zero_percent(capsys, monkeypatch):
+    text = lines_at_80(capsys, monkeypatch, "plan", "regions", "--energy-kwh", "100", "--country", "DEU",
+                       "--provider", "country", "--limit", "300")
+    (row,) = [line for line in text.splitlines() if " country:DEU " in line]
+    assert row.split()[-1] == "+0%" and "DEU 2023" in row
+
+
+def test_plan_window_at_80_columns(capsys, monkeypatch):
+    text = lines_at_80(capsys, monkeypatch, *WINDOW, "--flex-hours", "72", "--interruptible", "--pause-cost-kwh", "0.05")
+    assert "best interruptible" in text and "best contiguous" in text
+
+
+def test_plan_regions_old_flag_names_still_work(capsys):
+    code, out, _ = run_cli(capsys, "plan", "regions", "--energy-kwh", "1", "--top", "2")
+    assert code == 0 and out.count(" country:") + out.count(" gcp:") + out.count(" aws:") == 2
+    code, out, _ = run_cli(capsys, "plan", "regions", "--energy-kwh", "1", "--country-pue", "1.3", "--json")
+    assert code == 0 and json.loads(out)["country_pue"]["value"] == 1.3
+    code, _, err = run_cli(capsys, "plan", "regions", "--energy-kwh", "1", "--top", "2", "--limit", "3")
+    assert code == 2 and "--top is the old name of --limit: give one of them" in err
+    code, out, _ = run_cli(capsys, "plan", "regions", "--help")
+    assert "--limit" in out and "--top" not in out and "--country-pue" not in out
+
+
+def test_profile_says_what_it_profiles_without_a_config_and_that_it_replaced_a_file(capsys, monkeypatch, tmp_path):
+    out_path = tmp_path / "profile.json"
+    base = ["profile", *(a for k, v in {"data.dataset": "digits", "data.resolution": 8, "model.block_out_channels": "8,16",
+                                        "optim.batch_size": 8, "run.max_steps": 40}.items() for a in ("--set", f"{k}={v}")),
+            "-o", str(out_path), "--country", "FRA", "--no-gpu"]
+    text = lines_at_80(capsys, monkeypatch, *base, "--train-steps", "6", "--unmetered-steps", "1")
+    assert "no --config: profile the default job: recipe green, preset" in " ".join(text.split())
+    assert "dataset digits at 8 px, batch 8" in " ".join(text.split())
+    assert "(replaced" not in text and "per step: 5 measured steps after 1 unmetered (warm-up left out" in " ".join(text.split())
+    assert json.loads(out_path.read_text())["forecast"]["unmetered_steps"] == 1
+    code, out, err = run_cli(capsys, *base, "--steps", "5", "--warmup", "0")  # the old names, and the same file again
+    assert code == 0, err
+    flat = " ".join((out + err).split())
+    assert f"wrote {out_path} (replaced the file that was there)" in flat
+    assert "per step: all 5 steps, warm-up included" in flat
+    forecast = json.loads(out_path.read_text())["forecast"]
+    assert (forecast["profiled_steps"], forecast["unmetered_steps"], forecast["includes_warmup"]) == (5, 0, True)
+
+
+def test_profile_and_hardware_help_show_only_the_new_names_within_80_columns(capsys, monkeypatch):
+    for command in ("profile", "hardware"):
+        text = lines_at_80(capsys, monkeypatch, command, "--help")
+        assert "--train-steps" in text and "--unmetered-steps" in text, command
+        assert "--steps " not in text and "--warmup " not in text, command
+
+
+HW_TINY = ["--set", "data.dataset=digits", "--set", "data.resolution=8", "--set", "model.block_out_channels=8,16",
+           "--set", "optim.batch_size=8", "--devices", "cpu", "--no-gpu", "--cpu-watts", "50", "--country", "FRA"]
+
+
+def test_hardware_at_80_columns_says_what_the_figures_include_and_that_it_replaced_a_file(capsys, monkeypatch, tmp_path):
+    out_path = tmp_path / "hw.json"
+    text = " ".join(lines_at_80(capsys, monkeypatch, "hardware", *HW_TINY, "--train-steps", "2", "--unmetered-steps", "1",
+                                "-o", str(out_path)).split())
+    assert "no --config: measuring the default job: recipe green" in text
+    assert "per sample: 2 measured steps after 1 unmetered (warm-up left out" in text and "(replaced" not in text
+    assert "cpu method: " in text  # the method column is listed under the table at 80 columns, not cut
+    report = json.loads(out_path.read_text())
+    assert (report["train_steps"], report["unmetered_steps"], report["includes_warmup"]) == (2, 1, False)
+    code, out, err = run_cli(capsys, "hardware", *HW_TINY, "--steps", "2", "--warmup", "0", "-o", str(out_path))
+    assert code == 0, err  # the old names still work
+    flat = " ".join((out + err).split())
+    assert f"wrote {out_path} (replaced the file that was there)" in flat and "per sample: all 2 steps, warm-up included" in flat
+    assert json.loads(out_path.read_text())["includes_warmup"] is True

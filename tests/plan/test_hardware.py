@@ -133,7 +133,7 @@ def test_estimates_reproduce_the_calibration_gpu_and_scale_the_others():
 def test_hardware_cli_on_the_cpu(capsys, tmp_path):
     out = tmp_path / "hw.json"
     code = main(["hardware", "--set", "model.preset=nano", "--set", "model.block_out_channels=8,16", "--set", "data.dataset=digits",
-                 "--set", "data.resolution=8", "--set", "optim.batch_size=16", "--steps", "3", "--warmup", "1",
+                 "--set", "data.resolution=8", "--set", "optim.batch_size=16", "--train-steps", "3", "--unmetered-steps", "1",
                  "--devices", "cpu", "-o", str(out), "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
@@ -148,7 +148,8 @@ def test_hardware_cli_on_the_cpu(capsys, tmp_path):
     (["--devices", "cuda:7"], "--devices: 'cuda:7' is not available here"),
     (["--limits", "high"], "--limits must be comma-separated watts"),
     (["--max-slowdown", "-1"], "--max-slowdown must be a fraction >= 0"),
-    (["--steps", "0"], "--steps must be positive"),
+    (["--train-steps", "0"], "--train-steps must be positive"),
+    (["--steps", "0"], "--steps must be positive"),  # the old name, read by the same bounds
 ])
 def test_hardware_cli_bad_input(capsys, args, message):
     code = main(["hardware", *args])
@@ -176,7 +177,7 @@ def test_hardware_cli_sweeps_a_gpu_through_nvml(monkeypatch, capsys, nvml):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(greendiff.plan, "training_steps", fake_steps)
     nvml.nvmlDeviceGetName = lambda h: b"NVIDIA H100 80GB HBM3"  # table: H100 SXM, 700 W
-    code = main(["hardware", "--devices", "cuda:0", "--set", "optim.batch_size=4", "--steps", "5", "--warmup", "1",
+    code = main(["hardware", "--devices", "cuda:0", "--set", "optim.batch_size=4", "--train-steps", "5", "--unmetered-steps", "1",
                  "--limits", "700,600,500,400,300", "--max-slowdown", "0.1", "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)

@@ -37,3 +37,13 @@ def test_a_sweep_s_saving_is_the_best_limit_against_the_highest():
     result = SweepResult.of(Sweep("cuda:0", "A100", True, 400.0, costs), max_slowdown=0.1)
     assert (result.best.limit_w, result.top.limit_w) == (300.0, 400.0)
     assert result.saving_frac == pytest.approx(0.25)
+
+
+def test_run_hardware_records_whether_its_figures_include_warm_up(tmp_path):
+    output = tmp_path / "hw.json"
+    output.write_text("old")
+    outcome = run_hardware(HardwareJob(overrides=TINY, devices="cpu", steps=2, warmup=1, output=output,
+                                       measurement=MeasurementOptions(no_gpu=True, cpu_watts=50.0, ledger=tmp_path / "l.sqlite")))
+    assert outcome.replaced and (outcome.train_steps, outcome.unmetered_steps, outcome.includes_warmup) == (2, 1, False)
+    report = json.loads(output.read_text())
+    assert (report["train_steps"], report["unmetered_steps"], report["includes_warmup"]) == (2, 1, False)

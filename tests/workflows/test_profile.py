@@ -41,7 +41,26 @@ def test_run_profile_job_forecasts_writes_the_file_and_closes_its_ledger_run(tmp
 
 
 def test_run_profile_job_refuses_too_few_steps_before_the_ledger(tmp_path):
-    with pytest.raises(UserInputError, match=r"--steps must be more than --warmup \+ 3 = 5"):
+    with pytest.raises(UserInputError, match=r"--train-steps must be more than --unmetered-steps \+ 3 = 5"):
         run_profile_job(ProfileJob(overrides=TINY, steps=5, warmup=2, output=tmp_path / "p.json",
                                    measurement=measurement(tmp_path / "l.sqlite")))
     assert not (tmp_path / "l.sqlite").exists() and not (tmp_path / "p.json").exists()
+
+
+class _Notes(NullProgress):
+    def __init__(self) -> None:
+        self.notes = []
+
+    def note(self, text: str, style: str | None = None) -> None:
+        self.notes.append(text)
+
+
+def test_run_profile_job_says_what_it_profiles_without_a_config_and_that_it_replaces_a_file(tmp_path):
+    output, notes = tmp_path / "p.json", _Notes()
+    output.write_text("{}")
+    outcome = run_profile_job(ProfileJob(overrides={**TINY, "run.max_steps": 100}, steps=5, warmup=0, output=output,
+                                         measurement=measurement(tmp_path / "l.sqlite")), notes)
+    assert outcome.replaced and Forecast.from_file(output) == outcome.forecast
+    assert notes.notes[0].startswith("no --config: profile the default job: recipe green, preset nano, dataset digits "
+                                     "at 8 px, batch 16, 100 steps")
+    assert outcome.forecast.unmetered_steps == 0 and outcome.forecast.includes_warmup
