@@ -64,6 +64,19 @@ def test_resume_without_flags_is_priced_at_the_runs_location(tmp_path, fra_run):
     assert INHERITED.format(fra_run / LOCATION_FILE) in progress.notes
 
 
+def test_a_run_made_before_locations_were_kept_keeps_the_first_one_a_resume_gives(tmp_path, fra_run):
+    import shutil
+
+    run_dir = tmp_path / "old"
+    shutil.copytree(fra_run, run_dir)
+    (run_dir / LOCATION_FILE).unlink()
+    run_train(TrainJob(overrides={"run.max_steps": 3}, resume=run_dir, measurement=bare(tmp_path / "l.sqlite")))
+    assert not (run_dir / LOCATION_FILE).exists()  # nothing known: nothing kept
+    run_train(TrainJob(overrides={"run.max_steps": 4}, resume=run_dir,
+                       measurement=bare(tmp_path / "l.sqlite", country="DEU")))
+    assert RunLocation.read(run_dir) == RunLocation(country="DEU")
+
+
 def test_prune_is_priced_at_the_runs_location_and_its_new_run_keeps_it(tmp_path, fra_run):
     ledger = tmp_path / "l.sqlite"
     outcome = run_prune(PruneJob(run=fra_run, ratio=0.5, importance="magnitude", finetune_steps=0, eval_samples=0,

@@ -25,7 +25,8 @@ from greendiff.workflows._demo import DemoJob, DemoOutcome, LocationCost, Worklo
 from greendiff.workflows._hardware import HardwareJob, HardwareOutcome, SweepResult, run_hardware
 from greendiff.workflows._measure import MeasureJob, MeasureOutcome, run_measure
 from greendiff.workflows._measurement import (
-    CPU_WATTS, GPU_INDEX, PUE, MeasurementOptions, MeasureSettings, resolve_settings,
+    CPU_WATTS, GPU_INDEX, LOCATION_FILE, PUE, MeasurementOptions, MeasureSettings, RunLocation, place_name,
+    resolve_settings,
 )
 from greendiff.workflows._plan import RegionsJob, RegionsOutcome, WindowJob, run_plan_regions, run_plan_window
 from greendiff.workflows._profile import ProfileJob, ProfileOutcome, run_profile_job
@@ -34,9 +35,9 @@ from greendiff.workflows._progress import (
 )
 from greendiff.workflows._prune import PruneJob, run_prune
 from greendiff.workflows._rundir import (
-    claimed_run_dir, new_run_dir, new_run_name, open_loggers, write_config, write_emissions, write_file,
+    claimed_run_dir, new_run_dir, new_run_name, open_loggers, write_config, write_emissions, write_file, write_location,
 )
-from greendiff.workflows._sample import SampleJob, SampleOutcome, run_sample
+from greendiff.workflows._sample import PerImageEnergy, SampleJob, SampleOutcome, run_sample
 from greendiff.workflows._segment import train_segment
 from greendiff.workflows._signals import StopSignals
 from greendiff.workflows._train import PreparedTrain, TrainJob, TrainOutcome, prepare_train, resolve_train_config, run_train
@@ -55,5 +56,6 @@ __all__ = ["Advance",
     "check_parent", "continue_study", "new_study", "parent_energy_kwh", "prepare_train", "resolve_conditioning",
     "resolve_settings", "resolve_train_config", "run_distill", "run_distill_steps", "run_eval", "run_hardware",
     "run_prune", "run_sample", "run_train", "work_on_study", "StudyReport", "WorkerExit", "WorkersState",
-    "run_study_workers", "study_report",
+    "run_study_workers", "study_report", "LOCATION_FILE", "PerImageEnergy", "RunLocation", "place_name",
+    "write_location",
 ]

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from greendiff.data import DIGIT_CLASSES
 from greendiff.errors import UserInputError
 from greendiff.tracking import RunSummary
 from greendiff.workflows._inputs import is_bundled, load_config_data
@@ -137,6 +136,8 @@ def accuracy_note(config, data) -> str:
     """Why a class-conditional run gets no ``class_accuracy`` ("" when it does): the bundled classifier knows
     the digits 0-9, so only a run on the bundled ``mnist``/``digits`` or on classes named '0'..'9' in order
     is scored by it."""
+    from greendiff.data import DIGIT_CLASSES
+
     names = tuple(getattr(data, "class_names", ()) or ())
     if is_bundled(config.data.dataset) or names == DIGIT_CLASSES:
         return ""
