@@ -5,10 +5,12 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from greendiff.cli._app import main
+from greendiff.cli._render import fmt_energy
 from greendiff.ledger import Ledger, default_ledger_path
 
 BASE = ["--set", "model.preset=nano", "--set", "model.block_out_channels=8,16", "--set", "data.dataset=digits",
@@ -69,18 +71,23 @@ def study_trials(study_dir):
 
 
 def test_a_budget_study_prunes_a_bad_trial_and_exports_a_config_the_trainer_takes(capsys, tmp_path, space, monkeypatch):
-    # a 1e-9 kWh budget with 2 reports: an evaluation after every step, the budget stops each trial at step 3
-    scripted_quality(monkeypatch, [10, 9, 8, 11, 10, 9, 50, 9.5, 8.5, 7.5])
+    # 72 J a trial (the counting meter: ~6 J a step, ~3 J an evaluation) with 2 reports: an evaluation after
+    # 36 J (step 6), the budget stops a trial at step 9 (with room for the closing evaluation, its value)
+    scripted_quality(monkeypatch, [10, 8, 11, 9, 50, 9.5, 7.5])
     counting_energy(monkeypatch)
-    code, _, err = run_cli(capsys, "tune", "--space", space, "--trials", 4, "--trial-budget-kwh", "1e-9", "--reports", 2,
+    code, _, err = run_cli(capsys, "tune", "--space", space, "--trials", 4, "--trial-budget-kwh", "2e-5", "--reports", 2,
                            "--pruner", "median", "--name", "s", "--output-dir", tmp_path / "tune", *BASE,
-                           "--set", "stop.budget_warmup_steps=3", "--set", "run.max_steps=50")
+                           "--set", "run.max_steps=50")
     assert code == 0, err
     study_dir = tmp_path / "tune" / "s"
     trials = study_trials(study_dir)
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE"]
     assert [t.value for t in trials] == [8, 9, 50, 7.5] and trials[2].intermediate_values == {1: 50}
-    assert [t.user_attrs["outcome"]["steps"] for t in trials] == [3, 3, 1, 3]
+    assert [t.user_attrs["outcome"]["steps"] for t in trials] == [9, 9, 6, 9]
+    for t in trials:  # the budget held up to the closing evaluation; the final checkpoint and export follow it
+        records = [json.loads(line) for line in (Path(t.user_attrs["run_dir"]) / "metrics.jsonl").open()]
+        assert max(r.get("energy_kwh", 0.0) for r in records) <= 2e-5
+        assert [r.get("event") for r in records].count("stopped") == 1 and records[-1]["event"] == "stopped"
     assert trials[2].user_attrs["outcome"]["energy_kwh"] < min(t.user_attrs["outcome"]["energy_kwh"] for t in trials[:2])
     runs = [r for r in Ledger(default_ledger_path()).list_runs() if r.kind == "tune-trial"]
     assert sorted(r.assumptions["config"]["tune"]["trial"] for r in runs) == [0, 1, 2, 3]
@@ -88,6 +95,12 @@ def test_a_budget_study_prunes_a_bad_trial_and_exports_a_config_the_trainer_take
     assert sorted(t.user_attrs["ledger"]["run_id"] for t in trials) == sorted(r.id for r in runs)
     err = " ".join(err.split())  # rich wraps lines
     assert "1 pruned" in err and "pruning: a search without it would have used about" in err and "best: trial 3, fid 7.5" in err
+    # each trial's line sets its measured energy against the budget (the final checkpoint and export passed it)
+    from greendiff.tune import budget_note
+
+    used = trials[0].user_attrs["outcome"]["energy_kwh"]
+    assert used > 2e-5 and f"trial 0: complete · fid 8 · {fmt_energy(used)} · stopped at the budget, {budget_note(used, 2e-5)}" in err
+    assert "budget used" not in err
 
     code, out, err = run_cli(capsys, "tune", "--report", study_dir, "--export", tmp_path / "mine.toml", "--json")
     assert code == 0 and "search total:" in err
@@ -97,7 +110,7 @@ def test_a_budget_study_prunes_a_bad_trial_and_exports_a_config_the_trainer_take
     assert report["summary"]["energy_kwh"] == pytest.approx(sum(t.user_attrs["outcome"]["energy_kwh"] for t in trials))
     code, out, err = run_cli(capsys, "train", "--config", tmp_path / "mine.toml", "--dry-run")
     assert code == 0, err
-    assert f"lr = {trials[3].params['optim.lr']}" in out and "max_steps = 3" in out and 'preset = "nano"' in out
+    assert f"lr = {trials[3].params['optim.lr']}" in out and "max_steps = 9" in out and 'preset = "nano"' in out
     code, _, err = run_cli(capsys, "tune", "--report", study_dir, "--trial", 2)
     assert code == 2 and "--trial 2: no complete trial" in err
 

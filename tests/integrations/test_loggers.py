@@ -31,9 +31,17 @@ def test_tensorboard_and_mlflow_get_energy_beside_the_loss(tmp_path, capsys):
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"train/loss", "train/energy_kwh", "train/co2e_g", "eval/fid", "eval/eval_energy_kwh", "run/energy_kwh"} <= tags
+    assert {"train/loss", "train/energy_kwh", "train/emissions_kg", "eval/fid", "eval/eval_energy_kwh", "run/energy_kwh",
+            "run/emissions_kg"} <= tags
+    # one unit per quantity: CO2e in kg, energy in kWh, under one name in every section; settings are not metrics
+    assert not {t for t in tags if t.endswith("_g") or "co2e" in t} and "eval/n" not in tags and "train/warmup" not in tags
     assert [(e.step, e.value) for e in events.Scalars("train/energy_kwh")] == \
         [(m["step"], pytest.approx(m["energy_kwh"], rel=1e-6)) for m in logged]
+    assert [(e.step, e.value) for e in events.Scalars("train/emissions_kg")] == \
+        [(m["step"], pytest.approx(m["emissions_kg"], rel=1e-6)) for m in logged]
+    run_kg = events.Scalars("run/emissions_kg")[-1].value
+    assert run_kg == pytest.approx(emissions["emissions_kg"], rel=1e-6)
+    assert 0 < events.Scalars("train/emissions_kg")[-1].value <= run_kg  # the same unit: so far <= the run's total
     assert [e.value for e in events.Scalars("eval/fid")] == [pytest.approx(e["fid"], rel=1e-6) for e in evals]
     assert events.Scalars("run/energy_kwh")[-1].value == pytest.approx(emissions["energy_kwh"], rel=1e-6)
 
@@ -48,6 +56,9 @@ def test_tensorboard_and_mlflow_get_energy_beside_the_loss(tmp_path, capsys):
     history = client.get_metric_history(run.info.run_id, "train/energy_kwh")
     assert [(h.step, h.value) for h in history] == [(m["step"], pytest.approx(m["energy_kwh"], rel=1e-6)) for m in logged]
     assert run.data.metrics["run/emissions_kg"] == pytest.approx(emissions["emissions_kg"], rel=1e-6)
+    assert "eval/n" not in run.data.metrics and run.data.params["stop.eval_samples"] == "16"  # a setting: a parameter
+    assert [(h.step, h.value) for h in client.get_metric_history(run.info.run_id, "train/emissions_kg")] == \
+        [(m["step"], pytest.approx(m["emissions_kg"], rel=1e-6)) for m in logged]
     assert [h.value for h in client.get_metric_history(run.info.run_id, "eval/fid")] == [pytest.approx(e["fid"]) for e in evals]
 
 

@@ -30,9 +30,9 @@ def drive(controller, steps, joules_per_step=3.6e3):
     while step < steps:
         until = controller.before_step(step)
         if until is not None:
-            began = controller.wait(until)
+            waited = controller.wait(until)
             energy += 100.0  # the pause's checkpoint
-            controller.after_wait(energy, began)
+            controller.after_wait(energy, waited.began)
         energy += joules_per_step
         step += 1
         controller.after_step(step, energy)

@@ -40,7 +40,7 @@ def test_outputs_of_a_run(tmp_path, tiny_data, tiny_config, tracker):
     header = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     assert header["params"] > 0 and header["macs_per_image"] > 0
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[1])
-    assert {"step", "loss", "lr", "samples_per_s", "energy_kwh", "co2e_g"} <= set(record)
+    assert {"step", "loss", "lr", "samples_per_s", "energy_kwh", "emissions_kg", "warmup"} <= set(record)
     summary = tracker.stop()
     assert {p.name for p in summary.phases} == {"train", "sample", "checkpoint"}
 
@@ -184,7 +184,8 @@ def test_early_stopping_on_a_scripted_metric_keeps_the_best_checkpoint(tmp_path,
     assert [(r["step"], r["fid"], r["best"]) for r in evals] == [(2, 10.0, True), (4, 9.0, True), (6, 9.5, False), (8, 9.6, False)]
     assert all(r["energy_kwh"] > 0 for r in evals)
     assert json.loads((tmp_path / "checkpoints" / "best" / "train_state.json").read_text())["step"] == 4
-    assert records[-2] == {"event": "stopped", "step": 8, "reason": result.stop_reason}
+    assert [r for r in records if r.get("event") == "stopped"] == [records[-1]] == \
+        [{"event": "stopped", "step": 8, "reason": result.stop_reason}]
     assert (tmp_path / "pipeline" / "model_index.json").exists()  # a stopped run is a finished run
 
 
@@ -197,11 +198,17 @@ def test_target_metric_stops_at_once(tmp_path, tiny_data, tiny_config, tracker, 
 
 
 def test_energy_budget_stops_the_run(tmp_path, tiny_data, tiny_config, tracker):
+    """The budget holds from the first step (stop.budget_warmup_steps delays only the forecast): a budget smaller
+    than one step stops the run after it."""
     result = train(tiny_config(run__max_steps=40, stop__budget_kwh=1e-9, stop__budget_warmup_steps=3),
                    tmp_path, tiny_data, tracker)
-    assert (result.status, result.step) == ("stopped", 3) and "energy budget" in result.stop_reason
+    assert (result.status, result.step) == ("stopped", 1) and "energy budget" in result.stop_reason
+
+
+def test_a_budget_forecasts_the_run_after_its_warmup_steps(tmp_path, tiny_data, tiny_config, tracker):
+    train(tiny_config(run__max_steps=5, stop__budget_kwh=1.0, stop__budget_warmup_steps=3), tmp_path, tiny_data, tracker)
     forecast = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"forecast"' in line]
-    assert forecast and forecast[0]["energy_kwh"] > forecast[0]["energy_kwh_low"] > 0
+    assert [f["step"] for f in forecast] == [3] and forecast[0]["energy_kwh"] > forecast[0]["energy_kwh_low"] > 0
 
 
 def test_resume_keeps_the_stopping_state(tmp_path, tiny_data, tiny_config, tracker, monkeypatch):
@@ -781,4 +788,4 @@ def test_a_carbon_budget_on_an_hourly_grid_stops_where_the_ledgers_emissions_rea
     assert summary.emissions_kg == pytest.approx(2.2) and summary.energy_kwh == pytest.approx(10.0)
     assert summary.emissions_kg <= 2.5 < summary.emissions_kg + 0.4  # one more step would have passed it
     logs = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
-    assert [round(r["co2e_g"]) for r in logs] == [100, 200, 300, 400, 500, 600, 1000, 1400, 1800, 2200]
+    assert [round(r["emissions_kg"] * 1000) for r in logs] == [100, 200, 300, 400, 500, 600, 1000, 1400, 1800, 2200]

@@ -6,29 +6,47 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from greendiff.cli._render import fmt_energy, fmt_mass, plain
-from greendiff.units import G_PER_KG
 from greendiff.workflows._progress import Advance, ProgressEvent, SegmentStart, TimestepDone
 
 _STYLES = {"warning": "yellow"}
+_PHASES = {"eval": "evaluation", "wait": "paused"}  # a PhaseProgress's row label
+
+
+def fmt_duration(seconds: float) -> str:
+    """``36 s``, ``12 min``, ``11.5 h``: a duration for a line of text.
+
+    Example:
+        >>> fmt_duration(36), fmt_duration(720), fmt_duration(41_400)
+        ('36 s', '12 min', '11.5 h')
+    """
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 class RichProgress:
-    """A bar per training segment (loss, images/s, energy, CO2e and the projected energy) or Taylor pass;
-    the trainer's start record as a line about the model; notes as plain lines."""
+    """A bar per training segment (loss, images/s, energy, CO2e and the projected energy) or Taylor pass; a row
+    under it while an in-training evaluation samples or a carbon-aware pause waits; a line per evaluation (its
+    scores) and per pause (why, until when; how long it waited); the trainer's start record as a line about the
+    model; notes as plain lines."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self._bar: Progress | None = None
         self._task = None
-        self._total = 0
+        self._total = self._done = 0
         self._start_step = 0  # the step the run (or the resumed segment) started at
+        self._steady: tuple[int, float] | None = None  # (step, kWh) of the segment's first log: past its warm-up
+        self._phases: dict[str, object] = {}  # PhaseProgress rows shown now, by phase
 
     def on_start(self, label: str, total: int) -> None:
-        self._bar = Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        self._bar = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), TextColumn("{task.fields[count]}"),
                              TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console,
                              transient=label == "taylor")
-        self._task = self._bar.add_task(label, total=total, info="")
-        self._total, self._start_step = total, 0
+        self._task = self._bar.add_task(label, total=total, info="", count=f"0/{total}")
+        self._total, self._done, self._start_step, self._steady, self._phases = total, 0, 0, None, {}
         self._bar.start()
 
     def on_end(self) -> None:
@@ -40,21 +58,69 @@ class RichProgress:
         self.console.print(plain(text), style=_STYLES.get(style or "", style), highlight=False)
 
     def on_log(self, event: ProgressEvent) -> None:
+        kind = type(event).__name__  # the trainer's events by name: torch is not imported for --help
         if isinstance(event, SegmentStart):
             self._start_step = event.event.step
             self._header(event)
         elif isinstance(event, Advance):
-            if self._bar is not None:
-                self._bar.update(self._task, advance=event.units, **({"info": event.info} if event.info else {}))
+            self._advance(event.units, event.info)
         elif isinstance(event, TimestepDone):
-            if self._bar is not None:
-                self._bar.update(self._task, advance=1, info=f"timestep {event.t}")
-        elif self._bar is not None:  # a greendiff.train.LogEvent (torch is not imported for --help)
-            done = event.step - self._start_step
-            projected = event.energy_kwh * (1 + (self._total - event.step) / max(done, 1))
-            self._bar.update(self._task, completed=event.step, info=(
-                f"loss {event.loss:.4f} · {event.samples_per_s:.0f} img/s · {fmt_energy(event.energy_kwh)} · "
-                f"{fmt_mass(event.co2e_g / G_PER_KG)} CO2e · projected {fmt_energy(projected)}"))
+            self._advance(1, f"timestep {event.t}")
+        elif kind == "PhaseProgress":
+            self._phase(event)
+        elif kind == "EvalEvent":
+            self._end_phase("eval")
+            self.note(evaluation_line(event))
+        elif kind == "PauseStartEvent":
+            self.note(f"carbon-aware pause at step {event.step}: {event.reason}; resuming at "
+                      f"{event.until:%Y-%m-%d %H:%M} UTC (in {fmt_duration((event.until - event.began).total_seconds())})")
+        elif kind == "PauseEvent":
+            self._end_phase("wait")
+            waited = fmt_duration(event.waited_s)
+            self.note(f"carbon-aware pause interrupted after {waited}" if event.interrupted else
+                      f"carbon-aware pause over after {waited}: training resumes at step {event.step}")
+        elif kind == "LogEvent" and self._bar is not None:
+            self._bar.update(self._task, completed=event.step, count=f"{event.step}/{self._total}",
+                             info=self._log_info(event))
+
+    def _advance(self, units: int, info: str) -> None:
+        if self._bar is not None:
+            self._done += units
+            self._bar.update(self._task, completed=self._done, count=f"{self._done}/{self._total}",
+                             **({"info": info} if info else {}))
+
+    def _log_info(self, event) -> str:
+        """The bar's text for a LogEvent. The segment's first record holds its first step (warm-up): its rate
+        and the projection from it say so; later projections use the energy per step since that record."""
+        if self._steady is None or event.warmup:
+            done = max(event.step - self._start_step, 1)
+            projected = event.energy_kwh * (1 + (self._total - event.step) / done)
+            self._steady = (event.step, event.energy_kwh)
+            rate, basis = f"{event.samples_per_s:.0f} img/s incl. warm-up", " incl. warm-up"
+        else:
+            step0, kwh0 = self._steady
+            per_step = (event.energy_kwh - kwh0) / max(event.step - step0, 1)
+            projected = event.energy_kwh + per_step * (self._total - event.step)
+            rate, basis = f"{event.samples_per_s:.0f} img/s", ""
+        return (f"loss {event.loss:.4f} · {rate} · {fmt_energy(event.energy_kwh)} · "
+                f"{fmt_mass(event.emissions_kg)} CO2e · projected {fmt_energy(projected)}{basis}")
+
+    def _phase(self, event) -> None:
+        """A row under the bar for an evaluation's sampling or a pause's waiting, removed when it is done."""
+        if self._bar is None:
+            return
+        if event.phase not in self._phases:
+            self._phases[event.phase] = self._bar.add_task(_PHASES.get(event.phase, event.phase), total=event.total or None,
+                                                           info=event.info, count="")
+        count = (f"{fmt_duration(event.done)}/{fmt_duration(event.total)}" if event.phase == "wait"
+                 else f"{event.done:.0f}/{event.total:.0f}")
+        self._bar.update(self._phases[event.phase], completed=event.done, total=event.total or None, count=count,
+                         info=event.info)
+
+    def _end_phase(self, phase: str) -> None:
+        task = self._phases.pop(phase, None)
+        if task is not None and self._bar is not None:
+            self._bar.remove_task(task)
 
     def _header(self, start: SegmentStart) -> None:
         console = self._bar.console if self._bar is not None else self.console
@@ -65,3 +131,21 @@ class RichProgress:
         if e.processes > 1:
             console.print(f"{e.processes} processes: effective batch {e.effective_batch_size} "
                           f"({start.batch_size} per process), lr {e.lr:g} (scaling {e.lr_scaling})", highlight=False)
+
+
+def evaluation_line(event) -> str:
+    """One line for an in-training evaluation (:class:`~greendiff.train.EvalEvent`): its step, FID, KID and
+    class accuracy (those it has), its own energy, and whether it is the best so far or the closing one.
+
+    Example:
+        >>> from greendiff.train import EvalEvent
+        >>> evaluation_line(EvalEvent(40, 2e-3, 1.5e-4, {"fid": 31.237, "kid": 0.02134, "n": 500}, best=True))
+        'evaluation at step 40: FID 31.24 · KID 0.0213 (500 images, 150 mWh) · best so far'
+    """
+    scores = event.scores
+    parts = [f"{label} {scores[key]:{spec}}" for key, label, spec in
+             (("fid", "FID", ".2f"), ("kid", "KID", ".4f"), ("class_accuracy", "class accuracy", ".1%")) if key in scores]
+    images = f"{scores['n']} images, " if "n" in scores else ""
+    which = "closing evaluation" if event.final else "evaluation"
+    return (f"{which} at step {event.step}: {' · '.join(parts) or 'no scores'} ({images}{fmt_energy(event.eval_energy_kwh)})"
+            + (" · best so far" if event.best and not event.final else ""))

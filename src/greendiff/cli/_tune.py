@@ -26,7 +26,7 @@ from greendiff.cli._options import (
 from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, fmt_mass, plain
 from greendiff.errors import UserInputError
-from greendiff.tune import TrialRecord
+from greendiff.tune import TrialRecord, trial_note
 from greendiff.workflows import (
     ENV_STORAGE, MeasurementOptions, StudyJob, continue_study, new_study, resolve_settings, work_on_study,
 )
@@ -46,7 +46,7 @@ def tune_command(
     sets: Annotated[list[str], Opt("--set", help="Trainer config key for every trial, e.g. --set model.preset=nano (repeatable).")] = [],
     mode: Annotated[str, Opt("--mode", help="budget: best quality within --trial-budget-kwh per trial (pruned early); "
                                             "pareto: quality vs training kWh, no pruning.")] = "budget",
-    trial_budget_kwh: Annotated[Optional[float], number_option("--trial-budget-kwh", bounds=TRIAL_BUDGET_KWH, help="Energy each trial may use (budget mode; a cap in pareto mode).")] = None,
+    trial_budget_kwh: Annotated[Optional[float], number_option("--trial-budget-kwh", bounds=TRIAL_BUDGET_KWH, help="Energy each trial may use, evaluations included (budget mode; a cap in pareto mode): it stops before its next step would pass it; an overrun is reported.")] = None,
     reports: Annotated[int, number_option("--reports", bounds=REPORTS, help="Evaluations per trial, at equal energy intervals, that the pruner acts on.")] = 4,
     pruner: Annotated[Optional[str], Opt("--pruner", help="hyperband (default), median, sha or none; pareto mode: none only.")] = None,
     seed: Annotated[int, number_option("--seed", bounds=SEED, help="Seed of the TPE sampler.")] = 0,
@@ -100,23 +100,26 @@ def tune_command(
     if workers > 1 and not as_worker:
         _run_workers(study_, workers, measurement.argv(), console, progress)
     else:
-        work_on_study(study_, settings, progress, on_trial_end=_TrialLine(study_.spec.metric, console))
+        work_on_study(study_, settings, progress, on_trial_end=_TrialLine(
+            study_.spec.metric, console, study_.spec.trial_budget_kwh))
     if not as_worker:
         _render_report(study_report(study_.folder, study_.url, None, None, measurement.ledger), console)
 
 
 class _TrialLine:
-    """One line per finished trial: its state, value, energy and why it stopped."""
+    """One line per finished trial: its state, value, energy and why it stopped (against the trial budget: the
+    share used, or by how much it passed it)."""
 
-    def __init__(self, metric: str, console: Console) -> None:
-        self.metric, self.console = metric, console
+    def __init__(self, metric: str, console: Console, budget_kwh: float = 0.0) -> None:
+        self.metric, self.console, self.budget_kwh = metric, console, budget_kwh
 
     def __call__(self, trial) -> None:
         value = f"{self.metric} {trial.values[0]:.4g}" if trial.values else trial.user_attrs.get("fail_reason", "")
         record = TrialRecord.of(trial)
+        note = trial_note(record.stop_reason, record.energy_kwh, self.budget_kwh, record.pruned_after) if record else ""
         self.console.print(f"trial {trial.number}: {trial.state.name.lower()} · {value} · "
-                           f"{fmt_energy(record.energy_kwh if record else 0.0)}"
-                           + (f" · {record.stop_reason}" if record and record.stop_reason else ""), highlight=False)
+                           f"{fmt_energy(record.energy_kwh if record else 0.0)}" + (f" · {note}" if note else ""),
+                           highlight=False)
 
 
 def _run_workers(study_, workers: int, measure_argv, console: Console, progress: RichProgress) -> None:
@@ -134,15 +137,6 @@ def _run_workers(study_, workers: int, measure_argv, console: Console, progress:
 
 # -- report ------------------------------------------------------------------------------------------
 
-def _short_note(row) -> str:
-    note = row.note
-    if note.startswith("energy budget") or note.startswith("carbon budget"):
-        return "budget used"
-    if row.pruned_after is not None:
-        return f"pruned after evaluation {row.pruned_after}"
-    return note if len(note) <= 60 else note[:57] + "..."
-
-
 def _render_report(report: StudyReport, console: Console, as_json: bool = False, pick: int | None = None) -> None:
     spec, rows, summary, metric = report.spec, report.rows, report.summary, report.metric
     table = Table(title=f"study {report.name} · {spec.mode} mode", title_justify="left")
@@ -152,7 +146,8 @@ def _render_report(report: StudyReport, console: Console, as_json: bool = False,
         value = f"{r.values[0]:.4g}" if r.values else "—"
         params = " ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}" for k, v in r.params.items())
         table.add_row(f"{r.number}{' (base)' if r.base else ''}", r.state.lower(), value, fmt_energy(r.energy_kwh) + ("*" if r.energy_source == "ledger" else ""),
-                      "—" if r.steps is None else str(r.steps), params, _short_note(r))
+                      "—" if r.steps is None else str(r.steps), params,
+                      trial_note(r.note, r.energy_kwh, spec.trial_budget_kwh, r.pruned_after))
     console.print(table)
     states = ", ".join(f"{n} {s.lower()} ({fmt_energy(v.energy_kwh)})" for s, v in summary.by_state.items() for n in [v.trials])
     console.print(f"search total: {fmt_energy(summary.energy_kwh)}, {fmt_mass(summary.emissions_kg)} CO2e "

@@ -1,9 +1,11 @@
 """Energy and CO2e beside the loss in the experiment trackers people already use.
 
-``greendiff train --log-to tensorboard --log-to mlflow`` sends every log record (loss, learning rate,
-throughput, energy so far in kWh, CO2e so far in g) and every evaluation (FID, KID, the evaluation's
-own energy) to each logger. The vendor libraries are optional extras, imported only here and only
-when asked for.
+``greendiff train --log-to tensorboard --log-to mlflow`` sends every log record (``train/``: loss, learning
+rate, throughput, energy so far in kWh, CO2e so far in kg), every evaluation (``eval/``: FID, KID, the
+evaluation's own energy) and the run's measured totals (``run/``) to each logger. One unit per quantity, as
+in every machine-readable output: energy in kWh (``energy_kwh``), CO2e in kg (``emissions_kg``). Settings
+(the images an evaluation scores) are the run's parameters, not metrics. The vendor libraries are optional
+extras, imported only here and only when asked for.
 """
 
 from __future__ import annotations
@@ -18,10 +20,15 @@ from greendiff.names import check_tracking_uri, first_line
 from greendiff.train import LOGGERS  # the config's names; each is also the module it needs and the extra that installs it
 
 
+#: Record fields that are settings or positions, not measurements: never logged as metrics (``n``, the images
+#: an evaluation scores, is the config's ``stop.eval_samples``, an MLflow parameter).
+NOT_METRICS = frozenset({"step", "n"})
+
+
 def _numbers(record: dict, prefix: str = "") -> dict[str, float]:
-    """The numeric fields of a record, as tracker metric names."""
+    """The numeric fields of a record (not flags, not :data:`NOT_METRICS`), as tracker metric names."""
     return {f"{prefix}{k}": float(v) for k, v in record.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step" and math.isfinite(float(v))}
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_METRICS and math.isfinite(float(v))}
 
 
 class MetricLogger:

@@ -14,6 +14,12 @@ measured time per step, plus ``margin``) no longer fits before it. The controlle
 books: emissions as run (waits and the pauses' checkpoints included; with the wall clock, the ledger's
 own accounting of the run) against the same work run straight through from the first step.
 
+Nothing long is silent: every pause is raised to the trainer's callbacks before it starts (a
+:class:`~greendiff.train.PauseStartEvent` with the reason: the intensity against the threshold, or the
+schedule's plan, and the expected resume time), its waiting as progress ticks, and its end (a
+:class:`~greendiff.train.PauseEvent`); a Ctrl-C during a wait ends the run interrupted with the pause and
+the time it waited in the books.
+
 The clock is a collaborator: :class:`WallClock` in real runs, :class:`SimulatedClock` in tests and
 demos (each step advances it a fixed time; a wait jumps it forward), so a three-day schedule on an
 hourly trace runs in seconds.
@@ -24,6 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from greendiff.carbon import Intensity, IntensityProvider
@@ -76,6 +83,16 @@ class SimulatedClock:
         self.t += timedelta(seconds=self.step_s)
 
 
+@dataclass(frozen=True)
+class Waited:
+    """What one wait did: from ``began`` to ``ended`` (the clock's times); ``interrupted``: a stop request or
+    Ctrl-C ended it before the planned time."""
+
+    began: datetime
+    ended: datetime
+    interrupted: bool = False
+
+
 class CarbonAwareController:
     """Decides when the loop runs, and accounts the emissions saved.
 
@@ -114,6 +131,7 @@ class CarbonAwareController:
         self._cached_wait_until: datetime | None = None
         self._cache: dict[datetime, float] = {}
         self.log: list[dict] = []  # one entry per step: step, time, intensity (for tests and reports)
+        self._waited: Waited | None = None  # the pause under way (set once its wait began)
 
     # -- the books ----------------------------------------------------------------------------------
 
@@ -207,15 +225,39 @@ class CarbonAwareController:
         return trainer.emissions_so_far_kg() * G_PER_KG if self.real_time else None
 
     def on_step_begin(self, trainer) -> None:
-        """Before each step: start the books (the first step of this process), then pause if told to."""
+        """Before each step: start the books (the first step of this process), then pause if told to: the
+        trainer checkpoints, raises the pause's start (why, until when), waits (progress ticks) and its end.
+        The pause is booked however it ends, a Ctrl-C included."""
         if self._last_t is None:
             self.begin(trainer.energy_so_far_j())
             self._last_g = self._ledger_g(trainer)
         until = self.before_step(trainer.step)
         if until is None:
             return
-        began = trainer.pause(until, lambda: self.wait(until, trainer.interrupt_requested, tick=trainer.tracker.sample))
-        self.after_wait(trainer.energy_so_far_j(), began, self._ledger_g(trainer))
+        now = self.clock.now()
+        ticks = _WaitTicks(trainer, until)
+        self._waited = None
+        try:
+            trainer.pause(until, lambda: self._wait_once(until, trainer.interrupt_requested, ticks), self.why(now, until), now)
+        finally:
+            if self._waited is not None:  # the wait began: its time and energy are booked, interrupted or not
+                self.after_wait(trainer.energy_so_far_j(), self._waited.began, self._ledger_g(trainer))
+
+    def _wait_once(self, until: datetime, stop_requested: Callable[[], bool], ticks: _WaitTicks) -> Waited:
+        self._waited = self.wait(until, stop_requested, ticks)
+        return self._waited
+
+    def why(self, now: datetime, until: datetime) -> str:
+        """Why the run pauses from ``now`` until ``until``: the intensity against the threshold, or the
+        schedule's plan (one line for the user)."""
+        intensity = self._intensity_at(now)
+        if self.state["forced"] and self.deadline is not None:
+            return (f"the grid is at {intensity:.0f} g/kWh; waiting as long as the deadline "
+                    f"{self.deadline:%Y-%m-%d %H:%M} UTC allows, then running to the end")
+        if self.max_intensity is not None:
+            return f"the grid is at {intensity:.0f} g/kWh, above the threshold {self.max_intensity:g} g/kWh"
+        return (f"the grid is at {intensity:.0f} g/kWh; the schedule runs the remaining steps in cleaner hours "
+                f"before the deadline {self.deadline:%Y-%m-%d %H:%M} UTC")
 
     def on_step_end(self, trainer, outcome) -> None:
         if outcome.updated:
@@ -297,15 +339,23 @@ class CarbonAwareController:
         return chosen[0][0]
 
     def wait(self, until: datetime, stop_requested: Callable[[], bool] = lambda: False,
-             tick: Callable[[], None] = lambda: None) -> datetime:
-        """Sleep until ``until`` in the clock's chunks (polling ``stop_requested``, calling ``tick``).
-        Returns when the wait started."""
+             tick: Callable[[float, float], None] = lambda done_s, total_s: None) -> Waited:
+        """Sleep until ``until`` in the clock's chunks, polling ``stop_requested`` and calling
+        ``tick(seconds waited, seconds planned)`` at the start and after every chunk. A Ctrl-C
+        (``KeyboardInterrupt``) ends the wait, as a stop request does: the :class:`Waited` says
+        ``interrupted`` (the trainer raises the Ctrl-C again once the pause is on record)."""
         start = self.clock.now()
+        total_s = max((until - start).total_seconds(), 0.0)
         logger.info("carbon-aware: pausing from %s until %s", start.isoformat(), until.isoformat())
-        while self.clock.now() < until and not stop_requested():
-            self.clock.sleep(min(self.clock.chunk_s, (until - self.clock.now()).total_seconds()))
-            tick()
-        return start
+        interrupted = False
+        try:
+            tick(0.0, total_s)
+            while self.clock.now() < until and not (interrupted := stop_requested()):
+                self.clock.sleep(min(self.clock.chunk_s, (until - self.clock.now()).total_seconds()))
+                tick(min((self.clock.now() - start).total_seconds(), total_s), total_s)
+        except KeyboardInterrupt:
+            interrupted = True
+        return Waited(start, self.clock.now(), interrupted)
 
     # -- results and resume ------------------------------------------------------------------------------
 
@@ -332,6 +382,18 @@ class CarbonAwareController:
         self.state.update(state)
         if state.get("clock") and isinstance(self.clock, SimulatedClock):
             self.clock.t = datetime.fromisoformat(state["clock"])
+
+
+class _WaitTicks:
+    """A wait's ticks: a ledger sample (a long wait keeps the ledger's samples going) and the trainer's progress
+    event (``wait``: seconds waited of those planned)."""
+
+    def __init__(self, trainer, until: datetime) -> None:
+        self.trainer, self.info = trainer, f"paused for a cleaner grid until {until:%Y-%m-%d %H:%M} UTC"
+
+    def __call__(self, done_s: float, total_s: float) -> None:
+        self.trainer.tracker.sample()
+        self.trainer.report_progress("wait", done_s, total_s, self.info)
 
 
 def controller_for(carbon, provider: IntensityProvider, pue: float, total_steps: int) -> CarbonAwareController:

@@ -24,7 +24,8 @@ from typing import Any, Literal
 from greendiff.errors import UserInputError
 from greendiff.names import display_path
 from greendiff.train._events import (
-    EndEvent, ForecastEvent, LogEvent, PauseEvent, RanksInSyncEvent, StartEvent, StoppedEvent,
+    EndEvent, ForecastEvent, LogEvent, PauseEvent, PauseStartEvent, PhaseProgress, RanksInSyncEvent, StartEvent,
+    StoppedEvent,
 )
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ class TrainerCallback:
 
     The ``trainer`` argument is the running :class:`~greendiff.train.Trainer`: ``step``, ``tracker``,
     ``is_main``, ``energy_so_far_j()``, ``emissions_so_far_kg()``, ``evaluate(seeds)``, ``emit(event)``,
-    ``save_checkpoint(step, name)``, ``pause(until, wait)``, ``set_lr_horizon(steps)``.
+    ``save_checkpoint(step, name)``, ``pause(until, wait, reason, now)``, ``report_progress(phase, done, total, info)``,
+    ``set_lr_horizon(steps)``.
 
     Example:
         >>> class PrintLoss(TrainerCallback):
@@ -92,8 +94,14 @@ class TrainerCallback:
     def on_forecast(self, trainer, event: ForecastEvent) -> None:
         """A budget's forecast of where the run will end (with an energy or carbon budget)."""
 
+    def on_pause_start(self, trainer, event: PauseStartEvent) -> None:
+        """A carbon-aware pause begins (checkpointed): until when it is planned, and why."""
+
     def on_pause(self, trainer, event: PauseEvent) -> None:
-        """A carbon-aware pause ended; ``event`` says from when until when."""
+        """A carbon-aware pause ended (or was interrupted); ``event`` says from when until when."""
+
+    def on_phase_progress(self, trainer, event: PhaseProgress) -> None:
+        """Long work inside the loop moved on (an evaluation's sampling, a pause's waiting); main process only."""
 
     def on_stopped(self, trainer, event: StoppedEvent) -> None:
         """A callback's :class:`Stop` ended the run (``event.reason``)."""
@@ -155,7 +163,8 @@ class CallbackList:
 # -- the trainer's own callbacks ----------------------------------------------------------------------------------------
 
 class MetricsWriter(TrainerCallback):
-    """``metrics.jsonl``: one JSON record per event (:meth:`to_dict`), written by the main process only.
+    """``metrics.jsonl``: one JSON record per recorded event (:meth:`to_dict`; not progress ticks), written by the
+    main process only.
 
     Opened at the start event, for appending and never through a symbolic link (``O_NOFOLLOW``: one
     planted in a copied run directory must not have greendiff append to a file elsewhere).
@@ -169,6 +178,8 @@ class MetricsWriter(TrainerCallback):
         self._file = _open_append(self.path) if trainer.is_main else open(os.devnull, "w")
 
     def on_event(self, trainer, event) -> None:
+        if not getattr(event, "recorded", True):
+            return
         if self._file is None:
             self.on_train_start(trainer, event)
         self._file.write(json.dumps(event.to_dict()) + "\n")
@@ -194,11 +205,17 @@ def _open_append(path: Path):
 
 class LogSchedule(TrainerCallback):
     """Raises a :class:`LogEvent` every ``log_every`` applied steps and at ``max_steps``, with the
-    throughput since the previous one; in a job it also syncs the ledger (every rank's readings)."""
+    throughput since the previous one (the first of a segment marked ``warmup``: it holds the first step);
+    in a job it also syncs the ledger (every rank's readings)."""
 
     def __init__(self, log_every: int, max_steps: int) -> None:
         self.log_every, self.max_steps = log_every, max_steps
         self._since_s, self._samples = time.perf_counter(), 0
+        self._warm = False  # a record of this segment was raised: later intervals are past the first step
+
+    def on_step_begin(self, trainer) -> None:
+        if not self._warm and self._samples == 0:  # time from the first step, not from the trainer's setup
+            self._since_s = time.perf_counter()
 
     def on_step_end(self, trainer, outcome: StepOutcome) -> Stop | None:
         if not outcome.updated:
@@ -206,8 +223,8 @@ class LogSchedule(TrainerCallback):
         self._samples += outcome.samples
         if outcome.step % self.log_every == 0 or outcome.step == self.max_steps:
             now = time.perf_counter()
-            trainer.emit(trainer.log_event(outcome.step, self._samples / max(now - self._since_s, 1e-9)))
-            self._since_s, self._samples = now, 0
+            trainer.emit(trainer.log_event(outcome.step, self._samples / max(now - self._since_s, 1e-9), not self._warm))
+            self._since_s, self._samples, self._warm = now, 0, True
             if trainer.dist.distributed:
                 trainer.tracker.sync()  # every rank's readings to rank 0's ledger
         return None

@@ -8,7 +8,7 @@ unconditional predictions (:mod:`greendiff.pipelines`, shared with the exported 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -146,13 +146,16 @@ def check_sampling_labels(unet, n: int, labels, guidance_scale: float) -> tuple[
 @torch.no_grad()
 def sample_images(unet, sampler, n: int, steps: int, shape: tuple[int, int, int], generator: torch.Generator,
                   device: torch.device | str = "cpu", batch_size: int = 256,
-                  labels: Sequence[int] | torch.Tensor | None = None, guidance_scale: float = 1.0) -> torch.Tensor:
+                  labels: Sequence[int] | torch.Tensor | None = None, guidance_scale: float = 1.0,
+                  on_step: Callable[[float], None] | None = None) -> torch.Tensor:
     """``n`` images (n, C, H, W) in [-1, 1] from pure noise, ``steps`` sampler steps, seeded by ``generator``.
 
     Args:
         labels: One class id per image for a class-conditional UNet (None: an unconditional one).
         guidance_scale: Classifier-free guidance w (:func:`greendiff.pipelines.guided_noise`): 1 the
             conditional model alone, 0 the unconditional one, otherwise two forwards per step (one batch).
+        on_step: Called after every sampler step with the images done so far (a float: a batch halfway
+            through its steps counts half), for a progress bar; the last call gives ``n``.
     """
     ids, w = check_sampling_labels(unet, n, labels, guidance_scale)
     sampler = guided_scheduler(sampler, w)  # no clip_sample when two predictions are mixed (see there)
@@ -161,8 +164,10 @@ def sample_images(unet, sampler, n: int, steps: int, shape: tuple[int, int, int]
     for start in range(0, n, batch_size):
         x = torch.randn((min(batch_size, n - start), *shape), generator=generator).to(device)
         batch_labels = None if ids is None else ids[start:start + x.shape[0]]
-        for t in sampler.timesteps:
+        for i, t in enumerate(sampler.timesteps, 1):
             model_output = guided_output(unet, x, t, batch_labels, w)
             x = sampler.step(model_output, t, x, generator=generator).prev_sample
+            if on_step is not None:
+                on_step(start + x.shape[0] * i / len(sampler.timesteps))
         out.append(x.clamp(-1, 1).float().cpu())
     return torch.cat(out)

@@ -1,12 +1,14 @@
 """What the training loop tells its callbacks: one frozen dataclass per event.
 
-Each event's :meth:`to_dict` is its ``metrics.jsonl`` record, key for key as the loop has always written
-them (reports, tests and the CLI's progress bar read those records). ``hook`` names the
+Each event's :meth:`to_dict` is its ``metrics.jsonl`` record (reports, tests and the CLI's progress bar
+read those records), written unless the event's ``recorded`` is ``False`` (progress ticks; the
+:class:`StoppedEvent`, whose record is the :class:`EndEvent`'s: one ``stopped`` record per stop). Units are
+those of every machine-readable output: energy in kWh, CO2e in kg. ``hook`` names the
 :class:`~greendiff.train.TrainerCallback` method that receives it besides ``on_event``.
 
 Example:
-    >>> LogEvent(step=3, loss=0.5, lr=1e-3, samples_per_s=800.0, energy_kwh=2e-6, co2e_g=1e-3, ema_decay=None).to_dict()["co2e_g"]
-    0.001
+    >>> LogEvent(step=3, loss=0.5, lr=1e-3, samples_per_s=800.0, energy_kwh=2e-6, emissions_kg=1e-6, ema_decay=None).to_dict()["emissions_kg"]
+    1e-06
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class StartEvent:
     """
 
     hook: ClassVar[str] = "on_train_start"
+    recorded: ClassVar[bool] = True
     step: int
     params: int
     macs_per_image: int
@@ -47,17 +50,24 @@ class StartEvent:
 
 @dataclass(frozen=True)
 class LogEvent:
-    """Progress every ``run.log_every`` steps: ``energy_kwh`` and ``co2e_g`` are the run's totals so far
-    (earlier segments of a resumed run included); ``co2e_g`` is priced like the ledger prices the run."""
+    """Progress every ``run.log_every`` steps: ``energy_kwh`` and ``emissions_kg`` (kgCO2e) are the run's totals
+    so far (earlier segments of a resumed run included), the emissions priced like the ledger prices the run.
+
+    ``samples_per_s`` is the throughput since the previous record. ``warmup`` is ``True`` when that interval
+    holds this segment's first step: a new configuration's warm-up (allocation, kernel selection, caches) can
+    cost ~10x a later step, so that figure is not the steady state (the next record's is).
+    """
 
     hook: ClassVar[str] = "on_log"
+    recorded: ClassVar[bool] = True
     step: int
     loss: float
     lr: float
     samples_per_s: float
     energy_kwh: float
-    co2e_g: float
+    emissions_kg: float
     ema_decay: float | None
+    warmup: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,6 +79,7 @@ class EvalEvent:
     the run's energy up to and including it, and the evaluation's own energy."""
 
     hook: ClassVar[str] = "on_evaluation"
+    recorded: ClassVar[bool] = True
     step: int
     energy_kwh: float
     eval_energy_kwh: float
@@ -87,6 +98,7 @@ class ForecastEvent:
     """Projected totals at ``max_steps`` once the budgets' warm-up is over (reported once per segment)."""
 
     hook: ClassVar[str] = "on_forecast"
+    recorded: ClassVar[bool] = True
     step: int
     energy_kwh: float
     emissions_kg: float
@@ -98,23 +110,70 @@ class ForecastEvent:
 
 
 @dataclass(frozen=True)
-class PauseEvent:
-    """A carbon-aware pause: checkpointed at ``step``, waited from ``began`` to ``until`` (UTC)."""
+class PauseStartEvent:
+    """A carbon-aware pause begins at ``step`` (checkpointed): planned from ``began`` to ``until`` (UTC, the
+    controller's clock), and ``reason``, why (the intensity against the threshold, or the schedule's plan)."""
 
-    hook: ClassVar[str] = "on_pause"
+    hook: ClassVar[str] = "on_pause_start"
+    recorded: ClassVar[bool] = True
     step: int
     began: datetime
     until: datetime
+    reason: str = ""
 
     def to_dict(self) -> dict:
-        return {"event": "pause", "step": self.step, "from": self.began.isoformat(), "until": self.until.isoformat()}
+        return {"event": "pause_start", "step": self.step, "from": self.began.isoformat(),
+                "until": self.until.isoformat(), "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class PauseEvent:
+    """A carbon-aware pause ended: checkpointed at ``step``, waited from ``began`` to ``ended`` (UTC; planned
+    until ``until``); ``interrupted``: Ctrl-C or a stop signal cut it short (the run then ends interrupted)."""
+
+    hook: ClassVar[str] = "on_pause"
+    recorded: ClassVar[bool] = True
+    step: int
+    began: datetime
+    until: datetime
+    ended: datetime | None = None
+    interrupted: bool = False
+
+    @property
+    def waited_s(self) -> float:
+        """Seconds waited (to ``until`` when the end is not given)."""
+        return ((self.ended or self.until) - self.began).total_seconds()
+
+    def to_dict(self) -> dict:
+        return {"event": "pause", "step": self.step, "from": self.began.isoformat(), "until": self.until.isoformat(),
+                "ended": (self.ended or self.until).isoformat(), "waited_s": self.waited_s,
+                **({"interrupted": True} if self.interrupted else {})}
+
+
+@dataclass(frozen=True)
+class PhaseProgress:
+    """Long work inside the loop moved on: ``phase`` ``"eval"`` (``done`` of ``total`` images sampled for an
+    evaluation) or ``"wait"`` (``done`` of ``total`` seconds of a carbon-aware pause); ``info``: a short
+    text for a progress bar. Raised on the main process only; not a ``metrics.jsonl`` record."""
+
+    hook: ClassVar[str] = "on_phase_progress"
+    recorded: ClassVar[bool] = False
+    phase: str
+    done: float
+    total: float
+    info: str = ""
+
+    def to_dict(self) -> dict:
+        return {"event": "progress", **asdict(self)}
 
 
 @dataclass(frozen=True)
 class StoppedEvent:
-    """A stopping rule (or a tuner) ended the run at ``step``; the final checkpoint is written."""
+    """A stopping rule (or a tuner) ended the run at ``step``; the final checkpoint is written. Its record is
+    the :class:`EndEvent`'s (``{"event": "stopped", "step", "reason"}``, once)."""
 
     hook: ClassVar[str] = "on_stopped"
+    recorded: ClassVar[bool] = False
     step: int
     reason: str
 
@@ -127,6 +186,7 @@ class RanksInSyncEvent:
     """Every process's parameter checksum at the end of a job (data parallelism keeps them equal)."""
 
     hook: ClassVar[str] = "on_ranks_in_sync"
+    recorded: ClassVar[bool] = True
     processes: int
     checksums: list
     equal: bool
@@ -138,17 +198,19 @@ class RanksInSyncEvent:
 @dataclass(frozen=True)
 class EndEvent:
     """The run ended: ``status`` is completed, stopped, interrupted, diverged or failed (the data failed: a file
-    gone or corrupt, a loader worker killed); the last two with their ``reason``."""
+    gone or corrupt, a loader worker killed); the last three with their ``reason``."""
 
     hook: ClassVar[str] = "on_train_end"
+    recorded: ClassVar[bool] = True
     status: str
     step: int
     reason: str = ""
 
     def to_dict(self) -> dict:
-        if self.status in ("diverged", "failed"):
+        if self.status in ("stopped", "diverged", "failed"):
             return {"event": self.status, "step": self.step, "reason": self.reason}
         return {"event": self.status, "step": self.step}
 
 
-TrainEvent = StartEvent | LogEvent | EvalEvent | ForecastEvent | PauseEvent | StoppedEvent | RanksInSyncEvent | EndEvent
+TrainEvent = (StartEvent | LogEvent | EvalEvent | ForecastEvent | PauseStartEvent | PauseEvent | PhaseProgress | StoppedEvent
+              | RanksInSyncEvent | EndEvent)

@@ -10,7 +10,7 @@ embedding and classifier-free guidance (Ho & Salimans 2022); a transformer famil
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -74,10 +74,11 @@ class UNetFamily:
 
     def sample(self, net, sampler, n: int, steps: int, shape: tuple[int, int, int], generator: torch.Generator,
                device: torch.device | str = "cpu", labels: Sequence[int] | torch.Tensor | None = None,
-               guidance_scale: float | None = None) -> torch.Tensor:
-        """``n`` images (n, C, H, W) in [-1, 1] in ``steps`` sampler steps, seeded by ``generator``."""
+               guidance_scale: float | None = None, on_step: Callable[[float], None] | None = None) -> torch.Tensor:
+        """``n`` images (n, C, H, W) in [-1, 1] in ``steps`` sampler steps, seeded by ``generator``; ``on_step``:
+        the images done so far after every sampler step (:func:`~greendiff.train.sample_images`)."""
         _unconditional(labels, 1.0 if guidance_scale is None else guidance_scale)
-        return sample_images(net, sampler, n, steps, shape, generator, device)
+        return sample_images(net, sampler, n, steps, shape, generator, device, on_step=on_step)
 
     def preview(self, net, sampler, num_samples: int, steps: int, shape: tuple[int, int, int],
                 generator: torch.Generator, device: torch.device | str = "cpu") -> tuple[torch.Tensor, int | None]:
@@ -137,14 +138,15 @@ class ClassConditionalFamily(UNetFamily):
 
     def sample(self, net, sampler, n: int, steps: int, shape: tuple[int, int, int], generator: torch.Generator,
                device: torch.device | str = "cpu", labels: Sequence[int] | torch.Tensor | None = None,
-               guidance_scale: float | None = None) -> torch.Tensor:
+               guidance_scale: float | None = None, on_step: Callable[[float], None] | None = None) -> torch.Tensor:
         """``n`` images of the classes ``labels`` (one per image; default: balanced over the classes), guided
-        at ``guidance_scale`` (default: the family's)."""
+        at ``guidance_scale`` (default: the family's); ``on_step`` as :meth:`UNetFamily.sample`'s."""
         from greendiff.evaluate import balanced_labels
 
         w = self.guidance_scale if guidance_scale is None else guidance_scale
         labels = balanced_labels(n, self.num_classes) if labels is None else labels
-        return sample_images(net, sampler, n, steps, shape, generator, device, labels=labels, guidance_scale=w)
+        return sample_images(net, sampler, n, steps, shape, generator, device, labels=labels, guidance_scale=w,
+                             on_step=on_step)
 
     def preview_labels(self, num_samples: int) -> list[int]:
         """One row per class: K rows of ``max(1, num_samples // K)`` images, ids row-major."""

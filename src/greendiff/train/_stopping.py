@@ -40,9 +40,14 @@ class StoppingRules:
         min_gain_per_kwh: Stop when the metric improved by less than this per kWh over the last
             ``gain_window`` evaluations (0: off).
         target: Stop as soon as the metric is at or below this (0: off).
-        budget_kwh / budget_kgco2e: Stop before the next step would exceed them (0: off); emissions are
-            the run's as the ledger accounts them (each hour at its own intensity, PUE included).
-        warmup_steps: Steps measured before budgets forecast and act.
+        budget_kwh / budget_kgco2e: Stop before the next step would exceed them (0: off), from the first
+            step: the next step is forecast at the energy per step measured so far (the first steps' warm-up
+            and any evaluation included, so the forecast errs high), with :attr:`reserve_kwh` kept for what
+            follows the stop; emissions are the run's as the ledger accounts them (each hour at its own
+            intensity, PUE included). Only a first step larger than the whole budget passes it.
+        warmup_steps: Steps measured before the forecast of the run's total (:meth:`forecast`) and the
+            learning-rate horizon (:meth:`steps_within_budget`) are made: the first steps' warm-up would
+            inflate them. The budgets themselves hold from the first step.
         uncertainty_frac: Relative band of the energy figure, for the forecast's range.
     """
 
@@ -62,6 +67,7 @@ class StoppingRules:
         self.start_step: int | None = None
         self.start_energy_kwh = 0.0
         self.kg_per_kwh_now = 0.0  # emission factor of the latest step (PUE included)
+        self.reserve_kwh = 0.0  # energy kept for after the stop (the closing evaluation), set by the caller
         self._last: tuple[float, float] | None = None  # (energy_kwh, emissions_kg) after the latest step
 
     # -- quality ----------------------------------------------------------------------------------
@@ -126,23 +132,34 @@ class StoppingRules:
         limits = [self.budget_kwh] if self.budget_kwh else []
         if self.budget_kgco2e and self.kg_per_kwh_now > 0:
             limits.append(energy_kwh + (self.budget_kgco2e - emissions_kg) / self.kg_per_kwh_now)
-        return step + max(0, math.floor((min(limits) - energy_kwh) / per_step))
+        return step + max(0, math.floor((min(limits) - self.reserve_kwh - energy_kwh) / per_step))
 
     def on_step(self, step: int, energy_kwh: float, emissions_kg: float) -> str | None:
         """After a step, with the run's energy and emissions so far (the ledger's accounting): stop if the
-        next step would take the run past a budget. The next step is forecast at the energy per step
-        measured so far, emitting at the emission factor of the latest step (on an hourly grid the
-        intensity of the hour it runs in, not an average over the run)."""
+        next step (and :attr:`reserve_kwh`) would take the run past a budget. The next step is forecast at the
+        energy per step measured so far, from the first step (its warm-up included: the forecast errs high,
+        never low), emitting at the emission factor of the latest step (on an hourly grid the intensity of
+        the hour it runs in, not an average over the run).
+
+        Example:
+            >>> rules = StoppingRules(budget_kwh=1.0)
+            >>> rules.on_step(1, 0.4, 0.2) is None  # 0.4 kWh per step so far: a second fits
+            True
+            >>> rules.on_step(2, 0.7, 0.35)  # 0.35 per step: a third would pass 1 kWh
+            'energy budget: 0.7 kWh used, the next step would pass 1 kWh'
+        """
         if self.start_step is None:  # a fresh run counts from step 0; a resumed one from its first step
             self.start_step, self.start_energy_kwh = (0, 0.0) if step <= 1 else (step, energy_kwh)
         self._measure_factor(energy_kwh, emissions_kg)
-        if not (self.budget_kwh or self.budget_kgco2e) or step - self.start_step < self.warmup_steps:
+        if not (self.budget_kwh or self.budget_kgco2e):
             return None
-        per_step = self._per_step_kwh(step, energy_kwh)
-        if self.budget_kwh and energy_kwh + per_step > self.budget_kwh:
-            return f"energy budget: {energy_kwh:.4g} kWh used, the next step would pass {self.budget_kwh:g} kWh"
-        if self.budget_kgco2e and emissions_kg + per_step * self.kg_per_kwh_now > self.budget_kgco2e:
-            return (f"carbon budget: {emissions_kg:.4g} kgCO2e emitted, the next step would pass "
+        per_step = self._per_step_kwh(step, energy_kwh) if step > self.start_step else 0.0
+        after = " and the closing evaluation" if self.reserve_kwh > 0 else ""
+        if self.budget_kwh and energy_kwh + per_step + self.reserve_kwh > self.budget_kwh:
+            return f"energy budget: {energy_kwh:.4g} kWh used, the next step{after} would pass {self.budget_kwh:g} kWh"
+        reserve_kg = self.reserve_kwh * self.kg_per_kwh_now
+        if self.budget_kgco2e and emissions_kg + per_step * self.kg_per_kwh_now + reserve_kg > self.budget_kgco2e:
+            return (f"carbon budget: {emissions_kg:.4g} kgCO2e emitted, the next step{after} would pass "
                     f"{self.budget_kgco2e:g} kgCO2e")
         return None
 
@@ -250,8 +267,11 @@ class StopCallback:
     def _evaluate(self, trainer, step: int, before_kwh: float, final: bool = False) -> tuple[EvalEvent, str | None]:
         """One evaluation (the first also measures the seed spread), fed to the rules.
         Returns the event and the rules' stop reason."""
-        scores = trainer.evaluate(self.spread_seeds if not self.rules.history else 1)
+        seeds = self.spread_seeds if not self.rules.history else 1
+        scores = trainer.evaluate(seeds)
         used = joules_to_kwh(trainer.energy_so_far_j())  # up to and including this evaluation
+        if self.eval_at_end and not final:  # a budget keeps room for the closing evaluation, one seed
+            self.rules.reserve_kwh = (used - before_kwh) / seeds
         reason = self.rules.on_eval(step, used, scores[self.metric])
         return EvalEvent(step, used, used - before_kwh, scores, self.rules.is_best, final), reason
 
@@ -269,7 +289,7 @@ class StopCallback:
 
     def state_dict(self) -> dict:
         return {"rules": self.rules.state_dict(), "last_eval_kwh": self.last_eval_kwh,
-                "forecast_reported": self.forecast_reported}
+                "forecast_reported": self.forecast_reported, "reserve_kwh": self.rules.reserve_kwh}
 
     def load_state_dict(self, state: dict) -> None:
         if "rules" not in state:  # checkpoints written before the callback saved its schedule
@@ -278,3 +298,4 @@ class StopCallback:
         self.rules.load_state_dict(state["rules"])
         self.last_eval_kwh = float(state["last_eval_kwh"])
         self.forecast_reported = bool(state["forecast_reported"])
+        self.rules.reserve_kwh = float(state.get("reserve_kwh", 0.0))  # absent in checkpoints before it was kept

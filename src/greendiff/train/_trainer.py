@@ -14,8 +14,9 @@ import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,13 +28,15 @@ from greendiff.train._config import TrainConfig
 from greendiff.train._divergence import Diverged, DivergenceGuard, weights_finite
 from greendiff.data import DIGIT_CLASSES
 from greendiff.train._evaluation import QualityEvaluator
-from greendiff.train._events import EndEvent, LogEvent, PauseEvent, RanksInSyncEvent, StartEvent, StoppedEvent
+from greendiff.train._events import (
+    EndEvent, LogEvent, PauseEvent, PauseStartEvent, PhaseProgress, RanksInSyncEvent, StartEvent, StoppedEvent,
+)
 from greendiff.train._images import save_grid
 from greendiff.train._step import (
     BatchStream, DataFailed, StepBatch, TrainState, data_failure, setup, step_generator, train_step, update_marker,
 )
 from greendiff.train._stopping import StopCallback, StoppingRules
-from greendiff.units import G_PER_KG, joules_to_kwh
+from greendiff.units import joules_to_kwh
 
 logger = logging.getLogger(__name__)
 
@@ -241,19 +244,29 @@ class Trainer:
         """End the learning-rate schedule at ``steps`` (a budget forecast to run out there)."""
         self.state.schedule.horizon_steps = steps
 
+    def report_progress(self, phase: str, done: float, total: float, info: str = "") -> None:
+        """Raise a :class:`PhaseProgress` (main process only): long work inside the loop moved on."""
+        if self.is_main:
+            self.emit(PhaseProgress(phase, done, total, info))
+
     def evaluate(self, seeds: int = 1) -> dict:
-        """Scores of the EMA weights (metered in an ``eval`` window), the same on every process."""
+        """Scores of the EMA weights (metered in an ``eval`` window), the same on every process; the images
+        sampled so far raised as :class:`PhaseProgress` (``eval``) after every sampler step."""
         stop, optim = self.config.stop, self.config.optim
         steps = stop.eval_sample_steps or optim.sample_steps
+        sampled = SamplingProgress(self, seeds)
         with self.tracker.window("eval"), self.weights.ema() as model:
             return self.evaluator.evaluate(
-                lambda n, seed, labels=None: self._sample(model, n, steps, seed, labels), seeds)
+                lambda n, seed, labels=None: self._sample(model, n, steps, seed, labels, sampled), seeds)
 
-    def _sample(self, model, n: int, steps: int, seed: int, labels=None) -> torch.Tensor:
+    def _sample(self, model, n: int, steps: int, seed: int, labels=None,
+                sampled: SamplingProgress | None = None) -> torch.Tensor:
         res = self.config.data.resolution
+        on_step = sampled.draw(n) if sampled is not None else None
         with self.state.accelerator.autocast():
             return self.family.sample(model, self.state.sampler, n, steps, (self.data.channels, res, res),
-                                      torch.Generator().manual_seed(seed), self.state.device, labels=labels)
+                                      torch.Generator().manual_seed(seed), self.state.device, labels=labels,
+                                      on_step=on_step)
 
     def write_samples(self, step: int) -> Path | None:
         """A preview grid of the EMA weights in ``samples/step-N.png`` (main process), laid out by the family
@@ -280,13 +293,21 @@ class Trainer:
         self.callbacks.call("on_checkpoint", self, step, path)
         return path
 
-    def pause(self, until: datetime, wait: Callable[[], datetime]) -> datetime:
-        """Checkpoint, then ``wait()`` in a metered ``wait`` window; returns when the wait began."""
+    def pause(self, until: datetime, wait: Callable[[], Any], reason: str = "", now: datetime | None = None):
+        """Checkpoint, say why (:class:`PauseStartEvent`, planned from ``now`` to ``until`` for ``reason``), then
+        ``wait()`` in a metered ``wait`` window and raise a :class:`PauseEvent`, interrupted or not.
+
+        ``wait()`` returns what it waited: an object with ``began`` and ``ended`` (datetimes) and
+        ``interrupted`` (a stop signal or Ctrl-C cut it short; a Ctrl-C it caught is raised again here, after
+        the pause is on record, unless a callback already asks the loop to stop). Returns that object."""
         self.save_checkpoint(self.step)
+        self.emit(PauseStartEvent(self.step, now or datetime.now(timezone.utc), until, reason))
         with self.tracker.window("wait"):
-            began = wait()
-        self.emit(PauseEvent(self.step, began, until))
-        return began
+            waited = wait()
+        self.emit(PauseEvent(self.step, waited.began, until, waited.ended, waited.interrupted))
+        if waited.interrupted and not self.interrupt_requested():
+            raise KeyboardInterrupt
+        return waited
 
     def draw_batch(self, step: int) -> StepBatch:
         """The batch of ``step`` on the device: images (B, C, H, W) in [-1, 1] and what the family's loss takes
@@ -298,12 +319,13 @@ class Trainer:
         x0 = x0.contiguous(memory_format=torch.channels_last) if state.channels_last else x0
         return StepBatch(x0, self.family.loss_inputs(batch, state.device))
 
-    def log_event(self, step: int, samples_per_s: float) -> LogEvent:
-        """The progress record of ``step``: energy and CO2e so far as the ledger accounts them."""
+    def log_event(self, step: int, samples_per_s: float, warmup: bool = False) -> LogEvent:
+        """The progress record of ``step``: energy (kWh) and CO2e (kg) so far as the ledger accounts them;
+        ``warmup``: the throughput's interval holds the segment's first step."""
         ema = self.state.objects.ema
         return LogEvent(step, self.last_loss, self.state.objects.lr_scheduler.get_last_lr()[0], samples_per_s,
-                        joules_to_kwh(self.energy_so_far_j()), self.emissions_so_far_kg() * G_PER_KG,
-                        ema.cur_decay_value if ema is not None else None)
+                        joules_to_kwh(self.energy_so_far_j()), self.emissions_so_far_kg(),
+                        ema.cur_decay_value if ema is not None else None, warmup)
 
     # -- the run -----------------------------------------------------------------------------------------------------
 
@@ -412,6 +434,26 @@ class Trainer:
     def _end(self, status: str, reason: str) -> TrainResult:
         self.emit(EndEvent(status, self.step, reason))
         return TrainResult(status, self.step, self.last_loss, self.run_dir, self.totals.prior_energy_j, reason)
+
+
+class SamplingProgress:
+    """An evaluation's sampling as :class:`PhaseProgress` events: ``draw(n)`` before each of its ``seeds`` draws
+    gives the sampler's per-step callback (images done in this draw, a float), raised as the images sampled
+    of ``n * seeds`` (this process's share)."""
+
+    def __init__(self, trainer: Trainer, seeds: int) -> None:
+        self.trainer, self.seeds = trainer, seeds
+        self.drawn = 0.0  # images of earlier draws
+        self.n = 0
+
+    def draw(self, n: int) -> Callable[[float], None]:
+        self.drawn += self.n
+        self.n = n
+        self.trainer.report_progress("eval", self.drawn, n * self.seeds, "sampling for the evaluation")
+        return self.step
+
+    def step(self, done: float) -> None:
+        self.trainer.report_progress("eval", self.drawn + done, self.n * self.seeds, "sampling for the evaluation")
 
 
 def _same(before: torch.Tensor | None, after: torch.Tensor | None) -> bool:

@@ -25,7 +25,8 @@ from __future__ import annotations
 from greendiff.tune._folder import STUDY_FILE, read_study_file, write_study_file
 from greendiff.tune._pruner import TrialPruner
 from greendiff.tune._report import (
-    StateTotals, StudySummary, TrialRow, best_row, export_toml, pareto_svg, summarize_study, trial_rows,
+    StateTotals, StudySummary, TrialRow, best_row, budget_note, export_toml, pareto_svg, summarize_study, trial_note,
+    trial_rows,
 )
 from greendiff.tune._study import (
     StudySpec, TrialObjective, TrialOutcome, TrialRecord, check_spec, create_study, load_study, make_objective,
@@ -39,5 +40,6 @@ __all__ = [
     # its folder
     "STUDY_FILE", "read_study_file", "write_study_file",
     # reporting on it
-    "StateTotals", "StudySummary", "TrialRow", "best_row", "export_toml", "pareto_svg", "summarize_study", "trial_rows",
+    "StateTotals", "StudySummary", "TrialRow", "best_row", "budget_note", "export_toml", "pareto_svg", "summarize_study",
+    "trial_note", "trial_rows",
 ]

@@ -64,6 +64,41 @@ def trial_rows(study, ledger_energy: Callable[[dict], tuple[float, float] | None
     return rows
 
 
+def budget_note(energy_kwh: float, budget_kwh: float) -> str:
+    """How a trial's measured energy (its whole run: evaluations, the final checkpoint and export included)
+    stands against its budget: the share used, or by how much it passed it.
+
+    Example:
+        >>> budget_note(4.1e-5, 5e-5), budget_note(3.1e-4, 5e-5)
+        ('82% of the budget used', 'over budget by 520%')
+    """
+    ratio = energy_kwh / budget_kwh
+    return f"over budget by {ratio - 1:.0%}" if ratio > 1 else f"{ratio:.0%} of the budget used"
+
+
+def trial_note(note: str, energy_kwh: float, budget_kwh: float, pruned_after: int | None = None) -> str:
+    """A trial's short note: how it ended (pruned, stopped at the budget, or its stop or failure reason), with
+    its measured energy against the budget (``budget_kwh`` > 0) for a trial that stopped at the budget or
+    passed it, so a label never says "budget" where the measured energy says otherwise.
+
+    Example:
+        >>> trial_note("energy budget: 6e-05 kWh used, the next step would pass 5e-05 kWh", 3.1e-4, 5e-5)
+        'stopped at the budget, over budget by 520%'
+        >>> trial_note("pruned by the median pruner after evaluation 2", 2e-5, 5e-5, pruned_after=2)
+        'pruned after evaluation 2'
+    """
+    over = budget_kwh > 0 and energy_kwh > budget_kwh
+    if note.startswith(("energy budget", "carbon budget")):
+        head = "stopped at the budget"
+    elif pruned_after is not None:
+        head = f"pruned after evaluation {pruned_after}"
+    else:
+        head = note if len(note) <= 60 else note[:57] + "..."
+    if budget_kwh > 0 and (over or head == "stopped at the budget"):
+        return f"{head}, {budget_note(energy_kwh, budget_kwh)}" if head else budget_note(energy_kwh, budget_kwh)
+    return head
+
+
 def pareto_front(rows: list[TrialRow]) -> list[TrialRow]:
     """Complete trials no other complete trial beats on both objectives, by increasing kWh."""
     done = [r for r in rows if r.state == "COMPLETE" and len(r.values) == 2]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, Union
 
 if TYPE_CHECKING:
-    from greendiff.train import LogEvent, StartEvent
+    from greendiff.train import EvalEvent, LogEvent, PauseEvent, PauseStartEvent, PhaseProgress, StartEvent
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,11 @@ class Advance:
     info: str = ""
 
 
-#: What a bar is told: a segment's start, the trainer's progress every ``run.log_every`` steps, or a Taylor timestep.
-ProgressEvent = Union["SegmentStart", "LogEvent", "TimestepDone", "Advance", "WorkloadStep"]
+#: What a bar is told: a segment's start, the trainer's progress every ``run.log_every`` steps, an in-training
+#: evaluation's scores, a carbon-aware pause's start and end, the progress of long work inside the training loop
+#: (an evaluation's sampling, a pause's waiting), a Taylor timestep, or any other bar's :class:`Advance`.
+ProgressEvent = Union["SegmentStart", "LogEvent", "EvalEvent", "PauseStartEvent", "PauseEvent", "PhaseProgress",
+                      "TimestepDone", "Advance", "WorkloadStep"]
 
 
 class Progress(Protocol):
@@ -45,8 +48,12 @@ class Progress(Protocol):
 
     ``on_start(label, total)`` opens a bar of ``total`` units (training steps, Taylor timesteps);
     ``on_log(event)`` passes each typed event of that bar: :class:`SegmentStart` first, then the trainer's
-    :class:`~greendiff.train.LogEvent` s; or :class:`TimestepDone` of a Taylor pass; or :class:`Advance` of any other bar (sampling, evaluation, waiting); ``on_end()`` closes the
-    bar. ``note(text, style)`` is one line for the user (``style``: ``"warning"`` or None).
+    :class:`~greendiff.train.LogEvent` s, and (:class:`TrainerProgress`) its evaluations
+    (:class:`~greendiff.train.EvalEvent`: show the scores), pauses (:class:`~greendiff.train.PauseStartEvent`:
+    say why and until when; :class:`~greendiff.train.PauseEvent`) and :class:`~greendiff.train.PhaseProgress`
+    (work inside a step's bar: an evaluation's sampling, a pause's waiting); or :class:`TimestepDone` of a Taylor
+    pass; or :class:`Advance` of any other bar (sampling, evaluation, waiting); ``on_end()`` closes the bar.
+    ``note(text, style)`` is one line for the user (``style``: ``"warning"`` or None).
     """
 
     def on_start(self, label: str, total: int) -> None: ...
@@ -82,6 +89,42 @@ class NullProgress:
 
     def note(self, text: str, style: str | None = None) -> None:
         pass
+
+
+class TrainerProgress:
+    """A trainer callback that tells a :class:`Progress` what the training loop does besides its steps (main
+    process only): every in-training evaluation (its FID, KID, ...) as it happens, a carbon-aware pause's start
+    (why, until when) and end, and :class:`~greendiff.train.PhaseProgress` while an evaluation samples or a
+    pause waits. The segment's bar itself (start and log records) is fed beside it.
+
+    Example:
+        >>> from greendiff.train import PhaseProgress
+        >>> class Shown(NullProgress):
+        ...     def on_log(self, event): print(event.phase, event.done, event.total)
+        >>> class Main:
+        ...     is_main = True
+        >>> TrainerProgress(Shown()).on_phase_progress(Main(), PhaseProgress("eval", 8, 16))
+        eval 8 16
+    """
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def _show(self, trainer, event) -> None:
+        if trainer.is_main:
+            self.progress.on_log(event)
+
+    def on_evaluation(self, trainer, event: EvalEvent) -> None:
+        self._show(trainer, event)
+
+    def on_pause_start(self, trainer, event: PauseStartEvent) -> None:
+        self._show(trainer, event)
+
+    def on_pause(self, trainer, event: PauseEvent) -> None:
+        self._show(trainer, event)
+
+    def on_phase_progress(self, trainer, event: PhaseProgress) -> None:
+        self._show(trainer, event)
 
 
 class Interrupted(Exception):

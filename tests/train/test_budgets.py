@@ -1,0 +1,90 @@
+"""Budgets say what they do: an energy budget holds from the first step (no unmetered warm-up), forecast from
+the energy per step measured so far, with room kept for the closing evaluation; one ``stopped`` record."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from greendiff.carbon import Location
+from greendiff.energy import DeviceInfo, EnergyMonitor, Meter
+from greendiff.tracking import Tracker
+from greendiff.train import _family, train
+
+
+class FakeGpu(Meter):
+    """A meter the test's objective charges: 3 kWh for the first step (a new configuration's warm-up), 1 after."""
+
+    def __init__(self) -> None:
+        self.energy_j = 0.0
+        self.steps = 0
+
+    def devices(self):
+        return [DeviceInfo("gpu:0", "gpu", "FakeGPU", "counter", "device")]
+
+    def read_energy_j(self):
+        return {"gpu:0": self.energy_j}
+
+    def objective(self, *args):
+        self.steps += 1
+        self.energy_j += (3.0 if self.steps == 1 else 1.0) * 3.6e6
+        return _family.diffusion_loss(*args)
+
+
+@pytest.fixture
+def metered(tmp_path):
+    gpu = FakeGpu()
+    tracker = Tracker("budget", kind="train", location=Location(country="FRA"), pue=1.0, ledger=tmp_path / "ledger.sqlite",
+                      monitor=EnergyMonitor([gpu]), sample_interval_s=0.0).start()
+    yield gpu, tracker
+    if tracker.summary is None:
+        tracker.stop()
+
+
+def records(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_an_energy_budget_holds_from_the_first_step(tmp_path, tiny_data, tiny_config, metered):
+    """3 kWh, then 1 kWh a step; a 10 kWh budget. Forecast at the mean per step so far, the 8th step would pass
+    it after 7 steps (9 kWh). With the old 20-step warm-up the run went on to step 20 (22 kWh, 2.2x the budget)."""
+    gpu, tracker = metered
+    config = tiny_config(run__max_steps=40, stop__budget_kwh=10.0)  # stop.budget_warmup_steps stays 20
+    result = train(config, tmp_path / "run", tiny_data, tracker, objective=gpu.objective)
+    summary = tracker.stop("completed")
+    assert (result.status, result.step) == ("stopped", 7)
+    assert result.stop_reason == "energy budget: 9 kWh used, the next step would pass 10 kWh"
+    assert summary.energy_kwh == pytest.approx(9.0)
+    stopped = [r for r in records(tmp_path / "run") if r.get("event") == "stopped"]
+    assert stopped == [records(tmp_path / "run")[-1]] == [{"event": "stopped", "step": 7, "reason": result.stop_reason}]
+
+
+def test_a_first_step_larger_than_the_budget_is_the_only_overrun(tmp_path, tiny_data, tiny_config, metered):
+    gpu, tracker = metered
+    result = train(tiny_config(run__max_steps=40, stop__budget_kwh=2.0), tmp_path / "run", tiny_data, tracker,
+                   objective=gpu.objective)
+    assert (result.status, result.step) == ("stopped", 1) and tracker.stop("completed").energy_kwh == pytest.approx(3.0)
+
+
+def test_the_budget_keeps_room_for_the_closing_evaluation(tmp_path, tiny_data, tiny_config, metered, monkeypatch):
+    """Each evaluation costs 2 kWh (charged by the scripted scores): with the closing one reserved, a 14 kWh budget
+    stops after step 5 (3 + 4 steps + an evaluation at step 4 = 9 kWh, + a step ~1.8 + 2 reserved > 14 is not
+    yet; at step 6: 10 + 1.67 + 2 = 13.67; step 7: 11 + 1.57 + 2 = 14.57 > 14) and the run ends at 13 kWh."""
+    import greendiff.evaluate as evaluate_pkg
+    from greendiff.evaluate import Quality
+
+    gpu, tracker = metered
+
+    def scored(*args, **kwargs):
+        gpu.energy_j += 2.0 * 3.6e6
+        return Quality(10.0, 0.0, 0.0, 1.0, 1.0, 8)
+
+    monkeypatch.setattr(evaluate_pkg, "quality", scored)
+    config = tiny_config(run__max_steps=40, stop__budget_kwh=14.0, stop__eval_every=4, stop__eval_samples=8,
+                         stop__spread_seeds=1, stop__eval_at_end=True)
+    result = train(config, tmp_path / "run", tiny_data, tracker, objective=gpu.objective)
+    assert (result.status, result.step) == ("stopped", 7) and "the next step and the closing evaluation" in result.stop_reason
+    evals = [r for r in records(tmp_path / "run") if r.get("event") == "eval"]
+    assert [(r["step"], r.get("final", False)) for r in evals] == [(4, False), (7, True)]
+    assert evals[-1]["energy_kwh"] == pytest.approx(13.0)  # within the 14 kWh budget
