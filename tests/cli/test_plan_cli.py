@@ -369,6 +369,8 @@ def test_profile_and_hardware_help_show_only_the_new_names_within_80_columns(cap
         text = lines_at_80(capsys, monkeypatch, command, "--help")
         assert "--train-steps" in text and "--unmetered-steps" in text, command
         assert "--steps " not in text and "--warmup " not in text, command
+    for command in ("regions", "window"):
+        lines_at_80(capsys, monkeypatch, "plan", command, "--help")
 
 
 HW_TINY = ["--set", "data.dataset=digits", "--set", "data.resolution=8", "--set", "model.block_out_channels=8,16",
