@@ -38,18 +38,18 @@ def test_train_sample_and_eval_a_class_conditional_run(capsys, tmp_path):
     (run,) = runs.iterdir()
     assert read_toml(run / "config.toml")["model"]["num_classes"] == 10
     grid = tmp_path / "grid.png"
-    code, _, err = run_cli(capsys, "sample", "--run", str(run), "--class", "0,3", "--class", "7", "--n", "2",
-                           "--steps", "2", "--guidance-scale", "1.5", *COUNTRY, "--out", str(grid))
+    code, _, err = run_cli(capsys, "sample", "--run", str(run), "--class", "0,3", "--class", "7", "--samples", "2",
+                           "--sample-steps", "2", "--guidance-scale", "1.5", *COUNTRY, "-o", str(grid))
     assert code == 0, err
     assert "6 images, 2 ddim steps, guidance 1.5" in err
     assert Image.open(grid).size == ((2 * 10 + 2) * 2, (3 * 10 + 2) * 2)  # 3 rows (one per class) of 2
-    code, out, err = run_cli(capsys, "eval", "--run", str(run), "--n", "20", "--kid-subset", "10", "--steps", "2",
+    code, out, err = run_cli(capsys, "eval", "--run", str(run), "--samples", "20", "--kid-subset", "10", "--sample-steps", "2",
                              *COUNTRY, "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["guidance_scale"] == 2.0 and report["num_classes"] == 10
     assert 0 <= report["results"][0]["class_accuracy"] <= 1 and len(report["results"][0]["per_class_fid"]) == 10
-    code, out, err = run_cli(capsys, "eval", "--run", str(run), "--n", "20", "--kid-subset", "10", "--steps", "2",
+    code, out, err = run_cli(capsys, "eval", "--run", str(run), "--samples", "20", "--kid-subset", "10", "--sample-steps", "2",
                              "--guidance-scale", "1", *COUNTRY)
     assert code == 0, err
     flat = " ".join(out.split())  # the table wraps at the terminal's width
@@ -59,12 +59,11 @@ def test_train_sample_and_eval_a_class_conditional_run(capsys, tmp_path):
 def test_sample_help_says_how_a_class_list_is_spread(capsys):
     assert main(["sample", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.replace("│", " ").split())
-    assert "--n images of each, in order, a PNG grid row per class" in text
-    assert "Without it a conditional run samples class-balanced" in text
+    assert "Images; with --class, images per class (a grid row each)" in text
+    assert "(--class 7, --class 0,3,7, or repeated), in grid rows; without it, class-balanced" in text
 
 
 def test_train_help_says_the_number_of_classes_is_read_from_the_dataset(capsys):
     assert main(["train", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.replace("│", " ").split())
-    assert "The number of classes is read from the dataset when training starts" in text
-    assert "class ids must run 0..K-1, each with images" in text
+    assert "class ids run 0..K-1, K read from the dataset when training starts" in text

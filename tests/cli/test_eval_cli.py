@@ -25,8 +25,8 @@ def trained_run(tmp_path_factory):
 
 
 def test_eval_reports_metrics_spread_and_its_own_energy(capsys, trained_run):
-    code, out, err = run_cli(capsys, "eval", "--run", str(trained_run), "--n", "40", "--seeds", "2",
-                             "--kid-subset", "20", "--steps", "3", "--json")
+    code, out, err = run_cli(capsys, "eval", "--run", str(trained_run), "--samples", "40", "--seeds", "2",
+                             "--kid-subset", "20", "--sample-steps", "3", "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["features"] == "mnist" and len(report["results"]) == 2
@@ -39,14 +39,24 @@ def test_eval_reports_metrics_spread_and_its_own_energy(capsys, trained_run):
 
 
 def test_eval_is_deterministic_for_a_fixed_seed(capsys, trained_run):
-    args = ["eval", "--run", str(trained_run), "--n", "20", "--kid-subset", "10", "--steps", "2", "--json"]
+    args = ["eval", "--run", str(trained_run), "--samples", "20", "--kid-subset", "10", "--sample-steps", "2", "--json"]
     first = json.loads(run_cli(capsys, *args)[1])["results"]
     second = json.loads(run_cli(capsys, *args)[1])["results"]
     assert first == second
 
 
+def test_eval_of_fewer_than_1000_images_takes_them_all_for_kid_and_shows_progress(capsys, trained_run):
+    # issue 20: `greendiff eval --run R --n 200` failed: --kid-subset defaulted to 1,000
+    code, out, err = run_cli(capsys, "eval", "--run", str(trained_run), "--n", "20", "--steps", "2", "--json")
+    assert code == 0, err
+    assert json.loads(out)["results"][0]["n"] == 20
+    flat = " ".join(err.split())
+    assert "KID on subsets of 20 (all 20 images; the default 1,000 needs as many samples)" in flat
+    assert "evaluating" in flat and "20/20" in flat  # the progress bar, on stderr: stdout stays JSON
+
+
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--n", "10", "--kid-subset", "50"], "too few samples for KID"),
+    (["--samples", "10", "--kid-subset", "50"], "too few samples for KID"),
     (["--features", "inception:/nonexistent/pt_inception.pth"], "never downloads"),
     (["--features", "clip"], "unknown --features"),
 ])
@@ -115,7 +125,7 @@ def _damage(run_dir, tmp_path, how: str):
 @pytest.mark.parametrize("command", ["eval", "sample"])
 def test_a_damaged_pipeline_is_one_line_naming_the_file(capsys, trained_run, tmp_path, how, command):
     run_dir, message = _damage(trained_run, tmp_path, how)
-    extra = ["--n", "8", "--kid-subset", "4"] if command == "eval" else ["--n", "2", "--out", str(tmp_path / "s.png")]
+    extra = ["--samples", "8", "--kid-subset", "4"] if command == "eval" else ["--samples", "2", "-o", str(tmp_path / "s.png")]
     code, out, err = run_cli(capsys, command, "--run", str(run_dir), *extra)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("greendiff: error: "), err
@@ -156,7 +166,7 @@ PIPELINE_EDITS = [
 @pytest.mark.parametrize(("file", "edit", "message"), PIPELINE_EDITS, ids=[m.split(": ", 1)[1][:30] for *_, m in PIPELINE_EDITS])
 def test_a_pipeline_config_out_of_range_is_one_line_before_a_ledger_row(capsys, tmp_path, trained_run, command, file, edit, message):
     run = _edited_run(trained_run, tmp_path, file, edit)
-    extra = ["--n", "8", "--kid-subset", "4"] if command == "eval" else ["--n", "2", "--out", str(tmp_path / "s.png")]
+    extra = ["--samples", "8", "--kid-subset", "4"] if command == "eval" else ["--samples", "2", "-o", str(tmp_path / "s.png")]
     code, _, err = run_cli(capsys, command, "--run", str(run), *extra)
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
     assert Ledger(default_ledger_path()).list_runs() == [] and not (tmp_path / "s.png").exists()
@@ -172,6 +182,6 @@ CONFIG_EDITS = [
 @pytest.mark.parametrize(("text", "message"), CONFIG_EDITS, ids=[m[:25] for _, m in CONFIG_EDITS])
 def test_eval_of_a_run_whose_config_toml_no_longer_matches_its_pipeline(capsys, tmp_path, trained_run, text, message):
     run = _edited_run(trained_run, tmp_path, "config.toml", text)
-    code, _, err = run_cli(capsys, "eval", "--run", str(run), "--n", "8", "--kid-subset", "4")
+    code, _, err = run_cli(capsys, "eval", "--run", str(run), "--samples", "8", "--kid-subset", "4")
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
     assert Ledger(default_ledger_path()).list_runs() == []

@@ -41,10 +41,11 @@ def test_train_then_sample_end_to_end(capsys, tmp_path):
     (run,) = Ledger(default_ledger_path()).list_runs()
     assert run.kind == "train" and run.status == "completed" and run.assumptions["config"]["model"]["preset"] == "nano"
     out = tmp_path / "grid.png"
-    code, _, err = run_cli(capsys, "sample", "--run", str(run_dir), "--n", "4", "--steps", "3", "--out", str(out))
+    code, _, err = run_cli(capsys, "sample", "--run", str(run_dir), "--samples", "4", "--sample-steps", "3", "-o", str(out))
     assert code == 0 and out.is_file() and "per image" in err
+    assert "sampling" in err and "4/4" in err  # its progress bar
     npz = tmp_path / "s.npz"
-    assert run_cli(capsys, "sample", "--run", str(run_dir), "--n", "3", "--steps", "2", "--out", str(npz))[0] == 0
+    assert run_cli(capsys, "sample", "--run", str(run_dir), "--samples", "3", "--sample-steps", "2", "-o", str(npz))[0] == 0
     import numpy as np
 
     assert np.load(npz)["images"].shape == (3, 8, 8, 1)
@@ -330,7 +331,7 @@ def test_an_older_run_whose_name_is_now_refused_still_resumes_and_samples(capsys
         books = json.loads(state.read_text())
         del books["fingerprint"]["config"]
         state.write_text(json.dumps(books))
-    code, _, err = run_cli(capsys, "sample", "--run", str(run_dir), "--n", "2", "--steps", "2", "--out", str(tmp_path / "s.png"))
+    code, _, err = run_cli(capsys, "sample", "--run", str(run_dir), "--samples", "2", "--sample-steps", "2", "-o", str(tmp_path / "s.png"))
     assert code == 0 and (tmp_path / "s.png").is_file(), err
     code, _, err = run_cli(capsys, "train", "--resume", str(run_dir), "--max-steps", "3", "--country", "FRA")
     assert code == 0, err

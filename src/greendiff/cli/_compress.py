@@ -12,7 +12,7 @@ from rich.table import Table
 
 from greendiff.cli._options import (
     BATCH, COUNT, COUNT0, EVAL_IMAGES0, FLOAT, INT, RATIO, ROUNDS, SAMPLER_STEPS, TEACHER_STEPS, THRESHOLD,
-    name_option, number_option, parse_sets, with_measurement,
+    name_option, number_option, parse_sets, run_directory, run_option, with_measurement,
 )
 from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, render_summary
@@ -25,9 +25,9 @@ from greendiff.workflows import (
 
 Opt = typer.Option
 EvalSamples = Annotated[int, number_option("--eval-samples", bounds=EVAL_IMAGES0, help="Images per quality evaluation (fixed noise seed; 0 skips).")]
-OutputDir = Annotated[Optional[str], Opt("--output-dir", help="Parent of the new run directory (default: the parent run's).")]
+OutputDir = Annotated[Optional[str], Opt("--output-dir", metavar="DIR", help="Parent of the new run directory (default: the parent run's).")]
 Name = Annotated[Optional[str], name_option("--name", help="Run name.")]
-Sets = Annotated[list[str], Opt("--set", help="Any trainer config key for the new run, e.g. --set optim.ema=false.")]
+Sets = Annotated[list[str], Opt("--set", metavar="KEY=VAL", help="Any trainer config key for the new run, e.g. --set optim.ema=false.")]
 
 
 def _fmt_quality(result: EvalResult | None) -> str:
@@ -44,15 +44,15 @@ def _print_energy(console: Console, energy: CompressionEnergy, what: str) -> Non
 
 @with_measurement
 def prune_command(
-    run: Annotated[Path, Opt("--run", help="Trained run directory (with pipeline/ and config.toml).")],
+    run: Annotated[str, run_option("--run", help="Trained run: its directory or ledger id.")],
     ratio: Annotated[float, number_option("--ratio", bounds=RATIO, help="Fraction of channels to remove per layer, in (0, 1); MACs fall ~ (1-R)^2.")],
-    importance: Annotated[str, Opt("--importance", help="taylor (Diff-Pruning), magnitude, or random.")] = "taylor",
+    importance: Annotated[str, Opt("--importance", metavar="KIND", help="taylor (Diff-Pruning), magnitude, or random.")] = "taylor",
     finetune_steps: Annotated[int, number_option("--finetune-steps", bounds=COUNT0, help="Trainer steps after pruning (0: none).")] = 500,
     taylor_timesteps: Annotated[int, number_option("--taylor-timesteps", bounds=SAMPLER_STEPS, help="Timesteps whose gradients score the channels.")] = 100,
     thr: Annotated[float, number_option("--thr", bounds=THRESHOLD, help="Stop accumulating at the first timestep whose loss < thr x max (Diff-Pruning: 0.05).")] = 0.05,
     taylor_batch: Annotated[int, number_option("--taylor-batch", bounds=BATCH, help="Images per timestep in the Taylor pass.")] = 64,
     lr: Annotated[Optional[float], number_option("--lr", bounds=FLOAT, help="Fine-tuning learning rate (default: the parent's).")] = None,
-    distill: Annotated[bool, Opt("--distill/--no-distill", help="Fine-tune against the parent's predictions too "
+    distill: Annotated[bool, Opt("--distill/--no-distill", metavar="", help="Fine-tune against the parent's predictions too "
                                  "(output distillation; its forwards are counted).")] = False,
     eval_samples: EvalSamples = 500,
     output_dir: OutputDir = None, name: Name = None, sets: Sets = [],
@@ -60,7 +60,7 @@ def prune_command(
 ) -> None:
     """Prune a trained model's channels (Diff-Pruning), fine-tune it, and compare it with the parent."""
     console = Console(stderr=True)
-    outcome = run_prune(PruneJob(run=run, ratio=ratio, importance=importance, finetune_steps=finetune_steps,
+    outcome = run_prune(PruneJob(run=run_directory(run, measurement.ledger), ratio=ratio, importance=importance, finetune_steps=finetune_steps,
                                  taylor_timesteps=taylor_timesteps, thr=thr, taylor_batch=taylor_batch, lr=lr, distill=distill,
                                  eval_samples=eval_samples, output_dir=output_dir, name=name, sets=parse_sets(sets),
                                  measurement=measurement), RichProgress(console))
@@ -91,9 +91,9 @@ def render_prune(outcome: CompressOutcome, console: Console) -> None:
 
 @with_measurement
 def distill_command(
-    teacher: Annotated[Path, Opt("--teacher", help="Trained teacher run directory.")],
-    student_preset: Annotated[Optional[str], Opt("--student-preset", help="The student's model preset (smaller than the teacher).")] = None,
-    student_init: Annotated[Optional[Path], Opt("--student-init", help="Start the student from this UNet2DModel folder instead, "
+    teacher: Annotated[str, run_option("--teacher", help="Trained teacher run: its directory or ledger id.")],
+    student_preset: Annotated[Optional[str], Opt("--student-preset", metavar="NAME", help="The student's model preset (smaller than the teacher).")] = None,
+    student_init: Annotated[Optional[Path], Opt("--student-init", metavar="DIR", help="Start the student from this UNet2DModel folder instead, "
                                                 "e.g. PRUNED_RUN/pruned-unet from greendiff prune --finetune-steps 0; "
                                                 "its widths define the student.")] = None,
     max_steps: Annotated[Optional[int], number_option("--max-steps", bounds=INT, help="Student training steps (default: the teacher's).")] = None,
@@ -107,7 +107,7 @@ def distill_command(
 ) -> None:
     """Train a smaller student to match a teacher (output and feature distillation); teacher forwards are metered."""
     console = Console(stderr=True)
-    outcome = run_distill(DistillJob(teacher=teacher, student_preset=student_preset, student_init=student_init,
+    outcome = run_distill(DistillJob(teacher=run_directory(teacher, measurement.ledger), student_preset=student_preset, student_init=student_init,
                                      max_steps=max_steps, lr=lr, output_weight=output_weight, feature_weight=feature_weight,
                                      data_weight=data_weight, eval_samples=eval_samples, output_dir=output_dir, name=name,
                                      sets=parse_sets(sets), measurement=measurement), RichProgress(console))
@@ -123,7 +123,7 @@ def distill_command(
 
 @with_measurement
 def distill_steps_command(
-    teacher: Annotated[Path, Opt("--teacher", help="Trained teacher run directory.")],
+    teacher: Annotated[str, run_option("--teacher", help="Trained teacher run: its directory or ledger id.")],
     rounds: Annotated[int, number_option("--rounds", bounds=ROUNDS, help="Halvings of the sampling steps (3: 8x fewer).")] = 3,
     teacher_steps: Annotated[int, number_option("--teacher-steps", bounds=TEACHER_STEPS, help="The teacher's DDIM steps (T must be divisible by each halving).")] = 40,
     steps_per_round: Annotated[int, number_option("--steps-per-round", bounds=COUNT, help="Training steps of each round.")] = 500,
@@ -134,7 +134,7 @@ def distill_steps_command(
 ) -> None:
     """Progressive distillation: each round halves the DDIM steps; quality and sampling energy per image at each."""
     console = Console(stderr=True)
-    outcome = run_distill_steps(DistillStepsJob(teacher=teacher, rounds=rounds, teacher_steps=teacher_steps,
+    outcome = run_distill_steps(DistillStepsJob(teacher=run_directory(teacher, measurement.ledger), rounds=rounds, teacher_steps=teacher_steps,
                                                 steps_per_round=steps_per_round, lr=lr, eval_samples=eval_samples,
                                                 output_dir=output_dir, name=name, sets=parse_sets(sets),
                                                 measurement=measurement), RichProgress(console))

@@ -1,9 +1,8 @@
-"""``greendiff eval --run DIR``: FID/KID/precision/recall of a trained run, offline, energy measured."""
+"""``greendiff eval --run RUN``: FID/KID/precision/recall of a trained run, offline, energy measured."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -11,37 +10,48 @@ from rich.console import Console
 from rich.table import Table
 
 from greendiff.cli._options import (
-    EVAL_IMAGES, GUIDANCE, KID_SUBSET, SAMPLER_STEPS0, SEEDS, number_option, with_measurement,
+    EVAL_IMAGES, GUIDANCE, KID_SUBSET, SAMPLER_STEPS0, SEEDS, number_option, renamed, run_directory, run_option,
+    with_default, with_measurement,
 )
+from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, fmt_mass
 from greendiff.workflows import EvalJob, MeasurementOptions, run_eval
 
 Opt = typer.Option
 
 
+SAMPLES = 2000  #: eval's default images per evaluation (its job's: greendiff.workflows.EvalJob)
+
+
 @with_measurement
 def eval_command(
-    run: Annotated[Path, Opt("--run", help="Run directory (with pipeline/ and config.toml).")],
-    n: Annotated[int, number_option("--n", bounds=EVAL_IMAGES, help="Generated images per evaluation (fixed noise seed).")] = 2000,
-    features: Annotated[str, Opt("--features", help="mnist (shipped) or inception:PATH (local weights file).")] = "mnist",
+    run: Annotated[str, run_option("--run", help="Trained run: its directory or ledger id.")],
+    samples: Annotated[Optional[int], number_option("--samples", bounds=EVAL_IMAGES, help=with_default("Generated images per evaluation (fixed noise seed).", SAMPLES))] = None,
+    features: Annotated[str, Opt("--features", metavar="NAME", help="mnist (shipped) or inception:PATH (local weights file).")] = "mnist",
     seeds: Annotated[int, number_option("--seeds", bounds=SEEDS, help="Noise seeds to evaluate; more than 1 reports the spread.")] = 1,
-    steps: Annotated[int, number_option("--steps", bounds=SAMPLER_STEPS0, help="Sampler steps (default: the run's).")] = 0,
-    kid_subset: Annotated[int, number_option("--kid-subset", bounds=KID_SUBSET, help="KID subset size.")] = 1000,
-    guidance_scale: Annotated[Optional[float], number_option("--guidance-scale", bounds=GUIDANCE, help="A class-conditional run: classifier-free guidance of its class-balanced samples (default: the run's optim.guidance_scale).")] = None,
-    as_json: Annotated[bool, Opt("--json", help="Print JSON for scripts.")] = False,
+    sample_steps: Annotated[Optional[int], number_option("--sample-steps", bounds=SAMPLER_STEPS0, help="Sampler steps (default: the run's).")] = None,
+    kid_subset: Annotated[Optional[int], number_option("--kid-subset", bounds=KID_SUBSET, help="KID subset size (default: 1000, or --samples if fewer).")] = None,
+    guidance_scale: Annotated[Optional[float], number_option("--guidance-scale", bounds=GUIDANCE, help="A class-conditional run's classifier-free guidance (default: the run's).")] = None,
+    as_json: Annotated[bool, Opt("--json", metavar="", help="Print JSON for scripts.")] = False,
+    n: Annotated[Optional[int], number_option("--n", bounds=EVAL_IMAGES, help="Old name of --samples.", hidden=True)] = None,
+    steps: Annotated[Optional[int], number_option("--steps", bounds=SAMPLER_STEPS0, help="Old name of --sample-steps.", hidden=True)] = None,
     measurement: MeasurementOptions = MeasurementOptions(),
 ) -> None:
     """Score a trained run's samples (EMA weights) with FID, KID and precision/recall; a class-conditional run
     also by class accuracy and per-class FID; no download."""
-    outcome = run_eval(EvalJob(run=run, n=n, features=features, seeds=seeds, steps=steps, kid_subset=kid_subset,
-                               guidance_scale=guidance_scale, measurement=measurement))
+    samples = renamed(("--samples", samples), ("--n", n), SAMPLES)
+    sample_steps = renamed(("--sample-steps", sample_steps), ("--steps", steps), 0)
+    run_dir = run_directory(run, measurement.ledger)
+    outcome = run_eval(EvalJob(run=run_dir, n=samples, features=features, seeds=seeds, steps=sample_steps,
+                               kid_subset=kid_subset, guidance_scale=guidance_scale, measurement=measurement),
+                       RichProgress(Console(stderr=True)))
     report, summary, results = outcome.report, outcome.summary, outcome.results
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
     conditional, accuracy = report.num_classes is not None, report.class_accuracy is not None
     guided = f" · {report.num_classes} classes, balanced, guidance {report.guidance_scale:g}" if conditional else ""
-    table = Table(title=f"{run.name} · {report.features} features · {n} samples · {report.sampler_steps} {report.sampler} steps"
+    table = Table(title=f"{run_dir.name} · {report.features} features · {samples} samples · {report.sampler_steps} {report.sampler} steps"
                         + guided, title_justify="left")
     by_class_columns = (("class acc.",) if accuracy else ()) + (("mean class FID",) if conditional else ())
     for col in ("seed", "FID", "KID", "precision", "recall", *by_class_columns):

@@ -103,16 +103,18 @@ SLOWDOWN = Bounds(lo=0, hi=10, hi_open=True, phrase="a fraction >= 0 (0.1 = 10 %
 TRIAL_NUMBER = COUNT0
 WORKER_SLOT = dataclasses.replace(WORKERS, lo=0, phrase=">= 0 and at most 256")  #: --worker N: the N-th of --workers (0: none)
 
-Country = Annotated[Optional[str], typer.Option("--country", help="ISO-3 country code of the hardware (env GREENDIFF_COUNTRY).")]
-Cloud = Annotated[Optional[str], typer.Option("--cloud", help="Cloud PROVIDER:REGION, e.g. gcp:europe-west1 (env GREENDIFF_CLOUD).")]
-Grid = Annotated[Optional[str], typer.Option("--grid", help="US grid (CISO, PJM, ...) or a timestamp,intensity CSV (env GREENDIFF_GRID).")]
-PueOpt = Annotated[Optional[str], number_option("--pue", bounds=PUE, keep_text=True, help="Data-centre PUE >= 1 (default: provider figure or 1.0).")]
-Live = Annotated[str, typer.Option("--live", help="Live intensity API: none, uk, electricitymaps.")]
-Zone = Annotated[Optional[str], typer.Option("--zone", help="Electricity Maps zone key, e.g. FR.")]
-CpuWatts = Annotated[Optional[str], number_option("--cpu-watts", bounds=CPU_WATTS, keep_text=True, help="CPU package power at full load in W (overrides the TDP table and RAPL).")]
-Gpus = Annotated[Optional[str], typer.Option("--gpus", help="Comma-separated visible GPU indices to meter (default: all).")]
-NoGpu = Annotated[bool, typer.Option("--no-gpu", help="Do not meter GPUs.")]
-LedgerPath = Annotated[Optional[Path], typer.Option("--ledger", help="Ledger database file (env GREENDIFF_LEDGER).")]
+MEASUREMENT_PANEL = "Measurement"  #: the --help panel of the options every measuring command shares
+_panel = {"rich_help_panel": MEASUREMENT_PANEL}
+Country = Annotated[Optional[str], typer.Option("--country", metavar="ISO3", help="Country of the hardware, e.g. FRA (env GREENDIFF_COUNTRY).", **_panel)]
+Cloud = Annotated[Optional[str], typer.Option("--cloud", metavar="P:R", help="Cloud provider:region, e.g. gcp:europe-west1 (env GREENDIFF_CLOUD).", **_panel)]
+Grid = Annotated[Optional[str], typer.Option("--grid", metavar="GRID", help="US grid (CISO, PJM...) or a time,intensity CSV (env GREENDIFF_GRID).", **_panel)]
+PueOpt = Annotated[Optional[str], number_option("--pue", bounds=PUE, keep_text=True, help="Data-centre PUE >= 1 (default: the provider's, or 1.0).", **_panel)]
+Live = Annotated[str, typer.Option("--live", metavar="API", help="Live intensity API: none, uk, electricitymaps.", **_panel)]
+Zone = Annotated[Optional[str], typer.Option("--zone", metavar="ZONE", help="Electricity Maps zone key, e.g. FR.", **_panel)]
+CpuWatts = Annotated[Optional[str], number_option("--cpu-watts", bounds=CPU_WATTS, keep_text=True, help="CPU package power at full load in W (over TDP table, RAPL).", **_panel)]
+Gpus = Annotated[Optional[str], typer.Option("--gpus", metavar="IDS", help="GPU indices to meter, e.g. 0,2 (default: all visible).", **_panel)]
+NoGpu = Annotated[bool, typer.Option("--no-gpu", metavar="", help="Do not meter GPUs.", **_panel)]
+LedgerPath = Annotated[Optional[Path], typer.Option("--ledger", metavar="FILE", help="Ledger database file (env GREENDIFF_LEDGER).", **_panel)]
 
 
 #: The measurement options every measuring command takes, in the order --help lists them: (name, type, default).
@@ -177,3 +179,32 @@ def renamed(new: tuple[str, Any], old: tuple[str, Any], default: Any) -> Any:
     if new_value is not None:
         return new_value
     return default if old_value is None else old_value
+
+
+def with_default(help: str, default: Any) -> str:
+    """``help`` ending in ``[default: DEFAULT]`` as typer shows a default, for an option whose declared default
+    is None because another layer decides it (the recipe, the run, a renamed flag's old name)."""
+    return f"{help} [dim]\\[default: {default}][/dim]"
+
+
+def run_option(flag: str, help: str, **kwargs) -> Any:
+    """An option naming a finished run (``--run``, ``--teacher``, ``--resume``): a run directory or a ledger id,
+    read by :func:`run_directory`."""
+    return typer.Option(flag, metavar="RUN", help=help, **kwargs)
+
+
+def run_directory(ref: str, ledger: Path | None) -> Path:
+    """The run directory a :func:`run_option` names: the directory itself, or the one ledger run ``ref`` of
+    ``ledger`` (None: GREENDIFF_LEDGER or the default) records; a one-line error when it has none. The ledger is
+    opened only for an id (``./12`` names a folder called 12)."""
+    from greendiff.train import is_ledger_id, resolve_run_dir  # torch: once a command runs, not for --help
+
+    if not is_ledger_id(ref):
+        return Path(ref)
+    from greendiff.ledger import Ledger
+
+    opened = Ledger(ledger)
+    try:
+        return resolve_run_dir(ref, opened)
+    finally:
+        opened.close()

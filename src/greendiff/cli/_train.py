@@ -11,74 +11,121 @@ from rich.console import Console
 
 from greendiff.cli._options import (
     FLOAT, GUIDANCE, IMAGES, INT, PROCESSES, SAMPLER_STEPS, SEED, class_ids, class_option, name_option, number_option,
-    parse_sets, with_measurement,
+    parse_sets, renamed, run_directory, run_option, with_default, with_measurement,
 )
 from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, fmt_mass, render_summary
+from greendiff.errors import UserInputError
 from greendiff.names import display_path
 from greendiff.workflows import (
     MeasurementOptions, SampleJob, TrainJob, TrainOutcome, prepare_train, resolve_train_config, run_sample, run_train,
 )
 
 Opt = typer.Option
+SAMPLES, OUTPUT = 64, "samples.png"  #: sample's defaults (its job's: greendiff.workflows.SampleJob)
+
+
+#: The green recipe's value of each config key a ``train`` flag sets, shown by ``--help`` (read here, not from
+#: greendiff.train, whose import loads torch; tests/cli/test_help_width.py checks them against the recipe).
+GREEN_DEFAULTS: dict[str, object] = {
+    "recipe": "green", "model.preset": "tiny", "data.dataset": "mnist", "data.resolution": 16,
+    "data.skip_bad_images": False, "data.cache_max_gb": 4.0, "data.loader_workers": 2, "model.conditioning": "none",
+    "optim.cond_dropout": 0.1, "optim.guidance_scale": 2.0, "optim.batch_size": 64, "optim.lr": 1e-3,
+    "run.max_steps": 2000, "run.seed": 0, "optim.mixed_precision": "auto", "optim.loss_weighting": "min-snr",
+    "optim.beta_schedule": "squaredcos_cap_v2", "optim.ema": True, "optim.sampler": "ddim", "optim.sample_steps": 50,
+    "optim.warmup_steps": 25, "optim.lr_schedule": "cosine", "stop.eval_every": 0, "stop.eval_every_kwh": 0.0,
+    "stop.eval_samples": 500, "stop.patience": 0, "stop.min_delta": 0.0, "stop.min_gain_per_kwh": 0.0,
+    "stop.target": 0.0, "stop.budget_kwh": 0.0, "stop.budget_kgco2e": 0.0, "run.output_dir": "runs",
+    "carbon.enabled": False, "carbon.max_intensity": 0.0,
+}
+DATA, MODEL, OPTIM, EVAL, CARBON, LOGGING = ("Data", "Model and sampling", "Optimisation", "Evaluation and stopping",
+                                             "Carbon-aware", "Run and logging")
+
+
+#: Stopping and carbon-aware rules that 0 switches off: --help says "0: off" for their default
+_OFF_AT_ZERO = frozenset({"stop.eval_every", "stop.eval_every_kwh", "stop.patience", "stop.min_gain_per_kwh",
+                          "stop.target", "stop.budget_kwh", "stop.budget_kgco2e", "carbon.max_intensity"})
+
+
+def _shown(key: str) -> str:
+    """The green recipe's value of ``key`` as the user would type it (``on``/``off`` for a switch)."""
+    value = GREEN_DEFAULTS[key]
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if key in _OFF_AT_ZERO and value == 0:
+        return "0 (off)"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _key(flags: str, key: str | None, help: str, panel: str | None, bounds=None, metavar: str | None = None,
+         note: str = "", **kwargs):
+    """A ``train`` option setting config key ``key``, in help panel ``panel``, its help ending with the green
+    recipe's value (:data:`GREEN_DEFAULTS`, then ``note``); ``bounds``: a number read by :func:`number_option`;
+    a switch (``--x/--no-x``) shows no type."""
+    text = with_default(help, _shown(key) + note) if key in GREEN_DEFAULTS else help
+    if bounds is not None:
+        return number_option(flags, bounds=bounds, help=text, rich_help_panel=panel, **kwargs)
+    return Opt(flags, help=text, rich_help_panel=panel, metavar="" if "/" in flags else metavar, **kwargs)
 
 
 @with_measurement
 def train_command(
     ctx: typer.Context,
-    config_file: Annotated[Optional[Path], Opt("--config", help="TOML config file (CLI flags override it).")] = None,
-    recipe: Annotated[Optional[str], Opt("--recipe", help="green (default) or baseline (diffusers' defaults).")] = None,
-    preset: Annotated[Optional[str], Opt("--preset", help="Model preset: pico, nano, tiny, small, base.")] = None,
-    dataset: Annotated[Optional[str], Opt("--dataset", help="mnist (bundled), digits, an image folder, or .npy/.npz.")] = None,
-    skip_bad_images: Annotated[Optional[bool], Opt("--skip-bad-images/--no-skip-bad-images", help="Skip (and count) unusable files of an image folder instead of stopping.")] = None,
-    label_column: Annotated[Optional[str], Opt("--label-column", help="metadata.jsonl/.csv column of class ids or names (default: class subfolders) (data.label_column).")] = None,
-    caption_column: Annotated[Optional[str], Opt("--caption-column", help="metadata.jsonl/.csv column of captions (data.caption_column).")] = None,
-    cache_max_gb: Annotated[Optional[float], number_option("--cache-max-gb", bounds=FLOAT, help="Decoded data up to this many GB is held in memory, larger folders stream from disk (data.cache_max_gb, default 4).")] = None,
-    loader_workers: Annotated[Optional[int], number_option("--loader-workers", bounds=INT, help="Decoding processes when the data streams from disk (data.loader_workers, default 2).")] = None,
-    conditioning: Annotated[Optional[str], Opt("--conditioning", help="none (unconditional) or class: conditioned on the dataset's labels, for sampling by class with guidance (model.conditioning). The number of classes is read from the dataset when training starts (--dry-run shows model.num_classes = 0 until then); class ids must run 0..K-1, each with images.")] = None,
-    cond_dropout: Annotated[Optional[float], number_option("--cond-dropout", bounds=FLOAT, help="Share of labels dropped to the null class in training, so one model samples guided and unguided (optim.cond_dropout, default 0.1).")] = None,
-    guidance_scale: Annotated[Optional[float], number_option("--guidance-scale", bounds=FLOAT, help="Classifier-free guidance of the previews and in-training evaluations, >= 0 (optim.guidance_scale, default 2).")] = None,
-    resolution: Annotated[Optional[int], number_option("--resolution", bounds=INT, help="Training resolution in pixels.")] = None,
-    batch_size: Annotated[Optional[int], number_option("--batch-size", bounds=INT, help="Images per step.")] = None,
-    lr: Annotated[Optional[float], number_option("--lr", bounds=FLOAT, help="Peak learning rate (green default: the preset's, e.g. nano 2e-3, tiny 1e-3).")] = None,
-    max_steps: Annotated[Optional[int], number_option("--max-steps", bounds=INT, help="Optimizer steps to train.")] = None,
-    seed: Annotated[Optional[int], number_option("--seed", bounds=INT, help="Seed of weights, data order and noise.")] = None,
-    mixed_precision: Annotated[Optional[str], Opt("--mixed-precision", help="auto, no, bf16, fp16.")] = None,
-    loss_weighting: Annotated[Optional[str], Opt("--loss-weighting", help="min-snr or uniform.")] = None,
-    beta_schedule: Annotated[Optional[str], Opt("--beta-schedule", help="squaredcos_cap_v2 (cosine) or linear.")] = None,
-    ema: Annotated[Optional[bool], Opt("--ema/--no-ema", help="Keep an EMA of the weights for sampling.")] = None,
-    sampler: Annotated[Optional[str], Opt("--sampler", help="Preview sampler: ddim or ddpm.")] = None,
-    sample_steps: Annotated[Optional[int], number_option("--sample-steps", bounds=INT, help="Sampler steps for previews.")] = None,
-    warmup_steps: Annotated[Optional[int], number_option("--warmup-steps", bounds=INT, help="LR warm-up steps.")] = None,
-    lr_schedule: Annotated[Optional[str], Opt("--lr-schedule", help="cosine (decays to 0 at --max-steps), linear, or constant (after warm-up; suits early stopping).")] = None,
-    eval_every: Annotated[Optional[int], number_option("--eval-every", bounds=INT, help="Evaluate quality (FID/KID) every N steps.")] = None,
-    eval_every_kwh: Annotated[Optional[float], number_option("--eval-every-kwh", bounds=FLOAT, help="Evaluate each time this much energy (kWh) is used.")] = None,
-    eval_samples: Annotated[Optional[int], number_option("--eval-samples", bounds=INT, help="Generated images per evaluation.")] = None,
-    eval_sample_steps: Annotated[Optional[int], number_option("--eval-sample-steps", bounds=INT, help="Sampler steps per evaluation image (default: --sample-steps).")] = None,
-    patience: Annotated[Optional[int], number_option("--patience", bounds=INT, help="Stop after N evaluations without improvement.")] = None,
-    min_delta: Annotated[Optional[float], number_option("--min-delta", bounds=FLOAT, help="Smallest improvement that counts.")] = None,
-    min_gain_per_kwh: Annotated[Optional[float], number_option("--min-gain-per-kwh", bounds=FLOAT, help="Stop when the metric improves less than this per kWh.")] = None,
-    target_fid: Annotated[Optional[float], number_option("--target-fid", bounds=FLOAT, help="Stop as soon as FID (or --set stop.metric) reaches this.")] = None,
-    budget_kwh: Annotated[Optional[float], number_option("--budget-kwh", bounds=FLOAT, help="Stop before the run uses more energy than this.")] = None,
-    budget_kgco2e: Annotated[Optional[float], number_option("--budget-kgco2e", bounds=FLOAT, help="Stop before the run emits more than this.")] = None,
-    sets: Annotated[list[str], Opt("--set", help="Any config key, e.g. --set optim.snr_gamma=3 (repeatable).")] = [],
-    output_dir: Annotated[Optional[str], Opt("--output-dir", help="Parent of the run directory (default runs).")] = None,
-    name: Annotated[Optional[str], name_option("--name", help="Run name (default: recipe-preset).")] = None,
-    resume: Annotated[Optional[Path], Opt("--resume", help="Run directory to continue from its latest checkpoint.")] = None,
-    dry_run: Annotated[bool, Opt("--dry-run", help="Print the resolved config and exit.")] = False,
-    nproc: Annotated[int, number_option("--nproc", bounds=PROCESSES, help="Data-parallel processes on this machine, launched with torchrun (batch size is per process).")] = 1,
-    log_to: Annotated[Optional[list[str]], Opt("--log-to", help="Also log metrics, energy and CO2e to: tensorboard, mlflow (repeatable).")] = None,
-    mlflow_uri: Annotated[Optional[str], Opt("--mlflow-uri", help="MLflow tracking URI (default: file: the mlruns folder beside the run directory).")] = None,
-    carbon_aware: Annotated[Optional[bool], Opt("--carbon-aware/--no-carbon-aware", help="Pause while the grid is dirty (needs --grid or --live uk, and --max-intensity and/or --deadline).")] = None,
-    max_intensity: Annotated[Optional[float], number_option("--max-intensity", bounds=FLOAT, help="Carbon-aware: train only at or below this many gCO2e/kWh.")] = None,
-    deadline: Annotated[Optional[str], Opt("--deadline", help="Carbon-aware: training must end by this ISO 8601 time (UTC unless a zone is given).")] = None,
+    config_file: Annotated[Optional[Path], _key("--config", None, "TOML config file (flags override it).", None, metavar="FILE")] = None,
+    recipe: Annotated[Optional[str], _key("--recipe", "recipe", "green, or baseline (diffusers' defaults).", None, metavar="NAME")] = None,
+    resume: Annotated[Optional[str], run_option("--resume", help="Continue a run (directory or ledger id) from its latest checkpoint.")] = None,
+    dry_run: Annotated[bool, Opt("--dry-run", metavar="", help="Print the resolved config as TOML and exit.")] = False,
+    nproc: Annotated[int, number_option("--nproc", bounds=PROCESSES, help="Data-parallel processes (torchrun; --batch-size is per process).")] = 1,
+    dataset: Annotated[Optional[str], _key("--dataset", "data.dataset", "mnist, digits, an image folder, or .npy/.npz.", DATA, metavar="DATA")] = None,
+    resolution: Annotated[Optional[int], _key("--resolution", "data.resolution", "Training resolution in pixels.", DATA, INT)] = None,
+    skip_bad_images: Annotated[bool, _key("--skip-bad-images", "data.skip_bad_images", "Skip and count an image folder's unusable files (--no-skip-bad-images: stop at the first).", DATA, metavar="")] = False,
+    no_skip_bad_images: Annotated[bool, Opt("--no-skip-bad-images", help="Stop at an image folder's first unusable file.", hidden=True)] = False,
+    label_column: Annotated[Optional[str], _key("--label-column", None, "metadata.jsonl/.csv column of class ids or names (default: class subfolders).", DATA, metavar="NAME")] = None,
+    caption_column: Annotated[Optional[str], _key("--caption-column", None, "metadata.jsonl/.csv column of captions.", DATA, metavar="NAME")] = None,
+    cache_max_gb: Annotated[Optional[float], _key("--cache-max-gb", "data.cache_max_gb", "Hold decoded data up to this many GB in memory, else stream it from disk.", DATA, FLOAT)] = None,
+    loader_workers: Annotated[Optional[int], _key("--loader-workers", "data.loader_workers", "Decoding processes when the data streams.", DATA, INT)] = None,
+    preset: Annotated[Optional[str], _key("--preset", "model.preset", "Model size: pico, nano, tiny, small, base.", MODEL, metavar="NAME")] = None,
+    conditioning: Annotated[Optional[str], _key("--conditioning", "model.conditioning", "none, or class: on the dataset's labels, to sample by class with guidance; class ids run 0..K-1, K read from the dataset when training starts.", MODEL, metavar="KIND")] = None,
+    cond_dropout: Annotated[Optional[float], _key("--cond-dropout", "optim.cond_dropout", "Share of labels dropped to the null class in training.", MODEL, FLOAT)] = None,
+    guidance_scale: Annotated[Optional[float], _key("--guidance-scale", "optim.guidance_scale", "Classifier-free guidance of previews and evaluations, >= 0.", MODEL, FLOAT)] = None,
+    ema: Annotated[Optional[bool], _key("--ema/--no-ema", "optim.ema", "Keep an EMA of the weights for sampling.", MODEL)] = None,
+    sampler: Annotated[Optional[str], _key("--sampler", "optim.sampler", "Preview sampler: ddim or ddpm.", MODEL, metavar="NAME")] = None,
+    sample_steps: Annotated[Optional[int], _key("--sample-steps", "optim.sample_steps", "Sampler steps of previews.", MODEL, INT)] = None,
+    batch_size: Annotated[Optional[int], _key("--batch-size", "optim.batch_size", "Images per step.", OPTIM, INT)] = None,
+    lr: Annotated[Optional[float], _key("--lr", "optim.lr", "Peak learning rate (the preset's).", OPTIM, FLOAT, note=" (tiny's)")] = None,
+    max_steps: Annotated[Optional[int], _key("--max-steps", "run.max_steps", "Optimizer steps to train.", OPTIM, INT)] = None,
+    seed: Annotated[Optional[int], _key("--seed", "run.seed", "Seed of weights, data order and noise.", OPTIM, INT)] = None,
+    mixed_precision: Annotated[Optional[str], _key("--mixed-precision", "optim.mixed_precision", "auto, no, bf16 or fp16.", OPTIM, metavar="MODE")] = None,
+    loss_weighting: Annotated[Optional[str], _key("--loss-weighting", "optim.loss_weighting", "min-snr or uniform.", OPTIM, metavar="KIND")] = None,
+    beta_schedule: Annotated[Optional[str], _key("--beta-schedule", "optim.beta_schedule", "squaredcos_cap_v2 (cosine) or linear.", OPTIM, metavar="KIND")] = None,
+    warmup_steps: Annotated[Optional[int], _key("--warmup-steps", "optim.warmup_steps", "Learning-rate warm-up steps.", OPTIM, INT)] = None,
+    lr_schedule: Annotated[Optional[str], _key("--lr-schedule", "optim.lr_schedule", "cosine (to 0 at --max-steps), linear, or constant (suits early stopping).", OPTIM, metavar="KIND")] = None,
+    sets: Annotated[list[str], _key("--set", None, "Any config key, e.g. --set optim.snr_gamma=3 (repeatable).", OPTIM, metavar="KEY=VAL")] = [],
+    eval_every: Annotated[Optional[int], _key("--eval-every", "stop.eval_every", "Evaluate FID/KID every N steps.", EVAL, INT)] = None,
+    eval_every_kwh: Annotated[Optional[float], _key("--eval-every-kwh", "stop.eval_every_kwh", "Evaluate each time this many kWh are used.", EVAL, FLOAT)] = None,
+    eval_samples: Annotated[Optional[int], _key("--eval-samples", "stop.eval_samples", "Generated images per evaluation.", EVAL, INT)] = None,
+    eval_sample_steps: Annotated[Optional[int], _key("--eval-sample-steps", None, "Sampler steps per evaluation image (default: --sample-steps).", EVAL, INT)] = None,
+    patience: Annotated[Optional[int], _key("--patience", "stop.patience", "Stop after N evaluations without improvement.", EVAL, INT)] = None,
+    min_delta: Annotated[Optional[float], _key("--min-delta", "stop.min_delta", "Smallest improvement that counts.", EVAL, FLOAT)] = None,
+    min_gain_per_kwh: Annotated[Optional[float], _key("--min-gain-per-kwh", "stop.min_gain_per_kwh", "Stop when the metric gains less than this per kWh.", EVAL, FLOAT)] = None,
+    target_fid: Annotated[Optional[float], _key("--target-fid", "stop.target", "Stop once FID (or --set stop.metric) reaches this.", EVAL, FLOAT)] = None,
+    budget_kwh: Annotated[Optional[float], _key("--budget-kwh", "stop.budget_kwh", "Stop before the run uses more kWh than this.", EVAL, FLOAT)] = None,
+    budget_kgco2e: Annotated[Optional[float], _key("--budget-kgco2e", "stop.budget_kgco2e", "Stop before the run emits more kg CO2e than this.", EVAL, FLOAT)] = None,
+    carbon_aware: Annotated[bool, _key("--carbon-aware", "carbon.enabled", "Pause while the grid is dirty (needs --grid or --live uk, and --max-intensity or --deadline; --no-carbon-aware: never).", CARBON, metavar="")] = False,
+    no_carbon_aware: Annotated[bool, Opt("--no-carbon-aware", help="Never pause for the grid.", hidden=True)] = False,
+    max_intensity: Annotated[Optional[float], _key("--max-intensity", "carbon.max_intensity", "Train only at or below this many gCO2e/kWh.", CARBON, FLOAT)] = None,
+    deadline: Annotated[Optional[str], _key("--deadline", None, "ISO 8601 time training must end by (UTC unless a zone is given).", CARBON, metavar="TIME")] = None,
     simulate_clock: Annotated[Optional[str], Opt("--simulate-clock", help="Carbon-aware on a simulated clock starting at this ISO time (with --simulated-step-s).", hidden=True)] = None,
     simulated_step_s: Annotated[Optional[float], number_option("--simulated-step-s", bounds=FLOAT, help="Simulated seconds per training step.", hidden=True)] = None,
+    output_dir: Annotated[Optional[str], _key("--output-dir", "run.output_dir", "Parent of the run directory.", LOGGING, metavar="DIR")] = None,
+    name: Annotated[Optional[str], name_option("--name", help="Run name (default: recipe-preset).", rich_help_panel=LOGGING)] = None,
+    log_to: Annotated[Optional[list[str]], _key("--log-to", None, "Also log to: tensorboard, mlflow (repeatable).", LOGGING, metavar="NAME")] = None,
+    mlflow_uri: Annotated[Optional[str], _key("--mlflow-uri", None, "MLflow tracking URI (default: mlruns beside the run directory).", LOGGING, metavar="URI")] = None,
     measurement: MeasurementOptions = MeasurementOptions(),
 ) -> None:
     """Train a diffusion model with the green recipe (or the baseline), energy measured per phase."""
     overrides = {"recipe": recipe, "model.preset": preset, "data.dataset": dataset, "data.resolution": resolution,
-                 "data.skip_bad_images": skip_bad_images, "data.label_column": label_column,
+                 "data.skip_bad_images": _switch("--skip-bad-images", skip_bad_images, no_skip_bad_images), "data.label_column": label_column,
                  "data.caption_column": caption_column, "data.cache_max_gb": cache_max_gb,
                  "data.loader_workers": loader_workers, "model.conditioning": conditioning,
                  "optim.cond_dropout": cond_dropout, "optim.guidance_scale": guidance_scale,
@@ -90,11 +137,13 @@ def train_command(
                  "run.output_dir": output_dir, "run.name": name, "stop.eval_every": eval_every, "stop.eval_every_kwh": eval_every_kwh,
                  "stop.eval_samples": eval_samples, "stop.patience": patience, "stop.min_delta": min_delta,
                  "stop.min_gain_per_kwh": min_gain_per_kwh, "stop.target": target_fid, "stop.budget_kwh": budget_kwh,
-                 "stop.budget_kgco2e": budget_kgco2e, "carbon.enabled": carbon_aware, "carbon.max_intensity": max_intensity,
+                 "stop.budget_kgco2e": budget_kgco2e, "carbon.enabled": _switch("--carbon-aware", carbon_aware, no_carbon_aware), "carbon.max_intensity": max_intensity,
                  "carbon.deadline": deadline, "carbon.simulate_start": simulate_clock,
                  "carbon.simulated_step_s": simulated_step_s,
                  "run.log_to": ",".join(log_to) if log_to else None, "run.mlflow_uri": mlflow_uri, **parse_sets(sets)}
-    job = TrainJob(config_file=config_file, overrides=overrides, resume=resume, measurement=measurement, processes=nproc)
+    resume_dir = run_directory(resume, measurement.ledger) if resume is not None else None
+    job = TrainJob(config_file=config_file, overrides=overrides, resume=resume_dir, measurement=measurement,
+                   processes=nproc)
     if dry_run:
         from greendiff.train import to_toml
 
@@ -108,6 +157,14 @@ def train_command(
     render_train(outcome, console)
     if not outcome.finished:
         raise typer.Exit(128 + (outcome.exit_signal or signal.SIGINT))  # 143 after SIGTERM, 130 after Ctrl-C
+
+
+def _switch(flag: str, on: bool, off: bool) -> bool | None:
+    """A switch given as ``--x`` (True) or ``--no-x`` (False), or neither (None: the config decides); both: a
+    one-line error. (``--no-x`` is a hidden option of its own, so ``--help`` keeps one column of flag names.)"""
+    if on and off:
+        raise UserInputError(f"give {flag} or --no-{flag[2:]}, not both")
+    return True if on else False if off else None
 
 
 def render_train(outcome: TrainOutcome, console: Console) -> None:
@@ -141,20 +198,27 @@ def launch(nproc: int, argv: list[str]) -> int:
 
 @with_measurement
 def sample_command(
-    run: Annotated[Path, Opt("--run", help="Run directory (with pipeline/ and config.toml).")],
-    n: Annotated[int, number_option("--n", bounds=IMAGES, help="Number of images; with --class, images per class (one grid row each).")] = 64,
-    classes: Annotated[Optional[list[str]], class_option("--class", help="Class ids to sample (class-conditional runs): --class 7, --class 0,3,7 or repeated; --n images of each, in order, a PNG grid row per class. Without it a conditional run samples class-balanced.")] = None,
-    guidance_scale: Annotated[Optional[float], number_option("--guidance-scale", bounds=GUIDANCE, help="Classifier-free guidance w >= 0 (1: conditional model alone, 0: unconditional; default: the run's optim.guidance_scale).")] = None,
-    steps: Annotated[Optional[int], number_option("--steps", bounds=SAMPLER_STEPS, help="Sampler steps (default: the run's).")] = None,
-    out: Annotated[Path, Opt("--out", help="Output .png grid or .npz (uint8 images, and labels for a conditional run).")] = Path("samples.png"),
+    run: Annotated[str, run_option("--run", help="Trained run: its directory or ledger id.")],
+    samples: Annotated[Optional[int], number_option("--samples", bounds=IMAGES, help=with_default("Images; with --class, images per class (a grid row each).", SAMPLES))] = None,
+    classes: Annotated[Optional[list[str]], class_option("--class", help="Class ids of a class-conditional run (--class 7, --class 0,3,7, or repeated), in grid rows; without it, class-balanced.")] = None,
+    guidance_scale: Annotated[Optional[float], number_option("--guidance-scale", bounds=GUIDANCE, help="Classifier-free guidance w >= 0 (1: conditional model alone, 0: unconditional; default: the run's).")] = None,
+    sample_steps: Annotated[Optional[int], number_option("--sample-steps", bounds=SAMPLER_STEPS, help="Sampler steps (default: the run's).")] = None,
+    output: Annotated[Optional[Path], Opt("--output", "-o", metavar="FILE", help=with_default("A .png grid or an .npz (uint8 images, and labels if conditional).", OUTPUT))] = None,
     seed: Annotated[int, number_option("--seed", bounds=SEED, help="Noise seed.")] = 0,
+    n: Annotated[Optional[int], number_option("--n", bounds=IMAGES, help="Old name of --samples.", hidden=True)] = None,
+    steps: Annotated[Optional[int], number_option("--steps", bounds=SAMPLER_STEPS, help="Old name of --sample-steps.", hidden=True)] = None,
+    out: Annotated[Optional[Path], Opt("--out", help="Old name of --output.", hidden=True)] = None,
     measurement: MeasurementOptions = MeasurementOptions(),
 ) -> None:
     """Sample images from a trained run's EMA weights (by class for a class-conditional run); energy per image
     measured and reported."""
-    outcome = run_sample(SampleJob(run=run, n=n, classes=class_ids(classes), guidance_scale=guidance_scale,
-                                   steps=steps, out=out, seed=seed, measurement=measurement))
+    samples = renamed(("--samples", samples), ("--n", n), SAMPLES)
+    sample_steps = renamed(("--sample-steps", sample_steps), ("--steps", steps), None)
+    output = renamed(("--output", output), ("--out", out), Path(OUTPUT))
     console = Console(stderr=True)
+    outcome = run_sample(SampleJob(run=run_directory(run, measurement.ledger), n=samples, classes=class_ids(classes),
+                                   guidance_scale=guidance_scale, steps=sample_steps, out=output, seed=seed,
+                                   measurement=measurement), RichProgress(console))
     render_summary(outcome.summary, console)
     guided = "" if outcome.guidance_scale is None else f", guidance {outcome.guidance_scale:g}"
     console.print(f"{outcome.n} images, {outcome.steps} {outcome.sampler} steps{guided} → {display_path(outcome.out)} · "

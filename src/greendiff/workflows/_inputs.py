@@ -47,13 +47,15 @@ def load_config_data(config, config_file: Path | None = None):
         raise
 
 
-def check_output(output: Path, suffixes: tuple[str, ...] = ()) -> None:
-    """A file a job may write (``--output``): the right suffix, in a folder that exists and is
-    writable; checked before any work, as a one-line error."""
+def check_output(output: Path, suffixes: tuple[str, ...] = (), flag: str = "--output") -> None:
+    """A file a job may write (``flag``, e.g. ``--output``): the right suffix, not a folder, in a folder that
+    exists and is writable; checked before any work, as a one-line error naming ``flag``."""
     shown = display_path(output)
     if suffixes and output.suffix.lower() not in suffixes:
-        raise UserInputError(f"--output must end in {suffixes[0]}, got {shown}")
+        raise UserInputError(f"{flag} must end in {suffixes[0]}, got {shown}")
+    if output.is_dir():
+        raise UserInputError(f"{flag} {shown} is a folder: give a file name")
     if not output.parent.is_dir():
-        raise UserInputError(f"--output {shown}: folder {display_path(output.parent)} does not exist")
+        raise UserInputError(f"{flag} {shown}: folder {display_path(output.parent)} does not exist")
     if not os.access(output.parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
-        raise UserInputError(f"--output {shown}: not writable")
+        raise UserInputError(f"{flag} {shown}: not writable")
