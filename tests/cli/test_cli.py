@@ -421,3 +421,25 @@ def test_what_a_command_leaves_in_its_group_is_ended_after_it_exits(tmp_path):
     assert "ended 1 process the command left running in its process group" in err
     (run,) = ledger.list_runs()
     assert run.status == "failed" and run.exit_code == 3
+
+
+#: What the code uses that sets a lower bound: the text in src/ -> (distribution, version that has it)
+NEEDS = {"import tomllib": ("python", (3, 11)), "torch.OutOfMemoryError": ("torch", (2, 5)),
+         "torch.amp.GradScaler": ("torch", (2, 3)), "torch.utils.flop_counter": ("torch", (2, 1))}
+
+
+def test_declared_lower_bounds_cover_the_apis_in_use():
+    """issue 20: requires-python said 3.10 while tomllib needs 3.11, and torch>=2.1 lacked torch.OutOfMemoryError."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    declared = {"python": project["requires-python"]}
+    declared.update(re.match(r"([\w-]+)(.*)", d).groups() for d in project["dependencies"])
+    source = "\n".join(p.read_text() for p in (root / "src" / "greendiff").rglob("*.py"))
+    for text, (dist, needed) in NEEDS.items():
+        assert text in source, f"{text} no longer used: drop it from NEEDS"
+        lower = tuple(int(x) for x in re.fullmatch(r">=(\d+(?:\.\d+)*)", declared[dist].strip()).group(1).split("."))
+        assert lower >= needed, f"{dist}{declared[dist]} is below {'.'.join(map(str, needed))}, which {text} needs"

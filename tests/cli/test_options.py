@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import typer
 import typer.main
 
 from greendiff.cli._app import app
-from greendiff.cli._options import MEASUREMENT_PARAMETERS, with_measurement
+from greendiff.cli._options import MEASUREMENT_PANEL, MEASUREMENT_PARAMETERS, run_directory, with_measurement
 from greendiff.workflows import MeasurementOptions
 
 FLAGS = {"--country", "--cloud", "--grid", "--pue", "--live", "--zone", "--cpu-watts", "--gpus", "--no-gpu", "--ledger"}
@@ -36,3 +39,27 @@ def test_a_new_command_gets_them_in_one_line_as_one_value():
     typer.main.get_command(mini)(["job", "--steps", "3", "--country", "FRA", "--no-gpu", "--pue", "1.2"],
                                  standalone_mode=False)
     assert seen == [(3, MeasurementOptions(country="FRA", no_gpu=True, pue="1.2"))]
+
+
+def test_the_measurement_flags_share_one_help_panel():
+    commands = typer.main.get_command(app).commands
+    for name in ("train", "sample", "eval", "measure"):
+        panels = {p.opts[0]: p.rich_help_panel for p in commands[name].params}
+        assert {panels[flag] for flag in FLAGS} == {MEASUREMENT_PANEL}
+
+
+def test_run_directory_reads_a_directory_as_given_and_an_id_from_the_ledger(tmp_path):
+    from greendiff.errors import UserInputError
+    from greendiff.ledger import Ledger
+
+    ledger = tmp_path / "named.sqlite"
+    assert run_directory("runs/12", ledger) == Path("runs/12") and run_directory("./12", ledger) == Path("12")
+    assert not ledger.exists(), "a directory is not looked up: the ledger is not even opened"
+    run_dir = tmp_path / "my-run"
+    run_dir.mkdir()
+    opened = Ledger(ledger)
+    run_id = opened.start_run("my-run", "train", f"greendiff train ({run_dir})", {"run_dir": str(run_dir)}, [])
+    opened.close()
+    assert run_directory(str(run_id), ledger) == run_dir
+    with pytest.raises(UserInputError, match="no run with id 99"):
+        run_directory("99", ledger)

@@ -26,6 +26,22 @@ def test_dry_run_prints_the_resolved_config(capsys, tmp_path):
     assert not (tmp_path / "runs").exists(), "a dry run creates nothing"
 
 
+@pytest.mark.parametrize(("flags", "value"), [([], "true"), (["--no-skip-bad-images"], "false"),
+                                              (["--skip-bad-images", "--no-skip-bad-images"], None)])
+def test_a_switch_and_its_negation(capsys, tmp_path, flags, value):
+    """--no-skip-bad-images and --no-carbon-aware are hidden options of their own (one column of flag names in
+    --help): each still overrides the config file, and a switch given both ways is one line."""
+    config = tmp_path / "c.toml"
+    config.write_text("[data]\nskip_bad_images = true\n[carbon]\nenabled = true\nmax_intensity = 100.0\n")
+    code, out, err = run_cli(capsys, "train", "--config", str(config), *flags, "--no-carbon-aware", "--dry-run")
+    if value is None:
+        assert code == 2 and err.strip().splitlines() == [
+            "greendiff: error: give --skip-bad-images or --no-skip-bad-images, not both"]
+        return
+    assert code == 0, err
+    assert re.search(rf"^skip_bad_images = {value}$", out, re.M) and re.search(r"^enabled = false$", out, re.M)
+
+
 def test_train_then_sample_end_to_end(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", *TINY, "--max-steps", "4", "--output-dir", str(tmp_path / "runs"),
                            "--name", "e2e", "--country", "FRA")
