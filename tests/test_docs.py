@@ -28,7 +28,7 @@ FIXTURES = Path(__file__).resolve().parent / "docs_fixtures"
 MAX_SKIPS = 4              # skipped python blocks over all docs
 SNIPPET_TIMEOUT_S = 180.0  # one block, in a fresh interpreter
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-               "MLFLOW_TRACKING_URI": "", "GREENDIFF_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+               "GREENDIFF_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg"}
 CALLER_LOCATION = ("GREENDIFF_COUNTRY", "GREENDIFF_CLOUD", "GREENDIFF_GRID", "GREENDIFF_PUE",
                    "ELECTRICITYMAPS_API_TOKEN", "GREENDIFF_CREDENTIALS")
 
@@ -78,37 +78,32 @@ class Marker:
     block: Block | None
 
 
+def _closing_fence(lines: list[str], opening: int, fence: str) -> int:
+    """Index of the line that closes the block opened at ``opening`` (the end of the file if none)."""
+    return next((j for j in range(opening + 1, len(lines))
+                 if lines[j].strip().startswith(fence) and not lines[j].strip().strip(fence[0])), len(lines))
+
+
 def blocks_and_markers(path: Path) -> tuple[list[Block], list[Marker]]:
-    """Every fenced block of a Markdown file, and every docs-test marker with its block."""
+    """Every fenced block of a Markdown file, and every docs-test marker (outside blocks) with its block."""
     lines = path.read_text(encoding="utf-8").splitlines()
     blocks: list[Block] = []
-    markers: list[Marker] = []
-    pending: tuple[int, str] | None = None
+    inside: set[int] = set()
     i = 0
     while i < len(lines):
-        skip = _SKIP.match(lines[i])
         fence = _FENCE.match(lines[i])
-        if skip:
-            if pending is not None:
-                markers.append(Marker(path, pending[0], pending[1], None))
-            pending = (i + 1, skip.group("rest"))
-        elif fence:
-            end = next((j for j in range(i + 1, len(lines))
-                        if lines[j].strip().startswith(fence.group(1)) and not lines[j].strip().strip(fence.group(1)[0])),
-                       len(lines))
-            marker_rest = pending[1] if pending is not None and pending[0] == i else None
-            block = Block(path, i + 1, fence.group(2).lower(), "\n".join(lines[i + 1:end]) + "\n", marker_rest)
-            blocks.append(block)
-            if pending is not None:
-                markers.append(Marker(path, pending[0], pending[1], block if pending[0] == i else None))
-                pending = None
-            i = end
-        elif lines[i].strip() and pending is not None:
-            markers.append(Marker(path, pending[0], pending[1], None))
-            pending = None
-        i += 1
-    if pending is not None:
-        markers.append(Marker(path, pending[0], pending[1], None))
+        if fence is None:
+            i += 1
+            continue
+        end = _closing_fence(lines, i, fence.group(1))
+        skip = _SKIP.match(lines[i - 1]) if i > 0 else None
+        blocks.append(Block(path, i + 1, fence.group(2).lower(), "\n".join(lines[i + 1:end]) + "\n",
+                            skip.group("rest") if skip else None))
+        inside.update(range(i, end + 1))
+        i = end + 1
+    by_fence = {block.line: block for block in blocks}
+    markers = [Marker(path, n + 1, match.group("rest"), by_fence.get(n + 2))
+               for n, line in enumerate(lines) if n not in inside and (match := _SKIP.match(line))]
     return blocks, markers
 
 
@@ -122,7 +117,6 @@ def snippet_env(workdir: Path) -> dict[str, str]:
     env.update(OFFLINE_ENV)
     env["GREENDIFF_LEDGER"] = str(workdir / "ledger.sqlite")
     env["GREENDIFF_CACHE_DIR"] = str(workdir / "cache")
-    env["MPLBACKEND"] = "Agg"
     return env
 
 
