@@ -183,3 +183,102 @@ def test_a_real_time_controller_charges_the_ledgers_emissions_as_a_callback():
     assert s["emissions_g"] == pytest.approx(1.5)  # the ledger's 0.5 g per step, from the first step on
     assert s["straight_through_g"] == pytest.approx(0.3)  # 3 Wh at the trace's 100 g/kWh
     assert s["active_h"] == pytest.approx(1.0) and s["pauses"] == 0
+
+
+# -- nothing long is silent: a pause says why and until when, shows its wait, and is booked however it ends -------------
+
+class Shown:
+    """The CLI's progress (rich) on a wide in-memory console, fed by the trainer's display callback; it also keeps
+    every event it was told."""
+
+    def __init__(self):
+        import io
+
+        from rich.console import Console
+
+        from greendiff.cli._progress import RichProgress
+        from greendiff.workflows._progress import TrainerProgress
+
+        self.file = io.StringIO()
+        self.progress = RichProgress(Console(file=self.file, width=200))
+        self.events = []
+        self.callback = TrainerProgress(self)
+
+    def on_log(self, event):
+        self.events.append(event)
+        self.progress.on_log(event)
+
+    def note(self, text, style=None):
+        self.progress.note(text, style)
+
+    def text(self):
+        return " ".join(self.file.getvalue().split())
+
+
+def test_a_pause_says_why_and_until_when_and_shows_its_waiting(tiny_data, tiny_config, tracker, tmp_path):
+    """3 steps an hour: the grid turns 500 g/kWh at 02:00 (step 6) and 600 at 07:00 (step 12); each pause is told
+    before it starts (why, until when) without -v, its wait is a progress row, and its end is a line."""
+    shown = Shown()
+    controller = CarbonAwareController(provider(), SimulatedClock(T0, 1200), 18, max_intensity_g_per_kwh=200, min_pause_s=0)
+    shown.progress.on_start("train", 18)
+    train(tiny_config(run__max_steps=18), tmp_path / "run", tiny_data, tracker, callbacks=[controller, shown.callback])
+    shown.progress.on_end()
+    text = shown.text()
+    assert ("carbon-aware pause at step 6: the grid is at 500 g/kWh, above the threshold 200 g/kWh; resuming at "
+            "2022-06-01 05:00 UTC (in 3.0 h)") in text
+    assert "carbon-aware pause at step 12: the grid is at 600 g/kWh, above the threshold 200 g/kWh; resuming at " \
+           "2022-06-01 10:00 UTC (in 3.0 h)" in text
+    assert text.count("carbon-aware pause over after 3.0 h") == 2
+    waits = [(e.done, e.total) for e in shown.events if type(e).__name__ == "PhaseProgress" and e.phase == "wait"]
+    assert waits == [(0.0, 10800.0), (10800.0, 10800.0)] * 2  # the simulated clock jumps: a start and an end tick
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    starts = [r for r in records if r.get("event") == "pause_start"]
+    assert [(r["step"], r["from"], r["until"]) for r in starts] == [
+        (6, "2022-06-01T02:00:00+00:00", "2022-06-01T05:00:00+00:00"),
+        (12, "2022-06-01T07:00:00+00:00", "2022-06-01T10:00:00+00:00")]
+    assert starts[0]["reason"] == "the grid is at 500 g/kWh, above the threshold 200 g/kWh"
+
+
+class CtrlCClock(SimulatedClock):
+    """A simulated clock whose waits go in 1-hour chunks; Ctrl-C arrives during the second chunk of a wait."""
+
+    chunk_s = 3600.0
+
+    def __init__(self, start, step_s):
+        super().__init__(start, step_s)
+        self.chunks = 0
+
+    def sleep(self, seconds):
+        super().sleep(seconds)
+        self.chunks += 1
+        if self.chunks == 2:
+            raise KeyboardInterrupt
+
+
+class StopRequestedAt:
+    """A stop signal (SIGTERM) as the trainer sees it: requested once the clock reaches ``moment``."""
+
+    def __init__(self, clock, moment):
+        self.clock, self.moment = clock, moment
+
+    def should_interrupt(self):
+        return self.clock.now() >= self.moment
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "stop signal"])
+def test_an_interrupted_wait_is_booked_as_a_pause_with_its_time(tiny_data, tiny_config, tracker, tmp_path, how):
+    """Ctrl-C (or SIGTERM) 2 h into a 3-hour pause: the run ends interrupted at step 6, and the books say one pause
+    and the time it waited (they said 0 pauses, 0 h before)."""
+    clock = CtrlCClock(T0, 1200)
+    controller = CarbonAwareController(provider(), clock, 18, max_intensity_g_per_kwh=200, min_pause_s=0)
+    stops = [StopRequestedAt(clock, T0 + timedelta(hours=3))] if how == "stop signal" else []
+    shown = Shown()
+    result = train(tiny_config(run__max_steps=18), tmp_path / "run", tiny_data, tracker,
+                   callbacks=[*stops, controller, shown.callback])
+    assert (result.status, result.step) == ("interrupted", 6)
+    waited_h = 2.0 if how == "ctrl-c" else 1.0
+    s = controller.summary()
+    assert s["pauses"] == 1 and s["waited_h"] == pytest.approx(waited_h) and s["ended"] == (T0 + timedelta(hours=2 + waited_h)).isoformat()
+    (pause,) = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"pause"' in line]
+    assert pause["interrupted"] is True and pause["waited_s"] == pytest.approx(waited_h * 3600)
+    assert f"carbon-aware pause interrupted after {'2.0 h' if how == 'ctrl-c' else '60 min'}" in shown.text()

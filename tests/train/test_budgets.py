@@ -47,17 +47,18 @@ def records(run_dir):
 
 
 def test_an_energy_budget_holds_from_the_first_step(tmp_path, tiny_data, tiny_config, metered):
-    """3 kWh, then 1 kWh a step; a 10 kWh budget. Forecast at the mean per step so far, the 8th step would pass
-    it after 7 steps (9 kWh). With the old 20-step warm-up the run went on to step 20 (22 kWh, 2.2x the budget)."""
+    """3 kWh for the first step, then 1 kWh a step; a 10 kWh budget. After the first step the next is forecast at
+    3 kWh, then at the mean since the first (1 kWh): a 9th step would pass it, so the run stops at step 8 with
+    10 kWh. With the old 20-step warm-up the run went on to step 20 (22 kWh, 2.2x the budget)."""
     gpu, tracker = metered
     config = tiny_config(run__max_steps=40, stop__budget_kwh=10.0)  # stop.budget_warmup_steps stays 20
     result = train(config, tmp_path / "run", tiny_data, tracker, objective=gpu.objective)
     summary = tracker.stop("completed")
-    assert (result.status, result.step) == ("stopped", 7)
-    assert result.stop_reason == "energy budget: 9 kWh used, the next step would pass 10 kWh"
-    assert summary.energy_kwh == pytest.approx(9.0)
+    assert (result.status, result.step) == ("stopped", 8)
+    assert result.stop_reason == "energy budget: 10 kWh used, the next step would pass 10 kWh"
+    assert summary.energy_kwh == pytest.approx(10.0)
     stopped = [r for r in records(tmp_path / "run") if r.get("event") == "stopped"]
-    assert stopped == [records(tmp_path / "run")[-1]] == [{"event": "stopped", "step": 7, "reason": result.stop_reason}]
+    assert stopped == [records(tmp_path / "run")[-1]] == [{"event": "stopped", "step": 8, "reason": result.stop_reason}]
 
 
 def test_a_first_step_larger_than_the_budget_is_the_only_overrun(tmp_path, tiny_data, tiny_config, metered):

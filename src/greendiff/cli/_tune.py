@@ -26,7 +26,6 @@ from greendiff.cli._options import (
 from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, fmt_mass, plain
 from greendiff.errors import UserInputError
-from greendiff.tune import TrialRecord, trial_note
 from greendiff.workflows import (
     ENV_STORAGE, MeasurementOptions, StudyJob, continue_study, new_study, resolve_settings, work_on_study,
 )
@@ -114,6 +113,8 @@ class _TrialLine:
         self.metric, self.console, self.budget_kwh = metric, console, budget_kwh
 
     def __call__(self, trial) -> None:
+        from greendiff.tune import TrialRecord, trial_note  # greendiff.tune imports torch: not for --help
+
         value = f"{self.metric} {trial.values[0]:.4g}" if trial.values else trial.user_attrs.get("fail_reason", "")
         record = TrialRecord.of(trial)
         note = trial_note(record.stop_reason, record.energy_kwh, self.budget_kwh, record.pruned_after) if record else ""
@@ -138,6 +139,8 @@ def _run_workers(study_, workers: int, measure_argv, console: Console, progress:
 # -- report ------------------------------------------------------------------------------------------
 
 def _render_report(report: StudyReport, console: Console, as_json: bool = False, pick: int | None = None) -> None:
+    from greendiff.tune import trial_note
+
     spec, rows, summary, metric = report.spec, report.rows, report.summary, report.metric
     table = Table(title=f"study {report.name} · {spec.mode} mode", title_justify="left")
     for column in ("trial", "state", metric.upper(), "energy", "steps", "parameters", "note"):

@@ -156,6 +156,9 @@ class StopConfig:
     so its final quality is on record. ``fit_schedule``: with an energy or carbon budget, the
     learning-rate schedule ends where the budget is forecast to run out (re-forecast every step from
     the energy per step so far, evaluations included), so a budget-stopped run has finished its decay.
+    ``budget_kwh`` / ``budget_kgco2e`` hold from the first step (the run stops before its next step, with
+    room for the closing evaluation, would pass them); ``budget_warmup_steps`` delays only the forecast of
+    the run's total and ``fit_schedule``'s horizon, which the first steps' warm-up would inflate.
     """
 
     eval_every: int = bounded(0, COUNT0)

@@ -64,8 +64,9 @@ class StoppingRules:
         self.best_step = -1
         self.patience_reference = math.inf
         self.evals_since_best = 0
-        self.start_step: int | None = None
+        self.start_step: int | None = None  # where this segment began (steps done, kWh so far): :meth:`begin`
         self.start_energy_kwh = 0.0
+        self._first: tuple[int, float] | None = None  # (step, kWh) after the segment's first step
         self.kg_per_kwh_now = 0.0  # emission factor of the latest step (PUE included)
         self.reserve_kwh = 0.0  # energy kept for after the stop (the closing evaluation), set by the caller
         self._last: tuple[float, float] | None = None  # (energy_kwh, emissions_kg) after the latest step
@@ -99,8 +100,18 @@ class StoppingRules:
 
     # -- budgets ----------------------------------------------------------------------------------
 
+    def begin(self, step: int, energy_kwh: float) -> None:
+        """A segment starts at ``step`` with ``energy_kwh`` used so far (a resumed run: its earlier segments)."""
+        self.start_step, self.start_energy_kwh, self._first = step, energy_kwh, None
+
     def _per_step_kwh(self, step: int, energy_kwh: float) -> float:
-        return (energy_kwh - self.start_energy_kwh) / (step - self.start_step)
+        """The energy of the next step as measured so far: after the segment's first step, that step's own
+        (with the setup since the segment began: a high first estimate); from the second, the mean per step
+        since the first, which holds a new configuration's warm-up (up to ~10x a later step) and so would
+        overstate every later step (evaluations stay in: they recur)."""
+        if self._first is None or step <= self._first[0]:
+            return (energy_kwh - self.start_energy_kwh) / max(step - self.start_step, 1)
+        return (energy_kwh - self._first[1]) / (step - self._first[0])
 
     def forecast(self, step: int, energy_kwh: float, emissions_kg: float, max_steps: int) -> Forecast | None:
         """Totals at ``max_steps`` if the measured energy per step holds, the rest emitted at the latest
@@ -136,20 +147,25 @@ class StoppingRules:
 
     def on_step(self, step: int, energy_kwh: float, emissions_kg: float) -> str | None:
         """After a step, with the run's energy and emissions so far (the ledger's accounting): stop if the
-        next step (and :attr:`reserve_kwh`) would take the run past a budget. The next step is forecast at the
-        energy per step measured so far, from the first step (its warm-up included: the forecast errs high,
-        never low), emitting at the emission factor of the latest step (on an hourly grid the intensity of
-        the hour it runs in, not an average over the run).
+        next step (and :attr:`reserve_kwh`) would take the run past a budget, from the first step on. The next
+        step is forecast at the energy per step measured so far (:meth:`_per_step_kwh`: after the first step,
+        that step's; then the mean since it), emitting at the emission factor of the latest step (on an hourly
+        grid the intensity of the hour it runs in, not an average over the run).
 
         Example:
             >>> rules = StoppingRules(budget_kwh=1.0)
-            >>> rules.on_step(1, 0.4, 0.2) is None  # 0.4 kWh per step so far: a second fits
+            >>> rules.begin(0, 0.0)
+            >>> rules.on_step(1, 0.4, 0.2) is None  # the first step took 0.4 kWh: a second fits
             True
-            >>> rules.on_step(2, 0.7, 0.35)  # 0.35 per step: a third would pass 1 kWh
-            'energy budget: 0.7 kWh used, the next step would pass 1 kWh'
+            >>> rules.on_step(2, 0.55, 0.27) is None  # 0.15 kWh a step since the first
+            True
+            >>> rules.on_step(4, 0.9, 0.45)  # 0.1667 a step: a fifth would pass 1 kWh
+            'energy budget: 0.9 kWh used, the next step would pass 1 kWh'
         """
-        if self.start_step is None:  # a fresh run counts from step 0; a resumed one from its first step
-            self.start_step, self.start_energy_kwh = (0, 0.0) if step <= 1 else (step, energy_kwh)
+        if self.start_step is None:  # not begun: a fresh run counts from step 0; a resumed one from its first step
+            self.begin(*((0, 0.0) if step <= 1 else (step, energy_kwh)))
+        if self._first is None and step > self.start_step:
+            self._first = (step, energy_kwh)
         self._measure_factor(energy_kwh, emissions_kg)
         if not (self.budget_kwh or self.budget_kgco2e):
             return None
@@ -219,6 +235,11 @@ class StopCallback:
     @property
     def budgets(self) -> bool:
         return bool(self.rules.budget_kwh or self.rules.budget_kgco2e)
+
+    def on_train_start(self, trainer, event) -> None:
+        """The segment's start: where the budgets' energy per step is measured from."""
+        if self.budgets:
+            self.rules.begin(event.step, joules_to_kwh(trainer.energy_so_far_j()))
 
     def on_step_end(self, trainer, outcome) -> Stop | None:
         if not outcome.updated:
