@@ -25,11 +25,11 @@ STDOUT = "-"  #: ``--json -``: the summary on stdout, the command's own stdout m
 
 @with_measurement
 def measure(
-    command: Annotated[Optional[list[str]], typer.Argument(help="The command to run, after --.", show_default=False)] = None,
+    command: Annotated[Optional[list[str]], typer.Argument(metavar="COMMAND", help="The command to run, after --.", show_default=False)] = None,
     name: Annotated[Optional[str], name_option("--name", path=False, help="Run name (default: the program name).")] = None,
     measurement: MeasurementOptions = MeasurementOptions(),
     sample_interval_s: Annotated[float, number_option("--sample-interval", bounds=SAMPLE_INTERVAL, help="Seconds between ledger samples.")] = 5.0,
-    json_to: Annotated[Optional[str], typer.Option("--json", metavar="FILE", help="Write the summary as JSON to FILE; '-': to stdout, the command's own stdout then goes to stderr.")] = None,
+    json_to: Annotated[Optional[str], typer.Option("--json", metavar="FILE", help="Write the summary as JSON to FILE (.json); - : to stdout, the command's own stdout then to stderr.")] = None,
 ) -> None:
     """Run a command, measure its process tree's energy, record it in the ledger.
 

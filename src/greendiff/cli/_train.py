@@ -42,7 +42,7 @@ DATA, MODEL, OPTIM, EVAL, CARBON, LOGGING = ("Data", "Model and sampling", "Opti
                                              "Carbon-aware", "Run and logging")
 
 
-#: Stopping and carbon-aware rules that 0 switches off: --help says "0: off" for their default
+#: Stopping and carbon-aware rules that 0 switches off: --help shows their default as "0 (off)"
 _OFF_AT_ZERO = frozenset({"stop.eval_every", "stop.eval_every_kwh", "stop.patience", "stop.min_gain_per_kwh",
                           "stop.target", "stop.budget_kwh", "stop.budget_kgco2e", "carbon.max_intensity"})
 
