@@ -45,8 +45,10 @@ def test_kid_grows_with_the_shift():
 
 
 def test_kid_subset_larger_than_samples_is_a_user_error():
-    with pytest.raises(UserInputError, match="KID subset size 1000 needs"):
+    with pytest.raises(UserInputError) as info:
         kid(gaussian(100, 4), gaussian(100, 4), subset_size=1000)
+    assert str(info.value) == ("KID subset size 1000 needs 2 <= size <= the number of samples (100); use more samples "
+                               "(--samples; in training --eval-samples) or a smaller subset")
 
 
 def test_precision_recall_identical_and_disjoint():

@@ -136,7 +136,7 @@ def test_eval_of_fewer_than_1000_images_takes_them_all_as_the_kid_subset_and_say
 
 def test_an_explicit_kid_subset_above_n_stays_a_one_line_error_before_the_ledger(tmp_path, parent):
     ledger = tmp_path / "l.sqlite"
-    with pytest.raises(UserInputError, match=r"^--kid-subset 300 exceeds --n 200: too few samples for KID; raise --n$"):
+    with pytest.raises(UserInputError, match=r"^--kid-subset 300 exceeds --samples 200: too few samples for KID; raise --samples$"):
         run_eval(EvalJob(run=parent, n=200, kid_subset=300, measurement=measurement(ledger)))
     assert not ledger.exists() or Ledger(ledger).list_runs() == []
 

@@ -50,7 +50,7 @@ def kid(real: torch.Tensor, fake: torch.Tensor, subset_size: int = 1000, subsets
     n = min(real.shape[0], fake.shape[0])
     if subset_size < 2 or subset_size > n:
         raise UserInputError(f"KID subset size {subset_size} needs 2 <= size <= the number of samples ({n}); "
-                             "use more samples (--n) or a smaller subset")
+                             "use more samples (--samples; in training --eval-samples) or a smaller subset")
     x_all, y_all = real.double(), fake.double()
     d = x_all.shape[1]
     gen = torch.Generator().manual_seed(seed)

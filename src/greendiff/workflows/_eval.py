@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from greendiff.errors import UserInputError
+from greendiff.names import display_path
 from greendiff.tracking import RunSummary
 from greendiff.workflows._inputs import is_bundled, load_config_data
 from greendiff.workflows._fields import (
@@ -120,7 +121,7 @@ def reference_labels(data, num_classes: int, n: int):
     from greendiff.data import REFERENCE_IMAGES, reference_indices
 
     if n < 2 * num_classes:
-        raise UserInputError(f"--n {n} is too few for a per-class FID over {num_classes} classes: at least "
+        raise UserInputError(f"--samples {n} is too few for a per-class FID over {num_classes} classes: at least "
                              f"{2 * num_classes} (2 per class)")
     if data.labels is None:
         raise UserInputError("the run is class-conditional but its dataset has no labels now; per-class FID needs them")
@@ -188,9 +189,9 @@ class EvalJob:
         if not isinstance(self.features, str):
             raise TypeError(f"EvalJob.features must be a str ('mnist' or 'inception:PATH'), got {type(self.features).__name__}")
         set_fields(self, run=checked_path(self.run, "EvalJob.run"),
-                   n=checked_int(self.n, EVAL_IMAGES, "EvalJob.n", "--n"),
+                   n=checked_int(self.n, EVAL_IMAGES, "EvalJob.n", "--samples"),
                    seeds=checked_int(self.seeds, SEEDS, "EvalJob.seeds", "--seeds"),
-                   steps=checked_int(self.steps, SAMPLER_STEPS0, "EvalJob.steps", "--steps"),
+                   steps=checked_int(self.steps, SAMPLER_STEPS0, "EvalJob.steps", "--sample-steps"),
                    kid_subset=None if self.kid_subset is None else checked_int(
                        self.kid_subset, KID_SUBSET, "EvalJob.kid_subset", "--kid-subset"),
                    guidance_scale=None if guidance is None else checked_float(
@@ -272,7 +273,7 @@ def kid_subset_for(job: EvalJob) -> tuple[int, str]:
     note when that is fewer than 1000."""
     if job.kid_subset is not None:
         if job.kid_subset > job.n:
-            raise UserInputError(f"--kid-subset {job.kid_subset} exceeds --n {job.n}: too few samples for KID; raise --n")
+            raise UserInputError(f"--kid-subset {job.kid_subset} exceeds --samples {job.n}: too few samples for KID; raise --samples")
         return job.kid_subset, ""
     if job.n >= KID_SUBSET_DEFAULT:
         return KID_SUBSET_DEFAULT, ""
@@ -305,7 +306,8 @@ def run_eval(job: EvalJob, progress: Progress = NullProgress()) -> EvalOutcome:
     for line in (settings.note, kid_note):
         if line:
             progress.note(line)
-    with settings.tracker(f"eval {job.run.name}", "eval", f"greendiff eval --run {job.run} --n {job.n}") as tracker:
+    command = f"greendiff eval --run {display_path(job.run)} --samples {job.n}"
+    with settings.tracker(f"eval {job.run.name}", "eval", command) as tracker:
         with tracker.window("eval"):
             real = reference_features(data.reference_images(), extractor)
             by_class = class_scoring(real, labels, model.num_classes, guidance, not note) if labels is not None else None

@@ -4,12 +4,12 @@ of range is the CLI's own one-line :class:`~greendiff.errors.UserInputError` (th
 flag named), so a job from Python fails before any ledger row or file exists, as ``greendiff`` does.
 
 Example:
-    >>> IMAGES.parse("64", "--n")
+    >>> IMAGES.parse("64", "--samples")
     64
-    >>> checked_int(0, IMAGES, "SampleJob.n", "--n")
+    >>> checked_int(0, IMAGES, "SampleJob.n", "--samples")
     Traceback (most recent call last):
     ...
-    greendiff.errors.UserInputError: --n must be a positive integer up to 100000, got 0
+    greendiff.errors.UserInputError: --samples must be a positive integer up to 100000, got 0
 """
 
 from __future__ import annotations

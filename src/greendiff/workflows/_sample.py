@@ -61,11 +61,11 @@ class SampleJob:
         :class:`UserInputError` out of range); ``run`` and ``out`` may be given as ``str``."""
         guidance = self.guidance_scale
         set_fields(self, run=checked_path(self.run, "SampleJob.run"), out=checked_path(self.out, "SampleJob.out"),
-                   n=checked_int(self.n, IMAGES, "SampleJob.n", "--n"),
+                   n=checked_int(self.n, IMAGES, "SampleJob.n", "--samples"),
                    classes=checked_class_ids(self.classes, "SampleJob.classes", "--class"),
                    guidance_scale=None if guidance is None else checked_float(
                        guidance, GUIDANCE, "SampleJob.guidance_scale", "--guidance-scale"),
-                   steps=None if self.steps is None else checked_int(self.steps, SAMPLER_STEPS, "SampleJob.steps", "--steps"),
+                   steps=None if self.steps is None else checked_int(self.steps, SAMPLER_STEPS, "SampleJob.steps", "--sample-steps"),
                    seed=checked_int(self.seed, SEED, "SampleJob.seed", "--seed"))
         check_instance(self.measurement, MeasurementOptions, "SampleJob.measurement")
 
@@ -211,20 +211,20 @@ def run_sample(job: SampleJob, progress: Progress = NullProgress()) -> SampleOut
     check_instance(job, SampleJob, "run_sample's job")
     progress = check_progress(progress)
     if job.out.suffix.lower() not in SUFFIXES:
-        raise UserInputError(f"--out must end in .png or .npz, got {display_path(job.out)}")
+        raise UserInputError(f"-o/--output must end in .png or .npz, got {display_path(job.out)}")
     model = load_run_model(job.run)
     config, unet, sampler = model
     labels = sample_labels(model.num_classes, job.n, tuple(job.classes))
     if labels is not None and len(labels) > IMAGES.hi:
-        raise UserInputError(f"--n {job.n} per class x {len(job.classes)} classes is {len(labels):,} images; at most "
-                             f"{IMAGES.hi:,} in one call: lower --n")
+        raise UserInputError(f"--samples {job.n} per class x {len(job.classes)} classes is {len(labels):,} images; at most "
+                             f"{IMAGES.hi:,} in one call: lower --samples")
     guidance = resolve_guidance(model.num_classes, job.guidance_scale, config.optim.guidance_scale)
     settings = resolve_settings(job.measurement, run=job.run)
     n = len(labels) if labels is not None else job.n
     n_steps = job.steps or config.optim.sample_steps
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-    command = f"greendiff sample --run {display_path(job.run)} --n {job.n}" + (
-        f" --class {','.join(map(str, job.classes))}" if job.classes else "")
+    command = (f"greendiff sample --run {display_path(job.run)} --samples {job.n}"
+               + (f" --class {','.join(map(str, job.classes))}" if job.classes else "") + f" -o {display_path(job.out)}")
     if settings.note:
         progress.note(settings.note)
     batches = sampled_batches(unet, sampler, n, n_steps, shape, torch.Generator().manual_seed(job.seed),
