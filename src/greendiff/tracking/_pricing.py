@@ -77,7 +77,7 @@ class FallbackProvider(IntensityProvider):
         self.static = static
         self.unavailable = unavailable
         self.name = primary.name if primary is not None else static.name
-        self._mean: float | None = None
+        self._whole: tuple[float, str, int | None] | None = None  # the primary over its coverage: mean, kind, year
 
     def intensity(self, start: datetime, end: datetime) -> Intensity:
         if self.primary is None:
@@ -90,17 +90,20 @@ class FallbackProvider(IntensityProvider):
             return patched if patched is not None else self._from_static(start, end, why)
 
     def _outside_coverage(self, start: datetime, end: datetime) -> Intensity | None:
-        """The covered part from the primary, the rest at its mean over its coverage; ``None`` if it has none."""
+        """The covered part from the primary, the rest at its mean over its coverage; ``None`` if it has none.
+        The result keeps the primary's resolution (``kind``: ``"10-second"``, ``"half-hourly"``, ...) and year,
+        also for a range wholly outside the coverage."""
         lo, hi = self.primary.coverage()
         if lo is None or hi is None or not lo < hi:
             return None
         try:
-            if self._mean is None:
-                self._mean = self.primary.intensity(lo, hi).mean_g_per_kwh()
+            if self._whole is None:
+                whole = self.primary.intensity(lo, hi)
+                self._whole = (whole.mean_g_per_kwh(), whole.kind, whole.year)
             inside = self.primary.intensity(max(start, lo), min(end, hi)) if max(start, lo) < min(end, hi) else None
         except _PROVIDER_ERRORS:
             return None
-        mean, segments, outside_s = self._mean, [], 0.0
+        (mean, kind, year), segments, outside_s = self._whole, [], 0.0
         if start < lo:
             segments.append(IntensitySegment(start, min(end, lo), mean))
             outside_s += (min(end, lo) - start).total_seconds()
@@ -111,9 +114,8 @@ class FallbackProvider(IntensityProvider):
         source = self.primary.describe()
         label = (f"{source} covers {lo.isoformat()} to {hi.isoformat()}, not all of the run; the {_duration(outside_s)} "
                  f"outside it priced at the trace's mean, {mean:.0f} gCO2e/kWh (fallback)")
-        kind = inside.kind if inside is not None else "hourly"
         notes = (*(inside.notes if inside is not None else ()), label)
-        return FallbackIntensity(tuple(segments), source, kind, inside.year if inside else None, notes, label)
+        return FallbackIntensity(tuple(segments), source, kind, year, notes, label)
 
     def _from_static(self, start: datetime, end: datetime, why: str) -> Intensity:
         result = self.static.intensity(start, end)
