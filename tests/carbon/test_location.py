@@ -61,3 +61,11 @@ def test_live_options_validated():
         resolve_provider(Location(country="FRA"), live="electricitymaps")
     with pytest.raises(UserInputError, match="--live must be one of"):
         resolve_provider(Location(), live="watttime")
+
+
+@pytest.mark.parametrize("location", [Location(), Location(country="FRA"), Location(cloud="ovh:gra")])
+def test_the_default_pue_says_what_is_assumed_and_no_cli_hint(location):
+    """The PUE's source travels into summaries, statements and exports: the fact, no "pass --pue" (issue 20)."""
+    pue = resolve_pue(None, location, env={})
+    assert pue.value == 1.0 and pue.source.endswith("default 1.0: no facility overhead counted (on-premise machine)")
+    assert "--" not in pue.source and "pass" not in pue.source

@@ -20,8 +20,10 @@ CLOUD_PUE: dict[str, tuple[float, str]] = {
     "aws": (1.15, "AWS global PUE 1.15 (AWS 2023 sustainability report)"),
     "azure": (1.18, "Microsoft Azure design PUE ~1.18 (Microsoft datacenter fact sheet)"),
 }
-DEFAULT_PUE = (1.0, "default 1.0: no facility overhead counted (on-premise machine); pass --pue for a data centre "
-                    "(industry average 1.58, Uptime Institute 2023)")
+#: The PUE of a run that names none and no cloud: an on-premise machine, no facility overhead. The text is
+#: data (it travels into summaries, statements and exports), so it tells no one what to type; a data centre
+#: averages 1.58 (Uptime Institute 2023), which the CLI says beside it.
+DEFAULT_PUE = (1.0, "default 1.0: no facility overhead counted (on-premise machine)")
 
 
 @dataclass(frozen=True)
