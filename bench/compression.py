@@ -49,8 +49,8 @@ def only_run(folder: Path) -> Path:
 
 
 def fid(run_dir: Path, steps: int, args, env: dict) -> dict:
-    report = json.loads(cli(["eval", "--run", str(run_dir), "--n", str(args.eval_n), "--seeds", str(args.eval_seeds),
-                             "--steps", str(steps), "--kid-subset", str(min(1000, args.eval_n)), "--json"], env))
+    report = json.loads(cli(["eval", "--run", str(run_dir), "--samples", str(args.eval_n), "--seeds", str(args.eval_seeds),
+                             "--sample-steps", str(steps), "--kid-subset", str(min(1000, args.eval_n)), "--json"], env))
     fids = [r["fid"] for r in report["results"]]
     return {"fid": statistics.mean(fids), "fid_std": statistics.stdev(fids) if len(fids) > 1 else 0.0, "steps": steps,
             "eval_kwh": report["energy_kwh"]}

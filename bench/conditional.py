@@ -64,7 +64,7 @@ def train(name: str, extra: list[str], common: list[str], work: Path, env: dict)
 
 
 def score(run_dir: str, n: int, guidance: float | None, env: dict) -> dict:
-    args = ["eval", "--run", run_dir, "--n", str(n), "--kid-subset", str(min(n, 1000)), "--json"]
+    args = ["eval", "--run", run_dir, "--samples", str(n), "--kid-subset", str(min(n, 1000)), "--json"]
     if guidance is not None:
         args += ["--guidance-scale", f"{guidance:g}"]
     (result,) = json.loads(run(args, env))["results"]
@@ -120,7 +120,7 @@ def report(args, result: dict) -> str:
              f"- Green recipe, {args.preset} UNet, bundled MNIST 16x16, {args.max_steps} steps each, seed 0; in-training FID "
              f"every {args.eval_every} steps ({args.eval_samples} samples, {args.eval_sample_steps} DDIM steps; conditional: "
              f"class-balanced at the recipe's guidance scale 2, or at 1 in the run so named: the same training, only its "
-             f"evaluations differ). Final scores: `greendiff eval --n {args.eval_n}`.", "",
+             f"evaluations differ). Final scores: `greendiff eval --samples {args.eval_n}`.", "",
              "| run | guidance | FID | class accuracy | worst per-class FID | best per-class FID |",
              "|---|---:|---:|---:|---:|---:|"]
     for kind, rows in finals.items():

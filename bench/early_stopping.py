@@ -39,7 +39,7 @@ def train_and_score(name: str, extra: list[str], common: list[str], root: Path, 
     run(["train", *common, "--name", name, "--output-dir", str(out_dir), *extra], env)
     (run_dir,) = out_dir.iterdir()
     emissions = json.loads((run_dir / "emissions.json").read_text())
-    report = json.loads(run(["eval", "--run", str(run_dir), "--n", str(eval_n), "--seeds", "3", "--json"], env))
+    report = json.loads(run(["eval", "--run", str(run_dir), "--samples", str(eval_n), "--seeds", "3", "--json"], env))
     fids = [r["fid"] for r in report["results"]]
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     curve = [{k: r[k] for k in ("step", "energy_kwh", "eval_energy_kwh", "fid", "kid")} for r in records if r.get("event") == "eval"]

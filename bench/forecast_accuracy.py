@@ -1,6 +1,6 @@
 """How good is `greendiff profile`'s forecast? Profile a config, then train it in full and compare.
 
-For each config: `greendiff profile --steps N` (forecast energy, band and hours), then
+For each config: `greendiff profile --train-steps N` (forecast energy, band and hours), then
 `greendiff train` of the same config (measured energy and wall time), interleaved config by config,
 same machine and meters. Reports the forecast error and whether the measurement fell in the band.
 
@@ -49,7 +49,7 @@ def main() -> None:
         for name, sets in CONFIGS.items():
             profile = Path(tmp) / f"{name}.json"
             t0 = time.perf_counter()
-            cli(["profile", *sets, "--steps", str(args.profile_steps), "-o", str(profile)], env)
+            cli(["profile", *sets, "--train-steps", str(args.profile_steps), "-o", str(profile)], env)
             profile_s = time.perf_counter() - t0
             f = json.loads(profile.read_text())["forecast"]
             runs = Path(tmp) / "runs" / name

@@ -2,9 +2,10 @@
 
 Runs ``greendiff hardware`` on ``cuda:0`` for a 32x32 config (preset ``--preset``, MNIST upsampled
 to 32 px, batch ``--batch-size``) with limits 700 -> 300 W in 100 W steps (clipped to what the GPU
-accepts), ``--steps`` profiled steps per limit after ``--warmup``; records energy per sample and time
-per sample per limit, and the limit chosen within 10 % slowdown. Setting limits needs root; without
-it the script records the default limit only and says so. Exits 0 with a message where there is no GPU.
+accepts), ``--steps`` profiled steps per limit (``greendiff hardware --train-steps``) after
+``--warmup`` unmetered ones (``--unmetered-steps``); records energy per sample and time per sample per
+limit, and the limit chosen within 10 % slowdown. Setting limits needs root; without it the script
+records the default limit only and says so. Exits 0 with a message where there is no GPU.
 
     python bench/gpu_check_power.py [--steps 40] [--out DIR] [--write-benchmarks]
 """
@@ -48,9 +49,7 @@ def main() -> None:
     limits = [w for w in (float(x) for x in args.limits.split(",")) if low <= w <= high] or [high]
     args.out.mkdir(parents=True, exist_ok=True)
     result = args.out / "gpu_power_sweep.json"
-    cmd = [EXE, "hardware", "--devices", "cuda:0", "--steps", str(args.steps), "--warmup", str(args.warmup),
-           "--limits", ",".join(f"{w:g}" for w in limits), "--set", f"model.preset={args.preset}", "--set", "data.resolution=32",
-           "--set", f"optim.batch_size={args.batch_size}", "-o", str(result)]
+    cmd = [EXE, *hardware_argv(args, limits, result)]
     print(" ".join(cmd[1:]), flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     print(proc.stdout[-4000:], proc.stderr[-4000:])
@@ -59,6 +58,13 @@ def main() -> None:
     report = json.loads(result.read_text())
     if args.write_benchmarks:
         write_section("gpu-power-sweep", render(report, args, cmd, limits))
+
+
+def hardware_argv(args: argparse.Namespace, limits: list[float], result: Path) -> list[str]:
+    """The ``greendiff hardware`` arguments of the sweep (``-o result`` last: :func:`render` leaves it out)."""
+    return ["hardware", "--devices", "cuda:0", "--train-steps", str(args.steps), "--unmetered-steps", str(args.warmup),
+            "--limits", ",".join(f"{w:g}" for w in limits), "--set", f"model.preset={args.preset}", "--set", "data.resolution=32",
+            "--set", f"optim.batch_size={args.batch_size}", "-o", str(result)]
 
 
 def render(report: dict, args, cmd: list[str], limits: list[float]) -> str:
