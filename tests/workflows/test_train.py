@@ -89,6 +89,7 @@ def test_train_segment_hands_everything_to_the_trainer_as_callbacks(tmp_path, mo
     from greendiff.train import EvalEvent, Stop
     from greendiff.tune import TrialPruner
     from greendiff.workflows import StopSignals
+    from greendiff.workflows import TrainerProgress
     from greendiff.workflows._segment import ProgressCallback, train_segment
 
     seen = {}
@@ -114,8 +115,9 @@ def test_train_segment_hands_everything_to_the_trainer_as_callbacks(tmp_path, mo
         train_segment(greendiff.train.resolve_config(overrides=TINY), greendiff.data.load_digits(8), tmp_path, Tracker(),
                       callbacks=(controller, pruner), stops=stops)
     assert set(seen) - {"callbacks", "status"} <= {"resume", "objective"}
-    first, second, third, progress = seen["callbacks"]
-    assert (first, second, third, type(progress)) == (stops, controller, pruner, ProgressCallback)
+    first, second, third, progress, shown = seen["callbacks"]
+    assert (first, second, third, type(progress), type(shown)) == (stops, controller, pruner, ProgressCallback,
+                                                                   TrainerProgress)
     assert seen["status"] == "failed"
     event = EvalEvent(step=2, energy_kwh=1e-6, eval_energy_kwh=1e-7, scores={"fid": 30.0})
     assert pruner.on_evaluation(None, event) == Stop("pruned by the median pruner after evaluation 1 (fid 30)")
@@ -155,3 +157,80 @@ def test_an_image_folder_at_the_default_resolution_is_warned_about_unless_a_reso
                            "--resolution N (or set data.resolution in the config file) to train at another size", "warning")]
     else:
         assert warned == []
+
+
+# -- what the loop does besides its steps reaches the caller's progress (issue 20: nothing long is silent) -------------
+
+def test_in_training_evaluations_reach_the_progress_with_their_sampling(tmp_path):
+    """An evaluation every 2 steps of a 4-step run: each is told once, after a row of its sampling, so `greendiff
+    train` prints "evaluation at step N: FID ..." (before, the scores went to the loggers alone)."""
+    from greendiff.train import EvalEvent, PhaseProgress
+
+    progress = Recorder()
+    outcome = run_train(TrainJob(overrides={**TINY, "run.max_steps": 4, "stop.eval_every": 2, "stop.eval_samples": 8,
+                                            "run.output_dir": str(tmp_path / "runs")},
+                                 measurement=measurement(tmp_path / "l.sqlite")), progress)
+    assert outcome.status == "completed"
+    kinds = [type(r).__name__ for r in progress.records]
+    evaluations = [r for r in progress.records if isinstance(r, EvalEvent)]
+    assert [(e.step, e.scores["n"]) for e in evaluations] == [(2, 8), (4, 8)]
+    assert all(e.scores["fid"] > 0 for e in evaluations)
+    for e in evaluations:  # its sampling shown as a row before its scores, from 0 to every image
+        i = progress.records.index(e)
+        rows = [r for r in progress.records[:i] if isinstance(r, PhaseProgress)]
+        assert rows[0].phase == "eval" and rows[0].done == 0 and rows[-1].done == rows[-1].total > 0
+    assert kinds.index("EvalEvent") > kinds.index("LogEvent")  # the step 2 log comes first
+    assert progress.bars == [("train", 4)] and progress.ended == 1
+
+
+def test_a_carbon_aware_pause_reaches_the_progress_with_its_wait(tmp_path):
+    """A simulated clock (20 min a step) from 2022-06-01 00:00 UTC over the CISO grid at 250 g/kWh: the pause is told
+    when it starts (why, until when), its wait is a row from 0 to 6 h, and its end is told; before, only -v said it."""
+    from datetime import datetime, timezone
+
+    from greendiff.train import PauseEvent, PauseStartEvent, PhaseProgress
+    from greendiff.workflows import MeasurementOptions
+
+    progress = Recorder()
+    overrides = {**TINY, "run.max_steps": 12, "carbon.enabled": True, "carbon.max_intensity": 250,
+                 "carbon.simulate_start": "2022-06-01T00:00", "carbon.simulated_step_s": 1200,
+                 "run.output_dir": str(tmp_path / "runs")}
+    outcome = run_train(TrainJob(overrides=overrides, measurement=MeasurementOptions(
+        grid="CISO", no_gpu=True, ledger=tmp_path / "l.sqlite")), progress)
+    assert (outcome.status, outcome.step) == ("completed", 12)
+    began, until = datetime(2022, 6, 1, 3, tzinfo=timezone.utc), datetime(2022, 6, 1, 9, tzinfo=timezone.utc)
+    told = [r for r in progress.records if isinstance(r, (PauseStartEvent, PauseEvent, PhaseProgress))]
+    assert told == [
+        PauseStartEvent(9, began, until, "the grid is at 270 g/kWh, above the threshold 250 g/kWh"),
+        PhaseProgress("wait", 0.0, 21600.0, "paused for a cleaner grid until 2022-06-01 09:00 UTC"),
+        PhaseProgress("wait", 21600.0, 21600.0, "paused for a cleaner grid until 2022-06-01 09:00 UTC"),
+        PauseEvent(9, began, until, until, False)]
+    assert outcome.summary.carbon_aware["pauses"] == 1
+
+
+def test_a_progress_shown_by_the_callers_own_trainer_progress_is_not_told_twice(tmp_path, monkeypatch):
+    """train_segment adds one TrainerProgress per progress: a caller that passes its own for the same progress
+    (a tuning trial, say) keeps it alone; one for another progress stays beside it."""
+    import greendiff.train
+    from greendiff.workflows import TrainerProgress
+    from greendiff.workflows._segment import train_segment
+
+    seen = []
+
+    def fake_train(config, run_dir, data, tracker, **kwargs):
+        seen.append([cb for cb in kwargs["callbacks"] if isinstance(cb, TrainerProgress)])
+        raise RuntimeError("stop here")
+
+    class Tracker:
+        def stop(self, status):
+            pass
+
+    monkeypatch.setattr(greendiff.train, "train", fake_train)
+    progress, other = Recorder(), Recorder()
+    config, data = greendiff.train.resolve_config(overrides=TINY), greendiff.data.load_digits(8)
+    own = TrainerProgress(progress)
+    for given in ((), (own,), (TrainerProgress(other),)):
+        with pytest.raises(RuntimeError, match="stop here"):
+            train_segment(config, data, tmp_path, Tracker(), progress, callbacks=given)
+    assert [[cb.progress for cb in shown] for shown in seen] == [[progress], [progress], [other, progress]]
+    assert seen[1] == [own]

@@ -69,3 +69,22 @@ def test_a_study_saves_a_relative_dataset_as_an_absolute_path(tmp_path, monkeypa
     study = new_study(StudyJob(space="space.toml", trials=2, sets={**BASE, "data.dataset": "d/digits.npy"},
                                mode="pareto", name="s", output_dir="tune"))
     assert study.spec.base["data"]["dataset"] == str(tmp_path / "d" / "digits.npy")
+
+
+def test_a_trial_shows_each_evaluation_once_and_keeps_its_location(tmp_path):
+    """A budget trial evaluated at its last step: the evaluation reaches the progress once (train_segment adds the
+    one TrainerProgress; the trial adds none), and the trial's run directory keeps where it was priced (before, a
+    resume, sample or eval of a trial was priced at the world average)."""
+    from greendiff.train import EvalEvent
+    from greendiff.workflows import RunLocation
+    from tests.workflows.test_train import Recorder
+
+    (tmp_path / "space.toml").write_text(SPACE)
+    study = new_study(StudyJob(space=tmp_path / "space.toml", trials=1, sets={**BASE, "run.max_steps": "4"},
+                               mode="budget", trial_budget_kwh=1.0, reports=2, name="s", output_dir=tmp_path / "tune"))
+    progress = Recorder()
+    work_on_study(study, resolve_settings(measurement(tmp_path / "l.sqlite")), progress)
+    assert progress.bars == [("trial 0", 4)]
+    assert [r.step for r in progress.records if isinstance(r, EvalEvent)] == [4]
+    (trial_dir,) = (study.folder / "trials").iterdir()
+    assert RunLocation.read(trial_dir) == RunLocation(country="FRA")

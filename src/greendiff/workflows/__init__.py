@@ -31,7 +31,7 @@ from greendiff.workflows._measurement import (
 from greendiff.workflows._plan import RegionsJob, RegionsOutcome, WindowJob, run_plan_regions, run_plan_window
 from greendiff.workflows._profile import ProfileJob, ProfileOutcome, run_profile_job
 from greendiff.workflows._progress import (
-    Advance, Interrupted, NullProgress, Progress, ProgressEvent, SegmentStart, TimestepDone,
+    Advance, Interrupted, NullProgress, Progress, ProgressEvent, SegmentStart, TimestepDone, TrainerProgress,
 )
 from greendiff.workflows._prune import PruneJob, run_prune
 from greendiff.workflows._rundir import (
@@ -57,5 +57,5 @@ __all__ = ["Advance",
     "resolve_settings", "resolve_train_config", "run_distill", "run_distill_steps", "run_eval", "run_hardware",
     "run_prune", "run_sample", "run_train", "work_on_study", "StudyReport", "WorkerExit", "WorkersState",
     "run_study_workers", "study_report", "LOCATION_FILE", "PerImageEnergy", "RunLocation", "place_name",
-    "write_location",
+    "write_location", "TrainerProgress",
 ]

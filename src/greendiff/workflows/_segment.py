@@ -7,7 +7,7 @@ from pathlib import Path
 
 from greendiff.errors import UserInputError
 from greendiff.names import display_path
-from greendiff.workflows._progress import Interrupted, NullProgress, Progress, SegmentStart
+from greendiff.workflows._progress import Interrupted, NullProgress, Progress, SegmentStart, TrainerProgress
 from greendiff.workflows._rundir import write_emissions
 from greendiff.workflows._signals import StopSignals
 
@@ -49,7 +49,9 @@ def train_segment(config, data, run_dir: Path, tracker, progress: Progress | Non
     last good step checkpointed) (both with ``emissions.json`` written); any other failure stops the tracker
     as ``failed``. Everything reaches ``train`` as a callback: ``stops`` (polled before every
     step), then the caller's ``callbacks`` (a :class:`greendiff.plan.CarbonAwareController`, a tuner's
-    :class:`greendiff.tune.TrialPruner`, ...), then the progress and ``loggers`` (:class:`ProgressCallback`).
+    :class:`greendiff.tune.TrialPruner`, ...), then the progress and ``loggers`` (:class:`ProgressCallback`), and
+    last what the loop does besides its steps, shown on ``progress`` (:class:`TrainerProgress`: evaluations' scores,
+    carbon-aware pauses and waits; one per ``progress``: a caller's own is not doubled).
     """
     import torch
 
@@ -60,6 +62,8 @@ def train_segment(config, data, run_dir: Path, tracker, progress: Progress | Non
     stops = stops or StopSignals()
     # stop signals first, the presentation last: a callback's Stop is decided before the loggers see the event
     callbacks = [stops, *callbacks, ProgressCallback(config, progress, loggers)]
+    if not any(isinstance(cb, TrainerProgress) and cb.progress is progress for cb in callbacks):
+        callbacks.append(TrainerProgress(progress))  # each evaluation and pause shown once
     progress.on_start(label, config.run.max_steps)
     try:
         with stops:

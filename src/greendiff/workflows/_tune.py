@@ -23,7 +23,7 @@ from greendiff.errors import UserInputError
 from greendiff.workflows._conditioning import resolve_conditioning
 from greendiff.workflows._inputs import load_config_data, with_absolute_dataset
 from greendiff.workflows._progress import Interrupted, NullProgress, Progress
-from greendiff.workflows._rundir import new_run_dir, write_config, write_emissions, write_file
+from greendiff.workflows._rundir import new_run_dir, write_config, write_emissions, write_file, write_location
 from greendiff.workflows._segment import train_segment
 
 ENV_STORAGE = "GREENDIFF_TUNE_STORAGE"
@@ -243,6 +243,7 @@ class TrialRunner:
         config = resolve_conditioning(config, self.data)  # the trial's config.toml holds its number of classes
         run_dir = new_run_dir(config.run.output_dir, config.run.name)
         write_config(run_dir, config)
+        write_location(run_dir, self.settings.stored)  # a resume, sample or eval of the trial is priced there too
         tracker = self.settings.tracker(f"{self.study_name}/{config.run.name}", "tune-trial",
                                         f"greendiff tune (study {self.study_name}, trial {number})",
                                         config={**to_dict(config), "tune": {"study": self.study_name, "trial": number,
