@@ -138,10 +138,16 @@ def test_a_grid_file_is_kept_as_an_absolute_path(tmp_path, monkeypatch):
     assert settings.stored == RunLocation(grid=str(tmp_path / "trace.csv"))
 
 
-def test_place_names_say_where_in_words():
-    assert place_name(Location(country="DEU")) == "Germany (DEU)"
-    assert place_name(Location(grid="ciso")) == "grid CISO"
-    assert place_name(Location(cloud="gcp:europe-west1")).startswith("gcp:europe-west1 (")
+def test_place_names_say_where_in_words_from_the_ledgers_one_table_with_the_code():
+    """The ledger's name (the statement's and exports') with the code the flags take where the name lacks it;
+    before, workflows kept a table of its own ("grid CISO", "gcp:europe-west1 (...)")."""
+    from greendiff import ledger
+
+    assert place_name(Location(country="DEU")) == "Germany (DEU)" == f"{ledger.place_name({'country': 'DEU'})} (DEU)"
+    assert place_name(Location(grid="ciso")) == "California (grid CISO), United States"
+    assert place_name(Location(cloud="gcp:europe-west1")) == "Google Cloud europe-west1 (Belgium; gcp:europe-west1)"
+    assert place_name(Location(grid="/data/trace.csv")) == "the grid of intensity trace trace.csv (/data/trace.csv)"
+    assert place_name(Location()) == "the world average"
 
 
 _CORRUPT = [

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from greendiff.carbon import (
-    BUNDLED_GRIDS, IntensityProvider, Location, Pue, cloud_table, country_table, pue_bounds, resolve_location,
+    BUNDLED_GRIDS, IntensityProvider, Location, Pue, pue_bounds, resolve_location,
     resolve_provider, resolve_pue,
 )
 from greendiff.carbon._location import ENV_CLOUD, ENV_COUNTRY, ENV_GRID, ENV_PUE
 from greendiff.energy import MonitorOptions
 from greendiff.errors import UserInputError
-from greendiff.ledger import Ledger
+from greendiff.ledger import Ledger, place_name as ledger_place_name
 from greendiff.names import display_path, shown
 from greendiff.numbers import Bounds
 from greendiff.tracking import Tracker
@@ -178,21 +179,27 @@ def _parsed_location(table: dict, path: Path) -> RunLocation:
 
 
 def place_name(location: Location) -> str:
-    """Where ``location`` prices energy, in words: the most specific source (grid > cloud > country).
+    """Where ``location`` prices energy, in words, with the code that names it (what ``--country``,
+    ``--cloud`` or ``--grid`` take): the ledger's name of the most specific source (grid > cloud > country,
+    :func:`greendiff.ledger.place_name`, the one table of place names), the code added where the name lacks it.
 
     Example:
-        >>> place_name(Location(country="FRA")), place_name(Location())
-        ('France (FRA)', 'the world average')
+        >>> place_name(Location(country="FRA")), place_name(Location(grid="ciso")), place_name(Location())
+        ('France (FRA)', 'California (grid CISO), United States', 'the world average')
+        >>> place_name(Location(cloud="gcp:europe-west1"))
+        'Google Cloud europe-west1 (Belgium; gcp:europe-west1)'
     """
+    name = ledger_place_name({"country": location.country, "cloud": location.cloud, "grid": location.grid})
+    if not name:
+        return "the world average"
     if location.grid:
-        return f"grid {location.grid.upper() if location.grid.upper() in BUNDLED_GRIDS else display_path(Path(location.grid))}"
-    if location.cloud:
-        row = cloud_table().get(location.cloud)
-        return f"{location.cloud} ({row.name})" if row is not None and row.name else location.cloud
-    if location.country:
-        row = country_table().get(location.country)
-        return f"{row.name} ({location.country})" if row is not None else location.country
-    return "the world average"
+        grid = location.grid.upper()
+        code = grid if grid in BUNDLED_GRIDS else display_path(Path(location.grid))
+    else:
+        code = location.cloud or location.country.upper()
+    if re.search(rf"(?<![\w:/.]){re.escape(code)}(?![\w:/.])", name, re.IGNORECASE):  # a word of the name already
+        return name
+    return f"{name[:-1]}; {code})" if name.endswith(")") else f"{name} ({code})"
 
 
 @dataclass(frozen=True)
