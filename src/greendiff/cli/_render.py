@@ -20,8 +20,10 @@ def plain(value: object) -> Text:
     return Text("".join(c if c.isprintable() else repr(c)[1:-1] for c in text))
 
 
-#: Energy given in kWh and a mass (CO2e) given in kg, as people read them: ``"350 Wh"``, ``"28.0 g"``.
-fmt_energy, fmt_mass = energy_text, mass_text
+#: Energy given in kWh, a mass (CO2e) given in kg and a duration given in seconds, as people read them: ``"350 Wh"``,
+#: ``"28.0 g"``, ``"36.0 s"`` / ``"12.0 min"`` / ``"11.5 h"`` (the report's formatters: one per quantity).
+fmt_energy, fmt_mass, fmt_duration = energy_text, mass_text, duration_text
+_S_PER_H = 3600.0  # the carbon-aware summary keeps hours (waited_h, active_h)
 
 
 def table(*columns: str, title: object = None, figures: tuple[str, ...] = (), words: tuple[str, ...] = ()) -> Table:
@@ -50,7 +52,7 @@ def render_summary(summary: RunSummary, console: Console) -> None:
         phases = table("phase", "windows", "time", "energy", "CO2e", figures=("windows", "time", "energy", "CO2e"),
                        title="phases")
         for p in summary.phases:
-            phases.add_row(plain(p.name), str(p.count), duration_text(p.duration_s), fmt_energy(joules_to_kwh(p.energy_j)),
+            phases.add_row(plain(p.name), str(p.count), fmt_duration(p.duration_s), fmt_energy(joules_to_kwh(p.energy_j)),
                            fmt_mass(p.emissions_g / G_PER_KG))
         console.print(phases)
     intensity, pue = summary.intensity, summary.pue
@@ -58,7 +60,7 @@ def render_summary(summary: RunSummary, console: Console) -> None:
     mass_band = band_text(summary.emissions_kg_low, summary.emissions_kg_high, MASS_UNITS, summary.emissions_kg)
     console.print(f"energy: [bold]{fmt_energy(summary.energy_kwh)}[/] ({energy_band}) · "
                   f"CO2e: [bold]{fmt_mass(summary.emissions_kg)}[/] ({mass_band})", highlight=False)
-    console.print(f"time: {duration_text(summary.duration_s)} wall · {duration_text(summary.cpu_time_s)} CPU",
+    console.print(f"time: {fmt_duration(summary.duration_s)} wall · {fmt_duration(summary.cpu_time_s)} CPU",
                   highlight=False)
     console.print(plain(f"intensity: {intensity.mean_g_per_kwh:.0f} gCO2e/kWh, {intensity.source} ({intensity.kind})"),
                   highlight=False)
@@ -71,10 +73,13 @@ def render_summary(summary: RunSummary, console: Console) -> None:
 
 
 def render_carbon_aware(ca: dict, console: Console) -> None:
-    """One line: pauses, waits, and the emissions against running straight through."""
+    """One line: pauses, the time waited and trained (scaled: a 36 s wait is ``36.0 s``, not ``0.0 h``), and the
+    emissions against running straight through."""
     deadline = "" if ca["deadline"] is None else (" · deadline met" if ca["met_deadline"] else " · DEADLINE MISSED")
-    console.print(f"carbon-aware ({ca['policy']}): {ca['pauses']} pauses, waited {ca['waited_h']:.1f} h, trained "
-                  f"{ca['active_h']:.1f} h · {fmt_mass(ca['emissions_g'] / G_PER_KG)} CO2e against "
+    pauses = f"{ca['pauses']} pause" + ("" if ca["pauses"] == 1 else "s")
+    waited, trained = fmt_duration(ca["waited_h"] * _S_PER_H), fmt_duration(ca["active_h"] * _S_PER_H)
+    console.print(f"carbon-aware ({ca['policy']}): {pauses}, waited {waited}, trained {trained} · "
+                  f"{fmt_mass(ca['emissions_g'] / G_PER_KG)} CO2e against "
                   f"{fmt_mass(ca['straight_through_g'] / G_PER_KG)} straight through: "
                   f"{'saved' if ca['saved_g'] >= 0 else 'cost'} {fmt_mass(abs(ca['saved_g']) / G_PER_KG)} "
                   f"({ca['saved_frac']:.1%}){deadline}", highlight=False)

@@ -1,0 +1,38 @@
+"""The CLI's renderers print every duration with the one formatter (scaled: seconds, minutes or hours)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from greendiff.cli._render import fmt_duration, render_carbon_aware
+from greendiff.report._format import duration_text
+
+CARBON_AWARE = {"policy": "threshold", "pauses": 1, "waited_h": 0.01, "active_h": 4.0, "emissions_g": 0.5,
+                "straight_through_g": 0.6, "saved_g": 0.1, "saved_frac": 1 / 6, "deadline": None, "met_deadline": None}
+
+
+def rendered(ca: dict) -> str:
+    out = io.StringIO()
+    render_carbon_aware(ca, Console(file=out, width=200))
+    return out.getvalue().strip()
+
+
+def test_a_short_carbon_aware_wait_is_shown_in_seconds_not_as_zero_hours():
+    """Ctrl-C 36 s into a pause used to read "waited 0.0 h"."""
+    assert rendered(CARBON_AWARE) == ("carbon-aware (threshold): 1 pause, waited 36.0 s, trained 4.00 h · 500 mg CO2e "
+                                      "against 600 mg straight through: saved 100 mg (16.7%)")
+
+
+@pytest.mark.parametrize("waited_h, pauses, shown", [
+    (0.2, 2, "2 pauses, waited 12.0 min"), (11.5, 3, "3 pauses, waited 11.5 h"), (0.0, 0, "0 pauses, waited 0 s"),
+])
+def test_waits_scale_to_minutes_and_hours(waited_h, pauses, shown):
+    assert f": {shown}, trained 4.00 h" in rendered({**CARBON_AWARE, "waited_h": waited_h, "pauses": pauses})
+
+
+def test_the_cli_has_one_duration_formatter_the_reports():
+    assert fmt_duration is duration_text
+    assert [fmt_duration(s) for s in (36, 720, 41_400)] == ["36.0 s", "12.0 min", "11.5 h"]
