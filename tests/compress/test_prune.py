@@ -9,7 +9,7 @@ import torch
 from greendiff.compress import accumulate_taylor_gradients, prune_in_place, rebuild
 from greendiff.compress._prune import level_ratios, time_embedding_refit
 from greendiff.errors import UserInputError
-from greendiff.train import RecipeConfig, count_macs, count_parameters, make_noise_scheduler
+from greendiff.train import ModelConfig, RecipeConfig, build_unet, count_macs, count_parameters, make_noise_scheduler
 
 X0 = torch.linspace(-1, 1, 4 * 64).reshape(4, 1, 8, 8)
 
@@ -139,3 +139,48 @@ def test_any_diffusers_unet2dmodel_prunes_and_rebuilds_not_only_greendiff_preset
     out = rebuild(net)
     assert out.block_out_channels == (8, 16) and out.unet.config.layers_per_block == 2
     assert out.unet(torch.randn(1, 3, 8, 8), torch.tensor([10])).sample.shape == (1, 3, 8, 8)
+
+
+def conditional_unet(num_classes: int = 3):
+    """The fixture's 3-level UNet with a learned class embedding: classes 0..K-1 and the null class K."""
+    torch.manual_seed(0)
+    return build_unet(ModelConfig(preset="tiny", block_out_channels=(16, 32, 32)), 8, 1, 1000, num_classes=num_classes)
+
+
+def test_taylor_gradients_of_a_class_conditional_unet_are_its_training_loss_in_expectation():
+    scheduler, labels = make_noise_scheduler(RecipeConfig()), torch.tensor([0, 1, 2, 1])
+    net = conditional_unet()
+    info = accumulate_taylor_gradients(net, scheduler, X0, 2, thr=0.0, generator=torch.Generator().manual_seed(1),
+                                       labels=labels, cond_dropout=0.25)
+    accumulated = net.class_embedding.weight.grad.clone()
+    noise = torch.randn(X0.shape, generator=torch.Generator().manual_seed(1))
+    expected = torch.zeros_like(accumulated)
+    for t in info.timesteps:  # (1 - p) x the labels' loss + p x the null class's, summed over the timesteps
+        ts = torch.full((4,), t)
+        for classes, weight in ((labels, 0.75), (torch.full((4,), 3), 0.25)):
+            net.zero_grad()
+            prediction = net(scheduler.add_noise(X0, noise, ts), ts, class_labels=classes).sample
+            (weight * torch.nn.functional.mse_loss(prediction, noise)).backward()
+            expected += net.class_embedding.weight.grad
+    torch.testing.assert_close(accumulated, expected, rtol=1e-4, atol=1e-7)
+    assert accumulated[[0, 1, 2, 3]].abs().sum(dim=1).min() > 0, "every label used, the null class (3) too"
+
+
+def test_a_class_conditional_unet_prunes_and_rebuilds_with_its_class_embedding():
+    from greendiff.pipelines import num_classes_of
+
+    net, labels = conditional_unet(), torch.tensor([0, 2])
+    accumulate_taylor_gradients(net, make_noise_scheduler(RecipeConfig()), X0[:2], 3, 0.05,
+                                torch.Generator().manual_seed(0), labels=labels, cond_dropout=0.1)
+    prune_in_place(net, 0.5, "taylor", example())
+    out = rebuild(net)
+    assert out.block_out_channels == (8, 16, 16) and num_classes_of(out.unet) == 3
+    assert tuple(out.unet.class_embedding.weight.shape) == (4, 32)  # K + 1 rows, 4 x the first level's width
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([5, 900])
+    swapped = copy.deepcopy(out.unet)
+    swapped.time_proj, swapped.time_embedding = net.time_proj, net.time_embedding
+    with torch.no_grad():  # the class rows carried over: the pruned module and the rebuilt model agree per class
+        torch.testing.assert_close(swapped(x, t, class_labels=labels).sample, net(x, t, class_labels=labels).sample,
+                                   rtol=0, atol=1e-5)
+        by_class = out.unet(x[:1].repeat(2, 1, 1, 1), t[:1].repeat(2), class_labels=torch.tensor([0, 2])).sample
+    assert (by_class[0] - by_class[1]).abs().max() > 0, "the class still changes the prediction"

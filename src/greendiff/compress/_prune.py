@@ -40,12 +40,19 @@ class TaylorPass:
 
 def accumulate_taylor_gradients(unet, noise_scheduler, x0: torch.Tensor, n_timesteps: int, thr: float,
                                 generator: torch.Generator, prediction_type: str = "epsilon",
-                                on_timestep: Callable[[int], None] | None = None) -> TaylorPass:
+                                on_timestep: Callable[[int], None] | None = None,
+                                labels: torch.Tensor | None = None, cond_dropout: float = 0.0) -> TaylorPass:
     """Accumulate ``d loss / d w`` into ``.grad`` over ``n_timesteps`` evenly spaced timesteps, least noisy first.
 
     Each timestep's loss is the plain denoising MSE on ``x0`` with one fixed noise draw. The pass
     stops at the first timestep whose loss is below ``thr`` x the largest so far (Diff-Pruning).
     ``on_timestep`` is called with each timestep visited (a progress bar).
+
+    Args:
+        labels: The class ids ``(B,)`` of ``x0`` for a class-conditional UNet (None: an unconditional one).
+        cond_dropout: The probability the run trained with of replacing a label by the null class K: the
+            loss is the training loss in expectation, ``(1 - p) x MSE(labels) + p x MSE(null class)``, so the
+            channels the unconditional half of guidance needs are scored too (p = 0: one forward).
     """
     total = noise_scheduler.config.num_train_timesteps
     steps = torch.linspace(0, total - 1, max(1, n_timesteps)).round().long().unique()
@@ -58,7 +65,7 @@ def accumulate_taylor_gradients(unet, noise_scheduler, x0: torch.Tensor, n_times
         timesteps = torch.full((x0.shape[0],), t, dtype=torch.long, device=x0.device)
         noisy = noise_scheduler.add_noise(x0, noise, timesteps)
         target = noise if prediction_type == "epsilon" else noise_scheduler.get_velocity(x0, noise, timesteps)
-        loss = F.mse_loss(unet(noisy, timesteps).sample.float(), target.float())
+        loss = _denoising_loss(unet, noisy, timesteps, target, labels, cond_dropout)
         if used and loss.item() < thr * max_loss:
             stopped = t
             break
@@ -67,6 +74,22 @@ def accumulate_taylor_gradients(unet, noise_scheduler, x0: torch.Tensor, n_times
         losses.append(loss.item())
         max_loss = max(max_loss, loss.item())
     return TaylorPass(tuple(used), tuple(losses), stopped)
+
+
+def _denoising_loss(unet, noisy: torch.Tensor, timesteps: torch.Tensor, target: torch.Tensor,
+                    labels: torch.Tensor | None, cond_dropout: float) -> torch.Tensor:
+    """The MSE of ``unet``'s prediction; with ``labels``, the expected loss under label dropout to the null class."""
+    if labels is None:
+        return F.mse_loss(unet(noisy, timesteps).sample.float(), target.float())
+    from greendiff.pipelines import num_classes_of
+
+    labels = labels.to(noisy.device)
+    loss = F.mse_loss(unet(noisy, timesteps, class_labels=labels).sample.float(), target.float())
+    if not cond_dropout:
+        return loss
+    null = torch.full_like(labels, num_classes_of(unet))
+    unconditional = F.mse_loss(unet(noisy, timesteps, class_labels=null).sample.float(), target.float())
+    return (1 - cond_dropout) * loss + cond_dropout * unconditional
 
 
 def _importance(name: str):
@@ -110,8 +133,11 @@ def prune_in_place(unet, ratio: float, importance: str, example: torch.Tensor) -
         if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)) and level is not None:
             layer_ratios[module] = ratios[level]
     groups = {m: m.num_groups for m in unet.modules() if isinstance(m, torch.nn.GroupNorm)}
+    inputs = {"sample": example, "timestep": torch.ones(example.shape[0], dtype=torch.long)}
+    if getattr(unet, "class_embedding", None) is not None:  # a class-conditional UNet: its embedding joins the time embedding's channels
+        inputs["class_labels"] = torch.zeros(example.shape[0], dtype=torch.long)
     pruner = tp.pruner.MetaPruner(
-        unet, {"sample": example, "timestep": torch.ones(example.shape[0], dtype=torch.long)},
+        unet, inputs,
         importance=_importance(importance), pruning_ratio=ratio, pruning_ratio_dict=layer_ratios,
         ignored_layers=[unet.conv_out], out_channel_groups=groups, num_heads=heads, prune_num_heads=True,
         prune_head_dims=False, head_pruning_ratio=ratio, head_pruning_ratio_dict=head_ratios,

@@ -133,7 +133,7 @@ class PruneReport:
 def run_prune(job: PruneJob, progress: Progress | None = None) -> CompressOutcome:
     """Prune ``job.run``, fine-tune, evaluate parent, pruned and fine-tuned models; one ledger run (kind ``prune``)."""
     from greendiff.compress import IMPORTANCES, check_ratio
-    from greendiff.train import export_pipeline, load_run_model, make_noise_scheduler
+    from greendiff.train import family_for, load_run_model, make_noise_scheduler
 
     check_ratio(job.ratio)
     if job.importance not in IMPORTANCES:
@@ -141,10 +141,11 @@ def run_prune(job: PruneJob, progress: Progress | None = None) -> CompressOutcom
     check_parent(job.run)
     settings = resolve_settings(job.measurement, run=job.run)
     s = CompressSession(job.run, job.eval_samples, progress or NullProgress())
+    class_names = parent_class_names(job.run, s.num_classes)
     name = job.name or derived_name(f"pruned{job.ratio:g}", job.run)
     fine_tune = {"run.max_steps": max(job.finetune_steps, 1), "run.name": name, "optim.lr": job.lr,
                  **({"distill.kind": "output", "distill.teacher": str(job.run / "pipeline" / "unet")} if job.distill else {})}
-    derived_config(job.run, fine_tune, job.sets)  # the sets and the rest checked before anything is created
+    from_pruned = starts_from_pruned(job, s.num_classes, fine_tune)  # the sets and the rest checked before anything is created
     s.start(new_run_dir(job.output_dir or str(job.run.parent), name), settings, "prune",
             f"greendiff prune --run {job.run} --ratio {job.ratio:g}")
     run_dir, steps = s.run_dir, s.config.optim.sample_steps
@@ -153,17 +154,18 @@ def run_prune(job: PruneJob, progress: Progress | None = None) -> CompressOutcom
     rebuilt, pass_info = _prune(s, job, run_dir / "pruned-unet")
     pruned_stats = model_stats(rebuilt.unet)
     quality_pruned = s.quality(rebuilt.unet, s.sampler, steps)
+    start = {"model.init_from": str(run_dir / "pruned-unet")} if from_pruned else {}
     ft_config = derived_config(job.run, {**fine_tune, "model.block_out_channels": ",".join(map(str, rebuilt.block_out_channels)),
-                                         "model.init_from": str(run_dir / "pruned-unet"), "run.output_dir": str(run_dir.parent)},
-                               job.sets)
+                                         **start, "run.output_dir": str(run_dir.parent)}, job.sets)
     write_config(run_dir, ft_config)
     if job.finetune_steps:
         result = s.train(ft_config, run_dir, "fine-tune")
         if result.status != "completed":
             raise UserInputError(f"fine-tuning ended {result.status} at step {result.step}; resume with: "
                                  f"greendiff train --resume {display_path(run_dir)}")
-    else:
-        export_pipeline(rebuilt.unet, None, make_noise_scheduler(s.config.optim), run_dir / "pipeline")
+    else:  # the parent's kind of pipeline (class-conditional: with its class names)
+        family_for(s.config).export(rebuilt.unet, None, make_noise_scheduler(s.config.optim), run_dir / "pipeline",
+                                    class_names=class_names)
     _, tuned, sampler = load_run_model(run_dir)
     quality_tuned = s.quality(tuned, sampler, steps) if job.finetune_steps else quality_pruned
     taylor = None if pass_info is None else TaylorSummary(len(pass_info.timesteps), pass_info.stopped_at, job.thr)
@@ -172,6 +174,44 @@ def run_prune(job: PruneJob, progress: Progress | None = None) -> CompressOutcom
                          EvalSettings(job.eval_samples, s.config.stop.eval_features, steps),
                          quality_parent, quality_pruned, quality_tuned)
     return s.finish(report, "compression.json")
+
+
+def starts_from_pruned(job: PruneJob, num_classes: int, fine_tune: dict) -> bool:
+    """Whether the new run's config can start from the pruned model (``model.init_from``), as fine-tuning needs;
+    the config it will have resolved (the sets, the rest) before anything is created, the parent's UNet standing
+    in for the pruned one. The trainer may refuse to start a class-conditional run (``num_classes`` > 0) from
+    ``model.init_from``: then a run that is not fine-tuned is saved without it (its pipeline is its model), and a
+    fine-tuning is one line saying what works."""
+    plain = {key: value for key, value in fine_tune.items() if not key.startswith("distill.")}
+    derived_config(job.run, plain, job.sets)  # an error of the user's own keys, as it is
+    try:
+        derived_config(job.run, {**fine_tune, "model.init_from": str(job.run / "pipeline" / "unet")}, job.sets)
+        return True
+    except UserInputError:
+        if not num_classes:
+            raise
+    fixes = ["add --finetune-steps 0"] * bool(job.finetune_steps) + ["drop --distill"] * job.distill
+    if fixes:
+        raise UserInputError(f"--run {display_path(job.run)} is class-conditional ({num_classes} classes): prune can "
+                             f"prune, score and export it, but fine-tuning it is not supported yet; {' and '.join(fixes)}")
+    return False
+
+
+def parent_class_names(run: Path, num_classes: int) -> tuple[str, ...] | None:
+    """The name of each class id 0..K-1 that a class-conditional parent's pipeline keeps (its
+    ``model_index.json``), checked before anything is created; None for an unconditional parent or one saved
+    without names."""
+    if not num_classes:
+        return None
+    from greendiff.ledger import load_json_file
+    from greendiff.pipelines._classes import check_class_names  # not re-exported by greendiff.pipelines
+
+    path = run / "pipeline" / "model_index.json"
+    raw = load_json_file(path) if path.is_file() else {}
+    try:
+        return check_class_names(raw.get("class_names") if isinstance(raw, dict) else None, num_classes)
+    except UserInputError as exc:
+        raise UserInputError(f"--run {display_path(run)}: {display_path(path)}: {exc}") from None
 
 
 def _prune(s: CompressSession, job: PruneJob, folder: Path):
@@ -186,13 +226,16 @@ def _prune(s: CompressSession, job: PruneJob, folder: Path):
     with s.tracker.window("prune"):
         pass_info = None
         if job.importance == "taylor":
-            x0 = taylor_images(s.data, job.taylor_batch, config.run.seed).float() / 127.5 - 1.0
+            batch = taylor_batch(s.data, job.taylor_batch, config.run.seed)
+            x0 = batch.images.float() / 127.5 - 1.0
+            labels = batch.labels if s.num_classes else None  # a class-conditional parent scores its own loss
             s.progress.on_start("taylor", job.taylor_timesteps)
             try:
                 pass_info = accumulate_taylor_gradients(
                     parent.train(), make_noise_scheduler(config.optim), x0, job.taylor_timesteps, job.thr,
                     torch.Generator().manual_seed(config.run.seed), config.optim.prediction_type,
-                    on_timestep=_Timesteps(s.progress))
+                    on_timestep=_Timesteps(s.progress), labels=labels,
+                    cond_dropout=config.optim.cond_dropout if labels is not None else 0.0)
             finally:
                 s.progress.on_end()
         torch.manual_seed(config.run.seed)  # random importance
@@ -203,10 +246,11 @@ def _prune(s: CompressSession, job: PruneJob, folder: Path):
     return rebuilt, pass_info
 
 
-def taylor_images(data, n: int, seed: int):
-    """``n`` real images (``uint8 (n, C, H, W)``; all of them when there are fewer): the first batch the seed
-    draws, from memory or decoded from disk alike."""
-    return next(data.batches(0, batch_size=min(n, data.num_images), seed=seed, stop_step=1)).images
+def taylor_batch(data, n: int, seed: int):
+    """``n`` real images (a :class:`~greendiff.data.Batch`: ``uint8 (n, C, H, W)`` and their labels when the data
+    has them; all of them when there are fewer): the first batch the seed draws, from memory or decoded from
+    disk alike."""
+    return next(data.batches(0, batch_size=min(n, data.num_images), seed=seed, stop_step=1))
 
 
 class _Timesteps:

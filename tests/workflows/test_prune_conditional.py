@@ -1,0 +1,62 @@
+"""Pruning a class-conditional run: the Taylor pass scores its own (labelled) loss, the pruned model keeps its class
+embedding, is scored class-balanced like ``eval`` and exported as the parent's class-conditional pipeline; what the
+trainer cannot do yet (start a class-conditional run from ``model.init_from``, distil one) is one line before
+anything is created: when it can, fine-tuning works through the same code and these messages go."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from greendiff.errors import UserInputError
+from greendiff.ledger import Ledger
+from greendiff.workflows import PruneJob, run_prune
+from tests.workflows.conftest import measurement, trained
+
+
+@pytest.fixture(scope="module")
+def cond_run(tmp_path_factory) -> Path:
+    """A class-conditional run (4 steps on the 10 digit classes)."""
+    return trained(tmp_path_factory.mktemp("cond"), {"model.conditioning": "class"})
+
+
+def test_a_class_conditional_run_prunes_scores_by_class_and_exports_a_pipeline_that_samples_by_class(tmp_path, cond_run):
+    from greendiff.pipelines import ClassConditionalPipeline
+
+    outcome = run_prune(PruneJob(run=cond_run, ratio=0.5, finetune_steps=0, taylor_timesteps=3, taylor_batch=8,
+                                 eval_samples=20, output_dir=str(tmp_path / "out"),
+                                 measurement=measurement(tmp_path / "l.sqlite")))
+    report = json.loads(outcome.report_path.read_text())
+    assert report["pruned_model"]["block_out_channels"] == [8, 16] and report["taylor"]["timesteps_used"] == 3
+    for model in ("parent", "pruned"):  # class-balanced: 2 images of each of the 10 classes, a FID per class
+        quality = report["quality"][model]
+        assert quality["n"] == 20 and sorted(quality["per_class_fid"], key=int) == [str(k) for k in range(10)]
+        assert quality["guidance_scale"] == 2.0 and 0 <= quality["class_accuracy"] <= 1
+    pipe = ClassConditionalPipeline.from_pretrained(str(outcome.run_dir / "pipeline"))
+    assert pipe.unet.config.num_class_embeds == 11 and list(pipe.unet.config.block_out_channels) == [8, 16]
+    assert pipe.class_names == tuple(str(k) for k in range(10))
+    images = pipe(["3", "7"], guidance_scale=2.0, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                  output_type="np").images
+    assert images.shape == (2, 8, 8, 1)
+    with torch.no_grad():  # the class embedding survived: two classes, two predictions from the same input
+        x, t = torch.zeros(2, 1, 8, 8), torch.tensor([500, 500])
+        out = pipe.unet(x, t, class_labels=torch.tensor([3, 7])).sample
+    assert (out[0] - out[1]).abs().max() > 0
+    (row,) = Ledger(tmp_path / "l.sqlite").list_runs()
+    assert (row.kind, row.status) == ("prune", "completed")
+
+
+@pytest.mark.parametrize("finetune_steps, distill, tail", [(2, False, "add --finetune-steps 0"), (0, True, "drop --distill"),
+                                                           (2, True, "add --finetune-steps 0 and drop --distill")])
+def test_fine_tuning_a_class_conditional_run_is_one_line_before_anything_is_created(tmp_path, cond_run, finetune_steps,
+                                                                                    distill, tail):
+    ledger = tmp_path / "l.sqlite"
+    with pytest.raises(UserInputError) as err:
+        run_prune(PruneJob(run=cond_run, ratio=0.5, finetune_steps=finetune_steps, distill=distill, eval_samples=0,
+                           output_dir=str(tmp_path / "out"), measurement=measurement(ledger)))
+    message = str(err.value)
+    assert "\n" not in message and "is class-conditional (10 classes)" in message and message.endswith(tail)
+    assert not (tmp_path / "out").exists() and (not ledger.exists() or Ledger(ledger).list_runs() == [])
