@@ -211,3 +211,37 @@ def test_a_teacher_whose_pipeline_lacks_its_weights_is_named_as_the_teacher(caps
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("greendiff: error: --teacher "), err
     assert "--run" not in err and "\x1b" not in err and not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def cond_parent(tmp_path_factory) -> Path:
+    """A class-conditional run (4 steps on the 10 digit classes), widths 16, 32 as :func:`parent`'s."""
+    root = tmp_path_factory.mktemp("cond-parent")
+    assert main(["train", *PARENT, "--conditioning", "class", "--max-steps", "4", "--output-dir", str(root / "runs"),
+                 "--ledger", str(root / "l.sqlite")]) == 0
+    return only(root / "runs")
+
+
+def test_prune_of_a_class_conditional_run_exports_a_class_conditional_pipeline(capsys, tmp_path, cond_parent):
+    code, _, err = run_cli(capsys, "prune", "--run", str(cond_parent), "--ratio", "0.5", "--finetune-steps", "0",
+                           "--taylor-timesteps", "2", "--taylor-batch", "8", "--eval-samples", "0",
+                           "--output-dir", str(tmp_path / "out"))
+    assert code == 0, err
+    run_dir = only(tmp_path / "out")
+    index = json.loads((run_dir / "pipeline" / "model_index.json").read_text())
+    assert index["_class_name"] == "ClassConditionalPipeline" and index["class_names"] == [str(k) for k in range(10)]
+    assert json.loads((run_dir / "pipeline" / "unet" / "config.json").read_text())["num_class_embeds"] == 11
+    code, _, err = run_cli(capsys, "sample", "--run", str(run_dir), "--class", "3", "--samples", "2", "--sample-steps", "2",
+                           "--output", str(tmp_path / "three.png"))
+    assert code == 0 and (tmp_path / "three.png").is_file(), err
+
+
+@pytest.mark.parametrize("command", ["distill", "distill-steps"])
+def test_distilling_a_class_conditional_teacher_says_what_works_instead(capsys, tmp_path, cond_parent, command):
+    extra = ["--student-preset", "pico"] if command == "distill" else ["--rounds", "1"]
+    code, _, err = run_cli(capsys, command, "--teacher", str(cond_parent), *extra, "--output-dir", str(tmp_path / "out"))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{command}: --teacher " in err and "is class-conditional (10 classes)" in err
+    assert "distil a run trained with --conditioning none" in err
+    assert f"greendiff prune --run {cond_parent} --finetune-steps 0" in err.replace("\n", "")
+    assert not (tmp_path / "out").exists()

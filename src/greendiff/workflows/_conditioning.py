@@ -94,3 +94,23 @@ def _check_every_class_has_images(data, num_classes: int, dataset: str) -> None:
     raise UserInputError(f"--conditioning class: class ids {listed} have no images ({len(empty):,} of {num_classes:,} "
                          f"classes empty in dataset {display_path(Path(dataset))}): class ids must run 0..{num_classes - 1} "
                          "with images in each; renumber the labels, or use class names (folders or a text label column)")
+
+
+def check_unconditional_teacher(teacher: Path, command: str) -> None:
+    """One line, before any work, when ``teacher`` (a run directory) holds a class-conditional model: distillation
+    (``command``: ``distill`` or ``distill-steps``) trains unconditional students only; the line says what works
+    instead. A teacher whose pipeline is missing or damaged passes: the workflow names what is wrong."""
+    from greendiff.ledger import BadRecordError, load_json_file
+
+    path = teacher / "pipeline" / "unet" / "config.json"
+    try:
+        raw = load_json_file(path) if path.is_file() else None
+    except BadRecordError:
+        return
+    rows = raw.get("num_class_embeds") if isinstance(raw, dict) else None
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 2 or raw.get("class_embed_type") is not None:
+        return
+    shown = display_path(teacher)
+    raise UserInputError(f"{command}: --teacher {shown} is class-conditional ({rows - 1} classes) and distillation "
+                         "takes unconditional teachers only; distil a run trained with --conditioning none, or make "
+                         f"this one smaller with greendiff prune --run {shown} --finetune-steps 0")
