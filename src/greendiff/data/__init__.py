@@ -16,11 +16,37 @@ Example:
 
 from __future__ import annotations
 
-from greendiff.data._batches import REFERENCE_IMAGES, Batch, ImageSet, batch_indices, reference_indices
-from greendiff.data._labels import MAX_CLASSES
-from greendiff.data._load import Data, label_sources, load_dataset
-from greendiff.data._sources import BUILTIN, DIGIT_CLASSES, image_files, load_digits
-from greendiff.data._stream import StreamedSet
+from typing import TYPE_CHECKING
+
+from greendiff.data._constants import BUILTIN, DIGIT_CLASSES, MAX_CLASSES, REFERENCE_IMAGES
+
+if TYPE_CHECKING:
+    from greendiff.data._batches import Batch, ImageSet, batch_indices, reference_indices
+    from greendiff.data._load import Data, label_sources, load_dataset
+    from greendiff.data._sources import image_files, load_digits
+    from greendiff.data._stream import StreamedSet
+
+#: Where each name that needs torch lives: imported on first use, so ``import greendiff.data`` (and
+#: ``greendiff --help``, which reads the constants) does not import torch.
+_LAZY = {"Batch": "_batches", "ImageSet": "_batches", "batch_indices": "_batches", "reference_indices": "_batches",
+         "Data": "_load", "label_sources": "_load", "load_dataset": "_load",
+         "image_files": "_sources", "load_digits": "_sources", "StreamedSet": "_stream"}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "BUILTIN", "DIGIT_CLASSES",

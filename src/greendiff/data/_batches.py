@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-#: Real images kept for FID reference features by default (all of MNIST's 10,000).
-REFERENCE_IMAGES = 10_000
+from greendiff.data._constants import REFERENCE_IMAGES
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,13 @@ from pathlib import Path
 
 import torch
 
+from greendiff.data._constants import MAX_CLASSES
 from greendiff.errors import UserInputError
 from greendiff.names import display_path
 
 METADATA_NAMES = ("metadata.jsonl", "metadata.csv")
 #: The column of a folder's class subfolders, as ``datasets`` names it.
 FOLDER_LABEL = "label"
-#: Classes a dataset may have (ids ``0..MAX_CLASSES - 1``): the largest ``model.num_classes`` greendiff trains.
-MAX_CLASSES = 100_000
 #: The range of class ids, as messages say it.
 CLASS_ID_RANGE = f"class ids are 0..{MAX_CLASSES - 1:,} (at most {MAX_CLASSES:,} classes)"
 _INTEGER = re.compile(r"[-+]?[0-9]+")

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from greendiff.data._batches import ImageSet
+from greendiff.data._constants import BUILTIN, DIGIT_CLASSES
 from greendiff.data._labels import CLASS_ID_RANGE, MAX_CLASSES, FolderIndex, index_folder
 from greendiff.errors import UserInputError
 from greendiff.names import display_path, first_line
@@ -33,11 +34,7 @@ logger = logging.getLogger(__name__)
 
 _TABLES = resources.files("greendiff.data") / "tables"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-BUILTIN = ("mnist", "digits")
 T = TypeVar("T")
-#: The class names of the bundled sets, and the classes the bundled MNIST classifier knows: the digits
-#: '0'..'9', ids 0..9 in order.
-DIGIT_CLASSES = tuple(str(d) for d in range(10))
 
 
 def read_idx_images(raw: bytes, where: str) -> np.ndarray:
