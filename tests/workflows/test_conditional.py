@@ -164,7 +164,7 @@ def test_eval_of_a_conditional_run_reports_class_accuracy_and_per_class_fid(tmp_
 
 
 def test_eval_of_a_conditional_run_refuses_too_few_samples_per_class_before_the_ledger(tmp_path, cond_run):
-    with pytest.raises(UserInputError, match="--n 8 is too few for a per-class FID over 10 classes: at least 20"):
+    with pytest.raises(UserInputError, match="--samples 8 is too few for a per-class FID over 10 classes: at least 20"):
         run_eval(EvalJob(run=cond_run, n=8, kid_subset=4, measurement=measurement(tmp_path / "l.sqlite")))
     with pytest.raises(UserInputError, match="--guidance-scale must be a finite number"):
         run_eval(EvalJob(run=cond_run, n=20, kid_subset=4, guidance_scale=math.nan,

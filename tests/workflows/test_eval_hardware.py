@@ -23,7 +23,7 @@ def test_run_eval_scores_each_seed_under_one_ledger_run(tmp_path, parent):
 
 
 def test_run_eval_refuses_a_kid_subset_above_n_before_the_ledger(tmp_path, parent):
-    with pytest.raises(UserInputError, match="exceeds --n 8"):
+    with pytest.raises(UserInputError, match="exceeds --samples 8"):
         run_eval(EvalJob(run=parent, n=8, kid_subset=16, measurement=measurement(tmp_path / "l.sqlite")))
     assert not (tmp_path / "l.sqlite").exists()
 

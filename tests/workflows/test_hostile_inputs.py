@@ -94,10 +94,10 @@ RUN = Path("some-run")
 
 
 @pytest.mark.parametrize(("make", "error", "message"), [
-    (lambda: SampleJob(run=RUN, n=0), UserInputError, "--n must be a positive integer up to 100000, got 0"),
-    (lambda: SampleJob(run=RUN, n=10**12), UserInputError, "--n must be a positive integer up to 100000, got 1000000000000"),
-    (lambda: SampleJob(run=RUN, steps=0), UserInputError, "--steps must be a positive integer up to 100000, got 0"),
-    (lambda: SampleJob(run=RUN, steps=-1), UserInputError, "--steps must be a positive integer up to 100000, got -1"),
+    (lambda: SampleJob(run=RUN, n=0), UserInputError, "--samples must be a positive integer up to 100000, got 0"),
+    (lambda: SampleJob(run=RUN, n=10**12), UserInputError, "--samples must be a positive integer up to 100000, got 1000000000000"),
+    (lambda: SampleJob(run=RUN, steps=0), UserInputError, "--sample-steps must be a positive integer up to 100000, got 0"),
+    (lambda: SampleJob(run=RUN, steps=-1), UserInputError, "--sample-steps must be a positive integer up to 100000, got -1"),
     (lambda: SampleJob(run=RUN, seed=-1), UserInputError, "--seed must be >= 0 and at most 4294967295, got -1"),
     (lambda: SampleJob(run=RUN, seed="x"), TypeError, "SampleJob.seed must be an int, got str 'x'"),
     (lambda: SampleJob(run=RUN, n=2.5), TypeError, "SampleJob.n must be an int, got float 2.5"),
@@ -108,8 +108,8 @@ RUN = Path("some-run")
     (lambda: SampleJob(run=RUN, measurement=None), TypeError, "SampleJob.measurement must be a MeasurementOptions, got NoneType"),
     (lambda: SampleJob(run=5), TypeError, "SampleJob.run must be a Path or str, got int 5"),
     (lambda: EvalJob(run=RUN, n="20"), TypeError, "EvalJob.n must be an int, got str '20'"),
-    (lambda: EvalJob(run=RUN, n=0), UserInputError, "--n must be >= 4 and at most 1000000, got 0"),
-    (lambda: EvalJob(run=RUN, steps=-1), UserInputError, "--steps must be >= 0 and at most 100000, got -1"),
+    (lambda: EvalJob(run=RUN, n=0), UserInputError, "--samples must be >= 4 and at most 1000000, got 0"),
+    (lambda: EvalJob(run=RUN, steps=-1), UserInputError, "--sample-steps must be >= 0 and at most 100000, got -1"),
     (lambda: EvalJob(run=RUN, seeds=0), UserInputError, "--seeds must be a positive integer up to 100, got 0"),
     (lambda: EvalJob(run=RUN, kid_subset=0), UserInputError, "--kid-subset must be >= 2 and at most 1000000, got 0"),
     (lambda: EvalJob(run=RUN, measurement={}), TypeError, "EvalJob.measurement must be a MeasurementOptions, got dict"),
