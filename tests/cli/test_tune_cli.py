@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -294,3 +295,52 @@ def test_a_storage_url_s_userinfo_is_never_printed(capsys, monkeypatch, tmp_path
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "PASSW0RDX" not in out + err and "tuner" not in out + err, err
     assert "cannot reach the storage" in err and "://***" in err, err
+
+
+def test_tune_help_reads_whole_at_80_columns(capsys, monkeypatch):
+    """Issue 20: at 80 columns the help cut GREENDIFF_TUNE_STORAGE with "…", ate the "[space]" of --space's
+    text as markup, and left its text a 20-column strip beside a --base-trial/--no-base-trial column."""
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["tune", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "…" not in text and [line for line in text.splitlines() if len(line) > 80] == []
+    flat = " ".join(text.replace("│", " ").split())
+    assert re.findall(r"╭─ (.+?) ─", text) == ["Options", "Budget and search", "Workers, storage and resuming",
+                                                 "Report", "Measurement"]
+    for shown in ("--space FILE TOML file with a [space] table: trainer keys and their ranges.",
+                  "(env GREENDIFF_TUNE_STORAGE; default: a file in the study folder)",
+                  "--no-base-trial Leave out trial 0, the base config's own values (those inside the space).",
+                  "--json With --report: also print"):
+        assert shown in flat
+    assert [line.split()[1] for line in text.splitlines() if "<bool>" in line] == ["--help"]  # switches show no type
+    assert not re.search(r"(?<![\w-])--base-trial(?![\w-])", text)  # the default: a hidden option
+
+
+@pytest.fixture
+def study_jobs(monkeypatch):
+    """The StudyJob a ``tune`` call would start; the call stops there (exit 2), no study is made."""
+    import greendiff.cli._tune as tune_cli
+    from greendiff.errors import UserInputError
+
+    jobs = []
+
+    def made(job):
+        jobs.append(job)
+        raise UserInputError("stop here")
+
+    monkeypatch.setattr(tune_cli, "new_study", made)
+    return jobs
+
+
+@pytest.mark.parametrize(("flags", "base_trial"), [([], True), (["--no-base-trial"], False), (["--base-trial"], True)])
+def test_base_trial_is_on_unless_no_base_trial(capsys, tmp_path, space, study_jobs, flags, base_trial):
+    code, _, err = run_cli(capsys, "tune", "--space", space, "--trials", 2, "--trial-budget-kwh", 1,
+                           "--output-dir", tmp_path / "tune", *flags)
+    assert code == 2 and "stop here" in err and [job.base_trial for job in study_jobs] == [base_trial]
+
+
+def test_base_trial_and_no_base_trial_together_is_one_line(capsys, tmp_path, space, study_jobs):
+    code, _, err = run_cli(capsys, "tune", "--space", space, "--trials", 2, "--trial-budget-kwh", 1,
+                           "--output-dir", tmp_path / "tune", "--base-trial", "--no-base-trial")
+    assert code == 2 and err.strip() == "greendiff: error: give --base-trial or --no-base-trial, not both", err
+    assert study_jobs == [] and not (tmp_path / "tune").exists()

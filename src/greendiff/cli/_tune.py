@@ -37,37 +37,44 @@ Opt = typer.Option
 
 # -- the command -----------------------------------------------------------------------------------
 
+SEARCH, CONTINUE, REPORT = "Budget and search", "Workers, storage and resuming", "Report"  #: --help panels
+
+
 @with_measurement
 def tune_command(
-    space: Annotated[Optional[Path], Opt("--space", help="TOML file with a [space] table: trainer keys and their ranges.")] = None,
+    space: Annotated[Optional[Path], Opt("--space", metavar="FILE", help="TOML file with a \\[space] table: trainer keys and their ranges.")] = None,
     trials: Annotated[Optional[int], number_option("--trials", bounds=ROWS, help="Finished (complete or pruned) trials the study should reach.")] = None,
-    config_file: Annotated[Optional[Path], Opt("--config", help="Trainer config TOML every trial starts from.")] = None,
-    sets: Annotated[list[str], Opt("--set", help="Trainer config key for every trial, e.g. --set model.preset=nano (repeatable).")] = [],
-    mode: Annotated[str, Opt("--mode", help="budget: best quality within --trial-budget-kwh per trial (pruned early); "
-                                            "pareto: quality vs training kWh, no pruning.")] = "budget",
-    trial_budget_kwh: Annotated[Optional[float], number_option("--trial-budget-kwh", bounds=TRIAL_BUDGET_KWH, help="Energy each trial may use, evaluations included (budget mode; a cap in pareto mode): it stops before its next step would pass it; an overrun is reported.")] = None,
-    reports: Annotated[int, number_option("--reports", bounds=REPORTS, help="Evaluations per trial, at equal energy intervals, that the pruner acts on.")] = 4,
-    pruner: Annotated[Optional[str], Opt("--pruner", help="hyperband (default), median, sha or none; pareto mode: none only.")] = None,
-    seed: Annotated[int, number_option("--seed", bounds=SEED, help="Seed of the TPE sampler.")] = 0,
-    startup_trials: Annotated[int, number_option("--startup-trials", bounds=STARTUP_TRIALS, help="Random trials before TPE (0: a third of --trials, 3 to 10).")] = 0,
-    base_trial: Annotated[bool, Opt("--base-trial/--no-base-trial", help="First trial: the base config's own values (those inside the space).")] = True,
-    workers: Annotated[int, number_option("--workers", bounds=WORKERS, help="Worker processes on this machine (journal storage).")] = 1,
-    storage: Annotated[Optional[str], Opt("--storage", envvar=ENV_STORAGE, show_envvar=True,
-                                          help="Optuna storage: sqlite:///F.db, journal:F.journal, postgresql://... (default: a file in the study folder).")] = None,
-    name: Annotated[Optional[str], name_option("--name", help="Study name (default tune-<time>).")] = None,
-    output_dir: Annotated[Path, Opt("--output-dir", help="Parent of the study folder.")] = Path("runs/tune"),
-    resume: Annotated[Optional[Path], Opt("--resume", help="Study folder to continue (dead trials are marked failed and retried).")] = None,
-    join: Annotated[bool, Opt("--join", help="Work on the study --study in --storage (e.g. from another machine).")] = False,
-    study: Annotated[Optional[str], name_option("--study", help="Study name, with --join.")] = None,
-    report: Annotated[Optional[Path], Opt("--report", help="Study folder: print its trials, energy, CO2e and best config.")] = None,
-    export: Annotated[Optional[Path], Opt("--export", help="With --report: where to write the best config (default FOLDER/best.toml).")] = None,
-    pick: Annotated[Optional[int], number_option("--trial", bounds=TRIAL_NUMBER, help="With --report: export this trial instead of the best.")] = None,
-    as_json: Annotated[bool, Opt("--json", help="With --report: also print the study, its summary and every trial as JSON on stdout.")] = False,
+    config_file: Annotated[Optional[Path], Opt("--config", metavar="FILE", help="Trainer config TOML every trial starts from.")] = None,
+    sets: Annotated[list[str], Opt("--set", metavar="KEY=VAL", help="Trainer config key for every trial, e.g. --set model.preset=nano (repeatable).")] = [],
+    name: Annotated[Optional[str], name_option("--name", help="Study name (default: tune-<time>).")] = None,
+    output_dir: Annotated[Path, Opt("--output-dir", metavar="DIR", help="Parent of the study folder.")] = Path("runs/tune"),
+    mode: Annotated[str, Opt("--mode", metavar="MODE", rich_help_panel=SEARCH,
+                             help="budget: best quality within --trial-budget-kwh per trial (pruned early); "
+                                  "pareto: quality vs training kWh, no pruning.")] = "budget",
+    trial_budget_kwh: Annotated[Optional[float], number_option("--trial-budget-kwh", bounds=TRIAL_BUDGET_KWH, rich_help_panel=SEARCH, help="Energy each trial may use, evaluations included (budget mode; a cap in pareto mode): it stops before its next step would pass it; an overrun is reported.")] = None,
+    reports: Annotated[int, number_option("--reports", bounds=REPORTS, rich_help_panel=SEARCH, help="Evaluations per trial, at equal energy intervals, that the pruner acts on.")] = 4,
+    pruner: Annotated[Optional[str], Opt("--pruner", metavar="NAME", rich_help_panel=SEARCH, help="hyperband (default), median, sha or none; pareto mode: none only.")] = None,
+    seed: Annotated[int, number_option("--seed", bounds=SEED, rich_help_panel=SEARCH, help="Seed of the TPE sampler.")] = 0,
+    startup_trials: Annotated[int, number_option("--startup-trials", bounds=STARTUP_TRIALS, rich_help_panel=SEARCH, help="Random trials before TPE (0: a third of --trials, 3 to 10).")] = 0,
+    no_base_trial: Annotated[bool, Opt("--no-base-trial", metavar="", rich_help_panel=SEARCH, help="Leave out trial 0, the base config's own values (those inside the space).")] = False,
+    base_trial: Annotated[bool, Opt("--base-trial", hidden=True, help="Trial 0 is the base config (the default).")] = False,
+    workers: Annotated[int, number_option("--workers", bounds=WORKERS, rich_help_panel=CONTINUE, help="Worker processes on this machine (journal storage).")] = 1,
+    storage: Annotated[Optional[str], Opt("--storage", metavar="URL", envvar=ENV_STORAGE, show_envvar=False, rich_help_panel=CONTINUE,
+                                          help=f"Optuna storage: sqlite:///F.db, journal:F.journal, postgresql://... (env {ENV_STORAGE}; default: a file in the study folder).")] = None,
+    resume: Annotated[Optional[Path], Opt("--resume", metavar="FOLDER", rich_help_panel=CONTINUE, help="Study folder to continue (dead trials are marked failed and retried).")] = None,
+    join: Annotated[bool, Opt("--join", metavar="", rich_help_panel=CONTINUE, help="Work on the study --study in --storage (e.g. from another machine).")] = False,
+    study: Annotated[Optional[str], name_option("--study", rich_help_panel=CONTINUE, help="Study name, with --join.")] = None,
+    report: Annotated[Optional[Path], Opt("--report", metavar="FOLDER", rich_help_panel=REPORT, help="Study folder: print its trials, energy, CO2e and best config.")] = None,
+    export: Annotated[Optional[Path], Opt("--export", metavar="FILE", rich_help_panel=REPORT, help="With --report: where to write the best config (default: FOLDER/best.toml).")] = None,
+    pick: Annotated[Optional[int], number_option("--trial", bounds=TRIAL_NUMBER, rich_help_panel=REPORT, help="With --report: export this trial instead of the best.")] = None,
+    as_json: Annotated[bool, Opt("--json", metavar="", rich_help_panel=REPORT, help="With --report: also print the study, its summary and every trial as JSON on stdout.")] = False,
     worker_slot: Annotated[int, number_option("--worker", bounds=WORKER_SLOT, hidden=True, help="Set by --workers: this worker's slot (its sampler seed).")] = 0,
     measurement: MeasurementOptions = MeasurementOptions(),
 ) -> None:
     """Search the trainer's config for the best quality per kWh, every trial measured and in the ledger."""
     as_worker = worker_slot > 0
+    if base_trial and no_base_trial:  # --no-base-trial is the flag --help shows; --base-trial, the default, stays valid
+        raise UserInputError("give --base-trial or --no-base-trial, not both")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # greendiff prints its own line per trial
@@ -91,7 +98,7 @@ def tune_command(
         if space is None or trials is None:
             raise UserInputError("a new study needs --space FILE and --trials N (or --resume FOLDER / --report FOLDER)")
         study_ = new_study(StudyJob(space, trials, config_file, parse_sets(sets), mode, trial_budget_kwh, reports, pruner,
-                                    seed, startup_trials, base_trial, workers, storage, name, output_dir))
+                                    seed, startup_trials, not no_base_trial, workers, storage, name, output_dir))
         spec = study_.spec
         console.print(f"study {study_.study.study_name}: {spec.trials} trials, {spec.mode} mode"
                       + (f", {spec.trial_budget_kwh:g} kWh per trial, pruner {spec.pruner}" if spec.mode == "budget" else "")
