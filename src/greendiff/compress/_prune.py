@@ -134,7 +134,7 @@ def prune_in_place(unet, ratio: float, importance: str, example: torch.Tensor) -
             layer_ratios[module] = ratios[level]
     groups = {m: m.num_groups for m in unet.modules() if isinstance(m, torch.nn.GroupNorm)}
     inputs = {"sample": example, "timestep": torch.ones(example.shape[0], dtype=torch.long)}
-    if getattr(unet, "class_embedding", None) is not None:  # a class-conditional UNet: its embedding joins the time embedding's channels
+    if getattr(unet, "class_embedding", None) is not None:  # class-conditional: the class embedding joins the time MLP's channels
         inputs["class_labels"] = torch.zeros(example.shape[0], dtype=torch.long)
     pruner = tp.pruner.MetaPruner(
         unet, inputs,

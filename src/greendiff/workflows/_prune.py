@@ -133,7 +133,7 @@ class PruneReport:
 def run_prune(job: PruneJob, progress: Progress | None = None) -> CompressOutcome:
     """Prune ``job.run``, fine-tune, evaluate parent, pruned and fine-tuned models; one ledger run (kind ``prune``)."""
     from greendiff.compress import IMPORTANCES, check_ratio
-    from greendiff.train import family_for, load_run_model, make_noise_scheduler
+    from greendiff.train import check_data, family_for, load_run_model, make_noise_scheduler
 
     check_ratio(job.ratio)
     if job.importance not in IMPORTANCES:
@@ -142,10 +142,12 @@ def run_prune(job: PruneJob, progress: Progress | None = None) -> CompressOutcom
     settings = resolve_settings(job.measurement, run=job.run)
     s = CompressSession(job.run, job.eval_samples, progress or NullProgress())
     class_names = parent_class_names(job.run, s.num_classes)
+    if s.num_classes:  # the Taylor pass and the fine-tuning read a class in 0..K-1 for every image, as training did
+        check_data(s.config, s.data)
     name = job.name or derived_name(f"pruned{job.ratio:g}", job.run)
     fine_tune = {"run.max_steps": max(job.finetune_steps, 1), "run.name": name, "optim.lr": job.lr,
                  **({"distill.kind": "output", "distill.teacher": str(job.run / "pipeline" / "unet")} if job.distill else {})}
-    from_pruned = starts_from_pruned(job, s.num_classes, fine_tune)  # the sets and the rest checked before anything is created
+    from_pruned = starts_from_pruned(job, s.num_classes, fine_tune)  # checked before anything is created
     s.start(new_run_dir(job.output_dir or str(job.run.parent), name), settings, "prune",
             f"greendiff prune --run {job.run} --ratio {job.ratio:g}")
     run_dir, steps = s.run_dir, s.config.optim.sample_steps
