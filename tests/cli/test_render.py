@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from greendiff.cli._render import fmt_duration, render_carbon_aware
-from greendiff.report._format import duration_text
+from greendiff.display import duration_text
 
 CARBON_AWARE = {"policy": "threshold", "pauses": 1, "waited_h": 0.01, "active_h": 4.0, "emissions_g": 0.5,
                 "straight_through_g": 0.6, "saved_g": 0.1, "saved_frac": 1 / 6, "deadline": None, "met_deadline": None}

@@ -13,7 +13,7 @@ from greendiff.cli._app import main
 from greendiff.ledger import Ledger, Sample
 from greendiff.report import emissions_statement
 from greendiff.report._collect import power_series
-from greendiff.report._format import duration_text, energy_text, fixed_point, mass_text
+from greendiff.display import duration_text, energy_text, fixed_point, mass_text
 from greendiff.report._html import config_differences, pareto
 from greendiff.report._svg import nice_ticks
 from greendiff.tracking import RunSummary

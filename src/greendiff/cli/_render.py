@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from greendiff.report._format import ENERGY_UNITS, MASS_UNITS, band_text, duration_text, energy_text, mass_text
+from greendiff.display import ENERGY_UNITS, MASS_UNITS, band_text, duration_text, energy_text, mass_text
 from greendiff.tracking import RunSummary
 from greendiff.units import G_PER_KG, joules_to_kwh
 

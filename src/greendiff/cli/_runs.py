@@ -20,7 +20,7 @@ from greendiff.ledger import (
     TRAINING_TYPES, Ledger, RunRecord, append_codecarbon_csv, codecarbon_csv, flat_csv, json_summary, model_card_yaml,
     one_unit,
 )
-from greendiff.report._format import duration_text
+from greendiff.display import duration_text
 from greendiff.tracking import RunSummary, run_summary
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from greendiff import __version__
 from greendiff.ledger import model_card_yaml, place_name
 from greendiff.report._collect import RunData
-from greendiff.report._format import ENERGY_UNITS, MASS_UNITS, band_text, energy_text, mass_text, scale_for
+from greendiff.display import ENERGY_UNITS, MASS_UNITS, band_text, energy_text, mass_text, scale_for
 from greendiff.report._statement import emissions_statement
 from greendiff.report._svg import Series, bar_chart, line_chart, scatter_chart
 from greendiff.tracking import RunSummary

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from greendiff import __version__
 from greendiff.ledger import hardware_text, place_name, without_cli_hints
-from greendiff.report._format import ENERGY_UNITS, MASS_UNITS, band_text, duration_text, energy_text, fixed_point, mass_text
+from greendiff.display import ENERGY_UNITS, MASS_UNITS, band_text, duration_text, energy_text, fixed_point, mass_text
 from greendiff.tracking import RunSummary
 
 _KINDS = {"static": "a yearly average", "hourly": "hour by hour"}

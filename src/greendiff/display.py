@@ -1,6 +1,7 @@
 """Quantities as people read them: fixed-point numbers (never ``1.6e-07``), scaled to a unit that is printed.
 
-One formatter for every human-facing figure: the emissions statement, the report and the CLI tables
+One formatter for every human-facing figure, at the bottom of the layers so every package can use it: the
+emissions statement, the report, the CLI tables, stop reasons and notes
 (``greendiff.cli._render`` uses these). Machine-readable outputs keep one unit per quantity (kWh, kg)
 and do not come through here.
 
