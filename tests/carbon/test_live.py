@@ -230,3 +230,54 @@ def test_fetch_raises_where_intensity_falls_back(fake_api, tmp_path):
         uk(fake_api, tmp_path).fetch(START, END)
     fake_api.serve("/intensity/", "uk_intensity.json")
     assert uk(fake_api, tmp_path).fetch(START, END).kind == "live"
+
+
+NO_TOKEN = {"GREENDIFF_CREDENTIALS": "/nonexistent/credentials.toml"}  # no env token, no credentials file
+
+
+def emaps_without_token(zone, location=None):
+    from greendiff.carbon import Location, resolve_provider
+
+    provider = resolve_provider(location or Location(), "electricitymaps", zone, env=NO_TOKEN)
+    return provider.intensity(START, END)
+
+
+@pytest.mark.parametrize(("zone", "country"), [("FR", "FRA"), ("de", "DEU"), ("GB", "GBR"), ("SE-SE3", "SWE"),
+                                               ("IT-NO", "ITA"), ("US-NY-XYZ", "USA")])
+def test_electricitymaps_without_a_token_prices_at_the_zone_s_country_not_the_world_average(zone, country):
+    # issue 20: --zone FR without a token priced at the world average (475 g) under "LOCATION UNKNOWN"
+    result = emaps_without_token(zone)
+    expected = country_provider(country).intensity(START, END)
+    assert result.mean_g_per_kwh() == pytest.approx(expected.mean_g_per_kwh()) and result.source == expected.source
+    assert len(result.notes) == 1 and "LOCATION UNKNOWN" not in result.notes[0]
+    assert result.notes[0] == (f"electricity-maps unavailable (no token in ELECTRICITYMAPS_API_TOKEN); fell back to "
+                               f"{expected.source}, the grid of zone {zone}")
+
+
+def test_electricitymaps_without_a_token_prices_a_us_balancing_authority_at_its_bundled_trace():
+    from greendiff.carbon import TraceProvider, bundled_trace
+
+    result = emaps_without_token("US-CAL-CISO")
+    expected = TraceProvider(bundled_trace("CISO")).intensity(START, END)
+    assert result.segments == expected.segments and "CISO" in result.source
+    assert result.notes[-1].endswith(f"fell back to {expected.source}, the grid of zone US-CAL-CISO")
+    assert not any("LOCATION UNKNOWN" in n for n in result.notes)
+
+
+def test_an_unknown_zone_falls_back_to_the_location_given_or_the_world_average_and_says_so():
+    from greendiff.carbon import Location
+
+    given = emaps_without_token("XX", Location(country="DEU"))
+    assert given.mean_g_per_kwh() == pytest.approx(country_provider("DEU").intensity(START, END).mean_g_per_kwh())
+    assert given.notes[-1].endswith(", the location given (no bundled table knows zone XX)")
+    unknown = emaps_without_token("XX")
+    assert unknown.mean_g_per_kwh() == 475
+    assert unknown.notes[-1].endswith(", as no bundled table knows zone XX and no location was given")
+
+
+def test_a_country_typo_is_refused_even_when_the_zone_prices_the_fallback():
+    from greendiff.carbon import Location
+    from greendiff.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="unknown country code 'FRX'"):
+        emaps_without_token("FR", Location(country="FRX"))

@@ -54,7 +54,7 @@ def test_provider_contract(provider):
     for a, b in zip(segments, segments[1:]):
         assert a.end == b.start, "segments are contiguous"
     assert all(0 <= s.intensity_g_per_kwh < 2000 for s in segments)
-    assert result.source and result.kind in ("static", "hourly", "live")
+    assert result.source and result.kind in ("static", "trace", "live")
     assert provider.describe()
     assert 0 < result.mean_g_per_kwh() < 2000
 

@@ -12,6 +12,7 @@ by parts that cannot hold a header value: host and path, HTTP status, and the ki
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -238,8 +239,12 @@ class LiveProvider(IntensityProvider):
     title = "the API"  # in messages: "unexpected response shape from <title>"
 
     def __init__(self, fallback: IntensityProvider, base_url: str, timeout_s: float = 5.0,
-                 cache: JsonCache | None = None, get_json: Callable[..., object] = http_get_json) -> None:
+                 cache: JsonCache | None = None, get_json: Callable[..., object] = http_get_json,
+                 fallback_why: str = "") -> None:
+        """``fallback_why``: words after "fell back to <the fallback's source>" saying why that one
+        (``", the grid of zone FR"``)."""
         self.fallback = fallback
+        self.fallback_why = fallback_why
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.cache = cache if cache is not None else JsonCache(default_cache_dir())
@@ -291,9 +296,9 @@ class LiveProvider(IntensityProvider):
             return self.fetch(start, end)
         except LiveDataError as exc:
             result = self.fallback.intensity(as_utc(start), as_utc(end))
-            note = f"{self.name} unavailable ({exc}); fell back to {result.source}"
+            note = f"{self.name} unavailable ({exc}); fell back to {result.source}{self.fallback_why}"
             logger.debug(note)
-            return Intensity(result.segments, result.source, result.kind, result.year, (*result.notes, note))
+            return dataclasses.replace(result, notes=(*result.notes, note))
 
 
 class UkCarbonIntensityProvider(LiveProvider):
@@ -320,6 +325,14 @@ class UkCarbonIntensityProvider(LiveProvider):
         return "UK Carbon Intensity API (National Grid ESO), half-hourly, Great Britain"
 
 
+def check_zone(zone: str) -> str:
+    """``zone`` if it can be an Electricity Maps zone key (letters, digits, dashes), else a one-line error."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", zone):
+        raise UserInputError(f"--zone {zone!r}: an Electricity Maps zone key is letters, digits and dashes, "
+                             "e.g. FR or US-CAL-CISO")
+    return zone
+
+
 class ElectricityMapsProvider(LiveProvider):
     """Electricity Maps v3 ``carbon-intensity/past-range`` for a zone; token from an env var."""
 
@@ -330,10 +343,7 @@ class ElectricityMapsProvider(LiveProvider):
     def __init__(self, zone: str, fallback: IntensityProvider, base_url: str = ELECTRICITYMAPS_BASE_URL,
                  token: str | None = None, **kwargs) -> None:
         super().__init__(fallback, base_url, **kwargs)
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", zone):
-            raise UserInputError(f"--zone {zone!r}: an Electricity Maps zone key is letters, digits and dashes, "
-                                 "e.g. FR or US-CAL-CISO")
-        self.zone = zone
+        self.zone = check_zone(zone)
         env_token = ENV_ELECTRICITYMAPS_TOKEN
         self.token = clean_token(token, "the token given") if token is not None else \
             clean_token(os.environ.get(env_token), f"${env_token}")
