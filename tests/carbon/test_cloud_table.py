@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import re
+import statistics
+from datetime import datetime, timezone
+from importlib import resources
 from pathlib import Path
 
 import pytest
 
-from greendiff.carbon import cloud_provider, cloud_table, country_table
+from greendiff.carbon import BUNDLED_GRIDS, bundled_trace, cloud_provider, cloud_table, country_table
 from greendiff.carbon import _static
 from greendiff.errors import UserInputError
 
@@ -34,9 +38,51 @@ def test_every_region_has_a_year_and_a_location_based_source():
     for key, row in cloud_table().items():
         assert row.year is not None and row.year >= 2022, key
         if key.startswith("gcp:"):
-            assert row.year == 2024 and "location-based" in row.source, key
+            assert row.year == 2024 and "location-based" in row.source and row.basis == "GCP", key
+        elif row.basis.startswith("grid "):  # a US region in a bundled balancing authority: its 2022 mean
+            trace = bundled_trace(row.basis.removeprefix("grid "))
+            assert row.intensity_g_per_kwh == pytest.approx(statistics.fmean(trace.values_g_per_kwh)), key
+            assert row.year == 2022 and row.country == "USA" and row.source.startswith(trace.source), key
         else:  # every other region: exactly its country's grid figure
+            assert row.basis == row.country, key
             assert row.intensity_g_per_kwh == country_table()[row.country].intensity_g_per_kwh, key
+
+
+def test_every_bundled_region_is_priced_none_is_left_out():
+    assert _static.unsourced_cloud_regions() == {}
+    assert len(cloud_table()) == 105  # 44 GCP regions (2024) + 61 others of the ML CO2 Impact table
+    assert sum(key.startswith("gcp:") for key in cloud_table()) == 44
+
+
+def test_us_regions_are_priced_from_the_balancing_authority_they_sit_in():
+    oregon, virginia = cloud_table()["aws:us-west-2"], cloud_table()["aws:us-east-1"]
+    assert (oregon.basis, virginia.basis) == ("grid BPAT", "grid PJM")
+    assert oregon.intensity_g_per_kwh == pytest.approx(54.7, abs=0.05)  # Columbia hydro
+    assert virginia.intensity_g_per_kwh == pytest.approx(362.6, abs=0.05)
+    expected = {"azure:southcentralus": "ERCO", "azure:centralus": "MISO", "azure:eastus": "PJM", "azure:westus": "CISO",
+                "aws:us-west-1": "CISO", "coreweave:ord1": "PJM"}
+    assert {key: cloud_table()[key].basis for key in expected} == {k: f"grid {g}" for k, g in expected.items()}
+    # a region in no bundled authority keeps the USA's country row, and says so
+    quincy = cloud_table()["azure:westus2"]  # Grant County PUD, its own authority
+    assert (quincy.basis, quincy.intensity_g_per_kwh) == ("USA", country_table()["USA"].intensity_g_per_kwh)
+
+
+def test_a_measured_run_in_a_us_region_is_priced_as_plan_regions_prices_it():
+    start, end = datetime(2025, 3, 1, tzinfo=timezone.utc), datetime(2025, 3, 2, tzinfo=timezone.utc)
+    intensity = cloud_provider("aws:us-west-2").intensity(start, end)
+    assert intensity.mean_g_per_kwh() == cloud_table()["aws:us-west-2"].intensity_g_per_kwh
+    assert intensity.year == 2022 and "BPAT" in intensity.source
+
+
+def test_every_us_region_outside_gcp_is_in_the_grid_table_with_why():
+    grids = _static.us_cloud_grids()
+    us = {key for key, row in cloud_table().items() if row.country == "USA" and not key.startswith("gcp:")}
+    assert set(grids) == us
+    for key, grid in grids.items():
+        assert grid.grid is None or grid.grid in BUNDLED_GRIDS, key
+        assert grid.site and grid.why, key
+    with (resources.files("greendiff.carbon") / "tables" / "SOURCES.md").open() as f:
+        assert "us-cloud-grids.csv" in f.read()
 
 
 def test_a_region_in_hong_kong_is_on_hong_kong_s_grid():

@@ -58,8 +58,26 @@ def test_no_market_based_figure_ranks():
     seeweb = next(o for o in options if o.key == "seeweb:fro2")  # "100% carbon-free": 0 g in the ML CO2 Impact table
     assert seeweb.intensity_g_per_kwh == country_table()["ITA"].intensity_g_per_kwh
     assert options.index(seeweb) > 50  # no longer #2: Italy's grid is not among the cleanest
-    for o in options:  # every row is a grid's location-based figure: Google's 2024 data or a country's row
-        assert o.grid_figure == "GCP" or o.intensity_g_per_kwh == country_table()[o.grid_figure].intensity_g_per_kwh
+    for o in options:  # every row is a grid's location-based figure: Google's 2024 data, a US grid's or a country's
+        assert o.grid_figure == "GCP" or o.grid_figure.startswith("grid ") or \
+            o.intensity_g_per_kwh == country_table()[o.grid_figure].intensity_g_per_kwh
+
+
+def test_plan_regions_tells_oregon_from_virginia():
+    by_key = {o.key: o for o in rank_regions(1.0, providers=("aws", "azure"))}
+    oregon, virginia = by_key["aws:us-west-2"], by_key["aws:us-east-1"]
+    assert (oregon.data, virginia.data) == ("grid BPAT 2022", "grid PJM 2022")
+    assert oregon.emissions_kg < virginia.emissions_kg / 5  # Columbia hydro against PJM's coal and gas
+    assert by_key["azure:southcentralus"].data == "grid ERCO 2022"
+
+
+def test_whose_figure_a_row_is_comes_from_the_table_row_s_basis(monkeypatch):
+    from greendiff.carbon import _static
+
+    row = _static.TableRow("acme:oregon-1", "Oregon", 50.0, 2022, "a grid", "grid BPAT", country="USA")
+    monkeypatch.setattr(_static, "_cloud_rows", lambda: ({"acme:oregon-1": row}, {}))
+    (option,) = rank_regions(1.0, providers=("acme",))
+    assert (option.grid_figure, option.data) == ("grid BPAT", "grid BPAT 2022")  # not the country: no CFE share
 
 
 def test_the_ranking_rewards_cleaner_grids_not_newer_data():
@@ -67,7 +85,8 @@ def test_the_ranking_rewards_cleaner_grids_not_newer_data():
     # London: AWS's row was 623 g (an undated snapshot), GCP's 2024 figure far lower; both now priced from data with a year
     assert by_key["aws:eu-west-2"].intensity_g_per_kwh < 400
     aws = [o for o in by_key.values() if o.provider == "aws"]
-    assert [o.key for o in sorted(aws, key=lambda o: o.intensity_g_per_kwh)][:2] == ["aws:eu-north-1", "aws:eu-west-3"]
+    cleanest = ["aws:eu-north-1", "aws:us-west-2", "aws:eu-west-3"]  # Sweden, Oregon's hydro (BPAT), France
+    assert [o.key for o in sorted(aws, key=lambda o: o.intensity_g_per_kwh)][:3] == cleanest
 
 
 def test_a_region_no_figure_prices_is_left_out_of_the_ranking(monkeypatch):

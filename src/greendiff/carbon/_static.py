@@ -17,6 +17,7 @@ from greendiff.carbon._intensity import (
     IntensityProvider,
     constant,
 )
+from greendiff.carbon._trace import bundled_trace
 from greendiff.errors import UserInputError
 
 _TABLES = resources.files("greendiff.carbon") / "tables"
@@ -24,13 +25,18 @@ _TABLES = resources.files("greendiff.carbon") / "tables"
 
 @dataclass(frozen=True)
 class TableRow:
-    """One entry of a static table: a location-based grid intensity with its year and source."""
+    """One entry of a static table: a location-based grid intensity with its year and source.
+
+    ``basis`` says whose figure it is, in a few characters: ``"GCP"`` (Google's own region data), an ISO-3 code
+    (that country's row of :func:`country_table`) or ``"grid PJM"`` (a bundled US balancing authority's mean).
+    """
 
     key: str
     name: str
     intensity_g_per_kwh: float
     year: int | None
     source: str
+    basis: str
     country: str | None = None  # ISO-3 code of the country a cloud region is in (None: not known)
     cfe_share: float | None = None  # Google's hourly carbon-free energy share (GCP 2024 rows)
     pue: float | None = None  # data-centre PUE published with the row, where there is one
@@ -43,7 +49,8 @@ def country_table() -> dict[str, TableRow]:
         raw = json.load(f)
     return {
         code: TableRow(code, row.get("country_name", code), float(row["carbon_intensity"]), int(row["year"]),
-                       f"Our World in Data / Ember country table: {code} ({row.get('country_name', code)}), {row['year']}")
+                       f"Our World in Data / Ember country table: {code} ({row.get('country_name', code)}), {row['year']}",
+                       code)
         for code, row in raw.items()
         if row.get("carbon_intensity") is not None
     }
@@ -71,14 +78,42 @@ def iso3_of(place: str | None) -> str | None:
     return next((code for code, row in country_table().items() if row.name.lower() == wanted), None)
 
 
+@dataclass(frozen=True)
+class UsCloudGrid:
+    """Where a US cloud region draws its power: the bundled balancing authority (``grid``, None: none bundled, so
+    the USA's country row), the ``site`` and ``why`` (tables/us-cloud-grids.csv)."""
+
+    region: str
+    grid: str | None
+    site: str
+    why: str
+
+
+@functools.cache
+def us_cloud_grids() -> dict[str, UsCloudGrid]:
+    """``provider:region`` -> the grid of each US cloud region outside GCP (tables/us-cloud-grids.csv)."""
+    with (_TABLES / "us-cloud-grids.csv").open() as f:
+        return {row["region"]: UsCloudGrid(row["region"], row["grid"] or None, row["site"], row["why"])
+                for row in csv.DictReader(f)}
+
+
 def _grid_row(key: str, place: str, iso3: str | None, pue: float | None) -> TableRow | None:
-    """A cloud region priced from the grid it sits on: its country's row of :func:`country_table`, with that
-    row's year (None: no country with a figure)."""
-    grid = country_table().get(iso3 or "")
-    if grid is None:
+    """A cloud region priced from the grid it sits on, with that figure's year: the 2022 mean of the bundled
+    US balancing authority it is in (:func:`us_cloud_grids`), else its country's row of :func:`country_table`
+    (None: no country with a figure)."""
+    grid = us_cloud_grids().get(key)
+    if grid is not None and grid.grid is not None:
+        trace = bundled_trace(grid.grid)
+        mean = sum(trace.values_g_per_kwh) / len(trace.values_g_per_kwh)
+        return TableRow(key, place, mean, trace.start.year,
+                        f"{trace.source}, mean of its {len(trace.values_g_per_kwh):,} hours: the grid of {key} "
+                        f"({grid.site}), in balancing authority {grid.grid}",
+                        f"grid {grid.grid}", country=iso3, pue=pue)
+    country = country_table().get(iso3 or "")
+    if country is None:
         return None
-    return TableRow(key, place, grid.intensity_g_per_kwh, grid.year,
-                    f"{grid.source}: the grid of {key} ({place})", country=iso3, pue=pue)
+    return TableRow(key, place, country.intensity_g_per_kwh, country.year,
+                    f"{country.source}: the grid of {key} ({place})", country.basis, country=iso3, pue=pue)
 
 
 @functools.cache
@@ -102,7 +137,7 @@ def _cloud_rows() -> tuple[dict[str, TableRow], dict[str, str]]:
             unsourced.pop(key, None)
             rows[key] = TableRow(key, row["Location"], float(row["Grid carbon intensity (gCO2eq / kWh)"]), 2024,
                                  f"Google Cloud region carbon data 2024: {key} ({row['Location']}), location-based grid "
-                                 f"intensity; carbon-free energy share {float(row['Google CFE']):.0%}",
+                                 f"intensity; carbon-free energy share {float(row['Google CFE']):.0%}", "GCP",
                                  country=older.country if older else None, cfe_share=float(row["Google CFE"]))
     return rows, unsourced
 
@@ -111,6 +146,8 @@ def cloud_table() -> dict[str, TableRow]:
     """``provider:region`` -> location-based grid intensity with its year, on one basis:
 
     - GCP regions: Google's own 2024 figures (grid intensity; the CFE share is kept beside it, not subtracted);
+    - a US region outside GCP in one of the bundled balancing authorities (:func:`us_cloud_grids`: AWS us-west-2
+      in BPAT, us-east-1 in PJM, ...): that authority's 2022 EIA-930 mean, the mean of its hourly trace;
     - every other region (AWS, Azure, OVH, Scaleway, CoreWeave, Seeweb): the grid it sits on, its country's row of
       :func:`country_table` (Our World in Data / Ember, that row's year). The ML CO2 Impact table gives the place
       and any published PUE; its own figures (undated snapshots, a "100 % carbon-free" market-based claim) are
@@ -172,17 +209,20 @@ def cloud_provider(cloud: str) -> TableProvider:
     """Provider for ``provider:region``; unknown regions get close-match suggestions."""
     why = unsourced_cloud_regions().get(cloud.lower())
     if why is not None:
-        raise UserInputError(f"cloud region {cloud!r} has no citable grid intensity ({why}); "
-                             "give --country ISO3 of the place it is in")
+        raise UserInputError(f"cloud region {cloud!r} has no citable grid intensity ({why}); give its grid's "
+                             "figures as a 'timestamp,intensity' CSV with --grid FILE.csv")
     return _provider_from(cloud_table(), cloud.lower(), cloud, "cloud region")
 
 
 class WorldAverageProvider(IntensityProvider):
-    """475 g/kWh with a loud note: used only when no location was given."""
+    """475 g/kWh with a loud note: used only when no location was given.
+
+    The note states the fact only (it travels into summaries, statements and exports); the CLI adds how to
+    give a location when it shows it.
+    """
 
     name = "world-average"
-    NOTE = ("LOCATION UNKNOWN: world-average intensity used; emissions may be off by 10x. "
-            "Pass --country ISO3, --cloud PROVIDER:REGION or --grid NAME.")
+    NOTE = "LOCATION UNKNOWN: world-average intensity used; emissions may be off by 10x."
 
     def intensity(self, start: datetime, end: datetime) -> Intensity:
         return constant(start, end, WORLD_AVERAGE_G_PER_KWH, WORLD_AVERAGE_SOURCE, "static", 2019, (self.NOTE,))

@@ -1,8 +1,9 @@
 """Where to run: bundled cloud regions and countries ranked by the emissions of a given amount of energy.
 
 One basis for every row: location-based emissions, IT energy x PUE x the yearly intensity of the grid the
-place sits on (:func:`greendiff.carbon.cloud_table`): Google's own 2024 figures for GCP regions, and the
-country's Our World in Data / Ember row, with its year, for every other cloud region and for each country.
+place sits on (:func:`greendiff.carbon.cloud_table`): Google's own 2024 figures for GCP regions, the 2022 mean of
+the bundled US balancing authority a US region is in (``grid PJM``), else the country's Our World in Data / Ember
+row, with its year, for every other cloud region and for each country.
 A GCP region's carbon-free energy share (Google's hourly matched clean energy) is shown beside it, not
 subtracted, and no market-based claim ("100 % carbon-free") prices a row. A country row is your own hardware
 moved there, so it is priced at your PUE: the place you run now, priced by the same rule, compares at 0 %.
@@ -29,8 +30,9 @@ _GCP_PREFIX_CONTINENT = {"africa": "Africa", "asia": "Asia", "australia": "Ocean
 class RegionOption:
     """One place to run, priced for the planned energy.
 
-    ``grid_figure`` says whose figure prices the row: ``"GCP"`` (Google's 2024 region data) or the ISO-3 code of
-    the country-table row of the grid it sits on; ``year`` is that figure's year and ``source`` cites it.
+    ``grid_figure`` says whose figure prices the row (the table row's ``basis``): ``"GCP"`` (Google's 2024 region
+    data), ``"grid PJM"`` (a US balancing authority's 2022 mean) or the ISO-3 code of the country-table row of the
+    grid it sits on; ``year`` is that figure's year and ``source`` cites it.
     """
 
     key: str  # "gcp:europe-north1" or "country:FRA"
@@ -48,7 +50,7 @@ class RegionOption:
 
     @property
     def data(self) -> str:
-        """Whose figure and its year, in a few characters: ``"GCP 2024"``, ``"GBR 2023"``."""
+        """Whose figure and its year, in a few characters: ``"GCP 2024"``, ``"grid BPAT 2022"``, ``"GBR 2023"``."""
         return f"{self.grid_figure} {self.year}" if self.year is not None else self.grid_figure
 
     def to_dict(self) -> dict:
@@ -110,12 +112,12 @@ def rank_regions(energy_kwh: float, providers: tuple[str, ...] = (), continent: 
         options.append(RegionOption(row.key, row.key.split(":", 1)[0], row.name, cloud_continent(row),
                                     row.intensity_g_per_kwh, pue.value, pue.source,
                                     job_emissions_kg(energy_kwh, pue.value, row.intensity_g_per_kwh), row.source, row.year,
-                                    row.cfe_share, "GCP" if row.cfe_share is not None else row.country or ""))
+                                    row.cfe_share, row.basis))
     for code, row in country_table().items():
         options.append(RegionOption(f"country:{code}", "country", row.name, continent_table().get(code, "unknown"),
                                     row.intensity_g_per_kwh, country_pue.value, country_pue.source,
                                     job_emissions_kg(energy_kwh, country_pue.value, row.intensity_g_per_kwh), row.source,
-                                    row.year, None, code))
+                                    row.year, None, row.basis))
     kept = [o for o in options if (not providers or o.provider in providers) and (continent is None or o.continent == continent)]
     return sorted(kept, key=lambda o: (o.emissions_kg, o.key))
 
