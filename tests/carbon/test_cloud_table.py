@@ -91,8 +91,9 @@ def test_a_region_in_hong_kong_is_on_hong_kong_s_grid():
 
 def test_a_region_no_figure_prices_is_refused_in_one_line(monkeypatch):
     monkeypatch.setattr(_static, "unsourced_cloud_regions", lambda: {"acme:moon-1": "no grid figure for the Moon"})
-    with pytest.raises(UserInputError, match=r"'acme:moon-1' has no citable grid intensity \(no grid figure for the Moon\)"):
-        cloud_provider("acme:moon-1")
+    with pytest.raises(UserInputError, match=r"'acme:moon-1' has no citable grid intensity \(no grid figure for the Moon\); "
+                                             r"give its grid's figures as a 'timestamp,intensity' CSV with --grid FILE.csv$"):
+        cloud_provider("acme:moon-1")  # not "--country" of a country that has no figure either
 
 
 def test_a_region_whose_country_has_no_figure_is_left_out():

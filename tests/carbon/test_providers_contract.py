@@ -62,3 +62,11 @@ def test_provider_contract(provider):
 def test_provider_rejects_naive_datetimes(provider):
     with pytest.raises(ValueError, match="timezone"):
         provider.intensity(START.replace(tzinfo=None), END.replace(tzinfo=None))
+
+
+def test_the_world_average_note_states_the_fact_only():
+    # it travels into summaries, statements and exports; the CLI says how to give a location when it shows it
+    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    (note,) = WorldAverageProvider().intensity(start, start + timedelta(hours=1)).notes
+    assert note == "LOCATION UNKNOWN: world-average intensity used; emissions may be off by 10x."
+    assert "--" not in note
