@@ -107,3 +107,15 @@ def test_carbon_md_states_the_country_table_s_real_years():
     assert f"{years[0]}–{years[-1]}" in text, (years[0], years[-1])
     most = max(set(years), key=lambda y: sum(r.year == y for r in country_table().values()))
     assert re.search(rf"\b{most}\b", text)
+
+
+def test_carbon_md_lists_every_us_region_s_grid_and_the_quebec_caveat():
+    text = (DOCS / "carbon.md").read_text()
+    for key, grid in _static.us_cloud_grids().items():
+        assert f"`{key}`" in text, key
+        if grid.grid is not None:
+            row = next(line for line in text.splitlines() if f"`{key}`" in line and line.startswith("|"))
+            assert row.endswith(f"| {grid.grid} | {cloud_table()[key].intensity_g_per_kwh:.0f} |"), key
+    quebec = text[text.index("the Quebec regions"):]
+    assert all(f"`{k}`" in quebec[:200] for k in ("aws:ca-central-1", "azure:canadaeast", "ovh:bhs"))
+    assert "overstates" in quebec[:400] and "--grid my_grid.csv" in quebec[:600]

@@ -322,6 +322,14 @@ def test_plan_regions_at_80_columns_shows_every_region_name_whole(capsys, monkey
     assert "gcp:northamerica-northeast1" in text  # the longest name (27 characters)
 
 
+def test_plan_regions_tells_us_west_2_from_us_east_1_and_says_whose_figure(capsys, monkeypatch):
+    text = lines_at_80(capsys, monkeypatch, "plan", "regions", "--energy-kwh", "100", "--provider", "aws", "-n", "40")
+    rows = {line.split()[1]: line for line in text.splitlines() if " aws:us-" in line}
+    assert "grid BPAT 2022" in rows["aws:us-west-2"] and " 55 " in rows["aws:us-west-2"]
+    assert "grid PJM 2022" in rows["aws:us-east-1"] and " 363 " in rows["aws:us-east-1"]
+    assert "EIA-930 mean of the US grid" in " ".join(text.split())
+
+
 def test_plan_regions_germany_from_germany_is_zero_percent(capsys, monkeypatch):
     text = lines_at_80(capsys, monkeypatch, "plan", "regions", "--energy-kwh", "100", "--country", "DEU",
                        "--provider", "country", "--limit", "300")

@@ -152,7 +152,7 @@ def render_regions(outcome, rows: int, continent: str | None, console: Console) 
     wide = console.width >= WIDE_REGIONS
     options, current = outcome.regions, outcome.current
     title = f"{len(options)} places for {fmt_energy(outcome.energy_kwh)}" + (f" · {continent}" if continent else "")
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     columns = ["#", "region", *(["where", "continent"] if wide else []), "g/kWh", "data", "PUE", "CO2e", "vs you",
                *(["CFE"] if wide else [])]
     for col in columns:
@@ -173,9 +173,10 @@ def render_regions(outcome, rows: int, continent: str | None, console: Console) 
     else:
         console.print("give --country, --cloud or --grid to compare with where you run now", highlight=False)
     console.print(plain(f"location-based: energy x PUE x the yearly intensity of the grid each place is on. 'data': "
-                        f"whose figure and its year: GCP, Google's 2024 region data; for other clouds and the "
-                        f"countries, the country's Our World in Data / Ember row. Country rows are at your PUE "
-                        f"({outcome.pue.value:g}). --json has every row's source; see docs/plan.md")
+                        f"whose figure and its year: GCP, Google's 2024 region data; grid PJM (BPAT, ...), the 2022 "
+                        f"EIA-930 mean of the US grid a region is in; else the country's Our World in Data / Ember "
+                        f"row. Country rows are at your PUE ({outcome.pue.value:g}). --json has every row's source; "
+                        f"see docs/plan.md")
                   + (plain(f"\nleft out, no citable figure: {', '.join(sorted(outcome.dropped))}") if outcome.dropped else ""),
                   style="dim", highlight=False)
 
