@@ -56,3 +56,44 @@ def test_exported_toml_round_trips_into_the_trainer(tmp_path, spec):
 def test_only_budget_mode_fixes_the_steps(spec, mode):
     s = spec(mode=mode, pruner="none")
     assert exported_config(s, {"optim.lr": 1e-3}, 55).run.max_steps == (55 if mode == "budget" else 30)
+
+
+SCIENTIFIC = r"\d[eE][+-]?\d"
+
+
+def test_the_exported_header_and_the_plot_print_quantities_in_fixed_point_with_a_scaled_unit(spec):
+    # issue 20: "# fid 12.5 with 0.000153 kWh (trial budget 5e-05 kWh ...)" and axis ticks such as 7.67e-05
+    import re
+
+    s = spec(trial_budget_kwh=5e-5)
+    text = export_toml(s, row(3, values=(0.00001234,), energy=1.53e-4, steps=77), "study-x", "kid")
+    assert text.splitlines()[1] == "# kid 0.00001234 with 153 mWh (trial budget 50.0 mWh, 77 steps)"
+    rows = [row(0, values=(312.456, 7.67e-5)), row(1, values=(250.0, 2.3e-4))]
+    svg = pareto_svg(rows, "fid")
+    assert "training energy (mWh)" in svg and ">76.7<" in svg and ">230<" in svg
+    assert "<title>trial 0: fid 312.5, 76.7 mWh</title>" in svg
+    assert not any(re.search(SCIENTIFIC, t) for t in re.findall(r">([^<]*)<", svg)) and not re.search(SCIENTIFIC, text.splitlines()[1])
+
+
+def test_a_pruned_trial_s_stop_reason_prints_its_score_in_fixed_point():
+    from greendiff.train import EvalEvent
+    from greendiff.tune import TrialPruner
+
+    class Always:
+        def report(self, value, step):
+            pass
+
+        def should_prune(self):
+            return True
+
+    stop = TrialPruner(Always(), "kid", "budget", "median").on_evaluation(
+        None, EvalEvent(step=5, energy_kwh=1e-6, eval_energy_kwh=0.0, scores={"kid": 0.0000123}))
+    assert stop.reason == "pruned by the median pruner after evaluation 1 (kid 0.00001230)"
+
+
+def test_a_bad_trial_budget_is_echoed_in_fixed_point(spec):
+    from greendiff.errors import UserInputError
+    from greendiff.tune import check_spec
+
+    with pytest.raises(UserInputError, match=r"got -0\.00005$"):
+        check_spec(spec(trial_budget_kwh=-5e-5))

@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 from greendiff.tune._folder import STUDY_FILE, read_study_file, write_study_file
-from greendiff.tune._pruner import TrialPruner
+from greendiff.tune._pruner import TrialPruner, metric_text
 from greendiff.tune._report import (
     StateTotals, StudySummary, TrialRow, best_row, budget_note, export_toml, pareto_svg, summarize_study, trial_note,
     trial_rows,
@@ -41,5 +41,5 @@ __all__ = [
     "STUDY_FILE", "read_study_file", "write_study_file",
     # reporting on it
     "StateTotals", "StudySummary", "TrialRow", "best_row", "budget_note", "export_toml", "pareto_svg", "summarize_study",
-    "trial_note", "trial_rows",
+    "trial_note", "trial_rows", "metric_text",
 ]

@@ -3,7 +3,18 @@ when Optuna's pruner says so; it records that it pruned (a typed marker, not a s
 
 from __future__ import annotations
 
+from greendiff.display import fixed_point
 from greendiff.train import EvalEvent, Stop
+
+
+def metric_text(value: float) -> str:
+    """A quality score (FID, KID, ...) as people read it: four significant digits, fixed-point.
+
+    Example:
+        >>> metric_text(312.456), metric_text(0.000012346)
+        ('312.5', '0.00001235')
+    """
+    return fixed_point(value, 4)
 
 
 class TrialPruner:
@@ -46,7 +57,7 @@ class TrialPruner:
         if not self.trial.should_prune():
             return None
         self.pruned_after = self.reports
-        return Stop(f"pruned by the {self.pruner} pruner after evaluation {self.reports} ({self.metric} {value:.4g})")
+        return Stop(f"pruned by the {self.pruner} pruner after evaluation {self.reports} ({self.metric} {metric_text(value)})")
 
     def final_evaluation(self, steps: int) -> EvalEvent | None:
         """The closing evaluation of a run that ended at ``steps`` (None when pruned or none at that step)."""

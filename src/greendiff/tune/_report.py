@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from greendiff.display import ENERGY_UNITS, energy_text, plain_number, scale_for
+from greendiff.tune._pruner import metric_text
 from greendiff.tune._study import StudySpec, TrialRecord, exported_config
 
 
@@ -82,7 +84,7 @@ def trial_note(note: str, energy_kwh: float, budget_kwh: float, pruned_after: in
     passed it, so a label never says "budget" where the measured energy says otherwise.
 
     Example:
-        >>> trial_note("energy budget: 6e-05 kWh used, the next step would pass 5e-05 kWh", 3.1e-4, 5e-5)
+        >>> trial_note("energy budget: 60.0 mWh used, the next step would pass 50.0 mWh", 3.1e-4, 5e-5)
         'stopped at the budget, over budget by 520%'
         >>> trial_note("pruned by the median pruner after evaluation 2", 2e-5, 5e-5, pruned_after=2)
         'pruned after evaluation 2'
@@ -185,14 +187,14 @@ def summarize_study(spec: StudySpec, rows: list[TrialRow]) -> StudySummary:
 
 def export_toml(spec: StudySpec, row: TrialRow, study_name: str, metric: str) -> str:
     """The trainer config of ``row`` as TOML ``greendiff train --config`` accepts, with a header
-    saying where it came from."""
+    saying where it came from (quantities as :mod:`greendiff.display` prints them)."""
     from greendiff.train import to_toml
 
     values = _decode_params(spec, row.params)
     config = exported_config(spec, values, row.steps)
     head = (f"# tuned by greendiff tune: study {study_name!r}, trial {row.number} ({spec.mode} mode)\n"
-            f"# {metric} {row.values[0]:.4g} with {row.energy_kwh:.4g} kWh"
-            + (f" (trial budget {spec.trial_budget_kwh:g} kWh, {row.steps} steps)" if spec.mode == "budget" else "")
+            f"# {metric} {metric_text(row.values[0])} with {energy_text(row.energy_kwh)}"
+            + (f" (trial budget {energy_text(spec.trial_budget_kwh)}, {row.steps} steps)" if spec.mode == "budget" else "")
             + "\n# train it: greendiff train --config THIS_FILE\n")
     return head + to_toml(config)
 
@@ -209,7 +211,8 @@ def _decode_params(spec: StudySpec, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def pareto_svg(rows: list[TrialRow], metric: str, width: int = 560, height: int = 380) -> str:
-    """A self-contained SVG: every complete trial (grey), the front (green, joined), axes in kWh and the metric."""
+    """A self-contained SVG: every complete trial (grey), the front (green, joined), the energy axis in the unit
+    of its largest value (``training energy (mWh)``) and the metric, every number in fixed-point."""
     done = [r for r in rows if r.state == "COMPLETE" and len(r.values) == 2]
     front = pareto_front(rows)
     left, right, top, bottom = 70, 20, 20, 50
@@ -218,6 +221,7 @@ def pareto_svg(rows: list[TrialRow], metric: str, width: int = 560, height: int 
     x0, x1 = min(xs), max(xs)
     y0, y1 = min(ys), max(ys)
     x1, y1 = (x1 if x1 > x0 else x0 + 1e-12), (y1 if y1 > y0 else y0 + 1e-12)
+    unit, size = scale_for([x0, x1], ENERGY_UNITS)
 
     def px(r: TrialRow) -> tuple[float, float]:
         return (left + (r.values[1] - x0) / (x1 - x0) * (width - left - right),
@@ -227,12 +231,12 @@ def pareto_svg(rows: list[TrialRow], metric: str, width: int = 560, height: int 
              f'<rect width="{width}" height="{height}" fill="white"/>',
              f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="black"/>',
              f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="black"/>',
-             f'<text x="{(left + width - right) / 2}" y="{height - 12}" text-anchor="middle">training energy (kWh)</text>',
+             f'<text x="{(left + width - right) / 2}" y="{height - 12}" text-anchor="middle">training energy ({unit})</text>',
              f'<text x="16" y="{(top + height - bottom) / 2}" text-anchor="middle" transform="rotate(-90 16 {(top + height - bottom) / 2})">{html.escape(metric.upper())}</text>']
     for value, x in ((x0, left), (x1, width - right)):
-        parts.append(f'<text x="{x}" y="{height - bottom + 16}" text-anchor="middle">{value:.3g}</text>')
+        parts.append(f'<text x="{x}" y="{height - bottom + 16}" text-anchor="middle">{plain_number(value / size)}</text>')
     for value, y in ((y0, height - bottom), (y1, top)):
-        parts.append(f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{value:.3g}</text>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{plain_number(value)}</text>')
     if len(front) > 1:
         parts.append('<polyline fill="none" stroke="#2e7d32" stroke-width="2" points="'
                      + " ".join(f"{x:.1f},{y:.1f}" for x, y in map(px, front)) + '"/>')
@@ -241,6 +245,6 @@ def pareto_svg(rows: list[TrialRow], metric: str, width: int = 560, height: int 
         x, y = px(r)
         color = "#2e7d32" if r.number in on_front else "#9e9e9e"
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{color}"><title>trial {r.number}: '
-                     f'{metric} {r.values[0]:.4g}, {r.values[1]:.4g} kWh</title></circle>')
+                     f'{html.escape(metric)} {metric_text(r.values[0])}, {energy_text(r.values[1])}</title></circle>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

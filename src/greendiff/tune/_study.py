@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import psutil
 
+from greendiff.display import plain_number
 from greendiff.errors import UserInputError
 from greendiff.names import check_name, first_line
 from greendiff.train import TrainConfig, resolve_config
@@ -94,9 +95,9 @@ def check_spec(spec: StudySpec) -> list[Param]:
     if spec.trials < 1:
         raise UserInputError(f"--trials must be >= 1, got {spec.trials}")
     if spec.mode == "budget" and not spec.trial_budget_kwh > 0:
-        raise UserInputError(f"--trial-budget-kwh must be > 0 in budget mode (the energy each trial may use), got {spec.trial_budget_kwh:g}")
+        raise UserInputError(f"--trial-budget-kwh must be > 0 in budget mode (the energy each trial may use), got {plain_number(spec.trial_budget_kwh, 6)}")
     if spec.trial_budget_kwh < 0 or not math.isfinite(spec.trial_budget_kwh):
-        raise UserInputError(f"--trial-budget-kwh must be > 0 (or 0 for no cap in Pareto mode), got {spec.trial_budget_kwh:g}")
+        raise UserInputError(f"--trial-budget-kwh must be > 0 (or 0 for no cap in Pareto mode), got {plain_number(spec.trial_budget_kwh, 6)}")
     if spec.pruner not in PRUNERS:
         raise UserInputError(f"--pruner must be one of {', '.join(PRUNERS)}, got {spec.pruner!r}")
     if spec.mode == "pareto" and spec.pruner != "none":
