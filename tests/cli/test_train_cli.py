@@ -42,6 +42,63 @@ def test_a_switch_and_its_negation(capsys, tmp_path, flags, value):
     assert re.search(rf"^skip_bad_images = {value}$", out, re.M) and re.search(r"^enabled = false$", out, re.M)
 
 
+#: A value of every train flag that sets a config key (each not the green recipe's), as typed and as the key holds it
+FLAG_VALUES = {
+    "--recipe": ("baseline", "baseline"), "--preset": ("nano", "nano"), "--dataset": ("digits", "digits"),
+    "--resolution": ("8", 8), "--skip-bad-images": (None, True), "--label-column": ("label", "label"),
+    "--caption-column": ("text", "text"), "--cache-max-gb": ("1.5", 1.5), "--loader-workers": ("3", 3),
+    "--conditioning": ("class", "class"), "--cond-dropout": ("0.2", 0.2), "--guidance-scale": ("3", 3.0),
+    "--batch-size": ("16", 16), "--lr": ("3e-4", 3e-4), "--max-steps": ("7", 7), "--seed": ("5", 5),
+    "--mixed-precision": ("no", "no"), "--loss-weighting": ("min-snr", "min-snr"), "--beta-schedule": ("linear", "linear"),
+    "--ema": (None, True), "--sampler": ("ddpm", "ddpm"), "--sample-steps": ("9", 9), "--warmup-steps": ("3", 3),
+    "--lr-schedule": ("constant", "constant"), "--eval-sample-steps": ("6", 6), "--output-dir": ("out", "out"),
+    "--name": ("mine", "mine"), "--eval-every": ("4", 4), "--eval-every-kwh": ("0.5", 0.5), "--eval-samples": ("64", 64),
+    "--patience": ("2", 2), "--min-delta": ("0.1", 0.1), "--min-gain-per-kwh": ("0.3", 0.3), "--target-fid": ("9", 9.0),
+    "--budget-kwh": ("2", 2.0), "--budget-kgco2e": ("1", 1.0), "--carbon-aware": (None, True),
+    "--max-intensity": ("100", 100.0), "--deadline": ("2030-01-01T00:00:00Z", "2030-01-01T00:00:00Z"),
+    "--simulate-clock": ("2030-01-01T00:00:00Z", "2030-01-01T00:00:00Z"), "--simulated-step-s": ("60", 60.0),
+    "--log-to": ("tensorboard", "tensorboard"), "--mlflow-uri": ("file:./m", "file:./m"),
+}
+
+
+def test_every_train_flag_of_a_config_key_names_a_real_key_and_sets_it(monkeypatch):
+    """FLAG_KEYS is the one table of flag -> config key: each flag is an option of train, each key one the
+    resolved config has, and every other option of train is one of its own (not a config key)."""
+    import typer
+
+    from greendiff.cli._app import app
+    from greendiff.cli._options import MEASUREMENT_PARAMETERS
+    from greendiff.cli._train import FLAG_KEYS, config_overrides
+    from greendiff.train import resolve_config, to_dict
+
+    command = typer.main.get_command(app).commands["train"]
+    flags = {param.opts[0] for param in command.params if param.opts}
+    measurement = {"--" + name.replace("_", "-") for name, _, _ in MEASUREMENT_PARAMETERS}
+    own = {"--config", "--resume", "--dry-run", "--nproc", "--set", "--no-skip-bad-images", "--no-carbon-aware"}
+    assert flags - measurement - own == set(FLAG_KEYS) and set(FLAG_VALUES) == set(FLAG_KEYS)
+    resolved = to_dict(resolve_config(None, {}))
+    keys = {"recipe", *(f"{section}.{key}" for section, values in resolved.items() if isinstance(values, dict)
+                        for key in values)}
+    assert set(FLAG_KEYS.values()) <= keys
+    argv = [part for flag, (text, _) in FLAG_VALUES.items() for part in ((flag,) if text is None else (flag, text))]
+    with command.make_context("train", [*argv, "--set", "optim.snr_gamma=3"]) as ctx:
+        overrides = config_overrides(ctx)
+    assert overrides == {FLAG_KEYS[flag]: value for flag, (_, value) in FLAG_VALUES.items()} | {"optim.snr_gamma": "3"}
+
+
+def test_train_flags_not_given_leave_every_key_to_the_config():
+    import typer
+
+    from greendiff.cli._app import app
+    from greendiff.cli._train import FLAG_KEYS, config_overrides
+
+    command = typer.main.get_command(app).commands["train"]
+    with command.make_context("train", ["--no-ema", "--no-carbon-aware", "--log-to", "tensorboard", "--log-to", "mlflow"]) as ctx:
+        overrides = config_overrides(ctx)
+    given = {"optim.ema": False, "carbon.enabled": False, "run.log_to": "tensorboard,mlflow"}
+    assert overrides == {key: None for key in FLAG_KEYS.values()} | given
+
+
 def test_train_then_sample_end_to_end(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", *TINY, "--max-steps", "4", "--output-dir", str(tmp_path / "runs"),
                            "--name", "e2e", "--country", "FRA")

@@ -15,22 +15,19 @@ from greendiff.cli._options import (
 )
 from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, fmt_mass
-from greendiff.workflows import EvalJob, MeasurementOptions, run_eval
+from greendiff.workflows import KID_SUBSET_DEFAULT, EvalJob, MeasurementOptions, job_default, run_eval
 
 Opt = typer.Option
-
-
-SAMPLES = 2000  #: eval's default images per evaluation (its job's: greendiff.workflows.EvalJob)
 
 
 @with_measurement
 def eval_command(
     run: Annotated[str, run_option("--run", help="Trained run: its directory or ledger id.")],
-    samples: Annotated[Optional[int], number_option("--samples", bounds=EVAL_IMAGES, help=with_default("Generated images per evaluation (fixed noise seed).", SAMPLES))] = None,
-    features: Annotated[str, Opt("--features", metavar="NAME", help="mnist (shipped) or inception:PATH (local weights file).")] = "mnist",
-    seeds: Annotated[int, number_option("--seeds", bounds=SEEDS, help="Noise seeds to evaluate; more than 1 reports the spread.")] = 1,
+    samples: Annotated[Optional[int], number_option("--samples", bounds=EVAL_IMAGES, help=with_default("Generated images per evaluation (fixed noise seed).", job_default(EvalJob, "n")))] = None,
+    features: Annotated[str, Opt("--features", metavar="NAME", help="mnist (shipped) or inception:PATH (local weights file).")] = job_default(EvalJob, "features"),
+    seeds: Annotated[int, number_option("--seeds", bounds=SEEDS, help="Noise seeds to evaluate; more than 1 reports the spread.")] = job_default(EvalJob, "seeds"),
     sample_steps: Annotated[Optional[int], number_option("--sample-steps", bounds=SAMPLER_STEPS0, help="Sampler steps (default: the run's).")] = None,
-    kid_subset: Annotated[Optional[int], number_option("--kid-subset", bounds=KID_SUBSET, help="KID subset size (default: 1000, or --samples if fewer).")] = None,
+    kid_subset: Annotated[Optional[int], number_option("--kid-subset", bounds=KID_SUBSET, help=f"KID subset size (default: {KID_SUBSET_DEFAULT}, or --samples if fewer).")] = None,
     guidance_scale: Annotated[Optional[float], number_option("--guidance-scale", bounds=GUIDANCE, help="A class-conditional run's classifier-free guidance (default: the run's).")] = None,
     as_json: Annotated[bool, Opt("--json", metavar="", help="Print JSON for scripts.")] = False,
     n: Annotated[Optional[int], number_option("--n", bounds=EVAL_IMAGES, help="Old name of --samples.", hidden=True)] = None,
@@ -39,8 +36,8 @@ def eval_command(
 ) -> None:
     """Score a trained run's samples (EMA weights) with FID, KID and precision/recall; a class-conditional run
     also by class accuracy and per-class FID; no download."""
-    samples = renamed(("--samples", samples), ("--n", n), SAMPLES)
-    sample_steps = renamed(("--sample-steps", sample_steps), ("--steps", steps), 0)
+    samples = renamed(("--samples", samples), ("--n", n), job_default(EvalJob, "n"))
+    sample_steps = renamed(("--sample-steps", sample_steps), ("--steps", steps), job_default(EvalJob, "steps"))
     run_dir = run_directory(run, measurement.ledger)
     outcome = run_eval(EvalJob(run=run_dir, n=samples, features=features, seeds=seeds, steps=sample_steps,
                                kid_subset=kid_subset, guidance_scale=guidance_scale, measurement=measurement),

@@ -18,11 +18,35 @@ from greendiff.cli._render import fmt_energy, fmt_mass, render_summary
 from greendiff.errors import UserInputError
 from greendiff.names import display_path
 from greendiff.workflows import (
-    MeasurementOptions, SampleJob, TrainJob, TrainOutcome, prepare_train, resolve_train_config, run_sample, run_train,
+    MeasurementOptions, SampleJob, TrainJob, TrainOutcome, job_default, prepare_train, resolve_train_config, run_sample,
+    run_train,
 )
 
 Opt = typer.Option
-SAMPLES, OUTPUT = 64, "samples.png"  #: sample's defaults (its job's: greendiff.workflows.SampleJob)
+#: Every ``train`` flag that sets one config key, and the key: the one table :func:`config_overrides` builds the
+#: trainer's overrides from and ``--help`` reads each default's key from (in the order a resumed run's refusal
+#: lists the keys given). A switch's hidden ``--no-`` form is in :data:`_NEGATIONS`.
+FLAG_KEYS: dict[str, str] = {
+    "--recipe": "recipe", "--preset": "model.preset", "--dataset": "data.dataset", "--resolution": "data.resolution",
+    "--skip-bad-images": "data.skip_bad_images", "--label-column": "data.label_column",
+    "--caption-column": "data.caption_column", "--cache-max-gb": "data.cache_max_gb",
+    "--loader-workers": "data.loader_workers", "--conditioning": "model.conditioning",
+    "--cond-dropout": "optim.cond_dropout", "--guidance-scale": "optim.guidance_scale",
+    "--batch-size": "optim.batch_size", "--lr": "optim.lr", "--max-steps": "run.max_steps", "--seed": "run.seed",
+    "--mixed-precision": "optim.mixed_precision", "--loss-weighting": "optim.loss_weighting",
+    "--beta-schedule": "optim.beta_schedule", "--ema": "optim.ema", "--sampler": "optim.sampler",
+    "--sample-steps": "optim.sample_steps", "--warmup-steps": "optim.warmup_steps",
+    "--lr-schedule": "optim.lr_schedule", "--eval-sample-steps": "stop.eval_sample_steps",
+    "--output-dir": "run.output_dir", "--name": "run.name", "--eval-every": "stop.eval_every",
+    "--eval-every-kwh": "stop.eval_every_kwh", "--eval-samples": "stop.eval_samples", "--patience": "stop.patience",
+    "--min-delta": "stop.min_delta", "--min-gain-per-kwh": "stop.min_gain_per_kwh", "--target-fid": "stop.target",
+    "--budget-kwh": "stop.budget_kwh", "--budget-kgco2e": "stop.budget_kgco2e", "--carbon-aware": "carbon.enabled",
+    "--max-intensity": "carbon.max_intensity", "--deadline": "carbon.deadline",
+    "--simulate-clock": "carbon.simulate_start", "--simulated-step-s": "carbon.simulated_step_s",
+    "--log-to": "run.log_to", "--mlflow-uri": "run.mlflow_uri",
+}
+#: The switches whose negation is a hidden option of its own (so ``--help`` keeps one column of flag names)
+_NEGATIONS = {"--skip-bad-images": "--no-skip-bad-images", "--carbon-aware": "--no-carbon-aware"}
 
 
 #: The green recipe's value of each config key a ``train`` flag sets, shown by ``--help`` (read here, not from
@@ -57,11 +81,12 @@ def _shown(key: str) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _key(flags: str, key: str | None, help: str, panel: str | None, bounds=None, metavar: str | None = None,
-         note: str = "", **kwargs):
-    """A ``train`` option setting config key ``key``, in help panel ``panel``, its help ending with the green
-    recipe's value (:data:`GREEN_DEFAULTS`, then ``note``); ``bounds``: a number read by :func:`number_option`;
-    a switch (``--x/--no-x``) shows no type."""
+def _key(flags: str, help: str, panel: str | None, bounds=None, metavar: str | None = None, note: str = "",
+         **kwargs):
+    """A ``train`` option in help panel ``panel``; when it sets a config key (:data:`FLAG_KEYS`) the recipe
+    gives, its help ends with the green recipe's value (:data:`GREEN_DEFAULTS`, then ``note``); ``bounds``: a
+    number read by :func:`number_option`; a switch (``--x/--no-x``) shows no type."""
+    key = FLAG_KEYS.get(flags.split("/")[0])
     text = with_default(help, _shown(key) + note) if key in GREEN_DEFAULTS else help
     if bounds is not None:
         return number_option(flags, bounds=bounds, help=text, rich_help_panel=panel, **kwargs)
@@ -71,76 +96,60 @@ def _key(flags: str, key: str | None, help: str, panel: str | None, bounds=None,
 @with_measurement
 def train_command(
     ctx: typer.Context,
-    config_file: Annotated[Optional[Path], _key("--config", None, "TOML config file (flags override it).", None, metavar="FILE")] = None,
-    recipe: Annotated[Optional[str], _key("--recipe", "recipe", "green, or baseline (diffusers' defaults).", None, metavar="NAME")] = None,
+    config_file: Annotated[Optional[Path], _key("--config", "TOML config file (flags override it).", None, metavar="FILE")] = None,
+    recipe: Annotated[Optional[str], _key("--recipe", "green, or baseline (diffusers' defaults).", None, metavar="NAME")] = None,
     resume: Annotated[Optional[str], run_option("--resume", help="Continue a run (directory or ledger id) from its latest checkpoint.")] = None,
     dry_run: Annotated[bool, Opt("--dry-run", metavar="", help="Print the resolved config as TOML and exit.")] = False,
     nproc: Annotated[int, number_option("--nproc", bounds=PROCESSES, help="Data-parallel processes (torchrun; --batch-size is per process).")] = 1,
-    dataset: Annotated[Optional[str], _key("--dataset", "data.dataset", "mnist, digits, an image folder, or .npy/.npz.", DATA, metavar="DATA")] = None,
-    resolution: Annotated[Optional[int], _key("--resolution", "data.resolution", "Training resolution in pixels.", DATA, INT)] = None,
-    skip_bad_images: Annotated[bool, _key("--skip-bad-images", "data.skip_bad_images", "Skip and count an image folder's unusable files (--no-skip-bad-images: stop at the first).", DATA, metavar="")] = False,
+    dataset: Annotated[Optional[str], _key("--dataset", "mnist, digits, an image folder, or .npy/.npz.", DATA, metavar="DATA")] = None,
+    resolution: Annotated[Optional[int], _key("--resolution", "Training resolution in pixels.", DATA, INT)] = None,
+    skip_bad_images: Annotated[bool, _key("--skip-bad-images", "Skip and count an image folder's unusable files (--no-skip-bad-images: stop at the first).", DATA, metavar="")] = False,
     no_skip_bad_images: Annotated[bool, Opt("--no-skip-bad-images", help="Stop at an image folder's first unusable file.", hidden=True)] = False,
-    label_column: Annotated[Optional[str], _key("--label-column", None, "metadata.jsonl/.csv column of class ids or names (default: class subfolders).", DATA, metavar="NAME")] = None,
-    caption_column: Annotated[Optional[str], _key("--caption-column", None, "metadata.jsonl/.csv column of captions.", DATA, metavar="NAME")] = None,
-    cache_max_gb: Annotated[Optional[float], _key("--cache-max-gb", "data.cache_max_gb", "Hold decoded data up to this many GB in memory, else stream it from disk.", DATA, FLOAT)] = None,
-    loader_workers: Annotated[Optional[int], _key("--loader-workers", "data.loader_workers", "Decoding processes when the data streams.", DATA, INT)] = None,
-    preset: Annotated[Optional[str], _key("--preset", "model.preset", "Model size: pico, nano, tiny, small, base.", MODEL, metavar="NAME")] = None,
-    conditioning: Annotated[Optional[str], _key("--conditioning", "model.conditioning", "none, or class: on the dataset's labels, to sample by class with guidance; class ids run 0..K-1, K read from the dataset when training starts.", MODEL, metavar="KIND")] = None,
-    cond_dropout: Annotated[Optional[float], _key("--cond-dropout", "optim.cond_dropout", "Share of labels dropped to the null class in training.", MODEL, FLOAT)] = None,
-    guidance_scale: Annotated[Optional[float], _key("--guidance-scale", "optim.guidance_scale", "Classifier-free guidance of previews and evaluations, >= 0.", MODEL, FLOAT)] = None,
-    ema: Annotated[Optional[bool], _key("--ema/--no-ema", "optim.ema", "Keep an EMA of the weights for sampling.", MODEL)] = None,
-    sampler: Annotated[Optional[str], _key("--sampler", "optim.sampler", "Preview sampler: ddim or ddpm.", MODEL, metavar="NAME")] = None,
-    sample_steps: Annotated[Optional[int], _key("--sample-steps", "optim.sample_steps", "Sampler steps of previews.", MODEL, INT)] = None,
-    batch_size: Annotated[Optional[int], _key("--batch-size", "optim.batch_size", "Images per step.", OPTIM, INT)] = None,
-    lr: Annotated[Optional[float], _key("--lr", "optim.lr", "Peak learning rate (the preset's).", OPTIM, FLOAT, note=" (tiny's)")] = None,
-    max_steps: Annotated[Optional[int], _key("--max-steps", "run.max_steps", "Optimizer steps to train.", OPTIM, INT)] = None,
-    seed: Annotated[Optional[int], _key("--seed", "run.seed", "Seed of weights, data order and noise.", OPTIM, INT)] = None,
-    mixed_precision: Annotated[Optional[str], _key("--mixed-precision", "optim.mixed_precision", "auto, no, bf16 or fp16.", OPTIM, metavar="MODE")] = None,
-    loss_weighting: Annotated[Optional[str], _key("--loss-weighting", "optim.loss_weighting", "min-snr or uniform.", OPTIM, metavar="KIND")] = None,
-    beta_schedule: Annotated[Optional[str], _key("--beta-schedule", "optim.beta_schedule", "squaredcos_cap_v2 (cosine) or linear.", OPTIM, metavar="KIND")] = None,
-    warmup_steps: Annotated[Optional[int], _key("--warmup-steps", "optim.warmup_steps", "Learning-rate warm-up steps.", OPTIM, INT)] = None,
-    lr_schedule: Annotated[Optional[str], _key("--lr-schedule", "optim.lr_schedule", "cosine (to 0 at --max-steps), linear, or constant (suits early stopping).", OPTIM, metavar="KIND")] = None,
-    sets: Annotated[list[str], _key("--set", None, "Any config key, e.g. --set optim.snr_gamma=3 (repeatable).", OPTIM, metavar="KEY=VAL")] = [],
-    eval_every: Annotated[Optional[int], _key("--eval-every", "stop.eval_every", "Evaluate FID/KID every N steps.", EVAL, INT)] = None,
-    eval_every_kwh: Annotated[Optional[float], _key("--eval-every-kwh", "stop.eval_every_kwh", "Evaluate each time this many kWh are used.", EVAL, FLOAT)] = None,
-    eval_samples: Annotated[Optional[int], _key("--eval-samples", "stop.eval_samples", "Generated images per evaluation.", EVAL, INT)] = None,
-    eval_sample_steps: Annotated[Optional[int], _key("--eval-sample-steps", None, "Sampler steps per evaluation image (default: --sample-steps).", EVAL, INT)] = None,
-    patience: Annotated[Optional[int], _key("--patience", "stop.patience", "Stop after N evaluations without improvement.", EVAL, INT)] = None,
-    min_delta: Annotated[Optional[float], _key("--min-delta", "stop.min_delta", "Smallest improvement that counts.", EVAL, FLOAT)] = None,
-    min_gain_per_kwh: Annotated[Optional[float], _key("--min-gain-per-kwh", "stop.min_gain_per_kwh", "Stop when the metric gains less than this per kWh.", EVAL, FLOAT)] = None,
-    target_fid: Annotated[Optional[float], _key("--target-fid", "stop.target", "Stop once FID (or --set stop.metric) reaches this.", EVAL, FLOAT)] = None,
-    budget_kwh: Annotated[Optional[float], _key("--budget-kwh", "stop.budget_kwh", "Stop before the run uses more kWh than this.", EVAL, FLOAT)] = None,
-    budget_kgco2e: Annotated[Optional[float], _key("--budget-kgco2e", "stop.budget_kgco2e", "Stop before the run emits more kg CO2e than this.", EVAL, FLOAT)] = None,
-    carbon_aware: Annotated[bool, _key("--carbon-aware", "carbon.enabled", "Pause while the grid is dirty (needs --grid or --live uk, and --max-intensity or --deadline; --no-carbon-aware: never).", CARBON, metavar="")] = False,
+    label_column: Annotated[Optional[str], _key("--label-column", "metadata.jsonl/.csv column of class ids or names (default: class subfolders).", DATA, metavar="NAME")] = None,
+    caption_column: Annotated[Optional[str], _key("--caption-column", "metadata.jsonl/.csv column of captions.", DATA, metavar="NAME")] = None,
+    cache_max_gb: Annotated[Optional[float], _key("--cache-max-gb", "Hold decoded data up to this many GB in memory, else stream it from disk.", DATA, FLOAT)] = None,
+    loader_workers: Annotated[Optional[int], _key("--loader-workers", "Decoding processes when the data streams.", DATA, INT)] = None,
+    preset: Annotated[Optional[str], _key("--preset", "Model size: pico, nano, tiny, small, base.", MODEL, metavar="NAME")] = None,
+    conditioning: Annotated[Optional[str], _key("--conditioning", "none, or class: on the dataset's labels, to sample by class with guidance; class ids run 0..K-1, K read from the dataset when training starts.", MODEL, metavar="KIND")] = None,
+    cond_dropout: Annotated[Optional[float], _key("--cond-dropout", "Share of labels dropped to the null class in training.", MODEL, FLOAT)] = None,
+    guidance_scale: Annotated[Optional[float], _key("--guidance-scale", "Classifier-free guidance of previews and evaluations, >= 0.", MODEL, FLOAT)] = None,
+    ema: Annotated[Optional[bool], _key("--ema/--no-ema", "Keep an EMA of the weights for sampling.", MODEL)] = None,
+    sampler: Annotated[Optional[str], _key("--sampler", "Preview sampler: ddim or ddpm.", MODEL, metavar="NAME")] = None,
+    sample_steps: Annotated[Optional[int], _key("--sample-steps", "Sampler steps of previews.", MODEL, INT)] = None,
+    batch_size: Annotated[Optional[int], _key("--batch-size", "Images per step.", OPTIM, INT)] = None,
+    lr: Annotated[Optional[float], _key("--lr", "Peak learning rate (the preset's).", OPTIM, FLOAT, note=" (tiny's)")] = None,
+    max_steps: Annotated[Optional[int], _key("--max-steps", "Optimizer steps to train.", OPTIM, INT)] = None,
+    seed: Annotated[Optional[int], _key("--seed", "Seed of weights, data order and noise.", OPTIM, INT)] = None,
+    mixed_precision: Annotated[Optional[str], _key("--mixed-precision", "auto, no, bf16 or fp16.", OPTIM, metavar="MODE")] = None,
+    loss_weighting: Annotated[Optional[str], _key("--loss-weighting", "min-snr or uniform.", OPTIM, metavar="KIND")] = None,
+    beta_schedule: Annotated[Optional[str], _key("--beta-schedule", "squaredcos_cap_v2 (cosine) or linear.", OPTIM, metavar="KIND")] = None,
+    warmup_steps: Annotated[Optional[int], _key("--warmup-steps", "Learning-rate warm-up steps.", OPTIM, INT)] = None,
+    lr_schedule: Annotated[Optional[str], _key("--lr-schedule", "cosine (to 0 at --max-steps), linear, or constant (suits early stopping).", OPTIM, metavar="KIND")] = None,
+    sets: Annotated[list[str], _key("--set", "Any config key, e.g. --set optim.snr_gamma=3 (repeatable).", OPTIM, metavar="KEY=VAL")] = [],
+    eval_every: Annotated[Optional[int], _key("--eval-every", "Evaluate FID/KID every N steps.", EVAL, INT)] = None,
+    eval_every_kwh: Annotated[Optional[float], _key("--eval-every-kwh", "Evaluate each time this many kWh are used.", EVAL, FLOAT)] = None,
+    eval_samples: Annotated[Optional[int], _key("--eval-samples", "Generated images per evaluation.", EVAL, INT)] = None,
+    eval_sample_steps: Annotated[Optional[int], _key("--eval-sample-steps", "Sampler steps per evaluation image (default: --sample-steps).", EVAL, INT)] = None,
+    patience: Annotated[Optional[int], _key("--patience", "Stop after N evaluations without improvement.", EVAL, INT)] = None,
+    min_delta: Annotated[Optional[float], _key("--min-delta", "Smallest improvement that counts.", EVAL, FLOAT)] = None,
+    min_gain_per_kwh: Annotated[Optional[float], _key("--min-gain-per-kwh", "Stop when the metric gains less than this per kWh.", EVAL, FLOAT)] = None,
+    target_fid: Annotated[Optional[float], _key("--target-fid", "Stop once FID (or --set stop.metric) reaches this.", EVAL, FLOAT)] = None,
+    budget_kwh: Annotated[Optional[float], _key("--budget-kwh", "Stop before the run uses more kWh than this.", EVAL, FLOAT)] = None,
+    budget_kgco2e: Annotated[Optional[float], _key("--budget-kgco2e", "Stop before the run emits more kg CO2e than this.", EVAL, FLOAT)] = None,
+    carbon_aware: Annotated[bool, _key("--carbon-aware", "Pause while the grid is dirty (needs --grid or --live uk, and --max-intensity or --deadline; --no-carbon-aware: never).", CARBON, metavar="")] = False,
     no_carbon_aware: Annotated[bool, Opt("--no-carbon-aware", help="Never pause for the grid.", hidden=True)] = False,
-    max_intensity: Annotated[Optional[float], _key("--max-intensity", "carbon.max_intensity", "Train only at or below this many gCO2e/kWh.", CARBON, FLOAT)] = None,
-    deadline: Annotated[Optional[str], _key("--deadline", None, "ISO 8601 time training must end by (UTC unless a zone is given).", CARBON, metavar="TIME")] = None,
+    max_intensity: Annotated[Optional[float], _key("--max-intensity", "Train only at or below this many gCO2e/kWh.", CARBON, FLOAT)] = None,
+    deadline: Annotated[Optional[str], _key("--deadline", "ISO 8601 time training must end by (UTC unless a zone is given).", CARBON, metavar="TIME")] = None,
     simulate_clock: Annotated[Optional[str], Opt("--simulate-clock", help="Carbon-aware on a simulated clock starting at this ISO time (with --simulated-step-s).", hidden=True)] = None,
     simulated_step_s: Annotated[Optional[float], number_option("--simulated-step-s", bounds=FLOAT, help="Simulated seconds per training step.", hidden=True)] = None,
-    output_dir: Annotated[Optional[str], _key("--output-dir", "run.output_dir", "Parent of the run directory.", LOGGING, metavar="DIR")] = None,
+    output_dir: Annotated[Optional[str], _key("--output-dir", "Parent of the run directory.", LOGGING, metavar="DIR")] = None,
     name: Annotated[Optional[str], name_option("--name", help="Run name (default: recipe-preset).", rich_help_panel=LOGGING)] = None,
-    log_to: Annotated[Optional[list[str]], _key("--log-to", None, "Also log to: tensorboard, mlflow (repeatable).", LOGGING, metavar="NAME")] = None,
-    mlflow_uri: Annotated[Optional[str], _key("--mlflow-uri", None, "MLflow tracking URI (default: mlruns beside the run directory).", LOGGING, metavar="URI")] = None,
+    log_to: Annotated[Optional[list[str]], _key("--log-to", "Also log to: tensorboard, mlflow (repeatable).", LOGGING, metavar="NAME")] = None,
+    mlflow_uri: Annotated[Optional[str], _key("--mlflow-uri", "MLflow tracking URI (default: mlruns beside the run directory).", LOGGING, metavar="URI")] = None,
     measurement: MeasurementOptions = MeasurementOptions(),
 ) -> None:
     """Train a diffusion model with the green recipe (or the baseline), energy measured per phase."""
-    overrides = {"recipe": recipe, "model.preset": preset, "data.dataset": dataset, "data.resolution": resolution,
-                 "data.skip_bad_images": _switch("--skip-bad-images", skip_bad_images, no_skip_bad_images), "data.label_column": label_column,
-                 "data.caption_column": caption_column, "data.cache_max_gb": cache_max_gb,
-                 "data.loader_workers": loader_workers, "model.conditioning": conditioning,
-                 "optim.cond_dropout": cond_dropout, "optim.guidance_scale": guidance_scale,
-                 "optim.batch_size": batch_size, "optim.lr": lr, "run.max_steps": max_steps, "run.seed": seed,
-                 "optim.mixed_precision": mixed_precision, "optim.loss_weighting": loss_weighting,
-                 "optim.beta_schedule": beta_schedule, "optim.ema": ema, "optim.sampler": sampler,
-                 "optim.sample_steps": sample_steps, "optim.warmup_steps": warmup_steps,
-                 "optim.lr_schedule": lr_schedule, "stop.eval_sample_steps": eval_sample_steps,
-                 "run.output_dir": output_dir, "run.name": name, "stop.eval_every": eval_every, "stop.eval_every_kwh": eval_every_kwh,
-                 "stop.eval_samples": eval_samples, "stop.patience": patience, "stop.min_delta": min_delta,
-                 "stop.min_gain_per_kwh": min_gain_per_kwh, "stop.target": target_fid, "stop.budget_kwh": budget_kwh,
-                 "stop.budget_kgco2e": budget_kgco2e, "carbon.enabled": _switch("--carbon-aware", carbon_aware, no_carbon_aware), "carbon.max_intensity": max_intensity,
-                 "carbon.deadline": deadline, "carbon.simulate_start": simulate_clock,
-                 "carbon.simulated_step_s": simulated_step_s,
-                 "run.log_to": ",".join(log_to) if log_to else None, "run.mlflow_uri": mlflow_uri, **parse_sets(sets)}
+    overrides = config_overrides(ctx)
     resume_dir = run_directory(resume, measurement.ledger) if resume is not None else None
     job = TrainJob(config_file=config_file, overrides=overrides, resume=resume_dir, measurement=measurement,
                    processes=nproc)
@@ -157,6 +166,22 @@ def train_command(
     render_train(outcome, console)
     if not outcome.finished:
         raise typer.Exit(128 + (outcome.exit_signal or signal.SIGINT))  # 143 after SIGTERM, 130 after Ctrl-C
+
+
+def config_overrides(ctx: typer.Context) -> dict[str, object]:
+    """The trainer's overrides a ``train`` command line gives: every :data:`FLAG_KEYS` flag's value under its
+    config key (None: not given, the config decides), then the ``--set KEY=VALUE`` pairs. A switch is read
+    with its hidden ``--no-`` form (:func:`_switch`), ``--log-to`` (repeatable) as one comma-separated value."""
+    given = {param.opts[0]: ctx.params[param.name] for param in ctx.command.params if param.opts}
+    overrides: dict[str, object] = {}
+    for flag, key in FLAG_KEYS.items():
+        value = given[flag]
+        if flag in _NEGATIONS:
+            value = _switch(flag, value, given[_NEGATIONS[flag]])
+        elif isinstance(value, (list, tuple)):
+            value = ",".join(value) or None
+        overrides[key] = value
+    return overrides | parse_sets(list(given["--set"]))
 
 
 def _switch(flag: str, on: bool, off: bool) -> bool | None:
@@ -199,12 +224,12 @@ def launch(nproc: int, argv: list[str]) -> int:
 @with_measurement
 def sample_command(
     run: Annotated[str, run_option("--run", help="Trained run: its directory or ledger id.")],
-    samples: Annotated[Optional[int], number_option("--samples", bounds=IMAGES, help=with_default("Images; with --class, images per class (a grid row each).", SAMPLES))] = None,
+    samples: Annotated[Optional[int], number_option("--samples", bounds=IMAGES, help=with_default("Images; with --class, images per class (a grid row each).", job_default(SampleJob, "n")))] = None,
     classes: Annotated[Optional[list[str]], class_option("--class", help="Class ids of a class-conditional run (--class 7, --class 0,3,7, or repeated), in grid rows; without it, class-balanced.")] = None,
     guidance_scale: Annotated[Optional[float], number_option("--guidance-scale", bounds=GUIDANCE, help="Classifier-free guidance w >= 0 (1: conditional model alone, 0: unconditional; default: the run's).")] = None,
     sample_steps: Annotated[Optional[int], number_option("--sample-steps", bounds=SAMPLER_STEPS, help="Sampler steps (default: the run's).")] = None,
-    output: Annotated[Optional[Path], Opt("--output", "-o", metavar="FILE", help=with_default("A .png grid or an .npz (uint8 images, and labels if conditional).", OUTPUT))] = None,
-    seed: Annotated[int, number_option("--seed", bounds=SEED, help="Noise seed.")] = 0,
+    output: Annotated[Optional[Path], Opt("--output", "-o", metavar="FILE", help=with_default("A .png grid or an .npz (uint8 images, and labels if conditional).", job_default(SampleJob, "out")))] = None,
+    seed: Annotated[int, number_option("--seed", bounds=SEED, help="Noise seed.")] = job_default(SampleJob, "seed"),
     n: Annotated[Optional[int], number_option("--n", bounds=IMAGES, help="Old name of --samples.", hidden=True)] = None,
     steps: Annotated[Optional[int], number_option("--steps", bounds=SAMPLER_STEPS, help="Old name of --sample-steps.", hidden=True)] = None,
     out: Annotated[Optional[Path], Opt("--out", help="Old name of --output.", hidden=True)] = None,
@@ -212,9 +237,9 @@ def sample_command(
 ) -> None:
     """Sample images from a trained run's EMA weights (by class for a class-conditional run); energy per image
     measured and reported."""
-    samples = renamed(("--samples", samples), ("--n", n), SAMPLES)
+    samples = renamed(("--samples", samples), ("--n", n), job_default(SampleJob, "n"))
     sample_steps = renamed(("--sample-steps", sample_steps), ("--steps", steps), None)
-    output = renamed(("--output", output), ("--out", out), Path(OUTPUT))
+    output = renamed(("--output", output), ("--out", out), job_default(SampleJob, "out"))
     console = Console(stderr=True)
     outcome = run_sample(SampleJob(run=run_directory(run, measurement.ledger), n=samples, classes=class_ids(classes),
                                    guidance_scale=guidance_scale, steps=sample_steps, out=output, seed=seed,

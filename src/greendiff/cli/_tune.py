@@ -27,7 +27,7 @@ from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, fmt_mass, plain
 from greendiff.errors import UserInputError
 from greendiff.workflows import (
-    ENV_STORAGE, MeasurementOptions, StudyJob, continue_study, new_study, resolve_settings, work_on_study,
+    ENV_STORAGE, MeasurementOptions, StudyJob, continue_study, job_default, new_study, resolve_settings, work_on_study,
 )
 from greendiff.workflows._tune import storage_url
 from greendiff.workflows._tune_report import StudyReport, check_continue_flags, run_study_workers, study_report
@@ -47,18 +47,18 @@ def tune_command(
     config_file: Annotated[Optional[Path], Opt("--config", metavar="FILE", help="Trainer config TOML every trial starts from.")] = None,
     sets: Annotated[list[str], Opt("--set", metavar="KEY=VAL", help="Trainer config key for every trial, e.g. --set model.preset=nano (repeatable).")] = [],
     name: Annotated[Optional[str], name_option("--name", help="Study name (default: tune-<time>).")] = None,
-    output_dir: Annotated[Path, Opt("--output-dir", metavar="DIR", help="Parent of the study folder.")] = Path("runs/tune"),
+    output_dir: Annotated[Path, Opt("--output-dir", metavar="DIR", help="Parent of the study folder.")] = job_default(StudyJob, "output_dir"),
     mode: Annotated[str, Opt("--mode", metavar="MODE", rich_help_panel=SEARCH,
                              help="budget: best quality within --trial-budget-kwh per trial (pruned early); "
-                                  "pareto: quality vs training kWh, no pruning.")] = "budget",
+                                  "pareto: quality vs training kWh, no pruning.")] = job_default(StudyJob, "mode"),
     trial_budget_kwh: Annotated[Optional[float], number_option("--trial-budget-kwh", bounds=TRIAL_BUDGET_KWH, rich_help_panel=SEARCH, help="Energy each trial may use, evaluations included (budget mode; a cap in pareto mode): it stops before its next step would pass it; an overrun is reported.")] = None,
-    reports: Annotated[int, number_option("--reports", bounds=REPORTS, rich_help_panel=SEARCH, help="Evaluations per trial, at equal energy intervals, that the pruner acts on.")] = 4,
+    reports: Annotated[int, number_option("--reports", bounds=REPORTS, rich_help_panel=SEARCH, help="Evaluations per trial, at equal energy intervals, that the pruner acts on.")] = job_default(StudyJob, "reports"),
     pruner: Annotated[Optional[str], Opt("--pruner", metavar="NAME", rich_help_panel=SEARCH, help="hyperband (default), median, sha or none; pareto mode: none only.")] = None,
-    seed: Annotated[int, number_option("--seed", bounds=SEED, rich_help_panel=SEARCH, help="Seed of the TPE sampler.")] = 0,
-    startup_trials: Annotated[int, number_option("--startup-trials", bounds=STARTUP_TRIALS, rich_help_panel=SEARCH, help="Random trials before TPE (0: a third of --trials, 3 to 10).")] = 0,
+    seed: Annotated[int, number_option("--seed", bounds=SEED, rich_help_panel=SEARCH, help="Seed of the TPE sampler.")] = job_default(StudyJob, "seed"),
+    startup_trials: Annotated[int, number_option("--startup-trials", bounds=STARTUP_TRIALS, rich_help_panel=SEARCH, help="Random trials before TPE (0: a third of --trials, 3 to 10).")] = job_default(StudyJob, "startup_trials"),
     no_base_trial: Annotated[bool, Opt("--no-base-trial", metavar="", rich_help_panel=SEARCH, help="Leave out trial 0, the base config's own values (those inside the space).")] = False,
     base_trial: Annotated[bool, Opt("--base-trial", hidden=True, help="Trial 0 is the base config (the default).")] = False,
-    workers: Annotated[int, number_option("--workers", bounds=WORKERS, rich_help_panel=CONTINUE, help="Worker processes on this machine (journal storage).")] = 1,
+    workers: Annotated[int, number_option("--workers", bounds=WORKERS, rich_help_panel=CONTINUE, help="Worker processes on this machine (journal storage).")] = job_default(StudyJob, "workers"),
     storage: Annotated[Optional[str], Opt("--storage", metavar="URL", envvar=ENV_STORAGE, show_envvar=False, rich_help_panel=CONTINUE,
                                           help=f"Optuna storage: sqlite:///F.db, journal:F.journal, postgresql://... (env {ENV_STORAGE}; default: a file in the study folder).")] = None,
     resume: Annotated[Optional[Path], Opt("--resume", metavar="FOLDER", rich_help_panel=CONTINUE, help="Study folder to continue (dead trials are marked failed and retried).")] = None,

@@ -20,7 +20,8 @@ from greendiff.workflows._compress_session import (
 from greendiff.workflows._conditioning import resolve_conditioning
 from greendiff.workflows._distill import DistillJob, run_distill
 from greendiff.workflows._distill_steps import DistillStepsJob, run_distill_steps
-from greendiff.workflows._eval import EvalJob, EvalOutcome, run_eval
+from greendiff.workflows._eval import KID_SUBSET_DEFAULT, EvalJob, EvalOutcome, run_eval
+from greendiff.workflows._fields import job_default
 from greendiff.workflows._demo import DemoJob, DemoOutcome, LocationCost, WorkloadStep, run_demo
 from greendiff.workflows._hardware import HardwareJob, HardwareOutcome, SweepResult, run_hardware
 from greendiff.workflows._measure import MeasureJob, MeasureOutcome, run_measure
@@ -46,16 +47,16 @@ from greendiff.workflows._tune import (
     ENV_STORAGE, Study, StudyJob, continue_study, new_study, work_on_study,
 )
 
-__all__ = ["Advance", 
-    "DemoJob", "DemoOutcome", "HardwareOutcome", "LocationCost", "MeasureJob", "MeasureOutcome", "ProfileJob",
-    "ProfileOutcome", "RegionsJob", "RegionsOutcome", "SweepResult", "WindowJob", "WorkloadStep", "run_demo",
-    "run_measure", "run_plan_regions", "run_plan_window", "run_profile_job", "ENV_STORAGE", "CompressOutcome",
-    "DistillJob", "DistillStepsJob", "EvalJob", "EvalOutcome", "HardwareJob", "Interrupted", "MeasureSettings",
-    "MeasurementOptions", "NullProgress", "PreparedTrain", "Progress", "ProgressEvent", "PruneJob", "SampleJob",
-    "SampleOutcome", "SegmentStart", "TimestepDone", "StopSignals", "Study", "StudyJob", "TrainJob", "TrainOutcome",
-    "check_parent", "continue_study", "new_study", "parent_energy_kwh", "prepare_train", "resolve_conditioning",
-    "resolve_settings", "resolve_train_config", "run_distill", "run_distill_steps", "run_eval", "run_hardware",
-    "run_prune", "run_sample", "run_train", "work_on_study", "StudyReport", "WorkerExit", "WorkersState",
-    "run_study_workers", "study_report", "LOCATION_FILE", "PerImageEnergy", "RunLocation", "place_name",
-    "write_location", "TrainerProgress",
+__all__ = [  # constants, classes, functions; each sorted
+    "ENV_STORAGE", "KID_SUBSET_DEFAULT", "LOCATION_FILE", "Advance", "CompressOutcome", "DemoJob", "DemoOutcome",
+    "DistillJob", "DistillStepsJob", "EvalJob", "EvalOutcome", "HardwareJob", "HardwareOutcome", "Interrupted",
+    "LocationCost", "MeasureJob", "MeasureOutcome", "MeasureSettings", "MeasurementOptions", "NullProgress",
+    "PerImageEnergy", "PreparedTrain", "ProfileJob", "ProfileOutcome", "Progress", "ProgressEvent", "PruneJob",
+    "RegionsJob", "RegionsOutcome", "RunLocation", "SampleJob", "SampleOutcome", "SegmentStart", "StopSignals",
+    "Study", "StudyJob", "StudyReport", "SweepResult", "TimestepDone", "TrainJob", "TrainOutcome",
+    "TrainerProgress", "WindowJob", "WorkerExit", "WorkersState", "WorkloadStep", "check_parent", "continue_study",
+    "job_default", "new_study", "parent_energy_kwh", "place_name", "prepare_train", "resolve_conditioning",
+    "resolve_settings", "resolve_train_config", "run_demo", "run_distill", "run_distill_steps", "run_eval",
+    "run_hardware", "run_measure", "run_plan_regions", "run_plan_window", "run_profile_job", "run_prune",
+    "run_sample", "run_study_workers", "run_train", "study_report", "work_on_study", "write_location",
 ]

@@ -92,3 +92,18 @@ def set_fields(job: object, **values: object) -> None:
     """Store checked (converted) values on a frozen dataclass ``job`` from its ``__post_init__``."""
     for name, value in values.items():
         object.__setattr__(job, name, value)
+
+
+def job_default(job: type, name: str) -> Any:
+    """The default of field ``name`` of the job dataclass ``job``: the one place a job's default is written, read
+    by the CLI for its flags and their ``--help``.
+
+    Example:
+        >>> from greendiff.workflows import SampleJob
+        >>> job_default(SampleJob, "n")
+        64
+    """
+    field = next((f for f in dataclasses.fields(job) if f.name == name), None)
+    if field is None or field.default is dataclasses.MISSING:
+        raise ValueError(f"{job.__name__} has no field {name!r} with a default")
+    return field.default
