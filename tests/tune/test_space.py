@@ -45,6 +45,8 @@ BAD = [
     ({"run.output_dir": {"choices": ["a", "b"]}}, "'run.output_dir' cannot be tuned"),
     ({"optim.lr": {"low": 1e-2, "high": 1e-3}}, "empty range: low (0.01) must be below high (0.001)"),
     ({"optim.lr": {"low": 1e-3, "high": 1e-3}}, "empty range"),
+    ({"optim.lr": {"low": 1e-4, "high": 1e-5}}, "low (0.0001) must be below high (0.00001)"),  # not 1e-05
+    ({"optim.lr": {"low": -1e-5, "high": 1e-2, "log": True}}, "a log range needs low > 0, got -0.00001"),
     ({"optim.batch_size": {"choices": []}}, "choices must be a non-empty list"),
     ({"optim.lr": {"low": 0.0, "high": 1e-2, "log": True}}, "a log range needs low > 0"),
     ({"optim.lr": {"low": 1e-3}}, "needs both low and high"),

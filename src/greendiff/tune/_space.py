@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from greendiff.display import plain_number
 from greendiff.errors import UserInputError
 from greendiff.train import TrainConfig
 from greendiff.train._config import _coerce
@@ -129,11 +130,11 @@ def _param(key: str, spec: dict, hint: Any, where: str) -> Param:
     cast = int if numeric == "int" else float
     low, high = (_coerce(spec[b], cast, f"{where}: {key}.{b}") for b in ("low", "high"))
     if not low < high:
-        raise UserInputError(f"{where}: {key}: empty range: low ({low}) must be below high ({high})")
+        raise UserInputError(f"{where}: {key}: empty range: low ({plain_number(low, 12)}) must be below high ({plain_number(high, 12)})")
     log = _coerce(spec.get("log", False), bool, f"{where}: {key}.log")
     step = _coerce(spec["step"], cast, f"{where}: {key}.step") if "step" in spec else None
     if log and low <= 0:
-        raise UserInputError(f"{where}: {key}: a log range needs low > 0, got {low}")
+        raise UserInputError(f"{where}: {key}: a log range needs low > 0, got {plain_number(low, 12)}")
     if step is not None and (step <= 0 or log):
         raise UserInputError(f"{where}: {key}: step must be positive and cannot be combined with log")
     return Param(key, numeric, low=low, high=high, log=log, step=step)
