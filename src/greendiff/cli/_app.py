@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import textwrap
+from collections.abc import Mapping
 
 import typer
 
@@ -50,6 +53,62 @@ app.command("demo", help="Measure a short built-in CPU workload and print its en
 app.add_typer(runs_app, name="runs", help="List, show and export tracked runs from the ledger.")
 
 
+LOG_PREFIX = "greendiff: "
+_MIN_TEXT_COLUMNS = 20  # a wrapped line holds at least this much text after the prefix's indent
+
+
+def terminal_columns(env: Mapping[str, str] = os.environ) -> int | None:
+    """The width to wrap log lines at: ``$COLUMNS`` when set (a positive whole number), else the width of the
+    terminal stderr is on; None when stderr is no terminal (a log file keeps one line per message)."""
+    text = env.get("COLUMNS", "").strip()
+    if text.isascii() and text.isdigit() and int(text) > 0:
+        return int(text)
+    try:
+        return os.get_terminal_size(sys.__stderr__.fileno()).columns
+    except (OSError, ValueError, AttributeError):  # not a terminal, closed, or no stderr at all
+        return None
+
+
+class WrappingFormatter(logging.Formatter):
+    """``greendiff: <message>``, wrapped at the terminal's width (:func:`terminal_columns`, read per record:
+    a resized terminal is followed) with later lines indented under the message; a word longer than a line
+    (a path, a URL) stays whole. A traceback, if any, follows unwrapped."""
+
+    def __init__(self, prefix: str = LOG_PREFIX, columns=terminal_columns) -> None:
+        super().__init__()
+        self.prefix, self.columns = prefix, columns
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = self.wrap(record.getMessage())
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            text += "\n" + self.formatStack(record.stack_info)
+        return text
+
+    def wrap(self, message: str) -> str:
+        """``message`` with the prefix, each of its lines wrapped (unwrapped when there is no width)."""
+        columns = self.columns()
+        indent = " " * len(self.prefix)
+        lines = message.splitlines() or [""]
+        if columns is None:
+            return self.prefix + ("\n" + indent).join(lines)
+        width = max(columns, len(self.prefix) + _MIN_TEXT_COLUMNS)
+        wrapped = [textwrap.fill(line, width, initial_indent=self.prefix if i == 0 else indent, subsequent_indent=indent,
+                                 break_long_words=False, break_on_hyphens=False) or (self.prefix if i == 0 else "")
+                   for i, line in enumerate(lines)]
+        return "\n".join(wrapped)
+
+
+class StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a record is emitted, so a live progress display that redirects
+    stderr prints the line above itself instead of being torn by it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"greendiff {__version__}")
@@ -61,7 +120,9 @@ def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log meter and provider decisions."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="greendiff: %(message)s")
+    handler = StderrHandler()
+    handler.setFormatter(WrappingFormatter())
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
 
 
 def main(argv: list[str] | None = None) -> int:
