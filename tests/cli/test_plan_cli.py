@@ -230,10 +230,11 @@ def test_profile_then_plan_with_it(capsys, tmp_path):
     f = report["forecast"]
     assert f["steps"] == 400 and f["profiled_steps"] == 12 and f["evaluations"] == 2 and f["checkpoints"] == 3 + 2 + 2
     assert f["energy_low_kwh"] < f["energy_kwh"] < f["energy_high_kwh"]
-    assert f["energy_per_eval_j"] > 0 and f["energy_per_checkpoint_j"] > 0 and f["hours"] > 0
-    expected_j = (400 * f["energy_per_step_j"] + 2 * f["energy_per_eval_j"] + f["sample_grids"] * f["energy_per_grid_j"]
-                  + 7 * f["energy_per_checkpoint_j"])
-    assert f["energy_kwh"] * 3.6e6 >= expected_j  # plus the one-off reference features
+    assert f["energy_per_eval_kwh"] > 0 and f["energy_per_checkpoint_kwh"] > 0 and f["hours"] > 0
+    expected_kwh = (400 * f["energy_per_step_kwh"] + 2 * f["energy_per_eval_kwh"]
+                    + f["sample_grids"] * f["energy_per_grid_kwh"] + 7 * f["energy_per_checkpoint_kwh"])
+    assert f["energy_kwh"] >= expected_kwh * (1 - 1e-12)  # plus the one-off reference features
+    assert not [k for k in f if k.endswith("_j")]  # one unit per quantity: energy in kWh
     run = Ledger(default_ledger_path()).get_run(report["ledger_run_id"])
     assert run.kind == "profile" and run.status == "completed"
     assert "forecast" in err and "wrote" in err
@@ -242,7 +243,7 @@ def test_profile_then_plan_with_it(capsys, tmp_path):
     assert code == 0, err
     plan = json.loads(out)
     assert plan["energy_kwh"] == f["energy_kwh"] and plan["duration_h"] == f["hours"]
-    assert plan["pause_cost_kwh"] == pytest.approx(2 * f["energy_per_checkpoint_j"] / 3.6e6)
+    assert plan["pause_cost_kwh"] == pytest.approx(2 * f["energy_per_checkpoint_kwh"])
 
 
 @pytest.mark.parametrize("args, message", [
@@ -399,3 +400,36 @@ def test_hardware_at_80_columns_says_what_the_figures_include_and_that_it_replac
     flat = " ".join((out + err).split())
     assert f"wrote {out_path} (replaced the file that was there)" in flat and "per sample: all 2 steps, warm-up included" in flat
     assert json.loads(out_path.read_text())["includes_warmup"] is True
+
+
+def test_profile_and_hardware_take_their_defaults_from_the_jobs(capsys, monkeypatch):
+    """The CLI writes no default of its own: an unset flag is the job's default, and the help says that one."""
+    import greendiff.cli._hardware as cli_hardware
+    import greendiff.cli._plan as cli_plan
+    from greendiff.errors import UserInputError
+    from greendiff.workflows import HardwareJob, ProfileJob
+
+    seen = []
+
+    def record(job, progress):
+        seen.append(job)
+        raise UserInputError("recorded")
+
+    monkeypatch.setattr(ProfileJob, "steps", 77)
+    monkeypatch.setattr(HardwareJob, "warmup", 9)
+    monkeypatch.setattr(cli_plan, "run_profile_job", record)
+    monkeypatch.setattr(cli_hardware, "run_hardware", record)
+    assert run_cli(capsys, "profile")[0] == 2 and run_cli(capsys, "hardware")[0] == 2
+    assert (seen[0].steps, seen[0].warmup) == (77, ProfileJob.__dataclass_fields__["warmup"].default)
+    assert (seen[1].steps, seen[1].warmup) == (HardwareJob.__dataclass_fields__["steps"].default, 9)
+
+
+def test_every_warm_up_message_uses_one_phrase(capsys, monkeypatch):
+    from greendiff.cli._plan import warmup_line
+    from greendiff.plan import WARMUP_COST
+
+    assert WARMUP_COST in warmup_line(0, 20, "step") and WARMUP_COST in warmup_line(5, 20, "sample")
+    monkeypatch.setenv("COLUMNS", "300")
+    for command in ("profile", "hardware"):
+        code, out, _ = run_cli(capsys, command, "--help")
+        assert code == 0 and f"warm-up ({WARMUP_COST}; default 5)" in out, command

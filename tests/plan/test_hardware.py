@@ -86,7 +86,7 @@ def test_without_permission_the_default_is_reported(monkeypatch):
     sweep = sweep_power_limits(control, [700, 500, 300], gpu_model(fake), "cuda:0")
     assert not sweep.permitted and [c.limit_w for c in sweep.costs] == [None]
     assert "needs root" in sweep.note and "current limit (700 W)" in sweep.note
-    assert sweep.best(0.1).energy_j_per_sample == sweep.costs[0].energy_j_per_sample
+    assert sweep.best(0.1).energy_per_sample_kwh == sweep.costs[0].energy_per_sample_kwh
     assert fake.limit_mw[0] == 700_000 and fake.initialised == 0
 
 
@@ -105,7 +105,8 @@ def test_measure_cost_divides_by_samples_after_the_warmup():
         now[0] += 0.5 * n
 
     cost = measure_cost(run, lambda: energy[0], 8, steps=10, warmup=3, device="cpu", name="x", clock=lambda: now[0])
-    assert ran == [3, 10] and cost.energy_j_per_sample == pytest.approx(2.0 / 8) and cost.s_per_sample == pytest.approx(0.5 / 8)
+    assert ran == [3, 10] and cost.energy_per_sample_kwh == pytest.approx(2.0 / 8 / 3.6e6)
+    assert cost.s_per_sample == pytest.approx(0.5 / 8)
     assert cost.power_w == pytest.approx(4.0)
 
 
@@ -119,13 +120,13 @@ def test_gpu_table_and_names():
 
 def test_estimates_reproduce_the_calibration_gpu_and_scale_the_others():
     spec = gpu_table()["A100 SXM4 80 GB"]
-    measured = StepCost("cuda:0", "NVIDIA A100-SXM4-80GB", energy_j_per_sample=0.02, s_per_sample=1e-4)  # 200 W
+    measured = StepCost("cuda:0", "NVIDIA A100-SXM4-80GB", energy_per_sample_kwh=0.02 / 3.6e6, s_per_sample=1e-4)  # 200 W
     estimates = {e.name: e for e in estimate_gpus(1e8, measured, spec)}
     same = estimates["A100 SXM4 80 GB"]
-    assert same.s_per_sample == pytest.approx(1e-4) and same.energy_j_per_sample == pytest.approx(0.02)
+    assert same.s_per_sample == pytest.approx(1e-4) and same.energy_per_sample_kwh == pytest.approx(0.02 / 3.6e6)
     t4 = gpu_table()["T4"]
     assert estimates["T4"].s_per_sample == pytest.approx(1e-4 * spec.peak_tflops / t4.peak_tflops)
-    assert estimates["T4"].energy_j_per_sample == pytest.approx(estimates["T4"].s_per_sample * t4.tdp_w * 200 / 400)
+    assert estimates["T4"].energy_per_sample_kwh == pytest.approx(estimates["T4"].s_per_sample * t4.tdp_w * 200 / 400 / 3.6e6)
     assert "calibrated on the measured" in same.method and "estimate" in same.method
     assert "assumed MFU" in estimate_gpus(1e8)[0].method
 
@@ -139,7 +140,10 @@ def test_hardware_cli_on_the_cpu(capsys, tmp_path):
     report = json.loads(capsys.readouterr().out)
     assert json.loads(out.read_text()) == report
     (cpu,) = report["devices"]
-    assert cpu["device"] == "cpu" and cpu["energy_j_per_sample"] > 0 and cpu["s_per_sample"] > 0
+    assert cpu["device"] == "cpu" and cpu["energy_per_sample_kwh"] > 0 and cpu["s_per_sample"] > 0
+    assert cpu["power_w"] == pytest.approx(cpu["energy_per_sample_kwh"] * 3.6e6 / cpu["s_per_sample"])
+    energies = [k for k in json.dumps(report).replace('"', " ").split() if "energy" in k]
+    assert energies and all(k.endswith("_kwh") for k in energies), set(energies)  # one unit: kWh
     assert report["macs_per_sample"] > 0 and len(report["estimates"]) == len(gpu_table())
     assert any("no CUDA GPU measured" in n for n in report["notes"])
 
@@ -184,10 +188,10 @@ def test_hardware_cli_sweeps_a_gpu_through_nvml(monkeypatch, capsys, nvml):
     (sweep,) = report["sweeps"]
     assert sweep["permitted"] and [c["limit_w"] for c in sweep["costs"]] == [700, 600, 500, 400, 300]
     for c in sweep["costs"]:
-        assert c["energy_j_per_sample"] == pytest.approx(CURVE[c["limit_w"]][0], rel=1e-3)
+        assert c["energy_per_sample_kwh"] * 3.6e6 == pytest.approx(CURVE[c["limit_w"]][0], rel=1e-3)
         assert c["s_per_sample"] == pytest.approx(5 * CURVE[c["limit_w"]][1], rel=0.3)  # real sleeps
     assert sweep["best"]["limit_w"] in (500, 600)  # 400 W is 25 % slower; timing noise may favour 600 W
     assert nvml.limit_mw[0] == 700_000  # restored
     (calibrated,) = [e for e in report["estimates"] if e["name"] == "H100 SXM"]
     assert "calibrated on the measured NVIDIA H100 80GB HBM3" in calibrated["method"]
-    assert calibrated["energy_j_per_sample"] == pytest.approx(report["devices"][0]["energy_j_per_sample"], rel=1e-6)
+    assert calibrated["energy_per_sample_kwh"] == pytest.approx(report["devices"][0]["energy_per_sample_kwh"], rel=1e-6)

@@ -16,7 +16,7 @@ def test_forecast_scales_each_phase_and_states_its_band():
     f = forecast(steps_j, [0.1] * 10, costs, (3, 2, 4), steps=1000, meter_uncertainty_frac=0.1, warmup=2)
     per_step = 11.0
     total_j = 1000 * per_step + 3 * 100 + 40 + 2 * 20 + 4 * 5
-    assert f.energy_per_step_j == per_step and f.energy_kwh == pytest.approx(total_j / 3.6e6)
+    assert f.energy_per_step_kwh == pytest.approx(per_step / 3.6e6) and f.energy_kwh == pytest.approx(total_j / 3.6e6)
     assert f.hours == pytest.approx((1000 * 0.1 + 3 * 2 + 2 * 1 + 4 * 0.5) / 3600)
     sem = 1.0690449676496976 / math.sqrt(8)  # stdev of the 8 used steps
     assert f.uncertainty_frac == pytest.approx(math.sqrt(0.1 ** 2 + (2 * sem / per_step) ** 2))  # no drift: halves equal
@@ -82,6 +82,27 @@ def test_forecast_file_round_trip_and_bad_files(tmp_path):
             Forecast.from_file(path)
 
 
+def test_a_profile_states_every_energy_in_kwh(tmp_path):
+    costs = PhaseCosts(eval_j=7.2e3, grid_j=3.6e3, checkpoint_j=1.8e3)
+    f = forecast([3.6e3] * 10, [0.5] * 10, costs, (1, 1, 2), 100, 0.0, warmup=2)
+    energies = {k: v for k, v in f.to_dict().items() if "energy" in k or "cost" in k}
+    assert all(k.endswith("_kwh") for k in energies), sorted(energies)  # no _j beside _kwh
+    assert (f.energy_per_step_kwh, f.energy_per_eval_kwh, f.energy_per_grid_kwh, f.energy_per_checkpoint_kwh) == \
+        pytest.approx((1e-3, 2e-3, 1e-3, 5e-4))
+    assert f.pause_cost_kwh == pytest.approx(1e-3)  # a checkpoint written and loaded
+
+
+def test_a_profile_written_with_joules_per_phase_is_still_read(tmp_path):
+    f = forecast([3.6e3] * 10, [0.5] * 10, PhaseCosts(eval_j=7.2e3, checkpoint_j=1.8e3), (1, 1, 2), 100, 0.0, warmup=2)
+    old = {k: v for k, v in f.to_dict().items() if not k.startswith("energy_per_")}
+    old.update(energy_per_step_j=3.6e3, energy_per_eval_j=7.2e3, energy_per_grid_j=0.0, energy_per_checkpoint_j=1.8e3)
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"forecast": old}))
+    read = Forecast.from_file(path)
+    assert read.energy_per_step_kwh == pytest.approx(1e-3) and read.pause_cost_kwh == pytest.approx(f.pause_cost_kwh)
+    assert read.energy_per_eval_kwh == pytest.approx(2e-3) and read.energy_per_grid_kwh == 0.0
+
+
 def test_a_band_wider_than_the_forecast_ends_at_zero_energy():
     """A noisy profile (rel > 1) wrote a negative low end, which plan window then refused as a profile."""
     steps_j = [1.0, 1.0, 1.0, 1.0, 100.0, 100.0, 100.0, 100.0]  # the second half drifts far from the first
@@ -93,7 +114,7 @@ def test_a_band_wider_than_the_forecast_ends_at_zero_energy():
     ("energy_kwh", 1e300, "forecast.energy_kwh must be a number >= 0, at most 1e+09, got 1e+300 (1 TWh"),
     ("energy_high_kwh", 2e9, "forecast.energy_high_kwh must be a number >= 0, at most 1e+09, got 2000000000.0"),
     ("hours", 9000.0, "forecast.hours must be a number >= 0, at most 8784, got 9000.0 (a plan covers at most a year)"),
-    ("energy_per_checkpoint_j", 1e300, "forecast.energy_per_checkpoint_j must be a number >= 0, at most 1.8e+15"),
+    ("energy_per_checkpoint_kwh", 1e300, "forecast.energy_per_checkpoint_kwh must be a number >= 0, at most 5e+08"),
     ("seconds_per_step", 1e300, "forecast.seconds_per_step must be a number >= 0, at most 3.16224e+07"),
     ("steps", 10**30, "forecast.steps must be a whole number >= 0, at most 1e+09, got 1000000000000000000000000000000"),
     ("energy_low_kwh", -1.5e-05, "forecast.energy_low_kwh must be a number >= 0, at most 1e+09, got -1.5e-05"),

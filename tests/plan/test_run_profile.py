@@ -26,5 +26,5 @@ def test_a_profile_hands_the_trainer_events_to_its_callbacks_and_forecasts_from_
     assert [type(e) for e in seen.events] == [StartEvent] + [LogEvent] * 8
     assert [e.step for e in seen.events[1:]] == list(range(1, 9))
     assert (forecast.profiled_steps, forecast.steps) == (8, 200)
-    assert forecast.energy_per_step_j > 0 and forecast.seconds_per_step > 0
+    assert forecast.energy_per_step_kwh > 0 and forecast.seconds_per_step > 0
     assert forecast.device == seen.events[0].device

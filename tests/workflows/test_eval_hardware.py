@@ -34,6 +34,6 @@ def test_run_hardware_measures_the_cpu_and_writes_its_report(tmp_path):
                                        measurement=MeasurementOptions(no_gpu=True, cpu_watts=50.0, ledger=tmp_path / "l.sqlite")))
     report = outcome.to_dict()
     (cpu,) = report["devices"]
-    assert cpu["device"] == "cpu" and cpu["energy_j_per_sample"] > 0 and report["batch_size"] == 16
+    assert cpu["device"] == "cpu" and cpu["energy_per_sample_kwh"] > 0 and report["batch_size"] == 16
     assert report["sweeps"] == [] and report["macs_per_sample"] > 0
     assert json.loads(output.read_text()) == report

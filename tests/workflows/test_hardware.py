@@ -8,7 +8,7 @@ import pytest
 
 from greendiff.errors import UserInputError
 from greendiff.ledger import Ledger
-from greendiff.plan._hardware import StepCost, Sweep
+from greendiff.plan import StepCost, Sweep
 from greendiff.workflows import HardwareJob, MeasurementOptions, SweepResult, run_hardware
 from tests.workflows.conftest import TINY
 
@@ -18,7 +18,7 @@ def test_run_hardware_meters_the_cpu_at_the_given_watts_and_records_a_ledger_run
     outcome = run_hardware(HardwareJob(overrides=TINY, steps=2, warmup=0, output=output,
                                        measurement=MeasurementOptions(country="FRA", no_gpu=True, cpu_watts=50.0, ledger=ledger)))
     (cpu,) = outcome.devices  # --no-gpu: the CPU alone, even where a GPU is visible
-    assert cpu.device == "cpu" and cpu.energy_j_per_sample > 0 and outcome.batch_size == 16
+    assert cpu.device == "cpu" and cpu.energy_per_sample_kwh > 0 and outcome.batch_size == 16
     assert outcome.sweeps == () and outcome.macs_per_sample > 0 and outcome.estimates
     assert json.loads(output.read_text()) == outcome.to_dict()
     (row,) = Ledger(ledger).list_runs()

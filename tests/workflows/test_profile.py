@@ -64,3 +64,15 @@ def test_run_profile_job_says_what_it_profiles_without_a_config_and_that_it_repl
     assert notes.notes[0].startswith("no --config: profile the default job: recipe green, preset nano, dataset digits "
                                      "at 8 px, batch 16, 100 steps")
     assert outcome.forecast.unmetered_steps == 0 and outcome.forecast.includes_warmup
+
+
+def test_profile_and_hardware_write_their_json_through_the_shared_inputs(tmp_path):
+    from greendiff.workflows import _hardware, _inputs, _profile
+
+    assert _profile.write_output is _inputs.write_output is _hardware.write_output
+    assert _profile.default_job_note is _inputs.default_job_note is _hardware.default_job_note
+    target = tmp_path / "r.json"
+    _inputs.write_output(target, {"energy_kwh": 1.5})
+    assert json.loads(target.read_text()) == {"energy_kwh": 1.5}
+    with pytest.raises(UserInputError, match=r"^cannot write .*missing.*r\.json: "):
+        _inputs.write_output(tmp_path / "missing" / "r.json", {})

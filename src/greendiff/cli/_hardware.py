@@ -13,6 +13,8 @@ from rich.table import Table
 from greendiff.cli._options import COUNT0, HARDWARE_STEPS, SLOWDOWN, number_option, parse_sets, renamed, with_measurement
 from greendiff.cli._plan import warmup_line
 from greendiff.cli._progress import RichProgress
+from greendiff.plan import WARMUP_COST
+from greendiff.units import kwh_to_joules
 from greendiff.workflows import HardwareJob, HardwareOutcome, MeasurementOptions, run_hardware
 
 Opt = typer.Option
@@ -23,12 +25,12 @@ def hardware_command(
     config_file: Annotated[Optional[Path], Opt("--config", help="Training config (TOML) to measure (default: the green recipe's default job).")] = None,
     sets: Annotated[list[str], Opt("--set", help="Any config key, e.g. --set data.resolution=32 (repeatable).")] = [],
     devices: Annotated[Optional[str], Opt("--devices", help="Comma-separated: cpu, cuda:0, ... (default: all here).")] = None,
-    train_steps: Annotated[Optional[int], number_option("--train-steps", bounds=HARDWARE_STEPS, help="Measured training steps per device and power limit (default 20).")] = None,
+    train_steps: Annotated[Optional[int], number_option("--train-steps", bounds=HARDWARE_STEPS, help=f"Measured training steps per device and power limit (default {HardwareJob.steps}).")] = None,
     steps: Annotated[Optional[int], number_option("--steps", bounds=HARDWARE_STEPS, hidden=True, help="Old name of --train-steps.")] = None,
-    unmetered_steps: Annotated[Optional[int], number_option("--unmetered-steps", bounds=COUNT0, help="Unmeasured steps first: warm-up, up to ~10x a later step (default 5).")] = None,
+    unmetered_steps: Annotated[Optional[int], number_option("--unmetered-steps", bounds=COUNT0, help=f"Unmeasured steps first: warm-up ({WARMUP_COST}; default {HardwareJob.warmup}).")] = None,
     warmup: Annotated[Optional[int], number_option("--warmup", bounds=COUNT0, hidden=True, help="Old name of --unmetered-steps.")] = None,
-    limits: Annotated[Optional[str], Opt("--limits", help="GPU power limits to sweep in W (e.g. 700,600,500,400,300), auto (max to min in 100 W steps) or none.")] = "auto",
-    max_slowdown: Annotated[float, number_option("--max-slowdown", bounds=SLOWDOWN, help="Allowed slowdown for the chosen power limit (0.1 = 10 %).")] = 0.1,
+    limits: Annotated[Optional[str], Opt("--limits", help="GPU power limits to sweep in W (e.g. 700,600,500,400,300), auto (max to min in 100 W steps) or none.")] = HardwareJob.limits,
+    max_slowdown: Annotated[float, number_option("--max-slowdown", bounds=SLOWDOWN, help="Allowed slowdown for the chosen power limit (0.1 = 10 %).")] = HardwareJob.max_slowdown,
     measurement: MeasurementOptions = MeasurementOptions(),
     output: Annotated[Optional[Path], Opt("--output", "-o", help="Also write the results as JSON here (a file there is replaced).")] = None,
     as_json: Annotated[bool, Opt("--json", help="Print JSON for scripts.")] = False,
@@ -37,8 +39,9 @@ def hardware_command(
     GPUs where permitted, with the limit that saves most energy within --max-slowdown; estimates for other GPUs."""
     err = Console(stderr=True)
     outcome = run_hardware(HardwareJob(config_file=config_file, overrides=parse_sets(sets), devices=devices,
-                                       steps=renamed(("--train-steps", train_steps), ("--steps", steps), 20),
-                                       warmup=renamed(("--unmetered-steps", unmetered_steps), ("--warmup", warmup), 5),
+                                       steps=renamed(("--train-steps", train_steps), ("--steps", steps), HardwareJob.steps),
+                                       warmup=renamed(("--unmetered-steps", unmetered_steps), ("--warmup", warmup),
+                                                      HardwareJob.warmup),
                                        limits=limits, max_slowdown=max_slowdown, output=output,
                                        measurement=measurement), RichProgress(err))
     if output is not None:
@@ -67,7 +70,7 @@ def render_hardware(outcome: HardwareOutcome, console: Console) -> None:
     rows += [d for d in outcome.devices if d.device not in swept]
     for c in rows:
         table.add_row(c.device, c.name, "" if c.limit_w is None else f"{c.limit_w:.0f} W",
-                      f"{c.energy_j_per_sample * 1e3:.3g}", f"{c.s_per_sample * 1e3:.3g}", f"{c.power_w:.0f}",
+                      f"{kwh_to_joules(c.energy_per_sample_kwh) * 1e3:.3g}", f"{c.s_per_sample * 1e3:.3g}", f"{c.power_w:.0f}",
                       *([c.method] if wide else []))
     console.print(table)
     if not wide:
@@ -84,7 +87,7 @@ def render_hardware(outcome: HardwareOutcome, console: Console) -> None:
     for col in ("GPU", "µJ/sample", "µs/sample"):
         est.add_column(col, justify="left" if col == "GPU" else "right")
     for e in outcome.estimates[:10]:
-        est.add_row(e.name, f"{e.energy_j_per_sample * 1e6:.3g}", f"{e.s_per_sample * 1e6:.3g}")
+        est.add_row(e.name, f"{kwh_to_joules(e.energy_per_sample_kwh) * 1e6:.3g}", f"{e.s_per_sample * 1e6:.3g}")
     console.print(est)
     if outcome.estimates:
         console.print(outcome.estimates[0].method.split("; ", 1)[-1], style="dim", highlight=False)

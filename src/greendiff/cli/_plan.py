@@ -21,10 +21,11 @@ from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, fmt_mass, plain
 from greendiff.errors import UserInputError
 from greendiff.numbers import HOURS_IN_A_YEAR
+from greendiff.plan import WARMUP_COST
 from greendiff.workflows import (
     Interrupted, MeasurementOptions, ProfileJob, RegionsJob, WindowJob, run_plan_regions, run_plan_window, run_profile_job,
 )
-from greendiff.units import G_PER_KG, joules_to_kwh
+from greendiff.units import G_PER_KG
 
 Opt = typer.Option
 plan_app = typer.Typer(help="Choose where and when to run: regions ranked, the lowest-carbon window.", no_args_is_help=True)
@@ -56,9 +57,9 @@ def job_size(energy_kwh: str | None, hours: str | None, profile: Path | None) ->
 
 # -- profile ----------------------------------------------------------------------------------------------
 
-TrainSteps = Annotated[Optional[int], number_option("--train-steps", bounds=COUNT, help="Training steps to profile (default 50).")]
+TrainSteps = Annotated[Optional[int], number_option("--train-steps", bounds=COUNT, help=f"Training steps to profile (default {ProfileJob.steps}).")]
 OldSteps = Annotated[Optional[int], number_option("--steps", bounds=COUNT, hidden=True, help="Old name of --train-steps.")]
-Unmetered = Annotated[Optional[int], number_option("--unmetered-steps", bounds=COUNT0, help="First steps left out of the rate: warm-up, up to ~10x a later step (default 5).")]
+Unmetered = Annotated[Optional[int], number_option("--unmetered-steps", bounds=COUNT0, help=f"First steps left out of the rate: warm-up ({WARMUP_COST}; default {ProfileJob.warmup}).")]
 OldWarmup = Annotated[Optional[int], number_option("--warmup", bounds=COUNT0, hidden=True, help="Old name of --unmetered-steps.")]
 
 
@@ -67,14 +68,15 @@ def profile_command(
     config_file: Annotated[Optional[Path], Opt("--config", help="Training config (TOML) to profile (default: the green recipe's default job).")] = None,
     sets: Annotated[list[str], Opt("--set", help="Any config key, e.g. --set run.max_steps=20000 (repeatable).")] = [],
     train_steps: TrainSteps = None, steps: OldSteps = None, unmetered_steps: Unmetered = None, warmup: OldWarmup = None,
-    output: Annotated[Path, Opt("--output", "-o", help="Where to write the profile (JSON; a file there is replaced).")] = Path("profile.json"),
+    output: Annotated[Path, Opt("--output", "-o", help="Where to write the profile (JSON; a file there is replaced).")] = ProfileJob.output,
     measurement: MeasurementOptions = MeasurementOptions(), as_json: AsJson = False,
 ) -> None:
     """Profile a training config for a few steps and forecast the full run's energy and time, with a band."""
     console = Console(stderr=True)
     job = ProfileJob(config_file=config_file, overrides=parse_sets(sets),
-                     steps=renamed(("--train-steps", train_steps), ("--steps", steps), 50),
-                     warmup=renamed(("--unmetered-steps", unmetered_steps), ("--warmup", warmup), 5), output=output,
+                     steps=renamed(("--train-steps", train_steps), ("--steps", steps), ProfileJob.steps),
+                     warmup=renamed(("--unmetered-steps", unmetered_steps), ("--warmup", warmup), ProfileJob.warmup),
+                     output=output,
                      measurement=measurement)
     try:
         outcome = run_profile_job(job, RichProgress(console))
@@ -90,10 +92,8 @@ def profile_command(
 def warmup_line(unmetered: int, measured: int, per: str) -> str:
     """Whether figures per ``per`` (step, sample) include the first steps' warm-up, in one line."""
     if unmetered == 0:
-        return (f"per {per}: all {measured} steps, warm-up included (a new configuration's first steps cost up to ~10x a "
-                f"later one); --unmetered-steps N leaves the first N out")
-    return (f"per {per}: {measured} measured steps after {unmetered} unmetered (warm-up left out; a new "
-            f"configuration's first steps cost up to ~10x a later one)")
+        return f"per {per}: all {measured} steps, warm-up included ({WARMUP_COST}); --unmetered-steps N leaves the first N out"
+    return f"per {per}: {measured} measured steps after {unmetered} unmetered (warm-up left out; {WARMUP_COST})"
 
 
 def render_profile(outcome, out: Console, err: Console) -> None:
@@ -104,9 +104,11 @@ def render_profile(outcome, out: Console, err: Console) -> None:
     table.add_column("count", justify="right")
     table.add_column("each", justify="right")
     table.add_column("total", justify="right")
-    for label, count, each_j in (("training step", f.steps, f.energy_per_step_j), ("evaluation", f.evaluations, f.energy_per_eval_j),
-                                 ("sample grid", f.sample_grids, f.energy_per_grid_j), ("checkpoint", f.checkpoints, f.energy_per_checkpoint_j)):
-        table.add_row(label, f"{count:,}", fmt_energy(joules_to_kwh(each_j)), fmt_energy(joules_to_kwh(count * each_j)))
+    for label, count, each_kwh in (("training step", f.steps, f.energy_per_step_kwh),
+                                   ("evaluation", f.evaluations, f.energy_per_eval_kwh),
+                                   ("sample grid", f.sample_grids, f.energy_per_grid_kwh),
+                                   ("checkpoint", f.checkpoints, f.energy_per_checkpoint_kwh)):
+        table.add_row(label, f"{count:,}", fmt_energy(each_kwh), fmt_energy(count * each_kwh))
     out.print(table)
     replaced = " (replaced the file that was there)" if outcome.replaced else ""
     err.print(f"forecast {fmt_energy(f.energy_kwh)} ({fmt_energy(f.energy_low_kwh)}–{fmt_energy(f.energy_high_kwh)}, "
@@ -121,6 +123,8 @@ def render_profile(outcome, out: Console, err: Console) -> None:
 
 #: Below this width the regions table keeps its essential columns (place, intensity, data year, PUE, CO2e, vs you).
 WIDE_REGIONS = 130
+#: Rows ``plan regions`` shows unless told (``-n/--limit``): a display choice, so the CLI's own.
+REGION_ROWS = 15
 
 
 @plan_app.command("regions")
@@ -128,7 +132,7 @@ def plan_regions(
     energy_kwh: EnergyKwh = None, profile: ProfilePath = None,
     provider: Annotated[list[str], Opt("--provider", help="Keep only this provider: gcp, aws, azure, ..., or country (repeatable).")] = [],
     continent: Annotated[Optional[str], Opt("--continent", help="Africa, Asia, Europe, North America, Oceania or South America.")] = None,
-    limit: Annotated[Optional[int], number_option("--limit", "-n", bounds=ROWS, help="Rows to show (default 15).")] = None,
+    limit: Annotated[Optional[int], number_option("--limit", "-n", bounds=ROWS, help=f"Rows to show (default {REGION_ROWS}).")] = None,
     top: Annotated[Optional[int], number_option("--top", bounds=ROWS, hidden=True, help="Old name of --limit.")] = None,
     country: Country = None, cloud: Cloud = None, grid: Grid = None,
     pue: Annotated[Optional[str], number_option("--pue", bounds=PUE, keep_text=True, help="Your PUE, also used for every country row (default: your provider's, else 1.0).")] = None,
@@ -137,7 +141,7 @@ def plan_regions(
 ) -> None:
     """Rank cloud regions and countries by the job's location-based emissions, each row's data year shown, against
     where you run now (--country, --cloud or --grid)."""
-    rows = renamed(("--limit", limit), ("--top", top), 15)
+    rows = renamed(("--limit", limit), ("--top", top), REGION_ROWS)
     energy, _, _ = job_size(energy_kwh, None, profile)
     outcome = run_plan_regions(RegionsJob(energy, tuple(provider), continent, country, cloud, grid,
                                           renamed(("--pue", pue), ("--country-pue", country_pue), None)))

@@ -20,19 +20,21 @@ from __future__ import annotations
 
 from greendiff.plan._carbon_aware import CarbonAwareController, SimulatedClock, controller_for
 from greendiff.plan._hardware import (
-    estimate_gpus, limits_to_try, match_gpu, measure_cost, sweep_power_limits, training_steps,
+    Estimate, StepCost, Sweep, estimate_gpus, limits_to_try, match_gpu, measure_cost, sweep_power_limits, training_steps,
 )
-from greendiff.plan._profile import Forecast, PhaseCosts, forecast, planned_counts, profile_config, run_profile
-from greendiff.plan._regions import INDUSTRY_PUE, LocalCost, job_emissions_kg, local_cost, rank_regions
-from greendiff.plan._window import Job, plan_window
+from greendiff.plan._profile import (
+    WARMUP_COST, Forecast, PhaseCosts, forecast, planned_counts, profile_config, run_profile,
+)
+from greendiff.plan._regions import INDUSTRY_PUE, LocalCost, RegionOption, job_emissions_kg, local_cost, rank_regions
+from greendiff.plan._window import Job, WindowPlan, plan_window
 
 __all__ = [
     # when: the cleanest window, and pausing while training
-    "Job", "plan_window", "CarbonAwareController", "SimulatedClock", "controller_for",
+    "Job", "WindowPlan", "plan_window", "CarbonAwareController", "SimulatedClock", "controller_for",
     # where
-    "INDUSTRY_PUE", "LocalCost", "job_emissions_kg", "local_cost", "rank_regions",
+    "INDUSTRY_PUE", "LocalCost", "RegionOption", "job_emissions_kg", "local_cost", "rank_regions",
     # how much: a measured profile forecast to the whole run
-    "Forecast", "PhaseCosts", "forecast", "planned_counts", "profile_config", "run_profile",
+    "Forecast", "PhaseCosts", "forecast", "planned_counts", "profile_config", "run_profile", "WARMUP_COST",
     # on what hardware
-    "estimate_gpus", "limits_to_try", "match_gpu", "measure_cost", "sweep_power_limits", "training_steps",
+    "StepCost", "Sweep", "Estimate", "estimate_gpus", "limits_to_try", "match_gpu", "measure_cost", "sweep_power_limits", "training_steps",
 ]

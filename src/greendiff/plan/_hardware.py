@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 
 from greendiff.errors import UserInputError
+from greendiff.units import joules_to_kwh, kwh_to_joules
 
 #: Rows of the bundled GPU table that are not used, and why (see energy/tables/SOURCES.md).
 SKIPPED_GPUS = {"GTX 750": "1111 in a TFLOPS column is its GFLOPS"}
@@ -28,18 +29,18 @@ FLOPS_PER_MAC_TRAINING = 6  # forward 2 FLOPs per MAC; backward about twice the 
 
 @dataclass(frozen=True)
 class StepCost:
-    """Measured cost of training on one device (at one power limit)."""
+    """Measured cost of training on one device (at one power limit): energy (kWh) and time (s) per sample."""
 
     device: str
     name: str
-    energy_j_per_sample: float
+    energy_per_sample_kwh: float
     s_per_sample: float
     limit_w: float | None = None
     method: str = ""
 
     @property
     def power_w(self) -> float:
-        return self.energy_j_per_sample / self.s_per_sample if self.s_per_sample > 0 else 0.0
+        return kwh_to_joules(self.energy_per_sample_kwh) / self.s_per_sample if self.s_per_sample > 0 else 0.0
 
     def to_dict(self) -> dict:
         return {**asdict(self), "power_w": self.power_w}
@@ -48,8 +49,8 @@ class StepCost:
 def measure_cost(run_steps: Callable[[int], None], read_energy_j: Callable[[], float], samples_per_step: int,
                  steps: int, warmup: int, device: str, name: str, limit_w: float | None = None,
                  method: str = "", clock: Callable[[], float] = time.perf_counter) -> StepCost:
-    """Run ``warmup`` steps unmeasured (a new configuration's first steps cost up to ~10x a later one), then ``steps``
-    measured ones (``run_steps`` must synchronise): the cost per sample leaves the warm-up out unless ``warmup`` is 0."""
+    """Run ``warmup`` steps unmeasured (:data:`~greendiff.plan.WARMUP_COST`), then ``steps`` measured ones
+    (``run_steps`` must synchronise): the cost per sample leaves the warm-up out unless ``warmup`` is 0."""
     if steps <= 0 or warmup < 0:
         raise UserInputError(f"--train-steps must be positive and --unmetered-steps >= 0, got {steps} and {warmup}")
     run_steps(warmup)
@@ -57,7 +58,7 @@ def measure_cost(run_steps: Callable[[int], None], read_energy_j: Callable[[], f
     run_steps(steps)
     e1, t1 = read_energy_j(), clock()
     n = steps * samples_per_step
-    return StepCost(device, name, (e1 - e0) / n, (t1 - t0) / n, limit_w, method)
+    return StepCost(device, name, joules_to_kwh((e1 - e0) / n), (t1 - t0) / n, limit_w, method)
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class Sweep:
         """Least energy per sample within ``max_slowdown`` (0.1 = 10 %) of the fastest limit's time."""
         fastest = min(c.s_per_sample for c in self.costs)
         allowed = [c for c in self.costs if c.s_per_sample <= fastest * (1 + max_slowdown) + 1e-15]
-        return min(allowed, key=lambda c: (c.energy_j_per_sample, -(c.limit_w or 0)))
+        return min(allowed, key=lambda c: (c.energy_per_sample_kwh, -(c.limit_w or 0)))
 
     def to_dict(self, max_slowdown: float) -> dict:
         return {"device": self.device, "name": self.name, "permitted": self.permitted, "default_w": self.default_w,
@@ -181,8 +182,10 @@ def match_gpu(name: str) -> GpuSpec | None:
 
 @dataclass(frozen=True)
 class Estimate:
+    """Estimated energy (kWh) and time (s) per training sample on a GPU that is not here, and how."""
+
     name: str
-    energy_j_per_sample: float
+    energy_per_sample_kwh: float
     s_per_sample: float
     method: str
 
@@ -207,10 +210,10 @@ def estimate_gpus(macs_per_sample: float, calibration: StepCost | None = None,
     out = []
     for spec in gpu_table().values():
         s = flops / (spec.peak_tflops * 1e12 * mfu)
-        out.append(Estimate(spec.name, s * spec.tdp_w * power_frac, s,
+        out.append(Estimate(spec.name, joules_to_kwh(s * spec.tdp_w * power_frac), s,
                             f"estimate: {FLOPS_PER_MAC_TRAINING} x MACs per sample at {spec.peak_tflops:g} TFLOPS "
                             f"{spec.peak_kind} (ML CO2 Impact table), TDP {spec.tdp_w:g} W; {how}"))
-    return sorted(out, key=lambda e: e.energy_j_per_sample)
+    return sorted(out, key=lambda e: e.energy_per_sample_kwh)
 
 
 # -- a training step on a chosen device ----------------------------------------------------------------------

@@ -8,7 +8,7 @@ Uncertainty band (relative, combined in quadrature):
 - the meter's own uncertainty (the largest of the devices': 0 for counters, 10-30 % for estimates);
 - the sampling error of the mean step energy (2 standard errors);
 - drift: how far the second half of the profiled steps is from the first (thermal, caches).
-The first steps (warm-up: allocator, kernel selection; up to ~10x a later step) are measured but not used for
+The first steps (warm-up: allocator, kernel selection; :data:`WARMUP_COST`) are measured but not used for
 the rate; the forecast records how many (``unmetered_steps``), and says when the rate includes them.
 """
 
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 #: Longest device or config label kept from a profile file.
 MAX_LABEL_CHARS = 200
+#: Why the first steps are left out of a measured rate (profile, hardware), in the words every message uses.
+WARMUP_COST = "a new configuration's first steps cost up to ~10x a later one"
 
 
 def _at_most(hi: float, integer: bool = False, why: str = "") -> Bounds:
@@ -42,7 +44,6 @@ def _at_most(hi: float, integer: bool = False, why: str = "") -> Bounds:
 
 
 _KWH = _at_most(numbers.MAX_ENERGY_KWH, why=numbers.ENERGY_KWH.why)  # as --energy-kwh and --pause-cost-kwh
-_J = _at_most(kwh_to_joules(numbers.MAX_ENERGY_KWH), why=numbers.ENERGY_KWH.why)
 _S = _at_most(numbers.HOURS_IN_A_YEAR * 3600.0, why="a year")
 _N = _at_most(numbers.MAX_COUNT, integer=True)
 #: The range of every number in a profile file: those of the flags it stands for (``--energy-kwh``,
@@ -51,16 +52,30 @@ FILE_BOUNDS: dict[str, Bounds] = {
     "energy_kwh": _KWH, "energy_low_kwh": _KWH, "energy_high_kwh": _KWH,
     "hours": _at_most(numbers.HOURS_IN_A_YEAR, why=numbers.YEAR_HOURS.why),
     "steps": _N, "evaluations": _N, "sample_grids": _N, "checkpoints": _N, "profiled_steps": _N, "unmetered_steps": _N,
-    "energy_per_step_j": _J, "energy_per_eval_j": _J, "energy_per_grid_j": _J,
-    "energy_per_checkpoint_j": _at_most(kwh_to_joules(numbers.MAX_ENERGY_KWH) / 2, why="a pause (twice a checkpoint) over 1e9 kWh"),
+    "energy_per_step_kwh": _KWH, "energy_per_eval_kwh": _KWH, "energy_per_grid_kwh": _KWH,
+    "energy_per_checkpoint_kwh": _at_most(numbers.MAX_ENERGY_KWH / 2, why="a pause (twice a checkpoint) over 1e9 kWh"),
     "seconds_per_step": _S, "seconds_per_checkpoint": _S,
     "uncertainty_frac": _at_most(100.0, why="a forecast 100 times its own size"),
 }
+#: Keys of profile files written before every energy was in kWh: each phase's energy in J, read and converted.
+LEGACY_J_KEYS = {f"energy_per_{phase}_kwh": f"energy_per_{phase}_j" for phase in ("step", "eval", "grid", "checkpoint")}
+
+
+def _in_kwh(data: dict) -> dict:
+    """A profile's forecast with the per-phase energies of an older file (``energy_per_step_j``) in kWh."""
+    out = dict(data)
+    for new, old in LEGACY_J_KEYS.items():
+        if old in out:
+            value = out.pop(old)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            out.setdefault(new, joules_to_kwh(value) if number else value)  # not a number: checked as the new key
+    return out
 
 
 @dataclass(frozen=True)
 class Forecast:
-    """Forecast energy (IT, kWh) and running time of a planned run, from a profile."""
+    """Forecast energy (IT, kWh) and running time of a planned run, from a profile: one unit per quantity, energy
+    in kWh (the run's and each phase's), time in hours for the run and seconds per step and checkpoint."""
 
     energy_kwh: float
     energy_low_kwh: float
@@ -70,19 +85,19 @@ class Forecast:
     evaluations: int
     sample_grids: int
     checkpoints: int
-    energy_per_step_j: float
+    energy_per_step_kwh: float
     seconds_per_step: float
-    energy_per_eval_j: float
-    energy_per_grid_j: float
-    energy_per_checkpoint_j: float
+    energy_per_eval_kwh: float
+    energy_per_grid_kwh: float
+    energy_per_checkpoint_kwh: float
     seconds_per_checkpoint: float
     profiled_steps: int  # warm-up included
     uncertainty_frac: float
     method: str
     device: str = ""
     config: str = ""
-    #: The first profiled steps left out of ``energy_per_step_j`` and ``seconds_per_step`` (warm-up: allocator,
-    #: kernel selection; a new configuration's first steps cost up to ~10x a later one). 0: the rate includes them.
+    #: The first profiled steps left out of ``energy_per_step_kwh`` and ``seconds_per_step`` (warm-up: allocator,
+    #: kernel selection; :data:`WARMUP_COST`). 0: the rate includes them.
     unmetered_steps: int = 0
 
     @property
@@ -93,7 +108,7 @@ class Forecast:
     @property
     def pause_cost_kwh(self) -> float:
         """Energy of one pause: a checkpoint written, and about as much again to load it and restart."""
-        return joules_to_kwh(2 * self.energy_per_checkpoint_j)
+        return 2 * self.energy_per_checkpoint_kwh
 
     def to_dict(self) -> dict:
         return {**asdict(self), "pause_cost_kwh": self.pause_cost_kwh, "includes_warmup": self.includes_warmup}
@@ -114,6 +129,7 @@ class Forecast:
         data = raw.get("forecast") if isinstance(raw, dict) else None
         if not isinstance(data, dict):
             raise UserInputError(f"{where}: not a greendiff profile (no 'forecast' object)")
+        data = _in_kwh(data)
         values = {}
         for f in fields(cls):
             key = f"{where}: forecast.{f.name}"
@@ -201,8 +217,9 @@ def forecast(step_energy_j: list[float], step_seconds: list[float], phases: Phas
     # at 0, not below: a run cannot use negative energy, and a negative number is no forecast to plan with.
     low_j = total_j * max(1 - rel, 0.0)
     return Forecast(joules_to_kwh(total_j), joules_to_kwh(low_j), joules_to_kwh(total_j * (1 + rel)), total_s / 3600.0, steps,
-                    evals, grids, checkpoints, per_step_j, per_step_s, phases.eval_j, phases.grid_j, phases.checkpoint_j,
-                    phases.checkpoint_s, len(step_energy_j), rel, method, device, config, warmup)
+                    evals, grids, checkpoints, joules_to_kwh(per_step_j), per_step_s, joules_to_kwh(phases.eval_j),
+                    joules_to_kwh(phases.grid_j), joules_to_kwh(phases.checkpoint_j), phases.checkpoint_s,
+                    len(step_energy_j), rel, method, device, config, warmup)
 
 
 def profile_config(config, steps: int):

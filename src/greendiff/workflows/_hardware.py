@@ -4,7 +4,7 @@ where permitted, and labelled estimates for other GPUs.
 Example:
     >>> from greendiff.workflows import HardwareJob, run_hardware
     >>> outcome = run_hardware(HardwareJob(overrides={"model.preset": "pico"}, devices="cpu", steps=4, warmup=1))  # doctest: +SKIP
-    >>> outcome.devices[0].energy_j_per_sample  # doctest: +SKIP
+    >>> outcome.devices[0].energy_per_sample_kwh  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from greendiff.errors import UserInputError
 from greendiff.workflows._conditioning import resolve_conditioning
-from greendiff.workflows._inputs import check_output, load_config_data
+from greendiff.workflows._inputs import check_output, default_job_note, load_config_data, write_output
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
-from greendiff.workflows._profile import default_job_note, write_output
 from greendiff.workflows._progress import NullProgress, Progress
 
 if TYPE_CHECKING:
-    from greendiff.plan._hardware import Estimate, StepCost, Sweep
+    from greendiff.plan import Estimate, StepCost, Sweep
     from greendiff.tracking import RunSummary
 
 
@@ -36,8 +35,8 @@ class HardwareJob:
         devices: comma-separated ``cpu``, ``cuda:0``, ... (None: all here that ``measurement`` meters: no GPU
             with ``no_gpu``, only ``gpus`` when given).
         steps: measured training steps per device and per power limit (``--train-steps``).
-        warmup: unmeasured steps first (``--unmetered-steps``): allocator, kernel selection; a new configuration's
-            first steps cost up to ~10x a later one, so with 0 the figures include that warm-up.
+        warmup: unmeasured steps first (``--unmetered-steps``): allocator, kernel selection
+            (:data:`~greendiff.plan.WARMUP_COST`), so with 0 the figures include that warm-up.
         limits: GPU power limits to sweep in W (``"700,600"``), ``auto`` (max to min in 100 W steps) or ``none``.
         max_slowdown: allowed slowdown for the chosen power limit (0.1 = 10 %).
         output: also write the report as JSON here (checked before any work; a file there is replaced, and the
@@ -70,7 +69,7 @@ class SweepResult:
     @classmethod
     def of(cls, sweep: Sweep, max_slowdown: float) -> SweepResult:
         best, top = sweep.best(max_slowdown), max(sweep.costs, key=lambda c: c.limit_w or 0)
-        saving = 1 - best.energy_j_per_sample / top.energy_j_per_sample if top.energy_j_per_sample else 0.0
+        saving = 1 - best.energy_per_sample_kwh / top.energy_per_sample_kwh if top.energy_per_sample_kwh else 0.0
         return cls(sweep, best, top, saving)
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 
 from greendiff.data import BUILTIN
 from greendiff.errors import UserInputError
+from greendiff.files import atomic_write_text
 from greendiff.names import display_path
 
 
@@ -59,3 +61,18 @@ def check_output(output: Path, suffixes: tuple[str, ...] = (), flag: str = "--ou
         raise UserInputError(f"{flag} {shown}: folder {display_path(output.parent)} does not exist")
     if not os.access(output.parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
         raise UserInputError(f"{flag} {shown}: not writable")
+
+
+def default_job_note(config, command: str) -> str:
+    """What a command given no ``--config`` measures: the default recipe, its preset, dataset, size and batch."""
+    return (f"no --config: {command} the default job: recipe {config.recipe}, preset {config.model.preset}, "
+            f"dataset {config.data.dataset} at {config.data.resolution} px, batch {config.optim.batch_size}, "
+            f"{config.run.max_steps:,} steps (--config FILE or --set KEY=VALUE for yours)")
+
+
+def write_output(path: Path, report: dict) -> None:
+    """``report`` as JSON at ``path`` (atomically; a file there is replaced: the caller says so)."""
+    try:
+        atomic_write_text(path, json.dumps(report, indent=2))
+    except OSError as exc:
+        raise UserInputError(f"cannot write {path}: {exc.strerror}") from None

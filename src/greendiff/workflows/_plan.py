@@ -22,9 +22,7 @@ from greendiff.carbon import (
 )
 from greendiff.errors import UserInputError
 from greendiff.carbon._static import unsourced_cloud_regions
-from greendiff.plan import Job, LocalCost, local_cost, plan_window, rank_regions
-from greendiff.plan._regions import RegionOption
-from greendiff.plan._window import WindowPlan
+from greendiff.plan import Job, LocalCost, RegionOption, WindowPlan, local_cost, plan_window, rank_regions
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from greendiff.errors import UserInputError
-from greendiff.files import atomic_write_text
 from greendiff.plan import Forecast
 from greendiff.tracking import RunSummary
 from greendiff.workflows._conditioning import resolve_conditioning
-from greendiff.workflows._inputs import check_output, load_config_data
+from greendiff.workflows._inputs import check_output, default_job_note, load_config_data, write_output
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
 from greendiff.workflows._progress import Interrupted, NullProgress, Progress, check_progress
 
@@ -40,8 +38,8 @@ class ProfileJob:
         config_file: training config (TOML) to profile (None: the defaults).
         overrides: dotted config keys over the file (``{"run.max_steps": 20000}``).
         steps: profiled training steps (more than ``warmup`` + 3; ``--train-steps``).
-        warmup: leading steps left out of the rate (``--unmetered-steps``, >= 0): allocator, kernel selection;
-            the first steps of a new configuration cost up to ~10x a later one.
+        warmup: leading steps left out of the rate (``--unmetered-steps``, >= 0): allocator, kernel selection
+            (:data:`~greendiff.plan.WARMUP_COST`).
         output: where the profile is written (``.json``; checked before any work). A file there is replaced,
             and the outcome says so (``replaced``).
         measurement: where and how the profile is measured, and its ledger.
@@ -129,17 +127,3 @@ def run_profile_job(job: ProfileJob, progress: Progress | None = None) -> Profil
     write_output(job.output, outcome.to_dict())
     return outcome
 
-
-def default_job_note(config, command: str) -> str:
-    """What a command given no ``--config`` measures: the default recipe, its preset, dataset, size and batch."""
-    return (f"no --config: {command} the default job: recipe {config.recipe}, preset {config.model.preset}, "
-            f"dataset {config.data.dataset} at {config.data.resolution} px, batch {config.optim.batch_size}, "
-            f"{config.run.max_steps:,} steps (--config FILE or --set KEY=VALUE for yours)")
-
-
-def write_output(path: Path, report: dict) -> None:
-    """``report`` as JSON at ``path`` (atomically; a file there is replaced: the caller says so)."""
-    try:
-        atomic_write_text(path, json.dumps(report, indent=2))
-    except OSError as exc:
-        raise UserInputError(f"cannot write {path}: {exc.strerror}") from None
