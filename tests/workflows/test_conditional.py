@@ -172,6 +172,16 @@ def test_eval_of_a_conditional_run_refuses_too_few_samples_per_class_before_the_
     assert no_runs(tmp_path / "l.sqlite")
 
 
+def test_a_compression_with_too_few_evaluation_images_per_class_names_its_own_flag(tmp_path, cond_run):
+    from greendiff.workflows import PruneJob, run_prune
+
+    with pytest.raises(UserInputError) as err:
+        run_prune(PruneJob(run=cond_run, ratio=0.5, finetune_steps=0, eval_samples=8, output_dir=str(tmp_path / "out"),
+                           measurement=measurement(tmp_path / "l.sqlite")))
+    assert str(err.value) == "--eval-samples 8 is too few for a per-class FID over 10 classes: at least 20 (2 per class)"
+    assert not (tmp_path / "out").exists() and no_runs(tmp_path / "l.sqlite")
+
+
 def test_eval_of_an_unconditional_run_has_no_class_keys(tmp_path, parent):
     report = run_eval(EvalJob(run=parent, n=8, steps=2, kid_subset=4, measurement=measurement(tmp_path / "l.sqlite"))).report.to_dict()
     assert set(report) == {"run", "features", "n", "sampler_steps", "sampler", "results", "energy_kwh", "emissions_kg",

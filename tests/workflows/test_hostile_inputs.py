@@ -196,20 +196,38 @@ def test_a_data_failure_mid_run_closes_the_ledger_run_and_says_how_to_resume(tmp
 
 
 # -- 3. class accuracy only for runs whose classes are the digits ---------------------------------------------------
-def test_class_accuracy_is_left_out_for_classes_that_are_not_digits(tmp_path):
-    folder = tmp_path / "pets"
+@pytest.fixture(scope="module")
+def pets_run(tmp_path_factory) -> Path:
+    """A class-conditional run (2 steps) on an image folder of two classes, cat and dog, 8 images each."""
+    root = tmp_path_factory.mktemp("pets")
+    folder = root / "pets"
     for label in ("cat", "dog"):
         (folder / label).mkdir(parents=True)
         for i in range(8):
             Image.fromarray(np.full((8, 8), 30 * i, dtype=np.uint8)).save(folder / label / f"{i}.png")
     job = TrainJob(overrides={**TINY, "model.conditioning": "class", "data.dataset": str(folder), "optim.batch_size": 4,
-                              "run.max_steps": 2, "run.output_dir": str(tmp_path / "runs")}, measurement=measurement(tmp_path / "l.sqlite"))
-    run_dir = run_train(job).run_dir
-    report = run_eval(EvalJob(run=run_dir, n=8, steps=2, kid_subset=4, measurement=measurement(tmp_path / "l.sqlite"))).report.to_dict()
+                              "run.max_steps": 2, "run.output_dir": str(root / "runs")}, measurement=measurement(root / "l.sqlite"))
+    return run_train(job).run_dir
+
+
+def test_class_accuracy_is_left_out_for_classes_that_are_not_digits(tmp_path, pets_run):
+    report = run_eval(EvalJob(run=pets_run, n=8, steps=2, kid_subset=4, measurement=measurement(tmp_path / "l.sqlite"))).report.to_dict()
     assert "class_accuracy" not in report and "class_accuracy" not in report["results"][0]
     assert report["class_accuracy_note"].startswith("no class accuracy: the bundled classifier knows the digits 0-9, "
                                                     "and this run's classes are 'cat', 'dog'")
     assert sorted(report["results"][0]["per_class_fid"]) == ["0", "1"]
+
+
+def test_a_compression_scores_classes_that_are_not_digits_without_the_digit_classifier(tmp_path, pets_run):
+    """prune scores a class-conditional run as eval does: no class accuracy from the MNIST classifier for cats."""
+    from greendiff.workflows import PruneJob, run_prune
+
+    outcome = run_prune(PruneJob(run=pets_run, ratio=0.5, finetune_steps=0, taylor_timesteps=2, taylor_batch=4,
+                                 eval_samples=8, output_dir=str(tmp_path / "out"),
+                                 measurement=measurement(tmp_path / "l.sqlite")))
+    quality = json.loads(outcome.report_path.read_text())["quality"]
+    for model in ("parent", "pruned"):
+        assert "class_accuracy" not in quality[model] and sorted(quality[model]["per_class_fid"]) == ["0", "1"]
 
 
 def test_class_accuracy_of_a_digit_run_is_an_exact_share():

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from greendiff.errors import UserInputError
 from greendiff.ledger import Ledger
-from greendiff.train import load_run_model, sample_images
+from greendiff.train import load_run_model, sample_images, to_uint8
 from greendiff.units import G_PER_KG, joules_to_kwh
 from greendiff.workflows import Advance, EvalJob, SampleJob, run_eval, run_sample
-from greendiff.workflows._sample import PerImageEnergy, per_image_energy, sampled_batches
+from greendiff.workflows._sample import PerImageEnergy, SampleProgress, per_image_energy
 from greendiff.tracking import RunSummary
-from tests.workflows.conftest import measurement
+from tests.workflows.conftest import measurement, trained
 
 
 class Recorder:
@@ -100,20 +101,53 @@ def test_per_image_energy_is_the_steady_batches_alone_or_the_first_with_its_warm
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
-def test_sampled_batches_are_the_images_of_one_sample_images_call(parent, sampler):
-    import dataclasses
-
+def test_sample_writes_the_images_of_one_sample_images_call_and_meters_its_first_batch_apart(tmp_path, parent, sampler):
+    """Progress and the first batch's window come from sample_images' own per-step hook, so the images are those
+    of one call, bit for bit, and the window closes where its first batch (256 images) ends."""
     from greendiff.train import make_noise_scheduler, make_sampler
 
-    config, unet, _ = load_run_model(parent)
-    optim = dataclasses.replace(config.optim, sampler=sampler)
+    run = parent if sampler == "ddim" else trained(tmp_path / "ddpm", {"optim.sampler": "ddpm"})
+    config, unet, _ = load_run_model(run)
+    assert config.optim.sampler == sampler
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-    whole = sample_images(unet, make_sampler(optim, make_noise_scheduler(optim)), 300, 2, shape,
+    whole = sample_images(unet, make_sampler(config.optim, make_noise_scheduler(config.optim)), 300, 2, shape,
                           torch.Generator().manual_seed(3))
-    parts = list(sampled_batches(unet, make_sampler(optim, make_noise_scheduler(optim)), 300, 2, shape,
-                                 torch.Generator().manual_seed(3)))
-    assert [p.shape[0] for p in parts] == [256, 44]
-    assert torch.equal(torch.cat(parts), whole)
+    progress = Recorder()
+    outcome = run_sample(SampleJob(run=run, n=300, steps=2, seed=3, out=tmp_path / "s.npz",
+                                   measurement=measurement(tmp_path / "l.sqlite")), progress)
+    assert np.array_equal(np.load(tmp_path / "s.npz")["images"], to_uint8(whole))
+    assert (outcome.per_image.images, outcome.per_image.batches) == (44, 2)
+    assert progress.bar() == [("start", "sampling", 300), ("log", Advance(128, "batch 1/2")),
+                              ("log", Advance(128, "batch 1/2")), ("log", Advance(22, "batch 2/2")),
+                              ("log", Advance(22, "batch 2/2")), ("end",)]
+
+
+class _Windows:
+    """A tracker that records its windows: ``("begin", name)``, ``("end", name)``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def begin_window(self, name: str) -> None:
+        self.calls.append(("begin", name))
+
+    def end_window(self, name: str) -> None:
+        self.calls.append(("end", name))
+
+
+@pytest.mark.parametrize(("n", "dones", "windows", "first"), [
+    (300, (128.0, 256.0, 278.0, 300.0), ["sample-first-batch", "sample"], 256),
+    (6, (3.0, 6.0), ["sample-first-batch"], 6),
+])
+def test_sample_progress_reads_the_first_batch_from_the_sampler_s_own_steps(n, dones, windows, first):
+    tracker, progress = _Windows(), Recorder()
+    with SampleProgress(progress, n, steps=2, tracker=tracker) as shown:
+        for done in dones:
+            shown(done)
+    assert [name for kind, name in tracker.calls if kind == "begin"] == windows
+    assert [name for kind, name in tracker.calls if kind == "end"] == windows
+    assert (shown.first_batch, shown.shown) == (first, n)
+    assert sum(event.units for _, event in progress.bar()) == n
 
 
 def test_eval_opens_an_evaluating_bar_of_every_seeds_images(tmp_path, parent):

@@ -22,7 +22,7 @@ from greendiff.numbers import Bounds
 from greendiff.names import MAX_NAME_CHARS, NAME_PUNCTUATION, check_name, display_path, unprintable
 from greendiff.tracking import RunSummary
 from greendiff.units import joules_to_kwh
-from greendiff.workflows._eval import EvalResult, class_scoring, reference_labels, score
+from greendiff.workflows._eval import EvalResult, accuracy_note, class_scoring, reference_labels, score
 from greendiff.workflows._fields import (
     check_instance, checked_float, checked_int, checked_overrides, checked_path, set_fields,
 )
@@ -221,7 +221,7 @@ class CompressSession:
         self.num_classes = model.num_classes
         self.data = load_config_data(self.config)
         # a class-conditional parent is scored class-balanced, by class too: its labels checked before any work
-        self._labels = (reference_labels(self.data, self.num_classes, eval_samples)
+        self._labels = (reference_labels(self.data, self.num_classes, eval_samples, "--eval-samples")
                         if self.num_classes and eval_samples else None)
         self.eval_samples = eval_samples
         self.progress = progress
@@ -257,7 +257,9 @@ class CompressSession:
             if self._reference is None:
                 extractor, _ = resolve_extractor(self.config.stop.eval_features)
                 real = reference_features(self.data.reference_images(), extractor)
-                by_class = (class_scoring(real, self._labels, self.num_classes, self.config.optim.guidance_scale)
+                # class accuracy only where the bundled digit classifier knows the classes, as eval scores it
+                by_class = (class_scoring(real, self._labels, self.num_classes, self.config.optim.guidance_scale,
+                                          digits=not accuracy_note(self.config, self.data))
                             if self._labels is not None else None)
                 self._reference = (real, extractor, by_class)
             real, extractor, by_class = self._reference

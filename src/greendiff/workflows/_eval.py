@@ -24,8 +24,8 @@ from greendiff.workflows._fields import (
     set_fields,
 )
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
-from greendiff.workflows._progress import Advance, NullProgress, Progress, check_progress
-from greendiff.workflows._sample import SAMPLE_BATCH, resolve_guidance, sampled_batches
+from greendiff.workflows._progress import NullProgress, Progress, check_progress
+from greendiff.workflows._sample import SampleProgress, resolve_guidance
 
 if TYPE_CHECKING:
     from greendiff.evaluate import Quality
@@ -36,11 +36,12 @@ def score(unet, sampler, n: int, steps: int, real, extractor, seed: int = 0, kid
           conditioning: ClassScoring | None = None, progress: Progress = NullProgress()) -> EvalResult:
     """FID/KID/precision/recall of ``n`` images sampled with ``steps`` sampler steps from a fixed noise seed;
     with ``conditioning`` (a class-conditional model), a class-balanced sample at its guidance scale, scored
-    also by class (``class_accuracy``, ``per_class_fid``, ``mean_class_fid``). Each batch of images sampled is
-    an :class:`Advance` of ``progress``'s open bar."""
+    also by class (``class_accuracy``, ``per_class_fid``, ``mean_class_fid``). The images sampled advance
+    ``progress``'s open bar after every sampler step (:class:`SampleProgress`)."""
     import torch
 
     from greendiff.evaluate import balanced_labels, quality
+    from greendiff.train import sample_images
 
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     device = next(unet.parameters()).device
@@ -48,12 +49,8 @@ def score(unet, sampler, n: int, steps: int, real, extractor, seed: int = 0, kid
     if conditioning is not None:
         labels = balanced_labels(n, conditioning.num_classes)
         by_class = {"labels": labels, "guidance_scale": conditioning.guidance_scale}
-    out, total = [], -(-n // SAMPLE_BATCH)
-    for images in sampled_batches(unet.eval(), sampler, n, steps, shape, torch.Generator().manual_seed(seed), device,
-                                  **by_class):
-        out.append(images)
-        progress.on_log(Advance(images.shape[0], f"seed {seed}, batch {len(out)}/{total}"))
-    fake = torch.cat(out)
+    fake = sample_images(unet.eval(), sampler, n, steps, shape, torch.Generator().manual_seed(seed), device,
+                         on_step=SampleProgress(progress, n, steps, f"seed {seed}, "), **by_class)
     scored = quality(fake, real, extractor, kid_subset=kid_subset)
     if conditioning is None:
         return EvalResult(seed, steps, scored)
@@ -112,16 +109,16 @@ class ClassScoring:
         return class_quality(fake, labels, self.classifier, extractor, self.real_by_class)
 
 
-def reference_labels(data, num_classes: int, n: int):
+def reference_labels(data, num_classes: int, n: int, flag: str = "--samples"):
     """The class of each of ``data.reference_images()`` (``int64 (M,)``), checked before any work: one line when
-    ``n`` samples are too few for a per-class FID over ``num_classes``, the data has no labels, or a class
-    has fewer than two real images."""
+    ``n`` samples (given as ``flag``: eval's ``--samples``, a compression job's ``--eval-samples``) are too few
+    for a per-class FID over ``num_classes``, the data has no labels, or a class has fewer than two real images."""
     import torch
 
     from greendiff.data import REFERENCE_IMAGES, reference_indices
 
     if n < 2 * num_classes:
-        raise UserInputError(f"--samples {n} is too few for a per-class FID over {num_classes} classes: at least "
+        raise UserInputError(f"{flag} {n} is too few for a per-class FID over {num_classes} classes: at least "
                              f"{2 * num_classes} (2 per class)")
     if data.labels is None:
         raise UserInputError("the run is class-conditional but its dataset has no labels now; per-class FID needs them")
@@ -283,9 +280,9 @@ def kid_subset_for(job: EvalJob) -> tuple[int, str]:
 
 def run_eval(job: EvalJob, progress: Progress = NullProgress()) -> EvalOutcome:
     """Score ``job.run`` under one ledger run (kind ``eval``); bad input is a one-line error before it opens.
-    ``progress`` gets an ``evaluating`` bar of ``n`` x ``seeds`` images, advanced a batch at a time
-    (:class:`Advance`), and notes: the KID subset when it adapted to ``n``, the run's stored location when
-    the job is priced there."""
+    ``progress`` gets an ``evaluating`` bar of ``n`` x ``seeds`` images, advanced after every sampler step
+    (:class:`~greendiff.workflows.Advance`), and notes: the KID subset when it adapted to ``n``, the run's stored
+    location when the job is priced there."""
     from greendiff.evaluate import reference_features, resolve_extractor, seed_spread
     from greendiff.train import load_run_model
     from greendiff.train._artifacts import check_run_matches

@@ -10,7 +10,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,6 @@ from greendiff.workflows._measurement import MeasurementOptions, resolve_setting
 from greendiff.workflows._progress import Advance, NullProgress, Progress, check_progress
 
 SUFFIXES = (".png", ".npz")
-SAMPLE_BATCH = 256  #: images sampled at once (``sample_images``' batch)
 FIRST_BATCH_PHASE = "sample-first-batch"  #: the window of the first batch, its warm-up (a sub-phase of ``sample``)
 
 
@@ -82,7 +80,7 @@ class PerImageEnergy:
         includes_warmup: whether the first batch is in it. The first forward passes of a freshly loaded model
             cost several times (up to ~10x) later ones, so a figure that includes them overstates the steady
             cost of sampling; with more than one batch the first is left out.
-        batches: batches of up to :data:`SAMPLE_BATCH` images the sample took.
+        batches: the batches :func:`greendiff.train.sample_images` drew the sample in.
 
     Example:
         >>> PerImageEnergy(1e-6, 5e-8, 16, True, 1).covers
@@ -132,11 +130,11 @@ class SampleOutcome:
 
 
 def per_image_energy(summary: RunSummary, n: int, first_batch: int) -> PerImageEnergy:
-    """The per-image figure of a sample of ``n`` images whose first ``first_batch`` were metered in the
-    :data:`FIRST_BATCH_PHASE` window and the rest in ``sample``: the rest alone when there is a rest."""
+    """The per-image figure of a sample of ``n`` images drawn in batches of ``first_batch`` (the first metered in
+    the :data:`FIRST_BATCH_PHASE` window, the rest in ``sample``): the rest alone when there is a rest."""
     from greendiff.units import G_PER_KG, joules_to_kwh
 
-    batches = -(-n // SAMPLE_BATCH)
+    batches = -(-n // first_batch)
     steady = next((p for p in summary.phases if p.name == "sample"), None)
     if steady is not None and n > first_batch:
         images, phase, warm = n - first_batch, steady, False
@@ -146,17 +144,56 @@ def per_image_energy(summary: RunSummary, n: int, first_batch: int) -> PerImageE
                           warm, batches)
 
 
-def sampled_batches(unet, sampler, n: int, steps: int, shape: tuple[int, int, int], generator, device="cpu",
-                    labels: list[int] | None = None, guidance_scale: float = 1.0) -> Iterator:
-    """The ``n`` images of :func:`greendiff.train.sample_images`, a batch of up to :data:`SAMPLE_BATCH` at a time
-    (``(b, C, H, W)`` in [-1, 1]), so a caller can show progress and meter the first batch apart: the same
-    images, bit for bit, as one call (its batches are these, drawn from the same generator in order)."""
-    from greendiff.train import sample_images
+class SampleProgress:
+    """The ``on_step`` of :func:`greendiff.train.sample_images` (the images done so far, a float, after each
+    sampler step) for a sample of ``n`` images in ``steps`` sampler steps per batch: it advances ``progress``'s
+    open bar by whole images (:class:`Advance`, its text ``"{label}batch k/K"``) and, used as a context manager
+    with a ``tracker``, meters the first batch (its warm-up) in the :data:`FIRST_BATCH_PHASE` window and the
+    rest in ``sample``. The batches are ``sample_images``' own: the first one's size is read from its first
+    step (images done = size / steps), so no second constant has to match its batch size.
 
-    for start in range(0, n, SAMPLE_BATCH):
-        size = min(SAMPLE_BATCH, n - start)
-        guided = {} if labels is None else {"labels": labels[start:start + size], "guidance_scale": guidance_scale}
-        yield sample_images(unet, sampler, size, steps, shape, generator, device, batch_size=SAMPLE_BATCH, **guided)
+    Example:
+        >>> shown = SampleProgress(NullProgress(), n=300, steps=2)
+        >>> for done in (128.0, 256.0, 278.0, 300.0):  # sample_images' calls: a batch of 256, then one of 44
+        ...     shown(done)
+        >>> shown.first_batch, shown.batches, shown.shown
+        (256, 2, 300)
+    """
+
+    def __init__(self, progress: Progress, n: int, steps: int, label: str = "", tracker=None) -> None:
+        self.progress, self.n, self.steps, self.label, self.tracker = progress, n, steps, label, tracker
+        self.calls = 0  # sampler steps so far, all batches
+        self.shown = 0  # whole images advanced
+        self.first_batch = 0  # images in the first batch (known from the first step)
+        self.window: str | None = None  # the tracker's open window
+
+    @property
+    def batches(self) -> int:
+        """Batches the sample is drawn in (0 before its first step)."""
+        return -(-self.n // self.first_batch) if self.first_batch else 0
+
+    def __enter__(self) -> SampleProgress:
+        self.window = FIRST_BATCH_PHASE
+        self.tracker.begin_window(self.window)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.tracker.end_window(self.window)
+        self.window = None
+
+    def __call__(self, done: float) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            self.first_batch = round(done * self.steps)
+        if self.calls == self.steps and self.window == FIRST_BATCH_PHASE and self.n > self.first_batch:
+            self.tracker.end_window(FIRST_BATCH_PHASE)  # the first batch is done: the rest is steady
+            self.window = "sample"
+            self.tracker.begin_window(self.window)
+        whole = min(self.n, int(done + 1e-6))
+        if whole > self.shown:
+            batch = (self.calls - 1) // self.steps + 1
+            self.progress.on_log(Advance(whole - self.shown, f"{self.label}batch {batch}/{self.batches}"))
+            self.shown = whole
 
 
 def sample_labels(num_classes: int, n: int, classes: tuple[int, ...]) -> list[int] | None:
@@ -202,11 +239,11 @@ def run_sample(job: SampleJob, progress: Progress = NullProgress()) -> SampleOut
     """Sample ``job`` under one ledger run (kind ``sample``) and write ``job.out``; bad input (a class on an
     unconditional run, an id outside the trained classes, a bad guidance scale or output name) is a
     one-line :class:`UserInputError` before the ledger row or any file exists. ``progress`` gets a
-    ``sampling`` bar of ``n`` images, advanced a batch at a time (:class:`Advance`), and a note when the job is
+    ``sampling`` bar of ``n`` images, advanced after every sampler step (:class:`SampleProgress`), and a note when the job is
     priced at the run's stored location."""
     import torch
 
-    from greendiff.train import load_run_model
+    from greendiff.train import load_run_model, sample_images
 
     check_instance(job, SampleJob, "run_sample's job")
     progress = check_progress(progress)
@@ -227,35 +264,21 @@ def run_sample(job: SampleJob, progress: Progress = NullProgress()) -> SampleOut
                + (f" --class {','.join(map(str, job.classes))}" if job.classes else "") + f" -o {display_path(job.out)}")
     if settings.note:
         progress.note(settings.note)
-    batches = sampled_batches(unet, sampler, n, n_steps, shape, torch.Generator().manual_seed(job.seed),
-                              labels=labels, guidance_scale=guidance if guidance is not None else 1.0)
     with settings.tracker(f"sample {job.run.name}", "sample", command) as tracker:
-        images = _sample_metered(batches, n, tracker, progress)
+        shown = SampleProgress(progress, n, n_steps, tracker=tracker)
+        progress.on_start("sampling", n)
+        try:
+            with shown:
+                images = sample_images(unet, sampler, n, n_steps, shape, torch.Generator().manual_seed(job.seed),
+                                       labels=labels, guidance_scale=guidance if guidance is not None else 1.0,
+                                       on_step=shown)
+        finally:
+            progress.on_end()
     rows = len(job.classes) if job.classes and job.out.suffix.lower() == ".png" else 0
     _write(images, job.out, labels, rows)
     return SampleOutcome(job.out, n, tuple(labels) if labels is not None else None, rows, n_steps,
                          config.optim.sampler, guidance, tracker.summary,
-                         per_image_energy(tracker.summary, n, min(n, SAMPLE_BATCH)))
-
-
-def _sample_metered(batches: Iterator, n: int, tracker, progress: Progress):
-    """The batches drawn under a ``sampling`` bar: the first in the :data:`FIRST_BATCH_PHASE` window (its
-    warm-up), the rest in ``sample``; ``(n, C, H, W)``."""
-    import torch
-
-    progress.on_start("sampling", n)
-    try:
-        with tracker.window(FIRST_BATCH_PHASE):
-            out = [next(batches)]
-        progress.on_log(Advance(out[0].shape[0], f"batch 1/{-(-n // SAMPLE_BATCH)}"))
-        if n > out[0].shape[0]:
-            with tracker.window("sample"):
-                for images in batches:
-                    out.append(images)
-                    progress.on_log(Advance(images.shape[0], f"batch {len(out)}/{-(-n // SAMPLE_BATCH)}"))
-    finally:
-        progress.on_end()
-    return torch.cat(out)
+                         per_image_energy(tracker.summary, n, shown.first_batch))
 
 
 def _write(images, out: Path, labels: list[int] | None, rows: int) -> None:
