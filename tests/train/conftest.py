@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from greendiff.carbon import Location
 from greendiff.data import ImageSet, load_dataset
 from greendiff.energy import EnergyMonitor, MonitorOptions
 from greendiff.tracking import Tracker
@@ -35,6 +36,23 @@ def tracker(tmp_path):
     yield t
     if t.summary is None:
         t.stop()
+
+
+@pytest.fixture
+def tracker_for(tmp_path):
+    """``tracker_for(meter)``: a started tracker of that one (fake) meter, in France at PUE 1, stopped after the
+    test if it was not."""
+    started = []
+
+    def start(meter):
+        started.append(Tracker("metered", kind="train", location=Location(country="FRA"), pue=1.0,
+                               ledger=tmp_path / "ledger.sqlite", monitor=EnergyMonitor([meter]),
+                               sample_interval_s=0.0).start())
+        return started[-1]
+    yield start
+    for tracker in started:
+        if tracker.summary is None:
+            tracker.stop()
 
 
 def pytest_configure(config):

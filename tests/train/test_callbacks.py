@@ -47,7 +47,7 @@ def test_callbacks_receive_typed_events_whose_dicts_are_the_metrics_records(tmp_
     assert [e.to_dict() for e in recorder.events] == records(tmp_path)  # key for key, value for value
     assert recorder.hooks == ["start", "step 1", "step 2", "checkpoint step-2", "step 3", "checkpoint step-3", "end completed"]
     assert set(recorder.events[1].to_dict()) == {"step", "loss", "lr", "samples_per_s", "energy_kwh", "emissions_kg",
-                                                 "ema_decay", "warmup"}
+                                                 "ema_decay", "warmup", "projected_energy_kwh", "projected_with_warmup"}
     assert [e.warmup for e in recorder.events[1:4]] == [True, False, False]  # the first interval holds the first step
 
 

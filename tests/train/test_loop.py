@@ -784,7 +784,7 @@ def test_a_carbon_budget_on_an_hourly_grid_stops_where_the_ledgers_emissions_rea
     config = tiny_config(run__max_steps=40, stop__budget_kgco2e=2.5, stop__budget_warmup_steps=2)
     result = train(config, tmp_path / "run", tiny_data, tracker, objective=one_kwh_in_ten_minutes)
     summary = tracker.stop("completed")
-    assert (result.status, result.step) == ("stopped", 10) and result.stop_reason.startswith("carbon budget: 2.2 kgCO2e")
+    assert (result.status, result.step) == ("stopped", 10) and result.stop_reason == ("carbon budget: 2.20 kg CO2e emitted, the next step would pass 2.50 kg CO2e")
     assert summary.emissions_kg == pytest.approx(2.2) and summary.energy_kwh == pytest.approx(10.0)
     assert summary.emissions_kg <= 2.5 < summary.emissions_kg + 0.4  # one more step would have passed it
     logs = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) if "loss" in r]

@@ -6,11 +6,13 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 from rich.console import Console
 
 from greendiff.cli._progress import RichProgress
-from greendiff.train import LogEvent, PhaseProgress, train
+from greendiff.train import PhaseProgress, TrainerCallback, train
 from greendiff.workflows._progress import TrainerProgress
+from tests.train.fakes import ChargedGpu, CostlySetup
 
 
 class Kept(RichProgress):
@@ -42,22 +44,43 @@ def test_each_evaluation_prints_its_scores_and_shows_its_sampling(tmp_path, tiny
     sampled = [(e.done, e.total) for e in shown.events if isinstance(e, PhaseProgress)]
     # each evaluation: a start tick and one per sampler step (4) of its one batch of 8 images
     assert sampled == [(0.0, 8), (2.0, 8), (4.0, 8), (6.0, 8), (8.0, 8)] * 2
-    assert not any(isinstance(e, PhaseProgress) for e in [json.loads(line) for line in
-                                                           (tmp_path / "metrics.jsonl").read_text().splitlines()])
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert "progress" not in {r.get("event") for r in records}  # ticks are not records
 
 
-def log(step, energy_kwh, warmup):
-    return LogEvent(step, 0.5, 1e-3, 400.0 if warmup else 1000.0, energy_kwh, energy_kwh * 0.05, None, warmup)
+class Logs(TrainerCallback):
+    """Keeps the trainer's log records."""
+
+    def __init__(self):
+        self.events = []
+
+    def on_log(self, trainer, event):
+        self.events.append(event)
 
 
-def test_the_first_rate_and_projection_say_they_include_the_warmup():
-    """The first record holds the first step (10x a later one): its rate and the projection from it say so; the
-    next projection uses the energy per step since that record (1 Wh a step) and is the steady state."""
+def test_the_trainer_projects_the_energy_from_the_segments_own_steps(tmp_path, tiny_data, tiny_config, tracker_for):
+    """6 kWh of reference features before the first step, 10 kWh for the first step (warm-up), 1 kWh for each later
+    one, 10 steps: the first record projects from the first step alone and says so (16 + 9 x 10 = 106 kWh); the
+    next from the mean since the first step (17 + 8 x 1 = 25 kWh): the setup is counted once, not as a step; the
+    bar shows the trainer's figures (the CLI projected on its own before: 16 x 10 = 160 kWh)."""
+    gpu = ChargedGpu(10.0, 1.0)
+    config = tiny_config(run__max_steps=10, stop__eval_at_end=True, stop__eval_samples=8, stop__spread_seeds=1)
+    logs = Logs()
+    train(config, tmp_path / "run", tiny_data, tracker_for(gpu), objective=gpu.objective,
+          evaluator=CostlySetup(gpu, 6.0), callbacks=[logs])
+    first, second = logs.events[:2]
+    assert (first.step, first.warmup, first.projected_with_warmup) == (1, True, True)
+    assert first.energy_kwh == pytest.approx(16.0) and first.projected_energy_kwh == pytest.approx(106.0)
+    assert (second.step, second.warmup, second.projected_with_warmup) == (2, False, False)
+    assert second.projected_energy_kwh == pytest.approx(25.0)
+    assert logs.events[-1].projected_energy_kwh == pytest.approx(logs.events[-1].energy_kwh)  # at max_steps: the total
     shown = Kept()
-    shown.on_start("train", 100)
-    shown.on_log(log(10, 0.019, True))  # 10 Wh for the first step, 1 Wh for each of the next 9
-    first = shown._log_info(log(10, 0.019, True))
-    assert "400 img/s incl. warm-up" in first and "projected 190 Wh incl. warm-up" in first
-    later = shown._log_info(log(20, 0.029, False))
-    assert "1000 img/s ·" in later and "projected 109 Wh" in later and "warm-up" not in later
+    shown.on_start("train", 10)
+    assert "img/s incl. warm-up · 16.0 kWh · " in shown._log_info(first)
+    assert shown._log_info(first).endswith("CO2e · projected 106 kWh incl. warm-up")
+    assert shown._log_info(second).endswith("CO2e · projected 25.0 kWh") and "warm-up" not in shown._log_info(second)
     shown.on_end()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "loss" in r]
+    assert [r["projected_energy_kwh"] for r in logged[:2]] == pytest.approx([106.0, 25.0])
+    assert [r["projected_with_warmup"] for r in logged[:2]] == [True, False]

@@ -212,3 +212,25 @@ def test_callback_lets_a_tuner_stop_the_run_and_evaluates_at_the_end():
     final = trainer.events[-1]
     assert final["final"] and final["fid"] == 7.0 and told == [10.0, 12.0, 7.0]
     assert cb.final(trainer, 5) is None  # the step was just evaluated
+
+
+def test_the_budget_forecasts_from_the_segments_own_steps():
+    """6 kWh of setup before the first step, 1 kWh a step, a 13 kWh budget: the first step forecasts nothing (it
+    used to forecast 7 kWh, setup included, and stop at 7 kWh); later ones 1 kWh: the run stops at step 7, 13 kWh."""
+    rules = StoppingRules(budget_kwh=13.0)
+    rules.begin(0, 6.0)
+    reasons = [rules.on_step(step, 6.0 + step, 0.0) for step in range(1, 9)]
+    assert reasons[:6] == [None] * 6
+    assert reasons[6] == "energy budget: 13.0 kWh used, the next step would pass 13.0 kWh"
+
+
+def test_stop_reasons_print_fixed_point_numbers_with_units():
+    """Tiny budgets and metrics read as people read them (they printed "5e-05 kWh" and "4e-05" before)."""
+    rules = StoppingRules(budget_kwh=5e-5, budget_kgco2e=0.0)
+    rules.begin(0, 0.0)
+    assert rules.on_step(1, 6e-5, 3e-8) == "energy budget: 60.0 mWh used, the next step would pass 50.0 mWh"
+    carbon = StoppingRules(budget_kgco2e=2e-8)
+    carbon.begin(0, 0.0)
+    assert carbon.on_step(1, 6e-5, 3e-8) == "carbon budget: 0.0300 mg CO2e emitted, the next step would pass 0.0200 mg CO2e"
+    index, reason = feed(StoppingRules(target=5e-5), [1e-3, 4e-5])
+    assert reason == "target reached: 0.00004 <= 0.00005 at step 20"

@@ -5,25 +5,11 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from greendiff.cli._render import fmt_energy, fmt_mass, plain
+from greendiff.cli._render import fmt_duration, fmt_energy, fmt_mass, plain
 from greendiff.workflows._progress import Advance, ProgressEvent, SegmentStart, TimestepDone
 
 _STYLES = {"warning": "yellow"}
 _PHASES = {"eval": "evaluation", "wait": "paused"}  # a PhaseProgress's row label
-
-
-def fmt_duration(seconds: float) -> str:
-    """``36 s``, ``12 min``, ``11.5 h``: a duration for a line of text.
-
-    Example:
-        >>> fmt_duration(36), fmt_duration(720), fmt_duration(41_400)
-        ('36 s', '12 min', '11.5 h')
-    """
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 class RichProgress:
@@ -37,8 +23,6 @@ class RichProgress:
         self._bar: Progress | None = None
         self._task = None
         self._total = self._done = 0
-        self._start_step = 0  # the step the run (or the resumed segment) started at
-        self._steady: tuple[int, float] | None = None  # (step, kWh) of the segment's first log: past its warm-up
         self._phases: dict[str, object] = {}  # PhaseProgress rows shown now, by phase
 
     def on_start(self, label: str, total: int) -> None:
@@ -46,7 +30,7 @@ class RichProgress:
                              TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console,
                              transient=label == "taylor")
         self._task = self._bar.add_task(label, total=total, info="", count=f"0/{total}")
-        self._total, self._done, self._start_step, self._steady, self._phases = total, 0, 0, None, {}
+        self._total, self._done, self._phases = total, 0, {}
         self._bar.start()
 
     def on_end(self) -> None:
@@ -60,7 +44,6 @@ class RichProgress:
     def on_log(self, event: ProgressEvent) -> None:
         kind = type(event).__name__  # the trainer's events by name: torch is not imported for --help
         if isinstance(event, SegmentStart):
-            self._start_step = event.event.step
             self._header(event)
         elif isinstance(event, Advance):
             self._advance(event.units, event.info)
@@ -90,20 +73,13 @@ class RichProgress:
                              **({"info": info} if info else {}))
 
     def _log_info(self, event) -> str:
-        """The bar's text for a LogEvent. The segment's first record holds its first step (warm-up): its rate
-        and the projection from it say so; later projections use the energy per step since that record."""
-        if self._steady is None or event.warmup:
-            done = max(event.step - self._start_step, 1)
-            projected = event.energy_kwh * (1 + (self._total - event.step) / done)
-            self._steady = (event.step, event.energy_kwh)
-            rate, basis = f"{event.samples_per_s:.0f} img/s incl. warm-up", " incl. warm-up"
-        else:
-            step0, kwh0 = self._steady
-            per_step = (event.energy_kwh - kwh0) / max(event.step - step0, 1)
-            projected = event.energy_kwh + per_step * (self._total - event.step)
-            rate, basis = f"{event.samples_per_s:.0f} img/s", ""
+        """The bar's text for a LogEvent: the trainer's figures as they are. A rate or projection that includes the
+        segment's first step (warm-up) says so."""
+        rate = f"{event.samples_per_s:.0f} img/s" + (" incl. warm-up" if event.warmup else "")
+        projected = "" if event.projected_energy_kwh is None else (
+            f" · projected {fmt_energy(event.projected_energy_kwh)}" + (" incl. warm-up" if event.projected_with_warmup else ""))
         return (f"loss {event.loss:.4f} · {rate} · {fmt_energy(event.energy_kwh)} · "
-                f"{fmt_mass(event.emissions_kg)} CO2e · projected {fmt_energy(projected)}{basis}")
+                f"{fmt_mass(event.emissions_kg)} CO2e{projected}")
 
     def _phase(self, event) -> None:
         """A row under the bar for an evaluation's sampling or a pause's waiting, removed when it is done."""

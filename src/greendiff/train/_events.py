@@ -54,8 +54,11 @@ class LogEvent:
     so far (earlier segments of a resumed run included), the emissions priced like the ledger prices the run.
 
     ``samples_per_s`` is the throughput since the previous record. ``warmup`` is ``True`` when that interval
-    holds this segment's first step: a new configuration's warm-up (allocation, kernel selection, caches) can
-    cost ~10x a later step, so that figure is not the steady state (the next record's is).
+    holds this segment's first step: the warm-up (:data:`greendiff.plan.WARMUP_COST`: allocation,
+    kernel selection, caches), so that figure is not the steady state (the next record's is).
+    ``projected_energy_kwh`` is the run's energy at ``max_steps`` if the segment's energy per step holds
+    (:class:`~greendiff.train._pace.StepEnergy`: its own steps, the setup before them left out);
+    ``projected_with_warmup``: projected from the first step alone, so it includes the warm-up and errs high.
     """
 
     hook: ClassVar[str] = "on_log"
@@ -68,6 +71,8 @@ class LogEvent:
     emissions_kg: float
     ema_decay: float | None
     warmup: bool = False
+    projected_energy_kwh: float | None = None
+    projected_with_warmup: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)

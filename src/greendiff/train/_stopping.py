@@ -14,8 +14,10 @@ import logging
 import math
 from dataclasses import asdict, dataclass
 
+from greendiff.display import ENERGY_UNITS, band_text, energy_text, mass_text, plain_number
 from greendiff.train._callbacks import Stop
 from greendiff.train._events import EvalEvent, ForecastEvent
+from greendiff.train._pace import StepEnergy
 from greendiff.units import joules_to_kwh
 
 logger = logging.getLogger(__name__)
@@ -41,19 +43,25 @@ class StoppingRules:
             ``gain_window`` evaluations (0: off).
         target: Stop as soon as the metric is at or below this (0: off).
         budget_kwh / budget_kgco2e: Stop before the next step would exceed them (0: off), from the first
-            step: the next step is forecast at the energy per step measured so far (the first steps' warm-up
-            and any evaluation included, so the forecast errs high), with :attr:`reserve_kwh` kept for what
-            follows the stop; emissions are the run's as the ledger accounts them (each hour at its own
-            intensity, PUE included). Only a first step larger than the whole budget passes it.
+            step: the next step is forecast at the mean energy per step since the segment's first step (the
+            segment's own steps only: the setup before the first step, reference features included, and the
+            first step's warm-up are left out; evaluations stay in, they recur), with :attr:`reserve_kwh` kept
+            for what follows the stop; emissions are the run's as the ledger accounts them (each hour at its own
+            intensity, PUE included). After the first step no step is forecast yet (that step holds the
+            warm-up): the run stops there only if what it used, and the reserve, already pass a budget. So a
+            budget is passed only by a first step larger than it, or by the second step when the first left
+            less than a step of room.
         warmup_steps: Steps measured before the forecast of the run's total (:meth:`forecast`) and the
             learning-rate horizon (:meth:`steps_within_budget`) are made: the first steps' warm-up would
             inflate them. The budgets themselves hold from the first step.
         uncertainty_frac: Relative band of the energy figure, for the forecast's range.
+        pace: The segment's :class:`~greendiff.train._pace.StepEnergy` (the trainer's, begun just before the
+            segment's first step; default: one of its own, begun by :meth:`begin` or the first :meth:`on_step`).
     """
 
     def __init__(self, patience: int = 0, min_delta: float = 0.0, min_gain_per_kwh: float = 0.0,
                  gain_window: int = 3, target: float = 0.0, budget_kwh: float = 0.0, budget_kgco2e: float = 0.0,
-                 warmup_steps: int = 20, uncertainty_frac: float = 0.0) -> None:
+                 warmup_steps: int = 20, uncertainty_frac: float = 0.0, pace: StepEnergy | None = None) -> None:
         self.patience, self.min_delta = patience, min_delta
         self.min_gain_per_kwh, self.gain_window = min_gain_per_kwh, gain_window
         self.target = target
@@ -64,9 +72,7 @@ class StoppingRules:
         self.best_step = -1
         self.patience_reference = math.inf
         self.evals_since_best = 0
-        self.start_step: int | None = None  # where this segment began (steps done, kWh so far): :meth:`begin`
-        self.start_energy_kwh = 0.0
-        self._first: tuple[int, float] | None = None  # (step, kWh) after the segment's first step
+        self.pace = pace if pace is not None else StepEnergy()
         self.kg_per_kwh_now = 0.0  # emission factor of the latest step (PUE included)
         self.reserve_kwh = 0.0  # energy kept for after the stop (the closing evaluation), set by the caller
         self._last: tuple[float, float] | None = None  # (energy_kwh, emissions_kg) after the latest step
@@ -83,15 +89,15 @@ class StoppingRules:
         else:
             self.evals_since_best += 1
         if self.target > 0 and value <= self.target:
-            return f"target reached: {value:.4g} <= {self.target:g} at step {step}"
+            return f"target reached: {plain_number(value, 4)} <= {plain_number(self.target, 4)} at step {step}"
         if self.patience > 0 and self.evals_since_best >= self.patience:
-            return (f"no improvement of more than {self.min_delta:g} in {self.patience} evaluations "
-                    f"(best {self.best_value:.4g} at step {self.best_step})")
+            return (f"no improvement of more than {plain_number(self.min_delta, 4)} in {self.patience} evaluations "
+                    f"(best {plain_number(self.best_value, 4)} at step {self.best_step})")
         if self.min_gain_per_kwh > 0 and len(self.history) > self.gain_window:
             (_, e0, v0), (_, e1, v1) = self.history[-1 - self.gain_window], self.history[-1]
             if e1 > e0 and (v0 - v1) / (e1 - e0) < self.min_gain_per_kwh:
-                return (f"improvement per kWh fell to {(v0 - v1) / (e1 - e0):.4g} over the last {self.gain_window} "
-                        f"evaluations (< {self.min_gain_per_kwh:g})")
+                return (f"improvement per kWh fell to {plain_number((v0 - v1) / (e1 - e0), 4)} over the last "
+                        f"{self.gain_window} evaluations (< {plain_number(self.min_gain_per_kwh, 4)})")
         return None
 
     @property
@@ -101,24 +107,21 @@ class StoppingRules:
     # -- budgets ----------------------------------------------------------------------------------
 
     def begin(self, step: int, energy_kwh: float) -> None:
-        """A segment starts at ``step`` with ``energy_kwh`` used so far (a resumed run: its earlier segments)."""
-        self.start_step, self.start_energy_kwh, self._first = step, energy_kwh, None
+        """A segment's first step is ``step + 1``, with ``energy_kwh`` used before it (a resumed run: its earlier
+        segments; the setup before the step)."""
+        self.pace.begin(step, energy_kwh)
 
-    def _per_step_kwh(self, step: int, energy_kwh: float) -> float:
-        """The energy of the next step as measured so far: after the segment's first step, that step's own
-        (with the setup since the segment began: a high first estimate); from the second, the mean per step
-        since the first, which holds a new configuration's warm-up (up to ~10x a later step) and so would
-        overstate every later step (evaluations stay in: they recur)."""
-        if self._first is None or step <= self._first[0]:
-            return (energy_kwh - self.start_energy_kwh) / max(step - self.start_step, 1)
-        return (energy_kwh - self._first[1]) / (step - self._first[0])
+    def _warming_up(self, step: int) -> bool:
+        """Fewer than ``warmup_steps`` steps of the segment measured (or none)."""
+        return self.pace.start is None or step - self.pace.start[0] < self.warmup_steps
 
     def forecast(self, step: int, energy_kwh: float, emissions_kg: float, max_steps: int) -> Forecast | None:
-        """Totals at ``max_steps`` if the measured energy per step holds, the rest emitted at the latest
-        step's emission factor; ``None`` during warm-up."""
-        if self.start_step is None or step - self.start_step < self.warmup_steps:
+        """Totals at ``max_steps`` if the measured energy per step (:class:`~greendiff.train._pace.StepEnergy`)
+        holds, the rest emitted at the latest step's emission factor; ``None`` during warm-up."""
+        projected = None if self._warming_up(step) else self.pace.projected_kwh(step, energy_kwh, max_steps)
+        if projected is None:
             return None
-        total = energy_kwh + self._per_step_kwh(step, energy_kwh) * (max_steps - step)
+        total = projected[0]
         u = self.uncertainty_frac
         emissions = emissions_kg + (total - energy_kwh) * self.kg_per_kwh_now
         return Forecast(total, emissions, total * (1 - u), total * (1 + u))
@@ -135,11 +138,10 @@ class StoppingRules:
             >>> rules.steps_within_budget(20, 0.2, 0.1)  # 0.01 kWh per step: the budget ends at step 100
             100
         """
-        if self.start_step is None or step - self.start_step < self.warmup_steps or not (self.budget_kwh or self.budget_kgco2e):
+        pace = None if self._warming_up(step) or not (self.budget_kwh or self.budget_kgco2e) else self.pace.at(step, energy_kwh)
+        if pace is None or pace.kwh_per_step <= 0:
             return None
-        per_step = self._per_step_kwh(step, energy_kwh)
-        if per_step <= 0:
-            return None
+        per_step = pace.kwh_per_step
         limits = [self.budget_kwh] if self.budget_kwh else []
         if self.budget_kgco2e and self.kg_per_kwh_now > 0:
             limits.append(energy_kwh + (self.budget_kgco2e - emissions_kg) / self.kg_per_kwh_now)
@@ -148,35 +150,38 @@ class StoppingRules:
     def on_step(self, step: int, energy_kwh: float, emissions_kg: float) -> str | None:
         """After a step, with the run's energy and emissions so far (the ledger's accounting): stop if the
         next step (and :attr:`reserve_kwh`) would take the run past a budget, from the first step on. The next
-        step is forecast at the energy per step measured so far (:meth:`_per_step_kwh`: after the first step,
-        that step's; then the mean since it), emitting at the emission factor of the latest step (on an hourly
-        grid the intensity of the hour it runs in, not an average over the run).
+        step is forecast at the mean energy per step since the segment's first step
+        (:class:`~greendiff.train._pace.StepEnergy`), emitting at the emission factor of the latest step (on an
+        hourly grid the intensity of the hour it runs in, not an average over the run). After the first step
+        none is forecast (it holds the warm-up, :data:`greendiff.plan.WARMUP_COST`): the run stops only if a
+        budget is already passed with the reserve.
 
         Example:
             >>> rules = StoppingRules(budget_kwh=1.0)
             >>> rules.begin(0, 0.0)
-            >>> rules.on_step(1, 0.4, 0.2) is None  # the first step took 0.4 kWh: a second fits
+            >>> rules.on_step(1, 0.4, 0.2) is None  # the first step took 0.4 kWh (warm-up): not a forecast
             True
             >>> rules.on_step(2, 0.55, 0.27) is None  # 0.15 kWh a step since the first
             True
             >>> rules.on_step(4, 0.9, 0.45)  # 0.1667 a step: a fifth would pass 1 kWh
-            'energy budget: 0.9 kWh used, the next step would pass 1 kWh'
+            'energy budget: 900 Wh used, the next step would pass 1.00 kWh'
         """
-        if self.start_step is None:  # not begun: a fresh run counts from step 0; a resumed one from its first step
+        if not self.pace.begun:  # not begun: a fresh run counts from step 0; a resumed one from its first step
             self.begin(*((0, 0.0) if step <= 1 else (step, energy_kwh)))
-        if self._first is None and step > self.start_step:
-            self._first = (step, energy_kwh)
+        self.pace.record(step, energy_kwh)
         self._measure_factor(energy_kwh, emissions_kg)
         if not (self.budget_kwh or self.budget_kgco2e):
             return None
-        per_step = self._per_step_kwh(step, energy_kwh) if step > self.start_step else 0.0
+        pace = self.pace.at(step, energy_kwh)
+        per_step = pace.kwh_per_step if pace is not None and not pace.with_warmup else 0.0
         after = " and the closing evaluation" if self.reserve_kwh > 0 else ""
         if self.budget_kwh and energy_kwh + per_step + self.reserve_kwh > self.budget_kwh:
-            return f"energy budget: {energy_kwh:.4g} kWh used, the next step{after} would pass {self.budget_kwh:g} kWh"
+            return (f"energy budget: {energy_text(energy_kwh)} used, the next step{after} would pass "
+                    f"{energy_text(self.budget_kwh)}")
         reserve_kg = self.reserve_kwh * self.kg_per_kwh_now
         if self.budget_kgco2e and emissions_kg + per_step * self.kg_per_kwh_now + reserve_kg > self.budget_kgco2e:
-            return (f"carbon budget: {emissions_kg:.4g} kgCO2e emitted, the next step{after} would pass "
-                    f"{self.budget_kgco2e:g} kgCO2e")
+            return (f"carbon budget: {mass_text(emissions_kg)} CO2e emitted, the next step{after} would pass "
+                    f"{mass_text(self.budget_kgco2e)} CO2e")
         return None
 
     def _measure_factor(self, energy_kwh: float, emissions_kg: float) -> None:
@@ -235,11 +240,6 @@ class StopCallback:
     @property
     def budgets(self) -> bool:
         return bool(self.rules.budget_kwh or self.rules.budget_kgco2e)
-
-    def on_train_start(self, trainer, event) -> None:
-        """The segment's start: where the budgets' energy per step is measured from."""
-        if self.budgets:
-            self.rules.begin(event.step, joules_to_kwh(trainer.energy_so_far_j()))
 
     def on_step_end(self, trainer, outcome) -> Stop | None:
         if not outcome.updated:
@@ -304,9 +304,10 @@ class StopCallback:
         trainer.emit(ForecastEvent(step, **asdict(projected)))
         budget_kwh, budget_kg = self.rules.budget_kwh, self.rules.budget_kgco2e
         if (budget_kwh and projected.energy_kwh > budget_kwh) or (budget_kg and projected.emissions_kg > budget_kg):
-            logger.warning("forecast %.3g kWh (%.3g-%.3g), %.3g kgCO2e exceeds the budget: the run will stop early",
-                           projected.energy_kwh, projected.energy_kwh_low, projected.energy_kwh_high,
-                           projected.emissions_kg)
+            logger.warning("forecast %s (%s), %s CO2e exceeds the budget: the run will stop early",
+                           energy_text(projected.energy_kwh),
+                           band_text(projected.energy_kwh_low, projected.energy_kwh_high, ENERGY_UNITS, projected.energy_kwh),
+                           mass_text(projected.emissions_kg))
 
     def state_dict(self) -> dict:
         return {"rules": self.rules.state_dict(), "last_eval_kwh": self.last_eval_kwh,

@@ -32,6 +32,7 @@ from greendiff.train._events import (
     EndEvent, LogEvent, PauseEvent, PauseStartEvent, PhaseProgress, RanksInSyncEvent, StartEvent, StoppedEvent,
 )
 from greendiff.train._images import save_grid
+from greendiff.train._pace import StepEnergy
 from greendiff.train._step import (
     BatchStream, DataFailed, StepBatch, TrainState, data_failure, setup, step_generator, train_step, update_marker,
 )
@@ -160,12 +161,13 @@ def run_class_names(config: TrainConfig, data: Data) -> tuple[str, ...]:
     return DIGIT_CLASSES if not names and config.data.dataset.lower() in BUILTIN else names
 
 
-def stopping_callback(config: TrainConfig, tracker) -> StopCallback:
-    """The stopping rules ``config.stop`` asks for, as the trainer's last callback."""
+def stopping_callback(config: TrainConfig, tracker, pace: StepEnergy | None = None) -> StopCallback:
+    """The stopping rules ``config.stop`` asks for, as the trainer's last callback; ``pace``: the trainer's
+    measure of the energy per step (the budgets forecast the next step from it)."""
     stop, run = config.stop, config.run
     rules = StoppingRules(stop.patience, stop.min_delta, stop.min_gain_per_kwh, stop.gain_window, stop.target,
                           stop.budget_kwh, stop.budget_kgco2e, stop.budget_warmup_steps,
-                          max((d.uncertainty_frac for d in tracker.monitor.devices), default=0.0))
+                          max((d.uncertainty_frac for d in tracker.monitor.devices), default=0.0), pace)
     return StopCallback(rules, run.max_steps, stop.metric, stop.eval_every, stop.eval_every_kwh, stop.spread_seeds,
                         stop.fit_schedule, stop.eval_at_end)
 
@@ -208,10 +210,11 @@ class Trainer:
         self.stream = BatchStream(data, config.optim.batch_size, self.dist.world_size, self.dist.rank, run.seed,
                                   run.max_steps)
         self.totals = RunTotals(tracker, self.dist)
+        self.pace = StepEnergy()  # the segment's energy per step, from its own steps (begun before the first)
         self.writer = MetricsWriter(run_dir / "metrics.jsonl")
         self.callbacks = CallbackList([self.writer, DivergenceGuard(run.max_bad_steps, run.max_steps),
                                        LogSchedule(run.log_every, run.max_steps), *callbacks,
-                                       stopping_callback(config, tracker)])
+                                       stopping_callback(config, tracker, self.pace)])
         parts = {**self.callbacks.stateful(), RunTotals.state_key: self.totals}
         self.state = setup(config, self.family, data.channels, self.dist.world_size, parts)
         self.objective = objective or self.family.loss
@@ -320,12 +323,23 @@ class Trainer:
         return StepBatch(x0, self.family.loss_inputs(batch, state.device))
 
     def log_event(self, step: int, samples_per_s: float, warmup: bool = False) -> LogEvent:
-        """The progress record of ``step``: energy (kWh) and CO2e (kg) so far as the ledger accounts them;
-        ``warmup``: the throughput's interval holds the segment's first step."""
-        ema = self.state.objects.ema
+        """The progress record of ``step``: energy (kWh) and CO2e (kg) so far as the ledger accounts them, and the
+        energy projected at ``max_steps`` from the segment's energy per step (:class:`StepEnergy`: from its first
+        step alone, warm-up included, until a second is measured); ``warmup``: the throughput's interval holds
+        the segment's first step."""
+        ema, used_kwh = self.state.objects.ema, joules_to_kwh(self.energy_so_far_j())
+        projected, with_warmup = self.pace.projected_kwh(step, used_kwh, self.config.run.max_steps) or (None, False)
         return LogEvent(step, self.last_loss, self.state.objects.lr_scheduler.get_last_lr()[0], samples_per_s,
-                        joules_to_kwh(self.energy_so_far_j()), self.emissions_so_far_kg(),
-                        ema.cur_decay_value if ema is not None else None, warmup)
+                        used_kwh, self.emissions_so_far_kg(), ema.cur_decay_value if ema is not None else None, warmup,
+                        projected, with_warmup)
+
+    def _measure_pace(self) -> None:
+        """Before the segment's first step (after its ``on_step_begin``: setup and a pause before it are no
+        step's) and after it: the two readings :attr:`pace` measures the energy per step from."""
+        if not self.pace.begun:
+            self.pace.begin(self.step, joules_to_kwh(self.energy_so_far_j()))
+        elif self.pace.wants_record and self.step > self.pace.start[0]:
+            self.pace.record(self.step, joules_to_kwh(self.energy_so_far_j()))
 
     # -- the run -----------------------------------------------------------------------------------------------------
 
@@ -373,9 +387,11 @@ class Trainer:
                 if self.interrupt_requested():
                     return "interrupted", ""
                 begun, marker = state.step, update_marker(state.objects.optimizer)
+                self._measure_pace()
                 generator = step_generator(run.seed + 1_000_003 * self.dist.rank, state.step)
                 outcome = train_step(state, self.draw_batch(state.step), self.objective, generator, self.config,
                                      self.dist, self.tracker)
+                self._measure_pace()
                 if outcome.updated:
                     self.last_loss = outcome.loss
                 if (stop := self.callbacks.first_stop("on_step_end", self, outcome)) is not None:
