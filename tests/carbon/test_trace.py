@@ -206,9 +206,19 @@ def test_a_trace_is_labelled_by_its_own_resolution(step, label):
     t0 = datetime(2024, 3, 1, tzinfo=UTC)
     rows = "".join(f"{(t0 + i * step).isoformat()},{100 + i}\n" for i in range(4))
     result = TraceProvider(parse("timestamp,intensity\n" + rows)).intensity(t0, t0 + 2 * step)
-    assert result.kind == label
+    assert (result.kind, result.resolution) == ("trace", label)
+    typical = TraceProvider(parse("timestamp,intensity\n" + rows)).intensity  # kind stays one of three words
+    assert typical(t0, t0 + step).kind in ("static", "trace", "live")
 
 
 def test_the_bundled_traces_are_hourly():
-    assert TraceProvider(bundled_trace("CISO")).intensity(datetime(2022, 6, 1, tzinfo=UTC),
-                                                          datetime(2022, 6, 1, 2, tzinfo=UTC)).kind == "hourly"
+    result = TraceProvider(bundled_trace("CISO")).intensity(datetime(2022, 6, 1, tzinfo=UTC),
+                                                            datetime(2022, 6, 1, 2, tzinfo=UTC))
+    assert (result.kind, result.resolution) == ("trace", "hourly")
+
+
+def test_a_yearly_table_says_its_resolution():
+    from greendiff.carbon import country_provider
+
+    result = country_provider("FRA").intensity(datetime(2022, 6, 1, tzinfo=UTC), datetime(2022, 6, 1, 2, tzinfo=UTC))
+    assert (result.kind, result.resolution) == ("static", "yearly")

@@ -36,7 +36,7 @@ def test_hugging_face_trainer_is_measured_and_logs_energy(tmp_path):
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert [h["step"] for h in logged] == [2, 4, 6]
     energies = [h["energy_kwh"] for h in logged]
-    assert energies == sorted(energies) and 0 < energies[-1] <= summary.energy_kwh and all("co2e_kg" in h for h in logged)
+    assert energies == sorted(energies) and 0 < energies[-1] <= summary.energy_kwh and all("emissions_kg" in h for h in logged)
     (run,) = Ledger(tmp_path / "l.sqlite").list_runs()
     assert run.name == "hf-tiny" and run.assumptions["location"]["country"] == "FRA"
 
@@ -85,7 +85,7 @@ def test_lightning_fit_is_measured_logged_and_resumable(tmp_path):
     with open(tmp_path / "logs" / "v0" / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("energy_kwh")]
     assert rows and [float(r["energy_kwh"]) for r in rows] == sorted(float(r["energy_kwh"]) for r in rows)
-    assert all(r["co2e_kg"] for r in rows)
+    assert all(r["emissions_kg"] for r in rows)
     ckpt = tmp_path / "ckpt.ckpt"
     trainer.save_checkpoint(ckpt)
     resumed, _ = fit(12, str(ckpt), "v1")

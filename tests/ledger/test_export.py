@@ -11,8 +11,8 @@ import pytest
 from greendiff import __version__
 from greendiff.errors import UserInputError
 from greendiff.ledger import (
-    CODECARBON_COLUMNS, append_codecarbon_csv, codecarbon_csv, country_of, json_summary, model_card_data,
-    model_card_yaml, one_unit, place_name, without_cli_hints,
+    CODECARBON_COLUMNS, append_codecarbon_csv, codecarbon_csv, intensity_citation, model_card_data, model_card_yaml,
+    without_cli_hints,
 )
 from tests.ledger.summaries import CLOUD, COUNTRY, GRID, TYPICAL_YEAR
 
@@ -35,7 +35,8 @@ def test_codecarbon_country_name_of_a_cloud_region_and_a_grid():
     row = next(csv.DictReader(io.StringIO(codecarbon_csv([CLOUD]))))
     assert (row["country_name"], row["country_iso_code"], row["cloud_provider"], row["cloud_region"]) == (
         "Belgium", "BEL", "gcp", "europe-west1")
-    assert country_of({"grid": "CISO"}) == ("United States", "USA") and country_of({}) == ("", "")
+    row = next(csv.DictReader(io.StringIO(codecarbon_csv([GRID]))))
+    assert (row["country_name"], row["country_iso_code"], row["region"]) == ("United States", "USA", "CISO")
 
 
 # A row as CodeCarbon 3.x's FileOutput writes it (pandas to_csv of EmissionsData: naive local timestamp, repr floats).
@@ -91,14 +92,6 @@ def test_appending_to_a_file_without_a_final_newline(tmp_path):
     assert [r["project_name"] for r in csv.DictReader(path.open())] == ["codecarbon", "unet-tiny"]
 
 
-def test_place_names():
-    assert place_name({"country": "FRA"}) == "France"
-    assert place_name({"cloud": "gcp:europe-west1", "country": "BEL"}) == "Google Cloud europe-west1 (Belgium)"
-    assert place_name({"grid": "CISO"}) == "California (grid CISO), United States"
-    assert place_name({"grid": "/data/my-grid.csv", "country": "DEU"}) == "the grid of intensity trace my-grid.csv, Germany"
-    assert place_name({"cloud": "aws:nowhere-9"}) == "AWS nowhere-9" and place_name({}) == ""
-
-
 def test_cli_hints_are_dropped_from_pasted_text():
     assert without_cli_hints(COUNTRY["pue"]["source"]) == "default 1.0: no facility overhead counted (on-premise machine)"
     assert without_cli_hints("LOCATION UNKNOWN: world-average intensity used; emissions may be off by 10x. "
@@ -145,12 +138,18 @@ def test_model_card_data_is_huggingface_hubs_and_training_type_is_checked():
         model_card_data(COUNTRY, "training")
 
 
-def test_json_has_one_unit_per_quantity():
-    exported = json.loads(json_summary(COUNTRY))
-    assert "energy_j" not in exported and exported["energy_kwh"] == 0.5
-    assert exported["devices"][0]["emissions_kg"] == pytest.approx(0.0112) and "emissions_g" not in exported["devices"][0]
-    assert exported["phases"][0] == {"name": "train", "count": 100, "duration_s": 5000.0, "energy_kwh": 0.45,
-                                     "emissions_kg": pytest.approx(0.0252)}
-    ca = {"emissions_g": 500.0, "saved_g": 20.0, "waited_h": 1.0, "energy_by_device_j": {"gpu:0": 3.6e6}}
-    assert one_unit(ca) == {"emissions_kg": 0.5, "saved_kg": 0.02, "waited_h": 1.0, "energy_by_device_kwh": {"gpu:0": 1.0}}
-    assert one_unit(copy.deepcopy(COUNTRY))["location"] == COUNTRY["location"]
+def test_one_citation_names_the_intensitys_year_once():
+    assert intensity_citation("EIA-930 hourly CISO 2022", 2022) == "EIA-930 hourly CISO 2022"
+    assert intensity_citation("Google Cloud region carbon data", 2024) == "Google Cloud region carbon data, 2024"
+    assert intensity_citation("a table", None) == "a table; year not stated"
+    assert intensity_citation("UK Carbon Intensity API (national)", None, "live") == "UK Carbon Intensity API (national)"
+
+
+def test_model_card_source_and_statement_cite_the_year_with_the_one_function():
+    from greendiff.report import emissions_statement
+    from greendiff.tracking import RunSummary
+
+    undated = {**copy.deepcopy(COUNTRY), "intensity": {**COUNTRY["intensity"], "source": "a table", "year": None}}
+    source = model_card_data(undated).co2_eq_emissions["source"]
+    assert "grid intensity: a table; year not stated; PUE" in source
+    assert "(a table; year not stated; a yearly average)" in emissions_statement(RunSummary.from_dict(undated))

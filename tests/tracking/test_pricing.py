@@ -26,10 +26,10 @@ def test_a_run_past_a_short_trace_keeps_the_traces_resolution(tmp_path, step, la
     provider = _trace(tmp_path, step, [100.0, 300.0, 200.0, 200.0])  # mean 200 g over its span
     end = T0 + 4 * step
     inside = provider.intensity(T0, end)
-    assert inside.kind == label and inside.year == 2024
+    assert (inside.kind, inside.resolution, inside.year) == ("trace", label, 2024)
     partly = provider.intensity(T0 + 2 * step, end + step)  # its last two intervals, then one past its end
-    assert (partly.kind, partly.year) == (label, 2024)
+    assert (partly.kind, partly.resolution, partly.year) == ("trace", label, 2024)
     assert partly.mean_g_per_kwh() == pytest.approx(200.0) and "outside it priced at the trace's mean" in partly.fallback
     wholly = provider.intensity(end + timedelta(days=1), end + timedelta(days=1, hours=1))  # no overlap at all
-    assert (wholly.kind, wholly.year) == (label, 2024)
+    assert (wholly.kind, wholly.resolution, wholly.year) == ("trace", label, 2024)
     assert wholly.mean_g_per_kwh() == pytest.approx(200.0) and wholly.fallback.endswith("(fallback)")

@@ -132,3 +132,34 @@ def test_phase_energy_counts_sub_phases_and_nothing_else():
     assert s.phase("train") == phases[0]
     assert s.phase("checkpoint") is None and s.phase_energy_kwh("checkpoint") == 0.0
     assert s.phase_energy_kwh("evaluation") == pytest.approx(1.0)
+
+
+def test_a_summary_stored_with_a_traces_resolution_as_its_kind_reads_as_a_trace():
+    old = {**json.loads(json.dumps(EXPECTED)), "intensity": {**EXPECTED["intensity"], "kind": "half-hourly"}}
+    intensity = RunSummary.from_dict(old).intensity
+    assert (intensity.kind, intensity.resolution) == ("trace", "half-hourly")
+    stored = RunSummary.from_dict(old).to_dict()["intensity"]
+    assert (stored["kind"], stored["resolution"]) == ("trace", "half-hourly") and parse_summary({**old, "intensity": stored})
+    static = RunSummary.from_dict(EXPECTED).intensity
+    assert (static.kind, static.resolution) == ("static", None)
+
+
+def test_the_public_form_has_one_unit_per_quantity():
+    books = {"policy": "p", "pauses": 1, "waited_h": 1.0, "active_h": 0.5, "emissions_g": 500.0,
+             "straight_through_g": 520.0, "saved_g": 20.0, "saved_frac": 0.04, "deadline": None, "met_deadline": None}
+    s = _recorded_run().with_extra({"carbon_aware": books, "prior_energy_kwh": 0.25})
+    public = s.to_public_dict()
+    assert "energy_j" not in public and public["energy_kwh"] == pytest.approx(1.5) and public["emissions_kg"] == pytest.approx(0.45)
+    assert public["devices"][0] == {"key": "gpu:0", "kind": "gpu", "name": "G", "method": "counter", "scope": "device",
+                                    "uncertainty_frac": 0.05, "note": "", "energy_kwh": 1.0,
+                                    "emissions_kg": pytest.approx(0.3)}
+    assert public["phases"][0] == {"name": "train", "count": 2, "duration_s": 1000.0, "energy_kwh": pytest.approx(0.75),
+                                   "energy_by_device_kwh": pytest.approx({"gpu:0": 0.75, "cpu:0": 0.0}),
+                                   "emissions_kg": pytest.approx(0.225)}
+    ca = public["carbon_aware"]
+    assert (ca["emissions_kg"], ca["straight_through_kg"], ca["saved_kg"], ca["waited_h"]) == (0.5, 0.52, 0.02, 1.0)
+    assert not {"emissions_g", "straight_through_g", "saved_g"} & set(ca)
+    assert public["prior_energy_kwh"] == 0.25 and public["intensity"] == s.to_dict()["intensity"]
+    text = json.dumps(public)
+    for suffix in ('_j"', '_g"', '_j":', '_g":'):
+        assert suffix not in text, suffix

@@ -152,10 +152,10 @@ def test_a_trace_that_ends_mid_run_prices_the_rest_at_its_mean(tmp_path):
     samples = [Sample(t(11).timestamp(), 0.0, {"gpu:0": 0.0}), Sample(t(13).timestamp(), 0.0, {"gpu:0": 3.6e6})]
     s = summarize(record, samples, [], provider, Pue(1.0, "t"))
     assert s.emissions_kg == pytest.approx((0.5 * 300 + 0.5 * 200) / 1e3, rel=1e-3)
-    assert "the 60 min outside it priced at the trace's mean, 200 gCO2e/kWh (fallback)" in s.intensity.fallback
+    assert "the 1.00 h outside it priced at the trace's mean, 200 gCO2e/kWh (fallback)" in s.intensity.fallback
     # wholly outside: the trace's mean throughout
     outside = provider.intensity(t(20), t(21))
-    assert outside.mean_g_per_kwh() == 200.0 and "the 60 min outside it" in outside.fallback
+    assert outside.mean_g_per_kwh() == 200.0 and "the 1.00 h outside it" in outside.fallback
 
 
 def test_a_run_whose_trace_is_gone_is_priced_from_its_country_table(tmp_path):
@@ -252,6 +252,16 @@ def test_loop_tracker_reports_the_ledgers_co2e(tmp_path, monkeypatch):
     loop.begin()
     clock[0] += 1200  # 00:50 to 01:10, 1 kWh: half at 100, half at 400
     add(meter, 3.6e6, 0.0)
-    assert loop.metrics() == pytest.approx({"energy_kwh": 1.0, "co2e_kg": 0.25})
+    assert loop.metrics() == pytest.approx({"energy_kwh": 1.0, "emissions_kg": 0.25})
     assert loop.state_dict() == pytest.approx({"energy_j": 3.6e6, "emissions_kg": 0.25})
     assert loop.end().emissions_kg == pytest.approx(0.25)
+
+
+def test_a_pue_with_its_source_is_taken_by_the_constructor(tmp_path):
+    from greendiff.errors import UserInputError
+
+    tracker = Tracker("t", pue=Pue(1.2, "the run's location (run/location.toml)"), ledger=tmp_path / "l.sqlite")
+    assert tracker.pue == Pue(1.2, "the run's location (run/location.toml)")
+    assert Tracker("t", pue=1.3, ledger=tmp_path / "l.sqlite").pue == Pue(1.3, "given by the user")
+    with pytest.raises(UserInputError, match="PUE must be >= 1.0"):
+        Tracker("t", pue=Pue(0.9, "a typo"), ledger=tmp_path / "l.sqlite")

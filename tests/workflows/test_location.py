@@ -15,7 +15,7 @@ from greendiff.workflows import (
     DistillJob, DistillStepsJob, EvalJob, MeasurementOptions, PruneJob, SampleJob, TrainJob, resolve_settings,
     run_distill, run_distill_steps, run_eval, run_prune, run_sample, run_train,
 )
-from greendiff.workflows._measurement import LOCATION_FILE, RunLocation, place_name
+from greendiff.workflows._measurement import LOCATION_FILE, RunLocation
 from tests.workflows.conftest import TINY
 from tests.workflows.test_sample_eval_progress import Recorder
 
@@ -138,16 +138,27 @@ def test_a_grid_file_is_kept_as_an_absolute_path(tmp_path, monkeypatch):
     assert settings.stored == RunLocation(grid=str(tmp_path / "trace.csv"))
 
 
-def test_place_names_say_where_in_words_from_the_ledgers_one_table_with_the_code():
-    """The ledger's name (the statement's and exports') with the code the flags take where the name lacks it;
-    before, workflows kept a table of its own ("grid CISO", "gcp:europe-west1 (...)")."""
-    from greendiff import ledger
+def test_notes_name_places_with_carbons_one_place_name_and_its_code(tmp_path, monkeypatch):
+    """The note names the place as statements and exports do (:func:`greendiff.carbon.place_name`), with the code
+    the flags take; workflows keeps no place-name function of its own."""
+    import greendiff.workflows._measurement as measurement
+    from greendiff.carbon import place_name
 
-    assert place_name(Location(country="DEU")) == "Germany (DEU)" == f"{ledger.place_name({'country': 'DEU'})} (DEU)"
-    assert place_name(Location(grid="ciso")) == "California (grid CISO), United States"
-    assert place_name(Location(cloud="gcp:europe-west1")) == "Google Cloud europe-west1 (Belgium; gcp:europe-west1)"
-    assert place_name(Location(grid="/data/trace.csv")) == "the grid of intensity trace trace.csv (/data/trace.csv)"
-    assert place_name(Location()) == "the world average"
+    assert not hasattr(measurement, "place_name") or measurement.place_name is place_name
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCATION_FILE).write_text('country = "DEU"\n')
+    settings = resolve_settings(bare(None), run, env={})
+    assert settings.note.startswith("priced at Germany (DEU), the run's location")
+    moved = resolve_settings(bare(None), run, env={"GREENDIFF_CLOUD": "gcp:europe-west1"})
+    assert moved.note == ("priced at Google Cloud europe-west1 (Belgium; gcp:europe-west1) from GREENDIFF_CLOUD "
+                          "(this machine), not at the run's location Germany (DEU)")
+
+
+def test_an_inherited_pue_goes_into_the_tracker_with_its_source(tmp_path, fra_run):
+    settings = resolve_settings(bare(tmp_path / "l.sqlite"), fra_run, env={})
+    tracker = settings.tracker("t", "sample", "greendiff sample")
+    assert (tracker.pue.value, tracker.pue.source) == (1.2, f"the run's location ({fra_run / LOCATION_FILE})")
 
 
 _CORRUPT = [

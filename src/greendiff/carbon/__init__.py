@@ -20,35 +20,58 @@ from __future__ import annotations
 
 from greendiff.carbon._accounting import account
 from greendiff.carbon._intensity import (
+    INTENSITY_KINDS,
     LATEST_SUPPORTED,
     MAX_PLAUSIBLE_G_PER_KWH,
     Intensity,
+    IntensityKind,
     IntensityProvider,
     IntensitySegment,
+    basis_text,
     check_supported,
     resolution_label,
 )
 from greendiff.carbon._live import LiveDataError, LiveProvider, default_cache_dir
 from greendiff.carbon._location import (
+    CLOUD_NAMES,
     CLOUD_PUE,
+    DEFAULT_PUE,
+    ENV_CLOUD,
+    ENV_COUNTRY,
+    ENV_GRID,
+    ENV_PUE,
+    INDUSTRY_PUE,
     Location,
     Pue,
+    is_default_pue,
     parse_positive,
     pue_bounds,
     resolve_location,
     resolve_pue,
 )
+from greendiff.carbon._places import country_of, place_name
 from greendiff.carbon._resolve import resolve_provider
-from greendiff.carbon._static import WorldAverageProvider, cloud_provider, cloud_table, country_provider, country_table
+from greendiff.carbon._static import (
+    WorldAverageProvider,
+    cloud_provider,
+    cloud_table,
+    country_provider,
+    country_table,
+    unsourced_cloud_regions,
+)
 from greendiff.carbon._trace import BUNDLED_GRIDS, HourlyTrace, TraceProvider, bundled_trace, load_trace, parse_trace_csv
 
 __all__ = [
     # where, and with what overhead
-    "Location", "Pue", "CLOUD_PUE", "resolve_location", "resolve_pue", "pue_bounds", "parse_positive",
+    "Location", "Pue", "CLOUD_NAMES", "CLOUD_PUE", "DEFAULT_PUE", "INDUSTRY_PUE", "is_default_pue", "resolve_location",
+    "resolve_pue", "pue_bounds", "parse_positive", "ENV_COUNTRY", "ENV_CLOUD", "ENV_GRID", "ENV_PUE",
+    # where, in words
+    "place_name", "country_of",
     # the grid's intensity
-    "Intensity", "IntensityProvider", "IntensitySegment", "resolve_provider", "WorldAverageProvider",
-    "country_provider", "country_table", "cloud_provider", "cloud_table", "check_supported", "LATEST_SUPPORTED",
-    "MAX_PLAUSIBLE_G_PER_KWH", "default_cache_dir", "LiveProvider", "LiveDataError", "resolution_label",
+    "Intensity", "IntensityKind", "INTENSITY_KINDS", "IntensityProvider", "IntensitySegment", "resolve_provider",
+    "WorldAverageProvider", "country_provider", "country_table", "cloud_provider", "cloud_table",
+    "unsourced_cloud_regions", "check_supported", "LATEST_SUPPORTED", "MAX_PLAUSIBLE_G_PER_KWH", "default_cache_dir",
+    "LiveProvider", "LiveDataError", "resolution_label", "basis_text",
     # hourly traces
     "BUNDLED_GRIDS", "HourlyTrace", "TraceProvider", "bundled_trace", "load_trace", "parse_trace_csv",
     # pricing energy

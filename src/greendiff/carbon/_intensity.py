@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Literal
 
 from greendiff.errors import UserInputError
 
@@ -27,6 +28,13 @@ class IntensitySegment:
     intensity_g_per_kwh: float
 
 
+#: What an :class:`Intensity` is: a yearly table figure, a recorded series, or a live API's answer.
+IntensityKind = Literal["static", "trace", "live"]
+INTENSITY_KINDS: tuple[str, ...] = ("static", "trace", "live")
+#: The resolution of a yearly table's figure.
+YEARLY = "yearly"
+
+
 @dataclass(frozen=True)
 class Intensity:
     """Intensity over a time range, with what it is and where it comes from.
@@ -34,17 +42,20 @@ class Intensity:
     Attributes:
         segments: Contiguous segments covering the requested range; a yearly table gives one.
         source: Dataset and key, e.g. ``"OWID/Ember country table: FRA (France), 2022"``.
-        kind: ``"static"`` (yearly average), ``"live"`` (API), or a trace's own resolution, as
-            :func:`resolution_label` words it: ``"hourly"``, ``"half-hourly"``, ``"15-minute"``, ``"10-second"``.
+        kind: What the figure is: ``"static"`` (a yearly average from a table), ``"trace"`` (a recorded
+            series: the bundled EIA-930 hours or a user's CSV) or ``"live"`` (an API).
         year: Year of the data when it is not the year of use.
         notes: Warnings that must travel with the figure (unknown location, fallbacks, typical year).
+        resolution: The series' step in words, as :func:`resolution_label` gives it (``"hourly"``,
+            ``"half-hourly"``, ``"10-second"``); ``"yearly"`` for a table; None when not known.
     """
 
     segments: tuple[IntensitySegment, ...]
     source: str
-    kind: str
+    kind: IntensityKind
     year: int | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    resolution: str | None = None
 
     def mean_g_per_kwh(self) -> float:
         """Time-weighted mean over the segments."""
@@ -97,7 +108,7 @@ def check_supported(moment: datetime, what: str = "time") -> datetime:
 
 
 def resolution_label(step: timedelta) -> str:
-    """A series' step in words, as its :attr:`Intensity.kind`: ``"hourly"``, ``"half-hourly"``, ``"daily"``, else
+    """A series' step in words, as its :attr:`Intensity.resolution`: ``"hourly"``, ``"half-hourly"``, ``"daily"``, else
     ``"<n>-<unit>"`` in the largest whole unit (``"15-minute"``, ``"10-second"``, ``"2-hour"``, ``"0.5-second"``).
 
     Example:
@@ -115,7 +126,28 @@ def resolution_label(step: timedelta) -> str:
 
 
 def constant(start: datetime, end: datetime, g_per_kwh: float, source: str,
-             kind: str = "static", year: int | None = None,
-             notes: tuple[str, ...] = ()) -> Intensity:
-    """One segment of constant intensity over the range."""
-    return Intensity((IntensitySegment(as_utc(start), as_utc(end), g_per_kwh),), source, kind, year, notes)
+             kind: IntensityKind = "static", year: int | None = None,
+             notes: tuple[str, ...] = (), resolution: str | None = YEARLY) -> Intensity:
+    """One segment of constant intensity over the range (a yearly table's figure, unless told otherwise)."""
+    return Intensity((IntensitySegment(as_utc(start), as_utc(end), g_per_kwh),), source, kind, year, notes, resolution)
+
+
+_BASIS = {YEARLY: "a yearly average", "hourly": "hour by hour", "half-hourly": "half-hour by half-hour",
+          "daily": "day by day"}
+
+
+def basis_text(kind: str, resolution: str | None) -> str:
+    """How a figure was applied, in words for a statement: ``"a yearly average"``, ``"hour by hour"``,
+    ``"half-hour by half-hour"``, ``"in 10-second steps"``, ``"live data"``. Also reads summaries stored
+    before ``resolution`` was kept, whose ``kind`` was the resolution (``"hourly"``).
+
+    Example:
+        >>> basis_text("static", "yearly"), basis_text("trace", "10-second"), basis_text("hourly", None)
+        ('a yearly average', 'in 10-second steps', 'hour by hour')
+    """
+    if kind == "static":
+        return _BASIS[YEARLY]
+    step = resolution if resolution else (None if kind in INTENSITY_KINDS else kind)
+    if step is None:
+        return "live data" if kind == "live" else "a recorded series"
+    return _BASIS.get(step, f"in {step} steps")

@@ -20,10 +20,27 @@ CLOUD_PUE: dict[str, tuple[float, str]] = {
     "aws": (1.15, "AWS global PUE 1.15 (AWS 2023 sustainability report)"),
     "azure": (1.18, "Microsoft Azure design PUE ~1.18 (Microsoft datacenter fact sheet)"),
 }
+#: The cloud providers of the bundled tables (the ``PROVIDER`` of ``--cloud PROVIDER:REGION``), as people name them.
+CLOUD_NAMES: dict[str, str] = {
+    "gcp": "Google Cloud", "aws": "AWS", "azure": "Microsoft Azure", "ovh": "OVHcloud", "scaleway": "Scaleway",
+    "coreweave": "CoreWeave", "seeweb": "Seeweb",
+}
 #: The PUE of a run that names none and no cloud: an on-premise machine, no facility overhead. The text is
 #: data (it travels into summaries, statements and exports), so it tells no one what to type; a data centre
-#: averages 1.58 (Uptime Institute 2023), which the CLI says beside it.
+#: averages :data:`INDUSTRY_PUE`, which the CLI says beside it.
 DEFAULT_PUE = (1.0, "default 1.0: no facility overhead counted (on-premise machine)")
+
+
+@dataclass(frozen=True)
+class Pue:
+    """Power usage effectiveness (facility energy / IT energy) and where the figure comes from."""
+
+    value: float
+    source: str
+
+
+#: The average data centre's PUE (tables/SOURCES.md): what a facility adds when its own figure is not known.
+INDUSTRY_PUE = Pue(1.58, "industry average 1.58 (Uptime Institute Global Data Center Survey 2023)")
 
 
 @dataclass(frozen=True)
@@ -54,14 +71,6 @@ class Location:
     @property
     def cloud_provider(self) -> str | None:
         return self.cloud.split(":", 1)[0].lower() if self.cloud else None
-
-
-@dataclass(frozen=True)
-class Pue:
-    """Power usage effectiveness (facility energy / IT energy) and where the figure comes from."""
-
-    value: float
-    source: str
 
 
 def resolve_location(country: str | None = None, cloud: str | None = None, grid: str | None = None,
@@ -107,3 +116,8 @@ def resolve_pue(pue: float | str | None, location: Location, env: Mapping[str, s
     if provider is not None:
         return Pue(DEFAULT_PUE[0], f"no published PUE for provider {provider!r}; " + DEFAULT_PUE[1])
     return Pue(*DEFAULT_PUE)
+
+
+def is_default_pue(pue: Pue) -> bool:
+    """Whether ``pue`` is :data:`DEFAULT_PUE`, chosen because nobody gave one (a reader may say how to give one)."""
+    return pue.value == DEFAULT_PUE[0] and pue.source.endswith(DEFAULT_PUE[1])

@@ -25,7 +25,11 @@ from greendiff.carbon._intensity import (
 from greendiff.errors import UserInputError
 
 _HOURLY = resources.files("greendiff.carbon") / "tables" / "hourly"
-BUNDLED_GRIDS = ("AZPS", "BPAT", "CISO", "ERCO", "MISO", "NYIS", "PJM", "SOCO", "WAAT")
+#: The bundled US balancing authorities (EIA-930 hourly 2022): code -> the region it serves, in words.
+BUNDLED_GRIDS: dict[str, str] = {
+    "AZPS": "Arizona", "BPAT": "Pacific Northwest", "CISO": "California", "ERCO": "Texas", "MISO": "Midwest",
+    "NYIS": "New York", "PJM": "Mid-Atlantic", "SOCO": "Southeast", "WAAT": "Upper Great Plains West",
+}
 _INTENSITY_COLUMNS = ("intensity", "avg_CI", "carbon_intensity", "intensity_g_per_kwh")
 _DAY = timedelta(days=1)
 
@@ -67,7 +71,8 @@ class HourlyTrace:
 
     @property
     def resolution(self) -> str:
-        """The trace's step in words (``"hourly"``, ``"10-second"``): the kind of every :class:`Intensity` it gives."""
+        """The trace's step in words (``"hourly"``, ``"10-second"``): the resolution of every :class:`Intensity` it
+        gives."""
         return resolution_label(self.step)
 
     @property
@@ -217,7 +222,8 @@ class TraceProvider(IntensityProvider):
         start, end = as_utc(start), as_utc(end)
         trace = self.trace
         if trace.start <= start and end <= trace.end:
-            return Intensity(tuple(trace.segments(start, end)), trace.source, trace.resolution, trace.start.year)
+            return Intensity(tuple(trace.segments(start, end)), trace.source, "trace", trace.start.year,
+                             resolution=trace.resolution)
         if not trace.covers_a_year:
             raise TraceCoverageError(f"trace {trace.source} covers {trace.start.isoformat()} to {trace.end.isoformat()}, "
                                      f"not {start.isoformat()} to {end.isoformat()}, and is shorter than a year, so it "
@@ -233,7 +239,8 @@ class TraceProvider(IntensityProvider):
                 stop = self._before_jump(t, min(stop, trace.start) if t < trace.start else stop)
             segments.append(IntensitySegment(t, stop, trace.values_g_per_kwh[i]))
             t = stop
-        return Intensity(tuple(segments), trace.source, trace.resolution, trace.start.year, (self._note(start, end),))
+        return Intensity(tuple(segments), trace.source, "trace", trace.start.year, (self._note(start, end),),
+                         trace.resolution)
 
     def _typical(self, moment: datetime) -> datetime:
         """The moment of the trace that stands for ``moment`` (outside the trace) in a typical year."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -16,8 +15,9 @@ from rich.console import Console
 from greendiff.cli._options import SAMPLE_INTERVAL, check_output, name_option, number_option, with_measurement
 from greendiff.cli._render import render_summary
 from greendiff.errors import UserInputError
+from greendiff.files import atomic_write_text
 from greendiff.names import display_path
-from greendiff.tracking import CommandError
+from greendiff.tracking import CommandError, RunSummary, public_json
 from greendiff.workflows import MeasureJob, MeasurementOptions, NullProgress, run_measure
 
 STDOUT = "-"  #: ``--json -``: the summary on stdout, the command's own stdout moved to stderr
@@ -45,12 +45,12 @@ def measure(
         _fail(exc)
     if outcome.summary is not None:
         if target == STDOUT:
-            typer.echo(json.dumps(outcome.summary.to_dict(), indent=2))
+            typer.echo(public_json(outcome.summary))
         else:
             console = Console(stderr=True)
             render_summary(outcome.summary, console)
             if target is not None:
-                _write_json(outcome.summary.to_dict(), target, outcome.run_id, console)
+                _write_json(outcome.summary, target, outcome.run_id, console)
     raise typer.Exit(outcome.exit_code)
 
 
@@ -87,11 +87,11 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _write_json(summary: dict, path: Path, run_id: int, console: Console) -> None:
-    """The summary written to ``path`` (a line says where); a failure to write is a warning: the run is in the
-    ledger."""
+def _write_json(summary: RunSummary, path: Path, run_id: int, console: Console) -> None:
+    """The summary (:func:`greendiff.tracking.public_json`, as ``runs show --json`` prints it) written whole to
+    ``path`` (a line says where); a failure to write is a warning: the run is in the ledger."""
     try:
-        path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(path, public_json(summary) + "\n")
     except OSError as exc:
         typer.echo(f"greendiff: warning: could not write --json {display_path(path)} ({exc.strerror}); it is "
                    f"ledger run {run_id}", err=True)

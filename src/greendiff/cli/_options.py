@@ -194,17 +194,9 @@ def run_option(flag: str, help: str, **kwargs) -> Any:
 
 
 def run_directory(ref: str, ledger: Path | None) -> Path:
-    """The run directory a :func:`run_option` names: the directory itself, or the one ledger run ``ref`` of
-    ``ledger`` (None: GREENDIFF_LEDGER or the default) records; a one-line error when it has none. The ledger is
-    opened only for an id (``./12`` names a folder called 12)."""
-    from greendiff.train import is_ledger_id, resolve_run_dir  # torch: once a command runs, not for --help
+    """The run directory a :func:`run_option` names (:func:`greendiff.train.resolve_run_dir`, the one resolver):
+    the directory itself, or the one ledger run ``ref`` of ``ledger`` (None: GREENDIFF_LEDGER or the default)
+    records; a one-line error when it has none, or when ``ref`` is both an id and a folder here."""
+    from greendiff.train import resolve_run_dir  # torch: once a command runs, not for --help
 
-    if not is_ledger_id(ref):
-        return Path(ref)
-    from greendiff.ledger import Ledger
-
-    opened = Ledger(ledger)
-    try:
-        return resolve_run_dir(ref, opened)
-    finally:
-        opened.close()
+    return resolve_run_dir(ref, ledger)

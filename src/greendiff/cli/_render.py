@@ -1,5 +1,8 @@
 """Rich tables for run summaries, readable at 80 columns: long names fold inside their column, figures never
-break, and every figure is printed by the report's one formatter (fixed-point, scaled, unit printed)."""
+break, and every figure is printed by the report's one formatter (fixed-point, scaled, unit printed).
+
+The summary's texts state facts (they travel into statements and exports); what to type about them is the
+CLI's to say, here, when it renders them (:func:`pue_line`, :func:`note_line`)."""
 
 from __future__ import annotations
 
@@ -8,8 +11,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from greendiff.carbon import INDUSTRY_PUE, Pue, is_default_pue
 from greendiff.display import ENERGY_UNITS, MASS_UNITS, band_text, duration_text, energy_text, mass_text
-from greendiff.tracking import RunSummary
+from greendiff.tracking import IntensityUsed, PueUsed, RunSummary
 from greendiff.units import G_PER_KG, joules_to_kwh
 
 
@@ -39,6 +43,37 @@ def table(*columns: str, title: object = None, figures: tuple[str, ...] = (), wo
     return out
 
 
+#: What a user types to price a run somewhere: said beside the world-average note.
+LOCATION_HINT = "Pass --country ISO3, --cloud PROVIDER:REGION or --grid NAME."
+_WORLD_AVERAGE_NOTE = "LOCATION UNKNOWN"
+
+
+def pue_line(pue: PueUsed) -> str:
+    """``PUE: 1.00, <source>``; the default PUE (nobody gave one) with how to give one and the average data
+    centre's figure (:data:`greendiff.carbon.INDUSTRY_PUE`)."""
+    line = f"PUE: {pue.value:.2f}, {pue.source}"
+    if is_default_pue(Pue(pue.value, pue.source)):
+        line += (f"; pass --pue for a data centre (industry average {INDUSTRY_PUE.value:.2f}, "
+                 "Uptime Institute 2023)")
+    return line
+
+
+def note_line(note: str) -> str:
+    """A summary's note as printed: the world-average note with how to give a location (unless an older
+    run's note says it already)."""
+    if note.startswith(_WORLD_AVERAGE_NOTE) and "--country" not in note:
+        return f"{note} {LOCATION_HINT}"
+    return note
+
+
+def intensity_line(intensity: IntensityUsed) -> str:
+    """``intensity: 56 gCO2e/kWh, <source> (yearly)``: the figure, its source and its resolution."""
+    what = intensity.resolution or intensity.kind
+    if intensity.kind == "live":
+        what = f"live, {intensity.resolution}" if intensity.resolution else "live"
+    return f"intensity: {intensity.mean_g_per_kwh:.0f} gCO2e/kWh, {intensity.source} ({what})"
+
+
 def render_summary(summary: RunSummary, console: Console) -> None:
     """Devices, phases, totals with bands, and every assumption."""
     devices = table("device", "name", "method", "energy", "±", "CO2e", figures=("energy", "±", "CO2e"),
@@ -62,12 +97,11 @@ def render_summary(summary: RunSummary, console: Console) -> None:
                   f"CO2e: [bold]{fmt_mass(summary.emissions_kg)}[/] ({mass_band})", highlight=False)
     console.print(f"time: {fmt_duration(summary.duration_s)} wall · {fmt_duration(summary.cpu_time_s)} CPU",
                   highlight=False)
-    console.print(plain(f"intensity: {intensity.mean_g_per_kwh:.0f} gCO2e/kWh, {intensity.source} ({intensity.kind})"),
-                  highlight=False)
-    console.print(plain(f"PUE: {pue.value:.2f}, {pue.source}"), highlight=False)
+    console.print(plain(intensity_line(intensity)), highlight=False)
+    console.print(plain(pue_line(pue)), highlight=False)
     for note in [*summary.notes, *intensity.notes]:
-        loud = note.startswith("LOCATION UNKNOWN") or note == intensity.fallback
-        console.print(plain(f"· {note}"), style="bold yellow" if loud else "dim", highlight=False)
+        loud = note.startswith(_WORLD_AVERAGE_NOTE) or note == intensity.fallback
+        console.print(plain(f"· {note_line(note)}"), style="bold yellow" if loud else "dim", highlight=False)
     if summary.carbon_aware:
         render_carbon_aware(summary.carbon_aware, console)
 

@@ -5,23 +5,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
 import typer
 from rich.console import Console
 
-from greendiff.cli._options import COUNT, RUN_ID, LedgerPath, check_output, name_option, number_option
+from greendiff.cli._options import COUNT, LedgerPath, check_output, name_option, number_option
 from greendiff.cli._render import fmt_energy, fmt_mass, plain, render_summary, table
 from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
-from greendiff.ledger import (
-    TRAINING_TYPES, Ledger, RunRecord, append_codecarbon_csv, codecarbon_csv, flat_csv, json_summary, model_card_yaml,
-    one_unit,
-)
 from greendiff.display import duration_text
-from greendiff.tracking import RunSummary, run_summary
+from greendiff.ledger import TRAINING_TYPES, Ledger, append_codecarbon_csv, codecarbon_csv, flat_csv, model_card_yaml
+from greendiff.tracking import RunSummary, public_json, run_summary
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -35,18 +31,11 @@ RUN_HELP = "A ledger id (see 'greendiff runs list') or a run directory."
 WIDE_COLUMNS = 120
 
 
-def resolve_ref(ref: str, ledger: Ledger) -> tuple[RunRecord, Path | None]:
-    """The run ``ref`` names: a ledger id or a run directory (``greendiff.train.resolve_run``). A number out
-    of the ledger's range (``0``, ``-3``) is refused as a run id, in one line."""
+def _summaries(refs: Sequence[str], db: Ledger) -> list[RunSummary]:
+    """The summaries of the runs ``refs`` name (``greendiff.train.resolve_run``: a ledger id or a run directory)."""
     from greendiff.train import resolve_run  # torch: imported when a run is read, not for --help
 
-    if re.fullmatch(r"\s*[+-]?[0-9]+\s*", ref):
-        RUN_ID.parse(ref.strip(), "run id")
-    return resolve_run(ref, ledger)
-
-
-def _summaries(refs: Sequence[str], db: Ledger) -> list[RunSummary]:
-    return [run_summary(db, resolve_ref(ref, db)[0]) for ref in refs]
+    return [run_summary(db, resolve_run(ref, db)[0]) for ref in refs]
 
 
 @runs_app.command("list")
@@ -101,7 +90,7 @@ def show_run(
     db = Ledger(ledger)
     (summary,) = _summaries([run], db)
     if as_json:
-        typer.echo(json_summary(summary.to_dict()))
+        typer.echo(public_json(summary))
     else:
         render_summary(summary, Console())
 
@@ -109,23 +98,23 @@ def show_run(
 Format = Literal["codecarbon", "csv", "json", "model-card", "statement"]
 
 
-def export_text(fmt: Format, summaries: list[dict], training_type: str) -> str:
-    """The text of an export of ``summaries`` (stored form) in ``fmt``."""
+def export_text(fmt: Format, summaries: list[RunSummary], training_type: str) -> str:
+    """The text of an export of ``summaries`` in ``fmt`` (the tools' schemas read the stored form; JSON is
+    :func:`greendiff.tracking.public_json`, one object for one run, a list for several)."""
     if fmt in ("model-card", "statement") and len(summaries) > 1:
         raise UserInputError(f"-f {fmt} describes one run: give one run")
+    stored = [s.to_dict() for s in summaries]
     if fmt == "codecarbon":
-        return codecarbon_csv(summaries)
+        return codecarbon_csv(stored)
     if fmt == "csv":
-        return flat_csv(summaries)
+        return flat_csv(stored)
     if fmt == "model-card":
-        return model_card_yaml(summaries[0], training_type)
+        return model_card_yaml(stored[0], training_type)
     if fmt == "statement":
         from greendiff.report import emissions_statement
 
-        return emissions_statement(RunSummary.from_dict(summaries[0])) + "\n"
-    if len(summaries) == 1:
-        return json_summary(summaries[0]) + "\n"
-    return json.dumps([one_unit(s) for s in summaries], indent=2, sort_keys=True) + "\n"
+        return emissions_statement(summaries[0]) + "\n"
+    return public_json(summaries[0] if len(summaries) == 1 else summaries) + "\n"
 
 
 @runs_app.command("export")
@@ -144,13 +133,14 @@ def export_run(
     if output is not None:
         check_output(output)
     db = Ledger(ledger)
-    summaries = [s.to_dict() for s in _summaries(runs, db)]  # exports read the stored form
+    summaries = _summaries(runs, db)
     text = export_text(fmt, summaries, training_type)
     if output is None:
         typer.echo(text, nl=False)
         return
     try:
-        backup = append_codecarbon_csv(output, summaries) if fmt == "codecarbon" else atomic_write_text(output, text)
+        backup = (append_codecarbon_csv(output, [s.to_dict() for s in summaries]) if fmt == "codecarbon"
+                  else atomic_write_text(output, text))
     except OSError as exc:
         raise UserInputError(f"cannot write {output}: {exc.strerror}") from None
     if backup is not None:  # as CodeCarbon does with a file of another format

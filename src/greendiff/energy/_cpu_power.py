@@ -128,7 +128,7 @@ def resolve_cpu_power(cpu: CpuInfo, cpu_watts: float | None = None) -> CpuPower:
         if not cpu_watts > 0:
             raise UserInputError(f"--cpu-watts must be a positive number of watts, got {cpu_watts}")
         return CpuPower(cpu_watts / cpu.logical_cpus_per_package, "estimate:user-watts-cputime",
-                        f"user --cpu-watts {cpu_watts:g} W / {cpu.logical_cpus_per_package} logical CPUs per package")
+                        f"{cpu_watts:g} W given by the user / {cpu.logical_cpus_per_package} logical CPUs per package")
     match = lookup_tdp_w(cpu.model_name)
     if match is not None and not cpu.virtualized:
         table_name, tdp_w = match

@@ -90,7 +90,7 @@ class EnergyMonitor:
                 notes.extend(f"GPU: {d.key} {d.name} via {d.method}" for d in gpu.devices())
         if options.measure_node:
             cpu = read_cpuinfo()
-            rapl, rapl_note = (None, "RAPL not used: --cpu-watts given") if options.cpu_watts is not None \
+            rapl, rapl_note = (None, "RAPL not used: CPU power given by the user") if options.cpu_watts is not None \
                 else RaplMeter.create(options.powercap_root, cpu.model_name)
             if rapl is not None:
                 meters.append(rapl)

@@ -49,12 +49,12 @@ class LoopTracker:
             self._open = None
 
     def metrics(self) -> dict[str, float]:
-        """``energy_kwh`` and ``co2e_kg`` so far (this process and earlier segments); the CO2e as the ledger
+        """``energy_kwh`` and ``emissions_kg`` so far (this process and earlier segments); the CO2e as the ledger
         accounts it (:meth:`Tracker.emissions_so_far_kg`: each hour at its own intensity, with the PUE)."""
         if not self.started or self.tracker.summary is not None:
             return {}
         energy_j = self.prior_energy_j + self._read_j() - self._baseline_j
-        return {"energy_kwh": joules_to_kwh(energy_j), "co2e_kg": self.prior_emissions_kg + self.tracker.emissions_so_far_kg()}
+        return {"energy_kwh": joules_to_kwh(energy_j), "emissions_kg": self.prior_emissions_kg + self.tracker.emissions_so_far_kg()}
 
     def end(self, status: str = "completed") -> RunSummary | None:
         if not self.started or self.tracker.summary is not None:

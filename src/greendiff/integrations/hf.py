@@ -8,7 +8,7 @@ Example::
 
     trainer = Trainer(model=model, args=args, train_dataset=data)
     GreendiffCallback(name="bert-finetune", location=Location(country="FRA")).attach(trainer)
-    trainer.train()   # logs now carry energy_kwh and co2e_kg; the ledger has the run
+    trainer.train()   # logs now carry energy_kwh and emissions_kg; the ledger has the run
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from greendiff.tracking import RunSummary, Tracker
 class GreendiffCallback(TrainerCallback):
     """Measures a ``Trainer`` run: a ``train`` window per optimizer step, the whole run in the ledger.
 
-    Energy so far (``energy_kwh``) and CO2e so far (``co2e_kg``) are added to every log record, so
+    Energy so far (``energy_kwh``) and CO2e so far (``emissions_kg``) are added to every log record, so
     ``report_to`` integrations (TensorBoard, MLflow, W&B) record them beside the loss: use
     :meth:`attach`, which puts this callback before them. Only the main process measures (``is_world_process_zero``).
 

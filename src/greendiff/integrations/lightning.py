@@ -7,7 +7,7 @@ Example::
     from greendiff.integrations.lightning import GreendiffCallback
 
     trainer = lightning.Trainer(max_epochs=3, callbacks=[GreendiffCallback(location=Location(cloud="gcp:europe-west1"))])
-    trainer.fit(model, data)   # every logger gets energy_kwh and co2e_kg; the ledger has the run
+    trainer.fit(model, data)   # every logger gets energy_kwh and emissions_kg; the ledger has the run
 """
 
 from __future__ import annotations

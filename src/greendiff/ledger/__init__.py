@@ -1,7 +1,8 @@
 """The ledger of tracked runs: one SQLite file (:func:`default_ledger_path`, or ``GREENDIFF_LEDGER``) holding
 every run's devices, assumptions, periodic energy samples, phase windows and summary, written safely by
 several processes at once; and its exports other tools read (CodeCarbon's ``emissions.csv``, Hugging Face
-model-card metadata, a flat CSV, JSON in one unit per quantity) with the place names they give.
+model-card metadata, a flat CSV) with the words they use (hardware, the intensity's citation; places are
+:func:`greendiff.carbon.place_name`'s).
 
 Example:
     >>> import pathlib, tempfile
@@ -18,8 +19,8 @@ from __future__ import annotations
 
 from greendiff.ledger._db import MAX_RUN_ID, Ledger, default_ledger_path, process_alive
 from greendiff.ledger._export import (
-    CODECARBON_COLUMNS, CODECARBON_TIME_FORMAT, TRAINING_TYPES, append_codecarbon_csv, codecarbon_csv, country_of,
-    flat_csv, hardware_text, json_summary, model_card_data, model_card_yaml, one_unit, place_name, without_cli_hints,
+    CODECARBON_COLUMNS, CODECARBON_TIME_FORMAT, TRAINING_TYPES, append_codecarbon_csv, codecarbon_csv, flat_csv,
+    hardware_text, intensity_citation, model_card_data, model_card_yaml, without_cli_hints,
 )
 from greendiff.ledger._records import (
     BadRecordError, RunRecord, Sample, WindowTotal, is_number, load_json_file, parse_carbon_aware, parse_summary,
@@ -30,8 +31,7 @@ __all__ = [
     "Ledger", "RunRecord", "Sample", "WindowTotal", "default_ledger_path", "process_alive", "MAX_RUN_ID",
     # reading stored records back, checked
     "BadRecordError", "is_number", "load_json_file", "parse_carbon_aware", "parse_summary",
-    # exports, and the words they use for places and hardware
+    # exports, and the words they use for hardware and for the intensity's source
     "CODECARBON_COLUMNS", "CODECARBON_TIME_FORMAT", "TRAINING_TYPES", "append_codecarbon_csv", "codecarbon_csv",
-    "flat_csv", "json_summary", "model_card_data", "model_card_yaml", "one_unit",
-    "country_of", "hardware_text", "place_name", "without_cli_hints",
+    "flat_csv", "model_card_data", "model_card_yaml", "hardware_text", "intensity_citation", "without_cli_hints",
 ]

@@ -1,17 +1,20 @@
 """Exports of a run summary that other tools read: CodeCarbon's ``emissions.csv``, the Hugging Face
-model-card metadata, a flat CSV and JSON; and the place names they (and the emissions statement) give.
+model-card metadata and a flat CSV; and the words they (and the emissions statement) use for hardware and
+for where an intensity figure comes from (:func:`intensity_citation`). Places are named by
+:func:`greendiff.carbon.place_name`.
 
 They read a summary in its stored form, the JSON object the ledger keeps (``runs.summary_json``,
 checked by :func:`greendiff.ledger.parse_summary`): the ledger sits below ``tracking``, whose typed
-``RunSummary.to_dict()`` gives exactly this object. Machine-readable outputs use one unit per quantity:
-energy in kWh, CO2e in kg (CodeCarbon's own columns, and the Hub's ``co2_eq_emissions.emissions`` in
-grams, follow their tool's schema).
+``RunSummary.to_dict()`` gives exactly this object (its JSON for people and scripts is
+``RunSummary.to_public_dict()``). Machine-readable outputs use one unit per quantity: energy in kWh, CO2e
+in kg (CodeCarbon's own columns, and the Hub's ``co2_eq_emissions.emissions`` in grams, follow their tool's
+schema).
 
 Example:
-    >>> place_name({"country": "FRA"}), place_name({"cloud": "gcp:europe-west1"}), place_name({"grid": "CISO"})
-    ('France', 'Google Cloud europe-west1 (Belgium)', 'California (grid CISO), United States')
-    >>> one_unit({"energy_j": 7.2e6, "energy_kwh": 2.0, "emissions_g": 500.0})
-    {'energy_kwh': 2.0, 'emissions_kg': 0.5}
+    >>> intensity_citation("Our World in Data / Ember country table: FRA (France), 2023", 2023)
+    'Our World in Data / Ember country table: FRA (France), 2023'
+    >>> intensity_citation("EIA-930 hourly average intensity, CISO", 2022)
+    'EIA-930 hourly average intensity, CISO, 2022'
 """
 
 from __future__ import annotations
@@ -19,19 +22,18 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import json
 import math
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 
 from greendiff import __version__
-from greendiff.carbon import cloud_table, country_table
+from greendiff.carbon import country_of, place_name
+from greendiff.display import plain_number
 from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
-from greendiff.units import G_PER_KG, J_PER_KWH, joules_to_kwh, kwh_to_joules
+from greendiff.units import G_PER_KG, joules_to_kwh, kwh_to_joules
 
 # Column order of CodeCarbon's emissions.csv (``EmissionsData`` of CodeCarbon 3.x).
 CODECARBON_COLUMNS = (
@@ -47,79 +49,7 @@ CODECARBON_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 #: The ``training_type`` values of the Hub's ``co2_eq_emissions`` metadata.
 TRAINING_TYPES = ("pre-training", "fine-tuning")
 
-# -- places ----------------------------------------------------------------------------------------
-
-#: The regions of the bundled US balancing authorities (EIA-930), for place names.
-_GRID_REGIONS = {"AZPS": "Arizona", "BPAT": "Pacific Northwest", "CISO": "California", "ERCO": "Texas",
-                 "MISO": "Midwest", "NYIS": "New York", "PJM": "Mid-Atlantic", "SOCO": "Southeast",
-                 "WAAT": "Upper Great Plains West"}
-_CLOUD_NAMES = {"gcp": "Google Cloud", "aws": "AWS", "azure": "Microsoft Azure", "ovh": "OVHcloud",
-                "scaleway": "Scaleway", "coreweave": "CoreWeave", "seeweb": "Seeweb"}
-
-
-@functools.cache
-def _country_codes() -> dict[str, str]:
-    """Country name (lower case) -> ISO-3 code, from the country table."""
-    return {row.name.lower(): code for code, row in country_table().items()}
-
-
-def _country(text: str | None) -> tuple[str, str]:
-    """``(name, ISO-3 code)`` of a country given by code or by name; ``("", "")`` when unknown."""
-    if not text:
-        return "", ""
-    row = country_table().get(text.upper())
-    if row is not None:
-        return row.name, row.key
-    code = _country_codes().get(text.lower(), "")
-    return (country_table()[code].name if code else text), code
-
-
-def country_of(location: Mapping) -> tuple[str, str]:
-    """``(country name, ISO-3 code)`` of a run's location: its country, else its cloud region's, else the
-    United States for a bundled US grid; ``("", "")`` when none is known."""
-    if location.get("country"):
-        return _country(location["country"])
-    row = cloud_table().get((location.get("cloud") or "").lower())
-    if row is not None and row.country:
-        return _country(row.country)
-    if (location.get("grid") or "").upper() in _GRID_REGIONS:
-        return _country("USA")
-    return "", ""
-
-
-def _cloud_place(cloud: str) -> str:
-    provider, _, region = cloud.partition(":")
-    name = f"{_CLOUD_NAMES.get(provider.lower(), provider)} {region}"
-    row = cloud_table().get(cloud.lower())
-    if row is None:
-        return name
-    where = row.name
-    country = _country(row.country)[0] if row.country else ""
-    if country and country not in where and row.country not in where:
-        where = f"{where}, {country}"
-    return f"{name} ({where})"
-
-
-def _grid_place(grid: str) -> str:
-    region = _GRID_REGIONS.get(grid.upper())
-    if region is not None:
-        return f"{region} (grid {grid.upper()}), United States"
-    return f"the grid of intensity trace {Path(grid).name}"
-
-
-def place_name(location: Mapping | None) -> str:
-    """Where a run was priced, in words: the most specific of its grid, cloud region and country (the one
-    its intensity came from), ``"France"``, ``"Google Cloud europe-west1 (Belgium)"``; ``""`` when unknown."""
-    location = location or {}
-    if location.get("grid"):
-        place = _grid_place(location["grid"])
-    elif location.get("cloud"):
-        place = _cloud_place(location["cloud"])
-    else:
-        return country_of(location)[0]
-    country = _country(location.get("country"))[0]
-    return f"{place}, {country}" if country and country not in place else place
-
+# -- words ------------------------------------------------------------------------------------------
 
 def hardware_text(devices: list[Mapping]) -> str:
     """The processors a run used, counted: ``"2 x NVIDIA H200, AMD EPYC 9654"`` (``""`` when none)."""
@@ -241,11 +171,16 @@ def append_codecarbon_csv(path: Path, summaries: list[dict]) -> Path | None:
 
 # -- Hugging Face model card -----------------------------------------------------------------------
 
+#: Significant digits that give back any float exactly (IEEE 754 double: 17).
+_EXACT_DIGITS = 17
+
+
 def _fixed_float(dumper, value: float):
-    """A float as YAML in fixed-point notation (``0.0000049``, never ``4.9e-06``: the Hub reads that as 4.9)."""
+    """A float as YAML in fixed-point notation (``0.0000049``, never ``4.9e-06``: the Hub reads that as 4.9),
+    exactly (:func:`greendiff.display.plain_number` at 17 digits), with a point so that YAML reads a float."""
     if not math.isfinite(value):
         return dumper.represent_float(value)
-    text = format(Decimal(repr(value)), "f")
+    text = plain_number(value, _EXACT_DIGITS)
     return dumper.represent_scalar("tag:yaml.org,2002:float", text if "." in text else f"{text}.0")
 
 
@@ -260,10 +195,17 @@ def _card_dumper():
     return FixedPointDumper
 
 
+def intensity_citation(source: str, year: int | None, kind: str = "static") -> str:
+    """An intensity's source with its data year, once: ``"Our World in Data / Ember ..., 2023"``. A figure of
+    no stated year says so, except a live one (its data are of the run's own hours)."""
+    if year is None:
+        return source if kind == "live" else f"{source}; year not stated"
+    return source if str(year) in source else f"{source}, {year}"
+
+
 def _source(summary: dict) -> str:
     intensity, pue = summary["intensity"], summary["pue"]
-    year = intensity.get("year")
-    cited = intensity["source"] if not year or str(year) in intensity["source"] else f"{intensity['source']}, {year}"
+    cited = intensity_citation(intensity["source"], intensity.get("year"), intensity["kind"])
     return (f"greendiff {__version__}, measured per device ({', '.join(summary['methods'])}); grid intensity: {cited}; "
             f"PUE {pue['value']:.2f} ({without_cli_hints(pue['source'])})")
 
@@ -283,6 +225,7 @@ def _greendiff_block(summary: dict) -> dict:
         "run_id": summary["run_id"], "run_name": summary["name"], "location": location, **figures,
         "intensity_g_per_kwh": _six(intensity["mean_g_per_kwh"]), "intensity_source": intensity["source"],
         "intensity_year": intensity.get("year"), "intensity_kind": intensity["kind"],
+        "intensity_resolution": intensity.get("resolution"),
         "pue": summary["pue"]["value"], "pue_source": without_cli_hints(summary["pue"]["source"]),
         "notes": [without_cli_hints(n) for n in intensity.get("notes", [])],
         "uncertainty": summary.get("uncertainty") or "", "version": __version__,
@@ -317,7 +260,7 @@ def model_card_yaml(summary: dict, training_type: str = "pre-training") -> str:
                      allow_unicode=True, width=100)
 
 
-# -- flat CSV and JSON -----------------------------------------------------------------------------
+# -- flat CSV ---------------------------------------------------------------------------------
 
 def flat_row(summary: dict) -> dict[str, object]:
     """One run as a flat table row: totals with their bands, intensity, PUE and their sources, and the
@@ -349,40 +292,3 @@ def flat_csv(summaries: list[dict]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
-
-
-_TO_ONE_UNIT = (("_j", "_kwh", J_PER_KWH), ("_g", "_kg", G_PER_KG))
-
-
-def one_unit(value: object) -> object:
-    """A stored summary (or any part) with one unit per quantity: every ``*_j`` in kWh (``*_kwh``), every ``*_g``
-    in kg (``*_kg``), dicts of them too (``energy_by_device_j`` -> ``energy_by_device_kwh``); a field already
-    present in the target unit is kept and its twin dropped."""
-    if isinstance(value, list):
-        return [one_unit(v) for v in value]
-    if not isinstance(value, Mapping):
-        return value
-    out: dict[str, object] = {}
-    for key, item in value.items():
-        for old, new, per in _TO_ONE_UNIT:
-            if isinstance(key, str) and key.endswith(old):
-                target = key[: -len(old)] + new
-                if target not in value:
-                    out[target] = _divided(item, per)
-                break
-        else:
-            out[key] = one_unit(item)
-    return out
-
-
-def _divided(item: object, per: float) -> object:
-    if isinstance(item, Mapping):
-        return {k: _divided(v, per) for k, v in item.items()}
-    if isinstance(item, (int, float)) and not isinstance(item, bool):
-        return item / per
-    return item
-
-
-def json_summary(summary: dict) -> str:
-    """One run's summary as JSON, in one unit per quantity (:func:`one_unit`)."""
-    return json.dumps(one_unit(summary), indent=2, sort_keys=True)

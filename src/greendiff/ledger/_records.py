@@ -196,7 +196,7 @@ _SUMMARY_DEVICE = {**DEVICE, "energy_j": NUMBER, "energy_kwh": NUMBER, "emission
 _PHASE = {"name": str, "count": int, "duration_s": NUMBER, "energy_j": NUMBER, "emissions_g": NUMBER,
           "energy_by_device_j": Opt(_ENERGY)}
 _INTENSITY = {"source": str, "kind": str, "year": Opt(int), "mean_g_per_kwh": NUMBER, "notes": ListOf(str),
-              "fallback": Opt(str)}
+              "fallback": Opt(str), "resolution": Opt(str)}
 _CARBON_AWARE = {"policy": str, "pauses": int, "waited_h": NUMBER, "active_h": NUMBER, "emissions_g": NUMBER,
                  "straight_through_g": NUMBER, "saved_g": NUMBER, "saved_frac": NUMBER, "deadline": (str, None),
                  "met_deadline": (bool, None)}

@@ -27,6 +27,7 @@ Example (a tiny untrained UNet with 3 classes, saved and loaded back, one image 
 
 from __future__ import annotations
 
+from greendiff.pipelines._classes import check_class_names
 from greendiff.pipelines._guidance import (
     check_class_labels,
     check_guidance_scale,
@@ -47,5 +48,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ClassConditionalPipeline", "check_class_labels", "check_guidance_scale", "guided_noise", "guided_output", "guided_scheduler",
-           "num_classes_of"]
+__all__ = ["ClassConditionalPipeline", "check_class_labels", "check_class_names", "check_guidance_scale", "guided_noise",
+           "guided_output", "guided_scheduler", "num_classes_of"]

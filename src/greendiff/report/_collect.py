@@ -90,7 +90,7 @@ def collect(ref: str, ledger: Ledger) -> RunData:
     result = provider.intensity(start, end)
     intensity = [((s.start.timestamp() - t0) / 60, s.intensity_g_per_kwh) for s in result.segments]
     intensity.append(((result.segments[-1].end.timestamp() - t0) / 60, result.segments[-1].intensity_g_per_kwh))
-    note = f"{result.source} ({result.kind})" + (f"; {result.fallback}" if isinstance(result, FallbackIntensity) else "")
+    note = f"{result.source} ({result.resolution or result.kind})" + (f"; {result.fallback}" if isinstance(result, FallbackIntensity) else "")
     config = record.assumptions.get("config")
     data = RunData(record, summary, f"#{record.id} {record.name}", run_dir if run_dir and run_dir.is_dir() else None,
                    power_series(samples, t0), intensity, note, config=config if isinstance(config, dict) else {},

@@ -7,7 +7,8 @@ import html
 from datetime import datetime, timezone
 
 from greendiff import __version__
-from greendiff.ledger import model_card_yaml, place_name
+from greendiff.carbon import place_name
+from greendiff.ledger import model_card_yaml
 from greendiff.report._collect import RunData
 from greendiff.display import ENERGY_UNITS, MASS_UNITS, band_text, energy_text, mass_text, scale_for
 from greendiff.report._statement import emissions_statement
@@ -149,7 +150,7 @@ def run_section(run: RunData, metric: str) -> str:
              f'{band_text(s.energy_kwh_low, s.energy_kwh_high, ENERGY_UNITS, s.energy_kwh)}</div>',
              f'<div class="kpi">emissions<b>{_kg(s.emissions_kg)} CO2e</b>'
              f'{band_text(s.emissions_kg_low, s.emissions_kg_high, MASS_UNITS, s.emissions_kg)}</div>',
-             f'<div class="kpi">grid intensity<b>{s.intensity.mean_g_per_kwh:.0f} g/kWh</b>{_e(s.intensity.kind)}</div>',
+             f'<div class="kpi">grid intensity<b>{s.intensity.mean_g_per_kwh:.0f} g/kWh</b>{_e(s.intensity.resolution or s.intensity.kind)}</div>',
              f'<div class="kpi">PUE<b>{s.pue.value:.2f}</b>&nbsp;</div>']
     charts = []
     if run.power_w:

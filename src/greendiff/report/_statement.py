@@ -8,19 +8,12 @@ bands, the intensity's source and year, the PUE and its source, and no command-l
 from __future__ import annotations
 
 from greendiff import __version__
-from greendiff.ledger import hardware_text, place_name, without_cli_hints
+from greendiff.carbon import basis_text, place_name
 from greendiff.display import ENERGY_UNITS, MASS_UNITS, band_text, duration_text, energy_text, fixed_point, mass_text
+from greendiff.ledger import hardware_text, intensity_citation, without_cli_hints
 from greendiff.tracking import RunSummary
 
-_KINDS = {"static": "a yearly average", "hourly": "hour by hour"}
 _UNKNOWN_PLACE = "an unstated location, priced at the world-average grid intensity"
-
-
-def intensity_citation(source: str, year: int | None) -> str:
-    """The intensity's source with its data year (once): ``"Our World in Data / Ember ..., 2023"``."""
-    if year is None:
-        return f"{source}; year not stated"
-    return source if str(year) in source else f"{source}, {year}"
 
 
 def _sentence(text: str) -> str:
@@ -49,13 +42,14 @@ def emissions_statement(summary: RunSummary) -> str:
     unit_energy = energy_text(summary.energy_kwh)
     unit_mass = mass_text(summary.emissions_kg)
     notes = "".join(f" Note: {_sentence(n)}" for n in map(without_cli_hints, intensity.notes) if n)
+    cited = intensity_citation(intensity.source, intensity.year, intensity.kind)
     return (
         f"This run ({summary.name}) used {hardware} for {duration_text(summary.duration_s)} in "
         f"{place_name(summary.location) or _UNKNOWN_PLACE}. It consumed {unit_energy} of electricity (range "
         f"{band_text(summary.energy_kwh_low, summary.energy_kwh_high, ENERGY_UNITS, summary.energy_kwh)}), measured "
         f"per device with {', '.join(summary.methods) or 'no meter'}. At a grid carbon intensity of "
-        f"{fixed_point(intensity.mean_g_per_kwh)} gCO2e/kWh ({intensity_citation(intensity.source, intensity.year)}; "
-        f"{_KINDS.get(intensity.kind, intensity.kind)}) and a PUE of {pue.value:.2f} "
+        f"{fixed_point(intensity.mean_g_per_kwh)} gCO2e/kWh ({cited}; "
+        f"{basis_text(intensity.kind, intensity.resolution)}) and a PUE of {pue.value:.2f} "
         f"({without_cli_hints(pue.source) or 'source not stated'}), this corresponds to {unit_mass} CO2e (range "
         f"{band_text(summary.emissions_kg_low, summary.emissions_kg_high, MASS_UNITS, summary.emissions_kg)} CO2e). "
         f"Emissions are IT energy x PUE x grid carbon intensity; the range combines each device's measurement "

@@ -31,6 +31,7 @@ from greendiff.carbon import (
     resolve_provider,
     resolve_pue,
 )
+from greendiff.display import duration_text
 from greendiff.errors import UserInputError
 from greendiff.names import first_line
 from greendiff.ledger import Ledger, RunRecord, is_number
@@ -77,7 +78,7 @@ class FallbackProvider(IntensityProvider):
         self.static = static
         self.unavailable = unavailable
         self.name = primary.name if primary is not None else static.name
-        self._whole: tuple[float, str, int | None] | None = None  # the primary over its coverage: mean, kind, year
+        self._whole: Intensity | None = None  # the primary over its whole coverage
 
     def intensity(self, start: datetime, end: datetime) -> Intensity:
         if self.primary is None:
@@ -91,19 +92,19 @@ class FallbackProvider(IntensityProvider):
 
     def _outside_coverage(self, start: datetime, end: datetime) -> Intensity | None:
         """The covered part from the primary, the rest at its mean over its coverage; ``None`` if it has none.
-        The result keeps the primary's resolution (``kind``: ``"10-second"``, ``"half-hourly"``, ...) and year,
-        also for a range wholly outside the coverage."""
+        The result keeps the primary's kind, resolution (``"10-second"``, ``"half-hourly"``, ...) and year, also
+        for a range wholly outside the coverage."""
         lo, hi = self.primary.coverage()
         if lo is None or hi is None or not lo < hi:
             return None
         try:
             if self._whole is None:
-                whole = self.primary.intensity(lo, hi)
-                self._whole = (whole.mean_g_per_kwh(), whole.kind, whole.year)
+                self._whole = self.primary.intensity(lo, hi)
             inside = self.primary.intensity(max(start, lo), min(end, hi)) if max(start, lo) < min(end, hi) else None
         except _PROVIDER_ERRORS:
             return None
-        (mean, kind, year), segments, outside_s = self._whole, [], 0.0
+        whole, segments, outside_s = self._whole, [], 0.0
+        mean = whole.mean_g_per_kwh()
         if start < lo:
             segments.append(IntensitySegment(start, min(end, lo), mean))
             outside_s += (min(end, lo) - start).total_seconds()
@@ -112,22 +113,19 @@ class FallbackProvider(IntensityProvider):
             segments.append(IntensitySegment(max(start, hi), end, mean))
             outside_s += (end - max(start, hi)).total_seconds()
         source = self.primary.describe()
-        label = (f"{source} covers {lo.isoformat()} to {hi.isoformat()}, not all of the run; the {_duration(outside_s)} "
-                 f"outside it priced at the trace's mean, {mean:.0f} gCO2e/kWh (fallback)")
+        label = (f"{source} covers {lo.isoformat()} to {hi.isoformat()}, not all of the run; the "
+                 f"{duration_text(outside_s)} outside it priced at the trace's mean, {mean:.0f} gCO2e/kWh (fallback)")
         notes = (*(inside.notes if inside is not None else ()), label)
-        return FallbackIntensity(tuple(segments), source, kind, year, notes, label)
+        return FallbackIntensity(tuple(segments), source, whole.kind, whole.year, notes, whole.resolution, fallback=label)
 
     def _from_static(self, start: datetime, end: datetime, why: str) -> Intensity:
         result = self.static.intensity(start, end)
         label = f"{why}; priced with {result.source} instead (fallback)"
-        return FallbackIntensity(result.segments, result.source, result.kind, result.year, (*result.notes, label), label)
+        return FallbackIntensity(result.segments, result.source, result.kind, result.year, (*result.notes, label),
+                                 result.resolution, fallback=label)
 
     def describe(self) -> str:
         return self.primary.describe() if self.primary is not None else f"{self.static.describe()} (fallback)"
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,18 +1,25 @@
 """The typed summary of one run: energy per device and phase, emissions, and every assumption used.
 
-:func:`greendiff.tracking.summarize` makes it; ``Tracker.stop()`` returns it. ``to_dict()`` is the JSON
-the ledger stores (``runs.summary_json``) and ``emissions.json`` holds, key for key and value for value
-as it always was; :meth:`RunSummary.from_dict` reads one of those back (a stored summary is checked by
-``greendiff.ledger.parse_summary`` first, so its required fields are there with the right types).
+:func:`greendiff.tracking.summarize` makes it; ``Tracker.stop()`` returns it. Two forms:
+
+- ``to_dict()`` is the JSON the ledger stores (``runs.summary_json``) and ``emissions.json`` holds, key for
+  key and value for value as it always was; :meth:`RunSummary.from_dict` reads one of those back (a stored
+  summary is checked by ``greendiff.ledger.parse_summary`` first, so its required fields are there with the
+  right types).
+- ``to_public_dict()`` is the summary every JSON output gives people and scripts (``measure --json``,
+  ``runs show --json``, ``runs export -f json``; :func:`public_json`): one unit per quantity, energy in kWh
+  and CO2e in kg, each name with its unit.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from greendiff.units import joules_to_kwh
+from greendiff.carbon import INTENSITY_KINDS
+from greendiff.units import G_PER_KG, joules_to_kwh
 
 #: Keys whose absence in a stored summary is kept absent by ``to_dict()`` (older writers left them out).
 _OMITTED_WHEN_NONE = ("command", "location", "host", "uncertainty")
@@ -39,6 +46,12 @@ class DeviceEnergy:
             del out["note"]
         return out
 
+    def to_public_dict(self) -> dict[str, Any]:
+        """The device in one unit per quantity: ``energy_kwh``, ``emissions_kg``."""
+        out = self.to_dict()
+        del out["energy_j"], out["emissions_g"]
+        return {**out, "emissions_kg": self.emissions_g / G_PER_KG}
+
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> DeviceEnergy:
         return cls(**{f.name: raw.get(f.name) for f in dataclasses.fields(cls)})
@@ -63,6 +76,15 @@ class PhaseEnergy:
         out["emissions_g"] = self.emissions_g
         return out
 
+    def to_public_dict(self) -> dict[str, Any]:
+        """The phase in one unit per quantity: ``energy_kwh``, ``energy_by_device_kwh``, ``emissions_kg``."""
+        out: dict[str, Any] = {"name": self.name, "count": self.count, "duration_s": self.duration_s,
+                               "energy_kwh": joules_to_kwh(self.energy_j)}
+        if self.energy_by_device_j is not None:
+            out["energy_by_device_kwh"] = {k: joules_to_kwh(j) for k, j in self.energy_by_device_j.items()}
+        out["emissions_kg"] = self.emissions_g / G_PER_KG
+        return out
+
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> PhaseEnergy:
         return cls(**{f.name: raw.get(f.name) for f in dataclasses.fields(cls)})
@@ -75,7 +97,9 @@ class PhaseEnergy:
 
 @dataclasses.dataclass(frozen=True)
 class IntensityUsed:
-    """The grid intensity a run was priced at. ``mean_g_per_kwh`` is energy-weighted over the run (gCO2e/kWh,
+    """The grid intensity a run was priced at. ``kind``: ``"static"``, ``"trace"`` or ``"live"``
+    (:class:`greendiff.carbon.Intensity`); ``resolution``: its step in words (``"yearly"``, ``"hourly"``,
+    ``"10-second"``; None: not known). ``mean_g_per_kwh`` is energy-weighted over the run (gCO2e/kWh,
     without PUE); ``fallback`` names a fallback that priced (part of) it, else ``None``."""
 
     source: str
@@ -84,15 +108,25 @@ class IntensityUsed:
     mean_g_per_kwh: float
     notes: tuple[str, ...]
     fallback: str | None
+    resolution: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "kind": self.kind, "year": self.year, "mean_g_per_kwh": self.mean_g_per_kwh,
-                "notes": list(self.notes), "fallback": self.fallback}
+        """The stored form; ``resolution`` only when known (an older writer's summary reads back as it was)."""
+        out: dict[str, Any] = {"source": self.source, "kind": self.kind}
+        if self.resolution is not None:
+            out["resolution"] = self.resolution
+        return {**out, "year": self.year, "mean_g_per_kwh": self.mean_g_per_kwh, "notes": list(self.notes),
+                "fallback": self.fallback}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> IntensityUsed:
-        return cls(raw["source"], raw["kind"], raw.get("year"), raw["mean_g_per_kwh"], tuple(raw["notes"]),
-                   raw.get("fallback"))
+        """Read back; a summary stored before ``resolution`` was kept had a trace's resolution as its kind
+        (``"hourly"``): it reads as kind ``"trace"`` with that resolution."""
+        kind, resolution = raw["kind"], raw.get("resolution")
+        if kind not in INTENSITY_KINDS:
+            kind, resolution = "trace", resolution or kind
+        return cls(raw["source"], kind, raw.get("year"), raw["mean_g_per_kwh"], tuple(raw["notes"]),
+                   raw.get("fallback"), resolution)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,6 +254,19 @@ class RunSummary:
             out[f.name] = value
         return {**out, **self.extra}
 
+    def to_public_dict(self) -> dict[str, Any]:
+        """The summary as JSON for people and scripts, one unit per quantity: energy in kWh (``energy_kwh``,
+        per device and phase, ``energy_by_device_kwh``), CO2e in kg (``emissions_kg``; the carbon-aware books'
+        ``emissions_kg``, ``straight_through_kg``, ``saved_kg``), times in seconds or hours as named. The same
+        fields as :meth:`to_dict` otherwise (``extra`` after them)."""
+        out = self.to_dict()
+        del out["energy_j"]
+        out["devices"] = [d.to_public_dict() for d in self.devices]
+        out["phases"] = [p.to_public_dict() for p in self.phases]
+        if isinstance(self.carbon_aware, Mapping):
+            out["carbon_aware"] = _carbon_aware_public(self.carbon_aware)
+        return out
+
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RunSummary:
         """A summary read back from its stored form (a ledger row, ``emissions.json``); keys that are not
@@ -236,3 +283,19 @@ class RunSummary:
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(RunSummary)) - {"extra"}
+#: The carbon-aware books' masses, stored in grams: their names in kg.
+_CARBON_AWARE_KG = {"emissions_g": "emissions_kg", "straight_through_g": "straight_through_kg", "saved_g": "saved_kg"}
+
+
+def _carbon_aware_public(books: Mapping[str, Any]) -> dict[str, Any]:
+    """The carbon-aware controller's books with CO2e in kg (stored in g)."""
+    return {_CARBON_AWARE_KG.get(k, k): v / G_PER_KG if k in _CARBON_AWARE_KG and isinstance(v, (int, float)) else v
+            for k, v in books.items()}
+
+
+def public_json(summaries: RunSummary | Sequence[RunSummary]) -> str:
+    """The JSON text of one summary (an object) or several (a list), as every JSON output writes it:
+    :meth:`RunSummary.to_public_dict`, keys sorted, indented."""
+    if isinstance(summaries, RunSummary):
+        return json.dumps(summaries.to_public_dict(), indent=2, sort_keys=True)
+    return json.dumps([s.to_public_dict() for s in summaries], indent=2, sort_keys=True)

@@ -63,7 +63,7 @@ def summarize(record: RunRecord, samples: list[Sample], windows: list[WindowTota
         devices=per_device, phases=phases,
         location=record.assumptions.get("location", {}), host=record.assumptions.get("host", {}),
         intensity=IntensityUsed(
-            source=intensity.source, kind=intensity.kind, year=intensity.year,
+            source=intensity.source, kind=intensity.kind, resolution=intensity.resolution, year=intensity.year,
             mean_g_per_kwh=(emissions_g / (energy_j / J_PER_KWH) / pue.value) if energy_j > 0 else intensity.mean_g_per_kwh(),
             notes=tuple(intensity.notes),
             fallback=intensity.fallback if isinstance(intensity, FallbackIntensity) else None),

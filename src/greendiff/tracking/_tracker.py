@@ -65,7 +65,9 @@ class Tracker:
         kind: What is tracked (``"library"``, ``"measure"``, ``"demo"``, ``"train"``).
         command: The command line, for the record.
         location: Where the hardware is (explicit; no geolocation).
-        pue: Facility PUE; ``None`` resolves a documented default (see :func:`resolve_pue`).
+        pue: Facility PUE: a number (given by the user), a :class:`~greendiff.carbon.Pue` with its own source
+            (a PUE inherited from a run's stored location says so), or ``None`` for a documented default
+            (see :func:`resolve_pue`).
         live: Live intensity API (``"none"``, ``"uk"``, ``"electricitymaps"``).
         zone: Electricity Maps zone.
         monitor_options: What to meter (GPUs, node-level CPU/RAM, ``--cpu-watts``).
@@ -79,14 +81,14 @@ class Tracker:
     """
 
     def __init__(self, name: str = "run", *, kind: str = "library", command: str = "",
-                 location: Location | None = None, pue: float | None = None, live: str = "none",
+                 location: Location | None = None, pue: float | Pue | None = None, live: str = "none",
                  zone: str | None = None, monitor_options: MonitorOptions = MonitorOptions(),
                  ledger: Ledger | str | Path | None = None, sample_interval_s: float = 10.0,
                  config: dict | None = None, monitor: EnergyMonitor | None = None,
                  run_dir: str | Path | None = None, provider: IntensityProvider | None = None) -> None:
         self.name, self.kind, self.command = name, kind, command
         self.location = location or Location()
-        self.pue = resolve_pue(pue, self.location)
+        self.pue = _pue(pue, self.location)
         self.live, self.zone = live, zone
         self.provider = provider if provider is not None else resolve_provider(self.location, live, zone)
         # what prices the run: the provider, with a labelled fallback where it cannot answer (a trace
@@ -268,6 +270,13 @@ class Tracker:
             self.stop("interrupted")
         else:
             self.stop("failed")
+
+
+def _pue(pue: float | Pue | None, location: Location) -> Pue:
+    """The run's PUE: checked by :func:`resolve_pue` (>= 1), with the source a :class:`Pue` brings."""
+    if isinstance(pue, Pue):
+        return Pue(resolve_pue(pue.value, location).value, pue.source)
+    return resolve_pue(pue, location)
 
 
 def _now_window() -> tuple[datetime, datetime]:

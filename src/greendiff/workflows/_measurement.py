@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from greendiff.carbon import (
-    BUNDLED_GRIDS, IntensityProvider, Location, Pue, pue_bounds, resolve_location,
-    resolve_provider, resolve_pue,
+    BUNDLED_GRIDS, ENV_CLOUD, ENV_COUNTRY, ENV_GRID, ENV_PUE, IntensityProvider, Location, Pue, place_name,
+    pue_bounds, resolve_location, resolve_provider, resolve_pue,
 )
-from greendiff.carbon._location import ENV_CLOUD, ENV_COUNTRY, ENV_GRID, ENV_PUE
 from greendiff.energy import MonitorOptions
 from greendiff.errors import UserInputError
-from greendiff.ledger import Ledger, place_name as ledger_place_name
+from greendiff.ledger import Ledger
 from greendiff.names import display_path, shown
 from greendiff.numbers import Bounds
 from greendiff.tracking import Tracker
@@ -178,28 +176,10 @@ def _parsed_location(table: dict, path: Path) -> RunLocation:
                        None if pue is None else float(pue), table.get("live") or "none", table.get("zone"))
 
 
-def place_name(location: Location) -> str:
-    """Where ``location`` prices energy, in words, with the code that names it (what ``--country``,
-    ``--cloud`` or ``--grid`` take): the ledger's name of the most specific source (grid > cloud > country,
-    :func:`greendiff.ledger.place_name`, the one table of place names), the code added where the name lacks it.
-
-    Example:
-        >>> place_name(Location(country="FRA")), place_name(Location(grid="ciso")), place_name(Location())
-        ('France (FRA)', 'California (grid CISO), United States', 'the world average')
-        >>> place_name(Location(cloud="gcp:europe-west1"))
-        'Google Cloud europe-west1 (Belgium; gcp:europe-west1)'
-    """
-    name = ledger_place_name({"country": location.country, "cloud": location.cloud, "grid": location.grid})
-    if not name:
-        return "the world average"
-    if location.grid:
-        grid = location.grid.upper()
-        code = grid if grid in BUNDLED_GRIDS else display_path(Path(location.grid))
-    else:
-        code = location.cloud or location.country.upper()
-    if re.search(rf"(?<![\w:/.]){re.escape(code)}(?![\w:/.])", name, re.IGNORECASE):  # a word of the name already
-        return name
-    return f"{name[:-1]}; {code})" if name.endswith(")") else f"{name} ({code})"
+def _priced_at(location: Location) -> str:
+    """Where ``location`` prices energy, in words with its code (:func:`greendiff.carbon.place_name`):
+    ``"France (FRA)"``; ``"the world average"`` when it says nowhere."""
+    return place_name(location, with_code=True) or "the world average"
 
 
 @dataclass(frozen=True)
@@ -222,19 +202,17 @@ class MeasureSettings:
     pue_source: str | None = None
 
     def tracker(self, name: str, kind: str, command: str, dist=None, **kwargs) -> Tracker:
-        """A (not yet started) Tracker with these settings; for a rank of a job (``dist``), a JobTracker."""
-        common = dict(kind=kind, command=command, location=self.location, pue=self.pue, live=self.live,
+        """A (not yet started) Tracker with these settings; for a rank of a job (``dist``), a JobTracker. An
+        inherited PUE goes in with its source (``pue_source``)."""
+        pue = Pue(self.pue, self.pue_source) if self.pue is not None and self.pue_source is not None else self.pue
+        common = dict(kind=kind, command=command, location=self.location, pue=pue, live=self.live,
                       zone=self.zone, monitor_options=self.monitor, ledger=self.ledger, provider=self.provider,
                       **kwargs)
         if dist is not None and dist.distributed:
             from greendiff.tracking import JobTracker
 
-            tracker = JobTracker(name, dist=dist, **common)
-        else:
-            tracker = Tracker(name, **common)
-        if self.pue_source is not None:  # said before the ledger row records it
-            tracker.pue = Pue(tracker.pue.value, self.pue_source)
-        return tracker
+            return JobTracker(name, dist=dist, **common)
+        return Tracker(name, **common)
 
 
 def _number(bounds: Bounds, value: str | float | None, flag: str) -> float | None:
@@ -275,8 +253,8 @@ def _from_flags(options: MeasurementOptions, run: Path | None, env: Mapping[str,
         kept = _quietly(run)
         if kept is not None and (kept.country, kept.cloud, kept.grid) != (stored.country, stored.cloud, stored.grid):
             names = ", ".join(v for v in _PLACE_ENV if env.get(v))
-            note = (f"priced at {place_name(location)} from {names} (this machine), not at the run's location "
-                    f"{place_name(Location(kept.country, kept.cloud, kept.grid))}")
+            note = (f"priced at {_priced_at(location)} from {names} (this machine), not at the run's location "
+                    f"{_priced_at(Location(kept.country, kept.cloud, kept.grid))}")
     return _Where(location, pue, options.live, options.zone, stored, note)
 
 
@@ -298,7 +276,7 @@ def _from_run(options: MeasurementOptions, run: Path, kept: RunLocation, env: Ma
     stored = RunLocation(kept.country, kept.cloud, kept.grid, kept.pue if inherit_pue else _explicit_pue(flag_pue, location, env),
                          kept.live, kept.zone)
     extra = (f", PUE {kept.pue:g}" if inherit_pue else "") + (f", live {kept.live}" if kept.live != "none" else "")
-    note = (f"priced at {place_name(location)}{extra}, the run's location ({display_path(path)}); give --country, "
+    note = (f"priced at {_priced_at(location)}{extra}, the run's location ({display_path(path)}); give --country, "
             "--cloud or --grid to price elsewhere")
     return _Where(location, pue, kept.live, kept.zone, stored, note, path,
                   f"the run's location ({display_path(path)})" if inherit_pue else None)
