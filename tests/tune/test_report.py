@@ -97,3 +97,11 @@ def test_a_bad_trial_budget_is_echoed_in_fixed_point(spec):
 
     with pytest.raises(UserInputError, match=r"got -0\.00005$"):
         check_spec(spec(trial_budget_kwh=-5e-5))
+
+
+def test_a_trial_just_over_its_budget_never_reads_over_budget_by_0_percent():
+    # a tiny tune printed "stopped at the budget, over budget by 0%" for 20.1 mWh against 20.0 mWh
+    from greendiff.tune import trial_note
+
+    assert trial_note("energy budget: ...", 2.0082e-5, 2e-5) == "stopped at the budget, over budget by 0.41%"
+    assert trial_note("energy budget: ...", 1.25e-4, 5e-5) == "stopped at the budget, over budget by 150%"

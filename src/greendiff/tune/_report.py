@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from greendiff.display import ENERGY_UNITS, energy_text, plain_number, scale_for
+from greendiff.display import ENERGY_UNITS, energy_text, fixed_point, plain_number, scale_for
 from greendiff.tune._pruner import metric_text
 from greendiff.tune._study import StudySpec, TrialRecord, exported_config
 
@@ -70,12 +70,14 @@ def budget_note(energy_kwh: float, budget_kwh: float) -> str:
     """How a trial's measured energy (its whole run: evaluations, the final checkpoint and export included)
     stands against its budget: the share used, or by how much it passed it.
 
+    The overrun is in two significant digits, so a trial just past its budget never reads "over budget by 0%".
+
     Example:
-        >>> budget_note(4.1e-5, 5e-5), budget_note(3.1e-4, 5e-5)
-        ('82% of the budget used', 'over budget by 520%')
+        >>> budget_note(4.1e-5, 5e-5), budget_note(3.1e-4, 5e-5), budget_note(2.0082e-5, 2e-5)
+        ('82% of the budget used', 'over budget by 520%', 'over budget by 0.41%')
     """
     ratio = energy_kwh / budget_kwh
-    return f"over budget by {ratio - 1:.0%}" if ratio > 1 else f"{ratio:.0%} of the budget used"
+    return f"over budget by {fixed_point((ratio - 1) * 100, 2)}%" if ratio > 1 else f"{ratio:.0%} of the budget used"
 
 
 def trial_note(note: str, energy_kwh: float, budget_kwh: float, pruned_after: int | None = None) -> str:
