@@ -23,6 +23,7 @@ def test_uk_uses_actual_then_forecast(fake_api, tmp_path):
     result = uk(fake_api, tmp_path).intensity(START, START + timedelta(hours=1, minutes=30))
     assert [s.intensity_g_per_kwh for s in result.segments] == [176, 168, 150]  # 150: forecast, actual null
     assert result.kind == "live" and "UK Carbon Intensity" in result.source and result.notes == ()
+    assert result.resolution == "half-hourly"  # a statement says "half-hour by half-hour", not "live data"
     assert fake_api.requests[0][0] == "/intensity/2022-06-01T10:00Z/2022-06-01T11:30Z"
 
 
@@ -69,6 +70,7 @@ def test_electricitymaps_sends_token_in_header_not_url(fake_api, tmp_path):
                                        cache=JsonCache(tmp_path / "cache"))
     result = provider.intensity(START + timedelta(minutes=30), START + timedelta(hours=1, minutes=30))
     assert [(s.start.minute, s.intensity_g_per_kwh) for s in result.segments] == [(30, 52), (0, 61)]
+    assert result.resolution == "hourly"
     path, headers = fake_api.requests[0]
     assert "s3cret" not in path and {k.lower(): v for k, v in headers.items()}["auth-token"] == "s3cret"
     assert all("s3cret" not in f.read_text() for f in (tmp_path / "cache").glob("*.json"))

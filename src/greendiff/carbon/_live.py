@@ -38,6 +38,7 @@ from greendiff.carbon._intensity import (
     IntensitySegment,
     as_utc,
     check_supported,
+    resolution_label,
 )
 from greendiff.carbon._secrets import clean_token
 from greendiff.errors import UserInputError
@@ -284,7 +285,8 @@ class LiveProvider(IntensityProvider):
         segments = _cover(self._checked_points(body), self.step, start, end)
         if not cached:
             self.cache.put(url, body)
-        return Intensity(segments, self._source(), "live", None, ("from cache",) if cached else ())
+        return Intensity(segments, self._source(), "live", None, ("from cache",) if cached else (),
+                         resolution_label(self.step))
 
     def intensity(self, start: datetime, end: datetime) -> Intensity:
         """:meth:`fetch`, or the fallback's figure with the reason in its notes.
