@@ -166,13 +166,25 @@ def test_taylor_gradients_of_a_class_conditional_unet_are_its_training_loss_in_e
     assert accumulated[[0, 1, 2, 3]].abs().sum(dim=1).min() > 0, "every label used, the null class (3) too"
 
 
+def test_pruning_traces_the_inputs_the_caller_gives_and_guesses_none():
+    """prune_in_place does not look for a class embedding: a class-conditional UNet traced without its class labels
+    fails in its own forward, and with them (the caller's example inputs) prunes."""
+    with pytest.raises(ValueError, match="class_labels should be provided"):
+        prune_in_place(conditional_unet(), 0.5, "magnitude", example())
+    net = conditional_unet()
+    prune_in_place(net, 0.5, "magnitude", {"sample": example(), "timestep": torch.ones(1, dtype=torch.long),
+                                           "class_labels": torch.zeros(1, dtype=torch.long)})
+    assert rebuild(net).block_out_channels == (8, 16, 16)
+
+
 def test_a_class_conditional_unet_prunes_and_rebuilds_with_its_class_embedding():
     from greendiff.pipelines import num_classes_of
 
     net, labels = conditional_unet(), torch.tensor([0, 2])
     accumulate_taylor_gradients(net, make_noise_scheduler(RecipeConfig()), X0[:2], 3, 0.05,
                                 torch.Generator().manual_seed(0), labels=labels, cond_dropout=0.1)
-    prune_in_place(net, 0.5, "taylor", example())
+    prune_in_place(net, 0.5, "taylor", {"sample": example(), "timestep": torch.ones(1, dtype=torch.long),
+                                        "class_labels": torch.zeros(1, dtype=torch.long)})  # the caller's: it knows the family
     out = rebuild(net)
     assert out.block_out_channels == (8, 16, 16) and num_classes_of(out.unet) == 3
     assert tuple(out.unet.class_embedding.weight.shape) == (4, 32)  # K + 1 rows, 4 x the first level's width

@@ -18,7 +18,7 @@ at every timestep; the relative residual of that embedding is reported (fine-tun
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -109,12 +109,18 @@ def check_ratio(ratio: float) -> None:
         raise UserInputError(f"--ratio must be between 0 and 1 (exclusive): the fraction of channels removed; got {ratio}")
 
 
-def prune_in_place(unet, ratio: float, importance: str, example: torch.Tensor) -> None:
+def prune_in_place(unet, ratio: float, importance: str, example: torch.Tensor | Mapping[str, torch.Tensor]) -> None:
     """Remove ``ratio`` of the channels of every channel group of ``unet`` (a ``UNet2DModel``), in place.
 
     With ``importance = "taylor"`` the gradients must already be in ``.grad``
     (:func:`accumulate_taylor_gradients`). Afterwards the module runs forward: the attributes that
     diffusers reads at run time (attention ``heads``, ``Upsample2D``/``Downsample2D.channels``) are fixed.
+
+    Args:
+        example: the inputs Torch-Pruning traces ``unet`` with: its forward's keyword arguments (``sample``
+            (B, C, H, W), ``timestep`` (B,), and whatever else the model takes, e.g. a class-conditional UNet's
+            ``class_labels`` (B,): its caller, which knows the model's family, gives them), or a sample alone
+            for a UNet that takes nothing else (timestep 1).
     """
     import torch_pruning as tp
     from diffusers.models.attention_processor import Attention
@@ -133,9 +139,8 @@ def prune_in_place(unet, ratio: float, importance: str, example: torch.Tensor) -
         if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)) and level is not None:
             layer_ratios[module] = ratios[level]
     groups = {m: m.num_groups for m in unet.modules() if isinstance(m, torch.nn.GroupNorm)}
-    inputs = {"sample": example, "timestep": torch.ones(example.shape[0], dtype=torch.long)}
-    if getattr(unet, "class_embedding", None) is not None:  # class-conditional: the class embedding joins the time MLP's channels
-        inputs["class_labels"] = torch.zeros(example.shape[0], dtype=torch.long)
+    inputs = (dict(example) if isinstance(example, Mapping)
+              else {"sample": example, "timestep": torch.ones(example.shape[0], dtype=torch.long)})
     pruner = tp.pruner.MetaPruner(
         unet, inputs,
         importance=_importance(importance), pruning_ratio=ratio, pruning_ratio_dict=layer_ratios,

@@ -241,11 +241,20 @@ def _prune(s: CompressSession, job: PruneJob, folder: Path):
             finally:
                 s.progress.on_end()
         torch.manual_seed(config.run.seed)  # random importance
-        prune_in_place(parent, job.ratio, job.importance, torch.zeros(1, parent.config.in_channels, parent.config.sample_size,
-                                                                       parent.config.sample_size))
+        prune_in_place(parent, job.ratio, job.importance, example_inputs(parent, s.num_classes))
         rebuilt = rebuild(parent)
         rebuilt.unet.save_pretrained(str(folder))
     return rebuilt, pass_info
+
+
+def example_inputs(unet, num_classes: int) -> dict:
+    """The forward inputs Torch-Pruning traces a run's UNet with: one blank image (1, C, H, W) at timestep 1, and
+    for a class-conditional run (``num_classes`` K > 0) class 0, whose embedding joins the time MLP's channels."""
+    import torch
+
+    size = unet.config.sample_size
+    inputs = {"sample": torch.zeros(1, unet.config.in_channels, size, size), "timestep": torch.ones(1, dtype=torch.long)}
+    return inputs | ({"class_labels": torch.zeros(1, dtype=torch.long)} if num_classes else {})
 
 
 def taylor_batch(data, n: int, seed: int):
