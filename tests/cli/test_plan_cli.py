@@ -415,8 +415,8 @@ def test_profile_and_hardware_take_their_defaults_from_the_jobs(capsys, monkeypa
         seen.append(job)
         raise UserInputError("recorded")
 
-    monkeypatch.setattr(ProfileJob, "steps", 77)
-    monkeypatch.setattr(HardwareJob, "warmup", 9)
+    monkeypatch.setattr(ProfileJob.__dataclass_fields__["steps"], "default", 77)
+    monkeypatch.setattr(HardwareJob.__dataclass_fields__["warmup"], "default", 9)
     monkeypatch.setattr(cli_plan, "run_profile_job", record)
     monkeypatch.setattr(cli_hardware, "run_hardware", record)
     assert run_cli(capsys, "profile")[0] == 2 and run_cli(capsys, "hardware")[0] == 2
@@ -432,4 +432,4 @@ def test_every_warm_up_message_uses_one_phrase(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "300")
     for command in ("profile", "hardware"):
         code, out, _ = run_cli(capsys, command, "--help")
-        assert code == 0 and f"warm-up ({WARMUP_COST}; default 5)" in out, command
+        assert code == 0 and f"warm-up ({WARMUP_COST}). [default: 5]" in out, command

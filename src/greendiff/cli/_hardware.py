@@ -10,12 +10,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from greendiff.cli._options import COUNT0, HARDWARE_STEPS, SLOWDOWN, number_option, parse_sets, renamed, with_measurement
+from greendiff.cli._options import (
+    COUNT0, HARDWARE_STEPS, SLOWDOWN, number_option, parse_sets, renamed, with_default, with_measurement,
+)
 from greendiff.cli._plan import warmup_line
 from greendiff.cli._progress import RichProgress
 from greendiff.plan import WARMUP_COST
 from greendiff.units import kwh_to_joules
-from greendiff.workflows import HardwareJob, HardwareOutcome, MeasurementOptions, run_hardware
+from greendiff.workflows import HardwareJob, HardwareOutcome, MeasurementOptions, job_default, run_hardware
 
 Opt = typer.Option
 
@@ -25,12 +27,12 @@ def hardware_command(
     config_file: Annotated[Optional[Path], Opt("--config", help="Training config (TOML) to measure (default: the green recipe's default job).")] = None,
     sets: Annotated[list[str], Opt("--set", help="Any config key, e.g. --set data.resolution=32 (repeatable).")] = [],
     devices: Annotated[Optional[str], Opt("--devices", help="Comma-separated: cpu, cuda:0, ... (default: all here).")] = None,
-    train_steps: Annotated[Optional[int], number_option("--train-steps", bounds=HARDWARE_STEPS, help=f"Measured training steps per device and power limit (default {HardwareJob.steps}).")] = None,
+    train_steps: Annotated[Optional[int], number_option("--train-steps", bounds=HARDWARE_STEPS, help=with_default("Measured training steps per device and power limit.", job_default(HardwareJob, "steps")))] = None,
     steps: Annotated[Optional[int], number_option("--steps", bounds=HARDWARE_STEPS, hidden=True, help="Old name of --train-steps.")] = None,
-    unmetered_steps: Annotated[Optional[int], number_option("--unmetered-steps", bounds=COUNT0, help=f"Unmeasured steps first: warm-up ({WARMUP_COST}; default {HardwareJob.warmup}).")] = None,
+    unmetered_steps: Annotated[Optional[int], number_option("--unmetered-steps", bounds=COUNT0, help=with_default(f"Unmeasured steps first: warm-up ({WARMUP_COST}).", job_default(HardwareJob, "warmup")))] = None,
     warmup: Annotated[Optional[int], number_option("--warmup", bounds=COUNT0, hidden=True, help="Old name of --unmetered-steps.")] = None,
-    limits: Annotated[Optional[str], Opt("--limits", help="GPU power limits to sweep in W (e.g. 700,600,500,400,300), auto (max to min in 100 W steps) or none.")] = HardwareJob.limits,
-    max_slowdown: Annotated[float, number_option("--max-slowdown", bounds=SLOWDOWN, help="Allowed slowdown for the chosen power limit (0.1 = 10 %).")] = HardwareJob.max_slowdown,
+    limits: Annotated[Optional[str], Opt("--limits", help="GPU power limits to sweep in W (e.g. 700,600,500,400,300), auto (max to min in 100 W steps) or none.")] = job_default(HardwareJob, "limits"),
+    max_slowdown: Annotated[float, number_option("--max-slowdown", bounds=SLOWDOWN, help="Allowed slowdown for the chosen power limit (0.1 = 10 %).")] = job_default(HardwareJob, "max_slowdown"),
     measurement: MeasurementOptions = MeasurementOptions(),
     output: Annotated[Optional[Path], Opt("--output", "-o", help="Also write the results as JSON here (a file there is replaced).")] = None,
     as_json: Annotated[bool, Opt("--json", help="Print JSON for scripts.")] = False,
@@ -39,9 +41,9 @@ def hardware_command(
     GPUs where permitted, with the limit that saves most energy within --max-slowdown; estimates for other GPUs."""
     err = Console(stderr=True)
     outcome = run_hardware(HardwareJob(config_file=config_file, overrides=parse_sets(sets), devices=devices,
-                                       steps=renamed(("--train-steps", train_steps), ("--steps", steps), HardwareJob.steps),
+                                       steps=renamed(("--train-steps", train_steps), ("--steps", steps), job_default(HardwareJob, "steps")),
                                        warmup=renamed(("--unmetered-steps", unmetered_steps), ("--warmup", warmup),
-                                                      HardwareJob.warmup),
+                                                      job_default(HardwareJob, "warmup")),
                                        limits=limits, max_slowdown=max_slowdown, output=output,
                                        measurement=measurement), RichProgress(err))
     if output is not None:

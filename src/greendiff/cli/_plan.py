@@ -15,7 +15,7 @@ from rich.table import Table
 from greendiff.carbon import check_supported, parse_positive
 from greendiff.cli._options import (
     COUNT, COUNT0, ENERGY0_KWH, ENERGY_KWH, PUE, ROWS, YEAR_HOURS, number_option,
-    Cloud, Country, Grid, PueOpt, parse_sets, renamed, with_measurement,
+    Cloud, Country, Grid, PueOpt, parse_sets, renamed, with_default, with_measurement,
 )
 from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, fmt_mass, plain
@@ -23,7 +23,8 @@ from greendiff.errors import UserInputError
 from greendiff.numbers import HOURS_IN_A_YEAR
 from greendiff.plan import WARMUP_COST
 from greendiff.workflows import (
-    Interrupted, MeasurementOptions, ProfileJob, RegionsJob, WindowJob, run_plan_regions, run_plan_window, run_profile_job,
+    Interrupted, MeasurementOptions, ProfileJob, RegionsJob, WindowJob, job_default, run_plan_regions, run_plan_window,
+    run_profile_job,
 )
 from greendiff.units import G_PER_KG
 
@@ -57,9 +58,9 @@ def job_size(energy_kwh: str | None, hours: str | None, profile: Path | None) ->
 
 # -- profile ----------------------------------------------------------------------------------------------
 
-TrainSteps = Annotated[Optional[int], number_option("--train-steps", bounds=COUNT, help=f"Training steps to profile (default {ProfileJob.steps}).")]
+TrainSteps = Annotated[Optional[int], number_option("--train-steps", bounds=COUNT, help=with_default("Training steps to profile.", job_default(ProfileJob, "steps")))]
 OldSteps = Annotated[Optional[int], number_option("--steps", bounds=COUNT, hidden=True, help="Old name of --train-steps.")]
-Unmetered = Annotated[Optional[int], number_option("--unmetered-steps", bounds=COUNT0, help=f"First steps left out of the rate: warm-up ({WARMUP_COST}; default {ProfileJob.warmup}).")]
+Unmetered = Annotated[Optional[int], number_option("--unmetered-steps", bounds=COUNT0, help=with_default(f"First steps left out of the rate: warm-up ({WARMUP_COST}).", job_default(ProfileJob, "warmup")))]
 OldWarmup = Annotated[Optional[int], number_option("--warmup", bounds=COUNT0, hidden=True, help="Old name of --unmetered-steps.")]
 
 
@@ -68,14 +69,14 @@ def profile_command(
     config_file: Annotated[Optional[Path], Opt("--config", help="Training config (TOML) to profile (default: the green recipe's default job).")] = None,
     sets: Annotated[list[str], Opt("--set", help="Any config key, e.g. --set run.max_steps=20000 (repeatable).")] = [],
     train_steps: TrainSteps = None, steps: OldSteps = None, unmetered_steps: Unmetered = None, warmup: OldWarmup = None,
-    output: Annotated[Path, Opt("--output", "-o", help="Where to write the profile (JSON; a file there is replaced).")] = ProfileJob.output,
+    output: Annotated[Path, Opt("--output", "-o", help="Where to write the profile (JSON; a file there is replaced).")] = job_default(ProfileJob, "output"),
     measurement: MeasurementOptions = MeasurementOptions(), as_json: AsJson = False,
 ) -> None:
     """Profile a training config for a few steps and forecast the full run's energy and time, with a band."""
     console = Console(stderr=True)
     job = ProfileJob(config_file=config_file, overrides=parse_sets(sets),
-                     steps=renamed(("--train-steps", train_steps), ("--steps", steps), ProfileJob.steps),
-                     warmup=renamed(("--unmetered-steps", unmetered_steps), ("--warmup", warmup), ProfileJob.warmup),
+                     steps=renamed(("--train-steps", train_steps), ("--steps", steps), job_default(ProfileJob, "steps")),
+                     warmup=renamed(("--unmetered-steps", unmetered_steps), ("--warmup", warmup), job_default(ProfileJob, "warmup")),
                      output=output,
                      measurement=measurement)
     try:
@@ -132,7 +133,7 @@ def plan_regions(
     energy_kwh: EnergyKwh = None, profile: ProfilePath = None,
     provider: Annotated[list[str], Opt("--provider", help="Keep only this provider: gcp, aws, azure, ..., or country (repeatable).")] = [],
     continent: Annotated[Optional[str], Opt("--continent", help="Africa, Asia, Europe, North America, Oceania or South America.")] = None,
-    limit: Annotated[Optional[int], number_option("--limit", "-n", bounds=ROWS, help=f"Rows to show (default {REGION_ROWS}).")] = None,
+    limit: Annotated[Optional[int], number_option("--limit", "-n", bounds=ROWS, help=with_default("Rows to show.", REGION_ROWS))] = None,
     top: Annotated[Optional[int], number_option("--top", bounds=ROWS, hidden=True, help="Old name of --limit.")] = None,
     country: Country = None, cloud: Cloud = None, grid: Grid = None,
     pue: Annotated[Optional[str], number_option("--pue", bounds=PUE, keep_text=True, help="Your PUE, also used for every country row (default: your provider's, else 1.0).")] = None,
