@@ -54,3 +54,27 @@ def test_a_bad_json_file_is_one_line_and_nothing_runs(capfd, tmp_path, value, me
     assert message.format(tmp=tmp_path) in err
     assert not marker.exists(), "the command must not run"
     assert not default_ledger_path().exists() or Ledger(default_ledger_path()).list_runs() == []
+
+
+def test_measure_json_and_runs_show_json_are_the_same_document(capfd, tmp_path, monkeypatch):
+    """One public form of a summary (energy in kWh, CO2e in kg), written whole: measure's file, measure's stdout
+    and ``runs show --json`` of the same run are one document."""
+    import greendiff.cli._measure as measure_cli
+
+    written = []
+    real = measure_cli.atomic_write_text
+    monkeypatch.setattr(measure_cli, "atomic_write_text", lambda path, text: (written.append(path), real(path, text)))
+    target = tmp_path / "out.json"
+    assert main(["measure", "--country", "FRA", "--json", str(target), "--", sys.executable, "-c", "pass"]) == 0
+    assert written == [target]  # atomically: a reader never sees half a file
+    capfd.readouterr()
+    (run,) = Ledger(default_ledger_path()).list_runs()
+    assert main(["runs", "show", str(run.id), "--json"]) == 0
+    shown, _ = capfd.readouterr()
+    assert json.loads(target.read_text()) == json.loads(shown)
+    assert target.read_text() == shown
+    assert main(["runs", "export", str(run.id), "-f", "json"]) == 0
+    assert capfd.readouterr()[0] == shown
+    document = json.loads(shown)
+    assert "energy_j" not in document and all("emissions_g" not in d and "energy_j" not in d for d in document["devices"])
+    assert all("emissions_kg" in d for d in document["devices"])

@@ -63,3 +63,34 @@ def test_run_directory_reads_a_directory_as_given_and_an_id_from_the_ledger(tmp_
     assert run_directory(str(run_id), ledger) == run_dir
     with pytest.raises(UserInputError, match="no run with id 99"):
         run_directory("99", ledger)
+
+
+def test_the_one_run_resolver_checks_ids_closes_its_ledger_and_refuses_an_ambiguous_number(tmp_path, monkeypatch):
+    from greendiff.errors import UserInputError
+    from greendiff.ledger import Ledger
+    from greendiff.train import resolve_run, resolve_run_dir
+
+    ledger = tmp_path / "named.sqlite"
+    run_dir = tmp_path / "my-run"
+    run_dir.mkdir()
+    opened = Ledger(ledger)
+    run_id = opened.start_run("my-run", "train", "greendiff train", {"run_dir": str(run_dir)}, [])
+    opened.close()
+    closed = []
+    real_close = Ledger.close
+    monkeypatch.setattr(Ledger, "close", lambda self: (closed.append(self.path), real_close(self)))
+    monkeypatch.setenv("GREENDIFF_LEDGER", str(ledger))
+    assert resolve_run_dir(str(run_id)) == run_dir and closed == [ledger]  # the default ledger, opened and closed
+    assert resolve_run(str(run_id), ledger)[1] == run_dir and closed == [ledger, ledger]
+    for bad in ("0", "-3", "9" * 30):
+        with pytest.raises(UserInputError, match="run id must be"):
+            run_directory(bad, ledger)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / str(run_id)).mkdir()
+    with pytest.raises(UserInputError, match=rf"^{run_id} names both ledger run {run_id} \(my-run, train\) and the "
+                                             rf"folder {run_id} here: write ./{run_id} for the folder or "
+                                             rf"{run_dir} for the ledger run$"):
+        run_directory(str(run_id), ledger)
+    assert run_directory(f"./{run_id}", ledger) == Path(str(run_id))
+    (tmp_path / "5").mkdir()
+    assert run_directory("5", ledger) == Path("5")  # no ledger run 5: the folder

@@ -36,3 +36,26 @@ def test_waits_scale_to_minutes_and_hours(waited_h, pauses, shown):
 def test_the_cli_has_one_duration_formatter_the_reports():
     assert fmt_duration is duration_text
     assert [fmt_duration(s) for s in (36, 720, 41_400)] == ["36.0 s", "12.0 min", "11.5 h"]
+
+
+def test_hints_are_the_clis_added_when_it_renders_not_stored_in_the_summary():
+    from greendiff.carbon import DEFAULT_PUE, INDUSTRY_PUE, WorldAverageProvider
+    from greendiff.cli._render import LOCATION_HINT, intensity_line, note_line, pue_line
+    from greendiff.tracking import IntensityUsed, PueUsed
+
+    assert "--" not in DEFAULT_PUE[1]
+    assert pue_line(PueUsed(*DEFAULT_PUE)) == (
+        "PUE: 1.00, default 1.0: no facility overhead counted (on-premise machine); pass --pue for a data centre "
+        "(industry average 1.58, Uptime Institute 2023)")
+    assert INDUSTRY_PUE.value == 1.58 and "Uptime Institute" in INDUSTRY_PUE.source
+    assert pue_line(PueUsed(1.1, "Google fleet-average PUE 1.10")) == "PUE: 1.10, Google fleet-average PUE 1.10"
+    stored_with_hint = DEFAULT_PUE[1] + "; pass --pue for a data centre (industry average 1.58, Uptime Institute 2023)"
+    assert pue_line(PueUsed(1.0, stored_with_hint)).count("--pue") == 1  # an older run's row: said once
+    bare_note = "LOCATION UNKNOWN: world-average intensity used; emissions may be off by 10x."
+    assert note_line(bare_note) == f"{bare_note} {LOCATION_HINT}"
+    assert note_line(WorldAverageProvider.NOTE).count("--country") == 1
+    assert note_line("2022 trace used as a typical year") == "2022 trace used as a typical year"
+    half_hourly = IntensityUsed("UK Carbon Intensity API", "live", None, 150.0, (), None, "half-hourly")
+    assert intensity_line(half_hourly) == "intensity: 150 gCO2e/kWh, UK Carbon Intensity API (live, half-hourly)"
+    assert intensity_line(IntensityUsed("t.csv", "trace", 2024, 99.6, (), None, "10-second")).endswith("(10-second)")
+

@@ -70,6 +70,20 @@ def test_runs_show_and_export_take_a_run_directory_or_a_ledger_id(capsys, ledger
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
 
 
+def test_a_number_that_is_also_a_folder_here_is_refused_naming_both(capsys, ledger, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name, run_id in (("2", 1), ("7", 3)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "emissions.json").write_text(json.dumps({"ledger_run_ids": [run_id]}))
+    code, _, err = run(capsys, "runs", "show", "2")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "2 names both ledger run 2 (finetune, train) and the folder 2 here: write ./2 for the folder" in err
+    code, out, _ = run(capsys, "runs", "show", "./2", "--json")
+    assert code == 0 and json.loads(out)["name"] == "unet-tiny"  # the folder's run (ledger run 1)
+    code, out, _ = run(capsys, "runs", "show", "7", "--json")  # no ledger run 7: the folder, no question
+    assert code == 0 and json.loads(out)["name"] == LONG_NAME
+
+
 def test_export_statement_is_the_reports_paragraph(capsys, ledger, tmp_path):
     code, out, _ = run(capsys, "runs", "export", "2", "-f", "statement")
     assert code == 0 and out == emissions_statement(RunSummary.from_dict({**CLOUD, "run_id": 2})) + "\n"

@@ -49,6 +49,8 @@ def test_virtual_machine_uses_ccf_per_vcpu_not_host_tdp():
 def test_user_watts_override():
     power = resolve_cpu_power(CpuInfo("x", 4, virtualized=True), cpu_watts=40.0)
     assert (power.method, power.watts_per_logical_cpu) == ("estimate:user-watts-cputime", 10.0)
+    # a fact that travels into summaries and exports: no flag in it (the CLI says what to type)
+    assert power.source == "40 W given by the user / 4 logical CPUs per package"
 
 
 @pytest.mark.parametrize("watts", [0.0, -5.0, float("nan")])

@@ -133,6 +133,8 @@ def test_monitor_windows_nest_and_sum():
     assert inner.measurement.duration_s < outer.duration_s
     assert 0 < inner.measurement.energy_j["cpu:process-tree"] < outer.energy_j["cpu:process-tree"]
     assert any("estimate:user-watts-cputime" in n for n in monitor.notes)
+    assert any(n.startswith("CPU: RAPL not used: CPU power given by the user;") for n in monitor.notes)
+    assert not any("--" in n for n in monitor.notes), monitor.notes
     with pytest.raises(ValueError, match="not begun"):
         monitor.end_window("never")
     monitor.begin_window("dup")

@@ -43,3 +43,16 @@ def test_statement_keeps_the_typical_year_note_and_never_a_cli_hint_or_exponent(
     assert "in an unstated location, priced at the world-average grid intensity." in text
     assert "(world average; year not stated; a yearly average)" in text
     assert "Note: LOCATION UNKNOWN: world-average intensity used; emissions may be off by 10x." in text and "--" not in text
+
+
+def test_statement_says_how_a_traces_resolution_was_applied():
+    """A half-hourly series read "(...; half-hourly)" (the statement knew only static and hourly)."""
+    def basis(kind: str, resolution: str | None, year: int | None = 2024) -> str:
+        intensity = {**GRID["intensity"], "source": "s", "kind": kind, "resolution": resolution, "year": year}
+        return emissions_statement(RunSummary.from_dict({**GRID, "intensity": intensity}))
+
+    assert "(s, 2024; half-hour by half-hour)" in basis("trace", "half-hourly")
+    assert "(s, 2024; in 10-second steps)" in basis("trace", "10-second")
+    assert "(s, 2024; hour by hour)" in basis("hourly", None)  # a summary stored before kind and resolution split
+    assert "(s; live data)" in basis("live", None, None)
+    assert "(s; half-hour by half-hour)" in basis("live", "half-hourly", None)
