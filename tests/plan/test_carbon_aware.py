@@ -225,10 +225,10 @@ def test_a_pause_says_why_and_until_when_and_shows_its_waiting(tiny_data, tiny_c
     shown.progress.on_end()
     text = shown.text()
     assert ("carbon-aware pause at step 6: the grid is at 500 g/kWh, above the threshold 200 g/kWh; resuming at "
-            "2022-06-01 05:00 UTC (in 3.0 h)") in text
+            "2022-06-01 05:00 UTC (in 3.00 h)") in text
     assert "carbon-aware pause at step 12: the grid is at 600 g/kWh, above the threshold 200 g/kWh; resuming at " \
-           "2022-06-01 10:00 UTC (in 3.0 h)" in text
-    assert text.count("carbon-aware pause over after 3.0 h") == 2
+           "2022-06-01 10:00 UTC (in 3.00 h)" in text
+    assert text.count("carbon-aware pause over after 3.00 h") == 2
     waits = [(e.done, e.total) for e in shown.events if type(e).__name__ == "PhaseProgress" and e.phase == "wait"]
     assert waits == [(0.0, 10800.0), (10800.0, 10800.0)] * 2  # the simulated clock jumps: a start and an end tick
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -281,4 +281,57 @@ def test_an_interrupted_wait_is_booked_as_a_pause_with_its_time(tiny_data, tiny_
     assert s["pauses"] == 1 and s["waited_h"] == pytest.approx(waited_h) and s["ended"] == (T0 + timedelta(hours=2 + waited_h)).isoformat()
     (pause,) = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"pause"' in line]
     assert pause["interrupted"] is True and pause["waited_s"] == pytest.approx(waited_h * 3600)
-    assert f"carbon-aware pause interrupted after {'2.0 h' if how == 'ctrl-c' else '60 min'}" in shown.text()
+    assert f"carbon-aware pause interrupted after {'2.00 h' if how == 'ctrl-c' else '1.00 h'}" in shown.text()
+
+
+def test_a_wait_is_typed_and_the_controller_books_it_and_ends_the_run():
+    """Review #18: the controller's wait returns the trainer's typed :class:`~greendiff.train.Waited`; the trainer's
+    ``pause`` returns it as it is (no re-raise of its own), and the controller books the wait, then raises the
+    Ctrl-C it caught so the loop ends interrupted."""
+    from greendiff.train import StepOutcome, Waited
+
+    clock = CtrlCClock(T0 + timedelta(hours=2), 1200)
+    controller = CarbonAwareController(provider(), clock, 18, max_intensity_g_per_kwh=200, min_pause_s=0)
+    waited = controller.wait(T0 + timedelta(hours=5))
+    assert type(waited) is Waited and waited == Waited(T0 + timedelta(hours=2), T0 + timedelta(hours=4), True)
+
+    class PausingTrainer:
+        """What the controller asks of the trainer; ``pause`` waits and returns what the wait returned."""
+
+        def __init__(self):
+            self.step, self.paused = 6, []
+
+        def sample(self):  # the tracker's ledger sample, every tick of a wait
+            pass
+
+        @property
+        def tracker(self):
+            return self
+
+        def energy_so_far_j(self):
+            return 0.0
+
+        def emissions_so_far_kg(self):
+            return 0.0
+
+        def interrupt_requested(self):
+            return False
+
+        def report_progress(self, *args):
+            pass
+
+        def pause(self, until, wait, reason, now):
+            self.paused.append(reason)
+            return wait()
+
+    trainer = PausingTrainer()
+    clock = CtrlCClock(T0, 1200)
+    controller = CarbonAwareController(provider(), clock, 18, max_intensity_g_per_kwh=200, min_pause_s=0)
+    controller.begin(0.0)
+    for step in range(1, 7):
+        controller.after_step(step, 0.0)
+    with pytest.raises(KeyboardInterrupt):
+        controller.on_step_begin(trainer)
+    assert trainer.paused == ["the grid is at 500 g/kWh, above the threshold 200 g/kWh"]
+    s = controller.summary()
+    assert s["pauses"] == 1 and s["waited_h"] == pytest.approx(2.0)

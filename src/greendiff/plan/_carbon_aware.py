@@ -30,13 +30,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import partial
+from typing import TYPE_CHECKING
 
 from greendiff.carbon import Intensity, IntensityProvider
 from greendiff.errors import UserInputError
 from greendiff.plan._window import Job, plan_window
 from greendiff.units import G_PER_KG, joules_to_kwh
+
+if TYPE_CHECKING:
+    from greendiff.train import Waited
 
 logger = logging.getLogger(__name__)
 
@@ -83,16 +87,6 @@ class SimulatedClock:
         self.t += timedelta(seconds=self.step_s)
 
 
-@dataclass(frozen=True)
-class Waited:
-    """What one wait did: from ``began`` to ``ended`` (the clock's times); ``interrupted``: a stop request or
-    Ctrl-C ended it before the planned time."""
-
-    began: datetime
-    ended: datetime
-    interrupted: bool = False
-
-
 class CarbonAwareController:
     """Decides when the loop runs, and accounts the emissions saved.
 
@@ -131,7 +125,6 @@ class CarbonAwareController:
         self._cached_wait_until: datetime | None = None
         self._cache: dict[datetime, float] = {}
         self.log: list[dict] = []  # one entry per step: step, time, intensity (for tests and reports)
-        self._waited: Waited | None = None  # the pause under way (set once its wait began)
 
     # -- the books ----------------------------------------------------------------------------------
 
@@ -227,7 +220,8 @@ class CarbonAwareController:
     def on_step_begin(self, trainer) -> None:
         """Before each step: start the books (the first step of this process), then pause if told to: the
         trainer checkpoints, raises the pause's start (why, until when), waits (progress ticks) and its end.
-        The pause is booked however it ends, a Ctrl-C included."""
+        The pause is booked however it ends; a Ctrl-C the wait caught is raised again once it is, so the loop
+        ends the run interrupted (a stop request ends it by itself)."""
         if self._last_t is None:
             self.begin(trainer.energy_so_far_j())
             self._last_g = self._ledger_g(trainer)
@@ -235,17 +229,11 @@ class CarbonAwareController:
         if until is None:
             return
         now = self.clock.now()
-        ticks = _WaitTicks(trainer, until)
-        self._waited = None
-        try:
-            trainer.pause(until, lambda: self._wait_once(until, trainer.interrupt_requested, ticks), self.why(now, until), now)
-        finally:
-            if self._waited is not None:  # the wait began: its time and energy are booked, interrupted or not
-                self.after_wait(trainer.energy_so_far_j(), self._waited.began, self._ledger_g(trainer))
-
-    def _wait_once(self, until: datetime, stop_requested: Callable[[], bool], ticks: _WaitTicks) -> Waited:
-        self._waited = self.wait(until, stop_requested, ticks)
-        return self._waited
+        wait = partial(self.wait, until, trainer.interrupt_requested, _WaitTicks(trainer, until))
+        waited = trainer.pause(until, wait, self.why(now, until), now)
+        self.after_wait(trainer.energy_so_far_j(), waited.began, self._ledger_g(trainer))
+        if waited.interrupted and not trainer.interrupt_requested():
+            raise KeyboardInterrupt
 
     def why(self, now: datetime, until: datetime) -> str:
         """Why the run pauses from ``now`` until ``until``: the intensity against the threshold, or the
@@ -343,7 +331,9 @@ class CarbonAwareController:
         """Sleep until ``until`` in the clock's chunks, polling ``stop_requested`` and calling
         ``tick(seconds waited, seconds planned)`` at the start and after every chunk. A Ctrl-C
         (``KeyboardInterrupt``) ends the wait, as a stop request does: the :class:`Waited` says
-        ``interrupted`` (the trainer raises the Ctrl-C again once the pause is on record)."""
+        ``interrupted`` (:meth:`on_step_begin` raises the Ctrl-C again once the pause is booked)."""
+        from greendiff.train import Waited
+
         start = self.clock.now()
         total_s = max((until - start).total_seconds(), 0.0)
         logger.info("carbon-aware: pausing from %s until %s", start.isoformat(), until.isoformat())

@@ -49,7 +49,7 @@ from greendiff.train._diffusion import (
 from greendiff.train._evaluation import QualityEvaluator
 from greendiff.train._events import (
     EndEvent, EvalEvent, ForecastEvent, LogEvent, PauseEvent, PauseStartEvent, PhaseProgress, RanksInSyncEvent, StartEvent,
-    StoppedEvent,
+    StoppedEvent, Waited,
 )
 from greendiff.train._family import ClassConditionalFamily, UNetFamily, family_for
 from greendiff.train._images import save_grid, to_uint8
@@ -65,7 +65,7 @@ __all__ = [
     # the trainer, its callback interface and events, its collaborators
     "train", "TrainResult", "check_data", "check_train", "Trainer", "TrainerCallback", "Stop", "StepOutcome",
     "StartEvent", "LogEvent", "EvalEvent", "ForecastEvent", "PauseStartEvent", "PauseEvent", "PhaseProgress", "StoppedEvent",
-    "RanksInSyncEvent", "EndEvent",
+    "RanksInSyncEvent", "EndEvent", "Waited",
     "UNetFamily", "ClassConditionalFamily", "family_for", "QualityEvaluator",
     # configuration
     "TrainConfig", "ModelConfig", "RecipeConfig", "CarbonAwareConfig", "resolve_config", "read_toml", "to_dict",

@@ -132,6 +132,17 @@ class PauseStartEvent:
 
 
 @dataclass(frozen=True)
+class Waited:
+    """What one wait of a pause did (:meth:`greendiff.train.Trainer.pause` returns it): from ``began`` to ``ended``
+    (the waiting clock's times, UTC); ``interrupted``: a stop request or Ctrl-C ended it before the planned time.
+    Not an event: the :class:`PauseEvent` raised after the wait carries it."""
+
+    began: datetime
+    ended: datetime
+    interrupted: bool = False
+
+
+@dataclass(frozen=True)
 class PauseEvent:
     """A carbon-aware pause ended: checkpointed at ``step``, waited from ``began`` to ``ended`` (UTC; planned
     until ``until``); ``interrupted``: Ctrl-C or a stop signal cut it short (the run then ends interrupted)."""

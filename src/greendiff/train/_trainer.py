@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -29,7 +28,7 @@ from greendiff.train._divergence import Diverged, DivergenceGuard, weights_finit
 from greendiff.data import DIGIT_CLASSES
 from greendiff.train._evaluation import QualityEvaluator
 from greendiff.train._events import (
-    EndEvent, LogEvent, PauseEvent, PauseStartEvent, PhaseProgress, RanksInSyncEvent, StartEvent, StoppedEvent,
+    EndEvent, LogEvent, PauseEvent, PauseStartEvent, PhaseProgress, RanksInSyncEvent, StartEvent, StoppedEvent, Waited,
 )
 from greendiff.train._images import save_grid
 from greendiff.train._pace import StepEnergy
@@ -296,20 +295,16 @@ class Trainer:
         self.callbacks.call("on_checkpoint", self, step, path)
         return path
 
-    def pause(self, until: datetime, wait: Callable[[], Any], reason: str = "", now: datetime | None = None):
+    def pause(self, until: datetime, wait: Callable[[], Waited], reason: str = "", now: datetime | None = None) -> Waited:
         """Checkpoint, say why (:class:`PauseStartEvent`, planned from ``now`` to ``until`` for ``reason``), then
-        ``wait()`` in a metered ``wait`` window and raise a :class:`PauseEvent`, interrupted or not.
-
-        ``wait()`` returns what it waited: an object with ``began`` and ``ended`` (datetimes) and
-        ``interrupted`` (a stop signal or Ctrl-C cut it short; a Ctrl-C it caught is raised again here, after
-        the pause is on record, unless a callback already asks the loop to stop). Returns that object."""
+        ``wait()`` in a metered ``wait`` window and raise a :class:`PauseEvent`, interrupted or not. Returns what
+        ``wait()`` waited (a :class:`Waited`; ``interrupted``: a stop request or a Ctrl-C it caught cut it short:
+        the caller, which books the wait, ends the run)."""
         self.save_checkpoint(self.step)
         self.emit(PauseStartEvent(self.step, now or datetime.now(timezone.utc), until, reason))
         with self.tracker.window("wait"):
             waited = wait()
         self.emit(PauseEvent(self.step, waited.began, until, waited.ended, waited.interrupted))
-        if waited.interrupted and not self.interrupt_requested():
-            raise KeyboardInterrupt
         return waited
 
     def draw_batch(self, step: int) -> StepBatch:
