@@ -14,13 +14,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 
-from greendiff.carbon import CLOUD_PUE, Location, Pue, cloud_table, country_table, resolve_provider, resolve_pue
-from greendiff.carbon._static import TableRow, continent_table, unsourced_cloud_regions
+from greendiff.carbon import (
+    CLOUD_PUE, INDUSTRY_PUE, Location, Pue, cloud_table, country_table, resolve_provider, resolve_pue,
+    unsourced_cloud_regions,
+)
+from greendiff.carbon._static import TableRow, continent_table
 from greendiff.errors import UserInputError
 from greendiff.units import G_PER_KG
 
 CONTINENTS = ("Africa", "Asia", "Europe", "North America", "Oceania", "South America")
-INDUSTRY_PUE = Pue(1.58, "industry average 1.58 (Uptime Institute Global Data Center Survey 2023)")
 
 _GCP_PREFIX_CONTINENT = {"africa": "Africa", "asia": "Asia", "australia": "Oceania", "europe": "Europe", "me": "Asia",
                          "northamerica": "North America", "southamerica": "South America", "us": "North America"}
@@ -95,7 +97,7 @@ def rank_regions(energy_kwh: float, providers: tuple[str, ...] = (), continent: 
                  country_pue: Pue | None = None) -> list[RegionOption]:
     """Every bundled region and country with a citable grid figure, lowest emissions first (cleaner grids first:
     the year of a figure never ranks a row). Cloud regions no figure prices
-    (:func:`greendiff.carbon._static.unsourced_cloud_regions`) are left out.
+    (:func:`greendiff.carbon.unsourced_cloud_regions`) are left out.
 
     Args:
         energy_kwh: IT energy of the job.

@@ -19,9 +19,9 @@ from datetime import datetime
 
 from greendiff.carbon import (
     Intensity, IntensityProvider, LiveDataError, LiveProvider, Location, Pue, resolve_location, resolve_provider, resolve_pue,
+    unsourced_cloud_regions,
 )
 from greendiff.errors import UserInputError
-from greendiff.carbon._static import unsourced_cloud_regions
 from greendiff.plan import Job, LocalCost, RegionOption, WindowPlan, local_cost, plan_window, rank_regions
 
 
