@@ -100,7 +100,7 @@ def train_command(
     recipe: Annotated[Optional[str], _key("--recipe", "green, or baseline (diffusers' defaults).", None, metavar="NAME")] = None,
     resume: Annotated[Optional[str], run_option("--resume", help="Continue a run (directory or ledger id) from its latest checkpoint.")] = None,
     dry_run: Annotated[bool, Opt("--dry-run", metavar="", help="Print the resolved config as TOML and exit.")] = False,
-    nproc: Annotated[int, number_option("--nproc", bounds=PROCESSES, help="Data-parallel processes (torchrun; --batch-size is per process).")] = 1,
+    nproc: Annotated[int, number_option("--nproc", bounds=PROCESSES, help="Data-parallel processes (torchrun; --batch-size is per process).")] = job_default(TrainJob, "processes"),
     dataset: Annotated[Optional[str], _key("--dataset", "mnist, digits, an image folder, or .npy/.npz.", DATA, metavar="DATA")] = None,
     resolution: Annotated[Optional[int], _key("--resolution", "Training resolution in pixels.", DATA, INT)] = None,
     skip_bad_images: Annotated[bool, _key("--skip-bad-images", "Skip and count an image folder's unusable files (--no-skip-bad-images: stop at the first).", DATA, metavar="")] = False,

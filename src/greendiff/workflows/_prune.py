@@ -206,7 +206,7 @@ def parent_class_names(run: Path, num_classes: int) -> tuple[str, ...] | None:
     if not num_classes:
         return None
     from greendiff.ledger import load_json_file
-    from greendiff.pipelines._classes import check_class_names  # not re-exported by greendiff.pipelines
+    from greendiff.pipelines import check_class_names
 
     path = run / "pipeline" / "model_index.json"
     raw = load_json_file(path) if path.is_file() else {}
