@@ -322,8 +322,9 @@ def test_conditioning_and_data_keys_resolve_and_round_trip(tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     ({"model.num_classes": "10"}, "needs model.conditioning = class"),
     ({"model.conditioning": "label"}, "model.conditioning must be one of none, class"),
-    ({"model.conditioning": "class", "distill.kind": "output", "distill.teacher": "t"}, "distillation of a class-conditional"),
-    ({"model.conditioning": "class", "model.init_from": "u"}, "cannot start a class-conditional run"),
+    ({"model.conditioning": "class", "distill.kind": "output", "distill.teacher": "t"},
+     "^distill.kind = output trains unconditional students only, and model.conditioning is class: set "
+     "model.conditioning = none \\(--conditioning none\\) or distill.kind = none$"),
     ({"optim.cond_dropout": "1.5"}, "optim.cond_dropout"),
     ({"optim.guidance_scale": "nan"}, "optim.guidance_scale"),
     ({"data.cache_max_gb": "-1"}, "data.cache_max_gb"),
@@ -332,3 +333,10 @@ def test_bad_conditioning_keys_are_one_line_errors(overrides, message):
     with pytest.raises(UserInputError, match=message) as info:
         resolve_config(overrides=overrides)
     assert "\n" not in str(info.value)
+
+
+def test_a_class_conditional_run_may_start_from_a_saved_unet():
+    """model.init_from with model.conditioning = class (prune's fine-tuning of a class-conditional run): the weights
+    are checked against the class-conditional UNet by check_init_from / load_weights, not refused by the config."""
+    config = resolve_config(overrides={"model.conditioning": "class", "model.init_from": "pruned-unet"})
+    assert (config.model.conditioning, config.model.init_from) == ("class", "pruned-unet")

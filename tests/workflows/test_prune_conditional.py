@@ -1,7 +1,7 @@
 """Pruning a class-conditional run: the Taylor pass scores its own (labelled) loss, the pruned model keeps its class
-embedding, is scored class-balanced like ``eval`` and exported as the parent's class-conditional pipeline; what the
-trainer cannot do yet (start a class-conditional run from ``model.init_from``, distil one) is one line before
-anything is created: when it can, fine-tuning works through the same code and these messages go."""
+embedding, is scored class-balanced like ``eval``, fine-tuned from the pruned model on the labelled data, and
+exported as the parent's class-conditional pipeline; distilling it (``--distill``), which the trainer cannot do
+yet, is one line before anything is created."""
 
 from __future__ import annotations
 
@@ -49,14 +49,37 @@ def test_a_class_conditional_run_prunes_scores_by_class_and_exports_a_pipeline_t
     assert (row.kind, row.status) == ("prune", "completed")
 
 
-@pytest.mark.parametrize("finetune_steps, distill, tail", [(2, False, "add --finetune-steps 0"), (0, True, "drop --distill"),
-                                                           (2, True, "add --finetune-steps 0 and drop --distill")])
-def test_fine_tuning_a_class_conditional_run_is_one_line_before_anything_is_created(tmp_path, cond_run, finetune_steps,
-                                                                                    distill, tail):
+def test_fine_tuning_a_class_conditional_run_works_and_keeps_its_classes(tmp_path, cond_run):
+    """prune --finetune-steps N of a class-conditional run: the fine-tuning starts from the pruned model (its
+    ``model.init_from``, which the config refused with ``model.conditioning = class`` before), trains N steps on the
+    labelled data, and the pipeline it exports samples by class."""
+    from greendiff.pipelines import ClassConditionalPipeline
+    from greendiff.train import read_metrics
+
+    outcome = run_prune(PruneJob(run=cond_run, ratio=0.5, finetune_steps=2, taylor_timesteps=2, taylor_batch=8,
+                                 eval_samples=0, output_dir=str(tmp_path / "out"),
+                                 measurement=measurement(tmp_path / "l.sqlite")))
+    report = json.loads(outcome.report_path.read_text())
+    assert report["finetune_steps"] == 2 and report["pruned_model"]["block_out_channels"] == [8, 16]
+    config = (outcome.run_dir / "config.toml").read_text()
+    assert 'conditioning = "class"' in config and "pruned-unet" in config  # started from the pruned model
+    metrics = read_metrics(outcome.run_dir / "metrics.jsonl").events
+    assert [e["step"] for e in metrics if "loss" in e] == [2] and metrics[-1] == {"event": "completed", "step": 2}
+    pipe = ClassConditionalPipeline.from_pretrained(str(outcome.run_dir / "pipeline"))
+    assert pipe.unet.config.num_class_embeds == 11 and list(pipe.unet.config.block_out_channels) == [8, 16]
+    assert pipe.class_names == tuple(str(k) for k in range(10))
+    images = pipe(["3", "7"], guidance_scale=2.0, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                  output_type="np").images
+    assert images.shape == (2, 8, 8, 1)
+    (row,) = Ledger(tmp_path / "l.sqlite").list_runs()
+    assert (row.kind, row.status) == ("prune", "completed")
+
+
+def test_distilling_a_class_conditional_run_while_pruning_is_one_line_before_anything_is_created(tmp_path, cond_run):
     ledger = tmp_path / "l.sqlite"
     with pytest.raises(UserInputError) as err:
-        run_prune(PruneJob(run=cond_run, ratio=0.5, finetune_steps=finetune_steps, distill=distill, eval_samples=0,
+        run_prune(PruneJob(run=cond_run, ratio=0.5, finetune_steps=2, distill=True, eval_samples=0,
                            output_dir=str(tmp_path / "out"), measurement=measurement(ledger)))
     message = str(err.value)
-    assert "\n" not in message and "is class-conditional (10 classes)" in message and message.endswith(tail)
+    assert "\n" not in message and "is class-conditional (10 classes)" in message and "drop --distill" in message
     assert not (tmp_path / "out").exists() and (not ledger.exists() or Ledger(ledger).list_runs() == [])

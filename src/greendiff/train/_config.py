@@ -502,11 +502,9 @@ def validate_conditioning(config: TrainConfig) -> None:
         raise UserInputError(f"model.num_classes = {config.model.num_classes} needs model.conditioning = class "
                              "(--conditioning class)")
     if config.model.conditioning == "class" and config.distill.kind != "none":
-        raise UserInputError("distillation of a class-conditional model is not supported yet: use "
-                             "--conditioning none with distill.kind")
-    if config.model.conditioning == "class" and config.model.init_from:
-        raise UserInputError("model.init_from starts an unconditional UNet; it cannot start a class-conditional run "
-                             "(--conditioning class) yet")
+        raise UserInputError(f"distill.kind = {config.distill.kind} trains unconditional students only, and "
+                             "model.conditioning is class: set model.conditioning = none (--conditioning none) "
+                             "or distill.kind = none")
 
 
 def validate_distill(config: TrainConfig) -> None:
