@@ -77,7 +77,7 @@ def render(report: dict, args, cmd: list[str], limits: list[float]) -> str:
                   "| limit | mJ / sample | ms / sample | mean power |", "|---:|---:|---:|---:|"]
         for c in sweep["costs"]:
             limit = "current" if c["limit_w"] is None else f"{c['limit_w']:.0f} W"
-            lines.append(f"| {limit} | {c['energy_j_per_sample'] * 1e3:.3f} | {c['s_per_sample'] * 1e3:.4f} | {c['power_w']:.0f} W |")
+            lines.append(f"| {limit} | {c['energy_per_sample_kwh'] * 3.6e9:.3f} | {c['s_per_sample'] * 1e3:.4f} | {c['power_w']:.0f} W |")
         best = sweep["best"]
         lines += ["", f"Chosen within {sweep['max_slowdown']:.0%} slowdown: {best['limit_w'] or sweep['default_w']:.0f} W.", ""]
     if not report["sweeps"]:
