@@ -12,7 +12,7 @@ from greendiff.ledger import Ledger
 from greendiff.workflows import (
     DistillJob, DistillStepsJob, PruneJob, run_distill, run_distill_steps, run_prune,
 )
-from tests.workflows.conftest import measurement
+from tests.workflows.conftest import measurement, trained
 
 
 def test_run_prune_returns_the_report_it_writes(tmp_path, parent):
@@ -65,6 +65,28 @@ def test_a_bad_job_creates_nothing(tmp_path, parent):
         run_prune(PruneJob(run=parent, ratio=0.5, sets={"optim.nope": "1"}, output_dir=str(tmp_path / "out"),
                            measurement=measurement(tmp_path / "l")))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def cond_teacher(tmp_path_factory) -> Path:
+    """A class-conditional run (4 steps on the 10 digit classes)."""
+    return trained(tmp_path_factory.mktemp("cond"), {"model.conditioning": "class"})
+
+
+@pytest.mark.parametrize("command", ["distill", "distill-steps"])
+def test_a_class_conditional_teacher_is_one_line_from_python_too(tmp_path, cond_teacher, command):
+    """The workflow itself says what works instead (the CLI alone did before: Python callers got the config's
+    refusal of distill.kind with model.conditioning = class, which names keys they never set)."""
+    out, ledger = tmp_path / "out", tmp_path / "l.sqlite"
+    job = (DistillJob(teacher=cond_teacher, student_preset="pico", output_dir=str(out), measurement=measurement(ledger))
+           if command == "distill" else
+           DistillStepsJob(teacher=cond_teacher, rounds=1, output_dir=str(out), measurement=measurement(ledger)))
+    with pytest.raises(UserInputError) as err:
+        (run_distill if command == "distill" else run_distill_steps)(job)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{command}: --teacher ")
+    assert "is class-conditional (10 classes) and distillation takes unconditional teachers only" in message
+    assert not out.exists() and (not ledger.exists() or Ledger(ledger).list_runs() == [])
 
 
 def test_compression_jobs_check_their_fields_as_the_cli_checks_its_flags(tmp_path):

@@ -18,7 +18,6 @@ from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, render_summary
 from greendiff.names import display_path
 from greendiff.workflows._compress_session import CompressionEnergy
-from greendiff.workflows._conditioning import check_unconditional_teacher
 from greendiff.workflows._eval import EvalResult
 from greendiff.workflows import (
     CompressOutcome, DistillJob, DistillStepsJob, MeasurementOptions, PruneJob, run_distill, run_distill_steps, run_prune,
@@ -108,9 +107,7 @@ def distill_command(
 ) -> None:
     """Train a smaller student to match a teacher (output and feature distillation); teacher forwards are metered."""
     console = Console(stderr=True)
-    teacher_dir = run_directory(teacher, measurement.ledger)
-    check_unconditional_teacher(teacher_dir, "distill")
-    outcome = run_distill(DistillJob(teacher=teacher_dir, student_preset=student_preset, student_init=student_init,
+    outcome = run_distill(DistillJob(teacher=run_directory(teacher, measurement.ledger), student_preset=student_preset, student_init=student_init,
                                      max_steps=max_steps, lr=lr, output_weight=output_weight, feature_weight=feature_weight,
                                      data_weight=data_weight, eval_samples=eval_samples, output_dir=output_dir, name=name,
                                      sets=parse_sets(sets), measurement=measurement), RichProgress(console))
@@ -137,9 +134,7 @@ def distill_steps_command(
 ) -> None:
     """Progressive distillation: each round halves the DDIM steps; quality and sampling energy per image at each."""
     console = Console(stderr=True)
-    teacher_dir = run_directory(teacher, measurement.ledger)
-    check_unconditional_teacher(teacher_dir, "distill-steps")
-    outcome = run_distill_steps(DistillStepsJob(teacher=teacher_dir, rounds=rounds, teacher_steps=teacher_steps,
+    outcome = run_distill_steps(DistillStepsJob(teacher=run_directory(teacher, measurement.ledger), rounds=rounds, teacher_steps=teacher_steps,
                                                 steps_per_round=steps_per_round, lr=lr, eval_samples=eval_samples,
                                                 output_dir=output_dir, name=name, sets=parse_sets(sets),
                                                 measurement=measurement), RichProgress(console))

@@ -21,6 +21,7 @@ from greendiff.workflows._compress_session import (
     check_parent, derived_config, derived_name, model_stats, quality_dict,
 )
 from greendiff.workflows._fields import checked_float, checked_int, checked_path, set_fields
+from greendiff.workflows._conditioning import check_unconditional_teacher
 from greendiff.workflows._eval import EvalResult
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
 from greendiff.workflows._progress import NullProgress, Progress
@@ -140,6 +141,7 @@ def run_distill(job: DistillJob, progress: Progress | None = None) -> CompressOu
     from greendiff.train import build_unet, count_parameters, load_run_model
 
     check_parent(job.teacher, "--teacher")
+    check_unconditional_teacher(job.teacher, "distill")
     student, label = _student(job)
     settings = resolve_settings(job.measurement, run=job.teacher)
     s = CompressSession(job.teacher, job.eval_samples, progress or NullProgress(), "--teacher")

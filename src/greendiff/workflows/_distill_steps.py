@@ -24,6 +24,7 @@ from greendiff.workflows._compress_session import (
 )
 from greendiff.numbers import COUNT
 from greendiff.workflows._fields import checked_int, set_fields
+from greendiff.workflows._conditioning import check_unconditional_teacher
 from greendiff.workflows._eval import EvalResult
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
 from greendiff.workflows._progress import NullProgress, Progress
@@ -150,6 +151,7 @@ def run_distill_steps(job: DistillStepsJob, progress: Progress | None = None) ->
     from greendiff.train import load_run_model
 
     check_parent(job.teacher, "--teacher")
+    check_unconditional_teacher(job.teacher, "distill-steps")
     settings = resolve_settings(job.measurement, run=job.teacher)
     s = CompressSession(job.teacher, job.eval_samples, progress or NullProgress(), "--teacher")
     teacher_lr = s.config.optim.lr
