@@ -313,7 +313,7 @@ def _more_bad_steps_than_steps(folder):
 @pytest.mark.parametrize("damage, reason", [
     (_nan_weights, "model.safetensors holds values that are not finite"),
     (_more_bad_steps_than_steps, "train_state.json: its non-finite step counts exceed its step 2"),
-    (_huge_energy, "train_state.json: energy_j 1e+300 is not an energy (at most 1e+09 kWh)")])
+    (_huge_energy, "train_state.json: energy_j 1e+300 is not an energy (at most 1000000 MWh)")])
 def test_a_checkpoint_with_impossible_numbers_is_passed_over(tmp_path, caplog, damage, reason):
     save(tmp_path, 1, 1.0, keep=2)
     newest = save(tmp_path, 2, 2.0, keep=2)

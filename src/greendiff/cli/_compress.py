@@ -16,6 +16,7 @@ from greendiff.cli._options import (
 )
 from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, render_summary
+from greendiff.display import plain_number
 from greendiff.names import display_path
 from greendiff.workflows._compress_session import CompressionEnergy
 from greendiff.workflows._eval import EvalResult
@@ -76,7 +77,7 @@ def render_prune(outcome: CompressOutcome, console: Console) -> None:
                   f"{parent.params:,} → {pruned.params:,} parameters, "
                   f"{parent.macs_per_image / 1e6:.1f} → {pruned.macs_per_image / 1e6:.1f} M MACs per image "
                   f"(time-embedding refit residual {report.time_refit_residual:.1%})", highlight=False)
-    table = Table(title=f"prune {report.ratio:g} ({report.importance}) · {report.eval.samples} samples, "
+    table = Table(title=f"prune {plain_number(report.ratio)} ({report.importance}) · {report.eval.samples} samples, "
                         f"{report.eval.sampler_steps} steps", title_justify="left")
     for col in ("model", "params", "M MACs", "quality"):
         table.add_column(col, justify="right" if col != "model" else "left")

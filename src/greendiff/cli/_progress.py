@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from greendiff.cli._render import fmt_duration, fmt_energy, fmt_mass, plain
+from greendiff.display import plain_number
 from greendiff.workflows._progress import Advance, ProgressEvent, SegmentStart, TimestepDone
 
 _STYLES = {"warning": "yellow"}
@@ -106,7 +107,7 @@ class RichProgress:
             f"per image · precision {e.precision} ({e.precision_reason}) on {e.device} · {e.dataset}"), highlight=False)
         if e.processes > 1:
             console.print(f"{e.processes} processes: effective batch {e.effective_batch_size} "
-                          f"({start.batch_size} per process), lr {e.lr:g} (scaling {e.lr_scaling})", highlight=False)
+                          f"({start.batch_size} per process), lr {plain_number(e.lr)} (scaling {e.lr_scaling})", highlight=False)
 
 
 def evaluation_line(event) -> str:

@@ -35,6 +35,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from greendiff.carbon import Intensity, IntensityProvider
+from greendiff.display import duration_text, plain_number
 from greendiff.errors import UserInputError
 from greendiff.plan._window import Job, plan_window
 from greendiff.units import G_PER_KG, joules_to_kwh
@@ -243,7 +244,7 @@ class CarbonAwareController:
             return (f"the grid is at {intensity:.0f} g/kWh; waiting as long as the deadline "
                     f"{self.deadline:%Y-%m-%d %H:%M} UTC allows, then running to the end")
         if self.max_intensity is not None:
-            return f"the grid is at {intensity:.0f} g/kWh, above the threshold {self.max_intensity:g} g/kWh"
+            return f"the grid is at {intensity:.0f} g/kWh, above the threshold {plain_number(self.max_intensity)} g/kWh"
         return (f"the grid is at {intensity:.0f} g/kWh; the schedule runs the remaining steps in cleaner hours "
                 f"before the deadline {self.deadline:%Y-%m-%d %H:%M} UTC")
 
@@ -302,8 +303,8 @@ class CarbonAwareController:
                 return max(seg.start, now)
         if latest_start is not None:
             return latest_start  # never clean enough before the deadline: wait as long as allowed
-        logger.warning("carbon-aware: the grid stays above %g g/kWh for the next %g h; running anyway",
-                       self.max_intensity, self.horizon_h)
+        logger.warning("carbon-aware: the grid stays above %s g/kWh for the next %s; running anyway",
+                       plain_number(self.max_intensity), duration_text(self.horizon_h * 3600))
         return None
 
     def _schedule_wait(self, now: datetime, step: int, remaining_s: float) -> datetime | None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from greendiff.display import energy_text, plain_number
 from greendiff.errors import UserInputError
 from greendiff.names import display_path, first_line
 from greendiff.numbers import MAX_COUNT, MAX_ENERGY_KWH
@@ -129,7 +130,7 @@ def _read_books(folder: Path) -> dict:
     if not 0 <= step <= MAX_COUNT or (step_of(folder) >= 0 and step != step_of(folder)):
         raise Unusable(f"{STATE_FILE}: step {step} is not this checkpoint's")
     if not (math.isfinite(energy_j) and 0 <= energy_j <= kwh_to_joules(MAX_ENERGY_KWH)):
-        raise Unusable(f"{STATE_FILE}: energy_j {energy_j!r:.30} is not an energy (at most {MAX_ENERGY_KWH:g} kWh)")
+        raise Unusable(f"{STATE_FILE}: energy_j {energy_j!r:.30} is not an energy (at most {energy_text(MAX_ENERGY_KWH)})")
     counts = books.get("divergence")
     if isinstance(counts, dict) and any(type(v) is int and v > step for v in counts.values()):
         raise Unusable(f"{STATE_FILE}: its non-finite step counts exceed its step {step}")
@@ -246,7 +247,7 @@ def _leaf(saved, template, where: str):
         if isinstance(saved, int) and abs(saved) > _MAX_EXACT:
             raise Unusable(f"{STATE_FILE}: {where} is too large ({str(saved)[:12]}...)")
         if saved < 0 <= template:
-            raise Unusable(f"{STATE_FILE}: {where} is negative ({saved:.6g})")
+            raise Unusable(f"{STATE_FILE}: {where} is negative ({plain_number(saved, 6)})")
         return float(saved) if kind is float else saved
     return saved
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from greendiff.data import BUILTIN, Data
+from greendiff.display import fixed_point
 from greendiff.errors import UserInputError
 from greendiff.train._callbacks import CallbackList, LogSchedule, MetricsWriter, Stop
 from greendiff.train._checkpoint import fingerprint, load_latest, save_checkpoint
@@ -352,8 +353,9 @@ class Trainer:
         if self.resume:
             saved = load_latest(state.accelerator, state.objects, self.run_dir, self.shapes)
             state.step, self.totals.prior_energy_j = saved["step"], float(saved["energy_j"])
-        logger.info("%s: %s parameters, %.3g GMACs per image; precision %s (%s) on %s", self.family.name,
-                    f"{state.params:,}", state.macs_per_image / 1e9, state.precision, state.precision_reason, state.device)
+        logger.info("%s: %s parameters, %s GMACs per image; precision %s (%s) on %s", self.family.name,
+                    f"{state.params:,}", fixed_point(state.macs_per_image / 1e9), state.precision, state.precision_reason,
+                    state.device)
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.emit(self._start_event())
