@@ -23,9 +23,21 @@ def cond_run(tmp_path_factory) -> Path:
     return trained(tmp_path_factory.mktemp("cond"), {"model.conditioning": "class"})
 
 
-def test_a_class_conditional_run_prunes_scores_by_class_and_exports_a_pipeline_that_samples_by_class(tmp_path, cond_run):
+def samples_by_class(run_dir: Path):
+    """The run's pipeline: pruned widths, the parent's 11 class rows (10 classes and the null class) and names, and
+    2 images of classes 3 and 7 from it."""
     from greendiff.pipelines import ClassConditionalPipeline
 
+    pipe = ClassConditionalPipeline.from_pretrained(str(run_dir / "pipeline"))
+    assert pipe.unet.config.num_class_embeds == 11 and list(pipe.unet.config.block_out_channels) == [8, 16]
+    assert pipe.class_names == tuple(str(k) for k in range(10))
+    images = pipe(["3", "7"], guidance_scale=2.0, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                  output_type="np").images
+    assert images.shape == (2, 8, 8, 1)
+    return pipe
+
+
+def test_a_class_conditional_run_prunes_scores_by_class_and_exports_a_pipeline_that_samples_by_class(tmp_path, cond_run):
     outcome = run_prune(PruneJob(run=cond_run, ratio=0.5, finetune_steps=0, taylor_timesteps=3, taylor_batch=8,
                                  eval_samples=20, output_dir=str(tmp_path / "out"),
                                  measurement=measurement(tmp_path / "l.sqlite")))
@@ -35,12 +47,7 @@ def test_a_class_conditional_run_prunes_scores_by_class_and_exports_a_pipeline_t
         quality = report["quality"][model]
         assert quality["n"] == 20 and sorted(quality["per_class_fid"], key=int) == [str(k) for k in range(10)]
         assert quality["guidance_scale"] == 2.0 and 0 <= quality["class_accuracy"] <= 1
-    pipe = ClassConditionalPipeline.from_pretrained(str(outcome.run_dir / "pipeline"))
-    assert pipe.unet.config.num_class_embeds == 11 and list(pipe.unet.config.block_out_channels) == [8, 16]
-    assert pipe.class_names == tuple(str(k) for k in range(10))
-    images = pipe(["3", "7"], guidance_scale=2.0, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
-                  output_type="np").images
-    assert images.shape == (2, 8, 8, 1)
+    pipe = samples_by_class(outcome.run_dir)
     with torch.no_grad():  # the class embedding survived: two classes, two predictions from the same input
         x, t = torch.zeros(2, 1, 8, 8), torch.tensor([500, 500])
         out = pipe.unet(x, t, class_labels=torch.tensor([3, 7])).sample
@@ -53,7 +60,6 @@ def test_fine_tuning_a_class_conditional_run_works_and_keeps_its_classes(tmp_pat
     """prune --finetune-steps N of a class-conditional run: the fine-tuning starts from the pruned model (its
     ``model.init_from``, which the config refused with ``model.conditioning = class`` before), trains N steps on the
     labelled data, and the pipeline it exports samples by class."""
-    from greendiff.pipelines import ClassConditionalPipeline
     from greendiff.train import read_metrics
 
     outcome = run_prune(PruneJob(run=cond_run, ratio=0.5, finetune_steps=2, taylor_timesteps=2, taylor_batch=8,
@@ -65,12 +71,7 @@ def test_fine_tuning_a_class_conditional_run_works_and_keeps_its_classes(tmp_pat
     assert 'conditioning = "class"' in config and "pruned-unet" in config  # started from the pruned model
     metrics = read_metrics(outcome.run_dir / "metrics.jsonl").events
     assert [e["step"] for e in metrics if "loss" in e] == [2] and metrics[-1] == {"event": "completed", "step": 2}
-    pipe = ClassConditionalPipeline.from_pretrained(str(outcome.run_dir / "pipeline"))
-    assert pipe.unet.config.num_class_embeds == 11 and list(pipe.unet.config.block_out_channels) == [8, 16]
-    assert pipe.class_names == tuple(str(k) for k in range(10))
-    images = pipe(["3", "7"], guidance_scale=2.0, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
-                  output_type="np").images
-    assert images.shape == (2, 8, 8, 1)
+    samples_by_class(outcome.run_dir)
     (row,) = Ledger(tmp_path / "l.sqlite").list_runs()
     assert (row.kind, row.status) == ("prune", "completed")
 
