@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 from PIL import Image
 
 from greendiff.cli._app import main
@@ -54,6 +55,19 @@ def test_train_sample_and_eval_a_class_conditional_run(capsys, tmp_path):
     assert code == 0, err
     flat = " ".join(out.split())  # the table wraps at the terminal's width
     assert "10 classes, balanced, guidance 1" in flat and "class acc." in flat and "per-class FID (seed 0): 0: " in flat
+    # prune fine-tunes it from the pruned model (a class-conditional run's model.init_from), and it samples by class
+    code, _, err = run_cli(capsys, "prune", "--run", str(run), "--ratio", "0.5", "--finetune-steps", "2",
+                           "--taylor-timesteps", "2", "--taylor-batch", "8", "--eval-samples", "0", *COUNTRY,
+                           "--output-dir", str(tmp_path / "pruned"))
+    assert code == 0, err
+    (pruned,) = (tmp_path / "pruned").iterdir()
+    model = read_toml(pruned / "config.toml")["model"]
+    assert model["init_from"] == str(pruned / "pruned-unet") and model["num_classes"] == 10
+    assert json.loads((pruned / "metrics.jsonl").read_text().splitlines()[-1]) == {"event": "completed", "step": 2}
+    code, _, err = run_cli(capsys, "sample", "--run", str(pruned), "--class", "3", "--samples", "2", "--sample-steps", "2",
+                           *COUNTRY, "-o", str(tmp_path / "pruned.npz"))
+    assert code == 0, err
+    assert np.load(tmp_path / "pruned.npz")["labels"].tolist() == [3, 3]
 
 
 def test_sample_help_says_how_a_class_list_is_spread(capsys):

@@ -147,7 +147,7 @@ def run_prune(job: PruneJob, progress: Progress | None = None) -> CompressOutcom
     name = job.name or derived_name(f"pruned{job.ratio:g}", job.run)
     fine_tune = {"run.max_steps": max(job.finetune_steps, 1), "run.name": name, "optim.lr": job.lr,
                  **({"distill.kind": "output", "distill.teacher": str(job.run / "pipeline" / "unet")} if job.distill else {})}
-    from_pruned = starts_from_pruned(job, s.num_classes, fine_tune)  # checked before anything is created
+    check_fine_tune(job, s.num_classes, fine_tune)  # before anything is created
     s.start(new_run_dir(job.output_dir or str(job.run.parent), name), settings, "prune",
             f"greendiff prune --run {job.run} --ratio {job.ratio:g}")
     run_dir, steps = s.run_dir, s.config.optim.sample_steps
@@ -156,9 +156,9 @@ def run_prune(job: PruneJob, progress: Progress | None = None) -> CompressOutcom
     rebuilt, pass_info = _prune(s, job, run_dir / "pruned-unet")
     pruned_stats = model_stats(rebuilt.unet)
     quality_pruned = s.quality(rebuilt.unet, s.sampler, steps)
-    start = {"model.init_from": str(run_dir / "pruned-unet")} if from_pruned else {}
     ft_config = derived_config(job.run, {**fine_tune, "model.block_out_channels": ",".join(map(str, rebuilt.block_out_channels)),
-                                         **start, "run.output_dir": str(run_dir.parent)}, job.sets)
+                                         "model.init_from": str(run_dir / "pruned-unet"),
+                                         "run.output_dir": str(run_dir.parent)}, job.sets)
     write_config(run_dir, ft_config)
     if job.finetune_steps:
         result = s.train(ft_config, run_dir, "fine-tune")
@@ -178,25 +178,21 @@ def run_prune(job: PruneJob, progress: Progress | None = None) -> CompressOutcom
     return s.finish(report, "compression.json")
 
 
-def starts_from_pruned(job: PruneJob, num_classes: int, fine_tune: dict) -> bool:
-    """Whether the new run's config can start from the pruned model (``model.init_from``), as fine-tuning needs;
-    the config it will have resolved (the sets, the rest) before anything is created, the parent's UNet standing
-    in for the pruned one. The trainer may refuse to start a class-conditional run (``num_classes`` > 0) from
-    ``model.init_from``: then a run that is not fine-tuned is saved without it (its pipeline is its model), and a
-    fine-tuning is one line saying what works."""
+def check_fine_tune(job: PruneJob, num_classes: int, fine_tune: dict) -> None:
+    """The new run's config resolved (the sets, the rest) before anything is created, the parent's UNet standing in
+    for the pruned one as its ``model.init_from``; a class-conditional run (``num_classes`` > 0) fine-tunes like
+    any other, but its ``--distill`` is one line in prune's flags (the trainer distils unconditional students only)."""
+    start = {"model.init_from": str(job.run / "pipeline" / "unet")}
     plain = {key: value for key, value in fine_tune.items() if not key.startswith("distill.")}
-    derived_config(job.run, plain, job.sets)  # an error of the user's own keys, as it is
+    derived_config(job.run, {**plain, **start}, job.sets)  # an error of the user's own keys, as it is
     try:
-        derived_config(job.run, {**fine_tune, "model.init_from": str(job.run / "pipeline" / "unet")}, job.sets)
-        return True
+        derived_config(job.run, {**fine_tune, **start}, job.sets)
     except UserInputError:
-        if not num_classes:
+        if not (num_classes and job.distill):
             raise
-    fixes = ["add --finetune-steps 0"] * bool(job.finetune_steps) + ["drop --distill"] * job.distill
-    if fixes:
-        raise UserInputError(f"--run {display_path(job.run)} is class-conditional ({num_classes} classes): prune can "
-                             f"prune, score and export it, but fine-tuning it is not supported yet; {' and '.join(fixes)}")
-    return False
+        raise UserInputError(f"--run {display_path(job.run)} is class-conditional ({num_classes} classes) and --distill "
+                             "trains unconditional students only; drop --distill (fine-tuning alone keeps the "
+                             "classes)") from None
 
 
 def parent_class_names(run: Path, num_classes: int) -> tuple[str, ...] | None:
