@@ -201,7 +201,7 @@ def test_hardware_profiles_a_class_conditional_config_with_its_labels(tmp_path, 
     monkeypatch.setattr(greendiff.train, "diffusion_loss", recording_loss)
     watts = MeasurementOptions(no_gpu=True, cpu_watts=50.0)
     report = run_hardware(HardwareJob(overrides={**COND}, devices="cpu", steps=2, warmup=0, measurement=watts)).to_dict()
-    assert report["devices"][0]["energy_j_per_sample"] > 0
+    assert report["devices"][0]["energy_per_sample_kwh"] > 0
     assert len(seen) == 2 and all(dropout == 0.1 for _, dropout in seen)
     first = next(load_digits(8).batches(0, batch_size=16, seed=0)).labels.tolist()
     assert seen[0][0] == first  # the trainer's first batch, with its digits

@@ -120,7 +120,7 @@ def test_train_segment_hands_everything_to_the_trainer_as_callbacks(tmp_path, mo
                                                                    TrainerProgress)
     assert seen["status"] == "failed"
     event = EvalEvent(step=2, energy_kwh=1e-6, eval_energy_kwh=1e-7, scores={"fid": 30.0})
-    assert pruner.on_evaluation(None, event) == Stop("pruned by the median pruner after evaluation 1 (fid 30)")
+    assert pruner.on_evaluation(None, event) == Stop("pruned by the median pruner after evaluation 1 (fid 30.00)")
     assert pruner.pruned_after == 1 and seen["reported"] == (30.0, 1)
     assert stops.should_interrupt() is False
 
