@@ -65,6 +65,23 @@ def test_a_resumed_run_continues_to_the_new_max_steps_and_lists_both_segments(tm
     assert [r.status for r in Ledger(ledger).list_runs()] == ["completed", "completed"]
 
 
+def test_a_resume_of_a_completed_run_is_refused_and_records_nothing(tmp_path):
+    """A resume with no steps left would add a "(resumed)" ledger row of 0 steps and shrink emissions.json;
+    one line instead, nothing written. A larger --max-steps trains further."""
+    ledger = tmp_path / "l.sqlite"
+    first = run_train(TrainJob(overrides={**TINY, "run.max_steps": 2, "run.output_dir": str(tmp_path / "runs")},
+                               measurement=measurement(ledger)))
+    emissions = (first.run_dir / "emissions.json").read_bytes()
+    for steps in (None, 2, 1):
+        with pytest.raises(UserInputError) as caught:
+            run_train(TrainJob(overrides={"run.max_steps": steps}, resume=first.run_dir, measurement=measurement(ledger)))
+        assert str(caught.value) == (f"{first.run_dir} already completed at step 2 (run.max_steps {steps or 2}); "
+                                     "give --max-steps N (> 2) to train further")
+    assert (first.run_dir / "emissions.json").read_bytes() == emissions
+    assert [r.id for r in Ledger(ledger).list_runs()] == [first.summary.run_id]
+    assert run_train(TrainJob(overrides={"run.max_steps": 3}, resume=first.run_dir, measurement=measurement(ledger))).step == 3
+
+
 def test_bad_input_is_refused_before_anything_is_created(tmp_path):
     from greendiff.workflows import MeasurementOptions
 

@@ -111,9 +111,24 @@ def resolve_train_config(job: TrainJob):
         changed = [k for k, v in job.overrides.items() if v is not None and k != "run.max_steps"]
         if changed or job.config_file is not None:
             raise UserInputError(f"--resume continues the saved config; only --max-steps may change (got {', '.join(changed) or '--config'})")
-        return resolve_config(job.resume / "config.toml", {"run.max_steps": job.overrides.get("run.max_steps")}), job.resume.name
+        config = resolve_config(job.resume / "config.toml", {"run.max_steps": job.overrides.get("run.max_steps")})
+        check_unfinished(job.resume, config.run.max_steps)
+        return config, job.resume.name
     config = with_absolute_dataset(resolve_config(job.config_file, dict(job.overrides)))
     return config, new_run_name(config, job.config_file if job.overrides.get("run.name") is None else None)
+
+
+def check_unfinished(run_dir: Path, max_steps: int) -> None:
+    """A resume must have steps left: a run that finished (its pipeline exported) at a checkpoint of
+    ``max_steps`` or more is one line asking for a larger ``--max-steps``, before anything is recorded
+    (a resume of 0 steps would add a ledger row and shrink the run's ``emissions.json``)."""
+    from greendiff.train import checkpoint_dirs
+
+    newest = checkpoint_dirs(run_dir)
+    step = int(newest[-1].name[len("step-"):]) if newest else 0
+    if step >= max_steps and (run_dir / "pipeline").is_dir():
+        raise UserInputError(f"{display_path(run_dir)} already completed at step {step} (run.max_steps {max_steps}); "
+                             f"give --max-steps N (> {step}) to train further")
 
 
 def prepare_train(job: TrainJob) -> PreparedTrain:
