@@ -243,5 +243,5 @@ def test_distilling_a_class_conditional_teacher_says_what_works_instead(capsys, 
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert f"{command}: --teacher " in err and "is class-conditional (10 classes)" in err
     assert "distil a run trained with --conditioning none" in err
-    assert f"greendiff prune --run {cond_parent} --finetune-steps 0" in err.replace("\n", "")
+    assert err.replace("\n", "").rstrip().endswith(f"greendiff prune --run {cond_parent}")
     assert not (tmp_path / "out").exists()

@@ -113,4 +113,4 @@ def check_unconditional_teacher(teacher: Path, command: str) -> None:
     shown = display_path(teacher)
     raise UserInputError(f"{command}: --teacher {shown} is class-conditional ({rows - 1} classes) and distillation "
                          "takes unconditional teachers only; distil a run trained with --conditioning none, or make "
-                         f"this one smaller with greendiff prune --run {shown} --finetune-steps 0")
+                         f"this one smaller with greendiff prune --run {shown}")
