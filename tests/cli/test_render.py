@@ -59,3 +59,54 @@ def test_hints_are_the_clis_added_when_it_renders_not_stored_in_the_summary():
     assert intensity_line(half_hourly) == "intensity: 150 gCO2e/kWh, UK Carbon Intensity API (live, half-hourly)"
     assert intensity_line(IntensityUsed("t.csv", "trace", 2024, 99.6, (), None, "10-second")).endswith("(10-second)")
 
+
+
+def _device(key: str, name: str, method: str, energy_j: float) -> dict:
+    return {"key": key, "kind": key.split(":")[0], "name": name, "method": method, "scope": "process",
+            "uncertainty_frac": 0.3, "note": None, "energy_j": energy_j, "energy_kwh": energy_j / 3.6e6,
+            "emissions_g": energy_j / 3.6e6 * 50.0}
+
+
+LONG_NAMES = [("cpu:0", "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", "estimate:ccf-vcpu-cputime", 3e4),
+              ("dram", "DRAM", "dram:process-tree", 2e3), ("gpu:0", "NVIDIA H200", "nvml:total-energy", 5e5)]
+
+
+def rendered_summary(width: int) -> list[str]:
+    from greendiff.cli._render import render_summary
+    from greendiff.tracking import RunSummary
+
+    summary = RunSummary.from_dict({
+        "run_id": 7, "name": "20261130-101010-intr", "kind": "train", "status": "completed", "started": None,
+        "ended": None, "duration_s": 2.0, "cpu_time_s": 1.0, "energy_j": 532e3, "energy_kwh": 532e3 / 3.6e6,
+        "energy_kwh_low": 0.1, "energy_kwh_high": 0.2, "emissions_kg": 0.0074, "emissions_kg_low": 0.005,
+        "emissions_kg_high": 0.01, "devices": [_device(*d) for d in LONG_NAMES], "phases": [],
+        "intensity": {"source": "t", "kind": "static", "mean_g_per_kwh": 50.0, "notes": []},
+        "pue": {"value": 1.0, "source": "x"}, "methods": [], "notes": []})
+    out = io.StringIO()
+    render_summary(summary, Console(file=out, width=width))
+    return out.getvalue().splitlines()
+
+
+def test_the_device_table_at_80_columns_keeps_method_ids_and_keys_whole_and_wraps_names_between_words():
+    """``estimate:ccf-vcpu-cputi|me`` and ``dram:process-tre|e`` used to break mid-word at 80 columns."""
+    lines = rendered_summary(80)
+    assert max(len(line) for line in lines) <= 80
+    rows = {line.split()[0]: line.split() for line in lines if line.split()[:1] in (["cpu:0"], ["dram"], ["gpu:0"])}
+    assert rows["cpu:0"][-6:] == ["estimate:ccf-vcpu-cputime", "8.33", "Wh", "30%", "417", "mg"]
+    assert rows["dram"][-6:] == ["dram:process-tree", "556", "mWh", "30%", "27.8", "mg"]
+    assert rows["gpu:0"][-6:] == ["nvml:total-energy", "139", "Wh", "30%", "6.94", "g"]
+    words = [w for line in lines[2:] for w in line.split()]
+    assert {"Intel(R)", "Xeon(R)", "Platinum", "8375C", "2.90GHz", "NVIDIA", "H200"} <= set(words)
+
+
+@pytest.mark.parametrize("width, header", [
+    (62, ["device", "name", "method", "energy", "CO2e"]),  # the band goes first
+    (50, ["device", "method", "energy", "CO2e"]),  # then the long device name
+])
+def test_a_narrow_device_table_drops_the_band_then_the_name_before_breaking_a_method_id(width, header):
+    lines = rendered_summary(width)
+    assert lines[1].split() == header
+    assert max(len(line) for line in lines[:8]) <= width
+    cpu = lines[3].split()
+    assert cpu[0] == "cpu:0" and cpu[-5:] == ["estimate:ccf-vcpu-cputime", "8.33", "Wh", "417", "mg"]
+    assert ("Intel(R)" in cpu) == ("name" in header)

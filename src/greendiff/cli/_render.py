@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -74,17 +75,51 @@ def intensity_line(intensity: IntensityUsed) -> str:
     return f"intensity: {intensity.mean_g_per_kwh:.0f} gCO2e/kWh, {intensity.source} ({what})"
 
 
+#: The device table's columns, and those dropped, in order, while it is wider than the console (the band, then the
+#: device's long name: its key and method stay, whole).
+DEVICE_COLUMNS = ("device", "name", "method", "energy", "±", "CO2e")
+DROPPED_WHEN_NARROW = ("±", "name")
+_FIGURES = ("energy", "±", "CO2e", "windows", "time")
+_GAP = 2  # columns between two of :func:`table`'s columns (padding and rule)
+
+
+def device_table(summary: RunSummary, console: Console) -> Table:
+    """The devices of ``summary`` and their total, fitted to ``console``'s width: device keys and method ids never
+    break (``estimate:ccf-vcpu-cputime`` is one word), names wrap between words, and the band column and then the
+    name column are left out where the whole table would not fit otherwise."""
+    rows = [{"device": plain(d.key), "name": plain(d.name), "method": plain(d.method),
+             "energy": fmt_energy(d.energy_kwh), "±": f"{d.uncertainty_frac:.0%}",
+             "CO2e": fmt_mass(d.emissions_g / G_PER_KG)} for d in summary.devices]
+    total = {"device": "total", "energy": fmt_energy(summary.energy_kwh), "CO2e": fmt_mass(summary.emissions_kg)}
+    title = plain(f"run {summary.run_id} · {summary.name} · {summary.status}")
+    shown = list(DEVICE_COLUMNS)
+    for dropped in (None, *DROPPED_WHEN_NARROW):
+        if dropped is not None:
+            shown.remove(dropped)
+        out = table(*shown, title=title, figures=_FIGURES, words=("device", "method"))
+        for row in rows:
+            out.add_row(*(row[c] for c in shown))
+        out.add_row(*(total.get(c, "") for c in shown), style="bold")
+        if least_width(out, console) <= console.width:
+            break
+    return out
+
+
+def least_width(out: Table, console: Console) -> int:
+    """The columns ``out`` (made by :func:`table`) needs with nothing cut: its one-line columns as wide as their
+    widest cell, the others as wide as their longest word."""
+    need = 0
+    for column in out.columns:
+        sizes = [Measurement.get(console, console.options, cell) for cell in (column.header, *column.cells)]
+        need += max(m.maximum if column.no_wrap else m.minimum for m in sizes)
+    return need + _GAP * (len(out.columns) - 1)
+
+
 def render_summary(summary: RunSummary, console: Console) -> None:
     """Devices, phases, totals with bands, and every assumption."""
-    devices = table("device", "name", "method", "energy", "±", "CO2e", figures=("energy", "±", "CO2e"),
-                    title=plain(f"run {summary.run_id} · {summary.name} · {summary.status}"))
-    for d in summary.devices:
-        devices.add_row(plain(d.key), plain(d.name), plain(d.method), fmt_energy(d.energy_kwh),
-                        f"{d.uncertainty_frac:.0%}", fmt_mass(d.emissions_g / G_PER_KG))
-    devices.add_row("total", "", "", fmt_energy(summary.energy_kwh), "", fmt_mass(summary.emissions_kg), style="bold")
-    console.print(devices)
+    console.print(device_table(summary, console))
     if summary.phases:
-        phases = table("phase", "windows", "time", "energy", "CO2e", figures=("windows", "time", "energy", "CO2e"),
+        phases = table("phase", "windows", "time", "energy", "CO2e", figures=_FIGURES, words=("phase",),
                        title="phases")
         for p in summary.phases:
             phases.add_row(plain(p.name), str(p.count), fmt_duration(p.duration_s), fmt_energy(joules_to_kwh(p.energy_j)),
