@@ -33,6 +33,16 @@ def test_waits_scale_to_minutes_and_hours(waited_h, pauses, shown):
     assert f": {shown}, trained 4.00 h" in rendered({**CARBON_AWARE, "waited_h": waited_h, "pauses": pauses})
 
 
+def test_a_run_that_never_paused_claims_no_saving():
+    """"0 pauses, waited 0 s … saved 0.00000182 mg (0.0%)": the two pricings' rounding read as a saving."""
+    ca = {**CARBON_AWARE, "pauses": 0, "waited_h": 0.0, "emissions_g": 0.5, "straight_through_g": 0.5 + 1.82e-9,
+          "saved_g": 1.82e-9, "saved_frac": 3.6e-9}
+    assert rendered(ca) == ("carbon-aware (threshold): 0 pauses, waited 0 s, trained 4.00 h · 500 mg CO2e, "
+                            "run straight through: no saving")
+    assert rendered({**ca, "deadline": "2026-01-01T00:00:00+00:00", "met_deadline": True}).endswith(
+        "no saving · deadline met")
+
+
 def test_the_cli_has_one_duration_formatter_the_reports():
     assert fmt_duration is duration_text
     assert [fmt_duration(s) for s in (36, 720, 41_400)] == ["36.0 s", "12.0 min", "11.5 h"]

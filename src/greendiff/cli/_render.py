@@ -143,13 +143,17 @@ def render_summary(summary: RunSummary, console: Console) -> None:
 
 def render_carbon_aware(ca: dict, console: Console) -> None:
     """One line: pauses, the time waited and trained (scaled: a 36 s wait is ``36.0 s``, not ``0.0 h``), and the
-    emissions against running straight through."""
+    emissions against running straight through. A run that never paused ran straight through: it says so and
+    claims no saving (the two figures differ there only by how each was priced)."""
     deadline = "" if ca["deadline"] is None else (" · deadline met" if ca["met_deadline"] else " · DEADLINE MISSED")
     pauses = f"{ca['pauses']} pause" + ("" if ca["pauses"] == 1 else "s")
     waited, trained = fmt_duration(ca["waited_h"] * _S_PER_H), fmt_duration(ca["active_h"] * _S_PER_H)
-    console.print(f"carbon-aware ({ca['policy']}): {pauses}, waited {waited}, trained {trained} · "
-                  f"{fmt_mass(ca['emissions_g'] / G_PER_KG)} CO2e against "
-                  f"{fmt_mass(ca['straight_through_g'] / G_PER_KG)} straight through: "
-                  f"{'saved' if ca['saved_g'] >= 0 else 'cost'} {fmt_mass(abs(ca['saved_g']) / G_PER_KG)} "
-                  f"({ca['saved_frac']:.1%}){deadline}", highlight=False)
-
+    if ca["pauses"] == 0:
+        outcome = f"{fmt_mass(ca['emissions_g'] / G_PER_KG)} CO2e, run straight through: no saving"
+    else:
+        outcome = (f"{fmt_mass(ca['emissions_g'] / G_PER_KG)} CO2e against "
+                   f"{fmt_mass(ca['straight_through_g'] / G_PER_KG)} straight through: "
+                   f"{'saved' if ca['saved_g'] >= 0 else 'cost'} {fmt_mass(abs(ca['saved_g']) / G_PER_KG)} "
+                   f"({ca['saved_frac']:.1%})")
+    console.print(f"carbon-aware ({ca['policy']}): {pauses}, waited {waited}, trained {trained} · {outcome}{deadline}",
+                  highlight=False)
