@@ -181,8 +181,55 @@ def test_a_real_time_controller_charges_the_ledgers_emissions_as_a_callback():
         c.on_step_end(trainer, StepOutcome(step, 0.1, True, 16))
     s = c.summary()
     assert s["emissions_g"] == pytest.approx(1.5)  # the ledger's 0.5 g per step, from the first step on
-    assert s["straight_through_g"] == pytest.approx(0.3)  # 3 Wh at the trace's 100 g/kWh
     assert s["active_h"] == pytest.approx(1.0) and s["pauses"] == 0
+    # no pause: the run went straight through; its own emissions, no saving (not the ledger's figure against the
+    # trace's 0.3 g: 3 Wh at 100 g/kWh)
+    assert s["straight_through_g"] == s["emissions_g"] and s["saved_g"] == 0.0 and s["saved_frac"] == 0.0
+
+
+def test_no_pause_is_no_saving_not_float_noise():
+    """A run the threshold never paused: its straight-through figure is its own and the saving exactly 0, however
+    the two pricings round (the CLI said "saved 0.00000182 mg (0.0%)" after 0 pauses)."""
+    clock = SimulatedClock(T0 + timedelta(seconds=7), step_s=0.1 + 0.2)  # times that do not add up exactly
+    c = drive(CarbonAwareController(provider(), clock, total_steps=50, max_intensity_g_per_kwh=1000), 50,
+              joules_per_step=0.1 + 0.7)
+    s = c.summary()
+    assert s["pauses"] == 0 and s["saved_g"] == 0.0 and s["saved_frac"] == 0.0
+    assert s["straight_through_g"] == s["emissions_g"] == pytest.approx(50 * 0.8 / 3.6e6 * 100)
+
+
+def test_a_saving_within_float_noise_of_zero_is_zero():
+    c = CarbonAwareController(provider(), SimulatedClock(T0, 1.0), total_steps=3, max_intensity_g_per_kwh=200)
+    c.state.update(pauses=1, waited_s=60.0, aware_g=0.1 + 0.2, straight_g=0.3)
+    assert c.summary()["saved_g"] == 0.0 and c.summary()["saved_frac"] == 0.0
+    c.state.update(aware_g=0.2)
+    assert c.summary()["saved_g"] == pytest.approx(0.1) and c.summary()["saved_frac"] == pytest.approx(1 / 3)
+
+
+def _no_window_warnings(caplog) -> int:
+    return sum("stays above" in r.getMessage() for r in caplog.records)
+
+
+def test_no_cleaner_hour_ahead_is_said_once_not_at_every_recheck(caplog):
+    """train --carbon-aware --max-intensity 1 said "the grid stays above 1 g/kWh for the next 168 h; running
+    anyway" at every recheck (about every step): once per run."""
+    clock = SimulatedClock(T0, step_s=600)  # a recheck (every 300 s) before every step
+    with caplog.at_level("WARNING", logger="greendiff.plan._carbon_aware"):
+        c = drive(CarbonAwareController(provider([500] * 24), clock, total_steps=20, max_intensity_g_per_kwh=1,
+                                        min_pause_s=0), 20)
+    assert c.summary()["pauses"] == 0 and len(c.log) == 20
+    assert _no_window_warnings(caplog) == 1
+
+
+def test_no_cleaner_hour_ahead_is_said_again_after_a_clean_hour_passed(caplog):
+    """Dirty with nothing cleaner in the horizon (said), then a clean hour comes into view and passes (the run
+    pauses for it and runs in it), then dirty with nothing ahead again: said a second time."""
+    clock = SimulatedClock(T0, step_s=600)
+    with caplog.at_level("WARNING", logger="greendiff.plan._carbon_aware"):
+        c = drive(CarbonAwareController(provider([500, 500, 500, 40] + [500] * 10), clock, total_steps=40,
+                                        max_intensity_g_per_kwh=50, min_pause_s=0, horizon_h=1), 40)
+    assert c.summary()["pauses"] == 1 and 40.0 in [e["intensity_g_per_kwh"] for e in c.log]
+    assert _no_window_warnings(caplog) == 2
 
 
 # -- nothing long is silent: a pause says why and until when, shows its wait, and is booked however it ends -------------

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_NOISE = 1e-9  # a saving within this fraction of the emissions is float rounding, not a saving
+
 
 class WallClock:
     """Real time; waits sleep in chunks so Ctrl-C and the ledger's samples keep working."""
@@ -125,6 +127,7 @@ class CarbonAwareController:
         self._next_check: datetime | None = None
         self._cached_wait_until: datetime | None = None
         self._cache: dict[datetime, float] = {}
+        self._said_no_window = False  # "the grid stays above ..." said, and no cleaner hour seen since
         self.log: list[dict] = []  # one entry per step: step, time, intensity (for tests and reports)
 
     # -- the books ----------------------------------------------------------------------------------
@@ -291,7 +294,10 @@ class CarbonAwareController:
             self.state["forced"] = True
 
     def _threshold_wait(self, now: datetime, latest_start: datetime | None) -> datetime | None:
+        """The next hour at or below the threshold (``None``: run now). With no such hour in the horizon the run
+        goes on, said once until a clean hour is seen again (the recheck every ``recheck_s`` would repeat it)."""
         if self._intensity_at(now) <= self.max_intensity:
+            self._said_no_window = False
             return None
         horizon = now + timedelta(hours=self.horizon_h)
         if latest_start is not None:
@@ -300,11 +306,14 @@ class CarbonAwareController:
             return None
         for seg in self._covered(now, horizon).segments:
             if seg.intensity_g_per_kwh <= self.max_intensity:
+                self._said_no_window = False
                 return max(seg.start, now)
         if latest_start is not None:
             return latest_start  # never clean enough before the deadline: wait as long as allowed
-        logger.warning("carbon-aware: the grid stays above %s g/kWh for the next %s; running anyway",
-                       plain_number(self.max_intensity), duration_text(self.horizon_h * 3600))
+        if not self._said_no_window:
+            logger.warning("carbon-aware: the grid stays above %s g/kWh for the next %s; running anyway",
+                           plain_number(self.max_intensity), duration_text(self.horizon_h * 3600))
+            self._said_no_window = True
         return None
 
     def _schedule_wait(self, now: datetime, step: int, remaining_s: float) -> datetime | None:
@@ -359,12 +368,23 @@ class CarbonAwareController:
                 "started": s["start"], "ended": s["clock"],
                 "met_deadline": None if self.deadline is None or end is None else end <= self.deadline,
                 "pauses": s["pauses"], "waited_h": s["waited_s"] / 3600, "active_h": s["active_s"] / 3600,
-                "emissions_g": s["aware_g"], "straight_through_g": s["straight_g"],
-                "saved_g": s["straight_g"] - s["aware_g"],
-                "saved_frac": 1 - s["aware_g"] / s["straight_g"] if s["straight_g"] > 0 else 0.0,
+                "emissions_g": s["aware_g"], **self._saving(),
                 "forced_to_meet_deadline": s["forced"], "intensity_source": self.provider.describe(),
                 "method": "each step's energy priced at the intensity of its time; straight-through: the same steps "
                           "back to back from the first step; pauses' checkpoint and idle energy counted as run"}
+
+    def _saving(self) -> dict:
+        """Straight-through emissions and the saving against them (g and fraction). A run that never paused ran
+        straight through: its own emissions, a saving of exactly 0 (the two pricings' rounding, or the ledger's
+        figure against the series', is no saving); a saving within float noise of 0 is 0."""
+        aware_g, straight_g = self.state["aware_g"], self.state["straight_g"]
+        if self.state["pauses"] == 0 and self.state["waited_s"] == 0:
+            return {"straight_through_g": aware_g, "saved_g": 0.0, "saved_frac": 0.0}
+        saved_g = straight_g - aware_g
+        if abs(saved_g) <= _NOISE * max(abs(straight_g), abs(aware_g)):
+            saved_g = 0.0
+        return {"straight_through_g": straight_g, "saved_g": saved_g,
+                "saved_frac": saved_g / straight_g if straight_g > 0 else 0.0}
 
     def state_dict(self) -> dict:
         return dict(self.state)
