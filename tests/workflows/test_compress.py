@@ -10,7 +10,7 @@ import pytest
 from greendiff.errors import UserInputError
 from greendiff.ledger import Ledger
 from greendiff.workflows import (
-    DistillJob, DistillStepsJob, PruneJob, run_distill, run_distill_steps, run_prune,
+    DistillJob, DistillStepsJob, NullProgress, PruneJob, run_distill, run_distill_steps, run_prune,
 )
 from tests.workflows.conftest import measurement, trained
 
@@ -34,6 +34,27 @@ def test_run_prune_returns_the_report_it_writes(tmp_path, parent):
     assert (row.kind, row.status) == ("prune", "completed")
     for name in ("config.toml", "pruned-unet/config.json", "pipeline/model_index.json", "emissions.json"):
         assert (outcome.run_dir / name).exists(), name
+
+
+class PipeClosed(NullProgress):
+    """The reader of the job's output went away (``greendiff prune ... | head -1``): the first note fails."""
+
+    def note(self, text: str, style: str | None = None) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_prune_killed_before_its_run_is_made_leaves_no_half_made_folder(tmp_path, parent):
+    """No folder holding a location.toml alone: location.toml is written with config.toml, and a folder
+    whose config.toml was never written is removed."""
+    from greendiff.workflows import MeasurementOptions
+
+    with pytest.raises(BrokenPipeError):
+        run_prune(PruneJob(run=parent, ratio=0.5, finetune_steps=0, eval_samples=0, output_dir=str(tmp_path / "out"),
+                           measurement=MeasurementOptions(no_gpu=True, ledger=tmp_path / "l.sqlite")), PipeClosed())
+    assert list((tmp_path / "out").iterdir()) == []
+    outcome = run_prune(PruneJob(run=parent, ratio=0.5, finetune_steps=0, eval_samples=0, output_dir=str(tmp_path / "out"),
+                                 measurement=measurement(tmp_path / "l.sqlite")))
+    assert sorted(p.name for p in outcome.run_dir.glob("*.toml")) == ["config.toml", "location.toml"]
 
 
 def test_run_distill_trains_a_smaller_student(tmp_path, parent):

@@ -70,9 +70,10 @@ def test_a_run_made_before_locations_were_kept_keeps_the_first_one_a_resume_give
     run_dir = tmp_path / "old"
     shutil.copytree(fra_run, run_dir)
     (run_dir / LOCATION_FILE).unlink()
-    run_train(TrainJob(overrides={"run.max_steps": 3}, resume=run_dir, measurement=bare(tmp_path / "l.sqlite")))
+    # fra_run is at step 2, or 3 once the test above resumed it
+    run_train(TrainJob(overrides={"run.max_steps": 4}, resume=run_dir, measurement=bare(tmp_path / "l.sqlite")))
     assert not (run_dir / LOCATION_FILE).exists()  # nothing known: nothing kept
-    run_train(TrainJob(overrides={"run.max_steps": 4}, resume=run_dir,
+    run_train(TrainJob(overrides={"run.max_steps": 5}, resume=run_dir,
                        measurement=bare(tmp_path / "l.sqlite", country="DEU")))
     assert RunLocation.read(run_dir) == RunLocation(country="DEU")
 

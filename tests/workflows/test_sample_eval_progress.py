@@ -175,6 +175,16 @@ def test_an_explicit_kid_subset_above_n_stays_a_one_line_error_before_the_ledger
     assert not ledger.exists() or Ledger(ledger).list_runs() == []
 
 
+@pytest.mark.parametrize("suffix", [".png", ".npz"])
+def test_sample_into_a_folder_that_does_not_exist_is_one_line_and_creates_nothing(tmp_path, parent, suffix):
+    """-o follows the one output rule (workflows._inputs.check_output): its folder must exist."""
+    ledger, out = tmp_path / "l.sqlite", tmp_path / "missing" / f"s{suffix}"
+    with pytest.raises(UserInputError) as caught:
+        run_sample(SampleJob(run=parent, n=2, steps=1, out=out, measurement=measurement(ledger)))
+    assert str(caught.value) == f"-o/--output {out}: folder {out.parent} does not exist"
+    assert not out.parent.exists() and (not ledger.exists() or Ledger(ledger).list_runs() == [])
+
+
 @pytest.mark.parametrize("job", ["sample", "eval"])
 def test_sample_and_eval_refuse_a_progress_that_is_not_one(tmp_path, parent, job):
     with pytest.raises(TypeError, match="progress must be a Progress"):

@@ -28,7 +28,7 @@ from greendiff.workflows._fields import (
 )
 from greendiff.workflows._inputs import load_config_data
 from greendiff.workflows._progress import Progress
-from greendiff.workflows._rundir import write_emissions, write_file, write_location
+from greendiff.workflows._rundir import write_config, write_emissions, write_file, write_location
 from greendiff.workflows._segment import train_segment
 
 logger = logging.getLogger(__name__)
@@ -228,15 +228,22 @@ class CompressSession:
         self._reference = None
         self.t0 = time.perf_counter()
 
-    def start(self, run_dir: Path, settings, kind: str, command: str) -> None:
+    def start(self, run_dir: Path, settings, kind: str, command: str, keep_location: bool = True) -> None:
         """Everything is checked: create nothing before this. Starts the one ledger run of the job; the new run
-        directory keeps where it is priced (``location.toml``, as a trained run does)."""
+        directory keeps where it is priced (``location.toml``, as a trained run does), unless ``keep_location``
+        is False: a job that writes the run's ``config.toml`` later writes it then (:meth:`keep_config`)."""
         self.run_dir, self.settings = run_dir, settings
-        write_location(run_dir, settings.stored)
+        if keep_location:
+            write_location(run_dir, settings.stored)
         for line in (settings.note, self.data.placement):
             if line:
                 self.progress.note(line)
         self.tracker = settings.tracker(run_dir.name, kind, command, run_dir=run_dir).start()
+
+    def keep_config(self, config) -> None:
+        """The new run directory made: its ``config.toml``, then where it is priced (``location.toml``)."""
+        write_config(self.run_dir, config)
+        write_location(self.run_dir, self.settings.stored)
 
     def train(self, config, run_dir: Path, label: str):
         """A training segment in ``run_dir`` under this job's ledger run, holding the run directory's lock

@@ -25,7 +25,7 @@ from greendiff.workflows._fields import SAMPLER_STEPS, checked_float, checked_in
 from greendiff.workflows._eval import EvalResult
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
 from greendiff.workflows._progress import NullProgress, Progress, TimestepDone
-from greendiff.workflows._rundir import new_run_dir, write_config
+from greendiff.workflows._rundir import new_run_dir, removed_unless_made
 
 
 @dataclass(frozen=True)
@@ -148,18 +148,18 @@ def run_prune(job: PruneJob, progress: Progress | None = None) -> CompressOutcom
     fine_tune = {"run.max_steps": max(job.finetune_steps, 1), "run.name": name, "optim.lr": job.lr,
                  **({"distill.kind": "output", "distill.teacher": str(job.run / "pipeline" / "unet")} if job.distill else {})}
     check_fine_tune(job, s.num_classes, fine_tune)  # before anything is created
-    s.start(new_run_dir(job.output_dir or str(job.run.parent), name), settings, "prune",
-            f"greendiff prune --run {job.run} --ratio {job.ratio:g}")
-    run_dir, steps = s.run_dir, s.config.optim.sample_steps
-    parent_stats = model_stats(s.unet)
-    quality_parent = s.quality(s.unet, s.sampler, steps)  # before pruning changes it in place
-    rebuilt, pass_info = _prune(s, job, run_dir / "pruned-unet")
-    pruned_stats = model_stats(rebuilt.unet)
-    quality_pruned = s.quality(rebuilt.unet, s.sampler, steps)
-    ft_config = derived_config(job.run, {**fine_tune, "model.block_out_channels": ",".join(map(str, rebuilt.block_out_channels)),
-                                         "model.init_from": str(run_dir / "pruned-unet"),
-                                         "run.output_dir": str(run_dir.parent)}, job.sets)
-    write_config(run_dir, ft_config)
+    run_dir, steps = new_run_dir(job.output_dir or str(job.run.parent), name), s.config.optim.sample_steps
+    with removed_unless_made(run_dir):  # killed before its config.toml (a broken pipe): no half-made run left
+        s.start(run_dir, settings, "prune", f"greendiff prune --run {job.run} --ratio {job.ratio:g}", keep_location=False)
+        parent_stats = model_stats(s.unet)
+        quality_parent = s.quality(s.unet, s.sampler, steps)  # before pruning changes it in place
+        rebuilt, pass_info = _prune(s, job, run_dir / "pruned-unet")
+        pruned_stats = model_stats(rebuilt.unet)
+        quality_pruned = s.quality(rebuilt.unet, s.sampler, steps)
+        ft_config = derived_config(job.run, {**fine_tune, "model.block_out_channels": ",".join(map(str, rebuilt.block_out_channels)),
+                                             "model.init_from": str(run_dir / "pruned-unet"),
+                                             "run.output_dir": str(run_dir.parent)}, job.sets)
+        s.keep_config(ft_config)
     if job.finetune_steps:
         result = s.train(ft_config, run_dir, "fine-tune")
         if result.status != "completed":

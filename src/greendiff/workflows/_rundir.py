@@ -88,6 +88,21 @@ def write_location(run_dir: Path, location: RunLocation) -> Path | None:
 
 
 @contextlib.contextmanager
+def removed_unless_made(run_dir: Path) -> Iterator[Path]:
+    """A new run directory whose ``config.toml`` is written inside the block: if the block ends by an
+    exception (an error, Ctrl-C, a broken pipe) before that, the directory is removed with what it holds, so
+    no half-made run (a folder of a ``location.toml`` alone) is left behind."""
+    import shutil
+
+    try:
+        yield run_dir
+    except BaseException:
+        if not (run_dir / "config.toml").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
 def claimed_run_dir(config, resume: Path | None, name: str, dist, location: RunLocation | None = None) -> Iterator[Path]:
     """The run's directory, held by the main process (:class:`greendiff.train.RunDirLock`) until the block
     ends: a resumed one is locked before anything in it is touched (its checkpoints tidied, its ledger row),

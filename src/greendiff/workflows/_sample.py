@@ -21,6 +21,7 @@ from greendiff.workflows._fields import (
     GUIDANCE, IMAGES, SAMPLER_STEPS, check_instance, checked_class_ids, checked_float, checked_int, checked_path,
     set_fields,
 )
+from greendiff.workflows._inputs import check_output
 from greendiff.workflows._measurement import MeasurementOptions, resolve_settings
 from greendiff.workflows._progress import Advance, NullProgress, Progress, check_progress
 
@@ -249,6 +250,7 @@ def run_sample(job: SampleJob, progress: Progress = NullProgress()) -> SampleOut
     progress = check_progress(progress)
     if job.out.suffix.lower() not in SUFFIXES:
         raise UserInputError(f"-o/--output must end in .png or .npz, got {display_path(job.out)}")
+    check_output(job.out, flag="-o/--output")
     model = load_run_model(job.run)
     config, unet, sampler = model
     labels = sample_labels(model.num_classes, job.n, tuple(job.classes))
@@ -290,7 +292,6 @@ def _write(images, out: Path, labels: list[int] | None, rows: int) -> None:
 
     try:
         if out.suffix.lower() == ".npz":
-            out.parent.mkdir(parents=True, exist_ok=True)
             arrays = {"images": to_uint8(images)}
             if labels is not None:
                 arrays["labels"] = np.asarray(labels, dtype=np.int64)
