@@ -14,6 +14,7 @@ import pytest
 from greendiff.cli._app import main
 from greendiff.energy import read_cpuinfo
 from greendiff.ledger import Ledger, default_ledger_path
+from greendiff.tracking import RunSummary
 
 PY = sys.executable
 BUSY = "import time\nend=time.process_time()+0.3\nwhile time.process_time()<end: pass"
@@ -245,7 +246,8 @@ def test_a_trace_that_ends_mid_run_prices_with_a_labelled_fallback_and_passes_th
     assert code == 3, err  # the command's exit code, not 2
     summary = json.loads(out)
     (run,) = Ledger(default_ledger_path()).list_runs()
-    assert run.status == "failed" and run.exit_code == 3 and run.summary == summary  # closed, not 'running'
+    assert run.status == "failed" and run.exit_code == 3  # closed, not 'running'
+    assert RunSummary.from_dict(run.summary).to_public_dict() == summary  # measure --json: the public form
     fallback = summary["intensity"]["fallback"]
     assert f"priced at the trace's mean, {mean:.0f} gCO2e/kWh (fallback)" in fallback and str(trace) in fallback
     assert fallback in summary["intensity"]["notes"]

@@ -10,7 +10,7 @@ import pytest
 from greendiff.cli._app import main
 from greendiff.report import emissions_statement
 from greendiff.tracking import RunSummary
-from tests.ledger.summaries import CLOUD, COUNTRY, GRID, ledger_with
+from tests.ledger.summaries import CLOUD, COUNTRY, GRID, ledger_with, resumed_ledger
 
 LONG_NAME = "ddpm-cifar10-ema-0.9999-lr2e-4-batch128"
 
@@ -119,3 +119,55 @@ def test_export_model_card_checks_the_training_type(capsys, ledger):
     assert "geographical_location: California (grid CISO), United States" in out and "training_type: fine-tuning" in out
     code, _, err = run(capsys, "runs", "export", "3", "-f", "model-card", "--training-type", "training")
     assert code == 2 and "training type must be pre-training or fine-tuning" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_run_directory_is_the_whole_resumed_run_and_a_ledger_id_its_one_segment(capsys, tmp_path, monkeypatch):
+    db, run_dir = resumed_ledger(tmp_path)
+    monkeypatch.setenv("GREENDIFF_LEDGER", str(db.path))
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run(capsys, "runs", "show", str(run_dir))
+    assert code == 0 and "2 segments (ledger runs 2, 3)" in out and max(map(len, out.splitlines())) <= 80
+    assert "energy: 750 Wh (675–825 Wh) · CO2e: 42.0 g (37.8–46.2 g)" in out and "2.25 h wall" in out
+    code, out, err = run(capsys, "runs", "show", str(run_dir), "--json")
+    whole = json.loads(out)
+    assert code == 0 and whole["energy_kwh"] == pytest.approx(0.75) and whole["ledger_run_ids"] == [2, 3]
+    assert whole["name"] == "intr" and "2 segments" in err
+    code, out, _ = run(capsys, "runs", "export", str(run_dir), "-f", "statement")
+    assert code == 0 and out.startswith("This run (intr, in 2 segments: ledger runs 2 and 3) used 2 x NVIDIA H200, "
+                                        "AMD EPYC 9654 for 2.25 h in France. It consumed 750 Wh of electricity")
+    code, out, _ = run(capsys, "runs", "show", "3")
+    assert code == 0 and "energy: 250 Wh" in out
+    assert "ledger run 3 is one segment of the run in" in " ".join(out.split()) and "(ledger runs 2, 3)" in out
+    code, out, _ = run(capsys, "runs", "export", "3", "-f", "statement")
+    assert out.startswith("This resumed segment of the run intr (ledger run 3) used") and "250 Wh" in out
+    assert "(resumed))" not in out
+
+
+def test_export_model_card_to_a_markdown_file_is_a_card_the_hub_loads(capsys, ledger, tmp_path):
+    from huggingface_hub import ModelCard, metadata_load
+
+    card = tmp_path / "README.md"
+    code, _, err = run(capsys, "runs", "export", "1", "-f", "model-card", "-o", str(card))
+    assert code == 0 and f"wrote {card}" in err
+    assert ModelCard.load(card).data.co2_eq_emissions["emissions"] == 28.0
+    assert metadata_load(card)["co2_eq_emissions"]["geographical_location"] == "France"
+    assert "## Environmental impact\n\nThis run (unet-tiny) used" in card.read_text()
+    block = tmp_path / "card.yaml"
+    assert run(capsys, "runs", "export", "1", "-f", "model-card", "-o", str(block))[0] == 0
+    assert block.read_text().startswith("co2_eq_emissions:\n  emissions: 28.0\n")
+    code, _, err = run(capsys, "runs", "export", "1", "-f", "model-card", "-o", str(tmp_path / "card.txt"))
+    assert code == 2 and "must end in .md" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "card.txt").exists()
+
+
+def test_an_unknown_format_is_one_line_listing_the_formats(capsys, ledger):
+    code, _, err = run(capsys, "runs", "export", "1", "-f", "foo")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Value error" not in err
+    assert "-f/--format must be one of codecarbon, csv, json, model-card, statement; got 'foo'" in err
+
+
+def test_runs_list_shows_a_sub_millisecond_run_readably(capsys, tmp_path, monkeypatch):
+    db = ledger_with(tmp_path / "l.sqlite", {**CLOUD, "duration_s": 9.54e-7})
+    monkeypatch.setenv("GREENDIFF_LEDGER", str(db.path))
+    code, out, _ = run(capsys, "runs", "list")
+    assert code == 0 and "<1 ms" in out and "0.000000954" not in out

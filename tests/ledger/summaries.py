@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 from greendiff.ledger import Ledger
 
@@ -59,11 +60,39 @@ def ledger_with(path, *summaries: dict) -> Ledger:
     """A ledger holding one closed run per summary (ids 1, 2, ... in order; each summary's run_id set to match)."""
     ledger = Ledger(path)
     for summary in summaries:
-        location = summary.get("location") or {}
-        run_id = ledger.start_run(summary["name"], summary["kind"], "x", {"location": location, "pue": summary["pue"]},
-                                  [{k: d[k] for k in ("key", "kind", "name", "method", "scope", "uncertainty_frac")}
-                                   for d in summary["devices"]], started_unix_s=1.7e9)
-        ledger.add_sample(run_id, 1.7e9, 0.0, {d["key"]: 0.0 for d in summary["devices"]})
-        ledger.add_sample(run_id, 1.7e9 + summary["duration_s"], 1.0, {d["key"]: d["energy_j"] for d in summary["devices"]})
-        ledger.finish_run(run_id, "completed", {**summary, "run_id": run_id})
+        _add_run(ledger, summary)
     return ledger
+
+
+def _add_run(ledger: Ledger, summary: dict, **assumptions) -> int:
+    """One closed run of ``summary``: its devices, two samples (zero, then each device's energy) and the summary."""
+    run_id = ledger.start_run(summary["name"], summary["kind"], "x",
+                              {"location": summary.get("location") or {}, "pue": summary["pue"], **assumptions},
+                              [{k: d[k] for k in ("key", "kind", "name", "method", "scope", "uncertainty_frac")}
+                               for d in summary["devices"]], started_unix_s=1.7e9)
+    ledger.add_sample(run_id, 1.7e9, 0.0, {d["key"]: 0.0 for d in summary["devices"]})
+    ledger.add_sample(run_id, 1.7e9 + summary["duration_s"], 1.0, {d["key"]: d["energy_j"] for d in summary["devices"]})
+    ledger.finish_run(run_id, "completed", {**summary, "run_id": run_id})
+    return run_id
+
+
+def resumed_ledger(tmp_path):
+    """A ledger with run 1 (``CLOUD``) and a run interrupted and resumed in its run directory: ledger runs 2
+    (``intr``, 500 Wh, 1.5 h) and 3 (``intr (resumed)``, 250 Wh, 0.75 h, one more phase and a note), each
+    recording the directory, whose ``emissions.json`` lists both. Returns ``(ledger, run_dir)``."""
+    run_dir = tmp_path / "runs" / "20261130-intr"
+    run_dir.mkdir(parents=True)
+    first = {**copy.deepcopy(COUNTRY), "name": "intr", "notes": ["cpu estimated"]}
+    second = {**copy.deepcopy(COUNTRY), "name": "intr (resumed)", "duration_s": 2700.0, "cpu_time_s": 2500.0,
+              "energy_j": 0.9e6, "energy_kwh": 0.25, "energy_kwh_low": 0.225, "energy_kwh_high": 0.275,
+              "emissions_kg": 0.014, "emissions_kg_low": 0.0126, "emissions_kg_high": 0.0154,
+              "devices": [{**d, "energy_j": d["energy_j"] / 2, "energy_kwh": d["energy_kwh"] / 2,
+                           "emissions_g": d["emissions_g"] / 2} for d in COUNTRY["devices"]],
+              "phases": [{"name": "train", "count": 50, "duration_s": 2500.0, "energy_j": 0.81e6, "emissions_g": 12.6},
+                         {"name": "eval", "count": 1, "duration_s": 100.0, "energy_j": 0.09e6, "emissions_g": 1.4}],
+              "notes": ["cpu estimated", "resumed from step 28"], "prior_energy_kwh": 0.5}
+    ledger = ledger_with(tmp_path / "l.sqlite", CLOUD)
+    for summary in (first, second):
+        _add_run(ledger, summary, run_dir=str(run_dir))
+    (run_dir / "emissions.json").write_text(json.dumps({"ledger_run_ids": [2, 3], "run_total_energy_kwh": 0.75}))
+    return ledger, run_dir

@@ -113,7 +113,7 @@ def test_model_card_reads_back_through_huggingface_hub(tmp_path):
     co2 = _card(text).data.co2_eq_emissions
     assert co2 == {"emissions": 0.0001644, "source": co2["source"], "training_type": "fine-tuning",
                    "geographical_location": "Google Cloud europe-west1 (Belgium)", "hardware_used": "Intel Xeon"}
-    assert co2["source"] == (f"greendiff {__version__}, measured per device (estimate:tdp-cputime); grid intensity: "
+    assert co2["source"] == (f"greendiff {__version__}, energy estimated as CPU time x the CPU's TDP; grid intensity: "
                              "Google Cloud region carbon data 2024: gcp:europe-west1 (Belgium); PUE 1.10 (Google "
                              "fleet-average PUE 1.10 (Google 2023 environmental report))")
     readme = tmp_path / "README.md"

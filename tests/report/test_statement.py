@@ -14,7 +14,8 @@ METHOD = ("Emissions are IT energy x PUE x grid carbon intensity; the range comb
 def test_statement_of_a_country_run():
     assert emissions_statement(RunSummary.from_dict(COUNTRY)) == (
         "This run (unet-tiny) used 2 x NVIDIA H200, AMD EPYC 9654 for 1.50 h in France. It consumed 500 Wh of "
-        "electricity (range 450–550 Wh), measured per device with counter, estimate:ram-per-gb, estimate:tdp-cputime. "
+        "electricity (range 450–550 Wh), measured with NVML's GPU energy counter, estimated as memory size x a power "
+        "per GB and CPU time x the CPU's TDP. "
         "At a grid carbon intensity of 56.0 gCO2e/kWh (Our World in Data / Ember country table: FRA (France), 2023; "
         "a yearly average) and a PUE of 1.00 (default 1.0: no facility overhead counted (on-premise machine)), this "
         f"corresponds to 28.0 g CO2e (range 25.2–30.8 g CO2e). {METHOD} Measured with greendiff {__version__}.")
@@ -23,7 +24,7 @@ def test_statement_of_a_country_run():
 def test_statement_of_a_cloud_run_is_fixed_point():
     assert emissions_statement(RunSummary.from_dict(CLOUD)) == (
         "This run (finetune) used Intel Xeon for 42.0 s in Google Cloud europe-west1 (Belgium). It consumed 1.20 mWh "
-        "of electricity (range 1.10–1.30 mWh), measured per device with estimate:tdp-cputime. At a grid carbon "
+        "of electricity (range 1.10–1.30 mWh), estimated as CPU time x the CPU's TDP. At a grid carbon "
         "intensity of 125 gCO2e/kWh (Google Cloud region carbon data 2024: gcp:europe-west1 (Belgium); a yearly "
         "average) and a PUE of 1.10 (Google fleet-average PUE 1.10 (Google 2023 environmental report)), this "
         f"corresponds to 0.164 mg CO2e (range 0.151–0.178 mg CO2e). {METHOD} Measured with greendiff {__version__}.")
@@ -56,3 +57,12 @@ def test_statement_says_how_a_traces_resolution_was_applied():
     assert "(s, 2024; hour by hour)" in basis("hourly", None)  # a summary stored before kind and resolution split
     assert "(s; live data)" in basis("live", None, None)
     assert "(s; half-hour by half-hour)" in basis("live", "half-hourly", None)
+
+
+def test_statement_words_each_method_for_people_and_names_a_resumed_segment_once():
+    ccf = {**CLOUD, "methods": ["estimate:ccf-vcpu-cputime", "rapl"]}
+    text = emissions_statement(RunSummary.from_dict(ccf))
+    assert ("measured with RAPL energy counters, estimated as CPU time x a cloud fleet-average power per vCPU "
+            "(Cloud Carbon Footprint).") in text and "estimate:" not in text and "measured per device" not in text
+    resumed = emissions_statement(RunSummary.from_dict({**COUNTRY, "name": "20261130-intr (resumed)", "run_id": 8}))
+    assert resumed.startswith("This resumed segment of the run 20261130-intr (ledger run 8) used 2 x NVIDIA H200")

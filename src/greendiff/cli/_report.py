@@ -36,7 +36,7 @@ def report_command(
     check_output(output, (".html", ".htm"))
     db = Ledger(ledger)
     data = [collect(ref, db) for ref in runs]
-    if len({d.record.id for d in data}) < len(data):
+    if len({i for d in data for i in d.ledger_ids}) < sum(len(d.ledger_ids) for d in data):
         raise UserInputError("the same run is given twice")
     console = Console(stderr=True)
     datasets = {d.dataset for d in data if d.dataset}
@@ -48,7 +48,7 @@ def report_command(
     chosen = data[0]
     if reference is not None:
         ref = collect(reference, db)
-        matches = [d for d in data if d.record.id == ref.record.id]
+        matches = [d for d in data if d.ledger_ids == ref.ledger_ids]
         if not matches:
             raise UserInputError(f"--reference {reference} is not one of the runs reported")
         chosen = matches[0]

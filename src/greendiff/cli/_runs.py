@@ -6,7 +6,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Literal, Optional, get_args
 
 import typer
 from rich.console import Console
@@ -16,7 +16,9 @@ from greendiff.cli._render import fmt_energy, fmt_mass, plain, render_summary, t
 from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
 from greendiff.display import duration_text
-from greendiff.ledger import TRAINING_TYPES, Ledger, append_codecarbon_csv, codecarbon_csv, flat_csv, model_card_yaml
+from greendiff.ledger import (
+    TRAINING_TYPES, Ledger, append_codecarbon_csv, codecarbon_csv, flat_csv, model_card_markdown, model_card_yaml,
+)
 from greendiff.tracking import RunSummary, public_json, run_summary
 
 if TYPE_CHECKING:
@@ -31,11 +33,20 @@ RUN_HELP = "A ledger id (see 'greendiff runs list') or a run directory."
 WIDE_COLUMNS = 120
 
 
-def _summaries(refs: Sequence[str], db: Ledger) -> list[RunSummary]:
-    """The summaries of the runs ``refs`` name (``greendiff.train.resolve_run``: a ledger id or a run directory)."""
-    from greendiff.train import resolve_run  # torch: imported when a run is read, not for --help
+def _summaries(refs: Sequence[str], db: Ledger, console: Console) -> list[RunSummary]:
+    """The summaries of the runs ``refs`` name (``greendiff.report.run_segments``): a run directory is the whole
+    run (its segments combined), a ledger id that ledger run. What each covers, when more than one ledger run is
+    concerned, goes to ``console`` ("2 segments (ledger runs 7, 8)")."""
+    from greendiff.report import run_segments  # torch: imported when a run is read, not for --help
 
-    return [run_summary(db, resolve_run(ref, db)[0]) for ref in refs]
+    out = []
+    for ref in refs:
+        segments = run_segments(ref, db)
+        note = segments.note()
+        if note is not None:
+            console.print(plain(f"{ref}: {note}"), highlight=False)
+        out.append(segments.summary(db))
+    return out
 
 
 @runs_app.command("list")
@@ -63,11 +74,17 @@ def list_runs(
                     words=("status",))
     for r, s in rows:
         started = (s.started or "")[:16 if wide else 10].replace("T", " ") if s else ""
-        figures = [duration_text(s.duration_s), fmt_energy(s.energy_kwh), fmt_mass(s.emissions_kg)] if s else ["", "?", "?"]
+        figures = [_duration(s.duration_s), fmt_energy(s.energy_kwh), fmt_mass(s.emissions_kg)] if s else ["", "?", "?"]
         cells = [str(r.id), plain(r.name), *([plain(r.kind)] if wide else []), plain(r.status), started, *figures,
                  *([plain(", ".join(s.methods) if s else "")] if wide else [])]
         listing.add_row(*cells)
     console.print(listing)
+
+
+def _duration(seconds: float) -> str:
+    """A run's wall time for the list: :func:`greendiff.display.duration_text`, and ``"<1 ms"`` below a
+    millisecond (a run that measured nothing), not ``"0.000000954 s"``."""
+    return "<1 ms" if 0 < seconds < 1e-3 else duration_text(seconds)
 
 
 def _listed_summary(db: Ledger, record) -> RunSummary | None:
@@ -88,19 +105,27 @@ def show_run(
 ) -> None:
     """Energy per device and phase, CO2e, and every assumption of one run."""
     db = Ledger(ledger)
-    (summary,) = _summaries([run], db)
+    console = Console()
+    (summary,) = _summaries([run], db, Console(stderr=True) if as_json else console)
     if as_json:
         typer.echo(public_json(summary))
     else:
-        render_summary(summary, Console())
+        render_summary(summary, console)
 
 
 Format = Literal["codecarbon", "csv", "json", "model-card", "statement"]
+FORMATS: tuple[str, ...] = get_args(Format)
 
 
-def export_text(fmt: Format, summaries: list[RunSummary], training_type: str) -> str:
+#: Files ``-f model-card`` writes a whole model card to (metadata between ``---`` fences, then a body);
+#: to stdout or a YAML file it writes the metadata block alone.
+CARD_SUFFIXES, YAML_SUFFIXES = (".md", ".markdown"), (".yaml", ".yml")
+
+
+def export_text(fmt: Format, summaries: list[RunSummary], training_type: str, card: bool = False) -> str:
     """The text of an export of ``summaries`` in ``fmt`` (the tools' schemas read the stored form; JSON is
-    :func:`greendiff.tracking.public_json`, one object for one run, a list for several)."""
+    :func:`greendiff.tracking.public_json`, one object for one run, a list for several). ``card``: a model
+    card as the Hub's tools load it (a README.md with the emissions statement as its body), not its YAML alone."""
     if fmt in ("model-card", "statement") and len(summaries) > 1:
         raise UserInputError(f"-f {fmt} describes one run: give one run")
     stored = [s.to_dict() for s in summaries]
@@ -108,11 +133,14 @@ def export_text(fmt: Format, summaries: list[RunSummary], training_type: str) ->
         return codecarbon_csv(stored)
     if fmt == "csv":
         return flat_csv(stored)
-    if fmt == "model-card":
-        return model_card_yaml(stored[0], training_type)
-    if fmt == "statement":
-        from greendiff.report import emissions_statement
+    from greendiff.report import emissions_statement
 
+    if fmt == "model-card":
+        if not card:
+            return model_card_yaml(stored[0], training_type)
+        body = f"# {summaries[0].name}\n\n## Environmental impact\n\n{emissions_statement(summaries[0])}\n"
+        return model_card_markdown(stored[0], training_type, body)
+    if fmt == "statement":
         return emissions_statement(summaries[0]) + "\n"
     return public_json(summaries[0] if len(summaries) == 1 else summaries) + "\n"
 
@@ -120,21 +148,28 @@ def export_text(fmt: Format, summaries: list[RunSummary], training_type: str) ->
 @runs_app.command("export")
 def export_run(
     runs: Annotated[list[str], typer.Argument(metavar="RUN...", help=f"{RUN_HELP} One or more.", show_default=False)],
-    fmt: Annotated[Format, typer.Option("--format", "-f",
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT",
                    help="codecarbon (emissions.csv rows), csv (one flat row per run: totals, bands, sources, devices, "
-                        "phases), json (full summaries), model-card (HF metadata, one run), statement (a paragraph "
-                        "for a paper, one run).")] = "json",
+                        "phases), json (full summaries), model-card (one run: a card the Hub loads to a .md file, "
+                        "its YAML metadata to stdout or a .yaml file), statement (a paragraph for a paper, one "
+                        "run).")] = "json",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
     training_type: Annotated[str, name_option("--training-type", path=False,
                              help=f"For model-card: {' or '.join(TRAINING_TYPES)}.")] = "pre-training",
     ledger: LedgerPath = None,
 ) -> None:
     """Export runs as CodeCarbon emissions.csv rows, a flat CSV, JSON, a model-card block or a statement."""
+    if fmt not in FORMATS:
+        raise UserInputError(f"-f/--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    card = output is not None and output.suffix.lower() in CARD_SUFFIXES
+    if fmt == "model-card" and output is not None and output.suffix.lower() not in (*CARD_SUFFIXES, *YAML_SUFFIXES):
+        raise UserInputError(f"--output for -f model-card must end in .md (a model card the Hub loads) or .yaml "
+                             f"(its metadata block alone), got {output}")
     if output is not None:
         check_output(output)
     db = Ledger(ledger)
-    summaries = _summaries(runs, db)
-    text = export_text(fmt, summaries, training_type)
+    summaries = _summaries(runs, db, Console(stderr=True))
+    text = export_text(fmt, summaries, training_type, card and fmt == "model-card")
     if output is None:
         typer.echo(text, nl=False)
         return

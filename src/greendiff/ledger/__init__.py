@@ -20,7 +20,8 @@ from __future__ import annotations
 from greendiff.ledger._db import MAX_RUN_ID, Ledger, default_ledger_path, process_alive
 from greendiff.ledger._export import (
     CODECARBON_COLUMNS, CODECARBON_TIME_FORMAT, TRAINING_TYPES, append_codecarbon_csv, codecarbon_csv, flat_csv,
-    hardware_text, intensity_citation, model_card_data, model_card_yaml, without_cli_hints,
+    METHOD_WORDS, hardware_text, intensity_citation, methods_text, model_card_data, model_card_markdown, model_card_yaml,
+    without_cli_hints,
 )
 from greendiff.ledger._records import (
     BadRecordError, RunRecord, Sample, WindowTotal, is_number, load_json_file, parse_carbon_aware, parse_summary,
@@ -34,4 +35,5 @@ __all__ = [
     # exports, and the words they use for hardware and for the intensity's source
     "CODECARBON_COLUMNS", "CODECARBON_TIME_FORMAT", "TRAINING_TYPES", "append_codecarbon_csv", "codecarbon_csv",
     "flat_csv", "model_card_data", "model_card_yaml", "hardware_text", "intensity_citation", "without_cli_hints",
+    "METHOD_WORDS", "methods_text", "model_card_markdown",
 ]

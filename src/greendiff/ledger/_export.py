@@ -195,6 +195,38 @@ def _card_dumper():
     return FixedPointDumper
 
 
+#: Each measurement method (``greendiff.energy.METHOD_UNCERTAINTY``'s keys) in words for people: what measured
+#: the energy, or how an estimate is made. Text for people says methods through :func:`methods_text`.
+METHOD_WORDS = {
+    "counter": "NVML's GPU energy counter",
+    "polled-power": "NVML's GPU power readings",
+    "rapl": "RAPL energy counters",
+    "estimate:tdp-cputime": "CPU time x the CPU's TDP",
+    "estimate:ccf-vcpu-cputime": "CPU time x a cloud fleet-average power per vCPU (Cloud Carbon Footprint)",
+    "estimate:user-watts-cputime": "CPU time x the CPU power the user gave",
+    "estimate:ram-per-gb": "memory size x a power per GB",
+}
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def methods_text(methods) -> str:
+    """How a run's energy was obtained, in words: ``"measured with RAPL energy counters, estimated as memory
+    size x a power per GB"``; ``"not metered"`` for none. A method this version does not know is named as stored.
+
+    Example:
+        >>> methods_text(["counter", "estimate:tdp-cputime"])
+        "measured with NVML's GPU energy counter, estimated as CPU time x the CPU's TDP"
+    """
+    measured = [METHOD_WORDS.get(m, m) for m in methods if not m.startswith("estimate:")]
+    estimated = [METHOD_WORDS.get(m, m) for m in methods if m.startswith("estimate:")]
+    parts = ([f"measured with {_and(measured)}"] if measured else []) + (
+        [f"estimated as {_and(estimated)}"] if estimated else [])
+    return ", ".join(parts) or "not metered"
+
+
 def intensity_citation(source: str, year: int | None, kind: str = "static") -> str:
     """An intensity's source with its data year, once: ``"Our World in Data / Ember ..., 2023"``. A figure of
     no stated year says so, except a live one (its data are of the run's own hours)."""
@@ -206,7 +238,7 @@ def intensity_citation(source: str, year: int | None, kind: str = "static") -> s
 def _source(summary: dict) -> str:
     intensity, pue = summary["intensity"], summary["pue"]
     cited = intensity_citation(intensity["source"], intensity.get("year"), intensity["kind"])
-    return (f"greendiff {__version__}, measured per device ({', '.join(summary['methods'])}); grid intensity: {cited}; "
+    return (f"greendiff {__version__}, energy {methods_text(summary['methods'])}; grid intensity: {cited}; "
             f"PUE {pue['value']:.2f} ({without_cli_hints(pue['source'])})")
 
 
@@ -258,6 +290,15 @@ def model_card_yaml(summary: dict, training_type: str = "pre-training") -> str:
 
     return yaml.dump(model_card_data(summary, training_type).to_dict(), Dumper=_card_dumper(), sort_keys=False,
                      allow_unicode=True, width=100)
+
+
+def model_card_markdown(summary: dict, training_type: str = "pre-training", body: str = "") -> str:
+    """A model card (``README.md``) that the Hub's tools load (``huggingface_hub.ModelCard.load``,
+    ``metadata_load``): :func:`model_card_yaml` between ``---`` fences, then ``body`` (default: a title and one
+    line saying where the figures come from)."""
+    body = body or (f"# {summary['name']}\n\nThe `co2_eq_emissions` metadata above is this model's training "
+                    f"energy and CO2e, measured with greendiff {__version__}.\n")
+    return f"---\n{model_card_yaml(summary, training_type)}---\n\n{body}"
 
 
 # -- flat CSV ---------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from greendiff.errors import UserInputError
 from greendiff.ledger import BadRecordError, Ledger, RunRecord, Sample
-from greendiff.tracking import FallbackIntensity, RunSummary, provider_from_assumptions, run_summary
+from greendiff.report._segments import RunSegments, run_segments
+from greendiff.tracking import FallbackIntensity, RunSummary, provider_from_assumptions
 
 if TYPE_CHECKING:
     from greendiff.train import MetricsLog
@@ -30,6 +31,7 @@ class RunData:
         metrics: ``metrics.jsonl`` records of the run directory (loss logs, evaluations, pauses).
         config: The resolved config (``config.toml``, else the ledger's copy), nested.
         carbon_aware: The carbon-aware books (from ``emissions.json``, else the summary), shape checked.
+        segments: The ledger runs reported (:func:`run_segments`); ``summary`` is their whole.
     """
 
     record: RunRecord
@@ -45,6 +47,12 @@ class RunData:
     sample_png: bytes | None = None
     sample_name: str = ""
     carbon_aware: dict | None = None
+    segments: RunSegments | None = None
+
+    @property
+    def ledger_ids(self) -> tuple[int, ...]:
+        """The ledger runs reported: the segments of a whole run, else the one ledger run."""
+        return self.segments.ids if self.segments is not None else (self.record.id,)
 
     @property
     def dataset(self) -> str:
@@ -74,16 +82,21 @@ def power_series(samples: list[Sample], t0: float) -> dict[str, list[tuple[float
 
 
 def collect(ref: str, ledger: Ledger) -> RunData:
-    """Gather one run; a run with no energy samples is an error (nothing to report)."""
-    from greendiff.train import resolve_run  # torch: imported when a report is built, not for --help
-
-    record, run_dir = resolve_run(ref, ledger)
-    samples = ledger.samples(record.id)
+    """Gather one run: a run directory is the whole run (its segments' totals, power and intensity over all of
+    them, :func:`run_segments`), a ledger id that ledger run. A run with no energy samples is an error."""
+    segments = run_segments(ref, ledger)
+    record = segments.record
+    per_segment = [ledger.samples(r.id) for r in segments.records]
+    samples = [s for part in per_segment for s in part]
     if len(samples) < 2:
         raise UserInputError(f"run {record.id} ({record.name}) has no energy measurements to report "
                              f"({len(samples)} sample{'s' if len(samples) != 1 else ''}); it may not have started measuring")
-    summary = run_summary(ledger, record)
+    summary = segments.summary(ledger)
     t0 = samples[0].unix_s
+    power: dict[str, list[tuple[float, float]]] = {}
+    for part in per_segment:  # each segment's meters start at zero: intervals within a segment only
+        for key, points in power_series(part, t0).items():
+            power.setdefault(key, []).extend(points)
     provider, _ = provider_from_assumptions(record.assumptions)  # the same fallback as the summary's
     start = datetime.fromtimestamp(t0, timezone.utc)
     end = datetime.fromtimestamp(max(samples[-1].unix_s, t0 + 1), timezone.utc)
@@ -92,9 +105,11 @@ def collect(ref: str, ledger: Ledger) -> RunData:
     intensity.append(((result.segments[-1].end.timestamp() - t0) / 60, result.segments[-1].intensity_g_per_kwh))
     note = f"{result.source} ({result.resolution or result.kind})" + (f"; {result.fallback}" if isinstance(result, FallbackIntensity) else "")
     config = record.assumptions.get("config")
-    data = RunData(record, summary, f"#{record.id} {record.name}", run_dir if run_dir and run_dir.is_dir() else None,
-                   power_series(samples, t0), intensity, note, config=config if isinstance(config, dict) else {},
-                   carbon_aware=summary.carbon_aware)
+    run_dir = segments.run_dir
+    data = RunData(record, summary, f"#{'+'.join(map(str, segments.ids))} {summary.name}",
+                   run_dir if run_dir and run_dir.is_dir() else None, power, intensity, note,
+                   config=config if isinstance(config, dict) else {}, carbon_aware=summary.carbon_aware,
+                   segments=segments)
     if data.run_dir is not None:
         _read_run_dir(data)
     return data

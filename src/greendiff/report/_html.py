@@ -146,6 +146,7 @@ def run_section(run: RunData, metric: str) -> str:
     parts = [f'<h2 id="run-{run.record.id}">{_e(run.label)}</h2>',
              f'<p class="note">{_e(run.record.kind)} · {_e(s.status)} · started {_e(s.started)} UTC · '
              f'{s.duration_s:.1f} s · {_e(run.record.command)}</p>',
+             *([f'<p class="note">{_e(segments)}</p>'] if (segments := run.segments and run.segments.note()) else []),
              f'<div class="kpi">energy<b>{_kwh(s.energy_kwh)}</b>'
              f'{band_text(s.energy_kwh_low, s.energy_kwh_high, ENERGY_UNITS, s.energy_kwh)}</div>',
              f'<div class="kpi">emissions<b>{_kg(s.emissions_kg)} CO2e</b>'

@@ -10,8 +10,8 @@ from __future__ import annotations
 from greendiff import __version__
 from greendiff.carbon import basis_text, place_name
 from greendiff.display import ENERGY_UNITS, MASS_UNITS, band_text, duration_text, energy_text, fixed_point, mass_text
-from greendiff.ledger import hardware_text, intensity_citation, without_cli_hints
-from greendiff.tracking import RunSummary
+from greendiff.ledger import hardware_text, intensity_citation, methods_text, without_cli_hints
+from greendiff.tracking import RESUMED_SUFFIX, RunSummary, run_name
 
 _UNKNOWN_PLACE = "an unstated location, priced at the world-average grid intensity"
 
@@ -21,9 +21,22 @@ def _sentence(text: str) -> str:
     return text if text.endswith((".", "!", "?")) else f"{text}."
 
 
+def _subject(summary: RunSummary) -> str:
+    """What the statement is about: ``This run (intr)``; a run in several segments says them (``This run (intr,
+    in 2 segments: ledger runs 7 and 8)``); one resumed segment says it is one."""
+    ids = summary.extra.get("ledger_run_ids")
+    if isinstance(ids, list) and len(ids) > 1:
+        listed = f"{', '.join(map(str, ids[:-1]))} and {ids[-1]}"
+        return f"This run ({summary.name}, in {len(ids)} segments: ledger runs {listed})"
+    if summary.name.endswith(RESUMED_SUFFIX):
+        return f"This resumed segment of the run {run_name(summary.name)} (ledger run {summary.run_id})"
+    return f"This run ({summary.name})"
+
+
 def emissions_statement(summary: RunSummary) -> str:
-    """A paragraph with the hardware, duration, place, energy and its band, grid intensity with its source and
-    year, PUE with its source, CO2e and its band, the method and the notes on the intensity, in that order.
+    """A paragraph with the run (and its segments, for a resumed run's whole), the hardware, duration, place, energy
+    and its band and how it was measured or estimated (:func:`greendiff.ledger.methods_text`), grid intensity
+    with its source and year, PUE with its source, CO2e and its band, and the notes on the intensity, in that order.
 
     Example:
         >>> from greendiff.tracking import RunSummary
@@ -44,10 +57,10 @@ def emissions_statement(summary: RunSummary) -> str:
     notes = "".join(f" Note: {_sentence(n)}" for n in map(without_cli_hints, intensity.notes) if n)
     cited = intensity_citation(intensity.source, intensity.year, intensity.kind)
     return (
-        f"This run ({summary.name}) used {hardware} for {duration_text(summary.duration_s)} in "
+        f"{_subject(summary)} used {hardware} for {duration_text(summary.duration_s)} in "
         f"{place_name(summary.location) or _UNKNOWN_PLACE}. It consumed {unit_energy} of electricity (range "
-        f"{band_text(summary.energy_kwh_low, summary.energy_kwh_high, ENERGY_UNITS, summary.energy_kwh)}), measured "
-        f"per device with {', '.join(summary.methods) or 'no meter'}. At a grid carbon intensity of "
+        f"{band_text(summary.energy_kwh_low, summary.energy_kwh_high, ENERGY_UNITS, summary.energy_kwh)}), "
+        f"{methods_text(summary.methods)}. At a grid carbon intensity of "
         f"{fixed_point(intensity.mean_g_per_kwh)} gCO2e/kWh ({cited}; "
         f"{basis_text(intensity.kind, intensity.resolution)}) and a PUE of {pue.value:.2f} "
         f"({without_cli_hints(pue.source) or 'source not stated'}), this corresponds to {unit_mass} CO2e (range "

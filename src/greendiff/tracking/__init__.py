@@ -20,10 +20,11 @@ from greendiff.tracking._pricing import (
     FallbackProvider, RunPricing, provider_from_assumptions, run_pricing, run_summary, static_provider,
 )
 from greendiff.tracking._run_summary import DeviceEnergy, IntensityUsed, PhaseEnergy, PueUsed, RunSummary, public_json
+from greendiff.tracking._segments import RESUMED_SUFFIX, combine_segments, run_name
 from greendiff.tracking._summary import FallbackIntensity, summarize
 from greendiff.tracking._tracker import Tracker, assumptions_for
 
 __all__ = ["CommandError", "CommandResult", "DeviceEnergy", "FallbackIntensity", "FallbackProvider", "IntensityUsed",
-           "JobTracker", "PhaseEnergy", "PueUsed", "RunPricing", "RunSummary", "Tracker", "assumptions_for", "breakdown",
-           "check_command", "provider_from_assumptions", "public_json", "run_command", "run_pricing", "run_summary",
-           "static_provider", "summarize"]
+           "JobTracker", "PhaseEnergy", "PueUsed", "RESUMED_SUFFIX", "RunPricing", "RunSummary", "Tracker",
+           "assumptions_for", "breakdown", "check_command", "combine_segments", "provider_from_assumptions",
+           "public_json", "run_command", "run_name", "run_pricing", "run_summary", "static_provider", "summarize"]
