@@ -48,7 +48,7 @@ def write(tmp_path, name, text):
 
 @pytest.mark.parametrize("args, message", [
     (["--deadline", "2022-05-31T00:00"], "is not after --start"),
-    (["--deadline", "2022-06-01T04:00"], "the job needs 6 h but --start to --deadline is 4 h"),
+    (["--deadline", "2022-06-01T04:00"], "the job needs 6.00 h but --start to --deadline is 4.00 h"),
     (["--flex-hours", "24", "--deadline", "2022-06-02T00:00"], "exactly one of --deadline"),
     (["--deadline", "tomorrow"], "is not a date and time"),
     (["--flex-hours", "24", "--energy-kwh", "-2"], "--energy-kwh must be a positive number"),
@@ -433,3 +433,34 @@ def test_every_warm_up_message_uses_one_phrase(capsys, monkeypatch):
     for command in ("profile", "hardware"):
         code, out, _ = run_cli(capsys, command, "--help")
         assert code == 0 and f"warm-up ({WARMUP_COST}). [default: 5]" in out, command
+
+
+def test_plan_window_prints_its_job_through_the_one_formatter(capsys, monkeypatch):
+    """"264 mWh over 0.0854749 h" read as a raw float: the job's duration is scaled like every duration."""
+    text = lines_at_80(capsys, monkeypatch, "plan", "window", "--grid", "CISO", "--energy-kwh", "0.000264",
+                       "--hours", "0.0854749", "--start", "2022-06-01T00:00", "--flex-hours", "24", "--pue", "1.2")
+    assert text.splitlines()[0].startswith("264 mWh over 5.13 min, 2022 · ")
+    assert "PUE 1.20; pause cost" in text
+
+
+def test_hardware_figures_are_fixed_point_never_exponents():
+    """The estimated table showed "A10G 1.07e+03"."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from greendiff.cli._hardware import render_hardware
+    from greendiff.plan import Estimate, StepCost
+    from greendiff.workflows import HardwareOutcome
+
+    measured = StepCost("cpu", "Xeon", energy_per_sample_kwh=1.5e-9, s_per_sample=2.2e-4, method="estimate:x")
+    estimates = (Estimate("A10G", 1.07e-3 / 3.6e6, 1234.6e-6, "a; b"), Estimate("H100", 2.5e-10 / 3.6e6, 2e-9, "a; b"))
+    outcome = HardwareOutcome("green", 8, 8, 0.1, (measured,), (), (), 1e6, estimates, train_steps=2)
+    out = io.StringIO()
+    render_hardware(outcome, Console(file=out, width=80))
+    text = out.getvalue()
+    assert not re.search(r"\de[+-]\d", text), text
+    rows = {cells[0]: cells for cells in (line.replace("│", " ").split() for line in text.splitlines()) if cells}
+    assert rows["A10G"] == ["A10G", "1070", "1235"] and rows["H100"] == ["H100", "0.000250", "0.00200"]
+    assert ["cpu", "Xeon", "5.40", "0.220", "24.5"] in [cells for cells in (line.replace("│", " ").split() for line in text.splitlines())]

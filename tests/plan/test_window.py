@@ -157,7 +157,7 @@ def test_ciso_june_day_defers_to_the_solar_hours():
 
 
 @pytest.mark.parametrize("job, message", [
-    (Job(1.0, 30.0), "needs 30 h but the window"),
+    (Job(1.0, 30.0), "needs 30.0 h but the window"),
     (Job(-1.0, 2.0), "energy must be a positive number"),
     (Job(1.0, 0.0), "duration must be a positive number"),
     (Job(1.0, 2.0, pause_cost_kwh=-1), "pause cost must be >= 0"),

@@ -66,7 +66,7 @@ def test_run_plan_window_finds_a_window_no_dirtier_than_now_on_an_hourly_grid():
 @pytest.mark.parametrize("job, message", [
     (WindowJob(1.0, 2.0, T0, T0.replace(day=2)), "give exactly one hourly series"),
     (WindowJob(1.0, 2.0, T0, T0.replace(day=2), grid="CISO", live="electricitymaps"), "only 'uk' offers a forecast"),
-    (WindowJob(1.0, 30.0, T0, T0.replace(day=2), grid="CISO"), "the job needs 30 h but --start to --deadline is 24 h"),
+    (WindowJob(1.0, 30.0, T0, T0.replace(day=2), grid="CISO"), "the job needs 30.0 h but --start to --deadline is 24.0 h"),
 ])
 def test_run_plan_window_bad_jobs_are_one_line(job, message):
     with pytest.raises(UserInputError, match=message):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
+from greendiff.display import plain_number
 from greendiff.errors import UserInputError
 
 WORLD_AVERAGE_G_PER_KWH = 475.0
@@ -122,7 +123,7 @@ def resolution_label(step: timedelta) -> str:
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size:.0f}-{unit}"
-    return f"{seconds:g}-second"
+    return f"{plain_number(seconds)}-second"
 
 
 def constant(start: datetime, end: datetime, g_per_kwh: float, source: str,

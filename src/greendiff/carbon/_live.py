@@ -41,6 +41,7 @@ from greendiff.carbon._intensity import (
     resolution_label,
 )
 from greendiff.carbon._secrets import clean_token
+from greendiff.display import plain_number
 from greendiff.errors import UserInputError
 from greendiff.files import atomic_write_text
 
@@ -115,11 +116,11 @@ def _failure(exc: BaseException, where: str, timeout_s: float) -> LiveDataError:
         return LiveDataError(f"HTTP {exc.code} from {where} ({_STATUS_KINDS.get(exc.code // 100, 'unexpected status')})")
     reason = exc.reason if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException) else exc
     if isinstance(reason, TimeoutError):
-        return LiveDataError(f"no answer from {where} within {timeout_s:g} s (timed out)")
+        return LiveDataError(f"no answer from {where} within {plain_number(timeout_s, 15)} s (timed out)")
     if isinstance(reason, socket.gaierror):
-        return LiveDataError(f"no answer from {where} within {timeout_s:g} s (host name not resolved)")
+        return LiveDataError(f"no answer from {where} within {plain_number(timeout_s, 15)} s (host name not resolved)")
     if isinstance(reason, OSError) and reason.errno in errno.errorcode:
-        return LiveDataError(f"no answer from {where} within {timeout_s:g} s ({os.strerror(reason.errno)})")
+        return LiveDataError(f"no answer from {where} within {plain_number(timeout_s, 15)} s ({os.strerror(reason.errno)})")
     return LiveDataError(f"request to {where} failed ({type(reason).__name__})")
 
 
@@ -154,7 +155,7 @@ def http_get_json(url: str, headers: Mapping[str, str], timeout_s: float, max_by
     except Exception as exc:  # noqa: BLE001 - whatever failed, its message may hold a header value: rebuild it
         raise _failure(exc, where, timeout_s) from None
     if len(body) > max_bytes:
-        raise LiveDataError(f"the answer from {where} is over {max_bytes / 1e6:g} MB; not read")
+        raise LiveDataError(f"the answer from {where} is over {plain_number(max_bytes / 1e6)} MB; not read")
     if content_type is not None and content_type != "application/json" and not content_type.endswith("+json"):
         shown = "".join(ch for ch in content_type if ch.isascii() and (ch.isalnum() or ch in "/.+-"))[:60]
         raise LiveDataError(f"the answer from {where} is not JSON (content type {shown})")
@@ -216,7 +217,7 @@ def _cover(points: list[tuple[datetime, float]], step: timedelta, start: datetim
     implausible = next((v for _, v in points if not (math.isfinite(v) and 0 <= v <= MAX_PLAUSIBLE_G_PER_KWH)), None)
     if implausible is not None:
         raise LiveDataError(f"the API returned an implausible intensity {implausible:g} gCO2e/kWh "
-                            f"(expected 0..{MAX_PLAUSIBLE_G_PER_KWH:g})")
+                            f"(expected 0..{plain_number(MAX_PLAUSIBLE_G_PER_KWH, 15)})")
     ends = [t for t, _ in points[1:]] + [points[-1][0] + step]
     if not any(t0 < end and t1 > start for (t0, _), t1 in zip(points, ends)):
         raise LiveDataError(f"the API's answer ({points[0][0]:%Y-%m-%d %H:%M} to {ends[-1]:%Y-%m-%d %H:%M} UTC) "

@@ -22,6 +22,7 @@ from greendiff.carbon._intensity import (
     check_supported,
     resolution_label,
 )
+from greendiff.display import plain_number
 from greendiff.errors import UserInputError
 
 _HOURLY = resources.files("greendiff.carbon") / "tables" / "hourly"
@@ -139,8 +140,8 @@ def parse_trace_csv(lines: Iterable[str], source: str, fill_blank: bool = False)
         except (ValueError, IndexError):
             raise UserInputError(f"{where}: intensity {row[column] if len(row) > column else ''!r} is not a number") from None
         if not (blank and fill_blank) and not (math.isfinite(value) and 0 <= value <= MAX_PLAUSIBLE_G_PER_KWH):
-            raise UserInputError(f"{where}: intensity must be a number from 0 to {MAX_PLAUSIBLE_G_PER_KWH:g} gCO2e/kWh, "
-                                 f"got {value:g}")
+            raise UserInputError(f"{where}: intensity must be a number from 0 to {plain_number(MAX_PLAUSIBLE_G_PER_KWH, 15)} gCO2e/kWh, "
+                                 f"got {value:g}")  # an out-of-range value: 1e+300 as given
         if times and moment <= times[-1]:
             raise UserInputError(f"{where}: timestamp {moment.isoformat()} is not after the previous row")
         if len(times) >= 2 and moment - times[-1] != times[1] - times[0]:

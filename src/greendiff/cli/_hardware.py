@@ -15,6 +15,7 @@ from greendiff.cli._options import (
 )
 from greendiff.cli._plan import warmup_line
 from greendiff.cli._progress import RichProgress
+from greendiff.display import fixed_point
 from greendiff.plan import WARMUP_COST
 from greendiff.units import kwh_to_joules
 from greendiff.workflows import HardwareJob, HardwareOutcome, MeasurementOptions, job_default, run_hardware
@@ -72,7 +73,8 @@ def render_hardware(outcome: HardwareOutcome, console: Console) -> None:
     rows += [d for d in outcome.devices if d.device not in swept]
     for c in rows:
         table.add_row(c.device, c.name, "" if c.limit_w is None else f"{c.limit_w:.0f} W",
-                      f"{kwh_to_joules(c.energy_per_sample_kwh) * 1e3:.3g}", f"{c.s_per_sample * 1e3:.3g}", f"{c.power_w:.0f}",
+                      fixed_point(kwh_to_joules(c.energy_per_sample_kwh) * 1e3), fixed_point(c.s_per_sample * 1e3),
+                      fixed_point(c.power_w),
                       *([c.method] if wide else []))
     console.print(table)
     if not wide:
@@ -89,7 +91,7 @@ def render_hardware(outcome: HardwareOutcome, console: Console) -> None:
     for col in ("GPU", "µJ/sample", "µs/sample"):
         est.add_column(col, justify="left" if col == "GPU" else "right")
     for e in outcome.estimates[:10]:
-        est.add_row(e.name, f"{kwh_to_joules(e.energy_per_sample_kwh) * 1e6:.3g}", f"{e.s_per_sample * 1e6:.3g}")
+        est.add_row(e.name, fixed_point(kwh_to_joules(e.energy_per_sample_kwh) * 1e6), fixed_point(e.s_per_sample * 1e6))
     console.print(est)
     if outcome.estimates:
         console.print(outcome.estimates[0].method.split("; ", 1)[-1], style="dim", highlight=False)

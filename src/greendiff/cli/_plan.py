@@ -18,7 +18,8 @@ from greendiff.cli._options import (
     Cloud, Country, Grid, PueOpt, parse_sets, renamed, with_default, with_measurement,
 )
 from greendiff.cli._progress import RichProgress
-from greendiff.cli._render import fmt_energy, fmt_mass, plain
+from greendiff.cli._render import fmt_energy, fmt_hours, fmt_mass, plain
+from greendiff.display import fixed_point, plain_number
 from greendiff.errors import UserInputError
 from greendiff.numbers import HOURS_IN_A_YEAR
 from greendiff.plan import WARMUP_COST
@@ -113,7 +114,7 @@ def render_profile(outcome, out: Console, err: Console) -> None:
     out.print(table)
     replaced = " (replaced the file that was there)" if outcome.replaced else ""
     err.print(f"forecast {fmt_energy(f.energy_kwh)} ({fmt_energy(f.energy_low_kwh)}–{fmt_energy(f.energy_high_kwh)}, "
-              f"±{f.uncertainty_frac:.0%}) over {f.hours:.2f} h on {f.device} ({f.method})\n"
+              f"±{f.uncertainty_frac:.0%}) over {fmt_hours(f.hours)} on {f.device} ({f.method})\n"
               f"{warmup_line(f.unmetered_steps, f.profiled_steps - f.unmetered_steps, 'step')}\n"
               f"wrote {outcome.output}{replaced}\n"
               f"next: greendiff plan window --profile {outcome.output} --grid CISO --flex-hours 24\n"
@@ -173,14 +174,14 @@ def render_regions(outcome, rows: int, continent: str | None, console: Console) 
     console.print(table)
     if current is not None:
         console.print(plain(f"you: {fmt_mass(current.emissions_kg)} CO2e at {current.intensity_g_per_kwh:.0f} g/kWh "
-                            f"({current.source}) and PUE {current.pue.value:g} ({current.pue.source}); 'vs you' is the "
+                            f"({current.source}) and PUE {fixed_point(current.pue.value)} ({current.pue.source}); 'vs you' is the "
                             "change in emissions"), highlight=False)
     else:
         console.print("give --country, --cloud or --grid to compare with where you run now", highlight=False)
     console.print(plain(f"location-based: energy x PUE x the yearly intensity of the grid each place is on. 'data': "
                         f"whose figure and its year: GCP, Google's 2024 region data; grid PJM (BPAT, ...), the 2022 "
                         f"EIA-930 mean of the US grid a region is in; else the country's Our World in Data / Ember "
-                        f"row. Country rows are at your PUE ({outcome.pue.value:g}). --json has every row's source; "
+                        f"row. Country rows are at your PUE ({fixed_point(outcome.pue.value)}). --json has every row's source; "
                         f"see docs/plan.md")
                   + (plain(f"\nleft out, no citable figure: {', '.join(sorted(outcome.dropped))}") if outcome.dropped else ""),
                   style="dim", highlight=False)
@@ -231,7 +232,7 @@ def window_range(start: str | None, deadline: str | None, flex_hours: str | None
         flex_h = parse_positive(flex_hours, "--flex-hours")
         if flex_h > MAX_WINDOW / timedelta(hours=1):  # before any date arithmetic: 1e9 h is past year 9999
             raise UserInputError(f"--flex-hours {flex_hours} is over a year; plan within a year "
-                                 f"(at most {MAX_WINDOW / timedelta(hours=1):g} h)")
+                                 f"(at most {plain_number(MAX_WINDOW / timedelta(hours=1))} h)")
         t1 = check_supported(t0 + timedelta(hours=flex_h), "the deadline (--start + --flex-hours)")
     if t1 <= t0:
         raise UserInputError(f"--deadline {t1.isoformat()} is not after --start {t0.isoformat()}")
@@ -241,7 +242,8 @@ def window_range(start: str | None, deadline: str | None, flex_hours: str | None
 
 
 def render_window(plan, interruptible: bool, console: Console) -> None:
-    table = Table(title=f"{fmt_energy(plan.job.energy_kwh)} over {plan.job.duration_h:g} h, {plan.now.start:%Y} · {plan.source}",
+    table = Table(title=f"{fmt_energy(plan.job.energy_kwh)} over {fmt_hours(plan.job.duration_h)}, "
+                        f"{plan.now.start:%Y} · {plan.source}",
                   title_justify="left")
     for col in ("schedule", "start (UTC)", "end (UTC)", "runs", "CO2e", "saving", ""):
         table.add_column(col, justify="right" if col in ("runs", "CO2e", "saving") else "left", no_wrap=True)
@@ -257,6 +259,6 @@ def render_window(plan, interruptible: bool, console: Console) -> None:
     elif not interruptible and plan.interruptible.emissions_g < plan.contiguous.emissions_g:
         console.print(f"with --interruptible (pause and resume) the job would save {plan.saving_frac(plan.interruptible):.1%}",
                       highlight=False)
-    console.print(f"PUE {plan.pue:g}; pause cost {fmt_energy(plan.job.pause_cost_kwh)} per pause"
+    console.print(f"PUE {fixed_point(plan.pue)}; pause cost {fmt_energy(plan.job.pause_cost_kwh)} per pause"
                   + "".join(f"\nnote: {n}" for n in plan.notes), style="dim", highlight=False)
 

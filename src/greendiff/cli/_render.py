@@ -28,7 +28,13 @@ def plain(value: object) -> Text:
 #: Energy given in kWh, a mass (CO2e) given in kg and a duration given in seconds, as people read them: ``"350 Wh"``,
 #: ``"28.0 g"``, ``"36.0 s"`` / ``"12.0 min"`` / ``"11.5 h"`` (the report's formatters: one per quantity).
 fmt_energy, fmt_mass, fmt_duration = energy_text, mass_text, duration_text
-_S_PER_H = 3600.0  # the carbon-aware summary keeps hours (waited_h, active_h)
+_S_PER_H = 3600.0
+
+
+def fmt_hours(hours: float) -> str:
+    """A duration given in hours (a plan's job, the carbon-aware summary's waits), scaled as
+    :func:`fmt_duration` prints it: ``fmt_hours(0.0854749) == "5.13 min"``."""
+    return duration_text(hours * _S_PER_H)
 
 
 def table(*columns: str, title: object = None, figures: tuple[str, ...] = (), words: tuple[str, ...] = ()) -> Table:
@@ -147,7 +153,7 @@ def render_carbon_aware(ca: dict, console: Console) -> None:
     claims no saving (the two figures differ there only by how each was priced)."""
     deadline = "" if ca["deadline"] is None else (" · deadline met" if ca["met_deadline"] else " · DEADLINE MISSED")
     pauses = f"{ca['pauses']} pause" + ("" if ca["pauses"] == 1 else "s")
-    waited, trained = fmt_duration(ca["waited_h"] * _S_PER_H), fmt_duration(ca["active_h"] * _S_PER_H)
+    waited, trained = fmt_hours(ca["waited_h"]), fmt_hours(ca["active_h"])
     if ca["pauses"] == 0:
         outcome = f"{fmt_mass(ca['emissions_g'] / G_PER_KG)} CO2e, run straight through: no saving"
     else:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import resources
 
+from greendiff.display import plain_number
 from greendiff.errors import UserInputError
 from greendiff.units import joules_to_kwh, kwh_to_joules
 
@@ -110,8 +111,8 @@ def sweep_power_limits(control, limits_w: list[float], measure: Callable[[float 
     outside = [w for w in limits_w if not low - 1e-9 <= w <= high + 1e-9]
     if outside:
         control.close()
-        raise UserInputError(f"power limit {outside[0]:g} W is outside what {control.name} accepts "
-                             f"({low:g}-{high:g} W)")
+        raise UserInputError(f"power limit {plain_number(outside[0], 15)} W is outside what {control.name} accepts "
+                             f"({plain_number(low, 15)}-{plain_number(high, 15)} W)")
     default_w = control.default_w()
     costs = []
     try:
@@ -211,8 +212,8 @@ def estimate_gpus(macs_per_sample: float, calibration: StepCost | None = None,
     for spec in gpu_table().values():
         s = flops / (spec.peak_tflops * 1e12 * mfu)
         out.append(Estimate(spec.name, joules_to_kwh(s * spec.tdp_w * power_frac), s,
-                            f"estimate: {FLOPS_PER_MAC_TRAINING} x MACs per sample at {spec.peak_tflops:g} TFLOPS "
-                            f"{spec.peak_kind} (ML CO2 Impact table), TDP {spec.tdp_w:g} W; {how}"))
+                            f"estimate: {FLOPS_PER_MAC_TRAINING} x MACs per sample at {plain_number(spec.peak_tflops)} TFLOPS "
+                            f"{spec.peak_kind} (ML CO2 Impact table), TDP {plain_number(spec.tdp_w)} W; {how}"))
     return sorted(out, key=lambda e: e.energy_per_sample_kwh)
 
 

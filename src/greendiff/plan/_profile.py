@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from greendiff import numbers
+from greendiff.display import plain_number
 from greendiff.errors import UserInputError
 from greendiff.names import display_path, first_line, one_line, shown
 from greendiff.numbers import Bounds, parse_float, parse_int
@@ -40,7 +41,7 @@ WARMUP_COST = "a new configuration's first steps cost up to ~10x a later one"
 
 def _at_most(hi: float, integer: bool = False, why: str = "") -> Bounds:
     return Bounds(integer=integer, lo=0, hi=hi, why=why,
-                  phrase=f"{'a whole number' if integer else 'a number'} >= 0, at most {hi:g}")
+                  phrase=f"{'a whole number' if integer else 'a number'} >= 0, at most {plain_number(hi, 15)}")
 
 
 _KWH = _at_most(numbers.MAX_ENERGY_KWH, why=numbers.ENERGY_KWH.why)  # as --energy-kwh and --pause-cost-kwh

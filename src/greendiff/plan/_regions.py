@@ -19,6 +19,7 @@ from greendiff.carbon import (
     unsourced_cloud_regions,
 )
 from greendiff.carbon._static import TableRow, continent_table
+from greendiff.display import fixed_point
 from greendiff.errors import UserInputError
 from greendiff.units import G_PER_KG
 
@@ -75,7 +76,7 @@ def cloud_pue(row: TableRow) -> Pue:
     if provider in CLOUD_PUE:
         return Pue(*CLOUD_PUE[provider])
     if row.pue:
-        return Pue(row.pue, f"{provider} PUE {row.pue:g} published with the ML CO2 Impact table")
+        return Pue(row.pue, f"{provider} PUE {fixed_point(row.pue)} published with the ML CO2 Impact table")
     return Pue(INDUSTRY_PUE.value, f"no published PUE for {provider}; " + INDUSTRY_PUE.source)
 
 

@@ -31,6 +31,7 @@ from typing import Literal
 import numpy as np
 
 from greendiff.carbon import IntensitySegment
+from greendiff.display import duration_text, plain_number
 from greendiff.errors import UserInputError
 
 ScheduleKind = Literal["start now", "best contiguous", "best interruptible"]
@@ -288,14 +289,15 @@ def _series_checked(segments: list[IntensitySegment], job: Job) -> _Series:
         if not math.isfinite(value) or value <= 0:
             raise UserInputError(f"the job's {name} must be a positive number, got {value}")
     if job.duration_h * 3600.0 < MIN_DURATION_S:  # shorter, a start plus the duration rounds back to the start
-        raise UserInputError(f"the job's duration must be at least {MIN_DURATION_S:g} s, got {job.duration_h:g} h")
+        raise UserInputError(f"the job's duration must be at least {plain_number(MIN_DURATION_S)} s, "
+                             f"got {job.duration_h!r} h")
     if not math.isfinite(job.pause_cost_kwh) or job.pause_cost_kwh < 0:
         raise UserInputError(f"the pause cost must be >= 0 kWh, got {job.pause_cost_kwh}")
     series = _Series(segments)
     window_h = series.bounds_s[-1] / 3600.0
     if job.duration_h > window_h + 1e-9:
-        raise UserInputError(f"the job needs {job.duration_h:g} h but the window from {segments[0].start.isoformat()} "
-                             f"to the deadline {segments[-1].end.isoformat()} is {window_h:g} h; "
+        raise UserInputError(f"the job needs {duration_text(job.duration_h * 3600.0)} but the window from {segments[0].start.isoformat()} "
+                             f"to the deadline {segments[-1].end.isoformat()} is {duration_text(window_h * 3600.0)}; "
                              "move the deadline or shorten the job")
     return series
 

@@ -21,6 +21,7 @@ from greendiff.carbon import (
     Intensity, IntensityProvider, LiveDataError, LiveProvider, Location, Pue, resolve_location, resolve_provider, resolve_pue,
     unsourced_cloud_regions,
 )
+from greendiff.display import duration_text
 from greendiff.errors import UserInputError
 from greendiff.plan import Job, LocalCost, RegionOption, WindowPlan, local_cost, plan_window, rank_regions
 
@@ -117,8 +118,8 @@ def run_plan_window(job: WindowJob) -> WindowPlan:
     pue_value = resolve_pue(job.pue, location).value
     window_h = (job.deadline - job.start).total_seconds() / 3600
     if job.duration_h > window_h + 1e-9:
-        raise UserInputError(f"the job needs {job.duration_h:g} h but --start to --deadline is "
-                             f"{window_h:g} h; move the deadline or shorten the job")
+        raise UserInputError(f"the job needs {duration_text(job.duration_h * 3600)} but --start to --deadline is "
+                             f"{duration_text(window_h * 3600)}; move the deadline or shorten the job")
     intensity = _series(provider, job.start, job.deadline)
     return plan_window(list(intensity.segments), Job(job.energy_kwh, job.duration_h, job.pause_cost_kwh), pue_value,
                        intensity.source, intensity.notes)
