@@ -360,6 +360,17 @@ def test_a_config_edited_in_the_run_directory_is_refused_before_anything(capsys,
     assert (run_dir / "metrics.jsonl").read_text() == metrics
 
 
+def test_a_resume_of_a_completed_run_is_one_line_exit_2_and_records_nothing(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", *TINY, "--max-steps", "2", "--output-dir", str(tmp_path / "runs"), "--country", "FRA")
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    emissions = (run_dir / "emissions.json").read_bytes()
+    code, _, err = run_cli(capsys, "train", "--resume", str(run_dir), "--country", "FRA")
+    assert code == 2 and err.strip().splitlines() == [
+        f"greendiff: error: {run_dir} already completed at step 2 (run.max_steps 2); give --max-steps N (> 2) to train further"]
+    assert (run_dir / "emissions.json").read_bytes() == emissions and len(Ledger(default_ledger_path()).list_runs()) == 1
+
+
 def test_a_corrupt_emissions_json_is_rebuilt_from_the_ledger(capsys, tmp_path, caplog):
     code, _, err = run_cli(capsys, "train", *TINY, "--max-steps", "2", "--output-dir", str(tmp_path / "runs"), "--country", "FRA")
     assert code == 0, err

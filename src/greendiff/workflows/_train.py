@@ -111,9 +111,7 @@ def resolve_train_config(job: TrainJob):
         changed = [k for k, v in job.overrides.items() if v is not None and k != "run.max_steps"]
         if changed or job.config_file is not None:
             raise UserInputError(f"--resume continues the saved config; only --max-steps may change (got {', '.join(changed) or '--config'})")
-        config = resolve_config(job.resume / "config.toml", {"run.max_steps": job.overrides.get("run.max_steps")})
-        check_unfinished(job.resume, config.run.max_steps)
-        return config, job.resume.name
+        return resolve_config(job.resume / "config.toml", {"run.max_steps": job.overrides.get("run.max_steps")}), job.resume.name
     config = with_absolute_dataset(resolve_config(job.config_file, dict(job.overrides)))
     return config, new_run_name(config, job.config_file if job.overrides.get("run.name") is None else None)
 
@@ -147,6 +145,8 @@ def prepare_train(job: TrainJob) -> PreparedTrain:
     config = resolve_conditioning(config, data)  # before config.toml is written: it holds the number of classes
     check_data(config, data, max(job.processes, dist.world_size))
     check_train(config, data.channels, job.resume, str(job.resume / "config.toml") if job.resume is not None else "config")
+    if job.resume is not None:  # after its checkpoints are checked: a damaged one is the problem to tell first
+        check_unfinished(job.resume, config.run.max_steps)
     notes = ((settings.note, None),) if settings.note else ()
     if default_resolution(job, config):
         notes += ((f"the images of {display_path(Path(config.data.dataset))} are resized to {config.data.resolution} x "
