@@ -153,27 +153,44 @@ def _folder(root):
     return root
 
 
-@pytest.mark.parametrize("given", [None, "override", "file"])
-def test_an_image_folder_at_the_default_resolution_is_warned_about_unless_a_resolution_was_given(tmp_path, given):
+@pytest.mark.parametrize("given", [None, "override", "file", "file at 8"])
+def test_an_image_folder_at_16_px_is_warned_about_unless_the_command_line_chose_it(tmp_path, given):
+    """The README path (``train --dry-run > my.toml``, then ``train --config my.toml --dataset imgs/``): the
+    dumped file sets resolution = 16, and 32 px images would train at 16 px silently."""
     folder = _folder(tmp_path / "photos")
     config_file = None
     keys = {k: v for k, v in TINY.items() if k != "data.resolution"}
     keys |= {"data.dataset": str(folder), "optim.batch_size": 2, "run.max_steps": 1, "run.output_dir": str(tmp_path / "runs")}
     if given == "override":
         keys["data.resolution"] = 16
-    elif given == "file":
+    elif given is not None:
         config_file = tmp_path / "my.toml"
-        config_file.write_text("[data]\nresolution = 16\n")
+        config_file.write_text(f"[data]\nresolution = {8 if given == 'file at 8' else 16}\n")
     progress = Recorder()
     outcome = run_train(TrainJob(config_file=config_file, overrides=keys, measurement=measurement(tmp_path / "l.sqlite")),
                         progress)
     assert outcome.status == "completed"
     warned = [n for n in progress.notes if n[1] == "warning"]
-    if given is None:
-        assert warned == [(f"the images of {folder} are resized to 16 x 16 pixels, the default data.resolution: give "
-                           "--resolution N (or set data.resolution in the config file) to train at another size", "warning")]
-    else:
-        assert warned == []
+    where = {None: "the default data.resolution", "file": f"data.resolution in {config_file}"}.get(given)
+    assert warned == ([] if where is None else [
+        (f"the images of {folder} (32 x 32 px) are resized to 16 x 16 pixels, {where}: give --resolution N (or set "
+         "data.resolution in the config file) to train at another size", "warning")])
+
+
+def test_the_first_image_s_size_is_read_from_its_header_passing_hidden_and_other_files(tmp_path):
+    from PIL import Image
+
+    from greendiff.workflows._train import first_image_size
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "0-notes.txt").write_text("not an image")
+    (tmp_path / ".thumbs").mkdir()
+    Image.new("L", (8, 8)).save(tmp_path / ".thumbs" / "0.png")
+    Image.new("RGB", (64, 48)).save(tmp_path / "a" / "1.jpg")
+    assert first_image_size(tmp_path) == (64, 48)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert first_image_size(empty) is None
 
 
 # -- what the loop does besides its steps reaches the caller's progress (issue 20: nothing long is silent) -------------

@@ -148,28 +148,52 @@ def prepare_train(job: TrainJob) -> PreparedTrain:
     if job.resume is not None:  # after its checkpoints are checked: a damaged one is the problem to tell first
         check_unfinished(job.resume, config.run.max_steps)
     notes = ((settings.note, None),) if settings.note else ()
-    if default_resolution(job, config):
-        notes += ((f"the images of {display_path(Path(config.data.dataset))} are resized to {config.data.resolution} x "
-                   f"{config.data.resolution} pixels, the default data.resolution: give --resolution N (or set "
-                   "data.resolution in the config file) to train at another size", "warning"),)
+    if (shrunk := small_resolution_note(job, config)) is not None:
+        notes += ((shrunk, "warning"),)
     return PreparedTrain(job, config, run_name, settings, data, dist, notes)
 
 
-def default_resolution(job: TrainJob, config) -> bool:
-    """Whether a new run trains an image folder at the default ``data.resolution`` because nobody set it
-    (neither an override nor the config file): the images are then resized to that size, often far below
-    their own."""
+def small_resolution_note(job: TrainJob, config) -> str | None:
+    """The warning for a new run that trains an image folder at the default ``data.resolution`` (16 px) while
+    its images are larger, whatever set it (the default, or a config file such as one ``train --dry-run``
+    wrote); None when the user chose it on the command line (an override), for a resume or a bundled or
+    array dataset, or when the images are no larger."""
     from greendiff.train import read_toml
 
+    resolution = config.data.resolution
     if job.resume is not None or job.overrides.get("data.resolution") is not None:
-        return False
-    if is_bundled(config.data.dataset) or not Path(config.data.dataset).is_dir():
-        return False
-    if job.config_file is not None:
-        data = read_toml(job.config_file).get("data")
-        if isinstance(data, dict) and "resolution" in data:
-            return False
-    return True
+        return None
+    if resolution != type(config.data)().resolution or is_bundled(config.data.dataset):
+        return None
+    folder = Path(config.data.dataset)
+    size = first_image_size(folder) if folder.is_dir() else None
+    if size is None or min(size) <= resolution:
+        return None
+    data = read_toml(job.config_file).get("data") if job.config_file is not None else None
+    where = (f"data.resolution in {display_path(job.config_file)}" if isinstance(data, dict) and "resolution" in data
+             else "the default data.resolution")
+    return (f"the images of {display_path(folder)} ({size[0]} x {size[1]} px) are resized to {resolution} x {resolution} "
+            f"pixels, {where}: give --resolution N (or set data.resolution in the config file) to train at another size")
+
+
+def first_image_size(folder: Path, tries: int = 20) -> tuple[int, int] | None:
+    """``(width, height)`` in pixels of the first image found under ``folder`` (its header read alone; hidden
+    names passed over, at most ``tries`` files opened); None when none is found."""
+    import os
+
+    from PIL import Image, UnidentifiedImageError
+
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(n for n in names if not n.startswith("."))[:tries]:
+            try:
+                with Image.open(Path(root, name)) as img:
+                    return img.size
+            except (OSError, UnidentifiedImageError, ValueError):
+                tries -= 1
+            if tries <= 0:
+                return None
+    return None
 
 
 def run_train(job: TrainJob | PreparedTrain, progress: Progress | None = None) -> TrainOutcome:
