@@ -464,3 +464,19 @@ def test_hardware_figures_are_fixed_point_never_exponents():
     rows = {cells[0]: cells for cells in (line.replace("│", " ").split() for line in text.splitlines()) if cells}
     assert rows["A10G"] == ["A10G", "1070", "1235"] and rows["H100"] == ["H100", "0.000250", "0.00200"]
     assert ["cpu", "Xeon", "5.40", "0.220", "24.5"] in [cells for cells in (line.replace("│", " ").split() for line in text.splitlines())]
+
+
+@pytest.mark.parametrize("command", [["profile"], ["hardware"], ["plan", "window"], ["plan", "regions"]])
+def test_help_names_what_each_option_takes_not_its_python_type(capsys, monkeypatch, command):
+    """``profile --help`` showed ``--config <path>`` and ``--set <list[str]>``."""
+    import re
+
+    text = lines_at_80(capsys, monkeypatch, *command, "--help")
+    placeholders = [line for line in text.splitlines() if re.search(r"<[a-z\[\]]+>", line) and "--help" not in line]
+    assert placeholders == []  # (--help's own <bool> comes from the app, greendiff.cli._app)
+    flat = " ".join(text.split())
+    for option, metavar in {"profile": [("--config", "FILE"), ("--set", "KEY=VAL"), ("--output", "FILE")],
+                            "hardware": [("--limits", "WATTS"), ("--devices", "DEVICES")],
+                            "window": [("--start", "TIME"), ("--grid", "GRID"), ("--profile", "FILE")],
+                            "regions": [("--provider", "PROVIDER"), ("--continent", "NAME")]}[command[-1]]:
+        assert re.search(rf"{option}( -[a-z])? {metavar} ", flat), (option, metavar)

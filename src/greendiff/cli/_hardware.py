@@ -25,18 +25,18 @@ Opt = typer.Option
 
 @with_measurement
 def hardware_command(
-    config_file: Annotated[Optional[Path], Opt("--config", help="Training config (TOML) to measure (default: the green recipe's default job).")] = None,
-    sets: Annotated[list[str], Opt("--set", help="Any config key, e.g. --set data.resolution=32 (repeatable).")] = [],
-    devices: Annotated[Optional[str], Opt("--devices", help="Comma-separated: cpu, cuda:0, ... (default: all here).")] = None,
+    config_file: Annotated[Optional[Path], Opt("--config", metavar="FILE", help="Training config (TOML) to measure (default: the green recipe's default job).")] = None,
+    sets: Annotated[list[str], Opt("--set", metavar="KEY=VAL", help="Any config key, e.g. --set data.resolution=32 (repeatable).")] = [],
+    devices: Annotated[Optional[str], Opt("--devices", metavar="DEVICES", help="Comma-separated: cpu, cuda:0, ... (default: all here).")] = None,
     train_steps: Annotated[Optional[int], number_option("--train-steps", bounds=HARDWARE_STEPS, help=with_default("Measured training steps per device and power limit.", job_default(HardwareJob, "steps")))] = None,
     steps: Annotated[Optional[int], number_option("--steps", bounds=HARDWARE_STEPS, hidden=True, help="Old name of --train-steps.")] = None,
     unmetered_steps: Annotated[Optional[int], number_option("--unmetered-steps", bounds=COUNT0, help=with_default(f"Unmeasured steps first: warm-up ({WARMUP_COST}).", job_default(HardwareJob, "warmup")))] = None,
     warmup: Annotated[Optional[int], number_option("--warmup", bounds=COUNT0, hidden=True, help="Old name of --unmetered-steps.")] = None,
-    limits: Annotated[Optional[str], Opt("--limits", help="GPU power limits to sweep in W (e.g. 700,600,500,400,300), auto (max to min in 100 W steps) or none.")] = job_default(HardwareJob, "limits"),
+    limits: Annotated[Optional[str], Opt("--limits", metavar="WATTS", help="GPU power limits to sweep in W (e.g. 700,600,500,400,300), auto (max to min in 100 W steps) or none.")] = job_default(HardwareJob, "limits"),
     max_slowdown: Annotated[float, number_option("--max-slowdown", bounds=SLOWDOWN, help="Allowed slowdown for the chosen power limit (0.1 = 10 %).")] = job_default(HardwareJob, "max_slowdown"),
     measurement: MeasurementOptions = MeasurementOptions(),
-    output: Annotated[Optional[Path], Opt("--output", "-o", help="Also write the results as JSON here (a file there is replaced).")] = None,
-    as_json: Annotated[bool, Opt("--json", help="Print JSON for scripts.")] = False,
+    output: Annotated[Optional[Path], Opt("--output", "-o", metavar="FILE", help="Also write the results as JSON here (a file there is replaced).")] = None,
+    as_json: Annotated[bool, Opt("--json", metavar="", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Energy and time per training sample on each device (CPU, each CUDA GPU); a power-limit sweep on NVIDIA
     GPUs where permitted, with the limit that saves most energy within --max-slowdown; estimates for other GPUs."""

@@ -33,8 +33,8 @@ Opt = typer.Option
 plan_app = typer.Typer(help="Choose where and when to run: regions ranked, the lowest-carbon window.", no_args_is_help=True)
 
 EnergyKwh = Annotated[Optional[str], number_option("--energy-kwh", bounds=ENERGY_KWH, keep_text=True, help="IT energy of the job in kWh (or take it from --profile).")]
-ProfilePath = Annotated[Optional[Path], Opt("--profile", help="A 'greendiff profile' output: its forecast energy, hours and pause cost.")]
-AsJson = Annotated[bool, Opt("--json", help="Print JSON for scripts.")]
+ProfilePath = Annotated[Optional[Path], Opt("--profile", metavar="FILE", help="A 'greendiff profile' output: its forecast energy, hours and pause cost.")]
+AsJson = Annotated[bool, Opt("--json", metavar="", help="Print JSON for scripts.")]
 MAX_WINDOW = timedelta(hours=HOURS_IN_A_YEAR)  # a plan covers at most a year (a leap year's 8,784 h)
 
 
@@ -67,10 +67,10 @@ OldWarmup = Annotated[Optional[int], number_option("--warmup", bounds=COUNT0, hi
 
 @with_measurement
 def profile_command(
-    config_file: Annotated[Optional[Path], Opt("--config", help="Training config (TOML) to profile (default: the green recipe's default job).")] = None,
-    sets: Annotated[list[str], Opt("--set", help="Any config key, e.g. --set run.max_steps=20000 (repeatable).")] = [],
+    config_file: Annotated[Optional[Path], Opt("--config", metavar="FILE", help="Training config (TOML) to profile (default: the green recipe's default job).")] = None,
+    sets: Annotated[list[str], Opt("--set", metavar="KEY=VAL", help="Any config key, e.g. --set run.max_steps=20000 (repeatable).")] = [],
     train_steps: TrainSteps = None, steps: OldSteps = None, unmetered_steps: Unmetered = None, warmup: OldWarmup = None,
-    output: Annotated[Path, Opt("--output", "-o", help="Where to write the profile (JSON; a file there is replaced).")] = job_default(ProfileJob, "output"),
+    output: Annotated[Path, Opt("--output", "-o", metavar="FILE", help="Where to write the profile (JSON; a file there is replaced).")] = job_default(ProfileJob, "output"),
     measurement: MeasurementOptions = MeasurementOptions(), as_json: AsJson = False,
 ) -> None:
     """Profile a training config for a few steps and forecast the full run's energy and time, with a band."""
@@ -132,8 +132,8 @@ REGION_ROWS = 15
 @plan_app.command("regions")
 def plan_regions(
     energy_kwh: EnergyKwh = None, profile: ProfilePath = None,
-    provider: Annotated[list[str], Opt("--provider", help="Keep only this provider: gcp, aws, azure, ..., or country (repeatable).")] = [],
-    continent: Annotated[Optional[str], Opt("--continent", help="Africa, Asia, Europe, North America, Oceania or South America.")] = None,
+    provider: Annotated[list[str], Opt("--provider", metavar="PROVIDER", help="Keep only this provider: gcp, aws, azure, ..., or country (repeatable).")] = [],
+    continent: Annotated[Optional[str], Opt("--continent", metavar="NAME", help="Africa, Asia, Europe, North America, Oceania or South America.")] = None,
     limit: Annotated[Optional[int], number_option("--limit", "-n", bounds=ROWS, help=with_default("Rows to show.", REGION_ROWS))] = None,
     top: Annotated[Optional[int], number_option("--top", bounds=ROWS, hidden=True, help="Old name of --limit.")] = None,
     country: Country = None, cloud: Cloud = None, grid: Grid = None,
@@ -193,12 +193,12 @@ def render_regions(outcome, rows: int, continent: str | None, console: Console) 
 def plan_window_command(
     energy_kwh: EnergyKwh = None, profile: ProfilePath = None,
     hours: Annotated[Optional[str], number_option("--hours", bounds=YEAR_HOURS, keep_text=True, help="Running time of the job in hours (or from --profile).")] = None,
-    grid: Annotated[Optional[str], Opt("--grid", help="Hourly series: a bundled US grid (CISO, PJM, ...) or a timestamp,intensity CSV.")] = None,
-    live: Annotated[str, Opt("--live", help="Forecast from a live API instead: uk (Great Britain, 48 h ahead).")] = "none",
-    start: Annotated[Optional[str], Opt("--start", help="Earliest start, ISO 8601 (UTC unless a zone is given); default now.")] = None,
-    deadline: Annotated[Optional[str], Opt("--deadline", help="Latest end, ISO 8601.")] = None,
+    grid: Annotated[Optional[str], Opt("--grid", metavar="GRID", help="Hourly series: a bundled US grid (CISO, PJM, ...) or a timestamp,intensity CSV.")] = None,
+    live: Annotated[str, Opt("--live", metavar="API", help="Forecast from a live API instead: uk (Great Britain, 48 h ahead).")] = "none",
+    start: Annotated[Optional[str], Opt("--start", metavar="TIME", help="Earliest start, ISO 8601 (UTC unless a zone is given); default now.")] = None,
+    deadline: Annotated[Optional[str], Opt("--deadline", metavar="TIME", help="Latest end, ISO 8601.")] = None,
     flex_hours: Annotated[Optional[str], number_option("--flex-hours", bounds=YEAR_HOURS, keep_text=True, help="Or: the deadline is this many hours after --start.")] = None,
-    interruptible: Annotated[bool, Opt("--interruptible", help="Recommend the best set of hours (the job can pause and resume).")] = False,
+    interruptible: Annotated[bool, Opt("--interruptible", metavar="", help="Recommend the best set of hours (the job can pause and resume).")] = False,
     pause_cost_kwh: Annotated[Optional[str], number_option("--pause-cost-kwh", bounds=ENERGY0_KWH, keep_text=True, help="Energy of one pause (checkpoint + restart); default from --profile, else 0.")] = None,
     pue: PueOpt = None, as_json: AsJson = False,
 ) -> None:
