@@ -99,12 +99,29 @@ def test_distill_and_distill_steps_are_priced_at_the_teachers_location(tmp_path,
         assert RunLocation.read(run_dir) == RunLocation(country="FRA", pue=1.2)
 
 
-def test_a_location_flag_prices_elsewhere_without_a_note(tmp_path, fra_run):
+def test_a_location_flag_prices_elsewhere_and_says_where_the_run_was(tmp_path, fra_run):
     ledger, progress = tmp_path / "l.sqlite", Recorder()
     run_sample(SampleJob(run=fra_run, n=2, steps=1, out=tmp_path / "s.png", measurement=bare(ledger, country="DEU")),
                progress)
-    assert priced(ledger)[0][:2] == ("DEU", 1.0) and progress.notes == []
+    assert priced(ledger)[0][:2] == ("DEU", 1.0)
+    assert progress.notes == ["priced at Germany (DEU) (from your flags); the run was trained at France (FRA)"]
     assert RunLocation.read(fra_run) == RunLocation(country="FRA", pue=1.2)  # written once: not changed
+
+
+def test_a_cloud_flag_over_the_runs_location_says_so_and_the_same_place_says_nothing(tmp_path):
+    run = _stored('country = "FRA"\n', tmp_path)
+    settings = resolve_settings(bare(None, cloud="gcp:europe-west1"), run=run, env={})
+    assert settings.note == ("priced at Google Cloud europe-west1 (Belgium; gcp:europe-west1) (from your flags); "
+                             "the run was trained at France (FRA)")
+    assert resolve_settings(bare(None, country="FRA"), run=run, env={}).note == ""
+
+
+def test_a_run_measured_with_a_zone_alone_is_named_by_the_zone_s_table_not_the_world_average(tmp_path):
+    run = _stored('zone = "FR"\n', tmp_path)
+    assert resolve_settings(bare(None), run=run, env={}).note.startswith(
+        "priced at France (FRA), Electricity Maps zone FR, the run's location (")
+    assert resolve_settings(bare(None, country="DEU"), run=run, env={}).note == (
+        "priced at Germany (DEU) (from your flags); the run was trained at France (FRA), Electricity Maps zone FR")
 
 
 def test_a_pue_flag_alone_keeps_the_runs_place(tmp_path):

@@ -176,10 +176,17 @@ def _parsed_location(table: dict, path: Path) -> RunLocation:
                        None if pue is None else float(pue), table.get("live") or "none", table.get("zone"))
 
 
-def _priced_at(location: Location) -> str:
+def _priced_at(location: Location, zone: str | None = None) -> str:
     """Where ``location`` prices energy, in words with its code (:func:`greendiff.carbon.place_name`):
-    ``"France (FRA)"``; ``"the world average"`` when it says nowhere."""
-    return place_name(location, with_code=True) or "the world average"
+    ``"France (FRA)"``; for an Electricity Maps ``zone`` alone, the bundled grid its table prices it at
+    (``"France (FRA), Electricity Maps zone FR"``); ``"the world average"`` when it says nowhere."""
+    from greendiff.carbon._resolve import zone_location  # not in greendiff.carbon's names yet
+
+    named = place_name(location, with_code=True)
+    if not named and zone:
+        table = zone_location(zone)
+        return f"{place_name(table, with_code=True) if table is not None else 'the world average'}, Electricity Maps zone {zone}"
+    return named or "the world average"
 
 
 @dataclass(frozen=True)
@@ -248,14 +255,23 @@ def _from_flags(options: MeasurementOptions, run: Path | None, env: Mapping[str,
     pue = _number(PUE, options.pue, "--pue")
     stored = RunLocation(location.country, location.cloud, _storable_grid(location.grid),
                          _explicit_pue(pue, location, env), options.live, options.zone)
-    note = ""
-    if run is not None and not options.place_given and location.is_known:
-        kept = _quietly(run)
-        if kept is not None and (kept.country, kept.cloud, kept.grid) != (stored.country, stored.cloud, stored.grid):
-            names = ", ".join(v for v in _PLACE_ENV if env.get(v))
-            note = (f"priced at {_priced_at(location)} from {names} (this machine), not at the run's location "
-                    f"{_priced_at(Location(kept.country, kept.cloud, kept.grid))}")
-    return _Where(location, pue, options.live, options.zone, stored, note)
+    return _Where(location, pue, options.live, options.zone, stored, _elsewhere_note(options, run, location, stored, env))
+
+
+def _elsewhere_note(options: MeasurementOptions, run: Path | None, location: Location, stored: RunLocation,
+                    env: Mapping[str, str]) -> str:
+    """The note when flags or the machine's environment price a job on a run elsewhere than the run's stored
+    location ("" when the run has none, or it is the same place)."""
+    kept = _quietly(run) if run is not None else None
+    if kept is None or not kept.known or not (options.place_given or location.is_known):
+        return ""
+    if (kept.country, kept.cloud, kept.grid, kept.zone) == (stored.country, stored.cloud, stored.grid, stored.zone):
+        return ""
+    was = _priced_at(Location(kept.country, kept.cloud, kept.grid), kept.zone)
+    if options.place_given:
+        return f"priced at {_priced_at(location, options.zone)} (from your flags); the run was trained at {was}"
+    names = ", ".join(v for v in _PLACE_ENV if env.get(v))
+    return f"priced at {_priced_at(location)} from {names} (this machine), not at the run's location {was}"
 
 
 def _from_run(options: MeasurementOptions, run: Path, kept: RunLocation, env: Mapping[str, str]) -> _Where:
@@ -276,7 +292,7 @@ def _from_run(options: MeasurementOptions, run: Path, kept: RunLocation, env: Ma
     stored = RunLocation(kept.country, kept.cloud, kept.grid, kept.pue if inherit_pue else _explicit_pue(flag_pue, location, env),
                          kept.live, kept.zone)
     extra = (f", PUE {kept.pue:g}" if inherit_pue else "") + (f", live {kept.live}" if kept.live != "none" else "")
-    note = (f"priced at {_priced_at(location)}{extra}, the run's location ({display_path(path)}); give --country, "
+    note = (f"priced at {_priced_at(location, kept.zone)}{extra}, the run's location ({display_path(path)}); give --country, "
             "--cloud or --grid to price elsewhere")
     return _Where(location, pue, kept.live, kept.zone, stored, note, path,
                   f"the run's location ({display_path(path)})" if inherit_pue else None)
