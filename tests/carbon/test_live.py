@@ -283,3 +283,22 @@ def test_a_country_typo_is_refused_even_when_the_zone_prices_the_fallback():
 
     with pytest.raises(UserInputError, match="unknown country code 'FRX'"):
         emaps_without_token("FR", Location(country="FRX"))
+
+
+def test_series_is_the_api_s_answer_with_no_fallback_and_a_yearly_figure_has_none(fake_api, tmp_path):
+    """Every provider answers ``series``: a planner asks for hours to choose between without knowing its kind."""
+    from greendiff.carbon import bundled_trace
+    from greendiff.carbon._trace import TraceProvider
+    from greendiff.errors import UserInputError
+
+    fake_api.serve("/intensity/", "uk_intensity.json")
+    live = uk(fake_api, tmp_path).series(START, START + timedelta(hours=1, minutes=30))
+    assert [s.intensity_g_per_kwh for s in live.segments] == [176, 168, 150] and live.resolution == "half-hourly"
+    fake_api.serve("/intensity/", status=500)
+    with pytest.raises(UserInputError, match=r"^no hourly series for the window: the UK Carbon Intensity API gave "
+                                             r"none \(HTTP 500 .*\); plan on --grid NAME\|FILE.csv instead$"):
+        uk(fake_api, tmp_path).series(START + timedelta(days=1), END + timedelta(days=1))
+    with pytest.raises(UserInputError, match=r"^no hourly series for the window \(.*Our World in Data"):
+        country_provider("FRA").series(START, END)
+    trace = TraceProvider(bundled_trace("CISO")).series(START, END)
+    assert trace.kind == "trace" and trace.resolution == "hourly" and len(trace.segments) == 1

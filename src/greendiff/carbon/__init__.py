@@ -52,9 +52,11 @@ from greendiff.carbon._location import (
 from greendiff.carbon._places import country_of, place_name
 from greendiff.carbon._resolve import resolve_provider
 from greendiff.carbon._static import (
+    TableRow,
     WorldAverageProvider,
     cloud_provider,
     cloud_table,
+    continent_table,
     country_provider,
     country_table,
     unsourced_cloud_regions,
@@ -70,6 +72,7 @@ __all__ = [
     # the grid's intensity
     "Intensity", "IntensityKind", "INTENSITY_KINDS", "IntensityProvider", "IntensitySegment", "resolve_provider",
     "WorldAverageProvider", "country_provider", "country_table", "cloud_provider", "cloud_table",
+    "TableRow", "continent_table",
     "unsourced_cloud_regions", "check_supported", "LATEST_SUPPORTED", "MAX_PLAUSIBLE_G_PER_KWH", "default_cache_dir",
     "LiveProvider", "LiveDataError", "resolution_label", "basis_text",
     # hourly traces

@@ -76,6 +76,17 @@ class IntensityProvider(abc.ABC):
     def intensity(self, start: datetime, end: datetime) -> Intensity:
         """Intensity covering ``[start, end)``; both must be timezone-aware."""
 
+    def series(self, start: datetime, end: datetime) -> Intensity:
+        """An intensity that changes over ``[start, end)`` (hourly or finer), to choose when to run.
+
+        Raises:
+            UserInputError: Only a yearly figure exists here: it has no hours to choose between (one line).
+        """
+        intensity = self.intensity(start, end)
+        if intensity.kind == "static":
+            raise UserInputError(f"no hourly series for the window ({'; '.join(intensity.notes) or intensity.source})")
+        return intensity
+
     def describe(self) -> str:
         return self.name
 

@@ -289,6 +289,19 @@ class LiveProvider(IntensityProvider):
         return Intensity(segments, self._source(), "live", None, ("from cache",) if cached else (),
                          resolution_label(self.step))
 
+    def series(self, start: datetime, end: datetime) -> Intensity:
+        """:meth:`fetch`, with no fallback: a yearly fallback has no hours to choose between, so the API's failure
+        is the error, said once (never "fell back" and then an error).
+
+        Raises:
+            UserInputError: The API gave no usable answer (one line, with why).
+        """
+        try:
+            return self.fetch(start, end)
+        except LiveDataError as exc:
+            raise UserInputError(f"no hourly series for the window: {self.title} gave none ({exc}); "
+                                 "plan on --grid NAME|FILE.csv instead") from None
+
     def intensity(self, start: datetime, end: datetime) -> Intensity:
         """:meth:`fetch`, or the fallback's figure with the reason in its notes.
 

@@ -15,10 +15,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 
 from greendiff.carbon import (
-    CLOUD_PUE, INDUSTRY_PUE, Location, Pue, cloud_table, country_table, resolve_provider, resolve_pue,
-    unsourced_cloud_regions,
+    CLOUD_PUE, INDUSTRY_PUE, Location, Pue, TableRow, cloud_table, continent_table, country_table, resolve_provider,
+    resolve_pue, unsourced_cloud_regions,
 )
-from greendiff.carbon._static import TableRow, continent_table
 from greendiff.display import fixed_point
 from greendiff.errors import UserInputError
 from greendiff.units import G_PER_KG

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from greendiff.carbon import (
-    Intensity, IntensityProvider, LiveDataError, LiveProvider, Location, Pue, resolve_location, resolve_provider, resolve_pue,
-    unsourced_cloud_regions,
+    Location, Pue, resolve_location, resolve_provider, resolve_pue, unsourced_cloud_regions,
 )
 from greendiff.display import duration_text
 from greendiff.errors import UserInputError
@@ -120,21 +119,7 @@ def run_plan_window(job: WindowJob) -> WindowPlan:
     if job.duration_h > window_h + 1e-9:
         raise UserInputError(f"the job needs {duration_text(job.duration_h * 3600)} but --start to --deadline is "
                              f"{duration_text(window_h * 3600)}; move the deadline or shorten the job")
-    intensity = _series(provider, job.start, job.deadline)
+    intensity = provider.series(job.start, job.deadline)
     return plan_window(list(intensity.segments), Job(job.energy_kwh, job.duration_h, job.pause_cost_kwh), pue_value,
                        intensity.source, intensity.notes)
 
-
-def _series(provider: IntensityProvider, start: datetime, deadline: datetime) -> Intensity:
-    """The provider's series over the window. A live API is asked with no fallback: a yearly table has no hours
-    to choose between, so its failure is the error, said once (never "fell back" and then an error)."""
-    if isinstance(provider, LiveProvider):
-        try:
-            return provider.fetch(start, deadline)
-        except LiveDataError as exc:
-            raise UserInputError(f"no hourly series for the window: {provider.title} gave none ({exc}); "
-                                 "plan on --grid NAME|FILE.csv instead") from None
-    intensity = provider.intensity(start, deadline)
-    if intensity.kind == "static":
-        raise UserInputError(f"no hourly series for the window ({'; '.join(intensity.notes) or intensity.source})")
-    return intensity
