@@ -95,12 +95,12 @@ def test_a_budget_study_prunes_a_bad_trial_and_exports_a_config_the_trainer_take
     assert {r.assumptions["config"]["tune"]["study"] for r in runs} == {"s"} and {r.status for r in runs} == {"completed"}
     assert sorted(t.user_attrs["ledger"]["run_id"] for t in trials) == sorted(r.id for r in runs)
     err = " ".join(err.split())  # rich wraps lines
-    assert "1 pruned" in err and "pruning: a search without it would have used about" in err and "best: trial 3, fid 7.5" in err
+    assert "1 pruned" in err and "pruning: a search without it would have used about" in err and "best: trial 3, fid 7.500" in err
     # each trial's line sets its measured energy against the budget (the final checkpoint and export passed it)
     from greendiff.tune import budget_note
 
     used = trials[0].user_attrs["outcome"]["energy_kwh"]
-    assert used > 2e-5 and f"trial 0: complete · fid 8 · {fmt_energy(used)} · stopped at the budget, {budget_note(used, 2e-5)}" in err
+    assert used > 2e-5 and f"trial 0: complete · fid 8.000 · {fmt_energy(used)} · stopped at the budget, {budget_note(used, 2e-5)}" in err
     assert err.count("budget used") == err.count("of the budget used")  # no bare "budget used" label
 
     code, out, err = run_cli(capsys, "tune", "--report", study_dir, "--export", tmp_path / "mine.toml", "--json")
@@ -114,6 +114,21 @@ def test_a_budget_study_prunes_a_bad_trial_and_exports_a_config_the_trainer_take
     assert f"lr = {trials[3].params['optim.lr']}" in out and "max_steps = 9" in out and 'preset = "nano"' in out
     code, _, err = run_cli(capsys, "tune", "--report", study_dir, "--trial", 2)
     assert code == 2 and "--trial 2: no complete trial" in err
+
+
+def test_a_trial_line_prints_its_score_as_people_read_it_not_in_e_notation():
+    """A KID of 1.2346e-05 reads 0.00001235 (greendiff.tune.metric_text), as the pruner's reason does."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from greendiff.cli._tune import _TrialLine
+
+    console = Console(file=io.StringIO(), width=200)
+    trial = SimpleNamespace(number=4, values=[1.2346e-05], user_attrs={}, state=SimpleNamespace(name="COMPLETE"))
+    _TrialLine("kid", console)(trial)
+    assert console.file.getvalue().strip() == "trial 4: complete · kid 0.00001235 · 0 mWh"
 
 
 def test_parallel_journal_workers_share_one_study(capsys, tmp_path, space):

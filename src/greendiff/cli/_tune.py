@@ -25,6 +25,7 @@ from greendiff.cli._options import (
 )
 from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, fmt_mass, plain
+from greendiff.display import energy_text, plain_number
 from greendiff.errors import UserInputError
 from greendiff.workflows import (
     ENV_STORAGE, MeasurementOptions, StudyJob, continue_study, job_default, new_study, resolve_settings, work_on_study,
@@ -101,7 +102,7 @@ def tune_command(
                                     seed, startup_trials, not no_base_trial, workers, storage, name, output_dir))
         spec = study_.spec
         console.print(f"study {study_.study.study_name}: {spec.trials} trials, {spec.mode} mode"
-                      + (f", {spec.trial_budget_kwh:g} kWh per trial, pruner {spec.pruner}" if spec.mode == "budget" else "")
+                      + (f", {energy_text(spec.trial_budget_kwh)} per trial, pruner {spec.pruner}" if spec.mode == "budget" else "")
                       + f" · folder {study_.folder}", highlight=False)
     if workers > 1 and not as_worker:
         _run_workers(study_, workers, measurement.argv(), console, progress)
@@ -120,9 +121,9 @@ class _TrialLine:
         self.metric, self.console, self.budget_kwh = metric, console, budget_kwh
 
     def __call__(self, trial) -> None:
-        from greendiff.tune import TrialRecord, trial_note  # greendiff.tune imports torch: not for --help
+        from greendiff.tune import TrialRecord, metric_text, trial_note  # greendiff.tune imports torch: not for --help
 
-        value = f"{self.metric} {trial.values[0]:.4g}" if trial.values else trial.user_attrs.get("fail_reason", "")
+        value = f"{self.metric} {metric_text(trial.values[0])}" if trial.values else trial.user_attrs.get("fail_reason", "")
         record = TrialRecord.of(trial)
         note = trial_note(record.stop_reason, record.energy_kwh, self.budget_kwh, record.pruned_after) if record else ""
         self.console.print(f"trial {trial.number}: {trial.state.name.lower()} · {value} · "
@@ -146,15 +147,15 @@ def _run_workers(study_, workers: int, measure_argv, console: Console, progress:
 # -- report ------------------------------------------------------------------------------------------
 
 def _render_report(report: StudyReport, console: Console, as_json: bool = False, pick: int | None = None) -> None:
-    from greendiff.tune import trial_note
+    from greendiff.tune import metric_text, trial_note
 
     spec, rows, summary, metric = report.spec, report.rows, report.summary, report.metric
     table = Table(title=f"study {report.name} · {spec.mode} mode", title_justify="left")
     for column in ("trial", "state", metric.upper(), "energy", "steps", "parameters", "note"):
         table.add_column(column, justify="right" if column in ("trial", metric.upper(), "energy", "steps") else "left")
     for r in rows:
-        value = f"{r.values[0]:.4g}" if r.values else "—"
-        params = " ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}" for k, v in r.params.items())
+        value = metric_text(r.values[0]) if r.values else "—"
+        params = " ".join(f"{k.split('.')[-1]}={plain_number(v)}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}" for k, v in r.params.items())
         table.add_row(f"{r.number}{' (base)' if r.base else ''}", r.state.lower(), value, fmt_energy(r.energy_kwh) + ("*" if r.energy_source == "ledger" else ""),
                       "—" if r.steps is None else str(r.steps), params,
                       trial_note(r.note, r.energy_kwh, spec.trial_budget_kwh, r.pruned_after))
@@ -172,8 +173,8 @@ def _render_report(report: StudyReport, console: Console, as_json: bool = False,
                       f"(each pruned trial run to its budget like the complete ones): {summary.pruning_saving_frac:.0%} saved",
                       highlight=False)
     if summary.base_trial is not None and summary.best_value is not None:
-        console.print(f"base config (trial {summary.base_trial}): {metric} {summary.base_value:.4g}; best "
-                      f"{summary.best_value:.4g} ({summary.best_value / summary.base_value - 1:+.1%})", highlight=False)
+        console.print(f"base config (trial {summary.base_trial}): {metric} {metric_text(summary.base_value)}; best "
+                      f"{metric_text(summary.best_value)} ({summary.best_value / summary.base_value - 1:+.1%})", highlight=False)
     if spec.mode == "pareto":
         console.print("Pareto mode: Optuna's pruners do not apply to multi-objective studies, so every trial runs to the end.",
                       highlight=False)
@@ -183,7 +184,7 @@ def _render_report(report: StudyReport, console: Console, as_json: bool = False,
     if chosen is None:
         console.print("no complete trial yet: nothing to export", style="yellow")
     else:
-        console.print(f"{'best' if pick is None else 'chosen'}: trial {chosen.number}, {metric} {chosen.values[0]:.4g} "
+        console.print(f"{'best' if pick is None else 'chosen'}: trial {chosen.number}, {metric} {metric_text(chosen.values[0])} "
                       f"with {fmt_energy(chosen.energy_kwh)} · config {target} (train it: greendiff train --config {target})",
                       highlight=False)
     if as_json:
