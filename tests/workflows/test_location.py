@@ -163,6 +163,9 @@ def test_notes_name_places_with_carbons_one_place_name_and_its_code(tmp_path, mo
     from greendiff.carbon import place_name
 
     assert not hasattr(measurement, "place_name") or measurement.place_name is place_name
+    import greendiff.workflows
+
+    assert not hasattr(greendiff.workflows, "place_name")  # carbon's function, not re-exported here
     run = tmp_path / "run"
     run.mkdir()
     (run / LOCATION_FILE).write_text('country = "DEU"\n')

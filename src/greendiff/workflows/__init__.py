@@ -26,8 +26,7 @@ from greendiff.workflows._demo import DemoJob, DemoOutcome, LocationCost, Worklo
 from greendiff.workflows._hardware import HardwareJob, HardwareOutcome, SweepResult, run_hardware
 from greendiff.workflows._measure import MeasureJob, MeasureOutcome, run_measure
 from greendiff.workflows._measurement import (
-    CPU_WATTS, GPU_INDEX, LOCATION_FILE, PUE, MeasurementOptions, MeasureSettings, RunLocation, place_name,
-    resolve_settings,
+    CPU_WATTS, GPU_INDEX, LOCATION_FILE, PUE, MeasurementOptions, MeasureSettings, RunLocation, resolve_settings,
 )
 from greendiff.workflows._plan import RegionsJob, RegionsOutcome, WindowJob, run_plan_regions, run_plan_window
 from greendiff.workflows._profile import ProfileJob, ProfileOutcome, run_profile_job
@@ -55,7 +54,7 @@ __all__ = [  # constants, classes, functions; each sorted
     "RegionsJob", "RegionsOutcome", "RunLocation", "SampleJob", "SampleOutcome", "SegmentStart", "StopSignals",
     "Study", "StudyJob", "StudyReport", "SweepResult", "TimestepDone", "TrainJob", "TrainOutcome",
     "TrainerProgress", "WindowJob", "WorkerExit", "WorkersState", "WorkloadStep", "check_parent", "continue_study",
-    "job_default", "new_study", "parent_energy_kwh", "place_name", "prepare_train", "resolve_conditioning",
+    "job_default", "new_study", "parent_energy_kwh", "prepare_train", "resolve_conditioning",
     "resolve_settings", "resolve_train_config", "run_demo", "run_distill", "run_distill_steps", "run_eval",
     "run_hardware", "run_measure", "run_plan_regions", "run_plan_window", "run_profile_job", "run_prune",
     "run_sample", "run_study_workers", "run_train", "study_report", "work_on_study", "write_location",
