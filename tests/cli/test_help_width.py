@@ -70,3 +70,11 @@ def test_help_of_a_renamed_flag_shows_only_its_new_name(capsys, monkeypatch):
                               ("eval", "--sample-steps", "--steps")):
         text = help_text(capsys, monkeypatch, command)
         assert re.search(rf"(?<![\w-]){new}(?![\w-])", text) and not re.search(rf"(?<![\w-]){old}(?![\w-])", text)
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[" ".join(p) or "greendiff" for p, _ in COMMANDS])
+def test_help_shows_no_value_type_after_a_flag_or_raw_type_names(capsys, monkeypatch, path, command):
+    """typer 0.29 printed ``<bool>`` after every on/off flag (``--help``, ``--json``) and raw annotations such
+    as ``<path>`` / ``<list[str]>``: a flag takes no value, and an option names what it takes (FILE, ...)."""
+    text = help_text(capsys, monkeypatch, *path)
+    assert re.findall(r"(?<![\w-])<[a-z][\w\[\], ]*>", text) == []  # "tune-<time>" in a help text is prose

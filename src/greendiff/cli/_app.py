@@ -28,6 +28,29 @@ from greendiff.workflows import Interrupted
 # typer >= 0.20 vendors click; take its exception classes from typer's own hierarchy (_UsageError: _options).
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
+# typer >= 0.29 prints each option's Python annotation as its value type: "<bool>" after on/off flags (which
+# take no value), "<str>", "<path>", "<list[str]>". Flags show none; other values a name as click's own help
+# does (TEXT, PATH, INTEGER, NUMBER, ...), unless the option names its own metavar (FILE, RUN, KEY=VAL).
+_TYPE_NAMES = {"str": "TEXT", "path": "PATH", "int": "INTEGER", "float": "NUMBER", "datetime": "TIME", "time": "TIME"}
+_annotation_type = typer.core._TyperParameter.display_type
+_option_type = typer.core.TyperOption.display_type_rich
+
+
+def _type_name(self, ctx):
+    label = _annotation_type(self, ctx).strip("<>")
+    many = label.startswith("list[") and label.endswith("]")
+    label = label[5:-1] if many else label
+    name = _TYPE_NAMES.get(label, f"[{label}]" if "|" in label else label.upper())
+    return name + ("..." if many else "")
+
+
+def _flag_shows_no_type(self, ctx):
+    return None if getattr(self, "is_flag", False) and not self.metavar else _option_type(self, ctx)
+
+
+typer.core._TyperParameter.display_type = _type_name
+typer.core.TyperOption.display_type_rich = _flag_shows_no_type
+
 app = typer.Typer(
     name="greendiff",
     help="Train diffusion models with a fraction of the energy and carbon, and prove it.",

@@ -10,7 +10,7 @@ from greendiff import __version__
 from greendiff.carbon import place_name
 from greendiff.ledger import model_card_yaml
 from greendiff.report._collect import RunData
-from greendiff.display import ENERGY_UNITS, MASS_UNITS, band_text, energy_text, mass_text, scale_for
+from greendiff.display import ENERGY_UNITS, MASS_UNITS, band_text, duration_text, energy_text, fixed_point, mass_text, scale_for
 from greendiff.report._statement import emissions_statement
 from greendiff.report._svg import Series, bar_chart, line_chart, scatter_chart
 from greendiff.tracking import RunSummary
@@ -179,9 +179,9 @@ def run_section(run: RunData, metric: str) -> str:
     ca = run.carbon_aware
     if ca:
         parts.append("<h3>Carbon-aware training</h3>" + _table(["", "value"], [
-            ["policy", _e(ca["policy"])], ["pauses", str(ca["pauses"])], ["waited", f"{ca['waited_h']:.2f} h"],
+            ["policy", _e(ca["policy"])], ["pauses", str(ca["pauses"])], ["waited", duration_text(ca["waited_h"] * 3600)],
             ["emissions as run", _kg(ca["emissions_g"] / G_PER_KG)], ["straight through", _kg(ca["straight_through_g"] / G_PER_KG)],
-            ["saved", f"{_kg(ca['saved_g'] / G_PER_KG)} ({ca['saved_frac']:.1%})"],
+            ["saved", _saving(ca)],
             ["deadline", _e(ca["deadline"] or "none") + ("" if ca["met_deadline"] is None else " (met)" if ca["met_deadline"] else " (MISSED)")]]))
     parts.append("<h3>Assumptions and sources</h3>" + _table(["what", "value", "source"], _assumption_rows(s)))
     parts.append("<h3>Emissions statement</h3><blockquote>" + _e(emissions_statement(s)) + "</blockquote>")
@@ -231,3 +231,11 @@ def build_report(runs: list[RunData], reference: RunData | None = None, metric: 
     body += [run_section(r, metric) for r in runs]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_e(title)}</title>{_CHECK}{_CSS}</head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _saving(books: dict) -> str:
+    """The carbon-aware saving as a person reads it; a run that never paused saved nothing (it ran straight
+    through), whatever rounding left in the books."""
+    if not books["pauses"]:
+        return "none: no pause, the run went straight through"
+    return f"{_kg(books['saved_g'] / G_PER_KG)} ({fixed_point(books['saved_frac'] * 100)} %)"
