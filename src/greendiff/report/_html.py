@@ -181,7 +181,7 @@ def run_section(run: RunData, metric: str) -> str:
         parts.append("<h3>Carbon-aware training</h3>" + _table(["", "value"], [
             ["policy", _e(ca["policy"])], ["pauses", str(ca["pauses"])], ["waited", duration_text(ca["waited_h"] * 3600)],
             ["emissions as run", _kg(ca["emissions_g"] / G_PER_KG)], ["straight through", _kg(ca["straight_through_g"] / G_PER_KG)],
-            ["saved", _saving(ca)],
+            ["saved", _carbon_aware_saving(ca)],
             ["deadline", _e(ca["deadline"] or "none") + ("" if ca["met_deadline"] is None else " (met)" if ca["met_deadline"] else " (MISSED)")]]))
     parts.append("<h3>Assumptions and sources</h3>" + _table(["what", "value", "source"], _assumption_rows(s)))
     parts.append("<h3>Emissions statement</h3><blockquote>" + _e(emissions_statement(s)) + "</blockquote>")
@@ -233,7 +233,7 @@ def build_report(runs: list[RunData], reference: RunData | None = None, metric: 
             f"<title>{_e(title)}</title>{_CHECK}{_CSS}</head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def _saving(books: dict) -> str:
+def _carbon_aware_saving(books: dict) -> str:
     """The carbon-aware saving as a person reads it; a run that never paused saved nothing (it ran straight
     through), whatever rounding left in the books."""
     if not books["pauses"]:
