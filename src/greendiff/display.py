@@ -92,5 +92,11 @@ def mass_text(kg: float) -> str:
 
 
 def duration_text(seconds: float) -> str:
-    """A duration given in seconds, scaled: ``"1.50 h"``, ``"27.8 min"``, ``"4.20 s"``."""
-    return quantity_text(seconds, TIME_UNITS)
+    """A duration given in seconds, scaled: ``"1.50 h"``, ``"27.8 min"``, ``"4.20 s"``; ``"<1 ms"`` below a
+    millisecond (a run that measured nothing), not ``"0.000000954 s"``.
+
+    Example:
+        >>> duration_text(5400), duration_text(9.54e-7), duration_text(0)
+        ('1.50 h', '<1 ms', '0 s')
+    """
+    return "<1 ms" if 0 < seconds < 1e-3 else quantity_text(seconds, TIME_UNITS)

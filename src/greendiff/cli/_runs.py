@@ -74,17 +74,11 @@ def list_runs(
                     words=("status",))
     for r, s in rows:
         started = (s.started or "")[:16 if wide else 10].replace("T", " ") if s else ""
-        figures = [_duration(s.duration_s), fmt_energy(s.energy_kwh), fmt_mass(s.emissions_kg)] if s else ["", "?", "?"]
+        figures = [duration_text(s.duration_s), fmt_energy(s.energy_kwh), fmt_mass(s.emissions_kg)] if s else ["", "?", "?"]
         cells = [str(r.id), plain(r.name), *([plain(r.kind)] if wide else []), plain(r.status), started, *figures,
                  *([plain(", ".join(s.methods) if s else "")] if wide else [])]
         listing.add_row(*cells)
     console.print(listing)
-
-
-def _duration(seconds: float) -> str:
-    """A run's wall time for the list: :func:`greendiff.display.duration_text`, and ``"<1 ms"`` below a
-    millisecond (a run that measured nothing), not ``"0.000000954 s"``."""
-    return "<1 ms" if 0 < seconds < 1e-3 else duration_text(seconds)
 
 
 def _listed_summary(db: Ledger, record) -> RunSummary | None:
