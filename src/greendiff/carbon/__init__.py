@@ -50,7 +50,7 @@ from greendiff.carbon._location import (
     resolve_pue,
 )
 from greendiff.carbon._places import country_of, place_name
-from greendiff.carbon._resolve import resolve_provider
+from greendiff.carbon._resolve import resolve_provider, zone_location
 from greendiff.carbon._static import (
     TableRow,
     WorldAverageProvider,
@@ -70,7 +70,7 @@ __all__ = [
     # where, in words
     "place_name", "country_of",
     # the grid's intensity
-    "Intensity", "IntensityKind", "INTENSITY_KINDS", "IntensityProvider", "IntensitySegment", "resolve_provider",
+    "Intensity", "IntensityKind", "INTENSITY_KINDS", "IntensityProvider", "IntensitySegment", "resolve_provider", "zone_location",
     "WorldAverageProvider", "country_provider", "country_table", "cloud_provider", "cloud_table",
     "TableRow", "continent_table",
     "unsourced_cloud_regions", "check_supported", "LATEST_SUPPORTED", "MAX_PLAUSIBLE_G_PER_KWH", "default_cache_dir",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from greendiff.carbon import (
     BUNDLED_GRIDS, ENV_CLOUD, ENV_COUNTRY, ENV_GRID, ENV_PUE, IntensityProvider, Location, Pue, place_name,
-    pue_bounds, resolve_location, resolve_provider, resolve_pue,
+    pue_bounds, resolve_location, resolve_provider, resolve_pue, zone_location,
 )
 from greendiff.energy import MonitorOptions
 from greendiff.errors import UserInputError
@@ -180,8 +180,6 @@ def _priced_at(location: Location, zone: str | None = None) -> str:
     """Where ``location`` prices energy, in words with its code (:func:`greendiff.carbon.place_name`):
     ``"France (FRA)"``; for an Electricity Maps ``zone`` alone, the bundled grid its table prices it at
     (``"France (FRA), Electricity Maps zone FR"``); ``"the world average"`` when it says nowhere."""
-    from greendiff.carbon._resolve import zone_location  # not in greendiff.carbon's names yet
-
     named = place_name(location, with_code=True)
     if not named and zone:
         table = zone_location(zone)
