@@ -10,10 +10,12 @@ import sys
 import pytest
 
 from greendiff.cli._app import WrappingFormatter, terminal_columns
+from greendiff.cli._render import LOCATION_HINT
 
 # the unknown-location note as it reached the terminal in issue 20: 162 columns on one line
 LONG = ("LOCATION UNKNOWN: world-average intensity used; emissions may be off by 10x. Give the country, cloud region "
         "or grid the run is in.")
+SHOWN = LONG + " " + LOCATION_HINT  # the CLI adds how to give a location, as the summary's note does
 
 
 def record(message: str, *args) -> logging.LogRecord:
@@ -23,13 +25,13 @@ def record(message: str, *args) -> logging.LogRecord:
 def test_a_long_warning_wraps_at_80_columns_under_its_prefix():
     text = WrappingFormatter(columns=lambda: 80).format(record("%s", LONG))
     lines = text.splitlines()
-    assert len(lines) == 2 and all(len(line) <= 80 for line in lines)
+    assert len(lines) == 3 and all(len(line) <= 80 for line in lines)
     assert lines[0].startswith("greendiff: LOCATION UNKNOWN:") and lines[1].startswith(" " * 11)
-    assert lines[1][11] != " " and " ".join(line.strip() for line in lines) == "greendiff: " + LONG
+    assert lines[1][11] != " " and " ".join(line.strip() for line in lines) == "greendiff: " + SHOWN
 
 
 def test_no_width_keeps_one_line_per_message_and_a_long_word_stays_whole():
-    assert WrappingFormatter(columns=lambda: None).format(record(LONG)) == "greendiff: " + LONG
+    assert WrappingFormatter(columns=lambda: None).format(record(LONG)) == "greendiff: " + SHOWN
     path = "/data/" + "x" * 90 + "/run"
     lines = WrappingFormatter(columns=lambda: 80).format(record(f"cannot read {path}: gone")).splitlines()
     assert lines == ["greendiff: cannot read", " " * 11 + path + ":", " " * 11 + "gone"]
@@ -65,3 +67,15 @@ def test_the_cli_wraps_its_logged_warnings_at_columns_80(tmp_path):
     assert sum(line.startswith("greendiff: electricity-maps unavailable") for line in logged) == 1, done.stderr
     assert max(map(len, logged)) <= 80, done.stderr
     assert "no bundled table knows zone XX" in " ".join(line.strip() for line in logged)
+
+
+def test_the_logged_unknown_location_warning_says_how_to_give_a_location(tmp_path):
+    # issue 20: once library notes stopped carrying CLI hints, the warning logged when a run starts said
+    # "LOCATION UNKNOWN: ... may be off by 10x." and nothing about what to do; the summary's note had the hint
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENDIFF_")}
+    env.update(COLUMNS="200", GREENDIFF_LEDGER=str(tmp_path / "l.sqlite"), GREENDIFF_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "greendiff", "measure", "--no-gpu", "--", sys.executable, "-c", "pass"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    warned = [line for line in done.stderr.splitlines() if line.startswith("greendiff: LOCATION UNKNOWN")]
+    assert len(warned) == 1 and warned[0].endswith("Pass --country ISO3, --cloud PROVIDER:REGION or --grid NAME."), done.stderr

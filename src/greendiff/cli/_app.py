@@ -18,6 +18,7 @@ from greendiff.cli._hardware import hardware_command
 from greendiff.cli._measure import measure
 from greendiff.cli._options import _UsageError
 from greendiff.cli._plan import plan_app, profile_command
+from greendiff.cli._render import note_line
 from greendiff.cli._report import report_command
 from greendiff.cli._runs import runs_app
 from greendiff.cli._train import sample_command, train_command
@@ -102,7 +103,7 @@ class WrappingFormatter(logging.Formatter):
         self.prefix, self.columns = prefix, columns
 
     def format(self, record: logging.LogRecord) -> str:
-        text = self.wrap(record.getMessage())
+        text = self.wrap(note_line(record.getMessage()))  # a library note gets the CLI's hint, as in the summary
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         if record.stack_info:
