@@ -56,6 +56,9 @@ from greendiff.train._images import save_grid, to_uint8
 from greendiff.train._lock import RunDirLock
 from greendiff.train._loop import TrainResult, check_data, check_train, make_optimizer, step_generator, train
 from greendiff.train._model import PRESETS, build_unet, count_macs, count_parameters
+from greendiff.train._objectives import (
+    Draw, EpsilonObjective, FlowObjective, Objective, VObjective, logit_normal_timesteps, objective_for,
+)
 from greendiff.train._precision import resolve_precision
 from greendiff.train._runref import is_ledger_id, resolve_run, resolve_run_dir, run_dir_of
 from greendiff.train._trainer import Trainer
@@ -74,6 +77,8 @@ __all__ = [
     "PRESETS", "build_unet", "count_macs", "count_parameters", "diffusion_loss", "loss_weights", "weighted_mse",
     "noised_batch", "make_noise_scheduler", "make_sampler", "sample_images", "make_optimizer", "step_generator",
     "resolve_precision",
+    # training objectives (epsilon, v, flow) behind one interface
+    "Objective", "EpsilonObjective", "VObjective", "FlowObjective", "Draw", "objective_for", "logit_normal_timesteps",
     # a run's files
     "MetricsLog", "RunDirLock", "checkpoint_dirs", "export_pipeline", "load_run_model", "load_unet",
     "is_ledger_id", "read_emissions_json", "read_metrics", "resolve_run", "resolve_run_dir", "run_dir_of", "save_grid", "to_uint8",

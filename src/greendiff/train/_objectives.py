@@ -1,0 +1,195 @@
+"""Training objectives behind one interface: what the network sees, what it predicts, how samples weigh.
+
+- :class:`EpsilonObjective`: ε-prediction (Ho et al. 2020), target the noise; Min-SNR-γ weight
+  min(SNR, γ) / SNR (Hang et al., ICCV 2023, "Efficient Diffusion Training via Min-SNR Weighting").
+- :class:`VObjective`: v-prediction (Salimans & Ho 2022), target α_t·ε − σ_t·x0; Min-SNR-γ weight
+  min(SNR, γ) / (SNR + 1) (Hang et al. 2023).
+- :class:`FlowObjective`: rectified flow / flow matching as SD3 trains it (Esser et al. 2024, "Scaling
+  Rectified Flow Transformers", section 2 and 3.1): x_t = (1 − t)·x0 + t·ε with t from a logit-normal
+  (:func:`logit_normal_timesteps`), target the velocity ε − x0, the network's timestep t·T as diffusers'
+  ``FlowMatchEulerDiscreteScheduler`` uses (sigma · num_train_timesteps). Uniform weights only.
+
+ε and v draw exactly what :func:`greendiff.train._diffusion.noised_batch` and ``loss_weights`` give for
+the same generator, so switching a run to these objects changes no tensor.
+
+Example:
+    >>> import torch
+    >>> draw = objective_for("flow").draw(torch.zeros(2, 1, 4, 4), None, torch.Generator().manual_seed(0))
+    >>> draw.noisy.shape, draw.timesteps.dtype, bool(((draw.timesteps > 0) & (draw.timesteps < 1000)).all())
+    (torch.Size([2, 1, 4, 4]), torch.float32, True)
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+
+from greendiff.errors import UserInputError
+from greendiff.train._diffusion import sample_timesteps
+
+OBJECTIVES = ("epsilon", "v", "flow")
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One batch's loss inputs.
+
+    Attributes:
+        noisy: The network's input (B, C, H, W), x0's dtype and device.
+        timesteps: The network's timesteps (B,): integers in [0, T) for ε/v, floats t·T in (0, T) for flow.
+        target: What the network should predict (B, C, H, W).
+    """
+
+    noisy: torch.Tensor
+    timesteps: torch.Tensor
+    target: torch.Tensor
+
+
+def logit_normal_timesteps(batch: int, generator: torch.Generator, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
+    """``batch`` times t = sigmoid(mean + std·z), z ~ N(0, 1) from ``generator``: SD3's logit-normal
+    sampling (Esser et al. 2024, section 3.1, "lognorm(m, s)"; diffusers'
+    ``compute_density_for_timestep_sampling("logit_normal", ...)``). Float32 in (0, 1), median
+    sigmoid(mean); the middle of the path, where the velocity is hardest to predict, is drawn most.
+
+    Example:
+        >>> t = logit_normal_timesteps(10_000, torch.Generator().manual_seed(0))
+        >>> round(float(t.median()), 1), bool(((t > 0) & (t < 1)).all())
+        (0.5, True)
+    """
+    z = torch.randn(batch, generator=generator)  # (B,) on the generator's device
+    return torch.sigmoid(mean + std * z)
+
+
+class Objective(ABC):
+    """A training objective: :meth:`draw` the loss inputs of a batch, :meth:`weights` per sample.
+
+    The noise scheduler is passed in (a diffusers ``DDPMScheduler`` for ε/v; flow needs none).
+    """
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def draw(self, x0: torch.Tensor, noise_scheduler, generator: torch.Generator) -> Draw:
+        """The :class:`Draw` for a batch ``x0`` (B, C, H, W) in [-1, 1], noise and times from ``generator``."""
+
+    @abstractmethod
+    def weights(self, timesteps: torch.Tensor, noise_scheduler, snr_gamma: float | None = None) -> torch.Tensor:
+        """Per-sample loss weights (B,) float32: uniform when ``snr_gamma`` is None, else Min-SNR-γ."""
+
+
+@dataclass(frozen=True)
+class _ScheduledObjective(Objective):
+    """ε or v on a DDPM-style scheduler (``add_noise``, ``get_velocity``, ``alphas_cumprod``).
+
+    Attributes:
+        timestep_sampling: ``uniform`` or ``stratified`` integer timesteps (:func:`sample_timesteps`).
+    """
+
+    timestep_sampling: Literal["uniform", "stratified"] = "uniform"
+
+    def draw(self, x0: torch.Tensor, noise_scheduler, generator: torch.Generator) -> Draw:
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)  # noise before timesteps, as always
+        timesteps = sample_timesteps(x0.shape[0], noise_scheduler.config.num_train_timesteps, generator,
+                                     self.timestep_sampling)
+        noise, timesteps = noise.to(x0.device), timesteps.to(x0.device)
+        noisy = noise_scheduler.add_noise(x0, noise, timesteps)
+        return Draw(noisy, timesteps, self._target(noise_scheduler, x0, noise, timesteps))
+
+    def weights(self, timesteps: torch.Tensor, noise_scheduler, snr_gamma: float | None = None) -> torch.Tensor:
+        if snr_gamma is None:
+            return torch.ones_like(timesteps, dtype=torch.float32)
+        from diffusers.training_utils import compute_snr
+
+        snr = compute_snr(noise_scheduler, timesteps)  # alpha_t^2 / sigma_t^2, (B,)
+        return torch.clamp(snr, max=snr_gamma) / self._snr_denominator(snr)
+
+    @abstractmethod
+    def _target(self, noise_scheduler, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The regression target (B, C, H, W)."""
+
+    @abstractmethod
+    def _snr_denominator(self, snr: torch.Tensor) -> torch.Tensor:
+        """What min(SNR, γ) is divided by for this target (Hang et al. 2023, section 3.4)."""
+
+
+@dataclass(frozen=True)
+class EpsilonObjective(_ScheduledObjective):
+    """ε-prediction: the network predicts the noise; Min-SNR weight min(SNR, γ) / SNR."""
+
+    name: ClassVar[str] = "epsilon"
+    prediction_type: ClassVar[str] = "epsilon"
+
+    def _target(self, noise_scheduler, x0, noise, timesteps):
+        return noise
+
+    def _snr_denominator(self, snr):
+        return snr
+
+
+@dataclass(frozen=True)
+class VObjective(_ScheduledObjective):
+    """v-prediction: the network predicts α_t·ε − σ_t·x0; Min-SNR weight min(SNR, γ) / (SNR + 1)."""
+
+    name: ClassVar[str] = "v"
+    prediction_type: ClassVar[str] = "v_prediction"
+
+    def _target(self, noise_scheduler, x0, noise, timesteps):
+        return noise_scheduler.get_velocity(x0, noise, timesteps)
+
+    def _snr_denominator(self, snr):
+        return snr + 1
+
+
+@dataclass(frozen=True)
+class FlowObjective(Objective):
+    """Rectified flow: x_t = (1 − t)·x0 + t·ε, target ε − x0, t logit-normal (SD3).
+
+    Attributes:
+        logit_mean: m of t = sigmoid(m + s·z); 0 centres the draws on t = 0.5.
+        logit_std: s (> 0); larger spreads the draws toward 0 and 1.
+        num_train_timesteps: T: the network sees t·T, as ``FlowMatchEulerDiscreteScheduler`` gives it
+            (a scheduler passed to :meth:`draw` overrides it with its own config's value).
+    """
+
+    name: ClassVar[str] = "flow"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    num_train_timesteps: int = 1000
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.logit_mean) and math.isfinite(self.logit_std) and self.logit_std > 0):
+            raise UserInputError(f"flow timestep sampling needs a finite logit mean and a logit std > 0, got "
+                                 f"mean {self.logit_mean!r}, std {self.logit_std!r}")
+
+    def draw(self, x0: torch.Tensor, noise_scheduler, generator: torch.Generator) -> Draw:
+        steps = self.num_train_timesteps if noise_scheduler is None else noise_scheduler.config.num_train_timesteps
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+        t = logit_normal_timesteps(x0.shape[0], generator, self.logit_mean, self.logit_std).to(x0.device)
+        t_b = t.to(x0.dtype).view(-1, *([1] * (x0.ndim - 1)))  # (B, 1, 1, 1)
+        return Draw((1 - t_b) * x0 + t_b * noise, t * steps, noise - x0)
+
+    def weights(self, timesteps: torch.Tensor, noise_scheduler, snr_gamma: float | None = None) -> torch.Tensor:
+        if snr_gamma is not None:
+            raise UserInputError("min-snr loss weighting is not defined for the flow objective; use uniform weighting")
+        return torch.ones_like(timesteps, dtype=torch.float32)
+
+
+_BY_NAME: dict[str, type[Objective]] = {"epsilon": EpsilonObjective, "v": VObjective, "flow": FlowObjective}
+
+
+def objective_for(name: str) -> Objective:
+    """The objective called ``name`` (epsilon, v or flow) with its defaults; one-line
+    :class:`UserInputError` for any other name.
+
+    Example:
+        >>> objective_for("v").prediction_type
+        'v_prediction'
+    """
+    cls = _BY_NAME.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise UserInputError(f"unknown objective {name!r}; choose one of: {', '.join(OBJECTIVES)}")
+    return cls()
