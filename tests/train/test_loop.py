@@ -290,7 +290,7 @@ def test_a_budget_stopped_run_has_finished_its_learning_rate_decay(tmp_path, tin
 
 
 def test_stratified_timesteps_cover_every_stratum_with_a_uniform_marginal():
-    from greendiff.train._diffusion import sample_timesteps
+    from greendiff.train._objectives import sample_timesteps
 
     g = torch.Generator().manual_seed(0)
     batches = [sample_timesteps(8, 1000, g, "stratified") for _ in range(2000)]

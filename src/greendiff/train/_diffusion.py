@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from greendiff.errors import UserInputError
 from greendiff.pipelines import check_class_labels, check_guidance_scale, guided_output, guided_scheduler, num_classes_of
 from greendiff.train._config import RecipeConfig
+from greendiff.train._objectives import EpsilonObjective, VObjective
 
 
 def make_noise_scheduler(optim: RecipeConfig):
@@ -34,49 +35,29 @@ def make_sampler(optim: RecipeConfig, noise_scheduler):
     return cls.from_config(noise_scheduler.config)
 
 
+def recipe_objective(optim: RecipeConfig) -> EpsilonObjective | VObjective:
+    """The recipe's objective (:mod:`greendiff.train._objectives`): ε-prediction, or v-prediction for any other
+    ``optim.prediction_type``, drawing timesteps as ``optim.timestep_sampling`` says."""
+    kind = EpsilonObjective if optim.prediction_type == "epsilon" else VObjective
+    return kind(optim.timestep_sampling)
+
+
 def loss_weights(noise_scheduler, timesteps: torch.Tensor, optim: RecipeConfig) -> torch.Tensor:
     """Per-sample loss weights: uniform, or Min-SNR-γ (Hang et al., ICCV 2023).
 
     For epsilon prediction the weight is min(SNR, γ) / SNR; for v-prediction min(SNR, γ) / (SNR + 1).
     """
-    if optim.loss_weighting == "uniform":
-        return torch.ones_like(timesteps, dtype=torch.float32)
-    from diffusers.training_utils import compute_snr
-
-    snr = compute_snr(noise_scheduler, timesteps)
-    clipped = torch.clamp(snr, max=optim.snr_gamma)
-    return clipped / (snr + 1) if optim.prediction_type == "v_prediction" else clipped / snr
-
-
-def sample_timesteps(batch: int, num_timesteps: int, generator: torch.Generator, kind: str = "uniform") -> torch.Tensor:
-    """``batch`` integer timesteps in [0, num_timesteps). ``uniform``: independent draws.
-    ``stratified``: one uniform draw u, then (u + i / batch) mod 1 for i < batch, scaled to the
-    timesteps (VDM's low-discrepancy sampler): the same marginal, lower loss variance per batch.
-
-    Example:
-        >>> t = sample_timesteps(4, 1000, torch.Generator().manual_seed(0), "stratified")
-        >>> sorted(int(d) for d in (t.sort().values.diff()))  # one per quarter of the range
-        [250, 250, 250]
-    """
-    if kind == "stratified":
-        u = torch.rand((), generator=generator)
-        fractions = (u + torch.arange(batch) / batch) % 1.0
-        return (fractions * num_timesteps).long().clamp_(max=num_timesteps - 1)
-    return torch.randint(0, num_timesteps, (batch,), generator=generator)
+    gamma = None if optim.loss_weighting == "uniform" else optim.snr_gamma
+    return recipe_objective(optim).weights(timesteps, noise_scheduler, gamma)
 
 
 def noised_batch(noise_scheduler, x0: torch.Tensor, generator: torch.Generator,
                  optim: RecipeConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(noisy, timesteps, target)`` for a batch ``x0`` (B, C, H, W) in [-1, 1]: noise and timesteps
-    drawn from ``generator`` (uniform, or stratified: see :func:`sample_timesteps`); the target is the
-    noise (epsilon) or the velocity."""
-    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
-    timesteps = sample_timesteps(x0.shape[0], noise_scheduler.config.num_train_timesteps, generator,
-                                 optim.timestep_sampling)
-    noise, timesteps = noise.to(x0.device), timesteps.to(x0.device)
-    noisy = noise_scheduler.add_noise(x0, noise, timesteps)
-    target = noise if optim.prediction_type == "epsilon" else noise_scheduler.get_velocity(x0, noise, timesteps)
-    return noisy, timesteps, target
+    drawn from ``generator`` (uniform, or stratified: :func:`greendiff.train._objectives.sample_timesteps`);
+    the target is the noise (epsilon) or the velocity, as :func:`recipe_objective` draws them."""
+    draw = recipe_objective(optim).draw(x0, noise_scheduler, generator)
+    return draw.noisy, draw.timesteps, draw.target
 
 
 def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

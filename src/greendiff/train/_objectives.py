@@ -9,8 +9,8 @@
   (:func:`logit_normal_timesteps`), target the velocity ε − x0, the network's timestep t·T as diffusers'
   ``FlowMatchEulerDiscreteScheduler`` uses (sigma · num_train_timesteps). Uniform weights only.
 
-ε and v draw exactly what :func:`greendiff.train._diffusion.noised_batch` and ``loss_weights`` give for
-the same generator, so switching a run to these objects changes no tensor.
+The recipe's ε and v training (:func:`greendiff.train._diffusion.noised_batch` and ``loss_weights``) draws
+through these objects.
 
 Example:
     >>> import torch
@@ -29,7 +29,6 @@ from typing import ClassVar, Literal
 import torch
 
 from greendiff.errors import UserInputError
-from greendiff.train._diffusion import sample_timesteps
 
 OBJECTIVES = ("epsilon", "v", "flow")
 
@@ -47,6 +46,23 @@ class Draw:
     noisy: torch.Tensor
     timesteps: torch.Tensor
     target: torch.Tensor
+
+
+def sample_timesteps(batch: int, num_timesteps: int, generator: torch.Generator, kind: str = "uniform") -> torch.Tensor:
+    """``batch`` integer timesteps in [0, num_timesteps). ``uniform``: independent draws.
+    ``stratified``: one uniform draw u, then (u + i / batch) mod 1 for i < batch, scaled to the
+    timesteps (VDM's low-discrepancy sampler): the same marginal, lower loss variance per batch.
+
+    Example:
+        >>> t = sample_timesteps(4, 1000, torch.Generator().manual_seed(0), "stratified")
+        >>> sorted(int(d) for d in (t.sort().values.diff()))  # one per quarter of the range
+        [250, 250, 250]
+    """
+    if kind == "stratified":
+        u = torch.rand((), generator=generator)
+        fractions = (u + torch.arange(batch) / batch) % 1.0
+        return (fractions * num_timesteps).long().clamp_(max=num_timesteps - 1)
+    return torch.randint(0, num_timesteps, (batch,), generator=generator)
 
 
 def logit_normal_timesteps(batch: int, generator: torch.Generator, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
