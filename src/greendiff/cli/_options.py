@@ -200,3 +200,11 @@ def run_directory(ref: str, ledger: Path | None) -> Path:
     from greendiff.train import resolve_run_dir  # torch: once a command runs, not for --help
 
     return resolve_run_dir(ref, ledger)
+
+
+def switch(flag: str, on: bool, off: bool) -> bool | None:
+    """A switch given as ``--x`` (True) or ``--no-x`` (False), or neither (None: the config decides); both: a
+    one-line error. (``--no-x`` is a hidden option of its own, so ``--help`` keeps one column of flag names.)"""
+    if on and off:
+        raise UserInputError(f"give {flag} or --no-{flag[2:]}, not both")
+    return True if on else False if off else None

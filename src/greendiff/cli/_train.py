@@ -11,7 +11,7 @@ from rich.console import Console
 
 from greendiff.cli._options import (
     FLOAT, GUIDANCE, IMAGES, INT, PROCESSES, SAMPLER_STEPS, SEED, class_ids, class_option, name_option, number_option,
-    parse_sets, renamed, run_directory, run_option, with_default, with_measurement,
+    parse_sets, renamed, run_directory, run_option, switch, with_default, with_measurement,
 )
 from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, fmt_mass, render_summary
@@ -171,25 +171,18 @@ def train_command(
 def config_overrides(ctx: typer.Context) -> dict[str, object]:
     """The trainer's overrides a ``train`` command line gives: every :data:`FLAG_KEYS` flag's value under its
     config key (None: not given, the config decides), then the ``--set KEY=VALUE`` pairs. A switch is read
-    with its hidden ``--no-`` form (:func:`_switch`), ``--log-to`` (repeatable) as one comma-separated value."""
+    with its hidden ``--no-`` form (:func:`~greendiff.cli._options.switch`), ``--log-to`` (repeatable) as one
+    comma-separated value."""
     given = {param.opts[0]: ctx.params[param.name] for param in ctx.command.params if param.opts}
     overrides: dict[str, object] = {}
     for flag, key in FLAG_KEYS.items():
         value = given[flag]
         if flag in _NEGATIONS:
-            value = _switch(flag, value, given[_NEGATIONS[flag]])
+            value = switch(flag, value, given[_NEGATIONS[flag]])
         elif isinstance(value, (list, tuple)):
             value = ",".join(value) or None
         overrides[key] = value
     return overrides | parse_sets(list(given["--set"]))
-
-
-def _switch(flag: str, on: bool, off: bool) -> bool | None:
-    """A switch given as ``--x`` (True) or ``--no-x`` (False), or neither (None: the config decides); both: a
-    one-line error. (``--no-x`` is a hidden option of its own, so ``--help`` keeps one column of flag names.)"""
-    if on and off:
-        raise UserInputError(f"give {flag} or --no-{flag[2:]}, not both")
-    return True if on else False if off else None
 
 
 def render_train(outcome: TrainOutcome, console: Console) -> None:

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from greendiff.cli._options import (
     REPORTS, ROWS, SEED, STARTUP_TRIALS, TRIAL_BUDGET_KWH, TRIAL_NUMBER, WORKER_SLOT, WORKERS, name_option,
-    number_option, parse_sets, with_measurement,
+    number_option, parse_sets, switch, with_measurement,
 )
 from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, fmt_mass, plain
@@ -74,8 +74,7 @@ def tune_command(
 ) -> None:
     """Search the trainer's config for the best quality per kWh, every trial measured and in the ledger."""
     as_worker = worker_slot > 0
-    if base_trial and no_base_trial:  # --no-base-trial is the flag --help shows; --base-trial, the default, stays valid
-        raise UserInputError("give --base-trial or --no-base-trial, not both")
+    switch("--base-trial", base_trial, no_base_trial)  # --help shows --no-base-trial; --base-trial, the default, stays
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # greendiff prints its own line per trial
