@@ -15,7 +15,6 @@ from greendiff.cli._options import (
 )
 from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, fmt_mass, render_summary
-from greendiff.errors import UserInputError
 from greendiff.names import display_path
 from greendiff.workflows import (
     MeasurementOptions, SampleJob, TrainJob, TrainOutcome, job_default, prepare_train, resolve_train_config, run_sample,
