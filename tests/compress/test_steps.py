@@ -16,7 +16,7 @@ from greendiff.train import RecipeConfig, make_noise_scheduler
 def test_ddim_step_matches_diffusers(prediction_type):
     from diffusers import DDIMScheduler
 
-    scheduler = make_noise_scheduler(RecipeConfig(prediction_type=prediction_type))
+    scheduler = make_noise_scheduler(RecipeConfig(objective={"v_prediction": "v"}.get(prediction_type, prediction_type)))
     ddim = DDIMScheduler.from_config(scheduler.config)
     ddim.set_timesteps(10)  # leading spacing: 900, 800, ..., 0
     z = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))

@@ -89,13 +89,15 @@ def test_a_class_conditional_run_reads_back_with_its_class_count_and_ema_weights
 
     run, unet, ema = _conditional_run(tmp_path)
     model = load_run_model(run)
-    config, loaded, sampler = model  # the three-name unpacking of every existing caller
-    assert (model.num_classes, model.null_class) == (3, 3)
+    loaded, sampler = model.unet, model.sampler
+    assert (model.num_classes, model.null_class, model.space, model.image_shape) == (3, 3, None, (1, 8, 8))
     assert all(torch.equal(a, b) for a, b in zip(loaded.parameters(), ema.shadow_params))
     assert not torch.equal(next(loaded.parameters()), next(unet.parameters()))
     images = sample_images(loaded, sampler, 2, 2, (1, 8, 8), torch.Generator().manual_seed(0), labels=[0, 2],
                            guidance_scale=2.0)
     assert images.shape == (2, 1, 8, 8) and bool(torch.isfinite(images).all())
+    # RunModel.sample is the same draw in pixel space
+    assert torch.equal(model.sample(2, 2, torch.Generator().manual_seed(0), labels=[0, 2], guidance_scale=2.0), images)
 
 
 def test_an_unconditional_run_reads_back_with_no_classes(tmp_path):

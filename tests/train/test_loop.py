@@ -728,7 +728,7 @@ def test_planted_links_in_a_run_directory_are_never_written_through(tmp_path, ti
 
 @pytest.mark.parametrize("edit, message", [
     ({"data__dataset": "mnist"}, "data.dataset digits -> mnist"),
-    ({"optim__prediction_type": "v_prediction"}, "optim.prediction_type epsilon -> v_prediction"),
+    ({"optim__objective": "v"}, "optim.objective epsilon -> v"),
     ({"optim__lr": 0.5}, "optim.lr 0.002 -> 0.5")])
 def test_a_resume_with_any_other_config_value_edited_is_refused(tmp_path, tiny_data, tiny_config, tracker, edit, message):
     """Not only the shapes: a run resumed on another dataset or objective would be two runs in one."""

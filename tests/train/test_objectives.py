@@ -24,10 +24,10 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.mark.parametrize("prediction_type, objective", [("epsilon", EpsilonObjective), ("v_prediction", VObjective)])
+@pytest.mark.parametrize("name, objective", [("epsilon", EpsilonObjective), ("v", VObjective)])
 @pytest.mark.parametrize("sampling", ["uniform", "stratified"])
-def test_epsilon_and_v_draw_and_weigh_exactly_as_todays_code(prediction_type, objective, sampling):
-    optim = dataclasses.replace(OPTIM, prediction_type=prediction_type, timestep_sampling=sampling,
+def test_epsilon_and_v_draw_and_weigh_exactly_as_todays_code(name, objective, sampling):
+    optim = dataclasses.replace(OPTIM, objective=name, timestep_sampling=sampling,
                                 loss_weighting="min-snr", snr_gamma=5.0)
     scheduler = make_noise_scheduler(optim)
     old = noised_batch(scheduler, x0_batch(), gen(3), optim)
@@ -91,10 +91,19 @@ def test_logit_normal_draws_lie_in_0_1_with_median_a_half_as_diffusers_draws_the
     assert torch.allclose(logit_normal_timesteps(8, gen(4), 0.3, 1.5), theirs, atol=1e-6)
 
 
-def test_min_snr_for_flow_and_bad_logit_parameters_are_one_line_errors():
-    with pytest.raises(UserInputError, match="min-snr .* flow") as info:
-        FlowObjective().weights(torch.tensor([500.0]), None, 5.0)
-    assert "\n" not in str(info.value)
+def test_flow_min_snr_weighs_the_clean_image_error_by_min_snr_gamma():
+    t = torch.tensor([0.1, 0.5, 0.9])
+    snr = ((1 - t) / t) ** 2  # 81, 1, 1/81
+    weights = FlowObjective().weights(t * 1000, None, 5.0)
+    assert torch.allclose(weights, t**2 * torch.clamp(snr, max=5.0))
+    assert weights.tolist() == pytest.approx([0.01 * 5.0, 0.25, 0.81 / 81])
+    # the recipe draws flow through loss_weights like epsilon and v
+    optim = dataclasses.replace(OPTIM, objective="flow", loss_weighting="min-snr", snr_gamma=5.0)
+    scheduler = make_noise_scheduler(optim)
+    assert torch.allclose(loss_weights(scheduler, t * 100, optim), weights)
+
+
+def test_bad_logit_parameters_are_one_line_errors():
     for bad in ({"logit_std": 0.0}, {"logit_std": -1.0}, {"logit_mean": float("nan")}):
         with pytest.raises(UserInputError, match="logit std > 0"):
             FlowObjective(**bad)

@@ -107,7 +107,8 @@ def test_sample_writes_the_images_of_one_sample_images_call_and_meters_its_first
     from greendiff.train import make_noise_scheduler, make_sampler
 
     run = parent if sampler == "ddim" else trained(tmp_path / "ddpm", {"optim.sampler": "ddpm"})
-    config, unet, _ = load_run_model(run)
+    loaded = load_run_model(run)
+    config, unet = loaded.config, loaded.unet
     assert config.optim.sampler == sampler
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     whole = sample_images(unet, make_sampler(config.optim, make_noise_scheduler(config.optim)), 300, 2, shape,

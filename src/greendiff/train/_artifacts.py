@@ -203,9 +203,20 @@ def check_scheduler_config(path: Path) -> None:
     _check_values(path, raw, _SCHEDULER_RULES)
 
 
-def check_run_matches(run_dir: Path, config: TrainConfig, unet, data) -> None:
+def check_run_matches(run_dir: Path, config: TrainConfig, unet, data, space=None) -> None:
     """The run's ``config.toml`` and its pipeline describe the same model (a config.toml cut down or
-    edited since): the resolution is the UNet's sample_size and the data's channels its in_channels."""
+    edited since): the resolution is the UNet's sample_size and the data's channels its in_channels (in latent
+    space: the resolution is the network's sample_size times the VAE's downsampling, the channels the VAE's)."""
+    if space is not None and space.latent:
+        where = f"--run {run_dir}: config.toml and pipeline/ disagree"
+        side = unet.config.sample_size * space.shape.downsample
+        if config.data.resolution != side:
+            raise UserInputError(f"{where}: data.resolution is {config.data.resolution}, the network's latent side "
+                                 f"{unet.config.sample_size} x the VAE's downsampling {space.shape.downsample} is {side}")
+        if data.channels != space.shape.image_channels:
+            raise UserInputError(f"{where}: the dataset {config.data.dataset!r} has {data.channels} channel(s), the "
+                                 f"VAE's in_channels is {space.shape.image_channels}")
+        return
     where = f"--run {run_dir}: config.toml and pipeline/unet/config.json disagree"
     if config.data.resolution != unet.config.sample_size:
         raise UserInputError(f"{where}: data.resolution is {config.data.resolution}, the UNet's sample_size "
@@ -242,12 +253,34 @@ PIPELINE_CLASSES = {"DDPMPipeline": False, "ClassConditionalPipeline": True}
 
 
 class RunModel(NamedTuple):
-    """A finished run's model: unpacks as ``config, unet, sampler`` (as before conditioning), and says
-    whether and on how many classes the UNet is conditioned."""
+    """A finished run's model: its config, network (a UNet or a DiT: ``unet``), sampler and space (pixels, or
+    the latent space of the VAE saved in its pipeline); says whether and on how many classes the network is
+    conditioned, and samples images (:meth:`sample`, decoded in latent space)."""
 
     config: TrainConfig
     unet: object
     sampler: object
+    space: object = None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the model makes."""
+        if self.space is not None and self.space.latent:
+            res = self.config.data.resolution
+            return (self.space.shape.image_channels, res, res)
+        return (self.unet.config.in_channels, self.unet.config.sample_size, self.unet.config.sample_size)
+
+    def sample(self, n: int, steps: int, generator: torch.Generator, labels=None, guidance_scale: float = 1.0,
+               on_step=None) -> torch.Tensor:
+        """``n`` images (n, C, H, W) in [-1, 1] (:func:`~greendiff.train.sample_images` in the model's space, then
+        decoded), seeded by ``generator``; ``labels`` and ``guidance_scale`` as there."""
+        from greendiff.train._diffusion import sample_images
+        from greendiff.train._space import PixelSpace
+
+        space = self.space if self.space is not None else PixelSpace()
+        x = sample_images(self.unet, self.sampler, n, steps, space.model_shape(self.image_shape), generator,
+                          labels=labels, guidance_scale=guidance_scale, on_step=on_step, clip=not space.latent)
+        return space.decode(x)
 
     @property
     def num_classes(self) -> int:
@@ -278,10 +311,15 @@ def check_pipeline_index(run_dir: Path, path: Path, unet_config: Path) -> None:
 
 
 def load_run_model(run_dir: Path) -> RunModel:
-    """``(config, unet, sampler)`` of a run with a saved pipeline (a ``DDPMPipeline`` or greendiff's
-    ``ClassConditionalPipeline``; :attr:`RunModel.num_classes` tells which); a one-line error naming the
-    file otherwise."""
+    """The :class:`RunModel` of a run with a saved pipeline (a ``DDPMPipeline`` or greendiff's
+    ``ClassConditionalPipeline`` in pixel space; a ``DiTPipeline`` or greendiff's ``LatentPipeline`` in latent
+    space; :attr:`RunModel.num_classes` tells whether it is conditional); a one-line error naming the file
+    otherwise."""
+    from greendiff.train._latent_artifacts import LATENT_PIPELINES, pipeline_class
+
     pipeline = run_dir / "pipeline"
+    if pipeline_class(pipeline / "model_index.json") in LATENT_PIPELINES and (run_dir / "config.toml").is_file():
+        return _load_latent_run(run_dir, pipeline)
     if not (pipeline / "unet").is_dir() or not (run_dir / "config.toml").is_file():
         raise UserInputError(f"--run {run_dir}: no trained pipeline (expected {run_dir}/pipeline and {run_dir}/config.toml)")
     files = [pipeline / "unet" / "config.json", pipeline / "unet" / WEIGHTS_FILE, pipeline / "scheduler" / "scheduler_config.json"]
@@ -302,6 +340,22 @@ def load_run_model(run_dir: Path) -> RunModel:
         first = first_line(exc)
         raise UserInputError(f"--run {run_dir}: its pipeline cannot be loaded ({first[:200]})") from None
     return RunModel(config, unet, make_sampler(config.optim, scheduler))
+
+
+def _load_latent_run(run_dir: Path, pipeline: Path) -> RunModel:
+    """A latent run's :class:`RunModel`: its network and sampler, and its space from the VAE in its pipeline."""
+    from greendiff.train._latent_artifacts import load_latent_network, pipeline_class
+    from greendiff.train._space import LatentSpace
+    from greendiff.train._vae import load_vae, read_vae_shape, vae_weights_sha256
+
+    config: TrainConfig = resolve_config(run_dir / "config.toml")
+    net, scheduler = load_latent_network(run_dir, pipeline, pipeline_class(pipeline / "model_index.json"),
+                                         config.model.num_classes)
+    what = f"--run {run_dir}: pipeline/vae"
+    shape = read_vae_shape(pipeline / "vae", what)
+    space = LatentSpace(load_vae(pipeline / "vae", what), shape, vae_weights_sha256(pipeline / "vae"),
+                        config.data.resolution)
+    return RunModel(config, net, make_sampler(config.optim, scheduler), space)
 
 
 # -- writing the pipeline ----------------------------------------------------------------------------

@@ -140,7 +140,30 @@ def _read_books(folder: Path) -> dict:
 
 
 #: what a resume may change: how far to train, and how often the loop writes (not what it learns)
-MAY_CHANGE = frozenset({"run.max_steps", "run.checkpoint_every", "run.keep_checkpoints", "run.sample_every", "run.log_every"})
+MAY_CHANGE = frozenset({"run.max_steps", "run.checkpoint_every", "run.keep_checkpoints", "run.sample_every", "run.log_every",
+                        "data.latent_cache", "data.latent_cache_dir", "optim.compile"})
+
+
+def _upgraded(saved: dict) -> dict:
+    """A checkpoint's flat config as today's keys read it: renamed keys under their new name
+    (:func:`~greendiff.train._config.upgrade_settings`), and keys added since at their default (the run was
+    trained as the default says)."""
+    from greendiff.train._checkpoint import _flat
+    from greendiff.train._config import TrainConfig, to_dict, upgrade_settings
+
+    nested: dict = {}
+    for key, value in saved.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        upgraded = _flat(upgrade_settings(nested))
+    except UserInputError:  # a value no version wrote: compare it as it is (it will differ)
+        upgraded = dict(saved)
+    defaults = _flat(json.loads(json.dumps(to_dict(TrainConfig()))))
+    return {**{k: v for k, v in defaults.items() if k not in upgraded}, **upgraded}
 
 
 def _check_fingerprint(folder: Path, saved: dict, expected: dict, source: str) -> None:
@@ -150,6 +173,7 @@ def _check_fingerprint(folder: Path, saved: dict, expected: dict, source: str) -
     differ = [(k, saved.get(k), expected[k]) for k in expected if k != "config" and saved.get(k) != expected[k]]
     old, new = saved.get("config"), expected.get("config")
     if isinstance(old, dict) and isinstance(new, dict):  # a checkpoint of an older greendiff records the shapes only
+        old = _upgraded(old)
         seen = {k for k, _, _ in differ}
         differ += [(k, old.get(k), new.get(k)) for k in sorted({*old, *new} - seen - MAY_CHANGE)
                    if old.get(k) != new.get(k)]

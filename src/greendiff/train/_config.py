@@ -47,6 +47,11 @@ class DataConfig:
     (the ``metadata.jsonl``/``.csv`` or ``save_to_disk`` column holding each image's class or caption;
     "": class subfolders, else none), cache_max_gb (decoded data up to this many GB is held in memory,
     larger data is streamed from disk), loader_workers (decoding processes when streaming).
+
+    latent_cache: with ``model.vae``, encode the dataset once (a metered ``encode`` phase) and train on the
+    stored posteriors, reused by later epochs, resumes, tuning trials and runs (keyed by the data, the VAE's
+    weights, the resolution and the augmentation); off: every step encodes its batch. latent_cache_dir: where
+    the cache lives ("": ``$GREENDIFF_CACHE_DIR/latents``, else ``~/.cache/greendiff/latents``).
     """
 
     dataset: str = "mnist"
@@ -56,6 +61,8 @@ class DataConfig:
     caption_column: str = ""
     cache_max_gb: float = bounded(4.0, Bounds(lo=0, hi=1e6, why="a petabyte"))
     loader_workers: int = bounded(2, Bounds(integer=True, lo=0, hi=256))
+    latent_cache: bool = True
+    latent_cache_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,10 @@ class ModelConfig:
     ``conditioning``: ``none`` (unconditional) or ``class`` (the dataset's labels through the UNet's
     class embedding, plus a null class for classifier-free guidance). ``num_classes``: 0 takes the
     dataset's number of classes; the resolved number is saved with the run.
+
+    ``backbone``: ``unet`` (diffusers' ``UNet2DModel``) or ``dit`` (``DiTTransformer2DModel``, class-conditional,
+    in latent space; ``patch_size`` is the side of its patches in latent pixels). ``vae``: a local diffusers
+    ``AutoencoderKL`` folder; set, the model is trained in its latent space ("": pixel space).
     """
 
     preset: str = "tiny"
@@ -78,6 +89,9 @@ class ModelConfig:
     init_from: str = ""
     conditioning: Literal["none", "class"] = "none"
     num_classes: int = bounded(0, Bounds(integer=True, lo=0, hi=100_000))
+    backbone: Literal["unet", "dit"] = "unet"
+    patch_size: int = bounded(2, Bounds(integer=True, lo=1, hi=64))
+    vae: str = ""
 
 
 @dataclass(frozen=True)
@@ -89,10 +103,16 @@ class RecipeConfig:
     one uniform draw per batch, the batch's timesteps spread evenly from it, so each batch covers
     every noise level; EMA with warm-up, diffusers ``EMAModel`` (Karras et al. 2023 study EMA
     length); few-step DDIM sampling, Song et al., ICLR 2021; bf16 autocast, PyTorch AMP.
+
+    ``objective``: what the network predicts (:mod:`greendiff.train._objectives`): ``epsilon`` the noise, ``v``
+    the velocity of v-prediction (Salimans & Ho 2022), ``flow`` the rectified-flow velocity (Esser et al.
+    2024, SD3), trained at logit-normal times (``flow_logit_mean``, ``flow_logit_std``) and sampled with
+    diffusers' ``FlowMatchEulerDiscreteScheduler`` (``sampler`` and ``beta_schedule`` are for epsilon and v).
+    ``compile``: ``torch.compile`` the network (opt-in: compiling costs minutes up front).
     """
 
     mixed_precision: MixedPrecision = "auto"
-    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    objective: Literal["epsilon", "v", "flow"] = "epsilon"
     loss_weighting: Literal["uniform", "min-snr"] = "min-snr"
     timestep_sampling: Literal["uniform", "stratified"] = "uniform"
     snr_gamma: float = bounded(5.0, Bounds(lo=0, lo_open=True, hi=1e4))
@@ -118,6 +138,19 @@ class RecipeConfig:
     # training, and the scale previews and evaluations sample with (1: conditional only, no extra forward)
     cond_dropout: float = bounded(0.1, Bounds(lo=0, hi=1))
     guidance_scale: float = bounded(2.0, Bounds(lo=0, hi=100))
+    flow_logit_mean: float = bounded(0.0, Bounds(lo=-10, hi=10))
+    flow_logit_std: float = bounded(1.0, Bounds(lo=0, lo_open=True, hi=10))
+    compile: bool = False
+
+    @property
+    def sampler_name(self) -> str:
+        """The sampler previews and evaluations use: ``sampler`` (ddpm, ddim), or ``euler`` for flow."""
+        return "euler" if self.objective == "flow" else self.sampler
+
+    @property
+    def prediction_type(self) -> str:
+        """The objective as diffusers' schedulers name it (``epsilon``, ``v_prediction``, ``flow``)."""
+        return {"v": "v_prediction"}.get(self.objective, self.objective)
 
 
 BASELINE = RecipeConfig(
@@ -376,6 +409,11 @@ def resolve_config(file: Path | None = None, overrides: dict[str, Any] | None = 
     """
     from_file = base if base is not None else read_toml(file) if file is not None else {}
     from_cli = dotted_to_nested({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        from_file = upgrade_settings(from_file)
+    except UserInputError as exc:
+        raise UserInputError(f"{display_path(file)}: {exc}" if file is not None else str(exc)) from None
+    from_cli = upgrade_settings(from_cli)
     recipe = from_cli.get("recipe", from_file.get("recipe", "green"))
     if not isinstance(recipe, str) or recipe not in RECIPES:
         raise UserInputError(f"unknown recipe {shown(recipe)}; use one of {', '.join(RECIPES)}")
@@ -390,10 +428,48 @@ def resolve_config(file: Path | None = None, overrides: dict[str, Any] | None = 
     except UserInputError as exc:
         raise UserInputError(_where(str(exc), file, from_file, from_cli)) from None
     if config.optim.lr == 0:  # the preset's learning rate, written into the saved config
-        from greendiff.train._model import resolve_architecture
-
-        config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, lr=resolve_architecture(config.model).lr))
+        config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, lr=preset_lr(config.model)))
     return config
+
+
+#: Keys of earlier greendiff versions and how their values read now (a saved config.toml outlives the version).
+_RENAMED = {("optim", "prediction_type"): ("objective", {"epsilon": "epsilon", "v_prediction": "v"})}
+
+
+def upgrade_settings(nested: dict[str, Any]) -> dict[str, Any]:
+    """``nested`` settings with the keys of earlier versions renamed: ``optim.prediction_type`` (epsilon,
+    v_prediction) is ``optim.objective`` (epsilon, v). Giving both is a one-line error; ``nested`` is not changed.
+
+    Example:
+        >>> upgrade_settings({"optim": {"prediction_type": "v_prediction", "lr": 1e-3}})
+        {'optim': {'lr': 0.001, 'objective': 'v'}}
+    """
+    out = dict(nested)
+    for (section, old), (new, values) in _RENAMED.items():
+        table = out.get(section)
+        if not isinstance(table, dict) or old not in table:
+            continue
+        table = dict(table)
+        value = table.pop(old)
+        if new in table:
+            raise UserInputError(f"{section}.{old} is the old name of {section}.{new}; give only {section}.{new}")
+        if value not in values:
+            raise UserInputError(f"{section}.{old} (the old name of {section}.{new}) must be one of "
+                                 f"{', '.join(values)}; got {shown(value)}")
+        table[new] = values[value]
+        out[section] = table
+    return out
+
+
+def preset_lr(model: ModelConfig) -> float:
+    """The green recipe's peak learning rate for the model's preset, for its backbone (UNet or DiT)."""
+    if model.backbone == "dit":
+        from greendiff.train._dit import DIT_PRESETS
+
+        return DIT_PRESETS[model.preset].lr
+    from greendiff.train._model import resolve_architecture
+
+    return resolve_architecture(model).lr
 
 
 def _flat_keys(nested: dict[str, Any], prefix: str = "") -> set[str]:
@@ -441,6 +517,7 @@ def validate(config: TrainConfig) -> None:
         raise UserInputError("early stopping on quality needs evaluations: set --eval-every N (steps) or --eval-every-kwh X")
     check_blank_paths(config)
     validate_conditioning(config)
+    validate_latent(config)
     validate_distill(config)
     validate_carbon(config.carbon)
     check_tracking_uri(config.run.mlflow_uri)  # no credentials into config.toml, the ledger or MLflow's params
@@ -448,9 +525,12 @@ def validate(config: TrainConfig) -> None:
     unknown = [name for name in config.run.log_to if name not in LOGGERS]
     if unknown:
         raise UserInputError(f"run.log_to: unknown logger {shown(unknown[0])}; use {' or '.join(LOGGERS)}")
-    from greendiff.train._model import check_architecture  # the model module needs this one's types
+    from greendiff.train._model import PRESETS, check_architecture  # the model module needs this one's types
 
-    check_architecture(config.model, config.data.resolution)
+    if config.model.preset not in PRESETS:
+        raise UserInputError(f"unknown model preset {config.model.preset!r}; use one of {', '.join(PRESETS)}")
+    if config.model.backbone == "unet" and not config.model.vae:  # in latent space: at the latent side (check_train)
+        check_architecture(config.model, config.data.resolution)
 
 
 def check_blank_paths(config: TrainConfig) -> None:
@@ -458,7 +538,8 @@ def check_blank_paths(config: TrainConfig) -> None:
     a run directory made in it): data.dataset and run.output_dir must name something; model.init_from
     and distill.teacher are empty for none, never only spaces."""
     must = {"data.dataset": config.data.dataset, "run.output_dir": config.run.output_dir}
-    optional = {"model.init_from": config.model.init_from, "distill.teacher": config.distill.teacher}
+    optional = {"model.init_from": config.model.init_from, "distill.teacher": config.distill.teacher,
+                "model.vae": config.model.vae, "data.latent_cache_dir": config.data.latent_cache_dir}
     for key, value in must.items():
         if not value.strip():
             raise UserInputError(f"{key} is {'empty' if not value else 'only spaces'}: give a dataset or folder name")
@@ -505,6 +586,32 @@ def validate_conditioning(config: TrainConfig) -> None:
         raise UserInputError(f"distill.kind = {config.distill.kind} trains unconditional students only, and "
                              "model.conditioning is class: set model.conditioning = none (--conditioning none) "
                              "or distill.kind = none")
+
+
+def validate_latent(config: TrainConfig) -> None:
+    """The backbone, latent space and objective agree with each other and with the rest of the config (the VAE
+    folder itself and the patch size against its latent side are checked when it is read: ``check_train``)."""
+    model, optim = config.model, config.optim
+    if model.backbone == "dit":
+        if not model.vae:
+            raise UserInputError("model.backbone = dit trains in a VAE's latent space: give --vae DIR (a local "
+                                 "AutoencoderKL folder; `greendiff vae train` makes one)")
+        if model.conditioning != "class":
+            raise UserInputError("model.backbone = dit is class-conditional: add --conditioning class")
+        if model.init_from:
+            raise UserInputError("model.init_from starts UNet2DModel runs only; leave it empty with "
+                                 "model.backbone = dit")
+        unet_keys = [key for key, value in (("block_out_channels", model.block_out_channels),
+                                            ("layers_per_block", model.layers_per_block >= 0),
+                                            ("attention", model.attention != "preset")) if value]
+        if unet_keys:
+            raise UserInputError(f"model.{unet_keys[0]} shapes the UNet backbone; with model.backbone = dit size the "
+                                 "DiT by model.preset (and model.patch_size)")
+    lever = "model.vae" if model.vae else "model.backbone = dit" if model.backbone == "dit" else \
+        "optim.objective = flow" if optim.objective == "flow" else ""
+    if lever and config.distill.kind != "none":
+        raise UserInputError(f"distill.kind = {config.distill.kind} distils pixel-space UNets trained with epsilon or "
+                             f"v, and {lever} is set: set distill.kind = none")
 
 
 def validate_distill(config: TrainConfig) -> None:

@@ -16,36 +16,48 @@ import torch.nn.functional as F
 from greendiff.errors import UserInputError
 from greendiff.pipelines import check_class_labels, check_guidance_scale, guided_output, guided_scheduler, num_classes_of
 from greendiff.train._config import RecipeConfig
-from greendiff.train._objectives import EpsilonObjective, VObjective
+from greendiff.train._objectives import EpsilonObjective, FlowObjective, VObjective
 
 
-def make_noise_scheduler(optim: RecipeConfig):
-    """The training scheduler (``DDPMScheduler``) with the recipe's beta schedule and prediction type."""
+def make_noise_scheduler(optim: RecipeConfig, clip_sample: bool = True):
+    """The training scheduler: for epsilon and v a ``DDPMScheduler`` with the recipe's beta schedule and
+    prediction type, clipping its predicted clean sample to [-1, 1] only when ``clip_sample`` (pixels: latents
+    are not bounded); for flow a ``FlowMatchEulerDiscreteScheduler`` (no shift), which also samples."""
+    if optim.objective == "flow":
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=optim.num_train_timesteps, shift=1.0)
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(num_train_timesteps=optim.num_train_timesteps, beta_schedule=optim.beta_schedule,
-                         prediction_type=optim.prediction_type)
+                         prediction_type=optim.prediction_type, clip_sample=clip_sample)
 
 
 def make_sampler(optim: RecipeConfig, noise_scheduler):
-    """The preview/evaluation sampler: DDPM (all steps) or DDIM (few steps), same betas."""
-    from diffusers import DDIMScheduler, DDPMScheduler
+    """The preview/evaluation sampler: DDPM (all steps) or DDIM (few steps) on the same betas; a flow
+    objective's Euler scheduler samples as it is."""
+    from diffusers import DDIMScheduler, DDPMScheduler, FlowMatchEulerDiscreteScheduler
 
+    if optim.objective == "flow" or isinstance(noise_scheduler, FlowMatchEulerDiscreteScheduler):
+        return FlowMatchEulerDiscreteScheduler.from_config(noise_scheduler.config)
     cls = DDIMScheduler if optim.sampler == "ddim" else DDPMScheduler
     return cls.from_config(noise_scheduler.config)
 
 
-def recipe_objective(optim: RecipeConfig) -> EpsilonObjective | VObjective:
-    """The recipe's objective (:mod:`greendiff.train._objectives`): ε-prediction, or v-prediction for any other
-    ``optim.prediction_type``, drawing timesteps as ``optim.timestep_sampling`` says."""
-    kind = EpsilonObjective if optim.prediction_type == "epsilon" else VObjective
+def recipe_objective(optim: RecipeConfig) -> EpsilonObjective | VObjective | FlowObjective:
+    """The recipe's objective (:mod:`greendiff.train._objectives`): ε- or v-prediction drawing timesteps as
+    ``optim.timestep_sampling`` says, or flow matching at logit-normal times (``optim.flow_logit_*``)."""
+    if optim.objective == "flow":
+        return FlowObjective(optim.flow_logit_mean, optim.flow_logit_std, optim.num_train_timesteps)
+    kind = EpsilonObjective if optim.objective == "epsilon" else VObjective
     return kind(optim.timestep_sampling)
 
 
 def loss_weights(noise_scheduler, timesteps: torch.Tensor, optim: RecipeConfig) -> torch.Tensor:
     """Per-sample loss weights: uniform, or Min-SNR-γ (Hang et al., ICCV 2023).
 
-    For epsilon prediction the weight is min(SNR, γ) / SNR; for v-prediction min(SNR, γ) / (SNR + 1).
+    For epsilon prediction the weight is min(SNR, γ) / SNR; for v-prediction min(SNR, γ) / (SNR + 1); for
+    flow t²·min(SNR, γ) with SNR = ((1 − t) / t)² (:class:`~greendiff.train.FlowObjective`).
     """
     gamma = None if optim.loss_weighting == "uniform" else optim.snr_gamma
     return recipe_objective(optim).weights(timesteps, noise_scheduler, gamma)
@@ -128,8 +140,9 @@ def check_sampling_labels(unet, n: int, labels, guidance_scale: float) -> tuple[
 def sample_images(unet, sampler, n: int, steps: int, shape: tuple[int, int, int], generator: torch.Generator,
                   device: torch.device | str = "cpu", batch_size: int = 256,
                   labels: Sequence[int] | torch.Tensor | None = None, guidance_scale: float = 1.0,
-                  on_step: Callable[[float], None] | None = None) -> torch.Tensor:
-    """``n`` images (n, C, H, W) in [-1, 1] from pure noise, ``steps`` sampler steps, seeded by ``generator``.
+                  on_step: Callable[[float], None] | None = None, clip: bool = True) -> torch.Tensor:
+    """``n`` images (n, C, H, W) in [-1, 1] from pure noise, ``steps`` sampler steps, seeded by ``generator``
+    (``clip`` False: samples of a latent space, left unbounded and in fp32 for the decoder).
 
     Args:
         labels: One class id per image for a class-conditional UNet (None: an unconditional one).
@@ -140,9 +153,9 @@ def sample_images(unet, sampler, n: int, steps: int, shape: tuple[int, int, int]
     """
     ids, w = check_sampling_labels(unet, n, labels, guidance_scale)
     sampler = guided_scheduler(sampler, w)  # no clip_sample when two predictions are mixed (see there)
-    sampler.set_timesteps(steps)
     out = []
     for start in range(0, n, batch_size):
+        sampler.set_timesteps(steps)  # per batch: a flow-matching Euler scheduler counts its steps
         x = torch.randn((min(batch_size, n - start), *shape), generator=generator).to(device)
         batch_labels = None if ids is None else ids[start:start + x.shape[0]]
         for i, t in enumerate(sampler.timesteps, 1):
@@ -150,5 +163,5 @@ def sample_images(unet, sampler, n: int, steps: int, shape: tuple[int, int, int]
             x = sampler.step(model_output, t, x, generator=generator).prev_sample
             if on_step is not None:
                 on_step(start + x.shape[0] * i / len(sampler.timesteps))
-        out.append(x.clamp(-1, 1).float().cpu())
+        out.append((x.clamp(-1, 1) if clip else x).float().cpu())
     return torch.cat(out)

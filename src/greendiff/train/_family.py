@@ -3,8 +3,10 @@
 The trainer builds the network, takes the loss's inputs from a batch, draws its default loss, samples
 preview and evaluation batches and exports the pipeline through one object, so it never asks what kind of
 model it trains (diffusers keeps the per-model logic in its pipelines the same way). :class:`UNetFamily` is
-diffusers' ``UNet2DModel`` trained as a DDPM; :class:`ClassConditionalFamily` the same UNet with a class
-embedding and classifier-free guidance (Ho & Salimans 2022); a transformer family plugs in beside them.
+an unconditional network; :class:`ClassConditionalFamily` the same with a class embedding and
+classifier-free guidance (Ho & Salimans 2022). Each builds the config's backbone (diffusers' ``UNet2DModel``,
+or ``DiTTransformer2DModel`` for ``model.backbone = dit``) in its space (:mod:`greendiff.train._space`: pixels,
+or a VAE's latents, decoded when sampling), trained with the recipe's objective (epsilon, v or flow).
 :func:`family_for` picks one from the config, once, before the run.
 """
 
@@ -20,14 +22,21 @@ from greendiff.pipelines import check_guidance_scale
 from greendiff.train._artifacts import export_class_pipeline, export_pipeline
 from greendiff.train._config import RecipeConfig, TrainConfig
 from greendiff.train._diffusion import diffusion_loss, make_noise_scheduler, make_sampler, sample_images
+from greendiff.train._latent_artifacts import export_latent_pipeline
 from greendiff.train._model import build_unet, check_num_classes, count_macs, count_parameters
+from greendiff.train._space import PixelSpace, space_for
 
 
 class UNetFamily:
-    """An unconditional ``UNet2DModel`` trained with :func:`diffusion_loss`, exported as a ``DDPMPipeline``.
+    """An unconditional ``UNet2DModel`` trained with :func:`diffusion_loss`, exported as a ``DDPMPipeline`` (in
+    pixel space) or greendiff's ``LatentPipeline`` (in a VAE's latent space).
 
     ``labels`` (class conditioning) and ``guidance_scale`` are accepted so a conditional family has the same
     calls; this family takes only ``labels=None`` and ``guidance_scale`` 1.0 (or None: its own, 1.0).
+    Shapes given to it are the images' (C, H, W); ``space`` maps them to the model's.
+
+    Args:
+        space: A :class:`~greendiff.train._space.PixelSpace` (default) or ``LatentSpace``.
 
     Example:
         >>> from greendiff.train import resolve_config
@@ -44,18 +53,30 @@ class UNetFamily:
     #: UNet forwards per sampler step (classifier-free guidance other than 0 or 1 runs two).
     sampling_forwards = 1
 
+    def __init__(self, space=None) -> None:
+        self.space = space if space is not None else PixelSpace()
+
     def build(self, config: TrainConfig, channels: int) -> torch.nn.Module:
-        """The network, initialised from the current torch seed (or ``model.init_from``)."""
-        return build_unet(config.model, config.data.resolution, channels, config.optim.num_train_timesteps,
-                          self.num_classes)
+        """The network, initialised from the current torch seed (or ``model.init_from``), on the model's
+        shape (:attr:`space`'s for ``channels`` x resolution images)."""
+        res = config.data.resolution
+        c, side, _ = self.space.model_shape((channels, res, res))
+        if config.model.backbone == "dit":
+            from greendiff.train._dit import build_dit
+
+            return build_dit(config.model.preset, config.model.patch_size, side, c, self.num_classes)
+        return build_unet(config.model, side, c, config.optim.num_train_timesteps, self.num_classes)
 
     def size(self, net: torch.nn.Module, config: TrainConfig, channels: int) -> tuple[int, int]:
-        """``(parameters, MACs per image of one forward)``."""
-        return count_parameters(net), count_macs(net, config.data.resolution, channels)
+        """``(parameters, MACs per image of one forward)`` (the VAE's decoding not included)."""
+        res = config.data.resolution
+        c, side, _ = self.space.model_shape((channels, res, res))
+        return count_parameters(net), count_macs(net, side, c)
 
     def noise_scheduler(self, optim: RecipeConfig):
-        """The training noise schedule (diffusers ``DDPMScheduler``)."""
-        return make_noise_scheduler(optim)
+        """The training noise schedule (:func:`~greendiff.train.make_noise_scheduler`: DDPM's for epsilon and v,
+        clipping its clean-sample estimate in pixel space only; flow matching's Euler scheduler)."""
+        return make_noise_scheduler(optim, clip_sample=not self.space.latent)
 
     def sampler(self, optim: RecipeConfig, noise_scheduler):
         """The preview and evaluation sampler (DDPM or DDIM on the same betas)."""
@@ -78,7 +99,14 @@ class UNetFamily:
         """``n`` images (n, C, H, W) in [-1, 1] in ``steps`` sampler steps, seeded by ``generator``; ``on_step``:
         the images done so far after every sampler step (:func:`~greendiff.train.sample_images`)."""
         _unconditional(labels, 1.0 if guidance_scale is None else guidance_scale)
-        return sample_images(net, sampler, n, steps, shape, generator, device, on_step=on_step)
+        return self._sample(net, sampler, n, steps, shape, generator, device, on_step=on_step)
+
+    def _sample(self, net, sampler, n: int, steps: int, shape: tuple[int, int, int], generator: torch.Generator,
+                device, **kwargs) -> torch.Tensor:
+        """Images of ``shape`` sampled in the model's space and decoded (:attr:`space`)."""
+        model_shape = self.space.model_shape(shape)
+        x = sample_images(net, sampler, n, steps, model_shape, generator, device, clip=not self.space.latent, **kwargs)
+        return self.space.decode(x)
 
     def preview(self, net, sampler, num_samples: int, steps: int, shape: tuple[int, int, int],
                 generator: torch.Generator, device: torch.device | str = "cpu") -> tuple[torch.Tensor, int | None]:
@@ -87,8 +115,12 @@ class UNetFamily:
 
     def export(self, net, ema, noise_scheduler, path: Path, class_names: Sequence[str] | None = None) -> None:
         """The pipeline with the EMA weights: :func:`~greendiff.train.export_pipeline` (a ``DDPMPipeline``;
-        ``class_names`` are a conditional family's, unused here)."""
-        export_pipeline(net, ema, noise_scheduler, path)
+        ``class_names`` are a conditional family's, unused here), or in latent space
+        :func:`~greendiff.train._artifacts.export_latent_pipeline`."""
+        if self.space.latent:
+            export_latent_pipeline(net, ema, noise_scheduler, self.space.vae, path, class_names)
+        else:
+            export_pipeline(net, ema, noise_scheduler, path)
 
 
 def _unconditional(labels, guidance_scale: float = 1.0) -> None:
@@ -114,7 +146,8 @@ class ClassConditionalFamily(UNetFamily):
 
     name = "unet-class"
 
-    def __init__(self, num_classes: int, guidance_scale: float = 1.0) -> None:
+    def __init__(self, num_classes: int, guidance_scale: float = 1.0, space=None) -> None:
+        super().__init__(space)
         check_num_classes(num_classes)
         if num_classes < 1:
             raise ValueError("a class-conditional family needs at least one class")
@@ -145,8 +178,8 @@ class ClassConditionalFamily(UNetFamily):
 
         w = self.guidance_scale if guidance_scale is None else guidance_scale
         labels = balanced_labels(n, self.num_classes) if labels is None else labels
-        return sample_images(net, sampler, n, steps, shape, generator, device, labels=labels, guidance_scale=w,
-                             on_step=on_step)
+        return self._sample(net, sampler, n, steps, shape, generator, device, labels=labels, guidance_scale=w,
+                            on_step=on_step)
 
     def preview_labels(self, num_samples: int) -> list[int]:
         """One row per class: K rows of ``max(1, num_samples // K)`` images, ids row-major."""
@@ -162,13 +195,20 @@ class ClassConditionalFamily(UNetFamily):
 
     def export(self, net, ema, noise_scheduler, path: Path, class_names: Sequence[str] | None = None) -> None:
         """:func:`~greendiff.train.export_class_pipeline` with the EMA weights and the name of each class id
-        0..K-1 (``class_names``, the data's; None: ids only)."""
-        export_class_pipeline(net, ema, noise_scheduler, path, class_names)
+        0..K-1 (``class_names``, the data's; None: ids only); in latent space
+        :func:`~greendiff.train._artifacts.export_latent_pipeline` (a DiT trained with epsilon or v: a plain
+        ``DiTPipeline``)."""
+        if self.space.latent:
+            export_latent_pipeline(net, ema, noise_scheduler, self.space.vae, path, class_names)
+        else:
+            export_class_pipeline(net, ema, noise_scheduler, path, class_names)
 
 
-def family_for(config: TrainConfig) -> UNetFamily:
+def family_for(config: TrainConfig, space=None) -> UNetFamily:
     """The family ``config`` trains: class-conditional on ``model.num_classes`` classes at
-    ``optim.guidance_scale`` when ``model.conditioning`` is ``class``, else the unconditional UNet."""
+    ``optim.guidance_scale`` when ``model.conditioning`` is ``class``, else unconditional; in ``space``
+    (default: the config's, :func:`~greendiff.train._space.space_for`, which loads ``model.vae``)."""
+    space = space if space is not None else space_for(config)
     if config.model.conditioning == "class":
-        return ClassConditionalFamily(config.model.num_classes, config.optim.guidance_scale)
-    return UNetFamily()
+        return ClassConditionalFamily(config.model.num_classes, config.optim.guidance_scale, space)
+    return UNetFamily(space)

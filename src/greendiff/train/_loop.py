@@ -18,6 +18,7 @@ from greendiff.train._checkpoint import check_resume
 from greendiff.train._config import TrainConfig
 from greendiff.train._model import check_architecture, check_init_from
 from greendiff.train._precision import resolve_precision
+from greendiff.train._space import check_space
 from greendiff.train._step import apply_update, make_optimizer, step_generator
 from greendiff.train._trainer import Trainer, TrainResult, check_data
 
@@ -27,12 +28,18 @@ __all__ = ["TrainResult", "apply_update", "check_data", "check_train", "make_opt
 
 def check_train(config: TrainConfig, channels: int, resume_from: Path | None = None, source: str = "config") -> None:
     """What :func:`train` would refuse, checked before a run directory or a ledger row exists: the precision
-    on this device, the architecture at this resolution, and for a resume (``resume_from``, a run
+    on this device, a latent run's VAE (:func:`~greendiff.train._space.check_space`), the architecture at this
+    resolution (a DiT's patch size at the latent side), and for a resume (``resume_from``, a run
     directory) a usable checkpoint of this config's shapes (``source`` names the config in the error)."""
     resolve_precision(config.optim.mixed_precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    check_architecture(config.model, config.data.resolution)
-    check_init_from(config.model, config.data.resolution, channels, config.optim.num_train_timesteps,
-                    config.model.num_classes)
+    side, model_channels = check_space(config, channels)  # a latent run: the VAE's latents
+    if config.model.backbone == "dit":
+        from greendiff.train._dit import check_patch_size
+
+        check_patch_size(config.model.patch_size, side)
+    else:
+        check_architecture(config.model, side)
+    check_init_from(config.model, side, model_channels, config.optim.num_train_timesteps, config.model.num_classes)
     if resume_from is not None:
         check_resume(resume_from, config, channels, source)
 

@@ -7,7 +7,10 @@
 - :class:`FlowObjective`: rectified flow / flow matching as SD3 trains it (Esser et al. 2024, "Scaling
   Rectified Flow Transformers", section 2 and 3.1): x_t = (1 − t)·x0 + t·ε with t from a logit-normal
   (:func:`logit_normal_timesteps`), target the velocity ε − x0, the network's timestep t·T as diffusers'
-  ``FlowMatchEulerDiscreteScheduler`` uses (sigma · num_train_timesteps). Uniform weights only.
+  ``FlowMatchEulerDiscreteScheduler`` uses (sigma · num_train_timesteps). Min-SNR-γ by the same rule as
+  for ε and v (Hang et al. weigh the error of the predicted clean image by min(SNR, γ)): with
+  x0 = x_t − t·u, the clean-image error is t² times the velocity's, so the weight is t²·min(SNR, γ), with
+  SNR = ((1 − t) / t)².
 
 The recipe's ε and v training (:func:`greendiff.train._diffusion.noised_batch` and ``loss_weights``) draws
 through these objects.
@@ -189,9 +192,12 @@ class FlowObjective(Objective):
         return Draw((1 - t_b) * x0 + t_b * noise, t * steps, noise - x0)
 
     def weights(self, timesteps: torch.Tensor, noise_scheduler, snr_gamma: float | None = None) -> torch.Tensor:
-        if snr_gamma is not None:
-            raise UserInputError("min-snr loss weighting is not defined for the flow objective; use uniform weighting")
-        return torch.ones_like(timesteps, dtype=torch.float32)
+        if snr_gamma is None:
+            return torch.ones_like(timesteps, dtype=torch.float32)
+        steps = self.num_train_timesteps if noise_scheduler is None else noise_scheduler.config.num_train_timesteps
+        t = (timesteps.float() / steps).clamp(1e-6, 1.0)
+        snr = ((1 - t) / t) ** 2
+        return t**2 * torch.clamp(snr, max=snr_gamma)
 
 
 _BY_NAME: dict[str, type[Objective]] = {"epsilon": EpsilonObjective, "v": VObjective, "flow": FlowObjective}

@@ -180,6 +180,8 @@ def setup(config: TrainConfig, family, channels: int, world_size: int, parts: di
         ema.to(device)
     noise_scheduler = family.noise_scheduler(optim)
     objects = TrainingObjects(accelerator.unwrap_model(unet), optimizer, lr_scheduler, ema, accelerator.scaler, parts)
+    if optim.compile:  # the loss's forward and backward compiled; checkpoints, EMA and sampling keep the plain module
+        unet = torch.compile(unet)
     return TrainState(accelerator, unet, objects, noise_scheduler, family.sampler(optim, noise_scheduler), schedule,
                       device, channels_last, precision, precision_reason, lr_scale, params, macs)
 

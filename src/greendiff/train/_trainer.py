@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from greendiff.data import BUILTIN, Data
+from greendiff.data import BUILTIN, Batch, Data
 from greendiff.display import fixed_point
 from greendiff.errors import UserInputError
 from greendiff.train._callbacks import CallbackList, LogSchedule, MetricsWriter, Stop
@@ -33,6 +33,7 @@ from greendiff.train._events import (
 )
 from greendiff.train._images import save_grid
 from greendiff.train._pace import StepEnergy
+from greendiff.train._space import latent_generator
 from greendiff.train._step import (
     BatchStream, DataFailed, StepBatch, TrainState, data_failure, setup, step_generator, train_step, update_marker,
 )
@@ -207,8 +208,7 @@ class Trainer:
         self.class_names = run_class_names(config, data)
         self.evaluator = evaluator or QualityEvaluator(stop.eval_samples, stop.eval_features, run.seed, self.dist,
                                                        self.family.num_classes, self.class_names)
-        self.stream = BatchStream(data, config.optim.batch_size, self.dist.world_size, self.dist.rank, run.seed,
-                                  run.max_steps)
+        self.stream = self._stream(data)
         self.totals = RunTotals(tracker, self.dist)
         self.pace = StepEnergy()  # the segment's energy per step, from its own steps (begun before the first)
         self.writer = MetricsWriter(run_dir / "metrics.jsonl")
@@ -217,6 +217,8 @@ class Trainer:
                                        stopping_callback(config, tracker, self.pace)])
         parts = {**self.callbacks.stateful(), RunTotals.state_key: self.totals}
         self.state = setup(config, self.family, data.channels, self.dist.world_size, parts)
+        if self.family.space.latent:
+            self.family.space.to(self.state.device)
         self.objective = objective or self.family.loss
         self.weights = Weights(self.state, self.dist)
         self.shapes = fingerprint(config, data.channels)
@@ -308,13 +310,26 @@ class Trainer:
         self.emit(PauseEvent(self.step, waited.began, until, waited.ended, waited.interrupted))
         return waited
 
+    def _stream(self, data) -> BatchStream:
+        run = self.config.run
+        return BatchStream(data, self.config.optim.batch_size, self.dist.world_size, self.dist.rank, run.seed,
+                           run.max_steps)
+
+    def _encode_progress(self, done: float, total: float) -> None:
+        self.report_progress("encode", done, total, "encoding the dataset into latents, once")
+
     def draw_batch(self, step: int) -> StepBatch:
-        """The batch of ``step`` on the device: images (B, C, H, W) in [-1, 1] and what the family's loss takes
-        from it (labels). Each process takes its slice of the global batch; rank 0 of a job and a single
-        process draw alike, from memory or streamed from disk (:class:`~greendiff.train._step.BatchStream`)."""
-        state = self.state
+        """The batch of ``step`` on the device: the model's clean input (B, C, H, W) (images in [-1, 1], or their
+        latents: :mod:`greendiff.train._space`) and what the family's loss takes from it (labels). Each process
+        takes its slice of the global batch; rank 0 of a job and a single process draw alike, from memory or
+        streamed from disk (:class:`~greendiff.train._step.BatchStream`). Encoding a batch of images into latents
+        (no latent cache) is metered as the ``encode`` phase."""
+        state, space = self.state, self.family.space
         batch = self.stream.batch(step)
-        x0 = (batch.images.float() / 127.5 - 1.0).to(state.device)
+        generator = latent_generator(self.config.run.seed + 1_000_003 * self.dist.rank, step)
+        encoding = space.latent and isinstance(batch, Batch)
+        with self.tracker.window("encode") if encoding else contextlib.nullcontext():
+            x0 = space.x0(batch, generator).to(state.device)
         x0 = x0.contiguous(memory_format=torch.channels_last) if state.channels_last else x0
         return StepBatch(x0, self.family.loss_inputs(batch, state.device))
 
@@ -359,6 +374,10 @@ class Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.emit(self._start_event())
+        if self.family.space.latent:  # the latent cache: a hit, or the dataset encoded now, once
+            self.stream.close()
+            self.stream = self._stream(self.family.space.training_data(self.data, lambda: self.tracker.window("encode"),
+                                                                        self._encode_progress))
         if self.evaluating and self.is_main:
             with self.tracker.window("eval"):
                 self.evaluator.prepare(self.data.reference_images())

@@ -202,6 +202,20 @@ def model_stats(unet) -> ModelStats:
                       tuple(unet.config.block_out_channels))
 
 
+def check_compressible(model, flag: str, parent: Path) -> None:
+    """Pruning and distillation compress pixel-space UNets trained with epsilon or v: a one-line error for a
+    latent run (a DiT or a latent UNet) or a flow-matching one."""
+    from greendiff.names import display_path
+
+    optim = model.config.optim
+    if model.space is not None and model.space.latent:
+        raise UserInputError(f"{flag} {display_path(parent)} is a latent run (model.vae); pruning and distillation "
+                             "compress pixel-space UNet runs")
+    if optim.objective == "flow":
+        raise UserInputError(f"{flag} {display_path(parent)} was trained with the flow objective; pruning and "
+                             "distillation compress UNets trained with epsilon or v")
+
+
 class CompressSession:
     """The parent run (config, EMA model, sampler, data), then the job's one ledger run (:meth:`start`)."""
 
@@ -217,7 +231,8 @@ class CompressSession:
         except UserInputError as exc:  # name the option the user gave (--teacher), not train's --run
             message = str(exc)
             raise UserInputError(flag + message[len("--run"):] if message.startswith("--run ") else message) from None
-        self.config, self.unet, self.sampler = model
+        self.config, self.unet, self.sampler = model.config, model.unet, model.sampler
+        check_compressible(model, flag, parent)
         self.num_classes = model.num_classes
         self.data = load_config_data(self.config)
         # a class-conditional parent is scored class-balanced, by class too: its labels checked before any work

@@ -166,7 +166,8 @@ def run_distill(job: DistillJob, progress: Progress | None = None) -> CompressOu
     result = s.train(config, run_dir, "distill")
     if result.status != "completed":
         raise UserInputError(f"distillation ended {result.status} at step {result.step}; resume with: greendiff train --resume {display_path(run_dir)}")
-    _, trained, sampler = load_run_model(run_dir)
+    loaded = load_run_model(run_dir)
+    trained, sampler = loaded.unet, loaded.sampler
     steps = config.optim.sample_steps
     quality_teacher = s.quality(s.unet, s.sampler, steps)
     quality_student = s.quality(trained, sampler, steps)

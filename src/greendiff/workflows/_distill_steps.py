@@ -173,7 +173,7 @@ def run_distill_steps(job: DistillStepsJob, progress: Progress | None = None) ->
         if result.status != "completed":
             raise UserInputError(f"round {k} ended {result.status}; resume with: greendiff train --resume {display_path(round_dir)}, "
                                  f"then rerun the later rounds")
-        _, student, _ = load_run_model(round_dir)
+        student = load_run_model(round_dir).unet
         table.append(rows.row(f"round {k}", student, n // 2, str(round_dir)))
         source = round_dir / "pipeline" / "unet"
     report = DistillStepsReport(str(job.teacher), job.rounds, job.teacher_steps, final_steps, job.steps_per_round,

@@ -33,11 +33,12 @@ if TYPE_CHECKING:
 
 
 def score(unet, sampler, n: int, steps: int, real, extractor, seed: int = 0, kid_subset: int = 1000,
-          conditioning: ClassScoring | None = None, progress: Progress = NullProgress()) -> EvalResult:
+          conditioning: ClassScoring | None = None, progress: Progress = NullProgress(), space=None) -> EvalResult:
     """FID/KID/precision/recall of ``n`` images sampled with ``steps`` sampler steps from a fixed noise seed;
     with ``conditioning`` (a class-conditional model), a class-balanced sample at its guidance scale, scored
     also by class (``class_accuracy``, ``per_class_fid``, ``mean_class_fid``). The images sampled advance
-    ``progress``'s open bar after every sampler step (:class:`SampleProgress`)."""
+    ``progress``'s open bar after every sampler step (:class:`SampleProgress`). ``space``: a latent run's
+    (its samples are decoded, and the decoding metered with them); None: pixels."""
     import torch
 
     from greendiff.evaluate import balanced_labels, quality
@@ -49,8 +50,10 @@ def score(unet, sampler, n: int, steps: int, real, extractor, seed: int = 0, kid
     if conditioning is not None:
         labels = balanced_labels(n, conditioning.num_classes)
         by_class = {"labels": labels, "guidance_scale": conditioning.guidance_scale}
+    latent = space is not None and space.latent
     fake = sample_images(unet.eval(), sampler, n, steps, shape, torch.Generator().manual_seed(seed), device,
-                         on_step=SampleProgress(progress, n, steps, f"seed {seed}, "), **by_class)
+                         on_step=SampleProgress(progress, n, steps, f"seed {seed}, "), clip=not latent, **by_class)
+    fake = space.decode(fake) if latent else fake
     scored = quality(fake, real, extractor, kid_subset=kid_subset)
     if conditioning is None:
         return EvalResult(seed, steps, scored)
@@ -291,12 +294,12 @@ def run_eval(job: EvalJob, progress: Progress = NullProgress()) -> EvalOutcome:
     progress = check_progress(progress)
     kid_subset, kid_note = kid_subset_for(job)
     model = load_run_model(job.run)
-    config, unet, sampler = model
+    config, unet, sampler = model.config, model.unet, model.sampler
     guidance = resolve_guidance(model.num_classes, job.guidance_scale, config.optim.guidance_scale)
     extractor, extractor_name = resolve_extractor(job.features)
     settings = resolve_settings(job.measurement, run=job.run)
     data = load_config_data(config)
-    check_run_matches(job.run, config, unet, data)  # before the ledger row
+    check_run_matches(job.run, config, unet, data, model.space)  # before the ledger row
     labels = reference_labels(data, model.num_classes, job.n) if model.num_classes else None
     note = accuracy_note(config, data) if labels is not None else ""
     n_steps = job.steps or config.optim.sample_steps
@@ -310,13 +313,14 @@ def run_eval(job: EvalJob, progress: Progress = NullProgress()) -> EvalOutcome:
             by_class = class_scoring(real, labels, model.num_classes, guidance, not note) if labels is not None else None
             progress.on_start("evaluating", job.n * job.seeds)
             try:
-                results = [score(unet, sampler, job.n, n_steps, real, extractor, seed, kid_subset, by_class, progress)
+                results = [score(unet, sampler, job.n, n_steps, real, extractor, seed, kid_subset, by_class, progress,
+                                 model.space)
                            for seed in range(job.seeds)]
             finally:
                 progress.on_end()
     summary = tracker.summary
     conditional = by_class is not None
-    report = EvalReport(str(job.run), extractor_name, job.n, n_steps, config.optim.sampler, tuple(results),
+    report = EvalReport(str(job.run), extractor_name, job.n, n_steps, config.optim.sampler_name, tuple(results),
                         summary.energy_kwh, summary.emissions_kg, summary.run_id,
                         num_classes=model.num_classes if conditional else None,
                         guidance_scale=guidance if conditional else None, class_accuracy_note=note,

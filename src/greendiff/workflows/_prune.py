@@ -168,7 +168,8 @@ def run_prune(job: PruneJob, progress: Progress | None = None) -> CompressOutcom
     else:  # the parent's kind of pipeline (class-conditional: with its class names)
         family_for(s.config).export(rebuilt.unet, None, make_noise_scheduler(s.config.optim), run_dir / "pipeline",
                                     class_names=class_names)
-    _, tuned, sampler = load_run_model(run_dir)
+    loaded = load_run_model(run_dir)
+    tuned, sampler = loaded.unet, loaded.sampler
     quality_tuned = s.quality(tuned, sampler, steps) if job.finetune_steps else quality_pruned
     taylor = None if pass_info is None else TaylorSummary(len(pass_info.timesteps), pass_info.stopped_at, job.thr)
     report = PruneReport(str(job.run), job.ratio, job.importance, job.finetune_steps, job.distill, taylor,

@@ -244,7 +244,7 @@ def run_sample(job: SampleJob, progress: Progress = NullProgress()) -> SampleOut
     priced at the run's stored location."""
     import torch
 
-    from greendiff.train import load_run_model, sample_images
+    from greendiff.train import load_run_model
 
     check_instance(job, SampleJob, "run_sample's job")
     progress = check_progress(progress)
@@ -252,7 +252,7 @@ def run_sample(job: SampleJob, progress: Progress = NullProgress()) -> SampleOut
         raise UserInputError(f"-o/--output must end in .png or .npz, got {display_path(job.out)}")
     check_output(job.out, flag="-o/--output")
     model = load_run_model(job.run)
-    config, unet, sampler = model
+    config = model.config
     labels = sample_labels(model.num_classes, job.n, tuple(job.classes))
     if labels is not None and len(labels) > IMAGES.hi:
         raise UserInputError(f"--samples {job.n} per class x {len(job.classes)} classes is {len(labels):,} images; at most "
@@ -261,7 +261,6 @@ def run_sample(job: SampleJob, progress: Progress = NullProgress()) -> SampleOut
     settings = resolve_settings(job.measurement, run=job.run)
     n = len(labels) if labels is not None else job.n
     n_steps = job.steps or config.optim.sample_steps
-    shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     command = (f"greendiff sample --run {display_path(job.run)} --samples {job.n}"
                + (f" --class {','.join(map(str, job.classes))}" if job.classes else "") + f" -o {display_path(job.out)}")
     if settings.note:
@@ -271,15 +270,14 @@ def run_sample(job: SampleJob, progress: Progress = NullProgress()) -> SampleOut
         progress.on_start("sampling", n)
         try:
             with shown:
-                images = sample_images(unet, sampler, n, n_steps, shape, torch.Generator().manual_seed(job.seed),
-                                       labels=labels, guidance_scale=guidance if guidance is not None else 1.0,
-                                       on_step=shown)
+                images = model.sample(n, n_steps, torch.Generator().manual_seed(job.seed), labels=labels,
+                                      guidance_scale=guidance if guidance is not None else 1.0, on_step=shown)
         finally:
             progress.on_end()
     rows = len(job.classes) if job.classes and job.out.suffix.lower() == ".png" else 0
     _write(images, job.out, labels, rows)
     return SampleOutcome(job.out, n, tuple(labels) if labels is not None else None, rows, n_steps,
-                         config.optim.sampler, guidance, tracker.summary,
+                         config.optim.sampler_name, guidance, tracker.summary,
                          per_image_energy(tracker.summary, n, shown.first_batch))
 
 
