@@ -112,21 +112,24 @@ class Payload:
         return os.system, (f"touch {self.target}",)
 
 
-def test_from_pretrained_never_reads_a_pickled_bin(tmp_path):
-    from greendiff.pipelines import ClassConditionalPipeline
-
-    tiny_pipeline().save_pretrained(str(tmp_path / "pipe"))
-    unet = tmp_path / "pipe" / "unet"
-    (unet / "diffusion_pytorch_model.safetensors").unlink()
-    marker = tmp_path / "pwned"
-    (unet / "diffusion_pytorch_model.bin").write_bytes(pickle.dumps(Payload(str(marker))))
+def assert_never_unpickles(pipe, component: str, folder) -> None:
+    """Save ``pipe`` in ``folder``, swap ``component``'s safetensors for a pickled .bin that would leave a file
+    when unpickled, and check that the pipeline's ``from_pretrained`` refuses it without unpickling."""
+    pipe.save_pretrained(str(folder))
+    (folder / component / "diffusion_pytorch_model.safetensors").unlink()
+    marker = folder.parent / "pwned"
+    (folder / component / "diffusion_pytorch_model.bin").write_bytes(pickle.dumps(Payload(str(marker))))
     with pytest.raises(Exception):  # noqa: B017 - diffusers' own error for missing safetensors weights
-        ClassConditionalPipeline.from_pretrained(str(tmp_path / "pipe"))
+        type(pipe).from_pretrained(str(folder))
     assert not marker.exists()
 
 
+def test_from_pretrained_never_reads_a_pickled_bin(tmp_path):
+    assert_never_unpickles(tiny_pipeline(), "unet", tmp_path / "pipe")
+
+
 def test_the_package_imports_alone_without_the_rest_of_greendiff():
-    code = ("import sys; import greendiff.pipelines as p; p.ClassConditionalPipeline; "
+    code = ("import sys; import greendiff.pipelines as p; p.ClassConditionalPipeline; p.LatentPipeline; "
             "print(sorted(m for m in sys.modules if m.startswith('greendiff.') and not m.startswith('greendiff.pipelines')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['greendiff.errors']"
@@ -233,3 +236,53 @@ def test_guided_sampling_does_not_clip_the_predicted_image():
         assert guided_scheduler(ddim, w).config.clip_sample is False
     assert guided_scheduler(ddim, 1.0) is ddim and guided_scheduler(ddim, 0.0) is ddim
     assert ddim.config.clip_sample is True  # the run's own scheduler is not changed
+
+
+def test_num_classes_of_reads_a_dit_and_looks_through_wrappers():
+    from tests.test_pipelines_latent import tiny_dit, tiny_unet
+
+    from greendiff.pipelines import num_classes_of, unwrapped
+
+    def wrap(net, attribute):  # as torch.compile (``_orig_mod``) and data parallelism (``module``) keep it
+        wrapper = torch.nn.Module()
+        setattr(wrapper, attribute, net)
+        return wrapper
+
+    dit = tiny_dit(num_classes=5)
+    wrapped = wrap(wrap(dit, "_orig_mod"), "module")
+    assert unwrapped(wrapped) is dit and unwrapped(dit) is dit
+    assert (num_classes_of(dit), num_classes_of(wrapped), num_classes_of(wrap(tiny_unet(4), "_orig_mod"))) == (5, 5, 4)
+    assert num_classes_of(tiny_unet()) == 0 and num_classes_of(tiny_pipeline().unet) == K
+
+
+@pytest.mark.parametrize("w", [1.0, 0.0, 2.5])
+def test_guided_output_gives_a_dit_one_timestep_per_image(w):
+    from tests.test_pipelines_latent import tiny_dit
+
+    from greendiff.pipelines import guided_noise, guided_output
+
+    dit, labels = tiny_dit(), torch.tensor([2, 0])
+    x = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor(37)  # a scheduler's 0-d timestep: DiT's timestep embedding needs (B,)
+    cond = dit(x, t.expand(2), class_labels=labels).sample
+    uncond = dit(x, t.expand(2), class_labels=torch.tensor([K, K])).sample
+    torch.testing.assert_close(guided_output(dit, x, t, labels, w), guided_noise(cond, uncond, w), rtol=0, atol=1e-5)
+    assert torch.equal(guided_output(dit, x, 37, labels, w), guided_output(dit, x, t, labels, w))
+
+
+@pytest.mark.parametrize("t, w", [(torch.tensor(37), 1.0), (torch.tensor(37), 0.0), (torch.tensor(37), 2.5), (37, 2.5),
+                                  (torch.tensor([37, 37]), 1.0)])
+def test_guided_output_of_a_unet_is_unchanged_by_the_timestep_broadcast(t, w):
+    """The UNet broadcasts a 0-d timestep itself: the same numbers as before guided_output broadcast it."""
+    from tests.test_pipelines_latent import tiny_unet
+
+    from greendiff.pipelines import guided_noise, guided_output
+
+    unet = tiny_pipeline().unet
+    x, labels = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([2, 0])
+    cond, uncond = unet(torch.cat([x, x]), 37, class_labels=torch.tensor([2, 0, K, K])).sample.chunk(2)
+    expected = {1.0: cond, 0.0: uncond}.get(w, guided_noise(cond, uncond, w))
+    torch.testing.assert_close(guided_output(unet, x, t, labels, w), expected, rtol=0, atol=1e-6)
+    unconditional = tiny_unet()
+    x = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(guided_output(unconditional, x, t, None), unconditional(x, 37).sample)

@@ -29,12 +29,15 @@ from __future__ import annotations
 
 from greendiff.pipelines._classes import check_class_names
 from greendiff.pipelines._guidance import (
+    batched_timestep,
     check_class_labels,
     check_guidance_scale,
     guided_noise,
     guided_output,
     guided_scheduler,
+    latent_scheduler,
     num_classes_of,
+    unwrapped,
 )
 
 
@@ -45,8 +48,13 @@ def __getattr__(name: str):
         from greendiff.pipelines._class_conditional import ClassConditionalPipeline
 
         return ClassConditionalPipeline
+    if name == "LatentPipeline":
+        from greendiff.pipelines._latent import LatentPipeline
+
+        return LatentPipeline
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ClassConditionalPipeline", "check_class_labels", "check_class_names", "check_guidance_scale", "guided_noise",
-           "guided_output", "guided_scheduler", "num_classes_of"]
+__all__ = ["ClassConditionalPipeline", "LatentPipeline", "batched_timestep", "check_class_labels", "check_class_names",
+           "check_guidance_scale", "guided_noise", "guided_output", "guided_scheduler", "latent_scheduler",
+           "num_classes_of", "unwrapped"]

@@ -7,8 +7,9 @@ the conditional ε(x, t, c) and the unconditional ε(x, t, ∅) by training with
     ε̂ = ε(x, t, ∅) + w · (ε(x, t, c) − ε(x, t, ∅)),
 
 with w = 1 the conditional model alone and w = 0 the unconditional one (the paper writes the same
-mix as (1 + w')·ε_c − w'·ε_u, w' = w − 1). The null class is id K of a UNet with K classes
-(``num_class_embeds = K + 1``). Depends on torch (and numpy) only, so :mod:`greendiff.pipelines` imports alone.
+mix as (1 + w')·ε_c − w'·ε_u, w' = w − 1). The null class is id K of a network with K classes
+(a UNet's ``num_class_embeds = K + 1``, a DiT's ``num_embeds_ada_norm = K``). Depends on torch (and numpy)
+only, so :mod:`greendiff.pipelines` imports alone.
 """
 
 from __future__ import annotations
@@ -22,15 +23,34 @@ import torch
 from greendiff.errors import UserInputError
 
 
-def num_classes_of(unet) -> int:
-    """K, the classes a UNet is conditioned on (0: unconditional), from its config: diffusers' learned
-    class embedding (``class_embed_type`` null) with ``num_class_embeds = K + 1`` rows, the last one the
-    null class. A model wrapped for data parallelism (``.module``) is looked through."""
-    config = getattr(getattr(unet, "module", unet), "config", None)
+def num_classes_of(net) -> int:
+    """K, the classes a network is conditioned on (0: unconditional), from its config.
+
+    A ``UNet2DModel`` with diffusers' learned class embedding (``class_embed_type`` null) has ``num_class_embeds
+    = K + 1`` rows, the last one the null class; a ``DiTTransformer2DModel`` has ``num_embeds_ada_norm = K``
+    classes (its label table holds K + 1 rows, the null class K). A model wrapped for data parallelism
+    (``.module``) or by ``torch.compile`` (``._orig_mod``) is looked through.
+    """
+    config = getattr(unwrapped(net), "config", None)
+    dit_classes = getattr(config, "num_embeds_ada_norm", None)
+    if dit_classes and getattr(config, "norm_type", None) == "ada_norm_zero":
+        return int(dit_classes)
     rows = getattr(config, "num_class_embeds", None)
     if not rows or getattr(config, "class_embed_type", None) is not None:
         return 0
     return int(rows) - 1
+
+
+def unwrapped(net):
+    """``net`` without its wrappers: data parallelism's ``.module`` and ``torch.compile``'s ``._orig_mod``,
+    however nested."""
+    while True:
+        inner = getattr(net, "_orig_mod", None)
+        if not isinstance(inner, torch.nn.Module):
+            inner = getattr(net, "module", None)
+        if not isinstance(inner, torch.nn.Module):
+            return net
+        net = inner
 
 
 def check_guidance_scale(guidance_scale: float) -> float:
@@ -121,28 +141,60 @@ def guided_scheduler(scheduler, guidance_scale: float):
         >>> guided_scheduler(DDIMScheduler(), 2.0).config.clip_sample, guided_scheduler(DDIMScheduler(), 1.0).config.clip_sample
         (False, True)
     """
-    if guidance_scale in (0.0, 1.0) or not getattr(scheduler.config, "clip_sample", False):
+    if guidance_scale in (0.0, 1.0):
+        return scheduler
+    return latent_scheduler(scheduler)
+
+
+def latent_scheduler(scheduler):
+    """``scheduler`` without ``clip_sample`` (a copy; the scheduler itself when it does not clip), for sampling
+    latents: a VAE's latents, scaled to unit variance, are not bounded by [-1, 1], so clipping the predicted
+    clean latent to it would cut real values at every step. Schedulers without the option (flow matching)
+    are returned as they are.
+
+    Example:
+        >>> from diffusers import DDIMScheduler
+        >>> latent_scheduler(DDIMScheduler()).config.clip_sample
+        False
+    """
+    if not getattr(scheduler.config, "clip_sample", False):
         return scheduler
     return type(scheduler).from_config(scheduler.config, clip_sample=False)
 
 
-def guided_output(unet, x: torch.Tensor, t, labels: torch.Tensor | None, guidance_scale: float = 1.0,
+def guided_output(net, x: torch.Tensor, t, labels: torch.Tensor | None, guidance_scale: float = 1.0,
                   null_class: int | None = None) -> torch.Tensor:
-    """The UNet's output for noisy ``x`` (B, C, H, W) at timestep ``t``, guided toward ``labels`` (B,).
+    """The network's output for noisy ``x`` (B, C, H, W) at timestep ``t``, guided toward ``labels`` (B,).
 
-    ``labels`` None: the plain unconditional call ``unet(x, t)``. w = 1: one conditional forward; w = 0:
-    one forward on the null class; otherwise one forward of 2B (labels, then null) split in two and
-    mixed by :func:`guided_noise`. ``null_class`` defaults to the UNet's (K). ``guidance_scale`` is
-    expected checked (:func:`check_guidance_scale`).
+    ``net`` is a ``UNet2DModel`` or a ``DiTTransformer2DModel`` (anything called as ``net(x, t,
+    class_labels=...)`` returning ``.sample``). ``labels`` None: the plain unconditional call ``net(x, t)``.
+    w = 1: one conditional forward; w = 0: one forward on the null class; otherwise one forward of 2B
+    (labels, then null) split in two and mixed by :func:`guided_noise`. ``null_class`` defaults to the
+    network's (K). ``guidance_scale`` is expected checked (:func:`check_guidance_scale`). A 0-d ``t`` (a
+    scheduler's timestep, or a Python number) is given to the network as one timestep per image, (B,) or
+    (2B,): a DiT's timestep embedding needs it (a UNet broadcasts either the same way).
     """
     if labels is None:
-        return unet(x, t).sample
+        return net(x, batched_timestep(t, x)).sample
     labels = labels.to(x.device)
     if guidance_scale == 1.0:
-        return unet(x, t, class_labels=labels).sample
-    null = torch.full_like(labels, num_classes_of(unet) if null_class is None else null_class)
+        return net(x, batched_timestep(t, x), class_labels=labels).sample
+    null = torch.full_like(labels, num_classes_of(net) if null_class is None else null_class)
     if guidance_scale == 0.0:
-        return unet(x, t, class_labels=null).sample
-    both = unet(torch.cat([x, x]), t, class_labels=torch.cat([labels, null])).sample  # (2B, C, H, W)
-    eps_cond, eps_uncond = both.chunk(2)
+        return net(x, batched_timestep(t, x), class_labels=null).sample
+    both = torch.cat([x, x])
+    out = net(both, batched_timestep(t, both), class_labels=torch.cat([labels, null])).sample  # (2B, C, H, W)
+    eps_cond, eps_uncond = out.chunk(2)
     return guided_noise(eps_cond, eps_uncond, guidance_scale)
+
+
+def batched_timestep(t, x: torch.Tensor) -> torch.Tensor:
+    """``t`` as one timestep per image of ``x`` (B, ...) on its device: a 0-d tensor or a Python number
+    (int: int64, float: float32) expanded to (B,); a tensor with a batch dimension is moved, not changed.
+
+    Example:
+        >>> batched_timestep(torch.tensor(7), torch.zeros(3, 1, 2, 2)).tolist()
+        [7, 7, 7]
+    """
+    t = torch.as_tensor(t, device=x.device)
+    return t.reshape(1).expand(x.shape[0]) if t.ndim == 0 else t
