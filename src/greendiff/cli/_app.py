@@ -23,6 +23,7 @@ from greendiff.cli._report import report_command
 from greendiff.cli._runs import runs_app
 from greendiff.cli._train import sample_command, train_command
 from greendiff.cli._tune import tune_command
+from greendiff.cli._vae import vae_app
 from greendiff.errors import UserInputError
 from greendiff.workflows import Interrupted
 
@@ -75,6 +76,7 @@ app.command("hardware", help="Energy and time per training sample on each device
 app.command("report", help="A self-contained HTML report of runs: energy, power, intensity, emissions, quality, statement.")(report_command)
 app.command("demo", help="Measure a short built-in CPU workload and print its energy/carbon summary.")(demo)
 app.add_typer(runs_app, name="runs", help="List, show and export tracked runs from the ledger.")
+app.add_typer(vae_app, name="vae", help="Train a small VAE on your images for latent diffusion (train --vae), metered.")
 
 
 LOG_PREFIX = "greendiff: "

@@ -42,6 +42,7 @@ from greendiff.workflows._segment import train_segment
 from greendiff.workflows._signals import StopSignals
 from greendiff.workflows._train import PreparedTrain, TrainJob, TrainOutcome, prepare_train, resolve_train_config, run_train
 from greendiff.workflows._tune_report import StudyReport, WorkerExit, WorkersState, run_study_workers, study_report
+from greendiff.workflows._vae import VaeTrainJob, VaeTrainOutcome, run_vae_train
 from greendiff.workflows._tune import (
     ENV_STORAGE, Study, StudyJob, continue_study, new_study, work_on_study,
 )
@@ -53,9 +54,11 @@ __all__ = [  # constants, classes, functions; each sorted
     "PerImageEnergy", "PreparedTrain", "ProfileJob", "ProfileOutcome", "Progress", "ProgressEvent", "PruneJob",
     "RegionsJob", "RegionsOutcome", "RunLocation", "SampleJob", "SampleOutcome", "SegmentStart", "StopSignals",
     "Study", "StudyJob", "StudyReport", "SweepResult", "TimestepDone", "TrainJob", "TrainOutcome",
-    "TrainerProgress", "WindowJob", "WorkerExit", "WorkersState", "WorkloadStep", "check_parent", "continue_study",
+    "TrainerProgress", "VaeTrainJob", "VaeTrainOutcome", "WindowJob", "WorkerExit", "WorkersState", "WorkloadStep",
+    "check_parent", "continue_study",
     "job_default", "new_study", "parent_energy_kwh", "prepare_train", "resolve_conditioning",
     "resolve_settings", "resolve_train_config", "run_demo", "run_distill", "run_distill_steps", "run_eval",
     "run_hardware", "run_measure", "run_plan_regions", "run_plan_window", "run_profile_job", "run_prune",
-    "run_sample", "run_study_workers", "run_train", "study_report", "work_on_study", "write_location",
+    "run_sample", "run_study_workers", "run_train", "run_vae_train", "study_report", "work_on_study",
+    "write_location",
 ]
