@@ -4,6 +4,7 @@ ledger run of kind ``vae`` (phases ``train`` and ``eval``), and nothing left beh
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,8 @@ def test_the_folder_loads_in_plain_diffusers_with_the_stored_scaling_factor(trai
     assert [p.name for p in folder.parent.iterdir()] == ["digits"]  # no staging folder left
     vae = AutoencoderKL.from_pretrained(folder, use_safetensors=True)
     assert vae.config.scaling_factor == outcome.scaling_factor == outcome.shape.scaling_factor
-    assert (vae.config.in_channels, vae.config.latent_channels, outcome.shape.downsample, outcome.latent_side) == (1, 4, 4, 2)
+    shape = (vae.config.in_channels, vae.config.latent_channels, outcome.shape.downsample, outcome.latent_side)
+    assert shape == (1, 4, 4, 2)
 
 
 def test_the_stored_scaling_factor_is_one_over_the_std_of_the_data_s_latents(trained):
@@ -66,7 +68,8 @@ def test_it_is_one_ledger_run_of_kind_vae_with_train_and_eval_phases_and_a_recor
     assert record["scaling_factor"] == outcome.scaling_factor and record["ledger_run_id"] == summary.run_id
     assert record["reconstruction"] == {"mse": recon.mse, "psnr_db": recon.psnr_db, "fid": recon.fid, "images": 16,
                                         "features": "mnist"}
-    assert 0 < recon.mse < 1 and recon.psnr_db == pytest.approx(float(-10 * torch.log10(torch.tensor(recon.mse))), abs=3)
+    # PSNR is averaged over the images: never below the PSNR of their mean MSE (Jensen)
+    assert 0 < recon.mse < 1 and recon.psnr_db >= 10 * math.log10(1 / recon.mse) - 1e-9
     assert record["job"]["preset"] == "nano" and record["job"]["max_steps"] == 3
     assert json.loads((outcome.folder / "emissions.json").read_text())["ledger_run_ids"] == [summary.run_id]
 

@@ -32,7 +32,9 @@ from greendiff.errors import UserInputError
 from greendiff.names import display_path
 from greendiff.numbers import COUNT, SEED, Bounds
 from greendiff.tracking import RunSummary
-from greendiff.workflows._fields import EVAL_IMAGES, check_instance, checked_float, checked_int, checked_path, set_fields
+from greendiff.workflows._fields import (
+    EVAL_IMAGES, check_instance, checked_float, checked_int, checked_path, set_fields,
+)
 from greendiff.workflows._inputs import is_bundled
 from greendiff.workflows._measurement import MeasurementOptions, MeasureSettings, resolve_settings
 from greendiff.workflows._progress import Advance, NullProgress, Progress, check_progress
@@ -102,7 +104,8 @@ class VaeTrainJob:
                    lr=None if self.lr is None else checked_float(self.lr, LR, "VaeTrainJob.lr", "--lr"),
                    seed=checked_int(self.seed, SEED, "VaeTrainJob.seed", "--seed"),
                    eval_images=checked_int(self.eval_images, EVAL_IMAGES, "VaeTrainJob.eval_images", "--eval-images"),
-                   cache_max_gb=checked_float(self.cache_max_gb, CACHE_GB, "VaeTrainJob.cache_max_gb", "--cache-max-gb"),
+                   cache_max_gb=checked_float(self.cache_max_gb, CACHE_GB, "VaeTrainJob.cache_max_gb",
+                                              "--cache-max-gb"),
                    loader_workers=checked_int(self.loader_workers, LOADER_WORKERS, "VaeTrainJob.loader_workers",
                                               "--loader-workers"))
         check_instance(self.measurement, MeasurementOptions, "VaeTrainJob.measurement")
