@@ -58,6 +58,8 @@ FLAG_VALUES = {
     "--max-intensity": ("100", 100.0), "--deadline": ("2030-01-01T00:00:00Z", "2030-01-01T00:00:00Z"),
     "--simulate-clock": ("2030-01-01T00:00:00Z", "2030-01-01T00:00:00Z"), "--simulated-step-s": ("60", 60.0),
     "--log-to": ("tensorboard", "tensorboard"), "--mlflow-uri": ("file:./m", "file:./m"),
+    "--vae": ("my-vae", "my-vae"), "--backbone": ("dit", "dit"), "--patch-size": ("4", 4), "--objective": ("flow", "flow"),
+    "--no-latent-cache": (None, False), "--latent-cache-dir": ("lat", "lat"), "--compile": (None, True),
 }
 
 
@@ -74,7 +76,8 @@ def test_every_train_flag_of_a_config_key_names_a_real_key_and_sets_it(monkeypat
     command = typer.main.get_command(app).commands["train"]
     flags = {param.opts[0] for param in command.params if param.opts}
     measurement = {"--" + name.replace("_", "-") for name, _, _ in MEASUREMENT_PARAMETERS}
-    own = {"--config", "--resume", "--dry-run", "--nproc", "--set", "--no-skip-bad-images", "--no-carbon-aware"}
+    own = {"--config", "--resume", "--dry-run", "--nproc", "--set", "--no-skip-bad-images", "--no-carbon-aware",
+           "--no-compile"}
     assert flags - measurement - own == set(FLAG_KEYS) and set(FLAG_VALUES) == set(FLAG_KEYS)
     resolved = to_dict(resolve_config(None, {}))
     keys = {"recipe", *(f"{section}.{key}" for section, values in resolved.items() if isinstance(values, dict)

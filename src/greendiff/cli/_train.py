@@ -42,10 +42,15 @@ FLAG_KEYS: dict[str, str] = {
     "--budget-kwh": "stop.budget_kwh", "--budget-kgco2e": "stop.budget_kgco2e", "--carbon-aware": "carbon.enabled",
     "--max-intensity": "carbon.max_intensity", "--deadline": "carbon.deadline",
     "--simulate-clock": "carbon.simulate_start", "--simulated-step-s": "carbon.simulated_step_s",
-    "--log-to": "run.log_to", "--mlflow-uri": "run.mlflow_uri",
+    "--log-to": "run.log_to", "--mlflow-uri": "run.mlflow_uri", "--vae": "model.vae", "--backbone": "model.backbone",
+    "--patch-size": "model.patch_size", "--objective": "optim.objective", "--no-latent-cache": "data.latent_cache",
+    "--latent-cache-dir": "data.latent_cache_dir", "--compile": "optim.compile",
 }
 #: The switches whose negation is a hidden option of its own (so ``--help`` keeps one column of flag names)
-_NEGATIONS = {"--skip-bad-images": "--no-skip-bad-images", "--carbon-aware": "--no-carbon-aware"}
+_NEGATIONS = {"--skip-bad-images": "--no-skip-bad-images", "--carbon-aware": "--no-carbon-aware",
+              "--compile": "--no-compile"}
+#: Flags that switch a key off (given: False; not given: the config decides)
+_INVERTED = frozenset({"--no-latent-cache"})
 
 
 #: The green recipe's value of each config key a ``train`` flag sets, shown by ``--help`` (read here, not from
@@ -59,7 +64,8 @@ GREEN_DEFAULTS: dict[str, object] = {
     "optim.warmup_steps": 25, "optim.lr_schedule": "cosine", "stop.eval_every": 0, "stop.eval_every_kwh": 0.0,
     "stop.eval_samples": 500, "stop.patience": 0, "stop.min_delta": 0.0, "stop.min_gain_per_kwh": 0.0,
     "stop.target": 0.0, "stop.budget_kwh": 0.0, "stop.budget_kgco2e": 0.0, "run.output_dir": "runs",
-    "carbon.enabled": False, "carbon.max_intensity": 0.0,
+    "carbon.enabled": False, "carbon.max_intensity": 0.0, "model.backbone": "unet", "model.patch_size": 2,
+    "optim.objective": "epsilon", "optim.compile": False,
 }
 DATA, MODEL, OPTIM, EVAL, CARBON, LOGGING = ("Data", "Model and sampling", "Optimisation", "Evaluation and stopping",
                                              "Carbon-aware", "Run and logging")
@@ -108,7 +114,13 @@ def train_command(
     caption_column: Annotated[Optional[str], _key("--caption-column", "metadata.jsonl/.csv column of captions.", DATA, metavar="NAME")] = None,
     cache_max_gb: Annotated[Optional[float], _key("--cache-max-gb", "Hold decoded data up to this many GB in memory, else stream it from disk.", DATA, FLOAT)] = None,
     loader_workers: Annotated[Optional[int], _key("--loader-workers", "Decoding processes when the data streams.", DATA, INT)] = None,
+    no_latent_cache: Annotated[bool, _key("--no-latent-cache", "With --vae: encode every step, not once.", DATA, metavar="")] = False,
+    latent_cache_dir: Annotated[Optional[str], _key("--latent-cache-dir", "Cached latents (default ~/.cache/greendiff).", DATA, metavar="DIR")] = None,
     preset: Annotated[Optional[str], _key("--preset", "Model size: pico, nano, tiny, small, base.", MODEL, metavar="NAME")] = None,
+    backbone: Annotated[Optional[str], _key("--backbone", "unet, or dit (class-conditional; needs --vae).", MODEL, metavar="NAME")] = None,
+    patch_size: Annotated[Optional[int], _key("--patch-size", "DiT patch side, in latent pixels.", MODEL, INT)] = None,
+    vae: Annotated[Optional[str], _key("--vae", "Local AutoencoderKL: train in its latents.", MODEL, metavar="DIR")] = None,
+    objective: Annotated[Optional[str], _key("--objective", "epsilon, v, or flow (rectified flow).", MODEL, metavar="KIND")] = None,
     conditioning: Annotated[Optional[str], _key("--conditioning", "none, or class: on the dataset's labels, to sample by class with guidance; class ids run 0..K-1, K read from the dataset when training starts.", MODEL, metavar="KIND")] = None,
     cond_dropout: Annotated[Optional[float], _key("--cond-dropout", "Share of labels dropped to the null class in training.", MODEL, FLOAT)] = None,
     guidance_scale: Annotated[Optional[float], _key("--guidance-scale", "Classifier-free guidance of previews and evaluations, >= 0.", MODEL, FLOAT)] = None,
@@ -123,6 +135,8 @@ def train_command(
     loss_weighting: Annotated[Optional[str], _key("--loss-weighting", "min-snr or uniform.", OPTIM, metavar="KIND")] = None,
     beta_schedule: Annotated[Optional[str], _key("--beta-schedule", "squaredcos_cap_v2 (cosine) or linear.", OPTIM, metavar="KIND")] = None,
     warmup_steps: Annotated[Optional[int], _key("--warmup-steps", "Learning-rate warm-up steps.", OPTIM, INT)] = None,
+    compile: Annotated[bool, _key("--compile", "torch.compile the network (slow to start).", OPTIM, metavar="")] = False,
+    no_compile: Annotated[bool, Opt("--no-compile", help="Do not compile the network.", hidden=True)] = False,
     lr_schedule: Annotated[Optional[str], _key("--lr-schedule", "cosine (to 0 at --max-steps), linear, or constant (suits early stopping).", OPTIM, metavar="KIND")] = None,
     sets: Annotated[list[str], _key("--set", "Any config key, e.g. --set optim.snr_gamma=3 (repeatable).", OPTIM, metavar="KEY=VAL")] = [],
     eval_every: Annotated[Optional[int], _key("--eval-every", "Evaluate FID/KID every N steps.", EVAL, INT)] = None,
@@ -178,6 +192,8 @@ def config_overrides(ctx: typer.Context) -> dict[str, object]:
         value = given[flag]
         if flag in _NEGATIONS:
             value = switch(flag, value, given[_NEGATIONS[flag]])
+        elif flag in _INVERTED:
+            value = False if value else None
         elif isinstance(value, (list, tuple)):
             value = ",".join(value) or None
         overrides[key] = value
