@@ -340,3 +340,40 @@ def test_a_class_conditional_run_may_start_from_a_saved_unet():
     are checked against the class-conditional UNet by check_init_from / load_weights, not refused by the config."""
     config = resolve_config(overrides={"model.conditioning": "class", "model.init_from": "pruned-unet"})
     assert (config.model.conditioning, config.model.init_from) == ("class", "pruned-unet")
+
+
+def test_an_older_config_s_prediction_type_reads_as_the_objective(tmp_path):
+    from greendiff.train import resolve_config
+
+    old = tmp_path / "config.toml"
+    old.write_text('[optim]\nprediction_type = "v_prediction"\n')
+    assert resolve_config(old).optim.objective == "v" and resolve_config(old).optim.prediction_type == "v_prediction"
+    assert resolve_config(None, {"optim.prediction_type": "epsilon"}).optim.objective == "epsilon"
+    both = tmp_path / "both.toml"
+    both.write_text('[optim]\nprediction_type = "epsilon"\nobjective = "flow"\n')
+    with pytest.raises(UserInputError, match=r"both.toml: optim.prediction_type is the old name of optim.objective"):
+        resolve_config(both)
+    with pytest.raises(UserInputError, match="must be one of epsilon, v_prediction; got 'flow'"):
+        resolve_config(None, {"optim.prediction_type": "flow"})
+
+
+def test_a_checkpoint_of_an_older_version_still_matches_its_config():
+    """A checkpoint's fingerprint written before optim.objective and the latent keys existed: the old name reads
+    as the new one and the keys added since take their defaults, so the run resumes."""
+    from pathlib import Path
+
+    from greendiff.train._checkpoint import _flat, fingerprint
+    from greendiff.train._checkpoint_read import _check_fingerprint
+    from greendiff.train import resolve_config
+
+    config = resolve_config(None, {})
+    expected = fingerprint(config, 1)
+    saved = {**expected, "config": {k: v for k, v in expected["config"].items()
+                                    if k not in ("optim.objective", "model.backbone", "model.vae", "model.patch_size",
+                                                 "optim.flow_logit_mean", "optim.flow_logit_std")}}
+    saved["config"]["optim.prediction_type"] = "epsilon"
+    _check_fingerprint(Path("step-4"), saved, expected, "config")  # no error
+    saved["config"]["optim.prediction_type"] = "v_prediction"
+    with pytest.raises(UserInputError, match="optim.objective v -> epsilon"):
+        _check_fingerprint(Path("step-4"), saved, expected, "config")
+    assert "optim.objective" in _flat({"optim": {"objective": "v"}})

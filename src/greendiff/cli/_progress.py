@@ -132,7 +132,7 @@ class RichProgress:
         console = self._bar.console if self._bar is not None else self.console
         e = start.event
         console.print(plain(
-            f"UNet {start.preset}: {e.params:,} parameters, {e.macs_per_image / 1e6:.1f} M MACs "
+            f"{e.model or 'UNet ' + start.preset}: {e.params:,} parameters, {e.macs_per_image / 1e6:.1f} M MACs "
             f"per image · precision {e.precision} ({e.precision_reason}) on {e.device} · {e.dataset}"), highlight=False)
         if e.processes > 1:
             console.print(f"{e.processes} processes: effective batch {e.effective_batch_size} "

@@ -10,13 +10,13 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from greendiff.errors import UserInputError
-from greendiff.pipelines._classes import check_class_names, class_ids_of, names_given
+from greendiff.pipelines._classes import ClassTableMixin, check_class_names, names_given
 from greendiff.pipelines._guidance import (
     check_class_labels, check_guidance_scale, guided_output, guided_scheduler, num_classes_of,
 )
 
 
-class ClassConditionalPipeline(DiffusionPipeline):
+class ClassConditionalPipeline(ClassTableMixin, DiffusionPipeline):
     """Images of the requested classes from a class-conditional ``UNet2DModel`` (K classes, null class K)
     and a scheduler, guided by classifier-free guidance (Ho & Salimans 2022). Saves and loads like any
     diffusers pipeline (``save_pretrained`` writes safetensors; ``from_pretrained`` on this class reads
@@ -41,39 +41,13 @@ class ClassConditionalPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "unet"
+    _denoiser = "unet"
 
     def __init__(self, unet, scheduler, class_names: Sequence[str] | None = None) -> None:
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
         names = check_class_names(class_names, num_classes_of(unet))
         self.register_to_config(class_names=list(names) if names is not None else None)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """diffusers' ``from_pretrained``, reading safetensors weights only by default (never a pickled .bin)."""
-        kwargs.setdefault("use_safetensors", True)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-
-    @property
-    def num_classes(self) -> int:
-        """K, the classes the UNet was trained on; ids 0..K-1 may be asked for."""
-        return num_classes_of(self.unet)
-
-    @property
-    def class_names(self) -> tuple[str, ...] | None:
-        """The name of each class id 0..K-1, or None when the pipeline was saved without them."""
-        names = self.config.get("class_names")
-        return tuple(names) if names is not None else None
-
-    def class_ids(self, names: str | Sequence[str]) -> list[int]:
-        """The ids of the classes ``names`` (one name or a list); one-line :class:`UserInputError` for a
-        name this model does not know, or a pipeline saved without names."""
-        return class_ids_of(names, self.class_names)
-
-    @property
-    def null_class(self) -> int:
-        """The id (K) that stands for "no class": the unconditional half of guidance."""
-        return self.num_classes
 
     @torch.no_grad()
     def __call__(self, class_labels: int | str | Sequence[int | str] | torch.Tensor, guidance_scale: float = 1.0, num_inference_steps: int = 1000,

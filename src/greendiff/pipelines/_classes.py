@@ -4,8 +4,10 @@ back to ids (as diffusers' ``DiTPipeline`` maps its ``id2label`` with ``get_labe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from greendiff.errors import UserInputError
+from greendiff.pipelines._guidance import num_classes_of
 
 
 def check_class_names(names: Sequence[str] | None, num_classes: int) -> tuple[str, ...] | None:
@@ -54,3 +56,38 @@ def class_ids_of(names: str | Sequence[str], class_names: Sequence[str] | None) 
             known = ", ".join(map(repr, class_names[:6])) + (", ..." if len(class_names) > 6 else "")
             raise UserInputError(f"unknown class {item[:40]!r}; this model's classes are {known}")
     return [ids[item] for item in items]
+
+
+class ClassTableMixin:
+    """What a class-conditional pipeline knows of its classes, for a ``DiffusionPipeline`` whose denoiser is the
+    component named ``_denoiser`` and whose config has ``class_names``: K, the null class, names to ids; and
+    ``from_pretrained`` reading safetensors only."""
+
+    _denoiser: ClassVar[str]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' ``from_pretrained``, reading safetensors weights only by default (never a pickled .bin)."""
+        kwargs.setdefault("use_safetensors", True)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @property
+    def num_classes(self) -> int:
+        """K, the classes the model was trained on (0: unconditional); ids 0..K-1 may be asked for."""
+        return num_classes_of(getattr(self, self._denoiser))
+
+    @property
+    def null_class(self) -> int:
+        """The id (K) that stands for "no class": the unconditional half of guidance."""
+        return self.num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The name of each class id 0..K-1, or None when the pipeline was saved without them."""
+        names = self.config.get("class_names")
+        return tuple(names) if names is not None else None
+
+    def class_ids(self, names: str | Sequence[str]) -> list[int]:
+        """The ids of the classes ``names`` (one name or a list); one-line :class:`UserInputError` for an unknown
+        name, or a pipeline saved without names."""
+        return class_ids_of(names, self.class_names)

@@ -3,52 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from greendiff.errors import UserInputError
-from greendiff.pipelines._classes import check_class_names, class_ids_of, names_given
+from greendiff.pipelines._classes import ClassTableMixin, check_class_names, names_given
 from greendiff.pipelines._guidance import (
     check_class_labels, check_guidance_scale, guided_output, guided_scheduler, latent_scheduler, num_classes_of,
 )
-
-
-class ClassTableMixin:
-    """What a class-conditional pipeline knows of its classes, for a ``DiffusionPipeline`` whose denoiser is the
-    component named ``_denoiser`` and whose config has ``class_names``: K, the null class, names to ids; and
-    ``from_pretrained`` reading safetensors only."""
-
-    _denoiser: ClassVar[str]
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """diffusers' ``from_pretrained``, reading safetensors weights only by default (never a pickled .bin)."""
-        kwargs.setdefault("use_safetensors", True)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-
-    @property
-    def num_classes(self) -> int:
-        """K, the classes the model was trained on (0: unconditional); ids 0..K-1 may be asked for."""
-        return num_classes_of(getattr(self, self._denoiser))
-
-    @property
-    def null_class(self) -> int:
-        """The id (K) that stands for "no class": the unconditional half of guidance."""
-        return self.num_classes
-
-    @property
-    def class_names(self) -> tuple[str, ...] | None:
-        """The name of each class id 0..K-1, or None when the pipeline was saved without them."""
-        names = self.config.get("class_names")
-        return tuple(names) if names is not None else None
-
-    def class_ids(self, names: str | Sequence[str]) -> list[int]:
-        """The ids of the classes ``names`` (one name or a list); one-line :class:`UserInputError` for an unknown
-        name, or a pipeline saved without names."""
-        return class_ids_of(names, self.class_names)
 
 
 class LatentPipeline(ClassTableMixin, DiffusionPipeline):

@@ -62,6 +62,13 @@ from greendiff.train._objectives import (
 from greendiff.train._precision import resolve_precision
 from greendiff.train._runref import is_ledger_id, resolve_run, resolve_run_dir, run_dir_of
 from greendiff.train._trainer import Trainer
+from greendiff.train._dit import DIT_PRESETS, build_dit, check_patch_size
+from greendiff.train._latents import (
+    LatentBatch, LatentCache, LatentSet, data_fingerprint, default_cache_root, latent_cache_key,
+)
+from greendiff.train._space import LatentSpace, PixelSpace, space_for
+from greendiff.train._vae import VaeShape, decode_latents, encode_posterior, load_vae, read_vae_shape
+from greendiff.train._vae_train import VAE_PRESETS, build_vae, train_vae
 
 __all__ = [
     "LOGGERS",
@@ -79,6 +86,11 @@ __all__ = [
     "resolve_precision",
     # training objectives (epsilon, v, flow) behind one interface
     "Objective", "EpsilonObjective", "VObjective", "FlowObjective", "Draw", "objective_for", "logit_normal_timesteps",
+    # latent diffusion: the VAE (load, encode, decode; a small one trained on the data), the latent cache, the
+    # space a model trains in (pixels or latents), the DiT backbone
+    "VaeShape", "read_vae_shape", "load_vae", "encode_posterior", "decode_latents", "VAE_PRESETS", "build_vae",
+    "train_vae", "LatentBatch", "LatentSet", "LatentCache", "data_fingerprint", "latent_cache_key",
+    "default_cache_root", "PixelSpace", "LatentSpace", "space_for", "DIT_PRESETS", "build_dit", "check_patch_size",
     # a run's files
     "MetricsLog", "RunDirLock", "checkpoint_dirs", "export_pipeline", "load_run_model", "load_unet",
     "is_ledger_id", "read_emissions_json", "read_metrics", "resolve_run", "resolve_run_dir", "run_dir_of", "save_grid", "to_uint8",

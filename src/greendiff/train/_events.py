@@ -43,6 +43,7 @@ class StartEvent:
     lr_scaling: str
     placement: str = ""
     guidance_forwards: int = 1
+    model: str = ""  # e.g. "DiT nano (patch 2) on 4x8x8 latents, flow"; "": an older record (a UNet)
 
     def to_dict(self) -> dict:
         return {"event": "start", **asdict(self)}

@@ -71,7 +71,21 @@ class UNetFamily:
         """``(parameters, MACs per image of one forward)`` (the VAE's decoding not included)."""
         res = config.data.resolution
         c, side, _ = self.space.model_shape((channels, res, res))
+        if config.model.backbone == "dit":
+            from greendiff.train._dit import dit_macs
+
+            return count_parameters(net), dit_macs(net, side, c)
         return count_parameters(net), count_macs(net, side, c)
+
+    def describe(self, config: TrainConfig, channels: int) -> str:
+        """One line naming the network, where it works and its objective, e.g. ``DiT nano (patch 2) on 4x8x8
+        latents, flow``."""
+        res = config.data.resolution
+        c, side, _ = self.space.model_shape((channels, res, res))
+        dit = config.model.backbone == "dit"
+        net = f"DiT {config.model.preset} (patch {config.model.patch_size})" if dit else f"UNet {config.model.preset}"
+        where = f" on {c}x{side}x{side} latents" if self.space.latent else ""
+        return f"{net}{where}, {config.optim.objective}"
 
     def noise_scheduler(self, optim: RecipeConfig):
         """The training noise schedule (:func:`~greendiff.train.make_noise_scheduler`: DDPM's for epsilon and v,

@@ -46,7 +46,7 @@ def export_latent_pipeline(net, ema, noise_scheduler, vae, path: Path, class_nam
     from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 
     model = ema_model(net, ema)
-    vae = copy.deepcopy(vae).float().cpu()
+    vae = copy.deepcopy(vae).cpu()  # frozen fp32 weights; a copy, so the run's own VAE stays on its device
     flow = isinstance(noise_scheduler, FlowMatchEulerDiscreteScheduler)
     scheduler = copy.deepcopy(noise_scheduler) if flow else DDIMScheduler.from_config(noise_scheduler.config)
     if is_dit(model) and not flow and num_classes_of(model) <= DIT_PIPELINE_CLASSES:

@@ -127,7 +127,9 @@ class LatentSpace:
                           for i in range(0, z.shape[0], batch_size)])
 
     def to(self, device: torch.device | str) -> LatentSpace:
-        self.vae.to(device)
+        """The VAE moved to ``device`` (left alone when it is there: diffusers warns on every ``to``)."""
+        if next(self.vae.parameters()).device != torch.device(device):
+            self.vae.to(device)
         return self
 
 
@@ -145,8 +147,8 @@ def space_for(config, device: torch.device | str = "cpu") -> PixelSpace | Latent
     root = None
     if config.data.latent_cache:
         root = Path(config.data.latent_cache_dir) if config.data.latent_cache_dir else default_cache_root()
-    vae = load_vae(folder, "model.vae").to(device)
-    return LatentSpace(vae, shape, vae_weights_sha256(folder), config.data.resolution, root)
+    space = LatentSpace(load_vae(folder, "model.vae"), shape, vae_weights_sha256(folder), config.data.resolution, root)
+    return space.to(device)
 
 
 def check_space(config, channels: int) -> tuple[int, int]:

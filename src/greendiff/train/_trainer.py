@@ -387,7 +387,8 @@ class Trainer:
         scaling = f"x{s.lr_scale} (optim.scale_lr, {processes} processes)" if s.lr_scale > 1 else "none"
         return StartEvent(s.step, s.params, s.macs_per_image, s.precision, s.precision_reason, str(s.device),
                           self.data.source, self.data.skipped, processes, optim.batch_size * processes,
-                          optim.lr * s.lr_scale, scaling, self.data.placement, self.family.sampling_forwards)
+                          optim.lr * s.lr_scale, scaling, self.data.placement, self.family.sampling_forwards,
+                          self.family.describe(self.config, self.data.channels))
 
     def _steps(self) -> tuple[str, str]:
         """Steps until ``max_steps`` or a callback's :class:`Stop`; the status and reason. A failure of the data

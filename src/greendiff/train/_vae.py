@@ -161,11 +161,12 @@ def load_vae(folder: Path, what: str = "--vae") -> AutoencoderKL:
 
     read_vae_shape(folder, what)
     try:
-        vae = AutoencoderKL.from_pretrained(str(folder), use_safetensors=True, local_files_only=True)
+        vae = AutoencoderKL.from_pretrained(str(folder), use_safetensors=True, local_files_only=True,
+                                            torch_dtype=torch.float32)
     except Exception as exc:  # safetensors and diffusers raise their own kinds for a damaged or foreign file
         message = " ".join(str(exc).split())[:200]
         raise _bad(what, Path(folder), f"the weights cannot be loaded ({type(exc).__name__}: {message})") from None
-    return vae.to(device="cpu", dtype=torch.float32).eval().requires_grad_(False)
+    return vae.eval().requires_grad_(False)  # loaded fp32 on the CPU (a later .to(dtype) makes diffusers warn)
 
 
 def vae_weights_sha256(folder: Path) -> str:
