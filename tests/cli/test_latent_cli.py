@@ -50,7 +50,15 @@ def bad(vae_dir, tmp_path):
     pickled.mkdir()
     (pickled / "config.json").write_text((vae_dir / "config.json").read_text())
     (pickled / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04not loaded")
+    from diffusers import UNet2DModel
+
+    pixel_unet = tmp_path / "pixel-unet"
+    UNet2DModel(sample_size=4, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2,
+                norm_num_groups=8).save_pretrained(str(pixel_unet), safe_serialization=True)
     return [
+        ("a pixel UNet to start a latent one", [*UNET, "--vae", str(vae_dir), "--set", f"model.init_from={pixel_unet}"],
+         "its in_channels 1 are not the latent channels of model.vae (4)"),
         ("no such folder", [*UNET, "--vae", str(tmp_path / "missing")], "model.vae"),
         ("a folder without config.json", [*UNET, "--vae", str(empty)], "model.vae"),
         ("pickled weights only", [*UNET, "--vae", str(pickled)], "model.vae"),

@@ -165,6 +165,11 @@ def check_init_from(model: ModelConfig, resolution: int, channels: int, num_trai
         raise UserInputError(f"{shown}: no {WEIGHTS_FILE} (greendiff reads safetensors weights only, never pickled .bin files)")
     check_unet_config(config_file)
     check_safetensors(weights)
+    saved = json.loads(config_file.read_text())
+    if saved.get("in_channels", 3) != channels:
+        where = (f"the latent channels of model.vae ({channels}): start from a UNet trained in this VAE's latent space"
+                 if model.vae else f"the dataset's {channels} channel(s)")
+        raise UserInputError(f"{shown}: its in_channels {saved.get('in_channels', 3)} are not {where}")
     with safe_open(str(weights), framework="pt") as f:
         got = {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
     with torch.device("meta"):
