@@ -114,10 +114,10 @@ def test_init_from_a_conditional_unet_of_another_class_count_is_refused(tmp_path
 def test_attention_runs_through_pytorch_sdpa():
     """Every attention layer of a UNet preset with attention uses diffusers' AttnProcessor2_0, i.e. PyTorch's
     scaled_dot_product_attention (fused kernels where the device has them)."""
-    from diffusers.models.attention_processor import AttnProcessor2_0
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
     from greendiff.train import ModelConfig, build_unet
 
     unet = build_unet(ModelConfig(preset="tiny", block_out_channels=(8, 16, 16)), 8, 1, 100)
-    processors = unet.attn_processors
-    assert processors and all(isinstance(p, AttnProcessor2_0) for p in processors.values())
+    processors = [m.processor for m in unet.modules() if isinstance(m, Attention)]
+    assert processors and all(isinstance(p, AttnProcessor2_0) for p in processors)
