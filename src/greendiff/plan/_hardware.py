@@ -222,23 +222,25 @@ def estimate_gpus(macs_per_sample: float, calibration: StepCost | None = None,
 def training_steps(config, data, device) -> tuple[Callable[[int], None], float]:
     """A function running ``n`` training steps of ``config`` on ``device`` (synchronised at the end),
     and the model's MACs per sample. ``data``: a :mod:`greendiff.data` set (in memory or streamed), drawn
-    batch by batch as the trainer draws it. The same loss (class-conditional when the config is), optimizer
-    and precision as ``greendiff train``; no EMA, logging or checkpoints (they are not the device's cost per
-    sample)."""
+    batch by batch as the trainer draws it. The same network, space, loss (class-conditional when the config
+    is), optimizer and precision as ``greendiff train`` (:func:`greendiff.train.family_for`; a latent run
+    encodes each batch here, as with ``--no-latent-cache``); no EMA, logging or checkpoints (they are not the
+    device's cost per sample)."""
     import torch
 
-    from greendiff.train import (
-        build_unet, count_macs, diffusion_loss, make_noise_scheduler, make_optimizer, resolve_precision, step_generator,
-    )
+    from greendiff.train import family_for, make_optimizer, resolve_precision, step_generator
+    from greendiff.train._space import latent_generator
 
-    optim, res, channels = config.optim, config.data.resolution, data.channels
-    num_classes = config.model.num_classes if config.model.conditioning == "class" else 0
+    optim, channels = config.optim, data.channels
+    family = family_for(config)
     torch.manual_seed(config.run.seed)
-    unet = build_unet(config.model, res, channels, optim.num_train_timesteps, num_classes)
-    macs = count_macs(unet, res, channels)
+    unet = family.build(config, channels)
+    macs = family.size(unet, config, channels)[1]
     unet = unet.to(device).train()
+    if family.space.latent:
+        family.space.to(device)
     optimizer = make_optimizer(unet.parameters(), optim)
-    scheduler = make_noise_scheduler(optim)
+    scheduler = family.noise_scheduler(optim)
     precision, _ = resolve_precision(optim.mixed_precision, device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
@@ -247,11 +249,10 @@ def training_steps(config, data, device) -> tuple[Callable[[int], None], float]:
     def run(n: int) -> None:
         for _ in range(n):
             step, batch = steps.next()
-            x0 = (batch.images.float() / 127.5 - 1.0).to(device)
-            labels = batch.labels.to(device) if num_classes and batch.labels is not None else None
+            x0 = family.space.x0(batch, latent_generator(config.run.seed, step)).to(device)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = diffusion_loss(unet, scheduler, x0, step_generator(config.run.seed, step), optim,
-                                      labels=labels, cond_dropout=optim.cond_dropout if labels is not None else 0.0)
+                loss = family.loss(unet, scheduler, x0, step_generator(config.run.seed, step), optim,
+                                   **family.loss_inputs(batch, device))
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
