@@ -190,15 +190,15 @@ def test_eval_of_an_unconditional_run_has_no_class_keys(tmp_path, parent):
 
 
 def test_hardware_profiles_a_class_conditional_config_with_its_labels(tmp_path, monkeypatch):
-    import greendiff.train
+    import greendiff.train._family as family  # the hardware steps train the config's family, as train does
 
-    seen, loss = [], greendiff.train.diffusion_loss
+    seen, loss = [], family.diffusion_loss
 
     def recording_loss(*args, labels=None, cond_dropout=0.0, **kwargs):
         seen.append((None if labels is None else labels.tolist(), cond_dropout))
         return loss(*args, labels=labels, cond_dropout=cond_dropout, **kwargs)
 
-    monkeypatch.setattr(greendiff.train, "diffusion_loss", recording_loss)
+    monkeypatch.setattr(family, "diffusion_loss", recording_loss)
     watts = MeasurementOptions(no_gpu=True, cpu_watts=50.0)
     report = run_hardware(HardwareJob(overrides={**COND}, devices="cpu", steps=2, warmup=0, measurement=watts)).to_dict()
     assert report["devices"][0]["energy_per_sample_kwh"] > 0
