@@ -22,14 +22,16 @@ recipe, seed 0, bundled MNIST at ``--resolution 32``:
 7. the latent cache: the winning latent backbone for ``--cache-steps`` steps three ways: cache cold (an
    empty ``--latent-cache-dir``: pays the encode), warm (the same folder again: a hit) and
    ``--no-latent-cache`` (encodes every batch); energy per step = (train + encode phases) / steps, and the
-   break-even in epochs = one-off encode / ((uncached - warm per step) * steps per epoch).
+   break-even in epochs = one-off encode / ((uncached - warm per step) * steps per epoch);
+8. ``--compile``: the winning backbone on the warm cache with ``torch.compile``, against the warm run: the
+   steady energy per step (after the first sixth of the steps) and the compilation's one-off.
 
 Parameters and MACs per image are read from each run's start record in ``metrics.jsonl``. Resumable:
 each step's result is cached in ``bench/results/latent/<key>.json`` (the key hashes the settings; a run
-whose folder is gone is redone); delete the folder to start again. About 1.5 h on 2 cores, an hour of it
-the VAE's 1,500 steps (a 32x32 VAE step costs ~10 pixel-UNet steps on a CPU).
+whose folder is gone is redone); delete the folder to start again. About 1 h on 2 cores, 20 min of it
+the VAE's 400 steps (a 32x32 VAE step costs ~10 pixel-UNet steps on a CPU).
 
-    python bench/latent.py [--vae-steps 1500] [--max-steps 2000] [--cache-steps 300] [--write-benchmarks]
+    python bench/latent.py [--vae-steps 400] [--max-steps 2000] [--cache-steps 300] [--write-benchmarks]
     python bench/latent.py --smoke   # digits at 16 px, a few steps, 20 eval samples: < 2 min, results in
                                      # bench/results/latent/smoke (delete it after)
 """
@@ -62,7 +64,7 @@ class Settings:
     dataset: str = "mnist"
     resolution: int = 32
     preset: str = "nano"
-    vae_steps: int = 1500
+    vae_steps: int = 400
     vae_eval_images: int = 1000
     max_steps: int = 2000
     eval_every: int = 200
@@ -246,9 +248,53 @@ def cache_runs(bench: Bench, backbone: str) -> dict:
             "break_even_epochs": one_off / (saving * steps_per_epoch) if saving > 0 else None}
 
 
+def steady_kwh_per_step(run_dir: Path, skip: int) -> tuple[float, float]:
+    """``(energy per step after the first ``skip`` steps, energy of the first ``skip``)`` from the run's log
+    records (every ``run.log_every`` steps: the run's energy so far)."""
+    logs = {r["step"]: r["energy_kwh"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+            if "loss" in r and "energy_kwh" in r}
+    first, last = min((k for k in logs if k >= skip), default=None), max(logs)
+    if first is None or last <= first:
+        raise SystemExit(f"{run_dir}: too few log records after step {skip} to measure a steady step")
+    return (logs[last] - logs[first]) / (last - first), logs[first]
+
+
+def compile_runs(bench: Bench, backbone: str) -> dict:
+    """Step 8: ``--compile`` against the warm cache run (same latents, steps and settings): the steady energy
+    per step after the first steps, and the compiled run's one-off (its first steps, compilation included,
+    minus what they would cost at its own steady pace)."""
+    s, skip = bench.s, max(1, bench.s.cache_steps // 6)
+    base = ["--vae", str(bench.work / "vae"), "--backbone", backbone,
+            "--latent-cache-dir", str(bench.work / "cache-bench-latents")]
+    if backbone == "dit":
+        base += ["--patch-size", str(s.patch_size)]
+    compiled = train(bench, "compiled", [*base, "--compile"], steps=s.cache_steps)
+    out = {"backbone": backbone, "steps": s.cache_steps, "skip": skip}
+    for way, run_dir in (("eager", bench.work / "cache-warm"), ("compiled", bench.work / compiled["dir"])):
+        (folder,) = run_dir.iterdir() if run_dir.name == "cache-warm" else (run_dir,)
+        per_step, first = steady_kwh_per_step(folder, skip)
+        out[way] = {"kwh_per_step": per_step, "first_steps_kwh": first,
+                    "one_off_kwh": max(0.0, first - skip * per_step)}
+    eager, fast = out["eager"]["kwh_per_step"], out["compiled"]["kwh_per_step"]
+    saving = eager - fast
+    out["break_even_steps"] = out["compiled"]["one_off_kwh"] / saving if saving > 0 else None
+    return out
+
+
+def compile_report(comp: dict) -> list[str]:
+    e, c = comp["eager"], comp["compiled"]
+    even = comp["break_even_steps"]
+    return [f"`--compile` (latent {comp['backbone']}, {comp['steps']} steps on the warm cache; steady pace after step "
+            f"{comp['skip']}): eager {e['kwh_per_step'] * 1e6:.4f} mWh per step, compiled "
+            f"{c['kwh_per_step'] * 1e6:.4f} mWh per step; the compiled run's first {comp['skip']} steps cost "
+            f"{wh(c['first_steps_kwh'])} ({wh(c['one_off_kwh'])} above its steady pace: the compilation). "
+            + (f"Break-even after {even:,.0f} steps." if even is not None
+               else "Compiled steps are no cheaper here: it never pays back.")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vae-steps", type=int, default=1500)
+    parser.add_argument("--vae-steps", type=int, default=400)
     parser.add_argument("--max-steps", type=int, default=2000)
     parser.add_argument("--cache-steps", type=int, default=300)
     parser.add_argument("--smoke", action="store_true", help="tiny settings (digits, 16 px), in results/latent/smoke")
@@ -282,6 +328,7 @@ def measure(bench: Bench) -> dict:
     runs[flow] = bench.cached(flow, lambda: latent_run(bench, flow, best, "flow", target), needs_dir=True)
     finals[flow] = bench.cached(f"{flow}-eval", lambda: score(bench, runs[flow]))
     cache = bench.cached(f"cache-{best}", lambda: cache_runs(bench, best))
+    compiled = bench.cached(f"compile-{best}", lambda: compile_runs(bench, best))
     reach = {}
     for name, r in runs.items():
         to = energy_to_reach(r["curve"], target)
@@ -291,7 +338,7 @@ def measure(bench: Bench) -> dict:
                        "with_vae_kwh": to + vae["energy_kwh"] if latent and to is not None else None}
     return {"date": today(), "machine": machine(), "settings": dataclasses.asdict(bench.s), "vae": vae, "runs": runs,
             "target_fid": target, "best_latent_backbone": best, "energy_to_target": reach, "finals": finals,
-            "cache": cache, "command": f"python bench/{Path(sys.argv[0]).name} {' '.join(sys.argv[1:])}".rstrip()}
+            "cache": cache, "compile": compiled, "command": f"python bench/{Path(sys.argv[0]).name} {' '.join(sys.argv[1:])}".rstrip()}
 
 
 def wh(kwh: float | None) -> str:
@@ -332,7 +379,8 @@ def report(result: dict) -> str:
         sd = f"± {f['fid_std']:.2f}" if f["fid_std"] is not None else ""
         acc = f"{f['class_accuracy']:.1%}" if f["class_accuracy"] is not None else "—"
         lines.append(f"| {name} | {f['fid_mean']:.2f} {sd} | {acc} | {f['sampler']} | {wh(f['kwh_per_1000_images'])} |")
-    lines += ["", *cache_report(result["cache"]), "", "Reading:", "", *reading(result)]
+    lines += ["", *cache_report(result["cache"]), "", *compile_report(result["compile"]), "", "Reading:", "",
+              *reading(result)]
     return "\n".join(lines)
 
 
