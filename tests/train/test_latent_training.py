@@ -159,3 +159,73 @@ def test_a_pixel_flow_run_exports_a_ddpm_pipeline_with_the_flow_scheduler(tiny_c
     assert out.shape == (2, 8, 8, 1)
     model = load_run_model(tmp_path / "run")
     assert type(model.sampler).__name__ == "FlowMatchEulerDiscreteScheduler" and model.config.optim.sampler_name == "euler"
+
+
+def test_the_vae_encodes_and_decodes_in_fp32_under_a_callers_autocast(vae_dir):
+    from greendiff.train import decode_latents, encode_posterior, load_vae
+
+    vae, z = load_vae(vae_dir), torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    plain = decode_latents(vae, z), encode_posterior(vae, images)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = decode_latents(vae, z), encode_posterior(vae, images)
+    assert torch.equal(plain[0], cast[0]) and all(torch.equal(a, b) for a, b in zip(plain[1], cast[1]))
+
+
+def test_a_resume_is_pinned_to_the_vae_s_weights_not_its_path(vae_dir, digits16, tmp_path, tracker):
+    import shutil
+
+    from greendiff.errors import UserInputError
+    from greendiff.train import check_train
+    from greendiff.train._vae_train import build_vae
+
+    moved = tmp_path / "moved-vae"
+    shutil.copytree(vae_dir, moved)
+    train(latent_config(moved, tmp_path / "cache", **{"run.max_steps": 2}), tmp_path / "run", digits16, tracker)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(moved, elsewhere)  # the same weights under another name: the same run
+    check_train(latent_config(elsewhere, tmp_path / "cache", **{"run.max_steps": 4}), 1, tmp_path / "run")
+    other = build_vae("nano", 1, resolution=16, seed=7)
+    other.register_to_config(scaling_factor=0.5)
+    other.save_pretrained(str(moved), safe_serialization=True)  # other weights at the same path: another run
+    with pytest.raises(UserInputError, match="model.vae_sha256"):
+        check_train(latent_config(moved, tmp_path / "cache", **{"run.max_steps": 4}), 1, tmp_path / "run")
+
+
+def test_latents_over_the_memory_budget_are_not_cached(vae_dir, digits16, tmp_path, caplog):
+    from greendiff.train import space_for
+
+    space = space_for(latent_config(vae_dir, tmp_path / "cache", **{"data.cache_max_gb": 1e-9}))
+    assert space.training_data(digits16) is digits16  # streamed as images, each batch encoded
+    assert "not cached" in caplog.text and not (tmp_path / "cache").exists()
+
+
+def test_an_unwritable_latent_cache_is_one_line_before_anything_starts(vae_dir, tmp_path):
+    from greendiff.errors import UserInputError
+    from greendiff.train import check_train
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UserInputError, match=r"the latent cache .* cannot be written .* --latent-cache-dir DIR, or "
+                                             r"--no-latent-cache") as info:
+        check_train(latent_config(vae_dir, blocker / "latents"), 1)
+    assert "\n" not in str(info.value)
+
+
+def test_flow_trains_with_uniform_weights_unless_the_weighting_is_given():
+    assert resolve_config(overrides={"optim.objective": "flow"}).optim.loss_weighting == "uniform"
+    assert resolve_config(overrides={"optim.objective": "flow", "optim.loss_weighting": "min-snr"}).optim.loss_weighting \
+        == "min-snr"
+    assert resolve_config(overrides={"optim.objective": "v"}).optim.loss_weighting == "min-snr"
+
+
+def test_a_latent_pipeline_whose_vae_does_not_fit_its_network_is_one_line(vae_dir, digits16, tmp_path, tracker):
+    import json
+
+    from greendiff.errors import UserInputError
+
+    train(latent_config(vae_dir, tmp_path / "cache"), tmp_path / "run", digits16, tracker)
+    config = tmp_path / "run" / "pipeline" / "vae" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "latent_channels": 8}))
+    with pytest.raises(UserInputError, match="its VAE makes 8-channel latents and its network takes 4 channels"):
+        load_run_model(tmp_path / "run")

@@ -115,7 +115,7 @@ def train_command(
     cache_max_gb: Annotated[Optional[float], _key("--cache-max-gb", "Hold decoded data up to this many GB in memory, else stream it from disk.", DATA, FLOAT)] = None,
     loader_workers: Annotated[Optional[int], _key("--loader-workers", "Decoding processes when the data streams.", DATA, INT)] = None,
     no_latent_cache: Annotated[bool, _key("--no-latent-cache", "With --vae: encode every step, not once.", DATA, metavar="")] = False,
-    latent_cache_dir: Annotated[Optional[str], _key("--latent-cache-dir", "Cached latents (default ~/.cache/greendiff).", DATA, metavar="DIR")] = None,
+    latent_cache_dir: Annotated[Optional[str], _key("--latent-cache-dir", "Cached latents (default ~/.cache/greendiff/latents).", DATA, metavar="DIR")] = None,
     preset: Annotated[Optional[str], _key("--preset", "Model size: pico, nano, tiny, small, base.", MODEL, metavar="NAME")] = None,
     backbone: Annotated[Optional[str], _key("--backbone", "unet, or dit (class-conditional; needs --vae).", MODEL, metavar="NAME")] = None,
     patch_size: Annotated[Optional[int], _key("--patch-size", "DiT patch side, in latent pixels.", MODEL, INT)] = None,

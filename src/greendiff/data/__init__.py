@@ -21,14 +21,15 @@ from typing import TYPE_CHECKING
 from greendiff.data._constants import BUILTIN, DIGIT_CLASSES, MAX_CLASSES, REFERENCE_IMAGES
 
 if TYPE_CHECKING:
-    from greendiff.data._batches import Batch, ImageSet, batch_indices, reference_indices
+    from greendiff.data._batches import Batch, ImageSet, Labelled, batch_indices, reference_indices, step_indices
     from greendiff.data._load import Data, label_sources, load_dataset
     from greendiff.data._sources import image_files, load_digits
-    from greendiff.data._stream import StreamedSet
+    from greendiff.data._stream import StreamedSet, decode_all
 
 #: Where each name that needs torch lives: imported on first use, so ``import greendiff.data`` (and
 #: ``greendiff --help``, which reads the constants) does not import torch.
 _LAZY = {"Batch": "_batches", "ImageSet": "_batches", "batch_indices": "_batches", "reference_indices": "_batches",
+         "step_indices": "_batches", "Labelled": "_batches", "decode_all": "_stream",
          "Data": "_load", "label_sources": "_load", "load_dataset": "_load",
          "image_files": "_sources", "load_digits": "_sources", "StreamedSet": "_stream"}
 
@@ -55,5 +56,7 @@ __all__ = [
     # labels: the class-id cap (ids 0..MAX_CLASSES - 1) and what gives a dataset its labels, for messages
     "MAX_CLASSES", "label_sources",
     # batches by step, and the reference images of evaluations
-    "Batch", "batch_indices", "REFERENCE_IMAGES", "reference_indices",
+    "Batch", "batch_indices", "step_indices", "REFERENCE_IMAGES", "reference_indices",
+    # for layers that hold a dataset's derived form (the latent cache): the labels' helpers, decoding in chunks
+    "Labelled", "decode_all",
 ]

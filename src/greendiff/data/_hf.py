@@ -96,6 +96,13 @@ class SavedReader:
     def name(self, i: int) -> str:
         return f"{self.where} row {i}"
 
+    def sources(self) -> dict:
+        """The saved dataset's Arrow files and the image column read from them."""
+        files = [Path(f["filename"]) for f in getattr(self.dataset, "cache_files", [])]
+        if not files:
+            raise ValueError(f"{self.where}: a saved dataset without files on disk cannot be identified undecoded")
+        return {"files": files, "column": self.column}
+
     def raw(self, i: int) -> bytes:
         value = self.dataset[int(i)][self.column]
         if isinstance(value, dict):

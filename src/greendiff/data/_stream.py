@@ -92,6 +92,10 @@ class ImageReader(Protocol):
     def decode(self, i: int):
         """Image ``i`` decoded as a Pillow image of mode ``L`` or ``RGB``; :class:`BadImage` if unusable."""
 
+    def sources(self) -> dict:
+        """What identifies the images without decoding them: ``{"files": [Path, ...], ...}`` (the files they
+        are read from; any other key a JSON value), for a cache keyed by the data."""
+
 
 @dataclass(frozen=True)
 class FileReader:
@@ -110,6 +114,9 @@ class FileReader:
 
     def error(self, i: int, exc: Exception) -> UserInputError:
         return bad_file_error(self.files[i], exc)
+
+    def sources(self) -> dict:
+        return {"files": list(self.files)}
 
 
 @dataclass(frozen=True)
@@ -242,6 +249,13 @@ class StreamedSet(Labelled):
     @property
     def captions(self) -> Sequence[str] | None:
         return self.decode_set.captions
+
+    def sources(self) -> dict:
+        """What identifies the images without decoding a pixel: the reader's files (``files``) and source, and
+        how they are decoded (resolution, channels, bad-image policy)."""
+        d = self.decode_set
+        return {**d.reader.sources(), "resolution": d.resolution, "channels": d.channels,
+                "skip_bad_images": d.skip_bad_images}
 
     def batches(self, start_step: int = 0, batch_size: int = 1, world_size: int = 1, rank: int = 0, seed: int = 0,
                 stop_step: int | None = None) -> Iterator[Batch]:

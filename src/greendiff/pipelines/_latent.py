@@ -120,7 +120,7 @@ class LatentPipeline(ClassTableMixin, DiffusionPipeline):
         x = x * getattr(scheduler, "init_noise_sigma", 1.0)
         for t in self.progress_bar(scheduler.timesteps):
             model_input = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
-            model_output = guided_output(self.model, model_input, t, labels, w, self.null_class)
+            model_output = guided_output(self.model, model_input, t, labels, w, self.null_class).float()
             x = scheduler.step(model_output, t, x, generator=generator).prev_sample
         return x
 

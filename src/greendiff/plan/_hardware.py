@@ -228,8 +228,7 @@ def training_steps(config, data, device) -> tuple[Callable[[int], None], float]:
     device's cost per sample)."""
     import torch
 
-    from greendiff.train import family_for, make_optimizer, resolve_precision, step_generator
-    from greendiff.train._space import latent_generator
+    from greendiff.train import family_for, latent_generator, make_optimizer, resolve_precision, step_generator
 
     optim, channels = config.optim, data.channels
     family = family_for(config)

@@ -353,6 +353,9 @@ def _load_latent_run(run_dir: Path, pipeline: Path) -> RunModel:
                                          config.model.num_classes)
     what = f"--run {run_dir}: pipeline/vae"
     shape = read_vae_shape(pipeline / "vae", what)
+    if shape.latent_channels != net.config.in_channels:
+        raise UserInputError(f"--run {run_dir}: its VAE makes {shape.latent_channels}-channel latents and its network takes "
+                             f"{net.config.in_channels} channels; the pipeline is inconsistent")
     space = LatentSpace(load_vae(pipeline / "vae", what), shape, vae_weights_sha256(pipeline / "vae"),
                         config.data.resolution)
     return RunModel(config, net, make_sampler(config.optim, scheduler), space)

@@ -69,6 +69,10 @@ def fingerprint(config, channels: int) -> dict:
 
     arch = resolve_architecture(config.model)
     whole = {key: value for key, value in _flat(json.loads(json.dumps(to_dict(config)))).items() if key not in MAY_CHANGE}
+    if config.model.vae:  # a latent run: the VAE's weights decide what it learns, wherever the folder is
+        from greendiff.train._vae import vae_weights_sha256
+
+        whole["model.vae_sha256"] = vae_weights_sha256(Path(config.model.vae))
     return {"model.preset": config.model.preset, "model.block_out_channels": list(arch.block_out_channels),
             "model.layers_per_block": arch.layers_per_block, "model.attention": "on" if arch.attention else "off",
             "data.resolution": config.data.resolution, "data.channels": channels,

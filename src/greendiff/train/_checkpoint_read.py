@@ -141,7 +141,8 @@ def _read_books(folder: Path) -> dict:
 
 #: what a resume may change: how far to train, and how often the loop writes (not what it learns)
 MAY_CHANGE = frozenset({"run.max_steps", "run.checkpoint_every", "run.keep_checkpoints", "run.sample_every", "run.log_every",
-                        "data.latent_cache", "data.latent_cache_dir", "optim.compile"})
+                        "data.latent_cache", "data.latent_cache_dir", "optim.compile",
+                        "model.vae"})  # a latent run's VAE is pinned by its weights' digest (model.vae_sha256)
 
 
 def _upgraded(saved: dict) -> dict:

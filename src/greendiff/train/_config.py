@@ -107,7 +107,9 @@ class RecipeConfig:
     ``objective``: what the network predicts (:mod:`greendiff.train._objectives`): ``epsilon`` the noise, ``v``
     the velocity of v-prediction (Salimans & Ho 2022), ``flow`` the rectified-flow velocity (Esser et al.
     2024, SD3), trained at logit-normal times (``flow_logit_mean``, ``flow_logit_std``) and sampled with
-    diffusers' ``FlowMatchEulerDiscreteScheduler`` (``sampler`` and ``beta_schedule`` are for epsilon and v).
+    diffusers' ``FlowMatchEulerDiscreteScheduler`` (``sampler``, ``beta_schedule`` and ``timestep_sampling`` are
+    for epsilon and v), with uniform loss weights as SD3 unless ``loss_weighting`` is given (min-snr is defined
+    for flow too: :class:`~greendiff.train.FlowObjective`).
     ``compile``: ``torch.compile`` the network (opt-in: compiling costs minutes up front).
     """
 
@@ -429,6 +431,9 @@ def resolve_config(file: Path | None = None, overrides: dict[str, Any] | None = 
         raise UserInputError(_where(str(exc), file, from_file, from_cli)) from None
     if config.optim.lr == 0:  # the preset's learning rate, written into the saved config
         config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, lr=preset_lr(config.model)))
+    given = {**from_file.get("optim", {}), **from_cli.get("optim", {})}
+    if config.optim.objective == "flow" and "loss_weighting" not in given:  # SD3 trains flow with uniform weights
+        config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, loss_weighting="uniform"))
     return config
 
 

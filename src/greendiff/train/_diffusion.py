@@ -98,7 +98,8 @@ def drop_labels(labels: torch.Tensor, cond_dropout: float, null_class: int, gene
 def diffusion_loss(unet, noise_scheduler, x0: torch.Tensor, generator: torch.Generator, optim: RecipeConfig,
                    labels: torch.Tensor | None = None, cond_dropout: float = 0.0,
                    null_class: int | None = None) -> torch.Tensor:
-    """Weighted denoising loss of a batch ``x0`` (B, C, H, W) in [-1, 1]; noise drawn from ``generator``.
+    """Weighted denoising loss of a clean batch ``x0`` (B, C, H, W): images in [-1, 1], or scaled latents; noise
+    drawn from ``generator``.
 
     Args:
         labels: Class ids (B,) of a class-conditional UNet; None (default): unconditional, the same
@@ -159,7 +160,7 @@ def sample_images(unet, sampler, n: int, steps: int, shape: tuple[int, int, int]
         x = torch.randn((min(batch_size, n - start), *shape), generator=generator).to(device)
         batch_labels = None if ids is None else ids[start:start + x.shape[0]]
         for i, t in enumerate(sampler.timesteps, 1):
-            model_output = guided_output(unet, x, t, batch_labels, w)
+            model_output = guided_output(unet, x, t, batch_labels, w).float()  # the step in fp32 (flow's casts back)
             x = sampler.step(model_output, t, x, generator=generator).prev_sample
             if on_step is not None:
                 on_step(start + x.shape[0] * i / len(sampler.timesteps))

@@ -8,7 +8,7 @@ guidance) is K, the last row of diffusers' label table.
 
 Each preset has about the parameters of the UNet preset of the same name (:data:`greendiff.train._model.PRESETS`)
 at 4 latent channels and 10 classes (within 10 %); MACs per image on 8x8x4 latents with patch 2 (16 tokens),
-measured with PyTorch's FLOP counter (:func:`dit_macs`, attention included; the UNet's measured the same way):
+measured with PyTorch's FLOP counter (:func:`~greendiff.train.count_macs`, attention included; the UNet's measured the same way):
 
     ======  ======  =====  =====  ==========  ===========  ===========  ===========  ====
     preset  layers  heads  width  DiT params  UNet params  DiT MACs     UNet MACs    lr
@@ -195,29 +195,6 @@ def compact_dit(transformer, num_classes: int):
         raise ValueError(f"compact_dit takes a DiT of {DIT_PIPELINE_CLASSES} classes to 1..{DIT_PIPELINE_CLASSES - 1}, "
                          f"got {have} -> {num_classes}")
     return _with_label_rows(transformer, num_classes, [*range(num_classes), DIT_PIPELINE_CLASSES])
-
-
-def dit_macs(net, latent_size: int, channels: int) -> int:
-    """Multiply-accumulates of one forward pass of ``net`` (a DiT, or a UNet) on one ``channels`` x
-    ``latent_size``² input, class 0 when it is class-conditional: PyTorch's FLOP counter / 2, with the
-    attention of CPU's fused SDPA kernel counted too (the counter knows only the GPU kernels: on CPU it would
-    leave out the 2·N²·width MACs of each attention over N tokens). Guidance with w not 0 or 1 runs two.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    cpu_attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops}
-    sample = torch.zeros(1, channels, latent_size, latent_size)
-    labels = {"class_labels": torch.tensor([0])} if num_classes_of(net) else {}
-    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=cpu_attention) as counter:
-        net(sample, torch.tensor([10]), **labels)
-    return counter.get_total_flops() // 2
-
-
-def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    """FLOPs of one fused attention (PyTorch's formula for its GPU kernels): (B, heads, N, d) shapes."""
-    from torch.utils.flop_counter import sdpa_flop_count
-
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
 def _dit_classes(transformer) -> int:

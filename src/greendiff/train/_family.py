@@ -71,10 +71,6 @@ class UNetFamily:
         """``(parameters, MACs per image of one forward)`` (the VAE's decoding not included)."""
         res = config.data.resolution
         c, side, _ = self.space.model_shape((channels, res, res))
-        if config.model.backbone == "dit":
-            from greendiff.train._dit import dit_macs
-
-            return count_parameters(net), dit_macs(net, side, c)
         return count_parameters(net), count_macs(net, side, c)
 
     def describe(self, config: TrainConfig, channels: int) -> str:
@@ -130,7 +126,7 @@ class UNetFamily:
     def export(self, net, ema, noise_scheduler, path: Path, class_names: Sequence[str] | None = None) -> None:
         """The pipeline with the EMA weights: :func:`~greendiff.train.export_pipeline` (a ``DDPMPipeline``;
         ``class_names`` are a conditional family's, unused here), or in latent space
-        :func:`~greendiff.train._artifacts.export_latent_pipeline`."""
+        :func:`~greendiff.train._latent_artifacts.export_latent_pipeline`."""
         if self.space.latent:
             export_latent_pipeline(net, ema, noise_scheduler, self.space.vae, path, class_names)
         else:
@@ -210,7 +206,7 @@ class ClassConditionalFamily(UNetFamily):
     def export(self, net, ema, noise_scheduler, path: Path, class_names: Sequence[str] | None = None) -> None:
         """:func:`~greendiff.train.export_class_pipeline` with the EMA weights and the name of each class id
         0..K-1 (``class_names``, the data's; None: ids only); in latent space
-        :func:`~greendiff.train._artifacts.export_latent_pipeline` (a DiT trained with epsilon or v: a plain
+        :func:`~greendiff.train._latent_artifacts.export_latent_pipeline` (a DiT trained with epsilon or v: a plain
         ``DiTPipeline``)."""
         if self.space.latent:
             export_latent_pipeline(net, ema, noise_scheduler, self.space.vae, path, class_names)

@@ -18,24 +18,25 @@ from pathlib import Path
 from greendiff.errors import UserInputError
 from greendiff.ledger import BadRecordError, load_json_file
 from greendiff.names import first_line
-from greendiff.pipelines import num_classes_of
+from greendiff.pipelines import num_classes_of, unwrapped
 from greendiff.train._artifacts import (
-    WEIGHTS_FILE, _check_values, check_safetensors, check_unet_config, ema_model, save_pipeline_atomically,
+    WEIGHTS_FILE, _check_values, check_safetensors, check_scheduler_config, check_unet_config, ema_model,
+    save_pipeline_atomically,
 )
 
 #: The latent pipelines a run directory may hold (``model_index.json``'s ``_class_name``) and the folder
 #: of each one's network.
 LATENT_PIPELINES = {"DiTPipeline": "transformer", "LatentPipeline": "model"}
-#: The most classes a plain ``DiTPipeline`` takes (it hard-codes the null class as id 1000).
-DIT_PIPELINE_CLASSES = 1000
 _DIT_RULES = {"sample_size": (int, 1, 4096), "in_channels": (int, 1, 64), "patch_size": (int, 1, 64),
               "num_layers": (int, 1, 256), "num_attention_heads": (int, 1, 256),
               "attention_head_dim": (int, 1, 1024), "num_embeds_ada_norm": (int, 1, 100_000)}
 
 
 def is_dit(net) -> bool:
-    """Whether ``net`` is a ``DiTTransformer2DModel`` (by its config: diffusers is imported lazily)."""
-    return type(getattr(net, "module", net)).__name__ == "DiTTransformer2DModel"
+    """Whether ``net`` (unwrapped from data parallelism or ``torch.compile``) is a ``DiTTransformer2DModel``."""
+    from diffusers import DiTTransformer2DModel
+
+    return isinstance(unwrapped(net), DiTTransformer2DModel)
 
 
 def export_latent_pipeline(net, ema, noise_scheduler, vae, path: Path, class_names: Sequence[str] | None = None) -> None:
@@ -49,6 +50,8 @@ def export_latent_pipeline(net, ema, noise_scheduler, vae, path: Path, class_nam
     vae = copy.deepcopy(vae).cpu()  # frozen fp32 weights; a copy, so the run's own VAE stays on its device
     flow = isinstance(noise_scheduler, FlowMatchEulerDiscreteScheduler)
     scheduler = copy.deepcopy(noise_scheduler) if flow else DDIMScheduler.from_config(noise_scheduler.config)
+    from greendiff.train._dit import DIT_PIPELINE_CLASSES
+
     if is_dit(model) and not flow and num_classes_of(model) <= DIT_PIPELINE_CLASSES:
         from greendiff.train._dit import export_dit_pipeline
 
@@ -97,6 +100,7 @@ def load_latent_network(run_dir: Path, pipeline: Path, class_name: str, num_clas
             raise UserInputError(f"--run {run_dir}: {path} is missing; the pipeline is incomplete")
     (check_dit_config if network == "DiTTransformer2DModel" else check_unet_config)(files[0])
     check_safetensors(files[1])
+    check_scheduler_config(files[2])
     import diffusers
 
     try:  # safetensors only: a .bin (pickle) beside it is never read

@@ -45,10 +45,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from greendiff.data import Batch, ImageSet, StreamedSet
-from greendiff.data._batches import Labelled, step_indices
-from greendiff.data._hf import SavedReader
-from greendiff.data._stream import FileReader, decode_all
+from greendiff.data import Batch, ImageSet, Labelled, StreamedSet, decode_all, step_indices
 from greendiff.errors import UserInputError
 from greendiff.names import display_path, first_line
 from greendiff.train._checkpoint import remove_tree
@@ -187,17 +184,6 @@ def _hash_tensor(h, name: str, t: torch.Tensor | None) -> None:
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
 
 
-def _reader_files(reader) -> list[Path]:
-    """The files a streamed set's images are read from: an image folder's images, a saved dataset's Arrow files."""
-    if isinstance(reader, FileReader):
-        return list(reader.files)
-    if isinstance(reader, SavedReader):
-        files = [Path(f["filename"]) for f in getattr(reader.dataset, "cache_files", [])]
-        if files:
-            return files
-    raise ValueError(f"cannot fingerprint images read by a {type(reader).__name__} without decoding them")
-
-
 def _file_stats(files: Sequence[Path]) -> list[tuple[str, int, int]]:
     """``(absolute path, size in bytes, mtime in ns)`` of each file: what changes when a file does."""
     stats = []
@@ -222,11 +208,8 @@ def data_fingerprint(data: ImageSet | StreamedSet) -> str:
     if isinstance(data, ImageSet):
         _hash_tensor(h, "images", data.images)
     elif isinstance(data, StreamedSet):
-        d = data.decode_set
-        what = {"files": _file_stats(_reader_files(d.reader)), "resolution": d.resolution, "channels": d.channels,
-                "skip_bad_images": d.skip_bad_images}
-        if isinstance(d.reader, SavedReader):
-            what["column"] = d.reader.column
+        what = data.sources()
+        what["files"] = _file_stats(what["files"])
         h.update(b"streamed" + json.dumps(what, sort_keys=True).encode())
     else:
         raise TypeError(f"data_fingerprint takes an ImageSet or a StreamedSet, not a {type(data).__name__}")
@@ -459,8 +442,8 @@ class LatentCache:
             _put_in_place(tmp, folder)
         except OSError as exc:
             raise UserInputError(f"cannot write the latent cache in {display_path(self.root)} "
-                                 f"({exc.strerror or first_line(exc)}); choose another cache folder or turn the "
-                                 "latent cache off") from None
+                                 f"({exc.strerror or first_line(exc)}); give --latent-cache-dir DIR (another folder) or "
+                                 "--no-latent-cache") from None
         finally:
             remove_tree(tmp)
         return latents

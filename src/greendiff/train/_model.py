@@ -184,14 +184,25 @@ def count_parameters(module: torch.nn.Module) -> int:
 
 
 def count_macs(unet, resolution: int, channels: int) -> int:
-    """Multiply-accumulates of one forward pass on one image (PyTorch's FLOP counter / 2); a class-conditional
-    UNet is run on class 0 (the embedding is a lookup: no MACs). Guidance with w not 0 or 1 runs two."""
+    """Multiply-accumulates of one forward pass on one ``channels`` x ``resolution``² input (a UNet's image or
+    latents, a DiT's latents): PyTorch's FLOP counter / 2, with the attention of the CPU's fused SDPA kernel
+    counted too (the counter knows only the GPU kernels: on a CPU it would leave out the 2·N²·width MACs of
+    each attention over N tokens). A class-conditional network runs on class 0 (the embedding is a lookup: no
+    MACs). Guidance with w not 0 or 1 runs two."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from greendiff.pipelines import num_classes_of
 
+    cpu_attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops}
     sample = torch.zeros(1, channels, resolution, resolution)
     labels = {"class_labels": torch.tensor([0])} if num_classes_of(unet) else {}
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=cpu_attention) as counter:
         unet(sample, torch.tensor([10]), **labels)
     return counter.get_total_flops() // 2
+
+
+def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of one fused attention (PyTorch's formula for its GPU kernels): (B, heads, N, d) shapes."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)

@@ -12,8 +12,8 @@
   x0 = x_t − t·u, the clean-image error is t² times the velocity's, so the weight is t²·min(SNR, γ), with
   SNR = ((1 − t) / t)².
 
-The recipe's ε and v training (:func:`greendiff.train._diffusion.noised_batch` and ``loss_weights``) draws
-through these objects.
+The recipe's training (:func:`greendiff.train._diffusion.noised_batch` and ``loss_weights``, for
+``optim.objective`` epsilon, v or flow) draws through these objects.
 
 Example:
     >>> import torch

@@ -18,9 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import logging
+
 import torch
 
 from greendiff.data import Batch
+from greendiff.train._vae import VaeShape
+
+logger = logging.getLogger(__name__)
 
 
 def latent_generator(seed: int, step: int) -> torch.Generator:
@@ -61,13 +66,16 @@ class LatentSpace:
         vae_sha256: Its weights' digest (a part of the latent cache's key).
         resolution: The images' side in pixels.
         cache_root: The latent cache's folder; None: no cache (every step encodes its batch).
+        max_cache_gb: The most the cached latents may take in memory (``data.cache_max_gb``); larger ones are
+            not cached (every step encodes its batch, as a streamed dataset decodes its own).
     """
 
     vae: torch.nn.Module
-    shape: object
+    shape: VaeShape
     vae_sha256: str
     resolution: int
     cache_root: Path | None = None
+    max_cache_gb: float = float("inf")
     latent = True
     name = "latent"
 
@@ -95,6 +103,12 @@ class LatentSpace:
         """What the trainer streams: the cached posteriors of ``data`` (encoded now, inside ``encode_window()``,
         on a miss; ``report(done, total)`` after each chunk), or ``data`` itself without a cache."""
         if self.cache_root is None:
+            return data
+        c, h, w = self.model_shape((data.channels, self.resolution, self.resolution))
+        latents_gb = data.num_images * c * h * w * 2 * 4 / 1e9  # mean and std, float32
+        if latents_gb > self.max_cache_gb:
+            logger.warning("the latents of %s images would take %.1f GB, more than data.cache_max_gb %g: not cached, "
+                           "every step encodes its batch", f"{data.num_images:,}", latents_gb, self.max_cache_gb)
             return data
         from greendiff.train._latents import (
             LatentCache, data_fingerprint, encode_and_store, latent_cache_key, latent_key_parts,
@@ -139,33 +153,59 @@ def space_for(config, device: torch.device | str = "cpu") -> PixelSpace | Latent
     ``data.latent_cache_dir`` (or the default root) unless ``data.latent_cache`` is off."""
     if not config.model.vae:
         return PixelSpace()
-    from greendiff.train._latents import default_cache_root
     from greendiff.train._vae import load_vae, read_vae_shape, vae_weights_sha256
 
     folder = Path(config.model.vae)
     shape = read_vae_shape(folder, "model.vae")
-    root = None
-    if config.data.latent_cache:
-        root = Path(config.data.latent_cache_dir) if config.data.latent_cache_dir else default_cache_root()
-    space = LatentSpace(load_vae(folder, "model.vae"), shape, vae_weights_sha256(folder), config.data.resolution, root)
+    root = cache_root(config) if config.data.latent_cache else None
+    space = LatentSpace(load_vae(folder, "model.vae"), shape, vae_weights_sha256(folder), config.data.resolution, root,
+                        config.data.cache_max_gb)
     return space.to(device)
 
 
 def check_space(config, channels: int) -> tuple[int, int]:
     """``(side, channels)`` of the model's samples for ``channels``-channel images of ``config``: the images'
-    own in pixel space; in latent space the VAE's (``model.vae`` read from its config.json alone: one-line
-    errors for a folder that is not a usable AutoencoderKL, images of other channels than the data's, or a
-    resolution its downsampling does not divide)."""
+    own in pixel space; in latent space the VAE's. Checked before a run directory or a ledger row exists,
+    one line each: a ``model.vae`` folder that is not a usable AutoencoderKL (its weights loaded, so a damaged
+    file is caught now), images of other channels than the data's, a resolution its downsampling does not
+    divide, a latent cache folder that cannot be written."""
     from greendiff.errors import UserInputError
     from greendiff.names import display_path
 
     if not config.model.vae:
         return config.data.resolution, channels
-    from greendiff.train._vae import latent_size, read_vae_shape
+    from greendiff.train._vae import latent_size, load_vae, read_vae_shape
 
     shape = read_vae_shape(Path(config.model.vae), "model.vae")
     if shape.image_channels != channels:
         raise UserInputError(f"model.vae {display_path(Path(config.model.vae))} encodes {shape.image_channels}-channel "
                              f"images; the dataset {config.data.dataset!r} has {channels}: train a VAE on this data "
                              "(greendiff vae train)")
-    return latent_size(shape, config.data.resolution, "model.vae"), shape.latent_channels
+    side = latent_size(shape, config.data.resolution, "model.vae")
+    load_vae(Path(config.model.vae), "model.vae")
+    if config.data.latent_cache:
+        check_writable(cache_root(config))
+    return side, shape.latent_channels
+
+
+def cache_root(config) -> Path:
+    """The latent cache's folder of ``config``: ``data.latent_cache_dir``, else the default root."""
+    from greendiff.train._latents import default_cache_root
+
+    return Path(config.data.latent_cache_dir) if config.data.latent_cache_dir else default_cache_root()
+
+
+def check_writable(root: Path) -> None:
+    """``root`` (or its nearest existing parent, where it would be made) is a folder this process may write;
+    a one-line error naming the way out otherwise."""
+    import os
+
+    from greendiff.errors import UserInputError
+    from greendiff.names import display_path
+
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserInputError(f"the latent cache {display_path(root)} cannot be written ({display_path(existing)} is "
+                             "not a writable folder): give --latent-cache-dir DIR, or --no-latent-cache")

@@ -374,13 +374,24 @@ class Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.emit(self._start_event())
-        if self.family.space.latent:  # the latent cache: a hit, or the dataset encoded now, once
-            self.stream.close()
-            self.stream = self._stream(self.family.space.training_data(self.data, lambda: self.tracker.window("encode"),
-                                                                        self._encode_progress))
+        if self.family.space.latent:
+            self._use_latent_cache()
         if self.evaluating and self.is_main:
             with self.tracker.window("eval"):
                 self.evaluator.prepare(self.data.reference_images())
+
+    def _use_latent_cache(self) -> None:
+        """Stream the cached latents: a hit, or the dataset encoded now, once (in a job, by the main process
+        while the others wait, then a hit for them)."""
+        space, source = self.family.space, None
+        if self.is_main:
+            source = space.training_data(self.data, lambda: self.tracker.window("encode"), self._encode_progress)
+        if self.dist.distributed:
+            self.dist.all_true(True)  # a barrier: the main process has stored the entry
+        if not self.is_main:
+            source = space.training_data(self.data)
+        self.stream.close()
+        self.stream = self._stream(source)
 
     def _start_event(self) -> StartEvent:
         s, optim, processes = self.state, self.config.optim, self.dist.world_size

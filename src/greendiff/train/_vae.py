@@ -188,11 +188,18 @@ def _model_input(vae, x: torch.Tensor) -> torch.Tensor:
     return x.to(device=parameter.device, dtype=parameter.dtype)
 
 
+def _full_precision(vae):
+    """No autocast around the VAE (a caller's bf16/fp16 autocast would decode in half precision: Stable
+    Diffusion's VAE overflows in fp16), on its device's type."""
+    return torch.autocast(next(vae.parameters()).device.type, enabled=False)
+
+
 @torch.no_grad()
 def encode_posterior(vae, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The posterior of ``images`` (float (B, C, H, W) in [-1, 1]): ``(mean, std)``, float32 (B, c, h, w) on
     the CPU, UNscaled (multiply a sample by the scaling factor for the diffusion model's scale)."""
-    posterior = vae.encode(_model_input(vae, images)).latent_dist
+    with _full_precision(vae):
+        posterior = vae.encode(_model_input(vae, images)).latent_dist
     return posterior.mean.float().cpu(), posterior.std.float().cpu()
 
 
@@ -200,7 +207,8 @@ def encode_posterior(vae, images: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 def decode_latents(vae, z: torch.Tensor) -> torch.Tensor:
     """Images (float32 (B, C, H, W) in [-1, 1], on the CPU) of latents ``z`` in the diffusion model's scale
     (``scaling_factor`` times the posterior's)."""
-    images = vae.decode(_model_input(vae, z) / float(vae.config.scaling_factor)).sample
+    with _full_precision(vae):
+        images = vae.decode(_model_input(vae, z) / float(vae.config.scaling_factor)).sample
     return images.float().clamp(-1.0, 1.0).cpu()
 
 

@@ -22,8 +22,13 @@ def is_bundled(dataset: str) -> bool:
 def with_absolute_dataset(config):
     """``config`` with a folder or array ``data.dataset`` made absolute (against the current folder), so the
     saved ``config.toml`` finds it again from any folder (``train --resume``, ``eval``, ``sample``); a bundled
-    name, or a path that does not exist (``load_dataset`` says so), stays as given."""
-    dataset = config.data.dataset
+    name, or a path that does not exist (``load_dataset`` says so), stays as given. ``model.vae`` (if it
+    exists) and ``data.latent_cache_dir`` are made absolute the same way."""
+    dataset, vae, cache = config.data.dataset, config.model.vae, config.data.latent_cache_dir
+    if vae and os.path.exists(vae):  # a latent run's VAE and latent cache, too
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, vae=os.path.abspath(vae)))
+    if cache:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, latent_cache_dir=os.path.abspath(cache)))
     if is_bundled(dataset) or not os.path.exists(dataset):  # False for a NUL or an overlong name too
         return config
     return dataclasses.replace(config, data=dataclasses.replace(config.data, dataset=os.path.abspath(dataset)))

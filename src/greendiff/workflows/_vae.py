@@ -41,8 +41,7 @@ from greendiff.workflows._progress import Advance, NullProgress, Progress, check
 from greendiff.workflows._rundir import write_emissions, write_file
 
 if TYPE_CHECKING:
-    from greendiff.train._vae import VaeShape
-    from greendiff.train._vae_train import Reconstruction
+    from greendiff.train import Reconstruction, VaeShape
 
 RESOLUTION = Bounds(integer=True, lo=4, hi=4096, why="pixels per side")
 BATCH = Bounds(integer=True, lo=1, hi=65_536)
@@ -235,8 +234,7 @@ def prepare_vae_train(job: VaeTrainJob) -> _Prepared:
     anything is created or recorded."""
     from greendiff.data import load_dataset
     from greendiff.evaluate import resolve_extractor
-    from greendiff.train._vae import VaeShape, latent_size
-    from greendiff.train._vae_train import vae_preset
+    from greendiff.train import VaeShape, latent_size, vae_preset
 
     preset = vae_preset(job.preset)
     latent_size(VaeShape(1, preset.latent_channels, preset.downsample, 1.0), job.resolution, f"{job.preset} preset")
@@ -294,7 +292,7 @@ def _train_and_score(prepared: _Prepared, tracker, progress: Progress):
     factor and reconstructions computed in the ``eval`` window (on the same images)."""
     import torch
 
-    from greendiff.train._vae_train import (
+    from greendiff.train import (
         build_vae, posterior_latents, reconstruct, reconstruction_quality, scaling_factor_of, train_vae,
     )
 
