@@ -24,7 +24,8 @@ recipe, seed 0, bundled MNIST at ``--resolution 32``:
    ``--no-latent-cache`` (encodes every batch); energy per step = (train + encode phases) / steps, and the
    break-even in epochs = one-off encode / ((uncached - warm per step) * steps per epoch);
 8. ``--compile``: the winning backbone on the warm cache with ``torch.compile``, against the warm run: the
-   steady energy per step (after the first sixth of the steps) and the compilation's one-off.
+   steady energy per step (after the first sixth of the steps) and the compilation's one-off;
+9. when the DiT did not reach the target: the DiT again with patch 1 (4x the tokens), its first lever.
 
 Parameters and MACs per image are read from each run's start record in ``metrics.jsonl``. Resumable:
 each step's result is cached in ``bench/results/latent/<key>.json`` (the key hashes the settings; a run
@@ -178,14 +179,15 @@ def evals(bench: Bench) -> list[str]:
             "--eval-sample-steps", str(s.eval_sample_steps)]
 
 
-def latent_run(bench: Bench, name: str, backbone: str, objective: str, target: float) -> dict:
-    """Step 3/4: a latent run to the target, from an empty latent cache of its own (it pays its encode)."""
+def latent_run(bench: Bench, name: str, backbone: str, objective: str, target: float,
+               patch_size: int | None = None) -> dict:
+    """Step 3/4/9: a latent run to the target, from an empty latent cache of its own (it pays its encode)."""
     cache_dir = bench.work / f"{name}-latents"
     shutil.rmtree(cache_dir, ignore_errors=True)
     extra = ["--vae", str(bench.work / "vae"), "--backbone", backbone, "--objective", objective,
              "--target-fid", repr(target), "--latent-cache-dir", str(cache_dir), *evals(bench)]
     if backbone == "dit":
-        extra += ["--patch-size", str(bench.s.patch_size)]
+        extra += ["--patch-size", str(patch_size or bench.s.patch_size)]
     return train(bench, name, extra)
 
 
@@ -329,6 +331,11 @@ def measure(bench: Bench) -> dict:
     finals[flow] = bench.cached(f"{flow}-eval", lambda: score(bench, runs[flow]))
     cache = bench.cached(f"cache-{best}", lambda: cache_runs(bench, best))
     compiled = bench.cached(f"compile-{best}", lambda: compile_runs(bench, best))
+    if energy_to_reach(runs["latent-dit"]["curve"], target) is None:  # step 9: the DiT's first lever, patch 1
+        runs["latent-dit-patch1"] = bench.cached(
+            "latent-dit-patch1", lambda: latent_run(bench, "latent-dit-patch1", "dit", "epsilon", target, 1),
+            needs_dir=True)
+        finals["latent-dit-patch1"] = bench.cached("latent-dit-patch1-eval", lambda: score(bench, runs["latent-dit-patch1"]))
     reach = {}
     for name, r in runs.items():
         to = energy_to_reach(r["curve"], target)
