@@ -65,7 +65,7 @@ def bad(vae_dir, tmp_path):
         ("a VAE for 3-channel images", [*UNET, "--vae", str(rgb)], "model.vae"),
         ("a patch size that does not divide the latent side", ["--vae", str(vae_dir), "--backbone", "dit",
                                                                "--conditioning", "class", "--patch-size", "3"],
-         "model.patch_size 3"),
+         "model.patch_size 3 does not divide the latent side 4 (data.resolution 16 / the VAE's downsampling 4)"),
         ("an unknown objective", [*UNET, "--objective", "rectified"], "optim.objective must be one of epsilon, v, flow"),
         ("a DiT without a VAE", ["--backbone", "dit", "--conditioning", "class"], "model.backbone = dit trains in"),
         ("an unconditional DiT", ["--vae", str(vae_dir), "--backbone", "dit"], "model.backbone = dit is class-conditional"),

@@ -36,7 +36,7 @@ def check_train(config: TrainConfig, channels: int, resume_from: Path | None = N
     if config.model.backbone == "dit":
         from greendiff.train._dit import check_patch_size
 
-        check_patch_size(config.model.patch_size, side)
+        check_patch_size(config.model.patch_size, side, config.data.resolution, config.data.resolution // side)
     else:
         check_architecture(config.model, side)
     check_init_from(config.model, side, model_channels, config.optim.num_train_timesteps, config.model.num_classes)
