@@ -1,0 +1,214 @@
+"""The layout of a local diffusers text-to-image pipeline folder, read from ``model_index.json`` alone.
+
+``greendiff finetune --pipeline DIR`` starts here: which denoiser the pipeline has (a
+``UNet2DConditionModel``, the Stable Diffusion layout, or a ``*Transformer2DModel``, the SD3 / PixArt
+layout), its VAE, its (text encoder, tokenizer) pairs and its scheduler, and whether the folder holds
+every component it lists, with safetensors weights and a denoiser that fits the VAE's latents. No weight
+is read; a pickled ``.bin`` is never loaded. Each problem is one line naming the component.
+
+Example (a folder without model_index.json):
+    >>> import tempfile
+    >>> read_pipeline_layout(Path(tempfile.mkdtemp()), "--pipeline")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    greendiff.errors.UserInputError: --pipeline ...: no model_index.json; give a diffusers pipeline folder ...
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from greendiff.errors import UserInputError
+from greendiff.names import display_path, shown
+
+INDEX_FILE = "model_index.json"
+MAX_JSON_BYTES = 1_000_000
+UNET_CLASS = "UNet2DConditionModel"
+TRANSFORMER_SUFFIX = "Transformer2DModel"
+ENCODER_SLOTS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"), ("text_encoder_3", "tokenizer_3"))
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "spiece.model")
+PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+@dataclass(frozen=True)
+class PipelineLayout:
+    """What a pipeline folder holds, by component name (a subfolder of ``folder``).
+
+    Attributes:
+        folder: the pipeline folder.
+        kind: ``"unet"`` (a ``UNet2DConditionModel`` denoiser) or ``"transformer"`` (a ``*Transformer2DModel``).
+        pipeline_class: ``model_index.json``'s ``_class_name``, e.g. ``"StableDiffusionPipeline"``.
+        denoiser: the denoiser's component name, ``"unet"`` or ``"transformer"``.
+        denoiser_class: its class, e.g. ``"SD3Transformer2DModel"``.
+        vae: the VAE's component name, ``"vae"``.
+        text_encoders: ``(encoder, tokenizer)`` component names present, in order,
+            e.g. ``(("text_encoder", "tokenizer"),)``.
+        scheduler_class: the scheduler's class, e.g. ``"DDPMScheduler"``.
+    """
+
+    folder: Path
+    kind: Literal["unet", "transformer"]
+    pipeline_class: str
+    denoiser: str
+    denoiser_class: str
+    vae: str
+    text_encoders: tuple[tuple[str, str], ...]
+    scheduler_class: str
+
+
+def _bad(what: str, folder: Path, why: str) -> UserInputError:
+    return UserInputError(f"{what} {display_path(folder)}: {why}")
+
+
+def _read_json(path: Path, what: str, folder: Path, name: str) -> dict:
+    """The JSON object in ``path`` (``name`` is how messages call it), or one line naming what is wrong."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_JSON_BYTES + 1)
+        if len(raw) > MAX_JSON_BYTES:
+            raise _bad(what, folder, f"{name} is larger than {MAX_JSON_BYTES:,} bytes, not a diffusers config")
+        data = json.loads(raw.decode("utf-8"))
+    except OSError as exc:
+        raise _bad(what, folder, f"{name} cannot be read ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _bad(what, folder, f"{name} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise _bad(what, folder, f"{name} holds {type(data).__name__}, not a JSON object")
+    return data
+
+
+def _components(index: dict) -> dict[str, str]:
+    """Component name -> class name, for the entries ``[library, class]`` that are not ``[null, null]``."""
+    return {name: entry[1] for name, entry in index.items()
+            if not name.startswith("_") and isinstance(entry, list) and len(entry) == 2
+            and isinstance(entry[1], str)}
+
+
+def _denoiser(components: dict[str, str], what: str, folder: Path) -> tuple[str, str, str]:
+    """``(kind, component, class)`` of the pipeline's denoiser, or one line."""
+    unet, transformer = components.get("unet"), components.get("transformer")
+    if unet == UNET_CLASS:
+        return "unet", "unet", unet
+    if transformer is not None and transformer.endswith(TRANSFORMER_SUFFIX):
+        return "transformer", "transformer", transformer
+    found = f"unet {shown(unet)}" if unet else f"transformer {shown(transformer)}" if transformer else "none"
+    raise _bad(what, folder, f"{INDEX_FILE} has no supported denoiser (found: {found}); greendiff fine-tunes a "
+                             f"'unet' {UNET_CLASS} (Stable Diffusion) or a 'transformer' *{TRANSFORMER_SUFFIX} "
+                             "(SD3, PixArt)")
+
+
+def read_pipeline_layout(folder: Path, what: str = "--pipeline") -> PipelineLayout:
+    """The layout of the pipeline in ``folder``, from ``model_index.json`` only (no weights, no subfolder read).
+
+    Args:
+        folder: a diffusers pipeline folder (``model_index.json`` + one subfolder per component).
+        what: how messages name it (the flag or config key that gave it).
+
+    Raises:
+        UserInputError: one line for no such folder, no or invalid ``model_index.json``, no denoiser of a
+            supported class, no VAE, no scheduler, or no (text encoder, tokenizer) pair.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise _bad(what, folder, "no such folder" if not folder.exists() else "not a folder")
+    if not (folder / INDEX_FILE).is_file():
+        raise _bad(what, folder, f"no {INDEX_FILE}; give a diffusers pipeline folder (saved by "
+                                 "DiffusionPipeline.save_pretrained)")
+    index = _read_json(folder / INDEX_FILE, what, folder, INDEX_FILE)
+    components = _components(index)
+    kind, denoiser, denoiser_class = _denoiser(components, what, folder)
+    if "vae" not in components:
+        raise _bad(what, folder, f"{INDEX_FILE} lists no 'vae' component; a text-to-image pipeline needs a VAE")
+    if "scheduler" not in components:
+        raise _bad(what, folder, f"{INDEX_FILE} lists no 'scheduler' component")
+    pairs = []
+    for encoder, tokenizer in ENCODER_SLOTS:
+        if (encoder in components) != (tokenizer in components):
+            has, lacks = (encoder, tokenizer) if encoder in components else (tokenizer, encoder)
+            raise _bad(what, folder, f"{INDEX_FILE} lists component '{has}' without its '{lacks}'")
+        if encoder in components:
+            pairs.append((encoder, tokenizer))
+    if not pairs:
+        raise _bad(what, folder, f"{INDEX_FILE} lists no text encoder with its tokenizer ('text_encoder', "
+                                 "'tokenizer'); greendiff fine-tunes text-to-image pipelines")
+    return PipelineLayout(folder, kind, str(index.get("_class_name", "")), denoiser, denoiser_class, "vae",
+                          tuple(pairs), components["scheduler"])
+
+
+def _config_file(class_name: str) -> str:
+    if "Scheduler" in class_name:
+        return "scheduler_config.json"
+    if "ImageProcessor" in class_name or "FeatureExtractor" in class_name:
+        return "preprocessor_config.json"
+    return "config.json"
+
+
+def _check_component(folder: Path, name: str, class_name: str, what: str) -> None:
+    """One listed component: its subfolder, its config (or tokenizer files), one line naming it if absent."""
+    sub = folder / name
+    label = f"component '{name}' ({class_name})"
+    if not sub.is_dir():
+        raise _bad(what, folder, f"{label} is listed in {INDEX_FILE} but its folder {name}/ is missing")
+    if "Tokenizer" in class_name:
+        if not any((sub / file).is_file() for file in TOKENIZER_FILES):
+            raise _bad(what, folder, f"{label}: {name}/ has no tokenizer files (one of "
+                                     f"{', '.join(TOKENIZER_FILES)})")
+        return
+    config = _config_file(class_name)
+    if not (sub / config).is_file():
+        raise _bad(what, folder, f"{label}: {name}/ has no {config}")
+
+
+def _check_weights(folder: Path, name: str, what: str) -> None:
+    """A model component must hold ``*.safetensors`` weights; pickled ones are never loaded."""
+    sub = folder / name
+    if any(sub.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in sub.iterdir() if p.suffix in PICKLED_SUFFIXES)
+    if pickled:
+        raise _bad(what, folder, f"component '{name}' has only pickled weights ({pickled[0]}), which greendiff "
+                                 "never loads: re-save the pipeline with save_pretrained(folder, "
+                                 "safe_serialization=True)")
+    raise _bad(what, folder, f"component '{name}' has no *.safetensors weights in {name}/")
+
+
+def _channels(folder: Path, name: str, key: str, what: str) -> int:
+    config = _read_json(folder / name / "config.json", what, folder, f"{name}/config.json")
+    value = config.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _bad(what, folder, f"{name}/config.json: {key} must be a positive integer, got {shown(value)}")
+    return value
+
+
+def check_pipeline_folder(folder: Path, what: str = "--pipeline") -> PipelineLayout:
+    """:func:`read_pipeline_layout`, then the folder checked against it, still without loading any weight.
+
+    Args:
+        folder: a diffusers pipeline folder.
+        what: how messages name it.
+
+    Returns:
+        The layout, once every component listed in ``model_index.json`` is present.
+
+    Raises:
+        UserInputError: one line, naming the component, for anything :func:`read_pipeline_layout` rejects,
+            a listed component whose folder, config or tokenizer files are missing, a denoiser, VAE or text
+            encoder without ``*.safetensors`` weights, or a denoiser whose ``in_channels`` differ from the
+            VAE's ``latent_channels`` (mismatched components).
+    """
+    layout = read_pipeline_layout(folder, what)
+    folder = layout.folder
+    index = _read_json(folder / INDEX_FILE, what, folder, INDEX_FILE)
+    for name, class_name in _components(index).items():
+        _check_component(folder, name, class_name, what)
+    for name in (layout.denoiser, layout.vae, *(encoder for encoder, _ in layout.text_encoders)):
+        _check_weights(folder, name, what)
+    in_channels = _channels(folder, layout.denoiser, "in_channels", what)
+    latent_channels = _channels(folder, layout.vae, "latent_channels", what)
+    if in_channels != latent_channels:
+        raise _bad(what, folder, f"mismatched components: '{layout.denoiser}' ({layout.denoiser_class}) takes "
+                                 f"in_channels {in_channels} but 'vae' makes latent_channels {latent_channels}")
+    return layout
