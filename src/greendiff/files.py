@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -48,3 +49,25 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
 def atomic_write_text(path: Path | str, text: str, encoding: str = "utf-8") -> None:
     """:func:`atomic_write_bytes` for text (UTF-8 by default)."""
     atomic_write_bytes(path, text.encode(encoding))
+
+
+def read_json_object(path: Path, name: str, fail: Callable[[str], Exception], max_bytes: int = 1_000_000,
+                     large_as: str = "a config", object_as: str = "a JSON object") -> dict:
+    """The JSON object in ``path``, a small config file read whole; otherwise ``fail(why)`` is raised, ``why``
+    one phrase starting with ``name`` (how messages call the file): it cannot be read, is larger than
+    ``max_bytes`` (not ``large_as``), is not valid JSON, or holds another value (not ``object_as``)."""
+    import json
+
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            raise fail(f"{name} is larger than {max_bytes:,} bytes, not {large_as}")
+        data = json.loads(raw.decode("utf-8"))
+    except OSError as exc:
+        raise fail(f"{name} cannot be read ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise fail(f"{name} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise fail(f"{name} holds {type(data).__name__}, not {object_as}")
+    return data

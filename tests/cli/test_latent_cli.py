@@ -7,18 +7,12 @@ import json
 
 import pytest
 
-from greendiff.cli._app import main
 from greendiff.ledger import Ledger
+from tests.cli.test_train_cli import run_cli
 
 TINY = ["--preset", "nano", "--dataset", "digits", "--resolution", "16", "--batch-size", "16", "--sample-steps", "2",
         "--set", "run.num_samples=4", "--max-steps", "2"]
 UNET = ["--set", "model.block_out_channels=8,16"]
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

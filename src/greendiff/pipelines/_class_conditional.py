@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
 from greendiff.errors import UserInputError
@@ -14,6 +14,7 @@ from greendiff.pipelines._classes import ClassTableMixin, check_class_names, nam
 from greendiff.pipelines._guidance import (
     check_class_labels, check_guidance_scale, guided_output, guided_scheduler, num_classes_of,
 )
+from greendiff.pipelines._output import image_output
 
 
 class ClassConditionalPipeline(ClassTableMixin, DiffusionPipeline):
@@ -90,9 +91,4 @@ class ClassConditionalPipeline(ClassTableMixin, DiffusionPipeline):
             model_output = guided_output(self.unet, x, t, labels, w, self.null_class)
             x = scheduler.step(model_output, t, x, generator=generator).prev_sample
         images = (x / 2 + 0.5).clamp(0, 1).float()
-        if output_type != "pt":
-            images = images.cpu().permute(0, 2, 3, 1).numpy()
-            if output_type == "pil":
-                images = self.numpy_to_pil(images)
-        self.maybe_free_model_hooks()
-        return ImagePipelineOutput(images=images) if return_dict else (images,)
+        return image_output(self, images, output_type, return_dict)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
 from greendiff.errors import UserInputError
@@ -14,6 +14,7 @@ from greendiff.pipelines._classes import ClassTableMixin, check_class_names, nam
 from greendiff.pipelines._guidance import (
     check_class_labels, check_guidance_scale, guided_output, guided_scheduler, latent_scheduler, num_classes_of,
 )
+from greendiff.pipelines._output import image_output
 
 
 class LatentPipeline(ClassTableMixin, DiffusionPipeline):
@@ -93,12 +94,7 @@ class LatentPipeline(ClassTableMixin, DiffusionPipeline):
         latents = self._denoise(labels.shape[0] if labels is not None else batch_size, labels, w,
                                 num_inference_steps, generator)
         images = self._decode(latents)
-        if output_type != "pt":
-            images = images.cpu().permute(0, 2, 3, 1).numpy()
-            if output_type == "pil":
-                images = self.numpy_to_pil(images)
-        self.maybe_free_model_hooks()
-        return ImagePipelineOutput(images=images) if return_dict else (images,)
+        return image_output(self, images, output_type, return_dict)
 
     def _labels(self, class_labels) -> torch.Tensor | None:
         """The class ids asked for, checked, on the execution device; None for an unconditional model."""

@@ -66,7 +66,7 @@ from greendiff.train._dit import DIT_PRESETS, build_dit, check_patch_size
 from greendiff.train._latents import (
     LatentBatch, LatentCache, LatentSet, data_fingerprint, default_cache_root, latent_cache_key,
 )
-from greendiff.train._space import LatentSpace, PixelSpace, latent_generator, space_for
+from greendiff.train._space import LatentSpace, PixelSpace, latent_generator, sample_decoded, space_for
 from greendiff.train._vae import VaeShape, decode_latents, encode_posterior, latent_size, load_vae, read_vae_shape
 from greendiff.train._vae_train import (
     VAE_PRESETS, Reconstruction, build_vae, posterior_latents, reconstruct, reconstruction_quality, scaling_factor_of,
@@ -93,7 +93,7 @@ __all__ = [
     # space a model trains in (pixels or latents), the DiT backbone
     "VaeShape", "read_vae_shape", "load_vae", "encode_posterior", "decode_latents", "latent_size", "VAE_PRESETS",
     "vae_preset", "build_vae", "train_vae", "posterior_latents", "scaling_factor_of", "reconstruct",
-    "reconstruction_quality", "Reconstruction", "latent_generator", "LatentBatch", "LatentSet", "LatentCache", "data_fingerprint", "latent_cache_key",
+    "reconstruction_quality", "Reconstruction", "latent_generator", "sample_decoded", "LatentBatch", "LatentSet", "LatentCache", "data_fingerprint", "latent_cache_key",
     "default_cache_root", "PixelSpace", "LatentSpace", "space_for", "DIT_PRESETS", "build_dit", "check_patch_size",
     # a run's files
     "MetricsLog", "RunDirLock", "checkpoint_dirs", "export_pipeline", "load_run_model", "load_unet",

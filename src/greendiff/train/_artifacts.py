@@ -274,13 +274,12 @@ class RunModel(NamedTuple):
                on_step=None) -> torch.Tensor:
         """``n`` images (n, C, H, W) in [-1, 1] (:func:`~greendiff.train.sample_images` in the model's space, then
         decoded), seeded by ``generator``; ``labels`` and ``guidance_scale`` as there."""
-        from greendiff.train._diffusion import sample_images
-        from greendiff.train._space import PixelSpace
+        from greendiff.train._space import sample_decoded
 
-        space = self.space if self.space is not None else PixelSpace()
-        x = sample_images(self.unet, self.sampler, n, steps, space.model_shape(self.image_shape), generator,
-                          labels=labels, guidance_scale=guidance_scale, on_step=on_step, clip=not space.latent)
-        return space.decode(x)
+        config = self.unet.config
+        return sample_decoded(self.space, self.unet, self.sampler, n, steps,
+                              (config.in_channels, config.sample_size, config.sample_size), generator,
+                              labels=labels, guidance_scale=guidance_scale, on_step=on_step)
 
     @property
     def num_classes(self) -> int:

@@ -21,10 +21,10 @@ from greendiff.data import Batch
 from greendiff.pipelines import check_guidance_scale
 from greendiff.train._artifacts import export_class_pipeline, export_pipeline
 from greendiff.train._config import RecipeConfig, TrainConfig
-from greendiff.train._diffusion import diffusion_loss, make_noise_scheduler, make_sampler, sample_images
+from greendiff.train._diffusion import diffusion_loss, make_noise_scheduler, make_sampler
 from greendiff.train._latent_artifacts import export_latent_pipeline
 from greendiff.train._model import build_unet, check_num_classes, count_macs, count_parameters
-from greendiff.train._space import PixelSpace, space_for
+from greendiff.train._space import PixelSpace, sample_decoded, space_for
 
 
 class UNetFamily:
@@ -114,9 +114,8 @@ class UNetFamily:
     def _sample(self, net, sampler, n: int, steps: int, shape: tuple[int, int, int], generator: torch.Generator,
                 device, **kwargs) -> torch.Tensor:
         """Images of ``shape`` sampled in the model's space and decoded (:attr:`space`)."""
-        model_shape = self.space.model_shape(shape)
-        x = sample_images(net, sampler, n, steps, model_shape, generator, device, clip=not self.space.latent, **kwargs)
-        return self.space.decode(x)
+        return sample_decoded(self.space, net, sampler, n, steps, self.space.model_shape(shape), generator, device,
+                              **kwargs)
 
     def preview(self, net, sampler, num_samples: int, steps: int, shape: tuple[int, int, int],
                 generator: torch.Generator, device: torch.device | str = "cpu") -> tuple[torch.Tensor, int | None]:

@@ -12,6 +12,12 @@ import torch
 from greendiff.files import atomic_write_bytes
 
 
+def unit_images(images: torch.Tensor) -> torch.Tensor:
+    """``uint8`` images -> float32 in [-1, 1]: what every network greendiff trains sees (the inverse of
+    :func:`to_uint8`, which also moves the channels last)."""
+    return images.float() / 127.5 - 1.0
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8."""
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()

@@ -49,6 +49,7 @@ from greendiff.data import Batch, ImageSet, Labelled, StreamedSet, decode_all, s
 from greendiff.errors import UserInputError
 from greendiff.names import display_path, first_line
 from greendiff.train._checkpoint import remove_tree
+from greendiff.train._images import unit_images
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +61,6 @@ FORMAT_VERSION = 1
 LATENTS_FILE, META_FILE = "latents.safetensors", "meta.json"
 ENV_CACHE_DIR = "GREENDIFF_CACHE_DIR"
 _KEY = re.compile(r"[0-9a-f]{64}")
-
-
-def unit_images(images: torch.Tensor) -> torch.Tensor:
-    """``uint8`` images -> float32 in ``[-1, 1]`` (the same expression as the pixel trainer's input)."""
-    return images.float() / 127.5 - 1.0
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ Example (a folder without model_index.json):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from greendiff.errors import UserInputError
+from greendiff.files import read_json_object
 from greendiff.names import display_path, shown
 
 INDEX_FILE = "model_index.json"
@@ -65,19 +65,8 @@ def _bad(what: str, folder: Path, why: str) -> UserInputError:
 
 def _read_json(path: Path, what: str, folder: Path, name: str) -> dict:
     """The JSON object in ``path`` (``name`` is how messages call it), or one line naming what is wrong."""
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_JSON_BYTES + 1)
-        if len(raw) > MAX_JSON_BYTES:
-            raise _bad(what, folder, f"{name} is larger than {MAX_JSON_BYTES:,} bytes, not a diffusers config")
-        data = json.loads(raw.decode("utf-8"))
-    except OSError as exc:
-        raise _bad(what, folder, f"{name} cannot be read ({exc.strerror or exc})") from None
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise _bad(what, folder, f"{name} is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise _bad(what, folder, f"{name} holds {type(data).__name__}, not a JSON object")
-    return data
+    return read_json_object(path, name, lambda why: _bad(what, folder, why), MAX_JSON_BYTES,
+                            large_as="a diffusers config")
 
 
 def _components(index: dict) -> dict[str, str]:

@@ -23,6 +23,7 @@ import logging
 import torch
 
 from greendiff.data import Batch
+from greendiff.train._images import unit_images
 from greendiff.train._vae import VaeShape
 
 logger = logging.getLogger(__name__)
@@ -47,9 +48,9 @@ class PixelSpace:
         """What the trainer streams: the images."""
         return data
 
-    def x0(self, batch, generator: torch.Generator) -> torch.Tensor:
-        """The clean images of ``batch`` in [-1, 1], float32 on the CPU."""
-        return batch.images.float() / 127.5 - 1.0
+    def x0(self, batch, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The clean images of ``batch`` in [-1, 1], float32 on the CPU (no draw: ``generator`` unused)."""
+        return unit_images(batch.images)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """Samples as images in [-1, 1] (pixel samples are images)."""
@@ -145,6 +146,19 @@ class LatentSpace:
         if next(self.vae.parameters()).device != torch.device(device):
             self.vae.to(device)
         return self
+
+
+def sample_decoded(space: PixelSpace | LatentSpace | None, net, sampler, n: int, steps: int,
+                   model_shape: tuple[int, int, int], generator: torch.Generator, device: torch.device | str = "cpu",
+                   **kwargs) -> torch.Tensor:
+    """``n`` images (n, C, H, W) in [-1, 1]: :func:`~greendiff.train.sample_images` in the model's space
+    (``model_shape``; latents left unclipped) then decoded by ``space`` (None: pixels); ``kwargs`` (labels,
+    guidance scale, ``on_step``) as there."""
+    from greendiff.train._diffusion import sample_images
+
+    latent = space is not None and space.latent
+    x = sample_images(net, sampler, n, steps, model_shape, generator, device, clip=not latent, **kwargs)
+    return space.decode(x) if latent else x
 
 
 def space_for(config, device: torch.device | str = "cpu") -> PixelSpace | LatentSpace:

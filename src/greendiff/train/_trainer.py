@@ -326,10 +326,12 @@ class Trainer:
         (no latent cache) is metered as the ``encode`` phase."""
         state, space = self.state, self.family.space
         batch = self.stream.batch(step)
-        generator = latent_generator(self.config.run.seed + 1_000_003 * self.dist.rank, step)
-        encoding = space.latent and isinstance(batch, Batch)
-        with self.tracker.window("encode") if encoding else contextlib.nullcontext():
-            x0 = space.x0(batch, generator).to(state.device)
+        if space.latent:  # the posterior's noise; pixels draw nothing here
+            generator = latent_generator(self.config.run.seed + 1_000_003 * self.dist.rank, step)
+            with self.tracker.window("encode") if isinstance(batch, Batch) else contextlib.nullcontext():
+                x0 = space.x0(batch, generator).to(state.device)
+        else:
+            x0 = space.x0(batch, None).to(state.device)
         x0 = x0.contiguous(memory_format=torch.channels_last) if state.channels_last else x0
         return StepBatch(x0, self.family.loss_inputs(batch, state.device))
 

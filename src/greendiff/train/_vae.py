@@ -25,8 +25,8 @@ Example (a tiny VAE built from a config, saved and read back):
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from greendiff.errors import UserInputError
+from greendiff.files import read_json_object
 from greendiff.names import display_path, shown
 
 if TYPE_CHECKING:
@@ -77,18 +78,8 @@ def _read_config(folder: Path, what: str) -> dict:
     if not path.is_file():
         raise _bad(what, folder, f"no {CONFIG_FILE}; give a diffusers AutoencoderKL folder (saved by "
                                  "AutoencoderKL.save_pretrained, or made by greendiff vae train)")
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-        if len(raw) > MAX_CONFIG_BYTES:
-            raise _bad(what, folder, f"{CONFIG_FILE} is larger than {MAX_CONFIG_BYTES:,} bytes, not a VAE's config")
-        config = json.loads(raw.decode("utf-8"))
-    except OSError as exc:
-        raise _bad(what, folder, f"{CONFIG_FILE} cannot be read ({exc.strerror or exc})") from None
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise _bad(what, folder, f"{CONFIG_FILE} is not valid JSON") from None
-    if not isinstance(config, dict):
-        raise _bad(what, folder, f"{CONFIG_FILE} holds {type(config).__name__}, not a model config")
+    config = read_json_object(path, CONFIG_FILE, lambda why: _bad(what, folder, why), MAX_CONFIG_BYTES,
+                              large_as="a VAE's config", object_as="a model config")
     if config.get("_class_name") != "AutoencoderKL":
         raise _bad(what, folder, f"{CONFIG_FILE} is the config of {shown(config.get('_class_name'))}, not of an "
                                  "AutoencoderKL (a VAE folder, e.g. the vae/ folder of a Stable Diffusion pipeline)")
@@ -170,15 +161,24 @@ def load_vae(folder: Path, what: str = "--vae") -> AutoencoderKL:
 
 
 def vae_weights_sha256(folder: Path) -> str:
-    """The sha256 (hex) of ``folder``'s safetensors weights: what identifies the VAE in a latent cache key."""
+    """The sha256 (hex) of ``folder``'s safetensors weights: what identifies the VAE in a latent cache key and a
+    latent run's checkpoints. Read once per file version (path, size, modification time): a run asks for it
+    when it checks a resume, fingerprints its checkpoints and keys its cache."""
     path = Path(folder) / WEIGHTS_FILE
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        stat = path.stat()
+        return _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     except OSError as exc:
         raise UserInputError(f"{display_path(path)} cannot be read ({exc.strerror or exc})") from None
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of the file at ``path``; ``size`` and ``mtime_ns`` key the cache (a rewritten file is read again)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
     return digest.hexdigest()
 
 

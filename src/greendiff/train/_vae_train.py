@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from greendiff.errors import UserInputError
+from greendiff.train._images import unit_images
 from greendiff.train._step import make_optimizer
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ def train_vae(vae, data, max_steps: int, batch_size: int, lr: float, seed: int =
     generator = torch.Generator().manual_seed(seed)
     step, loss_value, mse_value = 0, math.nan, math.nan
     for step, batch in enumerate(data.batches(0, batch_size, seed=seed, stop_step=max_steps), start=1):
-        x = batch.images.to(device).float() / 127.5 - 1.0
+        x = unit_images(batch.images.to(device))
         loss, mse = vae_loss(vae, x, generator, kl_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -152,7 +153,7 @@ def train_vae(vae, data, max_steps: int, batch_size: int, lr: float, seed: int =
 def _chunks(images: torch.Tensor, batch_size: int):
     """``images`` (uint8 (N, C, H, W)) in chunks of ``batch_size``, as float in [-1, 1]."""
     for start in range(0, images.shape[0], batch_size):
-        yield images[start:start + batch_size].float() / 127.5 - 1.0
+        yield unit_images(images[start:start + batch_size])
 
 
 @torch.no_grad()

@@ -42,7 +42,7 @@ def score(unet, sampler, n: int, steps: int, real, extractor, seed: int = 0, kid
     import torch
 
     from greendiff.evaluate import balanced_labels, quality
-    from greendiff.train import sample_images
+    from greendiff.train import sample_decoded
 
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     device = next(unet.parameters()).device
@@ -50,10 +50,8 @@ def score(unet, sampler, n: int, steps: int, real, extractor, seed: int = 0, kid
     if conditioning is not None:
         labels = balanced_labels(n, conditioning.num_classes)
         by_class = {"labels": labels, "guidance_scale": conditioning.guidance_scale}
-    latent = space is not None and space.latent
-    fake = sample_images(unet.eval(), sampler, n, steps, shape, torch.Generator().manual_seed(seed), device,
-                         on_step=SampleProgress(progress, n, steps, f"seed {seed}, "), clip=not latent, **by_class)
-    fake = space.decode(fake) if latent else fake
+    fake = sample_decoded(space, unet.eval(), sampler, n, steps, shape, torch.Generator().manual_seed(seed), device,
+                          on_step=SampleProgress(progress, n, steps, f"seed {seed}, "), **by_class)
     scored = quality(fake, real, extractor, kid_subset=kid_subset)
     if conditioning is None:
         return EvalResult(seed, steps, scored)
