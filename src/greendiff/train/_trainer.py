@@ -290,11 +290,14 @@ class Trainer:
         finite: then the run has diverged (:class:`Diverged`)."""
         if (problem := self.weights.problem(step)) is not None:
             raise Diverged(problem)
+        books = {"energy_j": self.totals.energy_j(), "fingerprint": self.shapes}
+        # a ledger sample with every checkpoint, written before the checkpoint exists: the energy a checkpoint
+        # carries into a resume is always in the ledger already, wherever a kill falls (after the checkpoint and
+        # before its sample, the ledger would miss the steps since the previous sample)
+        self.tracker.sync()
         with self.tracker.window("checkpoint"):
-            books = {"energy_j": self.totals.energy_j(), "fingerprint": self.shapes}
             path = save_checkpoint(self.state.accelerator, self.state.objects, self.run_dir, step, books,
                                    self.config.run.keep_checkpoints, name)
-        self.tracker.sync()  # a ledger sample with every checkpoint: a killed run's ledger covers all the work it kept
         self.callbacks.call("on_checkpoint", self, step, path)
         return path
 
