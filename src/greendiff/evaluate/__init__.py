@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 from greendiff.evaluate._classes import balanced_labels, class_accuracy, class_quality, features_by_class
+from greendiff.evaluate._clip import ClipScorer, check_clip_folder
 from greendiff.evaluate._evaluate import Quality, quality, seed_spread
 from greendiff.evaluate._features import MnistFeatures, load_mnist_features, resolve_extractor
 from greendiff.evaluate._reference import reference_features
@@ -30,4 +31,6 @@ __all__ = [
     "MnistFeatures", "load_mnist_features", "resolve_extractor",
     # class-conditional models
     "balanced_labels", "class_accuracy", "class_quality", "features_by_class",
+    # text-to-image models: CLIP score of images against their prompts
+    "ClipScorer", "check_clip_folder",
 ]
