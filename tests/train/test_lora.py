@@ -164,8 +164,8 @@ def test_unknown_target_is_one_line_naming_the_projections_and_changes_nothing(s
     assert not any(isinstance(m, BaseTunerLayer) for m in unet.modules())
 
 
-@pytest.mark.parametrize("kwargs, word", [({"rank": 0}, "rank"), ({"alpha": 0.0}, "alpha"), ({"dropout": 1.0}, "dropout"),
-                                          ({"targets": ()}, "targets")])
+@pytest.mark.parametrize("kwargs, word", [({"rank": 0}, "rank"), ({"alpha": 0.0}, "alpha"),
+                                          ({"dropout": 1.0}, "dropout"), ({"targets": ()}, "targets")])
 def test_bad_settings_are_user_errors(kwargs, word):
     with pytest.raises(UserInputError, match=f"lora {word}"):
         LoraSettings(**{"rank": 4, "alpha": 4.0, "dropout": 0.0, "targets": DENOISER_TARGETS, **kwargs})

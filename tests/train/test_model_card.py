@@ -42,11 +42,13 @@ def test_full_card_loads_the_folder_and_has_no_instance_prompt():
     card = ModelCard(model_card(facts, where="out/pipe"))
     assert card.data.tags[-1] == "full-fine-tune" and "instance_prompt" not in card.data.to_dict()
     assert "pipe = DiffusionPipeline.from_pretrained('out/pipe')" in card.text
-    assert card.text.startswith("\n# A full fine-tune of tiny-sd\n") and "load_lora_weights" not in card.text and "pipe('a photo of sks dog')" in card.text
+    assert card.text.startswith("\n# A full fine-tune of tiny-sd\n") and "load_lora_weights" not in card.text
+    assert "pipe('a photo of sks dog')" in card.text
 
 
 def test_yaml_specials_in_strings_survive():
-    facts = dataclasses.replace(FACTS, location="US-CAL-CISO: 'west'", hardware="cpu # 16 cores", base_model="pipes/sd: v2")
+    facts = dataclasses.replace(FACTS, location="US-CAL-CISO: 'west'", hardware="cpu # 16 cores",
+                                base_model="pipes/sd: v2")
     data = ModelCard(model_card(facts)).data
     assert data.co2_eq_emissions["geographical_location"] == "US-CAL-CISO: 'west'"
     assert data.co2_eq_emissions["hardware_used"] == "cpu # 16 cores" and data.base_model == "pipes/sd: v2"

@@ -146,7 +146,8 @@ def lora_layers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     ``...attn1.to_q.lora_A.weight``, no adapter name), detached, on CPU, contiguous."""
     from peft.utils import get_peft_model_state_dict
 
-    return {k: v.detach().to("cpu").contiguous() for k, v in get_peft_model_state_dict(model, adapter_name=ADAPTER).items()}
+    state = get_peft_model_state_dict(model, adapter_name=ADAPTER)
+    return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
 
 def _adapter_metadata(model: torch.nn.Module) -> dict:
@@ -180,7 +181,8 @@ def save_lora(pipeline_class: str, folder: Path, denoiser: torch.nn.Module,
     import diffusers
 
     name = DENOISER_KEYWORDS[pipeline_class]
-    layers = {f"{name}_lora_layers": lora_layers(denoiser), f"{name}_lora_adapter_metadata": _adapter_metadata(denoiser)}
+    layers = {f"{name}_lora_layers": lora_layers(denoiser),
+              f"{name}_lora_adapter_metadata": _adapter_metadata(denoiser)}
     if text_encoder is not None:
         layers.update(text_encoder_lora_layers=lora_layers(text_encoder),
                       text_encoder_lora_adapter_metadata=_adapter_metadata(text_encoder))
