@@ -23,6 +23,7 @@ from greendiff.data._constants import BUILTIN, DIGIT_CLASSES, MAX_CLASSES, REFER
 if TYPE_CHECKING:
     from greendiff.data._batches import Batch, ImageSet, Labelled, batch_indices, reference_indices, step_indices
     from greendiff.data._load import Data, label_sources, load_dataset
+    from greendiff.data._pairs import PriorPairs
     from greendiff.data._sources import image_files, load_digits
     from greendiff.data._stream import StreamedSet, decode_all
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 #: ``greendiff --help``, which reads the constants) does not import torch.
 _LAZY = {"Batch": "_batches", "ImageSet": "_batches", "batch_indices": "_batches", "reference_indices": "_batches",
          "step_indices": "_batches", "Labelled": "_batches", "decode_all": "_stream",
-         "Data": "_load", "label_sources": "_load", "load_dataset": "_load",
+         "Data": "_load", "label_sources": "_load", "load_dataset": "_load", "PriorPairs": "_pairs",
          "image_files": "_sources", "load_digits": "_sources", "StreamedSet": "_stream"}
 
 
@@ -59,4 +60,6 @@ __all__ = [
     "Batch", "batch_indices", "step_indices", "REFERENCE_IMAGES", "reference_indices",
     # for layers that hold a dataset's derived form (the latent cache): the labels' helpers, decoding in chunks
     "Labelled", "decode_all",
+    # DreamBooth with prior preservation: each batch the subject's images, then as many class images
+    "PriorPairs",
 ]

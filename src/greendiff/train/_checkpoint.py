@@ -51,7 +51,8 @@ from greendiff.files import atomic_write_text
 from greendiff.names import display_path, first_line
 from greendiff.parallel import Dist
 from greendiff.train._checkpoint_read import (
-    EMA, FORMAT, MAY_CHANGE, MODEL, OPTIMIZER, STATE_FILE, Payload, TrainingObjects, Unusable, inspect, read, step_of,
+    EMA, FORMAT, MAY_CHANGE, MODEL, OPTIMIZER, STATE_FILE, Payload, TrainingObjects, Unusable, inspect, read, saved_state,
+    step_of,
 )
 from greendiff.train._model import resolve_architecture
 
@@ -73,6 +74,10 @@ def fingerprint(config, channels: int) -> dict:
         from greendiff.train._vae import vae_weights_sha256
 
         whole["model.vae_sha256"] = vae_weights_sha256(Path(config.model.vae))
+    if config.finetune.pipeline:  # a fine-tune: the base pipeline's weights, wherever its folder is
+        from greendiff.train._pipeline_layout import pipeline_weights_sha256
+
+        whole["finetune.pipeline_sha256"] = pipeline_weights_sha256(Path(config.finetune.pipeline))
     return {"model.preset": config.model.preset, "model.block_out_channels": list(arch.block_out_channels),
             "model.layers_per_block": arch.layers_per_block, "model.attention": "on" if arch.attention else "off",
             "data.resolution": config.data.resolution, "data.channels": channels,
@@ -248,7 +253,7 @@ def _tensor_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | N
 
 def _write_shared(folder: Path, objects: TrainingObjects) -> dict:
     """Model, optimizer and EMA tensors into ``folder``; returns their JSON part for ``train_state.json``."""
-    _write_file(folder / MODEL, _tensor_bytes(objects.model.state_dict()))
+    _write_file(folder / MODEL, _tensor_bytes(saved_state(objects.model)))
     opt = objects.optimizer.state_dict()
     _write_file(folder / OPTIMIZER, _tensor_bytes({f"{i}.{k}": v for i, entry in opt["state"].items()
                                                    for k, v in entry.items() if torch.is_tensor(v)}))
@@ -351,7 +356,8 @@ def _apply(payload: Payload, objects: TrainingObjects, folder: Path) -> None:
     import numpy as np
 
     try:
-        objects.model.load_state_dict(payload.model, strict=True)
+        # every saved tensor was checked against saved_state's names and shapes; frozen weights are not saved
+        objects.model.load_state_dict(payload.model, strict=len(payload.model) == len(objects.model.state_dict()))
         objects.optimizer.load_state_dict(payload.optimizer)
         objects.lr_scheduler.load_state_dict(payload.lr_scheduler)
         if payload.ema is not None:

@@ -198,11 +198,23 @@ def _tensors(path: Path, header_only: bool = False) -> dict[str, torch.Tensor]:
         raise Unusable(f"{display_path(path.name)} is unreadable ({first_line(exc, 80)})") from None
 
 
+
+def saved_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint holds of ``model``: its whole ``state_dict``, or, when some parameters are
+    frozen (a LoRA fine-tune's base weights, which never change and come from the pipeline folder), the
+    trainable parameters' entries alone."""
+    state = model.state_dict()
+    named = dict(model.named_parameters())
+    if all(p.requires_grad for p in named.values()):
+        return state
+    return {name: state[name] for name, p in named.items() if p.requires_grad and name in state}
+
+
 def read(folder: Path, objects: TrainingObjects, expected: dict, rank: int) -> Payload:
     """The whole checkpoint, read and checked against ``objects`` (names, shapes, keys, values), nothing applied."""
     books = inspect(folder, expected)
     model = _tensors(folder / MODEL)
-    _same_tensors(MODEL, model, objects.model.state_dict())
+    _same_tensors(MODEL, model, saved_state(objects.model))
     if not weights_finite(model.values()):  # saved weights are always finite: NaN/Inf is damage, not a divergence
         raise Unusable(f"{MODEL} holds values that are not finite")
     optimizer = _optimizer_state(books["optimizer"], _tensors(folder / OPTIMIZER), objects.optimizer)

@@ -202,7 +202,7 @@ class StopConfig:
     eval_sample_steps: int = bounded(0, Bounds(integer=True, lo=0, hi=100_000))
     spread_seeds: int = bounded(3, Bounds(integer=True, lo=1, hi=100))
     eval_features: str = "mnist"
-    metric: Literal["fid", "kid"] = "fid"
+    metric: Literal["fid", "kid", "val_loss"] = "fid"
     patience: int = bounded(0, COUNT0)
     min_delta: float = bounded(0.0, _NONNEG)
     min_gain_per_kwh: float = bounded(0.0, _NONNEG)
@@ -260,6 +260,56 @@ class CarbonAwareConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning a pretrained text-to-image pipeline (``greendiff finetune``); off while ``pipeline`` is "".
+
+    pipeline: a local diffusers pipeline folder (Stable Diffusion layout, or an SD3-style transformer one).
+    method: ``lora`` (low-rank adapters through peft; Hu et al. 2021) or ``full`` (every denoiser weight).
+    lora_rank / lora_alpha (0: the rank, a scale of 1) / lora_dropout / lora_targets (module names; (): the
+    attention projections, as diffusers' scripts) / text_encoder_lora (adapters on the text encoder too: its
+    embeddings are then computed every step, never cached). instance_data / instance_prompt: DreamBooth
+    (Ruiz et al. 2023): a folder of images of one subject, each captioned with the prompt; class_prompt and
+    num_class_images > 0 add prior preservation (class images from the base pipeline, generated once in a
+    metered ``sample`` phase and cached), weighed by prior_loss_weight. text_cache: encode each caption once
+    (a metered ``encode`` phase, stored beside the latent cache) instead of every step. validation_prompts:
+    the prompts of the validation images at each evaluation ((): the first captions). validation_images:
+    images held out of training for the validation loss at validation_timesteps fixed timesteps and fixed
+    noise (stop.metric ``val_loss``). clip_model: a local CLIP folder for a CLIP score of the validation
+    images. gradient_checkpointing: recompute activations in the backward pass (less memory, more energy
+    per step). merge: also write the LoRA merged into a full pipeline folder.
+    """
+
+    pipeline: str = ""
+    method: Literal["lora", "full"] = "lora"
+    lora_rank: int = bounded(8, Bounds(integer=True, lo=1, hi=4096, why="the rank of a LoRA adapter"))
+    lora_alpha: float = bounded(0.0, Bounds(lo=0, hi=1e6, phrase="0 (the rank) or positive"))
+    lora_dropout: float = bounded(0.0, Bounds(lo=0, hi=1, hi_open=True))
+    lora_targets: tuple[str, ...] = ()
+    text_encoder_lora: bool = False
+    instance_data: str = ""
+    instance_prompt: str = ""
+    class_prompt: str = ""
+    num_class_images: int = bounded(0, Bounds(integer=True, lo=0, hi=100_000))
+    prior_loss_weight: float = bounded(1.0, _NONNEG)
+    text_cache: bool = True
+    validation_prompts: tuple[str, ...] = ()
+    validation_images: int = bounded(8, Bounds(integer=True, lo=0, hi=100_000))
+    validation_timesteps: int = bounded(5, Bounds(integer=True, lo=1, hi=1000))
+    clip_model: str = ""
+    gradient_checkpointing: bool = False
+    merge: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.pipeline)
+
+    @property
+    def alpha(self) -> float:
+        """LoRA's alpha as used: ``lora_alpha``, or the rank when it is 0 (an update scale alpha / rank of 1)."""
+        return self.lora_alpha or float(self.lora_rank)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     recipe: str = "green"
     data: DataConfig = field(default_factory=DataConfig)
@@ -269,6 +319,7 @@ class TrainConfig:
     stop: StopConfig = field(default_factory=StopConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     carbon: CarbonAwareConfig = field(default_factory=CarbonAwareConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -402,12 +453,13 @@ def dotted_to_nested(overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_config(file: Path | None = None, overrides: dict[str, Any] | None = None,
-                   base: dict[str, Any] | None = None) -> TrainConfig:
+                   base: dict[str, Any] | None = None, defaults: dict[str, Any] | None = None) -> TrainConfig:
     """The one place precedence is decided: defaults < recipe < TOML file (or ``base``) < CLI overrides.
 
     The recipe (from the CLI, else the file, else ``green``) replaces the lever defaults before the
     file's and the CLI's own values are applied. ``base``: nested settings used in place of a file
-    (a run derived from another run's saved config).
+    (a run derived from another run's saved config). ``defaults``: dotted keys applied after the recipe and
+    before the file (a command's own defaults, e.g. ``greendiff finetune``'s).
     """
     from_file = base if base is not None else read_toml(file) if file is not None else {}
     from_cli = dotted_to_nested({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -420,6 +472,8 @@ def resolve_config(file: Path | None = None, overrides: dict[str, Any] | None = 
     if not isinstance(recipe, str) or recipe not in RECIPES:
         raise UserInputError(f"unknown recipe {shown(recipe)}; use one of {', '.join(RECIPES)}")
     config = TrainConfig(recipe=recipe, optim=RECIPES[recipe])
+    if defaults:
+        config = _merge(config, upgrade_settings(dotted_to_nested(defaults)))
     try:
         config = _merge(config, from_file)
     except UserInputError as exc:
@@ -429,8 +483,11 @@ def resolve_config(file: Path | None = None, overrides: dict[str, Any] | None = 
         validate(config)
     except UserInputError as exc:
         raise UserInputError(_where(str(exc), file, from_file, from_cli)) from None
-    if config.optim.lr == 0:  # the preset's learning rate, written into the saved config
-        config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, lr=preset_lr(config.model)))
+    if config.optim.lr == 0:  # the preset's (or the fine-tune method's) learning rate, written into the saved config
+        from greendiff.train._finetune_config import finetune_lr
+
+        lr = finetune_lr(config.finetune.method) if config.finetune.enabled else preset_lr(config.model)
+        config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, lr=lr))
     given = {**from_file.get("optim", {}), **from_cli.get("optim", {})}
     if config.optim.objective == "flow" and "loss_weighting" not in given:  # SD3 trains flow with uniform weights
         config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, loss_weighting="uniform"))
@@ -524,6 +581,9 @@ def validate(config: TrainConfig) -> None:
     validate_conditioning(config)
     validate_latent(config)
     validate_distill(config)
+    from greendiff.train._finetune_config import validate_finetune  # it reads this module's types
+
+    validate_finetune(config)
     validate_carbon(config.carbon)
     check_tracking_uri(config.run.mlflow_uri)  # no credentials into config.toml, the ledger or MLflow's params
 
@@ -544,7 +604,9 @@ def check_blank_paths(config: TrainConfig) -> None:
     and distill.teacher are empty for none, never only spaces."""
     must = {"data.dataset": config.data.dataset, "run.output_dir": config.run.output_dir}
     optional = {"model.init_from": config.model.init_from, "distill.teacher": config.distill.teacher,
-                "model.vae": config.model.vae, "data.latent_cache_dir": config.data.latent_cache_dir}
+                "model.vae": config.model.vae, "data.latent_cache_dir": config.data.latent_cache_dir,
+                "finetune.pipeline": config.finetune.pipeline, "finetune.instance_data": config.finetune.instance_data,
+                "finetune.clip_model": config.finetune.clip_model}
     for key, value in must.items():
         if not value.strip():
             raise UserInputError(f"{key} is {'empty' if not value else 'only spaces'}: give a dataset or folder name")

@@ -83,6 +83,18 @@ class UNetFamily:
         where = f" on {c}x{side}x{side} latents" if self.space.latent else ""
         return f"{net}{where}, {config.optim.objective}"
 
+    def evaluator(self, trainer):
+        """The trainer's default evaluator: a :class:`~greendiff.train.QualityEvaluator` of ``stop``'s samples
+        and features (with this family's classes, named as the trainer's data names them)."""
+        from greendiff.train._evaluation import QualityEvaluator
+
+        stop = trainer.config.stop
+        return QualityEvaluator(stop.eval_samples, stop.eval_features, trainer.config.run.seed, trainer.dist,
+                                self.num_classes, trainer.class_names)
+
+    def prepare(self, trainer) -> None:
+        """What the family computes once before the first step (nothing here; a fine-tune encodes its captions)."""
+
     def noise_scheduler(self, optim: RecipeConfig):
         """The training noise schedule (:func:`~greendiff.train.make_noise_scheduler`: DDPM's for epsilon and v,
         clipping its clean-sample estimate in pixel space only; flow matching's Euler scheduler)."""

@@ -89,11 +89,11 @@ class LatentBatch:
     def size(self) -> int:
         return int(self.mean.shape[0])
 
-    def sample(self, generator: torch.Generator, scaling_factor: float) -> torch.Tensor:
-        """One draw in the diffusion scale: ``scaling_factor * (mean + std * eps)``, ``eps`` from ``generator``
-        (drawn on the generator's device, float32; the result is on ``mean``'s device)."""
+    def sample(self, generator: torch.Generator, scaling_factor: float, shift_factor: float = 0.0) -> torch.Tensor:
+        """One draw in the diffusion scale: ``scaling_factor * (mean + std * eps - shift_factor)``, ``eps`` from
+        ``generator`` (drawn on the generator's device, float32; the result is on ``mean``'s device)."""
         eps = torch.randn(self.mean.shape, generator=generator, dtype=torch.float32, device=generator.device)
-        return scaling_factor * (self.mean + self.std * eps.to(self.mean.device))
+        return scaling_factor * (self.mean + self.std * eps.to(self.mean.device) - shift_factor)
 
 
 def _posterior(encode: Encode, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

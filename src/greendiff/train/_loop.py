@@ -32,6 +32,10 @@ def check_train(config: TrainConfig, channels: int, resume_from: Path | None = N
     resolution (a DiT's patch size at the latent side), and for a resume (``resume_from``, a run
     directory) a usable checkpoint of this config's shapes (``source`` names the config in the error)."""
     resolve_precision(config.optim.mixed_precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    if config.finetune.enabled:  # the network is the pipeline's (checked when it is loaded)
+        if resume_from is not None:
+            check_resume(resume_from, config, channels, source)
+        return
     side, model_channels = check_space(config, channels)  # a latent run: the VAE's latents
     if config.model.backbone == "dit":
         from greendiff.train._dit import check_patch_size

@@ -99,6 +99,15 @@ class Objective(ABC):
     def weights(self, timesteps: torch.Tensor, noise_scheduler, snr_gamma: float | None = None) -> torch.Tensor:
         """Per-sample loss weights (B,) float32: uniform when ``snr_gamma`` is None, else Min-SNR-γ."""
 
+    @abstractmethod
+    def at(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, noise_scheduler) -> Draw:
+        """The :class:`Draw` of ``x0`` with the given ``noise`` and network ``timesteps`` (B,), nothing random:
+        a validation loss at fixed timesteps and noise (:meth:`fixed_timesteps`)."""
+
+    @abstractmethod
+    def fixed_timesteps(self, k: int, noise_scheduler) -> torch.Tensor:
+        """``k`` network timesteps spread evenly inside the schedule (at fractions (i + 0.5) / k)."""
+
 
 @dataclass(frozen=True)
 class _ScheduledObjective(Objective):
@@ -117,6 +126,14 @@ class _ScheduledObjective(Objective):
         noise, timesteps = noise.to(x0.device), timesteps.to(x0.device)
         noisy = noise_scheduler.add_noise(x0, noise, timesteps)
         return Draw(noisy, timesteps, self._target(noise_scheduler, x0, noise, timesteps))
+
+    def at(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, noise_scheduler) -> Draw:
+        noisy = noise_scheduler.add_noise(x0, noise, timesteps)
+        return Draw(noisy, timesteps, self._target(noise_scheduler, x0, noise, timesteps))
+
+    def fixed_timesteps(self, k: int, noise_scheduler) -> torch.Tensor:
+        steps = noise_scheduler.config.num_train_timesteps
+        return ((torch.arange(k, dtype=torch.float64) + 0.5) / k * steps).long().clamp_(max=steps - 1)
 
     def weights(self, timesteps: torch.Tensor, noise_scheduler, snr_gamma: float | None = None) -> torch.Tensor:
         if snr_gamma is None:
@@ -190,6 +207,15 @@ class FlowObjective(Objective):
         t = logit_normal_timesteps(x0.shape[0], generator, self.logit_mean, self.logit_std).to(x0.device)
         t_b = t.to(x0.dtype).view(-1, *([1] * (x0.ndim - 1)))  # (B, 1, 1, 1)
         return Draw((1 - t_b) * x0 + t_b * noise, t * steps, noise - x0)
+
+    def at(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, noise_scheduler) -> Draw:
+        steps = self.num_train_timesteps if noise_scheduler is None else noise_scheduler.config.num_train_timesteps
+        t_b = (timesteps.float() / steps).to(x0.dtype).view(-1, *([1] * (x0.ndim - 1)))
+        return Draw((1 - t_b) * x0 + t_b * noise, timesteps, noise - x0)
+
+    def fixed_timesteps(self, k: int, noise_scheduler) -> torch.Tensor:
+        steps = self.num_train_timesteps if noise_scheduler is None else noise_scheduler.config.num_train_timesteps
+        return (torch.arange(k, dtype=torch.float32) + 0.5) / k * steps
 
     def weights(self, timesteps: torch.Tensor, noise_scheduler, snr_gamma: float | None = None) -> torch.Tensor:
         if snr_gamma is None:

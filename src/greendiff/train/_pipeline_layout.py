@@ -31,6 +31,7 @@ TRANSFORMER_SUFFIX = "Transformer2DModel"
 ENCODER_SLOTS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"), ("text_encoder_3", "tokenizer_3"))
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "spiece.model")
 PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+HASHED_SUFFIXES = (".safetensors", ".json", ".txt", ".model")  # weights, configs, tokenizer files
 
 
 @dataclass(frozen=True)
@@ -201,3 +202,26 @@ def check_pipeline_folder(folder: Path, what: str = "--pipeline") -> PipelineLay
         raise _bad(what, folder, f"mismatched components: '{layout.denoiser}' ({layout.denoiser_class}) takes "
                                  f"in_channels {in_channels} but 'vae' makes latent_channels {latent_channels}")
     return layout
+
+
+def component_sha256(folder: Path, names) -> str:
+    """One sha256 (hex) of the files of the components ``names`` under ``folder``: weights (safetensors),
+    configs and tokenizer files (each file read once per version: path, size and modification time)."""
+    import hashlib
+
+    from greendiff.train._vae import _file_sha256
+
+    digest = hashlib.sha256()
+    for name in names:
+        for path in sorted(p for p in (Path(folder) / name).glob("*") if p.suffix in HASHED_SUFFIXES and p.is_file()):
+            stat = path.stat()
+            digest.update(f"{name}/{path.name}:".encode())
+            digest.update(_file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns).encode())
+    return digest.hexdigest()
+
+
+def pipeline_weights_sha256(folder: Path) -> str:
+    """The digest of a pipeline's denoiser, VAE and text encoders (:func:`component_sha256`): what identifies
+    the base model of a fine-tune in its checkpoints and caches."""
+    layout = read_pipeline_layout(Path(folder))
+    return component_sha256(layout.folder, (layout.denoiser, layout.vae, *(enc for enc, _ in layout.text_encoders)))

@@ -105,6 +105,10 @@ class LatentSpace:
         on a miss; ``report(done, total)`` after each chunk), or ``data`` itself without a cache."""
         if self.cache_root is None:
             return data
+        from greendiff.data import PriorPairs
+
+        if isinstance(data, PriorPairs):  # DreamBooth's pairs: the images cached, the pairing kept
+            return data.with_inner(self.training_data(data.inner, encode_window, report))
         c, h, w = self.model_shape((data.channels, self.resolution, self.resolution))
         latents_gb = data.num_images * c * h * w * 2 * 4 / 1e9  # mean and std, float32
         if latents_gb > self.max_cache_gb:
@@ -130,7 +134,7 @@ class LatentSpace:
         from greendiff.train._latents import posterior_batch
 
         latents = posterior_batch(batch, self.encode) if isinstance(batch, Batch) else batch
-        return latents.sample(generator, self.scaling_factor)
+        return latents.sample(generator, self.scaling_factor, self.shape.shift_factor)
 
     def decode(self, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Latent samples (in the model's scale) decoded to images in [-1, 1], fp32 on the CPU, ``batch_size``

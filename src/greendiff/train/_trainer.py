@@ -35,7 +35,8 @@ from greendiff.train._images import save_grid
 from greendiff.train._pace import StepEnergy
 from greendiff.train._space import latent_generator
 from greendiff.train._step import (
-    BatchStream, DataFailed, StepBatch, TrainState, data_failure, setup, step_generator, train_step, update_marker,
+    BatchStream, DataFailed, StepBatch, TrainState, data_failure, setup, step_generator, train_step, trainable,
+    update_marker,
 )
 from greendiff.train._stopping import StopCallback, StoppingRules
 from greendiff.units import joules_to_kwh
@@ -104,20 +105,20 @@ class Weights:
         """The model in eval mode with the EMA weights swapped in, restored afterwards."""
         model, ema = self.state.objects.model, self.state.objects.ema
         if ema is not None:
-            ema.store(model.parameters())
-            ema.copy_to(model.parameters())
+            ema.store(trainable(model))
+            ema.copy_to(trainable(model))
         model.eval()
         try:
             yield model
         finally:
             model.train()
             if ema is not None:
-                ema.restore(model.parameters())
+                ema.restore(trainable(model))
 
     def problem(self, step: int) -> str | None:
         """Why the weights must not be saved (some value is not finite, on any process), or ``None``."""
         ema = self.state.objects.ema
-        tensors = [*self.state.objects.model.parameters(), *(ema.shadow_params if ema is not None else ())]
+        tensors = [*trainable(self.state.objects.model), *(ema.shadow_params if ema is not None else ())]
         if self.dist.all_true(weights_finite(tensors)):
             return None
         return f"the weights are not finite after step {step} (an update too large for them)"
@@ -125,7 +126,7 @@ class Weights:
     def checksums(self) -> RanksInSyncEvent:
         """Every process's parameter checksum (data parallelism keeps the replicas identical)."""
         digest = hashlib.sha256()
-        for p in self.state.objects.model.parameters():
+        for p in trainable(self.state.objects.model):
             digest.update(p.detach().float().cpu().numpy().tobytes())
         sums = self.dist.all_gather(digest.hexdigest())
         return RanksInSyncEvent(self.dist.world_size, sums, len(set(sums)) == 1)
@@ -206,8 +207,7 @@ class Trainer:
         run, stop = config.run, config.stop
         self.evaluating = bool(stop.eval_every or stop.eval_every_kwh or stop.eval_at_end)
         self.class_names = run_class_names(config, data)
-        self.evaluator = evaluator or QualityEvaluator(stop.eval_samples, stop.eval_features, run.seed, self.dist,
-                                                       self.family.num_classes, self.class_names)
+        self.evaluator = evaluator or self.family.evaluator(self)
         self.stream = self._stream(data)
         self.totals = RunTotals(tracker, self.dist)
         self.pace = StepEnergy()  # the segment's energy per step, from its own steps (begun before the first)
@@ -381,6 +381,7 @@ class Trainer:
         self.emit(self._start_event())
         if self.family.space.latent:
             self._use_latent_cache()
+        self.family.prepare(self)  # what the family computes once before the first step (a fine-tune's text table)
         if self.evaluating and self.is_main:
             with self.tracker.window("eval"):
                 self.evaluator.prepare(self.data.reference_images())

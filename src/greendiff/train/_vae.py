@@ -4,8 +4,8 @@ only (a pickled ``.bin`` is never read), and the two maps the trainer and the sa
 
 The latent scale is the one latent diffusion uses: the diffusion model works on
 ``z = scaling_factor * (mean + std * eps)`` of the VAE's posterior (``std = exp(logvar / 2)``), and samples are
-decoded as ``vae.decode(z / scaling_factor)``; ``scaling_factor`` is the config's (``greendiff vae train`` stores
-1 / std of its training data's latents there). A ``shift_factor`` (SD3, Flux) is not applied.
+decoded as ``vae.decode(z / scaling_factor + shift_factor)``; ``scaling_factor`` is the config's (``greendiff vae train`` stores
+1 / std of its training data's latents there). A ``shift_factor`` (SD3, Flux; 0 when absent) is subtracted before scaling: ``z = scaling_factor * (x - shift_factor)``.
 
 Example (a tiny VAE built from a config, saved and read back):
     >>> import tempfile, torch
@@ -16,7 +16,7 @@ Example (a tiny VAE built from a config, saved and read back):
     ...               latent_channels=2, scaling_factor=0.5).save_pretrained(folder)
     >>> shape = read_vae_shape(folder)
     >>> shape, latent_size(shape, 16)
-    (VaeShape(image_channels=1, latent_channels=2, downsample=2, scaling_factor=0.5), 8)
+    (VaeShape(image_channels=1, latent_channels=2, downsample=2, scaling_factor=0.5, shift_factor=0.0), 8)
     >>> vae = load_vae(folder)
     >>> mean, std = encode_posterior(vae, torch.zeros(3, 1, 16, 16))
     >>> tuple(mean.shape), tuple(decode_latents(vae, mean * shape.scaling_factor).shape)
@@ -60,12 +60,14 @@ class VaeShape:
         latent_channels: channels of its latents.
         downsample: image side / latent side: ``2 ** (len(block_out_channels) - 1)``.
         scaling_factor: the config's ``scaling_factor`` (latents times this have unit variance).
+        shift_factor: the config's ``shift_factor`` (SD3, Flux: subtracted before scaling; 0 when absent).
     """
 
     image_channels: int
     latent_channels: int
     downsample: int
     scaling_factor: float
+    shift_factor: float = 0.0
 
 
 def _bad(what: str, folder: Path, why: str) -> UserInputError:
@@ -141,7 +143,10 @@ def read_vae_shape(folder: Path, what: str = "--vae") -> VaeShape:
     factor = config.get("scaling_factor", DIFFUSERS_DEFAULTS["scaling_factor"])
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (math.isfinite(factor) and factor > 0):
         raise _bad(what, folder, f"{CONFIG_FILE}: scaling_factor must be a finite number > 0, got {shown(factor)}")
-    return VaeShape(channels, latent_channels, 2 ** (len(widths) - 1), float(factor))
+    shift = config.get("shift_factor") or 0.0
+    if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not math.isfinite(shift):
+        raise _bad(what, folder, f"{CONFIG_FILE}: shift_factor must be a finite number or null, got {shown(shift)}")
+    return VaeShape(channels, latent_channels, 2 ** (len(widths) - 1), float(factor), float(shift))
 
 
 def load_vae(folder: Path, what: str = "--vae") -> AutoencoderKL:
@@ -206,9 +211,10 @@ def encode_posterior(vae, images: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 @torch.no_grad()
 def decode_latents(vae, z: torch.Tensor) -> torch.Tensor:
     """Images (float32 (B, C, H, W) in [-1, 1], on the CPU) of latents ``z`` in the diffusion model's scale
-    (``scaling_factor`` times the posterior's)."""
+    (``scaling_factor`` times the posterior's, less ``shift_factor`` where the config has one)."""
     with _full_precision(vae):
-        images = vae.decode(_model_input(vae, z) / float(vae.config.scaling_factor)).sample
+        shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
+        images = vae.decode(_model_input(vae, z) / float(vae.config.scaling_factor) + shift).sample
     return images.float().clamp(-1.0, 1.0).cpu()
 
 

@@ -40,7 +40,7 @@ class ProgressCallback:
 
 
 def train_segment(config, data, run_dir: Path, tracker, progress: Progress | None = None, *, resume: bool = False,
-                  label: str = "train", callbacks=(), loggers=(), stops: StopSignals | None = None):
+                  label: str = "train", callbacks=(), loggers=(), stops: StopSignals | None = None, family=None):
     """Train ``config`` in ``run_dir`` under ``tracker`` (started); the :class:`greendiff.train.TrainResult`.
 
     On Ctrl-C or SIGTERM inside the loop (``stops``) it checkpoints and returns ``interrupted``; a Ctrl-C
@@ -51,7 +51,8 @@ def train_segment(config, data, run_dir: Path, tracker, progress: Progress | Non
     step), then the caller's ``callbacks`` (a :class:`greendiff.plan.CarbonAwareController`, a tuner's
     :class:`greendiff.tune.TrialPruner`, ...), then the progress and ``loggers`` (:class:`ProgressCallback`), and
     last what the loop does besides its steps, shown on ``progress`` (:class:`TrainerProgress`: evaluations' scores,
-    carbon-aware pauses and waits; one per ``progress``: a caller's own is not doubled).
+    carbon-aware pauses and waits; one per ``progress``: a caller's own is not doubled). ``family``: the model family
+    (default: the config's; a fine-tune passes its own).
     """
     import torch
 
@@ -68,18 +69,18 @@ def train_segment(config, data, run_dir: Path, tracker, progress: Progress | Non
     try:
         with stops:
             result = train(config, run_dir, data, tracker, resume=resume, objective=objective_for(config, data.channels),
-                           callbacks=[cb for cb in callbacks if cb is not None])
+                           callbacks=[cb for cb in callbacks if cb is not None], family=family)
     except KeyboardInterrupt:
         progress.on_end()
         tracker.stop("interrupted")
-        progress.note(f"interrupted; resume with: greendiff train --resume {display_path(run_dir)}")
+        progress.note(f"interrupted; resume with: greendiff {resume_command(config)} --resume {display_path(run_dir)}")
         raise Interrupted(stops.exit_code) from None
     except (MemoryError, torch.OutOfMemoryError) as exc:
         progress.on_end()
         tracker.stop("failed")
         where = "host" if isinstance(exc, MemoryError) else "GPU"
         raise UserInputError(f"out of {where} memory in {display_path(run_dir)}; checkpoints up to the last are kept: free memory and "
-                             f"resume (greendiff train --resume {display_path(run_dir)}), or start again with a smaller --batch-size "
+                             f"resume (greendiff {resume_command(config)} --resume {display_path(run_dir)}), or start again with a smaller --batch-size "
                              "or --preset") from None
     except BaseException:
         progress.on_end()
@@ -89,8 +90,13 @@ def train_segment(config, data, run_dir: Path, tracker, progress: Progress | Non
     if result.status == "diverged":
         raise _diverged(config, result, tracker)
     if result.status == "failed":
-        raise _data_failed(result, tracker)
+        raise _data_failed(result, tracker, resume_command(config))
     return result
+
+
+def resume_command(config) -> str:
+    """The command that resumes a run of ``config``: ``finetune`` for a fine-tune, else ``train``."""
+    return "finetune" if config.finetune.enabled else "train"
 
 
 def _close_as(status: str, result, tracker) -> list[Path]:
@@ -114,7 +120,7 @@ def _diverged(config, result, tracker) -> UserInputError:
                           + (f"checkpoints up to {kept[-1].name} kept" if kept else "no checkpoint was written"))
 
 
-def _data_failed(result, tracker) -> UserInputError:
+def _data_failed(result, tracker, command: str = "train") -> UserInputError:
     """Close a run whose data failed mid-run (a streamed file deleted or corrupted, a loader worker killed:
     ``train`` checkpointed the last good step and returned ``failed``) as ``failed``; the one-line error that
     ends the job, saying how to continue."""
@@ -124,4 +130,4 @@ def _data_failed(result, tracker) -> UserInputError:
     if not kept:
         return UserInputError(f"{reason}; no checkpoint was written: fix the data and start again")
     return UserInputError(f"{reason}; checkpoint {kept[-1].name} kept: fix the data and resume with "
-                          f"greendiff train --resume {run_dir}")
+                          f"greendiff {command} --resume {run_dir}")

@@ -124,7 +124,7 @@ def check_unfinished(run_dir: Path, max_steps: int) -> None:
 
     newest = checkpoint_dirs(run_dir)
     step = int(newest[-1].name[len("step-"):]) if newest else 0
-    if step >= max_steps and (run_dir / "pipeline").is_dir():
+    if step >= max_steps and ((run_dir / "pipeline").is_dir() or (run_dir / "lora").is_dir()):
         raise UserInputError(f"{display_path(run_dir)} already completed at step {step} (run.max_steps {max_steps}); "
                              f"give --max-steps N (> {step}) to train further")
 
@@ -135,6 +135,9 @@ def prepare_train(job: TrainJob) -> PreparedTrain:
     from greendiff.train import check_data, check_train
 
     config, run_name = resolve_train_config(job)
+    if config.finetune.enabled:
+        raise UserInputError("this is a fine-tune (finetune.pipeline is set): run it with greendiff finetune"
+                             + (f" --resume {display_path(job.resume)}" if job.resume is not None else ""))
     dist = Dist.from_env()
     if job.processes > 1 and dist.distributed:
         raise UserInputError("--nproc launches processes; this is already one process of a job (drop --nproc)")
@@ -208,6 +211,17 @@ def run_train(job: TrainJob | PreparedTrain, progress: Progress | None = None) -
         raise TypeError(f"run_train takes a TrainJob (or a PreparedTrain), got {type(job).__name__}")
     progress = NullProgress() if progress is None else check_progress(progress)
     prepared = job if isinstance(job, PreparedTrain) else prepare_train(job)
+    return run_prepared(prepared, progress)
+
+
+def run_prepared(prepared: PreparedTrain, progress: Progress, setup=None) -> TrainOutcome:
+    """Claim the run directory of ``prepared`` and train in it (:func:`run_train`'s work); ``setup``: what a
+    fine-tune adds once the run is measured (:class:`~greendiff.workflows._finetune.FinetuneSetup`: its data and
+    model family, and its files after the run)."""
+    import torch
+
+    from greendiff.integrations import check_loggers
+
     config, settings = prepared.config, prepared.settings
     prepared.dist.init(torch.cuda.is_available())
     check_loggers(config.run.log_to)
@@ -222,29 +236,31 @@ def run_train(job: TrainJob | PreparedTrain, progress: Progress | None = None) -
         progress.note(f"skipped {prepared.data.skipped} unreadable image files", "warning")
     resume = prepared.job.resume
     with claimed_run_dir(config, resume, prepared.run_name, prepared.dist, settings.stored) as run_dir:
-        return _train_in(prepared, run_dir, progress, controller)
+        return _train_in(prepared, run_dir, progress, controller, setup)
 
 
-def _train_in(prepared: PreparedTrain, run_dir: Path, progress: Progress, controller) -> TrainOutcome:
-    """Train in ``run_dir`` under one ledger run; close it and write ``emissions.json``."""
+def _train_in(prepared: PreparedTrain, run_dir: Path, progress: Progress, controller, setup=None) -> TrainOutcome:
+    """Train in ``run_dir`` under one ledger run; close it and write ``emissions.json`` (and ``setup``'s files)."""
     from greendiff.train import to_dict
 
     config, dist, resume = prepared.config, prepared.dist, prepared.job.resume is not None
+    command = "finetune" if setup is not None else "train"
     loggers = open_loggers(config, run_dir, remove_on_error=None if resume else run_dir) if dist.is_main else []
     if dist.is_main:  # said once everything is checked (an error stays one line)
         for text, style in ((prepared.data.placement, None), *prepared.notes):
             if text:
                 progress.note(text, style)
-    tracker = prepared.settings.tracker(run_dir.name + (" (resumed)" if resume else ""), "train",
-                                        f"greendiff train ({display_path(run_dir)})", config=to_dict(config),
+    tracker = prepared.settings.tracker(run_dir.name + (" (resumed)" if resume else ""), command,
+                                        f"greendiff {command} ({display_path(run_dir)})", config=to_dict(config),
                                         run_dir=run_dir, dist=dist).start()
     t0 = time.perf_counter()
     for logger_ in loggers:
         logger_.tag({"greendiff.ledger_run_id": tracker.run_id, "greendiff.location": tracker.location.describe(),
                      "greendiff.intensity_source": tracker.provider.describe(), "greendiff.pue": tracker.pue.value})
     with StopSignals() as stops:  # held until the ledger row and emissions.json are closed
-        result = train_segment(config, prepared.data, run_dir, tracker, progress, resume=resume,
-                               callbacks=(controller,), loggers=loggers, stops=stops)
+        data, family = (prepared.data, None) if setup is None else setup.start(tracker, progress)
+        result = train_segment(config, data, run_dir, tracker, progress, resume=resume, label=command,
+                               callbacks=(controller,), loggers=loggers, stops=stops, family=family)
         extra = {"stop_reason": result.stop_reason or ("max_steps reached" if result.status == "completed" else result.status)}
         if controller is not None:
             extra["carbon_aware"] = controller.summary()
@@ -255,6 +271,8 @@ def _train_in(prepared: PreparedTrain, run_dir: Path, progress: Progress, contro
             logger_.close(result.status)
         if dist.is_main:
             write_emissions(run_dir, summary, result.prior_energy_j, tracker.ledger)
+            if setup is not None and result.status in ("completed", "stopped"):
+                setup.finish(run_dir, summary, result.prior_energy_j, tracker)
     finished = result.status in ("completed", "stopped")
     return TrainOutcome(result.status, result.step, result.stop_reason or "", run_dir, summary,
                         time.perf_counter() - t0, None if finished else stops.exit_code - 128)
