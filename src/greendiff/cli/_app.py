@@ -21,6 +21,7 @@ from greendiff.cli._plan import plan_app, profile_command
 from greendiff.cli._render import note_line
 from greendiff.cli._report import report_command
 from greendiff.cli._runs import runs_app
+from greendiff.cli._finetune import finetune_command
 from greendiff.cli._train import sample_command, train_command
 from greendiff.cli._tune import tune_command
 from greendiff.cli._vae import vae_app
@@ -64,6 +65,7 @@ app = typer.Typer(
 app.command("measure", help="Run any command and record its energy and CO2e in the ledger.",
             context_settings={"allow_interspersed_args": False})(measure)
 app.command("train", help="Train a diffusion model with the green recipe (or the baseline), energy per phase.")(train_command)
+app.command("finetune", help="Fine-tune a local text-to-image pipeline (LoRA, DreamBooth or full), energy per phase.")(finetune_command)
 app.command("sample", help="Sample images from a trained run's EMA weights, with their energy.")(sample_command)
 app.command("eval", help="Score a trained run with FID, KID, precision/recall (offline); energy measured.")(eval_command)
 app.command("prune", help="Prune a trained model's channels (Diff-Pruning), fine-tune it, compare with the parent.")(prune_command)

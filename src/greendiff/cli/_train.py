@@ -200,13 +200,13 @@ def config_overrides(ctx: typer.Context) -> dict[str, object]:
     return overrides | parse_sets(list(given["--set"]))
 
 
-def render_train(outcome: TrainOutcome, console: Console) -> None:
+def render_train(outcome: TrainOutcome, console: Console, command: str = "train") -> None:
     """The ledger summary, then one line: how it ended, where, and how to resume it."""
     render_summary(outcome.summary, console)
     run_dir = display_path(outcome.run_dir)
     console.print(f"{outcome.status} at step {outcome.step} in {outcome.duration_s:.1f} s · run directory {run_dir}"
                   + (f" · {outcome.stop_reason}" if outcome.stop_reason else "")
-                  + ("" if outcome.finished else f" · resume with: greendiff train --resume {run_dir}"),
+                  + ("" if outcome.finished else f" · resume with: greendiff {command} --resume {run_dir}"),
                   highlight=False, markup=False)
 
 

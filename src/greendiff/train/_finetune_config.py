@@ -48,8 +48,8 @@ def validate_finetune(config) -> None:
             raise UserInputError(f"{named[0]} belongs to a fine-tune: give finetune.pipeline (greendiff finetune "
                                  "--pipeline DIR)")
         if stop.metric == "val_loss":
-            raise UserInputError("stop.metric = val_loss is a fine-tune's metric (greendiff finetune); training from "
-                                 "scratch stops on fid or kid")
+            raise UserInputError("a fine-tune needs finetune.pipeline (greendiff finetune --pipeline DIR: a local "
+                                 "diffusers text-to-image pipeline); stop.metric = val_loss is a fine-tune's metric")
         return
     if stop.metric != "val_loss":
         raise UserInputError(f"a fine-tune stops on its validation loss: set stop.metric = val_loss, not {stop.metric}")
