@@ -184,7 +184,8 @@ def _render_report(report: StudyReport, console: Console, as_json: bool = False,
         console.print("no complete trial yet: nothing to export", style="yellow")
     else:
         console.print(f"{'best' if pick is None else 'chosen'}: trial {chosen.number}, {metric} {metric_text(chosen.values[0])} "
-                      f"with {fmt_energy(chosen.energy_kwh)} · config {target} (train it: greendiff train --config {target})",
+                      f"with {fmt_energy(chosen.energy_kwh)} · config {target} (train it: greendiff "
+                      f"{'finetune' if metric == 'val_loss' else 'train'} --config {target})",
                       highlight=False)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))

@@ -263,7 +263,7 @@ _NO_WINDOWS = PhaseEnergy("", 0, 0.0, 0.0, None, 0.0)
 
 
 def run_profile(config, data, tracker, run_dir: Path, steps: int, warmup: int, config_name: str = "",
-                callbacks: Sequence = ()) -> Forecast:
+                callbacks: Sequence = (), family=None) -> Forecast:
     """Train ``config`` for ``steps`` steps under ``tracker`` and forecast the full run.
 
     Args:
@@ -272,13 +272,14 @@ def run_profile(config, data, tracker, run_dir: Path, steps: int, warmup: int, c
         steps: Profiled training steps, ``warmup`` of them left out of the rate.
         config_name: The config's label in the forecast.
         callbacks: More trainer callbacks (a progress bar), after the profile's own.
+        family: The model family (default: the config's; a fine-tune passes its own).
     """
     from greendiff.train import train
 
     if steps <= warmup + 3:
         raise UserInputError(f"--train-steps must be more than {warmup + 3} (the first {warmup} are warm-up), got {steps}")
     seen = _ProfileRecords()
-    result = train(profile_config(config, steps), run_dir, data, tracker, callbacks=[seen, *callbacks])
+    result = train(profile_config(config, steps), run_dir, data, tracker, callbacks=[seen, *callbacks], family=family)
     summary = tracker.stop("completed")
     if result.status != "completed":
         raise UserInputError(f"the profile did not complete ({result.status} at step {result.step})")

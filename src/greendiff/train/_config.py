@@ -459,7 +459,8 @@ def resolve_config(file: Path | None = None, overrides: dict[str, Any] | None = 
     The recipe (from the CLI, else the file, else ``green``) replaces the lever defaults before the
     file's and the CLI's own values are applied. ``base``: nested settings used in place of a file
     (a run derived from another run's saved config). ``defaults``: dotted keys applied after the recipe and
-    before the file (a command's own defaults, e.g. ``greendiff finetune``'s).
+    before the file (a command's own defaults); a config naming ``finetune.pipeline`` gets
+    ``greendiff finetune``'s (:data:`~greendiff.train._finetune_config.FINETUNE_DEFAULTS`) this way.
     """
     from_file = base if base is not None else read_toml(file) if file is not None else {}
     from_cli = dotted_to_nested({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -472,6 +473,11 @@ def resolve_config(file: Path | None = None, overrides: dict[str, Any] | None = 
     if not isinstance(recipe, str) or recipe not in RECIPES:
         raise UserInputError(f"unknown recipe {shown(recipe)}; use one of {', '.join(RECIPES)}")
     config = TrainConfig(recipe=recipe, optim=RECIPES[recipe])
+    named = {**_table(from_file, "finetune"), **_table(from_cli, "finetune")}
+    if named.get("pipeline"):  # a fine-tune: greendiff finetune's defaults, wherever the config is resolved
+        from greendiff.train._finetune_config import FINETUNE_DEFAULTS
+
+        defaults = {**FINETUNE_DEFAULTS, **(defaults or {})}
     if defaults:
         config = _merge(config, upgrade_settings(dotted_to_nested(defaults)))
     try:
@@ -521,6 +527,11 @@ def upgrade_settings(nested: dict[str, Any]) -> dict[str, Any]:
         table[new] = values[value]
         out[section] = table
     return out
+
+
+def _table(nested: dict[str, Any], section: str) -> dict[str, Any]:
+    table = nested.get(section)
+    return table if isinstance(table, dict) else {}
 
 
 def preset_lr(model: ModelConfig) -> float:

@@ -197,7 +197,7 @@ def export_toml(spec: StudySpec, row: TrialRow, study_name: str, metric: str) ->
     head = (f"# tuned by greendiff tune: study {study_name!r}, trial {row.number} ({spec.mode} mode)\n"
             f"# {metric} {metric_text(row.values[0])} with {energy_text(row.energy_kwh)}"
             + (f" (trial budget {energy_text(spec.trial_budget_kwh)}, {row.steps} steps)" if spec.mode == "budget" else "")
-            + "\n# train it: greendiff train --config THIS_FILE\n")
+            + f"\n# train it: greendiff {'finetune' if config.finetune.enabled else 'train'} --config THIS_FILE\n")
     return head + to_toml(config)
 
 

@@ -126,6 +126,8 @@ def trial_config(spec: StudySpec, values: dict[str, Any], number: int, trials_di
              "stop.eval_every": 0, "stop.eval_every_kwh": budget / spec.reports if spec.mode == "budget" else 0.0,
              "run.name": f"trial-{number:04d}", "run.output_dir": str(trials_dir), "run.keep_checkpoints": 1,
              "run.num_samples": 16}
+    if spec.mode == "pareto":  # one evaluation, at the end: no patience to wait (a fine-tune's default has some)
+        study["stop.patience"] = 0
     config = resolve_config(overrides={**values, **study}, base=spec.base)
     never = config.run.max_steps  # no intermediate samples or checkpoints
     return dataclasses.replace(config, run=dataclasses.replace(config.run, sample_every=never, checkpoint_every=never))

@@ -41,7 +41,8 @@ from greendiff.workflows._sample import PerImageEnergy, SampleJob, SampleOutcome
 from greendiff.workflows._segment import train_segment
 from greendiff.workflows._signals import StopSignals
 from greendiff.workflows._finetune import (
-    FinetuneSetup, PreparedFinetune, is_finetune_job, prepare_finetune, resolve_finetune_config, run_finetune,
+    FinetuneInputs, FinetuneSetup, PreparedFinetune, finetune_inputs, load_base, prepare_finetune,
+    resolve_finetune_config, run_finetune,
 )
 from greendiff.workflows._train import PreparedTrain, TrainJob, TrainOutcome, prepare_train, resolve_train_config, run_train
 from greendiff.workflows._tune_report import StudyReport, WorkerExit, WorkersState, run_study_workers, study_report
@@ -63,6 +64,7 @@ __all__ = [  # constants, classes, functions; each sorted
     "resolve_settings", "resolve_train_config", "run_demo", "run_distill", "run_distill_steps", "run_eval",
     "run_hardware", "run_measure", "run_plan_regions", "run_plan_window", "run_profile_job", "run_prune",
     "run_sample", "run_study_workers", "run_train", "run_vae_train", "study_report", "work_on_study",
-    "FinetuneSetup", "PreparedFinetune", "is_finetune_job", "prepare_finetune", "resolve_finetune_config", "run_finetune",
+    "FinetuneInputs", "FinetuneSetup", "PreparedFinetune", "finetune_inputs", "load_base",
+    "prepare_finetune", "resolve_finetune_config", "run_finetune",
     "write_location",
 ]

@@ -35,35 +35,19 @@ MAX_HELD_OUT_SHARE = 0.2
 DEFAULT_PROMPTS = 4
 
 
-def is_finetune_job(job: TrainJob) -> bool:
-    """Whether ``job`` fine-tunes a pipeline (``finetune.pipeline`` given, in the overrides or its config)."""
-    from greendiff.train import read_toml
-
-    if job.resume is not None:
-        saved = read_toml(job.resume / "config.toml") if (job.resume / "config.toml").is_file() else {}
-        return bool(saved.get("finetune", {}).get("pipeline"))
-    if job.overrides.get("finetune.pipeline"):
-        return True
-    return job.config_file is not None and bool(read_toml(job.config_file).get("finetune", {}).get("pipeline"))
-
-
 def resolve_finetune_config(job: TrainJob, base=None):
     """``(config, run name)``: a resumed run's saved config (only ``run.max_steps`` may change), else the file
     and overrides over ``greendiff finetune``'s defaults; with ``base`` (the loaded pipeline) the resolution,
     timesteps and objective default to the pipeline's."""
     from greendiff.train import resolve_config
-    from greendiff.train._finetune_config import FINETUNE_DEFAULTS
     from greendiff.workflows._rundir import new_run_name
     from greendiff.workflows._train import resolve_train_config
 
     if job.resume is not None:
         return resolve_train_config(job)
-    defaults = dict(FINETUNE_DEFAULTS)
-    if base is not None:
-        defaults |= {"data.resolution": base.default_resolution(), "optim.objective": base.objective,
-                     "optim.num_train_timesteps": int(base.pipe.scheduler.config.num_train_timesteps),
-                     "optim.loss_weighting": "uniform" if base.objective == "flow" else "min-snr"}
-    config = resolve_config(job.config_file, dict(job.overrides), defaults=defaults)
+    from greendiff.workflows._inputs import with_absolute_dataset
+
+    config = with_absolute_dataset(resolve_config(job.config_file, dict(job.overrides), defaults=pipeline_defaults(base)))
     if not config.finetune.enabled:
         raise UserInputError("greendiff finetune needs --pipeline DIR (a local diffusers text-to-image pipeline)")
     if base is not None and config.optim.objective != base.objective:
@@ -73,27 +57,66 @@ def resolve_finetune_config(job: TrainJob, base=None):
     return config, name
 
 
+def pipeline_defaults(base) -> dict[str, Any] | None:
+    """The defaults a loaded pipeline decides: its resolution, timesteps and objective (and flow's weighting)."""
+    if base is None:
+        return None
+    return {"data.resolution": base.default_resolution(), "optim.objective": base.objective,
+            "optim.num_train_timesteps": int(base.pipe.scheduler.config.num_train_timesteps),
+            "optim.loss_weighting": "uniform" if base.objective == "flow" else "min-snr"}
+
+
+def load_base(config):
+    """The pipeline ``config`` fine-tunes, loaded (:class:`~greendiff.train._base_pipeline.BasePipeline`)."""
+    from greendiff.train._base_pipeline import BasePipeline
+
+    return BasePipeline.load(Path(config.finetune.pipeline), "finetune.pipeline")
+
+
+@dataclass(frozen=True)
+class FinetuneInputs:
+    """What a fine-tune trains from, checked: its config (with what the data decides written in), the loaded
+    pipeline, the training images (captioned) and the held-out ones (None: none)."""
+
+    config: Any
+    base: Any
+    train: Any
+    held_out: Any = None
+
+
+def finetune_inputs(config, base, new: bool = True) -> FinetuneInputs:
+    """Load and check ``config``'s images against ``base``, hold images out (a resumed run, ``new`` False, splits
+    exactly as at its start: its saved count and seed), resolve the validation prompts and held-out count."""
+    train, held_out = split_held_out(_load_images(config, base), config.finetune.validation_images, config.run.seed)
+    if new:
+        config = _resolved(config, train, held_out)
+    _check_inputs(config, base, train)
+    return FinetuneInputs(config, base, train, held_out)
+
+
 @dataclass(frozen=True)
 class PreparedFinetune:
     """A fine-tuning job resolved and checked; nothing created yet.
 
     Attributes:
         train: The job as a :class:`PreparedTrain` (its ``data``: the training images, captioned).
-        base: The loaded :class:`~greendiff.train._base_pipeline.BasePipeline`.
-        held_out: Images kept out of training for the validation loss (None: none).
+        inputs: The :class:`FinetuneInputs` (config, pipeline, images, held-out images).
     """
 
     train: PreparedTrain
-    base: Any
-    held_out: Any = None
+    inputs: FinetuneInputs
 
     @property
     def config(self):
         return self.train.config
 
     @property
-    def job_is_new(self) -> bool:
-        return self.train.job.resume is None
+    def held_out(self):
+        return self.inputs.held_out
+
+    @property
+    def base(self):
+        return self.inputs.base
 
 
 def _load_images(config, base):
@@ -180,33 +203,23 @@ def prepare_finetune(job: TrainJob) -> PreparedFinetune:
     than the tokenizer takes, an empty instance folder, a LoRA rank below 1."""
     from greendiff.parallel import Dist
     from greendiff.train import check_train
-    from greendiff.train._base_pipeline import BasePipeline
     from greendiff.workflows._measurement import resolve_settings
 
     if job.processes > 1:
         raise UserInputError("greendiff finetune runs as one process (--nproc 1)")
-    config, name = resolve_finetune_config(job)  # checks the keys before the pipeline is loaded
-    base = BasePipeline.load(Path(config.finetune.pipeline))
+    config, name = resolve_finetune_config(job)  # the keys checked before the pipeline is loaded
+    base = load_base(config)
     if job.resume is None:
         config, name = resolve_finetune_config(job, base)
-    train, held_out = split_held_out(_load_images(config, base), config.finetune.validation_images, config.run.seed) \
-        if job.resume is None else _resumed_split(config, base)
-    if job.resume is None:
-        config = _resolved(config, train, held_out)
-    _check_inputs(config, base, train)
+    inputs = finetune_inputs(config, base, new=job.resume is None)
     settings = resolve_settings(job.measurement, run=job.resume)
-    check_train(config, train.channels, job.resume,
+    check_train(inputs.config, inputs.train.channels, job.resume,
                 str(job.resume / "config.toml") if job.resume is not None else "config")
     if job.resume is not None:
-        check_unfinished(job.resume, config.run.max_steps)
+        check_unfinished(job.resume, inputs.config.run.max_steps)
     notes = ((settings.note, None),) if settings.note else ()
-    prepared = PreparedTrain(job, config, name, settings, train, Dist.from_env(), notes)
-    return PreparedFinetune(prepared, base, held_out)
-
-
-def _resumed_split(config, base):
-    """A resumed run's images split again exactly as at its start (its saved held-out count and seed)."""
-    return split_held_out(_load_images(config, base), config.finetune.validation_images, config.run.seed)
+    prepared = PreparedTrain(job, inputs.config, name, settings, inputs.train, Dist.from_env(), notes)
+    return PreparedFinetune(prepared, inputs)
 
 
 class FinetuneSetup:
@@ -214,8 +227,8 @@ class FinetuneSetup:
     base pipeline in a metered ``sample`` window, cached), the model family; after a finished run, the model
     card."""
 
-    def __init__(self, prepared: PreparedFinetune) -> None:
-        self.prepared = prepared
+    def __init__(self, inputs: FinetuneInputs) -> None:
+        self.inputs = inputs
 
     def start(self, tracker, progress: Progress):
         """``(data, family)`` of the run."""
@@ -225,8 +238,8 @@ class FinetuneSetup:
         from greendiff.train._pipeline_layout import component_sha256
         from greendiff.train._space import cache_root
 
-        config, base = self.prepared.config, self.prepared.base
-        ft, data = config.finetune, self.prepared.train.data
+        config, base = self.inputs.config, self.inputs.base
+        ft, data = config.finetune, self.inputs.train
         if ft.num_class_images:
             extra = class_images(base, config, tracker, progress)
             data = PriorPairs(ImageSet(torch_cat(data.images, extra), data.source,
@@ -240,7 +253,7 @@ class FinetuneSetup:
             from greendiff.evaluate import ClipScorer
 
             clip = ClipScorer.load(Path(ft.clip_model), "--clip-model")
-        family = TextToImageFamily(base, config, space, self.prepared.held_out,
+        family = TextToImageFamily(base, config, space, self.inputs.held_out,
                                    root.parent / "text" if ft.text_cache else None, clip)
         return data, family
 
@@ -249,7 +262,7 @@ class FinetuneSetup:
         from greendiff.train._model_card import CardFacts, write_model_card
         from greendiff.units import joules_to_kwh
 
-        config = self.prepared.config
+        config = self.inputs.config
         ft, optim = config.finetune, config.optim
         settings = {"method": ft.method, "learning rate": optim.lr, "steps": summary.extra.get("steps", config.run.max_steps),
                     "batch size": optim.batch_size, "resolution (px)": config.data.resolution,
@@ -345,7 +358,7 @@ def run_finetune(job: TrainJob | PreparedFinetune, progress: Progress | None = N
         raise TypeError(f"run_finetune takes a TrainJob (or a PreparedFinetune), got {type(job).__name__}")
     progress = NullProgress() if progress is None else check_progress(progress)
     prepared = job if isinstance(job, PreparedFinetune) else prepare_finetune(job)
-    if prepared.held_out is None and prepared.job_is_new:
+    if prepared.held_out is None and prepared.train.job.resume is None:
         progress.note("no images held out: the validation loss is off (too few images, or "
                       "finetune.validation_images = 0)", "warning")
-    return run_prepared(prepared.train, progress, FinetuneSetup(prepared))
+    return run_prepared(prepared.train, progress, FinetuneSetup(prepared.inputs))

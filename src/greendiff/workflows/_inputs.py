@@ -23,8 +23,14 @@ def with_absolute_dataset(config):
     """``config`` with a folder or array ``data.dataset`` made absolute (against the current folder), so the
     saved ``config.toml`` finds it again from any folder (``train --resume``, ``eval``, ``sample``); a bundled
     name, or a path that does not exist (``load_dataset`` says so), stays as given. ``model.vae`` (if it
-    exists) and ``data.latent_cache_dir`` are made absolute the same way."""
+    exists), ``data.latent_cache_dir`` and a fine-tune's folders (pipeline, instance images, CLIP model) are made
+    absolute the same way."""
     dataset, vae, cache = config.data.dataset, config.model.vae, config.data.latent_cache_dir
+    ft = config.finetune
+    folders = {key: os.path.abspath(value) for key in ("pipeline", "instance_data", "clip_model")
+               if (value := getattr(ft, key)) and os.path.exists(value)}
+    if folders:
+        config = dataclasses.replace(config, finetune=dataclasses.replace(ft, **folders))
     if vae and os.path.exists(vae):  # a latent run's VAE and latent cache, too
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, vae=os.path.abspath(vae)))
     if cache:

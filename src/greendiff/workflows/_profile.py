@@ -93,25 +93,32 @@ def run_profile_job(job: ProfileJob, progress: Progress | None = None) -> Profil
     from greendiff.train import check_data, resolve_config, to_dict
 
     progress = check_progress(progress) if progress is not None else NullProgress()
-    config = resolve_config(job.config_file, dict(job.overrides))
+    config, setup = resolve_config(job.config_file, dict(job.overrides)), None
     if job.steps <= job.warmup + 3 or job.warmup < 0:
         raise UserInputError(f"--train-steps must be more than --unmetered-steps + 3 = {job.warmup + 3}, and "
                              f"--unmetered-steps >= 0 (got {job.steps}, {job.warmup})")
     check_output(job.output, (".json",))
     settings = resolve_settings(job.measurement)
-    data = load_config_data(config, job.config_file)
-    config = resolve_conditioning(config, data)
-    check_data(config, data)
+    if config.finetune.enabled:  # a fine-tune's config: its pipeline, images and family (greendiff finetune's)
+        setup = _finetune_setup(job)
+        config, data = setup.inputs.config, setup.inputs.train
+    else:
+        data = load_config_data(config, job.config_file)
+        config = resolve_conditioning(config, data)
+        check_data(config, data)
     name = job.config_file.name if job.config_file else f"{config.recipe}-{config.model.preset}"
     if job.config_file is None:
         progress.note(default_job_note(config, "profile"))
     tracker = settings.tracker(f"profile {name}", "profile", f"greendiff profile --train-steps {job.steps}",
                                config=to_dict(config)).start()
-    progress.on_start("profile", job.steps)
     try:
+        family = None
+        if setup is not None:
+            data, family = setup.start(tracker, progress)
+        progress.on_start("profile", job.steps)
         with tempfile.TemporaryDirectory(prefix="greendiff-profile-") as scratch:
             forecast = run_profile(config, data, tracker, Path(scratch), job.steps, job.warmup, name,
-                                   callbacks=[_ProgressLogs(progress)])
+                                   callbacks=[_ProgressLogs(progress)], family=family)
     except KeyboardInterrupt:
         if tracker.summary is None:
             tracker.stop("interrupted")
@@ -127,3 +134,15 @@ def run_profile_job(job: ProfileJob, progress: Progress | None = None) -> Profil
     write_output(job.output, outcome.to_dict())
     return outcome
 
+
+def _finetune_setup(job: ProfileJob):
+    """The :class:`~greendiff.workflows._finetune.FinetuneSetup` of a fine-tune's config: resolved against its
+    pipeline (resolution, timesteps, objective), its images checked and split as ``greendiff finetune`` would."""
+    from greendiff.workflows._finetune import FinetuneSetup, finetune_inputs, load_base, resolve_finetune_config
+    from greendiff.workflows._train import TrainJob
+
+    train_job = TrainJob(config_file=job.config_file, overrides=job.overrides)
+    config, _ = resolve_finetune_config(train_job)
+    base = load_base(config)
+    config, _ = resolve_finetune_config(train_job, base)
+    return FinetuneSetup(finetune_inputs(config, base))

@@ -138,6 +138,9 @@ def _spec(job: StudyJob):
     absolute = with_absolute_dataset(base_config)  # every trial, on any worker and folder, finds the data
     if absolute is not base_config:
         base.setdefault("data", {})["dataset"] = absolute.data.dataset
+        for key in ("pipeline", "instance_data", "clip_model"):  # a fine-tune's folders
+            if getattr(absolute.finetune, key):
+                base.setdefault("finetune", {})[key] = getattr(absolute.finetune, key)
         base_config = absolute
     spec = StudySpec(mode=job.mode, trials=job.trials, trial_budget_kwh=job.trial_budget_kwh or 0.0, reports=job.reports,
                      pruner=job.pruner or ("none" if job.mode == "pareto" else "hyperband"), seed=job.seed,
@@ -240,7 +243,14 @@ class TrialRunner:
         from greendiff.tune import TrialOutcome
 
         number = int(config.run.name.rsplit("-", 1)[1])
-        config = resolve_conditioning(config, self.data)  # the trial's config.toml holds its number of classes
+        setup, data = None, self.data
+        if config.finetune.enabled:  # a fine-tune's trial: the pipeline loaded afresh (adapters change it)
+            from greendiff.workflows._finetune import FinetuneSetup, finetune_inputs, load_base
+
+            setup = FinetuneSetup(finetune_inputs(config, load_base(config)))
+            config = setup.inputs.config  # its held-out count and validation prompts written in
+        else:
+            config = resolve_conditioning(config, self.data)  # the trial's config.toml holds its number of classes
         run_dir = new_run_dir(config.run.output_dir, config.run.name)
         write_config(run_dir, config)
         write_location(run_dir, self.settings.stored)  # a resume, sample or eval of the trial is priced there too
@@ -252,8 +262,11 @@ class TrialRunner:
         on_start(tracker.run_id, run_dir)
         try:
             with RunDirLock(run_dir):  # a `train --resume` of the trial's folder meanwhile is refused
-                result = train_segment(config, self.data, run_dir, tracker, self.progress, label=f"trial {number}",
-                                       callbacks=(pruner,))
+                family = None
+                if setup is not None:
+                    data, family = setup.start(tracker, self.progress)
+                result = train_segment(config, data, run_dir, tracker, self.progress, label=f"trial {number}",
+                                       callbacks=(pruner,), family=family)
         except Interrupted:  # Ctrl-C outside the training loop: the tracker is stopped already
             done = tracker.summary
             return TrialOutcome("interrupted", 0, done.energy_kwh if done else 0.0, 0.0, done.emissions_kg if done else 0.0)
@@ -275,7 +288,9 @@ def work_on_study(study: Study, settings, progress: Progress | None = None,
     progress = progress or NullProgress()
     spec = study.spec
     params = check_spec(spec)
-    data = study.data if study.data is not None else load_config_data(resolve_config(base=spec.base))
+    base_config = resolve_config(base=spec.base)
+    data = study.data if study.data is not None else \
+        None if base_config.finetune.enabled else load_config_data(base_config)  # a fine-tune's trials load their own
     runner = TrialRunner(settings, data, study.study.study_name, redact(study.url), progress)
     objective = make_objective(spec, params, study.folder / "trials", runner, str(settings.ledger.path))
     try:
