@@ -57,3 +57,53 @@ def tracker_for(tmp_path):
 
 def pytest_configure(config):
     torch.set_num_threads(1)  # deterministic and fair on a 2-core CI machine
+
+
+# -- fine-tuning (issue 22): tiny pipelines and captioned digits, built once per session ---------------------------
+
+#: Caption words of the digits (the tiny tokenizers know "seven" whole and spell the others in letters).
+DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def write_captioned_digits(folder, count: int, caption_every: int = 1):
+    """``count`` 16x16 scikit-learn digits as ``0.png``.. in ``folder`` with a ``metadata.jsonl`` captioning
+    each ``caption_every``-th one "a handwritten digit <name>" (1: all of them). Returns ``folder``."""
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    from greendiff.data import load_digits
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    digits, rows = load_digits(16), []
+    for i in range(count):
+        Image.fromarray(digits.images[i, 0].numpy()).save(folder / f"{i}.png")
+        if i % caption_every == 0:
+            rows.append(json.dumps({"file_name": f"{i}.png",
+                                    "text": f"a handwritten digit {DIGIT_NAMES[int(digits.labels[i])]}"}))
+    (folder / "metadata.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory):
+    """A tiny Stable-Diffusion-layout pipeline folder (read-only: copy it before changing it)."""
+    from tests.train.tiny_pipelines import save_tiny_sd_pipeline
+
+    return save_tiny_sd_pipeline(tmp_path_factory.mktemp("tiny-sd") / "pipe")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3(tmp_path_factory):
+    """A tiny Stable Diffusion 3 pipeline folder (read-only)."""
+    from tests.train.tiny_pipelines import save_tiny_sd3_pipeline
+
+    return save_tiny_sd3_pipeline(tmp_path_factory.mktemp("tiny-sd3") / "pipe")
+
+
+@pytest.fixture(scope="session")
+def captioned_digits(tmp_path_factory):
+    """24 captioned 16x16 digits (an image folder with metadata.jsonl; read-only)."""
+    return write_captioned_digits(tmp_path_factory.mktemp("captioned") / "digits", 24)

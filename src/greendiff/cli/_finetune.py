@@ -13,7 +13,9 @@ from greendiff.cli._options import FLOAT, INT, name_option, number_option, parse
 from greendiff.cli._progress import RichProgress
 from greendiff.cli._train import render_train
 from greendiff.names import display_path
-from greendiff.workflows import MeasurementOptions, TrainJob, prepare_finetune, resolve_finetune_config, run_finetune
+from greendiff.workflows import (
+    MeasurementOptions, TrainJob, load_base, prepare_finetune, resolve_finetune_config, run_finetune,
+)
 
 Opt = typer.Option
 PIPE, DATA, LORA, BOOTH, EVAL, RUN = ("Pipeline and data", "Data", "LoRA", "DreamBooth", "Validation and stopping",
@@ -97,10 +99,13 @@ def finetune_command(
     overrides = finetune_overrides(ctx)
     resume_dir = run_directory(resume, measurement.ledger) if resume is not None else None
     job = TrainJob(config_file=config_file, overrides=overrides, resume=resume_dir, measurement=measurement)
-    if dry_run:
+    if dry_run:  # the config resolved against the pipeline (its resolution, timesteps, objective)
         from greendiff.train import to_toml
 
-        typer.echo(to_toml(resolve_finetune_config(job)[0]), nl=False)
+        config = resolve_finetune_config(job)[0]
+        if resume_dir is None:
+            config = resolve_finetune_config(job, load_base(config))[0]
+        typer.echo(to_toml(config), nl=False)
         return
     prepared = prepare_finetune(job)
     console = Console(stderr=True)

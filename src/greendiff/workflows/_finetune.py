@@ -257,14 +257,15 @@ class FinetuneSetup:
                                    root.parent / "text" if ft.text_cache else None, clip)
         return data, family
 
-    def finish(self, run_dir: Path, summary, prior_energy_j: float, tracker) -> None:
-        """The model card beside what the run wrote (``lora/``, ``pipeline/``)."""
+    def finish(self, run_dir: Path, summary, result, tracker) -> None:
+        """The model card beside what the run wrote (``lora/``, ``pipeline/``); ``result``: the
+        :class:`~greendiff.train.TrainResult` (its steps, and the energy of earlier segments)."""
         from greendiff.train._model_card import CardFacts, write_model_card
         from greendiff.units import joules_to_kwh
 
         config = self.inputs.config
         ft, optim = config.finetune, config.optim
-        settings = {"method": ft.method, "learning rate": optim.lr, "steps": summary.extra.get("steps", config.run.max_steps),
+        settings = {"method": ft.method, "learning rate": optim.lr, "steps": result.step,
                     "batch size": optim.batch_size, "resolution (px)": config.data.resolution,
                     "mixed precision": optim.mixed_precision, "objective": optim.objective}
         if ft.method == "lora":
@@ -272,7 +273,7 @@ class FinetuneSetup:
                          "targets": list(ft.lora_targets) or "attention projections (to_q, to_k, to_v, to_out.0)"}
         facts = CardFacts(base_model=Path(ft.pipeline).name, method=ft.method, settings=settings,
                           emissions_g=run_emissions_kg(run_dir, summary, tracker) * 1000,
-                          energy_kwh=joules_to_kwh(prior_energy_j) + summary.energy_kwh,
+                          energy_kwh=joules_to_kwh(result.prior_energy_j) + summary.energy_kwh,
                           location=tracker.location.describe(), hardware=", ".join(d.name for d in summary.devices),
                           meter=", ".join(summary.methods), prompts=tuple(ft.validation_prompts),
                           instance_prompt=ft.instance_prompt)

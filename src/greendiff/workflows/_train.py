@@ -272,7 +272,7 @@ def _train_in(prepared: PreparedTrain, run_dir: Path, progress: Progress, contro
         if dist.is_main:
             write_emissions(run_dir, summary, result.prior_energy_j, tracker.ledger)
             if setup is not None and result.status in ("completed", "stopped"):
-                setup.finish(run_dir, summary, result.prior_energy_j, tracker)
+                setup.finish(run_dir, summary, result, tracker)
     finished = result.status in ("completed", "stopped")
     return TrainOutcome(result.status, result.step, result.stop_reason or "", run_dir, summary,
                         time.perf_counter() - t0, None if finished else stops.exit_code - 128)
