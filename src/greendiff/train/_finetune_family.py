@@ -289,8 +289,9 @@ class ValidationLoss:
         if held is None or held.num_images == 0:
             return
         k, n = family.settings.validation_timesteps, held.num_images
-        images = held.images.float() / 127.5 - 1.0
-        mean, _ = family.space.encode(images)
+        from greendiff.train._images import unit_images
+
+        mean = torch.cat([family.space.encode(unit_images(held.images[i:i + 64]))[0] for i in range(0, n, 64)])
         shape = family.space.shape
         z = shape.scaling_factor * (mean - shape.shift_factor)
         objective = objective_of(family.base, self.trainer.config.optim)

@@ -90,7 +90,7 @@ def finetune_inputs(config, base, new: bool = True) -> FinetuneInputs:
     train, held_out = split_held_out(_load_images(config, base), config.finetune.validation_images, config.run.seed)
     if new:
         config = _resolved(config, train, held_out)
-    _check_inputs(config, base, train)
+    _check_inputs(config, base, train, held_out)
     return FinetuneInputs(config, base, train, held_out)
 
 
@@ -179,12 +179,13 @@ def _resolved(config, train, held_out):
                                                                     validation_images=count))
 
 
-def _check_inputs(config, base, train) -> None:
+def _check_inputs(config, base, train, held_out=None) -> None:
     """Prompts within the tokenizers, a batch the data can fill, a CLIP folder that can be read."""
     from greendiff.train import check_data
 
     ft = config.finetune
-    base.check_prompts(tuple(dict.fromkeys(train.captions)), "caption of image")
+    captions = train.captions + (held_out.captions if held_out is not None else ())
+    base.check_prompts(tuple(dict.fromkeys(captions)), "caption")
     for what, prompts in (("--validation-prompt", ft.validation_prompts), ("--class-prompt", (ft.class_prompt,))):
         base.check_prompts([p for p in prompts if p], what)
     check_data(config, train)
@@ -241,8 +242,10 @@ class FinetuneSetup:
         config, base = self.inputs.config, self.inputs.base
         ft, data = config.finetune, self.inputs.train
         if ft.num_class_images:
+            import torch
+
             extra = class_images(base, config, tracker, progress)
-            data = PriorPairs(ImageSet(torch_cat(data.images, extra), data.source,
+            data = PriorPairs(ImageSet(torch.cat([data.images, extra]), data.source,
                                        captions=data.captions + (ft.class_prompt,) * extra.shape[0]),
                               instances=data.num_images)
         root = cache_root(config)
@@ -282,12 +285,6 @@ class FinetuneSetup:
                 write_model_card(folder, facts, where=folder.name)
 
 
-def torch_cat(*tensors):
-    import torch
-
-    return torch.cat(tensors)
-
-
 def run_emissions_kg(run_dir: Path, summary, tracker) -> float:
     """kgCO2e of the whole run: every ledger run ``emissions.json`` lists (earlier segments of a resumed run)."""
     from greendiff.train import read_emissions_json
@@ -307,7 +304,6 @@ def class_images(base, config, tracker, progress: Progress):
     import torch
 
     from greendiff.files import atomic_write_bytes
-    from greendiff.train._images import to_uint8
     from greendiff.train._space import cache_root
 
     ft, optim = config.finetune, config.optim
@@ -326,8 +322,9 @@ def class_images(base, config, tracker, progress: Progress):
     with tracker.window("sample"):
         for start in range(0, ft.num_class_images, 8):
             n = min(8, ft.num_class_images - start)
-            parts.append(to_uint8(base.generate([ft.class_prompt] * n, optim.sample_steps, optim.guidance_scale,
-                                                config.data.resolution, generator)))
+            images = base.generate([ft.class_prompt] * n, optim.sample_steps, optim.guidance_scale,
+                                   config.data.resolution, generator)  # (n, C, H, W) in [-1, 1]
+            parts.append(((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))
     images = torch.cat(parts)
     try:
         from safetensors.torch import save
