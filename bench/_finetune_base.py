@@ -44,7 +44,7 @@ class BaseSettings:
     text_hidden: int = 32
     text_layers: int = 2
     unet_channels: tuple[int, ...] = (32, 64)
-    pretrain_steps: int = 600
+    pretrain_steps: int = 1000
     pretrain_lr: float = 1e-3
     pretrain_batch_size: int = 64
     pretrain_eval_every: int = 50
@@ -165,8 +165,7 @@ def read_run(run_dir: Path) -> dict:
              for r in records if r.get("event") == "eval" and r.get("val_loss") is not None]
     phases = {p["name"]: {"windows": p["count"], "energy_kwh": p["energy_j"] * KWH_PER_J, "duration_s": p["duration_s"]}
               for p in emissions["phases"]}
-    return {"params": start.get("params"), "trainable": start.get("trainable_params"),
-            "steps": max((r.get("step", 0) for r in records), default=0), "curve": curve, "phases": phases,
+    return {"params": start.get("params"), "steps": max((r.get("step", 0) for r in records), default=0), "curve": curve, "phases": phases,
             "energy_kwh": emissions["energy_kwh"], "duration_s": emissions["duration_s"],
             "stop_reason": emissions.get("stop_reason", "")}
 

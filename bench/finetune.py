@@ -26,7 +26,7 @@ Resumable: each step's result is cached in ``bench/results/finetune/<key>-<name>
 settings; a run whose folder is gone is redone); delete the folder to start again. About 25 min alone on 2
 cores (estimate from timed steps; see the section for the measured wall time).
 
-    python bench/finetune.py [--max-steps 500] [--pretrain-steps 600] [--write-benchmarks]
+    python bench/finetune.py [--max-steps 500] [--pretrain-steps 1000] [--write-benchmarks]
     python bench/finetune.py --smoke   # a tiny base and 3-step runs, ~1 min; in bench/results/finetune/smoke
 """
 
@@ -208,13 +208,14 @@ def report(result: dict) -> str:
              "a cached run's one-off encode shown on its own. Target: the fixed LoRA schedule's lowest validation "
              f"loss + 2 % = **{result['target_val_loss']:.4f}**; energy to it: the run's energy (evaluations, "
              "samples, checkpoints and the one-off encode included) at its first evaluation at or below it.", "",
-             "| run | trains | steps | stopped | energy per step | one-off encode | total energy | val loss first "
+             "| run | trains (parameters) | steps | stopped | energy per step | one-off encode | total energy | val loss first "
              "-> final (best) | energy to target (step) |", "|---|---|---:|---|---:|---:|---:|---|---:|"]
     for name, r in runs.items():
         m = summary[name]
         to = f"{wh(m['to_target_kwh'])} ({m['target_step']})" if m["to_target_kwh"] is not None else "not reached"
         encode = wh(m["one_off_encode_kwh"]) if m["one_off_encode_kwh"] is not None else "— (every step)"
         trains = "LoRA" if r["overrides"].get("finetune.method", "lora") == "lora" else "full UNet"
+        trains += f" ({r['params']:,})" if r["params"] else ""
         lines.append(f"| {name} | {trains} | {r['steps']} | {stopped(r)} | "
                      f"{m['kwh_per_step'] * 1e6:.3f} mWh | {encode} | {wh(r['energy_kwh'])} | {m['first_val_loss']:.4f} "
                      f"-> {m['final_val_loss']:.4f} ({m['best_val_loss']:.4f}) | {to} |")
