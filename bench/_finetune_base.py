@@ -165,7 +165,8 @@ def read_run(run_dir: Path) -> dict:
              for r in records if r.get("event") == "eval" and r.get("val_loss") is not None]
     phases = {p["name"]: {"windows": p["count"], "energy_kwh": p["energy_j"] * KWH_PER_J, "duration_s": p["duration_s"]}
               for p in emissions["phases"]}
-    return {"params": start.get("params"), "steps": max((r.get("step", 0) for r in records), default=0), "curve": curve, "phases": phases,
+    return {"params": start.get("params"), "steps": max((r.get("step", 0) for r in records), default=0),
+            "curve": curve, "phases": phases,
             "energy_kwh": emissions["energy_kwh"], "duration_s": emissions["duration_s"],
             "stop_reason": emissions.get("stop_reason", "")}
 
@@ -208,7 +209,8 @@ def build_base(work: Path, s: BaseSettings, ledger: Path, cache: Path) -> dict:
     if not (pipeline / "model_index.json").is_file():
         raise SystemExit(f"{run_dir}: the pre-training wrote no pipeline/ folder")
     run = read_run(run_dir)
-    print(f"base: {run['steps']} steps, val loss {run['curve'][0]['val_loss']:.4f} -> {run['curve'][-1]['val_loss']:.4f}, "
+    first, last = run["curve"][0]["val_loss"], run["curve"][-1]["val_loss"]
+    print(f"base: {run['steps']} steps, val loss {first:.4f} -> {last:.4f}, "
           f"{run['energy_kwh'] * 1e3:.3f} Wh", file=sys.stderr)
     return {**counts, "vae": vae, "pretrain": run, "pipeline": pipeline.relative_to(work).as_posix(),
             "data": {"seen": seen.name, "new": nines.name}}

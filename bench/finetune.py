@@ -37,13 +37,17 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _finetune_base import CAPTION, DIGIT_WORDS, NEW_DIGIT, SMOKE_BASE, BaseSettings, build_base, finetune, read_run  # noqa: E402
+from _finetune_base import (  # noqa: E402
+    CAPTION, DIGIT_WORDS, NEW_DIGIT, SMOKE_BASE, BaseSettings, build_base, finetune, read_run,
+)
 from _report import machine, today, write_section  # noqa: E402
+from latent import times, wh  # noqa: E402  (the same units and ratios as the latent section)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "finetune"
 KEY = "finetune"
@@ -116,8 +120,6 @@ class Bench:
                 "stop.eval_every": s.eval_every, "stop.patience": s.patience,
                 "finetune.validation_images": s.validation_images,
                 "data.latent_cache_dir": str(self.work / f"{name}-cache" / "latents"), **overrides}
-        import shutil
-
         shutil.rmtree(self.work / f"{name}-cache", ignore_errors=True)
         run_dir = finetune(self.work / name, keys, self.ledger)
         run = {"name": name, "dir": run_dir.relative_to(self.work).as_posix(), "overrides": overrides,
@@ -165,30 +167,20 @@ def measure(bench: Bench) -> dict:
             "command": f"python bench/{Path(sys.argv[0]).name} {' '.join(sys.argv[1:])}".rstrip()}
 
 
-def wh(kwh: float | None) -> str:
-    """Energy in Wh, or mWh below 1 Wh."""
-    if kwh is None:
-        return "not reached"
-    return f"{kwh * 1e3:.3f} Wh" if kwh >= 1e-3 else f"{kwh * 1e6:.2f} mWh"
-
-
-def times(ref: float, x: float) -> str:
-    """``x`` against ``ref``: "2.50x less" or "1.20x more"."""
-    return f"{ref / x:.2f}x less" if x < ref else f"{x / ref:.2f}x more"
-
-
 def base_report(result: dict) -> list[str]:
     b, s = result["base"], result["settings"]["base"]
     pre, vae = b["pretrain"], b["vae"]
     return [f"Base (`bench/_finetune_base.py`): a Stable-Diffusion-layout pipeline built by greendiff: VAE "
             f"`greendiff vae train --preset nano` ({vae['steps']} steps, {wh(vae['energy_kwh'])}, PSNR "
             f"{vae['psnr_db']:.1f} dB, scaling factor {vae['scaling_factor']:.3f}), a word-level CLIP tokenizer and a "
-            f"random {s['text_layers']}-layer CLIP text encoder (hidden {s['text_hidden']}, frozen), a UNet2DConditionModel "
+            f"random {s['text_layers']}-layer CLIP text encoder (hidden {s['text_hidden']}, frozen), a "
+            "UNet2DConditionModel "
             f"({'/'.join(map(str, s['unet_channels']))} channels, {pre['params']:,} parameters) pre-trained by a full "
             f"fine-tune on {b['seen_images']:,} captioned digits 0-8 at {s['resolution']}x{s['resolution']} "
             f"({pre['steps']} steps, batch {s['pretrain_batch_size']}, lr {s['pretrain_lr']:g}; validation loss "
-            f"{pre['curve'][0]['val_loss']:.4f} at step {pre['curve'][0]['step']} -> {pre['curve'][-1]['val_loss']:.4f}; "
-            f"{wh(pre['energy_kwh'])}). The new concept: {b['new_images']} nines, \"{CAPTION.format(DIGIT_WORDS[NEW_DIGIT])}\"."]
+            f"{pre['curve'][0]['val_loss']:.4f} at step {pre['curve'][0]['step']} -> "
+            f"{pre['curve'][-1]['val_loss']:.4f}; {wh(pre['energy_kwh'])}). The new concept: {b['new_images']} nines, "
+            f"\"{CAPTION.format(DIGIT_WORDS[NEW_DIGIT])}\"."]
 
 
 def stopped(run: dict) -> str:
@@ -204,12 +196,13 @@ def report(result: dict) -> str:
              f"Each run fine-tunes the base on the nines ({s['validation_images']} held out: validation loss at fixed "
              f"timesteps and noise every {s['eval_every']} steps), `greendiff finetune`'s defaults otherwise (batch 8, "
              f"constant lr, LoRA rank 8 lr 1e-4, full lr 1e-5, early stopping patience {s['patience']}, at most "
-             f"{s['max_steps']} steps), each from an empty latent/text cache. Energy per step: (train + encode) / steps, "
-             "a cached run's one-off encode shown on its own. Target: the fixed LoRA schedule's lowest validation "
-             f"loss + 2 % = **{result['target_val_loss']:.4f}**; energy to it: the run's energy (evaluations, "
-             "samples, checkpoints and the one-off encode included) at its first evaluation at or below it.", "",
-             "| run | trains (parameters) | steps | stopped | energy per step | one-off encode | total energy | val loss first "
-             "-> final (best) | energy to target (step) |", "|---|---|---:|---|---:|---:|---:|---|---:|"]
+             f"{s['max_steps']} steps), each from an empty latent/text cache. Energy per step: (train + encode) / "
+             "steps, a cached run's one-off encode shown on its own. Target: the fixed LoRA schedule's lowest "
+             f"validation loss + 2 % = **{result['target_val_loss']:.4f}**; energy to it: the run's energy "
+             "(evaluations, samples, checkpoints and the one-off encode included) at its first evaluation at or below it.", "",
+             "| run | trains (parameters) | steps | stopped | energy per step | one-off encode | total energy "
+             "| val loss first -> final (best) | energy to target (step) |",
+             "|---|---|---:|---|---:|---:|---:|---|---:|"]
     for name, r in runs.items():
         m = summary[name]
         to = f"{wh(m['to_target_kwh'])} ({m['target_step']})" if m["to_target_kwh"] is not None else "not reached"
@@ -217,8 +210,8 @@ def report(result: dict) -> str:
         trains = "LoRA" if r["overrides"].get("finetune.method", "lora") == "lora" else "full UNet"
         trains += f" ({r['params']:,})" if r["params"] else ""
         lines.append(f"| {name} | {trains} | {r['steps']} | {stopped(r)} | "
-                     f"{m['kwh_per_step'] * 1e6:.3f} mWh | {encode} | {wh(r['energy_kwh'])} | {m['first_val_loss']:.4f} "
-                     f"-> {m['final_val_loss']:.4f} ({m['best_val_loss']:.4f}) | {to} |")
+                     f"{m['kwh_per_step'] * 1e6:.3f} mWh | {encode} | {wh(r['energy_kwh'])} | "
+                     f"{m['first_val_loss']:.4f} -> {m['final_val_loss']:.4f} ({m['best_val_loss']:.4f}) | {to} |")
     lines += ["", "Reading:", "", *reading(result)]
     return "\n".join(lines)
 
@@ -269,7 +262,8 @@ def main() -> None:
     started = time.perf_counter()
     result = measure(bench)
     result["wall_s_this_call"] = time.perf_counter() - started
-    (bench.results / ("finetune-smoke.json" if args.smoke else "finetune.json")).write_text(json.dumps(result, indent=2))
+    summary = bench.results / ("finetune-smoke.json" if args.smoke else "finetune.json")
+    summary.write_text(json.dumps(result, indent=2))
     text = report(result)
     print(text)
     if args.write_benchmarks:

@@ -43,7 +43,8 @@ def save_random_vae(folder: Path) -> Path:
     torch.manual_seed(0)
     AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 64),
                   down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-                  layers_per_block=1, norm_num_groups=16, sample_size=64).save_pretrained(folder, safe_serialization=True)
+                  layers_per_block=1, norm_num_groups=16, sample_size=64,
+                  ).save_pretrained(folder, safe_serialization=True)
     return folder
 
 
@@ -82,7 +83,8 @@ def report(result: dict | None, command: str) -> str:
               f"- A random SD-layout pipeline at {PIPELINE.resolution}x{PIPELINE.resolution} (4x16x16 latents, UNet "
               f"{'/'.join(map(str, PIPELINE.unet_channels))} channels, CLIP text hidden {PIPELINE.text_hidden}), "
               "nines of scikit-learn's digits, cached latents and text, bf16, train phase only", "",
-              "| method | trainable parameters | precision | batch | steps | s per step | GPU J per step (NVML) | all devices J per step |",
+              "| method | trainable parameters | precision | batch | steps | s per step | GPU J per step (NVML) "
+              "| all devices J per step |",
               "|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         lines.append(f"| {r['method']} | {r['params']:,} | {r['precision']} | {r['batch_size']} | {r['steps']} | "
