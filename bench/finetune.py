@@ -199,7 +199,8 @@ def report(result: dict) -> str:
              f"{s['max_steps']} steps), each from an empty latent/text cache. Energy per step: (train + encode) / "
              "steps, a cached run's one-off encode shown on its own. Target: the fixed LoRA schedule's lowest "
              f"validation loss + 2 % = **{result['target_val_loss']:.4f}**; energy to it: the run's energy "
-             "(evaluations, samples, checkpoints and the one-off encode included) at its first evaluation at or below it.", "",
+             "(evaluations, samples, checkpoints and the one-off encode included) at its first evaluation at or "
+             "below it.", "",
              "| run | trains (parameters) | steps | stopped | energy per step | one-off encode | total energy "
              "| val loss first -> final (best) | energy to target (step) |",
              "|---|---|---:|---|---:|---:|---:|---|---:|"]
