@@ -129,7 +129,6 @@ def test_the_text_cache_changes_nothing_and_the_latent_cache_only_float_noise(lo
 def test_resume_is_bit_identical_to_the_uninterrupted_run(lora_run, root, tiny_sd, captioned_digits):
     first = finetune(root / "cached", tiny_sd, captioned_digits, out="halves", **{"run.max_steps": 4})
     assert first.status == "completed" and first.step == 4
-    shutil.rmtree(first.run_dir / "lora")  # the export refuses a lora/ that exists: see the xfail test below
     resumed = finetune(root / "cached", tiny_sd, None, resume=first.run_dir, **{"run.max_steps": 8})
     assert resumed.status == "completed" and resumed.step == 8 and resumed.run_dir == first.run_dir
     whole, parts = lora_tensors(lora_run.run_dir), lora_tensors(resumed.run_dir)
@@ -138,10 +137,6 @@ def test_resume_is_bit_identical_to_the_uninterrupted_run(lora_run, root, tiny_s
     assert losses(resumed.run_dir) == losses(lora_run.run_dir)
 
 
-@pytest.mark.xfail(strict=True, raises=UserInputError,
-                   reason="product bug: TextToImageFamily.export -> save_lora refuses the lora/ folder the finished "
-                          "first segment wrote ('LoRA output ... exists and is not an empty folder'), so a finished "
-                          "LoRA run resumed with a larger run.max_steps fails at its end")
 def test_a_finished_lora_run_resumed_further_writes_its_lora_again(root, tiny_sd, captioned_digits):
     first = finetune(root / "cached", tiny_sd, captioned_digits, out="again", **{"run.max_steps": 2})
     before = lora_tensors(first.run_dir)

@@ -194,8 +194,8 @@ def fit_fields(fields: tuple[str, ...], width: int, priority: tuple[int, ...] | 
 
 
 def evaluation_line(event) -> str:
-    """One line for an in-training evaluation (:class:`~greendiff.train.EvalEvent`): its step, FID, KID and
-    class accuracy (those it has), its own energy, and whether it is the best so far or the closing one.
+    """One line for an in-training evaluation (:class:`~greendiff.train.EvalEvent`): its step, FID, KID, class
+    accuracy, a fine-tune's validation loss and CLIP score (those it has), its own energy, and whether it is the best so far or the closing one.
 
     Example:
         >>> from greendiff.train import EvalEvent
@@ -204,7 +204,8 @@ def evaluation_line(event) -> str:
     """
     scores = event.scores
     parts = [f"{label} {scores[key]:{spec}}" for key, label, spec in
-             (("fid", "FID", ".2f"), ("kid", "KID", ".4f"), ("class_accuracy", "class accuracy", ".1%")) if key in scores]
+             (("fid", "FID", ".2f"), ("kid", "KID", ".4f"), ("class_accuracy", "class accuracy", ".1%"),
+              ("val_loss", "validation loss", ".5f"), ("clip_score", "CLIP score", ".2f")) if key in scores]
     images = f"{scores['n']} images, " if "n" in scores else ""
     which = "closing evaluation" if event.final else "evaluation"
     return (f"{which} at step {event.step}: {' · '.join(parts) or 'no scores'} ({images}{fmt_energy(event.eval_energy_kwh)})"

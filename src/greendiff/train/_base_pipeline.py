@@ -14,6 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import contextlib
+import warnings
+
 import torch
 
 from greendiff.errors import UserInputError
@@ -56,6 +59,24 @@ class TextCondition:
                              torch.cat(pooled) if all(p is not None for p in pooled) and pooled else None)
 
 
+@contextlib.contextmanager
+def _quiet_transformers():
+    """While a pipeline loads: no per-component "Loading weights" bars and no import-time notes from
+    transformers (the job shows its own progress); its verbosity is restored afterwards."""
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:  # a pipeline without transformers components
+        yield
+        return
+    transformers_logging.disable_progress_bar()
+    before = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(before)
+
+
 def _objective_of(scheduler) -> str:
     """The objective the base model was trained with, from its scheduler."""
     if type(scheduler).__name__.startswith("FlowMatch"):
@@ -84,14 +105,16 @@ class BasePipeline:
 
     @classmethod
     def load(cls, folder: Path, what: str = "--pipeline") -> BasePipeline:
-        from diffusers import DiffusionPipeline
-        from diffusers.utils import logging as diffusers_logging
-
-        diffusers_logging.disable_progress_bar()
         layout = check_pipeline_folder(Path(folder), what)
         try:
-            pipe = DiffusionPipeline.from_pretrained(str(layout.folder), use_safetensors=True, local_files_only=True,
-                                                     torch_dtype=torch.float32)
+            with _quiet_transformers(), warnings.catch_warnings():  # diffusers >= 0.36 renames torch_dtype
+                warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+                from diffusers import DiffusionPipeline
+                from diffusers.utils import logging as diffusers_logging
+
+                diffusers_logging.disable_progress_bar()
+                pipe = DiffusionPipeline.from_pretrained(str(layout.folder), use_safetensors=True,
+                                                         local_files_only=True, torch_dtype=torch.float32)
         except Exception as exc:  # diffusers, transformers and safetensors raise their own kinds
             message = " ".join(str(exc).split())[:200]
             raise UserInputError(f"{what} {display_path(layout.folder)}: the pipeline cannot be loaded "

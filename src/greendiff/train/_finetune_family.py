@@ -235,7 +235,11 @@ class TextToImageFamily:
         if ema is not None:
             ema.copy_to([p for p in model.parameters() if p.requires_grad])
         if self.settings.method == "lora":
-            save_lora(self.base.layout.pipeline_class, path.parent / "lora", model.denoiser, model.text_encoder)
+            staging = path.parent / ".lora-export"  # a resumed run's export replaces the earlier segment's
+            if staging.exists():
+                shutil.rmtree(staging)
+            save_lora(self.base.layout.pipeline_class, staging, model.denoiser, model.text_encoder)
+            replace_folder(staging, path.parent / "lora")
             if not self.settings.merge:
                 return
             setattr(self.base.pipe, self.base.layout.denoiser, merge_lora(model.denoiser))
@@ -249,15 +253,20 @@ def batch_size_of(batch) -> int:
     return int(batch.images.shape[0]) if hasattr(batch, "images") else int(batch.mean.shape[0])
 
 
+def replace_folder(new: Path, path: Path) -> None:
+    """``new`` (a complete folder) put at ``path`` in place of what is there (an earlier segment's export)."""
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(new, path)
+
+
 def save_pipeline(pipe, path: Path) -> None:
     """``pipe.save_pretrained`` (safetensors) into ``path``, atomically: written beside it, then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
         pipe.save_pretrained(str(tmp), safe_serialization=True)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        replace_folder(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
