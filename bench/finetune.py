@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _finetune_base import (  # noqa: E402
-    CAPTION, DIGIT_WORDS, NEW_DIGIT, SMOKE_BASE, BaseSettings, build_base, finetune, read_run,
+    CAPTION, DIGIT_WORDS, NEW_DIGIT, SMOKE_BASE, BaseSettings, build_base, finetune, read_run, save_random_pipeline,
 )
 from _report import machine, today, write_section  # noqa: E402
 from latent import times, wh  # noqa: E402  (the same units and ratios as the latent section)
@@ -64,13 +64,15 @@ class Settings:
     patience: int = 4
     uncached_steps: int = 100
     validation_images: int = 16
+    sweep_steps: int = 30
 
     @property
     def tag(self) -> str:
         return hashlib.sha256(json.dumps(dataclasses.asdict(self)).encode()).hexdigest()[:8]
 
 
-SMOKE = Settings(base=SMOKE_BASE, max_steps=3, eval_every=1, patience=1, uncached_steps=3, validation_images=16)
+SMOKE = Settings(base=SMOKE_BASE, max_steps=3, eval_every=1, patience=1, uncached_steps=3, validation_images=16,
+                 sweep_steps=3)
 
 
 def variants(s: Settings) -> dict[str, dict]:
@@ -130,6 +132,54 @@ class Bench:
         return run
 
 
+#: UNet widths of the random pipelines whose energy per step the size sweep measures (LoRA, full, LoRA with
+#: gradient checkpointing), and its steps per run: LoRA's saving per step is the weight gradients and optimizer
+#: state it skips, which grow with the network while its own adapters stay small.
+SWEEP_WIDTHS = ((32, 64), (64, 128), (128, 256))
+SWEEP_VARIANTS = {"lora": {}, "full": {"finetune.method": "full"},
+                  "lora+checkpointing": {"finetune.gradient_checkpointing": True}}
+
+
+def sweep_run(bench: Bench, widths: tuple[int, ...], name: str, overrides: dict, base: dict) -> dict:
+    """``sweep_steps`` steps of variant ``name`` on a random pipeline of UNet ``widths`` (the base's VAE and text
+    encoder), on the nines with a shared latent cache; its parameters and train-phase energy per step."""
+    label = "x".join(map(str, widths))
+    pipeline = bench.work / f"sweep-{label}" / "pipeline"
+    if not (pipeline / "model_index.json").is_file():
+        save_random_pipeline(pipeline, bench.work / "vae", dataclasses.replace(bench.s.base, unet_channels=widths))
+    keys = {"finetune.pipeline": str(pipeline), "data.dataset": str(bench.work / base["data"]["new"]),
+            "run.max_steps": bench.s.sweep_steps, "stop.eval_every": 0, "stop.patience": 0,
+            "run.sample_every": bench.s.sweep_steps, "run.checkpoint_every": bench.s.sweep_steps,
+            "data.latent_cache_dir": str(bench.work / "sweep-cache" / "latents"), **overrides}
+    run = read_run(finetune(bench.work / f"sweep-{label}" / name, keys, bench.ledger))
+    train = run["phases"]["train"]
+    return {"widths": list(widths), "variant": name, "params": run["params"], "steps": run["steps"],
+            "train_kwh_per_step": train["energy_kwh"] / run["steps"], "train_s_per_step": train["duration_s"] / run["steps"]}
+
+
+def sweep(bench: Bench, base: dict) -> list[dict]:
+    """Every (width, variant) of the size sweep, each cached."""
+    return [bench.cached(f"sweep-{'x'.join(map(str, w))}-{name}", lambda w=w, n=name, o=o: sweep_run(bench, w, n, o, base))
+            for w in SWEEP_WIDTHS for name, o in SWEEP_VARIANTS.items()]
+
+
+def sweep_report(rows: list[dict], steps: int) -> list[str]:
+    """The size sweep as a table: energy per step of LoRA and full, and what checkpointing costs."""
+    by = {(tuple(r["widths"]), r["variant"]): r for r in rows}
+    lines = [f"Energy per training step by network size ({steps} steps each, random SD-layout pipelines "
+             "around the base's VAE and text encoder, batch 8, cached latents and text; train phase only):", "",
+             "| UNet widths | full UNet parameters | LoRA parameters | full | LoRA | LoRA saves | LoRA + gradient "
+             "checkpointing | checkpointing costs |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for widths in SWEEP_WIDTHS:
+        lora, full, gc = (by[(widths, v)] for v in SWEEP_VARIANTS)
+        lines.append(f"| {'x'.join(map(str, widths))} | {full['params']:,} | {lora['params']:,} | "
+                     f"{full['train_kwh_per_step'] * 1e6:.3f} mWh | {lora['train_kwh_per_step'] * 1e6:.3f} mWh | "
+                     f"{1 - lora['train_kwh_per_step'] / full['train_kwh_per_step']:+.0%} | "
+                     f"{gc['train_kwh_per_step'] * 1e6:.3f} mWh | "
+                     f"{gc['train_kwh_per_step'] / lora['train_kwh_per_step'] - 1:+.0%} |")
+    return lines
+
+
 def per_step_kwh(run: dict) -> float:
     """(train + encode) / steps; a cached run's encode is its one-off (one window), so it is left out."""
     phases = run["phases"]
@@ -149,6 +199,7 @@ def measure(bench: Bench) -> dict:
     base = bench.cached("base", bench.base, needs_dir=True)
     runs = {name: bench.cached(name, lambda n=name, o=o: bench.variant(n, base, o), needs_dir=True)
             for name, o in variants(bench.s).items()}
+    sizes = sweep(bench, base)
     fixed_curve = runs["lora-fixed"]["curve"]
     target = min(p["val_loss"] for p in fixed_curve) * TARGET_MARGIN
     summary = {}
@@ -163,7 +214,7 @@ def measure(bench: Bench) -> dict:
                          "to_target_kwh": reached[1] if reached else None}
     return {"date": today(), "machine": machine(), "threads": os.environ.get("GREENDIFF_THREADS", "all cores"),
             "settings": dataclasses.asdict(bench.s), "base": base, "runs": runs, "target_val_loss": target,
-            "summary": summary,
+            "summary": summary, "sweep": sizes,
             "command": f"python bench/{Path(sys.argv[0]).name} {' '.join(sys.argv[1:])}".rstrip()}
 
 
@@ -213,7 +264,7 @@ def report(result: dict) -> str:
         lines.append(f"| {name} | {trains} | {r['steps']} | {stopped(r)} | "
                      f"{m['kwh_per_step'] * 1e6:.3f} mWh | {encode} | {wh(r['energy_kwh'])} | "
                      f"{m['first_val_loss']:.4f} -> {m['final_val_loss']:.4f} ({m['best_val_loss']:.4f}) | {to} |")
-    lines += ["", "Reading:", "", *reading(result)]
+    lines += ["", *sweep_report(result["sweep"], s["sweep_steps"]), "", "Reading:", "", *reading(result)]
     return "\n".join(lines)
 
 
@@ -231,6 +282,12 @@ def reading(result: dict) -> list[str]:
         else:
             out.append(f"- To the target: {a} {wh(ea)}, {b} {wh(eb)} (best validation loss {m[a]['best_val_loss']:.4f} "
                        f"vs {m[b]['best_val_loss']:.4f}).")
+    by = {(tuple(r["widths"]), r["variant"]): r["train_kwh_per_step"] for r in result["sweep"]}
+    saves = [1 - by[(w, "lora")] / by[(w, "full")] for w in SWEEP_WIDTHS]
+    costs = [by[(w, "lora+checkpointing")] / by[(w, "lora")] - 1 for w in SWEEP_WIDTHS]
+    out.append(f"- By network size (random pipelines): LoRA's saving per step goes {' -> '.join(f'{x:+.0%}' for x in saves)} "
+               f"from UNet {'x'.join(map(str, SWEEP_WIDTHS[0]))} to {'x'.join(map(str, SWEEP_WIDTHS[-1]))}; gradient "
+               f"checkpointing costs {' / '.join(f'{x:+.0%}' for x in costs)} energy per step (it buys memory).")
     cached, uncached = m["lora-fixed"]["kwh_per_step"], m["lora-uncached"]["kwh_per_step"]
     saving, once = uncached - cached, m["lora-fixed"]["one_off_encode_kwh"] or 0.0
     out.append(f"- Cached latents and text embeddings (LoRA): {cached * 1e6:.3f} mWh per step vs "
