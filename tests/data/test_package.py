@@ -17,9 +17,9 @@ def test_the_package_and_its_constants_import_without_torch():
 
 def test_every_public_name_resolves_to_its_module_s_object():
     import greendiff.data as data
-    from greendiff.data import _batches, _labels, _load, _sources, _stream
+    from greendiff.data import _batches, _labels, _load, _pairs, _sources, _stream
 
-    modules = (_batches, _labels, _load, _sources, _stream)
+    modules = (_batches, _labels, _load, _pairs, _sources, _stream)
     for name in data.__all__:
         homes = [m for m in modules if hasattr(m, name)]
         assert homes and all(getattr(m, name) is getattr(data, name) for m in homes), name

@@ -131,7 +131,8 @@ def test_train_segment_hands_everything_to_the_trainer_as_callbacks(tmp_path, mo
     with pytest.raises(RuntimeError, match="stop here"):
         train_segment(greendiff.train.resolve_config(overrides=TINY), greendiff.data.load_digits(8), tmp_path, Tracker(),
                       callbacks=(controller, pruner), stops=stops)
-    assert set(seen) - {"callbacks", "status"} <= {"resume", "objective"}
+    assert set(seen) - {"callbacks", "status"} <= {"resume", "objective", "family"}
+    assert seen["family"] is None  # the config's own family (a fine-tune passes its text-to-image one)
     first, second, third, progress, shown = seen["callbacks"]
     assert (first, second, third, type(progress), type(shown)) == (stops, controller, pruner, ProgressCallback,
                                                                    TrainerProgress)
