@@ -41,8 +41,9 @@ def test_help_fits_80_columns_and_names_every_flag_whole(capsys, monkeypatch, pa
 
 def test_train_help_is_grouped_in_panels_and_much_shorter(capsys, monkeypatch):
     text = help_text(capsys, monkeypatch, "train")
-    # 238 lines at 80 columns before the panels (182 in the issue), 132 after; latent training added 12
-    assert len(text.splitlines()) <= 145
+    # 238 lines at 80 columns before the panels (182 in the issue), 132 after; latent training added 12; issue
+    # 23's levers (post-hoc EMA, alignment, timestep sampling, noise assignment, samplers) about 30
+    assert len(text.splitlines()) <= 180
     panels = re.findall(r"╭─ (.+?) ─", text)
     assert panels == ["Options", "Data", "Model and sampling", "Optimisation", "Evaluation and stopping",
                       "Carbon-aware", "Run and logging", "Measurement"]

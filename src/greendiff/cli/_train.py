@@ -45,6 +45,8 @@ FLAG_KEYS: dict[str, str] = {
     "--log-to": "run.log_to", "--mlflow-uri": "run.mlflow_uri", "--vae": "model.vae", "--backbone": "model.backbone",
     "--patch-size": "model.patch_size", "--objective": "optim.objective", "--no-latent-cache": "data.latent_cache",
     "--latent-cache-dir": "data.latent_cache_dir", "--compile": "optim.compile",
+    "--ema-snapshots": "optim.ema_snapshots", "--align": "optim.align", "--align-encoder": "optim.align_encoder",
+    "--align-weight": "optim.align_weight", "--align-until": "optim.align_until",
 }
 #: The switches whose negation is a hidden option of its own (so ``--help`` keeps one column of flag names)
 _NEGATIONS = {"--skip-bad-images": "--no-skip-bad-images", "--carbon-aware": "--no-carbon-aware",
@@ -65,7 +67,8 @@ GREEN_DEFAULTS: dict[str, object] = {
     "stop.eval_samples": 500, "stop.patience": 0, "stop.min_delta": 0.0, "stop.min_gain_per_kwh": 0.0,
     "stop.target": 0.0, "stop.budget_kwh": 0.0, "stop.budget_kgco2e": 0.0, "run.output_dir": "runs",
     "carbon.enabled": False, "carbon.max_intensity": 0.0, "model.backbone": "unet", "model.patch_size": 2,
-    "optim.objective": "epsilon", "optim.compile": False,
+    "optim.objective": "epsilon", "optim.compile": False, "optim.ema_snapshots": 0, "optim.align": "none",
+    "optim.align_weight": 0.5, "optim.align_until": 0.5,
 }
 DATA, MODEL, OPTIM, EVAL, CARBON, LOGGING = ("Data", "Model and sampling", "Optimisation", "Evaluation and stopping",
                                              "Carbon-aware", "Run and logging")
@@ -137,6 +140,11 @@ def train_command(
     warmup_steps: Annotated[Optional[int], _key("--warmup-steps", "Learning-rate warm-up steps.", OPTIM, INT)] = None,
     compile: Annotated[bool, _key("--compile", "torch.compile the network (slow to start).", OPTIM, metavar="")] = False,
     no_compile: Annotated[bool, Opt("--no-compile", help="Do not compile the network.", hidden=True)] = False,
+    ema_snapshots: Annotated[Optional[int], _key("--ema-snapshots", "Post-hoc EMA: snapshots to reconstruct any EMA length later (eval --ema-length).", OPTIM, INT)] = None,
+    align: Annotated[Optional[str], _key("--align", "Representation alignment: none, repa (needs --align-encoder) or dispersive.", OPTIM, metavar="KIND")] = None,
+    align_encoder: Annotated[Optional[str], _key("--align-encoder", "Frozen encoder folder REPA aligns to (never the quality network).", OPTIM, metavar="DIR")] = None,
+    align_weight: Annotated[Optional[float], _key("--align-weight", "Weight of the alignment loss at the start.", OPTIM, FLOAT)] = None,
+    align_until: Annotated[Optional[float], _key("--align-until", "Share of the run after which alignment is off.", OPTIM, FLOAT)] = None,
     lr_schedule: Annotated[Optional[str], _key("--lr-schedule", "cosine (to 0 at --max-steps), linear, or constant (suits early stopping).", OPTIM, metavar="KIND")] = None,
     sets: Annotated[list[str], _key("--set", "Any config key, e.g. --set optim.snr_gamma=3 (repeatable).", OPTIM, metavar="KEY=VAL")] = [],
     eval_every: Annotated[Optional[int], _key("--eval-every", "Evaluate FID/KID every N steps.", EVAL, INT)] = None,

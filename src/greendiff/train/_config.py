@@ -143,6 +143,18 @@ class RecipeConfig:
     flow_logit_mean: float = bounded(0.0, Bounds(lo=-10, hi=10))
     flow_logit_std: float = bounded(1.0, Bounds(lo=0, lo_open=True, hi=10))
     compile: bool = False
+    # post-hoc EMA (Karras et al. 2024, EDM2): snapshots of two power-function EMAs (sigma_rel each), any EMA
+    # length reconstructed afterwards (greendiff eval --ema-length); 0: off
+    ema_snapshots: int = bounded(0, Bounds(integer=True, lo=0, hi=10_000))
+    ema_snapshot_stds: tuple[float, ...] = bounded((0.05, 0.10), Bounds(lo=0, lo_open=True, hi=0.3))
+    # representation alignment (REPA, Yu et al. 2024; U-REPA for UNets) to a frozen encoder's features
+    # (align_encoder, a local folder), or the encoder-free dispersive loss (Wang & He 2025); its weight decays
+    # linearly to 0 at align_until x run.max_steps (alignment helps early, can hurt late)
+    align: Literal["none", "repa", "dispersive"] = "none"
+    align_encoder: str = ""
+    align_weight: float = bounded(0.5, _NONNEG)
+    align_until: float = bounded(0.5, Bounds(lo=0, lo_open=True, hi=1))
+    align_temperature: float = bounded(0.5, Bounds(lo=0, lo_open=True, hi=100))
 
     @property
     def sampler_name(self) -> str:
