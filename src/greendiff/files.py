@@ -14,9 +14,12 @@ never half of one. Every file greendiff rewrites (``emissions.json``, ``config.t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -71,3 +74,42 @@ def read_json_object(path: Path, name: str, fail: Callable[[str], Exception], ma
     if not isinstance(data, dict):
         raise fail(f"{name} holds {type(data).__name__}, not {object_as}")
     return data
+
+
+@contextlib.contextmanager
+def staged_folder(output: Path, flag: str = "--output-dir") -> Iterator[Path]:
+    """A new hidden folder beside ``output`` (its missing parents made) to fill inside the block; renamed to
+    ``output`` when the block ends normally. If the block raises (an error, Ctrl-C), the folder and the parents
+    it made are removed, so nothing is left half-made. ``flag`` names ``output`` in the one-line errors."""
+    from greendiff.errors import UserInputError
+    from greendiff.names import display_path
+
+    output = Path(os.path.abspath(output))
+    made = [p for p in (output.parent, *output.parent.parents) if not p.exists()]
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        staging = output.parent / f".tmp-{output.name}-{secrets.token_hex(4)}"
+        staging.mkdir()  # with the umask's permissions (mkdtemp's are 0700), as the renamed folder keeps them
+    except OSError as exc:
+        remove_empty(made)
+        raise UserInputError(f"cannot create {flag} {display_path(output)}: {exc.strerror or exc}") from None
+    try:
+        yield staging
+        try:
+            os.replace(staging, output)  # over an empty folder, or none
+        except OSError as exc:
+            raise UserInputError(f"cannot move the result into {flag} {display_path(output)} "
+                                 f"({exc.strerror or exc}): was it filled meanwhile?") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        remove_empty(made)
+        raise
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return

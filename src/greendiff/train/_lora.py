@@ -20,14 +20,13 @@ Example (a target that matches nothing is one line):
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from greendiff.errors import UserInputError
+from greendiff.files import staged_folder
 from greendiff.names import display_path
 
 DENOISER_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
@@ -188,14 +187,8 @@ def save_lora(pipeline_class: str, folder: Path, denoiser: torch.nn.Module,
                       text_encoder_lora_adapter_metadata=_adapter_metadata(text_encoder))
     folder = Path(os.path.abspath(folder))
     _check_new_folder(folder)
-    staging, made = _make_staging(folder)
-    try:
+    with staged_folder(folder, "LoRA output") as staging:
         getattr(diffusers, pipeline_class).save_lora_weights(staging, safe_serialization=True, **layers)
-        os.replace(staging, folder)  # onto an empty folder, or none
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        _remove_empty(made)
-        raise
     return folder / WEIGHTS_NAME
 
 
@@ -207,28 +200,6 @@ def _check_new_folder(folder: Path) -> None:
         raise UserInputError(f"LoRA output {display_path(folder)} cannot be read ({exc.strerror or exc})") from None
     if taken:
         raise UserInputError(f"LoRA output {display_path(folder)} exists and is not an empty folder: give a new folder")
-
-
-def _make_staging(folder: Path) -> tuple[Path, list[Path]]:
-    """A new hidden folder beside ``folder``, and the parents made for it (deepest first)."""
-    made = [p for p in (folder.parent, *folder.parent.parents) if not p.exists()]
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = folder.parent / f".tmp-{folder.name}-{secrets.token_hex(4)}"
-        staging.mkdir()
-    except OSError as exc:
-        _remove_empty(made)
-        raise UserInputError(f"cannot create LoRA output {display_path(folder)}: {exc.strerror or exc}") from None
-    return staging, made
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    """Remove ``folders`` (deepest first) while they are empty."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
 
 
 def merge_lora(model: torch.nn.Module) -> torch.nn.Module:

@@ -17,18 +17,15 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import secrets
-import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from greendiff.errors import UserInputError
+from greendiff.files import staged_folder
 from greendiff.names import display_path
 from greendiff.numbers import COUNT, SEED, Bounds
 from greendiff.tracking import RunSummary
@@ -179,42 +176,6 @@ def check_output_dir(output: Path, flag: str = "--output-dir") -> None:
         raise UserInputError(f"{flag} {shown}: {display_path(parent)} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserInputError(f"{flag} {shown}: folder {display_path(parent)} is not writable")
-
-
-@contextlib.contextmanager
-def staged_folder(output: Path, flag: str = "--output-dir") -> Iterator[Path]:
-    """A new hidden folder beside ``output`` (its missing parents made) to fill inside the block; renamed to
-    ``output`` when the block ends normally. If the block raises (an error, Ctrl-C), the folder and the parents
-    it made are removed, so nothing is left half-made."""
-    output = Path(os.path.abspath(output))
-    made = [p for p in (output.parent, *output.parent.parents) if not p.exists()]
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        staging = output.parent / f".tmp-{output.name}-{secrets.token_hex(4)}"
-        staging.mkdir()  # with the umask's permissions (mkdtemp's are 0700), as the renamed folder keeps them
-    except OSError as exc:
-        _remove_empty(made)
-        raise UserInputError(f"cannot create {flag} {display_path(output)}: {exc.strerror or exc}") from None
-    try:
-        yield staging
-        try:
-            os.replace(staging, output)  # over an empty folder, or none
-        except OSError as exc:
-            raise UserInputError(f"cannot move the result into {flag} {display_path(output)} "
-                                 f"({exc.strerror or exc}): was it filled meanwhile?") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        _remove_empty(made)
-        raise
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    """Remove ``folders`` (deepest first) while they are empty."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
 
 
 @dataclass(frozen=True)
