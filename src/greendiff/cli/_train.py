@@ -47,6 +47,7 @@ FLAG_KEYS: dict[str, str] = {
     "--latent-cache-dir": "data.latent_cache_dir", "--compile": "optim.compile",
     "--ema-snapshots": "optim.ema_snapshots", "--align": "optim.align", "--align-encoder": "optim.align_encoder",
     "--align-weight": "optim.align_weight", "--align-until": "optim.align_until",
+    "--timestep-sampling": "optim.timestep_sampling", "--noise-assignment": "optim.noise_assignment",
 }
 #: The switches whose negation is a hidden option of its own (so ``--help`` keeps one column of flag names)
 _NEGATIONS = {"--skip-bad-images": "--no-skip-bad-images", "--carbon-aware": "--no-carbon-aware",
@@ -68,7 +69,8 @@ GREEN_DEFAULTS: dict[str, object] = {
     "stop.target": 0.0, "stop.budget_kwh": 0.0, "stop.budget_kgco2e": 0.0, "run.output_dir": "runs",
     "carbon.enabled": False, "carbon.max_intensity": 0.0, "model.backbone": "unet", "model.patch_size": 2,
     "optim.objective": "epsilon", "optim.compile": False, "optim.ema_snapshots": 0, "optim.align": "none",
-    "optim.align_weight": 0.5, "optim.align_until": 0.5,
+    "optim.align_weight": 0.5, "optim.align_until": 0.5, "optim.timestep_sampling": "uniform",
+    "optim.noise_assignment": "random",
 }
 DATA, MODEL, OPTIM, EVAL, CARBON, LOGGING = ("Data", "Model and sampling", "Optimisation", "Evaluation and stopping",
                                              "Carbon-aware", "Run and logging")
@@ -128,7 +130,7 @@ def train_command(
     cond_dropout: Annotated[Optional[float], _key("--cond-dropout", "Share of labels dropped to the null class in training.", MODEL, FLOAT)] = None,
     guidance_scale: Annotated[Optional[float], _key("--guidance-scale", "Classifier-free guidance of previews and evaluations, >= 0.", MODEL, FLOAT)] = None,
     ema: Annotated[Optional[bool], _key("--ema/--no-ema", "Keep an EMA of the weights for sampling.", MODEL)] = None,
-    sampler: Annotated[Optional[str], _key("--sampler", "Preview sampler: ddim or ddpm.", MODEL, metavar="NAME")] = None,
+    sampler: Annotated[Optional[str], _key("--sampler", "Preview/evaluation sampler: ddim, dpm-solver (DPM-Solver++ 2M), unipc or ddpm.", MODEL, metavar="NAME")] = None,
     sample_steps: Annotated[Optional[int], _key("--sample-steps", "Sampler steps of previews.", MODEL, INT)] = None,
     batch_size: Annotated[Optional[int], _key("--batch-size", "Images per step.", OPTIM, INT)] = None,
     lr: Annotated[Optional[float], _key("--lr", "Peak learning rate (the preset's).", OPTIM, FLOAT, note=" (tiny's)")] = None,
@@ -138,6 +140,8 @@ def train_command(
     loss_weighting: Annotated[Optional[str], _key("--loss-weighting", "min-snr or uniform.", OPTIM, metavar="KIND")] = None,
     beta_schedule: Annotated[Optional[str], _key("--beta-schedule", "squaredcos_cap_v2 (cosine) or linear.", OPTIM, metavar="KIND")] = None,
     warmup_steps: Annotated[Optional[int], _key("--warmup-steps", "Learning-rate warm-up steps.", OPTIM, INT)] = None,
+    timestep_sampling: Annotated[Optional[str], _key("--timestep-sampling", "uniform, stratified, logit-normal (SD3) or speed (SpeeD).", OPTIM, metavar="KIND")] = None,
+    noise_assignment: Annotated[Optional[str], _key("--noise-assignment", "random, or immiscible (noise paired to images by assignment).", OPTIM, metavar="KIND")] = None,
     compile: Annotated[bool, _key("--compile", "torch.compile the network (slow to start).", OPTIM, metavar="")] = False,
     no_compile: Annotated[bool, Opt("--no-compile", help="Do not compile the network.", hidden=True)] = False,
     ema_snapshots: Annotated[Optional[int], _key("--ema-snapshots", "Post-hoc EMA: snapshots to reconstruct any EMA length later (eval --ema-length).", OPTIM, INT)] = None,

@@ -116,7 +116,17 @@ class RecipeConfig:
     mixed_precision: MixedPrecision = "auto"
     objective: Literal["epsilon", "v", "flow"] = "epsilon"
     loss_weighting: Literal["uniform", "min-snr"] = "min-snr"
-    timestep_sampling: Literal["uniform", "stratified"] = "uniform"
+    timestep_sampling: Literal["uniform", "stratified", "logit-normal", "speed"] = "uniform"
+    # timestep_sampling = logit-normal (SD3, Esser et al. 2024): t = floor(sigmoid(mean + std z) T); speed (SpeeD,
+    # Wang et al. 2024): t < speed_tau T drawn speed_k times as often, change-aware weights within [1 - l, l], l =
+    # speed_lambda (greendiff.train._timesteps)
+    timestep_logit_mean: float = bounded(0.0, Bounds(lo=-10, hi=10))
+    timestep_logit_std: float = bounded(1.0, Bounds(lo=0, lo_open=True, hi=10))
+    speed_k: float = bounded(5.0, Bounds(lo=1, hi=1000))
+    speed_tau: float = bounded(0.7, Bounds(lo=0, lo_open=True, hi=1))
+    speed_lambda: float = bounded(0.6, Bounds(lo=0.5, hi=1))
+    # Immiscible Diffusion (Li et al. 2024): each batch's noise assigned to its images by a linear assignment
+    noise_assignment: Literal["random", "immiscible"] = "random"
     snr_gamma: float = bounded(5.0, Bounds(lo=0, lo_open=True, hi=1e4))
     beta_schedule: Literal["linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
     num_train_timesteps: int = bounded(1000, _STEPS_T)
@@ -132,7 +142,7 @@ class RecipeConfig:
     ema_max_decay: float = bounded(0.9999, Bounds(lo=0, hi=1, lo_open=True, hi_open=True))
     ema_warmup: bool = True
     ema_power: float = bounded(2 / 3, Bounds(lo=0, lo_open=True, hi=100))
-    sampler: Literal["ddpm", "ddim"] = "ddim"
+    sampler: Literal["ddpm", "ddim", "dpm-solver", "unipc"] = "ddim"  # dpm-solver: DPM-Solver++ 2M; unipc: UniPC
     sample_steps: int = bounded(50, _STEPS_T)
     channels_last: Literal["auto", "on", "off"] = "auto"
     scale_lr: bool = False  # data-parallel: multiply lr by the number of processes (batch_size is per process)
@@ -601,6 +611,7 @@ def validate(config: TrainConfig) -> None:
     if (stop.patience or stop.min_gain_per_kwh or stop.target) and not (stop.eval_every or stop.eval_every_kwh):
         raise UserInputError("early stopping on quality needs evaluations: set --eval-every N (steps) or --eval-every-kwh X")
     check_blank_paths(config)
+    validate_sampling(config.optim)
     validate_conditioning(config)
     validate_latent(config)
     validate_distill(config)
@@ -619,6 +630,19 @@ def validate(config: TrainConfig) -> None:
         raise UserInputError(f"unknown model preset {config.model.preset!r}; use one of {', '.join(PRESETS)}")
     if config.model.backbone == "unet" and not config.model.vae:  # in latent space: at the latent side (check_train)
         check_architecture(config.model, config.data.resolution)
+
+
+def validate_sampling(optim: RecipeConfig) -> None:
+    """The timestep sampling and the sampler suit the objective: flow draws its own logit-normal times
+    (``optim.flow_logit_*``) and samples with its Euler scheduler; the others are for epsilon and v."""
+    if optim.objective != "flow":
+        return
+    if optim.timestep_sampling in ("logit-normal", "speed"):
+        raise UserInputError(f"--timestep-sampling {optim.timestep_sampling} is for --objective epsilon or v; flow "
+                             "draws logit-normal times already (set optim.flow_logit_mean / flow_logit_std)")
+    if optim.sampler in ("dpm-solver", "unipc"):
+        raise UserInputError(f"--sampler {optim.sampler} samples epsilon and v models; --objective flow samples with "
+                             "its Euler scheduler (leave --sampler out)")
 
 
 def check_blank_paths(config: TrainConfig) -> None:

@@ -17,6 +17,7 @@ from greendiff.errors import UserInputError
 from greendiff.pipelines import check_class_labels, check_guidance_scale, guided_output, guided_scheduler, num_classes_of
 from greendiff.train._config import RecipeConfig
 from greendiff.train._objectives import EpsilonObjective, FlowObjective, VObjective
+from greendiff.train._timesteps import TimestepSampling
 
 
 def make_noise_scheduler(optim: RecipeConfig, clip_sample: bool = True):
@@ -33,24 +34,43 @@ def make_noise_scheduler(optim: RecipeConfig, clip_sample: bool = True):
                          prediction_type=optim.prediction_type, clip_sample=clip_sample)
 
 
+#: The few-step multistep solvers ``optim.sampler`` may name, and their settings over the training scheduler's
+#: config: DPM-Solver++ 2M (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion
+#: Probabilistic Models"), UniPC (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast
+#: Sampling of Diffusion Models"; diffusers' default bh2 predictor-corrector of order 2).
+SOLVERS: dict[str, tuple[str, dict[str, object]]] = {
+    "dpm-solver": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+}
+
+
 def make_sampler(optim: RecipeConfig, noise_scheduler):
-    """The preview/evaluation sampler: DDPM (all steps) or DDIM (few steps) on the same betas; a flow
-    objective's Euler scheduler samples as it is."""
+    """The preview/evaluation sampler on the training scheduler's betas and prediction type: DDPM (all
+    steps), DDIM (Song et al. 2021), DPM-Solver++ 2M or UniPC (:data:`SOLVERS`; few steps); a flow objective's
+    Euler scheduler samples as it is."""
+    import diffusers
     from diffusers import DDIMScheduler, DDPMScheduler, FlowMatchEulerDiscreteScheduler
 
     if optim.objective == "flow" or isinstance(noise_scheduler, FlowMatchEulerDiscreteScheduler):
         return FlowMatchEulerDiscreteScheduler.from_config(noise_scheduler.config)
+    if optim.sampler in SOLVERS:
+        name, settings = SOLVERS[optim.sampler]
+        return getattr(diffusers, name).from_config(noise_scheduler.config, **settings)
     cls = DDIMScheduler if optim.sampler == "ddim" else DDPMScheduler
     return cls.from_config(noise_scheduler.config)
 
 
 def recipe_objective(optim: RecipeConfig) -> EpsilonObjective | VObjective | FlowObjective:
     """The recipe's objective (:mod:`greendiff.train._objectives`): ε- or v-prediction drawing timesteps as
-    ``optim.timestep_sampling`` says, or flow matching at logit-normal times (``optim.flow_logit_*``)."""
+    ``optim.timestep_sampling`` says (:class:`~greendiff.train._timesteps.TimestepSampling`), or flow matching at
+    logit-normal times (``optim.flow_logit_*``); either with ``optim.noise_assignment``."""
     if optim.objective == "flow":
-        return FlowObjective(optim.flow_logit_mean, optim.flow_logit_std, optim.num_train_timesteps)
+        return FlowObjective(optim.flow_logit_mean, optim.flow_logit_std, optim.num_train_timesteps,
+                             optim.noise_assignment)
+    sampling = TimestepSampling(optim.timestep_sampling, optim.timestep_logit_mean, optim.timestep_logit_std,
+                                optim.speed_k, optim.speed_tau, optim.speed_lambda)
     kind = EpsilonObjective if optim.objective == "epsilon" else VObjective
-    return kind(optim.timestep_sampling)
+    return kind(sampling, optim.noise_assignment)
 
 
 def loss_weights(noise_scheduler, timesteps: torch.Tensor, optim: RecipeConfig) -> torch.Tensor:
@@ -66,8 +86,9 @@ def loss_weights(noise_scheduler, timesteps: torch.Tensor, optim: RecipeConfig) 
 def noised_batch(noise_scheduler, x0: torch.Tensor, generator: torch.Generator,
                  optim: RecipeConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(noisy, timesteps, target)`` for a batch ``x0`` (B, C, H, W) in [-1, 1]: noise and timesteps
-    drawn from ``generator`` (uniform, or stratified: :func:`greendiff.train._objectives.sample_timesteps`);
-    the target is the noise (epsilon) or the velocity, as :func:`recipe_objective` draws them."""
+    drawn from ``generator`` (``optim.timestep_sampling``, ``optim.noise_assignment``:
+    :mod:`greendiff.train._timesteps`); the target is the noise (epsilon) or the velocity, as
+    :func:`recipe_objective` draws them."""
     draw = recipe_objective(optim).draw(x0, noise_scheduler, generator)
     return draw.noisy, draw.timesteps, draw.target
 
@@ -137,6 +158,13 @@ def check_sampling_labels(unet, n: int, labels, guidance_scale: float) -> tuple[
     return ids, w
 
 
+def takes_generator(scheduler) -> bool:
+    """Whether ``scheduler.step`` takes a ``generator`` (DDPM, DDIM, DPM-Solver++ do; UniPC does not)."""
+    import inspect
+
+    return "generator" in inspect.signature(scheduler.step).parameters
+
+
 @torch.no_grad()
 def sample_images(unet, sampler, n: int, steps: int, shape: tuple[int, int, int], generator: torch.Generator,
                   device: torch.device | str = "cpu", batch_size: int = 256,
@@ -154,6 +182,7 @@ def sample_images(unet, sampler, n: int, steps: int, shape: tuple[int, int, int]
     """
     ids, w = check_sampling_labels(unet, n, labels, guidance_scale)
     sampler = guided_scheduler(sampler, w)  # no clip_sample when two predictions are mixed (see there)
+    extra = {"generator": generator} if takes_generator(sampler) else {}  # UniPC's step() draws nothing
     out = []
     for start in range(0, n, batch_size):
         sampler.set_timesteps(steps)  # per batch: a flow-matching Euler scheduler counts its steps
@@ -161,7 +190,7 @@ def sample_images(unet, sampler, n: int, steps: int, shape: tuple[int, int, int]
         batch_labels = None if ids is None else ids[start:start + x.shape[0]]
         for i, t in enumerate(sampler.timesteps, 1):
             model_output = guided_output(unet, x, t, batch_labels, w).float()  # the step in fp32 (flow's casts back)
-            x = sampler.step(model_output, t, x, generator=generator).prev_sample
+            x = sampler.step(model_output, t, x, **extra).prev_sample
             if on_step is not None:
                 on_step(start + x.shape[0] * i / len(sampler.timesteps))
         out.append((x.clamp(-1, 1) if clip else x).float().cpu())

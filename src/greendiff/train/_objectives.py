@@ -32,6 +32,10 @@ from typing import ClassVar, Literal
 import torch
 
 from greendiff.errors import UserInputError
+from greendiff.train._timesteps import TimestepSampling, assign_noise, sample_timesteps
+
+__all__ = ["Draw", "Objective", "EpsilonObjective", "VObjective", "FlowObjective", "objective_for",
+           "logit_normal_timesteps", "sample_timesteps", "OBJECTIVES"]
 
 OBJECTIVES = ("epsilon", "v", "flow")
 
@@ -49,23 +53,6 @@ class Draw:
     noisy: torch.Tensor
     timesteps: torch.Tensor
     target: torch.Tensor
-
-
-def sample_timesteps(batch: int, num_timesteps: int, generator: torch.Generator, kind: str = "uniform") -> torch.Tensor:
-    """``batch`` integer timesteps in [0, num_timesteps). ``uniform``: independent draws.
-    ``stratified``: one uniform draw u, then (u + i / batch) mod 1 for i < batch, scaled to the
-    timesteps (VDM's low-discrepancy sampler): the same marginal, lower loss variance per batch.
-
-    Example:
-        >>> t = sample_timesteps(4, 1000, torch.Generator().manual_seed(0), "stratified")
-        >>> sorted(int(d) for d in (t.sort().values.diff()))  # one per quarter of the range
-        [250, 250, 250]
-    """
-    if kind == "stratified":
-        u = torch.rand((), generator=generator)
-        fractions = (u + torch.arange(batch) / batch) % 1.0
-        return (fractions * num_timesteps).long().clamp_(max=num_timesteps - 1)
-    return torch.randint(0, num_timesteps, (batch,), generator=generator)
 
 
 def logit_normal_timesteps(batch: int, generator: torch.Generator, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
@@ -114,16 +101,25 @@ class _ScheduledObjective(Objective):
     """ε or v on a DDPM-style scheduler (``add_noise``, ``get_velocity``, ``alphas_cumprod``).
 
     Attributes:
-        timestep_sampling: ``uniform`` or ``stratified`` integer timesteps (:func:`sample_timesteps`).
+        timestep_sampling: How integer timesteps are drawn: a :class:`~greendiff.train._timesteps.TimestepSampling`,
+            or its kind (``uniform``, ``stratified``, ``logit-normal``, ``speed``) with default parameters.
+        noise_assignment: ``random`` (each image its own draw) or ``immiscible`` (the batch's draws assigned to
+            the images by :func:`~greendiff.train._timesteps.assign_noise`).
     """
 
-    timestep_sampling: Literal["uniform", "stratified"] = "uniform"
+    timestep_sampling: TimestepSampling | str = "uniform"
+    noise_assignment: str = "random"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.timestep_sampling, str):
+            object.__setattr__(self, "timestep_sampling", TimestepSampling(self.timestep_sampling))
 
     def draw(self, x0: torch.Tensor, noise_scheduler, generator: torch.Generator) -> Draw:
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)  # noise before timesteps, as always
-        timesteps = sample_timesteps(x0.shape[0], noise_scheduler.config.num_train_timesteps, generator,
-                                     self.timestep_sampling)
+        timesteps = self.timestep_sampling.draw(x0.shape[0], noise_scheduler.config.num_train_timesteps, generator)
         noise, timesteps = noise.to(x0.device), timesteps.to(x0.device)
+        if self.noise_assignment == "immiscible":
+            noise = assign_noise(x0, noise)
         noisy = noise_scheduler.add_noise(x0, noise, timesteps)
         return Draw(noisy, timesteps, self._target(noise_scheduler, x0, noise, timesteps))
 
@@ -136,12 +132,14 @@ class _ScheduledObjective(Objective):
         return ((torch.arange(k, dtype=torch.float64) + 0.5) / k * steps).long().clamp_(max=steps - 1)
 
     def weights(self, timesteps: torch.Tensor, noise_scheduler, snr_gamma: float | None = None) -> torch.Tensor:
+        """Min-SNR-γ (or uniform) times the timestep sampling's own weights (SpeeD's change-aware ones)."""
+        sampling = self.timestep_sampling.weights(timesteps, noise_scheduler.alphas_cumprod)  # ones unless speed
         if snr_gamma is None:
-            return torch.ones_like(timesteps, dtype=torch.float32)
+            return sampling
         from diffusers.training_utils import compute_snr
 
         snr = compute_snr(noise_scheduler, timesteps)  # alpha_t^2 / sigma_t^2, (B,)
-        return torch.clamp(snr, max=snr_gamma) / self._snr_denominator(snr)
+        return torch.clamp(snr, max=snr_gamma) / self._snr_denominator(snr) * sampling.to(snr.device)
 
     @abstractmethod
     def _target(self, noise_scheduler, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
@@ -189,12 +187,14 @@ class FlowObjective(Objective):
         logit_std: s (> 0); larger spreads the draws toward 0 and 1.
         num_train_timesteps: T: the network sees t·T, as ``FlowMatchEulerDiscreteScheduler`` gives it
             (a scheduler passed to :meth:`draw` overrides it with its own config's value).
+        noise_assignment: ``random`` or ``immiscible`` (:func:`~greendiff.train._timesteps.assign_noise`).
     """
 
     name: ClassVar[str] = "flow"
     logit_mean: float = 0.0
     logit_std: float = 1.0
     num_train_timesteps: int = 1000
+    noise_assignment: str = "random"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.logit_mean) and math.isfinite(self.logit_std) and self.logit_std > 0):
@@ -204,6 +204,8 @@ class FlowObjective(Objective):
     def draw(self, x0: torch.Tensor, noise_scheduler, generator: torch.Generator) -> Draw:
         steps = self.num_train_timesteps if noise_scheduler is None else noise_scheduler.config.num_train_timesteps
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+        if self.noise_assignment == "immiscible":
+            noise = assign_noise(x0, noise)
         t = logit_normal_timesteps(x0.shape[0], generator, self.logit_mean, self.logit_std).to(x0.device)
         t_b = t.to(x0.dtype).view(-1, *([1] * (x0.ndim - 1)))  # (B, 1, 1, 1)
         return Draw((1 - t_b) * x0 + t_b * noise, t * steps, noise - x0)
