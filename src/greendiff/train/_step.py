@@ -154,6 +154,7 @@ class TrainState:
     params: int
     macs_per_image: int
     step: int = 0
+    align: Any = None  # the run's representation alignment (greendiff.train._align.Alignment), or None
 
 
 def setup(config: TrainConfig, family, channels: int, world_size: int, parts: dict) -> TrainState:
@@ -173,7 +174,9 @@ def setup(config: TrainConfig, family, channels: int, world_size: int, parts: di
     if channels_last:
         unet = unet.to(memory_format=torch.channels_last)
     lr_scale = world_size if optim.scale_lr else 1
-    optimizer = make_optimizer(trainable(unet), dataclasses.replace(optim, lr=optim.lr * lr_scale))
+    align = _alignment(config, family, unet, device, world_size)
+    weights = [*trainable(unet), *(align.parameters() if align is not None else ())]  # the projector's after the model's
+    optimizer = make_optimizer(weights, dataclasses.replace(optim, lr=optim.lr * lr_scale))
     # diffusers' curves; "constant" warms up like the others; a budget may move the horizon (stop.fit_schedule)
     lr_scheduler = make_lr_scheduler(optimizer, optim.lr_schedule, optim.warmup_steps, run.max_steps)
     schedule = lr_scheduler.lr_lambdas[0]
@@ -185,11 +188,27 @@ def setup(config: TrainConfig, family, channels: int, world_size: int, parts: di
                        foreach=True)  # one kernel per op over all tensors: 2.4x faster on CPU (tiny UNet)
         ema.to(device)
     noise_scheduler = family.noise_scheduler(optim)
+    if align is not None and align.part is not None:
+        parts = {**parts, align.part.state_key: align.part}
     objects = TrainingObjects(accelerator.unwrap_model(unet), optimizer, lr_scheduler, ema, accelerator.scaler, parts)
     if optim.compile:  # the loss's forward and backward compiled; checkpoints, EMA and sampling keep the plain module
         unet = torch.compile(unet)
     return TrainState(accelerator, unet, objects, noise_scheduler, family.sampler(optim, noise_scheduler), schedule,
-                      device, channels_last, precision, precision_reason, lr_scale, params, macs)
+                      device, channels_last, precision, precision_reason, lr_scale, params, macs, align=align)
+
+
+def _alignment(config: TrainConfig, family, unet: torch.nn.Module, device: torch.device, world_size: int):
+    """The run's representation alignment (:func:`greendiff.train._align.make_alignment`; None with
+    ``optim.align = none``), built after the model so its initialisation is unchanged. REPA's projector is
+    trained on one process only (its gradient is not all-reduced in a job)."""
+    if config.optim.align == "none":
+        return None
+    from greendiff.train._align import make_alignment
+
+    if config.optim.align == "repa" and world_size > 1:
+        raise UserInputError("--align repa trains its projector on one process; run it without --processes, or use "
+                             "--align dispersive")
+    return make_alignment(config, family, unet, device)
 
 
 @dataclass(frozen=True)
@@ -218,13 +237,19 @@ def train_step(state: TrainState, batch: StepBatch, objective: Callable, generat
     return StepOutcome(state.step, loss.item(), updated, x0.shape[0])
 
 
+def optimized(optimizer) -> list[torch.nn.Parameter]:
+    """The parameters ``optimizer`` updates, in order: the model's trainable ones (:func:`trainable`), then any
+    trained beside it (an alignment projector); the gradient is clipped over all of them."""
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
 def apply_update(accelerator, unet, objects: TrainingObjects, loss: torch.Tensor, grad_clip: float) -> bool:
     """Backward, clipping, then the optimizer, schedule and EMA steps; ``False``, with nothing changed, when
     the gradient is not finite (a finite loss can have one, and its update would poison the weights). In a
     job the gradient is all-reduced, so every process decides alike; with fp16's gradient scaler, an inf
     gradient is the scaler's to skip (it lowers its scale), not a bad step."""
     accelerator.backward(loss)
-    norm = accelerator.clip_grad_norm_(trainable(unet), grad_clip if grad_clip > 0 else math.inf)
+    norm = accelerator.clip_grad_norm_(optimized(objects.optimizer), grad_clip if grad_clip > 0 else math.inf)
     if objects.scaler is None and norm is not None and not bool(torch.isfinite(norm)):
         objects.optimizer.zero_grad(set_to_none=True)
         return False

@@ -22,6 +22,7 @@ import torch
 from greendiff.data import BUILTIN, Batch, Data
 from greendiff.display import fixed_point
 from greendiff.errors import UserInputError
+from greendiff.train._align import aligned_objective
 from greendiff.train._callbacks import CallbackList, LogSchedule, MetricsWriter, Stop
 from greendiff.train._checkpoint import fingerprint, load_latest, save_checkpoint
 from greendiff.train._config import TrainConfig
@@ -184,7 +185,8 @@ class Trainer:
         tracker: A started :class:`~greendiff.tracking.Tracker`; phases ``train``, ``sample``, ``eval``,
             ``checkpoint`` (and ``wait`` for pauses) are its windows.
         family: The model family (default: the config's, :func:`~greendiff.train.family_for`).
-        objective: The loss, called like :func:`diffusion_loss` (default: ``family.loss``).
+        objective: The loss, called like :func:`diffusion_loss` (default: ``family.loss``, with the alignment
+            term of ``optim.align`` added: :mod:`greendiff.train._align`).
         evaluator: Scores samples for evaluations (default: a :class:`QualityEvaluator` from ``config.stop``).
         callbacks: :class:`TrainerCallback` objects (progress bars, loggers, pruners, a carbon-aware controller).
         resume: Continue from the newest checkpoint in ``run_dir``.
@@ -219,7 +221,8 @@ class Trainer:
         self.state = setup(config, self.family, data.channels, self.dist.world_size, parts)
         if self.family.space.latent:
             self.family.space.to(self.state.device)
-        self.objective = objective or self.family.loss
+        # the family's loss, plus representation alignment (optim.align) on it; a caller's objective is used as given
+        self.objective = objective or aligned_objective(self.family.loss, self.state.align, self.state)
         self.weights = Weights(self.state, self.dist)
         self.shapes = fingerprint(config, data.channels)
         self.last_loss = math.nan
