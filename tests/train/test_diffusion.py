@@ -173,3 +173,61 @@ def test_an_unconditional_model_takes_no_labels_and_no_guidance():
         sample_images(tiny_unet(0), ddim(), 2, 2, (1, 8, 8), torch.Generator(), labels=[0, 1])
     with pytest.raises(UserInputError, match="guidance scale 2.0 needs class labels"):
         sample_images(tiny_unet(0), ddim(), 2, 2, (1, 8, 8), torch.Generator(), guidance_scale=2.0)
+
+
+# -- few-step samplers (DPM-Solver++ 2M, UniPC) ------------------------------------------------------
+
+def direct_scheduler(name: str, optim: RecipeConfig):
+    """The diffusers scheduler ``name`` built by hand from the recipe's settings (not from a config)."""
+    import diffusers
+
+    common = dict(num_train_timesteps=optim.num_train_timesteps, beta_schedule=optim.beta_schedule,
+                  prediction_type=optim.prediction_type)
+    if name == "dpm-solver":
+        return diffusers.DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+    if name == "unipc":
+        return diffusers.UniPCMultistepScheduler(**common)
+    return diffusers.DDIMScheduler(**common)
+
+
+@pytest.mark.parametrize("objective", ["epsilon", "v"])
+@pytest.mark.parametrize("name", ["ddim", "dpm-solver", "unipc"])
+def test_each_sampler_agrees_with_diffusers_scheduler_used_directly(name, objective):
+    import dataclasses
+
+    from greendiff.train import make_sampler
+
+    optim = dataclasses.replace(OPTIM, sampler=name, objective=objective)
+    sampler = make_sampler(optim, make_noise_scheduler(optim))
+    direct = direct_scheduler(name, optim)
+    assert type(sampler) is type(direct)
+    net = tiny_unet(0)
+    out = sample_images(net, sampler, 2, 5, (1, 8, 8), torch.Generator().manual_seed(4))
+    direct.set_timesteps(5)
+    x = torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(4))
+    first = None
+    with torch.no_grad():
+        for t in direct.timesteps:
+            x = direct.step(net(x, t).sample.float(), t, x).prev_sample
+            first = x.clone() if first is None else first
+    assert len(sampler.timesteps) == 5 and torch.equal(sampler.timesteps, direct.timesteps)
+    assert torch.allclose(out, x.clamp(-1, 1), atol=1e-5)
+    assert not torch.allclose(first, x)  # five real steps, not one
+
+
+@pytest.mark.parametrize("objective", ["epsilon", "v"])
+def test_the_solvers_sample_five_steps_deterministically_and_differently(objective):
+    import dataclasses
+
+    from greendiff.train import make_sampler
+
+    net, images = tiny_unet(0), {}
+    for name in ("ddim", "dpm-solver", "unipc"):
+        optim = dataclasses.replace(OPTIM, sampler=name, objective=objective)
+        sampler = make_sampler(optim, make_noise_scheduler(optim))
+        images[name] = sample_images(net, sampler, 3, 5, (1, 8, 8), torch.Generator().manual_seed(1), batch_size=2)
+        again = sample_images(net, sampler, 3, 5, (1, 8, 8), torch.Generator().manual_seed(1), batch_size=2)
+        assert images[name].shape == (3, 1, 8, 8) and torch.equal(images[name], again)
+        assert bool(images[name].isfinite().all())
+    assert not torch.allclose(images["dpm-solver"], images["unipc"])
+    assert not torch.allclose(images["ddim"], images["dpm-solver"])
