@@ -19,7 +19,7 @@ Example:
     >>> import torch
     >>> z = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     >>> round(float(dispersive_loss(z, temperature=1.0)), 4)
-    -0.5905
+    -0.3788
 """
 
 from __future__ import annotations
