@@ -17,6 +17,7 @@ from greendiff.train._callbacks import CoreRebalance
 from greendiff.train._checkpoint import check_resume
 from greendiff.train._config import TrainConfig
 from greendiff.train._model import check_architecture, check_init_from
+from greendiff.train._posthoc_ema import SnapshotCallback
 from greendiff.train._precision import resolve_precision
 from greendiff.train._space import check_space
 from greendiff.train._step import apply_update, make_optimizer, step_generator
@@ -74,8 +75,14 @@ def train_on_share(config: TrainConfig, run_dir: Path, data: Data, tracker, *, r
         family: The model family (default: the config's, :func:`~greendiff.train.family_for`).
         evaluator: Scores evaluations (default: a :class:`~greendiff.train.QualityEvaluator`).
         cores: A :class:`greendiff.parallel.CoreShare` rebalanced every step (``None``: threads left alone).
+
+    With ``optim.ema_snapshots`` > 0 a :class:`~greendiff.train._posthoc_ema.SnapshotCallback` tracks the post-hoc
+    EMAs, ahead of ``callbacks`` (one of them ending the run at a step must not cost the EMAs that step).
     """
     rebalance = [CoreRebalance(cores)] if cores is not None else []
+    optim = config.optim
+    snapshots = ([SnapshotCallback(run_dir, optim.ema_snapshots, optim.ema_snapshot_stds, config.run.max_steps)]
+                 if optim.ema_snapshots > 0 else [])
     trainer = Trainer(config, run_dir, data, tracker, family=family, objective=objective, evaluator=evaluator,
-                      callbacks=[*rebalance, *callbacks], resume=resume)
+                      callbacks=[*rebalance, *snapshots, *callbacks], resume=resume)
     return trainer.run()
