@@ -178,16 +178,18 @@ def test_an_unconditional_model_takes_no_labels_and_no_guidance():
 # -- few-step samplers (DPM-Solver++ 2M, UniPC) ------------------------------------------------------
 
 def direct_scheduler(name: str, optim: RecipeConfig):
-    """The diffusers scheduler ``name`` built by hand from the recipe's settings (not from a config)."""
+    """The diffusers scheduler ``name`` built by hand from the recipe's settings (not from a config); a pixel
+    model's solvers clip the predicted clean image to [-1, 1] by thresholding at sample_max_value 1."""
     import diffusers
 
     common = dict(num_train_timesteps=optim.num_train_timesteps, beta_schedule=optim.beta_schedule,
                   prediction_type=optim.prediction_type)
     if name == "dpm-solver":
-        return diffusers.DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+        return diffusers.DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
+                                                     thresholding=True, sample_max_value=1.0)
     if name == "unipc":
-        return diffusers.UniPCMultistepScheduler(**common)
-    return diffusers.DDIMScheduler(**common)
+        return diffusers.UniPCMultistepScheduler(**common, thresholding=True, sample_max_value=1.0)
+    return diffusers.DDIMScheduler(**common, clip_sample=True)
 
 
 @pytest.mark.parametrize("objective", ["epsilon", "v"])
@@ -231,3 +233,16 @@ def test_the_solvers_sample_five_steps_deterministically_and_differently(objecti
         assert bool(images[name].isfinite().all())
     assert not torch.allclose(images["dpm-solver"], images["unipc"])
     assert not torch.allclose(images["ddim"], images["dpm-solver"])
+
+
+@pytest.mark.parametrize("name", ["dpm-solver", "unipc"])
+def test_solvers_clip_like_their_training_scheduler(name):
+    import dataclasses
+
+    from greendiff.train import make_sampler
+
+    optim = dataclasses.replace(OPTIM, sampler=name)
+    pixel, latent = make_sampler(optim, make_noise_scheduler(optim)), make_sampler(optim, make_noise_scheduler(optim, False))
+    assert (pixel.config.thresholding, pixel.config.sample_max_value, latent.config.thresholding) == (True, 1.0, False)
+    x0 = torch.tensor([[[[5.0, -3.0], [0.5, -0.25]]]])
+    assert pixel._threshold_sample(x0).flatten().tolist() == [1.0, -1.0, 0.5, -0.25]  # the clip of clip_sample

@@ -46,8 +46,9 @@ SOLVERS: dict[str, tuple[str, dict[str, object]]] = {
 
 def make_sampler(optim: RecipeConfig, noise_scheduler):
     """The preview/evaluation sampler on the training scheduler's betas and prediction type: DDPM (all
-    steps), DDIM (Song et al. 2021), DPM-Solver++ 2M or UniPC (:data:`SOLVERS`; few steps); a flow objective's
-    Euler scheduler samples as it is."""
+    steps), DDIM (Song et al. 2021), DPM-Solver++ 2M or UniPC (:data:`SOLVERS`; few steps; clipping their
+    predicted clean image by thresholding when the training scheduler clips); a flow objective's Euler
+    scheduler samples as it is."""
     import diffusers
     from diffusers import DDIMScheduler, DDPMScheduler, FlowMatchEulerDiscreteScheduler
 
@@ -55,7 +56,12 @@ def make_sampler(optim: RecipeConfig, noise_scheduler):
         return FlowMatchEulerDiscreteScheduler.from_config(noise_scheduler.config)
     if optim.sampler in SOLVERS:
         name, settings = SOLVERS[optim.sampler]
-        return getattr(diffusers, name).from_config(noise_scheduler.config, **settings)
+        # a pixel model's scheduler clips the predicted clean image; these solvers have no clip_sample, but their
+        # thresholding with ratio 1 > sample_max_value = the clip range is the same clip (unclipped, an untrained
+        # or young model's data prediction at t ~ T is ~1/sqrt(alpha_bar) too large and every sample saturates)
+        clip = bool(getattr(noise_scheduler.config, "clip_sample", False))
+        limits = {"thresholding": clip, "sample_max_value": float(noise_scheduler.config.get("clip_sample_range", 1.0))}
+        return getattr(diffusers, name).from_config(noise_scheduler.config, **settings, **limits)
     cls = DDIMScheduler if optim.sampler == "ddim" else DDPMScheduler
     return cls.from_config(noise_scheduler.config)
 
