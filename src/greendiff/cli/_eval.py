@@ -16,6 +16,7 @@ from greendiff.cli._options import (
 from greendiff.cli._progress import RichProgress
 from greendiff.cli._render import fmt_energy, fmt_mass
 from greendiff.workflows import KID_SUBSET_DEFAULT, EvalJob, MeasurementOptions, job_default, run_eval
+from greendiff.workflows._eval import EMA_SEARCH_SAMPLES
 
 Opt = typer.Option
 
@@ -29,6 +30,7 @@ def eval_command(
     sample_steps: Annotated[Optional[int], number_option("--sample-steps", bounds=SAMPLER_STEPS0, help="Sampler steps (default: the run's).")] = None,
     kid_subset: Annotated[Optional[int], number_option("--kid-subset", bounds=KID_SUBSET, help=f"KID subset size (default: {KID_SUBSET_DEFAULT}, or --samples if fewer).")] = None,
     guidance_scale: Annotated[Optional[float], number_option("--guidance-scale", bounds=GUIDANCE, help="A class-conditional run's classifier-free guidance (default: the run's).")] = None,
+    ema_length: Annotated[Optional[str], Opt("--ema-length", metavar="X|auto", help="Post-hoc EMA (a run trained with --ema-snapshots): score the EMA of length X (sigma_rel, 0-0.3), or auto: the best on a small evaluation.")] = None,
     as_json: Annotated[bool, Opt("--json", metavar="", help="Print JSON for scripts.")] = False,
     n: Annotated[Optional[int], number_option("--n", bounds=EVAL_IMAGES, help="Old name of --samples.", hidden=True)] = None,
     steps: Annotated[Optional[int], number_option("--steps", bounds=SAMPLER_STEPS0, help="Old name of --sample-steps.", hidden=True)] = None,
@@ -40,7 +42,8 @@ def eval_command(
     sample_steps = renamed(("--sample-steps", sample_steps), ("--steps", steps), job_default(EvalJob, "steps"))
     run_dir = run_directory(run, measurement.ledger)
     outcome = run_eval(EvalJob(run=run_dir, n=samples, features=features, seeds=seeds, steps=sample_steps,
-                               kid_subset=kid_subset, guidance_scale=guidance_scale, measurement=measurement),
+                               kid_subset=kid_subset, guidance_scale=guidance_scale, measurement=measurement,
+                               ema_length=ema_length),
                        RichProgress(Console(stderr=True)))
     report, summary, results = outcome.report, outcome.summary, outcome.results
     if as_json:
@@ -48,8 +51,9 @@ def eval_command(
         return
     conditional, accuracy = report.num_classes is not None, report.class_accuracy is not None
     guided = f" · {report.num_classes} classes, balanced, guidance {report.guidance_scale:g}" if conditional else ""
+    ema = f" · post-hoc EMA {report.ema_length:g}" if report.ema_length is not None else ""
     table = Table(title=f"{run_dir.name} · {report.features} features · {samples} samples · {report.sampler_steps} {report.sampler} steps"
-                        + guided, title_justify="left")
+                        + guided + ema, title_justify="left")
     by_class_columns = (("class acc.",) if accuracy else ()) + (("mean class FID",) if conditional else ())
     for col in ("seed", "FID", "KID", "precision", "recall", *by_class_columns):
         table.add_column(col, justify="right")
@@ -58,6 +62,10 @@ def eval_command(
         by_class = ((f"{r.classes.class_accuracy:.1%}",) if accuracy else ()) + ((f"{r.classes.mean_class_fid:.3f}",) if conditional else ())
         table.add_row(str(r.seed), f"{q.fid:.3f}", f"{q.kid:.5f} ± {q.kid_std:.5f}", f"{q.precision:.3f}", f"{q.recall:.3f}", *by_class)
     console = Console()
+    if report.ema_search:
+        tried = ", ".join(f"{s:g}: {fid:.2f}" for s, fid in report.ema_search)
+        console.print(f"EMA length (sigma_rel: FID of {min(EMA_SEARCH_SAMPLES, samples)} samples): {tried}; "
+                      f"best {report.ema_length:g}", highlight=False)
     console.print(table)
     if report.class_accuracy_note:
         console.print(report.class_accuracy_note, highlight=False, markup=False)

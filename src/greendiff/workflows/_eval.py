@@ -169,6 +169,10 @@ class EvalJob:
         guidance_scale: classifier-free guidance of a class-conditional run's samples (None: the run's
             ``optim.guidance_scale``); an unconditional run takes none (or 1).
         measurement: where and how the scoring is measured.
+        ema_length: post-hoc EMA (EDM2; a run trained with ``--ema-snapshots``): the weights are the EMA of this
+            relative length ``sigma_rel`` in (0, 0.3], rebuilt from the snapshots; ``"auto"``: the best FID of a
+            small evaluation over :data:`EMA_LENGTH_GRID`; None: the pipeline's own EMA weights. A number given
+            as ``str`` (the CLI's) is parsed.
     """
 
     run: Path
@@ -179,6 +183,7 @@ class EvalJob:
     kid_subset: int | None = None
     guidance_scale: float | None = None
     measurement: MeasurementOptions = MeasurementOptions()
+    ema_length: float | str | None = None
 
     def __post_init__(self) -> None:
         """Checked as ``greendiff eval`` checks its flags (``TypeError`` for a wrong type, the flag's one-line
@@ -193,8 +198,74 @@ class EvalJob:
                    kid_subset=None if self.kid_subset is None else checked_int(
                        self.kid_subset, KID_SUBSET, "EvalJob.kid_subset", "--kid-subset"),
                    guidance_scale=None if guidance is None else checked_float(
-                       guidance, GUIDANCE, "EvalJob.guidance_scale", "--guidance-scale"))
+                       guidance, GUIDANCE, "EvalJob.guidance_scale", "--guidance-scale"),
+                   ema_length=parse_ema_length(self.ema_length))
         check_instance(self.measurement, MeasurementOptions, "EvalJob.measurement")
+
+
+#: The EMA lengths (sigma_rel) ``--ema-length auto`` compares: EDM2's range of interest (its Fig. 5), denser where
+#: small runs land
+EMA_LENGTH_GRID = (0.02, 0.03, 0.05, 0.07, 0.10, 0.13, 0.16, 0.20, 0.25)
+EMA_SEARCH_SAMPLES = 200  #: images per length in ``--ema-length auto``'s small evaluation (at most ``--samples``)
+EMA_SEARCH_SEED = 10_007  #: its noise seed: not one of the final evaluation's, so the choice does not flatter it
+
+
+def parse_ema_length(value: object) -> float | str | None:
+    """``--ema-length``'s value: None, ``"auto"``, or a sigma_rel in (0, 0.3] (a number, or a ``str`` of one);
+    a one-line :class:`UserInputError` otherwise."""
+    from greendiff.train._posthoc_ema import check_sigma_rel
+
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise UserInputError(f"--ema-length {value!r:.40} is neither a number nor auto: give a sigma_rel in "
+                                 "(0, 0.3], e.g. 0.1, or auto") from None
+        return check_sigma_rel(number)
+    return check_sigma_rel(value)
+
+
+def load_ema_weights(unet, weights: dict, run: Path) -> None:
+    """Copy a reconstructed EMA (``{name: tensor}``) into ``unet``'s parameters of those names; a one-line error
+    when they are not its parameters (snapshots of another network, or of a fine-tune's adapters)."""
+    import torch
+
+    params = dict(unet.named_parameters())
+    wrong = next((k for k, t in weights.items() if k not in params or params[k].shape != t.shape), None)
+    if wrong is not None or not weights:
+        raise UserInputError(f"--run {display_path(run)}: its EMA snapshots do not fit its pipeline's network "
+                             f"(parameter {wrong!r:.80}); --ema-length works on runs trained from scratch")
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor)
+
+
+def choose_ema_length(job: EvalJob, unet, score_fid: Callable[[int], float],
+                      progress: Progress) -> tuple[float | None, tuple[tuple[float, float], ...]]:
+    """Put the EMA ``job.ema_length`` asks for into ``unet``: ``(sigma_rel, search)``, ``search`` the ``(sigma_rel,
+    FID)`` of each length tried by ``auto`` (``score_fid(n)``: the FID of ``n`` images of the weights in ``unet``
+    now, at :data:`EMA_SEARCH_SEED`), the best one loaded last; ``(None, ())`` without ``ema_length``."""
+    from greendiff.train._posthoc_ema import reconstruct
+
+    if job.ema_length is None:
+        return None, ()
+    if job.ema_length != "auto":
+        load_ema_weights(unet, reconstruct(job.run, job.ema_length), job.run)
+        return job.ema_length, ()
+    n = min(EMA_SEARCH_SAMPLES, job.n)
+    progress.on_start("choosing the EMA length", n * len(EMA_LENGTH_GRID))
+    search = []
+    try:
+        for sigma_rel in EMA_LENGTH_GRID:
+            load_ema_weights(unet, reconstruct(job.run, sigma_rel), job.run)
+            search.append((sigma_rel, float(score_fid(n))))
+    finally:
+        progress.on_end()
+    best = min(search, key=lambda row: row[1] if row[1] == row[1] else float("inf"))[0]  # a NaN FID never wins
+    load_ema_weights(unet, reconstruct(job.run, best), job.run)
+    return best, tuple(search)
 
 
 @dataclass(frozen=True)
@@ -213,6 +284,8 @@ class EvalReport:
         class_accuracy_note: why a class-conditional run has no class accuracy ("" when it has one, or is
             unconditional): the bundled classifier knows only the digits 0-9.
         spread: {metric: std over the seeds} when seeds > 1, else None.
+        ema_length: the post-hoc EMA length (sigma_rel) scored (None: the pipeline's own EMA weights).
+        ema_search: ``--ema-length auto``'s ``(sigma_rel, FID)`` of each length tried on its small evaluation.
     """
 
     run: str
@@ -228,6 +301,8 @@ class EvalReport:
     guidance_scale: float | None = None
     class_accuracy_note: str = ""
     spread: dict[str, float] | None = None
+    ema_length: float | None = None
+    ema_search: tuple[tuple[float, float], ...] = ()
 
     @property
     def class_accuracy(self) -> float | None:
@@ -247,6 +322,10 @@ class EvalReport:
                     else {"class_accuracy": self.class_accuracy})
         if self.spread is not None:
             out["spread"] = self.spread
+        if self.ema_length is not None:
+            out["ema_length"] = self.ema_length
+        if self.ema_search:
+            out["ema_search"] = [{"ema_length": s, "fid": fid} for s, fid in self.ema_search]
         return out
 
 
@@ -283,10 +362,13 @@ def run_eval(job: EvalJob, progress: Progress = NullProgress()) -> EvalOutcome:
     """Score ``job.run`` under one ledger run (kind ``eval``); bad input is a one-line error before it opens.
     ``progress`` gets an ``evaluating`` bar of ``n`` x ``seeds`` images, advanced after every sampler step
     (:class:`~greendiff.workflows.Advance`), and notes: the KID subset when it adapted to ``n``, the run's stored
-    location when the job is priced there."""
+    location when the job is priced there. With ``job.ema_length`` the weights are a post-hoc EMA
+    (:func:`choose_ema_length`; ``auto`` first opens a ``choosing the EMA length`` bar), rebuilt inside the
+    metered window."""
     from greendiff.evaluate import reference_features, resolve_extractor, seed_spread
     from greendiff.train import load_run_model
     from greendiff.train._artifacts import check_run_matches
+    from greendiff.train._posthoc_ema import snapshot_records
 
     check_instance(job, EvalJob, "run_eval's job")
     progress = check_progress(progress)
@@ -300,15 +382,21 @@ def run_eval(job: EvalJob, progress: Progress = NullProgress()) -> EvalOutcome:
     check_run_matches(job.run, config, unet, data, model.space)  # before the ledger row
     labels = reference_labels(data, model.num_classes, job.n) if model.num_classes else None
     note = accuracy_note(config, data) if labels is not None else ""
+    if job.ema_length is not None:
+        snapshot_records(job.run)  # a run without snapshots: one line, before the ledger row
     n_steps = job.steps or config.optim.sample_steps
     for line in (settings.note, kid_note):
         if line:
             progress.note(line)
-    command = f"greendiff eval --run {display_path(job.run)} --samples {job.n}"
+    command = f"greendiff eval --run {display_path(job.run)} --samples {job.n}" + (
+        f" --ema-length {job.ema_length}" if job.ema_length is not None else "")
     with settings.tracker(f"eval {job.run.name}", "eval", command) as tracker:
         with tracker.window("eval"):
             real = reference_features(data.reference_images(), extractor)
             by_class = class_scoring(real, labels, model.num_classes, guidance, not note) if labels is not None else None
+            ema_length, search = choose_ema_length(job, unet, lambda n: score(
+                unet, sampler, n, n_steps, real, extractor, EMA_SEARCH_SEED, min(kid_subset, n), by_class, progress,
+                model.space).quality.fid, progress)
             progress.on_start("evaluating", job.n * job.seeds)
             try:
                 results = [score(unet, sampler, job.n, n_steps, real, extractor, seed, kid_subset, by_class, progress,
@@ -322,5 +410,6 @@ def run_eval(job: EvalJob, progress: Progress = NullProgress()) -> EvalOutcome:
                         summary.energy_kwh, summary.emissions_kg, summary.run_id,
                         num_classes=model.num_classes if conditional else None,
                         guidance_scale=guidance if conditional else None, class_accuracy_note=note,
-                        spread=seed_spread([r.quality.to_dict() for r in results]) if job.seeds > 1 else None)
+                        spread=seed_spread([r.quality.to_dict() for r in results]) if job.seeds > 1 else None,
+                        ema_length=ema_length, ema_search=search)
     return EvalOutcome(report, summary)
