@@ -1,0 +1,141 @@
+"""Tables and the BENCHMARKS.md section of ``bench/energy_to_quality.py`` (pure: dicts in, text out)."""
+
+from __future__ import annotations
+
+import statistics
+
+from _e2q_plan import Mode
+from _e2q_runs import final_fid, reach
+from _report import machine, today
+
+TARGETS = {"tuned baseline": 4.0, "diffusers defaults": 10.0}  # the issue's: in every seed
+
+
+def ratio_vs(ref: dict, green: dict | None, target: float, missed_is_bound: bool) -> dict:
+    """One seed's ratio: the reference's energy before its reaching evaluation (the lower end of its bracket)
+    over green's at its reaching evaluation. A reference that missed the target within its budget gives a
+    lower bound from all its training energy (``missed_is_bound``), else its full schedule is used."""
+    got = reach(green, target) if green and "failed" not in green else None
+    if got is None:
+        return {"ratio": None, "bound": False, "note": "green v2 missed the target"}
+    if "failed" in ref:
+        return {"ratio": None, "bound": False, "note": f"reference failed: {ref['failed']}"}
+    hit = reach(ref, target)
+    if hit is not None:
+        return {"ratio": hit[0] / got[1] if hit[0] else hit[1] / got[1], "bound": False, "note": ""}
+    return {"ratio": ref["train_kwh"] / got[1], "bound": missed_is_bound,
+            "note": "missed within its budget" if missed_is_bound else "missed the target: its full schedule"}
+
+
+def summarize(mode_name: str, mode: Mode, parts: dict, spent_s: float, command: str) -> dict:
+    """Everything the tables need, JSON-ready (run records included, so ``--render`` needs no rerun)."""
+    ctx, target = parts["ctx"], parts["ctx"]["target"]
+    green_by_seed = {}
+    for run in parts["green"]:
+        green_by_seed[run["seed"]] = run  # the last horizon tried: the one that reached, or the widest
+    headline = {}
+    for label, refs, bound in (("tuned baseline", parts["tuned"], False),
+                               ("lr-only at batch 16", parts["references"]["lr-only"], True),
+                               ("diffusers defaults", parts["references"]["defaults"], True)):
+        headline[label] = [ratio_vs(ref, green_by_seed.get(seed), target, bound) for seed, ref in enumerate(refs)]
+    return {"date": today(), "machine": machine(), "mode": mode_name, "settings": mode.__dict__ | {"tag": mode.tag},
+            "command": command, "sitting_s": spent_s, "context": ctx, "headline": headline, **parts}
+
+
+def per_seed(values: list[dict]) -> str:
+    return ", ".join("missed" if v["ratio"] is None else f"{'>= ' if v['bound'] else ''}{v['ratio']:.1f}x" for v in values)
+
+
+def headline_line(label: str, values: list[dict]) -> str:
+    """``energy-to-quality vs <label>: N.Nx`` (``>= N.Nx`` when a seed is a bound), per seed after it."""
+    if not values or any(v["ratio"] is None for v in values):
+        note = next((v["note"] for v in values if v["ratio"] is None), "no seeds")
+        return f"energy-to-quality vs {label}: n/a ({note}; per seed: {per_seed(values)})"
+    mean = statistics.mean(v["ratio"] for v in values)
+    bound = ">= " if any(v["bound"] for v in values) else ""
+    goal = TARGETS.get(label)
+    verdict = "" if goal is None else (f"; target >= {goal:g}x in every seed: "
+                                       f"{'met' if min(v['ratio'] for v in values) >= goal else 'NOT met'}")
+    return f"energy-to-quality vs {label}: {bound}{mean:.1f}x (per seed: {per_seed(values)}{verdict})"
+
+
+def wh(kwh: float | None) -> str:
+    return "—" if kwh is None else f"{kwh * 1e3:.4f} Wh"
+
+
+def bracket(run: dict, target: float) -> str:
+    if "failed" in run:
+        return f"failed: {run['failed']}"
+    hit = reach(run, target)
+    return f"not reached in {wh(run['train_kwh'])}" if hit is None else f"{wh(hit[0])} – {wh(hit[1])}"
+
+
+def flatness(tuned: list[dict], spread: float) -> str:
+    """The tuned curve's last quarter: mean FID at the evaluation nearest 3/4 of the schedule vs the end."""
+    at = []
+    for run in tuned:
+        quarter = 0.75 * run["curve"][-1]["step"]
+        at.append(min(run["curve"], key=lambda p: abs(p["step"] - quarter))["fid"])
+    drop = statistics.mean(at) - statistics.mean(final_fid(r) for r in tuned)
+    return (f"FID at 3/4 of the schedule {statistics.mean(at):.2f} → end {statistics.mean(final_fid(r) for r in tuned):.2f}: "
+            f"{'flat' if drop <= spread else 'NOT flat'} within the seed spread ({spread:.2f})")
+
+
+def render_table(result: dict) -> str:
+    ctx, target = result["context"], result["context"]["target"]
+    lines = [f"Target FID {target:.2f} = tuned baseline's final FID {statistics.mean(ctx['finals']):.2f} + seed spread "
+             f"{ctx['spread']:.2f} (seeds: {', '.join(f'{f:.2f}' for f in ctx['finals'])}); {flatness(result['tuned'], ctx['spread'])}.",
+             "", "| sweep candidate (defaults + …) | steps | final FID | energy |", "|---|---:|---:|---:|"]
+    for r in result["sweep"]:
+        lines.append(f"| {r['sets']} | {r.get('steps', '—')} | "
+                     f"{r.get('failed') or f'{final_fid(r):.2f}'} | {wh(r.get('total_kwh'))} |")
+    lines += ["", f"Tuned baseline: {ctx['tuned_sets']}; lr-only at batch 16: {ctx['lr_only']}; the sweep's "
+              f"{wh(ctx['sweep_kwh'])} is charged to no one.", "",
+              "| seed | tuned baseline | lr-only at batch 16 | diffusers defaults (--ema) | green v2 (horizon) | "
+              "green v2's evaluations |", "|---:|---|---|---|---|---:|"]
+    refs = result["references"]
+    for seed, tuned in enumerate(result["tuned"]):
+        green = next((g for g in reversed(result["green"]) if g["seed"] == seed), {"failed": "not run"})
+        lines.append(f"| {seed} | {bracket(tuned, target)} | {bracket(refs['lr-only'][seed], target)} | "
+                     f"{bracket(refs['defaults'][seed], target)} | {bracket(green, target)} "
+                     f"({green.get('horizon', '—')}x) | {wh(green.get('eval_kwh'))} |")
+    lines += ["", "| lever | seed | training energy to the target | gain vs tuned baseline | final FID | stop |",
+              "|---|---:|---|---:|---:|---|"]
+    for row in result["ablation"]:
+        gain = result["context"]["gains"].get(row["variant"])
+        lines.append(f"| {row['variant']} | {row['seed']} | {bracket(row, target)} | "
+                     f"{'—' if gain is None else f'{gain:.2f}x'} | {'—' if 'failed' in row else f'{final_fid(row):.2f}'} | "
+                     f"{row.get('stop_reason', row.get('failed', ''))} |")
+    lines += ["", f"Green v2 = green v1 + {ctx['green_v2_sets'] or 'nothing (no lever helped alone)'}."]
+    lines += early_lines(result["early_stopping"])
+    return "\n".join(lines)
+
+
+def early_lines(rows: list[dict]) -> list[str]:
+    out = ["", "| early stopping (plateau rule) | seed | stopped at / max steps | energy (evals incl.) | "
+           "full run to max_steps | saving | final FID stopped / full |", "|---|---:|---|---:|---:|---:|---|"]
+    for row in rows:
+        p, f = row["plateau"], row["full"]
+        if "failed" in p or "failed" in f:
+            out.append(f"| green v2 | {row['seed']} | failed: {p.get('failed') or f.get('failed')} | | | | |")
+            continue
+        paid = p["train_kwh"] + p["eval_kwh"]
+        out.append(f"| green v2, min-delta {row['min_delta']:.2f} | {row['seed']} | {p['steps']} / {row['max_steps']} | "
+                   f"{wh(paid)} | {wh(f['train_kwh'])} | {f['train_kwh'] / paid:.1f}x | "
+                   f"{final_fid(p):.2f} / {final_fid(f):.2f} |")
+    return out
+
+
+def render_benchmarks(result: dict, table: str) -> str:
+    m, heads = result["settings"], result["headline"]
+    return "\n".join([
+        f"## Energy to quality at good quality, green v2 vs a tuned baseline (`bench/energy_to_quality.py --{result['mode']}`)",
+        "", f"- Command: `python {result['command']}`", f"- Machine: {result['machine']}", f"- Date: {result['date']}",
+        f"- Data: {m['dataset']} at {m['resolution']}x{m['resolution']}, preset `{m['preset']}` for every run; FID on "
+        f"MNIST features, {m['eval_samples']} samples, DDIM {m['eval_sample_steps']} steps, fixed noise seed.",
+        "- Energy is training energy: evaluations and previews are left out of every comparison (previews: none "
+        "during runs, the closing one's `sample` phase subtracted); ratios take the lower end of the reference's "
+        "evaluation bracket over the upper end of green's.", "",
+        *(f"{headline_line(label, values)}  " for label, values in heads.items()), "",
+        table, "", "Raw runs and curves: `bench/results/energy_to_quality/`.",
+    ])
