@@ -246,3 +246,34 @@ def test_solvers_clip_like_their_training_scheduler(name):
     assert (pixel.config.thresholding, pixel.config.sample_max_value, latent.config.thresholding) == (True, 1.0, False)
     x0 = torch.tensor([[[[5.0, -3.0], [0.5, -0.25]]]])
     assert pixel._threshold_sample(x0).flatten().tolist() == [1.0, -1.0, 0.5, -0.25]  # the clip of clip_sample
+
+
+class PointMassDenoiser(torch.nn.Module):
+    """The exact denoiser of data that is one constant image ``c``: ε = (x − √ᾱ·c) / √(1 − ᾱ), or v."""
+
+    def __init__(self, scheduler, c: float, objective: str) -> None:
+        super().__init__()
+        self.abar, self.c, self.objective = scheduler.alphas_cumprod, c, objective
+        self.config = tiny_unet(0).config
+
+    def forward(self, x, t, class_labels=None):
+        from types import SimpleNamespace
+
+        abar = self.abar[t.long()].view(-1, 1, 1, 1)  # (B, 1, 1, 1): guided_output gives one t per image
+        eps = (x - abar.sqrt() * self.c) / (1 - abar).sqrt()
+        out = eps if self.objective == "epsilon" else abar.sqrt() * eps - (1 - abar).sqrt() * self.c
+        return SimpleNamespace(sample=out)
+
+
+@pytest.mark.parametrize("objective", ["epsilon", "v"])
+@pytest.mark.parametrize("name", ["ddim", "dpm-solver", "unipc"])
+def test_with_the_exact_denoiser_every_sampler_lands_on_the_data_in_five_steps(name, objective):
+    import dataclasses
+
+    from greendiff.train import make_sampler
+
+    optim = dataclasses.replace(OPTIM, sampler=name, objective=objective)
+    scheduler = make_noise_scheduler(optim)
+    net = PointMassDenoiser(scheduler, 0.3, objective)
+    out = sample_images(net, make_sampler(optim, scheduler), 4, 5, (1, 8, 8), torch.Generator().manual_seed(0))
+    assert torch.allclose(out, torch.full_like(out, 0.3), atol=2e-3)
