@@ -68,13 +68,21 @@ def _quiet_transformers():
     except ImportError:  # a pipeline without transformers components
         yield
         return
-    transformers_logging.disable_progress_bar()
+    from diffusers.utils import logging as diffusers_logging
+
+    bars = transformers_logging.is_progress_bar_enabled(), diffusers_logging.is_progress_bar_enabled()
     before = transformers_logging.get_verbosity()
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
     try:
         yield
-    finally:
+    finally:  # the process's own settings back (the job's bars are its own)
         transformers_logging.set_verbosity(before)
+        if bars[0]:
+            transformers_logging.enable_progress_bar()
+        if bars[1]:
+            diffusers_logging.enable_progress_bar()
 
 
 def _objective_of(scheduler) -> str:
@@ -110,16 +118,14 @@ class BasePipeline:
             with _quiet_transformers(), warnings.catch_warnings():  # diffusers >= 0.36 renames torch_dtype
                 warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
                 from diffusers import DiffusionPipeline
-                from diffusers.utils import logging as diffusers_logging
 
-                diffusers_logging.disable_progress_bar()
                 pipe = DiffusionPipeline.from_pretrained(str(layout.folder), use_safetensors=True,
                                                          local_files_only=True, torch_dtype=torch.float32)
         except Exception as exc:  # diffusers, transformers and safetensors raise their own kinds
             message = " ".join(str(exc).split())[:200]
             raise UserInputError(f"{what} {display_path(layout.folder)}: the pipeline cannot be loaded "
                                  f"({type(exc).__name__}: {message})") from None
-        pipe.set_progress_bar_config(disable=True)
+        pipe.set_progress_bar_config(disable=True)  # this pipeline's sampling bars (the job shows its own)
         for name in (layout.denoiser, layout.vae, *(encoder for encoder, _ in layout.text_encoders)):
             getattr(pipe, name).eval().requires_grad_(False)
         return cls(layout, pipe)
@@ -204,12 +210,12 @@ class BasePipeline:
             return self.pipe.scheduler
         return DDPMScheduler.from_config(self.pipe.scheduler.config)
 
-    def generate(self, prompts: Sequence[str], steps: int, guidance_scale: float, resolution: int,
+    def generate(self, prompts: Sequence[str], steps: int, guidance_scale: float | None, resolution: int,
                  generator: torch.Generator, device: torch.device | str = "cpu",
                  on_step: Callable[[float], None] | None = None) -> torch.Tensor:
         """Images (n, C, H, W) in [-1, 1], fp32 on the CPU, of ``prompts`` by the pipeline itself (its own
-        scheduler and guidance) with the denoiser as it is now; ``on_step(done)``: images done so far, after
-        every sampler step."""
+        scheduler and guidance; ``guidance_scale`` None: the pipeline's default) with the denoiser as it is now;
+        ``on_step(done)``: images done so far, after every sampler step."""
         n = len(prompts)
         callback = None
         if on_step is not None:
@@ -218,7 +224,7 @@ class BasePipeline:
                 return kwargs
         self.pipe.to(device)
         with torch.no_grad():
-            out = self.pipe(list(prompts), num_inference_steps=steps, guidance_scale=guidance_scale, height=resolution,
-                            width=resolution, generator=generator, output_type="pt",
-                            callback_on_step_end=callback)
+            guidance = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
+            out = self.pipe(list(prompts), num_inference_steps=steps, height=resolution, width=resolution,
+                            generator=generator, output_type="pt", callback_on_step_end=callback, **guidance)
         return (out.images.float().cpu() * 2 - 1).clamp(-1, 1)

@@ -68,6 +68,17 @@ def validate_finetune(config) -> None:
     if ft.class_prompt and not ft.num_class_images:
         raise UserInputError("--class-prompt needs --num-class-images N (> 0): the class images prior preservation "
                              "trains on")
+    if ft.merge and ft.method != "lora":
+        raise UserInputError("--merge folds LoRA adapters into the pipeline; a full fine-tune (--full) writes the "
+                             "whole pipeline already: drop --merge")
+    optim = config.optim
+    unused = [f"optim.{key} = {value}" for key, value, off in (
+        ("timestep_sampling", optim.timestep_sampling, "uniform"),
+        ("noise_assignment", getattr(optim, "noise_assignment", "random"), "random"),
+        ("align", optim.align, "none")) if value != off]
+    if unused:
+        raise UserInputError(f"{unused[0]} is a lever of training from scratch; a fine-tune keeps its base model's "
+                             "objective and timestep distribution: leave it at its default")
     if ft.text_encoder_lora and ft.method != "lora":
         raise UserInputError("finetune.text_encoder_lora adds LoRA adapters; a full fine-tune (--full) trains the "
                              "denoiser alone")

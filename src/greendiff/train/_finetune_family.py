@@ -40,10 +40,52 @@ class FinetuneModel(torch.nn.Module):
         self.text_encoder = text_encoder
 
 
+class ShiftedFlowObjective(FlowObjective):
+    """Flow matching at SD3's shifted times: t' = s·t / (1 + (s − 1)·t) of a logit-normal t (Esser et al. 2024,
+    section 5.3.2, the resolution-dependent shift; diffusers' ``FlowMatchEulerDiscreteScheduler(shift=s)``
+    trains and samples on it), so a fine-tune sees the noise levels its base model was trained at.
+
+    Example:
+        >>> draw = ShiftedFlowObjective(shift=3.0).draw(torch.zeros(1, 1, 2, 2), None, torch.Generator().manual_seed(0))
+        >>> g = torch.Generator().manual_seed(0)
+        >>> _ = torch.randn((1, 1, 2, 2), generator=g)  # the noise is drawn first, then the time
+        >>> t = float(logit_normal_times(g))
+        >>> round(float(draw.timesteps[0]) / 1000, 6) == round(3 * t / (1 + 2 * t), 6)
+        True
+    """
+
+    def __init__(self, logit_mean: float = 0.0, logit_std: float = 1.0, num_train_timesteps: int = 1000,
+                 shift: float = 1.0) -> None:
+        super().__init__(logit_mean, logit_std, num_train_timesteps)
+        object.__setattr__(self, "shift", float(shift))
+
+    def _shifted(self, t: torch.Tensor) -> torch.Tensor:
+        return self.shift * t / (1 + (self.shift - 1) * t)
+
+    def draw(self, x0: torch.Tensor, noise_scheduler, generator: torch.Generator):
+        steps = self.num_train_timesteps if noise_scheduler is None else noise_scheduler.config.num_train_timesteps
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+        t = self._shifted(logit_normal_times(generator, x0.shape[0], self.logit_mean, self.logit_std)).to(x0.device)
+        return self.at(x0, noise, t * steps, noise_scheduler)
+
+    def fixed_timesteps(self, k: int, noise_scheduler) -> torch.Tensor:
+        steps = self.num_train_timesteps if noise_scheduler is None else noise_scheduler.config.num_train_timesteps
+        return self._shifted((torch.arange(k, dtype=torch.float32) + 0.5) / k) * steps
+
+
+def logit_normal_times(generator: torch.Generator, n: int = 1, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
+    """``n`` times sigmoid(mean + std·z) (:func:`~greendiff.train.logit_normal_timesteps`)."""
+    from greendiff.train._objectives import logit_normal_timesteps
+
+    return logit_normal_timesteps(n, generator, mean, std)
+
+
 def objective_of(base: BasePipeline, optim) -> Objective:
-    """The base model's objective (epsilon, v or flow), flow at the recipe's logit-normal times."""
+    """The base model's objective (epsilon, v or flow), flow at the recipe's logit-normal times shifted as the
+    base pipeline's scheduler says (its ``shift``; SD3: 3)."""
     if base.objective == "flow":
-        return FlowObjective(optim.flow_logit_mean, optim.flow_logit_std, optim.num_train_timesteps)
+        shift = float(base.pipe.scheduler.config.get("shift", 1.0) or 1.0)
+        return ShiftedFlowObjective(optim.flow_logit_mean, optim.flow_logit_std, optim.num_train_timesteps, shift)
     return objective_for(base.objective)
 
 
@@ -83,7 +125,7 @@ class TextToImageFamily:
         self.guidance_scale = config.optim.guidance_scale
         self.sampling_forwards = 1 if self.guidance_scale <= 1.0 else 2
         self.table = None  # the text table (prepare)
-        self.tracker = None
+        self.tracker, self.device = None, torch.device("cpu")
         self.net: FinetuneModel | None = None
 
     # -- the network ---------------------------------------------------------------------------------------------
@@ -147,7 +189,9 @@ class TextToImageFamily:
         """Before the first step: the text table of every caption the run will see (training, held-out and
         validation prompts), read from the cache or encoded now in a metered ``encode`` window; none when the
         text encoder trains (its embeddings change every step) or the text cache is off."""
-        self.tracker = trainer.tracker
+        self.tracker, self.device = trainer.tracker, trainer.state.device
+        for encoder, _ in self.base.layout.text_encoders:  # they encode on the training device
+            getattr(self.base.pipe, encoder).to(self.device)
         if self.settings.text_encoder_lora or not self.settings.text_cache:
             return
         captions = list(trainer.data.captions or ())
@@ -165,7 +209,7 @@ class TextToImageFamily:
         if table is not None:
             return table
         with trainer.tracker.window("encode"):
-            table = TextTable.encode(self.base.encode, captions,
+            table = TextTable.encode(lambda chunk: self.base.encode(chunk, self.device).to("cpu"), captions,
                                      report=lambda done, total: trainer.report_progress(
                                          "encode", done, total, "encoding the captions, once"))
         if cache is not None and trainer.is_main:
@@ -288,7 +332,8 @@ class ValidationLoss:
 
     def __init__(self, family: TextToImageFamily, trainer) -> None:
         self.family, self.trainer = family, trainer
-        self.inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor, TextCondition] | None = None
+        self.inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor, TextCondition | None] | None = None
+        self.captions: list[str] = []
         self.last_images: torch.Tensor | None = None
 
     def prepare(self, images=None) -> None:
@@ -307,14 +352,17 @@ class ValidationLoss:
         timesteps = objective.fixed_timesteps(k, self.trainer.state.noise_scheduler)
         generator = torch.Generator().manual_seed(self.trainer.config.run.seed + 424_242)
         noise = torch.randn((n * k, *z.shape[1:]), generator=generator)
-        cond = family.base.encode(list(held.captions))
-        self.inputs = (z.repeat_interleave(k, 0), timesteps.repeat(n), noise, cond.take(torch.arange(n).repeat_interleave(k)))
+        self.captions = [c for c in held.captions for _ in range(k)]
+        cond = None if family.settings.text_encoder_lora else family.base.encode(self.captions, family.device).to("cpu")
+        self.inputs = (z.repeat_interleave(k, 0), timesteps.repeat(n), noise, cond)
 
     @torch.no_grad()
     def validation_loss(self, batch_size: int = 32) -> float:
         """The mean squared error over the fixed (image, timestep, noise) triples, in fp32."""
         z, timesteps, noise, cond = self.inputs
         family, state = self.family, self.trainer.state
+        if cond is None:  # the text encoder trains: its embeddings of the held-out captions as they are now
+            cond = family.base.encode(self.captions, state.device).to("cpu")
         objective = objective_of(family.base, self.trainer.config.optim)
         device, total = state.device, 0.0
         for start in range(0, z.shape[0], batch_size):

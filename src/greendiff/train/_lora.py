@@ -85,7 +85,7 @@ def _linear_suffixes(model: torch.nn.Module) -> list[str]:
     return sorted(suffixes)
 
 
-def _check_targets(model: torch.nn.Module, targets: tuple[str, ...]) -> None:
+def check_targets(model: torch.nn.Module, targets: tuple[str, ...]) -> None:
     """Raise a one-line UserInputError for the first target that names no module of ``model``, matched as
     peft matches (the whole name, or its end after a dot)."""
     names = [name for name, _ in model.named_modules() if name]
@@ -117,7 +117,7 @@ def add_lora(model: torch.nn.Module, settings: LoraSettings) -> int:
     """
     from peft import LoraConfig, inject_adapter_in_model
 
-    _check_targets(model, settings.targets)
+    check_targets(model, settings.targets)
     model.requires_grad_(False)
     config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         init_lora_weights="gaussian", target_modules=list(settings.targets))

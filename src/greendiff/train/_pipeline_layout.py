@@ -1,7 +1,7 @@
 """The layout of a local diffusers text-to-image pipeline folder, read from ``model_index.json`` alone.
 
 ``greendiff finetune --pipeline DIR`` starts here: which denoiser the pipeline has (a
-``UNet2DConditionModel``, the Stable Diffusion layout, or a ``*Transformer2DModel``, the SD3 / PixArt
+``UNet2DConditionModel``, the Stable Diffusion layout, or a ``*Transformer2DModel``, the SD3
 layout), its VAE, its (text encoder, tokenizer) pairs and its scheduler, and whether the folder holds
 every component it lists, with safetensors weights and a denoiser that fits the VAE's latents. No weight
 is read; a pickled ``.bin`` is never loaded. Each problem is one line naming the component.
@@ -28,6 +28,8 @@ INDEX_FILE = "model_index.json"
 MAX_JSON_BYTES = 1_000_000
 UNET_CLASS = "UNet2DConditionModel"
 TRANSFORMER_SUFFIX = "Transformer2DModel"
+#: The pipelines greendiff fine-tunes end to end (conditioning, sampling and the LoRA file diffusers loads).
+SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusion3Pipeline")
 ENCODER_SLOTS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"), ("text_encoder_3", "tokenizer_3"))
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "spiece.model")
 PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -48,6 +50,7 @@ class PipelineLayout:
         text_encoders: ``(encoder, tokenizer)`` component names present, in order,
             e.g. ``(("text_encoder", "tokenizer"),)``.
         scheduler_class: the scheduler's class, e.g. ``"DDPMScheduler"``.
+        hub_id: the Hub id in ``_name_or_path`` (a pipeline saved after loading it from the Hub), or "".
     """
 
     folder: Path
@@ -58,6 +61,7 @@ class PipelineLayout:
     vae: str
     text_encoders: tuple[tuple[str, str], ...]
     scheduler_class: str
+    hub_id: str = ""  # where it came from on the Hub (``_name_or_path``), for a model card's base_model
 
 
 def _bad(what: str, folder: Path, why: str) -> UserInputError:
@@ -87,7 +91,7 @@ def _denoiser(components: dict[str, str], what: str, folder: Path) -> tuple[str,
     found = f"unet {shown(unet)}" if unet else f"transformer {shown(transformer)}" if transformer else "none"
     raise _bad(what, folder, f"{INDEX_FILE} has no supported denoiser (found: {found}); greendiff fine-tunes a "
                              f"'unet' {UNET_CLASS} (Stable Diffusion) or a 'transformer' *{TRANSFORMER_SUFFIX} "
-                             "(SD3, PixArt)")
+                             "(SD3)")
 
 
 def read_pipeline_layout(folder: Path, what: str = "--pipeline") -> PipelineLayout:
@@ -110,6 +114,10 @@ def read_pipeline_layout(folder: Path, what: str = "--pipeline") -> PipelineLayo
     index = _read_json(folder / INDEX_FILE, what, folder, INDEX_FILE)
     components = _components(index)
     kind, denoiser, denoiser_class = _denoiser(components, what, folder)
+    pipeline_class = str(index.get("_class_name", ""))
+    if pipeline_class not in SUPPORTED_PIPELINES:
+        raise _bad(what, folder, f"{INDEX_FILE} names a {shown(pipeline_class)}; greendiff fine-tunes "
+                                 f"{' and '.join(SUPPORTED_PIPELINES)} pipelines")
     if "vae" not in components:
         raise _bad(what, folder, f"{INDEX_FILE} lists no 'vae' component; a text-to-image pipeline needs a VAE")
     if "scheduler" not in components:
@@ -124,8 +132,16 @@ def read_pipeline_layout(folder: Path, what: str = "--pipeline") -> PipelineLayo
     if not pairs:
         raise _bad(what, folder, f"{INDEX_FILE} lists no text encoder with its tokenizer ('text_encoder', "
                                  "'tokenizer'); greendiff fine-tunes text-to-image pipelines")
-    return PipelineLayout(folder, kind, str(index.get("_class_name", "")), denoiser, denoiser_class, "vae",
-                          tuple(pairs), components["scheduler"])
+    return PipelineLayout(folder, kind, pipeline_class, denoiser, denoiser_class, "vae", tuple(pairs),
+                          components["scheduler"], _hub_id(index))
+
+
+def _hub_id(index: dict) -> str:
+    """The Hub id the pipeline was loaded from (``_name_or_path`` when it is one, not a local path), or ""."""
+    name = index.get("_name_or_path")
+    if not isinstance(name, str) or name.count("/") != 1 or name.startswith((".", "/", "~")) or Path(name).exists():
+        return ""
+    return name
 
 
 def _config_file(class_name: str) -> str:

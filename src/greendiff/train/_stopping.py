@@ -293,7 +293,8 @@ class StopCallback:
         used = joules_to_kwh(trainer.energy_so_far_j())  # up to and including this evaluation
         if self.eval_at_end and not final:  # a budget keeps room for the closing evaluation, one seed
             self.rules.reserve_kwh = (used - before_kwh) / seeds
-        reason = self.rules.on_eval(step, used, scores[self.metric])
+        value = scores.get(self.metric)  # absent: nothing to judge (a fine-tune with no image held out)
+        reason = self.rules.on_eval(step, used, value) if value is not None else None
         return EvalEvent(step, used, used - before_kwh, scores, self.rules.is_best, final), reason
 
     def _report_forecast(self, trainer, step: int, used_kwh: float, emitted_kg: float) -> None:

@@ -31,6 +31,8 @@ from greendiff.workflows._train import PreparedTrain, TrainJob, TrainOutcome, ch
 
 #: Held-out images are at most this share of the data (the rest trains).
 MAX_HELD_OUT_SHARE = 0.2
+#: Fewer images than this hold none out (every subject image of a small DreamBooth set trains).
+MIN_FOR_HELD_OUT = 10
 #: Validation prompts taken from the captions when none are given.
 DEFAULT_PROMPTS = 4
 
@@ -82,16 +84,36 @@ class FinetuneInputs:
     base: Any
     train: Any
     held_out: Any = None
+    clip: Any = None  # a loaded greendiff.evaluate.ClipScorer (finetune.clip_model), or None
+    notes: tuple[str, ...] = ()
 
 
 def finetune_inputs(config, base, new: bool = True) -> FinetuneInputs:
     """Load and check ``config``'s images against ``base``, hold images out (a resumed run, ``new`` False, splits
-    exactly as at its start: its saved count and seed), resolve the validation prompts and held-out count."""
+    exactly as at its start: its saved count and seed), resolve the validation prompts and held-out count; the
+    LoRA targets checked against the networks and the CLIP model loaded, before anything is created."""
     train, held_out = split_held_out(_load_images(config, base), config.finetune.validation_images, config.run.seed)
+    notes: tuple[str, ...] = ()
     if new:
-        config = _resolved(config, train, held_out)
+        config, notes = _resolved(config, train, held_out)
     _check_inputs(config, base, train, held_out)
-    return FinetuneInputs(config, base, train, held_out)
+    return FinetuneInputs(config, base, train, held_out, _checked_networks(config, base), notes)
+
+
+def _checked_networks(config, base):
+    """The LoRA targets checked against the denoiser (and the text encoder); the CLIP scorer, loaded."""
+    from greendiff.train._lora import DENOISER_TARGETS, TEXT_TARGETS, check_targets
+
+    ft = config.finetune
+    if ft.method == "lora":
+        check_targets(base.denoiser, ft.lora_targets or DENOISER_TARGETS)
+        if ft.text_encoder_lora:
+            check_targets(base.text_encoder, TEXT_TARGETS)
+    if not ft.clip_model:
+        return None
+    from greendiff.evaluate import ClipScorer
+
+    return ClipScorer.load(Path(ft.clip_model), "--clip-model")
 
 
 @dataclass(frozen=True)
@@ -152,11 +174,12 @@ def _load_images(config, base):
 
 
 def split_held_out(data, count: int, seed: int):
-    """``(training images, held-out images)``: ``count`` images (at most a fifth of them) chosen by a seeded
-    permutation, the rest in their order; ``(data, None)`` for none."""
+    """``(training images, held-out images)``: ``count`` images (at most a fifth of them; none of fewer than
+    :data:`MIN_FOR_HELD_OUT`, e.g. DreamBooth's few subject images) chosen by a seeded permutation, the rest in
+    their order; ``(data, None)`` for none."""
     import torch
 
-    count = min(count, int(data.num_images * MAX_HELD_OUT_SHARE))
+    count = min(count, int(data.num_images * MAX_HELD_OUT_SHARE)) if data.num_images >= MIN_FOR_HELD_OUT else 0
     if count <= 0:
         return data, None
     order = torch.randperm(data.num_images, generator=torch.Generator().manual_seed(seed + 31_337))
@@ -171,12 +194,19 @@ def split_held_out(data, count: int, seed: int):
 
 
 def _resolved(config, train, held_out):
-    """The config with what the data decides written in: the held-out count, the validation prompts."""
-    ft = config.finetune
+    """The config with what the data decides written in (the held-out count, the validation prompts) and the
+    notes to tell: with no image held out, the rules that watch the validation loss are switched off."""
+    ft, stop = config.finetune, config.stop
     prompts = ft.validation_prompts or tuple(dict.fromkeys((held_out or train).captions))[:DEFAULT_PROMPTS]
     count = held_out.num_images if held_out is not None else 0
-    return dataclasses.replace(config, finetune=dataclasses.replace(ft, validation_prompts=tuple(prompts),
-                                                                    validation_images=count))
+    config = dataclasses.replace(config, finetune=dataclasses.replace(ft, validation_prompts=tuple(prompts),
+                                                                      validation_images=count))
+    if count or not (stop.patience or stop.target or stop.min_gain_per_kwh):
+        return config, ()
+    off = dataclasses.replace(stop, patience=0, target=0.0, min_gain_per_kwh=0.0)
+    return dataclasses.replace(config, stop=off), (
+        f"{train.num_images} images: none held out (fewer than {MIN_FOR_HELD_OUT}), so no validation loss and no "
+        "early stopping; evaluations write validation images (and a CLIP score with --clip-model)",)
 
 
 def _check_inputs(config, base, train, held_out=None) -> None:
@@ -219,6 +249,7 @@ def prepare_finetune(job: TrainJob) -> PreparedFinetune:
     if job.resume is not None:
         check_unfinished(job.resume, inputs.config.run.max_steps)
     notes = ((settings.note, None),) if settings.note else ()
+    notes += tuple((note, "warning") for note in inputs.notes)
     prepared = PreparedTrain(job, inputs.config, name, settings, inputs.train, Dist.from_env(), notes)
     return PreparedFinetune(prepared, inputs)
 
@@ -251,13 +282,8 @@ class FinetuneSetup:
         root = cache_root(config)
         space = LatentSpace(base.vae, base.vae_shape(), component_sha256(base.layout.folder, [base.layout.vae]),
                             config.data.resolution, root if config.data.latent_cache else None, config.data.cache_max_gb)
-        clip = None
-        if ft.clip_model:
-            from greendiff.evaluate import ClipScorer
-
-            clip = ClipScorer.load(Path(ft.clip_model), "--clip-model")
         family = TextToImageFamily(base, config, space, self.inputs.held_out,
-                                   root.parent / "text" if ft.text_cache else None, clip)
+                                   root.parent / "text" if ft.text_cache else None, self.inputs.clip)
         return data, family
 
     def finish(self, run_dir: Path, summary, result, tracker) -> None:
@@ -274,7 +300,8 @@ class FinetuneSetup:
         if ft.method == "lora":
             settings |= {"rank": ft.lora_rank, "alpha": ft.alpha, "dropout": ft.lora_dropout,
                          "targets": list(ft.lora_targets) or "attention projections (to_q, to_k, to_v, to_out.0)"}
-        facts = CardFacts(base_model=Path(ft.pipeline).name, method=ft.method, settings=settings,
+        base_model = self.inputs.base.layout.hub_id or Path(ft.pipeline).name
+        facts = CardFacts(base_model=base_model, method=ft.method, settings=settings,
                           emissions_g=run_emissions_kg(run_dir, summary, tracker) * 1000,
                           energy_kwh=joules_to_kwh(result.prior_energy_j) + summary.energy_kwh,
                           location=tracker.location.describe(), hardware=", ".join(d.name for d in summary.devices),
@@ -307,9 +334,11 @@ def class_images(base, config, tracker, progress: Progress):
     from greendiff.train._space import cache_root
 
     ft, optim = config.finetune, config.optim
+    from greendiff.train._pipeline_layout import component_sha256
+
     identity = {"pipeline": base.weights_sha256(), "prompt": ft.class_prompt, "count": ft.num_class_images,
                 "resolution": config.data.resolution, "seed": config.run.seed, "steps": optim.sample_steps,
-                "guidance": optim.guidance_scale}
+                "guidance": "pipeline default", "scheduler": component_sha256(base.layout.folder, ["scheduler"])}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     path = cache_root(config).parent / "class-images" / f"{key}.safetensors"
     cached = _read_class_images(path, ft.num_class_images)
@@ -319,11 +348,12 @@ def class_images(base, config, tracker, progress: Progress):
     progress.note(f"generating {ft.num_class_images} class images of {ft.class_prompt!r} with the base pipeline "
                   "(once; cached)")
     parts, generator = [], torch.Generator().manual_seed(config.run.seed + 77_777)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     with tracker.window("sample"):
         for start in range(0, ft.num_class_images, 8):
             n = min(8, ft.num_class_images - start)
-            images = base.generate([ft.class_prompt] * n, optim.sample_steps, optim.guidance_scale,
-                                   config.data.resolution, generator)  # (n, C, H, W) in [-1, 1]
+            images = base.generate([ft.class_prompt] * n, optim.sample_steps, None, config.data.resolution,
+                                   generator, device)  # the pipeline's own guidance; (n, C, H, W) in [-1, 1]
             parts.append(((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))
     images = torch.cat(parts)
     try:

@@ -142,6 +142,13 @@ def _spec(job: StudyJob):
             if getattr(absolute.finetune, key):
                 base.setdefault("finetune", {})[key] = getattr(absolute.finetune, key)
         base_config = absolute
+    if base_config.finetune.enabled:  # a fine-tune's trials start from its pipeline's resolution and objective
+        from greendiff.workflows._finetune import load_base, pipeline_defaults
+
+        for key, value in pipeline_defaults(load_base(base_config)).items():
+            section, name = key.split(".")
+            base.setdefault(section, {}).setdefault(name, value)
+        base_config = resolve_config(base=base)
     spec = StudySpec(mode=job.mode, trials=job.trials, trial_budget_kwh=job.trial_budget_kwh or 0.0, reports=job.reports,
                      pruner=job.pruner or ("none" if job.mode == "pareto" else "hyperband"), seed=job.seed,
                      startup_trials=job.startup_trials, base_trial=job.base_trial, base=base, space=space_toml["space"])
