@@ -161,3 +161,16 @@ def test_reconstruct_bad_inputs_are_one_line_errors(tmp_path, tiny_data, tiny_co
     with pytest.raises(UserInputError, match="not a post-hoc EMA snapshot greendiff wrote") as info:
         reconstruct(tmp_path, 0.1)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("value, message", [("-1", "ema_snapshots must be >= 0 and at most 10000"),
+                                            ("2.5", "--ema-snapshots must be an integer")])
+def test_bad_ema_snapshots_flag_is_a_one_line_error_and_creates_nothing(tmp_path, capsys, value, message):
+    from greendiff.cli._app import main
+    from tests.cli.test_train_cli import TINY
+
+    code = main(["train", *TINY, "--max-steps", "2", "--output-dir", str(tmp_path / "runs"),
+                 "--ledger", str(tmp_path / "l.sqlite"), "--ema-snapshots", value])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "l.sqlite").exists()
