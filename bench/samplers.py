@@ -87,6 +87,12 @@ def sweep(run_dir: Path, samplers: list[str], steps: list[int], samples: int, se
     return cache
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def fid_table(run_dir: Path, cache: dict, samplers: list[str], steps: list[int]) -> str:
     """FID per (steps, sampler) as a Markdown table, and the wall time per image beside each."""
     head = "| steps | " + " | ".join(samplers) + " |\n|---:|" + "---:|" * len(samplers)
@@ -99,7 +105,8 @@ def fid_table(run_dir: Path, cache: dict, samplers: list[str], steps: list[int])
         rows.append(f"| {n} | " + " | ".join(cells) + " |")
     some = next(iter(cache.values()), {"samples": 0, "seed": 0})
     return (f"### FID vs sampler steps (issue 23)\n\nRun `{run_dir.name}`; {some['samples']} samples, noise seed "
-            f"{some['seed']}, MNIST features; FID (wall time per image incl. scoring). {machine()}; {today()}.\n\n"
+            f"{some['seed']}, MNIST features; FID (wall time per image incl. scoring). {machine()}; "
+            f"{torch_threads()} torch thread(s); {today()}.\n\n"
             + head + "\n" + "\n".join(rows))
 
 
@@ -110,8 +117,8 @@ def assignment_cost(batches: list[int], shapes: list[tuple[int, int, int]], repe
     from greendiff.train._timesteps import assign_noise
 
     lines = ["### Immiscible noise assignment: cost per step (issue 23)", "",
-             f"Median of {repeats} calls of `assign_noise` (cdist + scipy linear_sum_assignment) on random batches. "
-             f"{machine()}; {today()}.", "", "| batch | image | ms per step |", "|---:|---|---:|"]
+             f"Median of {repeats} calls of `assign_noise` (cdist + scipy linear_sum_assignment) on random batches, "
+             f"{torch.get_num_threads()} torch thread(s). {machine()}; {today()}.", "", "| batch | image | ms per step |", "|---:|---|---:|"]
     g = torch.Generator().manual_seed(0)
     for shape in shapes:
         for b in batches:
@@ -136,8 +143,13 @@ def main() -> None:
     parser.add_argument("--batches", default="16,64,256")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the per-run caches")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--write-benchmarks", action="store_true")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.assignment_cost:
         text = assignment_cost([int(b) for b in args.batches.split(",")], [(1, 16, 16), (3, 32, 32)], args.repeats)
         key = "samplers-immiscible-cost"
