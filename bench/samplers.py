@@ -70,7 +70,8 @@ class RunScorer:
                 "samples": self.samples, "seed": self.seed}
 
 
-def sweep(run_dir: Path, samplers: list[str], steps: list[int], samples: int, seed: int, results: Path = RESULTS) -> dict:
+def sweep(run_dir: Path, samplers: list[str], steps: list[int], samples: int, seed: int,
+          results: Path = RESULTS) -> dict:
     """Every (sampler, steps) score of ``run_dir``, from the cache where it is there (same samples and seed)."""
     path = results / f"{run_dir.name}.json"
     cache, scorer = load_cache(path), None
@@ -118,7 +119,8 @@ def assignment_cost(batches: list[int], shapes: list[tuple[int, int, int]], repe
 
     lines = ["### Immiscible noise assignment: cost per step (issue 23)", "",
              f"Median of {repeats} calls of `assign_noise` (cdist + scipy linear_sum_assignment) on random batches, "
-             f"{torch.get_num_threads()} torch thread(s). {machine()}; {today()}.", "", "| batch | image | ms per step |", "|---:|---|---:|"]
+             f"{torch.get_num_threads()} torch thread(s). {machine()}; {today()}.", "",
+             "| batch | image | ms per step |", "|---:|---|---:|"]
     g = torch.Generator().manual_seed(0)
     for shape in shapes:
         for b in batches:

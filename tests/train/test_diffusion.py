@@ -242,7 +242,8 @@ def test_solvers_clip_like_their_training_scheduler(name):
     from greendiff.train import make_sampler
 
     optim = dataclasses.replace(OPTIM, sampler=name)
-    pixel, latent = make_sampler(optim, make_noise_scheduler(optim)), make_sampler(optim, make_noise_scheduler(optim, False))
+    pixel = make_sampler(optim, make_noise_scheduler(optim))
+    latent = make_sampler(optim, make_noise_scheduler(optim, clip_sample=False))
     assert (pixel.config.thresholding, pixel.config.sample_max_value, latent.config.thresholding) == (True, 1.0, False)
     x0 = torch.tensor([[[[5.0, -3.0], [0.5, -0.25]]]])
     assert pixel._threshold_sample(x0).flatten().tolist() == [1.0, -1.0, 0.5, -0.25]  # the clip of clip_sample

@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from greendiff.errors import UserInputError
-from greendiff.train import EpsilonObjective, FlowObjective, RecipeConfig, VObjective, make_noise_scheduler, resolve_config
+from greendiff.train import (
+    EpsilonObjective, FlowObjective, RecipeConfig, VObjective, make_noise_scheduler, resolve_config,
+)
 from greendiff.train._diffusion import loss_weights, noised_batch
 from greendiff.train._timesteps import TimestepSampling, assign_noise, noise_permutation, speed_weights
 
@@ -31,7 +33,8 @@ def phi(x: float) -> float:
 # -- distributions -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sampling", [TimestepSampling(kind) for kind in KINDS]
-                         + [TimestepSampling("logit-normal", 0.7, 1.6), TimestepSampling("speed", speed_k=3, speed_tau=0.45)])
+                         + [TimestepSampling("logit-normal", 0.7, 1.6),
+                            TimestepSampling("speed", speed_k=3, speed_tau=0.45)])
 @pytest.mark.parametrize("steps", [1, 7, 1000])
 def test_every_pmf_sums_to_one_and_is_positive(sampling, steps):
     p = sampling.pmf(steps)
@@ -41,7 +44,8 @@ def test_every_pmf_sums_to_one_and_is_positive(sampling, steps):
 
 def test_pmfs_match_their_definitions_by_hand():
     quarter = phi(math.log(0.25 / 0.75))  # P(sigmoid(z) < 1/4) = Phi(-ln 3) = 0.1359699
-    assert TimestepSampling("logit-normal").pmf(4).tolist() == pytest.approx([quarter, 0.5 - quarter, 0.5 - quarter, quarter])
+    assert TimestepSampling("logit-normal").pmf(4).tolist() == pytest.approx([quarter, 0.5 - quarter, 0.5 - quarter,
+                                                                               quarter])
     assert quarter == pytest.approx(0.135969, abs=1e-6)
     m, s = 0.7, 1.6  # an off-centre one: P(t = 0 of 2) = P(m + s z < 0) = Phi(-m / s)
     assert TimestepSampling("logit-normal", m, s).pmf(2).tolist() == pytest.approx([phi(-m / s), 1 - phi(-m / s)])
@@ -51,7 +55,8 @@ def test_pmfs_match_their_definitions_by_hand():
 
 
 @pytest.mark.parametrize("sampling", [TimestepSampling(kind) for kind in KINDS]
-                         + [TimestepSampling("logit-normal", -0.5, 0.8), TimestepSampling("speed", speed_k=4, speed_tau=0.3)])
+                         + [TimestepSampling("logit-normal", -0.5, 0.8),
+                            TimestepSampling("speed", speed_k=4, speed_tau=0.3)])
 def test_200k_draws_follow_the_pmf_within_sampling_error(sampling):
     steps, batch = 20, 500
     g = gen(1)
