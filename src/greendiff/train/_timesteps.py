@@ -128,9 +128,9 @@ def speed_weights(alphas_cumprod: torch.Tensor, tau: float, lam: float) -> torch
     t < ⌊τ·T⌋; 1 from there on (Wang et al. 2024, section 4; reference code ``weighting="ours"``).
 
     Example:
-        >>> w = speed_weights(torch.linspace(0.99, 0.01, 10), 0.5, 0.6)
-        >>> [round(float(x), 2) for x in w]
-        [0.4, 0.4, 0.4, 0.4, 0.4, 1.0, 1.0, 1.0, 1.0, 1.0]
+        >>> abar = torch.tensor([0.99, 0.9, 0.6, 0.3, 0.1, 0.05, 0.02, 0.01, 0.005, 0.001])
+        >>> [round(float(x), 3) for x in speed_weights(abar, 0.5, 0.6)]  # 1 - abar rises fastest at t = 2
+        [0.458, 0.529, 0.6, 0.566, 0.482, 1.0, 1.0, 1.0, 1.0, 1.0]
     """
     rate = np.gradient(1.0 - alphas_cumprod.double().cpu().numpy())
     spread = rate.max() - rate.min()
