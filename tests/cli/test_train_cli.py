@@ -60,6 +60,9 @@ FLAG_VALUES = {
     "--log-to": ("tensorboard", "tensorboard"), "--mlflow-uri": ("file:./m", "file:./m"),
     "--vae": ("my-vae", "my-vae"), "--backbone": ("dit", "dit"), "--patch-size": ("4", 4), "--objective": ("flow", "flow"),
     "--no-latent-cache": (None, False), "--latent-cache-dir": ("lat", "lat"), "--compile": (None, True),
+    "--ema-snapshots": ("4", 4), "--align": ("repa", "repa"), "--align-encoder": ("enc", "enc"),
+    "--align-weight": ("0.25", 0.25), "--align-until": ("0.4", 0.4), "--timestep-sampling": ("speed", "speed"),
+    "--noise-assignment": ("immiscible", "immiscible"),
 }
 
 
