@@ -27,7 +27,7 @@ def ratio_vs(ref: dict, green: dict | None, target: float, missed_is_bound: bool
             "note": "missed within its budget" if missed_is_bound else "missed the target: its full schedule"}
 
 
-def summarize(mode_name: str, mode: Mode, parts: dict, spent_s: float, command: str) -> dict:
+def summarize(mode_name: str, mode: Mode, parts: dict, spent_s: float, command: str, threads: str) -> dict:
     """Everything the tables need, JSON-ready (run records included, so ``--render`` needs no rerun)."""
     ctx, target = parts["ctx"], parts["ctx"]["target"]
     green_by_seed = {}
@@ -38,7 +38,7 @@ def summarize(mode_name: str, mode: Mode, parts: dict, spent_s: float, command: 
                                ("lr-only at batch 16", parts["references"]["lr-only"], True),
                                ("diffusers defaults", parts["references"]["defaults"], True)):
         headline[label] = [ratio_vs(ref, green_by_seed.get(seed), target, bound) for seed, ref in enumerate(refs)]
-    return {"date": today(), "machine": machine(), "mode": mode_name, "settings": mode.__dict__ | {"tag": mode.tag},
+    return {"date": today(), "machine": machine(), "threads": threads, "mode": mode_name, "settings": mode.__dict__ | {"tag": mode.tag},
             "command": command, "sitting_s": spent_s, "context": ctx, "headline": headline, **parts}
 
 
@@ -57,6 +57,11 @@ def headline_line(label: str, values: list[dict]) -> str:
     verdict = "" if goal is None else (f"; target >= {goal:g}x in every seed: "
                                        f"{'met' if min(v['ratio'] for v in values) >= goal else 'NOT met'}")
     return f"energy-to-quality vs {label}: {bound}{mean:.1f}x (per seed: {per_seed(values)}{verdict})"
+
+
+def keys(sets: dict) -> str:
+    """``{"optim.lr": 0.001}`` as ``lr 0.001``."""
+    return ", ".join(f"{key.split('.')[-1]} {value}" for key, value in sets.items())
 
 
 def wh(kwh: float | None) -> str:
@@ -83,13 +88,14 @@ def flatness(tuned: list[dict], spread: float) -> str:
 
 def render_table(result: dict) -> str:
     ctx, target = result["context"], result["context"]["target"]
-    lines = [f"Target FID {target:.2f} = tuned baseline's final FID {statistics.mean(ctx['finals']):.2f} + seed spread "
+    lines = [*(f"{headline_line(label, values)}  " for label, values in result["headline"].items()), "",
+             f"Target FID {target:.2f} = tuned baseline's final FID {statistics.mean(ctx['finals']):.2f} + seed spread "
              f"{ctx['spread']:.2f} (seeds: {', '.join(f'{f:.2f}' for f in ctx['finals'])}); {flatness(result['tuned'], ctx['spread'])}.",
              "", "| sweep candidate (defaults + …) | steps | final FID | energy |", "|---|---:|---:|---:|"]
     for r in result["sweep"]:
-        lines.append(f"| {r['sets']} | {r.get('steps', '—')} | "
+        lines.append(f"| {keys(r['sets'])} | {r.get('steps', '—')} | "
                      f"{r.get('failed') or f'{final_fid(r):.2f}'} | {wh(r.get('total_kwh'))} |")
-    lines += ["", f"Tuned baseline: {ctx['tuned_sets']}; lr-only at batch 16: {ctx['lr_only']}; the sweep's "
+    lines += ["", f"Tuned baseline: {keys(ctx['tuned_sets'])}; lr-only at batch 16: {keys(ctx['lr_only'])}; the sweep's "
               f"{wh(ctx['sweep_kwh'])} is charged to no one.", "",
               "| seed | tuned baseline | lr-only at batch 16 | diffusers defaults (--ema) | green v2 (horizon) | "
               "green v2's evaluations |", "|---:|---|---|---|---|---:|"]
@@ -106,7 +112,7 @@ def render_table(result: dict) -> str:
         lines.append(f"| {row['variant']} | {row['seed']} | {bracket(row, target)} | "
                      f"{'—' if gain is None else f'{gain:.2f}x'} | {'—' if 'failed' in row else f'{final_fid(row):.2f}'} | "
                      f"{row.get('stop_reason', row.get('failed', ''))} |")
-    lines += ["", f"Green v2 = green v1 + {ctx['green_v2_sets'] or 'nothing (no lever helped alone)'}."]
+    lines += ["", f"Green v2 = green v1 + {keys(ctx['green_v2_sets']) or 'nothing (no lever helped alone)'}."]
     lines += early_lines(result["early_stopping"])
     return "\n".join(lines)
 
@@ -126,16 +132,21 @@ def early_lines(rows: list[dict]) -> list[str]:
     return out
 
 
+def green_precision(result: dict) -> str:
+    return next((g.get("precision", "?") for g in result["green"] if "failed" not in g), "?")
+
+
 def render_benchmarks(result: dict, table: str) -> str:
-    m, heads = result["settings"], result["headline"]
+    m = result["settings"]
     return "\n".join([
         f"## Energy to quality at good quality, green v2 vs a tuned baseline (`bench/energy_to_quality.py --{result['mode']}`)",
         "", f"- Command: `python {result['command']}`", f"- Machine: {result['machine']}", f"- Date: {result['date']}",
+        f"- Threads: {result['threads']}; precision: tuned baseline "
+        f"{result['tuned'][0].get('precision', '?')}, green v2 {green_precision(result)} (`auto` picks bf16 only where the CPU runs it natively)",
         f"- Data: {m['dataset']} at {m['resolution']}x{m['resolution']}, preset `{m['preset']}` for every run; FID on "
         f"MNIST features, {m['eval_samples']} samples, DDIM {m['eval_sample_steps']} steps, fixed noise seed.",
         "- Energy is training energy: evaluations and previews are left out of every comparison (previews: none "
         "during runs, the closing one's `sample` phase subtracted); ratios take the lower end of the reference's "
         "evaluation bracket over the upper end of green's.", "",
-        *(f"{headline_line(label, values)}  " for label, values in heads.items()), "",
         table, "", "Raw runs and curves: `bench/results/energy_to_quality/`.",
     ])

@@ -107,7 +107,8 @@ def read_run(run_dir: Path, work: Path) -> dict:
             curve.append({"step": r["step"], "train_kwh": r["energy_kwh"] - eval_kwh, "eval_kwh": eval_kwh,
                           "fid": r["fid"]})
     total = emissions["energy_kwh"]
-    return {"dir": run_dir.relative_to(work).as_posix(), "steps": max(r.get("step", 0) for r in records),
+    start = next((r for r in records if r.get("event") == "start"), {})
+    return {"dir": run_dir.relative_to(work).as_posix(), "precision": start.get("precision", ""), "steps": max(r.get("step", 0) for r in records),
             "stop_reason": emissions.get("stop_reason", ""), "total_kwh": total, "eval_kwh": eval_kwh,
             "preview_kwh": phases.get("sample", 0.0),
             "train_kwh": total - eval_kwh - phases.get("sample", 0.0), "curve": curve}

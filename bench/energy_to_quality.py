@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -250,7 +251,10 @@ def main() -> None:
     except OutOfTime as stop:
         sys.exit(f"stopped before {stop} (--budget-minutes {args.budget_minutes:g}, {bench.spent_s / 60:.0f} min of runs "
                  f"this sitting); rerun the same command to continue from the cache")
-    result = summarize(args.mode, mode, parts, bench.spent_s, " ".join(["bench/energy_to_quality.py", *sys.argv[1:]]))
+    threads = bench.env.get("GREENDIFF_THREADS") or (f"GREENDIFF_THREADS unset: each run takes its share of the "
+                                                     f"{os.cpu_count()} cores (all of them when it runs alone)")
+    result = summarize(args.mode, mode, parts, bench.spent_s, " ".join(["bench/energy_to_quality.py", *sys.argv[1:]]),
+                       threads)
     (folder / f"{args.mode}.json").write_text(json.dumps(result, indent=2))
     table = render_table(result)
     (folder / f"{args.mode}.md").write_text(table + "\n")
