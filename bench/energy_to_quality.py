@@ -207,6 +207,15 @@ def lever_gains(rows: list[dict], tuned_runs: list[dict], target: float) -> dict
             for name, values in gains.items()}
 
 
+def projected_minutes(mode: Mode, tuned_runs: list[dict]) -> float:
+    """A rough forecast of the steps after the tuned baseline, in tuned-run wall times: the two references at
+    their full budget, every lever at most one tuned energy, green v2 about half, early stopping two long runs."""
+    per_run_min = statistics.mean(r["wall_s"] for r in tuned_runs) / 60
+    units = (2 * mode.seeds * mode.defaults_budget_ratio + len(mode.variants()) * mode.ablation_seeds
+             + 0.5 * mode.seeds * len(mode.green_horizons) + 2 * mode.early_stop_factor * mode.early_stop_seeds)
+    return units * per_run_min
+
+
 def prepare(bench: Bench, mode: Mode) -> None:
     """The evaluation's reference features, computed once here so no run pays for them."""
     code = ("from greendiff.data import load_dataset; from greendiff.evaluate import reference_features, "
@@ -222,6 +231,8 @@ def run_all(proof: Proof) -> dict:
     sweep = proof.sweep()
     tuned_runs = proof.tuned(context(mode, sweep)["tuned_sets"])
     ctx = context(mode, sweep, tuned_runs)
+    print(f"target FID {ctx['target']:.2f}; the remaining runs: about {projected_minutes(mode, tuned_runs):.0f} min "
+          f"(from the tuned runs' pace; cached ones are free)", flush=True)
     refs = proof.references(ctx)
     ablation = proof.ablation(ctx)
     ctx["gains"] = lever_gains(ablation, tuned_runs, ctx["target"])
