@@ -160,8 +160,9 @@ class Proof:
     def early_stopping(self, ctx: dict) -> list[dict]:
         m, rows = self.m, []
         v2 = Variant("green v2", "green", ctx["green_v2_sets"])
-        steps = int(m.early_stop_factor * m.schedule_images / 64)
-        every = max(1, int(m.schedule_images / 64) // m.tuned_evals)
+        batch = int(ctx["green_v2_sets"].get("optim.batch_size", 64))  # the green recipe's default batch: 64
+        steps = int(m.early_stop_factor * m.schedule_images / batch)
+        every = max(1, m.schedule_images // batch // m.tuned_evals)
         min_delta = max(ctx["spread"], 1e-6)
         for seed in range(m.early_stop_seeds):
             flags = self.variant_flags(v2, v2.sets, seed, steps, ctx["tuned_sets"])
