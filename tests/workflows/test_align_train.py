@@ -13,13 +13,12 @@ from safetensors.torch import load_file
 
 from greendiff.cli._app import main
 from greendiff.data import ImageSet, load_dataset
-from greendiff.energy import EnergyMonitor, MonitorOptions
 from greendiff.ledger import Ledger, default_ledger_path
-from greendiff.tracking import Tracker
 from greendiff.train import checkpoint_dirs, resolve_config, train
-from tests.train.conftest import TINY
+from tests.train.conftest import TINY, tracker  # noqa: F401 -- tracker: a fixture used here
 from tests.train.fakes import InterruptAfter
 from tests.train.test_align import tiny_encoder
+from tests.train.test_latent_training import vae_dir  # noqa: F401 -- a fixture used here
 
 CLI_TINY = ["--preset", "nano", "--set", "model.block_out_channels=8,16", "--dataset", "digits", "--resolution", "8",
             "--batch-size", "16", "--sample-steps", "4", "--set", "run.num_samples=4", "--max-steps", "2",
@@ -32,29 +31,8 @@ def encoder_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def vae_dir(tmp_path_factory):
-    """A tiny untrained AutoencoderKL: 1 channel, downsampling 4, 4 latent channels."""
-    from greendiff.train._vae_train import build_vae
-
-    vae = build_vae("nano", 1, resolution=16)
-    vae.register_to_config(scaling_factor=0.5)
-    folder = tmp_path_factory.mktemp("vae")
-    vae.save_pretrained(str(folder), safe_serialization=True)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def digits():
     return {side: ImageSet(load_dataset("digits", side).images[:48].clone(), f"digits{side}[:48]") for side in (8, 16)}
-
-
-@pytest.fixture
-def tracker(tmp_path):
-    t = Tracker("test", kind="train", ledger=tmp_path / "ledger.sqlite",
-                monitor=EnergyMonitor.detect(MonitorOptions(measure_gpus=False))).start()
-    yield t
-    if t.summary is None:
-        t.stop()
 
 
 def mode_settings(mode: str, encoder_dir: Path, vae_dir: Path, tmp_path: Path) -> tuple[dict, int]:
