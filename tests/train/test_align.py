@@ -269,3 +269,16 @@ def test_repa_on_more_than_one_process_is_refused(encoder_dir):
 def test_a_network_without_a_mid_block_is_refused():
     with pytest.raises(ValueError, match="mid block"):
         Alignment("dispersive", torch.nn.Linear(2, 2), config().optim, 10)
+
+
+def test_a_convolutional_encoder_gives_its_last_feature_map_as_tokens(tmp_path):
+    from transformers import ResNetConfig, ResNetModel
+
+    torch.manual_seed(0)
+    ResNetModel(ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 12], depths=[1, 1],
+                             layer_type="basic", downsample_in_first_stage=False)).save_pretrained(str(tmp_path))
+    (tmp_path / "preprocessor_config.json").write_text('{"size": {"shortest_edge": 32}, "do_center_crop": true, '
+                                                       '"crop_size": {"height": 32, "width": 32}}')
+    encoder = FrozenEncoder(tmp_path)
+    tokens, grid = encoder.features(torch.zeros(2, 1, 16, 16))
+    assert grid == (4, 4) and tokens.shape == (2, 16, 12)  # 32 px: stem /4, then a /2 stage

@@ -247,7 +247,8 @@ def apply_update(accelerator, unet, objects: TrainingObjects, loss: torch.Tensor
     """Backward, clipping, then the optimizer, schedule and EMA steps; ``False``, with nothing changed, when
     the gradient is not finite (a finite loss can have one, and its update would poison the weights). In a
     job the gradient is all-reduced, so every process decides alike; with fp16's gradient scaler, an inf
-    gradient is the scaler's to skip (it lowers its scale), not a bad step."""
+    gradient is the scaler's to skip (it lowers its scale), not a bad step. The gradient is clipped over all the
+    optimizer's parameters (:func:`optimized`: ``unet``'s trainable ones, then an alignment projector's)."""
     accelerator.backward(loss)
     norm = accelerator.clip_grad_norm_(optimized(objects.optimizer), grad_clip if grad_clip > 0 else math.inf)
     if objects.scaler is None and norm is not None and not bool(torch.isfinite(norm)):
