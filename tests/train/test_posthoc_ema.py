@@ -145,7 +145,7 @@ def test_a_resume_refuses_a_changed_ema_state_file(tmp_path, tiny_data, tiny_con
     assert first.status == "interrupted"
     state = tmp_path / SNAPSHOT_DIR / "state" / "step-3.safetensors"
     state.write_bytes(state.read_bytes()[:-4] + b"\0\0\0\1")
-    with pytest.raises(UserInputError, match="step-3: train_state.json: its posthoc_ema state is malformed"):
+    with pytest.raises(UserInputError, match="step-3: train_state.json: its posthoc_ema state is malformed .SHA-256 differs"):
         train(config, tmp_path, tiny_data, tracker, resume=True)
 
 

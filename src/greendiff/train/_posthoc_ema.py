@@ -184,7 +184,8 @@ class SnapshotCallback(TrainerCallback):
                                      "network's parameters; resume with the config it was trained with")
             device = self.params[0].device if self.params else torch.device("cpu")
             flat = [self._loaded[k].to(device) for k in keys]
-            self.ema.shadows = [flat[i * len(self.params):(i + 1) * len(self.params)] for i in range(len(self.sigma_rels))]
+            size = len(self.params)
+            self.ema.shadows = [flat[i * size:(i + 1) * size] for i in range(len(self.sigma_rels))]
             self._loaded = None
         else:
             self.step = trainer.step  # a fresh start (or snapshots turned on at a resume): the EMAs begin here
@@ -221,16 +222,16 @@ class SnapshotCallback(TrainerCallback):
         """``ValueError`` unless ``state`` is one :meth:`state_dict` wrote, for these profiles, with its file."""
         step, file, digest = state.get("step"), state.get("file"), state.get("sha256")
         if type(step) is not int or step < 0 or not isinstance(file, str) or not isinstance(digest, str):
-            raise ValueError("posthoc_ema: step, file and sha256 are missing or of the wrong type")
+            raise ValueError("step, file and sha256 are missing or of the wrong type")
         if state.get("sigma_rels") != list(self.sigma_rels):
-            raise ValueError(f"posthoc_ema: tracked sigma_rel {state.get('sigma_rels')!r:.60}, the config says "
+            raise ValueError(f"tracked sigma_rel {state.get('sigma_rels')!r:.60}, the config says "
                              f"{list(self.sigma_rels)}")
         if not re.fullmatch(rf"{STATE_DIR}/step-\d{{1,12}}\.safetensors", file):
-            raise ValueError(f"posthoc_ema: {file!r:.80} is not a state file greendiff writes")
+            raise ValueError(f"{file!r:.80} is not a state file greendiff writes")
         path = self.run_dir / SNAPSHOT_DIR / file
         data = _read_regular(path)
         if hashlib.sha256(data).hexdigest() != digest:
-            raise ValueError(f"posthoc_ema: {display_path(path)} is not the file the checkpoint names (SHA-256 differs)")
+            raise ValueError(f"SHA-256 differs from the checkpoint's: {display_path(path)}")
         self._loaded = _load_tensors(data, display_path(path), ValueError)
         self.step = step
 
@@ -275,7 +276,7 @@ def _write(path: Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.parent.is_symlink() or path.is_symlink():
-            raise UserInputError(f"{display_path(path)}: a symbolic link is in the way; greendiff writes only real files")
+            raise UserInputError(f"{display_path(path)}: a symbolic link is in the way; greendiff writes real files")
         atomic_write_bytes(path, data)
     except OSError as exc:
         raise UserInputError(f"cannot write {display_path(path)}: {exc.strerror or exc}") from None
