@@ -12,8 +12,8 @@ import torch
 from greendiff.errors import UserInputError
 from greendiff.train import resolve_config
 from greendiff.train._align import (
-    AlignedLoss, Alignment, FrozenEncoder, Projector, ProjectorPart, alignment_weight, check_align, cosine_alignment_loss,
-    dispersive_loss, make_alignment, projected_tokens,
+    AlignedLoss, Alignment, FrozenEncoder, Projector, ProjectorPart, alignment_weight, check_align,
+    cosine_alignment_loss, dispersive_loss, make_alignment, projected_tokens,
 )
 from greendiff.train._diffusion import make_noise_scheduler
 from greendiff.train._family import UNetFamily

@@ -51,7 +51,8 @@ def tensors(run_dir: Path, name: str) -> dict[str, torch.Tensor]:
 
 
 def projector_state(run_dir: Path) -> str:
-    return json.loads((checkpoint_dirs(run_dir)[-1] / "train_state.json").read_text())["align"]["projector_safetensors_base64"]
+    books = json.loads((checkpoint_dirs(run_dir)[-1] / "train_state.json").read_text())
+    return books["align"]["projector_safetensors_base64"]
 
 
 def losses(run_dir: Path) -> list[float]:
@@ -101,7 +102,8 @@ def test_a_4_step_aligned_run_resumes_bit_identically_and_exports_no_projector(m
 
 def test_an_aligned_run_and_a_plain_one_export_the_same_files(encoder_dir, digits, tmp_path, tracker):
     def files(run_dir: Path) -> list[str]:
-        return sorted(str(p.relative_to(run_dir / "pipeline")) for p in (run_dir / "pipeline").rglob("*") if p.is_file())
+        folder = run_dir / "pipeline"
+        return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
     aligned = resolve_config(overrides={**TINY, "run.max_steps": 2, "optim.align": "repa",
                                         "optim.align_encoder": str(encoder_dir)})
@@ -157,7 +159,8 @@ WIRED = pytest.mark.xfail(strict=True, reason="check_train (train/_loop.py) does
 
 
 @WIRED
-@pytest.mark.parametrize("case", ["missing", "pickled", "quality-network", "encoder-without-repa", "repa-without-encoder"])
+@pytest.mark.parametrize("case", ["missing", "pickled", "quality-network", "encoder-without-repa",
+                                  "repa-without-encoder"])
 def test_bad_alignment_inputs_are_one_line_and_create_nothing(capsys, tmp_path, encoder_dir, case):
     from greendiff.evaluate._features import MNIST_WEIGHTS
 

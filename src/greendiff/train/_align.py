@@ -273,8 +273,9 @@ def check_align(config) -> None:
     if optim.align == "none":
         return
     if config.model.backbone != "unet":
-        raise UserInputError(f"--align {optim.align} hooks a UNet's mid block; model.backbone = {config.model.backbone} "
-                             "has none: use --backbone unet, or --align none")
+        backbone = config.model.backbone
+        raise UserInputError(f"--align {optim.align} hooks a UNet's mid block; model.backbone = {backbone} has none: "
+                             "use --backbone unet, or --align none")
     if config.finetune.enabled or config.distill.kind != "none":
         raise UserInputError(f"--align {optim.align} trains from-scratch UNets; a fine-tune or distillation brings its "
                              "own loss: use --align none")

@@ -175,7 +175,8 @@ def setup(config: TrainConfig, family, channels: int, world_size: int, parts: di
         unet = unet.to(memory_format=torch.channels_last)
     lr_scale = world_size if optim.scale_lr else 1
     align = _alignment(config, family, unet, device, world_size)
-    weights = [*trainable(unet), *(align.parameters() if align is not None else ())]  # the projector's after the model's
+    # the projector's parameters (alignment) after the model's
+    weights = [*trainable(unet), *(align.parameters() if align is not None else ())]
     optimizer = make_optimizer(weights, dataclasses.replace(optim, lr=optim.lr * lr_scale))
     # diffusers' curves; "constant" warms up like the others; a budget may move the horizon (stop.fit_schedule)
     lr_scheduler = make_lr_scheduler(optimizer, optim.lr_schedule, optim.warmup_steps, run.max_steps)
