@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from greendiff.errors import UserInputError
-from greendiff.train import checkpoint_dirs, train
+from greendiff.train import Stop, TrainerCallback, checkpoint_dirs, train
 from greendiff.train._posthoc_ema import (
     SNAPSHOT_DIR, PowerEMA, gamma_to_sigma_rel, power_ema_weight, reconstruct, sigma_rel_to_gamma, snapshot_steps,
     solve_weights,
@@ -117,6 +117,26 @@ def test_a_tiny_run_writes_its_snapshots_and_reconstructs(tmp_path, tiny_data, t
     # and another length differs from both stored ones
     other = reconstruct(tmp_path, 0.2)
     assert any(not torch.allclose(other[k], last[f"1/{k}"], atol=1e-6) for k in other)
+
+
+class StopAt(TrainerCallback):
+    """A stopping rule firing after step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer, outcome):
+        return Stop("enough") if outcome.step == self.step else None
+
+
+def test_a_run_stopped_early_snapshots_its_last_step(tmp_path, tiny_data, tiny_config, tracker):
+    result = train(tiny_config(run__max_steps=8, optim__ema_snapshots=2), tmp_path, tiny_data, tracker,
+                   callbacks=[StopAt(5)])
+    assert result.status == "stopped" and result.step == 5
+    assert sorted(p.name for p in (tmp_path / SNAPSHOT_DIR).glob("*.json")) == ["step-4.json", "step-5.json"]
+    last = load_file(str(tmp_path / SNAPSHOT_DIR / "step-5.safetensors"))
+    # the snapshot holds step 5's update: sigma_rel 0.05 rebuilt at the end is that snapshot
+    assert all(torch.allclose(t, last[f"0/{k}"], atol=1e-5) for k, t in reconstruct(tmp_path, 0.05).items())
 
 
 def test_resume_keeps_the_emas_bit_identical(tmp_path, tiny_data, tiny_config, tracker):
