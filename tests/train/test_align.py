@@ -236,7 +236,7 @@ def test_the_aligned_loss_is_the_familys_loss_plus_the_weighted_term_of_the_same
     weight = 0.8 * (1 - 2 / 5)
     expected = base + weight * dispersive_loss(captured[0], cfg.optim.align_temperature)
     assert float(total.detach()) == pytest.approx(float(expected.detach()), abs=1e-6) and weight == pytest.approx(0.48)
-    assert alignment.last_term == pytest.approx(float(dispersive_loss(captured[0], 0.5)), abs=1e-6)
+    assert alignment.last_term == pytest.approx(float(dispersive_loss(captured[0], 0.5).detach()), abs=1e-6)
     clock.step = 5  # from align_until x max_steps on: the family's loss alone, bit for bit
     off = AlignedLoss(family.loss, alignment, clock)(net, scheduler, x0, torch.Generator().manual_seed(3), cfg.optim)
     assert torch.equal(off, family.loss(net, scheduler, x0, torch.Generator().manual_seed(3), cfg.optim))
