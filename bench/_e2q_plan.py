@@ -52,6 +52,7 @@ class Mode:
     ablation_seeds: int = 1
     early_stop_factor: float = 3.0
     early_stop_seeds: int = 1
+    encoder_steps: int = 300  # the REPA encoder's training (bench/_e2q_encoder.py), unless --align-encoder
     sweep_pick: tuple[int, ...] = ()  # indices into SWEEP to run (empty: all); the smoke runs two
     variant_pick: tuple[int, ...] = ()  # indices into VARIANTS (empty: all)
 
@@ -74,12 +75,12 @@ MODES: dict[str, Mode] = {
                   run_evals_per_tuned=16, reference_evals_per_tuned=4, seeds=3, ablation_seeds=1,
                   early_stop_factor=2.0),
     "full": Mode(preset="tiny", resolution=32, schedule_images=256_000, sweep_images=96_000, tuned_evals=12,
-                 seeds=3, ablation_seeds=2),
+                 seeds=3, ablation_seeds=2, encoder_steps=1000),
     # the 2-minute smoke: scikit-learn's digits at 16 px, a handful of steps, 16 evaluation images
     "smoke": Mode(preset="pico", resolution=16, dataset="digits", schedule_images=640, sweep_images=320,
                   eval_samples=16, eval_sample_steps=4, tuned_evals=4, run_evals_per_tuned=4,
                   reference_evals_per_tuned=2, green_horizons=(0.5, 1.0), seeds=1, early_stop_factor=2.0,
-                  sweep_pick=(0, 4), variant_pick=(0, 3)),
+                  sweep_pick=(0, 4), variant_pick=(0, 3, 6), encoder_steps=5),
 }
 
 # the diffusers defaults as its README runs them (`--use_ema`); greendiff's own baseline keeps EMA off

@@ -60,7 +60,8 @@ def headline_line(label: str, values: list[dict]) -> str:
 
 def keys(sets: dict) -> str:
     """``{"optim.lr": 0.001}`` as ``lr 0.001``."""
-    return ", ".join(f"{key.split('.')[-1]} {value}" for key, value in sets.items())
+    return ", ".join(f"{key.split('.')[-1]} {str(value).replace('{encoder}', 'the bench encoder')}"
+                     for key, value in sets.items())
 
 
 def wh(kwh: float | None) -> str:
@@ -111,7 +112,10 @@ def render_table(result: dict) -> str:
         lines.append(f"| {row['variant']} | {row['seed']} | {bracket(row, target)} | "
                      f"{'—' if gain is None else f'{gain:.2f}x'} | {'—' if 'failed' in row else f'{final_fid(row):.2f}'} | "
                      f"{row.get('stop_reason', row.get('failed', ''))} |")
-    lines += ["", f"Green v2 = green v1 + {keys(ctx['green_v2_sets']) or 'nothing (no lever helped alone)'}."]
+    enc = ctx.get("encoder", {})
+    lines += ["", f"Green v2 = green v1 + {keys(ctx['green_v2_sets']) or 'nothing (no lever helped alone)'}. REPA's encoder "
+              f"(not the FID network): {enc.get('failed') or enc.get('architecture', '?')}"
+              + (f", {enc['steps']} steps, {enc['accuracy']:.1%} held-out digit accuracy" if "accuracy" in enc else "") + "."]
     lines += early_lines(result["early_stopping"])
     return "\n".join(lines)
 

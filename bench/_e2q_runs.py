@@ -45,7 +45,7 @@ class Bench:
         """The result stored under ``name``, else ``make()``'s, stored first. A failure is stored too (as
         ``{"failed": reason}``), so a lever the installed greendiff lacks is not retried every sitting;
         delete its file to retry. Raises :class:`OutOfTime` before starting a new run past the deadline."""
-        path = self.folder / f"{self.tag}-{name.replace('/', '-').replace(' ', '_')}.json"
+        path = self.path(name)
         if path.is_file():
             return json.loads(path.read_text())
         if time.monotonic() > self.deadline:
@@ -61,6 +61,9 @@ class Bench:
         tmp.write_text(json.dumps(result, indent=2))
         tmp.replace(path)  # a sitting cut off mid-write leaves no half result
         return result
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{self.tag}-{name.replace('/', '-').replace(' ', '_')}.json"
 
     def cli(self, args: list[str]) -> str:
         done = subprocess.run([EXE, *args], capture_output=True, text=True, env=self.env)

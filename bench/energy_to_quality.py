@@ -28,7 +28,9 @@ flattering reading). Threads and bf16 capability are recorded (``bench/_report.p
 
 Resumable: each (run, seed) result is cached in ``bench/results/energy_to_quality/<tag>-<name>.json`` (the tag
 hashes the mode and tables); ``--budget-minutes`` stops cleanly before a run that would start after it, and
-the next sitting continues. A run cut off mid-way is redone from its start.
+the next sitting continues. A run cut off mid-way is redone from its start. A lever the installed greendiff
+refused is cached as failed: delete its ``<tag>-lever-*.json`` to retry once the lever lands. Green v2's runs
+are keyed by its keys too, so a changed lever table reruns them.
 
     python bench/energy_to_quality.py --quick --budget-minutes 55 [--write-benchmarks]
     python bench/energy_to_quality.py --full  --budget-minutes 55 [--align-encoder DIR] [--write-benchmarks]
@@ -38,6 +40,7 @@ the next sitting continues. A run cut off mid-way is redone from its start.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -48,6 +51,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _e2q_encoder import train_encoder  # noqa: E402
 from _e2q_plan import DEFAULTS, MODES, Mode, Variant, compose_green_v2, set_flags  # noqa: E402
 from _e2q_report import render_benchmarks, render_table, summarize  # noqa: E402
 from _e2q_runs import Bench, OutOfTime, final_fid, reach  # noqa: E402
@@ -61,6 +65,22 @@ class Proof:
 
     def __init__(self, bench: Bench, mode: Mode, encoder: str) -> None:
         self.bench, self.m, self.encoder = bench, mode, encoder
+
+    def align_encoder(self) -> dict:
+        """``--align-encoder``'s folder, else the benchmark's own (trained once, again if its folder is gone)."""
+        if self.encoder:
+            return {"dir": self.encoder, "architecture": "given by --align-encoder"}
+        folder = self.bench.work / "encoder"
+
+        def make() -> dict:
+            return train_encoder(folder, self.m.dataset, self.m.resolution, self.m.encoder_steps)
+
+        info = self.bench.cached("encoder", make)
+        if "failed" not in info and not (folder / "config.json").is_file():
+            self.bench.path("encoder").unlink()
+            info = self.bench.cached("encoder", make)
+        self.encoder = str(folder)
+        return info
 
     def common(self, max_steps: int) -> list[str]:
         m = self.m
@@ -112,7 +132,7 @@ class Proof:
         lever = set_flags(sets, encoder=self.encoder)
         if variant.base == "green":
             return ["--recipe", "green", *self.common(steps), *lever, "--seed", str(seed)]
-        return self.baseline({**tuned, **sets}, seed, steps, []) + lever
+        return self.baseline(tuned, seed, steps, []) + lever  # the lever last: it wins over the tuned keys
 
     def ablation(self, ctx: dict) -> list[dict]:
         rows, m = [], self.m
@@ -120,9 +140,6 @@ class Proof:
         for variant in m.variants():
             for seed in range(m.ablation_seeds):
                 name = f"lever-{variant.name.split(' (')[0]}-s{seed}"
-                if "{encoder}" in json.dumps(variant.sets) and not self.encoder:
-                    rows.append({"variant": variant.name, "seed": seed, "failed": "not run: no --align-encoder given"})
-                    continue
                 steps = self.tuned_steps(ctx["tuned_sets"]) * 4
                 if variant.post_hoc_ema:
                     result = self.bench.cached(name, lambda v=variant, s=seed: self.post_hoc(v, s, ctx))
@@ -150,7 +167,7 @@ class Proof:
             for horizon in m.green_horizons:
                 budget = horizon * ctx["tuned_kwh"] + (m.run_evals_per_tuned * horizon + 2) * ctx["eval_kwh_each"]
                 flags = self.variant_flags(v2, v2.sets, seed, self.tuned_steps(ctx["tuned_sets"]) * 4, ctx["tuned_sets"])
-                run = self.chase(f"green-v2-h{horizon:g}-s{seed}", flags, ctx["target"], budget,
+                run = self.chase(f"green-v2-{sets_tag(v2.sets)}-h{horizon:g}-s{seed}", flags, ctx["target"], budget,
                                  ctx["tuned_kwh"] / m.run_evals_per_tuned)
                 out.append({"seed": seed, "horizon": horizon, **run})
                 if "failed" in run or reach(run, ctx["target"]) is not None:
@@ -166,13 +183,19 @@ class Proof:
         min_delta = max(ctx["spread"], 1e-6)
         for seed in range(m.early_stop_seeds):
             flags = self.variant_flags(v2, v2.sets, seed, steps, ctx["tuned_sets"])
-            plateau = self.bench.cached(f"early-plateau-s{seed}", lambda f=flags, s=seed: self.bench.train(
+            tag = sets_tag(v2.sets)
+            plateau = self.bench.cached(f"early-plateau-{tag}-s{seed}", lambda f=flags, s=seed: self.bench.train(
                 f"early-plateau-s{s}", [*f, "--eval-every", str(every), "--patience", "2", "--min-delta",
                                         f"{min_delta:.6g}", "--set", "stop.eval_at_end=true"]))
-            full = self.bench.cached(f"early-full-s{seed}", lambda f=flags, s=seed: self.bench.train(
+            full = self.bench.cached(f"early-full-{tag}-s{seed}", lambda f=flags, s=seed: self.bench.train(
                 f"early-full-s{s}", [*f, "--set", "stop.eval_at_end=true"]))
             rows.append({"seed": seed, "max_steps": steps, "min_delta": min_delta, "plateau": plateau, "full": full})
         return rows
+
+
+def sets_tag(sets: dict) -> str:
+    """A short hash of green v2's keys: its cached runs are redone when the lever table picks others."""
+    return hashlib.sha256(json.dumps(sets, sort_keys=True, default=str).encode()).hexdigest()[:6]
 
 
 def context(mode: Mode, sweep: list[dict], tuned_runs: list[dict] | None = None) -> dict:
@@ -235,6 +258,7 @@ def run_all(proof: Proof) -> dict:
     print(f"target FID {ctx['target']:.2f}; the remaining runs: about {projected_minutes(mode, tuned_runs):.0f} min "
           f"(from the tuned runs' pace; cached ones are free)", flush=True)
     refs = proof.references(ctx)
+    ctx["encoder"] = proof.align_encoder()
     ablation = proof.ablation(ctx)
     ctx["gains"] = lever_gains(ablation, tuned_runs, ctx["target"])
     ctx["green_v2_sets"] = compose_green_v2(ctx["gains"])
