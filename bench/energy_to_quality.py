@@ -32,6 +32,11 @@ the next sitting continues. A run cut off mid-way is redone from its start. A le
 refused is cached as failed: delete its ``<tag>-lever-*.json`` to retry once the lever lands. Green v2's runs
 are keyed by its keys too, so a changed lever table reruns them.
 
+Time: the references' 4x budgets over 3 seeds dominate (about 24 tuned-baseline runs of energy); once the tuned
+runs exist the benchmark prints a forecast of the rest. Not yet timed alone: ``--quick`` as sized here is
+expected to need more than one 55-minute sitting on 2 CPU cores (shrink ``schedule_images`` in
+``_e2q_plan.py`` to trade quality for time).
+
     python bench/energy_to_quality.py --quick --budget-minutes 55 [--write-benchmarks]
     python bench/energy_to_quality.py --full  --budget-minutes 55 [--align-encoder DIR] [--write-benchmarks]
     python bench/energy_to_quality.py --smoke    # < 2 min; results in bench/results/energy_to_quality/smoke
