@@ -74,6 +74,11 @@ def fingerprint(config, channels: int) -> dict:
         from greendiff.train._vae import vae_weights_sha256
 
         whole["model.vae_sha256"] = vae_weights_sha256(Path(config.model.vae))
+    if config.optim.align == "repa" and config.optim.align_encoder:  # what the projector learned to match
+        from greendiff.train._pipeline_layout import component_sha256
+
+        encoder = Path(config.optim.align_encoder)
+        whole["optim.align_encoder_sha256"] = component_sha256(encoder.parent, [encoder.name])
     if config.finetune.pipeline:  # a fine-tune: the base pipeline's weights, wherever its folder is
         from greendiff.train._pipeline_layout import pipeline_weights_sha256
 
