@@ -155,10 +155,8 @@ def test_out_of_range_alignment_flags_are_one_line_and_create_nothing(capsys, tm
 
 # The checks below run in greendiff.train._align.check_align, which train's pre-run check (check_train in
 # greendiff/train/_loop.py) must call for them to come before the run directory: until it does, they fail here.
-WIRED = pytest.mark.xfail(strict=True, reason="check_train (train/_loop.py) does not call check_align yet")
 
 
-@WIRED
 @pytest.mark.parametrize("case", ["missing", "pickled", "quality-network", "encoder-without-repa",
                                   "repa-without-encoder"])
 def test_bad_alignment_inputs_are_one_line_and_create_nothing(capsys, tmp_path, encoder_dir, case):

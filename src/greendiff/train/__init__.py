@@ -68,6 +68,19 @@ from greendiff.train._latents import (
 )
 from greendiff.train._space import LatentSpace, PixelSpace, latent_generator, sample_decoded, space_for
 from greendiff.train._vae import VaeShape, decode_latents, encode_posterior, latent_size, load_vae, read_vae_shape
+from greendiff.train._align import (
+    AlignedLoss, Alignment, FrozenEncoder, Projector, alignment_weight, check_align, cosine_alignment_loss,
+    dispersive_loss,
+)
+from greendiff.train._base_pipeline import BasePipeline, TextCondition
+from greendiff.train._finetune_family import FinetuneModel, TextToImageFamily, ValidationLoss
+from greendiff.train._lora import LoraSettings, add_lora, lora_layers, merge_lora, save_lora
+from greendiff.train._model_card import CardFacts, model_card, write_model_card
+from greendiff.train._pipeline_layout import PipelineLayout, check_pipeline_folder, read_pipeline_layout
+from greendiff.train._posthoc_ema import (
+    PowerEMA, SnapshotCallback, gamma_to_sigma_rel, power_ema_weight, reconstruct, sigma_rel_to_gamma, solve_weights,
+)
+from greendiff.train._timesteps import TimestepSampling, assign_noise, speed_weights
 from greendiff.train._vae_train import (
     VAE_PRESETS, Reconstruction, build_vae, posterior_latents, reconstruct, reconstruction_quality, scaling_factor_of,
     train_vae, vae_preset,
@@ -95,6 +108,15 @@ __all__ = [
     "vae_preset", "build_vae", "train_vae", "posterior_latents", "scaling_factor_of", "reconstruct",
     "reconstruction_quality", "Reconstruction", "latent_generator", "sample_decoded", "LatentBatch", "LatentSet", "LatentCache", "data_fingerprint", "latent_cache_key",
     "default_cache_root", "PixelSpace", "LatentSpace", "space_for", "DIT_PRESETS", "build_dit", "check_patch_size",
+    # recipe v2 levers: timestep sampling (logit-normal, SpeeD), immiscible noise, representation alignment (REPA,
+    # dispersive), post-hoc EMA (EDM2)
+    "TimestepSampling", "assign_noise", "speed_weights", "Alignment", "AlignedLoss", "FrozenEncoder", "Projector",
+    "alignment_weight", "check_align", "cosine_alignment_loss", "dispersive_loss", "PowerEMA", "SnapshotCallback",
+    "gamma_to_sigma_rel", "sigma_rel_to_gamma", "power_ema_weight", "solve_weights", "reconstruct",
+    # fine-tuning a pretrained text-to-image pipeline (greendiff finetune): its layout, conditioning, LoRA, card
+    "PipelineLayout", "read_pipeline_layout", "check_pipeline_folder", "BasePipeline", "TextCondition",
+    "TextToImageFamily", "FinetuneModel", "ValidationLoss", "LoraSettings", "add_lora", "lora_layers", "merge_lora",
+    "save_lora", "CardFacts", "model_card", "write_model_card",
     # a run's files
     "MetricsLog", "RunDirLock", "checkpoint_dirs", "export_pipeline", "load_run_model", "load_unet",
     "is_ledger_id", "read_emissions_json", "read_metrics", "resolve_run", "resolve_run_dir", "run_dir_of", "save_grid", "to_uint8",

@@ -29,10 +29,13 @@ __all__ = ["TrainResult", "apply_update", "check_data", "check_train", "make_opt
 
 def check_train(config: TrainConfig, channels: int, resume_from: Path | None = None, source: str = "config") -> None:
     """What :func:`train` would refuse, checked before a run directory or a ledger row exists: the precision
-    on this device, a latent run's VAE (:func:`~greendiff.train._space.check_space`), the architecture at this
+    on this device, representation alignment's encoder, a latent run's VAE (:func:`~greendiff.train._space.check_space`), the architecture at this
     resolution (a DiT's patch size at the latent side), and for a resume (``resume_from``, a run
     directory) a usable checkpoint of this config's shapes (``source`` names the config in the error)."""
+    from greendiff.train._align import check_align
+
     resolve_precision(config.optim.mixed_precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    check_align(config)  # the alignment's encoder folder (and that it is not the quality network)
     if config.finetune.enabled:  # the network is the pipeline's (checked when it is loaded)
         if resume_from is not None:
             check_resume(resume_from, config, channels, source)

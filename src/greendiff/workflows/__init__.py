@@ -20,7 +20,9 @@ from greendiff.workflows._compress_session import (
 from greendiff.workflows._conditioning import resolve_conditioning
 from greendiff.workflows._distill import DistillJob, run_distill
 from greendiff.workflows._distill_steps import DistillStepsJob, run_distill_steps
-from greendiff.workflows._eval import KID_SUBSET_DEFAULT, EvalJob, EvalOutcome, run_eval
+from greendiff.workflows._eval import (
+    EMA_LENGTH_GRID, KID_SUBSET_DEFAULT, EvalJob, EvalOutcome, choose_ema_length, run_eval,
+)
 from greendiff.workflows._fields import job_default
 from greendiff.workflows._demo import DemoJob, DemoOutcome, LocationCost, WorkloadStep, run_demo
 from greendiff.workflows._hardware import HardwareJob, HardwareOutcome, SweepResult, run_hardware
@@ -64,6 +66,7 @@ __all__ = [  # constants, classes, functions; each sorted
     "resolve_settings", "resolve_train_config", "run_demo", "run_distill", "run_distill_steps", "run_eval",
     "run_hardware", "run_measure", "run_plan_regions", "run_plan_window", "run_profile_job", "run_prune",
     "run_sample", "run_study_workers", "run_train", "run_vae_train", "study_report", "work_on_study",
+    "EMA_LENGTH_GRID", "choose_ema_length",
     "FinetuneInputs", "FinetuneSetup", "PreparedFinetune", "finetune_inputs", "load_base",
     "prepare_finetune", "resolve_finetune_config", "run_finetune",
     "write_location",
