@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from greendiff.data import batch_indices
 from greendiff.errors import UserInputError
+from greendiff.units import joules_to_kwh
 from greendiff.train import (
     RecipeConfig,
     checkpoint_dirs,
@@ -279,11 +280,17 @@ def test_a_budget_stopped_run_has_finished_its_learning_rate_decay(tmp_path, tin
 
     per_step = tiny_config(run__max_steps=10, optim__lr_schedule="cosine")
     train(per_step, tmp_path / "probe", tiny_data, tracker)
-    probe_kwh = [r for r in map(json.loads, (tmp_path / "probe" / "metrics.jsonl").read_text().splitlines()) if "lr" in r][-1]["energy_kwh"]
-    budget = probe_kwh * 3  # ~30 steps of a run allowed 1,000
-    fitted = train(tiny_config(run__max_steps=1000, optim__lr_schedule="cosine", stop__budget_kwh=budget,
+    logs = [r for r in map(json.loads, (tmp_path / "probe" / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    per_step_kwh = (logs[-1]["energy_kwh"] - logs[0]["energy_kwh"]) / (logs[-1]["step"] - logs[0]["step"])
+
+    def budget() -> float:
+        """~30 steps of a run allowed 1,000, over what the shared tracker has metered so far (a run's energy is
+        the tracker's: the earlier runs' closing samples and exports, which cost more on a cold machine)."""
+        return joules_to_kwh(tracker.total_energy_j()) + 30 * per_step_kwh
+
+    fitted = train(tiny_config(run__max_steps=1000, optim__lr_schedule="cosine", stop__budget_kwh=budget(),
                                stop__budget_warmup_steps=5), tmp_path / "fitted", tiny_data, tracker)
-    cut = train(tiny_config(run__max_steps=1000, optim__lr_schedule="cosine", stop__budget_kwh=budget,
+    cut = train(tiny_config(run__max_steps=1000, optim__lr_schedule="cosine", stop__budget_kwh=budget(),
                             stop__budget_warmup_steps=5, stop__fit_schedule=False), tmp_path / "cut", tiny_data, tracker)
     assert fitted.status == cut.status == "stopped" and 10 < fitted.step < 200
     assert last_lr(tmp_path / "fitted") < 0.2 * 2e-3 < 0.9 * 2e-3 < last_lr(tmp_path / "cut")
