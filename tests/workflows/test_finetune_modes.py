@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from greendiff.errors import UserInputError
-from greendiff.train._finetune_family import ShiftedFlowObjective
 from greendiff.train._objectives import FlowObjective
 from greendiff.workflows import TrainJob, prepare_finetune
 from tests.train.conftest import captioned_digits, tiny_sd, tiny_sd3, write_captioned_digits  # noqa: F401 (fixtures)
@@ -113,12 +112,12 @@ def test_sd3_trains_at_its_scheduler_s_shifted_times(tiny_sd3):
     assert objective.shift == float(base.pipe.scheduler.config.shift)
     x0 = torch.zeros(4, 1, 2, 2)
     plain = FlowObjective().draw(x0, None, torch.Generator().manual_seed(1))
-    same = ShiftedFlowObjective(shift=1.0).draw(x0, None, torch.Generator().manual_seed(1))
+    same = FlowObjective(shift=1.0).draw(x0, None, torch.Generator().manual_seed(1))
     assert torch.equal(plain.timesteps, same.timesteps) and torch.equal(plain.noisy, same.noisy)
-    shifted = ShiftedFlowObjective(shift=3.0).draw(x0, None, torch.Generator().manual_seed(1))
+    shifted = FlowObjective(shift=3.0).draw(x0, None, torch.Generator().manual_seed(1))
     t = plain.timesteps / 1000
     assert torch.allclose(shifted.timesteps / 1000, 3 * t / (1 + 2 * t))
-    assert torch.allclose(ShiftedFlowObjective(shift=3.0).fixed_timesteps(2, None) / 1000,
+    assert torch.allclose(FlowObjective(shift=3.0).fixed_timesteps(2, None) / 1000,
                           torch.tensor([0.5, 0.9]))  # 0.25 -> 0.75 / 1.5, 0.75 -> 2.25 / 2.5
 
 

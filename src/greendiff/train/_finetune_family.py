@@ -40,52 +40,12 @@ class FinetuneModel(torch.nn.Module):
         self.text_encoder = text_encoder
 
 
-class ShiftedFlowObjective(FlowObjective):
-    """Flow matching at SD3's shifted times: t' = s·t / (1 + (s − 1)·t) of a logit-normal t (Esser et al. 2024,
-    section 5.3.2, the resolution-dependent shift; diffusers' ``FlowMatchEulerDiscreteScheduler(shift=s)``
-    trains and samples on it), so a fine-tune sees the noise levels its base model was trained at.
-
-    Example:
-        >>> draw = ShiftedFlowObjective(shift=3.0).draw(torch.zeros(1, 1, 2, 2), None, torch.Generator().manual_seed(0))
-        >>> g = torch.Generator().manual_seed(0)
-        >>> _ = torch.randn((1, 1, 2, 2), generator=g)  # the noise is drawn first, then the time
-        >>> t = float(logit_normal_times(g))
-        >>> round(float(draw.timesteps[0]) / 1000, 6) == round(3 * t / (1 + 2 * t), 6)
-        True
-    """
-
-    def __init__(self, logit_mean: float = 0.0, logit_std: float = 1.0, num_train_timesteps: int = 1000,
-                 shift: float = 1.0) -> None:
-        super().__init__(logit_mean, logit_std, num_train_timesteps)
-        object.__setattr__(self, "shift", float(shift))
-
-    def _shifted(self, t: torch.Tensor) -> torch.Tensor:
-        return self.shift * t / (1 + (self.shift - 1) * t)
-
-    def draw(self, x0: torch.Tensor, noise_scheduler, generator: torch.Generator):
-        steps = self.num_train_timesteps if noise_scheduler is None else noise_scheduler.config.num_train_timesteps
-        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
-        t = self._shifted(logit_normal_times(generator, x0.shape[0], self.logit_mean, self.logit_std)).to(x0.device)
-        return self.at(x0, noise, t * steps, noise_scheduler)
-
-    def fixed_timesteps(self, k: int, noise_scheduler) -> torch.Tensor:
-        steps = self.num_train_timesteps if noise_scheduler is None else noise_scheduler.config.num_train_timesteps
-        return self._shifted((torch.arange(k, dtype=torch.float32) + 0.5) / k) * steps
-
-
-def logit_normal_times(generator: torch.Generator, n: int = 1, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
-    """``n`` times sigmoid(mean + std·z) (:func:`~greendiff.train.logit_normal_timesteps`)."""
-    from greendiff.train._objectives import logit_normal_timesteps
-
-    return logit_normal_timesteps(n, generator, mean, std)
-
-
 def objective_of(base: BasePipeline, optim) -> Objective:
     """The base model's objective (epsilon, v or flow), flow at the recipe's logit-normal times shifted as the
     base pipeline's scheduler says (its ``shift``; SD3: 3)."""
     if base.objective == "flow":
         shift = float(base.pipe.scheduler.config.get("shift", 1.0) or 1.0)
-        return ShiftedFlowObjective(optim.flow_logit_mean, optim.flow_logit_std, optim.num_train_timesteps, shift)
+        return FlowObjective(optim.flow_logit_mean, optim.flow_logit_std, optim.num_train_timesteps, shift=shift)
     return objective_for(base.objective)
 
 

@@ -188,6 +188,17 @@ class FlowObjective(Objective):
         num_train_timesteps: T: the network sees t·T, as ``FlowMatchEulerDiscreteScheduler`` gives it
             (a scheduler passed to :meth:`draw` overrides it with its own config's value).
         noise_assignment: ``random`` or ``immiscible`` (:func:`~greendiff.train._timesteps.assign_noise`).
+        shift: s of SD3's shifted times t' = s·t / (1 + (s − 1)·t) (Esser et al. 2024, section 5.3.2;
+            ``FlowMatchEulerDiscreteScheduler(shift=s)``); 1 leaves t as drawn. A fine-tune takes its base
+            pipeline's, so it trains at the noise levels the base model did.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> _ = torch.randn((1, 1, 2, 2), generator=g)  # the noise is drawn first, then the time
+        >>> t = float(logit_normal_timesteps(1, g))
+        >>> draw = FlowObjective(shift=3.0).draw(torch.zeros(1, 1, 2, 2), None, torch.Generator().manual_seed(0))
+        >>> round(float(draw.timesteps[0]) / 1000, 6) == round(3 * t / (1 + 2 * t), 6)
+        True
     """
 
     name: ClassVar[str] = "flow"
@@ -195,6 +206,7 @@ class FlowObjective(Objective):
     logit_std: float = 1.0
     num_train_timesteps: int = 1000
     noise_assignment: str = "random"
+    shift: float = 1.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.logit_mean) and math.isfinite(self.logit_std) and self.logit_std > 0):
@@ -206,7 +218,8 @@ class FlowObjective(Objective):
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
         if self.noise_assignment == "immiscible":
             noise = assign_noise(x0, noise)
-        t = logit_normal_timesteps(x0.shape[0], generator, self.logit_mean, self.logit_std).to(x0.device)
+        t = logit_normal_timesteps(x0.shape[0], generator, self.logit_mean, self.logit_std)
+        t = self._shifted(t).to(x0.device)
         t_b = t.to(x0.dtype).view(-1, *([1] * (x0.ndim - 1)))  # (B, 1, 1, 1)
         return Draw((1 - t_b) * x0 + t_b * noise, t * steps, noise - x0)
 
@@ -217,7 +230,11 @@ class FlowObjective(Objective):
 
     def fixed_timesteps(self, k: int, noise_scheduler) -> torch.Tensor:
         steps = self.num_train_timesteps if noise_scheduler is None else noise_scheduler.config.num_train_timesteps
-        return (torch.arange(k, dtype=torch.float32) + 0.5) / k * steps
+        return self._shifted((torch.arange(k, dtype=torch.float32) + 0.5) / k) * steps
+
+    def _shifted(self, t: torch.Tensor) -> torch.Tensor:
+        """Times in (0, 1) shifted by :attr:`shift` (unchanged, bit for bit, at 1)."""
+        return t if self.shift == 1.0 else self.shift * t / (1 + (self.shift - 1) * t)
 
     def weights(self, timesteps: torch.Tensor, noise_scheduler, snr_gamma: float | None = None) -> torch.Tensor:
         if snr_gamma is None:
