@@ -13,20 +13,9 @@ from safetensors import safe_open
 from greendiff.errors import UserInputError
 from greendiff.train._lora import (DENOISER_TARGETS, TEXT_TARGETS, WEIGHTS_NAME, LoraSettings, add_lora, lora_layers,
                                    merge_lora, save_lora, trainable_parameters)
-from tests.train.tiny_pipelines import save_tiny_sd3_pipeline, save_tiny_sd_pipeline
 
 RANK = 4
 SETTINGS = LoraSettings(rank=RANK, alpha=8.0, dropout=0.0, targets=DENOISER_TARGETS)  # scale 2: alpha must survive
-
-
-@pytest.fixture(scope="module")
-def sd_folder(tmp_path_factory) -> Path:
-    return save_tiny_sd_pipeline(tmp_path_factory.mktemp("sd") / "pipe")
-
-
-@pytest.fixture(scope="module")
-def sd3_folder(tmp_path_factory) -> Path:
-    return save_tiny_sd3_pipeline(tmp_path_factory.mktemp("sd3") / "pipe")
 
 
 def _unet(folder: Path) -> UNet2DConditionModel:
@@ -69,8 +58,8 @@ def _expected_lora_size(model, targets, rank: int) -> int:
 
 
 @pytest.mark.parametrize("load, forward", [(_unet, _unet_out), (_transformer, _transformer_out)], ids=["sd", "sd3"])
-def test_add_lora_trains_only_the_adapter_and_starts_equal_to_the_base(load, forward, sd_folder, sd3_folder):
-    model = load(sd_folder if load is _unet else sd3_folder)
+def test_add_lora_trains_only_the_adapter_and_starts_equal_to_the_base(load, forward, tiny_sd, tiny_sd3):
+    model = load(tiny_sd if load is _unet else tiny_sd3)
     expected = _expected_lora_size(model, DENOISER_TARGETS, RANK)
     before = forward(model)
     count = add_lora(model, SETTINGS)
@@ -87,8 +76,8 @@ def test_add_lora_trains_only_the_adapter_and_starts_equal_to_the_base(load, for
     assert not any(".default." in k for k in layers)
 
 
-def test_sd_lora_loads_in_plain_diffusers_with_the_same_outputs(sd_folder, tmp_path):
-    pipe = StableDiffusionPipeline.from_pretrained(sd_folder, use_safetensors=True)
+def test_sd_lora_loads_in_plain_diffusers_with_the_same_outputs(tiny_sd, tmp_path):
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd, use_safetensors=True)
     add_lora(pipe.unet, SETTINGS)
     add_lora(pipe.text_encoder, LoraSettings(rank=2, alpha=2.0, dropout=0.0, targets=TEXT_TARGETS))
     _randomize_lora_b(pipe.unet)
@@ -101,8 +90,8 @@ def test_sd_lora_loads_in_plain_diffusers_with_the_same_outputs(sd_folder, tmp_p
     with safe_open(path, "pt") as f:
         assert any(k.startswith("unet.") for k in f.keys()) and any(k.startswith("text_encoder.") for k in f.keys())
 
-    base = StableDiffusionPipeline.from_pretrained(sd_folder, use_safetensors=True)
-    fresh = StableDiffusionPipeline.from_pretrained(sd_folder, use_safetensors=True)
+    base = StableDiffusionPipeline.from_pretrained(tiny_sd, use_safetensors=True)
+    fresh = StableDiffusionPipeline.from_pretrained(tiny_sd, use_safetensors=True)
     fresh.load_lora_weights(tmp_path / "lora")
     with torch.no_grad():
         torch.testing.assert_close(_unet_out(fresh.unet), adapted_unet, rtol=0, atol=1e-5)
@@ -113,15 +102,15 @@ def test_sd_lora_loads_in_plain_diffusers_with_the_same_outputs(sd_folder, tmp_p
     assert images[0].shape == (1, 16, 16, 3) and float(np.abs(images[0] - images[1]).max()) > 1e-3
 
 
-def test_sd3_lora_loads_in_plain_diffusers_with_the_same_outputs(sd3_folder, tmp_path):
-    transformer = _transformer(sd3_folder)
+def test_sd3_lora_loads_in_plain_diffusers_with_the_same_outputs(tiny_sd3, tmp_path):
+    transformer = _transformer(tiny_sd3)
     add_lora(transformer, SETTINGS)
     _randomize_lora_b(transformer)
     adapted = _transformer_out(transformer)
     save_lora("StableDiffusion3Pipeline", tmp_path / "lora", transformer)
 
-    base = StableDiffusion3Pipeline.from_pretrained(sd3_folder, use_safetensors=True)
-    fresh = StableDiffusion3Pipeline.from_pretrained(sd3_folder, use_safetensors=True)
+    base = StableDiffusion3Pipeline.from_pretrained(tiny_sd3, use_safetensors=True)
+    fresh = StableDiffusion3Pipeline.from_pretrained(tiny_sd3, use_safetensors=True)
     fresh.load_lora_weights(tmp_path / "lora")
     torch.testing.assert_close(_transformer_out(fresh.transformer), adapted, rtol=0, atol=1e-5)
     assert float((_transformer_out(base.transformer) - adapted).abs().max()) > 1e-3
@@ -132,8 +121,8 @@ def test_sd3_lora_loads_in_plain_diffusers_with_the_same_outputs(sd3_folder, tmp
 
 
 @pytest.mark.parametrize("load, forward", [(_unet, _unet_out), (_transformer, _transformer_out)], ids=["sd", "sd3"])
-def test_merge_lora_folds_the_adapter_into_plain_base_weights(load, forward, sd_folder, sd3_folder):
-    folder = sd_folder if load is _unet else sd3_folder
+def test_merge_lora_folds_the_adapter_into_plain_base_weights(load, forward, tiny_sd, tiny_sd3):
+    folder = tiny_sd if load is _unet else tiny_sd3
     base = load(folder)
     model = load(folder)
     add_lora(model, SETTINGS)
@@ -147,13 +136,13 @@ def test_merge_lora_folds_the_adapter_into_plain_base_weights(load, forward, sd_
     assert changed and all(k.endswith(".weight") and any(f".{t}." in k for t in DENOISER_TARGETS) for k in changed)
 
 
-def test_merge_lora_refuses_a_model_without_adapter(sd_folder):
+def test_merge_lora_refuses_a_model_without_adapter(tiny_sd):
     with pytest.raises(ValueError, match="no LoRA layer"):
-        merge_lora(_unet(sd_folder))
+        merge_lora(_unet(tiny_sd))
 
 
-def test_unknown_target_is_one_line_naming_the_projections_and_changes_nothing(sd_folder):
-    unet = _unet(sd_folder)
+def test_unknown_target_is_one_line_naming_the_projections_and_changes_nothing(tiny_sd):
+    unet = _unet(tiny_sd)
     with pytest.raises(UserInputError) as excinfo:
         add_lora(unet, LoraSettings(rank=RANK, alpha=4.0, dropout=0.0, targets=("to_q", "to_x")))
     message = str(excinfo.value)
@@ -176,8 +165,8 @@ def test_settings_scale_is_alpha_over_rank():
 
 
 @pytest.fixture(scope="module")
-def adapted_unet(sd_folder) -> UNet2DConditionModel:
-    unet = _unet(sd_folder)
+def adapted_unet(tiny_sd) -> UNet2DConditionModel:
+    unet = _unet(tiny_sd)
     add_lora(unet, SETTINGS)
     return unet
 
