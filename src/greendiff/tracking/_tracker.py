@@ -183,7 +183,7 @@ class Tracker:
 
     def _recorded(self, reading) -> tuple[dict[str, float], float]:
         """What a ledger sample holds: the energy by device and the CPU seconds."""
-        return reading.energy_j, self.monitor.cpu_time_s()
+        return reading.energy_j, reading.cpu_time_s
 
     def sync(self) -> None:
         """Write a ledger sample now (in a job, a collective that gathers every rank's readings first)."""
