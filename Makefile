@@ -32,7 +32,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Speed benchmarks (minutes); bench-quality: the energy-to-quality proof and early stopping (~1 h on 2 CPU cores).
+# Speed benchmarks (minutes); bench-quality: the quick energy-to-quality proof and early stopping (2 CPU cores);
+# the full proof runs in sittings: python bench/energy_to_quality.py --full --budget-minutes 55 (rerun to continue).
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python bench/tracker_overhead.py --write-benchmarks

@@ -64,23 +64,35 @@ class Mode:
 
     @property
     def tag(self) -> str:
-        """A short hash of the settings, the sweep and the lever table: the cache key prefix."""
-        blob = json.dumps([dataclasses.asdict(self), SWEEP, VARIANTS, GREEN_V2], sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:8]
+        """A short hash of the mode's sizes: the cache key prefix. The tables are not in it: each run's own key
+        hashes what it depends on (a sweep candidate its keys; a lever its keys and the tuned baseline's context),
+        so adding a row reruns that row only."""
+        return short_hash(dataclasses.asdict(self), 8)
+
+
+def short_hash(value: object, n: int = 6) -> str:
+    """A stable short hash of JSON-able ``value`` (cache keys)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
 MODES: dict[str, Mode] = {
-    # ~30 min alone on 2 CPU cores is the aim; the lead sizes it from a first sitting (runs are cached)
-    "quick": Mode(schedule_images=48_000, sweep_images=24_000, eval_samples=1000, tuned_evals=8,
-                  run_evals_per_tuned=16, reference_evals_per_tuned=4, seeds=3, ablation_seeds=1,
-                  early_stop_factor=2.0),
-    "full": Mode(preset="tiny", resolution=32, schedule_images=256_000, sweep_images=96_000, tuned_evals=12,
-                 seeds=3, ablation_seeds=2, encoder_steps=1000),
+    # the proof on a CPU: nano at 16x16; about 3-4 h alone on 2 CPU cores, so it runs in sittings (cached runs)
+    "full": Mode(schedule_images=48_000, sweep_images=24_000, eval_samples=1000, tuned_evals=8,
+                 run_evals_per_tuned=16, reference_evals_per_tuned=4, seeds=3, ablation_seeds=1,
+                 early_stop_factor=2.0),
+    # about 35 min on 2 CPU cores: a quarter of the full schedule, the sweep's three telling candidates (the
+    # defaults, the full sweep's best, green's batch and LR) and a few lever rows
+    "quick": Mode(schedule_images=12_000, sweep_images=6_000, eval_samples=1000, tuned_evals=4,
+                  run_evals_per_tuned=8, reference_evals_per_tuned=2, seeds=3, ablation_seeds=1,
+                  early_stop_factor=2.0, sweep_pick=(0, 9, 5), variant_pick=(0, 1, 2), encoder_steps=100),
+    # the same proof at tiny, 32x32, 256,000 images: for a GPU
+    "gpu": Mode(preset="tiny", resolution=32, schedule_images=256_000, sweep_images=96_000, tuned_evals=12,
+                seeds=3, ablation_seeds=2, encoder_steps=1000),
     # the 2-minute smoke: scikit-learn's digits at 16 px, a handful of steps, 16 evaluation images
     "smoke": Mode(preset="pico", resolution=16, dataset="digits", schedule_images=640, sweep_images=320,
                   eval_samples=16, eval_sample_steps=4, tuned_evals=4, run_evals_per_tuned=4,
                   reference_evals_per_tuned=2, green_horizons=(0.5, 1.0), seeds=1, early_stop_factor=2.0,
-                  sweep_pick=(0, 4), variant_pick=(0, 3, 6), encoder_steps=5),
+                  sweep_pick=(0, 4), variant_pick=(0, 4, 7), encoder_steps=5),
 }
 
 # the diffusers defaults as its README runs them (`--use_ema`); greendiff's own baseline keeps EMA off
@@ -94,6 +106,13 @@ SWEEP: list[dict[str, object]] = [
     *({"optim.batch_size": 64, "optim.lr": lr, "optim.warmup_steps": 25} for lr in (3e-4, 1e-3, 2e-3)),
     {"optim.batch_size": 64, "optim.lr": 1e-3, "optim.warmup_steps": 100},
     {"optim.batch_size": 128, "optim.lr": 2e-3, "optim.warmup_steps": 25},
+    # added after the first quick sitting found the best LR of batch 16 and of batch 64 at the grid's edge: a
+    # sweep whose best value is its largest has not found the optimum
+    *({"optim.batch_size": 16, "optim.lr": lr, "optim.warmup_steps": 500} for lr in (2e-3, 4e-3, 8e-3)),
+    *({"optim.batch_size": 32, "optim.lr": lr, "optim.warmup_steps": 100} for lr in (1e-3, 2e-3, 4e-3)),
+    {"optim.batch_size": 64, "optim.lr": 4e-3, "optim.warmup_steps": 25},
+    # and batch 16 at its best LR with shorter warm-ups (500 steps is a third of a sweep run)
+    *({"optim.batch_size": 16, "optim.lr": 4e-3, "optim.warmup_steps": w} for w in (25, 100)),
 ]
 
 
@@ -114,6 +133,7 @@ class Variant:
 VARIANTS: list[Variant] = [
     Variant("green v1 (min-snr, cosine, EMA, bf16 where native)", "green"),
     Variant("+min-snr", "tuned", {"optim.loss_weighting": "min-snr"}),
+    Variant("+bf16 autocast (auto: where native)", "tuned", {"optim.mixed_precision": "auto"}),
     Variant("+cosine schedule", "tuned", {"optim.beta_schedule": "squaredcos_cap_v2"}),
     Variant("+logit-normal timesteps (SD3)", "tuned", {"optim.timestep_sampling": "logit-normal"}),
     Variant("+SpeeD timesteps", "tuned", {"optim.timestep_sampling": "speed"}),
@@ -123,10 +143,12 @@ VARIANTS: list[Variant] = [
     Variant("+v objective", "tuned", {"optim.objective": "v"}),
     Variant("+flow objective", "tuned", {"optim.objective": "flow"}),
     Variant("+post-hoc EMA", "tuned", {"optim.ema_snapshots": 16}, post_hoc_ema=True),
-    Variant("+DPM-Solver++ sampler", "tuned", {"optim.sampler": "dpm-solver"}),
-    Variant("+UniPC sampler", "tuned", {"optim.sampler": "unipc"}),
 ]
+# The few-step solvers (DPM-Solver++ 2M, UniPC) are not rows: they change the evaluation, not training, so a row
+# would score a different instrument against a target measured with DDIM. bench/samplers.py compares them (FID
+# against sampler steps) on this benchmark's tuned-baseline run.
 GREEN_V2: dict[str, object] | None = None
+GREEN_V2_BASE = "green"  # with GREEN_V2: "green" (the green recipe) or "tuned" (the tuned baseline's keys)
 MIN_GAIN = 1.1  # a lever joins green v2 only if it saved >= 10% alone (below: seed noise here)
 
 
@@ -141,12 +163,16 @@ def set_flags(sets: dict[str, object], **fill: str) -> list[str]:
     return flags
 
 
-def compose_green_v2(gains: dict[str, float | None]) -> dict[str, object]:
-    """Green v2's keys: :data:`GREEN_V2` when set, else per config key the lever value with the largest mean
-    gain over the tuned baseline (``gains``: variant name -> gain, None: failed or not reached), if it is
-    at least :data:`MIN_GAIN`. Levers green v1 already holds (min-snr, cosine) are kept by the base."""
+def compose_green_v2(gains: dict[str, float | None]) -> tuple[str, dict[str, object]]:
+    """Green v2's base and keys: (:data:`GREEN_V2_BASE`, :data:`GREEN_V2`) when set, else data-driven. The base is
+    the green recipe (green v1) if it reached the target no later than the tuned baseline, else the tuned
+    baseline's batch, LR and warm-up (then green v1's own levers join only as their rows earned it). The keys:
+    per config key, the lever value with the largest mean gain over the tuned baseline (``gains``: variant
+    name -> gain, None: failed or not reached), if it is at least :data:`MIN_GAIN`."""
     if GREEN_V2 is not None:
-        return dict(GREEN_V2)
+        return GREEN_V2_BASE, dict(GREEN_V2)
+    green_v1 = next(v.name for v in VARIANTS if v.base == "green")
+    base = "green" if (gains.get(green_v1) or 0.0) >= 1.0 else "tuned"
     best: dict[str, tuple[float, dict[str, object]]] = {}
     for variant in VARIANTS:
         gain = gains.get(variant.name)
@@ -158,4 +184,4 @@ def compose_green_v2(gains: dict[str, float | None]) -> dict[str, object]:
     chosen: dict[str, object] = {}
     for _, sets in best.values():
         chosen |= sets
-    return chosen
+    return base, chosen

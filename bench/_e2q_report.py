@@ -95,29 +95,45 @@ def render_table(result: dict) -> str:
     for r in result["sweep"]:
         lines.append(f"| {keys(r['sets'])} | {r.get('steps', '—')} | "
                      f"{r.get('failed') or f'{final_fid(r):.2f}'} | {wh(r.get('total_kwh'))} |")
-    lines += ["", f"Tuned baseline: {keys(ctx['tuned_sets'])}; lr-only at batch 16: {keys(ctx['lr_only'])}; the sweep's "
-              f"{wh(ctx['sweep_kwh'])} is charged to no one.", "",
+    same = " (the same runs: the sweep's best is itself at batch 16 with the defaults' warm-up)" \
+        if ctx["lr_only"] == ctx["tuned_sets"] else ""
+    lines += ["", f"Tuned baseline: {keys(ctx['tuned_sets'])}; lr-only at batch 16: {keys(ctx['lr_only'])}{same}; the "
+              f"sweep's {wh(ctx['sweep_kwh'])} is charged to no one.", "",
               "| seed | tuned baseline | lr-only at batch 16 | diffusers defaults (--ema) | green v2 (budgets tried) | "
               "green v2's evaluations |", "|---:|---|---|---|---|---:|"]
     refs = result["references"]
     for seed, tuned in enumerate(result["tuned"]):
         green = next((g for g in reversed(result["green"]) if g["seed"] == seed), {"failed": "not run"})
-        lines.append(f"| {seed} | {bracket(tuned, target)} | {bracket(refs['lr-only'][seed], target)} | "
+        lr_only = refs["lr-only"][seed] if seed < len(refs["lr-only"]) else None
+        lines.append(f"| {seed} | {bracket(tuned, target)} | {bracket(lr_only, target) if lr_only else '— (one seed)'} | "
                      f"{bracket(refs['defaults'][seed], target)} | {bracket(green, target)} "
                      f"({horizons(result['green'], seed, target)}) | {wh(green.get('eval_kwh'))} |")
-    lines += ["", "| lever | seed | training energy to the target | gain vs tuned baseline | final FID | stop |",
-              "|---|---:|---|---:|---:|---|"]
+    tuned_at = ", ".join(str(reach_step(r, target) or "missed") for r in result["tuned"])
+    lines += ["", f"| lever | seed | training energy to the target | gain vs tuned baseline | energy per step vs tuned "
+              f"| steps to the target (tuned: {tuned_at}) | final FID | stop |", "|---|---:|---|---:|---:|---:|---:|---|"]
+    tuned_step = [r["step_j"] for r in result["tuned"] if r.get("step_j")]
     for row in result["ablation"]:
         gain = result["context"]["gains"].get(row["variant"])
+        cost = f"{row['step_j'] / statistics.mean(tuned_step):.2f}x" if row.get("step_j") and tuned_step else "—"
         lines.append(f"| {row['variant']} | {row['seed']} | {bracket(row, target)} | "
-                     f"{'—' if gain is None else f'{gain:.2f}x'} | {'—' if 'failed' in row else f'{final_fid(row):.2f}'} | "
-                     f"{row.get('stop_reason', row.get('failed', ''))} |")
+                     f"{'—' if gain is None else f'{gain:.2f}x'} | {cost} | {reach_step(row, target) or '—'} | "
+                     f"{'—' if 'failed' in row else f'{final_fid(row):.2f}'} | {row.get('stop_reason', row.get('failed', ''))} |")
     enc = ctx.get("encoder", {})
-    lines += ["", f"Green v2 = green v1 + {keys(ctx['green_v2_sets']) or 'nothing (no lever helped alone)'}. REPA's encoder "
+    lines.append("\nThe few-step solvers are not lever rows (they change the evaluation, not training): "
+                 "`bench/samplers.py` compares them, FID against sampler steps, on the tuned baseline's seed-0 run.")
+    base = "green v1" if ctx.get("green_v2_base", "green") == "green" else "the tuned baseline's batch, LR and warm-up " \
+        "(green v1 reached the target later than the tuned baseline; warm-up scaled with the budget)"
+    lines += ["", f"Green v2 = {base} + {keys(ctx['green_v2_sets']) or 'nothing (no lever helped alone)'}. REPA's encoder "
               f"(not the FID network): {enc.get('failed') or enc.get('architecture', '?')}"
               + (f", {enc['steps']} steps, {enc['accuracy']:.1%} held-out digit accuracy" if "accuracy" in enc else "") + "."]
     lines += early_lines(result["early_stopping"])
     return "\n".join(lines)
+
+
+def reach_step(run: dict, target: float) -> int | None:
+    """The step of the first evaluation at or below ``target`` (steps do not depend on the machine's speed,
+    energies do: they read a lever's effect on learning apart from the noise of a shared machine)."""
+    return next((p["step"] for p in run.get("curve", []) if p["fid"] <= target), None)
 
 
 def horizons(green: list[dict], seed: int, target: float) -> str:

@@ -47,7 +47,7 @@ class Bench:
         delete its file to retry. Raises :class:`OutOfTime` before starting a new run past the deadline."""
         path = self.path(name)
         if path.is_file():
-            return json.loads(path.read_text())
+            return backfill(json.loads(path.read_text()), self.work)
         if time.monotonic() > self.deadline:
             raise OutOfTime(name)
         t0 = time.monotonic()
@@ -111,10 +111,28 @@ def read_run(run_dir: Path, work: Path) -> dict:
                           "fid": r["fid"]})
     total = emissions["energy_kwh"]
     start = next((r for r in records if r.get("event") == "start"), {})
-    return {"dir": run_dir.relative_to(work).as_posix(), "precision": start.get("precision", ""), "steps": max(r.get("step", 0) for r in records),
+    return {"dir": run_dir.relative_to(work).as_posix(), "precision": start.get("precision", ""),
+            **step_cost(emissions), "steps": max(r.get("step", 0) for r in records),
             "stop_reason": emissions.get("stop_reason", ""), "total_kwh": total, "eval_kwh": eval_kwh,
             "preview_kwh": phases.get("sample", 0.0),
             "train_kwh": total - eval_kwh - phases.get("sample", 0.0), "curve": curve}
+
+
+def step_cost(emissions: dict) -> dict:
+    """The ``train`` phase alone (the steps, nothing around them): joules per step and steps per second, to
+    compare what a lever adds to a step apart from how fast it reaches the target."""
+    phase = next((p for p in emissions.get("phases", []) if p["name"] == "train"), None)
+    if not phase or not phase["count"]:
+        return {}
+    return {"step_j": phase["energy_j"] / phase["count"], "steps_per_s": phase["count"] / max(phase["duration_s"], 1e-9)}
+
+
+def backfill(run: dict, work: Path) -> dict:
+    """A result cached before ``step_j`` was recorded gets it from its run folder (when that is still there)."""
+    emissions = work / run.get("dir", "-") / "emissions.json"
+    if "step_j" not in run and "failed" not in run and emissions.is_file():
+        run |= step_cost(json.loads(emissions.read_text()))
+    return run
 
 
 def final_fid(run: dict) -> float:

@@ -10,12 +10,14 @@ Same data, model, evaluation and seeds for every run (``bench/_e2q_plan.py`` hol
 2. **tuned baseline**, every seed, its full schedule (``schedule_images``), evaluated ``tuned_evals`` times.
    **Target FID** = the mean of its final FIDs + their spread over seeds (the quality it reaches within
    seed noise); the curve's last quarter is checked for flatness (within that spread) and the verdict shown.
-3. **references**, every seed: the **defaults** and **lr-only**, each with a budget of
-   ``defaults_budget_ratio`` x the tuned baseline's training energy (their LR horizon fitted to it), stopping
+3. **references** (run after 4 and 5, so a sitting reaches the comparison with the tuned baseline first):
+   the **defaults** (every seed) and **lr-only** (``ablation_seeds``; the tuned runs when it is the tuned
+   baseline), each with a budget of ``defaults_budget_ratio`` x the tuned baseline's training energy (their LR horizon fitted to it), stopping
    at the target; one that misses it gives a lower bound ``>= N.Nx``.
 4. **lever table** (``ablation_seeds``): each :data:`VARIANTS` row (one lever on the tuned baseline; green
    v1), to the target within the tuned baseline's energy; a failing or unknown lever shows as such.
-5. **green v2** (green v1 plus the levers that helped, or :data:`GREEN_V2`), every seed, to the target with a
+5. **green v2** (green v1, or the tuned baseline's keys when green v1 was slower than it, plus the levers that
+   helped alone; or :data:`GREEN_V2`), every seed, to the target with a
    budget of ``green_horizons`` x the tuned energy, the first horizon that reaches it kept.
 6. **early stopping at good quality**: green v2 with ``max_steps`` = ``early_stop_factor`` x the schedule,
    plateau rule (``--patience 2 --min-delta`` = the seed spread) against the same run to the end.
@@ -26,26 +28,27 @@ closing preview's ``sample`` phase subtracted). A reference's energy to reach th
 evaluations; ratios divide the lower end of the reference's bracket by the upper end of green's (the less
 flattering reading). Threads and bf16 capability are recorded (``bench/_report.py`` ``machine()``).
 
-Resumable: each (run, seed) result is cached in ``bench/results/energy_to_quality/<tag>-<name>.json`` (the tag
-hashes the mode and tables); ``--budget-minutes`` stops cleanly before a run that would start after it, and
-the next sitting continues. A run cut off mid-way is redone from its start. A lever the installed greendiff
-refused is cached as failed: delete its ``<tag>-lever-*.json`` to retry once the lever lands. Green v2's runs
-are keyed by its keys too, so a changed lever table reruns them.
+Resumable: each (run, seed) result is cached in ``bench/results/energy_to_quality/<mode>/<mode>-<tag>-<name>.json``
+(the tag hashes the mode's sizes; each name hashes what that run depends on: a sweep candidate's keys, the
+tuned baseline's keys, and for every later run its own keys plus the tuned context: picks, target FID and the
+tuned energy its budget is sized from). Adding a sweep or lever row therefore runs that row only, and a changed
+pick or target reruns what depends on it. ``--budget-minutes`` stops cleanly before a run that would start
+after it, and the next sitting continues. A run cut off mid-way is redone from its start. A lever the installed
+greendiff refused is cached as failed: delete its ``<tag>-lever-*.json`` to retry once the lever lands.
 
-Time: the references' 4x budgets over 3 seeds dominate (about 24 tuned-baseline runs of energy); once the tuned
-runs exist the benchmark prints a forecast of the rest. Not yet timed alone: ``--quick`` as sized here is
-expected to need more than one 55-minute sitting on 2 CPU cores (shrink ``schedule_images`` in
-``_e2q_plan.py`` to trade quality for time).
+Modes (``_e2q_plan.py``): ``--full`` is the proof on a CPU (nano, 16x16; several hours alone on 2 CPU cores,
+so it runs in sittings of ``--budget-minutes``); ``--quick`` a quarter of its schedule with three sweep
+candidates and a few lever rows (about 35 min); ``--gpu`` the proof at tiny, 32x32; ``--smoke`` (about 4 min)
+checks the plumbing. Once the tuned runs exist the benchmark prints a forecast of the rest.
 
-    python bench/energy_to_quality.py --quick --budget-minutes 55 [--write-benchmarks]
-    python bench/energy_to_quality.py --full  --budget-minutes 55 [--align-encoder DIR] [--write-benchmarks]
-    python bench/energy_to_quality.py --smoke    # < 2 min; results in bench/results/energy_to_quality/smoke
+    python bench/energy_to_quality.py --full --budget-minutes 55 [--align-encoder DIR] [--write-benchmarks]
+    python bench/energy_to_quality.py --quick [--write-benchmarks]
+    python bench/energy_to_quality.py --smoke
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -57,7 +60,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _e2q_encoder import train_encoder  # noqa: E402
-from _e2q_plan import DEFAULTS, MODES, Mode, Variant, compose_green_v2, set_flags  # noqa: E402
+from _e2q_plan import DEFAULTS, MODES, Mode, Variant, compose_green_v2, set_flags, short_hash  # noqa: E402
 from _e2q_report import render_benchmarks, render_table, summarize  # noqa: E402
 from _e2q_runs import Bench, OutOfTime, final_fid, reach  # noqa: E402
 from _report import write_section  # noqa: E402
@@ -103,15 +106,17 @@ class Proof:
         runs = []
         for i, sets in enumerate(self.m.sweep()):
             steps = max(1, self.m.sweep_images // int(sets["optim.batch_size"]))
-            runs.append({"sets": sets, **self.bench.cached(f"sweep-{i}", lambda s=sets, n=steps: self.bench.train(
-                f"sweep-{i}", self.baseline(s, 0, n, ["--set", "stop.eval_at_end=true"])))})
+            name = f"sweep-{short_hash(sets)}"
+            runs.append({"sets": sets, **self.bench.cached(name, lambda s=sets, n=steps, k=name: self.bench.train(
+                k, self.baseline(s, 0, n, ["--set", "stop.eval_at_end=true"])))})
         return runs
 
     def tuned(self, sets: dict) -> list[dict]:
         steps = self.tuned_steps(sets)
         every = max(1, steps // self.m.tuned_evals)
-        return [self.bench.cached(f"tuned-s{seed}", lambda s=seed: self.bench.train(
-            f"tuned-s{s}", self.baseline(sets, s, steps, ["--eval-every", str(every), "--set", "stop.eval_at_end=true"])))
+        key = short_hash(sets)
+        return [self.bench.cached(f"tuned-{key}-s{seed}", lambda s=seed: self.bench.train(
+            f"tuned-{key}-s{s}", self.baseline(sets, s, steps, ["--eval-every", str(every), "--set", "stop.eval_at_end=true"])))
             for seed in range(self.m.seeds)]
 
     def tuned_steps(self, sets: dict) -> int:
@@ -123,14 +128,21 @@ class Proof:
             *base, "--target-fid", f"{target:.6g}", "--budget-kwh", f"{budget_kwh:.6g}",
             "--eval-every-kwh", f"{every_kwh:.6g}", "--set", "stop.eval_at_end=true"]))
 
-    def references(self, ctx: dict) -> dict[str, list[dict]]:
+    def references(self, ctx: dict, tuned_runs: list[dict]) -> dict[str, list[dict]]:
+        """The defaults and lr-only references; when the sweep's best is itself at batch 16 with 500 warm-up
+        steps, lr-only *is* the tuned baseline and its runs are the tuned ones (nothing is run twice)."""
         m, out = self.m, {}
         ratio, every = m.defaults_budget_ratio, ctx["tuned_kwh"] / m.reference_evals_per_tuned
         budget = ratio * ctx["tuned_kwh"] + (ratio * m.reference_evals_per_tuned + 2) * ctx["eval_kwh_each"]
+        if ctx["lr_only"] == ctx["tuned_sets"]:
+            out["lr-only"] = tuned_runs
         for label, sets in (("defaults", {}), ("lr-only", ctx["lr_only"])):
+            if label in out:
+                continue
             steps = int(ratio * m.schedule_images / 16 * 4)  # never binding: the budget ends these runs
-            out[label] = [self.chase(f"{label}-s{seed}", self.baseline(sets, seed, steps, []), ctx["target"],
-                                     budget, every) for seed in range(m.seeds)]
+            seeds = m.seeds if label == "defaults" else m.ablation_seeds  # lr-only: a table row, not a headline
+            out[label] = [self.chase(f"{label}-{ctx['tag']}-s{seed}", self.baseline(sets, seed, steps, []), ctx["target"],
+                                     budget, every) for seed in range(seeds)]
         return out
 
     def variant_flags(self, variant: Variant, sets: dict, seed: int, steps: int, tuned: dict) -> list[str]:
@@ -144,7 +156,7 @@ class Proof:
         budget = ctx["tuned_kwh"] + (m.run_evals_per_tuned + 2) * ctx["eval_kwh_each"]
         for variant in m.variants():
             for seed in range(m.ablation_seeds):
-                name = f"lever-{variant.name.split(' (')[0]}-s{seed}"
+                name = f"lever-{variant.name.split(' (')[0]}-{short_hash(variant.sets)}-{ctx['tag']}-s{seed}"
                 steps = self.tuned_steps(ctx["tuned_sets"]) * 4
                 if variant.post_hoc_ema:
                     result = self.bench.cached(name, lambda v=variant, s=seed: self.post_hoc(v, s, ctx))
@@ -157,7 +169,7 @@ class Proof:
     def post_hoc(self, variant: Variant, seed: int, ctx: dict) -> dict:
         """The tuned schedule with EMA snapshots, then ``greendiff eval --ema-length auto`` picks the EMA."""
         steps = self.tuned_steps(ctx["tuned_sets"])
-        run = self.bench.train(f"lever-post-hoc-s{seed}", self.variant_flags(variant, variant.sets, seed, steps,
+        run = self.bench.train(f"lever-post-hoc-{ctx['tag']}-s{seed}", self.variant_flags(variant, variant.sets, seed, steps,
                                                                                 ctx["tuned_sets"]))
         scored = self.bench.score(run, self.m.eval_samples, 1, ["--ema-length", "auto",
                                                                "--sample-steps", str(self.m.eval_sample_steps)])
@@ -166,14 +178,21 @@ class Proof:
         return run
 
     def green_v2(self, ctx: dict) -> list[dict]:
+        """Green v2 in every seed at growing budgets (``green_horizons`` x the tuned energy; its LR schedule fitted
+        to each), the first that reaches the target kept. On the tuned base the warm-up shrinks with the budget
+        (the tuned schedule's, compressed), or a 0.2x budget would be mostly warm-up."""
         out, m = [], self.m
-        v2 = Variant("green v2", "green", ctx["green_v2_sets"])
+        base, keys = ctx["green_v2_base"], ctx["green_v2_sets"]
         for seed in range(m.seeds):
             for horizon in m.green_horizons:
+                sets = dict(keys)
+                if base == "tuned":
+                    sets["optim.warmup_steps"] = max(1, round(int(ctx["tuned_sets"]["optim.warmup_steps"]) * horizon))
+                v2 = Variant("green v2", base, sets)
                 budget = horizon * ctx["tuned_kwh"] + (m.run_evals_per_tuned * horizon + 2) * ctx["eval_kwh_each"]
                 flags = self.variant_flags(v2, v2.sets, seed, self.tuned_steps(ctx["tuned_sets"]) * 4, ctx["tuned_sets"])
-                run = self.chase(f"green-v2-{sets_tag(v2.sets)}-h{horizon:g}-s{seed}", flags, ctx["target"], budget,
-                                 ctx["tuned_kwh"] / m.run_evals_per_tuned)
+                run = self.chase(f"green-v2-{short_hash([base, keys])}-{ctx['tag']}-h{horizon:g}-s{seed}", flags,
+                                 ctx["target"], budget, ctx["tuned_kwh"] / m.run_evals_per_tuned)
                 out.append({"seed": seed, "horizon": horizon, **run})
                 if "failed" in run or reach(run, ctx["target"]) is not None:
                     break
@@ -181,14 +200,16 @@ class Proof:
 
     def early_stopping(self, ctx: dict) -> list[dict]:
         m, rows = self.m, []
-        v2 = Variant("green v2", "green", ctx["green_v2_sets"])
-        batch = int(ctx["green_v2_sets"].get("optim.batch_size", 64))  # the green recipe's default batch: 64
+        base, keys = ctx["green_v2_base"], ctx["green_v2_sets"]
+        v2 = Variant("green v2", base, keys)
+        default_batch = 64 if base == "green" else ctx["tuned_sets"]["optim.batch_size"]  # the green recipe's: 64
+        batch = int(keys.get("optim.batch_size", default_batch))
         steps = int(m.early_stop_factor * m.schedule_images / batch)
         every = max(1, m.schedule_images // batch // m.tuned_evals)
         min_delta = max(ctx["spread"], 1e-6)
         for seed in range(m.early_stop_seeds):
             flags = self.variant_flags(v2, v2.sets, seed, steps, ctx["tuned_sets"])
-            tag = sets_tag(v2.sets)
+            tag = f"{short_hash([base, keys])}-{ctx['tag']}"
             plateau = self.bench.cached(f"early-plateau-{tag}-s{seed}", lambda f=flags, s=seed: self.bench.train(
                 f"early-plateau-s{s}", [*f, "--eval-every", str(every), "--patience", "2", "--min-delta",
                                         f"{min_delta:.6g}", "--set", "stop.eval_at_end=true"]))
@@ -196,11 +217,6 @@ class Proof:
                 f"early-full-s{s}", [*f, "--set", "stop.eval_at_end=true"]))
             rows.append({"seed": seed, "max_steps": steps, "min_delta": min_delta, "plateau": plateau, "full": full})
         return rows
-
-
-def sets_tag(sets: dict) -> str:
-    """A short hash of green v2's keys: its cached runs are redone when the lever table picks others."""
-    return hashlib.sha256(json.dumps(sets, sort_keys=True, default=str).encode()).hexdigest()[:6]
 
 
 def context(mode: Mode, sweep: list[dict], tuned_runs: list[dict] | None = None) -> dict:
@@ -219,6 +235,8 @@ def context(mode: Mode, sweep: list[dict], tuned_runs: list[dict] | None = None)
         ctx |= {"finals": finals, "spread": spread, "target": statistics.mean(finals) + spread,
                 "tuned_kwh": statistics.mean(r["train_kwh"] for r in tuned_runs),
                 "eval_kwh_each": sum(r["eval_kwh"] for r in tuned_runs) / max(1, evals)}
+        # every later run's key: what it depends on (the picks, the target, the energy its budget is sized from)
+        ctx["tag"] = short_hash([ctx["tuned_sets"], ctx["lr_only"], f"{ctx['target']:.4f}", f"{ctx['tuned_kwh']:.4e}"])
     return ctx
 
 
@@ -262,12 +280,13 @@ def run_all(proof: Proof) -> dict:
     ctx = context(mode, sweep, tuned_runs)
     print(f"target FID {ctx['target']:.2f}; the remaining runs: about {projected_minutes(mode, tuned_runs):.0f} min "
           f"(from the tuned runs' pace; cached ones are free)", flush=True)
-    refs = proof.references(ctx)
+    # the comparison with the tuned baseline first (the levers, then green v2); the references' 4x budgets next
     ctx["encoder"] = proof.align_encoder()
     ablation = proof.ablation(ctx)
     ctx["gains"] = lever_gains(ablation, tuned_runs, ctx["target"])
-    ctx["green_v2_sets"] = compose_green_v2(ctx["gains"])
+    ctx["green_v2_base"], ctx["green_v2_sets"] = compose_green_v2(ctx["gains"])
     green = proof.green_v2(ctx)
+    refs = proof.references(ctx, tuned_runs)
     early = proof.early_stopping(ctx)
     return {"ctx": ctx, "sweep": sweep, "tuned": tuned_runs, "references": refs, "ablation": ablation,
             "green": green, "early_stopping": early}
@@ -284,7 +303,7 @@ def main() -> None:
     parser.add_argument("--write-benchmarks", action="store_true")
     args = parser.parse_args()
     mode = MODES[args.mode]
-    folder = RESULTS / "smoke" if args.mode == "smoke" else RESULTS
+    folder = RESULTS / args.mode  # each mode its own runs: run folders are named by run, not by mode
     bench = Bench(folder, f"{args.mode}-{mode.tag}", time.monotonic() + 60 * args.budget_minutes,
                   threads=1 if args.mode == "smoke" else None)
     try:
