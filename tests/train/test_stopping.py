@@ -148,6 +148,32 @@ def test_callback_evaluates_on_a_kwh_schedule_and_keeps_the_best():
     assert reasons[:11] == [None] * 11 and reasons[11].startswith("no improvement")
 
 
+class CostlyEvalTrainer(FakeTrainer):
+    """Each evaluation uses 0.4 kWh of its own: more than the 0.25 kWh evaluation interval."""
+
+    def __init__(self, scores):
+        super().__init__(scores)
+        self.eval_kwh = 0.0
+
+    def energy_so_far_j(self):
+        return (self.step * 0.1 + self.eval_kwh) * 3.6e6
+
+    def evaluate(self, seeds):
+        self.eval_kwh += 0.4
+        return super().evaluate(seeds)
+
+
+def test_an_evaluation_s_own_energy_does_not_count_toward_the_next_interval():
+    trainer = CostlyEvalTrainer([10.0, 9.0, 8.0, 7.0])
+    cb = make_callback(StoppingRules(), eval_every_kwh=0.25)
+    run_steps(cb, trainer, range(1, 10))
+    evals = [e for e in trainer.events if e["event"] == "eval"]
+    # 0.25 kWh of training between evaluations (3 steps of 0.1), whatever the evaluations cost: steps 3, 6, 9,
+    # not an evaluation after every step once the first one has used more than the interval
+    assert [e["step"] for e in evals] == [3, 6, 9]
+    assert [round(e["eval_energy_kwh"], 9) for e in evals] == [0.4, 0.4, 0.4]
+
+
 def test_callback_skips_steps_whose_update_was_skipped():
     trainer = FakeTrainer([10.0])
     cb = make_callback(StoppingRules(), eval_every=1)

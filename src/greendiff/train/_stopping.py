@@ -262,8 +262,11 @@ class StopCallback:
         due = (self.eval_every and step % self.eval_every == 0) or \
             (self.eval_every_kwh and now_kwh - self.last_eval_kwh >= self.eval_every_kwh)
         if due:
-            self.last_eval_kwh = joules_to_kwh(trainer.energy_so_far_j()) if now_kwh is None else now_kwh
-            event, eval_reason = self._evaluate(trainer, step, self.last_eval_kwh)
+            event, eval_reason = self._evaluate(trainer, step, joules_to_kwh(trainer.energy_so_far_j())
+                                                if now_kwh is None else now_kwh)
+            # the next interval counts from the end of this evaluation: an evaluation's own energy is not
+            # training, and one costing more than the interval would otherwise trigger another every step
+            self.last_eval_kwh = event.energy_kwh
             if self.rules.is_best:
                 trainer.save_checkpoint(step, name="best")
             answer = trainer.emit(event)  # every callback is told, even when stopping anyway
