@@ -64,10 +64,15 @@ class Mode:
 
     @property
     def tag(self) -> str:
-        """A short hash of the mode's sizes: the cache key prefix. The tables are not in it: each run's own key
-        hashes what it depends on (a sweep candidate its keys; a lever its keys and the tuned baseline's context),
-        so adding a row reruns that row only."""
-        return short_hash(dataclasses.asdict(self), 8)
+        """A short hash of the mode's sizes: the cache key prefix. What only selects runs is not in it (seed
+        counts, picks, green's horizons: each run's name holds its seed and horizon), nor are the tables: each
+        run's own key hashes what it depends on (a sweep candidate its keys; a lever its keys and the tuned
+        baseline's context), so adding a row, a seed or a horizon runs that alone."""
+        sizes = {k: v for k, v in dataclasses.asdict(self).items() if k not in _SELECTING}
+        return short_hash(sizes, 8)
+
+
+_SELECTING = ("seeds", "ablation_seeds", "early_stop_seeds", "sweep_pick", "variant_pick", "green_horizons")
 
 
 def short_hash(value: object, n: int = 6) -> str:
@@ -79,7 +84,7 @@ MODES: dict[str, Mode] = {
     # the proof on a CPU: nano at 16x16; about 3-4 h alone on 2 CPU cores, so it runs in sittings (cached runs)
     "full": Mode(schedule_images=48_000, sweep_images=24_000, eval_samples=1000, tuned_evals=8,
                  run_evals_per_tuned=16, reference_evals_per_tuned=4, seeds=3, ablation_seeds=1,
-                 early_stop_factor=2.0),
+                 early_stop_factor=2.0, green_horizons=(0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0)),
     # about 35 min on 2 CPU cores: a quarter of the full schedule, the sweep's three telling candidates (the
     # defaults, the full sweep's best, green's batch and LR) and a few lever rows
     "quick": Mode(schedule_images=12_000, sweep_images=6_000, eval_samples=1000, tuned_evals=4,

@@ -189,10 +189,11 @@ class Proof:
                 if base == "tuned":
                     sets["optim.warmup_steps"] = max(1, round(int(ctx["tuned_sets"]["optim.warmup_steps"]) * horizon))
                 v2 = Variant("green v2", base, sets)
-                budget = horizon * ctx["tuned_kwh"] + (m.run_evals_per_tuned * horizon + 2) * ctx["eval_kwh_each"]
+                evals = max(8, round(m.run_evals_per_tuned * horizon))  # >= 8 a run: a short one is read finely too
+                budget = horizon * ctx["tuned_kwh"] + (evals + 2) * ctx["eval_kwh_each"]
                 flags = self.variant_flags(v2, v2.sets, seed, self.tuned_steps(ctx["tuned_sets"]) * 4, ctx["tuned_sets"])
                 run = self.chase(f"green-v2-{short_hash([base, keys])}-{ctx['tag']}-h{horizon:g}-s{seed}", flags,
-                                 ctx["target"], budget, ctx["tuned_kwh"] / m.run_evals_per_tuned)
+                                 ctx["target"], budget, horizon * ctx["tuned_kwh"] / evals)
                 out.append({"seed": seed, "horizon": horizon, **run})
                 if "failed" in run or reach(run, ctx["target"]) is not None:
                     break
