@@ -186,6 +186,12 @@ def compose_green_v2(gains: dict[str, float | None]) -> tuple[str, dict[str, obj
         key = next(iter(variant.sets))
         if key not in best or gain > best[key][0]:
             best[key] = (gain, variant.sets)
+    if best.get("optim.objective", (0, {}))[1].get("optim.objective") == "flow" and "optim.timestep_sampling" in best:
+        # flow matching draws its own logit-normal times (greendiff refuses a timestep_sampling with it): the
+        # larger gain of the two stays
+        drop = "optim.timestep_sampling" if best["optim.objective"][0] >= best["optim.timestep_sampling"][0] \
+            else "optim.objective"
+        del best[drop]
     chosen: dict[str, object] = {}
     for _, sets in best.values():
         chosen |= sets
