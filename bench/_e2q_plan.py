@@ -195,4 +195,8 @@ def compose_green_v2(gains: dict[str, float | None]) -> tuple[str, dict[str, obj
     chosen: dict[str, object] = {}
     for _, sets in best.values():
         chosen |= sets
+    if chosen.get("optim.objective") == "flow":
+        # the flow row was measured with the tuned baseline's uniform loss weights (SD3's: its logit-normal times
+        # already weigh the mid-range); Min-SNR's gain was measured for epsilon, so flow keeps the weights it won with
+        chosen["optim.loss_weighting"] = "uniform"
     return base, chosen

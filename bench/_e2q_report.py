@@ -48,7 +48,7 @@ def per_seed(values: list[dict]) -> str:
 def headline_line(label: str, values: list[dict]) -> str:
     """``energy-to-quality vs <label>: N.Nx`` (``>= N.Nx`` when a seed is a bound), per seed after it."""
     if not values or any(v["ratio"] is None for v in values):
-        note = next((v["note"] for v in values if v["ratio"] is None), "no seeds")
+        note = next((v["note"] for v in values if v["ratio"] is None), "not yet run")
         return f"energy-to-quality vs {label}: n/a ({note}; per seed: {per_seed(values)})"
     mean = statistics.mean(v["ratio"] for v in values)
     bound = ">= " if any(v["bound"] for v in values) else ""
@@ -88,7 +88,10 @@ def flatness(tuned: list[dict], spread: float) -> str:
 
 def render_table(result: dict) -> str:
     ctx, target = result["context"], result["context"]["target"]
-    lines = [*(f"{headline_line(label, values)}  " for label, values in result["headline"].items()), "",
+    pending = result.get("pending") or []
+    lines = [*([f"**Partial result: not yet run: {'; '.join(pending)}.** The next sitting continues from the cache.", ""]
+               if pending else []),
+             *(f"{headline_line(label, values)}  " for label, values in result["headline"].items()), "",
              f"Target FID {target:.2f} = tuned baseline's final FID {statistics.mean(ctx['finals']):.2f} + seed spread "
              f"{ctx['spread']:.2f} (seeds: {', '.join(f'{f:.2f}' for f in ctx['finals'])}); {flatness(result['tuned'], ctx['spread'])}.",
              "", "| sweep candidate (defaults + …) | steps | final FID | energy |", "|---|---:|---:|---:|"]
@@ -106,7 +109,8 @@ def render_table(result: dict) -> str:
         green = next((g for g in reversed(result["green"]) if g["seed"] == seed), {"failed": "not run"})
         lr_only = refs["lr-only"][seed] if seed < len(refs["lr-only"]) else None
         lines.append(f"| {seed} | {bracket(tuned, target)} | {bracket(lr_only, target) if lr_only else '— (one seed)'} | "
-                     f"{bracket(refs['defaults'][seed], target)} | {bracket(green, target)} "
+                     f"{bracket(refs['defaults'][seed], target) if seed < len(refs['defaults']) else 'not yet run'} | "
+                     f"{bracket(green, target)} "
                      f"({horizons(result['green'], seed, target)}) | {wh(green.get('eval_kwh'))} |")
     tuned_at = ", ".join(str(reach_step(r, target) or "missed") for r in result["tuned"])
     lines += ["", f"| lever | seed | training energy to the target | gain vs tuned baseline | energy per step vs tuned "
@@ -143,6 +147,8 @@ def horizons(green: list[dict], seed: int, target: float) -> str:
 
 
 def early_lines(rows: list[dict]) -> list[str]:
+    if not rows:
+        return ["", "Early stopping at good quality: not yet run."]
     out = ["", "| early stopping (plateau rule) | seed | stopped at / max steps | energy (evals incl.) | "
            "full run to max_steps | saving | final FID stopped / full |", "|---|---:|---|---:|---:|---:|---|"]
     for row in rows:
