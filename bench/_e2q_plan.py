@@ -168,20 +168,27 @@ def set_flags(sets: dict[str, object], **fill: str) -> list[str]:
     return flags
 
 
-def compose_green_v2(gains: dict[str, float | None]) -> tuple[str, dict[str, object]]:
-    """Green v2's base and keys: (:data:`GREEN_V2_BASE`, :data:`GREEN_V2`) when set, else data-driven. The base is
-    the green recipe (green v1) if it reached the target no later than the tuned baseline, else the tuned
-    baseline's batch, LR and warm-up (then green v1's own levers join only as their rows earned it). The keys:
+def compose_green_v2(gains: dict[str, float | None], step_gains: dict[str, float | None] | None = None,
+                     base: str = "auto") -> tuple[str, dict[str, object]]:
+    """Green v2's base and keys: (:data:`GREEN_V2_BASE`, :data:`GREEN_V2`) when set, else data-driven. The base
+    (``auto``) is the green recipe (green v1) if it reached the target no later than the tuned baseline, else the
+    tuned baseline's batch, LR and warm-up (then green v1's own levers join only as their rows earned it);
+    ``green`` or ``tuned`` force it (the levers were measured on the tuned base and may not transfer). The keys:
     per config key, the lever value with the largest mean gain over the tuned baseline (``gains``: variant
-    name -> gain, None: failed or not reached), if it is at least :data:`MIN_GAIN`."""
+    name -> gain, None: failed or not reached), if it is at least :data:`MIN_GAIN` and, with ``step_gains``, the
+    lever also reached the target in no more steps than the tuned baseline (the first sittings found levers that
+    needed *more* steps joining on energy gains that were the VM's speed drifting, not the lever)."""
     if GREEN_V2 is not None:
         return GREEN_V2_BASE, dict(GREEN_V2)
-    green_v1 = next(v.name for v in VARIANTS if v.base == "green")
-    base = "green" if (gains.get(green_v1) or 0.0) >= 1.0 else "tuned"
+    if base == "auto":
+        green_v1 = next(v.name for v in VARIANTS if v.base == "green")
+        base = "green" if (gains.get(green_v1) or 0.0) >= 1.0 else "tuned"
     best: dict[str, tuple[float, dict[str, object]]] = {}
     for variant in VARIANTS:
         gain = gains.get(variant.name)
         if variant.base != "tuned" or gain is None or gain < MIN_GAIN or variant.post_hoc_ema:
+            continue
+        if step_gains is not None and (step_gains.get(variant.name) or 0.0) < 1.0:
             continue
         key = next(iter(variant.sets))
         if key not in best or gain > best[key][0]:

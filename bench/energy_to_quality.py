@@ -61,7 +61,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _e2q_encoder import train_encoder  # noqa: E402
 from _e2q_plan import DEFAULTS, MODES, Mode, Variant, compose_green_v2, set_flags, short_hash  # noqa: E402
-from _e2q_report import render_benchmarks, render_table, summarize  # noqa: E402
+from _e2q_report import reach_step, render_benchmarks, render_table, summarize  # noqa: E402
 from _e2q_runs import Bench, OutOfTime, final_fid, reach  # noqa: E402
 from _report import write_section  # noqa: E402
 
@@ -71,8 +71,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "energy_to_quality"
 class Proof:
     """The six steps over one :class:`Bench`; every step's runs are cached, so each call is cheap on a rerun."""
 
-    def __init__(self, bench: Bench, mode: Mode, encoder: str) -> None:
-        self.bench, self.m, self.encoder = bench, mode, encoder
+    def __init__(self, bench: Bench, mode: Mode, encoder: str, green_v2_base: str = "auto") -> None:
+        self.bench, self.m, self.encoder, self.green_v2_base = bench, mode, encoder, green_v2_base
 
     def align_encoder(self) -> dict:
         """``--align-encoder``'s folder, else the benchmark's own (trained once, again if its folder is gone)."""
@@ -241,16 +241,21 @@ def context(mode: Mode, sweep: list[dict], tuned_runs: list[dict] | None = None)
     return ctx
 
 
-def lever_gains(rows: list[dict], tuned_runs: list[dict], target: float) -> dict[str, float | None]:
-    """Mean gain per variant: the tuned baseline's energy to reach / the variant's (None: failed or missed)."""
-    by_seed = {i: reach(r, target) for i, r in enumerate(tuned_runs)}
+def lever_gains(rows: list[dict], tuned_runs: list[dict], target: float,
+                steps: bool = False) -> dict[str, float | None]:
+    """Mean gain per variant: the tuned baseline's energy to reach / the variant's (None: failed or missed);
+    ``steps``: its steps to reach / the variant's instead (the same batch: the learning apart from the machine's
+    speed, which drifts on a shared VM and moves every energy with it)."""
+    by_seed = {i: r for i, r in enumerate(tuned_runs)}
     gains: dict[str, list[float]] = {}
     for row in rows:
-        got, ref = reach(row, target), by_seed.get(row["seed"])
-        if got is None or ref is None or "failed" in row:
+        tuned = by_seed.get(row["seed"])
+        got, ref = (reach_step(row, target), tuned and reach_step(tuned, target)) if steps else \
+            ((reach(row, target) or (0, None))[1], tuned and (reach(tuned, target) or (0, None))[1])
+        if not got or not ref or "failed" in row:
             gains.setdefault(row["variant"], []).append(math.nan)
             continue
-        gains.setdefault(row["variant"], []).append(ref[1] / got[1])
+        gains.setdefault(row["variant"], []).append(ref / got)
     return {name: (None if any(math.isnan(v) for v in values) else statistics.mean(values))
             for name, values in gains.items()}
 
@@ -285,7 +290,8 @@ def run_all(proof: Proof) -> dict:
     ctx["encoder"] = proof.align_encoder()
     ablation = proof.ablation(ctx)
     ctx["gains"] = lever_gains(ablation, tuned_runs, ctx["target"])
-    ctx["green_v2_base"], ctx["green_v2_sets"] = compose_green_v2(ctx["gains"])
+    ctx["step_gains"] = lever_gains(ablation, tuned_runs, ctx["target"], steps=True)
+    ctx["green_v2_base"], ctx["green_v2_sets"] = compose_green_v2(ctx["gains"], ctx["step_gains"], proof.green_v2_base)
     green = proof.green_v2(ctx)
     # from here a sitting that runs out of time still reports: what is missing is named as pending
     pending: list[str] = []
@@ -313,6 +319,8 @@ def main() -> None:
     parser.add_argument("--budget-minutes", type=float, default=55.0,
                         help="Start no run after this many minutes; rerun to continue (default 55).")
     parser.add_argument("--align-encoder", default="", help="Folder of the REPA encoder (not the FID network).")
+    parser.add_argument("--green-v2-base", choices=("auto", "green", "tuned"), default="auto",
+                        help="What green v2 builds on: auto (green v1 if it beat the tuned baseline), green, tuned.")
     parser.add_argument("--write-benchmarks", action="store_true")
     args = parser.parse_args()
     mode = MODES[args.mode]
@@ -320,7 +328,7 @@ def main() -> None:
     bench = Bench(folder, f"{args.mode}-{mode.tag}", time.monotonic() + 60 * args.budget_minutes,
                   threads=1 if args.mode == "smoke" else None)
     try:
-        parts = run_all(Proof(bench, mode, args.align_encoder))
+        parts = run_all(Proof(bench, mode, args.align_encoder, args.green_v2_base))
     except OutOfTime as stop:
         sys.exit(f"stopped before {stop} (--budget-minutes {args.budget_minutes:g}, {bench.spent_s / 60:.0f} min of runs "
                  f"this sitting); rerun the same command to continue from the cache")
