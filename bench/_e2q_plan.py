@@ -84,7 +84,7 @@ MODES: dict[str, Mode] = {
     # the proof on a CPU: nano at 16x16; about 3-4 h alone on 2 CPU cores, so it runs in sittings (cached runs)
     "full": Mode(schedule_images=48_000, sweep_images=24_000, eval_samples=1000, tuned_evals=8,
                  run_evals_per_tuned=16, reference_evals_per_tuned=4, seeds=3, ablation_seeds=1,
-                 early_stop_factor=2.0, green_horizons=(0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0)),
+                 early_stop_factor=2.0, green_horizons=(0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0)),
     # about 35 min on 2 CPU cores: a quarter of the full schedule, the sweep's three telling candidates (the
     # defaults, the full sweep's best, green's batch and LR) and a few lever rows
     "quick": Mode(schedule_images=12_000, sweep_images=6_000, eval_samples=1000, tuned_evals=4,

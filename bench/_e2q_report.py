@@ -126,7 +126,7 @@ def render_table(result: dict) -> str:
     lines.append("\nThe few-step solvers are not lever rows (they change the evaluation, not training): "
                  "`bench/samplers.py` compares them, FID against sampler steps, on the tuned baseline's seed-0 run.")
     base = "green v1" if ctx.get("green_v2_base", "green") == "green" else "the tuned baseline's batch, LR and warm-up " \
-        "(green v1 reached the target later than the tuned baseline; warm-up scaled with the budget)"
+        "(the base the levers were measured on; warm-up scaled with the budget)"
     lines += ["", f"Green v2 = {base} + {keys(ctx['green_v2_sets']) or 'nothing (no lever helped alone)'}. REPA's encoder "
               f"(not the FID network): {enc.get('failed') or enc.get('architecture', '?')}"
               + (f", {enc['steps']} steps, {enc['accuracy']:.1%} held-out digit accuracy" if "accuracy" in enc else "") + "."]
