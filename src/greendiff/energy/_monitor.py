@@ -48,12 +48,11 @@ class MonitorOptions:
 
 @dataclass(frozen=True)
 class Reading:
-    """Cumulative joules per device, and CPU seconds of the metered process tree, at one instant."""
+    """Cumulative joules per device at one instant."""
 
     unix_s: float
     monotonic_s: float
     energy_j: dict[str, float] = field(default_factory=dict)
-    cpu_time_s: float = 0.0
 
 
 class EnergyMonitor:
@@ -118,8 +117,7 @@ class EnergyMonitor:
         energy_j: dict[str, float] = {}
         for meter in self._meters:
             energy_j.update(meter.read_energy_j())
-        # the CPU seconds beside the joules they price: read later, they would also count the caller's work
-        return Reading(time.time(), time.monotonic(), energy_j, self.cpu_time_s())
+        return Reading(time.time(), time.monotonic(), energy_j)
 
     def cpu_time_s(self) -> float:
         """CPU seconds of this process tree since the monitor was created."""

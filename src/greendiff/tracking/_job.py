@@ -56,12 +56,13 @@ class JobTracker(Tracker):
     def _node_cpu_s(self) -> float:
         return self.monitor.cpu_time_s() if self.monitor_options.measure_node else 0.0
 
-    def _recorded(self, reading) -> tuple[dict[str, float], float]:
+    def _recorded(self, reading, cpu_time_s: float) -> tuple[dict[str, float], float]:
         """Rank 0's sample: its own readings now, the other ranks' from the last :meth:`sync`."""
         if not self.dist.distributed:
-            return super()._recorded(reading)
+            return super()._recorded(reading, cpu_time_s)
         own = {self.recorded_key(k): v for k, v in reading.energy_j.items()}
-        return {**self._others, **own}, self._node_cpu_s() + self._others_cpu_s
+        node_cpu_s = cpu_time_s if self.monitor_options.measure_node else 0.0
+        return {**self._others, **own}, node_cpu_s + self._others_cpu_s
 
     # -- collectives -------------------------------------------------------------------------------------
 

@@ -174,16 +174,18 @@ class Tracker:
             return
         self._last_sample_s = now
         reading = self.monitor.read()
+        # the CPU seconds beside the joules they price: read after the pricing, they would count its work too
+        cpu_time_s = self.monitor.cpu_time_s()
         self._price(reading)
         assert self.ledger is not None and self.run_id is not None
-        energy_j, cpu_time_s = self._recorded(reading)
+        energy_j, cpu_time_s = self._recorded(reading, cpu_time_s)
         self.ledger.add_sample(self.run_id, reading.unix_s, cpu_time_s, energy_j)
         if self._phases:
             self.ledger.put_windows(self.run_id, [WindowTotal(n, c, d, dict(e)) for n, (c, d, e) in self._phases.items()])
 
-    def _recorded(self, reading) -> tuple[dict[str, float], float]:
-        """What a ledger sample holds: the energy by device and the CPU seconds."""
-        return reading.energy_j, reading.cpu_time_s
+    def _recorded(self, reading, cpu_time_s: float) -> tuple[dict[str, float], float]:
+        """What a ledger sample holds: the energy by device and the CPU seconds (read with ``reading``)."""
+        return reading.energy_j, cpu_time_s
 
     def sync(self) -> None:
         """Write a ledger sample now (in a job, a collective that gathers every rank's readings first)."""
