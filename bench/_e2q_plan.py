@@ -100,6 +100,9 @@ MODES: dict[str, Mode] = {
                   sweep_pick=(0, 4), variant_pick=(0, 4, 7), encoder_steps=5),
 }
 
+FINE_EVALS = 24  # the tuned baseline's rerun for the headline: 24 evaluations over its schedule (125 steps in --full)
+CAL_STEPS, CAL_ROUNDS = 400, 5  # the per-step calibration: 5 rounds of one 400-step run of each configuration
+
 # the diffusers defaults as its README runs them (`--use_ema`); greendiff's own baseline keeps EMA off
 DEFAULTS: dict[str, object] = {"optim.ema": True}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import statistics
 
-from _e2q_plan import Mode
-from _e2q_runs import final_fid, reach
+from _e2q_plan import FINE_EVALS, Mode
+from _e2q_runs import KWH_PER_J, final_fid, reach
 from _report import machine, today
 
 TARGETS = {"tuned baseline": 4.0, "diffusers defaults": 10.0}  # the issue's: in every seed
@@ -27,35 +27,136 @@ def ratio_vs(ref: dict, green: dict | None, target: float) -> dict:
     return {"ratio": ref["train_kwh"] / got[1], "bound": True, "note": "the reference missed the target"}
 
 
+def steps_bracket(run: dict, target: float) -> tuple[int, int] | None:
+    """The steps bracketing the first evaluation at or below ``target``: (the evaluation's before it, or its own
+    when it is the first; its own). None when the run never reached it."""
+    before = None
+    for point in run.get("curve", []):
+        if point["fid"] <= target:
+            return (before if before is not None else point["step"]), point["step"]
+        before = point["step"]
+    return None
+
+
+def overhead_j(run: dict) -> float:
+    """A run's training energy outside its steps (start-up, checkpoints, logging), as metered."""
+    return max(0.0, run["train_kwh"] / KWH_PER_J - run["step_j"] * run["steps"])
+
+
+def calibration(rounds: list[dict]) -> dict[str, float]:
+    """Joules per step per configuration from :meth:`Proof.calibrate`'s rounds: the tuned baseline's median over
+    the rounds; each other's, that times the median of its per-round ratio to the tuned step (a ratio within a
+    round is what the VM's drift leaves alone). Empty while any round is missing or failed."""
+    if not rounds or any("failed" in r or "step_j" not in r for rnd in rounds for r in rnd["runs"].values()):
+        return {}
+    tuned = statistics.median(rnd["runs"]["tuned baseline"]["step_j"] for rnd in rounds)
+    return {label: tuned * statistics.median(rnd["runs"][label]["step_j"] / rnd["runs"]["tuned baseline"]["step_j"]
+                                             for rnd in rounds) for label in rounds[0]["runs"]}
+
+
+def calibrated_vs(ref: dict, green: dict | None, target: float, j_ref: float, j_green: float) -> dict:
+    """One seed's ratio on the calibrated estimate: steps x the configuration's calibrated joules per step, plus
+    the run's own metered overhead (green's in full; the reference's in proportion to the steps it is charged
+    with). The reference is charged to the evaluation before its reaching one, green to its reaching one (as
+    :func:`ratio_vs`); a reference that missed gives a bound from all its steps."""
+    got = steps_bracket(green, target) if green and "failed" not in green else None
+    if got is None:
+        return {"ratio": None, "bound": False, "note": "green v2 missed the target"}
+    if "failed" in ref:
+        return {"ratio": None, "bound": False, "note": f"reference failed: {ref['failed']}"}
+    green_j = got[1] * j_green + overhead_j(green)
+    hit = steps_bracket(ref, target)
+    steps = ref["steps"] if hit is None else hit[0]
+    ref_j = steps * j_ref + overhead_j(ref) * steps / ref["steps"]
+    return {"ratio": ref_j / green_j, "bound": hit is None, "steps": [steps, got[1]],
+            "note": "the reference missed the target" if hit is None else ""}
+
+
+def same_training(coarse: list[dict], fine: list[dict]) -> str:
+    """Whether the fine reruns trained as the coarse runs did: their FIDs at the steps both evaluated."""
+    diffs = []
+    for a, b in zip(coarse, fine):
+        at = {p["step"]: p["fid"] for p in b.get("curve", [])}
+        diffs += [abs(p["fid"] - at[p["step"]]) for p in a.get("curve", []) if p["step"] in at]
+    if not diffs:
+        return "no shared evaluation step"
+    return f"{len(diffs)} shared evaluations, largest FID difference {max(diffs):.3g}"
+
+
 def summarize(mode_name: str, mode: Mode, parts: dict, spent_s: float, command: str, threads: str) -> dict:
-    """Everything the tables need, JSON-ready (run records included, so ``--render`` needs no rerun)."""
+    """Everything the tables need, JSON-ready (run records included, so ``--render`` needs no rerun). The tuned
+    side of the headline is the fine reruns once they exist. ``headline``: the calibrated estimate once the
+    calibration exists (else the metered one); ``metered``: energies as metered run by run."""
     ctx, target = parts["ctx"], parts["ctx"]["target"]
     green_by_seed = {}
     for run in parts["green"]:
         green_by_seed[run["seed"]] = run  # the last horizon tried: the one that reached, or the widest
-    headline = {}
-    for label, refs in (("tuned baseline", parts["tuned"]), ("lr-only at batch 16", parts["references"]["lr-only"]),
-                        ("diffusers defaults", parts["references"]["defaults"])):
-        headline[label] = [ratio_vs(ref, green_by_seed.get(seed), target) for seed, ref in enumerate(refs)]
+    tuned = parts.get("tuned_fine") or parts["tuned"]
+    lr_only = tuned if ctx["lr_only"] == ctx["tuned_sets"] else parts["references"]["lr-only"]
+    refs = {"tuned baseline": ("tuned baseline", tuned), "lr-only at batch 16": ("tuned baseline", lr_only),
+            "diffusers defaults": ("diffusers defaults", parts["references"]["defaults"])}
+    cal = calibration(parts.get("calibration") or [])
+    metered = {label: [ratio_vs(ref, green_by_seed.get(seed), target) for seed, ref in enumerate(runs)]
+               for label, (_, runs) in refs.items()}
+    calibrated = {label: [calibrated_vs(ref, green_by_seed.get(seed), target, cal[config], cal["green v2"])
+                          for seed, ref in enumerate(runs)] for label, (config, runs) in refs.items()} if cal else {}
     return {"date": today(), "machine": machine(), "threads": threads, "mode": mode_name, "settings": mode.__dict__ | {"tag": mode.tag},
-            "command": command, "sitting_s": spent_s, "context": ctx, "headline": headline, **parts}
+            "command": command, "sitting_s": spent_s, "context": ctx, "headline": calibrated or metered,
+            "basis": "calibrated" if calibrated else "metered", "metered": metered, "step_j": cal, **parts}
 
 
 def per_seed(values: list[dict]) -> str:
     return ", ".join("missed" if v["ratio"] is None else f"{'>= ' if v['bound'] else ''}{v['ratio']:.1f}x" for v in values)
 
 
-def headline_line(label: str, values: list[dict]) -> str:
-    """``energy-to-quality vs <label>: N.Nx`` (``>= N.Nx`` when a seed is a bound), per seed after it."""
-    if not values or any(v["ratio"] is None for v in values):
-        note = next((v["note"] for v in values if v["ratio"] is None), "not yet run")
-        return f"energy-to-quality vs {label}: n/a ({note}; per seed: {per_seed(values)})"
+def headline_line(label: str, values: list[dict], seeds: int, prefix: str = "energy-to-quality vs") -> str:
+    """``energy-to-quality vs <label>: N.Nx`` (``>= N.Nx`` when a seed is a bound), per seed after it; n/a until
+    ``seeds`` seeds have run (a headline over fewer seeds would read as the proof's)."""
+    if not values or any(v["ratio"] is None for v in values) or len(values) < seeds:
+        note = next((v["note"] for v in values if v["ratio"] is None), f"{len(values)} of {seeds} seeds run")
+        return f"{prefix} {label}: n/a ({note}; per seed: {per_seed(values) or 'none'})"
     mean = statistics.mean(v["ratio"] for v in values)
     bound = ">= " if any(v["bound"] for v in values) else ""
     goal = TARGETS.get(label)
     verdict = "" if goal is None else (f"; target >= {goal:g}x in every seed: "
                                        f"{'met' if min(v['ratio'] for v in values) >= goal else 'NOT met'}")
-    return f"energy-to-quality vs {label}: {bound}{mean:.1f}x (per seed: {per_seed(values)}{verdict})"
+    return f"{prefix} {label}: {bound}{mean:.1f}x (per seed: {per_seed(values)}{verdict})"
+
+
+def headline_lines(result: dict) -> list[str]:
+    """The headline (calibrated when the calibration ran) and, beside it, the energies as metered run by run."""
+    seeds = {label: len(result["tuned"]) if label != "lr-only at batch 16" or result["context"]["lr_only"] ==
+             result["context"]["tuned_sets"] else result["settings"]["ablation_seeds"] for label in result["headline"]}
+    lines = [f"{headline_line(label, values, seeds[label])}  " for label, values in result["headline"].items()]
+    if result.get("basis") == "calibrated":
+        lines += ["", "Metered as run (each run's own metered energy; moved by the VM's speed between runs):  ",
+                  *(f"{headline_line(label, values, seeds[label], 'metered as run, vs')}  "
+                    for label, values in result["metered"].items())]
+    return lines
+
+
+def calibration_lines(result: dict) -> list[str]:
+    """The per-step calibration's rounds and the joules per step the headline uses."""
+    rounds, cal = result.get("calibration") or [], result.get("step_j") or {}
+    if not rounds:
+        return ["", "Per-step calibration: not yet run (the headline is then the metered one)."]
+    labels = list(rounds[0]["runs"])
+    out = ["", "| calibration round (order) | " + " | ".join(f"{label} J/step" for label in labels)
+           + " | green v2 / tuned | defaults / tuned |", "|---|" + "---:|" * (len(labels) + 2)]
+    for k, rnd in enumerate(rounds):
+        runs = rnd["runs"]
+        if any("failed" in r for r in runs.values()):
+            out.append(f"| {k} | failed: {next(r['failed'] for r in runs.values() if 'failed' in r)} |")
+            continue
+        ratio = (lambda a: runs[a]["step_j"] / runs["tuned baseline"]["step_j"])
+        out.append(f"| {k} ({', '.join(rnd['order'])}) | " + " | ".join(f"{runs[lb]['step_j']:.3f}" for lb in labels)
+                   + f" | {ratio('green v2'):.3f} | {ratio('diffusers defaults'):.3f} |")
+    if cal:
+        out.append("| **calibrated** (tuned: median; others: median ratio x it) | "
+                   + " | ".join(f"**{cal[lb]:.3f}**" for lb in labels)
+                   + f" | **{cal['green v2'] / cal['tuned baseline']:.3f}** | "
+                     f"**{cal['diffusers defaults'] / cal['tuned baseline']:.3f}** |")
+    return out
 
 
 def keys(sets: dict) -> str:
@@ -71,8 +172,10 @@ def wh(kwh: float | None) -> str:
 def bracket(run: dict, target: float) -> str:
     if "failed" in run:
         return f"failed: {run['failed']}"
-    hit = reach(run, target)
-    return f"not reached in {wh(run['train_kwh'])}" if hit is None else f"{wh(hit[0])} – {wh(hit[1])}"
+    hit, steps = reach(run, target), steps_bracket(run, target)
+    if hit is None:
+        return f"not reached in {wh(run['train_kwh'])} ({run['steps']} steps)"
+    return f"{wh(hit[0])} – {wh(hit[1])} (steps {steps[0]}–{steps[1]})"
 
 
 def flatness(tuned: list[dict], spread: float) -> str:
@@ -91,7 +194,7 @@ def render_table(result: dict) -> str:
     pending = result.get("pending") or []
     lines = [*([f"**Partial result: not yet run: {'; '.join(pending)}.** The next sitting continues from the cache.", ""]
                if pending else []),
-             *(f"{headline_line(label, values)}  " for label, values in result["headline"].items()), "",
+             *headline_lines(result), "",
              f"Target FID {target:.2f} = tuned baseline's final FID {statistics.mean(ctx['finals']):.2f} + seed spread "
              f"{ctx['spread']:.2f} (seeds: {', '.join(f'{f:.2f}' for f in ctx['finals'])}); {flatness(result['tuned'], ctx['spread'])}.",
              "", "| sweep candidate (defaults + …) | steps | final FID | energy |", "|---|---:|---:|---:|"]
@@ -104,14 +207,21 @@ def render_table(result: dict) -> str:
               f"sweep's {wh(ctx['sweep_kwh'])} is charged to no one.", "",
               "| seed | tuned baseline | lr-only at batch 16 | diffusers defaults (--ema) | green v2 (budgets tried) | "
               "green v2's evaluations |", "|---:|---|---|---|---|---:|"]
-    refs = result["references"]
-    for seed, tuned in enumerate(result["tuned"]):
+    refs, fine = result["references"], result.get("tuned_fine") or []
+    if fine:
+        lines[-2] = lines[-2].replace("| tuned baseline |", f"| tuned baseline (rerun: evaluated every 1/{FINE_EVALS} of its schedule, stopped at the target) |")
+    for seed, tuned in enumerate(fine or result["tuned"]):
         green = next((g for g in reversed(result["green"]) if g["seed"] == seed), {"failed": "not run"})
         lr_only = refs["lr-only"][seed] if seed < len(refs["lr-only"]) else None
         lines.append(f"| {seed} | {bracket(tuned, target)} | {bracket(lr_only, target) if lr_only else '— (one seed)'} | "
                      f"{bracket(refs['defaults'][seed], target) if seed < len(refs['defaults']) else 'not yet run'} | "
                      f"{bracket(green, target)} "
                      f"({horizons(result['green'], seed, target)}) | {wh(green.get('eval_kwh'))} |")
+    if fine:
+        lines += ["", f"The tuned baseline's reruns trained as its first runs did ({same_training(result['tuned'], fine)});"
+                  f" evaluated {FINE_EVALS / result['settings']['tuned_evals']:g}x as often, so the bracket the headline"
+                  " charges it with is that much narrower."]
+    lines += calibration_lines(result)
     tuned_at = ", ".join(str(reach_step(r, target) or "missed") for r in result["tuned"])
     lines += ["", f"| lever | seed | training energy to the target | gain vs tuned baseline | energy per step vs tuned "
               f"| steps to the target (tuned: {tuned_at}) | final FID | stop |", "|---|---:|---|---:|---:|---:|---:|---|"]

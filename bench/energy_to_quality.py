@@ -10,7 +10,7 @@ Same data, model, evaluation and seeds for every run (``bench/_e2q_plan.py`` hol
 2. **tuned baseline**, every seed, its full schedule (``schedule_images``), evaluated ``tuned_evals`` times.
    **Target FID** = the mean of its final FIDs + their spread over seeds (the quality it reaches within
    seed noise); the curve's last quarter is checked for flatness (within that spread) and the verdict shown.
-3. **references** (run after 4 and 5, so a sitting reaches the comparison with the tuned baseline first):
+3. **references** (run after 4 to 7, so a sitting reaches the comparison with the tuned baseline first):
    the **defaults** (every seed) and **lr-only** (``ablation_seeds``; the tuned runs when it is the tuned
    baseline), each with a budget of ``defaults_budget_ratio`` x the tuned baseline's training energy (their LR horizon fitted to it), stopping
    at the target; one that misses it gives a lower bound ``>= N.Nx``.
@@ -19,7 +19,15 @@ Same data, model, evaluation and seeds for every run (``bench/_e2q_plan.py`` hol
 5. **green v2** (green v1, or the tuned baseline's keys when green v1 was slower than it, plus the levers that
    helped alone; or :data:`GREEN_V2`), every seed, to the target with a
    budget of ``green_horizons`` x the tuned energy, the first horizon that reaches it kept.
-6. **early stopping at good quality**: green v2 with ``max_steps`` = ``early_stop_factor`` x the schedule,
+6. **the tuned baseline, read finely**: its runs again (same keys and seeds, so the same training: checked at
+   the steps both evaluated), evaluated :data:`FINE_EVALS` times over the schedule and stopped at the target;
+   the headline's tuned side is these (a coarse run charges green with a wide bracket).
+7. **per-step calibration**: the VM's speed drifts up to 2x between sittings and every metered energy moves
+   with it, so a run's energy depends on when it ran. :data:`CAL_ROUNDS` rounds of short runs of the tuned
+   baseline, green v2 and the defaults side by side give each one's joules per step; the headline is the
+   **calibrated estimate** (steps to the target x calibrated joules per step + the run's own metered
+   overhead), the metered ratios printed beside it.
+8. **early stopping at good quality**: green v2 with ``max_steps`` = ``early_stop_factor`` x the schedule,
    plateau rule (``--patience 2 --min-delta`` = the seed spread) against the same run to the end.
 
 Energy is *training* energy for every run (the ``train`` phase and its overheads): evaluations are the
@@ -60,7 +68,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _e2q_encoder import train_encoder  # noqa: E402
-from _e2q_plan import DEFAULTS, MODES, Mode, Variant, compose_green_v2, set_flags, short_hash  # noqa: E402
+from _e2q_plan import (CAL_ROUNDS, CAL_STEPS, DEFAULTS, FINE_EVALS, MODES, Mode, Variant, compose_green_v2,  # noqa: E402
+                       set_flags, short_hash)
 from _e2q_report import reach_step, render_benchmarks, render_table, summarize  # noqa: E402
 from _e2q_runs import Bench, OutOfTime, final_fid, reach  # noqa: E402
 from _report import write_section  # noqa: E402
@@ -69,7 +78,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "energy_to_quality"
 
 
 class Proof:
-    """The six steps over one :class:`Bench`; every step's runs are cached, so each call is cheap on a rerun."""
+    """The eight steps over one :class:`Bench`; every step's runs are cached, so each call is cheap on a rerun."""
 
     def __init__(self, bench: Bench, mode: Mode, encoder: str, green_v2_base: str = "auto") -> None:
         self.bench, self.m, self.encoder, self.green_v2_base = bench, mode, encoder, green_v2_base
@@ -128,21 +137,23 @@ class Proof:
             *base, "--target-fid", f"{target:.6g}", "--budget-kwh", f"{budget_kwh:.6g}",
             "--eval-every-kwh", f"{every_kwh:.6g}", "--set", "stop.eval_at_end=true"]))
 
-    def references(self, ctx: dict, tuned_runs: list[dict]) -> dict[str, list[dict]]:
-        """The defaults and lr-only references; when the sweep's best is itself at batch 16 with 500 warm-up
-        steps, lr-only *is* the tuned baseline and its runs are the tuned ones (nothing is run twice)."""
-        m, out = self.m, {}
+    def references(self, ctx: dict, tuned_runs: list[dict], out: dict[str, list[dict]]) -> dict[str, list[dict]]:
+        """The defaults and lr-only references, filled into ``out`` seed by seed (a sitting that runs out of time
+        keeps the seeds it finished); when the sweep's best is itself at batch 16 with 500 warm-up steps, lr-only
+        *is* the tuned baseline and its runs are the tuned ones (nothing is run twice)."""
+        m = self.m
         ratio, every = m.defaults_budget_ratio, ctx["tuned_kwh"] / m.reference_evals_per_tuned
         budget = ratio * ctx["tuned_kwh"] + (ratio * m.reference_evals_per_tuned + 2) * ctx["eval_kwh_each"]
-        if ctx["lr_only"] == ctx["tuned_sets"]:
-            out["lr-only"] = tuned_runs
         for label, sets in (("defaults", {}), ("lr-only", ctx["lr_only"])):
-            if label in out:
+            if label == "lr-only" and sets == ctx["tuned_sets"]:
+                out[label] = tuned_runs
                 continue
             steps = int(ratio * m.schedule_images / 16 * 4)  # never binding: the budget ends these runs
             seeds = m.seeds if label == "defaults" else m.ablation_seeds  # lr-only: a table row, not a headline
-            out[label] = [self.chase(f"{label}-{ctx['tag']}-s{seed}", self.baseline(sets, seed, steps, []), ctx["target"],
-                                     budget, every) for seed in range(seeds)]
+            out[label] = []
+            for seed in range(seeds):
+                out[label].append(self.chase(f"{label}-{ctx['tag']}-s{seed}", self.baseline(sets, seed, steps, []),
+                                             ctx["target"], budget, every))
         return out
 
     def variant_flags(self, variant: Variant, sets: dict, seed: int, steps: int, tuned: dict) -> list[str]:
@@ -198,6 +209,44 @@ class Proof:
                 if "failed" in run or reach(run, ctx["target"]) is not None:
                     break
         return out
+
+    def tuned_fine(self, ctx: dict) -> list[dict]:
+        """The tuned baseline again, every seed, evaluated at :data:`FINE_EVALS` points over its schedule and
+        stopped at the target: the same keys and seeds, so the same training (its evaluations at the coarse
+        runs' steps must give their FIDs: :func:`same_training` checks it), read finely where it crosses the
+        target. The headline's tuned side is these runs: the coarse runs' 375-step bracket charged green with
+        up to a sixth of the tuned schedule. The target stays the coarse runs' (their full schedules)."""
+        steps = self.tuned_steps(ctx["tuned_sets"])
+        every = max(1, steps // FINE_EVALS)
+        key = short_hash(ctx["tuned_sets"])
+        return [self.bench.cached(f"tuned-fine-{key}-{ctx['tag']}-s{seed}", lambda s=seed: self.bench.train(
+            f"tuned-fine-s{s}", self.baseline(ctx["tuned_sets"], s, steps, [
+                "--eval-every", str(every), "--target-fid", f"{ctx['target']:.6g}", "--set", "stop.eval_at_end=true"])))
+            for seed in range(self.m.seeds)]
+
+    def calibrate(self, ctx: dict) -> list[dict]:
+        """Joules per step of each headline configuration measured side by side: :data:`CAL_ROUNDS` rounds, each
+        one short run (``min(CAL_STEPS, the tuned schedule)`` steps, no evaluation) of the tuned baseline, green
+        v2 and the defaults, in a rotated order. The VM's speed drifts by up to 2x between sittings (the same
+        tuned step metered 0.44-0.53 J; the defaults' 0.26 J), which moves every metered energy with it; within
+        a round the three share the machine's state, so their ratios hold. Green v2 runs with REPA on at every
+        step (``align_until`` 1 over the short run), as in its real runs (their ``max_steps`` put the decay far
+        past where they stopped)."""
+        steps = min(CAL_STEPS, self.tuned_steps(ctx["tuned_sets"]))
+        v2 = Variant("green v2", ctx["green_v2_base"], {**ctx["green_v2_sets"], **(
+            {"optim.align_until": 1} if "optim.align" in ctx["green_v2_sets"] else {})})
+        flags = {"tuned baseline": self.baseline(ctx["tuned_sets"], 0, steps, []),
+                 "green v2": self.variant_flags(v2, v2.sets, 0, steps, ctx["tuned_sets"]),
+                 "diffusers defaults": self.baseline({}, 0, steps, [])}
+        rounds = []
+        for k in range(CAL_ROUNDS):
+            order = list(flags)[k % 3:] + list(flags)[:k % 3]
+            row = {}
+            for label in order:
+                name = f"calib-{short_hash(flags[label])}-r{k}"
+                row[label] = self.bench.cached(name, lambda n=name, f=flags[label]: self.bench.train(n, f))
+            rounds.append({"order": order, "runs": row})
+        return rounds
 
     def early_stopping(self, ctx: dict) -> list[dict]:
         m, rows = self.m, []
@@ -264,7 +313,8 @@ def projected_minutes(mode: Mode, tuned_runs: list[dict]) -> float:
     """A rough forecast of the steps after the tuned baseline, in tuned-run wall times: the two references at
     their full budget, every lever at most one tuned energy, green v2 about half, early stopping two long runs."""
     per_run_min = statistics.mean(r["wall_s"] for r in tuned_runs) / 60
-    units = (2 * mode.seeds * mode.defaults_budget_ratio + len(mode.variants()) * mode.ablation_seeds
+    units = (2 * mode.seeds * mode.defaults_budget_ratio + len(mode.variants()) * mode.ablation_seeds + mode.seeds
+             + CAL_ROUNDS * 3 * 0.2
              + 0.5 * mode.seeds * len(mode.green_horizons) + 2 * mode.early_stop_factor * mode.early_stop_seeds)
     return units * per_run_min
 
@@ -294,21 +344,23 @@ def run_all(proof: Proof) -> dict:
     ctx["green_v2_base"], ctx["green_v2_sets"] = compose_green_v2(ctx["gains"], ctx["step_gains"], proof.green_v2_base)
     green = proof.green_v2(ctx)
     # from here a sitting that runs out of time still reports: what is missing is named as pending
+    parts = {"tuned_fine": [], "calibration": [], "early_stopping": [],
+             "references": {"defaults": [], "lr-only": tuned_runs if ctx["lr_only"] == ctx["tuned_sets"] else []}}
+    steps = [("the fine tuned-baseline curves", "tuned_fine", proof.tuned_fine),
+             ("the per-step calibration", "calibration", proof.calibrate),
+             ("the references", "references", lambda c: proof.references(c, tuned_runs, parts["references"])),
+             ("early stopping", "early_stopping", proof.early_stopping)]
     pending: list[str] = []
-    try:
-        refs = proof.references(ctx, tuned_runs)
-    except OutOfTime as stop:
-        refs = {"defaults": [], "lr-only": tuned_runs if ctx["lr_only"] == ctx["tuned_sets"] else []}
-        pending.append(f"the references (stopped before {stop})")
-    try:
-        early = proof.early_stopping(ctx) if not pending else []
-    except OutOfTime as stop:
-        early = []
-        pending.append(f"early stopping (stopped before {stop})")
-    if pending and early == [] and "early stopping" not in pending[-1]:
-        pending.append("early stopping")
-    return {"ctx": ctx, "sweep": sweep, "tuned": tuned_runs, "references": refs, "ablation": ablation,
-            "green": green, "early_stopping": early, "pending": pending}
+    for label, key, step in steps:
+        if pending:
+            pending.append(label)
+            continue
+        try:
+            parts[key] = step(ctx)
+        except OutOfTime as stop:
+            pending.append(f"{label} (stopped before {stop})")
+    return {"ctx": ctx, "sweep": sweep, "tuned": tuned_runs, "ablation": ablation, "green": green, **parts,
+            "pending": pending}
 
 
 def main() -> None:
