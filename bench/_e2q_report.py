@@ -135,27 +135,25 @@ def headline_lines(result: dict) -> list[str]:
     return lines
 
 
-def calibration_lines(result: dict) -> list[str]:
-    """The per-step calibration's rounds and the joules per step the headline uses."""
-    rounds, cal = result.get("calibration") or [], result.get("step_j") or {}
+def calibration_lines(rounds: list[dict], cal: dict[str, float], what: str = "calibration round") -> list[str]:
+    """Side-by-side rounds of joules per step and the calibrated values (each against the tuned baseline's)."""
     if not rounds:
-        return ["", "Per-step calibration: not yet run (the headline is then the metered one)."]
+        return ["", f"Per-step {what.split(' round')[0]}: not yet run."]
     labels = list(rounds[0]["runs"])
-    out = ["", "| calibration round (order) | " + " | ".join(f"{label} J/step" for label in labels)
-           + " | green v2 / tuned | defaults / tuned |", "|---|" + "---:|" * (len(labels) + 2)]
+    out = ["", f"| {what} (order) | " + " | ".join(f"{label} J/step" for label in labels) + " | "
+           + " | ".join(f"{label} / tuned" for label in labels[1:]) + " |", "|---|" + "---:|" * (2 * len(labels) - 1)]
     for k, rnd in enumerate(rounds):
         runs = rnd["runs"]
         if any("failed" in r for r in runs.values()):
             out.append(f"| {k} | failed: {next(r['failed'] for r in runs.values() if 'failed' in r)} |")
             continue
-        ratio = (lambda a: runs[a]["step_j"] / runs["tuned baseline"]["step_j"])
-        out.append(f"| {k} ({', '.join(rnd['order'])}) | " + " | ".join(f"{runs[lb]['step_j']:.3f}" for lb in labels)
-                   + f" | {ratio('green v2'):.3f} | {ratio('diffusers defaults'):.3f} |")
+        ratios = [runs[lb]["step_j"] / runs["tuned baseline"]["step_j"] for lb in labels[1:]]
+        out.append(f"| {k} | " + " | ".join(f"{runs[lb]['step_j']:.3f}" for lb in labels) + " | "
+                   + " | ".join(f"{r:.3f}" for r in ratios) + " |")
     if cal:
         out.append("| **calibrated** (tuned: median; others: median ratio x it) | "
-                   + " | ".join(f"**{cal[lb]:.3f}**" for lb in labels)
-                   + f" | **{cal['green v2'] / cal['tuned baseline']:.3f}** | "
-                     f"**{cal['diffusers defaults'] / cal['tuned baseline']:.3f}** |")
+                   + " | ".join(f"**{cal[lb]:.3f}**" for lb in labels) + " | "
+                   + " | ".join(f"**{cal[lb] / cal['tuned baseline']:.3f}**" for lb in labels[1:]) + " |")
     return out
 
 
@@ -221,23 +219,30 @@ def render_table(result: dict) -> str:
         lines += ["", f"The tuned baseline's reruns trained as its first runs did ({same_training(result['tuned'], fine)});"
                   f" evaluated {FINE_EVALS / result['settings']['tuned_evals']:g}x as often, so the bracket the headline"
                   " charges it with is that much narrower."]
-    lines += calibration_lines(result)
+    lines += calibration_lines(result.get("calibration") or [], result.get("step_j") or {})
     tuned_at = ", ".join(str(reach_step(r, target) or "missed") for r in result["tuned"])
-    lines += ["", f"| lever | seed | training energy to the target | gain vs tuned baseline | energy per step vs tuned "
-              f"| steps to the target (tuned: {tuned_at}) | final FID | stop |", "|---|---:|---|---:|---:|---:|---:|---|"]
-    tuned_step = [r["step_j"] for r in result["tuned"] if r.get("step_j")]
+    lines += ["", f"| lever | seed | training energy to the target (metered) | steps to the target (tuned: {tuned_at}) "
+              "| J/step vs tuned (side by side) | gain vs tuned (steps x J/step) | metered gain | final FID | stop |",
+              "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+    cost, metered = ctx.get("lever_step_j") or {}, ctx.get("metered_gains") or {}
     for row in result["ablation"]:
-        gain = result["context"]["gains"].get(row["variant"])
-        cost = f"{row['step_j'] / statistics.mean(tuned_step):.2f}x" if row.get("step_j") and tuned_step else "—"
-        lines.append(f"| {row['variant']} | {row['seed']} | {bracket(row, target)} | "
-                     f"{'—' if gain is None else f'{gain:.2f}x'} | {cost} | {reach_step(row, target) or '—'} | "
+        name = row["variant"]
+        gain, was = ctx["gains"].get(name), metered.get(name)
+        per_step = f"{cost[name] / cost['tuned baseline']:.2f}x" if name in cost else "1 (the tuned step's work)"
+        lines.append(f"| {name} | {row['seed']} | {bracket(row, target)} | {reach_step(row, target) or '—'} | {per_step} | "
+                     f"{'—' if gain is None else f'{gain:.2f}x'} | {'—' if was is None else f'{was:.2f}x'} | "
                      f"{'—' if 'failed' in row else f'{final_fid(row):.2f}'} | {row.get('stop_reason', row.get('failed', ''))} |")
+    lines += calibration_lines(ctx.get("lever_costs") or [], ctx.get("lever_step_j") or {}, "lever cost round")
     enc = ctx.get("encoder", {})
     lines.append("\nThe few-step solvers are not lever rows (they change the evaluation, not training): "
                  "`bench/samplers.py` compares them, FID against sampler steps, on the tuned baseline's seed-0 run.")
     base = "green v1" if ctx.get("green_v2_base", "green") == "green" else "the tuned baseline's batch, LR and warm-up " \
         "(the base the levers were measured on; warm-up scaled with the budget)"
-    lines += ["", f"Green v2 = {base} + {keys(ctx['green_v2_sets']) or 'nothing (no lever helped alone)'}. REPA's encoder "
+    rule = ctx.get("green_v2_rule")
+    fixed = "" if rule is None or rule == ctx["green_v2_sets"] else \
+        (f" (fixed in `GREEN_V2`, `bench/_e2q_plan.py`, which says why; the rule on the lever rows' calibrated gains "
+         f"alone would take {keys(rule) or 'nothing'})")
+    lines += ["", f"Green v2 = {base} + {keys(ctx['green_v2_sets']) or 'nothing (no lever helped alone)'}{fixed}. REPA's encoder "
               f"(not the FID network): {enc.get('failed') or enc.get('architecture', '?')}"
               + (f", {enc['steps']} steps, {enc['accuracy']:.1%} held-out digit accuracy" if "accuracy" in enc else "") + "."]
     lines += early_lines(result["early_stopping"])
@@ -267,7 +272,8 @@ def early_lines(rows: list[dict]) -> list[str]:
             out.append(f"| green v2 | {row['seed']} | failed: {p.get('failed') or f.get('failed')} | | | | |")
             continue
         paid = p["train_kwh"] + p["eval_kwh"]
-        out.append(f"| green v2, min-delta {row['min_delta']:.2f} | {row['seed']} | {p['steps']} / {row['max_steps']} | "
+        out.append(f"| green v2, patience {row.get('patience', 2)}, min-delta {row['min_delta']:.2f} | {row['seed']} | "
+                   f"{p['steps']} / {row['max_steps']} | "
                    f"{wh(paid)} | {wh(f['train_kwh'])} | {f['train_kwh'] / paid:.1f}x | "
                    f"{final_fid(p):.2f} / {final_fid(f):.2f} |")
     return out

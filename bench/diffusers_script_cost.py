@@ -9,7 +9,8 @@ what is missing.
 Both sides train the same data (the bundled MNIST at ``--resolution``, written once as a local *imagefolder*,
 so no dataset is downloaded) with diffusers' defaults (batch 16, LR 1e-4, 500 warm-up steps, AdamW, EMA as the
 README runs it with ``--use_ema``), and each is measured by ``greendiff measure`` around the whole process at
-two lengths. The energy per step is the difference over the difference in steps, so start-up (imports, data
+two lengths, interleaved over ``--rounds`` rounds (a shared VM's speed drifts; each round's ratio sees both
+sides alike). The energy per step is the difference over the difference in steps, so start-up (imports, data
 preparation, the closing preview and save) cancels out. Where the script takes ``--model_config_name_or_path``
 (diffusers >= 0.12), it trains greendiff's preset UNet (written as a diffusers ``config.json`` with 3 channels,
 as the script converts every image to RGB); older copies train their own built-in UNet, and the ratio then
@@ -24,6 +25,7 @@ import argparse
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -87,6 +89,12 @@ def greendiff_command(args: argparse.Namespace, out: Path, steps: int) -> list[s
             "--set", "run.num_samples=16", "--output-dir", str(out), "--name", "run", "--country", "FRA"]
 
 
+def torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
 def per_step_j(energies: tuple[float, float], steps: tuple[int, int]) -> float:
     """Energy per step from two lengths: the start-up and the closing work cancel in the difference."""
     return (energies[1] - energies[0]) / (steps[1] - steps[0])
@@ -99,8 +107,14 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=16)
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--images", type=int, default=1600, help="Images in the imagefolder (100 steps per epoch).")
-    parser.add_argument("--epochs", type=int, nargs=2, default=(1, 3), help="The two lengths, in epochs.")
+    # two lengths of >= 2 epochs: the script previews (DDPM, 1,000 steps) and saves at epoch 0 *and* at its last
+    # epoch, so a 1-epoch run does each once and any longer run twice; from 2 epochs on they cancel
+    parser.add_argument("--epochs", type=int, nargs=2, default=(2, 4), help="The two lengths, in epochs (>= 2).")
+    parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds; medians are reported (default 3).")
     args = parser.parse_args()
+    if min(args.epochs) < 2 or args.epochs[0] >= args.epochs[1]:
+        raise SystemExit(f"--epochs {args.epochs[0]} {args.epochs[1]}: give two increasing lengths of at least 2 "
+                         "epochs (the script previews at epoch 0 and at its last)")
     if not Path(args.script).is_file():
         raise SystemExit(f"--script {args.script}: no such file; give a local copy of train_unconditional.py")
     if gone := missing_modules():
@@ -115,18 +129,29 @@ def main() -> None:
         if config:
             write_unet_config(config, args.preset, args.resolution)
         steps = tuple(-(-n // 16) * e for e in args.epochs)
-        script_j = tuple(measured(script_command(args, work / "images", work / f"script-{e}", e, config), work,
-                                  f"script-{e}", env) for e in args.epochs)
-        ours_j = tuple(measured(greendiff_command(args, work / f"ours-{s}", s), work, f"greendiff-{s}", env)
-                       for s in steps)
-    script, ours = per_step_j(script_j, steps), per_step_j(ours_j, steps)
-    result = {"date": today(), "machine": machine(), "steps": steps, "script_j": script_j, "greendiff_j": ours_j,
-              "script_j_per_step": script, "greendiff_j_per_step": ours, "ratio": script / ours,
-              "same_unet": takes_config, "preset": args.preset, "resolution": args.resolution}
+        rounds = []
+        for k in range(args.rounds):  # interleaved: a shared VM's speed drifts, and both sides should see it alike
+            got: dict[str, list[float]] = {"script": [], "greendiff": []}
+            for e, s in zip(args.epochs, steps):
+                got["script"].append(measured(script_command(args, work / "images", work / f"script-{e}-{k}", e, config),
+                                              work, f"script-{e}-{k}", env))
+                got["greendiff"].append(measured(greendiff_command(args, work / f"ours-{s}-{k}", s), work,
+                                                 f"greendiff-{s}-{k}", env))
+            rounds.append({side: {"j": j, "j_per_step": per_step_j(tuple(j), steps)} for side, j in got.items()})
+            print(f"round {k}: script {rounds[-1]['script']['j_per_step']:.3f} J/step, greendiff "
+                  f"{rounds[-1]['greendiff']['j_per_step']:.3f} J/step", flush=True)
+    ratios = [r["script"]["j_per_step"] / r["greendiff"]["j_per_step"] for r in rounds]
+    script = statistics.median(r["script"]["j_per_step"] for r in rounds)
+    ours = statistics.median(r["greendiff"]["j_per_step"] for r in rounds)
+    result = {"date": today(), "machine": machine(), "steps": steps, "rounds": rounds, "script_j_per_step": script,
+              "greendiff_j_per_step": ours, "ratio": statistics.median(ratios), "ratios": ratios,
+              "same_unet": takes_config, "preset": args.preset, "resolution": args.resolution,
+              "torch": torch_version()}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "diffusers_script_cost.json").write_text(json.dumps(result, indent=2))
-    print(f"diffusers' script {script:.3f} J/step, greendiff baseline {ours:.3f} J/step: the script costs "
-          f"{script / ours:.2f}x per step ({'same preset UNet' if takes_config else 'its own built-in UNet'})")
+    print(f"diffusers' script {script:.3f} J/step, greendiff baseline {ours:.3f} J/step (medians of {args.rounds} "
+          f"rounds): the script costs {result['ratio']:.2f}x per step (per round: "
+          f"{', '.join(f'{r:.2f}x' for r in ratios)}; {'same preset UNet' if takes_config else 'its own built-in UNet'})")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ Same data, model, evaluation and seeds for every run (``bench/_e2q_plan.py`` hol
    **calibrated estimate** (steps to the target x calibrated joules per step + the run's own metered
    overhead), the metered ratios printed beside it.
 8. **early stopping at good quality**: green v2 with ``max_steps`` = ``early_stop_factor`` x the schedule,
-   plateau rule (``--patience 2 --min-delta`` = the seed spread) against the same run to the end.
+   the plateau rule (each of :data:`EARLY_RULES`: patience, min-delta as a share of the seed spread) against
+   the same run to the end.
 
 Energy is *training* energy for every run (the ``train`` phase and its overheads): evaluations are the
 instrument and previews are left out of every comparison (``run.sample_every`` = the run's length, and the
@@ -68,9 +69,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _e2q_encoder import train_encoder  # noqa: E402
-from _e2q_plan import (CAL_ROUNDS, CAL_STEPS, DEFAULTS, FINE_EVALS, MODES, Mode, Variant, compose_green_v2,  # noqa: E402
-                       set_flags, short_hash)
-from _e2q_report import reach_step, render_benchmarks, render_table, summarize  # noqa: E402
+from _e2q_plan import (CAL_ROUNDS, CAL_STEPS, COST_ROUNDS, DEFAULTS, EARLY_RULES, FINE_EVALS, MODES, Mode,  # noqa: E402
+                       Variant, compose_green_v2, set_flags, short_hash)
+from _e2q_report import calibration, reach_step, render_benchmarks, render_table, summarize  # noqa: E402
 from _e2q_runs import Bench, OutOfTime, final_fid, reach  # noqa: E402
 from _report import write_section  # noqa: E402
 
@@ -224,29 +225,45 @@ class Proof:
                 "--eval-every", str(every), "--target-fid", f"{ctx['target']:.6g}", "--set", "stop.eval_at_end=true"])))
             for seed in range(self.m.seeds)]
 
-    def calibrate(self, ctx: dict) -> list[dict]:
-        """Joules per step of each headline configuration measured side by side: :data:`CAL_ROUNDS` rounds, each
-        one short run (``min(CAL_STEPS, the tuned schedule)`` steps, no evaluation) of the tuned baseline, green
-        v2 and the defaults, in a rotated order. The VM's speed drifts by up to 2x between sittings (the same
-        tuned step metered 0.44-0.53 J; the defaults' 0.26 J), which moves every metered energy with it; within
-        a round the three share the machine's state, so their ratios hold. Green v2 runs with REPA on at every
-        step (``align_until`` 1 over the short run), as in its real runs (their ``max_steps`` put the decay far
-        past where they stopped)."""
-        steps = min(CAL_STEPS, self.tuned_steps(ctx["tuned_sets"]))
-        v2 = Variant("green v2", ctx["green_v2_base"], {**ctx["green_v2_sets"], **(
-            {"optim.align_until": 1} if "optim.align" in ctx["green_v2_sets"] else {})})
-        flags = {"tuned baseline": self.baseline(ctx["tuned_sets"], 0, steps, []),
-                 "green v2": self.variant_flags(v2, v2.sets, 0, steps, ctx["tuned_sets"]),
-                 "diffusers defaults": self.baseline({}, 0, steps, [])}
-        rounds = []
-        for k in range(CAL_ROUNDS):
-            order = list(flags)[k % 3:] + list(flags)[:k % 3]
+    def side_by_side(self, group: str, flags: dict[str, list[str]], rounds: int) -> list[dict]:
+        """Joules per step of configurations measured side by side: ``rounds`` rounds, each one short run of every
+        configuration in a rotated order (no evaluation). The VM's speed drifts by up to 2x between sittings (the
+        same tuned step metered 0.44-0.53 J, the defaults' identical step 0.26 J an hour later), and every
+        metered energy moves with it; within a round the runs share the machine's state, so their ratios hold.
+        Each run's name hashes the whole set, so a changed configuration remeasures the set together."""
+        key, labels, out = short_hash(flags), list(flags), []
+        for k in range(rounds):
+            order = labels[k % len(labels):] + labels[:k % len(labels)]
             row = {}
             for label in order:
-                name = f"calib-{short_hash(flags[label])}-r{k}"
+                name = f"{group}-{key}-{short_hash(flags[label])}-r{k}"
                 row[label] = self.bench.cached(name, lambda n=name, f=flags[label]: self.bench.train(n, f))
-            rounds.append({"order": order, "runs": row})
-        return rounds
+            out.append({"order": order, "runs": row})
+        return out
+
+    def cost_flags(self, variant: Variant, steps: int, tuned: dict) -> list[str]:
+        """A variant's flags for a short cost run: an alignment term on at every step (``align_until`` 1), as in
+        its real runs (whose ``max_steps`` put the decay far past where they stop)."""
+        sets = {**variant.sets, **({"optim.align_until": 1} if "optim.align" in variant.sets else {})}
+        return self.variant_flags(variant, sets, 0, steps, tuned)
+
+    def lever_costs(self, ctx: dict) -> list[dict]:
+        """The joules per step of the levers whose step does different work (precision, an extra network or loss,
+        an assignment, another batch: :attr:`Variant.step_cost`) beside the tuned baseline's, :data:`COST_ROUNDS`
+        rounds. The other levers change which timesteps or weights a step draws, not its work."""
+        steps = min(CAL_STEPS, self.tuned_steps(ctx["tuned_sets"]))
+        flags = {"tuned baseline": self.baseline(ctx["tuned_sets"], 0, steps, [])}
+        flags |= {v.name: self.cost_flags(v, steps, ctx["tuned_sets"]) for v in self.m.variants() if v.step_cost}
+        return self.side_by_side("cost", flags, COST_ROUNDS) if len(flags) > 1 else []
+
+    def calibrate(self, ctx: dict) -> list[dict]:
+        """The headline's joules per step: the tuned baseline, green v2 and the defaults side by side,
+        :data:`CAL_ROUNDS` rounds of ``min(CAL_STEPS, the tuned schedule)`` steps."""
+        steps = min(CAL_STEPS, self.tuned_steps(ctx["tuned_sets"]))
+        v2 = Variant("green v2", ctx["green_v2_base"], ctx["green_v2_sets"])
+        return self.side_by_side("calib", {"tuned baseline": self.baseline(ctx["tuned_sets"], 0, steps, []),
+                                           "green v2": self.cost_flags(v2, steps, ctx["tuned_sets"]),
+                                           "diffusers defaults": self.baseline({}, 0, steps, [])}, CAL_ROUNDS)
 
     def early_stopping(self, ctx: dict) -> list[dict]:
         m, rows = self.m, []
@@ -256,16 +273,20 @@ class Proof:
         batch = int(keys.get("optim.batch_size", default_batch))
         steps = int(m.early_stop_factor * m.schedule_images / batch)
         every = max(1, m.schedule_images // batch // m.tuned_evals)
-        min_delta = max(ctx["spread"], 1e-6)
         for seed in range(m.early_stop_seeds):
             flags = self.variant_flags(v2, v2.sets, seed, steps, ctx["tuned_sets"])
             tag = f"{short_hash([base, keys])}-{ctx['tag']}"
-            plateau = self.bench.cached(f"early-plateau-{tag}-s{seed}", lambda f=flags, s=seed: self.bench.train(
-                f"early-plateau-s{s}", [*f, "--eval-every", str(every), "--patience", "2", "--min-delta",
-                                        f"{min_delta:.6g}", "--set", "stop.eval_at_end=true"]))
             full = self.bench.cached(f"early-full-{tag}-s{seed}", lambda f=flags, s=seed: self.bench.train(
                 f"early-full-s{s}", [*f, "--set", "stop.eval_at_end=true"]))
-            rows.append({"seed": seed, "max_steps": steps, "min_delta": min_delta, "plateau": plateau, "full": full})
+            for patience, share in EARLY_RULES:
+                min_delta = max(share * ctx["spread"], 1e-6)
+                rule = "" if (patience, share) == EARLY_RULES[0] else f"-p{patience}-d{share:g}"
+                plateau = self.bench.cached(f"early-plateau-{tag}{rule}-s{seed}", lambda f=flags, s=seed, p=patience, d=min_delta:
+                                            self.bench.train(f"early-plateau-s{s}", [
+                                                *f, "--eval-every", str(every), "--patience", str(p), "--min-delta",
+                                                f"{d:.6g}", "--set", "stop.eval_at_end=true"]))
+                rows.append({"seed": seed, "max_steps": steps, "patience": patience, "min_delta": min_delta,
+                             "plateau": plateau, "full": full})
         return rows
 
 
@@ -309,6 +330,15 @@ def lever_gains(rows: list[dict], tuned_runs: list[dict], target: float,
             for name, values in gains.items()}
 
 
+def calibrated_gains(step_gains: dict[str, float | None], step_j: dict[str, float]) -> dict[str, float | None]:
+    """Each lever's energy gain on the calibrated estimate: its gain in steps to the target x the tuned baseline's
+    joules per step over its own, both measured side by side (a lever not measured there does the tuned step's
+    work: the ratio is 1). With no cost measurement at all, the step gains alone."""
+    tuned = step_j.get("tuned baseline")
+    return {name: None if gain is None else gain * (tuned / step_j[name] if tuned and name in step_j else 1.0)
+            for name, gain in step_gains.items()}
+
+
 def projected_minutes(mode: Mode, tuned_runs: list[dict]) -> float:
     """A rough forecast of the steps after the tuned baseline, in tuned-run wall times: the two references at
     their full budget, every lever at most one tuned energy, green v2 about half, early stopping two long runs."""
@@ -339,9 +369,13 @@ def run_all(proof: Proof) -> dict:
     # the comparison with the tuned baseline first (the levers, then green v2); the references' 4x budgets next
     ctx["encoder"] = proof.align_encoder()
     ablation = proof.ablation(ctx)
-    ctx["gains"] = lever_gains(ablation, tuned_runs, ctx["target"])
+    ctx["metered_gains"] = lever_gains(ablation, tuned_runs, ctx["target"])
     ctx["step_gains"] = lever_gains(ablation, tuned_runs, ctx["target"], steps=True)
+    ctx["lever_costs"] = proof.lever_costs(ctx)
+    ctx["lever_step_j"] = calibration(ctx["lever_costs"])
+    ctx["gains"] = calibrated_gains(ctx["step_gains"], ctx["lever_step_j"])
     ctx["green_v2_base"], ctx["green_v2_sets"] = compose_green_v2(ctx["gains"], ctx["step_gains"], proof.green_v2_base)
+    ctx["green_v2_rule"] = compose_green_v2(ctx["gains"], ctx["step_gains"], proof.green_v2_base, fixed=False)[1]
     green = proof.green_v2(ctx)
     # from here a sitting that runs out of time still reports: what is missing is named as pending
     parts = {"tuned_fine": [], "calibration": [], "early_stopping": [],
