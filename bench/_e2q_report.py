@@ -294,6 +294,10 @@ def render_benchmarks(result: dict, table: str) -> str:
         f"MNIST features, {m['eval_samples']} samples, DDIM {m['eval_sample_steps']} steps, fixed noise seed.",
         "- Energy is training energy: evaluations and previews are left out of every comparison (previews: none "
         "during runs, the closing one's `sample` phase subtracted); ratios take the lower end of the reference's "
-        "evaluation bracket over the upper end of green's.", "",
+        "evaluation bracket over the upper end of green's.",
+        *(["- Headline basis: the **calibrated estimate**: each run's steps (to those evaluations) x its "
+           "configuration's joules per step measured side by side (the calibration table), plus the run's own "
+           "metered overhead outside its steps; the VM's speed drifts up to 2x between sittings, which moves every "
+           "metered energy. The metered ratios follow it."] if result.get("basis") == "calibrated" else []), "",
         table, "", "Raw runs and curves: `bench/results/energy_to_quality/`.",
     ])
