@@ -13,6 +13,9 @@ import json
 from dataclasses import dataclass, field
 
 
+FINE_EVALS = 24  # the default of Mode.fine_evals (a run name says its count only when it is another)
+
+
 @dataclass(frozen=True)
 class Mode:
     """The sizes of one benchmark mode (the cached results' keys hash it, so a change starts afresh).
@@ -32,6 +35,8 @@ class Mode:
         green_horizons: the green runs' energy budgets (its LR horizon, ``stop.fit_schedule``) in tuned
             energies, tried in order until one reaches the target.
         sweep_pick, variant_pick: a subset of the tables (the smoke's).
+        fine_evals: evaluations of the tuned baseline's rerun that the headline reads (stopped at the target).
+        cal_rounds, cost_rounds: rounds of the side-by-side per-step measurements (headline, levers).
         seeds, ablation_seeds: seeds of the headline runs (>= 3) and of the lever table.
         early_stop_factor, early_stop_seeds: the plateau-rule rerun: max_steps = factor x the schedule.
     """
@@ -55,6 +60,9 @@ class Mode:
     encoder_steps: int = 300  # the REPA encoder's training (bench/_e2q_encoder.py), unless --align-encoder
     sweep_pick: tuple[int, ...] = ()  # indices into SWEEP to run (empty: all); the smoke runs two
     variant_pick: tuple[int, ...] = ()  # indices into VARIANTS (empty: all)
+    fine_evals: int = FINE_EVALS  # the tuned baseline's rerun for the headline: evaluations over its schedule
+    cal_rounds: int = 5  # the headline's per-step calibration: rounds of tuned / green v2 / defaults side by side
+    cost_rounds: int = 3  # the levers' own per-step costs (Variant.step_cost) beside the tuned baseline's
 
     def sweep(self) -> list[dict[str, object]]:
         return [SWEEP[i] for i in self.sweep_pick] if self.sweep_pick else SWEEP
@@ -72,7 +80,8 @@ class Mode:
         return short_hash(sizes, 8)
 
 
-_SELECTING = ("seeds", "ablation_seeds", "early_stop_seeds", "sweep_pick", "variant_pick", "green_horizons")
+_SELECTING = ("seeds", "ablation_seeds", "early_stop_seeds", "sweep_pick", "variant_pick", "green_horizons",
+              "cal_rounds", "cost_rounds", "fine_evals")
 
 
 def short_hash(value: object, n: int = 6) -> str:
@@ -85,11 +94,12 @@ MODES: dict[str, Mode] = {
     "full": Mode(schedule_images=48_000, sweep_images=24_000, eval_samples=1000, tuned_evals=8,
                  run_evals_per_tuned=16, reference_evals_per_tuned=4, seeds=3, ablation_seeds=1,
                  early_stop_factor=2.0, green_horizons=(0.05, 0.07, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0)),
-    # about 35 min on 2 CPU cores: a quarter of the full schedule, the sweep's three telling candidates (the
-    # defaults, the full sweep's best, green's batch and LR) and a few lever rows
+    # about 27 min of runs on 2 CPU cores (measured 2026-12-01): a quarter of the full schedule, the sweep's three
+    # telling candidates (the defaults, the full sweep's best, green's batch and LR) and a few lever rows
     "quick": Mode(schedule_images=12_000, sweep_images=6_000, eval_samples=1000, tuned_evals=4,
                   run_evals_per_tuned=8, reference_evals_per_tuned=2, seeds=3, ablation_seeds=1,
-                  early_stop_factor=2.0, sweep_pick=(0, 9, 5), variant_pick=(0, 1, 2), encoder_steps=100),
+                  early_stop_factor=2.0, sweep_pick=(0, 9, 5), variant_pick=(0, 1, 2), encoder_steps=100,
+                  green_horizons=(0.2, 0.5, 1.0), fine_evals=8, cal_rounds=3, cost_rounds=2),
     # the same proof at tiny, 32x32, 256,000 images: for a GPU
     "gpu": Mode(preset="tiny", resolution=32, schedule_images=256_000, sweep_images=96_000, tuned_evals=12,
                 seeds=3, ablation_seeds=2, encoder_steps=1000),
@@ -100,13 +110,11 @@ MODES: dict[str, Mode] = {
                   sweep_pick=(0, 4), variant_pick=(0, 4, 7), encoder_steps=5),
 }
 
-FINE_EVALS = 24  # the tuned baseline's rerun for the headline: 24 evaluations over its schedule (125 steps in --full)
-CAL_STEPS, CAL_ROUNDS = 400, 5  # the per-step calibration: 5 rounds of one 400-step run of each configuration
+CAL_STEPS = 400  # the per-step calibrations' runs (or the tuned schedule, when shorter)
 # the plateau rules early stopping is tried with: (patience, min-delta as a share of the tuned seed spread); the
 # first sitting's (2, the spread) stopped at FID 13 where the run went on to 6: an absolute delta sized at the
 # target is coarse once FID is far below it
 EARLY_RULES: tuple[tuple[int, float], ...] = ((2, 1.0), (3, 0.25))
-COST_ROUNDS = 3  # the levers' own per-step costs (Variant.step_cost) beside the tuned baseline's
 
 # the diffusers defaults as its README runs them (`--use_ema`); greendiff's own baseline keeps EMA off
 DEFAULTS: dict[str, object] = {"optim.ema": True}
@@ -162,6 +170,8 @@ VARIANTS: list[Variant] = [
     # (power 3/4) still averages over the last ~300 steps at step 2,000, green's (2/3) over fewer
     Variant("+green's EMA warm-up (power 2/3)", "tuned", {"optim.ema_power": 2 / 3}),
     Variant("+no EMA", "tuned", {"optim.ema": False}),
+    # the flow row trained at the LR swept for epsilon prediction; its own optimum may differ
+    *(Variant(f"+flow objective, LR {lr:g}", "tuned", {"optim.objective": "flow", "optim.lr": lr}) for lr in (2e-3, 8e-3)),
 ]
 # The few-step solvers (DPM-Solver++ 2M, UniPC) are not rows: they change the evaluation, not training, so a row
 # would score a different instrument against a target measured with DDIM. bench/samplers.py compares them (FID

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 
-from _e2q_plan import FINE_EVALS, Mode
+from _e2q_plan import Mode
 from _e2q_runs import KWH_PER_J, final_fid, reach
 from _report import machine, today
 
@@ -207,7 +207,8 @@ def render_table(result: dict) -> str:
               "green v2's evaluations |", "|---:|---|---|---|---|---:|"]
     refs, fine = result["references"], result.get("tuned_fine") or []
     if fine:
-        lines[-2] = lines[-2].replace("| tuned baseline |", f"| tuned baseline (rerun: evaluated every 1/{FINE_EVALS} of its schedule, stopped at the target) |")
+        lines[-2] = lines[-2].replace("| tuned baseline |", f"| tuned baseline (rerun: evaluated every 1/{result['settings']['fine_evals']} of its schedule, stopped at "
+                                      "the target) |")
     for seed, tuned in enumerate(fine or result["tuned"]):
         green = next((g for g in reversed(result["green"]) if g["seed"] == seed), {"failed": "not run"})
         lr_only = refs["lr-only"][seed] if seed < len(refs["lr-only"]) else None
@@ -217,7 +218,8 @@ def render_table(result: dict) -> str:
                      f"({horizons(result['green'], seed, target)}) | {wh(green.get('eval_kwh'))} |")
     if fine:
         lines += ["", f"The tuned baseline's reruns trained as its first runs did ({same_training(result['tuned'], fine)});"
-                  f" evaluated {FINE_EVALS / result['settings']['tuned_evals']:g}x as often, so the bracket the headline"
+                  f" evaluated {result['settings']['fine_evals'] / result['settings']['tuned_evals']:g}x as often, so the "
+                  "bracket the headline"
                   " charges it with is that much narrower."]
     lines += calibration_lines(result.get("calibration") or [], result.get("step_j") or {})
     tuned_at = ", ".join(str(reach_step(r, target) or "missed") for r in result["tuned"])

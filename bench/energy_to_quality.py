@@ -20,10 +20,10 @@ Same data, model, evaluation and seeds for every run (``bench/_e2q_plan.py`` hol
    helped alone; or :data:`GREEN_V2`), every seed, to the target with a
    budget of ``green_horizons`` x the tuned energy, the first horizon that reaches it kept.
 6. **the tuned baseline, read finely**: its runs again (same keys and seeds, so the same training: checked at
-   the steps both evaluated), evaluated :data:`FINE_EVALS` times over the schedule and stopped at the target;
+   the steps both evaluated), evaluated ``fine_evals`` times over the schedule and stopped at the target;
    the headline's tuned side is these (a coarse run charges green with a wide bracket).
 7. **per-step calibration**: the VM's speed drifts up to 2x between sittings and every metered energy moves
-   with it, so a run's energy depends on when it ran. :data:`CAL_ROUNDS` rounds of short runs of the tuned
+   with it, so a run's energy depends on when it ran. ``cal_rounds`` rounds of short runs of the tuned
    baseline, green v2 and the defaults side by side give each one's joules per step; the headline is the
    **calibrated estimate** (steps to the target x calibrated joules per step + the run's own metered
    overhead), the metered ratios printed beside it.
@@ -47,7 +47,7 @@ greendiff refused is cached as failed: delete its ``<tag>-lever-*.json`` to retr
 
 Modes (``_e2q_plan.py``): ``--full`` is the proof on a CPU (nano, 16x16; several hours alone on 2 CPU cores,
 so it runs in sittings of ``--budget-minutes``); ``--quick`` a quarter of its schedule with three sweep
-candidates and a few lever rows (about 35 min); ``--gpu`` the proof at tiny, 32x32; ``--smoke`` (about 4 min)
+candidates and a few lever rows (about 27 min of runs); ``--gpu`` the proof at tiny, 32x32; ``--smoke`` (about 4 min)
 checks the plumbing. Once the tuned runs exist the benchmark prints a forecast of the rest.
 
     python bench/energy_to_quality.py --full --budget-minutes 55 [--align-encoder DIR] [--write-benchmarks]
@@ -69,7 +69,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _e2q_encoder import train_encoder  # noqa: E402
-from _e2q_plan import (CAL_ROUNDS, CAL_STEPS, COST_ROUNDS, DEFAULTS, EARLY_RULES, FINE_EVALS, MODES, Mode,  # noqa: E402
+from _e2q_plan import (CAL_STEPS, DEFAULTS, EARLY_RULES, FINE_EVALS, MODES, Mode,  # noqa: E402
                        Variant, compose_green_v2, set_flags, short_hash)
 from _e2q_report import calibration, reach_step, render_benchmarks, render_table, summarize  # noqa: E402
 from _e2q_runs import Bench, OutOfTime, final_fid, reach  # noqa: E402
@@ -212,14 +212,14 @@ class Proof:
         return out
 
     def tuned_fine(self, ctx: dict) -> list[dict]:
-        """The tuned baseline again, every seed, evaluated at :data:`FINE_EVALS` points over its schedule and
+        """The tuned baseline again, every seed, evaluated at ``fine_evals`` points over its schedule and
         stopped at the target: the same keys and seeds, so the same training (its evaluations at the coarse
         runs' steps must give their FIDs: :func:`same_training` checks it), read finely where it crosses the
         target. The headline's tuned side is these runs: the coarse runs' 375-step bracket charged green with
         up to a sixth of the tuned schedule. The target stays the coarse runs' (their full schedules)."""
         steps = self.tuned_steps(ctx["tuned_sets"])
-        every = max(1, steps // FINE_EVALS)
-        key = short_hash(ctx["tuned_sets"])
+        every = max(1, steps // self.m.fine_evals)
+        key = short_hash(ctx["tuned_sets"]) + ("" if self.m.fine_evals == FINE_EVALS else f"-e{self.m.fine_evals}")
         return [self.bench.cached(f"tuned-fine-{key}-{ctx['tag']}-s{seed}", lambda s=seed: self.bench.train(
             f"tuned-fine-s{s}", self.baseline(ctx["tuned_sets"], s, steps, [
                 "--eval-every", str(every), "--target-fid", f"{ctx['target']:.6g}", "--set", "stop.eval_at_end=true"])))
@@ -249,21 +249,21 @@ class Proof:
 
     def lever_costs(self, ctx: dict) -> list[dict]:
         """The joules per step of the levers whose step does different work (precision, an extra network or loss,
-        an assignment, another batch: :attr:`Variant.step_cost`) beside the tuned baseline's, :data:`COST_ROUNDS`
+        an assignment, another batch: :attr:`Variant.step_cost`) beside the tuned baseline's, ``cost_rounds``
         rounds. The other levers change which timesteps or weights a step draws, not its work."""
         steps = min(CAL_STEPS, self.tuned_steps(ctx["tuned_sets"]))
         flags = {"tuned baseline": self.baseline(ctx["tuned_sets"], 0, steps, [])}
         flags |= {v.name: self.cost_flags(v, steps, ctx["tuned_sets"]) for v in self.m.variants() if v.step_cost}
-        return self.side_by_side("cost", flags, COST_ROUNDS) if len(flags) > 1 else []
+        return self.side_by_side("cost", flags, self.m.cost_rounds) if len(flags) > 1 else []
 
     def calibrate(self, ctx: dict) -> list[dict]:
         """The headline's joules per step: the tuned baseline, green v2 and the defaults side by side,
-        :data:`CAL_ROUNDS` rounds of ``min(CAL_STEPS, the tuned schedule)`` steps."""
+        ``cal_rounds`` rounds of ``min(CAL_STEPS, the tuned schedule)`` steps."""
         steps = min(CAL_STEPS, self.tuned_steps(ctx["tuned_sets"]))
         v2 = Variant("green v2", ctx["green_v2_base"], ctx["green_v2_sets"])
         return self.side_by_side("calib", {"tuned baseline": self.baseline(ctx["tuned_sets"], 0, steps, []),
                                            "green v2": self.cost_flags(v2, steps, ctx["tuned_sets"]),
-                                           "diffusers defaults": self.baseline({}, 0, steps, [])}, CAL_ROUNDS)
+                                           "diffusers defaults": self.baseline({}, 0, steps, [])}, self.m.cal_rounds)
 
     def early_stopping(self, ctx: dict) -> list[dict]:
         m, rows = self.m, []
@@ -281,8 +281,9 @@ class Proof:
             for patience, share in EARLY_RULES:
                 min_delta = max(share * ctx["spread"], 1e-6)
                 rule = "" if (patience, share) == EARLY_RULES[0] else f"-p{patience}-d{share:g}"
-                plateau = self.bench.cached(f"early-plateau-{tag}{rule}-s{seed}", lambda f=flags, s=seed, p=patience, d=min_delta:
-                                            self.bench.train(f"early-plateau-s{s}", [
+                plateau = self.bench.cached(
+                    f"early-plateau-{tag}{rule}-s{seed}",
+                    lambda f=flags, s=seed, p=patience, d=min_delta, rule=rule: self.bench.train(f"early-plateau{rule}-s{s}", [
                                                 *f, "--eval-every", str(every), "--patience", str(p), "--min-delta",
                                                 f"{d:.6g}", "--set", "stop.eval_at_end=true"]))
                 rows.append({"seed": seed, "max_steps": steps, "patience": patience, "min_delta": min_delta,
@@ -344,7 +345,7 @@ def projected_minutes(mode: Mode, tuned_runs: list[dict]) -> float:
     their full budget, every lever at most one tuned energy, green v2 about half, early stopping two long runs."""
     per_run_min = statistics.mean(r["wall_s"] for r in tuned_runs) / 60
     units = (2 * mode.seeds * mode.defaults_budget_ratio + len(mode.variants()) * mode.ablation_seeds + mode.seeds
-             + CAL_ROUNDS * 3 * 0.2
+             + mode.cal_rounds * 3 * 0.2
              + 0.5 * mode.seeds * len(mode.green_horizons) + 2 * mode.early_stop_factor * mode.early_stop_seeds)
     return units * per_run_min
 

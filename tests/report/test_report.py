@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -14,7 +15,7 @@ from greendiff.ledger import Ledger, Sample
 from greendiff.report import emissions_statement
 from greendiff.report._collect import power_series
 from greendiff.display import duration_text, energy_text, fixed_point, mass_text
-from greendiff.report._html import config_differences, pareto
+from greendiff.report._html import config_differences, pareto, training_kwh
 from greendiff.report._svg import nice_ticks
 from greendiff.tracking import RunSummary
 from greendiff.report._collect import RunData
@@ -77,7 +78,23 @@ def test_report_of_two_runs(capsys, two_runs, tmp_path, monkeypatch):
     # savings against the reference: run b's energy change, as the table prints it
     change = summary_b["energy_kwh"] / summary_a["energy_kwh"] - 1
     assert f"{change:+.1%}" in page
+    # and its training energy's (previews and evaluations left out), beside it
+    a, b = (RunSummary.from_dict(Ledger(root / "ledger.sqlite").get_run(i).summary) for i in (1, 2))
+    trained = training_kwh(b) / training_kwh(a) - 1
+    assert "training energy" in page and f"{trained:+.1%}" in page
     assert "wrote" in err
+
+
+def test_training_energy_leaves_out_previews_and_evaluations_only(two_runs):
+    root, _ = two_runs
+    summary = RunSummary.from_dict(Ledger(root / "ledger.sqlite").get_run(1).summary)
+    by_name = {p.name: p.energy_j for p in summary.phases}
+    assert {"sample", "train"} <= set(by_name)  # the tiny run previews at its end
+    left_out = sum(j for name, j in by_name.items() if name in ("sample", "eval"))
+    assert training_kwh(summary) == pytest.approx(summary.energy_kwh - left_out / 3.6e6, rel=1e-12)
+    assert 0 < training_kwh(summary) < summary.energy_kwh
+    kept = dataclasses.replace(summary, phases=[p for p in summary.phases if p.name not in ("sample", "eval")])
+    assert training_kwh(kept) == summary.energy_kwh  # no preview, no evaluation: all of it is training
 
 
 def test_statement_names_hardware_hours_place_and_sources(two_runs):
