@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 
 from _e2q_plan import Mode
-from _e2q_runs import KWH_PER_J, final_fid, reach
+from _e2q_runs import KWH_PER_J, crossing, final_fid, reach
 from _report import machine, today
 
 TARGETS = {"tuned baseline": 4.0, "diffusers defaults": 10.0}  # the issue's: in every seed
@@ -30,12 +30,8 @@ def ratio_vs(ref: dict, green: dict | None, target: float) -> dict:
 def steps_bracket(run: dict, target: float) -> tuple[int, int] | None:
     """The steps bracketing the first evaluation at or below ``target``: (the evaluation's before it, or its own
     when it is the first; its own). None when the run never reached it."""
-    before = None
-    for point in run.get("curve", []):
-        if point["fid"] <= target:
-            return (before if before is not None else point["step"]), point["step"]
-        before = point["step"]
-    return None
+    hit = crossing(run, target)
+    return None if hit is None else ((hit[0] or hit[1])["step"], hit[1]["step"])
 
 
 def overhead_j(run: dict) -> float:
@@ -199,16 +195,15 @@ def render_table(result: dict) -> str:
     for r in result["sweep"]:
         lines.append(f"| {keys(r['sets'])} | {r.get('steps', '—')} | "
                      f"{r.get('failed') or f'{final_fid(r):.2f}'} | {wh(r.get('total_kwh'))} |")
+    refs, fine = result["references"], result.get("tuned_fine") or []
+    tuned_head = "tuned baseline" + (f" (rerun: evaluated every 1/{result['settings']['fine_evals']} of its schedule, "
+                                     "stopped at the target)" if fine else "")
     same = " (the same runs: the sweep's best is itself at batch 16 with the defaults' warm-up)" \
         if ctx["lr_only"] == ctx["tuned_sets"] else ""
     lines += ["", f"Tuned baseline: {keys(ctx['tuned_sets'])}; lr-only at batch 16: {keys(ctx['lr_only'])}{same}; the "
               f"sweep's {wh(ctx['sweep_kwh'])} is charged to no one.", "",
-              "| seed | tuned baseline | lr-only at batch 16 | diffusers defaults (--ema) | green v2 (budgets tried) | "
+              f"| seed | {tuned_head} | lr-only at batch 16 | diffusers defaults (--ema) | green v2 (budgets tried) | "
               "green v2's evaluations |", "|---:|---|---|---|---|---:|"]
-    refs, fine = result["references"], result.get("tuned_fine") or []
-    if fine:
-        lines[-2] = lines[-2].replace("| tuned baseline |", f"| tuned baseline (rerun: evaluated every 1/{result['settings']['fine_evals']} of its schedule, stopped at "
-                                      "the target) |")
     for seed, tuned in enumerate(fine or result["tuned"]):
         green = next((g for g in reversed(result["green"]) if g["seed"] == seed), {"failed": "not run"})
         lr_only = refs["lr-only"][seed] if seed < len(refs["lr-only"]) else None
@@ -254,7 +249,8 @@ def render_table(result: dict) -> str:
 def reach_step(run: dict, target: float) -> int | None:
     """The step of the first evaluation at or below ``target`` (steps do not depend on the machine's speed,
     energies do: they read a lever's effect on learning apart from the noise of a shared machine)."""
-    return next((p["step"] for p in run.get("curve", []) if p["fid"] <= target), None)
+    hit = crossing(run, target)
+    return None if hit is None else hit[1]["step"]
 
 
 def horizons(green: list[dict], seed: int, target: float) -> str:

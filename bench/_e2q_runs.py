@@ -139,12 +139,19 @@ def final_fid(run: dict) -> float:
     return run["curve"][-1]["fid"] if run.get("curve") else float("nan")
 
 
+def crossing(run: dict, target: float) -> tuple[dict | None, dict] | None:
+    """The curve points around the first evaluation at or below ``target``: (the evaluation before it, None when
+    it is the first; it). None when the run never reached it."""
+    before = None
+    for point in run.get("curve", []):
+        if point["fid"] <= target:
+            return before, point
+        before = point
+    return None
+
+
 def reach(run: dict, target: float) -> tuple[float, float] | None:
     """Training energy bracketing the first evaluation at or below ``target``: (energy at the evaluation
     before it, or 0; energy at it). None when the run never reached it."""
-    before = 0.0
-    for point in run.get("curve", []):
-        if point["fid"] <= target:
-            return before, point["train_kwh"]
-        before = point["train_kwh"]
-    return None
+    hit = crossing(run, target)
+    return None if hit is None else (hit[0]["train_kwh"] if hit[0] else 0.0, hit[1]["train_kwh"])

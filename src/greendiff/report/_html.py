@@ -120,11 +120,11 @@ def comparison(runs: list[RunData], reference: RunData, metric: str) -> str:
     ref_fid, ref_train = final_metric(reference, metric), training_kwh(reference.summary)
     rows = []
     for r in runs:
-        s = r.summary
+        s, trained = r.summary, training_kwh(r.summary)
         fid = final_metric(r, metric)
         rows.append([_e(r.label) + (" (reference)" if r is reference else ""), _e(r.dataset), _e(r.record.kind),
-                     _kwh(s.energy_kwh), _kwh(training_kwh(s)), _kg(s.emissions_kg), "—" if fid is None else f"{fid:.4g}",
-                     _saving(s.energy_kwh, reference.summary.energy_kwh), _saving(training_kwh(s), ref_train),
+                     _kwh(s.energy_kwh), _kwh(trained), _kg(s.emissions_kg), "—" if fid is None else f"{fid:.4g}",
+                     _saving(s.energy_kwh, reference.summary.energy_kwh), _saving(trained, ref_train),
                      _saving(s.emissions_kg, reference.summary.emissions_kg), _saving(fid, ref_fid)])
     parts = ["<h2>Comparison</h2>",
              f'<p class="note">Changes are against {_e(reference.label)}; lower is better for energy, CO2e and '
